@@ -1,0 +1,57 @@
+"""The exceptions traj raises.
+
+Every error traj raises on purpose derives from :class:`TrajError`, so a caller (the CLI
+first of all) can tell a problem with the input from a bug. Subclasses also inherit the
+matching builtin, as zarr-python does with ``NodeNotFoundError(FileNotFoundError)``, so
+``except FileNotFoundError`` keeps working for callers who do not know traj.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "TrajError",
+    "StoreNotFoundError",
+    "StoreFormatError",
+    "LayoutMismatchError",
+    "StoreLockedError",
+    "UnknownRecipeError",
+    "RecipeConfigError",
+    "ImportSourceError",
+    "RecorderError",
+]
+
+
+class TrajError(Exception):
+    """Root of every error traj raises on purpose; its message is one readable line."""
+
+
+class StoreNotFoundError(TrajError, FileNotFoundError):
+    """The path does not exist, or holds no run store."""
+
+
+class StoreFormatError(TrajError, ValueError):
+    """The path holds a Zarr group that is not a valid traj run store of a known version."""
+
+
+class LayoutMismatchError(TrajError, ValueError):
+    """A model's parameter layout differs from the layout recorded in the store."""
+
+
+class StoreLockedError(TrajError, RuntimeError):
+    """Another writer holds the store."""
+
+
+class UnknownRecipeError(TrajError, LookupError):
+    """No built-in recipe has this name."""
+
+
+class RecipeConfigError(TrajError, ValueError):
+    """A recipe option is unknown or has a value of the wrong kind."""
+
+
+class ImportSourceError(TrajError, ValueError):
+    """A source given to ``traj import`` cannot be turned into a run store."""
+
+
+class RecorderError(TrajError, RuntimeError):
+    """The recorder was used out of order, or its background writer failed."""

@@ -1,0 +1,341 @@
+"""What every built-in recipe provides, and the training loop most of them share.
+
+A recipe is a deterministic training run: for a given config (seed included) it builds the
+same model, the same data and the same batch order every time, so a recorded run can be
+replayed, and later commands can score any θ (``evaluate``) or continue training from it
+(``refine``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import RecipeConfigError
+
+__all__ = ["Recipe", "Dataset", "EpochReport", "COMMON_DEFAULTS", "parse_set_option"]
+
+#: Options every recipe has. ``every`` is the snapshot spacing in steps, or "epoch".
+COMMON_DEFAULTS: dict[str, Any] = {
+    "epochs": 10,
+    "lr": 0.01,
+    "optimizer": "sgd",
+    "seed": 0,
+    "batch_size": 64,
+    "every": 1,
+}
+
+_OPTIMIZERS = ("sgd", "adam", "adamw")
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Tensors of one recipe's data, already split."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+
+
+@dataclass(frozen=True)
+class EpochReport:
+    """What the training loop tells its progress callback after each epoch."""
+
+    epoch: int
+    epochs: int
+    loss: float
+    metrics: dict[str, float]
+
+
+ProgressCallback = Callable[[EpochReport], None]
+
+
+class Recipe:
+    """Base of the built-in recipes.
+
+    Subclasses set ``name``, ``summary``, ``task`` and ``defaults`` and implement
+    :meth:`build_model` and :meth:`load_data`; the shared loop does the rest.
+    """
+
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    task: ClassVar[str] = "classification"  # or "regression"
+    defaults: ClassVar[dict[str, Any]] = {}
+    #: Short help for recipe-specific options, shown by ``traj recipes``.
+    option_help: ClassVar[dict[str, str]] = {}
+
+    def __init__(self, config: Mapping[str, Any] | None = None, **overrides: Any) -> None:
+        merged = {**COMMON_DEFAULTS, **self.defaults}
+        given = {**(config or {}), **overrides}
+        for key, value in given.items():
+            if key not in merged:
+                raise RecipeConfigError(
+                    f"recipe {self.name!r} has no option {key!r} (options: {', '.join(sorted(merged))})"
+                )
+            merged[key] = _coerce(self.name, key, value, merged[key])
+        self.config: dict[str, Any] = merged
+        self._validate()
+        self._data: Dataset | None = None
+
+    # ------------------------------------------------------------------ configuration
+    @classmethod
+    def all_defaults(cls) -> dict[str, Any]:
+        return {**COMMON_DEFAULTS, **cls.defaults}
+
+    @property
+    def seed(self) -> int:
+        return int(self.config["seed"])
+
+    @property
+    def epochs(self) -> int:
+        return int(self.config["epochs"])
+
+    def _validate(self) -> None:
+        c = self.config
+        if c["epochs"] < 1:
+            raise RecipeConfigError(f"epochs must be >= 1, got {c['epochs']}")
+        if not c["lr"] > 0 or not math.isfinite(c["lr"]):
+            raise RecipeConfigError(f"lr must be a positive number, got {c['lr']}")
+        if c["batch_size"] < 1:
+            raise RecipeConfigError(f"batch_size must be >= 1, got {c['batch_size']}")
+        if str(c["optimizer"]).lower() not in _OPTIMIZERS:
+            raise RecipeConfigError(f"optimizer must be one of {', '.join(_OPTIMIZERS)}, not {c['optimizer']!r}")
+        every = c["every"]
+        if every != "epoch" and not (isinstance(every, int) and every >= 1):
+            raise RecipeConfigError(f"every must be a positive integer or 'epoch', not {every!r}")
+
+    def store_attrs(self) -> dict[str, Any]:
+        """The ``recipe`` attribute written into a store this recipe records."""
+        return {"name": self.name, "config": dict(self.config), "seed": self.seed}
+
+    # ------------------------------------------------------------------ to implement
+    def build_model(self) -> nn.Module:
+        raise NotImplementedError
+
+    def load_data(self) -> Dataset:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ shared pieces
+    @property
+    def data(self) -> Dataset:
+        if self._data is None:
+            self._data = self.load_data()
+        return self._data
+
+    def new_model(self) -> nn.Module:
+        """The initial model for this seed (global RNG state untouched)."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            return self.build_model()
+
+    def loss_fn(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if self.task == "classification":
+            return nn.functional.cross_entropy(output, target)
+        return nn.functional.mse_loss(output, target)
+
+    def make_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
+        name = str(self.config["optimizer"]).lower()
+        lr = float(self.config["lr"])
+        params = model.parameters()
+        if name == "adam":
+            return torch.optim.Adam(params, lr=lr)
+        if name == "adamw":
+            return torch.optim.AdamW(params, lr=lr, weight_decay=float(self.config.get("weight_decay", 0.01)))
+        return torch.optim.SGD(params, lr=lr, momentum=float(self.config.get("momentum", 0.0)))
+
+    def after_step(self, model: nn.Module) -> None:
+        """Hook run after every optimizer step (before the snapshot); e.g. a norm constraint."""
+
+    @torch.no_grad()
+    def metrics(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        model.eval()
+        out = model(x)
+        model.train()
+        result = {"loss": float(self.loss_fn(out, y))}
+        if self.task == "classification":
+            result["accuracy"] = float((out.argmax(dim=-1) == y).float().mean())
+        return result
+
+    def batches(self, generator: torch.Generator) -> list[torch.Tensor]:
+        """One epoch's minibatch index sets, in a seeded order."""
+        n = self.data.x_train.shape[0]
+        order = torch.randperm(n, generator=generator)
+        size = int(self.config["batch_size"])
+        return [order[i : i + size] for i in range(0, n, size)]
+
+    def train(
+        self,
+        model: nn.Module | None = None,
+        *,
+        recorder: Any = None,
+        epochs: int | None = None,
+        mask: Mapping[str, torch.Tensor] | None = None,
+        seed: int | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> nn.Module:
+        """Run the recipe's training loop.
+
+        Parameters
+        ----------
+        model : nn.Module, optional
+            Start from this model (default: :meth:`new_model`).
+        recorder : traj.Recorder, optional
+            Counted after every optimizer step; told about every epoch end.
+        epochs : int, optional
+            Default ``config["epochs"]``.
+        mask : mapping of parameter name to 0/1 tensor, optional
+            Weights where the mask is 0 are set to zero and kept there (pruning refinement).
+        seed : int, optional
+            Seed of the batch order (default the recipe's seed).
+        """
+        model = self.new_model() if model is None else model
+        model.train()
+        data = self.data
+        generator = torch.Generator().manual_seed(self.seed if seed is None else int(seed))
+        optimizer = self.make_optimizer(model)
+        named = dict(model.named_parameters())
+        masks = {name: m.to(dtype=named[name].dtype) for name, m in (mask or {}).items()}
+        _apply_mask(named, masks)
+        n_epochs = self.epochs if epochs is None else int(epochs)
+        for epoch in range(n_epochs):
+            batches = self.batches(generator)
+            losses = []
+            for i, index in enumerate(batches):
+                optimizer.zero_grad(set_to_none=True)
+                loss = self.loss_fn(model(data.x_train[index]), data.y_train[index])
+                loss.backward()
+                optimizer.step()
+                _apply_mask(named, masks)
+                self.after_step(model)
+                losses.append(loss.item())
+                last = i == len(batches) - 1
+                val = self.metrics(model, data.x_val, data.y_val) if last else {}
+                if recorder is not None:
+                    recorder.step(loss=losses[-1], metrics={f"val_{k}": v for k, v in val.items()})
+            report = EpochReport(epoch + 1, n_epochs, float(np.mean(losses)), val)
+            if recorder is not None:
+                recorder.epoch_end()
+            if progress is not None:
+                progress(report)
+        return model
+
+    # ------------------------------------------------------------------ θ <-> model
+    def load_theta(self, model: nn.Module, theta: np.ndarray) -> nn.Module:
+        """Copy a flat θ (state_dict order of parameters) into ``model``."""
+        params = list(model.parameters())
+        n = sum(p.numel() for p in params)
+        theta = np.asarray(theta)
+        if theta.shape != (n,):
+            raise RecipeConfigError(f"θ has shape {theta.shape}; recipe {self.name!r} has {n} parameters")
+        with torch.no_grad():
+            offset = 0
+            for p in params:
+                k = p.numel()
+                p.copy_(torch.from_numpy(np.ascontiguousarray(theta[offset : offset + k])).reshape(p.shape))
+                offset += k
+        return model
+
+    @staticmethod
+    def theta_of(model: nn.Module) -> np.ndarray:
+        with torch.no_grad():
+            return torch.cat([p.detach().reshape(-1) for p in model.parameters()]).numpy().copy()
+
+    def evaluate(self, theta: np.ndarray) -> dict[str, float]:
+        """Loss (and accuracy) of the weights θ on the validation and training data."""
+        model = self.load_theta(self.new_model(), theta)
+        data = self.data
+        val = self.metrics(model, data.x_val, data.y_val)
+        train = self.metrics(model, data.x_train, data.y_train)
+        return {**val, **{f"train_{k}": v for k, v in train.items()}}
+
+    def refine(self, theta: np.ndarray, epochs: int = 1, *, mask: Mapping[str, np.ndarray] | None = None,
+               seed: int = 0) -> np.ndarray:
+        """Continue training from θ for ``epochs`` epochs (masked weights held at zero)."""
+        model = self.load_theta(self.new_model(), theta)
+        torch_mask = {k: torch.as_tensor(np.asarray(v)) for k, v in (mask or {}).items()}
+        self.train(model, epochs=epochs, mask=torch_mask, seed=seed)
+        return self.theta_of(model)
+
+    def record(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        overwrite: bool = False,
+        grads: bool = False,
+        dtype: str | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> Any:
+        """Train from scratch and record the run to ``path``; returns the opened :class:`RunStore`."""
+        from ..record import Recorder
+        from ..store import RunStore
+
+        model = self.new_model()
+        every = self.config["every"]
+        unit, k = ("epoch", 1) if every == "epoch" else ("step", int(every))
+        with Recorder(path, model, every=k, unit=unit, grads=grads, dtype=dtype,
+                      recipe=self.store_attrs(), overwrite=overwrite) as recorder:
+            self.train(model, recorder=recorder, progress=progress)
+        return RunStore(path)
+
+
+def _apply_mask(named: Mapping[str, nn.Parameter], masks: Mapping[str, torch.Tensor]) -> None:
+    if not masks:
+        return
+    with torch.no_grad():
+        for name, m in masks.items():
+            if name not in named:
+                raise RecipeConfigError(f"mask names {name!r}, which the model does not have")
+            named[name].mul_(m.reshape(named[name].shape))
+
+
+def _coerce(recipe: str, key: str, value: Any, default: Any) -> Any:
+    """Give ``value`` (maybe a string from ``--set``) the type of the option's default."""
+    if key == "every":
+        if isinstance(value, str):
+            if value.strip().lower() == "epoch":
+                return "epoch"
+            try:
+                return int(value)
+            except ValueError:
+                raise RecipeConfigError(f"every must be a positive integer or 'epoch', not {value!r}") from None
+        return value
+    kind = type(default)
+    if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+        return value
+    text = str(value).strip()
+    try:
+        if kind is bool:
+            low = text.lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if kind is int:
+            return int(text)
+        if kind is float:
+            return float(text)
+    except ValueError:
+        raise RecipeConfigError(
+            f"option {key!r} of recipe {recipe!r} takes a {kind.__name__}, not {value!r}"
+        ) from None
+    return text
+
+
+def parse_set_option(items: list[str]) -> dict[str, str]:
+    """Parse ``--set key=value`` strings."""
+    parsed: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise RecipeConfigError(f"--set takes key=value, got {item!r}")
+        parsed[key.strip().replace("-", "_")] = value.strip()
+    return parsed

@@ -1,0 +1,385 @@
+"""The Recorder: stream weight snapshots from a PyTorch training loop into a run store.
+
+The training thread only copies the parameters into a reusable host buffer (pinned, with an
+asynchronous copy, when the model is on a GPU); a background thread compresses and writes.
+The pool of buffers is the bounded queue: when the writer falls behind by more than the
+pool, the training thread waits, so memory stays bounded. The writer commits whatever has
+arrived each time it catches up ("group commit"), so under load rows are written in whole
+chunks, and when training is slow each snapshot is on disk one write after it was taken.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import RecorderError
+from ..store import Layout, StoreWriter
+
+__all__ = ["Recorder", "RecorderStats", "layout_of", "PRUNABLE_MODULES"]
+
+#: Module types whose ``weight`` is prunable by default (methods.md §3: linear and conv layers).
+PRUNABLE_MODULES: tuple[type[nn.Module], ...] = (
+    nn.Linear,
+    nn.Bilinear,
+    nn.Conv1d,
+    nn.Conv2d,
+    nn.Conv3d,
+    nn.ConvTranspose1d,
+    nn.ConvTranspose2d,
+    nn.ConvTranspose3d,
+)
+
+_STOP = object()
+
+
+def layout_of(model: nn.Module, names: Iterable[str] | None = None) -> tuple[Layout, list[nn.Parameter]]:
+    """The layout of a model's parameters (state_dict names, in registration order).
+
+    Parameters
+    ----------
+    model : nn.Module
+    names : iterable of str, optional
+        Record only these parameters (default: all of ``model.named_parameters()``).
+    """
+    named = list(model.named_parameters())
+    if names is not None:
+        wanted = list(names)
+        known = {n for n, _ in named}
+        missing = [n for n in wanted if n not in known]
+        if missing:
+            raise RecorderError(f"the model has no parameter named {missing[0]!r}")
+        named = [(n, p) for n, p in named if n in set(wanted)]
+    if not named:
+        raise RecorderError("the model has no parameters to record")
+    prunable = {
+        f"{mod_name}.weight" if mod_name else "weight"
+        for mod_name, module in model.named_modules()
+        if isinstance(module, PRUNABLE_MODULES)
+    }
+    layout = Layout.from_shapes([(n, tuple(p.shape)) for n, p in named], prunable=prunable)
+    return layout, [p for _, p in named]
+
+
+@dataclass
+class RecorderStats:
+    """Counters a caller can use to see what recording cost."""
+
+    snapshots: int = 0
+    commits: int = 0
+    capture_seconds: float = 0.0
+    wait_seconds: float = 0.0
+
+
+class Recorder:
+    """Record a model's weight trajectory into a run store.
+
+    Parameters
+    ----------
+    path : str or path-like
+        Store directory; an existing store with the same layout is appended to.
+    model : nn.Module
+    every : int
+        Snapshot spacing, in optimizer steps (``unit="step"``) or epochs (``unit="epoch"``).
+    unit : {"step", "epoch"}
+    dtype : {"float32", "float64"}, optional
+        Default float64 when any recorded parameter is float64, else float32.
+    grads : bool
+        Also record each recorded step's gradients (``grads`` array).
+    params : iterable of str, optional
+        Names of the parameters to record (default all).
+    record_initial : bool
+        Take snapshot 0 (the initial weights) when the store is new.
+    start_step : int, optional
+        Global step of the model's current state; default 0 for a new store and the last
+        recorded step when appending.
+    buffer_bytes : int
+        Host memory the snapshot buffers may use; the writer lags by at most this much.
+    recipe : mapping, optional
+        ``{"name", "config", "seed"}`` written into the store's attributes.
+
+    Examples
+    --------
+    >>> with Recorder("run.zarr", model, every=10) as rec:   # doctest: +SKIP
+    ...     rec.attach(optimizer)
+    ...     for x, y in loader:
+    ...         loss = loss_fn(model(x), y)
+    ...         loss.backward()
+    ...         rec.log(loss=loss.item())
+    ...         optimizer.step(); optimizer.zero_grad()
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        model: nn.Module,
+        *,
+        every: int = 1,
+        unit: str = "step",
+        dtype: str | None = None,
+        grads: bool = False,
+        params: Iterable[str] | None = None,
+        record_initial: bool = True,
+        start_step: int | None = None,
+        buffer_bytes: int = 256 << 20,
+        min_buffers: int = 4,
+        recipe: Mapping[str, Any] | None = None,
+        overwrite: bool = False,
+        compressor: str = "lz4",
+    ) -> None:
+        if unit not in ("step", "epoch"):
+            raise RecorderError(f"unit must be 'step' or 'epoch', not {unit!r}")
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise RecorderError(f"every must be a positive integer, not {every!r}")
+        self.model = model
+        self.every = every
+        self.unit = unit
+        self.record_grads = grads
+        self.layout, self._params = layout_of(model, params)
+        if dtype is None:
+            dtype = "float64" if any(p.dtype == torch.float64 for p in self._params) else "float32"
+        self._torch_dtype = {"float32": torch.float32, "float64": torch.float64}.get(dtype)
+        self._writer = StoreWriter(
+            path,
+            self.layout,
+            dtype=dtype,
+            spacing={"every": every, "unit": unit},
+            recipe=recipe,
+            overwrite=overwrite,
+            compressor=compressor,
+        )
+        self.path = self._writer.path
+        self.stats = RecorderStats()
+        self._cuda = any(p.is_cuda for p in self._params)
+        n = self.layout.n_params
+        row_bytes = n * self._writer.dtype.itemsize * (2 if grads else 1)
+        self._max_buffers = max(min_buffers, min(4096, buffer_bytes // max(1, row_bytes)))
+        self._free: queue.SimpleQueue[tuple[torch.Tensor, torch.Tensor | None]] = queue.SimpleQueue()
+        self._allocated = 0
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._error: BaseException | None = None
+        self._max_batch = max(self._writer.t_chunk, (64 << 20) // max(1, row_bytes))
+        self._pending_log: dict[str, float] = {}
+        self._hook: Any = None
+        self._closed = False
+        self._rows_done = 0
+
+        resumed = self._writer.n_snapshots > 0
+        last = self._writer.last_step
+        if start_step is None:
+            start_step = last if last is not None else 0
+        elif last is not None and start_step < last:
+            self._writer.close()
+            raise RecorderError(
+                f"{self.path} already holds snapshots up to step {last}; cannot restart at step {start_step}"
+            )
+        self.global_step = int(start_step)
+        self.epoch = 0
+        if resumed:
+            from ..store import RunStore
+
+            epochs = RunStore(self.path).epochs
+            self.epoch = int(max(0, epochs[-1])) if epochs.size else 0
+        self._thread = threading.Thread(target=self._write_loop, name="traj-recorder-writer", daemon=True)
+        self._thread.start()
+        if record_initial and not resumed:
+            self.snapshot()
+
+    # ------------------------------------------------------------------ training-thread side
+    def attach(self, optimizer: torch.optim.Optimizer) -> Recorder:
+        """Count every ``optimizer.step()`` through a post-step hook; the loop needs no change."""
+        if self._hook is not None:
+            raise RecorderError("this recorder is already attached to an optimizer")
+        self._hook = optimizer.register_step_post_hook(lambda *_: self.step())
+        return self
+
+    def detach(self) -> None:
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+
+    def log(self, loss: float | None = None, **metrics: float) -> None:
+        """Values to store with the next snapshot (for loops that use :meth:`attach`)."""
+        if loss is not None:
+            self._pending_log["loss"] = float(loss)
+        for key, value in metrics.items():
+            self._pending_log[key] = float(value)
+
+    def step(self, *, loss: float | None = None, metrics: Mapping[str, float] | None = None,
+             step: int | None = None) -> bool:
+        """Count one optimizer step; snapshot when it falls on the spacing. Returns whether it did."""
+        self._check_open()
+        self.global_step = self.global_step + 1 if step is None else int(step)
+        if loss is not None or metrics:
+            self.log(loss, **dict(metrics or {}))
+        if self.unit == "step" and self.global_step % self.every == 0:
+            self.snapshot()
+            return True
+        return False
+
+    def epoch_end(self, *, loss: float | None = None, metrics: Mapping[str, float] | None = None) -> bool:
+        """Mark the end of an epoch; snapshots when ``unit="epoch"`` and the epoch is on the spacing."""
+        self._check_open()
+        if loss is not None or metrics:
+            self.log(loss, **dict(metrics or {}))
+        self.epoch += 1
+        taken = False
+        if self.unit == "epoch" and self.epoch % self.every == 0:
+            last = self._writer.last_step
+            if last is None or self.global_step > last:
+                self.snapshot(epoch=self.epoch - 1)
+                taken = True
+        self._pending_log.clear()
+        return taken
+
+    @torch.no_grad()
+    def snapshot(self, *, step: int | None = None, epoch: int | None = None) -> None:
+        """Take a snapshot of the model now (at ``step``, default the current global step)."""
+        self._check_open()
+        t0 = time.perf_counter()
+        theta_buf, grad_buf = self._take_buffers()
+        offset = 0
+        for p in self._params:
+            n = p.numel()
+            theta_buf[offset : offset + n].copy_(p.detach().reshape(-1), non_blocking=self._cuda)
+            if grad_buf is not None:
+                if p.grad is None:
+                    grad_buf[offset : offset + n].fill_(float("nan"))
+                else:
+                    grad_buf[offset : offset + n].copy_(p.grad.detach().reshape(-1), non_blocking=self._cuda)
+            offset += n
+        event = None
+        if self._cuda:
+            event = torch.cuda.Event()
+            event.record()
+        log = self._pending_log
+        self._pending_log = {}
+        meta = {
+            "step": self.global_step if step is None else int(step),
+            "epoch": self.epoch if epoch is None else int(epoch),
+            "time": time.time(),
+            "loss": log.pop("loss", None),
+            "metrics": log,
+        }
+        self._queue.put((theta_buf, grad_buf, event, meta))
+        self.stats.snapshots += 1
+        self.stats.capture_seconds += time.perf_counter() - t0
+
+    def _take_buffers(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        try:
+            return self._free.get_nowait()
+        except queue.Empty:
+            pass
+        if self._allocated < self._max_buffers:
+            self._allocated += 1
+            n = self.layout.n_params
+            make = lambda: torch.empty(n, dtype=self._torch_dtype, pin_memory=self._cuda)  # noqa: E731
+            return make(), (make() if self.record_grads else None)
+        t0 = time.perf_counter()
+        while True:  # the writer is behind by the whole pool: wait for a buffer (backpressure)
+            try:
+                buffers = self._free.get(timeout=0.5)
+                break
+            except queue.Empty:
+                self._raise_writer_error()
+        self.stats.wait_seconds += time.perf_counter() - t0
+        return buffers
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RecorderError("the recorder is closed")
+        self._raise_writer_error()
+
+    def _raise_writer_error(self) -> None:
+        if self._error is not None:
+            raise RecorderError(f"the background writer failed: {self._error}") from self._error
+
+    # ------------------------------------------------------------------ writer-thread side
+    def _write_loop(self) -> None:
+        stop = False
+        while not stop:
+            batch = [self._queue.get()]
+            while len(batch) < self._max_batch:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            if batch[-1] is _STOP:
+                batch.pop()
+                stop = True
+            try:
+                if self._error is None:
+                    self._write(batch)
+            except BaseException as exc:  # reported to the training thread at its next call
+                self._error = exc
+            finally:
+                for theta_buf, grad_buf, _, _ in batch:
+                    self._free.put((theta_buf, grad_buf))
+                self._rows_done += len(batch)
+
+    def _write(self, batch: list[tuple[Any, ...]]) -> None:
+        if not batch:
+            return
+        for theta_buf, grad_buf, event, meta in batch:
+            if event is not None:
+                event.synchronize()
+            self._writer.append(
+                theta_buf.numpy(),
+                grads=None if grad_buf is None else grad_buf.numpy(),
+                **meta,
+            )
+        self._writer.commit()
+        self.stats.commits += 1
+
+    # ------------------------------------------------------------------ lifetime
+    @property
+    def n_committed(self) -> int:
+        return self._writer.n_snapshots
+
+    def flush(self) -> None:
+        """Block until every snapshot taken so far is committed."""
+        self._check_open()
+        while self._rows_done < self.stats.snapshots and self._error is None:
+            time.sleep(0.001)
+        self._raise_writer_error()
+
+    def close(self) -> None:
+        """Write every snapshot taken, trim and close the store, release its lock."""
+        if self._closed:
+            return
+        self._closed = True
+        self.detach()
+        self._queue.put(_STOP)
+        self._thread.join()
+        try:
+            self._writer.close()
+        finally:
+            self._raise_writer_error()
+
+    def __enter__(self) -> Recorder:
+        return self
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is None:
+            self.close()
+            return
+        try:  # keep every snapshot taken before the error, then let the error through
+            self.close()
+        except RecorderError:
+            pass
+
+    def __del__(self) -> None:  # a forgotten close() must not lose snapshots
+        if not getattr(self, "_closed", True):
+            try:
+                self.close()
+            except Exception:
+                pass
+

@@ -1,0 +1,81 @@
+"""One writer per store: an advisory ``flock`` on a file inside the store.
+
+Zarr does no locking. The kernel drops a ``flock`` when its holder dies, so a recording
+killed by SIGKILL never leaves a lock that blocks the resume; the holder's pid and host are
+written into the file only to make the refusal message useful.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+from pathlib import Path
+
+from ..errors import StoreLockedError
+
+LOCK_NAME = ".traj-writer.lock"
+
+
+class WriterLock:
+    """An exclusive, non-blocking writer lock on ``store_path``."""
+
+    def __init__(self, store_path: str | os.PathLike[str]) -> None:
+        self.path = Path(store_path) / LOCK_NAME
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_holder(fd)
+            os.close(fd)
+            raise StoreLockedError(
+                f"{self.path.parent} is being written by another recorder ({holder}); "
+                "one writer per store"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        try:
+            os.ftruncate(self._fd, 0)
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            os.close(self._fd)
+            self._fd = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+
+def is_locked(store_path: str | os.PathLike[str]) -> bool:
+    """Whether a live writer holds ``store_path`` now."""
+    path = Path(store_path) / LOCK_NAME
+    if not path.exists():
+        return False
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
+def _read_holder(fd: int) -> str:
+    try:
+        raw = os.pread(fd, 4096, 0)
+        info = json.loads(raw.decode() or "{}")
+        return f"pid {info.get('pid', '?')} on {info.get('host', '?')}"
+    except (OSError, ValueError):
+        return "unknown holder"

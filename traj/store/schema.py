@@ -1,0 +1,223 @@
+"""The run-store format, version 1: what is written where, and how it is checked.
+
+A run store is a Zarr v3 group. Its arrays (all time-major, row k = snapshot k):
+
+``params``  (T, N) float32 or float64  the flattened parameter vector θ of every snapshot
+``grads``   (T, N) same dtype          optional; the gradient of the step that produced row k
+``step``    (T,) int64                 global optimizer step; -1 (the fill value) marks a row
+                                        that was never committed
+``epoch``   (T,) int64                 epoch the snapshot was taken in
+``time``    (T,) float64               wall-clock time, Unix seconds
+``loss``    (T,) float64               optional
+``metrics/<name>`` (T,) float64        optional, any scalar the training loop reports
+
+The group's attributes hold the format marker, the parameter layout, the snapshot spacing,
+versions, the creation time, the recipe (when recorded by one) and the committed count.
+``step`` is written last for every row, so a row is committed exactly when its ``step`` is
+not -1; after a clean close every array is trimmed to the committed rows.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import LayoutMismatchError, StoreFormatError
+
+__all__ = [
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "UNCOMMITTED_STEP",
+    "ParamEntry",
+    "Layout",
+    "choose_chunks",
+]
+
+FORMAT_NAME = "traj-run"
+FORMAT_VERSION = 1
+#: Fill value of ``step``: a row whose step is this was allocated but never committed.
+UNCOMMITTED_STEP = -1
+
+_SUPPORTED_DTYPES = ("float32", "float64")
+
+
+@dataclass(frozen=True)
+class ParamEntry:
+    """One named parameter tensor and where it lives inside θ."""
+
+    name: str
+    shape: tuple[int, ...]
+    offset: int
+    prunable: bool
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def stop(self) -> int:
+        return self.offset + self.size
+
+    @property
+    def columns(self) -> slice:
+        """The columns of ``params`` that hold this tensor."""
+        return slice(self.offset, self.stop)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "shape": list(self.shape),
+            "offset": self.offset,
+            "size": self.size,
+            "prunable": self.prunable,
+        }
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The ordered parameter tensors that make up θ ∈ R^N.
+
+    Keys are parameter names as in ``model.state_dict()``; offsets are contiguous and in
+    order, so ``theta[entry.columns].reshape(entry.shape)`` is the tensor.
+    """
+
+    entries: tuple[ParamEntry, ...]
+
+    @classmethod
+    def from_shapes(
+        cls,
+        shapes: Iterable[tuple[str, Sequence[int]]],
+        *,
+        prunable: Iterable[str] = (),
+    ) -> Layout:
+        """Build a layout from ``(name, shape)`` pairs in θ order."""
+        prunable = set(prunable)
+        entries = []
+        offset = 0
+        seen = set()
+        for name, shape in shapes:
+            if name in seen:
+                raise StoreFormatError(f"parameter name {name!r} appears twice in the layout")
+            seen.add(name)
+            entry = ParamEntry(str(name), tuple(int(s) for s in shape), offset, name in prunable)
+            entries.append(entry)
+            offset += entry.size
+        if not entries:
+            raise StoreFormatError("a layout needs at least one parameter tensor")
+        return cls(tuple(entries))
+
+    @property
+    def n_params(self) -> int:
+        return self.entries[-1].stop
+
+    @property
+    def names(self) -> list[str]:
+        return [e.name for e in self.entries]
+
+    def __getitem__(self, name: str) -> ParamEntry:
+        for entry in self.entries:
+            if entry.name == name:
+                return entry
+        raise KeyError(name)
+
+    def __contains__(self, name: object) -> bool:
+        return any(e.name == name for e in self.entries)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def select(self, names: Iterable[str]) -> list[ParamEntry]:
+        """The entries named, in θ order; an unknown name raises :class:`StoreFormatError`."""
+        wanted = list(names)
+        missing = [n for n in wanted if n not in self]
+        if missing:
+            known = ", ".join(self.names[:8]) + (" ..." if len(self) > 8 else "")
+            raise StoreFormatError(f"no parameter named {missing[0]!r} in this store (it has: {known})")
+        return [e for e in self.entries if e.name in set(wanted)]
+
+    @property
+    def prunable_entries(self) -> list[ParamEntry]:
+        return [e for e in self.entries if e.prunable]
+
+    def to_attrs(self) -> list[dict[str, Any]]:
+        return [e.to_dict() for e in self.entries]
+
+    @classmethod
+    def from_attrs(cls, raw: Any) -> Layout:
+        """Parse and check the ``layout`` attribute of a store."""
+        if not isinstance(raw, list) or not raw:
+            raise StoreFormatError("the store's 'layout' attribute is missing or not a non-empty list")
+        entries = []
+        offset = 0
+        for i, item in enumerate(raw):
+            if not isinstance(item, Mapping):
+                raise StoreFormatError(f"layout entry {i} is not a mapping")
+            try:
+                name = item["name"]
+                shape = tuple(item["shape"])
+                given_offset = item["offset"]
+                prunable = item.get("prunable", False)
+            except (KeyError, TypeError) as exc:
+                raise StoreFormatError(f"layout entry {i} lacks the field {exc}") from None
+            if not isinstance(name, str) or not name:
+                raise StoreFormatError(f"layout entry {i} has no valid name")
+            if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape):
+                raise StoreFormatError(f"layout entry {name!r} has an invalid shape {list(shape)}")
+            if given_offset != offset:
+                raise StoreFormatError(
+                    f"layout entry {name!r} has offset {given_offset!r}, expected {offset} "
+                    "(entries must be contiguous and in order)"
+                )
+            entry = ParamEntry(name, shape, offset, bool(prunable))
+            if "size" in item and item["size"] != entry.size:
+                raise StoreFormatError(f"layout entry {name!r} has size {item['size']!r}, its shape gives {entry.size}")
+            entries.append(entry)
+            offset += entry.size
+        names = [e.name for e in entries]
+        if len(set(names)) != len(names):
+            raise StoreFormatError("the store's layout names a parameter twice")
+        return cls(tuple(entries))
+
+    def check_same(self, other: Layout) -> None:
+        """Raise :class:`LayoutMismatchError` naming the first difference from ``other``."""
+        if self == other:
+            return
+        for mine, theirs in zip(self.entries, other.entries, strict=False):
+            if mine.name != theirs.name:
+                raise LayoutMismatchError(
+                    f"layout differs from the store: parameter {mine.name!r} where the store has {theirs.name!r}"
+                )
+            if mine.shape != theirs.shape:
+                raise LayoutMismatchError(
+                    f"layout differs from the store: {mine.name!r} has shape {list(mine.shape)}, "
+                    f"the store has {list(theirs.shape)}"
+                )
+        if len(self) != len(other):
+            raise LayoutMismatchError(
+                f"layout differs from the store: {len(self)} parameter tensors, the store has {len(other)}"
+            )
+        # Same names and shapes: only the prunable flags differ, which is not a layout change.
+
+
+def check_dtype(dtype: str) -> str:
+    name = str(dtype)
+    if name not in _SUPPORTED_DTYPES:
+        raise StoreFormatError(f"unsupported snapshot dtype {name!r}; use one of {', '.join(_SUPPORTED_DTYPES)}")
+    return name
+
+
+def choose_chunks(n_params: int, itemsize: int, *, target_bytes: int = 2 << 20, max_rows: int = 256) -> tuple[int, int]:
+    """Chunk shape ``(t_chunk, n_chunk)`` for a (T, N) snapshot array.
+
+    A row larger than ``target_bytes`` is split into ``ceil(row / target)`` chunks of equal
+    width (so the edge chunk is not mostly padding) and one row per chunk, which lets every
+    snapshot be written without reading anything back. Smaller rows are stacked ``t_chunk``
+    high so a chunk stays near ``target_bytes`` (see shared/engineering.md).
+    """
+    row_bytes = max(1, n_params * itemsize)
+    if row_bytes >= target_bytes:
+        pieces = math.ceil(row_bytes / target_bytes)
+        return 1, math.ceil(n_params / pieces)
+    return max(1, min(max_rows, target_bytes // row_bytes)), max(1, n_params)

@@ -1,0 +1,389 @@
+"""Writing a run store: create or resume, append snapshots, commit, close.
+
+Crash safety rests on three facts. Zarr's ``LocalStore`` replaces every chunk file
+atomically (write to a temporary name, then rename). ``step`` is written last for each row,
+so a row whose ``step`` is not -1 has all its data on disk. And a resumed store first resets
+any ``step`` entries past the committed prefix, so a torn commit can never be mistaken for a
+committed one later.
+
+Rows are written into chunks ``t_chunk`` tall. A partly filled last chunk is written whole
+(the rows already committed are kept in memory, padded with NaN), so no write ever reads a
+chunk back from disk.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import sys
+import time
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import LayoutMismatchError, RecorderError, StoreFormatError
+from .lock import WriterLock
+from .run_store import RunStore
+from .schema import FORMAT_NAME, FORMAT_VERSION, UNCOMMITTED_STEP, Layout, check_dtype, choose_chunks
+
+__all__ = ["StoreWriter"]
+
+_SERIES_CHUNK = 4096
+_COMPRESSORS = {
+    "lz4": {"cname": "lz4", "clevel": 5, "shuffle": "shuffle"},
+    "zstd": {"cname": "zstd", "clevel": 3, "shuffle": "bitshuffle"},
+}
+
+
+def _versions() -> dict[str, str]:
+    import numpy
+    import zarr
+
+    from .. import __version__
+
+    versions = {"traj": __version__, "zarr": zarr.__version__, "numpy": numpy.__version__}
+    versions["python"] = sys.version.split()[0]
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        versions["torch"] = torch.__version__
+    return versions
+
+
+class StoreWriter:
+    """Append snapshots to a run store; the single writer of that store while open.
+
+    Parameters
+    ----------
+    path : str or path-like
+        Store directory. Created when missing; resumed (appended to) when it holds a run
+        store with the same layout and dtype.
+    layout : Layout
+        Parameter layout of θ.
+    dtype : {"float32", "float64"}
+        On-disk dtype of ``params`` (and ``grads``).
+    spacing : dict, optional
+        How snapshots are spaced, e.g. ``{"every": 1, "unit": "step"}``.
+    recipe : dict, optional
+        ``{"name", "config", "seed"}`` of the built-in recipe that produced the run.
+    overwrite : bool
+        Replace an existing run store instead of appending to it.
+    compressor : {"lz4", "zstd"}
+        Blosc codec; lz4 + shuffle is the cheap default (float32 weights compress ~10 %).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        layout: Layout,
+        *,
+        dtype: str = "float32",
+        spacing: Mapping[str, Any] | None = None,
+        recipe: Mapping[str, Any] | None = None,
+        attrs: Mapping[str, Any] | None = None,
+        overwrite: bool = False,
+        compressor: str = "lz4",
+        chunk_bytes: int = 2 << 20,
+    ) -> None:
+        import zarr
+
+        self.path = Path(path)
+        self.layout = layout
+        self.dtype = np.dtype(check_dtype(dtype))
+        if compressor not in _COMPRESSORS:
+            raise StoreFormatError(f"unknown compressor {compressor!r}; use one of {', '.join(_COMPRESSORS)}")
+        self._codec = zarr.codecs.BloscCodec(**_COMPRESSORS[compressor])
+        self._lock = WriterLock(self.path)
+        existing = self._prepare_directory(overwrite)
+        self._lock.acquire()
+        try:
+            if existing:
+                self._resume()
+            else:
+                self._create(spacing, recipe, attrs, chunk_bytes)
+        except BaseException:
+            self._lock.release()
+            raise
+        self._pending: list[dict[str, Any]] = []
+        self._closed = False
+
+    # ------------------------------------------------------------------ setup
+    def _prepare_directory(self, overwrite: bool) -> bool:
+        """Return True when ``path`` already holds a run store to resume."""
+        if self.path.exists() and not self.path.is_dir():
+            raise StoreFormatError(f"{self.path} exists and is a file, not a run store")
+        if not self.path.exists():
+            self.path.mkdir(parents=True)
+            return False
+        if not (self.path / "zarr.json").exists():
+            if any(p for p in self.path.iterdir() if p.name != ".traj-writer.lock"):
+                raise StoreFormatError(f"{self.path} exists, is not empty and is not a run store; refusing to write there")
+            return False
+        RunStore(self.path)  # validates the format before anything is touched
+        if overwrite:
+            lock = WriterLock(self.path)
+            lock.acquire()  # refuse to delete a store another process is writing
+            lock.release()
+            shutil.rmtree(self.path)
+            self.path.mkdir(parents=True)
+            return False
+        return True
+
+    def _create(self, spacing: Mapping[str, Any] | None, recipe: Mapping[str, Any] | None,
+                attrs: Mapping[str, Any] | None, chunk_bytes: int) -> None:
+        import zarr
+
+        n = self.layout.n_params
+        self._t_chunk, self._n_chunk = choose_chunks(n, self.dtype.itemsize, target_bytes=chunk_bytes)
+        root_attrs: dict[str, Any] = {
+            "traj": {"format": FORMAT_NAME, "version": FORMAT_VERSION},
+            "layout": self.layout.to_attrs(),
+            "n_params": n,
+            "dtype": self.dtype.name,
+            "spacing": dict(spacing or {}),
+            "versions": _versions(),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "recipe": dict(recipe) if recipe else None,
+            "n_snapshots": 0,
+            "state": "open",
+        }
+        root_attrs.update(attrs or {})
+        store = zarr.storage.LocalStore(self.path)
+        self._group = zarr.open_group(store, mode="w", zarr_format=3, attributes=root_attrs)
+        self._capacity = 0
+        self._params = self._new_matrix("params")
+        self._grads: Any = None
+        self._series: dict[str, Any] = {}
+        for name, dtype, fill in (("epoch", "int64", -1), ("time", "float64", np.nan), ("step", "int64", UNCOMMITTED_STEP)):
+            self._series[name] = self._new_series(name, dtype, fill)
+        self._committed = 0
+        self._last_step: int | None = None
+        self._tail = np.empty((self._t_chunk, n), dtype=self.dtype)
+        self._tail_grads: np.ndarray | None = None
+
+    def _resume(self) -> None:
+        import zarr
+
+        reader = RunStore(self.path)
+        self.layout.check_same(reader.layout)
+        if reader.dtype != self.dtype:
+            raise LayoutMismatchError(
+                f"{self.path} holds {reader.dtype} snapshots; this recorder writes {self.dtype} "
+                f"(pass dtype={reader.dtype.name!r} to append)"
+            )
+        self._group = zarr.open_group(zarr.storage.LocalStore(self.path), mode="r+", zarr_format=3)
+        self._params = self._group["params"]
+        self._t_chunk, self._n_chunk = self._params.chunks
+        self._grads = self._group["grads"] if "grads" in self._group else None
+        self._series = {name: self._group[name] for name in ("epoch", "time", "step")}
+        if "loss" in self._group:
+            self._series["loss"] = self._group["loss"]
+        if "metrics" in self._group:
+            for name, arr in self._group["metrics"].arrays():
+                self._series[f"metrics/{name}"] = arr
+        self._committed = reader.n_snapshots
+        self._capacity = self._params.shape[0]
+        if self._capacity > self._committed:
+            # A torn commit may have left step values past the committed prefix: reset them.
+            self._series["step"][self._committed : self._capacity] = UNCOMMITTED_STEP
+        self._last_step = int(reader.steps[-1]) if reader.n_snapshots else None
+        c0 = (self._committed // self._t_chunk) * self._t_chunk
+        self._tail = np.empty((self._t_chunk, self.layout.n_params), dtype=self.dtype)
+        self._tail[: self._committed - c0] = self._params[c0 : self._committed]
+        self._tail_grads = None
+        if self._grads is not None:
+            self._tail_grads = np.full_like(self._tail, np.nan)
+            self._tail_grads[: self._committed - c0] = self._grads[c0 : self._committed]
+        self._group.attrs.update({"state": "open"})
+
+    def _new_matrix(self, name: str) -> Any:
+        return self._group.create_array(
+            name,
+            shape=(self._capacity, self.layout.n_params),
+            chunks=(self._t_chunk, self._n_chunk),
+            dtype=self.dtype,
+            fill_value=np.nan,
+            compressors=self._codec,
+            dimension_names=("snapshot", "param"),
+        )
+
+    def _new_series(self, name: str, dtype: str, fill: Any) -> Any:
+        return self._group.create_array(
+            name,
+            shape=(self._capacity,),
+            chunks=(_SERIES_CHUNK,),
+            dtype=dtype,
+            fill_value=fill,
+            compressors=self._codec,
+            dimension_names=("snapshot",),
+        )
+
+    # ------------------------------------------------------------------ state
+    @property
+    def n_snapshots(self) -> int:
+        """Snapshots committed to disk so far."""
+        return self._committed
+
+    @property
+    def n_pending(self) -> int:
+        return len(self._pending)
+
+    @property
+    def last_step(self) -> int | None:
+        """Step of the last snapshot appended (committed or not)."""
+        return self._last_step
+
+    @property
+    def t_chunk(self) -> int:
+        return self._t_chunk
+
+    # ------------------------------------------------------------------ writing
+    def append(
+        self,
+        theta: np.ndarray,
+        *,
+        step: int,
+        epoch: int = -1,
+        time: float | None = None,
+        loss: float | None = None,
+        metrics: Mapping[str, float] | None = None,
+        grads: np.ndarray | None = None,
+    ) -> None:
+        """Buffer one snapshot; it is on disk after the next :meth:`commit`."""
+        if self._closed:
+            raise RecorderError("the store writer is closed")
+        theta = np.asarray(theta)
+        if theta.shape != (self.layout.n_params,):
+            raise LayoutMismatchError(f"snapshot has shape {theta.shape}, the store expects ({self.layout.n_params},)")
+        step = int(step)
+        if step < 0:
+            raise RecorderError(f"step must be >= 0, got {step}")
+        if self._last_step is not None and step <= self._last_step:
+            raise RecorderError(f"steps must increase: step {step} after step {self._last_step}")
+        if grads is not None:
+            grads = np.asarray(grads)
+            if grads.shape != theta.shape:
+                raise LayoutMismatchError(f"gradient has shape {grads.shape}, expected {theta.shape}")
+        self._last_step = step
+        self._pending.append(
+            {
+                "theta": theta,
+                "grads": grads,
+                "step": step,
+                "epoch": int(epoch),
+                "time": float(time if time is not None else _now()),
+                "loss": None if loss is None else float(loss),
+                "metrics": dict(metrics or {}),
+            }
+        )
+
+    def commit(self) -> int:
+        """Write every buffered snapshot; returns the committed count."""
+        if not self._pending:
+            return self._committed
+        rows, self._pending = self._pending, []
+        start = self._committed
+        end = start + len(rows)
+        self._ensure_capacity(end)
+        self._write_matrix("params", [r["theta"] for r in rows], start)
+        if self._grads is not None or any(r["grads"] is not None for r in rows):
+            self._write_matrix("grads", [r["grads"] for r in rows], start)
+        region = slice(start, end)
+        self._series["epoch"][region] = np.array([r["epoch"] for r in rows], dtype=np.int64)
+        self._series["time"][region] = np.array([r["time"] for r in rows], dtype=np.float64)
+        if "loss" in self._series or any(r["loss"] is not None for r in rows):
+            values = np.array([np.nan if r["loss"] is None else r["loss"] for r in rows])
+            self._series_array("loss")[region] = values
+        metric_names = {k for r in rows for k in r["metrics"]} | {
+            k.split("/", 1)[1] for k in self._series if k.startswith("metrics/")
+        }
+        for name in sorted(metric_names):
+            values = np.array([float(r["metrics"].get(name, np.nan)) for r in rows])
+            self._series_array(f"metrics/{name}")[region] = values
+        # step last: a row is committed once its step is on disk.
+        self._series["step"][region] = np.array([r["step"] for r in rows], dtype=np.int64)
+        self._committed = end
+        return end
+
+    def _series_array(self, name: str) -> Any:
+        if name not in self._series:
+            if "/" in name:
+                group_name, leaf = name.split("/", 1)
+                _check_metric_name(leaf)
+                if group_name not in self._group:
+                    self._group.create_group(group_name)
+            self._series[name] = self._new_series(name, "float64", np.nan)
+        return self._series[name]
+
+    def _write_matrix(self, name: str, values: list[np.ndarray | None], start: int) -> None:
+        n = self.layout.n_params
+        if name == "params":
+            array, tail = self._params, self._tail
+        else:
+            if self._grads is None:
+                self._grads = self._new_matrix("grads")
+                self._tail_grads = np.full((self._t_chunk, n), np.nan, dtype=self.dtype)
+            array, tail = self._grads, self._tail_grads
+        assert tail is not None
+        tc = self._t_chunk
+        end = start + len(values)
+        c0 = (start // tc) * tc
+        c_end = math.ceil(end / tc) * tc
+        region = np.full((c_end - c0, n), np.nan, dtype=self.dtype)
+        region[: start - c0] = tail[: start - c0]
+        for i, v in enumerate(values, start=start - c0):
+            if v is not None:
+                region[i] = v
+        array[c0:c_end] = region
+        last_chunk = (end // tc) * tc
+        tail[: end - last_chunk] = region[last_chunk - c0 : end - c0]
+
+    def _ensure_capacity(self, rows: int) -> None:
+        if rows <= self._capacity:
+            return
+        # Grow geometrically: each resize rewrites every array's zarr.json.
+        new = max(rows, int(self._capacity * 1.5), 64)
+        new = math.ceil(new / self._t_chunk) * self._t_chunk
+        self._resize(new)
+
+    def _resize(self, rows: int) -> None:
+        self._params.resize((rows, self.layout.n_params))
+        if self._grads is not None:
+            self._grads.resize((rows, self.layout.n_params))
+        for arr in self._series.values():
+            arr.resize((rows,))
+        self._capacity = rows
+
+    def close(self) -> None:
+        """Commit what is buffered, trim every array to the committed rows, release the lock."""
+        if self._closed:
+            return
+        try:
+            self.commit()
+            if self._capacity != self._committed:
+                self._resize(self._committed)
+            self._group.attrs.update({"n_snapshots": self._committed, "state": "closed"})
+        finally:
+            self._closed = True
+            self._lock.release()
+
+    def update_attrs(self, **attrs: Any) -> None:
+        self._group.attrs.update(attrs)
+
+    def __enter__(self) -> StoreWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _check_metric_name(name: str) -> None:
+    if not name or "/" in name or name.startswith(".") or name.startswith("__"):
+        raise RecorderError(f"invalid metric name {name!r}")
+
+
+def _now() -> float:
+    return time.time()
