@@ -1,0 +1,85 @@
+"""What every command shares: the stderr console, error handling, progress bars, JSON output."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from ..errors import TrajError
+
+#: Progress bars and errors go to stderr; stdout carries results (``--json``).
+err_console = Console(stderr=True, soft_wrap=True)
+out_console = Console(soft_wrap=True)
+
+_state = {"debug": False}
+
+
+def set_debug(value: bool) -> None:
+    _state["debug"] = value
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Print one red line and return the Exit to raise."""
+    err_console.print(f"[bold red]error:[/bold red] {escape(message)}", highlight=False)
+    return typer.Exit(code)
+
+
+@contextmanager
+def handle_errors() -> Iterator[None]:
+    """Turn traj's errors into one red line and exit code 2 (``--debug`` shows the traceback)."""
+    try:
+        yield
+    except TrajError as exc:
+        if _state["debug"]:
+            raise
+        raise fail(str(exc)) from None
+    except FileNotFoundError as exc:
+        if _state["debug"]:
+            raise
+        raise fail(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": ")) from None
+    except (PermissionError, IsADirectoryError, NotADirectoryError, FileExistsError) as exc:
+        if _state["debug"]:
+            raise
+        raise fail(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": ")) from None
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted[/yellow]")
+        raise typer.Exit(130) from None
+
+
+def progress_bar(*fields: str) -> Progress:
+    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn()]
+    columns += [TextColumn(f"{{task.fields[{f}]}}") for f in fields]
+    columns += [TimeElapsedColumn(), TimeRemainingColumn()]
+    return Progress(*columns, console=err_console, transient=False)
+
+
+def print_json(payload: Any) -> None:
+    sys.stdout.write(json.dumps(payload, indent=2, default=_json_default) + "\n")
+    sys.stdout.flush()
+
+
+def _json_default(obj: Any) -> Any:
+    import numpy as np
+
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, tuple):
+        return list(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def positive(name: str, value: int | None) -> None:
+    if value is not None and value < 1:
+        raise fail(f"{name} must be >= 1, got {value}")

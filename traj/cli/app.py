@@ -1,0 +1,64 @@
+"""The ``traj`` command: a thin Typer app; each command lives in its own module."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from .._version import __version__
+from ._common import err_console, set_debug
+from .importing import import_
+from .info import info
+from .record import recipes, record
+
+app = typer.Typer(
+    name="traj",
+    help="Record neural-network weight trajectories and study their training dynamics.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    add_completion=False,
+    rich_markup_mode="rich",
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"traj {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks instead of one-line errors.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")] = False,
+) -> None:
+    """traj: record a training run's weight trajectory, then analyse its dynamics."""
+    set_debug(debug)
+
+
+app.command("record")(record)
+app.command("recipes")(recipes)
+app.command("import")(import_)
+app.command("info")(info)
+
+
+def main() -> None:
+    """Console-script entry point: usage errors become one red line and exit code 2."""
+    from typer import Abort
+    from typer._click.exceptions import ClickException  # typer vendors click (0.26+)
+
+    try:
+        code = app(standalone_mode=False)
+    except ClickException as exc:
+        from rich.markup import escape
+
+        err_console.print(f"[bold red]error:[/bold red] {escape(exc.format_message())}", highlight=False)
+        hint = getattr(getattr(exc, "ctx", None), "command_path", "traj")
+        err_console.print(f"(see '{hint} --help')", style="dim")
+        sys.exit(exc.exit_code)
+    except (Abort, KeyboardInterrupt):
+        err_console.print("[yellow]interrupted[/yellow]")
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)

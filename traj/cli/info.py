@@ -1,0 +1,66 @@
+"""``traj info``: a store at a glance."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ._common import handle_errors, out_console, print_json, progress_bar
+
+
+def info(
+    store: Annotated[Path, typer.Argument(help="A run store (directory).")],
+    json_: Annotated[bool, typer.Option("--json", help="Print the summary as JSON to stdout.")] = False,
+    scan: Annotated[bool, typer.Option("--scan/--no-scan", help="Read every snapshot to look for NaN/Inf.")] = True,
+) -> None:
+    """Layers, size, steps covered, recipe and health of a run store.
+
+    Examples:
+
+        traj info sample_data/digits-cnn.zarr
+
+        traj info run.zarr --json --no-scan
+    """
+    with handle_errors():
+        from rich.table import Table
+
+        from ..store import open_store
+        from ..store.info import describe
+        from ..store.run_store import human_bytes
+
+        opened = open_store(store)
+        with progress_bar() as bar:
+            task = bar.add_task("scan", total=None)
+            summary = describe(opened, scan=scan, progress=lambda d, t: bar.update(task, completed=d, total=t))
+        if json_:
+            print_json(summary.to_dict())
+            return
+        s = summary
+        out_console.print(f"[bold]{s.path}[/bold]  traj run store v{s.format_version}")
+        out_console.print(f"  snapshots T = {s.n_snapshots}, parameters N = {s.n_params} ({s.n_prunable} prunable), {s.dtype}")
+        if s.steps:
+            out_console.print(f"  steps {s.steps[0]}..{s.steps[1]}" + (f", epochs {s.epochs[0]}..{s.epochs[1]}" if s.epochs else ""))
+        out_console.print(f"  spacing {s.spacing or 'unknown'}; series: {', '.join(s.series)}" + ("; gradients" if s.has_grads else ""))
+        out_console.print(
+            f"  on disk {human_bytes(s.bytes_on_disk)}, raw {human_bytes(s.bytes_raw)} "
+            f"(compression {s.compression_ratio:.2f}x), chunks {tuple(s.chunks)}"
+        )
+        if s.recipe:
+            out_console.print(f"  recipe {s.recipe.get('name')} (seed {s.recipe.get('seed')})")
+        out_console.print(f"  created {s.created}, traj {s.versions.get('traj', '?')}, torch {s.versions.get('torch', '-')}")
+        table = Table(show_header=True, header_style="bold")
+        for column in ("layer", "shape", "size", "prunable"):
+            table.add_column(column)
+        for layer in s.layers[:50]:
+            table.add_row(layer["name"], str(tuple(layer["shape"])), str(layer["size"]), "yes" if layer["prunable"] else "")
+        if len(s.layers) > 50:
+            table.add_row(f"... {len(s.layers) - 50} more", "", "", "")
+        out_console.print(table)
+        if s.writer_active:
+            out_console.print("  [yellow]a recorder is writing this store now[/yellow]")
+        if s.healthy:
+            out_console.print("  health: [green]ok[/green]" + ("" if scan else " (not scanned for NaN/Inf)"))
+        for line in s.health:
+            out_console.print(f"  health: [yellow]{line}[/yellow]")

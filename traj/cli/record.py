@@ -1,0 +1,92 @@
+"""``traj record`` and ``traj recipes``: run a built-in recipe and record its trajectory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ._common import err_console, fail, handle_errors, out_console, print_json, progress_bar
+
+
+def record(
+    recipe: Annotated[str, typer.Argument(help="Built-in recipe name (see `traj recipes`).")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Store to write (default ./RECIPE.zarr).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Training epochs.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of weights, data split and batch order.")] = None,
+    every: Annotated[str | None, typer.Option(help="Snapshot every K optimizer steps, or 'epoch'.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Learning rate.")] = None,
+    optimizer: Annotated[str | None, typer.Option(help="sgd, adam or adamw.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Recipe option KEY=VALUE (repeatable).")] = None,
+    grads: Annotated[bool, typer.Option("--grads/--no-grads", help="Also record gradients.")] = False,
+    dtype: Annotated[str | None, typer.Option(help="float32 (default) or float64.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing store at --out.")] = False,
+    json_: Annotated[bool, typer.Option("--json", help="Print a JSON summary to stdout.")] = False,
+) -> None:
+    """Train a built-in recipe and record its weight trajectory.
+
+    Examples:
+
+        traj record quadratic-mlp --out quad.zarr
+
+        traj record digits-cnn --epochs 30 --every 1 --out digits.zarr
+
+        traj record mirror-descent --set algorithm=ogd --out ogd.zarr
+    """
+    with handle_errors():
+        from ..recipes import get_recipe, parse_set_option
+
+        config = parse_set_option(set_ or [])
+        for key, value in (("epochs", epochs), ("seed", seed), ("every", every), ("lr", lr), ("optimizer", optimizer)):
+            if value is not None:
+                config[key] = value
+        runner = get_recipe(recipe, config)
+        target = out or Path(f"{recipe}.zarr")
+        if target.exists() and not overwrite:
+            raise fail(f"{target} already exists; choose another --out or pass --overwrite")
+        if dtype is not None and dtype not in ("float32", "float64"):
+            raise fail(f"--dtype must be float32 or float64, not {dtype!r}")
+        with progress_bar("loss", "metric") as bar:
+            task = bar.add_task(f"{recipe}", total=runner.epochs, loss="", metric="")
+
+            def on_epoch(report):
+                metric = " ".join(f"val {k} {v:.4g}" for k, v in report.metrics.items())
+                bar.update(task, completed=report.epoch, loss=f"loss {report.loss:.4g}", metric=metric)
+
+            store = runner.record(target, overwrite=overwrite, grads=grads, dtype=dtype, progress=on_epoch)
+        summary = {
+            "store": str(store.path),
+            "recipe": runner.name,
+            "config": runner.config,
+            "n_snapshots": store.n_snapshots,
+            "n_params": store.n_params,
+            "final_loss": None if store.loss is None else float(store.loss[-1]),
+        }
+        if json_:
+            print_json(summary)
+        else:
+            err_console.print(
+                f"[green]recorded[/green] {store.n_snapshots} snapshots of {store.n_params} parameters to {store.path}"
+            )
+
+
+def recipes(
+    json_: Annotated[bool, typer.Option("--json", help="Print the recipes and their options as JSON.")] = False,
+) -> None:
+    """List the built-in recipes and their options (set any with `--set key=value`)."""
+    from rich.table import Table
+
+    from ..recipes import RECIPES
+
+    if json_:
+        print_json({name: {"summary": cls.summary, "options": cls.all_defaults()} for name, cls in RECIPES.items()})
+        return
+    table = Table(title="traj recipes", show_lines=True)
+    table.add_column("recipe", style="bold cyan", no_wrap=True)
+    table.add_column("what it trains")
+    table.add_column("options (defaults)")
+    for name, cls in RECIPES.items():
+        options = ", ".join(f"{k}={v}" for k, v in cls.all_defaults().items())
+        table.add_row(name, cls.summary, options)
+    out_console.print(table)

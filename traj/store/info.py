@@ -1,0 +1,118 @@
+"""A store at a glance: what ``traj info`` shows (layers, sizes, coverage, recipe, health)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .run_store import RunStore
+
+__all__ = ["StoreInfo", "describe"]
+
+
+@dataclass(frozen=True)
+class StoreInfo:
+    path: str
+    format_version: int
+    n_snapshots: int
+    n_params: int
+    dtype: str
+    chunks: tuple[int, int]
+    layers: list[dict[str, Any]]
+    n_prunable: int
+    steps: tuple[int, int] | None
+    epochs: tuple[int, int] | None
+    spacing: dict[str, Any]
+    recipe: dict[str, Any] | None
+    has_grads: bool
+    series: list[str]
+    bytes_on_disk: int
+    bytes_raw: int
+    created: str | None
+    versions: dict[str, Any]
+    closed_cleanly: bool
+    writer_active: bool
+    uncommitted_rows: int
+    partial_files: int
+    nonfinite_snapshots: list[int] | None = None
+    health: list[str] = field(default_factory=list)
+
+    @property
+    def compression_ratio(self) -> float:
+        return self.bytes_raw / self.bytes_on_disk if self.bytes_on_disk else float("nan")
+
+    @property
+    def healthy(self) -> bool:
+        return not self.health
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["compression_ratio"] = self.compression_ratio
+        out["healthy"] = self.healthy
+        return out
+
+
+def describe(store: RunStore, *, scan: bool = True, progress: Callable[[int, int], None] | None = None) -> StoreInfo:
+    """Summarise a store; ``scan`` reads every snapshot once to find NaN/Inf rows."""
+    nonfinite = None
+    health: list[str] = []
+    if scan and store.n_snapshots:
+        rows = store.nonfinite_rows(progress=progress)
+        nonfinite = [int(r) for r in rows]
+        if rows.size:
+            health.append(
+                f"{rows.size} snapshot(s) hold NaN/Inf, the first is snapshot {rows[0]} (step {store.steps[rows[0]]})"
+            )
+    uncommitted = store.capacity - store.n_snapshots
+    writer_active = store.writer_active
+    if uncommitted and not writer_active:
+        health.append(
+            f"{uncommitted} allocated row(s) past the last committed snapshot: the recording was interrupted "
+            "(the committed snapshots are intact; appending to the store resumes it)"
+        )
+    partial = sum(1 for _ in store.path.rglob("*.partial"))
+    if partial:
+        health.append(f"{partial} leftover temporary chunk file(s) from an interrupted write (harmless)")
+    if store.n_snapshots and np.any(np.diff(store.steps) <= 0):
+        health.append("steps are not strictly increasing")
+    series = ["step", "epoch", "time"]
+    if store.loss is not None:
+        series.append("loss")
+    series += [f"metrics/{m}" for m in store.metric_names]
+    steps = (int(store.steps[0]), int(store.steps[-1])) if store.n_snapshots else None
+    valid_epochs = store.epochs[store.epochs >= 0]
+    epochs = (int(valid_epochs.min()), int(valid_epochs.max())) if valid_epochs.size else None
+    layers = [
+        {"name": e.name, "shape": list(e.shape), "size": e.size, "offset": e.offset, "prunable": e.prunable}
+        for e in store.layout.entries
+    ]
+    raw = store.n_snapshots * store.n_params * store.dtype.itemsize * (2 if store.has_grads else 1)
+    return StoreInfo(
+        path=str(store.path),
+        format_version=int(store.attrs["traj"]["version"]),
+        n_snapshots=store.n_snapshots,
+        n_params=store.n_params,
+        dtype=store.dtype.name,
+        chunks=store.chunks,
+        layers=layers,
+        n_prunable=sum(e.size for e in store.layout.prunable_entries),
+        steps=steps,
+        epochs=epochs,
+        spacing=store.spacing,
+        recipe=store.recipe,
+        has_grads=store.has_grads,
+        series=series,
+        bytes_on_disk=store.nbytes_stored(),
+        bytes_raw=raw,
+        created=store.attrs.get("created"),
+        versions=store.attrs.get("versions") if isinstance(store.attrs.get("versions"), dict) else {},
+        closed_cleanly=store.closed_cleanly,
+        writer_active=writer_active,
+        uncommitted_rows=uncommitted,
+        partial_files=partial,
+        nonfinite_snapshots=nonfinite,
+        health=health,
+    )
