@@ -152,7 +152,7 @@ class StoreWriter:
         }
         root_attrs.update(attrs or {})
         store = zarr.storage.LocalStore(self.path)
-        self._group = zarr.open_group(store, mode="w", zarr_format=3, attributes=root_attrs)
+        self._group = zarr.open_group(store, mode="a", zarr_format=3, attributes=root_attrs)
         self._capacity = 0
         self._params = self._new_matrix("params")
         self._grads: Any = None

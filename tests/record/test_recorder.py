@@ -1,0 +1,192 @@
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from traj import Recorder, RunStore
+from traj.errors import LayoutMismatchError, RecorderError, StoreLockedError
+
+
+def _theta(model):
+    return torch.cat([p.detach().reshape(-1) for p in model.parameters()]).numpy().copy()
+
+
+def _train(model, steps, recorder=None, attach=False, seed=0):
+    torch.manual_seed(seed)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    if attach:
+        recorder.attach(opt)
+    dtype = next(model.parameters()).dtype
+    x, y = torch.randn(32, 6, dtype=dtype), torch.randn(32, 2, dtype=dtype)
+    history = [_theta(model)]
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = nn.functional.mse_loss(model(x), y)
+        loss.backward()
+        if attach:
+            recorder.log(loss=loss.item(), acc=0.25)
+            opt.step()
+        else:
+            opt.step()
+            if recorder is not None:
+                recorder.step(loss=loss.item())
+        history.append(_theta(model))
+    return np.stack(history)
+
+
+def _model(seed=0, dtype=torch.float32):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 2)).to(dtype)
+
+
+@pytest.mark.parametrize("attach", [False, True])
+def test_records_every_kth_step_exactly(tmp_path, attach):
+    model = _model()
+    with Recorder(tmp_path / "r.zarr", model, every=3) as rec:
+        history = _train(model, 20, rec, attach=attach)
+    store = RunStore(tmp_path / "r.zarr")
+    np.testing.assert_array_equal(store.steps, np.arange(0, 21, 3))
+    np.testing.assert_array_equal(store.read(), history[store.steps])
+    assert np.isnan(store.loss[0]) and np.isfinite(store.loss[1:]).all()
+    assert store.layout.names == ["0.weight", "0.bias", "2.weight", "2.bias"]
+    assert [e.prunable for e in store.layout.entries] == [True, False, True, False]
+    if attach:
+        np.testing.assert_array_equal(store.metric("acc")[1:], 0.25)
+
+
+def test_float64_model_records_float64(tmp_path):
+    model = _model(dtype=torch.float64)
+    with Recorder(tmp_path / "r.zarr", model) as rec:
+        history = _train(model, 4, rec)
+    store = RunStore(tmp_path / "r.zarr")
+    assert store.dtype == np.float64
+    np.testing.assert_array_equal(store.read(), history)
+
+
+def test_epoch_unit_and_gradients(tmp_path):
+    model = _model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = torch.randn(8, 6), torch.randn(8, 2)
+    grads_seen = []
+    with Recorder(tmp_path / "r.zarr", model, unit="epoch", grads=True) as rec:
+        for _epoch in range(3):
+            for _ in range(4):
+                opt.zero_grad()
+                nn.functional.mse_loss(model(x), y).backward()
+                opt.step()
+                rec.step()
+            grads_seen.append(torch.cat([p.grad.reshape(-1) for p in model.parameters()]).numpy().copy())
+            rec.epoch_end(loss=1.0)
+    store = RunStore(tmp_path / "r.zarr")
+    np.testing.assert_array_equal(store.steps, [0, 4, 8, 12])
+    np.testing.assert_array_equal(store.epochs, [0, 0, 1, 2])
+    grads = store.read(array="grads")
+    assert np.isnan(grads[0]).all()
+    np.testing.assert_array_equal(grads[1:], np.stack(grads_seen))
+
+
+def test_resume_continues_steps_and_refuses_other_layout(tmp_path):
+    model = _model()
+    with Recorder(tmp_path / "r.zarr", model) as rec:
+        first = _train(model, 5, rec)
+    with Recorder(tmp_path / "r.zarr", model) as rec:  # appends: no second initial snapshot
+        second = _train(model, 5, rec, seed=1)
+    store = RunStore(tmp_path / "r.zarr")
+    np.testing.assert_array_equal(store.steps, np.arange(11))
+    np.testing.assert_array_equal(store.read(), np.concatenate([first, second[1:]]))
+    with pytest.raises(LayoutMismatchError):
+        Recorder(tmp_path / "r.zarr", nn.Linear(6, 3))
+    with pytest.raises(RecorderError, match="up to step 10"):
+        Recorder(tmp_path / "r.zarr", model, start_step=3)
+
+
+def test_second_recorder_refused(tmp_path):
+    model = _model()
+    with Recorder(tmp_path / "r.zarr", model):
+        with pytest.raises(StoreLockedError):
+            Recorder(tmp_path / "r.zarr", model)
+
+
+def test_backpressure_bounds_buffers_and_keeps_every_snapshot(tmp_path):
+    model = _model()
+    with Recorder(tmp_path / "r.zarr", model, buffer_bytes=1, min_buffers=2) as rec:
+        history = _train(model, 50, rec)
+        assert rec._allocated <= 2
+    np.testing.assert_array_equal(RunStore(tmp_path / "r.zarr").read(), history)
+
+
+def test_writer_failure_reaches_the_training_thread(tmp_path, monkeypatch):
+    model = _model()
+    rec = Recorder(tmp_path / "r.zarr", model)
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(rec._writer, "commit", broken)
+    with pytest.raises(RecorderError, match="disk full"):
+        for _ in range(200):
+            rec.step()
+            time.sleep(0.001)
+    monkeypatch.undo()
+    with pytest.raises(RecorderError):
+        rec.close()
+
+
+def test_bad_arguments(tmp_path):
+    with pytest.raises(RecorderError, match="every"):
+        Recorder(tmp_path / "a.zarr", _model(), every=0)
+    with pytest.raises(RecorderError, match="unit"):
+        Recorder(tmp_path / "b.zarr", _model(), unit="batch")
+    with pytest.raises(RecorderError, match="no parameter named"):
+        Recorder(tmp_path / "c.zarr", _model(), params=["nope"])
+
+
+_KILLED_SCRIPT = textwrap.dedent(
+    """
+    import sys, torch
+    from torch import nn
+    from traj import Recorder
+    model = nn.Linear(1000, 700)  # 700 700 params: rows of 2.8 MB in two chunks
+    with Recorder(sys.argv[1], model, buffer_bytes=1, min_buffers=2) as rec:
+        k = 0
+        while True:
+            k += 1
+            with torch.no_grad():
+                for p in model.parameters():
+                    p.fill_(float(k))  # snapshot at step k holds the value k everywhere
+            rec.step()
+            if k == 3:
+                print("ready", flush=True)
+    """
+)
+
+
+@pytest.mark.parametrize("delay", [0.05, 0.3, 0.8])
+def test_sigkill_leaves_a_prefix_of_complete_snapshots(tmp_path, delay):
+    path = tmp_path / "killed.zarr"
+    proc = subprocess.Popen([sys.executable, "-c", _KILLED_SCRIPT, str(path)], stdout=subprocess.PIPE)
+    assert proc.stdout.readline().strip() == b"ready"
+    time.sleep(delay)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    proc.stdout.close()
+    store = RunStore(path)
+    t = store.n_snapshots
+    assert t >= 1
+    np.testing.assert_array_equal(store.steps, np.arange(t))
+    assert np.isfinite(store.read(rows=slice(0, 1))).all()
+    for k in range(1, t):
+        assert (store.read(rows=slice(k, k + 1)) == float(k)).all(), f"snapshot {k} is incomplete"
+    # appending after the crash resumes right after the last committed snapshot
+    model = nn.Linear(1000, 700)
+    with Recorder(path, model) as rec:
+        rec.step()
+    resumed = RunStore(path)
+    assert resumed.n_snapshots == t + 1 and resumed.steps[-1] == t
