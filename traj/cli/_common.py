@@ -54,11 +54,11 @@ def handle_errors() -> Iterator[None]:
         raise typer.Exit(130) from None
 
 
-def progress_bar(*fields: str) -> Progress:
+def progress_bar(*fields: str, transient: bool = True) -> Progress:
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn()]
     columns += [TextColumn(f"{{task.fields[{f}]}}") for f in fields]
     columns += [TimeElapsedColumn(), TimeRemainingColumn()]
-    return Progress(*columns, console=err_console, transient=False)
+    return Progress(*columns, console=err_console, transient=transient)
 
 
 def print_json(payload: Any) -> None:

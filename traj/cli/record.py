@@ -47,7 +47,7 @@ def record(
             raise fail(f"{target} already exists; choose another --out or pass --overwrite")
         if dtype is not None and dtype not in ("float32", "float64"):
             raise fail(f"--dtype must be float32 or float64, not {dtype!r}")
-        with progress_bar("loss", "metric") as bar:
+        with progress_bar("loss", "metric", transient=False) as bar:
             task = bar.add_task(f"{recipe}", total=runner.epochs, loss="", metric="")
 
             def on_epoch(report):

@@ -66,13 +66,14 @@ def _state_dict(obj: Any, path: Path) -> dict[str, Any]:
     import torch
 
     if isinstance(obj, Mapping):
-        tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
-        if tensors and len(tensors) == len(obj):
-            return dict(obj)
         for key in _WRAPPER_KEYS:
             inner = obj.get(key)
             if isinstance(inner, Mapping) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
                 return dict(inner)
+        # a flat state_dict, possibly with scalar bookkeeping beside it ({"w": ..., "step": 10})
+        tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+        if tensors and all(isinstance(v, torch.Tensor | int | float | str) for v in obj.values()):
+            return tensors
     raise ImportSourceError(
         f"{path.name}: no state_dict found (expected a dict of tensors, or one under "
         f"{', '.join(repr(k) for k in _WRAPPER_KEYS)})"

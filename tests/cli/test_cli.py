@@ -1,0 +1,119 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from traj.cli.app import app
+from traj.store import RunStore
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_record_then_info_json(tmp_path):
+    out = tmp_path / "q.zarr"
+    result = invoke("record", "quadratic-mlp", "--out", out, "--epochs", 2, "--every", 4, "--set", "n_train=128", "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["n_snapshots"] == 3  # 4 steps per epoch x 2 epochs, every 4th step, plus θ0
+    store = RunStore(out)
+    np.testing.assert_array_equal(store.steps, [0, 4, 8])
+    assert store.recipe["config"]["n_train"] == 128
+
+    result = invoke("info", out, "--json")
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    assert info["n_snapshots"] == 3 and info["n_params"] == 1185
+    assert info["healthy"] and info["nonfinite_snapshots"] == []
+    assert info["recipe"]["name"] == "quadratic-mlp"
+    assert [layer["name"] for layer in info["layers"]][:2] == ["0.weight", "0.bias"]
+    assert info["compression_ratio"] > 0
+
+    result = invoke("info", out)
+    assert result.exit_code == 0 and "quadratic-mlp" in result.stdout
+
+
+def test_info_reports_nonfinite_and_interrupted(tmp_path):
+    from traj.store import Layout, StoreWriter
+
+    writer = StoreWriter(tmp_path / "s.zarr", Layout.from_shapes([("w", (4,))]))
+    for k in range(5):
+        writer.append(np.full(4, np.nan if k == 3 else k, dtype=np.float32), step=k)
+    writer.commit()
+    writer._lock.release()  # the writer "dies" without closing
+    info = json.loads(invoke("info", tmp_path / "s.zarr", "--json").stdout)
+    assert info["nonfinite_snapshots"] == [3]
+    assert info["uncommitted_rows"] > 0 and not info["healthy"]
+    assert any("snapshot 3" in line for line in info["health"])
+
+
+def test_import_cli(tmp_path, rng):
+    data = rng.standard_normal((5, 12)).astype(np.float32)
+    np.save(tmp_path / "x.npy", data)
+    result = invoke("import", tmp_path / "x.npy", "--out", tmp_path / "s.zarr", "--every", 2, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["steps"] == [0, 8]
+    np.testing.assert_array_equal(RunStore(tmp_path / "s.zarr").read(), data)
+    ckpts = tmp_path / "ck"
+    ckpts.mkdir()
+    for step in (1, 2):
+        torch.save({"w": torch.zeros(3), "step": step}, ckpts / f"a{step}.pt")
+    result = invoke("import", ckpts, "--out", tmp_path / "c.zarr")
+    assert result.exit_code == 0, result.output
+    np.testing.assert_array_equal(RunStore(tmp_path / "c.zarr").steps, [1, 2])
+
+
+def test_recipes_lists_all(tmp_path):
+    result = invoke("recipes", "--json")
+    assert result.exit_code == 0
+    assert set(json.loads(result.stdout)) == {"quadratic-mlp", "digits-cnn", "mnist1d-mlp", "modular-transformer", "mirror-descent"}
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["info", "{tmp}/missing.zarr"], "no such file"),
+        (["info", "{tmp}"], "not a run store"),
+        (["record", "nope", "--out", "{tmp}/x.zarr"], "unknown recipe 'nope'"),
+        (["record", "digits-cnn", "--out", "{tmp}/x.zarr", "--set", "bogus=1"], "no option 'bogus'"),
+        (["record", "digits-cnn", "--out", "{tmp}/x.zarr", "--epochs", "0"], "epochs must be >= 1"),
+        (["record", "digits-cnn", "--out", "{tmp}/x.zarr", "--every", "often"], "every must be"),
+        (["record", "digits-cnn", "--out", "{tmp}/x.zarr", "--dtype", "int8"], "--dtype"),
+        (["import", "{tmp}/missing", "--out", "{tmp}/x.zarr"], "no such file"),
+        (["import", "{tmp}/bad.npy", "--out", "{tmp}/x.zarr"], "expected shape"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
+    np.save(tmp_path / "bad.npy", np.zeros(3))
+    result = invoke(*[a.format(tmp=tmp_path) for a in args])
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr
+    assert "Traceback" not in result.output
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "x.zarr").exists()
+
+
+def test_record_refuses_to_clobber(tmp_path):
+    (tmp_path / "x.zarr").mkdir()
+    result = invoke("record", "quadratic-mlp", "--out", tmp_path / "x.zarr")
+    assert result.exit_code == 2 and "--overwrite" in result.stderr
+
+
+def test_console_script_end_to_end(tmp_path):
+    """The installed `traj` entry point, as a user runs it: a usage error and a real record."""
+    exe = [sys.executable, "-c", "from traj.cli.app import main; main()"]
+    bad = subprocess.run([*exe, "info", "--bogus"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "No such option" in bad.stderr and "Traceback" not in bad.stderr
+    ok = subprocess.run([*exe, "record", "mirror-descent", "--set", "algorithm=bisection", "--epochs", "20",
+                         "--out", str(tmp_path / "b.zarr"), "--json"], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["n_snapshots"] == 21
+    version = subprocess.run([*exe, "--version"], capture_output=True, text=True)
+    assert version.returncode == 0 and version.stdout.startswith("traj ")
