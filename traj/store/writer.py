@@ -208,6 +208,8 @@ class StoreWriter:
             fill_value=np.nan,
             compressors=self._codec,
             dimension_names=("snapshot", "param"),
+            # skip zarr's scan of every chunk for "all fill value" (a full pass over each row)
+            config={"write_empty_chunks": True},
         )
 
     def _new_series(self, name: str, dtype: str, fill: Any) -> Any:
@@ -332,11 +334,14 @@ class StoreWriter:
         end = start + len(values)
         c0 = (start // tc) * tc
         c_end = math.ceil(end / tc) * tc
-        region = np.full((c_end - c0, n), np.nan, dtype=self.dtype)
-        region[: start - c0] = tail[: start - c0]
-        for i, v in enumerate(values, start=start - c0):
-            if v is not None:
-                region[i] = v
+        if tc == 1 and all(v is not None for v in values):
+            region = values[0][None] if len(values) == 1 else np.stack(values)  # no padding, no copy for one row
+        else:
+            region = np.full((c_end - c0, n), np.nan, dtype=self.dtype)
+            region[: start - c0] = tail[: start - c0]
+            for i, v in enumerate(values, start=start - c0):
+                if v is not None:
+                    region[i] = v
         array[c0:c_end] = region
         last_chunk = (end // tc) * tc
         tail[: end - last_chunk] = region[last_chunk - c0 : end - c0]

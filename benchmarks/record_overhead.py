@@ -1,0 +1,101 @@
+"""Recording overhead: plain training vs recording every step vs torch.save every step.
+
+Trains a ~1.07M-parameter MLP (784-1024-256-10) on CPU for a fixed number of steps, three
+ways, in one process and interleaved over several rounds (medians reported):
+
+  (a) plain training
+  (b) the same loop with traj.Recorder snapshotting every step (store written to a temp dir)
+  (c) the same loop with torch.save(model.state_dict()) every step (the usual alternative)
+
+Targets (issue 2): b/a <= 1.05 and c/b >= 3.
+
+    python benchmarks/record_overhead.py [--steps 200] [--rounds 3] [--batch 512]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from traj import Recorder, RunStore
+
+
+def make_model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(784, 1024), nn.ReLU(), nn.Linear(1024, 256), nn.ReLU(), nn.Linear(256, 10))
+
+
+def train(steps: int, batch: int, hook=None) -> float:
+    model = make_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(batch * 4, 784, generator=gen)
+    y = torch.randint(0, 10, (batch * 4,), generator=gen)
+    recorder = hook(model) if hook else None
+    t0 = time.perf_counter()
+    for k in range(steps):
+        i = (k % 4) * batch
+        opt.zero_grad(set_to_none=True)
+        loss = nn.functional.cross_entropy(model(x[i : i + batch]), y[i : i + batch])
+        loss.backward()
+        opt.step()
+        if recorder is not None:
+            recorder(loss, k)
+    if recorder is not None and hasattr(recorder, "close"):
+        recorder.close()  # the wall time includes flushing every snapshot to disk
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=512)
+    args = parser.parse_args()
+    n_params = sum(p.numel() for p in make_model().parameters())
+    print(f"model: {n_params:,} parameters; {args.steps} steps of batch {args.batch}; torch threads {torch.get_num_threads()}")
+
+    times: dict[str, list[float]] = {"plain": [], "traj": [], "torch.save": []}
+    for r in range(args.rounds):
+        tmp = Path(tempfile.mkdtemp(prefix="traj-bench-"))
+        try:
+            times["plain"].append(train(args.steps, args.batch))
+
+            class TrajHook:
+                def __init__(self, model):
+                    self.rec = Recorder(tmp / f"run{r}.zarr", model)
+
+                def __call__(self, loss, k):
+                    self.rec.step(loss=loss.item())
+
+                def close(self):
+                    self.rec.close()
+
+            times["traj"].append(train(args.steps, args.batch, TrajHook))
+            store = RunStore(tmp / f"run{r}.zarr")
+            assert store.n_snapshots == args.steps + 1
+
+            def save_hook(model):
+                (tmp / "ckpt").mkdir(exist_ok=True)
+                return lambda loss, k: torch.save(model.state_dict(), tmp / "ckpt" / f"step{k}.pt")
+
+            times["torch.save"].append(train(args.steps, args.batch, save_hook))
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in times.items()))
+
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print("\nmedian wall time: " + ", ".join(f"{k} {v:.2f}s" for k, v in med.items()))
+    print(f"b/a (traj recording / plain)      = {med['traj'] / med['plain']:.3f}   target <= 1.05")
+    print(f"c/b (torch.save / traj recording) = {med['torch.save'] / med['traj']:.2f}   target >= 3")
+
+
+if __name__ == "__main__":
+    main()
