@@ -117,3 +117,27 @@ def test_console_script_end_to_end(tmp_path):
     assert json.loads(ok.stdout)["n_snapshots"] == 21
     version = subprocess.run([*exe, "--version"], capture_output=True, text=True)
     assert version.returncode == 0 and version.stdout.startswith("traj ")
+
+
+def test_info_report_and_layer_norms(tmp_path, rng):
+    from tests.conftest import write_store
+    from traj.store import Layout
+    from traj.store.info import layer_norms
+
+    layout = Layout.from_shapes([("a", (300,)), ("b", (2, 250)), ("c", (7,))])
+    data = rng.standard_normal((6, 807)).astype(np.float32)
+    path = write_store(tmp_path / "s.zarr", data, layout=layout, chunk_bytes=1000)  # blocks cut layers
+    norms = layer_norms(RunStore(path))
+    expected = np.stack([np.linalg.norm(data[:, e.columns].astype(np.float64), axis=1) for e in layout.entries], axis=1)
+    np.testing.assert_allclose(norms, expected, rtol=1e-12)
+
+    out = tmp_path / "report"
+    result = invoke("info", path, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert {p.name for p in out.iterdir()} == {"summary.json", "report.md", "report.html", "run_overview.png"}
+    summary = json.loads((out / "summary.json").read_text())
+    np.testing.assert_allclose(summary["layer_norms"]["last"], expected[-1], rtol=1e-12)
+    assert "data:image/png;base64," in (out / "report.html").read_text()
+    (tmp_path / "afile").write_text("x")
+    result = invoke("info", path, "--out", tmp_path / "afile")
+    assert result.exit_code == 2 and "is a file" in result.stderr

@@ -14,6 +14,7 @@ def info(
     store: Annotated[Path, typer.Argument(help="A run store (directory).")],
     json_: Annotated[bool, typer.Option("--json", help="Print the summary as JSON to stdout.")] = False,
     scan: Annotated[bool, typer.Option("--scan/--no-scan", help="Read every snapshot to look for NaN/Inf.")] = True,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Also write summary.json, report.md, report.html and a plot here.")] = None,
 ) -> None:
     """Layers, size, steps covered, recipe and health of a run store.
 
@@ -22,6 +23,8 @@ def info(
         traj info sample_data/digits-cnn.zarr
 
         traj info run.zarr --json --no-scan
+
+        traj info run.zarr --out traj-out/info-run
     """
     with handle_errors():
         from rich.table import Table
@@ -34,6 +37,10 @@ def info(
         with progress_bar() as bar:
             task = bar.add_task("scan", total=None)
             summary = describe(opened, scan=scan, progress=lambda d, t: bar.update(task, completed=d, total=t))
+        if out is not None:
+            from ..report.info import info_report
+
+            info_report(opened, summary, out)
         if json_:
             print_json(summary.to_dict())
             return
@@ -64,3 +71,5 @@ def info(
             out_console.print("  health: [green]ok[/green]" + ("" if scan else " (not scanned for NaN/Inf)"))
         for line in s.health:
             out_console.print(f"  health: [yellow]{line}[/yellow]")
+        if out is not None:
+            out_console.print(f"  report written to {out}/report.html")

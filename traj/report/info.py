@@ -1,0 +1,38 @@
+"""The report of ``traj info --out``: the store summary, its layer table and the run overview plot."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..plots import figure_png, plot_run_overview
+from ..store import RunStore
+from ..store.info import StoreInfo, layer_norms
+from ..store.run_store import human_bytes
+from .writer import Report, write_report
+
+
+def info_report(store: RunStore, info: StoreInfo, out_dir: str | os.PathLike[str]) -> Path:
+    report = Report(f"traj info: {store.path.name}")
+    report.paragraph(
+        f"{info.n_snapshots} snapshots of {info.n_params} parameters ({info.n_prunable} prunable), {info.dtype}; "
+        f"{human_bytes(info.bytes_on_disk)} on disk (compression {info.compression_ratio:.2f}x)."
+    )
+    if info.recipe:
+        report.paragraph(f"Recorded by the recipe {info.recipe.get('name')} with seed {info.recipe.get('seed')}.")
+    report.paragraph("Health: " + ("ok" if info.healthy else "; ".join(info.health)))
+    norms = layer_norms(store)
+    names = [e.name for e in store.layout.entries]
+    fig = plot_run_overview(store.steps, store.loss, names, norms)
+    report.figure("run_overview.png", figure_png(fig), "Training loss per snapshot and the weight norm of each layer")
+    report.heading("Layers")
+    report.table(
+        ["layer", "shape", "size", "prunable", "‖θ‖ first", "‖θ‖ last"],
+        [
+            [l["name"], tuple(l["shape"]), l["size"], "yes" if l["prunable"] else "", f"{norms[0, j]:.4g}", f"{norms[-1, j]:.4g}"]
+            for j, l in enumerate(info.layers)
+        ],
+    )
+    summary = info.to_dict()
+    summary["layer_norms"] = {"first": norms[0].tolist(), "last": norms[-1].tolist()}
+    return write_report(out_dir, report, summary)

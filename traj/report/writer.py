@@ -1,0 +1,140 @@
+"""Write a report directory: summary.json, report.md and a self-contained report.html.
+
+A report is assembled in a temporary directory beside the target and moved into place at
+the end, so an interrupted run never leaves a half report that looks whole.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import TrajError
+
+__all__ = ["Report", "write_report"]
+
+
+@dataclass
+class Report:
+    """Sections of Markdown-ish content: headings, paragraphs, tables and PNG figures."""
+
+    title: str
+    blocks: list[tuple[str, Any]] = field(default_factory=list)
+    figures: dict[str, bytes] = field(default_factory=dict)
+
+    def heading(self, text: str) -> None:
+        self.blocks.append(("heading", text))
+
+    def paragraph(self, text: str) -> None:
+        self.blocks.append(("paragraph", text))
+
+    def table(self, header: list[str], rows: list[list[Any]]) -> None:
+        self.blocks.append(("table", (header, rows)))
+
+    def figure(self, name: str, png: bytes, caption: str) -> None:
+        self.figures[name] = png
+        self.blocks.append(("figure", (name, caption)))
+
+    def to_markdown(self) -> str:
+        lines = [f"# {self.title}", ""]
+        for kind, value in self.blocks:
+            if kind == "heading":
+                lines += [f"## {value}", ""]
+            elif kind == "paragraph":
+                lines += [value, ""]
+            elif kind == "table":
+                header, rows = value
+                lines.append("| " + " | ".join(header) + " |")
+                lines.append("|" + "---|" * len(header))
+                lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+                lines.append("")
+            elif kind == "figure":
+                name, caption = value
+                lines += [f"![{caption}]({name})", "", f"*{caption}*", ""]
+        return "\n".join(lines)
+
+    def to_html(self) -> str:
+        esc = html.escape
+        parts = [
+            "<!DOCTYPE html>",
+            '<html lang="en"><head><meta charset="utf-8">',
+            f"<title>{esc(self.title)}</title>",
+            "<style>body{font-family:system-ui,sans-serif;max-width:960px;margin:2em auto;padding:0 1em;color:#222}"
+            "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}"
+            "th{background:#f3f3f3}img{max-width:100%}figcaption{color:#555;font-style:italic}</style>",
+            "</head><body>",
+            f"<h1>{esc(self.title)}</h1>",
+        ]
+        for kind, value in self.blocks:
+            if kind == "heading":
+                parts.append(f"<h2>{esc(value)}</h2>")
+            elif kind == "paragraph":
+                parts.append(f"<p>{esc(value)}</p>")
+            elif kind == "table":
+                header, rows = value
+                parts.append("<table><tr>" + "".join(f"<th>{esc(str(h))}</th>" for h in header) + "</tr>")
+                parts += ["<tr>" + "".join(f"<td>{esc(str(c))}</td>" for c in row) + "</tr>" for row in rows]
+                parts.append("</table>")
+            elif kind == "figure":
+                name, caption = value
+                data = base64.b64encode(self.figures[name]).decode()
+                parts.append(
+                    f'<figure><img alt="{esc(caption)}" src="data:image/png;base64,{data}">'
+                    f"<figcaption>{esc(caption)}</figcaption></figure>"
+                )
+        parts.append("</body></html>")
+        return "\n".join(parts)
+
+
+def write_report(out_dir: str | os.PathLike[str], report: Report, summary: dict[str, Any]) -> Path:
+    """Write ``summary.json``, ``report.md``, ``report.html`` and the PNGs into ``out_dir``.
+
+    Everything is written to a temporary sibling first and moved into place at the end.
+    """
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise TrajError(f"{out} exists and is a file; --out needs a directory")
+    parent = out.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=parent))
+    except OSError as exc:
+        raise TrajError(f"cannot write the report to {out}: {exc.strerror or exc}") from None
+    try:
+        (staging / "summary.json").write_text(json.dumps(summary, indent=2, default=_jsonable) + "\n")
+        (staging / "report.md").write_text(report.to_markdown())
+        (staging / "report.html").write_text(report.to_html())
+        for name, png in report.figures.items():
+            (staging / name).write_bytes(png)
+        if out.exists():
+            backup = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=parent))
+            os.replace(out, backup / "old")
+            os.replace(staging, out)
+            shutil.rmtree(backup, ignore_errors=True)
+        else:
+            os.replace(staging, out)
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise TrajError(f"cannot write the report to {out}: {exc.strerror or exc}") from None
+    return out
+
+
+def _jsonable(obj: Any) -> Any:
+    import numpy as np
+
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, tuple | set):
+        return list(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
