@@ -5,7 +5,6 @@ import torch
 from traj.errors import ImportSourceError
 from traj.recipes import get_recipe
 from traj.record.importers import import_checkpoints, import_npy, import_source
-from traj.store import RunStore
 
 
 def _save_run_as_checkpoints(recipe, directory, *, wrap=False):

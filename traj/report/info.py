@@ -29,8 +29,9 @@ def info_report(store: RunStore, info: StoreInfo, out_dir: str | os.PathLike[str
     report.table(
         ["layer", "shape", "size", "prunable", "‖θ‖ first", "‖θ‖ last"],
         [
-            [l["name"], tuple(l["shape"]), l["size"], "yes" if l["prunable"] else "", f"{norms[0, j]:.4g}", f"{norms[-1, j]:.4g}"]
-            for j, l in enumerate(info.layers)
+            [layer["name"], tuple(layer["shape"]), layer["size"], "yes" if layer["prunable"] else "",
+             f"{norms[0, j]:.4g}", f"{norms[-1, j]:.4g}"]
+            for j, layer in enumerate(info.layers)
         ],
     )
     summary = info.to_dict()

@@ -19,7 +19,7 @@ import shutil
 import sys
 import time
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -145,7 +145,7 @@ class StoreWriter:
             "dtype": self.dtype.name,
             "spacing": dict(spacing or {}),
             "versions": _versions(),
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "recipe": dict(recipe) if recipe else None,
             "n_snapshots": 0,
             "state": "open",
