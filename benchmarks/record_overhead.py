@@ -9,7 +9,7 @@ ways, in one process and interleaved over several rounds (medians reported):
 
 Targets (issue 2): b/a <= 1.05 and c/b >= 3.
 
-    python benchmarks/record_overhead.py [--steps 200] [--rounds 3] [--batch 512]
+    python benchmarks/record_overhead.py [--steps 200] [--rounds 3] [--batch 512] [--threads N]
 """
 
 from __future__ import annotations
@@ -58,7 +58,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch", type=int, default=512)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     n_params = sum(p.numel() for p in make_model().parameters())
     print(f"model: {n_params:,} parameters; {args.steps} steps of batch {args.batch}; torch threads {torch.get_num_threads()}")
 
