@@ -14,6 +14,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from ..errors import TrajError
+from ..report.writer import jsonable
 
 #: Progress bars and errors go to stderr; stdout carries results (``--json``).
 err_console = Console(stderr=True, soft_wrap=True)
@@ -62,22 +63,8 @@ def progress_bar(*fields: str, transient: bool = True) -> Progress:
 
 
 def print_json(payload: Any) -> None:
-    sys.stdout.write(json.dumps(payload, indent=2, default=_json_default) + "\n")
+    sys.stdout.write(json.dumps(payload, indent=2, default=jsonable) + "\n")
     sys.stdout.flush()
-
-
-def _json_default(obj: Any) -> Any:
-    import numpy as np
-
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.floating):
-        return float(obj)
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, tuple):
-        return list(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
 def positive(name: str, value: int | None) -> None:

@@ -10,7 +10,8 @@ import fnmatch
 import os
 import re
 import shutil
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -169,7 +170,7 @@ def import_checkpoints(
     if dtype is None:
         dtype = "float64" if any(t.dtype == torch.float64 for _, t in reference) else "float32"
     writer = _new_writer(out, layout, dtype, {"unit": "checkpoint"}, {"kind": "checkpoints", "path": str(directory)}, overwrite)
-    try:
+    with _removed_on_failure(writer, out):
         for i, ckpt in enumerate(checkpoints):
             obj = _load(ckpt.path)
             tensors = dict(_selected(_state_dict(obj, ckpt.path), exclude))
@@ -181,11 +182,6 @@ def import_checkpoints(
                 writer.commit()
             if progress is not None:
                 progress(i + 1, len(checkpoints))
-        writer.close()
-    except BaseException:
-        writer.close()
-        shutil.rmtree(out, ignore_errors=True)
-        raise
     return RunStore(out)
 
 
@@ -215,7 +211,7 @@ def import_npy(
         dtype = "float64" if data.dtype == np.float64 else "float32"
     layout = Layout.from_shapes([(name, (data.shape[1],))], prunable=[name])
     writer = _new_writer(out, layout, dtype, {"every": every, "unit": "step"}, {"kind": "npy", "path": str(path)}, overwrite)
-    try:
+    with _removed_on_failure(writer, out):
         batch = max(1, (32 << 20) // max(1, data.shape[1] * 8))
         for start in range(0, data.shape[0], batch):
             rows = np.asarray(data[start : start + batch])
@@ -224,11 +220,6 @@ def import_npy(
             writer.commit()
             if progress is not None:
                 progress(min(start + batch, data.shape[0]), data.shape[0])
-        writer.close()
-    except BaseException:
-        writer.close()
-        shutil.rmtree(out, ignore_errors=True)
-        raise
     return RunStore(out)
 
 
@@ -251,3 +242,15 @@ def _new_writer(out: str | os.PathLike[str], layout: Layout, dtype: str, spacing
     if Path(out).exists() and (Path(out) / "zarr.json").exists() and not overwrite:
         raise ImportSourceError(f"{out} already exists; choose another --out or pass --overwrite")
     return StoreWriter(out, layout, dtype=dtype, spacing=spacing, attrs={"source": source}, overwrite=overwrite)
+
+
+@contextmanager
+def _removed_on_failure(writer: StoreWriter, out: str | os.PathLike[str]) -> Iterator[None]:
+    """Close the writer at the end; on any failure also delete the half-written store."""
+    try:
+        yield
+    except BaseException:
+        writer.close()
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+    writer.close()

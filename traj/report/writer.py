@@ -18,7 +18,7 @@ from typing import Any
 
 from ..errors import TrajError
 
-__all__ = ["Report", "write_report"]
+__all__ = ["Report", "jsonable", "write_report"]
 
 
 @dataclass
@@ -108,7 +108,7 @@ def write_report(out_dir: str | os.PathLike[str], report: Report, summary: dict[
     except OSError as exc:
         raise TrajError(f"cannot write the report to {out}: {exc.strerror or exc}") from None
     try:
-        (staging / "summary.json").write_text(json.dumps(summary, indent=2, default=_jsonable) + "\n")
+        (staging / "summary.json").write_text(json.dumps(summary, indent=2, default=jsonable) + "\n")
         (staging / "report.md").write_text(report.to_markdown())
         (staging / "report.html").write_text(report.to_html())
         for name, png in report.figures.items():
@@ -126,7 +126,8 @@ def write_report(out_dir: str | os.PathLike[str], report: Report, summary: dict[
     return out
 
 
-def _jsonable(obj: Any) -> Any:
+def jsonable(obj: Any) -> Any:
+    """``json.dumps`` default for numpy scalars and arrays, tuples and sets."""
     import numpy as np
 
     if isinstance(obj, np.integer):
