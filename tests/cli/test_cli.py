@@ -7,6 +7,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from tests.conftest import write_store
 from traj.cli.app import app
 from traj.store import RunStore
 
@@ -88,10 +89,14 @@ def test_recipes_lists_all(tmp_path):
         (["record", "digits-cnn", "--out", "{tmp}/x.zarr", "--dtype", "int8"], "--dtype"),
         (["import", "{tmp}/missing", "--out", "{tmp}/x.zarr"], "no such file"),
         (["import", "{tmp}/bad.npy", "--out", "{tmp}/x.zarr"], "expected shape"),
+        (["import", "{tmp}/garbage.npy", "--out", "{tmp}/x.zarr"], "not a numeric .npy array"),
+        (["info", "{tmp}/arr.zarr/params"], "a Zarr array, not a run store"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
     np.save(tmp_path / "bad.npy", np.zeros(3))
+    (tmp_path / "garbage.npy").write_text("garbage")
+    write_store(tmp_path / "arr.zarr", np.zeros((2, 3), dtype=np.float32))
     result = invoke(*[a.format(tmp=tmp_path) for a in args])
     assert result.exit_code == 2, result.output
     assert message in result.stderr

@@ -200,6 +200,8 @@ def import_npy(
     try:
         data = np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError) as exc:
+        if "pickle" in str(exc):  # not an .npy header, or an object array: never unpickled
+            raise ImportSourceError(f"{path.name}: not a numeric .npy array (traj never loads pickled data)") from None
         raise ImportSourceError(f"{path.name}: not a readable .npy array ({exc})") from None
     if data.ndim != 2 or data.shape[0] < 1 or data.shape[1] < 1:
         raise ImportSourceError(f"{path.name}: expected shape (T, N), got {data.shape}")

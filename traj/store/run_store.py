@@ -38,6 +38,8 @@ def _open_group(path: Path, mode: str) -> Any:
         raise StoreNotFoundError(f"{path}: not a run store (no zarr.json; is it a Zarr v3 group?)")
     try:
         return zarr.open_group(zarr.storage.LocalStore(path, read_only=mode == "r"), mode=mode, zarr_format=3)
+    except zarr.errors.ContainsArrayError:
+        raise StoreFormatError(f"{path}: a Zarr array, not a run store (a run store is the group above it)") from None
     except (zarr.errors.BaseZarrError, ValueError, TypeError, KeyError, OSError) as exc:
         raise StoreFormatError(f"{path}: not a readable Zarr v3 group ({type(exc).__name__}: {exc})") from None
 
