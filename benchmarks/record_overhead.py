@@ -9,6 +9,9 @@ ways, in one process and interleaved over several rounds (medians reported):
 
 Targets (issue 2): b/a <= 1.05 and c/b >= 3.
 
+It also prints the floor any recorder pays: the time to write one snapshot's bytes into a
+fresh file (no encoding, no zarr), which is what the kernel charges for new page-cache pages.
+
     python benchmarks/record_overhead.py [--steps 200] [--rounds 3] [--batch 512] [--threads N]
 """
 
@@ -53,6 +56,22 @@ def train(steps: int, batch: int, hook=None) -> float:
     return time.perf_counter() - t0
 
 
+def fresh_file_write_ms(nbytes: int, repeats: int = 40) -> float:
+    """Median time to write ``nbytes`` into a new file (the kernel's cost of new pages)."""
+    payload = bytes(nbytes)
+    tmp = Path(tempfile.mkdtemp(prefix="traj-floor-"))
+    try:
+        times = []
+        for i in range(repeats):
+            t0 = time.perf_counter()
+            with open(tmp / f"f{i}", "wb") as f:
+                f.write(payload)
+            times.append(time.perf_counter() - t0)
+        return 1e3 * statistics.median(times)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=200)
@@ -95,9 +114,13 @@ def main() -> None:
         print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in times.items()))
 
     med = {k: statistics.median(v) for k, v in times.items()}
+    floor_ms = fresh_file_write_ms(n_params * 4)
     print("\nmedian wall time: " + ", ".join(f"{k} {v:.2f}s" for k, v in med.items()))
     print(f"b/a (traj recording / plain)      = {med['traj'] / med['plain']:.3f}   target <= 1.05")
     print(f"c/b (torch.save / traj recording) = {med['torch.save'] / med['traj']:.2f}   target >= 3")
+    per_step = {k: 1e3 * (v - med["plain"]) / args.steps for k, v in med.items() if k != "plain"}
+    print(f"added per step: traj {per_step['traj']:.1f} ms, torch.save {per_step['torch.save']:.1f} ms; "
+          f"floor (write {n_params * 4 / 1e6:.1f} MB to a fresh file) {floor_ms:.1f} ms")
 
 
 if __name__ == "__main__":

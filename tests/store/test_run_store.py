@@ -178,3 +178,25 @@ def test_readable_without_traj(tmp_path, rng):
     np.testing.assert_array_equal(group["params"][:], data)
     np.testing.assert_array_equal(da.from_zarr(str(path / "params")).compute(), data)
     assert group.attrs["n_snapshots"] == 7
+
+
+@pytest.mark.parametrize("compressor", ["lz4", "zstd"])
+def test_direct_chunk_files_are_byte_identical_to_zarr(tmp_path, rng, compressor):
+    """The writer encodes chunks itself; zarr writing the same data must produce the same files."""
+    import zarr
+
+    data = rng.standard_normal((5, 777)).astype(np.float32)
+    layout = Layout.from_shapes([("w", (777,))])
+    with StoreWriter(tmp_path / "s.zarr", layout, chunk_bytes=1200, compressor=compressor) as writer:
+        for k, row in enumerate(data):
+            writer.append(row, step=k)
+    ours = zarr.open_group(tmp_path / "s.zarr", mode="r")["params"]
+    twin = zarr.create_array(
+        tmp_path / "twin", shape=ours.shape, chunks=ours.chunks, dtype=ours.dtype, fill_value=np.nan,
+        compressors=ours.compressors, chunk_key_encoding={"name": "default", "separator": "/"},
+    )
+    twin[:] = data
+    files = sorted(p.relative_to(tmp_path / "s.zarr" / "params") for p in (tmp_path / "s.zarr" / "params" / "c").rglob("*") if p.is_file())
+    assert len(files) == 5 * 3
+    for rel in files:
+        assert (tmp_path / "s.zarr" / "params" / rel).read_bytes() == (tmp_path / "twin" / rel).read_bytes(), rel

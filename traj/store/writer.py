@@ -9,6 +9,12 @@ committed one later.
 Rows are written into chunks ``t_chunk`` tall. A partly filled last chunk is written whole
 (the rows already committed are kept in memory, padded with NaN), so no write ever reads a
 chunk back from disk.
+
+Chunk data go to disk through :class:`ChunkFiles`, which encodes a whole chunk exactly as
+zarr does (little-endian bytes, then Blosc; byte-identical output, tested) and replaces the
+file atomically. zarr's ``Array.__setitem__`` cost 12-14 ms of CPU per 4.3 MB row here,
+against ~3 ms to encode and ~3 ms to write it, which decided whether recording keeps up with
+training. zarr still creates, resizes and reads every array.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import os
 import shutil
 import sys
 import time
+import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -51,6 +58,66 @@ def _versions() -> dict[str, str]:
     if torch is not None:
         versions["torch"] = torch.__version__
     return versions
+
+
+class ChunkFiles:
+    """Write whole chunks of one zarr v3 array directly, in zarr's own encoding.
+
+    Only arrays whose codecs are ``bytes`` (little endian) followed by one ``blosc`` codec
+    are written this way (every array traj creates); others fall back to zarr.
+    """
+
+    def __init__(self, array: Any, root: Path) -> None:
+        import numcodecs
+
+        self.array = array
+        self.dtype = np.dtype(array.dtype).newbyteorder("<")
+        self.chunks = tuple(array.chunks)
+        self.fill = array.fill_value
+        self.directory = root / array.path / "c"
+        self._codec = None
+        self._made: set[Path] = set()
+        meta = array.metadata.to_dict()
+        encoding = meta.get("chunk_key_encoding", {})
+        separator = encoding.get("configuration", {}).get("separator", "/")
+        codecs = meta.get("codecs", [])
+        if (
+            encoding.get("name") == "default"
+            and separator == "/"
+            and len(codecs) == 2
+            and codecs[0] == {"name": "bytes", "configuration": {"endian": "little"}}
+            and codecs[1].get("name") == "blosc"
+        ):
+            conf = codecs[1]["configuration"]
+            shuffle = {"noshuffle": numcodecs.Blosc.NOSHUFFLE, "shuffle": numcodecs.Blosc.SHUFFLE,
+                       "bitshuffle": numcodecs.Blosc.BITSHUFFLE}[conf["shuffle"]]
+            self._codec = numcodecs.Blosc(cname=conf["cname"], clevel=conf["clevel"], shuffle=shuffle,
+                                          blocksize=conf.get("blocksize", 0))
+
+    def write(self, index: tuple[int, ...], data: np.ndarray) -> None:
+        """Write chunk ``index``; ``data`` is the chunk's region, cut short at the array's edge."""
+        if data.shape != self.chunks:  # edge chunks are stored full size, padded with the fill value
+            full = np.full(self.chunks, self.fill, dtype=self.dtype)
+            full[tuple(slice(0, n) for n in data.shape)] = data
+            data = full
+        if self._codec is None:
+            region = tuple(slice(i * c, (i + 1) * c) for i, c in zip(index, self.chunks, strict=True))
+            cut = tuple(slice(0, min(r.stop, n) - r.start) for r, n in zip(region, self.array.shape, strict=True))
+            self.array[tuple(slice(r.start, r.start + c.stop) for r, c in zip(region, cut, strict=True))] = data[cut]
+            return
+        encoded = self._codec.encode(np.ascontiguousarray(data, dtype=self.dtype))
+        path = self.directory.joinpath(*(str(i) for i in index))
+        if path.parent not in self._made:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._made.add(path.parent)
+        tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.partial")
+        try:
+            with open(tmp, "wb") as f:
+                f.write(encoded)
+            os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
 
 
 class StoreWriter:
@@ -154,11 +221,12 @@ class StoreWriter:
         store = zarr.storage.LocalStore(self.path)
         self._group = zarr.open_group(store, mode="a", zarr_format=3, attributes=root_attrs)
         self._capacity = 0
+        self._files: dict[str, ChunkFiles] = {}
         self._params = self._new_matrix("params")
         self._grads: Any = None
-        self._series: dict[str, Any] = {}
+        self._series: dict[str, _Series] = {}
         for name, dtype, fill in (("epoch", "int64", -1), ("time", "float64", np.nan), ("step", "int64", UNCOMMITTED_STEP)):
-            self._series[name] = self._new_series(name, dtype, fill)
+            self._add_series(self._new_series(name, dtype, fill))
         self._committed = 0
         self._last_step: int | None = None
         self._tail = np.empty((self._t_chunk, n), dtype=self.dtype)
@@ -178,17 +246,25 @@ class StoreWriter:
         self._params = self._group["params"]
         self._t_chunk, self._n_chunk = self._params.chunks
         self._grads = self._group["grads"] if "grads" in self._group else None
-        self._series = {name: self._group[name] for name in ("epoch", "time", "step")}
-        if "loss" in self._group:
-            self._series["loss"] = self._group["loss"]
+        self._files = {"params": ChunkFiles(self._params, self.path)}
+        if self._grads is not None:
+            self._files["grads"] = ChunkFiles(self._grads, self.path)
+        self._series = {}
+        for name in ("epoch", "time", "step", "loss"):
+            if name in self._group:
+                self._add_series(self._group[name])
         if "metrics" in self._group:
-            for name, arr in self._group["metrics"].arrays():
-                self._series[f"metrics/{name}"] = arr
+            for _, arr in self._group["metrics"].arrays():
+                self._add_series(arr)
         self._committed = reader.n_snapshots
         self._capacity = self._params.shape[0]
+        for series in self._series.values():  # arrays created after a crash may be shorter
+            series.resize(self._capacity)
         if self._capacity > self._committed:
             # A torn commit may have left step values past the committed prefix: reset them.
-            self._series["step"][self._committed : self._capacity] = UNCOMMITTED_STEP
+            step = self._series["step"]
+            step.values[self._committed :] = UNCOMMITTED_STEP
+            step.write_rows(self._committed, self._capacity)
         self._last_step = int(reader.steps[-1]) if reader.n_snapshots else None
         c0 = (self._committed // self._t_chunk) * self._t_chunk
         self._tail = np.empty((self._t_chunk, self.layout.n_params), dtype=self.dtype)
@@ -200,7 +276,7 @@ class StoreWriter:
         self._group.attrs.update({"state": "open"})
 
     def _new_matrix(self, name: str) -> Any:
-        return self._group.create_array(
+        array = self._group.create_array(
             name,
             shape=(self._capacity, self.layout.n_params),
             chunks=(self._t_chunk, self._n_chunk),
@@ -208,9 +284,10 @@ class StoreWriter:
             fill_value=np.nan,
             compressors=self._codec,
             dimension_names=("snapshot", "param"),
-            # skip zarr's scan of every chunk for "all fill value" (a full pass over each row)
-            config={"write_empty_chunks": True},
+            chunk_key_encoding={"name": "default", "separator": "/"},
         )
+        self._files[name] = ChunkFiles(array, self.path)
+        return array
 
     def _new_series(self, name: str, dtype: str, fill: Any) -> Any:
         return self._group.create_array(
@@ -221,7 +298,13 @@ class StoreWriter:
             fill_value=fill,
             compressors=self._codec,
             dimension_names=("snapshot",),
+            chunk_key_encoding={"name": "default", "separator": "/"},
         )
+
+    def _add_series(self, array: Any) -> _Series:
+        series = _Series(array, ChunkFiles(array, self.path))
+        self._series[series.name] = series
+        return series
 
     # ------------------------------------------------------------------ state
     @property
@@ -293,31 +376,33 @@ class StoreWriter:
         self._write_matrix("params", [r["theta"] for r in rows], start)
         if self._grads is not None or any(r["grads"] is not None for r in rows):
             self._write_matrix("grads", [r["grads"] for r in rows], start)
-        region = slice(start, end)
-        self._series["epoch"][region] = np.array([r["epoch"] for r in rows], dtype=np.int64)
-        self._series["time"][region] = np.array([r["time"] for r in rows], dtype=np.float64)
+        self._series_values("epoch", start, [r["epoch"] for r in rows])
+        self._series_values("time", start, [r["time"] for r in rows])
         if "loss" in self._series or any(r["loss"] is not None for r in rows):
-            values = np.array([np.nan if r["loss"] is None else r["loss"] for r in rows])
-            self._series_array("loss")[region] = values
+            self._series_values("loss", start, [np.nan if r["loss"] is None else r["loss"] for r in rows])
         metric_names = {k for r in rows for k in r["metrics"]} | {
             k.split("/", 1)[1] for k in self._series if k.startswith("metrics/")
         }
         for name in sorted(metric_names):
-            values = np.array([float(r["metrics"].get(name, np.nan)) for r in rows])
-            self._series_array(f"metrics/{name}")[region] = values
+            self._series_values(f"metrics/{name}", start, [float(r["metrics"].get(name, np.nan)) for r in rows])
         # step last: a row is committed once its step is on disk.
-        self._series["step"][region] = np.array([r["step"] for r in rows], dtype=np.int64)
+        self._series_values("step", start, [r["step"] for r in rows])
         self._committed = end
         return end
 
-    def _series_array(self, name: str) -> Any:
+    def _series_values(self, name: str, start: int, values: list[Any]) -> None:
+        series = self._series_array(name)
+        series.values[start : start + len(values)] = values
+        series.write_rows(start, start + len(values))
+
+    def _series_array(self, name: str) -> _Series:
         if name not in self._series:
             if "/" in name:
                 group_name, leaf = name.split("/", 1)
                 _check_metric_name(leaf)
                 if group_name not in self._group:
                     self._group.create_group(group_name)
-            self._series[name] = self._new_series(name, "float64", np.nan)
+            self._add_series(self._new_series(name, "float64", np.nan))
         return self._series[name]
 
     def _write_matrix(self, name: str, values: list[np.ndarray | None], start: int) -> None:
@@ -342,7 +427,12 @@ class StoreWriter:
             for i, v in enumerate(values, start=start - c0):
                 if v is not None:
                     region[i] = v
-        array[c0:c_end] = region
+        files = self._files[name]
+        nc = files.chunks[1]
+        for r in range(0, c_end - c0, tc):
+            rows = region[r : r + tc]
+            for j in range(0, n, nc):
+                files.write(((c0 + r) // tc, j // nc), rows[:, j : j + nc])
         last_chunk = (end // tc) * tc
         tail[: end - last_chunk] = region[last_chunk - c0 : end - c0]
 
@@ -358,8 +448,8 @@ class StoreWriter:
         self._params.resize((rows, self.layout.n_params))
         if self._grads is not None:
             self._grads.resize((rows, self.layout.n_params))
-        for arr in self._series.values():
-            arr.resize((rows,))
+        for series in self._series.values():
+            series.resize(rows)
         self._capacity = rows
 
     def close(self) -> None:
@@ -383,6 +473,29 @@ class StoreWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _Series:
+    """A 1-D per-snapshot array, its values kept in memory so each commit writes whole chunks."""
+
+    def __init__(self, array: Any, files: ChunkFiles) -> None:
+        self.array = array
+        self.files = files
+        self.name = array.path
+        self.values = np.asarray(array[:], dtype=array.dtype) if array.shape[0] else np.empty(0, dtype=array.dtype)
+
+    def resize(self, rows: int) -> None:
+        if self.array.shape[0] != rows:
+            self.array.resize((rows,))
+        old = self.values
+        self.values = np.full(rows, self.files.fill, dtype=old.dtype)
+        self.values[: min(rows, old.size)] = old[:rows]
+
+    def write_rows(self, start: int, stop: int) -> None:
+        """Write every chunk that holds a row of [start, stop)."""
+        (size,) = self.files.chunks
+        for c in range(start // size, -(-stop // size)):
+            self.files.write((c,), self.values[c * size : (c + 1) * size])
 
 
 def _check_metric_name(name: str) -> None:
