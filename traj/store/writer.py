@@ -408,12 +408,12 @@ class StoreWriter:
     def _write_matrix(self, name: str, values: list[np.ndarray | None], start: int) -> None:
         n = self.layout.n_params
         if name == "params":
-            array, tail = self._params, self._tail
+            tail = self._tail
         else:
             if self._grads is None:
                 self._grads = self._new_matrix("grads")
                 self._tail_grads = np.full((self._t_chunk, n), np.nan, dtype=self.dtype)
-            array, tail = self._grads, self._tail_grads
+            tail = self._tail_grads
         assert tail is not None
         tc = self._t_chunk
         end = start + len(values)
