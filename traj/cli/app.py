@@ -9,6 +9,7 @@ import typer
 
 from .._version import __version__
 from ._common import err_console, set_debug
+from .dmd import dmd
 from .importing import import_
 from .info import info
 from .record import recipes, record
@@ -42,6 +43,7 @@ app.command("record")(record)
 app.command("recipes")(recipes)
 app.command("import")(import_)
 app.command("info")(info)
+app.command("dmd")(dmd)
 
 
 def main() -> None:

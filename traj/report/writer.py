@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,10 +94,12 @@ class Report:
         return "\n".join(parts)
 
 
-def write_report(out_dir: str | os.PathLike[str], report: Report, summary: dict[str, Any]) -> Path:
+def write_report(out_dir: str | os.PathLike[str], report: Report, summary: dict[str, Any],
+                 extra: Callable[[Path], None] | None = None) -> Path:
     """Write ``summary.json``, ``report.md``, ``report.html`` and the PNGs into ``out_dir``.
 
-    Everything is written to a temporary sibling first and moved into place at the end.
+    Everything is written to a temporary sibling first and moved into place at the end;
+    ``extra(staging_dir)`` may add more files (e.g. a Zarr array of modes) before the move.
     """
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
@@ -113,6 +116,8 @@ def write_report(out_dir: str | os.PathLike[str], report: Report, summary: dict[
         (staging / "report.html").write_text(report.to_html())
         for name, png in report.figures.items():
             (staging / name).write_bytes(png)
+        if extra is not None:
+            extra(staging)
         if out.exists():
             backup = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=parent))
             os.replace(out, backup / "old")
@@ -123,6 +128,9 @@ def write_report(out_dir: str | os.PathLike[str], report: Report, summary: dict[
     except OSError as exc:
         shutil.rmtree(staging, ignore_errors=True)
         raise TrajError(f"cannot write the report to {out}: {exc.strerror or exc}") from None
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     return out
 
 

@@ -1,0 +1,302 @@
+"""``traj dmd``: the Koopman spectrum of a recorded trajectory by streaming exact DMD (methods.md §1).
+
+One pass over the store gives the Gram matrix of the window (and of every layer, with
+``per_layer``); eigenvalues, amplitudes, reconstruction error and forecasts then come from
+small matrices. Modes are materialised (a second pass, D·C) only when asked.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..engine import Engine, ReducedOperator
+from ..errors import TrajError
+from ..store import RunStore
+
+__all__ = ["DMDResult", "LayerSpectrum", "dmd", "parse_window", "save_modes"]
+
+ProgressCallback = Callable[[int, int], None]
+
+
+def parse_window(text: str | Sequence[int] | None, n_snapshots: int) -> tuple[int, int]:
+    """A window ``"a:b"`` of snapshot indices, both ends included (methods.md: θa … θb).
+
+    Either end may be omitted (``"10:"``, ``":50"``) or negative (counted from the end).
+    """
+    if text is None:
+        return 0, n_snapshots - 1
+    if isinstance(text, str):
+        lo_text, sep, hi_text = text.partition(":")
+        if not sep:
+            raise TrajError(f"window must look like a:b (snapshot indices, both included), got {text!r}")
+        try:
+            lo = int(lo_text) if lo_text.strip() else 0
+            hi = int(hi_text) if hi_text.strip() else n_snapshots - 1
+        except ValueError:
+            raise TrajError(f"window must look like a:b with integers, got {text!r}") from None
+    else:
+        lo, hi = (int(x) for x in text)
+    given = (lo, hi)
+    lo = lo + n_snapshots if lo < 0 else lo
+    hi = hi + n_snapshots if hi < 0 else hi
+    if not (0 <= lo < n_snapshots and 0 <= hi < n_snapshots):
+        raise TrajError(f"window {given[0]}:{given[1]} lies outside the run's snapshots 0:{n_snapshots - 1}")
+    if hi - lo + 1 < 3:
+        raise TrajError(f"window {given[0]}:{given[1]} holds {max(0, hi - lo + 1)} snapshot(s); DMD needs at least 3")
+    return lo, hi
+
+
+@dataclass(frozen=True)
+class LayerSpectrum:
+    """The DMD spectrum of one layer's coordinates over the same window."""
+
+    name: str
+    n_params: int
+    rank: int
+    eigenvalues: np.ndarray
+    amplitudes: np.ndarray
+    classes: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "n_params": self.n_params,
+            "rank": self.rank,
+            "eigenvalues": _pairs(self.eigenvalues),
+            "abs_eigenvalues": np.abs(self.eigenvalues).tolist(),
+            "amplitudes": _pairs(self.amplitudes),
+            "classes": self.classes,
+        }
+
+
+@dataclass(frozen=True)
+class DMDResult:
+    """Exact DMD of a store's window.
+
+    ``sample_*`` hold a few coordinates' recorded trajectories, their DMD reconstruction and
+    forecast, for the report's plot.
+    """
+
+    store: str
+    operator: ReducedOperator
+    window: tuple[int, int]
+    steps: np.ndarray
+    dt: float
+    eps: float
+    n_params: int
+    layers: list[str] | None
+    reconstruction_error: float
+    backend: str
+    seconds: float
+    forecast_steps: int
+    sample_indices: np.ndarray
+    sample_names: list[str]
+    sample_trajectories: np.ndarray
+    sample_reconstruction: np.ndarray
+    per_layer: list[LayerSpectrum] = field(default_factory=list)
+    modes_path: str | None = None
+
+    @property
+    def rank(self) -> int:
+        return self.operator.rank
+
+    @property
+    def eigenvalues(self) -> np.ndarray:
+        return self.operator.eigenvalues
+
+    @property
+    def amplitudes(self) -> np.ndarray:
+        return self.operator.amplitudes
+
+    @property
+    def classes(self) -> list[str]:
+        return self.operator.classes(self.eps)
+
+    @property
+    def n_snapshots(self) -> int:
+        return self.window[1] - self.window[0] + 1
+
+    def to_dict(self) -> dict[str, Any]:
+        op = self.operator
+        rates = op.rates(self.dt)
+        return {
+            "store": self.store,
+            "rank": op.rank,
+            "rank_threshold": op.threshold,
+            "singular_values": op.singular_values.tolist(),
+            "eigenvalues": _pairs(op.eigenvalues),
+            "abs_eigenvalues": np.abs(op.eigenvalues).tolist(),
+            "rates_per_step": _pairs(rates),
+            "classes": self.classes,
+            "class_counts": {c: self.classes.count(c) for c in ("neutral", "stable", "unstable")},
+            "eps": self.eps,
+            "amplitudes": _pairs(op.amplitudes),
+            "reconstruction_error": self.reconstruction_error,
+            "n_params": self.n_params,
+            "n_snapshots": self.n_snapshots,
+            "window": list(self.window),
+            "steps": [int(self.steps[0]), int(self.steps[-1])],
+            "snapshot_spacing_steps": self.dt,
+            "layers": self.layers,
+            "backend": self.backend,
+            "seconds": self.seconds,
+            "forecast_steps": self.forecast_steps,
+            "per_layer": [layer.to_dict() for layer in self.per_layer],
+            "modes": self.modes_path,
+        }
+
+
+def _pairs(values: np.ndarray) -> list[list[float]]:
+    values = np.asarray(values, dtype=np.complex128)
+    return [[float(v.real), float(v.imag)] for v in values]
+
+
+def dmd(
+    store: RunStore | str,
+    *,
+    rank: int | str | None = "auto",
+    window: str | Sequence[int] | None = None,
+    layers: Sequence[str] | None = None,
+    per_layer: bool = False,
+    eps: float = 0.01,
+    forecast: int = 0,
+    n_samples: int = 6,
+    engine: Engine | None = None,
+    random_state: int = 0,
+    progress: ProgressCallback | None = None,
+) -> DMDResult:
+    """Exact DMD of a store's trajectory over a window (methods.md §1).
+
+    Parameters
+    ----------
+    store : RunStore or path
+    rank : int or "auto"
+        Modes kept; "auto" uses the Gavish–Donoho threshold.
+    window : "a:b" or (a, b), optional
+        Snapshot indices, both included (default the whole run).
+    layers : list of str, optional
+        Restrict the observable to these parameter tensors (default all of θ).
+    per_layer : bool
+        Also decompose every layer on its own (its Gram comes from the same pass).
+    eps : float
+        Tolerance of the neutral class.
+    forecast : int
+        Snapshots to forecast past the window for the sampled coordinates.
+    engine : Engine, optional
+        Backend of the streaming pass (default numpy).
+    """
+    t0 = time.perf_counter()
+    store = store if isinstance(store, RunStore) else RunStore(store)
+    engine = engine or Engine()
+    if store.n_snapshots < 3:
+        raise TrajError(f"{store.path}: {store.n_snapshots} snapshot(s); DMD needs at least 3")
+    if eps < 0:
+        raise TrajError(f"eps must be >= 0, got {eps}")
+    if forecast < 0:
+        raise TrajError(f"forecast must be >= 0, got {forecast}")
+    lo, hi = parse_window(window, store.n_snapshots)
+    rows = slice(lo, hi + 1)
+    entries = store.layout.select(layers) if layers else list(store.layout.entries)
+    columns = [e.columns for e in entries]
+    groups: dict[str, list[slice]] = {"__all__": columns}
+    if per_layer:
+        for e in entries:
+            groups[e.name] = [e.columns]
+    grams = engine.gram(store, rows=rows, groups=groups, progress=progress)
+    gram = grams["__all__"]
+    _check_finite(gram, store, lo)
+    n_features = sum(e.size for e in entries)
+    floor = 1e-6 if store.dtype == np.float32 else 1e-9
+    operator = ReducedOperator.from_gram(gram, rank=rank, n_features=n_features, relative_floor=floor)
+    error = operator.reconstruction_error(gram)
+
+    spectra = []
+    for e in entries if per_layer else []:
+        layer_rank: int | str = "auto" if rank in (None, "auto") else rank
+        g = grams[e.name]
+        if np.trace(g) <= 0:
+            continue
+        try:
+            op = ReducedOperator.from_gram(g, rank=layer_rank, n_features=e.size, relative_floor=floor)
+        except TrajError:  # a layer with fewer directions than the rank asked: keep what it has
+            op = ReducedOperator.from_gram(g, rank="auto", n_features=e.size, relative_floor=floor)
+        spectra.append(LayerSpectrum(e.name, e.size, op.rank, op.eigenvalues, op.amplitudes, op.classes(eps)))
+
+    # A few coordinates to show beside their reconstruction: spread over the selected layers.
+    rng = np.random.default_rng(random_state)
+    pool = np.concatenate([np.arange(c.start, c.stop) for c in columns])
+    picks = np.sort(rng.choice(pool, size=min(n_samples, pool.size), replace=False))
+    traj_block = store.read(rows=rows, columns=picks).astype(np.float64)
+    times = np.arange(hi - lo + 1 + forecast)
+    recon = operator.reconstruct(traj_block, times)
+    names = [_coordinate_name(store, int(i)) for i in picks]
+    steps = store.steps[lo : hi + 1]
+    dt = float(np.median(np.diff(steps))) if steps.size > 1 else 1.0
+    return DMDResult(
+        store=str(store.path),
+        operator=operator,
+        window=(lo, hi),
+        steps=steps,
+        dt=dt if dt > 0 else 1.0,
+        eps=eps,
+        n_params=n_features,
+        layers=[e.name for e in entries] if layers else None,
+        reconstruction_error=error,
+        backend=engine.label,
+        seconds=time.perf_counter() - t0,
+        forecast_steps=forecast,
+        sample_indices=picks,
+        sample_names=names,
+        sample_trajectories=traj_block,
+        sample_reconstruction=recon,
+        per_layer=spectra,
+    )
+
+
+def _check_finite(gram: np.ndarray, store: RunStore, offset: int) -> None:
+    """A NaN/Inf anywhere in snapshot k makes G[k, k] non-finite: found without another pass."""
+    bad = np.flatnonzero(~np.isfinite(np.diag(gram)))
+    if bad.size:
+        k = int(bad[0]) + offset
+        raise TrajError(
+            f"snapshot {k} (step {int(store.steps[k])}) holds NaN or Inf; "
+            f"{bad.size} snapshot(s) in the window are not finite"
+        )
+
+
+def _coordinate_name(store: RunStore, index: int) -> str:
+    for e in store.layout.entries:
+        if e.offset <= index < e.stop:
+            local = np.unravel_index(index - e.offset, e.shape) if e.shape else ()
+            return f"{e.name}[{', '.join(str(int(i)) for i in local)}]"
+    return f"θ[{index}]"
+
+
+def save_modes(result: DMDResult, store: RunStore, path: Any, *, engine: Engine | None = None,
+               progress: ProgressCallback | None = None) -> str:
+    """Write the N×r exact DMD modes Φ = D C to a Zarr array at ``path`` (a second pass)."""
+    import zarr
+
+    engine = engine or Engine()
+    lo, hi = result.window
+    entries = store.layout.select(result.layers) if result.layers else list(store.layout.entries)
+    n = sum(e.size for e in entries)
+    r = result.rank
+    chunk_rows = max(1, min(n, (8 << 20) // (16 * r)))
+    modes = zarr.create_array(str(path), shape=(n, r), chunks=(chunk_rows, r), dtype="complex128",
+                              dimension_names=("param", "mode"), overwrite=True)
+    modes.attrs.update({"eigenvalues": _pairs(result.eigenvalues), "window": list(result.window),
+                        "layers": result.layers, "store": result.store})
+    offset = 0
+    for e in entries:
+        for cols, part in engine.project_blocks(store, result.operator.coefficients, rows=slice(lo, hi + 1),
+                                                columns=e.columns, progress=progress):
+            a = offset + cols.start - e.offset
+            modes[a : a + part.shape[0]] = part
+        offset += e.size
+    return str(path)

@@ -1,0 +1,99 @@
+"""``traj dmd``: the Koopman spectrum of a trajectory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ._common import err_console, fail, handle_errors, out_console, print_json, progress_bar
+
+
+def engine_options(backend: str, device: str, scheduler: str, block_mb: float):
+    from ..engine import Engine
+
+    if block_mb <= 0:
+        raise fail(f"--block-mb must be positive, got {block_mb}")
+    return Engine(backend=backend, device=device, scheduler=scheduler, block_bytes=int(block_mb * (1 << 20)))
+
+
+def parse_rank(rank: str) -> int | str:
+    if rank == "auto":
+        return "auto"
+    try:
+        value = int(rank)
+    except ValueError:
+        raise fail(f"--rank must be a positive integer or 'auto', not {rank!r}") from None
+    if value < 1:
+        raise fail(f"--rank must be >= 1, got {value}")
+    return value
+
+
+def dmd(
+    store: Annotated[Path, typer.Argument(help="A run store.")],
+    rank: Annotated[str, typer.Option(help="Modes to keep: an integer, or 'auto' (Gavish–Donoho).")] = "auto",
+    window: Annotated[str | None, typer.Option(help="Snapshots a:b, both included (negative counts from the end).")] = None,
+    layer: Annotated[list[str] | None, typer.Option(help="Use only this parameter tensor (repeatable).")] = None,
+    per_layer: Annotated[bool, typer.Option("--per-layer", help="Also decompose every layer on its own.")] = False,
+    eps: Annotated[float, typer.Option(help="Neutral class tolerance: 1-ε <= |λ| <= 1+ε.")] = 0.01,
+    forecast: Annotated[int, typer.Option(help="Snapshots to forecast past the window (sampled weights).")] = 0,
+    save_modes: Annotated[bool, typer.Option("--save-modes", help="Write the N×r modes to OUT/modes.zarr (a second pass).")] = False,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Report directory (default traj-out/dmd-STORE).")] = None,
+    json_: Annotated[bool, typer.Option("--json", help="Print the summary as JSON to stdout.")] = False,
+    backend: Annotated[str, typer.Option(help="numpy, torch or dask.")] = "numpy",
+    device: Annotated[str, typer.Option(help="torch device: cpu or cuda.")] = "cpu",
+    scheduler: Annotated[str, typer.Option(help="dask scheduler: threads, processes, sync or tcp://host:port.")] = "threads",
+    block_mb: Annotated[float, typer.Option(help="Size of one float64 working block, MiB.")] = 64.0,
+) -> None:
+    """Exact DMD / Koopman spectrum of a recorded trajectory, streamed from the store.
+
+    Examples:
+
+        traj dmd sample_data/digits-cnn.zarr
+
+        traj dmd run.zarr --window 100:400 --rank 20 --forecast 50 --json
+
+        traj dmd run.zarr --per-layer --backend dask --scheduler tcp://10.0.0.5:8786
+    """
+    with handle_errors():
+        from ..analysis.dmd import dmd as run_dmd
+        from ..analysis.dmd import save_modes as write_modes
+        from ..report.dmd import dmd_report
+        from ..store import open_store
+
+        chosen_rank = parse_rank(rank)
+        if forecast < 0:
+            raise fail(f"--forecast must be >= 0, got {forecast}")
+        engine = engine_options(backend, device, scheduler, block_mb)
+        opened = open_store(store)
+        target = out or Path("traj-out") / f"dmd-{opened.path.name.removesuffix('.zarr')}"
+        with progress_bar() as bar:
+            task = bar.add_task("Gram pass", total=None)
+            result = run_dmd(opened, rank=chosen_rank, window=window, layers=layer, per_layer=per_layer, eps=eps,
+                             forecast=forecast, engine=engine,
+                             progress=lambda d, t: bar.update(task, completed=d, total=t))
+            extra = None
+            if save_modes:
+                modes_task = bar.add_task("modes pass", total=None)
+
+                def extra(staging: Path) -> None:
+                    write_modes(result, opened, staging / "modes.zarr", engine=engine,
+                                progress=lambda d, t: bar.update(modes_task, completed=d, total=t))
+
+            dmd_report(result, target, extra=extra)
+        summary = result.to_dict()
+        if save_modes:
+            summary["modes"] = str(target / "modes.zarr")
+        if json_:
+            print_json(summary)
+            return
+        c = summary["class_counts"]
+        out_console.print(
+            f"[bold]{opened.path.name}[/bold] snapshots {result.window[0]}..{result.window[1]}, N = {result.n_params}: "
+            f"rank {result.rank}; {c['neutral']} neutral, {c['stable']} stable, {c['unstable']} unstable; "
+            f"reconstruction error {result.reconstruction_error:.3g}"
+        )
+        top = ", ".join(f"{abs(v):.4f}" for v in result.eigenvalues[:6])
+        out_console.print(f"  leading |λ|: {top}")
+        err_console.print(f"[green]report[/green] {target}/report.html")

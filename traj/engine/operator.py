@@ -1,0 +1,199 @@
+"""The reduced Koopman operator of exact DMD, built from a Gram matrix (methods.md §1, steps 2-5).
+
+Kept apart from the DMD estimator, as PyDMD keeps ``DMDOperator``: dmd, prune, conjugacy
+and kga all use the same object. Everything here is small-matrix work on (T+1)×(T+1) and
+r×r arrays; nothing touches the N coordinates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import TrajError
+
+__all__ = ["ReducedOperator", "gavish_donoho_threshold", "singular_values_from_gram", "NEUTRAL", "STABLE", "UNSTABLE"]
+
+NEUTRAL, STABLE, UNSTABLE = "neutral", "stable", "unstable"
+
+
+def singular_values_from_gram(xtx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Singular values (descending) and right singular vectors of X from XᵀX = V Σ² Vᵀ.
+
+    Parameters
+    ----------
+    xtx : ndarray of shape (T, T)
+        Symmetric positive semi-definite.
+
+    Returns
+    -------
+    sigma : ndarray of shape (T,)
+    V : ndarray of shape (T, T)
+        Columns in the order of ``sigma``; signs fixed so the largest-magnitude entry of each
+        column is positive (deterministic output).
+    """
+    evals, evecs = np.linalg.eigh(xtx)
+    order = np.argsort(evals)[::-1]
+    evals, evecs = evals[order], evecs[:, order]
+    sigma = np.sqrt(np.clip(evals, 0.0, None))
+    pivot = np.argmax(np.abs(evecs), axis=0)
+    signs = np.sign(evecs[pivot, np.arange(evecs.shape[1])])
+    signs[signs == 0] = 1.0
+    return sigma, evecs * signs
+
+
+def gavish_donoho_threshold(sigma: np.ndarray, n_rows: int, n_cols: int) -> float:
+    """Optimal hard threshold for unknown noise (Gavish & Donoho 2014): τ = ω(β)·median(σ).
+
+    β = min(N, T)/max(N, T); ω(β) ≈ 0.56β³ − 0.95β² + 1.82β + 1.43 (methods.md §1, step 2).
+    """
+    beta = min(n_rows, n_cols) / max(n_rows, n_cols)
+    omega = 0.56 * beta**3 - 0.95 * beta**2 + 1.82 * beta + 1.43
+    return float(omega * np.median(sigma))
+
+
+@dataclass(frozen=True)
+class ReducedOperator:
+    """Exact DMD of a window from its Gram matrix G = DᵀD.
+
+    Attributes
+    ----------
+    singular_values : ndarray of shape (T,)
+        All singular values of X = D[:, :T] (descending).
+    rank : int
+    modes_basis : ndarray of shape (T, r)
+        V_r, the leading right singular vectors of X.
+    atilde : ndarray of shape (r, r)
+        Ã = Σr⁻¹ Vrᵀ (XᵀY) Vr Σr⁻¹.
+    eigenvalues : ndarray of shape (r,), complex
+    right : ndarray of shape (r, r)
+        W, Ã W = W Λ (unit-norm columns).
+    left : ndarray of shape (r, r)
+        L = W⁻¹ (rows are left eigenvectors).
+    coefficients : ndarray of shape (T+1, r), complex
+        C with exact DMD modes Φ = D C = Y Vr Σr⁻¹ W.
+    amplitudes : ndarray of shape (r,), complex
+        b = Φ⁺ θ0.
+    """
+
+    singular_values: np.ndarray
+    rank: int
+    modes_basis: np.ndarray
+    atilde: np.ndarray
+    eigenvalues: np.ndarray
+    right: np.ndarray
+    left: np.ndarray
+    coefficients: np.ndarray
+    amplitudes: np.ndarray
+    threshold: float | None
+    floor: float
+
+    @classmethod
+    def from_gram(
+        cls,
+        gram: np.ndarray,
+        *,
+        rank: int | str | None = "auto",
+        n_features: int,
+        relative_floor: float = 1e-6,
+    ) -> ReducedOperator:
+        """Exact DMD from G (methods.md §1).
+
+        Parameters
+        ----------
+        gram : ndarray of shape (T+1, T+1)
+            DᵀD of the window, float64.
+        rank : int, "auto" or None
+            Number of modes kept; "auto"/None chooses it by the Gavish–Donoho threshold.
+        n_features : int
+            N, the number of coordinates (for the threshold's aspect ratio β).
+        relative_floor : float
+            Singular values below ``relative_floor``·σ1 are never kept (float32 data: 1e-6).
+        """
+        g = np.asarray(gram, dtype=np.float64)
+        if g.ndim != 2 or g.shape[0] != g.shape[1] or g.shape[0] < 3:
+            raise TrajError(f"DMD needs at least 3 snapshots, got {g.shape[0] if g.ndim == 2 else 0}")
+        t = g.shape[0] - 1
+        sigma, v = singular_values_from_gram(g[:t, :t])
+        if not sigma.size or sigma[0] <= 0:
+            raise TrajError("the trajectory is all zeros in this window: nothing to decompose")
+        floor = relative_floor * sigma[0]
+        available = int(np.count_nonzero(sigma > floor))
+        threshold = None
+        if rank is None or rank == "auto":
+            threshold = gavish_donoho_threshold(sigma, n_features, t)
+            r = max(1, min(available, int(np.count_nonzero(sigma > threshold))))
+        else:
+            r = int(rank)
+            if r < 1:
+                raise TrajError(f"rank must be >= 1, got {r}")
+            if r > available:
+                raise TrajError(
+                    f"rank {r} asked for, but only {available} singular value(s) of this window lie above the "
+                    f"floor {relative_floor:g}·σ1 (T = {t} transitions, N = {n_features})"
+                )
+        return cls._build(g, sigma, v, r, threshold, floor)
+
+    @classmethod
+    def _build(cls, g: np.ndarray, sigma: np.ndarray, v: np.ndarray, r: int, threshold: float | None,
+               floor: float) -> ReducedOperator:
+        t = g.shape[0] - 1
+        vr, sr = v[:, :r], sigma[:r]
+        xty = g[:t, 1:]
+        atilde = (vr.T @ xty @ vr) / np.outer(sr, sr)
+        eigenvalues, w = np.linalg.eig(atilde)
+        order = np.lexsort((-eigenvalues.imag, -np.abs(eigenvalues)))  # |λ| descending, then Im
+        eigenvalues, w = eigenvalues[order], w[:, order]
+        w = _fix_phase(w)
+        left = np.linalg.inv(w)
+        c = np.zeros((t + 1, r), dtype=np.complex128)
+        c[1:] = (vr / sr) @ w  # Φ = Y V Σ⁻¹ W, Y = D[:, 1:]
+        gram_c = g @ c
+        phi_h_phi = c.conj().T @ gram_c
+        phi_h_theta0 = gram_c[0].conj()  # Φᴴθ0 = Cᴴ G[:, 0]
+        amplitudes = np.linalg.lstsq(phi_h_phi, phi_h_theta0, rcond=None)[0]
+        return cls(sigma, r, vr, atilde, eigenvalues, w, left, c, amplitudes, threshold, floor)
+
+    # ------------------------------------------------------------------ derived
+    def classes(self, eps: float = 0.01) -> list[str]:
+        """neutral 1−ε ≤ |λ| ≤ 1+ε, stable |λ| < 1−ε, unstable |λ| > 1+ε (methods.md §1, step 6)."""
+        mod = np.abs(self.eigenvalues)
+        return [NEUTRAL if 1 - eps <= m <= 1 + eps else STABLE if m < 1 - eps else UNSTABLE for m in mod]
+
+    def rates(self, dt: float = 1.0) -> np.ndarray:
+        """Continuous-time rates log(λ)/Δt."""
+        with np.errstate(divide="ignore"):
+            return np.log(self.eigenvalues.astype(np.complex128)) / dt
+
+    def vandermonde(self, times: np.ndarray) -> np.ndarray:
+        """λ_j^k for k in ``times``: shape (r, len(times))."""
+        return self.eigenvalues[:, None] ** np.asarray(times, dtype=np.float64)[None, :]
+
+    def reconstruction_error(self, gram: np.ndarray) -> float:
+        """‖D − D̂‖F / ‖D‖F with D̂ = Φ diag(b) Vand, from G and C alone (no pass over the data)."""
+        g = np.asarray(gram, dtype=np.float64)
+        t1 = g.shape[0]
+        p = self.amplitudes[:, None] * self.vandermonde(np.arange(t1))  # (r, T+1)
+        gc = g @ self.coefficients
+        norm_d = float(np.trace(g))
+        cross = float(np.real(np.trace(p.conj().T @ (self.coefficients.conj().T @ g))))
+        norm_hat = float(np.real(np.trace(p.conj().T @ (self.coefficients.conj().T @ gc) @ p)))
+        err2 = max(norm_d - 2 * cross + norm_hat, 0.0)
+        return float(np.sqrt(err2 / norm_d)) if norm_d > 0 else 0.0
+
+    def reconstruct(self, window_block: np.ndarray, times: np.ndarray) -> np.ndarray:
+        """θ̂ at ``times`` for the coordinates of ``window_block`` (their (T+1, n) trajectories).
+
+        Φ rows of those coordinates are ``window_blockᵀ C``; returns shape (len(times), n), real part.
+        """
+        phi = np.asarray(window_block, dtype=np.float64).T @ self.coefficients
+        return np.real(phi @ (self.amplitudes[:, None] * self.vandermonde(times))).T
+
+
+def _fix_phase(w: np.ndarray) -> np.ndarray:
+    """Unit-norm eigenvectors with the largest-magnitude entry real and positive (deterministic)."""
+    w = w / np.linalg.norm(w, axis=0)
+    pivot = np.argmax(np.abs(w), axis=0)
+    phase = w[pivot, np.arange(w.shape[1])]
+    return w * (np.abs(phase) / phase)

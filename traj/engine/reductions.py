@@ -1,0 +1,328 @@
+"""Streaming reductions over a store's ``params``: Gram matrices and D·C products.
+
+In methods.md's notation D = [θ0 … θT] is N×(T+1); the store holds Dᵀ (time-major), so a
+column block of the store is B = D[rows, :]ᵀ of shape (T+1, width), and
+
+    G = DᵀD = Σ_blocks B Bᵀ            (T+1)×(T+1), float64
+    D·C     = stacked blocks Bᵀ C      N×k, one block of rows of D·C per column block.
+
+Every reduction runs block by block, so memory is bounded by the block size, never by N.
+Three backends compute the same sums: ``numpy`` (default; reads the next block in a thread
+while BLAS works on this one), ``torch`` (``device="cuda"`` runs the block products on a GPU)
+and ``dask`` (``dask.array.from_zarr``; ``scheduler`` is "threads", "processes", "sync" or a
+``tcp://`` address of a ``dask.distributed`` scheduler).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..errors import TrajError
+from ..store import RunStore
+from ..store.run_store import DEFAULT_BLOCK_BYTES
+
+__all__ = ["Engine", "BACKENDS", "ColumnGroups"]
+
+BACKENDS = ("numpy", "torch", "dask")
+ProgressCallback = Callable[[int, int], None]
+#: name -> column slices of θ (a layer, a set of layers, everything)
+ColumnGroups = Mapping[str, Sequence[slice]]
+
+
+@dataclass(frozen=True)
+class Engine:
+    """Where and how the reductions run.
+
+    Parameters
+    ----------
+    backend : {"numpy", "torch", "dask"}
+    device : str
+        torch device ("cpu", "cuda", "cuda:1"); torch backend only.
+    scheduler : str
+        dask scheduler: "threads", "processes", "sync" or "tcp://host:port"; dask backend only.
+    block_bytes : int
+        Size of one float64 working block; peak memory is a small multiple of it.
+    """
+
+    backend: str = "numpy"
+    device: str = "cpu"
+    scheduler: str = "threads"
+    block_bytes: int = DEFAULT_BLOCK_BYTES
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise TrajError(f"unknown backend {self.backend!r}; use one of {', '.join(BACKENDS)}")
+        if self.backend == "torch":
+            _torch_device(self.device)  # fail early on a device that is not there
+        if self.block_bytes < 1024:
+            raise TrajError(f"block_bytes must be at least 1024, got {self.block_bytes}")
+
+    @property
+    def label(self) -> str:
+        if self.backend == "torch":
+            return f"torch:{self.device}"
+        if self.backend == "dask":
+            return f"dask:{self.scheduler}"
+        return "numpy"
+
+    # ------------------------------------------------------------------ Gram
+    def gram(
+        self,
+        store: RunStore,
+        *,
+        rows: slice | None = None,
+        groups: ColumnGroups | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Gram matrices B Bᵀ summed over each group's columns, in one pass over the data.
+
+        Parameters
+        ----------
+        store : RunStore
+        rows : slice, optional
+            Snapshot window (default all committed snapshots).
+        groups : mapping of name to list of column slices, optional
+            Default ``{"all": [slice(0, N)]}``.
+
+        Returns
+        -------
+        dict of name to ndarray of shape (T_w, T_w), float64, symmetric.
+        """
+        groups = _normalise_groups(store, groups)
+        rows = _rows(store, rows)
+        if self.backend == "dask":
+            return _dask_gram(self, store, rows, groups, progress)
+        span = _span(groups)
+        n_rows = rows.stop - rows.start
+        out = {name: _zeros((n_rows, n_rows), self) for name in groups}
+        for cols, block in _prefetch(store.iter_blocks(rows=rows, columns=span, progress=progress,
+                                                       block_columns=store.block_columns(n_rows, block_bytes=self.block_bytes))):
+            b = self._to_work(block)
+            for name, slices in groups.items():
+                for lo, hi in _intersections(cols, slices):
+                    part = b[:, lo - cols.start : hi - cols.start]
+                    out[name] += part @ part.T
+        return {name: _symmetric(self._to_numpy(g)) for name, g in out.items()}
+
+    # ------------------------------------------------------------------ D·C
+    def project_blocks(
+        self,
+        store: RunStore,
+        coefficients: np.ndarray,
+        *,
+        rows: slice | None = None,
+        columns: slice | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> Iterator[tuple[slice, np.ndarray]]:
+        """Yield ``(column_slice, Bᵀ C)``: the rows of D·C for each block of θ's coordinates.
+
+        ``coefficients`` C has shape (T_w, k) (real or complex); each yielded block has shape
+        (width, k) in float64/complex128. Callers write blocks out or reduce them (scores).
+        """
+        rows = _rows(store, rows)
+        c = np.asarray(coefficients)
+        if c.ndim != 2 or c.shape[0] != rows.stop - rows.start:
+            raise TrajError(f"coefficients must have shape ({rows.stop - rows.start}, k), got {c.shape}")
+        c_work = self._to_work(c.astype(np.complex128 if np.iscomplexobj(c) else np.float64))
+        width = store.block_columns(rows.stop - rows.start, block_bytes=self.block_bytes)
+        for cols, block in _prefetch(store.iter_blocks(rows=rows, columns=columns, progress=progress, block_columns=width)):
+            b = self._to_work(block)
+            if np.iscomplexobj(c):
+                b = b.to(c_work.dtype) if self.backend == "torch" else b
+            yield cols, self._to_numpy(b.T @ c_work)
+
+    def project(
+        self,
+        store: RunStore,
+        coefficients: np.ndarray,
+        *,
+        rows: slice | None = None,
+        columns: slice | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> np.ndarray:
+        """D·C in memory, shape (width of ``columns``, k): for small N or a few columns."""
+        rows = _rows(store, rows)
+        start, stop, _ = (columns or slice(None)).indices(store.n_params)
+        if self.backend == "dask":
+            return _dask_project(self, store, rows, slice(start, stop), np.asarray(coefficients), progress)
+        c = np.asarray(coefficients)
+        out = np.empty((stop - start, c.shape[1]), dtype=np.complex128 if np.iscomplexobj(c) else np.float64)
+        for cols, part in self.project_blocks(store, c, rows=rows, columns=slice(start, stop), progress=progress):
+            out[cols.start - start : cols.stop - start] = part
+        return out
+
+    # ------------------------------------------------------------------ array plumbing
+    def _to_work(self, array: np.ndarray) -> Any:
+        if self.backend == "torch":
+            import torch
+
+            tensor = torch.from_numpy(np.ascontiguousarray(array))
+            dtype = torch.complex128 if tensor.is_complex() else torch.float64
+            return tensor.to(device=_torch_device(self.device), dtype=dtype)
+        return np.asarray(array, dtype=np.complex128 if np.iscomplexobj(array) else np.float64)
+
+    def _to_numpy(self, array: Any) -> np.ndarray:
+        if self.backend == "torch":
+            return array.detach().cpu().numpy()
+        return np.asarray(array)
+
+
+# ---------------------------------------------------------------------- helpers
+def _torch_device(device: str) -> Any:
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise TrajError(f"unknown torch device {device!r}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise TrajError("--device cuda asked for, but torch sees no CUDA device (a CPU build of torch, or no GPU)")
+    return dev
+
+
+def _zeros(shape: tuple[int, int], engine: Engine) -> Any:
+    if engine.backend == "torch":
+        import torch
+
+        return torch.zeros(shape, dtype=torch.float64, device=_torch_device(engine.device))
+    return np.zeros(shape)
+
+
+def _symmetric(g: np.ndarray) -> np.ndarray:
+    return (g + g.T) / 2
+
+
+def _rows(store: RunStore, rows: slice | None) -> slice:
+    start, stop, step = (rows or slice(None)).indices(store.n_snapshots)
+    if step != 1 or stop <= start:
+        raise TrajError(f"empty or strided snapshot window {start}:{stop}")
+    return slice(start, stop)
+
+
+def _normalise_groups(store: RunStore, groups: ColumnGroups | None) -> dict[str, list[slice]]:
+    if groups is None:
+        return {"all": [slice(0, store.n_params)]}
+    out = {}
+    for name, slices in groups.items():
+        clean = []
+        for s in slices:
+            lo, hi, _ = s.indices(store.n_params)
+            if hi > lo:
+                clean.append(slice(lo, hi))
+        if not clean:
+            raise TrajError(f"column group {name!r} is empty")
+        out[name] = sorted(clean, key=lambda s: s.start)
+    return out
+
+
+def _span(groups: Mapping[str, Sequence[slice]]) -> slice:
+    return slice(min(s.start for v in groups.values() for s in v), max(s.stop for v in groups.values() for s in v))
+
+
+def _intersections(cols: slice, slices: Sequence[slice]) -> Iterator[tuple[int, int]]:
+    for s in slices:
+        lo, hi = max(cols.start, s.start), min(cols.stop, s.stop)
+        if hi > lo:
+            yield lo, hi
+
+
+_DONE = object()
+
+
+def _prefetch(blocks: Iterator[Any], depth: int = 2) -> Iterator[Any]:
+    """Read the next block(s) in a thread while the caller computes on this one."""
+    q: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    error: list[BaseException] = []
+    stop = threading.Event()
+
+    def worker() -> None:
+        try:
+            for item in blocks:
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+        except BaseException as exc:  # re-raised in the consumer
+            error.append(exc)
+        finally:
+            q.put(_DONE)
+
+    thread = threading.Thread(target=worker, daemon=True, name="traj-prefetch")
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is _DONE:
+                break
+            yield item
+        if error:
+            raise error[0]
+    finally:
+        stop.set()
+        while thread.is_alive():
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                thread.join(timeout=0.05)
+
+
+# ---------------------------------------------------------------------- dask
+def _dask_array(store: RunStore, rows: slice) -> Any:
+    import dask.array as da
+
+    x = da.from_zarr(str(store.path / "params"))[rows.start : rows.stop]
+    return x
+
+
+def _dask_compute(engine: Engine, *arrays: Any) -> tuple[Any, ...]:
+    import dask
+
+    scheduler = engine.scheduler
+    if scheduler.startswith(("tcp://", "tls://", "inproc://", "ucx://")):
+        from distributed import Client
+
+        with Client(scheduler, set_as_default=False) as client:
+            futures = client.compute(list(arrays))
+            return tuple(client.gather(futures))
+    if scheduler not in ("threads", "processes", "sync", "synchronous", "single-threaded"):
+        raise TrajError(f"unknown dask scheduler {scheduler!r}; use threads, processes, sync or tcp://host:port")
+    return dask.compute(*arrays, scheduler=scheduler)
+
+
+def _dask_gram(engine: Engine, store: RunStore, rows: slice, groups: Mapping[str, Sequence[slice]],
+               progress: ProgressCallback | None) -> dict[str, np.ndarray]:
+    import dask.array as da
+
+    x = _dask_array(store, rows)
+    width = store.block_columns(rows.stop - rows.start, block_bytes=engine.block_bytes)
+    grams = []
+    for slices in groups.values():
+        parts = [x[:, s].rechunk({0: -1, 1: width}).astype(np.float64) for s in slices]
+        sub = da.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
+        grams.append(sub @ sub.T)
+    results = _dask_compute(engine, *grams)
+    if progress is not None:
+        progress(1, 1)
+    return {name: _symmetric(np.asarray(g)) for name, g in zip(groups, results, strict=True)}
+
+
+def _dask_project(engine: Engine, store: RunStore, rows: slice, columns: slice, c: np.ndarray,
+                  progress: ProgressCallback | None) -> np.ndarray:
+    x = _dask_array(store, rows)[:, columns]
+    width = store.block_columns(rows.stop - rows.start, block_bytes=engine.block_bytes)
+    x = x.rechunk({0: -1, 1: width}).astype(np.float64)
+    dtype = np.complex128 if np.iscomplexobj(c) else np.float64
+    (result,) = _dask_compute(engine, x.T @ c.astype(dtype))
+    if progress is not None:
+        progress(1, 1)
+    return np.asarray(result)

@@ -1,0 +1,53 @@
+"""The report of ``traj dmd``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..plots import figure_png
+from ..plots.dmd import plot_eigenvalues, plot_layer_spectra, plot_reconstruction, plot_singular_values
+from .writer import Report, write_report
+
+
+def dmd_report(result, out_dir: str | os.PathLike[str], extra=None) -> Path:
+    d = result.to_dict()
+    report = Report(f"traj dmd: {Path(result.store).name}")
+    counts = d["class_counts"]
+    report.paragraph(
+        f"Exact DMD of snapshots {result.window[0]}..{result.window[1]} (steps {d['steps'][0]}..{d['steps'][1]}) "
+        f"of {result.n_params} parameters" + (f" in {', '.join(result.layers)}" if result.layers else "")
+        + f": rank {result.rank}, {counts['neutral']} neutral, {counts['stable']} stable and {counts['unstable']} "
+        f"unstable modes (ε = {result.eps:g}); relative reconstruction error {result.reconstruction_error:.3g}. "
+        f"Backend {result.backend}, {result.seconds:.2f} s."
+    )
+    report.figure("eigenvalues.png", figure_png(plot_eigenvalues(result)),
+                  "DMD eigenvalues on the unit circle (colour = class, size = |amplitude|)")
+    report.figure("singular_values.png", figure_png(plot_singular_values(result)),
+                  "Singular values of the snapshot matrix with the kept rank and the Gavish–Donoho threshold")
+    caption = "Sampled weights: recorded trajectory and DMD reconstruction"
+    if result.forecast_steps:
+        caption += f", with a forecast of {result.forecast_steps} snapshots"
+    report.figure("reconstruction.png", figure_png(plot_reconstruction(result)), caption)
+    if result.per_layer:
+        report.figure("layer_spectra.png", figure_png(plot_layer_spectra(result)), "Per-layer DMD spectra over the same window")
+    report.heading("Eigenvalues")
+    rates = result.operator.rates(result.dt)
+    report.table(
+        ["#", "λ", "|λ|", "class", "rate per step", "|amplitude|"],
+        [
+            [j + 1, f"{lam.real:.6f} {lam.imag:+.6f}i", f"{abs(lam):.6f}", cls, f"{rate.real:.3g} {rate.imag:+.3g}i",
+             f"{abs(amp):.4g}"]
+            for j, (lam, cls, rate, amp) in enumerate(zip(result.eigenvalues, result.classes, rates, result.amplitudes, strict=True))
+        ][:50],
+    )
+    if result.per_layer:
+        report.heading("Per layer")
+        report.table(
+            ["layer", "N", "rank", "max |λ|", "neutral", "stable", "unstable"],
+            [[s.name, s.n_params, s.rank, f"{np.abs(s.eigenvalues).max():.4f}", s.classes.count("neutral"),
+              s.classes.count("stable"), s.classes.count("unstable")] for s in result.per_layer],
+        )
+    return write_report(out_dir, report, d, extra=extra)
