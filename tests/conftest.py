@@ -27,3 +27,38 @@ def write_store(path, data, *, layout=None, dtype=None, chunk_bytes=2 << 20, ste
             if k % 3 == 2:
                 writer.commit()
     return path
+
+
+def planted_linear_system(n_params=10_000, n_snapshots=41, seed=0):
+    """θ_k = Q z_k with z_{k+1} = A z_k: a known r×r operator embedded by an orthonormal Q.
+
+    Eigenvalues 0.99·e^{±0.3i}, 0.9, 0.7·e^{±1.1i}, 0.5 (r = 6).
+    """
+    from scipy.linalg import block_diag
+
+    rng = np.random.default_rng(seed)
+    eigenvalues = np.array([0.99 * np.exp(0.3j), 0.99 * np.exp(-0.3j), 0.9, 0.7 * np.exp(1.1j), 0.7 * np.exp(-1.1j), 0.5])
+
+    def rotation(lam):
+        a, b = abs(lam), np.angle(lam)
+        return a * np.array([[np.cos(b), -np.sin(b)], [np.sin(b), np.cos(b)]])
+
+    a = block_diag(rotation(eigenvalues[0]), [[0.9]], rotation(eigenvalues[3]), [[0.5]])
+    s = rng.standard_normal((6, 6))
+    a = s @ a @ np.linalg.inv(s)
+    q, _ = np.linalg.qr(rng.standard_normal((n_params, 6)))
+    z = rng.standard_normal(6)
+    states = []
+    for _ in range(n_snapshots):
+        states.append(z)
+        z = a @ z
+    return (q @ np.array(states).T).T, eigenvalues
+
+
+def match(a, b):
+    """Pair two sets of complex numbers by optimal assignment; returns b reordered to a."""
+    from scipy.optimize import linear_sum_assignment
+
+    cost = np.abs(np.asarray(a)[:, None] - np.asarray(b)[None, :])
+    rows, cols = linear_sum_assignment(cost)
+    return np.asarray(b)[cols[np.argsort(rows)]]

@@ -1,0 +1,157 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from tests.conftest import match, planted_linear_system, write_store
+from traj.analysis.dmd import dmd, parse_window, save_modes
+from traj.cli.app import app
+from traj.engine import Engine
+from traj.errors import TrajError
+from traj.store import Layout, RunStore
+
+SAMPLE = Path(__file__).resolve().parents[2] / "sample_data"
+
+
+@pytest.mark.parametrize("dtype, tol", [("float64", 1e-8), ("float32", 1e-5)])
+def test_planted_linear_system_recovers_its_eigenvalues(tmp_path, dtype, tol):
+    data, eigenvalues = planted_linear_system(n_params=10_000)
+    store = RunStore(write_store(tmp_path / "p.zarr", data.astype(dtype)))
+    result = dmd(store, rank="auto")
+    assert result.rank == 6
+    np.testing.assert_allclose(match(eigenvalues, result.eigenvalues), eigenvalues, atol=tol)
+    assert result.reconstruction_error < 1e-4
+    assert sorted(result.classes) == ["neutral", "neutral", "stable", "stable", "stable", "stable"]
+    # forecast of the sampled weights continues the true linear dynamics
+    forecast = dmd(store, rank=6, window="0:30", forecast=10)
+    truth = data[:, forecast.sample_indices].astype(np.float64)
+    np.testing.assert_allclose(forecast.sample_reconstruction, truth, atol=1e-6 if dtype == "float64" else 1e-4)
+
+
+def test_agrees_with_pydmd_on_a_recorded_run():
+    from pydmd import DMD
+
+    store = RunStore(SAMPLE / "digits-cnn.zarr")
+    ours = dmd(store, rank=20)
+    x = store.read().astype(np.float64).T  # (N, T+1), in memory: the reference's setting
+    ref = DMD(svd_rank=20, exact=True)
+    ref.fit(x)
+    ref_eigs = np.asarray(ref.eigs)
+    matched = match(ref_eigs, ours.eigenvalues)
+    np.testing.assert_allclose(matched, ref_eigs, atol=1e-6)
+    # amplitudes depend on each mode's scale and phase; b_j·φ_j does not
+    our_modes = Engine().project(store, ours.operator.coefficients)
+    order = [int(np.argmin(np.abs(ours.eigenvalues - lam))) for lam in ref_eigs]
+    ours_scaled = np.abs(ours.amplitudes[order]) * np.linalg.norm(our_modes[:, order], axis=0)
+    ref_scaled = np.abs(ref.amplitudes) * np.linalg.norm(ref.modes, axis=0)
+    np.testing.assert_allclose(ours_scaled, ref_scaled, rtol=1e-6)
+
+
+def test_reconstruction_error_matches_direct_computation(tmp_path, rng):
+    data = np.cumsum(rng.standard_normal((30, 500)), axis=0)
+    store = RunStore(write_store(tmp_path / "s.zarr", data))
+    result = dmd(store, rank=8)
+    d = data.T
+    phi = d @ result.operator.coefficients
+    recon = np.real(phi @ (result.amplitudes[:, None] * result.eigenvalues[:, None] ** np.arange(30)))
+    direct = np.linalg.norm(d - recon) / np.linalg.norm(d)
+    assert result.reconstruction_error == pytest.approx(direct, rel=1e-6)
+
+
+def test_layers_window_and_per_layer(tmp_path, rng):
+    layout = Layout.from_shapes([("a", (200,)), ("b", (300,))])
+    data, _ = planted_linear_system(n_params=500, n_snapshots=25)
+    store = RunStore(write_store(tmp_path / "s.zarr", data, layout=layout))
+    full = dmd(store, rank=6, window="2:20", per_layer=True)
+    assert full.window == (2, 20) and full.n_snapshots == 19
+    assert [s.name for s in full.per_layer] == ["a", "b"]
+    only_b = dmd(store, rank=6, layers=["b"])
+    assert only_b.n_params == 300 and only_b.layers == ["b"]
+    # each layer of a linear system has the system's spectrum
+    np.testing.assert_allclose(np.sort(np.abs(full.per_layer[1].eigenvalues))[-6:], np.sort(np.abs(full.eigenvalues)), atol=1e-6)
+
+
+def test_saved_modes_equal_the_in_memory_modes(tmp_path, rng):
+    data = np.cumsum(rng.standard_normal((20, 333)), axis=0)
+    store = RunStore(write_store(tmp_path / "s.zarr", data, chunk_bytes=2000))
+    result = dmd(store, rank=5, window="3:18")
+    path = save_modes(result, store, tmp_path / "modes.zarr", engine=Engine(block_bytes=2048))
+    import zarr
+
+    saved = zarr.open_array(path, mode="r")[:]
+    expected = data[3:19].T @ result.operator.coefficients
+    np.testing.assert_allclose(saved, expected, rtol=1e-10, atol=1e-12)
+
+
+def test_backends_give_the_same_spectrum():
+    store = RunStore(SAMPLE / "quadratic-mlp.zarr")
+    reference = dmd(store, rank=12)
+    for engine in (Engine(backend="torch"), Engine(backend="dask")):
+        other = dmd(store, rank=12, engine=engine)
+        np.testing.assert_allclose(other.eigenvalues, reference.eigenvalues, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(np.abs(other.amplitudes), np.abs(reference.amplitudes), rtol=1e-8)
+
+
+def test_parse_window():
+    assert parse_window(None, 10) == (0, 9)
+    assert parse_window("2:5", 10) == (2, 5)
+    assert parse_window("-4:", 10) == (6, 9)
+    assert parse_window(":4", 10) == (0, 4)
+    for bad, message in (("3", "a:b"), ("x:4", "integers"), ("5:20", "outside"), ("4:5", "at least 3")):
+        with pytest.raises(TrajError, match=message):
+            parse_window(bad, 10)
+
+
+def test_errors(tmp_path, rng):
+    data = rng.standard_normal((8, 20))
+    data[5, 3] = np.nan
+    store = RunStore(write_store(tmp_path / "nan.zarr", data))
+    with pytest.raises(TrajError, match="snapshot 5 .*NaN"):
+        dmd(store)
+    assert dmd(store, window="0:4").n_snapshots == 5  # the window before the bad snapshot works
+    with pytest.raises(TrajError, match="rank 9 asked for"):
+        dmd(RunStore(write_store(tmp_path / "ok.zarr", rng.standard_normal((8, 20)))), rank=9)
+    with pytest.raises(TrajError, match="at least 3"):
+        dmd(RunStore(write_store(tmp_path / "two.zarr", rng.standard_normal((2, 20)))))
+
+
+runner = CliRunner()
+
+
+def test_cli_writes_every_report_file(tmp_path):
+    out = tmp_path / "rep"
+    result = runner.invoke(app, ["dmd", str(SAMPLE / "digits-cnn.zarr"), "--per-layer", "--forecast", "10",
+                                 "--save-modes", "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    for key in ("rank", "singular_values", "eigenvalues", "abs_eigenvalues", "classes", "amplitudes",
+                "reconstruction_error", "n_params", "n_snapshots", "window", "backend", "seconds"):
+        assert key in summary
+    assert summary["n_params"] == 3658 and summary["n_snapshots"] == 116
+    assert len(summary["eigenvalues"]) == summary["rank"] == len(summary["classes"])
+    files = {p.name for p in out.iterdir()}
+    assert {"summary.json", "report.md", "report.html", "eigenvalues.png", "singular_values.png",
+            "reconstruction.png", "layer_spectra.png", "modes.zarr"} <= files
+    assert json.loads((out / "summary.json").read_text())["rank"] == summary["rank"]
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 4
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--window", "0:500"], "outside"),
+        (["--rank", "5000"], "rank 5000 asked for"),
+        (["--rank", "zero"], "--rank"),
+        (["--layer", "nope"], "no parameter named 'nope'"),
+        (["--backend", "jax"], "unknown backend"),
+        (["--forecast", "-1"], "--forecast"),
+    ],
+)
+def test_cli_errors(tmp_path, args, message):
+    result = runner.invoke(app, ["dmd", str(SAMPLE / "quadratic-mlp.zarr"), "--out", str(tmp_path / "o"), *args])
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr and "Traceback" not in result.output
+    assert not (tmp_path / "o").exists()
