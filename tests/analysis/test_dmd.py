@@ -155,3 +155,25 @@ def test_cli_errors(tmp_path, args, message):
     assert result.exit_code == 2, result.output
     assert message in result.stderr and "Traceback" not in result.output
     assert not (tmp_path / "o").exists()
+
+
+def test_randomized_range_finder_agrees_with_the_gram():
+    """Halko et al. on A = XᵀX, never forming the Gram: same spectrum on a recorded run."""
+    store = RunStore(SAMPLE / "digits-cnn.zarr")
+    exact = dmd(store, rank=10, method="gram")
+    approx = dmd(store, rank=10, method="randomized", n_iter=4)
+    np.testing.assert_allclose(match(exact.eigenvalues, approx.eigenvalues), exact.eigenvalues, atol=1e-6)
+    np.testing.assert_allclose(approx.operator.singular_values[:10], exact.operator.singular_values[:10], rtol=1e-8)
+    assert approx.reconstruction_error == pytest.approx(exact.reconstruction_error, rel=1e-4)
+    for engine in (Engine(backend="torch"), Engine(backend="dask")):
+        other = dmd(store, rank=10, method="randomized", engine=engine)
+        np.testing.assert_allclose(other.eigenvalues, approx.eigenvalues, rtol=1e-8, atol=1e-10)
+
+
+def test_auto_switches_to_randomized_for_long_windows(tmp_path):
+    data, eigenvalues = planted_linear_system(n_params=2000, n_snapshots=120)
+    store = RunStore(write_store(tmp_path / "p.zarr", data))
+    result = dmd(store, rank=6, max_gram=50)
+    np.testing.assert_allclose(match(eigenvalues, result.eigenvalues), eigenvalues, atol=1e-8)
+    with pytest.raises(TrajError, match="explicit --rank"):
+        dmd(store, max_gram=50)

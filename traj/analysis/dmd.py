@@ -15,12 +15,15 @@ from typing import Any
 import numpy as np
 
 from ..engine import Engine, ReducedOperator
+from ..engine.randomized import randomized_operator
 from ..errors import TrajError
 from ..store import RunStore
 
 __all__ = ["DMDResult", "LayerSpectrum", "dmd", "parse_window", "save_modes"]
 
 ProgressCallback = Callable[[int, int], None]
+#: Above this many snapshots in a window, "auto" uses the randomized range finder (methods.md §1).
+MAX_GRAM_SNAPSHOTS = 20_001
 
 
 def parse_window(text: str | Sequence[int] | None, n_snapshots: int) -> tuple[int, int]:
@@ -167,6 +170,9 @@ def dmd(
     forecast: int = 0,
     n_samples: int = 6,
     engine: Engine | None = None,
+    method: str = "auto",
+    max_gram: int = MAX_GRAM_SNAPSHOTS,
+    n_iter: int = 4,
     random_state: int = 0,
     progress: ProgressCallback | None = None,
 ) -> DMDResult:
@@ -189,6 +195,10 @@ def dmd(
         Snapshots to forecast past the window for the sampled coordinates.
     engine : Engine, optional
         Backend of the streaming pass (default numpy).
+    method : {"auto", "gram", "randomized"}
+        "gram" forms the (T+1)² Gram in one pass; "randomized" uses the randomized range
+        finder (n_iter + 3 passes, a few T×(r+10) matrices); "auto" picks "gram" up to
+        ``max_gram`` snapshots.
     """
     t0 = time.perf_counter()
     store = store if isinstance(store, RunStore) else RunStore(store)
@@ -203,19 +213,37 @@ def dmd(
     rows = slice(lo, hi + 1)
     entries = store.layout.select(layers) if layers else list(store.layout.entries)
     columns = [e.columns for e in entries]
-    groups: dict[str, list[slice]] = {"__all__": columns}
-    if per_layer:
-        for e in entries:
-            groups[e.name] = [e.columns]
-    grams = engine.gram(store, rows=rows, groups=groups, progress=progress)
-    gram = grams["__all__"]
-    _check_finite(gram, store, lo)
     n_features = sum(e.size for e in entries)
     # σ/σ1 below the floor is rounding: float32 data carry ~1e-7 relative precision, and the
     # Gram resolves σ only down to √ε·σ1 ≈ 1.5e-8·σ1 even for float64 data.
     floor = 1e-6 if store.dtype == np.float32 else 1e-7
-    operator = ReducedOperator.from_gram(gram, rank=rank, n_features=n_features, relative_floor=floor)
-    error = operator.reconstruction_error(gram)
+    if method not in ("auto", "gram", "randomized"):
+        raise TrajError(f"method must be auto, gram or randomized, not {method!r}")
+    if method == "auto":
+        method = "gram" if hi - lo + 1 <= max_gram else "randomized"
+    grams: dict[str, np.ndarray] = {}
+    if method == "gram":
+        groups: dict[str, list[slice]] = {"__all__": columns}
+        if per_layer:
+            for e in entries:
+                groups[e.name] = [e.columns]
+        grams = engine.gram(store, rows=rows, groups=groups, progress=progress)
+        _check_finite(grams["__all__"], store, lo)
+        operator = ReducedOperator.from_gram(grams["__all__"], rank=rank, n_features=n_features, relative_floor=floor)
+    else:
+        if not isinstance(rank, int):
+            raise TrajError(
+                f"the window holds {hi - lo + 1} snapshots, too many for a Gram (max {max_gram}); the randomized "
+                "range finder needs an explicit --rank"
+            )
+        if per_layer:
+            raise TrajError(f"--per-layer needs the Gram method (at most {max_gram} snapshots)")
+        operator = randomized_operator(engine, store, rank, rows=rows, columns=columns, n_iter=n_iter,
+                                       random_state=random_state, relative_floor=floor, progress=progress)
+        if not np.isfinite(operator.gram_trace):
+            bad = store.nonfinite_rows(rows=rows)
+            _raise_nonfinite(store, bad)
+    error = operator.reconstruction_error()
 
     spectra = []
     for e in entries if per_layer else []:
@@ -262,9 +290,12 @@ def dmd(
 
 def _check_finite(gram: np.ndarray, store: RunStore, offset: int) -> None:
     """A NaN/Inf anywhere in snapshot k makes G[k, k] non-finite: found without another pass."""
-    bad = np.flatnonzero(~np.isfinite(np.diag(gram)))
+    _raise_nonfinite(store, np.flatnonzero(~np.isfinite(np.diag(gram))) + offset)
+
+
+def _raise_nonfinite(store: RunStore, bad: np.ndarray) -> None:
     if bad.size:
-        k = int(bad[0]) + offset
+        k = int(bad[0])
         raise TrajError(
             f"snapshot {k} (step {int(store.steps[k])}) holds NaN or Inf; "
             f"{bad.size} snapshot(s) in the window are not finite"

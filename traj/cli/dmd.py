@@ -41,6 +41,8 @@ def dmd(
     save_modes: Annotated[bool, typer.Option("--save-modes", help="Write the N×r modes to OUT/modes.zarr (a second pass).")] = False,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Report directory (default traj-out/dmd-STORE).")] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print the summary as JSON to stdout.")] = False,
+    method: Annotated[str, typer.Option(help="auto, gram or randomized (range finder for very long runs).")] = "auto",
+    power_iterations: Annotated[int, typer.Option(help="Power iterations of the randomized method.")] = 4,
     backend: Annotated[str, typer.Option(help="numpy, torch or dask.")] = "numpy",
     device: Annotated[str, typer.Option(help="torch device: cpu or cuda.")] = "cpu",
     scheduler: Annotated[str, typer.Option(help="dask scheduler: threads, processes, sync or tcp://host:port.")] = "threads",
@@ -65,13 +67,15 @@ def dmd(
         chosen_rank = parse_rank(rank)
         if forecast < 0:
             raise fail(f"--forecast must be >= 0, got {forecast}")
+        if power_iterations < 0:
+            raise fail(f"--power-iterations must be >= 0, got {power_iterations}")
         engine = engine_options(backend, device, scheduler, block_mb)
         opened = open_store(store)
         target = out or Path("traj-out") / f"dmd-{opened.path.name.removesuffix('.zarr')}"
         with progress_bar() as bar:
             task = bar.add_task("Gram pass", total=None)
             result = run_dmd(opened, rank=chosen_rank, window=window, layers=layer, per_layer=per_layer, eps=eps,
-                             forecast=forecast, engine=engine,
+                             forecast=forecast, engine=engine, method=method, n_iter=power_iterations,
                              progress=lambda d, t: bar.update(task, completed=d, total=t))
             extra = None
             if save_modes:

@@ -7,6 +7,7 @@ r×r arrays; nothing touches the N coordinates.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -75,6 +76,10 @@ class ReducedOperator:
         C with exact DMD modes Φ = D C = Y Vr Σr⁻¹ W.
     amplitudes : ndarray of shape (r,), complex
         b = Φ⁺ θ0.
+    gram_coefficients : ndarray of shape (T+1, r)
+        G C, from which ΦᴴΦ = Cᴴ G C, Φᴴθ0 and the reconstruction error follow.
+    gram_trace : float
+        tr(G) = ‖D‖²_F.
     """
 
     singular_values: np.ndarray
@@ -88,6 +93,8 @@ class ReducedOperator:
     amplitudes: np.ndarray
     threshold: float | None
     floor: float
+    gram_coefficients: np.ndarray
+    gram_trace: float
 
     @classmethod
     def from_gram(
@@ -139,21 +146,54 @@ class ReducedOperator:
     def _build(cls, g: np.ndarray, sigma: np.ndarray, v: np.ndarray, r: int, threshold: float | None,
                floor: float) -> ReducedOperator:
         t = g.shape[0] - 1
-        vr, sr = v[:, :r], sigma[:r]
-        xty = g[:t, 1:]
-        atilde = (vr.T @ xty @ vr) / np.outer(sr, sr)
+        xty_v = g[:t, 1:] @ v[:, :r]
+        return cls.from_svd(sigma, v[:, :r], xty_v, lambda c: g @ c, float(np.trace(g)),
+                            threshold=threshold, floor=floor)
+
+    @classmethod
+    def from_svd(
+        cls,
+        sigma: np.ndarray,
+        basis: np.ndarray,
+        xty_basis: np.ndarray,
+        gram_times: Callable[[np.ndarray], np.ndarray],
+        gram_trace: float,
+        *,
+        threshold: float | None = None,
+        floor: float = 0.0,
+    ) -> ReducedOperator:
+        """Exact DMD from the SVD of X and products with G (methods.md §1, steps 3-5).
+
+        Parameters
+        ----------
+        sigma : ndarray of shape (>= r,)
+            Singular values of X, descending (all of them when known: they are reported).
+        basis : ndarray of shape (T, r)
+            V_r, the leading right singular vectors of X.
+        xty_basis : ndarray of shape (T, r)
+            (XᵀY) V_r.
+        gram_times : callable
+            ``gram_times(C)`` returns G C for C of shape (T+1, r) (from G, or one more pass).
+        gram_trace : float
+            tr(G).
+        """
+        r = basis.shape[1]
+        t = basis.shape[0]
+        sr = sigma[:r]
+        atilde = (basis.T @ xty_basis) / np.outer(sr, sr)
         eigenvalues, w = np.linalg.eig(atilde)
         order = np.lexsort((-eigenvalues.imag, -np.abs(eigenvalues)))  # |λ| descending, then Im
         eigenvalues, w = eigenvalues[order], w[:, order]
         w = _fix_phase(w)
         left = np.linalg.inv(w)
         c = np.zeros((t + 1, r), dtype=np.complex128)
-        c[1:] = (vr / sr) @ w  # Φ = Y V Σ⁻¹ W, Y = D[:, 1:]
-        gram_c = g @ c
+        c[1:] = (basis / sr) @ w  # Φ = Y V Σ⁻¹ W, Y = D[:, 1:]
+        gram_c = np.asarray(gram_times(c))
         phi_h_phi = c.conj().T @ gram_c
         phi_h_theta0 = gram_c[0].conj()  # Φᴴθ0 = Cᴴ G[:, 0]
         amplitudes = np.linalg.lstsq(phi_h_phi, phi_h_theta0, rcond=None)[0]
-        return cls(sigma, r, vr, atilde, eigenvalues, w, left, c, amplitudes, threshold, floor)
+        return cls(np.asarray(sigma), r, basis, atilde, eigenvalues, w, left, c, amplitudes, threshold, floor,
+                   gram_c, float(gram_trace))
 
     # ------------------------------------------------------------------ derived
     def classes(self, eps: float = 0.01) -> list[str]:
@@ -170,15 +210,16 @@ class ReducedOperator:
         """λ_j^k for k in ``times``: shape (r, len(times))."""
         return self.eigenvalues[:, None] ** np.asarray(times, dtype=np.float64)[None, :]
 
-    def reconstruction_error(self, gram: np.ndarray) -> float:
-        """‖D − D̂‖F / ‖D‖F with D̂ = Φ diag(b) Vand, from G and C alone (no pass over the data)."""
-        g = np.asarray(gram, dtype=np.float64)
-        t1 = g.shape[0]
-        p = self.amplitudes[:, None] * self.vandermonde(np.arange(t1))  # (r, T+1)
-        gc = g @ self.coefficients
-        norm_d = float(np.trace(g))
-        cross = float(np.real(np.trace(p.conj().T @ (self.coefficients.conj().T @ g))))
-        norm_hat = float(np.real(np.trace(p.conj().T @ (self.coefficients.conj().T @ gc) @ p)))
+    def reconstruction_error(self) -> float:
+        """‖D − D̂‖F / ‖D‖F with D̂ = Φ diag(b) Vand, from G C and tr(G) (no pass over the data).
+
+        Computed as ‖D‖² − 2 Re tr(D̂ᴴD) + ‖D̂‖², so it resolves errors down to ~1e-8 only.
+        """
+        c, gc = self.coefficients, self.gram_coefficients
+        p = self.amplitudes[:, None] * self.vandermonde(np.arange(c.shape[0]))  # (r, T+1)
+        norm_d = self.gram_trace
+        cross = float(np.real(np.sum(p * gc.T)))  # Re tr(D̂ᴴD) = Re tr(Pᴴ (GC)ᴴ)
+        norm_hat = float(np.real(np.trace(p.conj().T @ (c.conj().T @ gc) @ p)))
         err2 = max(norm_d - 2 * cross + norm_hat, 0.0)
         return float(np.sqrt(err2 / norm_d)) if norm_d > 0 else 0.0
 

@@ -110,6 +110,49 @@ class Engine:
                     out[name] += part @ part.T
         return {name: _symmetric(self._to_numpy(g)) for name, g in out.items()}
 
+    # ------------------------------------------------------------------ G·M without G
+    def gram_times(
+        self,
+        store: RunStore,
+        products: Mapping[str, tuple[slice, slice, np.ndarray]],
+        *,
+        rows: slice | None = None,
+        columns: Sequence[slice] | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> tuple[dict[str, np.ndarray], float]:
+        """Products G[left, right] @ M for several (left, right, M), and tr(G), in one pass.
+
+        G[left, right] M = Σ_blocks B[left] (B[right]ᵀ M): the (T+1)² Gram is never formed,
+        so this serves runs too long for it (the randomized range finder). ``left``/``right``
+        are row ranges inside the window; M has shape (len(right), k), real or complex.
+        """
+        rows = _rows(store, rows)
+        groups = _normalise_groups(store, {"all": list(columns)} if columns else None)["all"]
+        n_rows = rows.stop - rows.start
+        mats = {}
+        for name, (left, right, m) in products.items():
+            left, right = slice(*left.indices(n_rows)[:2]), slice(*right.indices(n_rows)[:2])
+            m = np.asarray(m)
+            if m.ndim != 2 or m.shape[0] != right.stop - right.start:
+                raise TrajError(f"product {name!r}: M must have {right.stop - right.start} rows, got {m.shape}")
+            mats[name] = (left, right, self._to_work(m.astype(np.complex128 if np.iscomplexobj(m) else np.float64)))
+        if self.backend == "dask":
+            return _dask_gram_times(self, store, rows, groups, mats, progress)
+        out = {name: None for name in mats}
+        trace = 0.0
+        width = store.block_columns(n_rows, block_bytes=self.block_bytes)
+        for cols, block in _prefetch(store.iter_blocks(rows=rows, columns=_span({"g": groups}), progress=progress,
+                                                       block_columns=width)):
+            b = self._to_work(block)
+            for lo, hi in _intersections(cols, groups):
+                part = b[:, lo - cols.start : hi - cols.start]
+                trace += float((part * part).sum())
+                for name, (left, right, m) in mats.items():
+                    p = part.to(m.dtype) if self.backend == "torch" and m.is_complex() else part
+                    value = p[left] @ (p[right].T @ m)
+                    out[name] = value if out[name] is None else out[name] + value
+        return {name: self._to_numpy(v) for name, v in out.items()}, trace
+
     # ------------------------------------------------------------------ D·C
     def project_blocks(
         self,
@@ -314,6 +357,22 @@ def _dask_gram(engine: Engine, store: RunStore, rows: slice, groups: Mapping[str
     if progress is not None:
         progress(1, 1)
     return {name: _symmetric(np.asarray(g)) for name, g in zip(groups, results, strict=True)}
+
+
+def _dask_gram_times(engine: Engine, store: RunStore, rows: slice, groups: Sequence[slice],
+                     mats: Mapping[str, tuple[slice, slice, np.ndarray]], progress: ProgressCallback | None
+                     ) -> tuple[dict[str, np.ndarray], float]:
+    import dask.array as da
+
+    x = _dask_array(store, rows)
+    width = store.block_columns(rows.stop - rows.start, block_bytes=engine.block_bytes)
+    parts = [x[:, s].rechunk({0: -1, 1: width}).astype(np.float64) for s in groups]
+    sub = da.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
+    graphs = [sub[left] @ (sub[right].T @ m) for left, right, m in mats.values()]
+    results = _dask_compute(engine, *graphs, (sub * sub).sum())
+    if progress is not None:
+        progress(1, 1)
+    return {name: np.asarray(r) for name, r in zip(mats, results[:-1], strict=True)}, float(results[-1])
 
 
 def _dask_project(engine: Engine, store: RunStore, rows: slice, columns: slice, c: np.ndarray,
