@@ -35,16 +35,18 @@ def test_chunk_boundaries_not_multiples(tmp_path, rng):
     np.testing.assert_array_equal(store.read(), data)
 
 
+@pytest.mark.parametrize("read_bytes", [1, 1 << 20])  # unaligned reads / whole chunk columns as views
 @pytest.mark.parametrize("width", [37, 100, 259, 300, 1000])
-def test_blocks_equal_the_full_array(tmp_path, rng, width):
+def test_blocks_equal_the_full_array(tmp_path, rng, width, read_bytes):
     data = rng.standard_normal((11, 777)).astype(np.float32)
     store = RunStore(write_store(tmp_path / "s.zarr", data, chunk_bytes=1200))
-    pieces = list(store.iter_blocks(block_columns=width))
+    pieces = list(store.iter_blocks(block_columns=width, read_bytes=read_bytes))
     assert pieces[0][0].start == 0 and pieces[-1][0].stop == 777
     assert all(a[0].stop == b[0].start for a, b in zip(pieces, pieces[1:], strict=False))
     np.testing.assert_array_equal(np.concatenate([b for _, b in pieces], axis=1), data)
     # a window of rows and a column range (a layer starting mid-chunk)
-    got = np.concatenate([b for _, b in store.iter_blocks(rows=slice(2, 9), columns=slice(100, 650), block_columns=width)], axis=1)
+    got = np.concatenate([b for _, b in store.iter_blocks(rows=slice(2, 9), columns=slice(100, 650), block_columns=width,
+                                                          read_bytes=read_bytes)], axis=1)
     np.testing.assert_array_equal(got, data[2:9, 100:650])
 
 

@@ -208,13 +208,15 @@ def check_dtype(dtype: str) -> str:
     return name
 
 
-def choose_chunks(n_params: int, itemsize: int, *, target_bytes: int = 2 << 20, max_rows: int = 256) -> tuple[int, int]:
+def choose_chunks(n_params: int, itemsize: int, *, target_bytes: int = 1 << 20, max_rows: int = 256) -> tuple[int, int]:
     """Chunk shape ``(t_chunk, n_chunk)`` for a (T, N) snapshot array.
 
     A row larger than ``target_bytes`` is split into ``ceil(row / target)`` chunks of equal
     width (so the edge chunk is not mostly padding) and one row per chunk, which lets every
     snapshot be written without reading anything back. Smaller rows are stacked ``t_chunk``
-    high so a chunk stays near ``target_bytes`` (see shared/engineering.md).
+    high so a chunk stays near ``target_bytes`` (see shared/engineering.md). 1 MiB keeps a
+    whole chunk column of a few hundred snapshots small enough to read at once, so analyses
+    decompress every chunk exactly once.
     """
     row_bytes = max(1, n_params * itemsize)
     if row_bytes >= target_bytes:

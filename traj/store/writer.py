@@ -153,7 +153,7 @@ class StoreWriter:
         attrs: Mapping[str, Any] | None = None,
         overwrite: bool = False,
         compressor: str = "lz4",
-        chunk_bytes: int = 2 << 20,
+        chunk_bytes: int = 1 << 20,
     ) -> None:
         import zarr
 
