@@ -62,3 +62,17 @@ def match(a, b):
     cost = np.abs(np.asarray(a)[:, None] - np.asarray(b)[None, :])
     rows, cols = linear_sum_assignment(cost)
     return np.asarray(b)[cols[np.argsort(rows)]]
+
+
+def planted_modes(n_params=100_000, n_snapshots=40, n_modes=5, noise=0.0, seed=0):
+    """Weights that are affine copies a·p_m(k) + b of one of ``n_modes`` known profiles."""
+    rng = np.random.default_rng(seed)
+    t = np.linspace(0, 1, n_snapshots)
+    profiles = np.stack([np.sin(2 * np.pi * (m + 1) * t + m) + 0.3 * t * (m % 2) for m in range(n_modes)])
+    labels = rng.integers(n_modes, size=n_params)
+    a = rng.uniform(0.5, 2.0, n_params) * rng.choice([-1.0, 1.0], n_params)
+    b = rng.normal(0.0, 1.0, n_params)
+    data = profiles[labels].T * a + b
+    if noise:
+        data = data + noise * rng.standard_normal(data.shape)
+    return data, labels, a, b, profiles

@@ -119,6 +119,63 @@ class Engine:
                     out[name] += part @ part.T
         return {name: _symmetric(self._to_numpy(g)) for name, g in out.items()}
 
+    # ------------------------------------------------------------------ selected columns
+    def collect(
+        self,
+        store: RunStore,
+        indices: np.ndarray,
+        *,
+        rows: slice | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> np.ndarray:
+        """The trajectories of a few coordinates, shape (T_w, len(indices)), float64, one pass.
+
+        Reads only the blocks that hold a requested coordinate (each chunk once).
+        """
+        rows = _rows(store, rows)
+        idx = np.asarray(indices, dtype=np.int64)
+        if idx.size and (idx.min() < 0 or idx.max() >= store.n_params):
+            raise TrajError(f"coordinate indices must lie in 0..{store.n_params - 1}")
+        out = np.empty((rows.stop - rows.start, idx.size))
+        if not idx.size:
+            return out
+        if self.backend == "dask":
+            x = _dask_array(store, rows)
+            order = np.argsort(idx)
+            (values,) = _dask_compute(self, x[:, idx[order]])
+            out[:, order] = np.asarray(values, dtype=np.float64)
+            return out
+        order = np.argsort(idx)
+        sorted_idx = idx[order]
+        span = slice(int(sorted_idx[0]), int(sorted_idx[-1]) + 1)
+        width = store.block_columns(rows.stop - rows.start, block_bytes=self.block_bytes)
+        for cols, block in _prefetch(store.iter_blocks(rows=rows, columns=span, progress=progress,
+                                                       block_columns=width, read_bytes=self.read_bytes)):
+            lo, hi = np.searchsorted(sorted_idx, [cols.start, cols.stop])
+            if hi > lo:
+                out[:, order[lo:hi]] = block[:, sorted_idx[lo:hi] - cols.start]
+        return out
+
+    def map_blocks(
+        self,
+        store: RunStore,
+        kernel: Callable[[Any], Any],
+        *,
+        rows: slice | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> Iterator[tuple[slice, Any]]:
+        """Yield ``(column_slice, kernel(block))`` for every block, block as float64 in the
+        backend's array type (numpy, or a torch tensor on ``device``); the dask backend runs the
+        kernel on numpy blocks of ``dask.array.from_zarr`` and gathers the results in order."""
+        rows = _rows(store, rows)
+        width = store.block_columns(rows.stop - rows.start, block_bytes=self.block_bytes)
+        if self.backend == "dask":
+            yield from _dask_map_blocks(self, store, rows, width, kernel, progress)
+            return
+        for cols, block in _prefetch(store.iter_blocks(rows=rows, progress=progress, block_columns=width,
+                                                       read_bytes=self.read_bytes)):
+            yield cols, kernel(self._to_work(block))
+
     # ------------------------------------------------------------------ G·M without G
     def gram_times(
         self,
@@ -408,6 +465,20 @@ def _dask_gram_times(engine: Engine, store: RunStore, rows: slice, groups: Seque
     if progress is not None:
         progress(1, 1)
     return {name: np.asarray(r) for name, r in zip(mats, results[:-1], strict=True)}, float(results[-1])
+
+
+def _dask_map_blocks(engine: Engine, store: RunStore, rows: slice, width: int, kernel: Callable[[Any], Any],
+                     progress: ProgressCallback | None) -> Iterator[tuple[slice, Any]]:
+    import dask
+
+    x = _dask_array(store, rows).rechunk({0: -1, 1: width})
+    bounds = np.cumsum((0,) + x.chunks[1])
+    tasks = [dask.delayed(kernel)(x.blocks[0, j].astype(np.float64)) for j in range(len(x.chunks[1]))]
+    results = _dask_compute(engine, *tasks)
+    if progress is not None:
+        progress(1, 1)
+    for j, result in enumerate(results):
+        yield slice(int(bounds[j]), int(bounds[j + 1])), result
 
 
 def _dask_project(engine: Engine, store: RunStore, rows: slice, columns: slice, c: np.ndarray,
