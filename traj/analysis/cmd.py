@@ -435,3 +435,54 @@ def load(path: str | os.PathLike[str]) -> CMDModel:
 
 
 cmd.load = load  # type: ignore[attr-defined]  # traj.cmd.load(path), as the issue names it
+
+
+# ---------------------------------------------------------------------- evaluation with the recipe
+def _take(array: Any, index: np.ndarray) -> np.ndarray:
+    if isinstance(array, np.ndarray):
+        return array[index]
+    return np.asarray(array.get_orthogonal_selection((np.asarray(index),)))
+
+
+def sample_reconstruction(result: CMDResult) -> np.ndarray:
+    """CMD reconstruction of the sampled weights, shape (T', K) (for plots)."""
+    idx = result.sample_indices
+    labels, a, b = (_take(x, idx) for x in (result.model.labels, result.model.a, result.model.b))
+    return (result.model.references[labels] * a[:, None] + b[:, None]).T
+
+
+def evaluate(result: CMDResult, store: RunStore, recipe: Any, *, max_points: int = 40) -> list[dict[str, float]]:
+    """The recipe's metrics of the original and the CMD-reconstructed weights per snapshot
+    (seed 001 fig. 5a, 7), at up to ``max_points`` snapshots spread over the window."""
+    if max_points < 1:
+        raise TrajError(f"--eval-points must be >= 1, got {max_points}")
+    used = np.arange(result.window[0], result.window[1] + 1)[:: result.subsample]
+    picks = np.unique(np.linspace(0, used.size - 1, min(max_points, used.size)).round().astype(int))
+    rows = []
+    for k in picks:
+        original = recipe.evaluate(store.snapshot(int(used[k])))
+        rebuilt = recipe.evaluate(result.model.reconstruct_snapshot(int(k)).astype(store.dtype))
+        row = {"snapshot": int(used[k]), "step": int(result.steps[k])}
+        row.update({f"original_{name}": float(v) for name, v in original.items()})
+        row.update({f"cmd_{name}": float(v) for name, v in rebuilt.items()})
+        rows.append(row)
+    return rows
+
+
+def sweep(store: RunStore, modes_list: Sequence[int], *, recipe: Any = None, max_points: int = 20,
+          **options: Any) -> list[dict[str, Any]]:
+    """CMD for several M: MSE, relative error and (with a recipe) the best reconstructed
+    accuracy or lowest loss over the window, against M (seed 001 fig. 6)."""
+    rows = []
+    for m in modes_list:
+        result = cmd(store, modes=int(m), **options)
+        row: dict[str, Any] = {"modes": int(m), "mse": result.mse, "relative_error": result.relative_error,
+                               "compression_ratio": result.compression_ratio}
+        if recipe is not None:
+            ev = evaluate(result, store, recipe, max_points=max_points)
+            metric = "accuracy" if "cmd_accuracy" in ev[0] else "loss"
+            best = max if metric == "accuracy" else min
+            row[f"best_cmd_{metric}"] = best(r[f"cmd_{metric}"] for r in ev)
+            row[f"best_original_{metric}"] = best(r[f"original_{metric}"] for r in ev)
+        rows.append(row)
+    return rows

@@ -9,6 +9,7 @@ import typer
 
 from .._version import __version__
 from ._common import err_console, set_debug
+from .cmd import cmd
 from .dmd import dmd
 from .importing import import_
 from .info import info
@@ -44,6 +45,7 @@ app.command("recipes")(recipes)
 app.command("import")(import_)
 app.command("info")(info)
 app.command("dmd")(dmd)
+app.command("cmd")(cmd)
 
 
 def main() -> None:

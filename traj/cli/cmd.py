@@ -1,0 +1,115 @@
+"""``traj cmd``: Correlation Mode Decomposition."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ._common import err_console, fail, handle_errors, out_console, print_json, progress_bar
+from .dmd import engine_options
+
+
+def _parse_sweep(text: str | None) -> list[int]:
+    if not text:
+        return []
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise fail(f"--sweep takes comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise fail(f"--sweep values must be >= 1, got {text!r}")
+    return sorted(set(values))
+
+
+def cmd(
+    store: Annotated[Path, typer.Argument(help="A run store.")],
+    modes: Annotated[int, typer.Option(help="Number of modes M.")] = 10,
+    threshold: Annotated[float | None, typer.Option(help="Cut the dendrogram at distance 1-|corr| = t instead of M.")] = None,
+    samples: Annotated[int, typer.Option(help="Weights sampled for the clustering (K).")] = 1000,
+    window: Annotated[str | None, typer.Option(help="Snapshots a:b, both included.")] = None,
+    subsample: Annotated[int, typer.Option(help="Use every s-th snapshot.")] = 1,
+    seed: Annotated[int, typer.Option(help="Seed of the weight sample.")] = 0,
+    sweep: Annotated[str | None, typer.Option(help="Also run M = 1,2,5,... and plot accuracy and MSE against M.")] = None,
+    evaluate: Annotated[bool, typer.Option("--evaluate/--no-evaluate", help="Score CMD weights with the store's recipe.")] = True,
+    eval_points: Annotated[int, typer.Option(help="Snapshots scored by --evaluate.")] = 40,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Report directory (default traj-out/cmd-STORE).")] = None,
+    json_: Annotated[bool, typer.Option("--json", help="Print the summary as JSON to stdout.")] = False,
+    backend: Annotated[str, typer.Option(help="numpy, torch or dask.")] = "numpy",
+    device: Annotated[str, typer.Option(help="torch device: cpu or cuda.")] = "cpu",
+    scheduler: Annotated[str, typer.Option(help="dask scheduler: threads, processes, sync or tcp://host:port.")] = "threads",
+    block_mb: Annotated[float, typer.Option(help="Size of one float64 working block, MiB.")] = 64.0,
+) -> None:
+    """Correlation Mode Decomposition: weights cluster into a few modes that move as affine
+    copies of one reference profile each. The model is written to OUT/cmd.zarr.
+
+    Examples:
+
+        traj cmd sample_data/digits-cnn.zarr --modes 5
+
+        traj cmd run.zarr --threshold 0.1 --samples 2000 --json
+
+        traj cmd run.zarr --sweep 1,2,5,10,20
+    """
+    with handle_errors():
+        from ..analysis import cmd as cmd_mod
+        from ..recipes import recipe_from_store
+        from ..report.cmd import cmd_report
+        from ..store import open_store
+
+        if threshold is None and modes < 1:
+            raise fail(f"--modes must be >= 1, got {modes}")
+        if samples < 2:
+            raise fail(f"--samples must be >= 2, got {samples}")
+        if subsample < 1:
+            raise fail(f"--subsample must be >= 1, got {subsample}")
+        if eval_points < 1:
+            raise fail(f"--eval-points must be >= 1, got {eval_points}")
+        sweep_modes = _parse_sweep(sweep)
+        engine = engine_options(backend, device, scheduler, block_mb)
+        opened = open_store(store)
+        target = out or Path("traj-out") / f"cmd-{opened.path.name.removesuffix('.zarr')}"
+        recipe = recipe_from_store(opened) if evaluate else None
+        if target.exists() and not target.is_dir():
+            raise fail(f"{target} exists and is a file; --out needs a directory")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.model.", dir=target.parent))
+        try:
+            options = {"samples": samples, "window": window, "subsample": subsample, "seed": seed, "engine": engine}
+            with progress_bar() as bar:
+                task = bar.add_task("CMD pass", total=None)
+                result = cmd_mod.cmd(opened, modes=None if threshold is not None else modes, threshold=threshold,
+                                     out=scratch / "cmd.zarr",
+                                     progress=lambda d, t: bar.update(task, completed=d, total=t), **options)
+                extra = {}
+                if recipe is not None:
+                    bar.update(task, description="evaluating")
+                    extra["evaluation"] = cmd_mod.evaluate(result, opened, recipe, max_points=eval_points)
+                if sweep_modes:
+                    bar.update(task, description="sweep")
+                    extra["sweep"] = cmd_mod.sweep(opened, sweep_modes, recipe=recipe, **options)
+            from dataclasses import replace
+
+            result = replace(result, model_path=str(target / "cmd.zarr"), **extra)
+            cmd_report(result, target, extra=lambda staging: shutil.move(str(scratch / "cmd.zarr"), staging / "cmd.zarr"))
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        summary = result.to_dict()
+        if json_:
+            print_json(summary)
+            return
+        out_console.print(
+            f"[bold]{opened.path.name}[/bold]: {result.modes} modes over {result.n_params} weights, sizes "
+            f"{result.mode_sizes.tolist()[:10]}; MSE {result.mse:.3g}, relative error {result.relative_error:.3g}, "
+            f"compression {result.compression_ratio:.1f}x"
+        )
+        if result.evaluation:
+            last = result.evaluation[-1]
+            metric = "accuracy" if "cmd_accuracy" in last else "loss"
+            out_console.print(f"  last snapshot {metric}: original {last[f'original_{metric}']:.4f}, CMD {last[f'cmd_{metric}']:.4f}")
+        if evaluate and recipe is None:
+            err_console.print("[yellow]no recipe in this store: --evaluate skipped[/yellow]")
+        err_console.print(f"[green]report[/green] {target}/report.html")

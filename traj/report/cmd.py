@@ -1,0 +1,52 @@
+"""The report of ``traj cmd``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..analysis.cmd import sample_reconstruction
+from ..plots import figure_png
+from ..plots.cmd import (
+    plot_corr_matrix,
+    plot_evaluation,
+    plot_mode_bands,
+    plot_modes_per_layer,
+    plot_references,
+    plot_sample_fits,
+    plot_sweep,
+)
+from .writer import Report, write_report
+
+
+def cmd_report(result, out_dir: str | os.PathLike[str], extra=None) -> Path:
+    d = result.to_dict()
+    report = Report(f"traj cmd: {Path(result.store).name}")
+    report.paragraph(
+        f"{result.n_params} weights over snapshots {result.window[0]}..{result.window[1]} (every {result.subsample}) "
+        f"in {result.modes} correlation modes from {result.sample_indices.size} sampled weights: weight MSE "
+        f"{result.mse:.3g}, relative error {result.relative_error:.3g}, compression {result.compression_ratio:.1f}x "
+        f"(N·T numbers -> M·T + 2N). Backend {result.backend}, {result.seconds:.2f} s."
+    )
+    if result.evaluation:
+        report.figure("evaluation.png", figure_png(plot_evaluation(result)),
+                      "Validation metric of the original and the CMD-reconstructed weights per snapshot")
+    if result.sweep:
+        report.figure("sweep.png", figure_png(plot_sweep(result.sweep)), "Best metric and weight MSE against the number of modes")
+    report.figure("corr_matrix.png", figure_png(plot_corr_matrix(result)),
+                  "|corr| of the sampled weights, clustered (complete linkage), with mode boundaries")
+    report.figure("references.png", figure_png(plot_references(result)), "Reference profile of every mode")
+    report.figure("mode_bands.png", figure_png(plot_mode_bands(result)),
+                  "Sampled members of each mode (normalised, sign-aligned): 95 % band and the reference")
+    report.figure("modes_per_layer.png", figure_png(plot_modes_per_layer(result)), "Weights of each layer in each mode")
+    report.figure("sample_fits.png", figure_png(plot_sample_fits(result, sample_reconstruction(result))),
+                  "Sampled weights beside their CMD reconstruction")
+    report.heading("Modes")
+    report.table(["mode", "weights", "mean |corr| to reference", "reference θ index"],
+                 [[m, int(result.mode_sizes[m]), f"{result.mode_mean_corr[m]:.4f}", int(result.reference_indices[m])]
+                  for m in range(result.modes)])
+    if result.sweep:
+        report.heading("Sweep over M")
+        keys = list(result.sweep[0])
+        report.table(keys, [[f"{r[k]:.4g}" if isinstance(r[k], float) else r[k] for k in keys] for r in result.sweep])
+    return write_report(out_dir, report, d, extra=extra)
