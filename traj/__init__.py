@@ -11,13 +11,26 @@ from .store import Layout, RunStore, StoreWriter, open_store
 if TYPE_CHECKING:  # pragma: no cover
     from .record import Recorder
 
-__all__ = ["Layout", "Recorder", "RunStore", "StoreWriter", "TrajError", "__version__", "open_store"]
+__all__ = ["Engine", "Layout", "Recorder", "RunStore", "StoreWriter", "TrajError", "__version__", "cmd", "dmd",
+           "open_store"]
 
 
 def __getattr__(name: str) -> Any:
-    # The recorder needs torch; import it only when asked, so `import traj` stays light.
+    # Import on first use, so `import traj` stays light (the recorder needs torch).
     if name == "Recorder":
         from .record import Recorder
 
         return Recorder
+    if name == "dmd":
+        from .analysis.dmd import dmd
+
+        return dmd
+    if name == "cmd":
+        from .analysis.cmd import cmd
+
+        return cmd
+    if name == "Engine":
+        from .engine import Engine
+
+        return Engine
     raise AttributeError(f"module 'traj' has no attribute {name!r}")

@@ -324,7 +324,7 @@ def cmd(
     kernel = _assign_kernel(refs_centered, refs_norm2, refs_mean, subsample)
 
     n = store.n_params
-    sink = _ModelSink(n, out)
+    sink = _ModelSink(n, out, chunk=max(4096, store.chunks[1]))
     sse_total = 0.0
     norm_total = 0.0
     sizes = np.zeros(n_modes, dtype=np.int64)
@@ -383,7 +383,7 @@ def cmd(
 class _ModelSink:
     """Where labels, a and b go during the pass: arrays in memory, or a Zarr group on disk."""
 
-    def __init__(self, n: int, out: str | os.PathLike[str] | None) -> None:
+    def __init__(self, n: int, out: str | os.PathLike[str] | None, chunk: int = 1 << 18) -> None:
         self.out = None if out is None else Path(out)
         if self.out is None:
             self.labels = np.empty(n, dtype=np.int32)
@@ -393,7 +393,7 @@ class _ModelSink:
         import zarr
 
         self.group = zarr.open_group(str(self.out), mode="w", zarr_format=3)
-        chunk = min(n, 1 << 18)
+        chunk = min(n, chunk)  # aligned with the store's chunks: each block write fills whole chunks
         self.labels = self.group.create_array("labels", shape=(n,), chunks=(chunk,), dtype="int32", dimension_names=("param",))
         self.a = self.group.create_array("a", shape=(n,), chunks=(chunk,), dtype="float64", dimension_names=("param",))
         self.b = self.group.create_array("b", shape=(n,), chunks=(chunk,), dtype="float64", dimension_names=("param",))
