@@ -119,6 +119,7 @@ def test_cli_end_to_end_with_evaluation(tmp_path):
     assert summary["modes"] == 4 and sum(summary["mode_sizes"]) == 3658
     assert len(summary["references"]) == 4 and len(summary["references"][0]) == 116
     assert len(summary["evaluation"]) == 6
+    assert summary["evaluation"][0]["snapshot"] == 0 and summary["evaluation"][-1]["snapshot"] == 115
     last = summary["evaluation"][-1]
     assert last["original_accuracy"] > 0.8 and abs(last["cmd_accuracy"] - last["original_accuracy"]) < 0.1
     assert [row["modes"] for row in summary["sweep"]] == [1, 4]

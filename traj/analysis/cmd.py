@@ -457,7 +457,8 @@ def evaluate(result: CMDResult, store: RunStore, recipe: Any, *, max_points: int
     if max_points < 1:
         raise TrajError(f"--eval-points must be >= 1, got {max_points}")
     used = np.arange(result.window[0], result.window[1] + 1)[:: result.subsample]
-    picks = np.unique(np.linspace(0, used.size - 1, min(max_points, used.size)).round().astype(int))
+    # spread over the window, the last snapshot always included (max_points=1 scores the end of the run)
+    picks = np.unique(np.linspace(used.size - 1, 0, min(max_points, used.size)).round().astype(int))
     rows = []
     for k in picks:
         original = recipe.evaluate(store.snapshot(int(used[k])))
