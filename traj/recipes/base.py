@@ -256,6 +256,19 @@ class Recipe:
         train = self.metrics(model, data.x_train, data.y_train)
         return {**val, **{f"train_{k}": v for k, v in train.items()}}
 
+    def gradient(self, theta: np.ndarray, *, batches: int = 8, seed: int = 0) -> np.ndarray:
+        """∇L at θ, averaged over a fixed, seeded set of ``batches`` training minibatches (θ order)."""
+        model = self.load_theta(self.new_model(), theta)
+        model.train()
+        chosen = self.batches(torch.Generator().manual_seed(seed))[: max(1, batches)]
+        model.zero_grad(set_to_none=True)
+        data = self.data
+        for index in chosen:
+            (self.loss_fn(model(data.x_train[index]), data.y_train[index]) / len(chosen)).backward()
+        return torch.cat([
+            (p.grad if p.grad is not None else torch.zeros_like(p)).detach().reshape(-1) for p in model.parameters()
+        ]).double().numpy()
+
     def refine(self, theta: np.ndarray, epochs: int = 1, *, mask: Mapping[str, np.ndarray] | None = None,
                seed: int = 0) -> np.ndarray:
         """Continue training from θ for ``epochs`` epochs (masked weights held at zero)."""
