@@ -13,6 +13,7 @@ from .cmd import cmd
 from .dmd import dmd
 from .importing import import_
 from .info import info
+from .prune import prune
 from .record import recipes, record
 
 app = typer.Typer(
@@ -46,6 +47,7 @@ app.command("import")(import_)
 app.command("info")(info)
 app.command("dmd")(dmd)
 app.command("cmd")(cmd)
+app.command("prune")(prune)
 
 
 def main() -> None:

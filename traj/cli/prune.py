@@ -1,0 +1,98 @@
+"""``traj prune``: Koopman pruning beside magnitude, gradient and random baselines."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ._common import err_console, fail, handle_errors, out_console, print_json, progress_bar
+from .dmd import engine_options, parse_rank
+
+
+def _numbers(option: str, text: str | None, kind: type) -> list:
+    if text is None:
+        return []
+    try:
+        values = [kind(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise fail(f"{option} takes comma-separated numbers, got {text!r}") from None
+    if not values:
+        raise fail(f"{option} is empty")
+    return values
+
+
+def prune(
+    store: Annotated[Path, typer.Argument(help="A run store recorded every step.")],
+    epoch: Annotated[int | None, typer.Option(help="Epoch to decompose (default the last).")] = None,
+    window: Annotated[str | None, typer.Option(help="Snapshots a:b instead of an epoch.")] = None,
+    method: Annotated[str, typer.Option(help="Comma-separated: kmp,kgp,gmp,jgp,ggp,lsp.")] = "kmp,kgp,gmp,jgp,ggp,lsp",
+    compression: Annotated[str, typer.Option(help="Comma-separated compressions c > 1 (keep 1/c).")] = "2,4,8,16,32,64",
+    scope: Annotated[str, typer.Option(help="global or layer.")] = "global",
+    refine_epochs: Annotated[int, typer.Option(help="Epochs of training with the mask fixed (0: none).")] = 1,
+    seeds: Annotated[int, typer.Option(help="Refinement seeds (and LSP mask seeds).")] = 3,
+    epochs: Annotated[str | None, typer.Option(help="Also compare masks across these epochs, e.g. 0,2,4.")] = None,
+    rank: Annotated[str, typer.Option(help="DMD rank of the epoch: an integer or 'auto'.")] = "auto",
+    evaluate: Annotated[bool, typer.Option("--evaluate/--no-evaluate", help="Accuracy with the store's recipe.")] = True,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Report directory (default traj-out/prune-STORE).")] = None,
+    json_: Annotated[bool, typer.Option("--json", help="Print the summary as JSON to stdout.")] = False,
+    backend: Annotated[str, typer.Option(help="numpy, torch or dask.")] = "numpy",
+    device: Annotated[str, typer.Option(help="torch device: cpu or cuda.")] = "cpu",
+    scheduler: Annotated[str, typer.Option(help="dask scheduler.")] = "threads",
+    block_mb: Annotated[float, typer.Option(help="Size of one float64 working block, MiB.")] = 64.0,
+) -> None:
+    """Prune by Koopman magnitude (KMP) and Koopman gradient (KGP) beside global magnitude (GMP),
+    gradient (JGP, GGP) and layer-shuffle (LSP) pruning; masks go to OUT/masks.zarr.
+
+    Examples:
+
+        traj prune sample_data/digits-cnn.zarr
+
+        traj prune run.zarr --epoch 3 --method kmp,gmp --compression 2,8,32 --seeds 1 --json
+
+        traj prune run.zarr --method kmp,gmp --epochs 0,1,2,3,4 --no-evaluate
+    """
+    with handle_errors():
+        from ..analysis.prune import prune as run_prune
+        from ..analysis.prune import write_masks
+        from ..report.prune import prune_report
+        from ..store import open_store
+
+        methods = [m.strip() for m in method.split(",") if m.strip()]
+        compressions = _numbers("--compression", compression, float)
+        if min(compressions) <= 1:
+            raise fail(f"--compression values must be > 1 (c = 2 keeps half), got {compression}")
+        epoch_list = _numbers("--epochs", epochs, int)
+        if refine_epochs < 0:
+            raise fail(f"--refine-epochs must be >= 0, got {refine_epochs}")
+        if seeds < 1:
+            raise fail(f"--seeds must be >= 1, got {seeds}")
+        engine = engine_options(backend, device, scheduler, block_mb)
+        opened = open_store(store)
+        target = out or Path("traj-out") / f"prune-{opened.path.name.removesuffix('.zarr')}"
+        with progress_bar() as bar:
+            task = bar.add_task("pruning", total=None)
+            result = run_prune(opened, epoch=epoch, window=window, methods=methods, compressions=compressions,
+                               scope=scope, refine_epochs=refine_epochs, seeds=seeds, evaluate=evaluate,
+                               epochs=epoch_list or None, rank=parse_rank(rank), engine=engine,
+                               progress=lambda d, t: bar.update(task, completed=d, total=t))
+            prune_report(result, target, extra=lambda staging: write_masks(result, staging / "masks.zarr", opened.layout))
+        summary = result.to_dict()
+        summary["masks"] = str(target / "masks.zarr")
+        if json_:
+            print_json(summary)
+            return
+        out_console.print(
+            f"[bold]{opened.path.name}[/bold] {('epoch ' + str(result.epoch)) if result.epoch is not None else 'window'}: "
+            f"λ1 = {result.lambda1.real:.5f}{result.lambda1.imag:+.5f}i, {len(result.kgp_modes)} KGP mode(s), "
+            f"{result.n_prunable} prunable weights"
+        )
+        if "kmp-gmp" in result.overlap:
+            values = ", ".join(f"{v:.3f}" for v in result.overlap["kmp-gmp"])
+            out_console.print(f"  KMP-GMP overlap at c = {compression}: {values}")
+        for m, reason in result.unavailable.items():
+            err_console.print(f"[yellow]{m.upper()} skipped: {reason}[/yellow]")
+        if evaluate and result.accuracy is None:
+            err_console.print("[yellow]no recipe in this store: accuracy not evaluated[/yellow]")
+        err_console.print(f"[green]report[/green] {target}/report.html")
