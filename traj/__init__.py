@@ -12,7 +12,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .record import Recorder
 
 __all__ = ["Engine", "Layout", "Recorder", "RunStore", "StoreWriter", "TrajError", "__version__", "cmd", "dmd",
-           "open_store"]
+           "open_store", "prune"]
 
 
 def __getattr__(name: str) -> Any:
@@ -29,6 +29,10 @@ def __getattr__(name: str) -> Any:
         from .analysis.cmd import cmd
 
         return cmd
+    if name == "prune":
+        from .analysis.prune import prune
+
+        return prune
     if name == "Engine":
         from .engine import Engine
 
