@@ -10,6 +10,7 @@ import typer
 from .._version import __version__
 from ._common import err_console, set_debug
 from .cmd import cmd
+from .conjugacy import conjugacy
 from .dmd import dmd
 from .importing import import_
 from .info import info
@@ -48,6 +49,7 @@ app.command("info")(info)
 app.command("dmd")(dmd)
 app.command("cmd")(cmd)
 app.command("prune")(prune)
+app.command("conjugacy")(conjugacy)
 
 
 def main() -> None:

@@ -1,0 +1,329 @@
+"""``traj conjugacy``: are two training runs the same dynamics? (methods.md §4, seed 002)
+
+Topologically conjugate systems share Koopman eigenvalues. For each run: the Koopman
+eigenvalues of an observable over a window (exact DMD, §1), optionally with d time delays
+(Hankel DMD) and with several trajectories of one system stacked; then the Wasserstein
+distance W1 between every pair of eigenvalue sets (POT ``ot.emd2``, uniform mass, cost
+|λ − μ|). A verdict needs a null: the distances between runs that differ only in seed.
+
+Two ways to the spectrum, same numbers: a large observable (all weights of a network) goes
+through the streaming Gram, whose delay embedding is a sum of shifted diagonal sub-blocks
+of G (no extra pass); a small observable (a layer, an optimiser's iterate) is read into
+memory, where trajectories can be stacked (pairs never cross trajectories).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..engine import Engine, ReducedOperator
+from ..engine.operator import gavish_donoho_threshold
+from ..errors import TrajError
+from ..store import RunStore
+from .dmd import parse_window
+
+__all__ = ["ConjugacyResult", "Spectrum", "conjugacy", "koopman_spectrum", "wasserstein", "SMALL_OBSERVABLE"]
+
+ProgressCallback = Callable[[int, int], None]
+#: Observables up to this many coordinates (times delays+1) are decomposed in memory.
+SMALL_OBSERVABLE = 2048
+
+
+def wasserstein(a: np.ndarray, b: np.ndarray) -> float:
+    """W1 between two eigenvalue sets as point clouds in the complex plane (uniform mass, cost |λ − μ|)."""
+    import ot
+
+    a = np.asarray(a, dtype=np.complex128).ravel()
+    b = np.asarray(b, dtype=np.complex128).ravel()
+    if not a.size or not b.size:
+        raise TrajError("an eigenvalue set is empty")
+    p = np.c_[a.real, a.imag]
+    q = np.c_[b.real, b.imag]
+    cost = ot.dist(p, q, metric="euclidean")
+    return float(ot.emd2(ot.unif(len(p)), ot.unif(len(q)), cost))
+
+
+@dataclass(frozen=True)
+class Spectrum:
+    """Koopman eigenvalues of one run's observable over one window (largest modulus first)."""
+
+    run: str
+    window: tuple[int, int]
+    eigenvalues: np.ndarray
+    rank: int
+    n_observables: int
+    n_trajectories: int
+    delays: int
+    method: str
+
+
+def _defaults(store: RunStore) -> dict[str, Any]:
+    """The authors' setting for the mirror-descent validation case: stacked ICs, 4 delays."""
+    recipe = store.recipe or {}
+    if recipe.get("name") == "mirror-descent":
+        return {"stack": True, "delays": 4}
+    return {"stack": False, "delays": 0}
+
+
+def _columns(store: RunStore, layer: str | None) -> tuple[slice, tuple[int, ...]]:
+    if layer is None:
+        if len(store.layout) == 1:  # one tensor: keep its shape (its first axis may index trajectories)
+            return slice(0, store.n_params), store.layout.entries[0].shape
+        return slice(0, store.n_params), (store.n_params,)
+    entry = store.layout.select([layer])[0]
+    return entry.columns, entry.shape
+
+
+def _rank_from_sigma(sigma: np.ndarray, rank: int | str, n_rows: int, n_cols: int, floor: float) -> int:
+    available = int(np.count_nonzero(sigma > floor * sigma[0]))
+    if rank in (None, "auto"):
+        tau = gavish_donoho_threshold(sigma, n_rows, n_cols)
+        return max(1, min(available, int(np.count_nonzero(sigma > tau))))
+    r = int(rank)
+    if r > available:
+        raise TrajError(f"rank {r} asked for, but only {available} singular value(s) lie above the precision floor")
+    return r
+
+
+def _in_memory_spectrum(data: np.ndarray, *, n_traj: int, delays: int, rank: int | str, floor: float) -> tuple[np.ndarray, int]:
+    """Hankel DMD with stacked trajectories: data (T, n_traj·state), trajectory i = columns i·state..(i+1)·state."""
+    t, n = data.shape
+    state = n // n_traj
+    xs, ys = [], []
+    for i in range(n_traj):
+        traj = data[:, i * state : (i + 1) * state].T  # (state, T)
+        hankel = np.concatenate([traj[:, s : t - delays + s] for s in range(delays + 1)], axis=0)
+        xs.append(hankel[:, :-1])
+        ys.append(hankel[:, 1:])
+    x, y = np.concatenate(xs, axis=1), np.concatenate(ys, axis=1)
+    u, sigma, vt = np.linalg.svd(x, full_matrices=False)
+    if not sigma.size or sigma[0] <= 0:
+        raise TrajError("the observable does not move in this window")
+    r = _rank_from_sigma(sigma, rank, x.shape[0], x.shape[1], floor)
+    atilde = u[:, :r].T @ y @ vt[:r].T / sigma[:r]
+    return np.linalg.eigvals(atilde), r
+
+
+def _hankel_gram(gram: np.ndarray, delays: int) -> np.ndarray:
+    """Gram of the delay-embedded snapshots: H[j, k] = Σ_s G[j+s, k+s] (shifted diagonal sub-blocks)."""
+    m = gram.shape[0] - delays
+    return sum(gram[s : s + m, s : s + m] for s in range(delays + 1))
+
+
+def koopman_spectrum(
+    store: RunStore,
+    *,
+    window: tuple[int, int] | None = None,
+    layer: str | None = None,
+    stack: bool | None = None,
+    delays: int | None = None,
+    rank: int | str = "auto",
+    engine: Engine | None = None,
+    gram: np.ndarray | None = None,
+    progress: ProgressCallback | None = None,
+) -> Spectrum:
+    """Koopman eigenvalues of a store's observable (all weights or one layer) over a window.
+
+    ``stack`` splits the observable tensor along its first axis into independent trajectories
+    of one system (default: on for mirror-descent stores, with 4 delays). ``gram`` may pass a
+    precomputed Gram of exactly this window and observable.
+    """
+    defaults = _defaults(store)
+    stack = defaults["stack"] if stack is None else stack
+    delays = defaults["delays"] if delays is None else delays
+    if delays < 0:
+        raise TrajError(f"--delays must be >= 0, got {delays}")
+    lo, hi = window if window is not None else (0, store.n_snapshots - 1)
+    if hi - lo + 1 < delays + 3:
+        raise TrajError(f"window {lo}:{hi} is too short for {delays} delays (needs at least {delays + 3} snapshots)")
+    cols, shape = _columns(store, layer)
+    n_obs = cols.stop - cols.start
+    floor = 1e-6 if store.dtype == np.float32 else 1e-7
+    n_traj = shape[0] if stack and len(shape) > 1 else 1
+    if stack and len(shape) < 2:
+        raise TrajError("stacking trajectories needs a parameter tensor with a trajectory axis (e.g. shape (25, 2))")
+    if stack or n_obs * (delays + 1) <= SMALL_OBSERVABLE:
+        data = store.read(rows=slice(lo, hi + 1), columns=cols).astype(np.float64)
+        if not np.isfinite(data).all():
+            bad = lo + int(np.flatnonzero(~np.isfinite(data).all(axis=1))[0])
+            raise TrajError(f"{store.path}: snapshot {bad} holds NaN or Inf")
+        eig, r = _in_memory_spectrum(data, n_traj=n_traj, delays=delays, rank=rank, floor=floor)
+        method = "memory"
+    else:
+        if gram is None:
+            engine = engine or Engine()
+            gram = engine.gram(store, rows=slice(lo, hi + 1), groups={"obs": [cols]}, progress=progress)["obs"]
+        if not np.isfinite(np.diag(gram)).all():
+            bad = lo + int(np.flatnonzero(~np.isfinite(np.diag(gram)))[0])
+            raise TrajError(f"{store.path}: snapshot {bad} holds NaN or Inf")
+        op = ReducedOperator.from_gram(_hankel_gram(gram, delays), rank=rank, n_features=n_obs * (delays + 1),
+                                       relative_floor=floor)
+        eig, r = op.eigenvalues, op.rank
+        method = "gram"
+    order = np.lexsort((-eig.imag, -np.abs(eig)))
+    return Spectrum(str(store.path), (lo, hi), eig[order], r, n_obs, n_traj, delays, method)
+
+
+@dataclass(frozen=True)
+class ConjugacyResult:
+    runs: list[str]
+    spectra: list[Spectrum]
+    k: int
+    distance: np.ndarray
+    null_runs: list[str]
+    null_distances: list[float]
+    quantile: float
+    threshold: float | None
+    verdicts: list[dict[str, Any]]
+    windows: dict[str, Any] | None
+    settings: dict[str, Any]
+    seconds: float
+
+    @property
+    def any_nonconjugate(self) -> bool:
+        return any(v["verdict"] == "non-conjugate" for v in self.verdicts)
+
+    def eigenvalues(self, i: int) -> np.ndarray:
+        return self.spectra[i].eigenvalues[: self.k]
+
+    def to_dict(self) -> dict[str, Any]:
+        pairs = lambda z: [[float(v.real), float(v.imag)] for v in z]  # noqa: E731
+        return {
+            "runs": self.runs,
+            "eigenvalues": [pairs(self.eigenvalues(i)) for i in range(len(self.runs))],
+            "ranks": [s.rank for s in self.spectra],
+            "k": self.k,
+            "distance": self.distance.tolist(),
+            "null_runs": self.null_runs,
+            "null_distances": self.null_distances,
+            "quantile": self.quantile,
+            "threshold": self.threshold,
+            "verdicts": self.verdicts,
+            "windows": self.windows,
+            "settings": self.settings,
+            "seconds": self.seconds,
+        }
+
+
+def _open(run: RunStore | str | os.PathLike[str]) -> RunStore:
+    return run if isinstance(run, RunStore) else RunStore(run)
+
+
+def conjugacy(
+    stores: Sequence[RunStore | str | os.PathLike[str]],
+    *,
+    window: str | Sequence[int] | None = None,
+    layer: str | None = None,
+    rank: int | str = "auto",
+    k: int | None = 10,
+    null: Sequence[RunStore | str | os.PathLike[str]] = (),
+    quantile: float = 0.95,
+    tolerance: float = 1e-8,
+    windows: int | None = None,
+    stack: bool | None = None,
+    delays: int | None = None,
+    engine: Engine | None = None,
+    progress: ProgressCallback | None = None,
+) -> ConjugacyResult:
+    """Wasserstein distances between the Koopman spectra of runs, and verdicts against a seed null.
+
+    Parameters
+    ----------
+    stores : runs to compare (different N is fine: only spectra are compared). One run with
+        ``windows`` compares its consecutive windows instead.
+    window : "a:b"
+        Snapshots used in every run (must exist in all).
+    k : int
+        Eigenvalues of largest modulus kept per run (equal for all runs; capped by the
+        smallest rank). None keeps all of the smallest rank.
+    null : runs that differ from the first only in seed; their pairwise distances (with the
+        first run) form the null, and a pair is conjugate when its distance is within the
+        null's ``quantile``.
+    tolerance : distances below this count as zero (the eigenvalues' own precision), so runs
+        with numerically identical spectra are conjugate whatever the null.
+    windows : split the (first) run into this many consecutive windows and return the matrix
+        of distances between their spectra (seed 002 fig. 4), from one Gram pass.
+    """
+    t0 = time.perf_counter()
+    runs = [_open(s) for s in stores]
+    null_runs = [_open(s) for s in null]
+    if not runs:
+        raise TrajError("give at least one run")
+    if len(runs) < 2 and not windows:
+        raise TrajError("give two or more runs to compare, or --windows W to compare windows of one run")
+    if not 0 < quantile <= 1:
+        raise TrajError(f"--quantile must lie in (0, 1], got {quantile}")
+    if k is not None and k < 1:
+        raise TrajError(f"k must be >= 1, got {k}")
+    engine = engine or Engine()
+
+    def spectrum(store: RunStore) -> Spectrum:
+        win = parse_window(window, store.n_snapshots) if window is not None else None
+        if window is None and store.n_snapshots < 3:
+            raise TrajError(f"{store.path}: fewer than 3 snapshots")
+        return koopman_spectrum(store, window=win, layer=layer, stack=stack, delays=delays, rank=rank,
+                                engine=engine, progress=progress)
+
+    spectra = [spectrum(s) for s in runs] if len(runs) > 1 else [spectrum(runs[0])]
+    null_spectra = [spectrum(s) for s in null_runs]
+    ranks = [s.rank for s in spectra + null_spectra]
+    k_eff = min(ranks) if k is None else min(k, min(ranks))
+    top = lambda s: s.eigenvalues[:k_eff]  # noqa: E731
+    n = len(spectra)
+    distance = np.zeros((n, n))
+    for i in range(n):
+        for j in range(i + 1, n):
+            distance[i, j] = distance[j, i] = wasserstein(top(spectra[i]), top(spectra[j]))
+    family = [spectra[0], *null_spectra]
+    null_distances = [wasserstein(top(family[i]), top(family[j]))
+                      for i in range(len(family)) for j in range(i + 1, len(family))] if null_spectra else []
+    threshold = max(float(np.quantile(null_distances, quantile)), tolerance) if null_distances else None
+    verdicts = []
+    for i in range(n):
+        for j in range(i + 1, n):
+            d = float(distance[i, j])
+            verdict = "undetermined" if threshold is None else ("conjugate" if d <= threshold else "non-conjugate")
+            verdicts.append({"a": str(runs[i].path), "b": str(runs[j].path), "distance": d, "verdict": verdict})
+
+    window_info = None
+    if windows:
+        window_info = _window_transitions(runs[0], windows, window, layer, stack, delays, rank, k, engine, progress)
+    settings = {"layer": layer, "rank": rank, "stack": [s.n_trajectories > 1 for s in spectra],
+                "delays": [s.delays for s in spectra], "method": [s.method for s in spectra],
+                "windows": [list(s.window) for s in spectra]}
+    return ConjugacyResult([str(r.path) for r in runs], spectra, k_eff, distance, [str(r.path) for r in null_runs],
+                           null_distances, quantile, threshold, verdicts, window_info, settings,
+                           time.perf_counter() - t0)
+
+
+def _window_transitions(store: RunStore, count: int, window: Any, layer: str | None, stack: bool | None,
+                        delays: int | None, rank: int | str, k: int | None, engine: Engine,
+                        progress: ProgressCallback | None) -> dict[str, Any]:
+    """Spectra of ``count`` consecutive windows of one run and their distance matrix (one Gram pass)."""
+    if count < 2:
+        raise TrajError(f"--windows needs at least 2 windows, got {count}")
+    lo, hi = parse_window(window, store.n_snapshots) if window is not None else (0, store.n_snapshots - 1)
+    edges = np.linspace(lo, hi + 1, count + 1).round().astype(int)
+    d = _defaults(store)["delays"] if delays is None else delays
+    if np.min(np.diff(edges)) < d + 3:
+        raise TrajError(f"{count} windows of snapshots {lo}:{hi} are too short (each needs {d + 3} snapshots)")
+    cols, _ = _columns(store, layer)
+    full_gram = None
+    if not (stack or _defaults(store)["stack"]) and (cols.stop - cols.start) * (d + 1) > SMALL_OBSERVABLE:
+        full_gram = engine.gram(store, rows=slice(lo, hi + 1), groups={"obs": [cols]}, progress=progress)["obs"]
+    spectra = []
+    for a, b in zip(edges[:-1], edges[1:], strict=True):
+        sub = None if full_gram is None else full_gram[a - lo : b - lo, a - lo : b - lo]
+        spectra.append(koopman_spectrum(store, window=(int(a), int(b) - 1), layer=layer, stack=stack, delays=delays,
+                                        rank=rank, engine=engine, gram=sub))
+    k_eff = min(s.rank for s in spectra) if k is None else min(k, min(s.rank for s in spectra))
+    matrix = [[wasserstein(s.eigenvalues[:k_eff], t.eigenvalues[:k_eff]) for t in spectra] for s in spectra]
+    return {"run": str(store.path), "bounds": [[int(a), int(b) - 1] for a, b in zip(edges[:-1], edges[1:], strict=True)],
+            "steps": [[int(store.steps[a]), int(store.steps[b - 1])] for a, b in zip(edges[:-1], edges[1:], strict=True)],
+            "k": k_eff, "distance": matrix}

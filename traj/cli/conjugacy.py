@@ -1,0 +1,74 @@
+"""``traj conjugacy``: are two training runs the same dynamics?"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ._common import err_console, fail, handle_errors, out_console, print_json, progress_bar
+from .dmd import engine_options, parse_rank
+
+
+def conjugacy(
+    stores: Annotated[list[Path], typer.Argument(help="Two or more run stores (or one with --windows).")],
+    window: Annotated[str | None, typer.Option(help="Snapshots a:b used in every run.")] = None,
+    layer: Annotated[str | None, typer.Option(help="Observable: one parameter tensor (default all weights).")] = None,
+    rank: Annotated[str, typer.Option(help="DMD rank: an integer or 'auto'.")] = "auto",
+    k: Annotated[int, typer.Option(help="Eigenvalues of largest modulus compared per run.")] = 10,
+    null: Annotated[str | None, typer.Option(help="Comma-separated stores differing from the first only in seed.")] = None,
+    quantile: Annotated[float, typer.Option(help="Null quantile below which a pair is conjugate.")] = 0.95,
+    windows: Annotated[int | None, typer.Option(help="Split the first run into W windows and compare them.")] = None,
+    delays: Annotated[int | None, typer.Option(help="Time delays (Hankel DMD); default 4 for mirror-descent, else 0.")] = None,
+    stack: Annotated[bool | None, typer.Option("--stack/--no-stack", help="Split the tensor's first axis into trajectories.")] = None,
+    fail_on_nonconjugate: Annotated[bool, typer.Option("--fail-on-nonconjugate", help="Exit 1 when a pair is non-conjugate.")] = False,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Report directory (default traj-out/conjugacy).")] = None,
+    json_: Annotated[bool, typer.Option("--json", help="Print the summary as JSON to stdout.")] = False,
+    backend: Annotated[str, typer.Option(help="numpy, torch or dask.")] = "numpy",
+    device: Annotated[str, typer.Option(help="torch device.")] = "cpu",
+    scheduler: Annotated[str, typer.Option(help="dask scheduler.")] = "threads",
+    block_mb: Annotated[float, typer.Option(help="Size of one float64 working block, MiB.")] = 64.0,
+) -> None:
+    """Compare the Koopman spectra of runs by Wasserstein distance, with verdicts against a seed null.
+
+    Examples:
+
+        traj conjugacy sample_data/mirror-omd.zarr sample_data/mirror-ogd.zarr sample_data/mirror-bisection.zarr --null sample_data/mirror-omd-seed1.zarr
+
+        traj conjugacy new.zarr baseline.zarr --null seed1.zarr,seed2.zarr --fail-on-nonconjugate
+
+        traj conjugacy run.zarr --windows 8
+    """
+    with handle_errors():
+        from ..analysis.conjugacy import conjugacy as run_conjugacy
+        from ..report.conjugacy import conjugacy_report
+        from ..store import open_store
+
+        if k < 1:
+            raise fail(f"-k must be >= 1, got {k}")
+        if windows is not None and windows < 2:
+            raise fail(f"--windows must be >= 2, got {windows}")
+        engine = engine_options(backend, device, scheduler, block_mb)
+        runs = [open_store(s) for s in stores]
+        null_runs = [open_store(Path(p.strip())) for p in (null or "").split(",") if p.strip()]
+        target = out or Path("traj-out") / "conjugacy"
+        with progress_bar() as bar:
+            task = bar.add_task("spectra", total=None)
+            result = run_conjugacy(runs, window=window, layer=layer, rank=parse_rank(rank), k=k, null=null_runs,
+                                   quantile=quantile, windows=windows, stack=stack, delays=delays, engine=engine,
+                                   progress=lambda d, t: bar.update(task, completed=d, total=t))
+            conjugacy_report(result, target)
+        if json_:
+            print_json(result.to_dict())
+        else:
+            for v in result.verdicts:
+                colour = {"conjugate": "green", "non-conjugate": "red"}.get(v["verdict"], "yellow")
+                out_console.print(f"{Path(v['a']).name} vs {Path(v['b']).name}: W1 = {v['distance']:.4g} "
+                                  f"[{colour}]{v['verdict']}[/{colour}]")
+            if result.threshold is not None:
+                out_console.print(f"  null threshold ({100 * quantile:g} % of {len(result.null_distances)} seed distances): "
+                                  f"{result.threshold:.4g}")
+            err_console.print(f"[green]report[/green] {target}/report.html")
+        if fail_on_nonconjugate and result.any_nonconjugate:
+            raise typer.Exit(1)

@@ -1,0 +1,39 @@
+"""The report of ``traj conjugacy``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..plots import figure_png
+from ..plots.conjugacy import _names, plot_distance_matrix, plot_null, plot_spectra
+from .writer import Report, write_report
+
+
+def conjugacy_report(result, out_dir: str | os.PathLike[str], extra=None) -> Path:
+    d = result.to_dict()
+    report = Report("traj conjugacy")
+    report.paragraph(
+        f"Wasserstein distance W1 between the {result.k} largest-modulus Koopman eigenvalues of each run "
+        f"(methods.md §4). Null: {len(result.null_runs)} run(s) differing from the first only in seed"
+        + (f"; threshold = {100 * result.quantile:g} % quantile = {result.threshold:.3g}." if result.threshold is not None
+           else "; without a null every verdict is undetermined.")
+    )
+    if len(result.runs) > 1:
+        report.figure("spectra.png", figure_png(plot_spectra(result)), "Koopman eigenvalues of every run")
+        report.figure("distance.png", figure_png(plot_distance_matrix(result.distance, _names(result.runs), "W1 between runs")),
+                      "Distance matrix")
+    if result.null_distances:
+        report.figure("null.png", figure_png(plot_null(result)), "Seed null with every observed distance marked")
+    if result.windows:
+        labels = [f"{a}-{b}" for a, b in result.windows["steps"]]
+        report.figure("windows.png", figure_png(plot_distance_matrix(np.array(result.windows["distance"]), labels,
+                                                                     "W1 between windows (steps)")),
+                      "Distances between consecutive windows of one run: dynamical transitions")
+    if result.verdicts:
+        report.heading("Verdicts")
+        report.table(["run A", "run B", "W1", "verdict"],
+                     [[Path(v["a"]).name, Path(v["b"]).name, f"{v['distance']:.4g}", v["verdict"]] for v in result.verdicts])
+    return write_report(out_dir, report, d, extra=extra)
