@@ -11,8 +11,8 @@ from .store import Layout, RunStore, StoreWriter, open_store
 if TYPE_CHECKING:  # pragma: no cover
     from .record import Recorder
 
-__all__ = ["Engine", "Layout", "Recorder", "RunStore", "StoreWriter", "TrajError", "__version__", "cmd", "dmd",
-           "open_store", "prune"]
+__all__ = ["Engine", "Layout", "Recorder", "RunStore", "StoreWriter", "TrajError", "__version__", "cmd", "conjugacy",
+           "dmd", "open_store", "prune"]
 
 
 def __getattr__(name: str) -> Any:
@@ -33,6 +33,10 @@ def __getattr__(name: str) -> Any:
         from .analysis.prune import prune
 
         return prune
+    if name == "conjugacy":
+        from .analysis.conjugacy import conjugacy
+
+        return conjugacy
     if name == "Engine":
         from .engine import Engine
 
