@@ -15,14 +15,12 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from dmd_scaling import synthetic_store  # noqa: E402
+from dmd_scaling import measure, synthetic_store  # noqa: E402
 
 GRAM = "import sys; from traj.store import RunStore; from traj.engine import Engine; Engine().gram(RunStore(sys.argv[1]))"
 CMD = ("import sys; from traj.analysis.cmd import cmd; "
@@ -30,21 +28,7 @@ CMD = ("import sys; from traj.analysis.cmd import cmd; "
 
 
 def timed(code: str, *args: str) -> tuple[float, float]:
-    import psutil
-
-    t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.DEVNULL)
-    watched = psutil.Process(proc.pid)
-    peak = 0
-    while proc.poll() is None:
-        try:
-            peak = max(peak, watched.memory_info().rss)
-        except psutil.Error:
-            break
-        time.sleep(0.05)
-    if proc.returncode:
-        raise SystemExit(f"subprocess failed ({proc.returncode})")
-    return time.perf_counter() - t0, peak / 2**20
+    return measure(["-c", code, *args])
 
 
 def real_run(work: Path) -> None:

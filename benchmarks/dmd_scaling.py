@@ -81,7 +81,12 @@ def floor_passes(store: RunStore) -> tuple[float, float]:
 
 
 def run_cli(store: RunStore, out: Path) -> tuple[float, float]:
-    """Wall time and peak RSS of `traj dmd` in a fresh process.
+    """Wall time and peak RSS of `traj dmd` in a fresh process."""
+    return measure(["-c", "from traj.cli.app import main; main()", "dmd", str(store.path), "--out", str(out)])
+
+
+def measure(python_args: list[str]) -> tuple[float, float]:
+    """Wall time (s) and peak RSS (MiB) of ``python *python_args`` in a fresh process.
 
     RSS is polled with psutil: getrusage(RUSAGE_CHILDREN) would count the pages the child
     inherited from this (large) process at fork, before exec.
@@ -89,8 +94,7 @@ def run_cli(store: RunStore, out: Path) -> tuple[float, float]:
     import psutil
 
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-c", "from traj.cli.app import main; main()", "dmd", str(store.path),
-                             "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([sys.executable, *python_args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     watched = psutil.Process(proc.pid)
     peak = 0
     while proc.poll() is None:
@@ -101,7 +105,7 @@ def run_cli(store: RunStore, out: Path) -> tuple[float, float]:
         time.sleep(0.05)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
-        raise SystemExit(f"traj dmd failed with exit code {proc.returncode}")
+        raise SystemExit(f"{python_args} failed with exit code {proc.returncode}")
     return wall, peak / 2**20
 
 

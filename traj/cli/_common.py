@@ -6,7 +6,7 @@ import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -70,3 +70,30 @@ def print_json(payload: Any) -> None:
 def positive(name: str, value: int | None) -> None:
     if value is not None and value < 1:
         raise fail(f"{name} must be >= 1, got {value}")
+
+
+# Options of every command that streams a store through the engine (traj.engine.Engine).
+BackendOption = Annotated[str, typer.Option(help="numpy, torch or dask.")]
+DeviceOption = Annotated[str, typer.Option(help="torch device: cpu or cuda.")]
+SchedulerOption = Annotated[str, typer.Option(help="dask scheduler: threads, processes, sync or tcp://host:port.")]
+BlockOption = Annotated[float, typer.Option(help="Size of one float64 working block, MiB.")]
+
+
+def engine_options(backend: str, device: str, scheduler: str, block_mb: float):
+    from ..engine import Engine
+
+    if block_mb <= 0:
+        raise fail(f"--block-mb must be positive, got {block_mb}")
+    return Engine(backend=backend, device=device, scheduler=scheduler, block_bytes=int(block_mb * (1 << 20)))
+
+
+def parse_rank(rank: str) -> int | str:
+    if rank == "auto":
+        return "auto"
+    try:
+        value = int(rank)
+    except ValueError:
+        raise fail(f"--rank must be a positive integer or 'auto', not {rank!r}") from None
+    if value < 1:
+        raise fail(f"--rank must be >= 1, got {value}")
+    return value

@@ -9,8 +9,19 @@ from typing import Annotated
 
 import typer
 
-from ._common import err_console, fail, handle_errors, out_console, print_json, progress_bar
-from .dmd import engine_options
+from ._common import (
+    BackendOption,
+    BlockOption,
+    DeviceOption,
+    SchedulerOption,
+    engine_options,
+    err_console,
+    fail,
+    handle_errors,
+    out_console,
+    print_json,
+    progress_bar,
+)
 
 
 def _parse_sweep(text: str | None) -> list[int]:
@@ -38,10 +49,10 @@ def cmd(
     eval_points: Annotated[int, typer.Option(help="Snapshots scored by --evaluate.")] = 40,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Report directory (default traj-out/cmd-STORE).")] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print the summary as JSON to stdout.")] = False,
-    backend: Annotated[str, typer.Option(help="numpy, torch or dask.")] = "numpy",
-    device: Annotated[str, typer.Option(help="torch device: cpu or cuda.")] = "cpu",
-    scheduler: Annotated[str, typer.Option(help="dask scheduler: threads, processes, sync or tcp://host:port.")] = "threads",
-    block_mb: Annotated[float, typer.Option(help="Size of one float64 working block, MiB.")] = 64.0,
+    backend: BackendOption = "numpy",
+    device: DeviceOption = "cpu",
+    scheduler: SchedulerOption = "threads",
+    block_mb: BlockOption = 64.0,
 ) -> None:
     """Correlation Mode Decomposition: weights cluster into a few modes that move as affine
     copies of one reference profile each. The model is written to OUT/cmd.zarr.

@@ -7,8 +7,20 @@ from typing import Annotated
 
 import typer
 
-from ._common import err_console, fail, handle_errors, out_console, print_json, progress_bar
-from .dmd import engine_options, parse_rank
+from ._common import (
+    BackendOption,
+    BlockOption,
+    DeviceOption,
+    SchedulerOption,
+    engine_options,
+    err_console,
+    fail,
+    handle_errors,
+    out_console,
+    parse_rank,
+    print_json,
+    progress_bar,
+)
 
 
 def conjugacy(
@@ -25,10 +37,10 @@ def conjugacy(
     fail_on_nonconjugate: Annotated[bool, typer.Option("--fail-on-nonconjugate", help="Exit 1 when a pair is non-conjugate.")] = False,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Report directory (default traj-out/conjugacy).")] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print the summary as JSON to stdout.")] = False,
-    backend: Annotated[str, typer.Option(help="numpy, torch or dask.")] = "numpy",
-    device: Annotated[str, typer.Option(help="torch device.")] = "cpu",
-    scheduler: Annotated[str, typer.Option(help="dask scheduler.")] = "threads",
-    block_mb: Annotated[float, typer.Option(help="Size of one float64 working block, MiB.")] = 64.0,
+    backend: BackendOption = "numpy",
+    device: DeviceOption = "cpu",
+    scheduler: SchedulerOption = "threads",
+    block_mb: BlockOption = 64.0,
 ) -> None:
     """Compare the Koopman spectra of runs by Wasserstein distance, with verdicts against a seed null.
 

@@ -7,27 +7,20 @@ from typing import Annotated
 
 import typer
 
-from ._common import err_console, fail, handle_errors, out_console, print_json, progress_bar
-
-
-def engine_options(backend: str, device: str, scheduler: str, block_mb: float):
-    from ..engine import Engine
-
-    if block_mb <= 0:
-        raise fail(f"--block-mb must be positive, got {block_mb}")
-    return Engine(backend=backend, device=device, scheduler=scheduler, block_bytes=int(block_mb * (1 << 20)))
-
-
-def parse_rank(rank: str) -> int | str:
-    if rank == "auto":
-        return "auto"
-    try:
-        value = int(rank)
-    except ValueError:
-        raise fail(f"--rank must be a positive integer or 'auto', not {rank!r}") from None
-    if value < 1:
-        raise fail(f"--rank must be >= 1, got {value}")
-    return value
+from ._common import (
+    BackendOption,
+    BlockOption,
+    DeviceOption,
+    SchedulerOption,
+    engine_options,
+    err_console,
+    fail,
+    handle_errors,
+    out_console,
+    parse_rank,
+    print_json,
+    progress_bar,
+)
 
 
 def dmd(
@@ -43,10 +36,10 @@ def dmd(
     json_: Annotated[bool, typer.Option("--json", help="Print the summary as JSON to stdout.")] = False,
     method: Annotated[str, typer.Option(help="auto, gram or randomized (range finder for very long runs).")] = "auto",
     power_iterations: Annotated[int, typer.Option(help="Power iterations of the randomized method.")] = 4,
-    backend: Annotated[str, typer.Option(help="numpy, torch or dask.")] = "numpy",
-    device: Annotated[str, typer.Option(help="torch device: cpu or cuda.")] = "cpu",
-    scheduler: Annotated[str, typer.Option(help="dask scheduler: threads, processes, sync or tcp://host:port.")] = "threads",
-    block_mb: Annotated[float, typer.Option(help="Size of one float64 working block, MiB.")] = 64.0,
+    backend: BackendOption = "numpy",
+    device: DeviceOption = "cpu",
+    scheduler: SchedulerOption = "threads",
+    block_mb: BlockOption = 64.0,
 ) -> None:
     """Exact DMD / Koopman spectrum of a recorded trajectory, streamed from the store.
 

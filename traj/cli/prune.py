@@ -7,8 +7,20 @@ from typing import Annotated
 
 import typer
 
-from ._common import err_console, fail, handle_errors, out_console, print_json, progress_bar
-from .dmd import engine_options, parse_rank
+from ._common import (
+    BackendOption,
+    BlockOption,
+    DeviceOption,
+    SchedulerOption,
+    engine_options,
+    err_console,
+    fail,
+    handle_errors,
+    out_console,
+    parse_rank,
+    print_json,
+    progress_bar,
+)
 
 
 def _numbers(option: str, text: str | None, kind: type) -> list:
@@ -37,10 +49,10 @@ def prune(
     evaluate: Annotated[bool, typer.Option("--evaluate/--no-evaluate", help="Accuracy with the store's recipe.")] = True,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Report directory (default traj-out/prune-STORE).")] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print the summary as JSON to stdout.")] = False,
-    backend: Annotated[str, typer.Option(help="numpy, torch or dask.")] = "numpy",
-    device: Annotated[str, typer.Option(help="torch device: cpu or cuda.")] = "cpu",
-    scheduler: Annotated[str, typer.Option(help="dask scheduler.")] = "threads",
-    block_mb: Annotated[float, typer.Option(help="Size of one float64 working block, MiB.")] = 64.0,
+    backend: BackendOption = "numpy",
+    device: DeviceOption = "cpu",
+    scheduler: SchedulerOption = "threads",
+    block_mb: BlockOption = 64.0,
 ) -> None:
     """Prune by Koopman magnitude (KMP) and Koopman gradient (KGP) beside global magnitude (GMP),
     gradient (JGP, GGP) and layer-shuffle (LSP) pruning; masks go to OUT/masks.zarr.

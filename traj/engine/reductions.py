@@ -76,6 +76,17 @@ class Engine:
             return f"dask:{self.scheduler}"
         return "numpy"
 
+    # ------------------------------------------------------------------ blocks
+    def width(self, store: RunStore, rows: slice) -> int:
+        """Block width for this window under the engine's block budget."""
+        return store.block_columns(rows.stop - rows.start, block_bytes=self.block_bytes)
+
+    def blocks(self, store: RunStore, rows: slice, columns: slice | None = None,
+               progress: ProgressCallback | None = None) -> Iterator[tuple[slice, np.ndarray]]:
+        """The store's column blocks of a window, read ahead in a thread (each chunk once)."""
+        return _prefetch(store.iter_blocks(rows=rows, columns=columns, progress=progress,
+                                           block_columns=self.width(store, rows), read_bytes=self.read_bytes))
+
     # ------------------------------------------------------------------ Gram
     def gram(
         self,
@@ -105,11 +116,9 @@ class Engine:
             return _dask_gram(self, store, rows, groups, progress)
         span = _span(groups)
         n_rows = rows.stop - rows.start
-        width = store.block_columns(n_rows, block_bytes=self.block_bytes)
-        blocks = _prefetch(store.iter_blocks(rows=rows, columns=span, progress=progress, block_columns=width,
-                                             read_bytes=self.read_bytes))
+        blocks = self.blocks(store, rows, span, progress)
         if self.backend == "numpy":
-            return _numpy_gram(blocks, groups, n_rows, width)
+            return _numpy_gram(blocks, groups, n_rows, self.width(store, rows))
         out = {name: _zeros((n_rows, n_rows), self) for name in groups}
         for cols, block in blocks:
             b = self._to_work(block)
@@ -148,9 +157,7 @@ class Engine:
         order = np.argsort(idx)
         sorted_idx = idx[order]
         span = slice(int(sorted_idx[0]), int(sorted_idx[-1]) + 1)
-        width = store.block_columns(rows.stop - rows.start, block_bytes=self.block_bytes)
-        for cols, block in _prefetch(store.iter_blocks(rows=rows, columns=span, progress=progress,
-                                                       block_columns=width, read_bytes=self.read_bytes)):
+        for cols, block in self.blocks(store, rows, span, progress):
             lo, hi = np.searchsorted(sorted_idx, [cols.start, cols.stop])
             if hi > lo:
                 out[:, order[lo:hi]] = block[:, sorted_idx[lo:hi] - cols.start]
@@ -168,12 +175,10 @@ class Engine:
         backend's array type (numpy, or a torch tensor on ``device``); the dask backend runs the
         kernel on numpy blocks of ``dask.array.from_zarr`` and gathers the results in order."""
         rows = _rows(store, rows)
-        width = store.block_columns(rows.stop - rows.start, block_bytes=self.block_bytes)
         if self.backend == "dask":
-            yield from _dask_map_blocks(self, store, rows, width, kernel, progress)
+            yield from _dask_map_blocks(self, store, rows, self.width(store, rows), kernel, progress)
             return
-        for cols, block in _prefetch(store.iter_blocks(rows=rows, progress=progress, block_columns=width,
-                                                       read_bytes=self.read_bytes)):
+        for cols, block in self.blocks(store, rows, None, progress):
             yield cols, kernel(self._to_work(block))
 
     # ------------------------------------------------------------------ G·M without G
@@ -206,9 +211,7 @@ class Engine:
             return _dask_gram_times(self, store, rows, groups, mats, progress)
         out = {name: None for name in mats}
         trace = 0.0
-        width = store.block_columns(n_rows, block_bytes=self.block_bytes)
-        for cols, block in _prefetch(store.iter_blocks(rows=rows, columns=_span({"g": groups}), progress=progress,
-                                                       block_columns=width, read_bytes=self.read_bytes)):
+        for cols, block in self.blocks(store, rows, _span({"g": groups}), progress):
             b = self._to_work(block)
             for lo, hi in _intersections(cols, groups):
                 part = b[:, lo - cols.start : hi - cols.start]
@@ -239,9 +242,7 @@ class Engine:
         if c.ndim != 2 or c.shape[0] != rows.stop - rows.start:
             raise TrajError(f"coefficients must have shape ({rows.stop - rows.start}, k), got {c.shape}")
         c_work = self._to_work(c.astype(np.complex128 if np.iscomplexobj(c) else np.float64))
-        width = store.block_columns(rows.stop - rows.start, block_bytes=self.block_bytes)
-        for cols, block in _prefetch(store.iter_blocks(rows=rows, columns=columns, progress=progress, block_columns=width,
-                                                       read_bytes=self.read_bytes)):
+        for cols, block in self.blocks(store, rows, columns, progress):
             b = self._to_work(block)
             if np.iscomplexobj(c):
                 b = b.to(c_work.dtype) if self.backend == "torch" else b
@@ -439,7 +440,7 @@ def _dask_gram(engine: Engine, store: RunStore, rows: slice, groups: Mapping[str
     import dask.array as da
 
     x = _dask_array(store, rows)
-    width = store.block_columns(rows.stop - rows.start, block_bytes=engine.block_bytes)
+    width = engine.width(store, rows)
     grams = []
     for slices in groups.values():
         parts = [x[:, s].rechunk({0: -1, 1: width}).astype(np.float64) for s in slices]
@@ -457,7 +458,7 @@ def _dask_gram_times(engine: Engine, store: RunStore, rows: slice, groups: Seque
     import dask.array as da
 
     x = _dask_array(store, rows)
-    width = store.block_columns(rows.stop - rows.start, block_bytes=engine.block_bytes)
+    width = engine.width(store, rows)
     parts = [x[:, s].rechunk({0: -1, 1: width}).astype(np.float64) for s in groups]
     sub = da.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
     graphs = [sub[left] @ (sub[right].T @ m) for left, right, m in mats.values()]
@@ -484,7 +485,7 @@ def _dask_map_blocks(engine: Engine, store: RunStore, rows: slice, width: int, k
 def _dask_project(engine: Engine, store: RunStore, rows: slice, columns: slice, c: np.ndarray,
                   progress: ProgressCallback | None) -> np.ndarray:
     x = _dask_array(store, rows)[:, columns]
-    width = store.block_columns(rows.stop - rows.start, block_bytes=engine.block_bytes)
+    width = engine.width(store, rows)
     x = x.rechunk({0: -1, 1: width}).astype(np.float64)
     dtype = np.complex128 if np.iscomplexobj(c) else np.float64
     (result,) = _dask_compute(engine, x.T @ c.astype(dtype))
