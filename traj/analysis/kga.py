@@ -1,0 +1,264 @@
+"""KGA and KWM: Koopman-guided acceleration inside training (methods.md §5, seed 000).
+
+Every interval (an epoch, or k steps) exact DMD is fitted on the last t snapshots. With the
+POD basis U (N×r), Ã Q = Q Λ and L = Q⁻¹, the stable set S holds the modes with |λ| < 1 − ε.
+After every step of the wrapped optimizer, with Δw the change it made:
+
+    Δw̃ = UᵀΔw;   a = Re(Q_S Λ_S L_S Δw̃);   Δw ← Δw + α·U a
+
+The step's component outside span(U) is kept (``project_step=True`` gives the paper's literal
+eq. 13, Δw = U(Δw̃ + α a)). α = 0 leaves the base optimizer's weights bit-identical. Masks
+(KWM, norm, delta) take weights out of the acceleration and out of the DMD problem.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..engine import ReducedOperator, singular_values_from_gram
+from ..engine.operator import NEUTRAL
+from ..errors import TrajError
+
+__all__ = ["KGA", "KGALog", "MASKS"]
+
+MASKS = ("none", "kwm", "norm", "delta")
+#: Relative singular-value floor of the in-training fits (float32 weights: ~1e-6, methods.md §1).
+FLOOR = 1e-6
+
+
+@dataclass
+class KGALog:
+    """What the accelerator did: per refit, the DMD time, stable modes and masked fraction."""
+
+    refits: int = 0
+    dmd_seconds: list[float] = field(default_factory=list)
+    stable_modes: list[int] = field(default_factory=list)
+    masked_fraction: list[float] = field(default_factory=list)
+    accelerated_steps: int = 0
+
+
+class KGA:
+    """Wrap a torch optimizer with Koopman-based gradient acceleration.
+
+    Parameters
+    ----------
+    optimizer : torch.optim.Optimizer
+    params : iterable of tensors
+        The parameters to accelerate (the optimizer's, in a fixed order).
+    alpha : float
+        Acceleration rate α (0: the base optimizer, bit for bit).
+    window : int
+        t, the snapshots each DMD fit uses.
+    interval : "epoch" or int
+        Refit at every ``epoch_end()`` (KGA-Epoch) or every k steps (KGA-Iter; a snapshot is
+        taken every step).
+    eps : float
+        Stable modes have |λ| < 1 − ε.
+    rank : int, "auto" or None
+        DMD rank of each fit: None keeps every direction above the precision floor (the
+        window is short), "auto" the Gavish–Donoho threshold, an int at most that many.
+    efficient : bool
+        Efficient-KGA: after the first fit keep U fixed and store only Uᵀθ (r numbers per snapshot).
+    project_step : bool
+        Use the paper's eq. 13 literally (drop the step outside span(U)).
+    mask : {"none", "kwm", "norm", "delta"}
+    mask_eps : float
+    mask_window : int
+        s: epochs (refits) a weight must stay below ``mask_eps`` before it is masked.
+    """
+
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        params: Iterable[torch.Tensor] | None = None,
+        *,
+        alpha: float = 1.0,
+        window: int = 5,
+        interval: str | int = "epoch",
+        eps: float = 0.01,
+        rank: int | str | None = None,
+        efficient: bool = False,
+        project_step: bool = False,
+        mask: str = "none",
+        mask_eps: float = 1e-3,
+        mask_window: int = 2,
+    ) -> None:
+        if mask not in MASKS:
+            raise TrajError(f"mask must be one of {', '.join(MASKS)}, not {mask!r}")
+        if window < 3:
+            raise TrajError(f"window must be >= 3 snapshots, got {window}")
+        if interval != "epoch" and not (isinstance(interval, int) and interval >= 1):
+            raise TrajError(f"interval must be 'epoch' or a positive number of steps, not {interval!r}")
+        if alpha < 0:
+            raise TrajError(f"alpha must be >= 0, got {alpha}")
+        self.optimizer = optimizer
+        self.params = list(params) if params is not None else [p for g in optimizer.param_groups for p in g["params"]]
+        self.alpha = float(alpha)
+        self.window = int(window)
+        self.interval = interval
+        self.eps = float(eps)
+        self.rank = rank
+        self.efficient = efficient
+        self.project_step = project_step
+        self.mask_kind = mask
+        self.mask_eps = float(mask_eps)
+        self.mask_window = int(mask_window)
+        n = sum(p.numel() for p in self.params)
+        self.n_params = n
+        self.log = KGALog()
+        self._snapshots: deque[np.ndarray] = deque(maxlen=self.window)
+        self._steps = 0
+        self.basis: np.ndarray | None = None  # U restricted to the active weights, (n_active, r)
+        self._propagator: np.ndarray | None = None  # Re(Q_S Λ_S L_S), (r, r)
+        self.masked = np.zeros(n, dtype=bool)
+        self._below = np.zeros(n, dtype=np.int64)
+        self._active: np.ndarray = np.arange(n)
+        self._snapshot()  # θ at the start
+
+    # ------------------------------------------------------------------ optimizer protocol
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:
+        return self.optimizer.param_groups
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.optimizer.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.optimizer.state_dict()
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> Any:
+        """The base optimizer's step, then the acceleration of its stable-mode component."""
+        accelerate = self.alpha != 0 and self._propagator is not None
+        before = self._flat() if accelerate else None
+        loss = self.optimizer.step(closure) if closure is not None else self.optimizer.step()
+        if accelerate:
+            assert before is not None
+            delta = (self._flat() - before)[self._active]
+            u = self.basis
+            coords = u.T @ delta
+            extra = self.alpha * (u @ (self._propagator @ coords))
+            if self.project_step:
+                new_delta = u @ coords + extra
+                update = np.zeros(self.n_params)
+                update[self._active] = new_delta - delta
+            else:
+                update = np.zeros(self.n_params)
+                update[self._active] = extra
+            self._add(update)
+            self.log.accelerated_steps += 1
+        self._steps += 1
+        if self.interval != "epoch":
+            self._snapshot()
+            if self._steps % int(self.interval) == 0:
+                self.refit()
+        return loss
+
+    def epoch_end(self) -> None:
+        """Mark an epoch's end: snapshot and refit for KGA-Epoch; masks advance per epoch."""
+        if self.interval == "epoch":
+            self._snapshot()
+            self.refit()
+
+    # ------------------------------------------------------------------ the DMD fit
+    def refit(self) -> None:
+        """Fit DMD on the last t snapshots; update U, the stable-mode propagator and masks."""
+        if len(self._snapshots) < 3:
+            return
+        t0 = time.perf_counter()
+        if self.efficient and self.basis is not None:
+            # Efficient-KGA: U is fixed; the snapshots are z = Uᵀθ, and the r×r DMD matrix in U
+            # coordinates is A = Z₂ Z₁⁺, whose eigendecomposition gives Q, Λ and L directly.
+            z = np.stack(list(self._snapshots), axis=1)
+            a_matrix = z[:, 1:] @ np.linalg.pinv(z[:, :-1])
+            eigenvalues, q = np.linalg.eig(a_matrix)
+            prop = _propagator(eigenvalues, q, np.linalg.pinv(q), self.eps)
+        else:
+            full = np.stack(list(self._snapshots), axis=1)  # (N, t)
+            op = self._fit(full[self._active])
+            if self._update_masks(full[self._active], op):  # masked weights leave the DMD problem
+                op = self._fit(full[self._active])
+            d = full[self._active]
+            eigenvalues = op.eigenvalues
+            # POD basis U = X V Σ⁻¹; Ã = UᵀYVΣ⁻¹ is the operator in U coordinates, Ã W = W Λ
+            self.basis = d[:, :-1] @ op.modes_basis / op.singular_values[: op.rank]
+            prop = _propagator(op.eigenvalues, op.right, op.left, self.eps)
+            if self.efficient:
+                self._snapshots = deque((self.basis.T @ col for col in d.T), maxlen=self.window)
+        self._propagator = prop
+        self.log.refits += 1
+        self.log.dmd_seconds.append(time.perf_counter() - t0)
+        self.log.stable_modes.append(int(np.count_nonzero(np.abs(eigenvalues) < 1 - self.eps)))
+        self.log.masked_fraction.append(float(self.masked.mean()))
+
+    def _fit(self, d: np.ndarray) -> ReducedOperator:
+        """DMD of the window; a fixed rank is capped at the directions the window resolves."""
+        gram = d.T @ d
+        rank: int | str = "auto"
+        if self.rank != "auto":
+            sigma, _ = singular_values_from_gram(gram[:-1, :-1])
+            available = int(np.count_nonzero(sigma > FLOOR * sigma[0])) if sigma.size and sigma[0] > 0 else 1
+            rank = max(1, available if self.rank is None else min(int(self.rank), available))
+        return ReducedOperator.from_gram(gram, rank=rank, n_features=d.shape[0], relative_floor=FLOOR)
+
+    def _update_masks(self, d: np.ndarray, op: ReducedOperator) -> bool:
+        """Advance the masks one interval; True when weights were newly masked."""
+        if self.mask_kind == "none":
+            return False
+        active = self._active
+        if self.mask_kind == "norm":
+            score = np.abs(d[:, -1])
+        elif self.mask_kind == "delta":
+            score = np.abs(d[:, -1] - d[:, 0])
+        else:  # KWM: the non-neutral part of each weight's reconstruction at the latest snapshot
+            classes = op.classes(self.eps)
+            keep = np.array([c != NEUTRAL for c in classes])
+            t_last = d.shape[1] - 1
+            phi = d @ op.coefficients[:, keep]
+            score = np.abs(phi @ (op.amplitudes[keep] * op.eigenvalues[keep] ** t_last))
+        below = score < self.mask_eps
+        self._below[active] = np.where(below, self._below[active] + 1, 0)
+        newly = active[self._below[active] >= self.mask_window]
+        if newly.size:
+            self.masked[newly] = True
+            self._active = np.flatnonzero(~self.masked)
+        return bool(newly.size)
+
+    # ------------------------------------------------------------------ flat parameter access
+    def _flat(self) -> np.ndarray:
+        return torch.cat([p.detach().reshape(-1).to(torch.float64) for p in self.params]).cpu().numpy()
+
+    @torch.no_grad()
+    def _add(self, update: np.ndarray) -> None:
+        offset = 0
+        for p in self.params:
+            k = p.numel()
+            p.add_(torch.from_numpy(update[offset : offset + k]).reshape(p.shape).to(device=p.device, dtype=p.dtype))
+            offset += k
+
+    def _snapshot(self) -> None:
+        theta = self._flat()
+        if self.efficient and self.basis is not None:
+            self._snapshots.append(self.basis.T @ theta[self._active])
+        else:
+            self._snapshots.append(theta)
+
+    @property
+    def stored_snapshot_floats(self) -> int:
+        """Numbers held in the snapshot history (Efficient-KGA: r per snapshot, not N)."""
+        return int(sum(s.size for s in self._snapshots))
+
+
+def _propagator(eigenvalues: np.ndarray, right: np.ndarray, left: np.ndarray, eps: float) -> np.ndarray:
+    """Re(Q_S Λ_S L_S) (r×r): the stable modes' one-step map in U coordinates."""
+    stable = np.abs(eigenvalues) < 1 - eps
+    if not stable.any():
+        return np.zeros((right.shape[0], right.shape[0]))
+    return np.real(right[:, stable] @ np.diag(eigenvalues[stable]) @ left[stable])
