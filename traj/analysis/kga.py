@@ -26,7 +26,7 @@ from ..engine import ReducedOperator, singular_values_from_gram
 from ..engine.operator import NEUTRAL
 from ..errors import TrajError
 
-__all__ = ["KGA", "KGALog", "MASKS"]
+__all__ = ["KGA", "KGALog", "MASKS", "ReplayResult", "ReplayRun", "replay"]
 
 MASKS = ("none", "kwm", "norm", "delta")
 #: Relative singular-value floor of the in-training fits (float32 weights: ~1e-6, methods.md §1).
@@ -262,3 +262,123 @@ def _propagator(eigenvalues: np.ndarray, right: np.ndarray, left: np.ndarray, ep
     if not stable.any():
         return np.zeros((right.shape[0], right.shape[0]))
     return np.real(right[:, stable] @ np.diag(eigenvalues[stable]) @ left[stable])
+
+
+# ---------------------------------------------------------------------- traj kga-replay
+@dataclass(frozen=True)
+class ReplayRun:
+    """One training run of a replay: per epoch train loss, validation metrics and wall time."""
+
+    label: str
+    alpha: float
+    store: str
+    train_loss: list[float]
+    val_loss: list[float]
+    val_accuracy: list[float] | None
+    epoch_seconds: list[float]
+    masked_fraction: list[float]
+    dmd_seconds: float
+    refits: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+@dataclass(frozen=True)
+class ReplayResult:
+    recipe: str
+    config: dict[str, Any]
+    options: dict[str, Any]
+    plain: ReplayRun
+    accelerated: list[ReplayRun]
+    seconds: float
+
+    def summary(self) -> dict[str, Any]:
+        plain = self.plain
+        target = plain.train_loss[-1]
+        rows = []
+        for run in self.accelerated:
+            reached = next((i + 1 for i, v in enumerate(run.train_loss) if v <= target), None)
+            rows.append({
+                "label": run.label,
+                "alpha": run.alpha,
+                "final_train_loss": run.train_loss[-1],
+                "final_val_loss": run.val_loss[-1],
+                "loss_difference": [a - b for a, b in zip(run.train_loss, plain.train_loss, strict=True)],
+                "epochs_to_plain_final_loss": reached,
+                # the first epoch carries one-off costs (imports, allocations): compare the rest
+                "added_seconds_per_epoch": float(np.mean(run.epoch_seconds[1:] or run.epoch_seconds)
+                                                 - np.mean(plain.epoch_seconds[1:] or plain.epoch_seconds)),
+                "dmd_seconds_total": run.dmd_seconds,
+            })
+        return {"recipe": self.recipe, "config": self.config, "options": self.options,
+                "plain": plain.to_dict(), "runs": [r.to_dict() for r in self.accelerated], "comparison": rows,
+                "plain_final_train_loss": target, "seconds": self.seconds}
+
+
+def replay(
+    recipe: Any,
+    out_dir: Any,
+    *,
+    alphas: Iterable[float] = (1.0,),
+    epochs: int | None = None,
+    progress: Any = None,
+    **kga_options: Any,
+) -> ReplayResult:
+    """Re-run ``recipe`` (same seed, same data order) plainly and with KGA for each α, recording
+    every run to ``out_dir/<label>.zarr`` so the other commands can analyse them."""
+    from pathlib import Path
+
+    if getattr(recipe, "name", "") == "mirror-descent":
+        raise TrajError("the mirror-descent recipe iterates an algorithm, not a torch optimizer: nothing to accelerate")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    recipe.data  # noqa: B018  # load the data before any run is timed
+    t0 = time.perf_counter()
+    runs = [_replay_run(recipe, out, label, alpha, epochs, progress, kga_options)
+            for label, alpha in [("plain", None), *[(f"kga-alpha{a:g}", float(a)) for a in alphas]]]
+    return ReplayResult(recipe.name, dict(recipe.config), dict(kga_options), runs[0], runs[1:], time.perf_counter() - t0)
+
+
+def _replay_run(recipe: Any, out: Any, label: str, alpha: float | None, epochs: int | None, progress: Any,
+                kga_options: dict[str, Any]) -> ReplayRun:
+    """One recorded run of a replay: plain (alpha None) or wrapped in KGA."""
+    from ..record import Recorder
+
+    made: dict[str, KGA] = {}
+
+    def wrap(optimizer: torch.optim.Optimizer) -> Any:
+        if alpha is None:
+            return optimizer
+        made["kga"] = KGA(optimizer, alpha=alpha, **kga_options)
+        return made["kga"]
+
+    train_loss: list[float] = []
+    val_loss: list[float] = []
+    val_acc: list[float] = []
+    seconds: list[float] = []
+    clock = [time.perf_counter()]
+
+    def on_epoch(report: Any) -> None:
+        now = time.perf_counter()
+        seconds.append(now - clock[0])
+        clock[0] = now
+        train_loss.append(report.loss)
+        val_loss.append(report.metrics.get("loss", float("nan")))
+        if "accuracy" in report.metrics:
+            val_acc.append(report.metrics["accuracy"])
+        if progress is not None:
+            progress(label, report)
+
+    model = recipe.new_model()
+    every = recipe.config["every"]
+    unit, k = ("epoch", 1) if every == "epoch" else ("step", int(every))
+    attrs = {**recipe.store_attrs(), "kga": None if alpha is None else {"alpha": alpha, **kga_options}}
+    path = out / f"{label}.zarr"
+    with Recorder(path, model, every=k, unit=unit, overwrite=True, recipe=attrs) as recorder:
+        clock[0] = time.perf_counter()
+        recipe.train(model, recorder=recorder, epochs=epochs, progress=on_epoch, wrap_optimizer=wrap)
+    kga = made.get("kga")
+    return ReplayRun(label, 0.0 if alpha is None else alpha, str(path), train_loss, val_loss, val_acc or None, seconds,
+                     list(kga.log.masked_fraction) if kga else [], float(sum(kga.log.dmd_seconds)) if kga else 0.0,
+                     kga.log.refits if kga else 0)

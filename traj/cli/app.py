@@ -14,6 +14,7 @@ from .conjugacy import conjugacy
 from .dmd import dmd
 from .importing import import_
 from .info import info
+from .kga import kga_replay
 from .prune import prune
 from .record import recipes, record
 
@@ -50,6 +51,7 @@ app.command("dmd")(dmd)
 app.command("cmd")(cmd)
 app.command("prune")(prune)
 app.command("conjugacy")(conjugacy)
+app.command("kga-replay")(kga_replay)
 
 
 def main() -> None:

@@ -180,6 +180,7 @@ class Recipe:
         mask: Mapping[str, torch.Tensor] | None = None,
         seed: int | None = None,
         progress: ProgressCallback | None = None,
+        wrap_optimizer: Callable[[torch.optim.Optimizer], Any] | None = None,
     ) -> nn.Module:
         """Run the recipe's training loop.
 
@@ -195,12 +196,17 @@ class Recipe:
             Weights where the mask is 0 are set to zero and kept there (pruning refinement).
         seed : int, optional
             Seed of the batch order (default the recipe's seed).
+        wrap_optimizer : callable, optional
+            Wraps the optimizer (e.g. ``lambda opt: traj.KGA(opt, ...)``); a wrapper with an
+            ``epoch_end()`` method is told about every epoch end.
         """
         model = self.new_model() if model is None else model
         model.train()
         data = self.data
         generator = torch.Generator().manual_seed(self.seed if seed is None else int(seed))
         optimizer = self.make_optimizer(model)
+        if wrap_optimizer is not None:
+            optimizer = wrap_optimizer(optimizer)
         named = dict(model.named_parameters())
         masks = {name: m.to(dtype=named[name].dtype) for name, m in (mask or {}).items()}
         _apply_mask(named, masks)
@@ -221,6 +227,8 @@ class Recipe:
                 if recorder is not None:
                     recorder.step(loss=losses[-1], metrics={f"val_{k}": v for k, v in val.items()})
             report = EpochReport(epoch + 1, n_epochs, float(np.mean(losses)), val)
+            if hasattr(optimizer, "epoch_end"):
+                optimizer.epoch_end()
             if recorder is not None:
                 recorder.epoch_end()
             if progress is not None:

@@ -1,0 +1,31 @@
+"""The report of ``traj kga-replay``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..plots import figure_png
+from ..plots.kga import plot_alpha_sweep, plot_losses, plot_masked_fraction
+from .writer import Report, write_report
+
+
+def kga_report(summary: dict, out_dir: str | os.PathLike[str]) -> Path:
+    report = Report(f"traj kga-replay: {summary['recipe']}")
+    report.paragraph(
+        f"The recipe {summary['recipe']} re-run with its seed and data order, plainly and with KGA "
+        f"(options {summary['options']}); every run is recorded beside this report."
+    )
+    report.figure("losses.png", figure_png(plot_losses(summary)), "Loss per epoch and the difference to the plain run")
+    if len(summary["runs"]) > 1:
+        report.figure("alpha_sweep.png", figure_png(plot_alpha_sweep(summary)), "Final train loss against α")
+    if summary["options"].get("mask", "none") != "none":
+        report.figure("masked_fraction.png", figure_png(plot_masked_fraction(summary)), "Masked fraction over time")
+    report.heading("Runs")
+    report.table(
+        ["run", "final train loss", "final val loss", "epochs to plain's final loss", "added s/epoch", "DMD s total"],
+        [["plain", f"{summary['plain_final_train_loss']:.4g}", f"{summary['plain']['val_loss'][-1]:.4g}", "-", "-", "-"]]
+        + [[r["label"], f"{r['final_train_loss']:.4g}", f"{r['final_val_loss']:.4g}", r["epochs_to_plain_final_loss"] or "never",
+            f"{r['added_seconds_per_epoch']:+.4f}", f"{r['dmd_seconds_total']:.3f}"] for r in summary["comparison"]],
+    )
+    return write_report(out_dir, report, summary)
