@@ -108,3 +108,50 @@ def test_bad_options():
                             ({"alpha": -1}, "alpha")):
         with pytest.raises(TrajError, match=message):
             KGA(opt, [w], **kwargs)
+
+
+def test_kga_replay_cli_end_to_end(tmp_path):
+    import json
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    from traj.cli.app import app
+    from traj.store import RunStore
+
+    sample = Path(__file__).resolve().parents[2] / "sample_data"
+    out = tmp_path / "kga"
+    result = CliRunner().invoke(app, ["kga-replay", str(sample / "quadratic-mlp.zarr"), "--alpha", "0,1", "--epochs", "4",
+                                      "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    plain = summary["plain"]
+    assert len(plain["train_loss"]) == 4 and len(summary["runs"]) == 2
+    zero, one = summary["comparison"]
+    assert zero["loss_difference"] == [0.0, 0.0, 0.0, 0.0]  # α = 0 replays the plain run exactly
+    assert one["final_train_loss"] != plain["train_loss"][-1]
+    for label in ("plain", "kga-alpha0", "kga-alpha1"):
+        store = RunStore(out / f"{label}.zarr")
+        assert store.recipe["name"] == "quadratic-mlp" and store.n_snapshots == 1 + 4 * 32
+    assert RunStore(out / "plain.zarr").read().tobytes() == RunStore(out / "kga-alpha0.zarr").read().tobytes()
+    assert {p.name for p in (out / "report").iterdir()} >= {"summary.json", "report.html", "losses.png", "alpha_sweep.png"}
+
+
+def test_kga_replay_needs_a_recipe(tmp_path):
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    from traj.cli.app import app
+
+    sample = Path(__file__).resolve().parents[2] / "sample_data"
+    np.save(tmp_path / "x.npy", np.zeros((5, 3), dtype=np.float32))
+    from traj.record.importers import import_npy
+
+    import_npy(tmp_path / "x.npy", tmp_path / "x.zarr")
+    result = CliRunner().invoke(app, ["kga-replay", str(tmp_path / "x.zarr"), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "--recipe" in result.stderr
+    result = CliRunner().invoke(app, ["kga-replay", str(sample / "mirror-omd.zarr"), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "nothing to accelerate" in result.stderr
+    result = CliRunner().invoke(app, ["kga-replay", str(sample / "quadratic-mlp.zarr"), "--alpha", "x"])
+    assert result.exit_code == 2 and "--alpha" in result.stderr

@@ -42,6 +42,7 @@ class KGALog:
     stable_modes: list[int] = field(default_factory=list)
     masked_fraction: list[float] = field(default_factory=list)
     accelerated_steps: int = 0
+    diverged: bool = False
 
 
 class KGA:
@@ -171,6 +172,11 @@ class KGA:
     def refit(self) -> None:
         """Fit DMD on the last t snapshots; update U, the stable-mode propagator and masks."""
         if len(self._snapshots) < 3:
+            return
+        if not all(np.isfinite(snap).all() for snap in self._snapshots):
+            # training diverged (NaN/Inf weights): stop accelerating rather than fit garbage
+            self._propagator = None
+            self.log.diverged = True
             return
         t0 = time.perf_counter()
         if self.efficient and self.basis is not None:

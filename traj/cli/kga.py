@@ -12,7 +12,7 @@ from ._common import err_console, fail, handle_errors, out_console, print_json, 
 
 def kga_replay(
     store: Annotated[Path, typer.Argument(help="A run store recorded by a built-in recipe.")],
-    alpha: Annotated[str, typer.Option(help="Acceleration rates α, comma-separated (a sweep).")] = "1",
+    alpha: Annotated[str, typer.Option(help="Acceleration rates α, comma-separated (a sweep).")] = "0.25",
     window: Annotated[int, typer.Option(help="Snapshots t of each DMD fit.")] = 5,
     interval: Annotated[str, typer.Option(help="'epoch' (KGA-Epoch) or k steps (KGA-Iter).")] = "epoch",
     eps: Annotated[float, typer.Option(help="Stable modes have |λ| < 1 − ε.")] = 0.01,
