@@ -155,3 +155,28 @@ def test_kga_replay_needs_a_recipe(tmp_path):
     assert result.exit_code == 2 and "nothing to accelerate" in result.stderr
     result = CliRunner().invoke(app, ["kga-replay", str(sample / "quadratic-mlp.zarr"), "--alpha", "x"])
     assert result.exit_code == 2 and "--alpha" in result.stderr
+
+
+@pytest.mark.parametrize("kind", ["kwm", "delta"])
+def test_frozen_weights_are_masked_and_moving_ones_are_not(kind):
+    """An input feature that is always zero leaves its first-layer weights frozen (zero gradient);
+    started at 0 they have no dynamics at all: KWM (no non-neutral part) and delta masking take
+    exactly those out of the acceleration."""
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 1))
+    with torch.no_grad():
+        model[0].weight[:, 0] = 0.0
+    x, y = torch.randn(64, 4), torch.randn(64, 1)
+    x[:, 0] = 0.0
+    kga = KGA(torch.optim.SGD(model.parameters(), lr=0.05), alpha=0.5, window=4, mask=kind, mask_eps=1e-6,
+              mask_window=2)
+    for _ in range(6):
+        for i in range(0, 64, 16):
+            kga.zero_grad()
+            nn.functional.mse_loss(model(x[i : i + 16]), y[i : i + 16]).backward()
+            kga.step()
+        kga.epoch_end()
+    frozen = np.zeros(kga.n_params, dtype=bool)
+    frozen[np.arange(16) * 4] = True  # model[0].weight[:, 0], row-major (16, 4)
+    np.testing.assert_array_equal(kga.masked, frozen)
+    assert kga.log.masked_fraction[-1] == pytest.approx(16 / kga.n_params)
