@@ -11,7 +11,7 @@ from .store import Layout, RunStore, StoreWriter, open_store
 if TYPE_CHECKING:  # pragma: no cover
     from .record import Recorder
 
-__all__ = ["Engine", "Layout", "Recorder", "RunStore", "StoreWriter", "TrajError", "__version__", "cmd", "conjugacy",
+__all__ = ["KGA", "Engine", "Layout", "Recorder", "RunStore", "StoreWriter", "TrajError", "__version__", "cmd", "conjugacy",
            "dmd", "open_store", "prune"]
 
 
@@ -37,6 +37,10 @@ def __getattr__(name: str) -> Any:
         from .analysis.conjugacy import conjugacy
 
         return conjugacy
+    if name == "KGA":
+        from .analysis.kga import KGA
+
+        return KGA
     if name == "Engine":
         from .engine import Engine
 
