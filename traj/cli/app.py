@@ -17,6 +17,7 @@ from .info import info
 from .kga import kga_replay
 from .prune import prune
 from .record import recipes, record
+from .report import report
 
 app = typer.Typer(
     name="traj",
@@ -52,6 +53,7 @@ app.command("cmd")(cmd)
 app.command("prune")(prune)
 app.command("conjugacy")(conjugacy)
 app.command("kga-replay")(kga_replay)
+app.command("report")(report)
 
 
 def main() -> None:

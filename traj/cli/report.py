@@ -1,0 +1,44 @@
+"""``traj report``: one self-contained page showing a run from every angle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ._common import err_console, handle_errors, out_console, print_json
+
+
+def report(
+    store: Annotated[Path, typer.Argument(help="A run store.")],
+    peers: Annotated[list[Path] | None, typer.Option("--peers", help="Other runs to compare by conjugacy (repeatable).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Report directory (default traj-out/report-STORE).")] = None,
+    evaluate: Annotated[bool, typer.Option("--evaluate/--no-evaluate", help="Score weights with the run's recipe.")] = True,
+    json_: Annotated[bool, typer.Option("--json", help="Print the summary as JSON to stdout.")] = False,
+) -> None:
+    """Run info, dmd, cmd, prune (when it applies) and conjugacy (with --peers) and write one
+    report.html with the key figures at the top, plus report.md and summary.json.
+
+    Examples:
+
+        traj report sample_data/digits-cnn.zarr
+
+        traj report run.zarr --peers seed1.zarr --peers seed2.zarr --out traj-out/run
+    """
+    with handle_errors():
+        from ..report.run import run_report
+        from ..store import open_store
+
+        opened = open_store(store)
+        others = [open_store(p) for p in peers or []]
+        target = out or Path("traj-out") / f"report-{opened.path.name.removesuffix('.zarr')}"
+        with err_console.status("analysing") as status:
+            path, summary = run_report(opened, target, peers=others, evaluate=evaluate,
+                                       progress=lambda name: status.update(f"running {name}"))
+        if json_:
+            print_json(summary)
+            return
+        for name, reason in summary["skipped"].items():
+            out_console.print(f"  {name}: skipped ({reason})")
+        err_console.print(f"[green]report[/green] {path}/report.html")
