@@ -76,8 +76,6 @@ def describe(store: RunStore, *, scan: bool = True, progress: Callable[[int, int
     partial = sum(1 for _ in store.path.rglob("*.partial"))
     if partial:
         health.append(f"{partial} leftover temporary chunk file(s) from an interrupted write (harmless)")
-    if store.n_snapshots and np.any(np.diff(store.steps) <= 0):
-        health.append("steps are not strictly increasing")
     series = ["step", "epoch", "time"]
     if store.loss is not None:
         series.append("loss")

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import StoreFormatError, StoreNotFoundError
+from ..errors import StoreFormatError, StoreNotFoundError, TrajError
 from .lock import is_locked
 from .schema import FORMAT_NAME, FORMAT_VERSION, UNCOMMITTED_STEP, Layout, check_dtype
 
@@ -97,6 +97,13 @@ class RunStore:
         self.n_snapshots = committed
         self.capacity = self._params.shape[0]
         self.steps = steps[:committed]
+        backwards = np.flatnonzero(np.diff(self.steps) <= 0)
+        if backwards.size:
+            k = int(backwards[0]) + 1
+            raise StoreFormatError(
+                f"{self.path}: steps must increase, but snapshot {k} has step {int(self.steps[k])} after "
+                f"step {int(self.steps[k - 1])}"
+            )
         self.epochs = self._series("epoch", np.int64)
         self.times = self._series("time", np.float64)
         self._grads = self._array("grads") if "grads" in self._group else None
@@ -202,16 +209,30 @@ class RunStore:
         if columns is None:
             columns = slice(0, self.n_params)
         if isinstance(columns, slice):
-            return np.asarray(data[rows, columns])
+            return self._guarded(lambda: data[rows, columns], rows)
         index = np.asarray(columns, dtype=np.int64)
-        return np.asarray(data.get_orthogonal_selection((rows, index)))
+        return self._guarded(lambda: data.get_orthogonal_selection((rows, index)), rows)
+
+    def _guarded(self, read: Callable[[], Any], rows: slice) -> np.ndarray:
+        """Run a zarr read; a corrupt or unreadable chunk becomes one StoreFormatError."""
+        try:
+            return np.asarray(read())
+        except TrajError:
+            raise
+        except Exception as exc:  # codecs raise many types for damaged bytes
+            message = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+            raise StoreFormatError(
+                f"{self.path}: cannot read snapshots {rows.start}..{rows.stop - 1}: a chunk is damaged "
+                f"({type(exc).__name__}: {message})"
+            ) from None
 
     def snapshot(self, k: int, *, array: str = "params") -> np.ndarray:
         """θ_k, the k-th committed snapshot (negative k counts from the end)."""
         if not -self.n_snapshots <= k < self.n_snapshots:
             raise IndexError(f"snapshot {k} outside the {self.n_snapshots} committed snapshots")
         k %= self.n_snapshots
-        return np.asarray(self._data(array)[k, :])
+        data = self._data(array)
+        return self._guarded(lambda: data[k, :], slice(k, k + 1))
 
     def block_columns(self, n_rows: int, *, block_bytes: int = DEFAULT_BLOCK_BYTES) -> int:
         """A block width that keeps one float64 (n_rows, width) block near ``block_bytes``.
@@ -258,7 +279,7 @@ class RunStore:
         total = sum(len(b) - 1 for b in inner)
         done = 0
         for i, bounds in enumerate(inner):
-            read = np.asarray(data[rows, outer[i] : outer[i + 1]])
+            read = self._guarded(lambda i=i: data[rows, outer[i] : outer[i + 1]], rows)
             for j in range(len(bounds) - 1):
                 cols = slice(bounds[j], bounds[j + 1])
                 yield cols, read[:, cols.start - outer[i] : cols.stop - outer[i]]
