@@ -190,3 +190,31 @@ def test_sigkill_leaves_a_prefix_of_complete_snapshots(tmp_path, delay):
         rec.step()
     resumed = RunStore(path)
     assert resumed.n_snapshots == t + 1 and resumed.steps[-1] == t
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("trial", range(20))
+def test_sigkill_at_random_points(tmp_path, trial):
+    """20 kills at random moments: the store always opens, passes `traj info` and holds a prefix."""
+    from typer.testing import CliRunner
+
+    from traj.cli.app import app
+
+    delay = float(np.random.default_rng(trial).uniform(0.0, 1.2))
+    path = tmp_path / "killed.zarr"
+    proc = subprocess.Popen([sys.executable, "-c", _KILLED_SCRIPT, str(path)], stdout=subprocess.PIPE)
+    assert proc.stdout.readline().strip() == b"ready"
+    time.sleep(delay)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    proc.stdout.close()
+    store = RunStore(path)
+    np.testing.assert_array_equal(store.steps, np.arange(store.n_snapshots))
+    last = store.n_snapshots - 1
+    if last > 0:
+        assert (store.read(rows=slice(last, last + 1)) == float(last)).all()
+    result = CliRunner().invoke(app, ["info", str(path), "--json", "--no-scan"])
+    assert result.exit_code == 0, result.output
+    with Recorder(path, nn.Linear(1000, 700)) as rec:
+        rec.step()
+    assert RunStore(path).n_snapshots == store.n_snapshots + 1
