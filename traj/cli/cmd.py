@@ -47,6 +47,7 @@ def cmd(
     sweep: Annotated[str | None, typer.Option(help="Also run M = 1,2,5,... and plot accuracy and MSE against M.")] = None,
     evaluate: Annotated[bool, typer.Option("--evaluate/--no-evaluate", help="Score CMD weights with the store's recipe.")] = True,
     eval_points: Annotated[int, typer.Option(help="Snapshots scored by --evaluate.")] = 40,
+    recipe_spec: Annotated[str | None, typer.Option("--recipe", help="Recipe for evaluation: a built-in name or module:function.")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Report directory (default traj-out/cmd-STORE).")] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print the summary as JSON to stdout.")] = False,
     backend: BackendOption = "numpy",
@@ -67,7 +68,7 @@ def cmd(
     """
     with handle_errors():
         from ..analysis import cmd as cmd_mod
-        from ..recipes import recipe_from_store
+        from ..recipes import resolve_recipe
         from ..report.cmd import cmd_report
         from ..store import open_store
 
@@ -83,7 +84,7 @@ def cmd(
         engine = engine_options(backend, device, scheduler, block_mb)
         opened = open_store(store)
         target = out or Path("traj-out") / f"cmd-{opened.path.name.removesuffix('.zarr')}"
-        recipe = recipe_from_store(opened) if evaluate else None
+        recipe = resolve_recipe(recipe_spec, opened) if evaluate else None
         if target.exists() and not target.is_dir():
             raise fail(f"{target} exists and is a file; --out needs a directory")
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,7 @@ def kga_replay(
     mask_eps: Annotated[float, typer.Option(help="Masking threshold ε.")] = 1e-3,
     mask_window: Annotated[int, typer.Option(help="Intervals s below the threshold before masking.")] = 2,
     epochs: Annotated[int | None, typer.Option(help="Epochs to train (default the recorded run's).")] = None,
-    recipe: Annotated[str | None, typer.Option(help="Built-in recipe to use when the store names none.")] = None,
+    recipe: Annotated[str | None, typer.Option(help="Recipe: a built-in name or module:function (your code).")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Directory for the runs and the report.")] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print the summary as JSON to stdout.")] = False,
 ) -> None:
@@ -37,7 +37,7 @@ def kga_replay(
     """
     with handle_errors():
         from ..analysis.kga import MASKS, replay
-        from ..recipes import get_recipe, recipe_from_store
+        from ..recipes import resolve_recipe
         from ..report.kga import kga_report
         from ..store import open_store
 
@@ -64,11 +64,9 @@ def kga_replay(
         if epochs is not None and epochs < 1:
             raise fail(f"--epochs must be >= 1, got {epochs}")
         opened = open_store(store)
-        runner = recipe_from_store(opened)
+        runner = resolve_recipe(recipe, opened)
         if runner is None:
-            if recipe is None:
-                raise fail(f"{opened.path} records no recipe; pass --recipe NAME to say which built-in recipe to replay")
-            runner = get_recipe(recipe)
+            raise fail(f"{opened.path} records no recipe; pass --recipe NAME (built-in) or --recipe module:function")
         target = out or Path("traj-out") / f"kga-{opened.path.name.removesuffix('.zarr')}"
         total = (epochs or runner.epochs) * (len(alphas) + 1)
         with progress_bar("label") as bar:

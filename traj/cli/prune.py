@@ -47,6 +47,7 @@ def prune(
     epochs: Annotated[str | None, typer.Option(help="Also compare masks across these epochs, e.g. 0,2,4.")] = None,
     rank: Annotated[str, typer.Option(help="DMD rank of the epoch: an integer or 'auto'.")] = "auto",
     evaluate: Annotated[bool, typer.Option("--evaluate/--no-evaluate", help="Accuracy with the store's recipe.")] = True,
+    recipe_spec: Annotated[str | None, typer.Option("--recipe", help="Recipe for evaluation: a built-in name or module:function.")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Report directory (default traj-out/prune-STORE).")] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print the summary as JSON to stdout.")] = False,
     backend: BackendOption = "numpy",
@@ -82,11 +83,15 @@ def prune(
             raise fail(f"--seeds must be >= 1, got {seeds}")
         engine = engine_options(backend, device, scheduler, block_mb)
         opened = open_store(store)
+        from ..recipes import resolve_recipe
+
+        chosen_recipe = resolve_recipe(recipe_spec, opened) if evaluate else None
         target = out or Path("traj-out") / f"prune-{opened.path.name.removesuffix('.zarr')}"
         with progress_bar() as bar:
             task = bar.add_task("pruning", total=None)
             result = run_prune(opened, epoch=epoch, window=window, methods=methods, compressions=compressions,
                                scope=scope, refine_epochs=refine_epochs, seeds=seeds, evaluate=evaluate,
+                               recipe=chosen_recipe,
                                epochs=epoch_list or None, rank=parse_rank(rank), engine=engine,
                                progress=lambda d, t: bar.update(task, completed=d, total=t))
             prune_report(result, target, extra=lambda staging: write_masks(result, staging / "masks.zarr", opened.layout))

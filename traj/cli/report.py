@@ -13,6 +13,7 @@ from ._common import err_console, handle_errors, out_console, print_json
 def report(
     store: Annotated[Path, typer.Argument(help="A run store.")],
     peers: Annotated[list[Path] | None, typer.Option("--peers", help="Other runs to compare by conjugacy (repeatable).")] = None,
+    recipe_spec: Annotated[str | None, typer.Option("--recipe", help="Recipe for evaluation: a built-in name or module:function.")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Report directory (default traj-out/report-STORE).")] = None,
     evaluate: Annotated[bool, typer.Option("--evaluate/--no-evaluate", help="Score weights with the run's recipe.")] = True,
     json_: Annotated[bool, typer.Option("--json", help="Print the summary as JSON to stdout.")] = False,
@@ -27,14 +28,16 @@ def report(
         traj report run.zarr --peers seed1.zarr --peers seed2.zarr --out traj-out/run
     """
     with handle_errors():
+        from ..recipes import resolve_recipe
         from ..report.run import run_report
         from ..store import open_store
 
         opened = open_store(store)
+        chosen_recipe = resolve_recipe(recipe_spec, opened) if evaluate else None
         others = [open_store(p) for p in peers or []]
         target = out or Path("traj-out") / f"report-{opened.path.name.removesuffix('.zarr')}"
         with err_console.status("analysing") as status:
-            path, summary = run_report(opened, target, peers=others, evaluate=evaluate,
+            path, summary = run_report(opened, target, peers=others, evaluate=evaluate, recipe=chosen_recipe,
                                        progress=lambda name: status.update(f"running {name}"))
         if json_:
             print_json(summary)

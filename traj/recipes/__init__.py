@@ -12,6 +12,7 @@ from .quadratic_mlp import QuadraticMLP
 
 __all__ = [
     "COMMON_DEFAULTS",
+    "resolve_recipe",
     "Dataset",
     "EpochReport",
     "RECIPES",
@@ -42,3 +43,31 @@ def recipe_from_store(store: object) -> Recipe | None:
         return None
     config = info.get("config") if isinstance(info.get("config"), dict) else {}
     return get_recipe(info.get("name"), config)
+
+
+def resolve_recipe(spec: str | None, store: object = None) -> Recipe | None:
+    """The recipe a command should use.
+
+    ``spec`` comes from the user's command line only: a built-in name (configured from the
+    store when the store names the same recipe), or ``module:function`` (imported and called
+    with no arguments; it must return a :class:`Recipe`). Without ``spec``, the store's recipe
+    is looked up among the built-in recipes only: a store's attributes never import code.
+    """
+    if spec is None:
+        return recipe_from_store(store) if store is not None else None
+    if ":" not in spec:
+        info = getattr(store, "recipe", None) or {}
+        config = info.get("config") if info.get("name") == spec and isinstance(info.get("config"), dict) else None
+        return get_recipe(spec, config)
+    import importlib
+
+    module_name, _, attr = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+        factory = getattr(module, attr)
+    except (ImportError, AttributeError) as exc:
+        raise UnknownRecipeError(f"cannot load the recipe {spec!r}: {exc}") from None
+    recipe = factory()
+    if not isinstance(recipe, Recipe):
+        raise UnknownRecipeError(f"{spec!r} returned {type(recipe).__name__}, not a traj Recipe")
+    return recipe

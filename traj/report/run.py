@@ -38,6 +38,7 @@ def run_report(
     engine: Engine | None = None,
     modes: int = 5,
     evaluate: bool = True,
+    recipe: Any = None,
     progress: Callable[[str], None] | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     """Run every analysis that applies to ``store`` and write one self-contained report."""
@@ -58,7 +59,8 @@ def run_report(
     engine = engine or Engine()
     say = progress or (lambda _: None)
     skipped: dict[str, str] = {}
-    recipe = recipe_from_store(store) if evaluate else None
+    if recipe is None and evaluate:
+        recipe = recipe_from_store(store)
 
     say("info")
     info = describe(store)
