@@ -139,3 +139,15 @@ def test_cli_errors(tmp_path, args, message):
     assert result.exit_code == 2, result.output
     assert message in result.stderr and "Traceback" not in result.output
     assert not (tmp_path / "o").exists()
+
+
+def test_drop_nonfinite_leaves_bad_snapshots_out(tmp_path):
+    data, labels, *_ = planted_modes(n_params=5000, n_snapshots=30, n_modes=3)
+    data[7, 100] = np.nan
+    data[20, :] = np.inf
+    store = RunStore(write_store(tmp_path / "n.zarr", data))
+    with pytest.raises(TrajError, match="NaN or Inf"):
+        cmd(store, modes=3, samples=300)
+    result = cmd(store, modes=3, samples=300, drop_nonfinite=True)
+    assert 7 not in result.snapshots and 20 not in result.snapshots and result.snapshots.size == 28
+    assert adjusted_rand_score(labels, result.model.labels) >= 0.99

@@ -177,3 +177,20 @@ def test_auto_switches_to_randomized_for_long_windows(tmp_path):
     np.testing.assert_allclose(match(eigenvalues, result.eigenvalues), eigenvalues, atol=1e-8)
     with pytest.raises(TrajError, match="explicit --rank"):
         dmd(store, max_gram=50)
+
+
+def test_drop_nonfinite_skips_bad_snapshots(tmp_path):
+    data, eigenvalues = planted_linear_system(n_params=2000, n_snapshots=40)
+    data[17, 5] = np.nan
+    data[30, :] = np.inf
+    store = RunStore(write_store(tmp_path / "p.zarr", data))
+    with pytest.raises(TrajError, match="snapshot 17"):
+        dmd(store, rank=6)
+    result = dmd(store, rank=6, drop_nonfinite=True)
+    np.testing.assert_allclose(match(eigenvalues, result.eigenvalues), eigenvalues, atol=1e-8)
+    good = np.isfinite(data[:, result.sample_indices]).all(axis=1)
+    np.testing.assert_allclose(result.sample_reconstruction[good], data[good][:, result.sample_indices], atol=1e-8)
+    assert result.reconstruction_error < 1e-6
+    cli = runner.invoke(app, ["dmd", str(tmp_path / "p.zarr"), "--rank", "6", "--drop-nonfinite", "--out",
+                              str(tmp_path / "o"), "--json"])
+    assert cli.exit_code == 0, cli.output

@@ -111,7 +111,7 @@ def _references(corr: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------- the streaming pass
-def _assign_kernel(refs_centered: np.ndarray, refs_norm2: np.ndarray, refs_mean: np.ndarray, step: int
+def _assign_kernel(refs_centered: np.ndarray, refs_norm2: np.ndarray, refs_mean: np.ndarray, keep: np.ndarray
                    ) -> Callable[[Any], dict[str, np.ndarray]]:
     """Per block of weights: label, a, b, residual sum of squares and |corr| to the reference.
 
@@ -123,7 +123,7 @@ def _assign_kernel(refs_centered: np.ndarray, refs_norm2: np.ndarray, refs_mean:
         if not isinstance(block, np.ndarray):  # torch tensor on the engine's device
             import torch
 
-            b = block[::step]
+            b = block[torch.as_tensor(keep, device=block.device)]
             rc = torch.as_tensor(refs_centered, device=b.device)
             mean = b.mean(dim=0)
             centered = b - mean
@@ -132,7 +132,7 @@ def _assign_kernel(refs_centered: np.ndarray, refs_norm2: np.ndarray, refs_mean:
             total = float((b * b).sum())
             return _finish({"mean": mean.cpu().numpy(), "norm2": norm2.cpu().numpy(), "dots": dots.cpu().numpy(),
                             "total": total}, refs_norm2, refs_mean)
-        b = np.asarray(block, dtype=np.float64)[::step]
+        b = np.asarray(block, dtype=np.float64)[keep]
         mean = b.mean(axis=0)
         centered = b - mean
         norm2 = np.einsum("ij,ij->j", centered, centered)
@@ -191,6 +191,7 @@ class CMDResult:
     store: str
     window: tuple[int, int]
     subsample: int
+    snapshots: np.ndarray
     steps: np.ndarray
     n_params: int
     model: CMDModel
@@ -239,6 +240,7 @@ class CMDResult:
             "constant_samples": self.constant_samples,
             "window": list(self.window),
             "subsample": self.subsample,
+            "snapshots": self.snapshots.tolist(),
             "steps": self.steps.tolist(),
             "n_params": self.n_params,
             "options": self.options,
@@ -261,6 +263,7 @@ def cmd(
     subsample: int = 1,
     seed: int = 0,
     out: str | os.PathLike[str] | None = None,
+    drop_nonfinite: bool = False,
     engine: Engine | None = None,
     progress: ProgressCallback | None = None,
 ) -> CMDResult:
@@ -279,6 +282,8 @@ def cmd(
         Snapshots used (both included).
     subsample : int
         Use every s-th snapshot of the window (seed 001, §8.1).
+    drop_nonfinite : bool
+        Leave snapshots holding NaN/Inf out of the time axis (one extra pass finds them).
     out : path, optional
         Write the model (labels, a, b, references) to ``out`` (a Zarr group, e.g. DIR/cmd.zarr)
         block by block; without it they are kept in memory.
@@ -296,12 +301,16 @@ def cmd(
         raise TrajError(f"--subsample must be >= 1, got {subsample}")
     lo, hi = parse_window(window, store.n_snapshots)
     rows = slice(lo, hi + 1)
-    used = np.arange(lo, hi + 1)[::subsample]
+    keep = np.arange(0, hi - lo + 1, subsample)  # rows of the window used, relative to lo
+    if drop_nonfinite:
+        bad = store.nonfinite_rows(rows=rows) - lo
+        keep = keep[~np.isin(keep, bad)]
+    used = lo + keep
     if used.size < 3:
         raise TrajError(f"{used.size} snapshot(s) left after subsampling by {subsample}; CMD needs at least 3")
 
     sample = sample_weights(store, samples, seed=seed)
-    trajectories = engine.collect(store, sample, rows=rows)[::subsample]
+    trajectories = engine.collect(store, sample, rows=rows)[keep]
     if not np.isfinite(trajectories).all():
         bad = int(np.flatnonzero(~np.isfinite(trajectories).all(axis=1))[0])
         raise TrajError(f"snapshot {int(used[bad])} holds NaN or Inf")
@@ -321,7 +330,7 @@ def cmd(
     refs_centered = (references - references.mean(axis=1, keepdims=True)).T  # (T', M)
     refs_norm2 = (refs_centered**2).sum(axis=0)
     refs_mean = references.mean(axis=1)
-    kernel = _assign_kernel(refs_centered, refs_norm2, refs_mean, subsample)
+    kernel = _assign_kernel(refs_centered, refs_norm2, refs_mean, keep)
 
     n = store.n_params
     sink = _ModelSink(n, out, chunk=max(4096, store.chunks[1]))
@@ -348,7 +357,7 @@ def cmd(
                 per_layer[e.name] += np.bincount(part["labels"][a_ - cols.start : b_ - cols.start], minlength=n_modes)
     model_path = sink.finish(references, store.steps[used], sample, ref_cols, {
         "modes": modes, "threshold": threshold, "samples": samples, "window": [lo, hi], "subsample": subsample,
-        "seed": seed, "store": str(store.path)})
+        "seed": seed, "store": str(store.path), "snapshots": [int(i) for i in used]})
     t_used = used.size
     with np.errstate(invalid="ignore", divide="ignore"):
         mean_corr = np.where(sizes > 0, corr_sums / np.maximum(sizes, 1), 0.0)
@@ -358,6 +367,7 @@ def cmd(
         store=str(store.path),
         window=(lo, hi),
         subsample=subsample,
+        snapshots=used,
         steps=store.steps[used],
         n_params=n,
         model=CMDModel(sink.labels, sink.a, sink.b, references, store.steps[used]),
@@ -456,7 +466,7 @@ def evaluate(result: CMDResult, store: RunStore, recipe: Any, *, max_points: int
     (seed 001 fig. 5a, 7), at up to ``max_points`` snapshots spread over the window."""
     if max_points < 1:
         raise TrajError(f"--eval-points must be >= 1, got {max_points}")
-    used = np.arange(result.window[0], result.window[1] + 1)[:: result.subsample]
+    used = result.snapshots
     # spread over the window, the last snapshot always included (max_points=1 scores the end of the run)
     picks = np.unique(np.linspace(used.size - 1, 0, min(max_points, used.size)).round().astype(int))
     rows = []

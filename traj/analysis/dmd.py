@@ -171,6 +171,7 @@ def dmd(
     n_samples: int = 6,
     engine: Engine | None = None,
     method: str = "auto",
+    drop_nonfinite: bool = False,
     max_gram: int = MAX_GRAM_SNAPSHOTS,
     n_iter: int = 4,
     random_state: int = 0,
@@ -195,6 +196,9 @@ def dmd(
         Snapshots to forecast past the window for the sampled coordinates.
     engine : Engine, optional
         Backend of the streaming pass (default numpy).
+    drop_nonfinite : bool
+        Skip snapshots holding NaN/Inf (every pair touching one leaves XᵀX and XᵀY) instead of
+        refusing the window; found from the Gram's diagonal, no extra pass.
     method : {"auto", "gram", "randomized"}
         "gram" forms the (T+1)² Gram in one pass; "randomized" uses the randomized range
         finder (n_iter + 3 passes, a few T×(r+10) matrices); "auto" picks "gram" up to
@@ -228,16 +232,22 @@ def dmd(
             for e in entries:
                 groups[e.name] = [e.columns]
         grams = engine.gram(store, rows=rows, groups=groups, progress=progress)
-        _check_finite(grams["__all__"], store, lo)
-        operator = ReducedOperator.from_gram(grams["__all__"], rank=rank, n_features=n_features, relative_floor=floor)
+        finite = np.isfinite(np.diag(grams["__all__"]))
+        if finite.all() or not drop_nonfinite:
+            _check_finite(grams["__all__"], store, lo)
+            operator = ReducedOperator.from_gram(grams["__all__"], rank=rank, n_features=n_features,
+                                                 relative_floor=floor)
+        else:
+            operator = ReducedOperator.from_gram(grams["__all__"], rank=rank, n_features=n_features,
+                                                 relative_floor=floor, valid=finite)
     else:
         if not isinstance(rank, int):
             raise TrajError(
                 f"the window holds {hi - lo + 1} snapshots, too many for a Gram (max {max_gram}); the randomized "
                 "range finder needs an explicit --rank"
             )
-        if per_layer:
-            raise TrajError(f"--per-layer needs the Gram method (at most {max_gram} snapshots)")
+        if per_layer or drop_nonfinite:
+            raise TrajError(f"--per-layer and --drop-nonfinite need the Gram method (at most {max_gram} snapshots)")
         operator = randomized_operator(engine, store, rank, rows=rows, columns=columns, n_iter=n_iter,
                                        random_state=random_state, relative_floor=floor, progress=progress)
         if not np.isfinite(operator.gram_trace):
@@ -249,7 +259,7 @@ def dmd(
     for e in entries if per_layer else []:
         layer_rank: int | str = "auto" if rank in (None, "auto") else rank
         g = grams[e.name]
-        if np.trace(g) <= 0:
+        if not np.isfinite(np.trace(g)) or np.trace(g) <= 0:
             continue
         try:
             op = ReducedOperator.from_gram(g, rank=layer_rank, n_features=e.size, relative_floor=floor)

@@ -44,6 +44,7 @@ def cmd(
     window: Annotated[str | None, typer.Option(help="Snapshots a:b, both included.")] = None,
     subsample: Annotated[int, typer.Option(help="Use every s-th snapshot.")] = 1,
     seed: Annotated[int, typer.Option(help="Seed of the weight sample.")] = 0,
+    drop_nonfinite: Annotated[bool, typer.Option("--drop-nonfinite", help="Skip NaN/Inf snapshots instead of refusing.")] = False,
     sweep: Annotated[str | None, typer.Option(help="Also run M = 1,2,5,... and plot accuracy and MSE against M.")] = None,
     evaluate: Annotated[bool, typer.Option("--evaluate/--no-evaluate", help="Score CMD weights with the store's recipe.")] = True,
     eval_points: Annotated[int, typer.Option(help="Snapshots scored by --evaluate.")] = 40,
@@ -90,7 +91,8 @@ def cmd(
         target.parent.mkdir(parents=True, exist_ok=True)
         scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.model.", dir=target.parent))
         try:
-            options = {"samples": samples, "window": window, "subsample": subsample, "seed": seed, "engine": engine}
+            options = {"samples": samples, "window": window, "subsample": subsample, "seed": seed, "engine": engine,
+                       "drop_nonfinite": drop_nonfinite}
             with progress_bar() as bar:
                 task = bar.add_task("CMD pass", total=None)
                 result = cmd_mod.cmd(opened, modes=None if threshold is not None else modes, threshold=threshold,

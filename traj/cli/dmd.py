@@ -31,6 +31,7 @@ def dmd(
     per_layer: Annotated[bool, typer.Option("--per-layer", help="Also decompose every layer on its own.")] = False,
     eps: Annotated[float, typer.Option(help="Neutral class tolerance: 1-ε <= |λ| <= 1+ε.")] = 0.01,
     forecast: Annotated[int, typer.Option(help="Snapshots to forecast past the window (sampled weights).")] = 0,
+    drop_nonfinite: Annotated[bool, typer.Option("--drop-nonfinite", help="Skip NaN/Inf snapshots instead of refusing.")] = False,
     save_modes: Annotated[bool, typer.Option("--save-modes", help="Write the N×r modes to OUT/modes.zarr (a second pass).")] = False,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Report directory (default traj-out/dmd-STORE).")] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print the summary as JSON to stdout.")] = False,
@@ -69,6 +70,7 @@ def dmd(
             task = bar.add_task("Gram pass", total=None)
             result = run_dmd(opened, rank=chosen_rank, window=window, layers=layer, per_layer=per_layer, eps=eps,
                              forecast=forecast, engine=engine, method=method, n_iter=power_iterations,
+                             drop_nonfinite=drop_nonfinite,
                              progress=lambda d, t: bar.update(task, completed=d, total=t))
             extra = None
             if save_modes:

@@ -95,6 +95,8 @@ class ReducedOperator:
     floor: float
     gram_coefficients: np.ndarray
     gram_trace: float
+    valid: np.ndarray | None = None
+    start: int = 0
 
     @classmethod
     def from_gram(
@@ -104,6 +106,7 @@ class ReducedOperator:
         rank: int | str | None = "auto",
         n_features: int,
         relative_floor: float = 1e-6,
+        valid: np.ndarray | None = None,
     ) -> ReducedOperator:
         """Exact DMD from G (methods.md §1).
 
@@ -117,19 +120,30 @@ class ReducedOperator:
             N, the number of coordinates (for the threshold's aspect ratio β).
         relative_floor : float
             Singular values below ``relative_floor``·σ1 are never kept (float32 data: 1e-6).
+        valid : ndarray of bool, shape (T+1,), optional
+            Snapshots to use (e.g. the finite ones): only pairs (θk, θk+1) with both valid
+            enter XᵀX and XᵀY; rows and columns of G for the others are ignored.
         """
         g = np.asarray(gram, dtype=np.float64)
         if g.ndim != 2 or g.shape[0] != g.shape[1] or g.shape[0] < 3:
             raise TrajError(f"DMD needs at least 3 snapshots, got {g.shape[0] if g.ndim == 2 else 0}")
         t = g.shape[0] - 1
-        sigma, v = singular_values_from_gram(g[:t, :t])
+        if valid is not None:
+            valid = np.asarray(valid, dtype=bool)
+            g = np.where(np.outer(valid, valid), g, 0.0)  # a bad snapshot's NaN row and column drop out
+            pairs = np.flatnonzero(valid[:-1] & valid[1:])
+            if pairs.size < 2:
+                raise TrajError(f"only {pairs.size} pair(s) of consecutive finite snapshots: DMD needs at least 2")
+        else:
+            pairs = np.arange(t)
+        sigma, v = singular_values_from_gram(g[np.ix_(pairs, pairs)])
         if not sigma.size or sigma[0] <= 0:
             raise TrajError("the trajectory is all zeros in this window: nothing to decompose")
         floor = relative_floor * sigma[0]
         available = int(np.count_nonzero(sigma > floor))
         threshold = None
         if rank is None or rank == "auto":
-            threshold = gavish_donoho_threshold(sigma, n_features, t)
+            threshold = gavish_donoho_threshold(sigma, n_features, pairs.size)
             r = max(1, min(available, int(np.count_nonzero(sigma > threshold))))
         else:
             r = int(rank)
@@ -138,17 +152,17 @@ class ReducedOperator:
             if r > available:
                 raise TrajError(
                     f"rank {r} asked for, but only {available} singular value(s) of this window lie above the "
-                    f"floor {relative_floor:g}·σ1 (T = {t} transitions, N = {n_features})"
+                    f"floor {relative_floor:g}·σ1 (T = {pairs.size} transitions, N = {n_features})"
                 )
-        return cls._build(g, sigma, v, r, threshold, floor)
+        xty_v = g[np.ix_(pairs, pairs + 1)] @ v[:, :r]
+        op = cls.from_svd(sigma, v[:, :r], xty_v, lambda c: g @ c, float(np.trace(g)), threshold=threshold,
+                          floor=floor, y_rows=pairs + 1, n_snapshots=t + 1,
+                          start=int(np.flatnonzero(valid)[0]) if valid is not None else 0)
+        if valid is None:
+            return op
+        from dataclasses import replace
 
-    @classmethod
-    def _build(cls, g: np.ndarray, sigma: np.ndarray, v: np.ndarray, r: int, threshold: float | None,
-               floor: float) -> ReducedOperator:
-        t = g.shape[0] - 1
-        xty_v = g[:t, 1:] @ v[:, :r]
-        return cls.from_svd(sigma, v[:, :r], xty_v, lambda c: g @ c, float(np.trace(g)),
-                            threshold=threshold, floor=floor)
+        return replace(op, valid=valid)
 
     @classmethod
     def from_svd(
@@ -161,6 +175,9 @@ class ReducedOperator:
         *,
         threshold: float | None = None,
         floor: float = 0.0,
+        y_rows: np.ndarray | None = None,
+        n_snapshots: int | None = None,
+        start: int = 0,
     ) -> ReducedOperator:
         """Exact DMD from the SVD of X and products with G (methods.md §1, steps 3-5).
 
@@ -176,9 +193,14 @@ class ReducedOperator:
             ``gram_times(C)`` returns G C for C of shape (T+1, r) (from G, or one more pass).
         gram_trace : float
             tr(G).
+        y_rows, n_snapshots, start : optional
+            The snapshots Y's columns are (default 1..T), how many snapshots the window has,
+            and the snapshot the amplitudes refer to (b = Φ⁺θ_start).
         """
         r = basis.shape[1]
         t = basis.shape[0]
+        y_rows = np.arange(1, t + 1) if y_rows is None else np.asarray(y_rows)
+        n_snapshots = t + 1 if n_snapshots is None else n_snapshots
         sr = sigma[:r]
         atilde = (basis.T @ xty_basis) / np.outer(sr, sr)
         eigenvalues, w = np.linalg.eig(atilde)
@@ -186,14 +208,14 @@ class ReducedOperator:
         eigenvalues, w = eigenvalues[order], w[:, order]
         w = _fix_phase(w)
         left = np.linalg.inv(w)
-        c = np.zeros((t + 1, r), dtype=np.complex128)
-        c[1:] = (basis / sr) @ w  # Φ = Y V Σ⁻¹ W, Y = D[:, 1:]
+        c = np.zeros((n_snapshots, r), dtype=np.complex128)
+        c[y_rows] = (basis / sr) @ w  # Φ = Y V Σ⁻¹ W, Y = D[:, 1:]
         gram_c = np.asarray(gram_times(c))
         phi_h_phi = c.conj().T @ gram_c
-        phi_h_theta0 = gram_c[0].conj()  # Φᴴθ0 = Cᴴ G[:, 0]
+        phi_h_theta0 = gram_c[start].conj()  # Φᴴθ0 = Cᴴ G[:, 0]
         amplitudes = np.linalg.lstsq(phi_h_phi, phi_h_theta0, rcond=None)[0]
         return cls(np.asarray(sigma), r, basis, atilde, eigenvalues, w, left, c, amplitudes, threshold, floor,
-                   gram_c, float(gram_trace))
+                   gram_c, float(gram_trace), None, start)
 
     # ------------------------------------------------------------------ derived
     def classes(self, eps: float = 0.01) -> list[str]:
@@ -216,7 +238,9 @@ class ReducedOperator:
         Computed as ‖D‖² − 2 Re tr(D̂ᴴD) + ‖D̂‖², so it resolves errors down to ~1e-8 only.
         """
         c, gc = self.coefficients, self.gram_coefficients
-        p = self.amplitudes[:, None] * self.vandermonde(np.arange(c.shape[0]))  # (r, T+1)
+        p = self.amplitudes[:, None] * self.vandermonde(np.arange(c.shape[0]) - self.start)  # (r, T+1)
+        if self.valid is not None:  # compare only the snapshots that were used
+            p = p * self.valid[None, :]
         norm_d = self.gram_trace
         cross = float(np.real(np.sum(p * gc.T)))  # Re tr(D̂ᴴD) = Re tr(Pᴴ (GC)ᴴ)
         norm_hat = float(np.real(np.trace(p.conj().T @ (c.conj().T @ gc) @ p)))
@@ -228,8 +252,11 @@ class ReducedOperator:
 
         Φ rows of those coordinates are ``window_blockᵀ C``; returns shape (len(times), n), real part.
         """
-        phi = np.asarray(window_block, dtype=np.float64).T @ self.coefficients
-        return np.real(phi @ (self.amplitudes[:, None] * self.vandermonde(times))).T
+        block = np.asarray(window_block, dtype=np.float64)
+        if self.valid is not None:
+            block = np.where(self.valid[:, None], block, 0.0)  # Φ uses the valid snapshots only
+        phi = block.T @ self.coefficients
+        return np.real(phi @ (self.amplitudes[:, None] * self.vandermonde(np.asarray(times) - self.start))).T
 
 
 def _fix_phase(w: np.ndarray) -> np.ndarray:
