@@ -218,3 +218,30 @@ def test_sigkill_at_random_points(tmp_path, trial):
     with Recorder(path, nn.Linear(1000, 700)) as rec:
         rec.step()
     assert RunStore(path).n_snapshots == store.n_snapshots + 1
+
+
+def test_a_second_process_is_refused_while_the_first_records(tmp_path):
+    holder = textwrap.dedent(
+        """
+        import sys, time, torch
+        from traj import Recorder
+        with Recorder(sys.argv[1], torch.nn.Linear(3, 2)) as rec:
+            print("ready", flush=True)
+            sys.stdin.readline()
+        """
+    )
+    path = tmp_path / "busy.zarr"
+    proc = subprocess.Popen([sys.executable, "-c", holder, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout.readline().strip() == b"ready"
+        with pytest.raises(StoreLockedError, match=f"pid {proc.pid}"):
+            Recorder(path, nn.Linear(3, 2))
+        assert RunStore(path).writer_active
+    finally:
+        proc.stdin.write(b"done\n")
+        proc.stdin.close()
+        proc.wait()
+        proc.stdout.close()
+    with Recorder(path, nn.Linear(3, 2)) as rec:  # free again once the first writer has closed
+        rec.step()
+    assert RunStore(path).n_snapshots == 2
