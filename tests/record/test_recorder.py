@@ -168,15 +168,20 @@ _KILLED_SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("delay", [0.05, 0.3, 0.8])
-def test_sigkill_leaves_a_prefix_of_complete_snapshots(tmp_path, delay):
-    path = tmp_path / "killed.zarr"
+def _record_then_kill(path, delay):
+    """Start a recording in a child process and SIGKILL it ``delay`` seconds after it is running."""
     proc = subprocess.Popen([sys.executable, "-c", _KILLED_SCRIPT, str(path)], stdout=subprocess.PIPE)
     assert proc.stdout.readline().strip() == b"ready"
     time.sleep(delay)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     proc.stdout.close()
+
+
+@pytest.mark.parametrize("delay", [0.05, 0.3, 0.8])
+def test_sigkill_leaves_a_prefix_of_complete_snapshots(tmp_path, delay):
+    path = tmp_path / "killed.zarr"
+    _record_then_kill(path, delay)
     store = RunStore(path)
     t = store.n_snapshots
     assert t >= 1
@@ -202,12 +207,7 @@ def test_sigkill_at_random_points(tmp_path, trial):
 
     delay = float(np.random.default_rng(trial).uniform(0.0, 1.2))
     path = tmp_path / "killed.zarr"
-    proc = subprocess.Popen([sys.executable, "-c", _KILLED_SCRIPT, str(path)], stdout=subprocess.PIPE)
-    assert proc.stdout.readline().strip() == b"ready"
-    time.sleep(delay)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    proc.stdout.close()
+    _record_then_kill(path, delay)
     store = RunStore(path)
     np.testing.assert_array_equal(store.steps, np.arange(store.n_snapshots))
     last = store.n_snapshots - 1
