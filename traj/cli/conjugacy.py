@@ -78,6 +78,11 @@ def conjugacy(
                 colour = {"conjugate": "green", "non-conjugate": "red"}.get(v["verdict"], "yellow")
                 out_console.print(f"{Path(v['a']).name} vs {Path(v['b']).name}: W1 = {v['distance']:.4g} "
                                   f"[{colour}]{v['verdict']}[/{colour}]")
+            if result.windows:
+                w = result.windows
+                out_console.print(f"{Path(w['run']).name}: W1 between {len(w['bounds'])} windows (k = {w['k']})")
+                for (a, b), row in zip(w["steps"], w["distance"], strict=True):
+                    out_console.print(f"  steps {a:>6}-{b:<6} " + " ".join(f"{v:7.4f}" for v in row))
             if result.threshold is not None:
                 out_console.print(f"  null threshold ({100 * quantile:g} % of {len(result.null_distances)} seed distances): "
                                   f"{result.threshold:.4g}")
