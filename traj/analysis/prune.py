@@ -101,8 +101,8 @@ def epoch_rows(store: RunStore, epoch: int) -> tuple[int, int]:
         lo -= 1
     if hi - lo + 1 < 3:
         raise TrajError(
-            f"epoch {epoch} has {hi - lo + 1} snapshot(s) with its starting point; Koopman pruning needs the "
-            "iteration-level snapshots of the epoch (record with --every 1)"
+            f"epoch {epoch} holds {hi - lo + 1} snapshot(s) with its starting point; Koopman pruning needs at "
+            "least 3 iteration-level snapshots per epoch (record every step, or give --window a:b)"
         )
     return lo, hi
 
