@@ -87,13 +87,30 @@ def engine_options(backend: str, device: str, scheduler: str, block_mb: float):
     return Engine(backend=backend, device=device, scheduler=scheduler, block_bytes=int(block_mb * (1 << 20)))
 
 
-def parse_rank(rank: str) -> int | str:
-    if rank == "auto":
-        return "auto"
+def positive_int_or(option: str, text: str, keyword: str) -> int | str:
+    """``keyword`` itself, or a positive integer (e.g. ``--rank auto|r``, ``--interval epoch|k``)."""
+    if text == keyword:
+        return keyword
     try:
-        value = int(rank)
+        value = int(text)
     except ValueError:
-        raise fail(f"--rank must be a positive integer or 'auto', not {rank!r}") from None
+        raise fail(f"{option} must be a positive integer or {keyword!r}, not {text!r}") from None
     if value < 1:
-        raise fail(f"--rank must be >= 1, got {value}")
+        raise fail(f"{option} must be >= 1, got {value}")
     return value
+
+
+def parse_rank(rank: str) -> int | str:
+    return positive_int_or("--rank", rank, "auto")
+
+
+def number_list(option: str, text: str, kind: type) -> list:
+    """Comma-separated numbers of ``kind`` (``--compression 2,4,8``); empty or malformed: one error line."""
+    try:
+        values = [kind(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        noun = "integers" if kind is int else "numbers"
+        raise fail(f"{option} takes comma-separated {noun}, got {text!r}") from None
+    if not values:
+        raise fail(f"{option} is empty")
+    return values

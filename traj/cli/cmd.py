@@ -18,6 +18,7 @@ from ._common import (
     err_console,
     fail,
     handle_errors,
+    number_list,
     out_console,
     print_json,
     progress_bar,
@@ -27,11 +28,8 @@ from ._common import (
 def _parse_sweep(text: str | None) -> list[int]:
     if not text:
         return []
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise fail(f"--sweep takes comma-separated integers, got {text!r}") from None
-    if not values or min(values) < 1:
+    values = number_list("--sweep", text, int)
+    if min(values) < 1:
         raise fail(f"--sweep values must be >= 1, got {text!r}")
     return sorted(set(values))
 

@@ -7,7 +7,16 @@ from typing import Annotated
 
 import typer
 
-from ._common import err_console, fail, handle_errors, out_console, print_json, progress_bar
+from ._common import (
+    err_console,
+    fail,
+    handle_errors,
+    number_list,
+    out_console,
+    positive_int_or,
+    print_json,
+    progress_bar,
+)
 
 
 def kga_replay(
@@ -41,22 +50,10 @@ def kga_replay(
         from ..report.kga import kga_report
         from ..store import open_store
 
-        try:
-            alphas = [float(a) for a in alpha.split(",") if a.strip()]
-        except ValueError:
-            raise fail(f"--alpha takes comma-separated numbers, got {alpha!r}") from None
-        if not alphas or min(alphas) < 0:
+        alphas = number_list("--alpha", alpha, float)
+        if min(alphas) < 0:
             raise fail(f"--alpha values must be >= 0, got {alpha!r}")
-        if interval != "epoch":
-            try:
-                steps = int(interval)
-            except ValueError:
-                raise fail(f"--interval must be 'epoch' or a number of steps, got {interval!r}") from None
-            if steps < 1:
-                raise fail(f"--interval must be >= 1 step, got {steps}")
-            interval_value: str | int = steps
-        else:
-            interval_value = "epoch"
+        interval_value = positive_int_or("--interval", interval, "epoch")
         if window < 3:
             raise fail(f"--window must be >= 3, got {window}")
         if mask not in MASKS:

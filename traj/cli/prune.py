@@ -16,23 +16,12 @@ from ._common import (
     err_console,
     fail,
     handle_errors,
+    number_list,
     out_console,
     parse_rank,
     print_json,
     progress_bar,
 )
-
-
-def _numbers(option: str, text: str | None, kind: type) -> list:
-    if text is None:
-        return []
-    try:
-        values = [kind(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise fail(f"{option} takes comma-separated numbers, got {text!r}") from None
-    if not values:
-        raise fail(f"{option} is empty")
-    return values
 
 
 def prune(
@@ -73,10 +62,10 @@ def prune(
         from ..store import open_store
 
         methods = [m.strip() for m in method.split(",") if m.strip()]
-        compressions = _numbers("--compression", compression, float)
+        compressions = number_list("--compression", compression, float)
         if min(compressions) <= 1:
             raise fail(f"--compression values must be > 1 (c = 2 keeps half), got {compression}")
-        epoch_list = _numbers("--epochs", epochs, int)
+        epoch_list = number_list("--epochs", epochs, int) if epochs is not None else []
         if refine_epochs < 0:
             raise fail(f"--refine-epochs must be >= 0, got {refine_epochs}")
         if seeds < 1:
