@@ -26,7 +26,7 @@ from ..engine import Engine, ReducedOperator
 from ..engine.operator import gavish_donoho_threshold
 from ..errors import TrajError
 from ..store import RunStore
-from .dmd import parse_window
+from .dmd import check_gram_finite, parse_window
 
 __all__ = ["ConjugacyResult", "Spectrum", "conjugacy", "koopman_spectrum", "wasserstein", "SMALL_OBSERVABLE"]
 
@@ -159,9 +159,7 @@ def koopman_spectrum(
         if gram is None:
             engine = engine or Engine()
             gram = engine.gram(store, rows=slice(lo, hi + 1), groups={"obs": [cols]}, progress=progress)["obs"]
-        if not np.isfinite(np.diag(gram)).all():
-            bad = lo + int(np.flatnonzero(~np.isfinite(np.diag(gram)))[0])
-            raise TrajError(f"{store.path}: snapshot {bad} holds NaN or Inf")
+        check_gram_finite(gram, store, lo)
         op = ReducedOperator.from_gram(_hankel_gram(gram, delays), rank=rank, n_features=n_obs * (delays + 1),
                                        relative_floor=floor)
         eig, r = op.eigenvalues, op.rank

@@ -19,7 +19,7 @@ from ..engine.randomized import randomized_operator
 from ..errors import TrajError
 from ..store import RunStore
 
-__all__ = ["DMDResult", "LayerSpectrum", "dmd", "parse_window", "save_modes"]
+__all__ = ["DMDResult", "LayerSpectrum", "check_gram_finite", "dmd", "parse_window", "save_modes"]
 
 ProgressCallback = Callable[[int, int], None]
 #: Above this many snapshots in a window, "auto" uses the randomized range finder (methods.md §1).
@@ -234,7 +234,7 @@ def dmd(
         grams = engine.gram(store, rows=rows, groups=groups, progress=progress)
         finite = np.isfinite(np.diag(grams["__all__"]))
         if finite.all() or not drop_nonfinite:
-            _check_finite(grams["__all__"], store, lo)
+            check_gram_finite(grams["__all__"], store, lo)
             operator = ReducedOperator.from_gram(grams["__all__"], rank=rank, n_features=n_features,
                                                  relative_floor=floor)
         else:
@@ -298,8 +298,11 @@ def dmd(
     )
 
 
-def _check_finite(gram: np.ndarray, store: RunStore, offset: int) -> None:
-    """A NaN/Inf anywhere in snapshot k makes G[k, k] non-finite: found without another pass."""
+def check_gram_finite(gram: np.ndarray, store: RunStore, offset: int) -> None:
+    """A NaN/Inf anywhere in snapshot k makes G[k, k] non-finite: found without another pass.
+
+    ``offset`` is the window's first snapshot; the error names the first bad snapshot and its step.
+    """
     _raise_nonfinite(store, np.flatnonzero(~np.isfinite(np.diag(gram))) + offset)
 
 
@@ -307,7 +310,7 @@ def _raise_nonfinite(store: RunStore, bad: np.ndarray) -> None:
     if bad.size:
         k = int(bad[0])
         raise TrajError(
-            f"snapshot {k} (step {int(store.steps[k])}) holds NaN or Inf; "
+            f"{store.path.name}: snapshot {k} (step {int(store.steps[k])}) holds NaN or Inf; "
             f"{bad.size} snapshot(s) in the window are not finite"
         )
 

@@ -30,7 +30,7 @@ import numpy as np
 from ..engine import Engine, ReducedOperator
 from ..errors import TrajError
 from ..store import RunStore
-from .dmd import parse_window
+from .dmd import check_gram_finite, parse_window
 
 __all__ = ["METHODS", "PruneResult", "prune", "mask_from_scores", "lsp_mask", "mask_overlap", "epoch_rows", "write_masks"]
 
@@ -145,9 +145,7 @@ def compute_scores(
     lo, hi = window
     rows = slice(lo, hi + 1)
     gram = engine.gram(store, rows=rows, progress=progress)["all"]
-    bad = np.flatnonzero(~np.isfinite(np.diag(gram)))
-    if bad.size:
-        raise TrajError(f"snapshot {lo + int(bad[0])} holds NaN or Inf")
+    check_gram_finite(gram, store, lo)
     floor = 1e-6 if store.dtype == np.float32 else 1e-7
     op = ReducedOperator.from_gram(gram, rank=rank, n_features=store.n_params, relative_floor=floor)
     lam = op.eigenvalues
