@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ..engine import Engine, ReducedOperator
+from ..engine import Engine, ReducedOperator, relative_floor
 from ..engine.operator import gavish_donoho_threshold
 from ..errors import TrajError
 from ..store import RunStore
@@ -144,7 +144,7 @@ def koopman_spectrum(
         raise TrajError(f"window {lo}:{hi} is too short for {delays} delays (needs at least {delays + 3} snapshots)")
     cols, shape = _columns(store, layer)
     n_obs = cols.stop - cols.start
-    floor = 1e-6 if store.dtype == np.float32 else 1e-7
+    floor = relative_floor(store.dtype)
     n_traj = shape[0] if stack and len(shape) > 1 else 1
     if stack and len(shape) < 2:
         raise TrajError("stacking trajectories needs a parameter tensor with a trajectory axis (e.g. shape (25, 2))")

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..engine import Engine, ReducedOperator
+from ..engine import Engine, ReducedOperator, relative_floor
 from ..engine.randomized import randomized_operator
 from ..errors import TrajError
 from ..store import RunStore
@@ -218,9 +218,7 @@ def dmd(
     entries = store.layout.select(layers) if layers else list(store.layout.entries)
     columns = [e.columns for e in entries]
     n_features = sum(e.size for e in entries)
-    # σ/σ1 below the floor is rounding: float32 data carry ~1e-7 relative precision, and the
-    # Gram resolves σ only down to √ε·σ1 ≈ 1.5e-8·σ1 even for float64 data.
-    floor = 1e-6 if store.dtype == np.float32 else 1e-7
+    floor = relative_floor(store.dtype)
     if method not in ("auto", "gram", "randomized"):
         raise TrajError(f"method must be auto, gram or randomized, not {method!r}")
     if method == "auto":

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from ..engine import Engine, ReducedOperator
+from ..engine import Engine, ReducedOperator, relative_floor
 from ..errors import TrajError
 from ..store import RunStore
 from .dmd import check_gram_finite, parse_window
@@ -146,7 +146,7 @@ def compute_scores(
     rows = slice(lo, hi + 1)
     gram = engine.gram(store, rows=rows, progress=progress)["all"]
     check_gram_finite(gram, store, lo)
-    floor = 1e-6 if store.dtype == np.float32 else 1e-7
+    floor = relative_floor(store.dtype)
     op = ReducedOperator.from_gram(gram, rank=rank, n_features=store.n_params, relative_floor=floor)
     lam = op.eigenvalues
     lambda1 = int(np.argmin(np.abs(lam - 1.0)))

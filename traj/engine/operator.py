@@ -14,9 +14,18 @@ import numpy as np
 
 from ..errors import TrajError
 
-__all__ = ["ReducedOperator", "gavish_donoho_threshold", "singular_values_from_gram", "NEUTRAL", "STABLE", "UNSTABLE"]
+__all__ = ["ReducedOperator", "gavish_donoho_threshold", "relative_floor", "singular_values_from_gram", "NEUTRAL", "STABLE", "UNSTABLE"]
 
 NEUTRAL, STABLE, UNSTABLE = "neutral", "stable", "unstable"
+
+
+def relative_floor(dtype: np.dtype) -> float:
+    """σ/σ1 below which singular values are rounding and never kept (methods.md §1, step 2).
+
+    float32 data carry ~1e-7 relative precision; the Gram resolves σ only down to
+    √ε·σ1 ≈ 1.5e-8·σ1 even for float64 data.
+    """
+    return 1e-6 if np.dtype(dtype) == np.float32 else 1e-7
 
 
 def singular_values_from_gram(xtx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
