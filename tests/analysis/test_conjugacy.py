@@ -92,8 +92,10 @@ def test_gram_and_memory_paths_agree(rng):
 def test_mirror_descent_validation_case():
     """OMD vs OGD (conjugate by construction) is ~100x closer than either is to bisection, and
     bisection is judged non-conjugate against a seed null; the seed values match seed 002
-    (0.008 and 0.75). The OMD-OGD verdict is NOT asserted: see issue 6's note (the seed null's
-    spread is smaller than DMD's observable-dependent bias between x and sinh(x))."""
+    (0.008 and 0.75). The OMD-OGD verdict against the seed null is NOT asserted: the null's
+    spread (1e-6) is far below DMD's observable-dependent bias between x and sinh(x) (5e-3);
+    benchmarks/conjugacy_null_study.py measures it for 3 nulls x 4 estimators, and issue 6's
+    note says why. The margin test below covers calling it conjugate."""
     runs = [SAMPLE / "mirror-omd.zarr", SAMPLE / "mirror-ogd.zarr", SAMPLE / "mirror-bisection.zarr"]
     result = conjugacy(runs, null=[SAMPLE / "mirror-omd-seed1.zarr"])
     assert result.settings["delays"] == [4, 4, 4] and result.settings["stack"] == [True, True, True]
@@ -102,6 +104,30 @@ def test_mirror_descent_validation_case():
     assert result.distance[0, 2] > 50 * result.distance[0, 1]
     verdicts = [v["verdict"] for v in result.verdicts]
     assert verdicts[1:] == ["non-conjugate", "non-conjugate"]
+
+
+def test_equivalence_margin_sets_the_threshold_only_when_wider_than_the_null():
+    runs = [SAMPLE / "mirror-omd.zarr", SAMPLE / "mirror-ogd.zarr", SAMPLE / "mirror-bisection.zarr"]
+    null = [SAMPLE / "mirror-omd-seed1.zarr"]
+    plain = conjugacy(runs, null=null)
+    assert plain.margin == 0 and plain.threshold == pytest.approx(plain.null_threshold)
+    assert [v["basis"] for v in plain.verdicts] == ["null"] * 3
+    # a stated margin above the seed null's spread decides; bisection stays far outside it
+    wide = conjugacy(runs, null=null, margin=0.02)
+    assert wide.threshold == 0.02 and wide.null_threshold == pytest.approx(plain.null_threshold)
+    assert [(v["verdict"], v["basis"]) for v in wide.verdicts] == [
+        ("conjugate", "margin"), ("non-conjugate", "margin"), ("non-conjugate", "margin")]
+    # a margin narrower than the null changes nothing
+    narrow = conjugacy(runs, null=null, margin=plain.null_threshold / 10)
+    assert [v["verdict"] for v in narrow.verdicts] == [v["verdict"] for v in plain.verdicts]
+    assert narrow.threshold == pytest.approx(plain.null_threshold) and narrow.verdicts[0]["basis"] == "null"
+    # a margin alone gives verdicts; neither gives none
+    alone = conjugacy(runs[:2], margin=0.02)
+    assert alone.null_threshold is None and alone.verdicts[0]["verdict"] == "conjugate"
+    assert conjugacy(runs[:2]).verdicts[0]["verdict"] == "undetermined"
+    for bad in (-0.1, float("nan"), float("inf")):
+        with pytest.raises(TrajError, match="margin"):
+            conjugacy(runs[:2], margin=bad)
 
 
 def test_window_transitions_from_one_pass():
@@ -138,6 +164,13 @@ def test_cli_end_to_end_and_fail_flag(tmp_path):
                                                               "spectra.png", "distance.png", "null.png"}
     failing = runner.invoke(app, [*args[:-1], "--fail-on-nonconjugate"])
     assert failing.exit_code == 1
+    margin = runner.invoke(app, [*args, "--margin", "0.9"])
+    assert margin.exit_code == 0, margin.output
+    summary = json.loads(margin.stdout)
+    assert summary["margin"] == 0.9 and summary["threshold"] == 0.9 and summary["verdicts"][0]["verdict"] == "conjugate"
+    assert summary["verdicts"][0]["basis"] == "margin" and summary["null_threshold"] < 1e-3
+    bad = runner.invoke(app, [*args, "--margin", "-1"])
+    assert bad.exit_code == 2 and "margin" in bad.output
     same = runner.invoke(app, ["conjugacy", str(SAMPLE / "mirror-omd.zarr"), str(SAMPLE / "mirror-omd.zarr"),
                                "--null", str(SAMPLE / "mirror-omd-seed1.zarr"), "--out", str(tmp_path / "r2"),
                                "--fail-on-nonconjugate"])

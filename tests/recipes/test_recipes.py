@@ -67,6 +67,16 @@ def test_mirror_descent_ogd_is_omd_in_mirror_coordinates():
     np.testing.assert_allclose(near.theta_of(near.train()) / x0, (1 - 1e-2) ** 50, rtol=1e-6)
 
 
+def test_mirror_descent_uniform_initial_conditions():
+    a = get_recipe("mirror-descent", ics="uniform", grid=4, extent=0.5, seed=0).initial_conditions()
+    b = get_recipe("mirror-descent", ics="uniform", grid=4, extent=0.5, seed=1).initial_conditions()
+    assert a.shape == b.shape == (16, 2) and np.abs(a).max() <= 0.5 and np.abs(b).max() <= 0.5
+    assert np.abs(a - b).max() > 0.05  # a seed draws a new ensemble, not a jitter of one grid
+    np.testing.assert_array_equal(a, get_recipe("mirror-descent", ics="uniform", grid=4, extent=0.5, seed=0).initial_conditions())
+    with pytest.raises(RecipeConfigError, match="ics must be"):
+        get_recipe("mirror-descent", ics="sobol")
+
+
 def test_bisection_halves_its_bracket():
     recipe = get_recipe("mirror-descent", algorithm="bisection", epochs=1)
     state = recipe.new_model()

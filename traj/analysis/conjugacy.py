@@ -182,6 +182,8 @@ class ConjugacyResult:
     windows: dict[str, Any] | None
     settings: dict[str, Any]
     seconds: float
+    null_threshold: float | None = None
+    margin: float = 0.0
 
     @property
     def any_nonconjugate(self) -> bool:
@@ -202,6 +204,8 @@ class ConjugacyResult:
             "null_distances": self.null_distances,
             "quantile": self.quantile,
             "threshold": self.threshold,
+            "null_threshold": self.null_threshold,
+            "margin": self.margin,
             "verdicts": self.verdicts,
             "windows": self.windows,
             "settings": self.settings,
@@ -223,6 +227,7 @@ def conjugacy(
     null: Sequence[RunStore | str | os.PathLike[str]] = (),
     quantile: float = 0.95,
     tolerance: float = 1e-8,
+    margin: float = 0.0,
     windows: int | None = None,
     stack: bool | None = None,
     delays: int | None = None,
@@ -245,6 +250,11 @@ def conjugacy(
         null's ``quantile``.
     tolerance : distances below this count as zero (the eigenvalues' own precision), so runs
         with numerically identical spectra are conjugate whatever the null.
+    margin : an equivalence margin: distances up to it are declared immaterial, whatever the
+        null (0, the default, leaves the verdict to the null alone). A null built from seeds
+        of a deterministic system can be far narrower than the estimator's dependence on the
+        observable (OMD vs OGD: W1 0.005 against a seed spread of 1e-6), so a conjugacy that
+        holds by construction can only be called with a margin the user states.
     windows : split the (first) run into this many consecutive windows and return the matrix
         of distances between their spectra (seed 002 fig. 4), from one Gram pass.
     """
@@ -259,6 +269,8 @@ def conjugacy(
         raise TrajError(f"--quantile must lie in (0, 1], got {quantile}")
     if k is not None and k < 1:
         raise TrajError(f"k must be >= 1, got {k}")
+    if not (np.isfinite(margin) and margin >= 0):
+        raise TrajError(f"--margin must be a finite number >= 0, got {margin}")
     engine = engine or Engine()
 
     def spectrum(store: RunStore) -> Spectrum:
@@ -281,13 +293,23 @@ def conjugacy(
     family = [spectra[0], *null_spectra]
     null_distances = [wasserstein(top(family[i]), top(family[j]))
                       for i in range(len(family)) for j in range(i + 1, len(family))] if null_spectra else []
-    threshold = max(float(np.quantile(null_distances, quantile)), tolerance) if null_distances else None
+    null_threshold = float(np.quantile(null_distances, quantile)) if null_distances else None
+    # the verdict's threshold: the larger of the null's quantile and the stated margin, never
+    # below the eigenvalues' precision; ``basis`` says which of them set it
+    bounds = {name: value for name, value in (("null", null_threshold), ("margin", margin or None)) if value is not None}
+    threshold, basis = None, None
+    if bounds:
+        basis = max(bounds, key=bounds.__getitem__)
+        threshold = bounds[basis]
+        if threshold < tolerance:
+            threshold, basis = tolerance, "tolerance"
     verdicts = []
     for i in range(n):
         for j in range(i + 1, n):
             d = float(distance[i, j])
             verdict = "undetermined" if threshold is None else ("conjugate" if d <= threshold else "non-conjugate")
-            verdicts.append({"a": str(runs[i].path), "b": str(runs[j].path), "distance": d, "verdict": verdict})
+            verdicts.append({"a": str(runs[i].path), "b": str(runs[j].path), "distance": d, "verdict": verdict,
+                             "basis": basis})
 
     window_info = None
     if windows:
@@ -297,7 +319,7 @@ def conjugacy(
                 "windows": [list(s.window) for s in spectra]}
     return ConjugacyResult([str(r.path) for r in runs], spectra, k_eff, distance, [str(r.path) for r in null_runs],
                            null_distances, quantile, threshold, verdicts, window_info, settings,
-                           time.perf_counter() - t0)
+                           time.perf_counter() - t0, null_threshold=null_threshold, margin=margin)
 
 
 def _window_transitions(store: RunStore, count: int, window: Any, layer: str | None, stack: bool | None,

@@ -31,6 +31,8 @@ def conjugacy(
     k: Annotated[int, typer.Option(help="Eigenvalues of largest modulus compared per run.")] = 10,
     null: Annotated[str | None, typer.Option(help="Comma-separated stores differing from the first only in seed.")] = None,
     quantile: Annotated[float, typer.Option(help="Null quantile below which a pair is conjugate.")] = 0.95,
+    margin: Annotated[float, typer.Option(help="Equivalence margin: distances up to it are conjugate whatever the null "
+                                               "(default 0: the null alone decides).")] = 0.0,
     windows: Annotated[int | None, typer.Option(help="Split the first run into W windows and compare them.")] = None,
     delays: Annotated[int | None, typer.Option(help="Time delays (Hankel DMD); default 4 for mirror-descent, else 0.")] = None,
     stack: Annotated[bool | None, typer.Option("--stack/--no-stack", help="Split the tensor's first axis into trajectories.")] = None,
@@ -50,6 +52,8 @@ def conjugacy(
 
         traj conjugacy new.zarr baseline.zarr --null seed1.zarr,seed2.zarr --fail-on-nonconjugate
 
+        traj conjugacy omd.zarr ogd.zarr --margin 0.01
+
         traj conjugacy run.zarr --windows 8
     """
     with handle_errors():
@@ -68,7 +72,7 @@ def conjugacy(
         with progress_bar() as bar:
             task = bar.add_task("spectra", total=None)
             result = run_conjugacy(runs, window=window, layer=layer, rank=parse_rank(rank), k=k, null=null_runs,
-                                   quantile=quantile, windows=windows, stack=stack, delays=delays, engine=engine,
+                                   quantile=quantile, margin=margin, windows=windows, stack=stack, delays=delays, engine=engine,
                                    progress=lambda d, t: bar.update(task, completed=d, total=t))
             conjugacy_report(result, target)
         if json_:
@@ -83,9 +87,11 @@ def conjugacy(
                 out_console.print(f"{Path(w['run']).name}: W1 between {len(w['bounds'])} windows (k = {w['k']})")
                 for (a, b), row in zip(w["steps"], w["distance"], strict=True):
                     out_console.print(f"  steps {a:>6}-{b:<6} " + " ".join(f"{v:7.4f}" for v in row))
-            if result.threshold is not None:
+            if result.null_threshold is not None:
                 out_console.print(f"  null threshold ({100 * quantile:g} % of {len(result.null_distances)} seed distances): "
-                                  f"{result.threshold:.4g}")
+                                  f"{result.null_threshold:.4g}")
+            if result.margin:
+                out_console.print(f"  equivalence margin: {result.margin:.4g}")
             err_console.print(f"[green]report[/green] {target}/report.html")
         if fail_on_nonconjugate and result.any_nonconjugate:
             raise typer.Exit(1)

@@ -51,7 +51,9 @@ def plot_null(result: Any) -> Any:
     ax = fig.subplots()
     null = np.asarray(result.null_distances)
     ax.hist(null, bins=max(5, min(30, null.size)), color="0.7", label="seed null")
-    ax.axvline(result.threshold, color="k", ls="--", lw=1, label=f"{100 * result.quantile:g} % quantile")
+    ax.axvline(result.null_threshold, color="k", ls="--", lw=1, label=f"{100 * result.quantile:g} % quantile")
+    if result.margin:
+        ax.axvline(result.margin, color="k", ls=":", lw=1, label="equivalence margin")
     for v in result.verdicts:
         colour = "#31a354" if v["verdict"] == "conjugate" else "#de2d26"
         ax.axvline(v["distance"], color=colour, lw=1.5,

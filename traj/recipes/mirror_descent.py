@@ -56,13 +56,15 @@ class MirrorDescent(Recipe):
         "grid": 5,
         "extent": 0.6,
         "jitter": 1e-3,
+        "ics": "grid",
     }
     option_help = {
         "algorithm": "omd | ogd | bisection",
         "dim": "dimension d of the iterate",
         "grid": "initial conditions per dimension (grid^d in all)",
         "extent": "initial conditions on [-extent, extent]^d (< pi/4 keeps brackets inside the domain)",
-        "jitter": "seeded relative perturbation of the initial conditions (a seed null)",
+        "jitter": "seeded relative perturbation of the grid's initial conditions (a seed null)",
+        "ics": "grid (the authors' grid, jittered by the seed) | uniform (grid^d points drawn uniformly by the seed)",
     }
 
     def _validate(self) -> None:
@@ -73,6 +75,9 @@ class MirrorDescent(Recipe):
         c["algorithm"] = str(c["algorithm"]).lower()
         if c["dim"] < 1 or c["grid"] < 1 or c["grid"] ** c["dim"] > 1_000_000:
             raise RecipeConfigError("need dim >= 1, grid >= 1 and at most 1e6 initial conditions")
+        if str(c["ics"]).lower() not in ("grid", "uniform"):
+            raise RecipeConfigError(f"ics must be grid or uniform, not {c['ics']!r}")
+        c["ics"] = str(c["ics"]).lower()
         if not 0 < c["extent"] < math.pi / 4:
             raise RecipeConfigError(f"extent must lie in (0, pi/4) so every bracket stays inside (-pi/2, pi/2), got {c['extent']}")
 
@@ -81,6 +86,8 @@ class MirrorDescent(Recipe):
         axis = np.linspace(-c["extent"], c["extent"], int(c["grid"]))
         grid = np.stack(np.meshgrid(*([axis] * int(c["dim"])), indexing="ij"), axis=-1).reshape(-1, int(c["dim"]))
         rng = np.random.default_rng(self.seed)
+        if c["ics"] == "uniform":
+            return rng.uniform(-c["extent"], c["extent"], size=grid.shape)
         return grid * (1.0 + float(c["jitter"]) * rng.uniform(-1.0, 1.0, size=grid.shape))
 
     def build_model(self) -> nn.Module:
