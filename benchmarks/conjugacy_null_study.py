@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from traj.analysis.conjugacy import _in_memory_spectrum, wasserstein
+from traj.analysis.conjugacy import _in_memory_spectrum, stacked_hankel, wasserstein
 from traj.engine import relative_floor
 from traj.recipes import get_recipe
 from traj.store import RunStore
@@ -46,18 +46,6 @@ def monomials(data: np.ndarray, n_traj: int, degree: int) -> np.ndarray:
     return np.stack(feats, axis=2).reshape(t, -1)
 
 
-def hankel_pairs(data: np.ndarray, n_traj: int, delays: int) -> tuple[np.ndarray, np.ndarray]:
-    t, n = data.shape
-    s = n // n_traj
-    xs, ys = [], []
-    for i in range(n_traj):
-        traj = data[:, i * s : (i + 1) * s].T
-        h = np.concatenate([traj[:, j : t - delays + j] for j in range(delays + 1)], axis=0)
-        xs.append(h[:, :-1])
-        ys.append(h[:, 1:])
-    return np.concatenate(xs, axis=1), np.concatenate(ys, axis=1)
-
-
 def spectrum(data: np.ndarray, n_traj: int, estimator: str) -> np.ndarray:
     floor = relative_floor(np.float64)
     delays = 8 if estimator == "d8" else 4
@@ -65,7 +53,7 @@ def spectrum(data: np.ndarray, n_traj: int, estimator: str) -> np.ndarray:
         data = monomials(data, n_traj, 3)
     rank: int | str = "auto"
     if estimator in ("num", "poly3"):
-        sigma = np.linalg.svd(hankel_pairs(data, n_traj, delays)[0], compute_uv=False)
+        sigma = np.linalg.svd(stacked_hankel(data, n_traj, delays)[0], compute_uv=False)
         rank = int(np.count_nonzero(sigma > floor * sigma[0]))
     eig, _ = _in_memory_spectrum(data, n_traj=n_traj, delays=delays, rank=rank, floor=floor)
     return eig[np.lexsort((-eig.imag, -np.abs(eig)))]
@@ -73,7 +61,7 @@ def spectrum(data: np.ndarray, n_traj: int, estimator: str) -> np.ndarray:
 
 def bootstrap_resolution(data: np.ndarray, n_traj: int, rank: int, k: int, replicates: int = 200) -> float:
     """95 % quantile of W1(estimate, estimate from resampled snapshot pairs)."""
-    x, y = hankel_pairs(data, n_traj, 4)
+    x, y = stacked_hankel(data, n_traj, 4)
     rng = np.random.default_rng(0)
 
     def eig(xx: np.ndarray, yy: np.ndarray) -> np.ndarray:

@@ -91,8 +91,11 @@ def _rank_from_sigma(sigma: np.ndarray, rank: int | str, n_rows: int, n_cols: in
     return r
 
 
-def _in_memory_spectrum(data: np.ndarray, *, n_traj: int, delays: int, rank: int | str, floor: float) -> tuple[np.ndarray, int]:
-    """Hankel DMD with stacked trajectories: data (T, n_traj·state), trajectory i = columns i·state..(i+1)·state."""
+def stacked_hankel(data: np.ndarray, n_traj: int, delays: int) -> tuple[np.ndarray, np.ndarray]:
+    """Snapshot pairs (X, Y) of d-delay embedded trajectories, stacked without crossing trajectories.
+
+    data (T, n_traj·state): trajectory i is columns i·state..(i+1)·state.
+    """
     t, n = data.shape
     state = n // n_traj
     xs, ys = [], []
@@ -101,7 +104,12 @@ def _in_memory_spectrum(data: np.ndarray, *, n_traj: int, delays: int, rank: int
         hankel = np.concatenate([traj[:, s : t - delays + s] for s in range(delays + 1)], axis=0)
         xs.append(hankel[:, :-1])
         ys.append(hankel[:, 1:])
-    x, y = np.concatenate(xs, axis=1), np.concatenate(ys, axis=1)
+    return np.concatenate(xs, axis=1), np.concatenate(ys, axis=1)
+
+
+def _in_memory_spectrum(data: np.ndarray, *, n_traj: int, delays: int, rank: int | str, floor: float) -> tuple[np.ndarray, int]:
+    """Hankel DMD with stacked trajectories (see ``stacked_hankel``)."""
+    x, y = stacked_hankel(data, n_traj, delays)
     u, sigma, vt = np.linalg.svd(x, full_matrices=False)
     if not sigma.size or sigma[0] <= 0:
         raise TrajError("the observable does not move in this window")
