@@ -88,7 +88,7 @@ def conjugacy(
                 for (a, b), row in zip(w["steps"], w["distance"], strict=True):
                     out_console.print(f"  steps {a:>6}-{b:<6} " + " ".join(f"{v:7.4f}" for v in row))
             if result.null_threshold is not None:
-                out_console.print(f"  null threshold ({100 * quantile:g} % of {len(result.null_distances)} seed distances): "
+                out_console.print(f"  null threshold ({100 * quantile:g} % of {len(result.null_distances)} seed distance(s)): "
                                   f"{result.null_threshold:.4g}")
             if result.margin:
                 out_console.print(f"  equivalence margin: {result.margin:.4g}")
