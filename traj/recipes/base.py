@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -106,11 +106,17 @@ class Recipe:
             raise RecipeConfigError(f"lr must be a positive number, got {c['lr']}")
         if c["batch_size"] < 1:
             raise RecipeConfigError(f"batch_size must be >= 1, got {c['batch_size']}")
-        if str(c["optimizer"]).lower() not in _OPTIMIZERS:
-            raise RecipeConfigError(f"optimizer must be one of {', '.join(_OPTIMIZERS)}, not {c['optimizer']!r}")
+        self._choice("optimizer", _OPTIMIZERS)
         every = c["every"]
         if every != "epoch" and not (isinstance(every, int) and every >= 1):
             raise RecipeConfigError(f"every must be a positive integer or 'epoch', not {every!r}")
+
+    def _choice(self, key: str, allowed: Sequence[str]) -> None:
+        """Check a keyword option against ``allowed`` (case-insensitive) and store it lower-cased."""
+        value = str(self.config[key]).lower()
+        if value not in allowed:
+            raise RecipeConfigError(f"{key} must be one of {', '.join(allowed)}, not {self.config[key]!r}")
+        self.config[key] = value
 
     def store_attrs(self) -> dict[str, Any]:
         """The ``recipe`` attribute written into a store this recipe records."""
@@ -142,7 +148,7 @@ class Recipe:
         return nn.functional.mse_loss(output, target)
 
     def make_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
-        name = str(self.config["optimizer"]).lower()
+        name = self.config["optimizer"]
         lr = float(self.config["lr"])
         params = model.parameters()
         if name == "adam":

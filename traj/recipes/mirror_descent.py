@@ -70,14 +70,10 @@ class MirrorDescent(Recipe):
     def _validate(self) -> None:
         super()._validate()
         c = self.config
-        if str(c["algorithm"]).lower() not in ALGORITHMS:
-            raise RecipeConfigError(f"algorithm must be one of {', '.join(ALGORITHMS)}, not {c['algorithm']!r}")
-        c["algorithm"] = str(c["algorithm"]).lower()
+        self._choice("algorithm", ALGORITHMS)
+        self._choice("ics", ("grid", "uniform"))
         if c["dim"] < 1 or c["grid"] < 1 or c["grid"] ** c["dim"] > 1_000_000:
             raise RecipeConfigError("need dim >= 1, grid >= 1 and at most 1e6 initial conditions")
-        if str(c["ics"]).lower() not in ("grid", "uniform"):
-            raise RecipeConfigError(f"ics must be grid or uniform, not {c['ics']!r}")
-        c["ics"] = str(c["ics"]).lower()
         if not 0 < c["extent"] < math.pi / 4:
             raise RecipeConfigError(f"extent must lie in (0, pi/4) so every bracket stays inside (-pi/2, pi/2), got {c['extent']}")
 
