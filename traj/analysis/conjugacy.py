@@ -107,15 +107,24 @@ def stacked_hankel(data: np.ndarray, n_traj: int, delays: int) -> tuple[np.ndarr
     return np.concatenate(xs, axis=1), np.concatenate(ys, axis=1)
 
 
-def _in_memory_spectrum(data: np.ndarray, *, n_traj: int, delays: int, rank: int | str, floor: float) -> tuple[np.ndarray, int]:
-    """Hankel DMD with stacked trajectories (see ``stacked_hankel``)."""
-    x, y = stacked_hankel(data, n_traj, delays)
+def pairs_spectrum(x: np.ndarray, y: np.ndarray, *, rank: int | str, floor: float) -> tuple[np.ndarray, int]:
+    """Exact-DMD eigenvalues of snapshot pairs Y ≈ A X in memory, and the rank used."""
     u, sigma, vt = np.linalg.svd(x, full_matrices=False)
     if not sigma.size or sigma[0] <= 0:
         raise TrajError("the observable does not move in this window")
     r = _rank_from_sigma(sigma, rank, x.shape[0], x.shape[1], floor)
     atilde = u[:, :r].T @ y @ vt[:r].T / sigma[:r]
     return np.linalg.eigvals(atilde), r
+
+
+def by_modulus(eigenvalues: np.ndarray) -> np.ndarray:
+    """Eigenvalues largest modulus first (ties: positive imaginary part first), the order k cuts."""
+    return eigenvalues[np.lexsort((-eigenvalues.imag, -np.abs(eigenvalues)))]
+
+
+def _in_memory_spectrum(data: np.ndarray, *, n_traj: int, delays: int, rank: int | str, floor: float) -> tuple[np.ndarray, int]:
+    """Hankel DMD with stacked trajectories (see ``stacked_hankel``)."""
+    return pairs_spectrum(*stacked_hankel(data, n_traj, delays), rank=rank, floor=floor)
 
 
 def _hankel_gram(gram: np.ndarray, delays: int) -> np.ndarray:
@@ -172,8 +181,7 @@ def koopman_spectrum(
                                        relative_floor=floor)
         eig, r = op.eigenvalues, op.rank
         method = "gram"
-    order = np.lexsort((-eig.imag, -np.abs(eig)))
-    return Spectrum(str(store.path), (lo, hi), eig[order], r, n_obs, n_traj, delays, method)
+    return Spectrum(str(store.path), (lo, hi), by_modulus(eig), r, n_obs, n_traj, delays, method)
 
 
 @dataclass(frozen=True)

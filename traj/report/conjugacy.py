@@ -15,10 +15,8 @@ from .writer import Report, write_report
 def conjugacy_report(result, out_dir: str | os.PathLike[str], extra=None) -> Path:
     d = result.to_dict()
     report = Report("traj conjugacy")
-    if result.null_threshold is not None:
-        null = f"; its {100 * result.quantile:g} % quantile is {result.null_threshold:.3g}"
-    else:
-        null = ""
+    null = (f"; its {100 * result.quantile:g} % quantile is {result.null_threshold:.3g}"
+            if result.null_threshold is not None else "")
     margin = (f" Equivalence margin stated by the user: {result.margin:.3g} (distances up to it count as conjugate)."
               if result.margin else "")
     verdict = (f" A pair is conjugate when its W1 is at most {result.threshold:.3g}." if result.threshold is not None
