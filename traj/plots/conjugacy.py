@@ -46,19 +46,30 @@ def plot_distance_matrix(matrix: np.ndarray, labels: list[str], title: str) -> A
 
 
 def plot_null(result: Any) -> Any:
-    """The null's distances (runs differing only in seed) with every observed distance marked."""
-    fig = new_figure(figsize=(6.5, 3.8))
+    """The null's distances (runs differing only in seed) with every observed distance marked.
+
+    Log-spaced bins over every distance and threshold shown (zeros drawn at the left edge), so
+    a null of 1e-6 and a distance of 0.6 both stay on the axis.
+    """
+    fig = new_figure(figsize=(8.5, 3.8))
     ax = fig.subplots()
-    null = np.asarray(result.null_distances)
-    ax.hist(null, bins=max(5, min(30, null.size)), color="0.7", label="seed null")
-    ax.axvline(result.null_threshold, color="k", ls="--", lw=1, label=f"{100 * result.quantile:g} % quantile")
+    null = np.asarray(result.null_distances, dtype=float)
+    observed = np.array([v["distance"] for v in result.verdicts], dtype=float)
+    shown = np.concatenate([null, observed, [result.null_threshold, result.margin]])
+    positive = shown[shown > 0]
+    lo = positive.min() / 2 if positive.size else 1e-12
+    hi = max(positive.max() * 2 if positive.size else 1.0, lo * 10)
+    bins = np.geomspace(lo, hi, max(5, min(30, null.size)) + 1)
+    ax.hist(np.clip(null, lo, hi), bins=bins, color="0.7", label="seed null")
+    ax.axvline(max(result.null_threshold, lo), color="k", ls="--", lw=1, label=f"{100 * result.quantile:g} % quantile")
     if result.margin:
         ax.axvline(result.margin, color="k", ls=":", lw=1, label="equivalence margin")
-    for v in result.verdicts:
+    for v, (a, b) in zip(result.verdicts, [_names([v["a"], v["b"]]) for v in result.verdicts], strict=True):
         colour = "#31a354" if v["verdict"] == "conjugate" else "#de2d26"
-        ax.axvline(v["distance"], color=colour, lw=1.5,
-                   label=f"{Path(v['a']).name.removesuffix('.zarr')} vs {Path(v['b']).name.removesuffix('.zarr')}: {v['verdict']}")
-    ax.set_xscale("symlog", linthresh=max(1e-12, float(null.min(initial=1.0)) or 1e-12))
+        ax.axvline(max(v["distance"], lo), color=colour, lw=1.5, label=f"{a} vs {b}: {v['verdict']}")
+    ax.set_xscale("log")
+    ax.set_xlim(lo, hi)
     ax.set(xlabel="W1 between Koopman spectra", ylabel="count", title="observed distances against the seed null")
-    ax.legend(fontsize=6)
+    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
     return fig
