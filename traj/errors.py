@@ -18,6 +18,8 @@ __all__ = [
     "RecipeConfigError",
     "ImportSourceError",
     "RecorderError",
+    "UnsafeOutputError",
+    "StoreWriteError",
 ]
 
 
@@ -55,3 +57,18 @@ class ImportSourceError(TrajError, ValueError):
 
 class RecorderError(TrajError, RuntimeError):
     """The recorder was used out of order, or its background writer failed."""
+
+
+class UnsafeOutputError(TrajError, FileExistsError):
+    """An output path traj may not write: not its own output, or overlapping an input."""
+
+
+class StoreWriteError(TrajError, OSError):
+    """The file system refused a write (disk full, read-only, no permission); names the store."""
+
+    @classmethod
+    def from_os_error(cls, path: object, exc: OSError) -> StoreWriteError:
+        return cls(exc.errno, f"cannot write {path}: {exc.strerror or exc}")
+
+    def __str__(self) -> str:
+        return str(self.strerror)

@@ -139,7 +139,8 @@ def test_info_report_and_layer_norms(tmp_path, rng):
     out = tmp_path / "report"
     result = invoke("info", path, "--out", out)
     assert result.exit_code == 0, result.output
-    assert {p.name for p in out.iterdir()} == {"summary.json", "report.md", "report.html", "run_overview.png"}
+    assert {p.name for p in out.iterdir()} == {".traj-output.json", "summary.json", "report.md", "report.html",
+                                               "run_overview.png"}
     summary = json.loads((out / "summary.json").read_text())
     np.testing.assert_allclose(summary["layer_norms"]["last"], expected[-1], rtol=1e-12)
     assert "data:image/png;base64," in (out / "report.html").read_text()

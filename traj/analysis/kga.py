@@ -329,10 +329,15 @@ def replay(
     alphas: Iterable[float] = (1.0,),
     epochs: int | None = None,
     progress: Any = None,
+    final_dir: Any = None,
     **kga_options: Any,
 ) -> ReplayResult:
     """Re-run ``recipe`` (same seed, same data order) plainly and with KGA for each α, recording
-    every run to ``out_dir/<label>.zarr`` so the other commands can analyse them."""
+    every run to ``out_dir/<label>.zarr`` so the other commands can analyse them.
+
+    ``out_dir`` must not hold stores of those names. ``final_dir``: where ``out_dir`` will be
+    moved once complete (a staging directory's target); the results name paths there.
+    """
     from pathlib import Path
 
     if getattr(recipe, "name", "") == "mirror-descent":
@@ -341,12 +346,14 @@ def replay(
     out.mkdir(parents=True, exist_ok=True)
     recipe.data  # noqa: B018  # load the data before any run is timed
     t0 = time.perf_counter()
-    runs = [_replay_run(recipe, out, label, alpha, epochs, progress, kga_options)
+    final = Path(final_dir) if final_dir is not None else out
+    alphas = list(dict.fromkeys(float(a) for a in alphas))  # one run per distinct α
+    runs = [_replay_run(recipe, out, final, label, alpha, epochs, progress, kga_options)
             for label, alpha in [("plain", None), *[(f"kga-alpha{a:g}", float(a)) for a in alphas]]]
     return ReplayResult(recipe.name, dict(recipe.config), dict(kga_options), runs[0], runs[1:], time.perf_counter() - t0)
 
 
-def _replay_run(recipe: Any, out: Any, label: str, alpha: float | None, epochs: int | None, progress: Any,
+def _replay_run(recipe: Any, out: Any, final: Any, label: str, alpha: float | None, epochs: int | None, progress: Any,
                 kga_options: dict[str, Any]) -> ReplayRun:
     """One recorded run of a replay: plain (alpha None) or wrapped in KGA."""
     from ..record import Recorder
@@ -381,10 +388,12 @@ def _replay_run(recipe: Any, out: Any, label: str, alpha: float | None, epochs: 
     unit, k = ("epoch", 1) if every == "epoch" else ("step", int(every))
     attrs = {**recipe.store_attrs(), "kga": None if alpha is None else {"alpha": alpha, **kga_options}}
     path = out / f"{label}.zarr"
-    with Recorder(path, model, every=k, unit=unit, overwrite=True, recipe=attrs) as recorder:
+    if path.exists():
+        raise TrajError(f"{path} already exists; kga-replay writes its runs only into a new directory")
+    with Recorder(path, model, every=k, unit=unit, recipe=attrs) as recorder:
         clock[0] = time.perf_counter()
         recipe.train(model, recorder=recorder, epochs=epochs, progress=on_epoch, wrap_optimizer=wrap)
     kga = made.get("kga")
-    return ReplayRun(label, 0.0 if alpha is None else alpha, str(path), train_loss, val_loss, val_acc or None, seconds,
+    return ReplayRun(label, 0.0 if alpha is None else alpha, str(final / path.name), train_loss, val_loss, val_acc or None, seconds,
                      list(kga.log.masked_fraction) if kga else [], float(sum(kga.log.dmd_seconds)) if kga else 0.0,
                      kga.log.refits if kga else 0)

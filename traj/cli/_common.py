@@ -6,6 +6,7 @@ import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -46,7 +47,7 @@ def handle_errors() -> Iterator[None]:
         if _state["debug"]:
             raise
         raise fail(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": ")) from None
-    except (PermissionError, IsADirectoryError, NotADirectoryError, FileExistsError) as exc:
+    except OSError as exc:  # permission, full disk, read-only filesystem, ...
         if _state["debug"]:
             raise
         raise fail(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": ")) from None
@@ -55,11 +56,29 @@ def handle_errors() -> Iterator[None]:
         raise typer.Exit(130) from None
 
 
+def output_dir(out: Path | None, default: str, *inputs: Any) -> Path:
+    """The command's ``--out`` (or its default under ./traj-out), checked before any work:
+    new, empty or written by traj, and neither an input store nor inside or around one."""
+    from ..atomic import check_output_dir
+
+    target = out if out is not None else Path("traj-out") / default
+    return check_output_dir(target, inputs=[getattr(i, "path", i) for i in inputs])
+
+
+class _Progress(Progress):
+    """A progress display that vanishes when the work fails, so an error stays one line."""
+
+    def __exit__(self, exc_type: Any, *rest: Any) -> None:
+        if exc_type is not None:
+            self.live.transient = True
+        super().__exit__(exc_type, *rest)
+
+
 def progress_bar(*fields: str, transient: bool = True) -> Progress:
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn()]
     columns += [TextColumn(f"{{task.fields[{f}]}}") for f in fields]
     columns += [TimeElapsedColumn(), TimeRemainingColumn()]
-    return Progress(*columns, console=err_console, transient=transient)
+    return _Progress(*columns, console=err_console, transient=transient)
 
 
 def print_json(payload: Any) -> None:

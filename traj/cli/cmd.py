@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Annotated
 
@@ -20,6 +18,7 @@ from ._common import (
     handle_errors,
     number_list,
     out_console,
+    output_dir,
     print_json,
     progress_bar,
 )
@@ -67,8 +66,9 @@ def cmd(
     """
     with handle_errors():
         from ..analysis import cmd as cmd_mod
+        from ..atomic import staged_output
         from ..recipes import resolve_recipe
-        from ..report.cmd import cmd_report
+        from ..report.cmd import cmd_report_files
         from ..store import open_store
 
         if threshold is None and modes < 1:
@@ -82,19 +82,16 @@ def cmd(
         sweep_modes = _parse_sweep(sweep)
         engine = engine_options(backend, device, scheduler, block_mb)
         opened = open_store(store)
-        target = out or Path("traj-out") / f"cmd-{opened.path.name.removesuffix('.zarr')}"
+        target = output_dir(out, f"cmd-{opened.path.name.removesuffix('.zarr')}", opened)
         recipe = resolve_recipe(recipe_spec, opened) if evaluate else None
-        if target.exists() and not target.is_dir():
-            raise fail(f"{target} exists and is a file; --out needs a directory")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.model.", dir=target.parent))
-        try:
+        # the model is written straight into the report's staging directory
+        with staged_output(target, inputs=[opened.path]) as staging:
             options = {"samples": samples, "window": window, "subsample": subsample, "seed": seed, "engine": engine,
                        "drop_nonfinite": drop_nonfinite}
             with progress_bar() as bar:
                 task = bar.add_task("CMD pass", total=None)
                 result = cmd_mod.cmd(opened, modes=None if threshold is not None else modes, threshold=threshold,
-                                     out=scratch / "cmd.zarr",
+                                     out=staging / "cmd.zarr",
                                      progress=lambda d, t: bar.update(task, completed=d, total=t), **options)
                 extra = {}
                 if recipe is not None:
@@ -106,9 +103,7 @@ def cmd(
             from dataclasses import replace
 
             result = replace(result, model_path=str(target / "cmd.zarr"), **extra)
-            cmd_report(result, target, extra=lambda staging: shutil.move(str(scratch / "cmd.zarr"), staging / "cmd.zarr"))
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
+            cmd_report_files(result, staging)
         summary = result.to_dict()
         if json_:
             print_json(summary)

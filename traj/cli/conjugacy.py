@@ -17,6 +17,7 @@ from ._common import (
     fail,
     handle_errors,
     out_console,
+    output_dir,
     parse_rank,
     print_json,
     progress_bar,
@@ -68,13 +69,13 @@ def conjugacy(
         engine = engine_options(backend, device, scheduler, block_mb)
         runs = [open_store(s) for s in stores]
         null_runs = [open_store(Path(p.strip())) for p in (null or "").split(",") if p.strip()]
-        target = out or Path("traj-out") / "conjugacy"
+        target = output_dir(out, "conjugacy", *runs, *null_runs)
         with progress_bar() as bar:
             task = bar.add_task("spectra", total=None)
             result = run_conjugacy(runs, window=window, layer=layer, rank=parse_rank(rank), k=k, null=null_runs,
                                    quantile=quantile, margin=margin, windows=windows, stack=stack, delays=delays, engine=engine,
                                    progress=lambda d, t: bar.update(task, completed=d, total=t))
-            conjugacy_report(result, target)
+            conjugacy_report(result, target, inputs=[r.path for r in runs + null_runs])
         if json_:
             print_json(result.to_dict())
         else:

@@ -17,6 +17,7 @@ from ._common import (
     fail,
     handle_errors,
     out_console,
+    output_dir,
     parse_rank,
     print_json,
     progress_bar,
@@ -65,7 +66,7 @@ def dmd(
             raise fail(f"--power-iterations must be >= 0, got {power_iterations}")
         engine = engine_options(backend, device, scheduler, block_mb)
         opened = open_store(store)
-        target = out or Path("traj-out") / f"dmd-{opened.path.name.removesuffix('.zarr')}"
+        target = output_dir(out, f"dmd-{opened.path.name.removesuffix('.zarr')}", opened)
         with progress_bar() as bar:
             task = bar.add_task("Gram pass", total=None)
             result = run_dmd(opened, rank=chosen_rank, window=window, layers=layer, per_layer=per_layer, eps=eps,
@@ -80,7 +81,7 @@ def dmd(
                     write_modes(result, opened, staging / "modes.zarr", engine=engine,
                                 progress=lambda d, t: bar.update(modes_task, completed=d, total=t))
 
-            dmd_report(result, target, extra=extra)
+            dmd_report(result, target, extra=extra, inputs=[opened.path])
         summary = result.to_dict()
         if save_modes:
             summary["modes"] = str(target / "modes.zarr")

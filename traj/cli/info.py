@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ._common import handle_errors, out_console, print_json, progress_bar
+from ._common import handle_errors, out_console, output_dir, print_json, progress_bar
 
 
 def info(
@@ -34,6 +34,8 @@ def info(
         from ..store.run_store import human_bytes
 
         opened = open_store(store)
+        if out is not None:
+            output_dir(out, "", opened)  # refused before the scan, not after
         with progress_bar() as bar:
             task = bar.add_task("scan", total=None)
             summary = describe(opened, scan=scan, progress=lambda d, t: bar.update(task, completed=d, total=t))

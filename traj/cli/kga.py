@@ -13,6 +13,7 @@ from ._common import (
     handle_errors,
     number_list,
     out_console,
+    output_dir,
     positive_int_or,
     print_json,
     progress_bar,
@@ -46,8 +47,9 @@ def kga_replay(
     """
     with handle_errors():
         from ..analysis.kga import MASKS, replay
+        from ..atomic import staged_output
         from ..recipes import resolve_recipe
-        from ..report.kga import kga_report
+        from ..report.kga import kga_report_files
         from ..store import open_store
 
         alphas = number_list("--alpha", alpha, float)
@@ -64,16 +66,20 @@ def kga_replay(
         runner = resolve_recipe(recipe, opened)
         if runner is None:
             raise fail(f"{opened.path} records no recipe; pass --recipe NAME (built-in) or --recipe module:function")
-        target = out or Path("traj-out") / f"kga-{opened.path.name.removesuffix('.zarr')}"
+        target = output_dir(out, f"kga-{opened.path.name.removesuffix('.zarr')}", opened)
         total = (epochs or runner.epochs) * (len(alphas) + 1)
-        with progress_bar("label") as bar:
-            task = bar.add_task("replay", total=total, label="")
-            result = replay(runner, target, alphas=alphas, epochs=epochs, window=window, interval=interval_value,
-                            eps=eps, efficient=efficient, project_step=project_step, mask=mask, mask_eps=mask_eps,
-                            mask_window=mask_window,
-                            progress=lambda label, report: bar.update(task, advance=1, label=f"{label} loss {report.loss:.4g}"))
-        summary = result.summary()
-        kga_report(summary, target / "report")
+        # Every run and the report are built in a staging sibling and replace TARGET whole at the end,
+        # so no store that this directory did not create (or an input) can be overwritten.
+        with staged_output(target, inputs=[opened.path], kind="kga-replay") as staging:
+            with progress_bar("label") as bar:
+                task = bar.add_task("replay", total=total, label="")
+                result = replay(runner, staging, alphas=alphas, epochs=epochs, window=window, interval=interval_value,
+                                eps=eps, efficient=efficient, project_step=project_step, mask=mask, mask_eps=mask_eps,
+                                mask_window=mask_window, final_dir=target,
+                                progress=lambda label, report: bar.update(task, advance=1,
+                                                                          label=f"{label} loss {report.loss:.4g}"))
+            summary = result.summary()
+            kga_report_files(summary, staging / "report")
         if json_:
             print_json(summary)
             return

@@ -18,6 +18,7 @@ from ._common import (
     handle_errors,
     number_list,
     out_console,
+    output_dir,
     parse_rank,
     print_json,
     progress_bar,
@@ -75,7 +76,7 @@ def prune(
         from ..recipes import resolve_recipe
 
         chosen_recipe = resolve_recipe(recipe_spec, opened) if evaluate else None
-        target = out or Path("traj-out") / f"prune-{opened.path.name.removesuffix('.zarr')}"
+        target = output_dir(out, f"prune-{opened.path.name.removesuffix('.zarr')}", opened)
         with progress_bar() as bar:
             task = bar.add_task("pruning", total=None)
             result = run_prune(opened, epoch=epoch, window=window, methods=methods, compressions=compressions,
@@ -83,7 +84,8 @@ def prune(
                                recipe=chosen_recipe,
                                epochs=epoch_list or None, rank=parse_rank(rank), engine=engine,
                                progress=lambda d, t: bar.update(task, completed=d, total=t))
-            prune_report(result, target, extra=lambda staging: write_masks(result, staging / "masks.zarr", opened.layout))
+            prune_report(result, target, extra=lambda staging: write_masks(result, staging / "masks.zarr", opened.layout),
+                         inputs=[opened.path])
         summary = result.to_dict()
         summary["masks"] = str(target / "masks.zarr")
         if json_:

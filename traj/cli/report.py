@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ._common import err_console, handle_errors, out_console, print_json
+from ._common import err_console, handle_errors, out_console, output_dir, print_json
 
 
 def report(
@@ -35,7 +35,7 @@ def report(
         opened = open_store(store)
         chosen_recipe = resolve_recipe(recipe_spec, opened) if evaluate else None
         others = [open_store(p) for p in peers or []]
-        target = out or Path("traj-out") / f"report-{opened.path.name.removesuffix('.zarr')}"
+        target = output_dir(out, f"report-{opened.path.name.removesuffix('.zarr')}", opened, *others)
         with err_console.status("analysing") as status:
             path, summary = run_report(opened, target, peers=others, evaluate=evaluate, recipe=chosen_recipe,
                                        progress=lambda name: status.update(f"running {name}"))

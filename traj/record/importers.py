@@ -9,7 +9,6 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
-import shutil
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -44,6 +43,7 @@ def import_source(source: str | os.PathLike[str], out: str | os.PathLike[str], *
     source = Path(source)
     if not source.exists():
         raise ImportSourceError(f"{source}: no such file or directory")
+    check_import_target(source, out, overwrite=bool(options.get("overwrite", False)))  # before reading anything
     if source.is_dir():
         options.pop("every", None)
         return import_checkpoints(source, out, **options)
@@ -239,20 +239,32 @@ def _check_same_tensors(tensors: list[tuple[str, Any]], reference: list[tuple[st
         raise ImportSourceError(f"{path.name}: parameter {extra[0]!r} is not in {first.name}")
 
 
+def check_import_target(source: str | os.PathLike[str], out: str | os.PathLike[str], *, overwrite: bool) -> None:
+    """Refuse an ``out`` that would touch the source or something that is not a replaceable store."""
+    from ..atomic import is_within
+
+    source, out = Path(source), Path(out)
+    if is_within(out, source) or is_within(source, out):
+        raise ImportSourceError(f"--out {out} overlaps the source {source}; write the store elsewhere")
+    if os.path.lexists(out) and not overwrite:
+        raise ImportSourceError(f"{out} already exists; choose another --out or pass --overwrite")
+
+
 def _new_writer(out: str | os.PathLike[str], layout: Layout, dtype: str, spacing: dict[str, Any],
                 source: dict[str, Any], overwrite: bool) -> StoreWriter:
-    if Path(out).exists() and (Path(out) / "zarr.json").exists() and not overwrite:
-        raise ImportSourceError(f"{out} already exists; choose another --out or pass --overwrite")
-    return StoreWriter(out, layout, dtype=dtype, spacing=spacing, attrs={"source": source}, overwrite=overwrite)
+    check_import_target(source["path"], out, overwrite=overwrite)
+    # atomic: built beside --out and moved there whole by close(); a killed import leaves nothing
+    return StoreWriter(out, layout, dtype=dtype, spacing=spacing, attrs={"source": source}, overwrite=overwrite,
+                       atomic=True)
 
 
 @contextmanager
 def _removed_on_failure(writer: StoreWriter, out: str | os.PathLike[str]) -> Iterator[None]:
-    """Close the writer at the end; on any failure also delete the half-written store."""
+    """Close the writer at the end (which moves the store into place); on any failure delete
+    the staging copy, so ``out`` keeps what it held before (or stays absent)."""
     try:
         yield
     except BaseException:
-        writer.close()
-        shutil.rmtree(out, ignore_errors=True)
+        writer.abort()
         raise
     writer.close()

@@ -360,7 +360,12 @@ class Recorder:
         self._queue.put(_STOP)
         self._thread.join()
         try:
-            self._writer.close()
+            if self._error is not None and (self._writer.staged or self._writer.n_snapshots == 0):
+                # a failed --overwrite run leaves the old store as it was; a new one that never
+                # committed a snapshot leaves nothing behind
+                self._writer.abort()
+            else:
+                self._writer.close()
         finally:
             self._raise_writer_error()
 
@@ -370,6 +375,13 @@ class Recorder:
     def __exit__(self, exc_type: object, *exc: object) -> None:
         if exc_type is None:
             self.close()
+            return
+        if self._writer.staged:  # replacing a store: an interrupted run must leave the old one as it was
+            self._closed = True
+            self.detach()
+            self._queue.put(_STOP)
+            self._thread.join()
+            self._writer.abort()
             return
         try:  # keep every snapshot taken before the error, then let the error through
             self.close()

@@ -16,10 +16,20 @@ from ..plots.cmd import (
     plot_sample_fits,
     plot_sweep,
 )
-from .writer import Report, write_report
+from .writer import Report, write_report, write_report_files
 
 
-def cmd_report(result, out_dir: str | os.PathLike[str], extra=None) -> Path:
+def cmd_report(result, out_dir: str | os.PathLike[str], extra=None, *, inputs=()) -> Path:
+    report, d = cmd_report_content(result)
+    return write_report(out_dir, report, d, extra=extra, inputs=inputs)
+
+
+def cmd_report_files(result, directory: str | os.PathLike[str]) -> None:
+    """Write the report's files into an existing (staging) directory."""
+    write_report_files(directory, *cmd_report_content(result))
+
+
+def cmd_report_content(result) -> tuple[Report, dict]:
     d = result.to_dict()
     report = Report(f"traj cmd: {Path(result.store).name}")
     report.paragraph(
@@ -49,4 +59,4 @@ def cmd_report(result, out_dir: str | os.PathLike[str], extra=None) -> Path:
         report.heading("Sweep over M")
         keys = list(result.sweep[0])
         report.table(keys, [[f"{r[k]:.4g}" if isinstance(r[k], float) else r[k] for k in keys] for r in result.sweep])
-    return write_report(out_dir, report, d, extra=extra)
+    return report, d

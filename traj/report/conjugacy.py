@@ -12,7 +12,7 @@ from ..plots.conjugacy import _names, plot_distance_matrix, plot_null, plot_spec
 from .writer import Report, write_report
 
 
-def conjugacy_report(result, out_dir: str | os.PathLike[str], extra=None) -> Path:
+def conjugacy_report(result, out_dir: str | os.PathLike[str], extra=None, *, inputs=()) -> Path:
     d = result.to_dict()
     report = Report("traj conjugacy")
     null = (f"; its {100 * result.quantile:g} % quantile is {result.null_threshold:.3g}"
@@ -41,4 +41,4 @@ def conjugacy_report(result, out_dir: str | os.PathLike[str], extra=None) -> Pat
         report.table(["run A", "run B", "W1", "verdict", "decided by"],
                      [[Path(v["a"]).name, Path(v["b"]).name, f"{v['distance']:.4g}", v["verdict"], v["basis"] or "-"]
                       for v in result.verdicts])
-    return write_report(out_dir, report, d, extra=extra)
+    return write_report(out_dir, report, d, extra=extra, inputs=inputs)

@@ -12,7 +12,7 @@ from ..plots.dmd import plot_eigenvalues, plot_layer_spectra, plot_reconstructio
 from .writer import Report, write_report
 
 
-def dmd_report(result, out_dir: str | os.PathLike[str], extra=None) -> Path:
+def dmd_report(result, out_dir: str | os.PathLike[str], extra=None, *, inputs=()) -> Path:
     d = result.to_dict()
     report = Report(f"traj dmd: {Path(result.store).name}")
     counts = d["class_counts"]
@@ -50,4 +50,4 @@ def dmd_report(result, out_dir: str | os.PathLike[str], extra=None) -> Path:
             [[s.name, s.n_params, s.rank, f"{np.abs(s.eigenvalues).max():.4f}", s.classes.count("neutral"),
               s.classes.count("stable"), s.classes.count("unstable")] for s in result.per_layer],
         )
-    return write_report(out_dir, report, d, extra=extra)
+    return write_report(out_dir, report, d, extra=extra, inputs=inputs)

@@ -13,6 +13,7 @@ from .writer import Report, write_report
 
 
 def info_report(store: RunStore, info: StoreInfo, out_dir: str | os.PathLike[str]) -> Path:
+    """Write the info report; ``out_dir`` may not be, lie inside or contain the store."""
     report = Report(f"traj info: {store.path.name}")
     report.paragraph(
         f"{info.n_snapshots} snapshots of {info.n_params} parameters ({info.n_prunable} prunable), {info.dtype}; "
@@ -36,4 +37,4 @@ def info_report(store: RunStore, info: StoreInfo, out_dir: str | os.PathLike[str
     )
     summary = info.to_dict()
     summary["layer_norms"] = {"first": norms[0].tolist(), "last": norms[-1].tolist()}
-    return write_report(out_dir, report, summary)
+    return write_report(out_dir, report, summary, inputs=[store.path])

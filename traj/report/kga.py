@@ -7,10 +7,20 @@ from pathlib import Path
 
 from ..plots import figure_png
 from ..plots.kga import plot_alpha_sweep, plot_losses, plot_masked_fraction
-from .writer import Report, write_report
+from .writer import Report, write_report, write_report_files
 
 
 def kga_report(summary: dict, out_dir: str | os.PathLike[str]) -> Path:
+    return write_report(out_dir, *kga_report_content(summary))
+
+
+def kga_report_files(summary: dict, directory: str | os.PathLike[str]) -> None:
+    """Write the report's files into ``directory`` (created; inside a staging directory)."""
+    Path(directory).mkdir(exist_ok=True)
+    write_report_files(directory, *kga_report_content(summary))
+
+
+def kga_report_content(summary: dict) -> tuple[Report, dict]:
     report = Report(f"traj kga-replay: {summary['recipe']}")
     report.paragraph(
         f"The recipe {summary['recipe']} re-run with its seed and data order, plainly and with KGA "
@@ -28,4 +38,4 @@ def kga_report(summary: dict, out_dir: str | os.PathLike[str]) -> Path:
         + [[r["label"], f"{r['final_train_loss']:.4g}", f"{r['final_val_loss']:.4g}", r["epochs_to_plain_final_loss"] or "never",
             f"{r['added_seconds_per_epoch']:+.4f}", f"{r['dmd_seconds_total']:.3f}"] for r in summary["comparison"]],
     )
-    return write_report(out_dir, report, summary)
+    return report, summary

@@ -10,7 +10,7 @@ from ..plots.prune import plot_accuracy, plot_epoch_overlap, plot_overlap, plot_
 from .writer import Report, write_report
 
 
-def prune_report(result, out_dir: str | os.PathLike[str], extra=None) -> Path:
+def prune_report(result, out_dir: str | os.PathLike[str], extra=None, *, inputs=()) -> Path:
     d = result.to_dict()
     report = Report(f"traj prune: {Path(result.store).name}")
     where = f"epoch {result.epoch}" if result.epoch is not None else "the window"
@@ -42,4 +42,4 @@ def prune_report(result, out_dir: str | os.PathLike[str], extra=None) -> Path:
                 row.append(f"{a:.3f} / {r:.3f}")
             rows.append(row)
         report.table(["method", *[f"c={k}" for k in keys]], rows)
-    return write_report(out_dir, report, d, extra=extra)
+    return write_report(out_dir, report, d, extra=extra, inputs=inputs)

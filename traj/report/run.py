@@ -160,4 +160,4 @@ def run_report(
         "skipped": skipped,
         "seconds": time.perf_counter() - t0,
     }
-    return write_report(out_dir, report, summary), summary
+    return write_report(out_dir, report, summary, inputs=[store.path, *(p.path for p in peers)]), summary

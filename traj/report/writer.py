@@ -1,7 +1,8 @@
 """Write a report directory: summary.json, report.md and a self-contained report.html.
 
-A report is assembled in a temporary directory beside the target and moved into place at
-the end, so an interrupted run never leaves a half report that looks whole.
+A report is assembled in a staging directory beside the target and moved into place at the
+end (:mod:`traj.atomic`), so an interrupted run never leaves a half report that looks whole,
+and a directory traj did not write is never replaced.
 """
 
 from __future__ import annotations
@@ -10,16 +11,14 @@ import base64
 import html
 import json
 import os
-import shutil
-import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import TrajError
+from ..atomic import staged_output
 
-__all__ = ["Report", "jsonable", "write_report"]
+__all__ = ["Report", "jsonable", "write_report", "write_report_files"]
 
 
 @dataclass
@@ -95,43 +94,30 @@ class Report:
 
 
 def write_report(out_dir: str | os.PathLike[str], report: Report, summary: dict[str, Any],
-                 extra: Callable[[Path], None] | None = None) -> Path:
+                 extra: Callable[[Path], None] | None = None, *,
+                 inputs: Iterable[str | os.PathLike[str]] = ()) -> Path:
     """Write ``summary.json``, ``report.md``, ``report.html`` and the PNGs into ``out_dir``.
 
-    Everything is written to a temporary sibling first and moved into place at the end;
-    ``extra(staging_dir)`` may add more files (e.g. a Zarr array of modes) before the move.
+    ``out_dir`` must be new, empty or a directory traj wrote (:func:`traj.atomic.check_output_dir`;
+    ``inputs`` are the stores it must not touch). Everything is built in a staging sibling and
+    moved into place at the end; ``extra(staging_dir)`` may add more files (e.g. a Zarr array of
+    modes) before the move.
     """
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise TrajError(f"{out} exists and is a file; --out needs a directory")
-    parent = out.parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=parent))
-    except OSError as exc:
-        raise TrajError(f"cannot write the report to {out}: {exc.strerror or exc}") from None
-    try:
-        (staging / "summary.json").write_text(json.dumps(summary, indent=2, default=jsonable) + "\n")
-        (staging / "report.md").write_text(report.to_markdown())
-        (staging / "report.html").write_text(report.to_html())
-        for name, png in report.figures.items():
-            (staging / name).write_bytes(png)
+    with staged_output(out_dir, inputs=inputs) as staging:
+        write_report_files(staging, report, summary)
         if extra is not None:
             extra(staging)
-        if out.exists():
-            backup = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=parent))
-            os.replace(out, backup / "old")
-            os.replace(staging, out)
-            shutil.rmtree(backup, ignore_errors=True)
-        else:
-            os.replace(staging, out)
-    except OSError as exc:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise TrajError(f"cannot write the report to {out}: {exc.strerror or exc}") from None
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return out
+    return Path(out_dir)
+
+
+def write_report_files(directory: str | os.PathLike[str], report: Report, summary: dict[str, Any]) -> None:
+    """Write the report's files into an existing (staging) directory."""
+    directory = Path(directory)
+    (directory / "summary.json").write_text(json.dumps(summary, indent=2, default=jsonable) + "\n")
+    (directory / "report.md").write_text(report.to_markdown())
+    (directory / "report.html").write_text(report.to_html())
+    for name, png in report.figures.items():
+        (directory / name).write_bytes(png)
 
 
 def jsonable(obj: Any) -> Any:

@@ -19,6 +19,7 @@ training. zarr still creates, resizes and reads every array.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shutil
@@ -32,8 +33,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import LayoutMismatchError, RecorderError, StoreFormatError
-from .lock import WriterLock
+from ..atomic import Staging
+from ..errors import LayoutMismatchError, RecorderError, StoreFormatError, StoreWriteError
+from .lock import LOCK_NAME, WriterLock
 from .run_store import RunStore
 from .schema import FORMAT_NAME, FORMAT_VERSION, UNCOMMITTED_STEP, Layout, check_dtype, choose_chunks
 
@@ -137,7 +139,14 @@ class StoreWriter:
     recipe : dict, optional
         ``{"name", "config", "seed"}`` of the built-in recipe that produced the run.
     overwrite : bool
-        Replace an existing run store instead of appending to it.
+        Replace an existing run store instead of appending to it. The new store is built in a
+        staging sibling and swapped in by :meth:`close`; until then (and if the process dies,
+        or :meth:`abort` is called) the old store stays exactly as it was.
+    atomic : bool
+        Build a new store in a staging sibling and move it to ``path`` only at :meth:`close`
+        (``traj import``): a killed build leaves nothing at ``path``. Without it a new store
+        appears at ``path`` (empty, valid) as soon as it is created and every commit is
+        visible there, which is what a recording that may crash needs.
     compressor : {"lz4", "zstd"}
         Blosc codec; lz4 + shuffle is the cheap default (float32 weights compress ~10 %).
     """
@@ -152,6 +161,7 @@ class StoreWriter:
         recipe: Mapping[str, Any] | None = None,
         attrs: Mapping[str, Any] | None = None,
         overwrite: bool = False,
+        atomic: bool = False,
         compressor: str = "lz4",
         chunk_bytes: int = 1 << 20,
     ) -> None:
@@ -163,41 +173,68 @@ class StoreWriter:
         if compressor not in _COMPRESSORS:
             raise StoreFormatError(f"unknown compressor {compressor!r}; use one of {', '.join(_COMPRESSORS)}")
         self._codec = zarr.codecs.BloscCodec(**_COMPRESSORS[compressor])
-        self._lock = WriterLock(self.path)
-        existing = self._prepare_directory(overwrite)
-        self._lock.acquire()
-        try:
-            if existing:
-                self._resume()
-            else:
-                self._create(spacing, recipe, attrs, chunk_bytes)
-        except BaseException:
-            self._lock.release()
-            raise
         self._pending: list[dict[str, Any]] = []
         self._closed = False
+        self._staging: Staging | None = None  # set while a new store is built beside ``path``
+        self._old_lock: WriterLock | None = None  # the store being replaced, held until the swap
+        self._fresh = False  # created by this writer in place (abort removes it while it holds no rows)
+        if self._existing_store(overwrite):
+            self._root = self.path
+            self._lock = WriterLock(self.path)
+            self._lock.acquire()
+            try:
+                self._resume()
+            except BaseException:
+                self._lock.release()
+                raise
+            return
+        made: list[Path] = []
+        try:
+            made = _make_parents(self.path.parent)
+            self._staging = Staging(self.path)
+            self._root = self._staging.path
+            self._lock = WriterLock(self._root)
+            self._lock.acquire()
+            self._create(spacing, recipe, attrs, chunk_bytes)
+            if not (overwrite or atomic):
+                # A new store appears whole (valid and empty) and is written in place from here on.
+                self._staging.commit()
+                self._staging = None
+                self._root = self.path
+                self._lock.path = self.path / LOCK_NAME
+                self._fresh = True
+                self._resume()
+        except BaseException as exc:
+            self._discard()
+            for directory in reversed(made):
+                with contextlib.suppress(OSError):
+                    directory.rmdir()
+            if isinstance(exc, OSError) and not isinstance(exc, StoreWriteError):
+                raise StoreWriteError.from_os_error(self.path, exc) from None
+            raise
 
     # ------------------------------------------------------------------ setup
-    def _prepare_directory(self, overwrite: bool) -> bool:
-        """Return True when ``path`` already holds a run store to resume."""
-        if self.path.exists() and not self.path.is_dir():
-            raise StoreFormatError(f"{self.path} exists and is a file, not a run store")
+    def _existing_store(self, overwrite: bool) -> bool:
+        """True when ``path`` holds a run store to append to; checks what may be replaced."""
+        if os.path.lexists(self.path) and (self.path.is_symlink() or not self.path.is_dir()):
+            raise StoreFormatError(f"{self.path} exists and is not a directory; refusing to write there")
         if not self.path.exists():
-            self.path.mkdir(parents=True)
             return False
         if not (self.path / "zarr.json").exists():
             if any(p for p in self.path.iterdir() if p.name != ".traj-writer.lock"):
                 raise StoreFormatError(f"{self.path} exists, is not empty and is not a run store; refusing to write there")
             return False
         RunStore(self.path)  # validates the format before anything is touched
-        if overwrite:
-            lock = WriterLock(self.path)
-            lock.acquire()  # refuse to delete a store another process is writing
-            lock.release()
-            shutil.rmtree(self.path)
-            self.path.mkdir(parents=True)
-            return False
-        return True
+        if not overwrite:
+            return True
+        self._old_lock = WriterLock(self.path)
+        self._old_lock.acquire()  # refuse to replace a store another process is writing; held until the swap
+        return False
+
+    @property
+    def staged(self) -> bool:
+        """Whether this writer builds a new store beside ``path`` (moved there by :meth:`close`)."""
+        return self._staging is not None
 
     def _create(self, spacing: Mapping[str, Any] | None, recipe: Mapping[str, Any] | None,
                 attrs: Mapping[str, Any] | None, chunk_bytes: int) -> None:
@@ -218,7 +255,7 @@ class StoreWriter:
             "state": "open",
         }
         root_attrs.update(attrs or {})
-        store = zarr.storage.LocalStore(self.path)
+        store = zarr.storage.LocalStore(self._root)
         self._group = zarr.open_group(store, mode="a", zarr_format=3, attributes=root_attrs)
         self._capacity = 0
         self._files: dict[str, ChunkFiles] = {}
@@ -235,20 +272,20 @@ class StoreWriter:
     def _resume(self) -> None:
         import zarr
 
-        reader = RunStore(self.path)
+        reader = RunStore(self._root)
         self.layout.check_same(reader.layout)
         if reader.dtype != self.dtype:
             raise LayoutMismatchError(
                 f"{self.path} holds {reader.dtype} snapshots; this recorder writes {self.dtype} "
                 f"(pass dtype={reader.dtype.name!r} to append)"
             )
-        self._group = zarr.open_group(zarr.storage.LocalStore(self.path), mode="r+", zarr_format=3)
+        self._group = zarr.open_group(zarr.storage.LocalStore(self._root), mode="r+", zarr_format=3)
         self._params = self._group["params"]
         self._t_chunk, self._n_chunk = self._params.chunks
         self._grads = self._group["grads"] if "grads" in self._group else None
-        self._files = {"params": ChunkFiles(self._params, self.path)}
+        self._files = {"params": ChunkFiles(self._params, self._root)}
         if self._grads is not None:
-            self._files["grads"] = ChunkFiles(self._grads, self.path)
+            self._files["grads"] = ChunkFiles(self._grads, self._root)
         self._series = {}
         for name in ("epoch", "time", "step", "loss"):
             if name in self._group:
@@ -286,7 +323,7 @@ class StoreWriter:
             dimension_names=("snapshot", "param"),
             chunk_key_encoding={"name": "default", "separator": "/"},
         )
-        self._files[name] = ChunkFiles(array, self.path)
+        self._files[name] = ChunkFiles(array, self._root)
         return array
 
     def _new_series(self, name: str, dtype: str, fill: Any) -> Any:
@@ -302,7 +339,7 @@ class StoreWriter:
         )
 
     def _add_series(self, array: Any) -> _Series:
-        series = _Series(array, ChunkFiles(array, self.path))
+        series = _Series(array, ChunkFiles(array, self._root))
         self._series[series.name] = series
         return series
 
@@ -369,6 +406,14 @@ class StoreWriter:
         """Write every buffered snapshot; returns the committed count."""
         if not self._pending:
             return self._committed
+        try:
+            return self._commit()
+        except OSError as exc:  # disk full, read-only, ...: the committed prefix stays as it was
+            if isinstance(exc, StoreWriteError):
+                raise
+            raise StoreWriteError.from_os_error(self.path, exc) from None
+
+    def _commit(self) -> int:
         rows, self._pending = self._pending, []
         start = self._committed
         end = start + len(rows)
@@ -453,7 +498,12 @@ class StoreWriter:
         self._capacity = rows
 
     def close(self) -> None:
-        """Commit what is buffered, trim every array to the committed rows, release the lock."""
+        """Commit what is buffered, trim every array to the committed rows, release the lock.
+
+        A staged store (``overwrite``/``atomic``) is moved to ``path`` here, replacing the old
+        one in one rename; if anything fails first, the staging copy is deleted and ``path`` is
+        left as it was.
+        """
         if self._closed:
             return
         try:
@@ -461,9 +511,43 @@ class StoreWriter:
             if self._capacity != self._committed:
                 self._resize(self._committed)
             self._group.attrs.update({"n_snapshots": self._committed, "state": "closed"})
+            if self._staging is not None:
+                self._staging.commit()
+                self._staging = None
+        except BaseException as exc:
+            self._discard()
+            if isinstance(exc, OSError) and not isinstance(exc, StoreWriteError):
+                raise StoreWriteError.from_os_error(self.path, exc) from None
+            raise
         finally:
             self._closed = True
-            self._lock.release()
+            self._release_locks()
+
+    def abort(self) -> None:
+        """Stop without finishing: a staged store is deleted (``path`` keeps the old store or
+        stays absent); a store written in place keeps its committed rows, like a crash, unless
+        this writer created it and committed none (then nothing is left behind)."""
+        if self._closed:
+            return
+        self._pending = []
+        self._closed = True
+        self._discard()
+        if self._fresh and self._committed == 0:
+            shutil.rmtree(self.path, ignore_errors=True)
+
+    def _discard(self) -> None:
+        if self._staging is not None:
+            self._staging.abort()
+            self._staging = None
+        self._release_locks()
+
+    def _release_locks(self) -> None:
+        lock = getattr(self, "_lock", None)
+        if lock is not None:
+            lock.release()
+        if self._old_lock is not None:
+            self._old_lock.release()
+            self._old_lock = None
 
     def update_attrs(self, **attrs: Any) -> None:
         self._group.attrs.update(attrs)
@@ -496,6 +580,20 @@ class _Series:
         (size,) = self.files.chunks
         for c in range(start // size, -(-stop // size)):
             self.files.write((c,), self.values[c * size : (c + 1) * size])
+
+
+def _make_parents(directory: Path) -> list[Path]:
+    """Create ``directory`` and its missing parents; returns those created, outermost first."""
+    missing = []
+    while not directory.exists():
+        missing.append(directory)
+        if directory.parent == directory:
+            break
+        directory = directory.parent
+    missing.reverse()
+    for path in missing:
+        path.mkdir()
+    return missing
 
 
 def _check_metric_name(name: str) -> None:

@@ -1,0 +1,272 @@
+"""What traj may replace on disk, and how: nothing it did not write, and never half of anything.
+
+Two rules, one module:
+
+* **Output directories** (every command's ``--out``) are replaced only when traj wrote them
+  itself: each one carries a marker file, :data:`MARKER`. A missing path or an empty
+  directory may be used; anything else is refused before any work starts, as is an output
+  that equals, lies inside or contains one of the command's input stores.
+* **Everything is built in a staging sibling** (``.NAME.traj-staging-PID-XXXX`` beside the
+  target) and moved into place in one rename when complete. An existing target is swapped
+  with ``renameat2(RENAME_EXCHANGE)`` where the kernel has it, so at every instant the path
+  holds either the old directory or the new one. A process killed while building leaves
+  only its staging sibling, which the next build at the same target removes (its liveness
+  lock is a ``flock``, which the kernel drops when the holder dies).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import fcntl
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from .errors import TrajError, UnsafeOutputError
+
+__all__ = [
+    "MARKER",
+    "Staging",
+    "check_output_dir",
+    "clean_stale_staging",
+    "is_within",
+    "rename_into_place",
+    "staged_output",
+]
+
+#: Marker file that a traj output directory carries; only a directory holding it is replaced.
+MARKER = ".traj-output.json"
+_STAGING_TAG = ".traj-staging-"
+_STAGING_LOCK = ".traj-staging.lock"
+_WRITER_LOCK = ".traj-writer.lock"  # a store's own writer lock (traj.store.lock) also marks liveness
+
+_RENAME_NOREPLACE = 1
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _renameat2() -> Any:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        function = libc.renameat2
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    function.restype = ctypes.c_int
+    return function
+
+
+_RENAMEAT2 = _renameat2()
+
+
+def _rename2(src: Path, dst: Path, flags: int) -> bool:
+    """``renameat2(src, dst, flags)``; False where the kernel or filesystem lacks it."""
+    if _RENAMEAT2 is None:
+        return False
+    if _RENAMEAT2(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), flags) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
+        return False
+    raise OSError(code, os.strerror(code), str(dst))
+
+
+def rename_into_place(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> Path | None:
+    """Move directory ``src`` to ``dst``; an existing ``dst`` is swapped out, not merged.
+
+    Returns the path that now holds the old ``dst`` (for the caller to delete), or None when
+    there was none. With ``renameat2`` the swap is one atomic step; without it, two renames.
+    """
+    src, dst = Path(src), Path(dst)
+    if not os.path.lexists(dst):
+        try:
+            if _rename2(src, dst, _RENAME_NOREPLACE):
+                return None
+        except FileExistsError:
+            pass  # appeared meanwhile: swap below
+        else:
+            os.rename(src, dst)
+            return None
+    if _rename2(src, dst, _RENAME_EXCHANGE):
+        return src  # src now names the old directory
+    old = dst.with_name(f".{dst.name}{_STAGING_TAG}old-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    os.rename(dst, old)
+    os.rename(src, dst)
+    return old
+
+
+def is_within(path: str | os.PathLike[str], parent: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is ``parent`` or lies inside it (after resolving links)."""
+    path, parent = Path(path).resolve(), Path(parent).resolve()
+    return path == parent or parent in path.parents
+
+
+def _locked(lock_file: Path) -> bool:
+    try:
+        fd = os.open(lock_file, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
+def clean_stale_staging(target: str | os.PathLike[str]) -> list[Path]:
+    """Delete staging siblings of ``target`` left by killed processes; returns what went.
+
+    Only directories named by :class:`Staging` for this target are candidates, and only those
+    whose liveness lock no process holds.
+    """
+    target = Path(target)
+    parent = target.parent
+    prefix = f".{target.name}{_STAGING_TAG}"
+    removed = []
+    try:
+        with os.scandir(parent) as listing:
+            entries = list(listing)
+    except OSError:
+        return removed
+    for entry in entries:
+        if not entry.name.startswith(prefix) or not entry.is_dir(follow_symlinks=False):
+            continue
+        path = Path(entry.path)
+        if _locked(path / _STAGING_LOCK) or _locked(path / _WRITER_LOCK):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
+
+
+class Staging:
+    """A staging directory beside ``target``, alive while this object holds its lock.
+
+    Build into :attr:`path`, then :meth:`commit` moves it to ``target`` in one rename
+    (swapping out what was there), or :meth:`abort` deletes it.
+    """
+
+    def __init__(self, target: str | os.PathLike[str]) -> None:
+        self.target = Path(target)
+        parent = self.target.parent
+        clean_stale_staging(self.target)
+        self.path = parent / f".{self.target.name}{_STAGING_TAG}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.path.mkdir()
+        self._fd: int | None = os.open(self.path / _STAGING_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+
+    def commit(self) -> None:
+        """Move the staging directory to the target; the old target, if any, is deleted."""
+        lock = self.target / _STAGING_LOCK
+        old = rename_into_place(self.path, self.target)
+        self._release()
+        try:
+            lock.unlink()
+        except OSError:
+            pass
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def abort(self) -> None:
+        self._release()
+        shutil.rmtree(self.path, ignore_errors=True)
+
+    def _release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing drops the flock
+            self._fd = None
+
+
+def _is_empty_dir(path: Path) -> bool:
+    try:
+        if not path.is_dir() or path.is_symlink():
+            return False
+        with os.scandir(path) as entries:
+            return next(entries, None) is None
+    except OSError:
+        return False
+
+
+def _marker(path: Path) -> dict[str, Any] | None:
+    try:
+        if (path / MARKER).is_symlink():
+            return None
+        value = json.loads((path / MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) and value.get("written_by") == "traj" else None
+
+
+def check_output_dir(out: str | os.PathLike[str], *, inputs: Iterable[str | os.PathLike[str]] = (),
+                     option: str = "--out") -> Path:
+    """Refuse an output directory that traj may not write; returns it as a Path.
+
+    Allowed: a path that does not exist, an empty directory, or a directory carrying traj's
+    :data:`MARKER`. Refused with :class:`UnsafeOutputError`: anything else, and an output equal
+    to, inside or containing one of ``inputs`` (the command's input stores). Nothing is touched.
+    """
+    out = Path(out)
+    for source in inputs:
+        source = Path(source)
+        if is_within(out, source):
+            where = "is" if out.resolve() == source.resolve() else "lies inside"
+            raise UnsafeOutputError(f"{option} {out} {where} the input {source}; choose another {option}")
+        if is_within(source, out):
+            raise UnsafeOutputError(f"{option} {out} contains the input {source}; choose another {option}")
+    if not os.path.lexists(out):
+        return out
+    if out.is_symlink():
+        raise UnsafeOutputError(f"{option} {out} is a symbolic link; traj writes only real directories")
+    if not out.is_dir():
+        raise UnsafeOutputError(f"{out} exists and is a file; {option} needs a directory")
+    if _is_empty_dir(out) or _marker(out) is not None:
+        return out
+    raise UnsafeOutputError(
+        f"{out} exists and was not written by traj (it has no {MARKER}); traj replaces only its own output "
+        f"directories: choose another {option} or remove it"
+    )
+
+
+@contextmanager
+def staged_output(out: str | os.PathLike[str], *, inputs: Iterable[str | os.PathLike[str]] = (),
+                  kind: str = "report") -> Iterator[Path]:
+    """Build an output directory in a staging sibling; on success it replaces ``out`` whole.
+
+    ``out`` is checked with :func:`check_output_dir` before the body runs and again just
+    before the swap. On any error (or interrupt) the staging directory is deleted and ``out``
+    is left exactly as it was.
+    """
+    from ._version import __version__
+
+    inputs = list(inputs)
+    out = check_output_dir(out, inputs=inputs)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging = Staging(out)
+    except OSError as exc:
+        raise TrajError(f"cannot write {out}: {exc.strerror or exc}") from None
+    try:
+        yield staging.path
+        marker = {"written_by": "traj", "kind": kind, "traj": __version__,
+                  "created": datetime.now(UTC).isoformat(timespec="seconds")}
+        (staging.path / MARKER).write_text(json.dumps(marker) + "\n")
+        check_output_dir(out, inputs=inputs)
+        staging.commit()
+    except OSError as exc:
+        staging.abort()
+        raise TrajError(f"cannot write {out}: {exc.strerror or exc}") from None
+    except BaseException:
+        staging.abort()
+        raise
