@@ -33,7 +33,7 @@ def info(
         from ..store.info import describe
         from ..store.run_store import human_bytes
 
-        opened = open_store(store)
+        opened = open_store(store, allow_damaged=True)  # describing a damaged store is what info is for
         with progress_bar() as bar:
             task = bar.add_task("scan", total=None)
             summary = describe(opened, scan=scan, progress=lambda d, t: bar.update(task, completed=d, total=t))
