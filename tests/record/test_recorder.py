@@ -385,3 +385,93 @@ def test_a_resumed_store_killed_before_closing_keeps_its_clean_close_count(tmp_p
     assert store.attrs["state"] == "open" and store.expected_snapshots == 5 and store.n_snapshots == 8
     rec.close()
     assert RunStore(path).expected_snapshots == 8
+
+
+# ---------------------------------------------------------------- the model changes under the Recorder
+@pytest.mark.parametrize("replace", ["parameter", "module", "deleted", "resized"])
+def test_a_replaced_parameter_is_refused_at_the_next_snapshot(tmp_path, replace):
+    # Before: m.weight = nn.Parameter(...) went on being recorded from the stale tensor, silently.
+    model = _model()
+    path = tmp_path / "r.zarr"
+    with Recorder(path, model) as rec:
+        _train(model, 2, rec)
+        if replace == "parameter":
+            model[2].weight = nn.Parameter(torch.zeros(2, 16))
+            message = r"parameter '2\.weight' of the model was replaced"
+        elif replace == "module":
+            model[0] = nn.Linear(6, 16)
+            message = r"module '0' of the model was replaced"
+        elif replace == "deleted":
+            del model[2].bias
+            message = r"parameter '2\.bias' of the model was replaced"
+        else:
+            model[2].weight.data = torch.zeros(3, 16)
+            message = r"parameter '2\.weight' now has 48 values; the store's layout records 32"
+        with pytest.raises(RecorderError, match=message):
+            rec.step()
+    assert RunStore(path).n_snapshots == 3  # every snapshot before the change is kept
+
+
+def test_tied_and_in_place_changes_are_recorded(tmp_path):
+    """In-place updates (copy_, .data of the same size) are the supported way and are recorded."""
+    model = _model()
+    model[0].register_parameter("alias", model[2].bias)  # one tensor under two names
+    with Recorder(tmp_path / "r.zarr", model) as rec:
+        with torch.no_grad():
+            model[2].weight.copy_(torch.ones(2, 16))
+        model[0].bias.data = torch.full((16,), 7.0)
+        rec.step()
+        model[0].alias = nn.Parameter(torch.zeros(2))  # untied: the model now has a tensor the store lacks
+        with pytest.raises(RecorderError, match=r"parameter '0\.alias'"):
+            rec.step()
+    store = RunStore(tmp_path / "r.zarr")
+    last = store.read()[-1]
+    assert (last[store.layout["0.bias"].offset : store.layout["0.bias"].stop] == 7.0).all() and (last[store.layout["2.weight"].offset : store.layout["2.weight"].stop] == 1.0).all()
+
+
+def test_meta_device_model_fails_before_creating_anything(tmp_path):
+    # Before: the store was created, then the copy failed, leaving it open and locked by this process.
+    with torch.device("meta"):
+        model = _model()
+    with pytest.raises(RecorderError, match=r"parameter '0\.weight' is on the meta device"):
+        Recorder(tmp_path / "meta.zarr", model)
+    assert not (tmp_path / "meta.zarr").exists()
+
+
+# ---------------------------------------------------------------- SIGTERM during `traj record`
+def test_sigterm_during_traj_record_closes_the_store_and_exits_143(tmp_path):
+    # Before: SIGTERM killed the process at once, leaving the store 'open', untrimmed and unclosed.
+    from traj.errors import TrajError
+    from traj.store.lock import is_locked
+
+    path = tmp_path / "q.zarr"
+    command = "from traj.cli.app import main; main()"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", command, "record", "quadratic-mlp", "--out", str(path), "--epochs", "500"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if RunStore(path).n_snapshots >= 40:
+                    break
+            except TrajError:  # not created yet
+                pass
+            time.sleep(0.05)
+        else:
+            pytest.fail("the recording never got going")
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 143, stderr.decode()
+    assert "Traceback" not in stderr.decode() and stderr.decode().strip().splitlines()[-1] == "terminated"
+    store = RunStore(path)
+    assert store.attrs["state"] == "closed" and store.closed_cleanly  # closed and trimmed
+    assert not is_locked(path) and store.n_snapshots >= 40
+    assert store.capacity == store.n_snapshots == store.expected_snapshots
+    np.testing.assert_array_equal(store.steps, np.arange(store.n_snapshots))
+    assert np.isfinite(store.read()).all()
