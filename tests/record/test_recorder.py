@@ -317,15 +317,39 @@ def test_dropped_recorder_in_process(tmp_path):
     np.testing.assert_array_equal(store.read(), history)
 
 
+def test_dropped_recorder_whose_writer_failed_says_so(tmp_path, monkeypatch):
+    """Nobody is left to raise to, so the failure becomes a RuntimeWarning rather than nothing."""
+    rec = Recorder(tmp_path / "r.zarr", _model())
+    rec.flush()
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(rec._writer, "commit", broken)
+    rec.step()
+    deadline = time.monotonic() + 10
+    while rec._pipe.error is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    with pytest.warns(RuntimeWarning, match="was not closed and its writer failed: disk full"):
+        del rec
+        gc.collect()
+    assert not RunStore(tmp_path / "r.zarr").writer_active
+
+
 # ---------------------------------------------------------------- appending to a damaged store
 def _damaged(tmp_path, rows=116, legacy=False):
     """A closed store of ``rows`` snapshots whose only 'step' chunk file is gone."""
     import zarr
 
+    from traj.record.recorder import layout_of
+    from traj.store import StoreWriter
+
     path = tmp_path / "damaged.zarr"
     model = _model()
-    with Recorder(path, model) as rec:
-        _train(model, rows - 1, rec)
+    layout, _ = layout_of(model)
+    with StoreWriter(path, layout) as writer:  # what a Recorder writes, in one commit
+        for k in range(rows):
+            writer.append(_theta(model) + k, step=k)
     if legacy:  # written before n_snapshots_closed existed
         group = zarr.open_group(path, mode="r+")
         attrs = dict(group.attrs)

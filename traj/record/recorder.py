@@ -312,8 +312,9 @@ class Recorder:
     Notes
     -----
     Call :meth:`close` (or use ``with``). A Recorder that is dropped, or still open when the
-    interpreter exits, still writes every snapshot it took, closes the store and releases
-    its lock. An optimizer it is attached to keeps it alive until the optimizer is dropped.
+    interpreter exits (when the main thread ends), still writes every snapshot it took, closes
+    the store and releases its lock. An optimizer it is attached to keeps it alive until the
+    optimizer is dropped.
     The recorded parameters must stay the same tensors: replacing one
     (``m.weight = nn.Parameter(...)``) raises :class:`RecorderError` at the next snapshot.
 
