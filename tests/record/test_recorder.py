@@ -1,3 +1,5 @@
+import gc
+import json
 import os
 import signal
 import subprocess
@@ -11,7 +13,7 @@ import torch
 from torch import nn
 
 from traj import Recorder, RunStore
-from traj.errors import LayoutMismatchError, RecorderError, StoreLockedError
+from traj.errors import LayoutMismatchError, RecorderError, StoreFormatError, StoreLockedError
 
 
 def _theta(model):
@@ -245,3 +247,255 @@ def test_a_second_process_is_refused_while_the_first_records(tmp_path):
     with Recorder(path, nn.Linear(3, 2)) as rec:  # free again once the first writer has closed
         rec.step()
     assert RunStore(path).n_snapshots == 2
+
+
+# ---------------------------------------------------------------- a Recorder that is never closed
+_UNCLOSED_SCRIPT = textwrap.dedent(
+    """
+    import gc, json, sys, threading, torch
+    from torch import nn
+    from traj import Recorder, RunStore
+    from traj.store.lock import is_locked
+
+    path, mode = sys.argv[1], sys.argv[2]
+    model = nn.Linear(300, 200)  # 60 200 params: the writer falls behind the loop below
+    rec = Recorder(path, model)
+    for k in range(1, 301):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.fill_(float(k))  # snapshot k holds the value k everywhere
+        rec.step()
+    if mode == "drop":
+        del rec
+        gc.collect()
+        store = RunStore(path)
+        writers = [t.name for t in threading.enumerate() if t.name == "traj-recorder-writer"]
+        print(json.dumps({"n": store.n_snapshots, "capacity": store.capacity, "state": store.attrs["state"],
+                          "locked": is_locked(path), "writers": writers}), flush=True)
+        with Recorder(path, model) as again:  # the lock is free for this very process
+            again.step()
+    """
+)
+
+
+def _check_every_row(path, n):
+    store = RunStore(path)
+    assert store.n_snapshots == n and store.closed_cleanly and not store.writer_active
+    values = store.read()
+    assert np.isfinite(values[0]).all()
+    np.testing.assert_array_equal(values[1:301], np.arange(1, 301, dtype=np.float32)[:, None] * np.ones((1, values.shape[1])))
+    return store
+
+
+def test_script_that_never_closes_keeps_every_snapshot(tmp_path):
+    # Before: the writer thread kept the Recorder alive, nothing closed it at exit and
+    # 93-115 of the 301 snapshots were lost; the store stayed 'open'.
+    path = tmp_path / "unclosed.zarr"
+    done = subprocess.run([sys.executable, "-c", _UNCLOSED_SCRIPT, str(path), "exit"], capture_output=True, timeout=120)
+    assert done.returncode == 0 and done.stderr == b"", done.stderr.decode()
+    _check_every_row(path, 301)
+
+
+def test_dropped_recorder_closes_its_store_while_the_process_runs(tmp_path):
+    path = tmp_path / "dropped.zarr"
+    done = subprocess.run([sys.executable, "-c", _UNCLOSED_SCRIPT, str(path), "drop"], capture_output=True, timeout=120)
+    assert done.returncode == 0 and done.stderr == b"", done.stderr.decode()
+    seen = json.loads(done.stdout.decode().splitlines()[0])
+    assert seen == {"n": 301, "capacity": 301, "state": "closed", "locked": False, "writers": []}
+    store = _check_every_row(path, 302)
+    assert store.steps[-1] == 301
+
+
+def test_dropped_recorder_in_process(tmp_path):
+    model = _model()
+    rec = Recorder(tmp_path / "r.zarr", model)
+    history = _train(model, 6, rec)
+    del rec
+    gc.collect()
+    store = RunStore(tmp_path / "r.zarr")
+    assert store.closed_cleanly and not store.writer_active
+    np.testing.assert_array_equal(store.read(), history)
+
+
+def test_dropped_recorder_whose_writer_failed_says_so(tmp_path, monkeypatch):
+    """Nobody is left to raise to, so the failure becomes a RuntimeWarning rather than nothing."""
+    rec = Recorder(tmp_path / "r.zarr", _model())
+    rec.flush()
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(rec._writer, "commit", broken)
+    rec.step()
+    deadline = time.monotonic() + 10
+    while rec._pipe.error is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    with pytest.warns(RuntimeWarning, match="was not closed and its writer failed: disk full"):
+        del rec
+        gc.collect()
+    assert not RunStore(tmp_path / "r.zarr").writer_active
+
+
+# ---------------------------------------------------------------- appending to a damaged store
+def _damaged(tmp_path, rows=116, legacy=False):
+    """A closed store of ``rows`` snapshots whose only 'step' chunk file is gone."""
+    import zarr
+
+    from traj.record.recorder import layout_of
+    from traj.store import StoreWriter
+
+    path = tmp_path / "damaged.zarr"
+    model = _model()
+    layout, _ = layout_of(model)
+    with StoreWriter(path, layout) as writer:  # what a Recorder writes, in one commit
+        for k in range(rows):
+            writer.append(_theta(model) + k, step=k)
+    if legacy:  # written before n_snapshots_closed existed
+        group = zarr.open_group(path, mode="r+")
+        attrs = dict(group.attrs)
+        attrs.pop("n_snapshots_closed", None)
+        group.attrs.clear()
+        group.attrs.update(attrs)
+    (path / "step" / "c" / "0").unlink()
+    return path, model
+
+
+def _files(path):
+    return {p.relative_to(path): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file() and p.name != ".traj-writer.lock"}
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_append_to_a_store_that_lost_committed_rows_is_refused(tmp_path, legacy):
+    # Before: the missing 'step' chunk made every row look uncommitted; the append reset them
+    # and trimmed the store to the 1 new snapshot, destroying 116 committed rows.
+    path, model = _damaged(tmp_path, legacy=legacy)
+    before = _files(path)
+    with pytest.raises(StoreFormatError, match=r"cannot append to .*damaged\.zarr: 0 committed snapshot\(s\), but its last clean close counted 116"):
+        Recorder(path, model)
+    assert _files(path) == before  # nothing touched, lock released
+    assert not RunStore(path, allow_damaged=True).writer_active
+    with pytest.raises(StoreFormatError, match="counted 116.*refusing to use part of a run"):
+        RunStore(path)  # analyses do not silently use the surviving prefix
+    damaged = RunStore(path, allow_damaged=True)
+    assert (damaged.n_snapshots, damaged.expected_snapshots, damaged.missing_snapshots) == (0, 116, 116)
+
+
+def test_info_reports_lost_rows_as_damage_and_never_advises_appending(tmp_path):
+    from typer.testing import CliRunner
+
+    from traj.cli.app import app
+
+    path, _ = _damaged(tmp_path)
+    result = CliRunner().invoke(app, ["info", str(path), "--json"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    assert (info["missing_snapshots"], info["expected_snapshots"], info["healthy"]) == (116, 116, False)
+    assert any(line.startswith("damaged: 0 committed snapshot(s)") for line in info["health"])
+    assert not any("appending" in line and "resumes" in line for line in info["health"])
+    result = CliRunner().invoke(app, ["dmd", str(path), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "counted 116" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_resumed_store_killed_before_closing_keeps_its_clean_close_count(tmp_path):
+    model = _model()
+    path = tmp_path / "r.zarr"
+    with Recorder(path, model) as rec:
+        _train(model, 4, rec)
+    rec = Recorder(path, model)  # resumed: state 'open' while it records
+    _train(model, 3, rec, seed=1)
+    rec.flush()
+    store = RunStore(path)
+    assert store.attrs["state"] == "open" and store.expected_snapshots == 5 and store.n_snapshots == 8
+    rec.close()
+    assert RunStore(path).expected_snapshots == 8
+
+
+# ---------------------------------------------------------------- the model changes under the Recorder
+@pytest.mark.parametrize("replace", ["parameter", "module", "deleted", "resized"])
+def test_a_replaced_parameter_is_refused_at_the_next_snapshot(tmp_path, replace):
+    # Before: m.weight = nn.Parameter(...) went on being recorded from the stale tensor, silently.
+    model = _model()
+    path = tmp_path / "r.zarr"
+    with Recorder(path, model) as rec:
+        _train(model, 2, rec)
+        if replace == "parameter":
+            model[2].weight = nn.Parameter(torch.zeros(2, 16))
+            message = r"parameter '2\.weight' of the model was replaced"
+        elif replace == "module":
+            model[0] = nn.Linear(6, 16)
+            message = r"module '0' of the model was replaced"
+        elif replace == "deleted":
+            del model[2].bias
+            message = r"parameter '2\.bias' of the model was replaced"
+        else:
+            model[2].weight.data = torch.zeros(3, 16)
+            message = r"parameter '2\.weight' now has 48 values; the store's layout records 32"
+        with pytest.raises(RecorderError, match=message):
+            rec.step()
+    assert RunStore(path).n_snapshots == 3  # every snapshot before the change is kept
+
+
+def test_tied_and_in_place_changes_are_recorded(tmp_path):
+    """In-place updates (copy_, .data of the same size) are the supported way and are recorded."""
+    model = _model()
+    model[0].register_parameter("alias", model[2].bias)  # one tensor under two names
+    with Recorder(tmp_path / "r.zarr", model) as rec:
+        with torch.no_grad():
+            model[2].weight.copy_(torch.ones(2, 16))
+        model[0].bias.data = torch.full((16,), 7.0)
+        rec.step()
+        model[0].alias = nn.Parameter(torch.zeros(2))  # untied: the model now has a tensor the store lacks
+        with pytest.raises(RecorderError, match=r"parameter '0\.alias'"):
+            rec.step()
+    store = RunStore(tmp_path / "r.zarr")
+    last = store.read()[-1]
+    assert (last[store.layout["0.bias"].offset : store.layout["0.bias"].stop] == 7.0).all() and (last[store.layout["2.weight"].offset : store.layout["2.weight"].stop] == 1.0).all()
+
+
+def test_meta_device_model_fails_before_creating_anything(tmp_path):
+    # Before: the store was created, then the copy failed, leaving it open and locked by this process.
+    with torch.device("meta"):
+        model = _model()
+    with pytest.raises(RecorderError, match=r"parameter '0\.weight' is on the meta device"):
+        Recorder(tmp_path / "meta.zarr", model)
+    assert not (tmp_path / "meta.zarr").exists()
+
+
+# ---------------------------------------------------------------- SIGTERM during `traj record`
+def test_sigterm_during_traj_record_closes_the_store_and_exits_143(tmp_path):
+    # Before: SIGTERM killed the process at once, leaving the store 'open', untrimmed and unclosed.
+    from traj.errors import TrajError
+    from traj.store.lock import is_locked
+
+    path = tmp_path / "q.zarr"
+    command = "from traj.cli.app import main; main()"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", command, "record", "quadratic-mlp", "--out", str(path), "--epochs", "500"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if RunStore(path).n_snapshots >= 40:
+                    break
+            except TrajError:  # not created yet
+                pass
+            time.sleep(0.05)
+        else:
+            pytest.fail("the recording never got going")
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 143, stderr.decode()
+    assert "Traceback" not in stderr.decode() and stderr.decode().strip().splitlines()[-1] == "terminated"
+    store = RunStore(path)
+    assert store.attrs["state"] == "closed" and store.closed_cleanly  # closed and trimmed
+    assert not is_locked(path) and store.n_snapshots >= 40
+    assert store.capacity == store.n_snapshots == store.expected_snapshots
+    np.testing.assert_array_equal(store.steps, np.arange(store.n_snapshots))
+    assert np.isfinite(store.read()).all()

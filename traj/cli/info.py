@@ -33,7 +33,7 @@ def info(
         from ..store.info import describe
         from ..store.run_store import human_bytes
 
-        opened = open_store(store)
+        opened = open_store(store, allow_damaged=True)  # describing a damaged store is what info is for
         if out is not None:
             output_dir(out, "", opened)  # refused before the scan, not after
         with progress_bar() as bar:

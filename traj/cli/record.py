@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ._common import err_console, fail, handle_errors, out_console, print_json, progress_bar
+from ._common import err_console, fail, handle_errors, out_console, print_json, progress_bar, sigterm_as_interrupt
 
 
 def record(
@@ -34,7 +34,7 @@ def record(
 
         traj record mirror-descent --set algorithm=ogd --out ogd.zarr
     """
-    with handle_errors():
+    with handle_errors(), sigterm_as_interrupt():  # SIGTERM: keep every snapshot taken, close, exit 143
         from ..recipes import get_recipe, parse_set_option
 
         config = parse_set_option(set_ or [])

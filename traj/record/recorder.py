@@ -6,14 +6,24 @@ The pool of buffers is the bounded queue: when the writer falls behind by more t
 pool, the training thread waits, so memory stays bounded. The writer commits whatever has
 arrived each time it catches up ("group commit"), so under load rows are written in whole
 chunks, and when training is slow each snapshot is on disk one write after it was taken.
+
+Nothing a Recorder accepted is lost when ``close()`` is never called. The writer thread holds
+only the :class:`_Pipeline` (queue, buffers, store writer), never the Recorder, so a dropped
+Recorder is collected and its finaliser drains the queue, closes the store and releases its
+lock. At interpreter exit one hook closes every pipeline still open; it runs in threading's
+shutdown, before ``concurrent.futures`` stops the executors that zarr's I/O needs (a plain
+``atexit`` hook runs after them, and zarr then fails with "cannot schedule new futures").
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 import queue
 import threading
 import time
+import warnings
+import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -79,6 +89,209 @@ class RecorderStats:
     wait_seconds: float = 0.0
 
 
+class _Pipeline:
+    """The writer thread and what it shares with the training thread.
+
+    It holds no reference to the :class:`Recorder`, so a Recorder nobody refers to any more is
+    collected, and its finaliser (:meth:`finish`) writes what was queued and closes the store.
+    The store is closed by the writer thread itself when it meets ``_STOP``, so a finaliser that
+    happens to run on the writer thread (a garbage collection there) closes it too.
+    """
+
+    def __init__(self, writer: StoreWriter, stats: RecorderStats, max_batch: int) -> None:
+        self.writer = writer
+        self.stats = stats
+        self.max_batch = max_batch
+        self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.free: queue.SimpleQueue[tuple[torch.Tensor, torch.Tensor | None]] = queue.SimpleQueue()
+        self.error: BaseException | None = None
+        self.error_reported = False
+        self.rows_done = 0
+        self.stopping = False
+        self.abort = False
+        self._stop_lock = threading.Lock()
+        self.thread = threading.Thread(target=self._run, name="traj-recorder-writer", daemon=True)
+
+    def start(self) -> None:
+        _register_exit_hook()
+        _OPEN.add(self)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            stop = False
+            while not stop:
+                batch = [self.queue.get()]
+                while len(batch) < self.max_batch:
+                    try:
+                        batch.append(self.queue.get_nowait())
+                    except queue.Empty:
+                        break
+                if batch[-1] is _STOP:
+                    batch.pop()
+                    stop = True
+                try:
+                    if self.error is None:
+                        self._write(batch)
+                except BaseException as exc:  # reported to the training thread at its next call
+                    self.error = exc
+                finally:
+                    for theta_buf, grad_buf, _, _ in batch:
+                        self.free.put((theta_buf, grad_buf))
+                    self.rows_done += len(batch)
+            try:
+                if self.abort or (self.error is not None and (self.writer.staged or self.writer.n_snapshots == 0)):
+                    # an interrupted or failed --overwrite run leaves the old store as it was; a new
+                    # store that never committed a snapshot leaves nothing behind
+                    self.writer.abort()
+                else:
+                    self.writer.close()  # commits, trims every array, writes state "closed", releases the lock
+            except BaseException as exc:
+                if self.error is None:
+                    self.error = exc
+        finally:
+            _OPEN.discard(self)
+
+    def _write(self, batch: list[tuple[Any, ...]]) -> None:
+        if not batch:
+            return
+        for theta_buf, grad_buf, event, meta in batch:
+            if event is not None:
+                event.synchronize()
+            self.writer.append(
+                theta_buf.numpy(),
+                grads=None if grad_buf is None else grad_buf.numpy(),
+                **meta,
+            )
+        self.writer.commit()
+        self.stats.commits += 1
+
+    def finish(self, *, abort: bool = False) -> None:
+        """Write every snapshot queued so far, close the store and wait for it (idempotent).
+
+        ``abort``: discard instead of closing (:meth:`StoreWriter.abort`).
+        """
+        with self._stop_lock:
+            if not self.stopping:
+                self.stopping = True
+                self.abort = abort
+                self.queue.put(_STOP)
+        if threading.current_thread() is not self.thread:
+            self.thread.join()
+
+    def unreported_error(self) -> BaseException | None:
+        return None if self.error_reported else self.error
+
+
+#: Pipelines whose store is still open; closed by :func:`_close_open_pipelines` at exit.
+_OPEN: set[_Pipeline] = set()
+_exit_hook = {"registered": False}
+
+
+def _finalize(pipeline: _Pipeline) -> None:
+    """Finaliser of a Recorder dropped without ``close()``: keep every snapshot it took."""
+    pipeline.finish()
+    _warn_lost(pipeline)
+
+
+def _warn_lost(pipeline: _Pipeline) -> None:
+    error = pipeline.unreported_error()
+    if error is not None:  # nobody is left to raise to: say so rather than lose it silently
+        warnings.warn(
+            f"traj Recorder for {pipeline.writer.path} was not closed and its writer failed: {error}",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+
+
+def _close_open_pipelines() -> None:
+    for pipeline in list(_OPEN):
+        try:
+            pipeline.finish()
+            _warn_lost(pipeline)
+        except Exception:  # one store's failure must not keep the others open
+            pass
+
+
+def _register_exit_hook() -> None:
+    """Close every open store at interpreter exit, while zarr's I/O executor still runs.
+
+    ``threading._register_atexit`` hooks run in reverse order of registration at the start of
+    threading's shutdown; ``concurrent.futures`` registers its own (which stops every executor)
+    when it is imported, so importing it first puts ours ahead of it.
+    """
+    if _exit_hook["registered"]:
+        return
+    import concurrent.futures.thread  # noqa: F401  (registers its shutdown hook before ours)
+
+    register = getattr(threading, "_register_atexit", None)
+    try:
+        if register is not None:
+            register(_close_open_pipelines)
+        else:  # pragma: no cover - CPython has had it since 3.9
+            atexit.register(_close_open_pipelines)
+    except RuntimeError:  # a Recorder made during shutdown: its finaliser still closes it
+        return
+    _exit_hook["registered"] = True
+
+
+if hasattr(os, "register_at_fork"):  # a forked child has no writer thread: never touch the parent's stores
+    os.register_at_fork(after_in_child=_OPEN.clear)
+
+
+class _ParameterWatch:
+    """Tells, cheaply, whether the model still holds the parameter objects the Recorder captured.
+
+    ``m.weight = nn.Parameter(...)`` (or replacing a submodule) puts a new tensor in the model
+    while the Recorder would keep copying the old one. Each path to a recorded parameter is a
+    chain of ``_modules`` entries ending in a ``_parameters`` entry; checking those entries by
+    identity costs one dict lookup each (a few microseconds for a hundred tensors).
+    """
+
+    def __init__(self, model: nn.Module, params: list[nn.Parameter]) -> None:
+        recorded = {id(p) for p in params}
+        self._model = model
+        self._checks: list[tuple[dict[str, Any], str, Any, str, str]] = []
+        self._fallback: dict[str, nn.Parameter] | None = None
+        seen: set[tuple[int, str]] = set()
+        named = [(n, p) for n, p in model.named_parameters(remove_duplicate=False) if id(p) in recorded]
+        for name, param in named:
+            parts = name.split(".")
+            module = model
+            try:
+                for depth, part in enumerate(parts[:-1]):
+                    child = module._modules[part]
+                    if (id(module._modules), part) not in seen:
+                        seen.add((id(module._modules), part))
+                        self._checks.append((module._modules, part, child, ".".join(parts[: depth + 1]), "module"))
+                    module = child
+                if module._parameters[parts[-1]] is not param:
+                    raise KeyError(name)
+            except (KeyError, AttributeError, TypeError):  # a module that names its parameters its own way
+                self._fallback = dict(named)
+                self._checks = []
+                return
+            self._checks.append((module._parameters, parts[-1], param, name, "parameter"))
+
+    def check(self) -> None:
+        if self._fallback is not None:
+            current = dict(self._model.named_parameters(remove_duplicate=False))
+            for name, param in self._fallback.items():
+                if current.get(name) is not param:
+                    raise _replaced("parameter", name)
+            return
+        for container, key, expected, name, kind in self._checks:
+            if container.get(key) is not expected:
+                raise _replaced(kind, name)
+
+
+def _replaced(kind: str, name: str) -> RecorderError:
+    return RecorderError(
+        f"{kind} {name!r} of the model was replaced after the Recorder started, which would keep recording "
+        f"the old tensor; change weights in place (with torch.no_grad(): p.copy_(new)) or start a new Recorder"
+    )
+
+
 class Recorder:
     """Record a model's weight trajectory into a run store.
 
@@ -105,6 +318,15 @@ class Recorder:
         Host memory the snapshot buffers may use; the writer lags by at most this much.
     recipe : mapping, optional
         ``{"name", "config", "seed"}`` written into the store's attributes.
+
+    Notes
+    -----
+    Call :meth:`close` (or use ``with``). A Recorder that is dropped, or still open when the
+    interpreter exits (when the main thread ends), still writes every snapshot it took, closes
+    the store and releases its lock. An optimizer it is attached to keeps it alive until the
+    optimizer is dropped.
+    The recorded parameters must stay the same tensors: replacing one
+    (``m.weight = nn.Parameter(...)``) raises :class:`RecorderError` at the next snapshot.
 
     Examples
     --------
@@ -135,6 +357,7 @@ class Recorder:
         overwrite: bool = False,
         compressor: str = "lz4",
     ) -> None:
+        self._closed = True  # until the store is open
         if unit not in ("step", "epoch"):
             raise RecorderError(f"unit must be 'step' or 'epoch', not {unit!r}")
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
@@ -144,10 +367,18 @@ class Recorder:
         self.unit = unit
         self.record_grads = grads
         self.layout, self._params = layout_of(model, params)
+        for name, p in zip(self.layout.names, self._params, strict=True):
+            if p.is_meta:  # checked before the store exists: nothing is created for a model with no data
+                raise RecorderError(
+                    f"parameter {name!r} is on the meta device and holds no values to record; "
+                    "materialise the model (model.to_empty(device=...) and initialise it) first"
+                )
+        self._sizes = [p.numel() for p in self._params]
+        self._watch = _ParameterWatch(model, self._params)
         if dtype is None:
             dtype = "float64" if any(p.dtype == torch.float64 for p in self._params) else "float32"
         self._torch_dtype = {"float32": torch.float32, "float64": torch.float64}.get(dtype)
-        self._writer = StoreWriter(
+        writer = StoreWriter(
             path,
             self.layout,
             dtype=dtype,
@@ -156,28 +387,36 @@ class Recorder:
             overwrite=overwrite,
             compressor=compressor,
         )
-        self.path = self._writer.path
+        try:
+            self._open(writer, grads, buffer_bytes, min_buffers, start_step, record_initial)
+        except BaseException:
+            if self._closed:  # the pipeline never started: the store is still ours to close
+                try:
+                    writer.close()
+                except Exception:  # the error in flight says more than a failed close
+                    pass
+            else:
+                self._close_quietly()
+            raise
+
+    def _open(self, writer: StoreWriter, grads: bool, buffer_bytes: int, min_buffers: int,
+              start_step: int | None, record_initial: bool) -> None:
+        self._writer = writer
+        self.path = writer.path
         self.stats = RecorderStats()
         self._cuda = any(p.is_cuda for p in self._params)
         n = self.layout.n_params
-        row_bytes = n * self._writer.dtype.itemsize * (2 if grads else 1)
+        row_bytes = n * writer.dtype.itemsize * (2 if grads else 1)
         self._max_buffers = max(min_buffers, min(4096, buffer_bytes // max(1, row_bytes)))
-        self._free: queue.SimpleQueue[tuple[torch.Tensor, torch.Tensor | None]] = queue.SimpleQueue()
         self._allocated = 0
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._error: BaseException | None = None
-        self._max_batch = max(self._writer.t_chunk, (64 << 20) // max(1, row_bytes))
         self._pending_log: dict[str, float] = {}
         self._hook: Any = None
-        self._closed = False
-        self._rows_done = 0
 
-        resumed = self._writer.n_snapshots > 0
-        last = self._writer.last_step
+        resumed = writer.n_snapshots > 0
+        last = writer.last_step
         if start_step is None:
             start_step = last if last is not None else 0
         elif last is not None and start_step < last:
-            self._writer.close()
             raise RecorderError(
                 f"{self.path} already holds snapshots up to step {last}; cannot restart at step {start_step}"
             )
@@ -188,8 +427,12 @@ class Recorder:
 
             epochs = RunStore(self.path).epochs
             self.epoch = int(max(0, epochs[-1])) if epochs.size else 0
-        self._thread = threading.Thread(target=self._write_loop, name="traj-recorder-writer", daemon=True)
-        self._thread.start()
+        self._pipe = _Pipeline(writer, self.stats, max(writer.t_chunk, (64 << 20) // max(1, row_bytes)))
+        self._pipe.start()
+        self._closed = False
+        # Holds the pipeline, not the Recorder; at exit _close_open_pipelines does the work instead.
+        self._finalizer = weakref.finalize(self, _finalize, self._pipe)
+        self._finalizer.atexit = False
         if record_initial and not resumed:
             self.snapshot()
 
@@ -244,11 +487,16 @@ class Recorder:
     def snapshot(self, *, step: int | None = None, epoch: int | None = None) -> None:
         """Take a snapshot of the model now (at ``step``, default the current global step)."""
         self._check_open()
+        self._watch.check()
         t0 = time.perf_counter()
         theta_buf, grad_buf = self._take_buffers()
         offset = 0
-        for p in self._params:
-            n = p.numel()
+        for name, p, n in zip(self.layout.names, self._params, self._sizes, strict=True):
+            if p.numel() != n:  # resized in place (p.data = ...): the layout no longer describes it
+                self._pipe.free.put((theta_buf, grad_buf))
+                raise RecorderError(
+                    f"parameter {name!r} now has {p.numel()} values; the store's layout records {n}"
+                )
             theta_buf[offset : offset + n].copy_(p.detach().reshape(-1), non_blocking=self._cuda)
             if grad_buf is not None:
                 if p.grad is None:
@@ -269,13 +517,13 @@ class Recorder:
             "loss": log.pop("loss", None),
             "metrics": log,
         }
-        self._queue.put((theta_buf, grad_buf, event, meta))
+        self._pipe.queue.put((theta_buf, grad_buf, event, meta))
         self.stats.snapshots += 1
         self.stats.capture_seconds += time.perf_counter() - t0
 
     def _take_buffers(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         try:
-            return self._free.get_nowait()
+            return self._pipe.free.get_nowait()
         except queue.Empty:
             pass
         if self._allocated < self._max_buffers:
@@ -286,58 +534,23 @@ class Recorder:
         t0 = time.perf_counter()
         while True:  # the writer is behind by the whole pool: wait for a buffer (backpressure)
             try:
-                buffers = self._free.get(timeout=0.5)
+                buffers = self._pipe.free.get(timeout=0.5)
                 break
             except queue.Empty:
-                self._raise_writer_error()
+                self._check_open()
         self.stats.wait_seconds += time.perf_counter() - t0
         return buffers
 
     def _check_open(self) -> None:
-        if self._closed:
+        if self._closed or self._pipe.stopping:
             raise RecorderError("the recorder is closed")
         self._raise_writer_error()
 
     def _raise_writer_error(self) -> None:
-        if self._error is not None:
-            raise RecorderError(f"the background writer failed: {self._error}") from self._error
-
-    # ------------------------------------------------------------------ writer-thread side
-    def _write_loop(self) -> None:
-        stop = False
-        while not stop:
-            batch = [self._queue.get()]
-            while len(batch) < self._max_batch:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            if batch[-1] is _STOP:
-                batch.pop()
-                stop = True
-            try:
-                if self._error is None:
-                    self._write(batch)
-            except BaseException as exc:  # reported to the training thread at its next call
-                self._error = exc
-            finally:
-                for theta_buf, grad_buf, _, _ in batch:
-                    self._free.put((theta_buf, grad_buf))
-                self._rows_done += len(batch)
-
-    def _write(self, batch: list[tuple[Any, ...]]) -> None:
-        if not batch:
-            return
-        for theta_buf, grad_buf, event, meta in batch:
-            if event is not None:
-                event.synchronize()
-            self._writer.append(
-                theta_buf.numpy(),
-                grads=None if grad_buf is None else grad_buf.numpy(),
-                **meta,
-            )
-        self._writer.commit()
-        self.stats.commits += 1
+        error = self._pipe.error
+        if error is not None:
+            self._pipe.error_reported = True
+            raise RecorderError(f"the background writer failed: {error}") from error
 
     # ------------------------------------------------------------------ lifetime
     @property
@@ -347,27 +560,29 @@ class Recorder:
     def flush(self) -> None:
         """Block until every snapshot taken so far is committed."""
         self._check_open()
-        while self._rows_done < self.stats.snapshots and self._error is None:
+        while self._pipe.rows_done < self.stats.snapshots and self._pipe.error is None:
             time.sleep(0.001)
         self._raise_writer_error()
 
     def close(self) -> None:
         """Write every snapshot taken, trim and close the store, release its lock."""
+        self._stop(abort=False)
+        self._raise_writer_error()
+
+    def _stop(self, *, abort: bool) -> None:
         if self._closed:
             return
         self._closed = True
         self.detach()
-        self._queue.put(_STOP)
-        self._thread.join()
+        self._finalizer.detach()
+        self._pipe.finish(abort=abort)
+
+    def _close_quietly(self) -> None:
+        """:meth:`close`, keeping a writer error from replacing an exception already in flight."""
         try:
-            if self._error is not None and (self._writer.staged or self._writer.n_snapshots == 0):
-                # a failed --overwrite run leaves the old store as it was; a new one that never
-                # committed a snapshot leaves nothing behind
-                self._writer.abort()
-            else:
-                self._writer.close()
-        finally:
-            self._raise_writer_error()
+            self.close()
+        except RecorderError:
+            pass
 
     def __enter__(self) -> Recorder:
         return self
@@ -376,22 +591,7 @@ class Recorder:
         if exc_type is None:
             self.close()
             return
-        if self._writer.staged:  # replacing a store: an interrupted run must leave the old one as it was
-            self._closed = True
-            self.detach()
-            self._queue.put(_STOP)
-            self._thread.join()
-            self._writer.abort()
+        if self._writer.staged:  # replacing a store (--overwrite): an interrupted run leaves the old one as it was
+            self._stop(abort=True)
             return
-        try:  # keep every snapshot taken before the error, then let the error through
-            self.close()
-        except RecorderError:
-            pass
-
-    def __del__(self) -> None:  # a forgotten close() must not lose snapshots
-        if not getattr(self, "_closed", True):
-            try:
-                self.close()
-            except Exception:
-                pass
-
+        self._close_quietly()  # keep every snapshot taken before the error, then let the error through

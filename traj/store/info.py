@@ -39,6 +39,8 @@ class StoreInfo:
     partial_files: int
     nonfinite_snapshots: list[int] | None = None
     health: list[str] = field(default_factory=list)
+    expected_snapshots: int | None = None
+    missing_snapshots: int = 0
 
     @property
     def compression_ratio(self) -> float:
@@ -68,7 +70,12 @@ def describe(store: RunStore, *, scan: bool = True, progress: Callable[[int, int
             )
     uncommitted = store.capacity - store.n_snapshots
     writer_active = store.writer_active
-    if uncommitted and not writer_active:
+    if store.missing_snapshots:  # damage, not an interruption: appending is refused, so never advise it
+        health.append(
+            f"damaged: {store.shortfall}; analyses and appends refuse this store (keep a copy; "
+            "restore the lost chunk from a backup, or record the run again)"
+        )
+    elif uncommitted and not writer_active:
         health.append(
             f"{uncommitted} allocated row(s) past the last committed snapshot: the recording was interrupted "
             "(the committed snapshots are intact; appending to the store resumes it)"
@@ -113,6 +120,8 @@ def describe(store: RunStore, *, scan: bool = True, progress: Callable[[int, int
         partial_files=partial,
         nonfinite_snapshots=nonfinite,
         health=health,
+        expected_snapshots=store.expected_snapshots,
+        missing_snapshots=store.missing_snapshots,
     )
 
 

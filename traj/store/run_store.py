@@ -63,9 +63,18 @@ class RunStore:
         Committed snapshots T (rows of ``params`` a reader may use).
     n_params : int
         N, the length of θ.
+    expected_snapshots : int or None
+        The snapshots the store's last clean close counted (None when it was never closed).
+        Fewer committed rows than that means rows were lost (a missing or damaged ``step``
+        chunk): such a store is refused unless ``allow_damaged`` is set.
+
+    Parameters
+    ----------
+    allow_damaged : bool
+        Open a store that lost committed rows, to describe it (``traj info``) or replace it.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, allow_damaged: bool = False) -> None:
         self.path = Path(path)
         self._group = _open_group(self.path, "r")
         self.attrs: dict[str, Any] = dict(self._group.attrs)
@@ -104,6 +113,9 @@ class RunStore:
                 f"{self.path}: steps must increase, but snapshot {k} has step {int(self.steps[k])} after "
                 f"step {int(self.steps[k - 1])}"
             )
+        self.expected_snapshots = _clean_close_count(self.path, self.attrs, strict=not allow_damaged)
+        if self.missing_snapshots and not allow_damaged:
+            raise StoreFormatError(f"{self.path}: {self.shortfall}; refusing to use part of a run")
         self.epochs = self._series("epoch", np.int64)
         self.times = self._series("time", np.float64)
         self._grads = self._array("grads") if "grads" in self._group else None
@@ -158,6 +170,23 @@ class RunStore:
     @property
     def closed_cleanly(self) -> bool:
         return self.attrs.get("state") == "closed" and self.capacity == self.n_snapshots
+
+    @property
+    def missing_snapshots(self) -> int:
+        """Snapshots the last clean close counted that are no longer committed (0 for a sound store)."""
+        if self.expected_snapshots is None:
+            return 0
+        return max(0, self.expected_snapshots - self.n_snapshots)
+
+    @property
+    def shortfall(self) -> str | None:
+        """What :attr:`missing_snapshots` means, in one line (None when nothing is missing)."""
+        if not self.missing_snapshots:
+            return None
+        return (
+            f"{self.n_snapshots} committed snapshot(s), but its last clean close counted {self.expected_snapshots}: "
+            "rows were lost (a missing or damaged 'step' chunk?)"
+        )
 
     @property
     def writer_active(self) -> bool:
@@ -323,9 +352,31 @@ def _aligned_bounds(start: int, stop: int, width: int) -> list[int]:
     return bounds
 
 
-def open_store(path: str | os.PathLike[str]) -> RunStore:
+def open_store(path: str | os.PathLike[str], *, allow_damaged: bool = False) -> RunStore:
     """Open a run store for reading (validates the format; raises :class:`TrajError`)."""
-    return RunStore(path)
+    return RunStore(path, allow_damaged=allow_damaged)
+
+
+def _clean_close_count(path: Path, attrs: dict[str, Any], *, strict: bool) -> int | None:
+    """The committed rows the store's last clean close counted, or None when unknown.
+
+    ``n_snapshots_closed`` is written only by a clean close and kept while a resumed store is
+    open. Stores written before it existed have only ``n_snapshots``, which also only a clean
+    close ever set (0 at creation), so it serves the same purpose.
+    """
+    if "n_snapshots_closed" in attrs:
+        value = attrs["n_snapshots_closed"]
+        if _count(value):
+            return value
+        if strict:
+            raise StoreFormatError(f"{path}: attribute 'n_snapshots_closed' must be a non-negative integer, not {value!r}")
+        return None
+    value = attrs.get("n_snapshots")
+    return value if _count(value) else None
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def human_bytes(n: float) -> str:

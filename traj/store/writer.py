@@ -224,7 +224,7 @@ class StoreWriter:
             if any(p for p in self.path.iterdir() if p.name != ".traj-writer.lock"):
                 raise StoreFormatError(f"{self.path} exists, is not empty and is not a run store; refusing to write there")
             return False
-        RunStore(self.path)  # validates the format before anything is touched
+        RunStore(self.path, allow_damaged=True)  # validates the format before anything is touched
         if not overwrite:
             return True
         self._old_lock = WriterLock(self.path)
@@ -272,7 +272,9 @@ class StoreWriter:
     def _resume(self) -> None:
         import zarr
 
-        reader = RunStore(self._root)
+        reader = RunStore(self._root, allow_damaged=True)
+        if reader.missing_snapshots:  # appending would write over rows a clean close counted
+            raise StoreFormatError(f"cannot append to {self.path}: {reader.shortfall}")
         self.layout.check_same(reader.layout)
         if reader.dtype != self.dtype:
             raise LayoutMismatchError(
@@ -299,6 +301,7 @@ class StoreWriter:
             series.resize(self._capacity)
         if self._capacity > self._committed:
             # A torn commit may have left step values past the committed prefix: reset them.
+            # (Never rows a clean close counted: a store missing any of those was refused above.)
             step = self._series["step"]
             step.values[self._committed :] = UNCOMMITTED_STEP
             step.write_rows(self._committed, self._capacity)
@@ -510,7 +513,10 @@ class StoreWriter:
             self.commit()
             if self._capacity != self._committed:
                 self._resize(self._committed)
-            self._group.attrs.update({"n_snapshots": self._committed, "state": "closed"})
+            # n_snapshots_closed is written only here: a later append cross-checks the committed rows against it.
+            self._group.attrs.update(
+                {"n_snapshots": self._committed, "n_snapshots_closed": self._committed, "state": "closed"}
+            )
             if self._staging is not None:
                 self._staging.commit()
                 self._staging = None
