@@ -128,6 +128,20 @@ def test_hf_sharded_and_bin_folders_match_the_single_file(tmp_path):
         assert _same_bits(_store_tensor(binary, 0, name), _store_tensor(single, 0, name))
 
 
+def test_trainer_checkpoint_with_fsdp_sharded_weights(tmp_path):
+    """Trainer + accelerate under FSDP's SHARDED_STATE_DICT: checkpoint-N/pytorch_model_fsdp_0/ is DCP of {"model": ...}."""
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
+    folder = tmp_path / "out" / "checkpoint-7"
+    _dcp_save({"model": model.state_dict()}, folder / "pytorch_model_fsdp_0")
+    (folder / "trainer_state.json").write_text(json.dumps(
+        {"global_step": 7, "epoch": 0.5, "log_history": [{"step": 7, "loss": 1.25, "epoch": 0.5}]}))
+    store = import_source(tmp_path / "out", tmp_path / "s.zarr")
+    assert store.layout.names == ["0.weight", "0.bias", "1.weight", "1.bias"]
+    assert int(store.steps[0]) == 7 and int(store.epochs[0]) == 0 and store.loss.tolist() == [1.25]
+    for name, tensor in model.state_dict().items():
+        assert _same_bits(_store_tensor(store, 0, name), tensor.numpy())
+
+
 # ---------------------------------------------------------------------- safetensors
 def test_safetensors_folder_steps_from_metadata_or_name(tmp_path):
     from safetensors.torch import save_file

@@ -20,7 +20,7 @@ from typing import Any
 from ...errors import ImportSourceError
 
 __all__ = ["TensorSpec", "WeightsReader", "Snapshot", "number_in_name", "natural_key", "metric_name", "scalar",
-           "WRAPPER_KEYS", "STEP_KEYS", "epoch_of_fraction"]
+           "WRAPPER_KEYS", "STEP_KEYS", "epoch_of_fraction", "first_line", "check_name_is_plain"]
 
 #: Keys under which a checkpoint commonly holds the model's state_dict.
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "params", "weights")
@@ -125,6 +125,12 @@ def epoch_of_fraction(epoch: float) -> int:
     if not math.isfinite(epoch) or epoch <= 0:
         return 0
     return max(0, math.ceil(round(epoch, 6)) - 1)
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """An exception as one short line for an error message (its first line, or its type)."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else type(exc).__name__
 
 
 def check_name_is_plain(relative: str, where: Path) -> None:

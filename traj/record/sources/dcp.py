@@ -32,6 +32,7 @@ from .base import (
     TensorSpec,
     WeightsReader,
     check_name_is_plain,
+    first_line,
     number_in_name,
     scalar,
 )
@@ -89,7 +90,7 @@ def _read_metadata(folder: Path) -> Any:
     except ImportSourceError:
         raise
     except Exception as exc:  # truncated, or not a pickle
-        raise ImportSourceError(f"{where}: not readable DCP metadata ({type(exc).__name__}: {str(exc)[:160]})") from None
+        raise ImportSourceError(f"{where}: not readable DCP metadata ({type(exc).__name__}: {first_line(exc, 160)})") from None
     if not isinstance(metadata, md.Metadata) or not isinstance(metadata.state_dict_metadata, Mapping):
         raise ImportSourceError(f"{where}: not DCP metadata")
     return metadata
@@ -168,7 +169,7 @@ class DcpReader(WeightsReader):
             raise ImportSourceError(f"{self.label}: cannot read {info.relative_path} ({exc.strerror or exc})") from None
         except Exception as exc:
             raise ImportSourceError(
-                f"{self.label}: {index.fqn!r} in {info.relative_path} is not a loadable tensor ({str(exc).splitlines()[0][:160]})"
+                f"{self.label}: {index.fqn!r} in {info.relative_path} is not a loadable tensor ({first_line(exc, 160)})"
             ) from None
 
     def tensor(self, name: str) -> Any:

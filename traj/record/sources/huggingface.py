@@ -30,6 +30,7 @@ from .base import (
     WeightsReader,
     check_name_is_plain,
     epoch_of_fraction,
+    first_line,
     metric_name,
     number_in_name,
     scalar,
@@ -71,7 +72,7 @@ def _trainer_state(folder: Path) -> dict[str, Any] | None:
     try:
         state = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        raise ImportSourceError(f"{folder.name}/{TRAINER_STATE}: not readable JSON ({str(exc)[:160]})") from None
+        raise ImportSourceError(f"{folder.name}/{TRAINER_STATE}: not readable JSON ({first_line(exc, 160)})") from None
     if not isinstance(state, Mapping):
         raise ImportSourceError(f"{folder.name}/{TRAINER_STATE}: expected a JSON object")
     return dict(state)

@@ -15,7 +15,16 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import ImportSourceError
-from .base import STEP_KEYS, Snapshot, TensorSpec, WeightsReader, check_name_is_plain, natural_key, number_in_name
+from .base import (
+    STEP_KEYS,
+    Snapshot,
+    TensorSpec,
+    WeightsReader,
+    check_name_is_plain,
+    first_line,
+    natural_key,
+    number_in_name,
+)
 
 __all__ = ["SafetensorsReader", "safetensors_snapshot", "sharded_safetensors_reader"]
 
@@ -31,8 +40,7 @@ def _safe_open(path: Path) -> Any:
     try:
         return safe_open(str(path), framework="pt", device="cpu")
     except Exception as exc:  # a truncated or foreign file
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ImportSourceError(f"{path.name}: not a readable safetensors file ({first[:200]})") from None
+        raise ImportSourceError(f"{path.name}: not a readable safetensors file ({first_line(exc)})") from None
 
 
 def _header(path: Path) -> tuple[list[TensorSpec], dict[str, str], set[str]]:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import ImportSourceError
-from .base import STEP_KEYS, WRAPPER_KEYS, Snapshot, TensorSpec, WeightsReader, number_in_name
+from .base import STEP_KEYS, WRAPPER_KEYS, Snapshot, TensorSpec, WeightsReader, first_line, number_in_name
 from .lightning import is_lightning, lightning_meta
 
 __all__ = ["TORCH_SUFFIXES", "TorchFileReader", "load_torch", "state_dict_of", "torch_file_snapshot"]
@@ -31,8 +31,7 @@ def load_torch(path: Path, *, mmap: bool = False) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as exc:  # torch raises many types for a bad file
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ImportSourceError(f"{path.name}: not a loadable PyTorch checkpoint ({first[:200]})") from None
+        raise ImportSourceError(f"{path.name}: not a loadable PyTorch checkpoint ({first_line(exc)})") from None
 
 
 def state_dict_of(obj: Any, label: str) -> dict[str, Any]:
