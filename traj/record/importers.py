@@ -25,7 +25,7 @@ from ..store import Layout, RunStore, StoreWriter
 from ..store.run_store import DEFAULT_BLOCK_BYTES
 from .sources import CHECKPOINT_SUFFIXES, KINDS, Snapshot, SourceScan, scan_source
 
-__all__ = ["import_checkpoints", "import_npy", "import_source", "scan_source", "CHECKPOINT_SUFFIXES", "KINDS",
+__all__ = ["import_checkpoints", "import_npy", "import_scan", "import_source", "scan_source", "CHECKPOINT_SUFFIXES", "KINDS",
            "SourceScan"]
 
 ProgressCallback = Callable[[int, int], None]

@@ -112,10 +112,11 @@ def _folder(path: Path) -> tuple[str, list[Snapshot], list[str]]:
             f".metadata, and {', '.join(CHECKPOINT_SUFFIXES)} files)"
         )
     # the kind most entries have; the first entry of any other kind is the offending one
-    main = max(present, key=lambda name: (len(present[name]), -min(entries.index(e) for e in present[name])))
+    position = {e: i for i, e in enumerate(entries)}
+    main = max(present, key=lambda name: (len(present[name]), -position[present[name][0]]))
     others = [e for name, members in present.items() if name != main for e in members]
     if others:
-        first = min(others, key=entries.index)
+        first = min(others, key=position.__getitem__)
         raise ImportSourceError(
             f"{path}: mixed checkpoint layouts: {first.name} is not one of the {len(present[main])} {main} "
             f"({present[main][0].name}, ...); import one kind per folder"
@@ -229,6 +230,9 @@ def scan_source(source: str | Path, *, exclude: Iterable[str] = ()) -> SourceSca
     layout = Layout.from_shapes([(s.name, s.shape) for s in reference],
                                 prunable=[s.name for s in reference if s.name.endswith("weight") and len(s.shape) >= 2])
     dtype = "float64" if any(s.dtype == torch.float64 for s in reference) else "float32"
+    from_names = [s.label for s in ordered if s.step_from == "name"]
+    if from_names:
+        notes.append(f"steps from the names of {len(from_names)} checkpoint(s) that record none ({_span(from_names)})")
     labels = [s.label for s in ordered]
     steps = f"step {ordered[0].step}" if len(ordered) == 1 else f"steps {ordered[0].step}..{ordered[-1].step}"
     count = f"{len(ordered)} checkpoint{'s' if len(ordered) != 1 else ''}"

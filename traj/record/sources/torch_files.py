@@ -8,6 +8,7 @@ dropped after each group, so a checkpoint larger than RAM streams through.
 
 from __future__ import annotations
 
+import re
 import zipfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -31,6 +32,12 @@ def load_torch(path: Path, *, mmap: bool = False) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as exc:  # torch raises many types for a bad file
+        refused = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+        if refused:  # e.g. an argparse.Namespace or OmegaConf config in Lightning's hyper_parameters
+            raise ImportSourceError(
+                f"{path.name}: not a loadable PyTorch checkpoint: it refers to {refused.group(1)}, which "
+                "torch.load(weights_only=True) will not build (traj never runs code from a checkpoint)"
+            ) from None
         raise ImportSourceError(f"{path.name}: not a loadable PyTorch checkpoint ({first_line(exc)})") from None
 
 
