@@ -11,8 +11,8 @@ from .store import Layout, RunStore, StoreWriter, open_store
 if TYPE_CHECKING:  # pragma: no cover
     from .record import Recorder
 
-__all__ = ["KGA", "Engine", "Layout", "Recorder", "RunStore", "StoreWriter", "TrajError", "__version__", "cmd", "conjugacy",
-           "dmd", "open_store", "prune"]
+__all__ = ["KGA", "Engine", "Layout", "Recorder", "RunStore", "StoreWriter", "TrajError", "__version__", "apply_masks", "cmd",
+           "conjugacy", "dmd", "open_store", "prune"]
 
 
 def __getattr__(name: str) -> Any:
@@ -33,6 +33,10 @@ def __getattr__(name: str) -> Any:
         from .analysis.prune import prune
 
         return prune
+    if name == "apply_masks":
+        from .analysis.masks import apply_masks
+
+        return apply_masks
     if name == "conjugacy":
         from .analysis.conjugacy import conjugacy
 

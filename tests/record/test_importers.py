@@ -87,7 +87,7 @@ def test_mismatched_checkpoints_refused_before_writing(tmp_path, files, message)
 def test_unloadable_and_empty_sources(tmp_path):
     d = tmp_path / "c"
     d.mkdir()
-    with pytest.raises(ImportSourceError, match="no checkpoint files"):
+    with pytest.raises(ImportSourceError, match="no checkpoints found"):
         import_checkpoints(d, tmp_path / "s.zarr")
     (d / "3.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ImportSourceError, match="not a loadable"):
@@ -106,7 +106,7 @@ def test_checkpoint_that_needs_code_is_refused(tmp_path):
             return (print, ("executed",))
 
     torch.save({"w": torch.zeros(2), "extra": Evil()}, d / "1.pt")
-    with pytest.raises(ImportSourceError, match="not a loadable"):
+    with pytest.raises(ImportSourceError, match=r"1.pt: not a loadable PyTorch checkpoint: it refers to (builtins\.)?print,"):
         import_checkpoints(d, tmp_path / "s.zarr")
 
 

@@ -31,8 +31,10 @@ from ..engine import Engine, ReducedOperator, relative_floor
 from ..errors import TrajError
 from ..store import RunStore
 from .dmd import check_gram_finite, parse_window
+from .masks import pruned_theta, read_masks, write_masks
 
-__all__ = ["METHODS", "PruneResult", "prune", "mask_from_scores", "lsp_mask", "mask_overlap", "epoch_rows", "write_masks"]
+__all__ = ["METHODS", "PruneResult", "prune", "mask_from_scores", "lsp_mask", "mask_overlap", "epoch_rows", "read_masks",
+           "write_masks"]
 
 METHODS = ("kmp", "kgp", "gmp", "jgp", "ggp", "lsp")
 DEFAULT_COMPRESSIONS = (2, 4, 8, 16, 32, 64)
@@ -399,7 +401,7 @@ def _evaluate(recipe: Any, theta: np.ndarray, masks: dict[str, dict[str, Any]], 
             variants = masks[m]["_seeds"][key] if m == "lsp" else [masks[m][key]] * seeds
             after, tuned = [], []
             for s, mask in enumerate(variants):
-                pruned = (theta * mask).astype(store.dtype)
+                pruned = pruned_theta(theta, mask, store.dtype)
                 if m != "lsp" and s > 0:
                     after.append(after[0])
                 else:
@@ -435,36 +437,3 @@ def _across_epochs(store: RunStore, epochs: list[int], method: str, compressions
         matrices[key] = [[mask_overlap(a, b, prunable, c) for b in mats] for a in mats]
         kmp_gmp[key] = [mask_overlap(p["kmp"][key], p["gmp"][key], prunable, c) for p in per_epoch]
     return {"method": source, "epochs": epochs, "overlap": matrices, "kmp_gmp": kmp_gmp}
-
-
-def write_masks(result: PruneResult, path: str | os.PathLike[str], layout: Any) -> str:
-    """``masks.zarr``: ``<method>/c<c>`` boolean (N,) masks (True = kept) and ``scores/<method>``."""
-    import zarr
-
-    group = zarr.open_group(str(path), mode="w", zarr_format=3)
-    group.attrs.update({"traj": {"format": "traj-masks", "version": 1}, "store": result.store, "epoch": result.epoch,
-                        "window": list(result.window), "scope": result.scope, "compressions": result.compressions,
-                        "layout": layout.to_attrs()})
-    for method, by_c in result.masks.items():
-        sub = group.require_group(method)
-        for key, mask in by_c.items():
-            if key == "_seeds":
-                continue
-            sub.create_array(f"c{key}", data=np.asarray(mask, dtype=bool), dimension_names=("param",))
-    scores = group.require_group("scores")
-    for method, values in result.scores.items():
-        scores.create_array(method, data=np.asarray(values, dtype=np.float64), dimension_names=("param",))
-    return str(path)
-
-
-def read_masks(path: str | os.PathLike[str]) -> dict[str, dict[str, np.ndarray]]:
-    """Masks written by :func:`write_masks`, as ``{method: {"c": mask}}``."""
-    import zarr
-
-    group = zarr.open_group(str(path), mode="r", zarr_format=3)
-    out: dict[str, dict[str, np.ndarray]] = {}
-    for name, sub in group.groups():
-        if name == "scores":
-            continue
-        out[name] = {key.removeprefix("c"): np.asarray(arr[:]) for key, arr in sub.arrays()}
-    return out

@@ -40,13 +40,17 @@ def prune(
     recipe_spec: Annotated[str | None, typer.Option("--recipe", help="Recipe for evaluation: a built-in name or module:function.")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Report directory (default traj-out/prune-STORE).")] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print the summary as JSON to stdout.")] = False,
+    export: Annotated[bool, typer.Option("--export", help="Also write each pruned state_dict to OUT/export/<method>-c<c>.safetensors.")] = False,
     backend: BackendOption = "numpy",
     device: DeviceOption = "cpu",
     scheduler: SchedulerOption = "threads",
     block_mb: BlockOption = 64.0,
 ) -> None:
     """Prune by Koopman magnitude (KMP) and Koopman gradient (KGP) beside global magnitude (GMP),
-    gradient (JGP, GGP) and layer-shuffle (LSP) pruning; masks go to OUT/masks.zarr.
+    gradient (JGP, GGP) and layer-shuffle (LSP) pruning; masks go to OUT/masks.zarr, and with
+    --export the pruned weights to OUT/export/<method>-c<c>.safetensors (load them with
+    model.load_state_dict(safetensors.torch.load_file(path)), or put a mask on your own model
+    with traj.apply_masks(model, "OUT/masks.zarr", method="kmp", compression=8)).
 
     Examples:
 
@@ -55,10 +59,12 @@ def prune(
         traj prune run.zarr --epoch 3 --method kmp,gmp --compression 2,8,32 --seeds 1 --json
 
         traj prune run.zarr --method kmp,gmp --epochs 0,1,2,3,4 --no-evaluate
+
+        traj prune run.zarr --method kmp,gmp --compression 8 --export
     """
     with handle_errors():
+        from ..analysis.masks import write_exports, write_masks
         from ..analysis.prune import prune as run_prune
-        from ..analysis.prune import write_masks
         from ..report.prune import prune_report
         from ..store import open_store
 
@@ -84,10 +90,17 @@ def prune(
                                recipe=chosen_recipe,
                                epochs=epoch_list or None, rank=parse_rank(rank), engine=engine,
                                progress=lambda d, t: bar.update(task, completed=d, total=t))
-            prune_report(result, target, extra=lambda staging: write_masks(result, staging / "masks.zarr", opened.layout),
-                         inputs=[opened.path])
+
+            def extra(staging: Path) -> None:
+                write_masks(result, staging / "masks.zarr", opened.layout)
+                if export:
+                    write_exports(result, opened, staging / "export")
+
+            prune_report(result, target, extra=extra, inputs=[opened.path])
         summary = result.to_dict()
         summary["masks"] = str(target / "masks.zarr")
+        if export:
+            summary["export"] = str(target / "export")
         if json_:
             print_json(summary)
             return
@@ -103,4 +116,6 @@ def prune(
             err_console.print(f"[yellow]{m.upper()} skipped: {reason}[/yellow]")
         if evaluate and result.accuracy is None:
             err_console.print("[yellow]no recipe in this store: accuracy not evaluated[/yellow]")
+        if export:
+            err_console.print(f"[green]pruned state_dicts[/green] {target}/export/<method>-c<c>.safetensors")
         err_console.print(f"[green]report[/green] {target}/report.html")

@@ -1,17 +1,19 @@
-"""Bring existing runs into a run store: a directory of PyTorch checkpoints, or a (T, N) ``.npy``.
+"""Bring existing runs into a run store: checkpoints of every common layout, or a (T, N) ``.npy``.
 
-Checkpoints are loaded with ``torch.load(weights_only=True)``: a checkpoint file is data and
-must never be able to run code.
+:func:`import_source` detects what a source is (:mod:`traj.record.sources`: Hugging Face
+Trainer output and model folders, torch.distributed.checkpoint directories, Lightning
+checkpoints, ``torch.save`` state_dicts, safetensors files), checks every checkpoint's tensor
+names and shapes before anything is written, and then copies the weights in step order, one
+piece at a time: memory stays near ``block_bytes`` (plus one chunk of the store) whatever the
+size of a checkpoint. Checkpoint files are data and never run code: ``torch.save`` files are
+loaded with ``weights_only=True``, and DCP metadata through an allow-list unpickler.
 """
 
 from __future__ import annotations
 
-import fnmatch
 import os
-import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,101 +21,53 @@ import numpy as np
 
 from ..errors import ImportSourceError
 from ..store import Layout, RunStore, StoreWriter
+from ..store.run_store import DEFAULT_BLOCK_BYTES
+from .sources import CHECKPOINT_SUFFIXES, KINDS, Snapshot, SourceScan, scan_source
 
-__all__ = ["import_checkpoints", "import_npy", "import_source", "CHECKPOINT_SUFFIXES"]
-
-CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".tar")
-#: state_dict entries that are running statistics, not trained parameters
-BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
-_WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "params", "weights")
-_STEP_KEYS = ("global_step", "step", "iteration", "iter")
+__all__ = ["import_checkpoints", "import_npy", "import_scan", "import_source", "scan_source", "CHECKPOINT_SUFFIXES", "KINDS",
+           "SourceScan"]
 
 ProgressCallback = Callable[[int, int], None]
 
 
-@dataclass(frozen=True)
-class _Checkpoint:
-    path: Path
-    step: int
-    epoch: int
+def import_source(
+    source: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    exclude: Iterable[str] = (),
+    every: int = 1,
+    dtype: str | None = None,
+    overwrite: bool = False,
+    block_bytes: int = DEFAULT_BLOCK_BYTES,
+    progress: ProgressCallback | None = None,
+    on_found: Callable[[SourceScan | str], None] | None = None,
+) -> RunStore:
+    """Import checkpoints of any layout :func:`scan_source` detects, or a ``.npy`` array of shape (T, N).
 
-
-def import_source(source: str | os.PathLike[str], out: str | os.PathLike[str], **options: Any) -> RunStore:
-    """Import a checkpoint directory or a ``.npy`` file, whichever ``source`` is."""
-    source = Path(source)
-    if not source.exists():
-        raise ImportSourceError(f"{source}: no such file or directory")
-    check_import_target(source, out, overwrite=bool(options.get("overwrite", False)))  # before reading anything
-    if source.is_dir():
-        options.pop("every", None)
-        return import_checkpoints(source, out, **options)
-    if source.suffix == ".npy":
-        options.pop("exclude", None)
-        return import_npy(source, out, **options)
-    raise ImportSourceError(f"{source}: expected a directory of checkpoints or a .npy file of shape (T, N)")
-
-
-def _load(path: Path) -> Any:
-    import torch
-
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a bad file
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ImportSourceError(f"{path.name}: not a loadable PyTorch checkpoint ({first[:200]})") from None
-
-
-def _state_dict(obj: Any, path: Path) -> dict[str, Any]:
-    import torch
-
-    if isinstance(obj, Mapping):
-        for key in _WRAPPER_KEYS:
-            inner = obj.get(key)
-            if isinstance(inner, Mapping) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
-                return dict(inner)
-        # a flat state_dict, possibly with scalar bookkeeping beside it ({"w": ..., "step": 10})
-        tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
-        if tensors and all(isinstance(v, torch.Tensor | int | float | str) for v in obj.values()):
-            return tensors
-    raise ImportSourceError(
-        f"{path.name}: no state_dict found (expected a dict of tensors, or one under "
-        f"{', '.join(repr(k) for k in _WRAPPER_KEYS)})"
-    )
-
-
-def _number_in_name(path: Path) -> int | None:
-    numbers = re.findall(r"\d+", path.stem)
-    return int(numbers[-1]) if numbers else None
-
-
-def _meta(obj: Any, path: Path) -> tuple[int, int]:
-    step = epoch = None
-    if isinstance(obj, Mapping):
-        for key in _STEP_KEYS:
-            if isinstance(obj.get(key), int | np.integer) and not isinstance(obj.get(key), bool):
-                step = int(obj[key])
-                break
-        if isinstance(obj.get("epoch"), int | np.integer) and not isinstance(obj.get("epoch"), bool):
-            epoch = int(obj["epoch"])
-    if step is None:
-        step = _number_in_name(path)
-    if step is None:
-        raise ImportSourceError(f"{path.name}: no step in the file (keys {', '.join(_STEP_KEYS)}) or in its name")
-    return step, -1 if epoch is None else epoch
-
-
-def _selected(state: Mapping[str, Any], exclude: Iterable[str]) -> list[tuple[str, Any]]:
-    patterns = list(exclude)
-    chosen = []
-    for name, tensor in state.items():
-        if not tensor.is_floating_point():
-            continue
-        if name.endswith(BUFFER_SUFFIXES):
-            continue
-        if any(fnmatch.fnmatchcase(name, p) for p in patterns):
-            continue
-        chosen.append((name, tensor))
-    return chosen
+    Parameters
+    ----------
+    source : path
+        A folder of checkpoints, one checkpoint (file or folder), or a ``.npy`` file.
+    exclude : globs of parameter names to leave out (checkpoints).
+    every : steps between rows (``.npy`` only; checkpoints carry their own steps).
+    dtype : "float32" or "float64" (default: float64 when a recorded tensor is float64).
+    block_bytes : memory for the pieces of one checkpoint in flight (and for buffered rows).
+    on_found : called once with the :class:`SourceScan` (or a one-line description for a
+        ``.npy``) before anything is written; the CLI prints what it found.
+    """
+    path = Path(source)
+    if not path.exists():
+        raise ImportSourceError(f"{path}: no such file or directory")
+    check_import_target(path, out, overwrite=overwrite)  # before reading anything
+    if path.is_file() and path.suffix == ".npy":
+        if on_found is not None:
+            shape = _open_npy(path).shape
+            on_found(f"a (T, N) .npy array: {path.name}, T = {shape[0]}, N = {shape[1]}")
+        return import_npy(path, out, every=every, dtype=dtype, overwrite=overwrite, progress=progress)
+    scan = scan_source(path, exclude=exclude)
+    if on_found is not None:
+        on_found(scan)
+    return import_scan(scan, out, dtype=dtype, overwrite=overwrite, block_bytes=block_bytes, progress=progress)
 
 
 def import_checkpoints(
@@ -123,66 +77,79 @@ def import_checkpoints(
     exclude: Iterable[str] = (),
     dtype: str | None = None,
     overwrite: bool = False,
+    block_bytes: int = DEFAULT_BLOCK_BYTES,
     progress: ProgressCallback | None = None,
 ) -> RunStore:
-    """Build a run store from a directory of ``state_dict`` checkpoints, ordered by step.
+    """Build a run store from checkpoints (any layout :func:`scan_source` detects), ordered by step.
 
-    The step of each file is its ``global_step``/``step``/``iteration`` entry, else the last
-    number in its name. Floating-point tensors are recorded, except BatchNorm running
-    statistics and names matching an ``exclude`` glob. Weights of rank >= 2 named ``*weight``
-    are marked prunable.
+    The step of each checkpoint is the one it records (``global_step``/``step``/``iteration``,
+    ``trainer_state.json``, Lightning's ``global_step``), else the last number in its name.
+    Floating-point tensors are recorded, except BatchNorm running statistics and names
+    matching an ``exclude`` glob. Weights of rank >= 2 named ``*weight`` are marked prunable.
     """
+    scan = scan_source(directory, exclude=exclude)
+    return import_scan(scan, out, dtype=dtype, overwrite=overwrite, block_bytes=block_bytes, progress=progress)
+
+
+def import_scan(
+    scan: SourceScan,
+    out: str | os.PathLike[str],
+    *,
+    dtype: str | None = None,
+    overwrite: bool = False,
+    block_bytes: int = DEFAULT_BLOCK_BYTES,
+    progress: ProgressCallback | None = None,
+) -> RunStore:
+    """Write the snapshots of a checked :class:`SourceScan` to a new store at ``out``."""
+    if block_bytes < 1:
+        raise ImportSourceError(f"block_bytes must be >= 1, got {block_bytes}")
+    layout = scan.layout
+    source = {"kind": scan.kind, "path": str(scan.path)}
+    writer = _new_writer(out, layout, dtype or scan.dtype, {"unit": "checkpoint"}, source, overwrite)
+    with _removed_on_failure(writer, out):
+        row_bytes = layout.n_params * writer.dtype.itemsize
+        buffered = 0
+        for i, snap in enumerate(scan.snapshots):
+            pieces = _pieces(snap, layout, writer.dtype, block_bytes)
+            values = {"step": snap.step, "epoch": snap.epoch, "loss": snap.loss, "metrics": dict(snap.metrics)}
+            if row_bytes > block_bytes:
+                writer.append_streamed(pieces, **values)
+            else:
+                theta = np.empty(layout.n_params, dtype=writer.dtype)
+                at = 0
+                for piece in pieces:
+                    theta[at : at + piece.size] = piece
+                    at += piece.size
+                writer.append(theta, **values)
+                buffered += row_bytes
+                if buffered >= block_bytes:
+                    writer.commit()
+                    buffered = 0
+            if progress is not None:
+                progress(i + 1, len(scan.snapshots))
+    return RunStore(out)
+
+
+def _pieces(snap: Snapshot, layout: Layout, dtype: np.dtype, budget: int) -> Iterator[np.ndarray]:
+    """θ of one snapshot in layout order, as pieces of the store's dtype; checks every tensor's size."""
     import torch
 
-    directory = Path(directory)
-    files = sorted(p for p in directory.iterdir() if p.is_file() and p.suffix in CHECKPOINT_SUFFIXES)
-    if not files:
-        raise ImportSourceError(f"{directory}: no checkpoint files ({', '.join(CHECKPOINT_SUFFIXES)})")
-    # First pass: steps and shapes of every file, so a bad directory fails before anything is written.
-    checkpoints = []
-    reference: list[tuple[str, Any]] | None = None
-    for path in files:
-        obj = _load(path)
-        step, epoch = _meta(obj, path)
-        tensors = _selected(_state_dict(obj, path), exclude)
-        if reference is None:
-            if not tensors:
-                raise ImportSourceError(f"{path.name}: no floating-point tensors to record")
-            reference, reference_file = tensors, path
-        else:
-            _check_same_tensors(tensors, reference, path, reference_file)
-        checkpoints.append(_Checkpoint(path, step, epoch))
-        del obj, tensors
-    assert reference is not None
-    checkpoints.sort(key=lambda c: c.step)
-    steps = [c.step for c in checkpoints]
-    dupes = sorted({s for s in steps if steps.count(s) > 1})
-    if dupes:
-        same = [c.path.name for c in checkpoints if c.step == dupes[0]]
-        raise ImportSourceError(f"two checkpoints have step {dupes[0]}: {', '.join(same)}")
-    if steps[0] < 0:
-        raise ImportSourceError(f"{checkpoints[0].path.name}: negative step {steps[0]}")
-
-    layout = Layout.from_shapes(
-        [(n, tuple(t.shape)) for n, t in reference],
-        prunable=[n for n, t in reference if n.endswith("weight") and t.ndim >= 2],
-    )
-    if dtype is None:
-        dtype = "float64" if any(t.dtype == torch.float64 for _, t in reference) else "float32"
-    writer = _new_writer(out, layout, dtype, {"unit": "checkpoint"}, {"kind": "checkpoints", "path": str(directory)}, overwrite)
-    with _removed_on_failure(writer, out):
-        for i, ckpt in enumerate(checkpoints):
-            obj = _load(ckpt.path)
-            tensors = dict(_selected(_state_dict(obj, ckpt.path), exclude))
-            theta = np.empty(layout.n_params, dtype=writer.dtype)
-            for entry in layout.entries:
-                theta[entry.columns] = tensors[entry.name].detach().reshape(-1).to(torch.float64).numpy()
-            writer.append(theta, step=ckpt.step, epoch=ckpt.epoch)
-            if (i + 1) % 16 == 0:
-                writer.commit()
-            if progress is not None:
-                progress(i + 1, len(checkpoints))
-    return RunStore(out)
+    target = getattr(torch, np.dtype(dtype).name)
+    names = [e.name for e in layout.entries]
+    expected = iter(layout.entries)
+    entry = next(expected)
+    seen = 0
+    for name, piece in snap.reader.pieces(names, budget):
+        while name != entry.name:
+            if seen != entry.size:
+                raise ImportSourceError(f"{snap.label}: parameter {entry.name!r} has {seen} values, expected {entry.size}")
+            entry, seen = next(expected), 0
+        seen += piece.numel()
+        if seen > entry.size:
+            raise ImportSourceError(f"{snap.label}: parameter {entry.name!r} has more than {entry.size} values")
+        yield piece.detach().to(target).numpy()
+    if seen != entry.size or next(expected, None) is not None:
+        raise ImportSourceError(f"{snap.label}: fewer values than its layout promised (was a file replaced?)")
 
 
 def import_npy(
@@ -197,16 +164,7 @@ def import_npy(
 ) -> RunStore:
     """Build a run store from a ``.npy`` array of shape (T, N) (row k = θ at step k·every)."""
     path = Path(path)
-    try:
-        data = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        if "pickle" in str(exc):  # not an .npy header, or an object array: never unpickled
-            raise ImportSourceError(f"{path.name}: not a numeric .npy array (traj never loads pickled data)") from None
-        raise ImportSourceError(f"{path.name}: not a readable .npy array ({exc})") from None
-    if data.ndim != 2 or data.shape[0] < 1 or data.shape[1] < 1:
-        raise ImportSourceError(f"{path.name}: expected shape (T, N), got {data.shape}")
-    if not (np.issubdtype(data.dtype, np.floating) or np.issubdtype(data.dtype, np.integer)):
-        raise ImportSourceError(f"{path.name}: dtype {data.dtype} is not numeric")
+    data = _open_npy(path)
     if every < 1:
         raise ImportSourceError(f"every must be >= 1, got {every}")
     if dtype is None:
@@ -225,18 +183,19 @@ def import_npy(
     return RunStore(out)
 
 
-def _check_same_tensors(tensors: list[tuple[str, Any]], reference: list[tuple[str, Any]], path: Path, first: Path) -> None:
-    shapes = {n: tuple(t.shape) for n, t in tensors}
-    for name, tensor in reference:
-        if name not in shapes:
-            raise ImportSourceError(f"{path.name}: parameter {name!r} (in {first.name}) is missing")
-        if shapes[name] != tuple(tensor.shape):
-            raise ImportSourceError(
-                f"{path.name}: parameter {name!r} has shape {list(shapes[name])}, {first.name} has {list(tensor.shape)}"
-            )
-    extra = sorted(set(shapes) - {n for n, _ in reference})
-    if extra:
-        raise ImportSourceError(f"{path.name}: parameter {extra[0]!r} is not in {first.name}")
+def _open_npy(path: Path) -> np.ndarray:
+    """The (T, N) numeric array of a ``.npy`` file, memory-mapped; never unpickled."""
+    try:
+        data = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        if "pickle" in str(exc):  # not an .npy header, or an object array: never unpickled
+            raise ImportSourceError(f"{path.name}: not a numeric .npy array (traj never loads pickled data)") from None
+        raise ImportSourceError(f"{path.name}: not a readable .npy array ({exc})") from None
+    if data.ndim != 2 or data.shape[0] < 1 or data.shape[1] < 1:
+        raise ImportSourceError(f"{path.name}: expected shape (T, N), got {data.shape}")
+    if not (np.issubdtype(data.dtype, np.floating) or np.issubdtype(data.dtype, np.integer)):
+        raise ImportSourceError(f"{path.name}: dtype {data.dtype} is not numeric")
+    return data
 
 
 def check_import_target(source: str | os.PathLike[str], out: str | os.PathLike[str], *, overwrite: bool) -> None:

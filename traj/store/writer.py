@@ -26,7 +26,7 @@ import shutil
 import sys
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -383,11 +383,7 @@ class StoreWriter:
         theta = np.asarray(theta)
         if theta.shape != (self.layout.n_params,):
             raise LayoutMismatchError(f"snapshot has shape {theta.shape}, the store expects ({self.layout.n_params},)")
-        step = int(step)
-        if step < 0:
-            raise RecorderError(f"step must be >= 0, got {step}")
-        if self._last_step is not None and step <= self._last_step:
-            raise RecorderError(f"steps must increase: step {step} after step {self._last_step}")
+        step = self._check_step(step)
         if grads is not None:
             grads = np.asarray(grads)
             if grads.shape != theta.shape:
@@ -404,6 +400,16 @@ class StoreWriter:
                 "metrics": dict(metrics or {}),
             }
         )
+
+    def _check_step(self, step: int) -> int:
+        if self._closed:
+            raise RecorderError("the store writer is closed")
+        step = int(step)
+        if step < 0:
+            raise RecorderError(f"step must be >= 0, got {step}")
+        if self._last_step is not None and step <= self._last_step:
+            raise RecorderError(f"steps must increase: step {step} after step {self._last_step}")
+        return step
 
     def commit(self) -> int:
         """Write every buffered snapshot; returns the committed count."""
@@ -424,6 +430,70 @@ class StoreWriter:
         self._write_matrix("params", [r["theta"] for r in rows], start)
         if self._grads is not None or any(r["grads"] is not None for r in rows):
             self._write_matrix("grads", [r["grads"] for r in rows], start)
+        self._write_series(rows, start)
+        self._committed = end
+        return end
+
+    def append_streamed(
+        self,
+        pieces: Iterable[np.ndarray],
+        *,
+        step: int,
+        epoch: int = -1,
+        time: float | None = None,
+        loss: float | None = None,
+        metrics: Mapping[str, float] | None = None,
+    ) -> int:
+        """Write and commit one snapshot whose θ arrives as consecutive column pieces.
+
+        ``pieces`` yields 1-D arrays of any widths whose concatenation is θ (N values). For a
+        store whose rows span several chunks (one row per chunk, every row over
+        ``chunk_bytes``), each chunk is encoded and written as soon as its columns have
+        arrived, so memory stays at one chunk plus one piece whatever N; otherwise the row is
+        small and is assembled first. Snapshots buffered by :meth:`append` are committed
+        before it. Returns the committed count. On an error (a piece too many or too few
+        values) the row is not committed: its ``step`` is never written.
+        """
+        self.commit()
+        step = self._check_step(step)
+        n = self.layout.n_params
+        if self._t_chunk > 1:
+            parts = [np.asarray(p).reshape(-1) for p in pieces]
+            theta = np.concatenate(parts) if parts else np.empty(0, dtype=self.dtype)
+            if theta.shape != (n,):
+                raise LayoutMismatchError(f"snapshot has {theta.size} values, the store expects {n}")
+            self.append(theta, step=step, epoch=epoch, time=time, loss=loss, metrics=metrics)
+            return self.commit()
+        start = self._committed
+        self._ensure_capacity(start + 1)
+        files = self._files["params"]
+        width = files.chunks[1]
+        chunk = np.empty(width, dtype=self.dtype)
+        filled = column = 0  # values in ``chunk``; first column of ``chunk``
+        for piece in pieces:
+            piece = np.asarray(piece).reshape(-1)
+            if column + filled + piece.size > n:
+                raise LayoutMismatchError(f"snapshot has more than the {n} values the store expects")
+            while piece.size:
+                take = min(piece.size, min(width, n - column) - filled)
+                chunk[filled : filled + take] = piece[:take]
+                filled += take
+                piece = piece[take:]
+                if filled == min(width, n - column):
+                    files.write((start, column // width), chunk[:filled][None])
+                    column += filled
+                    filled = 0
+        if column != n:
+            raise LayoutMismatchError(f"snapshot has {column + filled} values, the store expects {n}")
+        self._last_step = step
+        row = {"step": step, "epoch": int(epoch), "time": float(time if time is not None else _now()),
+               "loss": None if loss is None else float(loss), "metrics": dict(metrics or {})}
+        self._write_series([row], start)
+        self._committed = start + 1
+        return self._committed
+
+    def _write_series(self, rows: list[dict[str, Any]], start: int) -> None:
+        """Per-snapshot values of ``rows`` (at ``start``), ``step`` last: it commits them."""
         self._series_values("epoch", start, [r["epoch"] for r in rows])
         self._series_values("time", start, [r["time"] for r in rows])
         if "loss" in self._series or any(r["loss"] is not None for r in rows):
@@ -435,8 +505,6 @@ class StoreWriter:
             self._series_values(f"metrics/{name}", start, [float(r["metrics"].get(name, np.nan)) for r in rows])
         # step last: a row is committed once its step is on disk.
         self._series_values("step", start, [r["step"] for r in rows])
-        self._committed = end
-        return end
 
     def _series_values(self, name: str, start: int, values: list[Any]) -> None:
         series = self._series_array(name)

@@ -1,0 +1,228 @@
+"""``masks.zarr``, the pruning masks ``traj prune`` writes, and how they go back into PyTorch.
+
+The file (format ``traj-masks`` version 1, a Zarr v3 group) holds, over the N coordinates of
+θ in the store's layout:
+
+``<method>/c<c>``   (N,) bool     True = kept, one array per method and compression c
+``prunable``        (N,) bool     True where a weight may be pruned (weights of linear and conv
+                                  layers); everything else (biases, norms) is False and is always
+                                  kept, so it is True in every mask
+``scores/<method>`` (N,) float64  the score each mask ranks
+
+and in its attributes the store's ``layout`` (names, shapes, offsets), the epoch or window,
+the scope and the compressions. The overlap of two masks at compression c counts kept
+*prunable* weights only: o = Σ(mᴬ ∧ mᴮ ∧ prunable) / ⌈Σ prunable / c⌉ (methods.md §3); counted
+over all N it would include every bias and exceed 1.
+
+:func:`apply_masks` puts a mask on a model through ``torch.nn.utils.prune.custom_from_mask``
+(names from the layout); :func:`write_exports` writes each pruned θ as a safetensors
+state_dict.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import LayoutMismatchError, StoreFormatError, TrajError
+from ..store import Layout
+
+__all__ = ["MASKS_FORMAT", "apply_masks", "load_mask", "mask_overlap_from_file", "pruned_theta", "read_masks",
+           "write_exports", "write_masks"]
+
+MASKS_FORMAT = {"format": "traj-masks", "version": 1}
+
+
+def _key(compression: float) -> str:
+    return f"{float(compression):g}"
+
+
+def _number_first(key: str) -> tuple[float, str]:
+    try:
+        return float(key), key
+    except ValueError:
+        return math.inf, key
+
+
+def pruned_theta(theta: np.ndarray, mask: np.ndarray, dtype: Any) -> np.ndarray:
+    """θ with the weights a mask drops set to zero, in the store's dtype (what prune evaluates)."""
+    return (np.asarray(theta, dtype=np.float64) * mask).astype(dtype)
+
+
+def prunable_of(layout: Layout) -> np.ndarray:
+    """(N,) bool: True on the columns of the layout's prunable tensors."""
+    prunable = np.zeros(layout.n_params, dtype=bool)
+    for entry in layout.prunable_entries:
+        prunable[entry.columns] = True
+    return prunable
+
+
+def write_masks(result: Any, path: str | os.PathLike[str], layout: Layout) -> str:
+    """Write a :class:`~traj.analysis.prune.PruneResult`'s masks and scores as ``masks.zarr``."""
+    import zarr
+
+    group = zarr.open_group(str(path), mode="w", zarr_format=3)
+    group.attrs.update({"traj": MASKS_FORMAT, "store": result.store, "epoch": result.epoch,
+                        "window": list(result.window), "steps": list(result.steps), "scope": result.scope,
+                        "compressions": result.compressions, "layout": layout.to_attrs()})
+    group.create_array("prunable", data=prunable_of(layout), dimension_names=("param",))
+    for method, by_c in result.masks.items():
+        sub = group.require_group(method)
+        for key, mask in by_c.items():
+            if key == "_seeds":
+                continue
+            sub.create_array(f"c{key}", data=np.asarray(mask, dtype=bool), dimension_names=("param",))
+    scores = group.require_group("scores")
+    for method, values in result.scores.items():
+        scores.create_array(method, data=np.asarray(values, dtype=np.float64), dimension_names=("param",))
+    return str(path)
+
+
+def _open(path: str | os.PathLike[str]) -> Any:
+    import zarr
+
+    if not Path(path).is_dir():
+        raise StoreFormatError(f"{path}: no such masks.zarr")
+    try:
+        group = zarr.open_group(str(path), mode="r", zarr_format=3)
+    except Exception as exc:  # zarr raises several types for a foreign directory
+        raise StoreFormatError(f"{path}: not a masks.zarr written by traj prune ({type(exc).__name__})") from None
+    marker = group.attrs.get("traj")
+    if not isinstance(marker, dict) or marker.get("format") != MASKS_FORMAT["format"]:
+        raise StoreFormatError(f"{path}: not a masks.zarr written by traj prune")
+    if marker.get("version") != MASKS_FORMAT["version"]:
+        raise StoreFormatError(f"{path}: masks format version {marker.get('version')!r}; this traj reads version 1")
+    return group
+
+
+def read_masks(path: str | os.PathLike[str]) -> dict[str, dict[str, np.ndarray]]:
+    """Every mask of a ``masks.zarr``, as ``{method: {"c": mask}}``."""
+    group = _open(path)
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for name, sub in group.groups():
+        if name == "scores":
+            continue
+        out[name] = {key.removeprefix("c"): np.asarray(arr[:]) for key, arr in sub.arrays()}
+    return out
+
+
+def load_mask(path: str | os.PathLike[str], method: str, compression: float) -> tuple[np.ndarray, Layout, np.ndarray]:
+    """One mask of a ``masks.zarr`` with the layout it is over and the prunable columns.
+
+    Returns ``(mask, layout, prunable)``: (N,) bool, the store's :class:`Layout`, (N,) bool.
+    """
+    group = _open(path)
+    layout = Layout.from_attrs(group.attrs.get("layout"))
+    method = method.strip().lower()
+    name = f"{method}/c{_key(compression)}"
+    if name not in group or method == "scores":
+        have = {m: sorted((k.removeprefix("c") for k, _ in sub.arrays()), key=_number_first)
+                for m, sub in group.groups() if m != "scores"}
+        available = "; ".join(f"{m} at c = {', '.join(keys)}" for m, keys in sorted(have.items()))
+        raise TrajError(f"{path}: no {method} mask at compression {_key(compression)} (it has {available})")
+    mask = np.asarray(group[name][:], dtype=bool)
+    prunable = np.asarray(group["prunable"][:], dtype=bool) if "prunable" in group else prunable_of(layout)
+    if mask.shape != (layout.n_params,) or prunable.shape != mask.shape:
+        raise StoreFormatError(f"{path}: {name} has shape {mask.shape}, its layout has {layout.n_params} parameters")
+    return mask, layout, prunable
+
+
+def mask_overlap_from_file(path: str | os.PathLike[str], method_a: str, method_b: str, compression: float) -> float:
+    """o = Σ(mᴬ ∧ mᴮ ∧ prunable) / ⌈Σ prunable / c⌉, the overlap ``traj prune`` reports, from the file."""
+    a, _, prunable = load_mask(path, method_a, compression)
+    b, _, _ = load_mask(path, method_b, compression)
+    return float(np.count_nonzero(a & b & prunable) / math.ceil(prunable.sum() / float(compression)))
+
+
+def _check_model(model: Any, layout: Layout, path: str | os.PathLike[str]) -> None:
+    """Refuse a model whose parameters are not the layout's (names and shapes; order is free)."""
+    params = dict(model.named_parameters())
+    buffers = dict(model.named_buffers())
+    for entry in layout.entries:
+        tensor = params.get(entry.name)
+        if tensor is None and not entry.prunable:
+            tensor = buffers.get(entry.name)  # an imported state_dict may record a floating-point buffer
+        if tensor is None:
+            if f"{entry.name}_orig" in params:
+                raise LayoutMismatchError(f"the model's {entry.name!r} is already pruned; "
+                                          "call torch.nn.utils.prune.remove on it first")
+            raise LayoutMismatchError(f"the model has no parameter {entry.name!r}, which {path} masks; "
+                                      "the masks were computed for another model")
+        if tuple(tensor.shape) != entry.shape:
+            raise LayoutMismatchError(f"the model's {entry.name!r} has shape {list(tensor.shape)}, "
+                                      f"{path} has {list(entry.shape)}")
+    extra = [n for n in params if n not in layout]
+    if extra:
+        raise LayoutMismatchError(f"the model's parameter {extra[0]!r} is not in the layout of {path}; "
+                                  "the masks were computed for another model")
+
+
+def apply_masks(model: Any, path: str | os.PathLike[str], *, method: str = "kmp", compression: float = 8,
+                permanent: bool = False) -> Any:
+    """Prune ``model`` in place with one mask of a ``masks.zarr``.
+
+    Every prunable tensor of the layout (and any other the mask drops weights of) gets
+    ``torch.nn.utils.prune.custom_from_mask``: the module keeps ``<name>_orig`` and a
+    ``<name>_mask`` buffer, and ``<name>`` is their product, so the dropped weights stay zero
+    through further training. ``permanent=True`` then calls ``prune.remove``, leaving plain
+    parameters with zeros. The model's parameters must be the layout's, by name and shape
+    (any order); otherwise :class:`~traj.errors.LayoutMismatchError`.
+
+    Returns the model.
+    """
+    import torch
+    from torch.nn.utils import prune as torch_prune
+
+    mask, layout, prunable = load_mask(path, method, compression)
+    _check_model(model, layout, path)
+    for entry in layout.entries:
+        keep = mask[entry.columns]
+        if not prunable[entry.columns].any() and keep.all():
+            continue
+        owner, _, attr = entry.name.rpartition(".")
+        module = model.get_submodule(owner)
+        current = getattr(module, attr)
+        tensor_mask = torch.from_numpy(np.ascontiguousarray(keep.reshape(entry.shape))).to(device=current.device,
+                                                                                            dtype=current.dtype)
+        torch_prune.custom_from_mask(module, attr, tensor_mask)
+        if permanent:
+            torch_prune.remove(module, attr)
+    return model
+
+
+def write_exports(result: Any, store: Any, directory: str | os.PathLike[str]) -> list[Path]:
+    """One safetensors state_dict per method and compression: ``<method>-c<c>.safetensors``.
+
+    Each holds θ of the snapshot the masks were scored at (``result.window[1]``) with the
+    dropped weights set to zero, under the layout's names in the store's dtype: exactly the
+    weights whose accuracy ``traj prune`` reports (LSP: its first mask seed). Load it with
+    ``model.load_state_dict(safetensors.torch.load_file(path))``.
+    """
+    try:
+        from safetensors.numpy import save_file
+    except ImportError:  # pragma: no cover - safetensors is a dependency of traj
+        raise TrajError("--export needs the safetensors package: pip install safetensors") from None
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    row = int(result.window[1])
+    theta = store.snapshot(row)
+    step = int(store.steps[row])
+    prunable = prunable_of(store.layout)
+    written = []
+    for method, by_c in result.masks.items():
+        for key, mask in by_c.items():
+            if key == "_seeds":
+                continue
+            pruned = pruned_theta(theta, mask, store.dtype)
+            tensors = {e.name: np.ascontiguousarray(pruned[e.columns].reshape(e.shape)) for e in store.layout.entries}
+            path = directory / f"{method}-c{key}.safetensors"
+            metadata = {"format": "pt", "traj_method": method, "traj_compression": key, "traj_step": str(step),
+                        "traj_kept": str(int(np.count_nonzero(mask & prunable)))}
+            save_file(tensors, str(path), metadata=metadata)
+            written.append(path)
+    return written
