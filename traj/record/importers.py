@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from ..checks import check_every
 from ..errors import ImportSourceError
 from ..store import Layout, RunStore, StoreWriter
 
@@ -44,6 +45,8 @@ def import_source(source: str | os.PathLike[str], out: str | os.PathLike[str], *
     source = Path(source)
     if not source.exists():
         raise ImportSourceError(f"{source}: no such file or directory")
+    if "every" in options:
+        check_every(options["every"])  # a checkpoint directory takes its steps from the files, but a bad value is still refused
     if source.is_dir():
         options.pop("every", None)
         return import_checkpoints(source, out, **options)
@@ -54,12 +57,26 @@ def import_source(source: str | os.PathLike[str], out: str | os.PathLike[str], *
 
 
 def _load(path: Path) -> Any:
+    import pickle
+
     import torch
 
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # weights_only refused a global: the file holds pickled code. Never repeat torch's advice
+        # (re-run with weights_only=False), which would run it.
+        text = str(exc)
+        if re.search(r"GLOBAL|allowlisted|unrecognized function", text):
+            found = re.search(r"GLOBAL ([A-Za-z_][\w.]{0,120})", text)
+            what = f"a class or function: {found.group(1)}" if found else "a class or function"
+            raise ImportSourceError(f"{path.name}: holds pickled code ({what}), which traj never runs; "
+                                    "save a plain state_dict of tensors") from None
+        raise ImportSourceError(f"{path.name}: not a loadable PyTorch checkpoint (not written by torch.save, "
+                                "or damaged)") from None
     except Exception as exc:  # torch raises many types for a bad file
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = "".join(ch for ch in first if ch.isprintable())
         raise ImportSourceError(f"{path.name}: not a loadable PyTorch checkpoint ({first[:200]})") from None
 
 
@@ -207,8 +224,7 @@ def import_npy(
         raise ImportSourceError(f"{path.name}: expected shape (T, N), got {data.shape}")
     if not (np.issubdtype(data.dtype, np.floating) or np.issubdtype(data.dtype, np.integer)):
         raise ImportSourceError(f"{path.name}: dtype {data.dtype} is not numeric")
-    if every < 1:
-        raise ImportSourceError(f"every must be >= 1, got {every}")
+    every = check_every(every)
     if dtype is None:
         dtype = "float64" if data.dtype == np.float64 else "float32"
     layout = Layout.from_shapes([(name, (data.shape[1],))], prunable=[name])
