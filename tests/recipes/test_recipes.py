@@ -98,9 +98,9 @@ def test_config_errors():
         get_recipe("resnet-imagenet")
     with pytest.raises(RecipeConfigError, match="no option 'widht'"):
         get_recipe("digits-cnn", widht=3)
-    with pytest.raises(RecipeConfigError, match="takes a int"):
+    with pytest.raises(RecipeConfigError, match="epochs takes an integer"):
         get_recipe("digits-cnn", {"epochs": "many"})
-    with pytest.raises(RecipeConfigError, match="epochs must be >= 1"):
+    with pytest.raises(RecipeConfigError, match="epochs must be an integer from 1 to"):
         get_recipe("digits-cnn", epochs=0)
     with pytest.raises(RecipeConfigError, match="algorithm must be"):
         get_recipe("mirror-descent", algorithm="newton")
@@ -126,3 +126,21 @@ def test_global_rng_untouched():
     get_recipe("mnist1d-mlp", n_samples=100).data  # noqa: B018 (mnist1d reseeds numpy)
     get_recipe("digits-cnn").new_model()
     assert torch.rand(1) == expected_t and np.random.rand() == expected_n
+
+
+def test_every_numeric_option_has_a_range_and_every_size_an_upper_bound():
+    """One check loop serves every recipe; a recipe's own int option without an upper bound could
+    let a config (from --set or a store) allocate without limit."""
+    from traj.recipes import RECIPES
+
+    for name, cls in RECIPES.items():
+        limits = cls.all_limits()
+        for key, default in cls.all_defaults().items():
+            if key == "every" or isinstance(default, bool | str):
+                continue
+            assert key in limits, (name, key)
+            if isinstance(default, int):
+                assert limits[key].high is not None, (name, key)
+            get_recipe(name, {key: default})  # the default itself lies in range
+            with pytest.raises(RecipeConfigError, match=f"{key} must be"):
+                get_recipe(name, {key: float("nan") if isinstance(default, float) else 10**30})
