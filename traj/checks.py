@@ -48,6 +48,8 @@ def describe_range(integer: bool, low: float | None, high: float | None, *, low_
 def shown_value(value: Any) -> str:
     """A value as an error message shows it: repr, cut to 60 characters, with its type when not a number."""
     number = isinstance(value, numbers.Number) and not isinstance(value, bool)
+    if isinstance(value, numbers.Integral) and number and abs(int(value)).bit_length() > 200:
+        return f"an integer of {abs(int(value)).bit_length()} bits"  # str() refuses ints of 4300+ digits
     text = str(value) if number else repr(value)
     text = text if len(text) <= 60 else text[:57] + "..."
     plain = number or value is None or isinstance(value, bool | str)

@@ -8,6 +8,8 @@ replayed, and later commands can score any θ (``evaluate``) or continue trainin
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -382,8 +384,13 @@ def _coerce(recipe: str, key: str, value: Any, default: Any) -> Any:
     kind = type(default)
     if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
         return value
-    text = str(value).strip()
+    if kind is float and isinstance(value, numbers.Real) and not isinstance(value, bool):
+        try:
+            return float(value)
+        except OverflowError:  # an int too large for a float: out of every range
+            return math.inf
     try:
+        text = str(value).strip()
         if kind is bool:
             low = text.lower()
             if low in ("1", "true", "yes", "on"):
@@ -395,13 +402,12 @@ def _coerce(recipe: str, key: str, value: Any, default: Any) -> Any:
             return int(text)
         if kind is float:
             return float(text)
-    except ValueError:
-        noun = {bool: "true or false", int: "an integer", float: "a number"}[kind]
+    except ValueError:  # also str() of an int beyond 4300 digits
+        noun = {bool: "true or false", int: "an integer", float: "a number"}.get(kind, "a word")
         raise RecipeConfigError(f"recipe {recipe!r}: {key} takes {noun}, got {shown_value(value)}") from None
     if isinstance(value, dict | list | tuple):
         raise RecipeConfigError(f"recipe {recipe!r}: {key} takes a word, got {shown_value(value)}")
     return text
-
 
 
 def parse_set_option(items: list[str]) -> dict[str, str]:
