@@ -31,9 +31,190 @@ def mutate_attrs(path, **changes):
     return path
 
 
+Q, D, OMD, OGD = (str(SAMPLE / f"{n}.zarr") for n in ("quadratic-mlp", "digits-cnn", "mirror-omd", "mirror-ogd"))
+
+#: Options and configs validated before any work (issue 12): NaN, ±inf, negative, zero, absurdly
+#: large values of every numeric option of every command. ``{t}`` is the case's work directory.
+OPTION_CASES = {
+    # dmd
+    "dmd-block-mb-nan": ["dmd", Q, "--block-mb", "nan"],
+    "dmd-block-mb-inf": ["dmd", Q, "--block-mb", "inf"],
+    "dmd-block-mb-negative": ["dmd", Q, "--block-mb", "-1"],
+    "dmd-block-mb-huge": ["dmd", Q, "--block-mb", "1e12"],
+    "dmd-forecast-huge": ["dmd", Q, "--forecast", "1000000000000"],
+    "dmd-eps-nan": ["dmd", Q, "--eps", "nan"],
+    "dmd-eps-inf": ["dmd", Q, "--eps", "inf"],
+    "dmd-eps-negative": ["dmd", Q, "--eps", "-0.1"],
+    "dmd-rank-zero": ["dmd", Q, "--rank", "0"],
+    "dmd-rank-negative": ["dmd", Q, "--rank", "-3"],
+    "dmd-rank-word": ["dmd", Q, "--rank", "many"],
+    "dmd-power-iterations-huge": ["dmd", Q, "--power-iterations", "1000000000"],
+    "dmd-power-iterations-negative": ["dmd", Q, "--power-iterations", "-1"],
+    "dmd-method-unknown": ["dmd", Q, "--method", "magic"],
+    # cmd
+    "cmd-threshold-nan": ["cmd", Q, "--threshold", "nan"],
+    "cmd-threshold-inf": ["cmd", Q, "--threshold", "inf"],
+    "cmd-samples-huge": ["cmd", Q, "--samples", "1000000000"],
+    "cmd-modes-huge": ["cmd", Q, "--modes", "1000000000"],
+    "cmd-subsample-zero": ["cmd", Q, "--subsample", "0"],
+    "cmd-seed-negative": ["cmd", Q, "--seed", "-1"],
+    "cmd-eval-points-zero": ["cmd", Q, "--eval-points", "0"],
+    "cmd-sweep-zero": ["cmd", Q, "--sweep", "1,0,5"],
+    "cmd-sweep-nan": ["cmd", Q, "--sweep", "1,nan"],
+    "cmd-sweep-huge": ["cmd", Q, "--sweep", "2,1000000000"],
+    "cmd-block-mb-zero": ["cmd", Q, "--block-mb", "0"],
+    # prune
+    "prune-compression-inf": ["prune", D, "--compression", "2,inf"],
+    "prune-compression-nan": ["prune", D, "--compression", "nan"],
+    "prune-compression-negative": ["prune", D, "--compression", "-4"],
+    "prune-compression-empty": ["prune", D, "--compression", ","],
+    "prune-refine-epochs-huge": ["prune", D, "--refine-epochs", "1000000000"],
+    "prune-refine-epochs-negative": ["prune", D, "--refine-epochs", "-1"],
+    "prune-seeds-huge": ["prune", D, "--seeds", "1000000000"],
+    "prune-epochs-missing": ["prune", D, "--epochs", "0,99"],
+    "prune-epoch-negative": ["prune", D, "--epoch", "-1"],
+    "prune-scope-unknown": ["prune", D, "--scope", "planet"],
+    "prune-rank-zero": ["prune", D, "--rank", "0"],
+    "prune-block-mb-inf": ["prune", D, "--block-mb", "inf"],
+    # conjugacy
+    "conjugacy-quantile-nan": ["conjugacy", OMD, OGD, "--quantile", "nan"],
+    "conjugacy-quantile-zero": ["conjugacy", OMD, OGD, "--quantile", "0"],
+    "conjugacy-margin-inf": ["conjugacy", OMD, OGD, "--margin", "inf"],
+    "conjugacy-margin-nan": ["conjugacy", OMD, OGD, "--margin", "nan"],
+    "conjugacy-k-zero": ["conjugacy", OMD, OGD, "--k", "0"],
+    "conjugacy-rank-negative": ["conjugacy", OMD, OGD, "--rank", "-2"],
+    "conjugacy-delays-negative": ["conjugacy", OMD, OGD, "--delays", "-1"],
+    "conjugacy-delays-huge": ["conjugacy", OMD, OGD, "--delays", "1000000000"],
+    "conjugacy-windows-one": ["conjugacy", OMD, "--windows", "1"],
+    "conjugacy-windows-huge": ["conjugacy", OMD, "--windows", "1000000000"],
+    "conjugacy-block-mb-nan": ["conjugacy", D, D, "--block-mb", "nan"],
+    # kga-replay
+    "kga-alpha-inf-nan": ["kga-replay", Q, "--alpha", "inf,nan"],
+    "kga-alpha-negative": ["kga-replay", Q, "--alpha", "0.5,-1"],
+    "kga-alpha-empty": ["kga-replay", Q, "--alpha", ","],
+    "kga-eps-nan": ["kga-replay", Q, "--eps", "nan"],
+    "kga-eps-huge": ["kga-replay", Q, "--eps", "5"],
+    "kga-window-two": ["kga-replay", Q, "--window", "2"],
+    "kga-window-huge": ["kga-replay", Q, "--window", "1000000000"],
+    "kga-interval-zero": ["kga-replay", Q, "--interval", "0"],
+    "kga-interval-word": ["kga-replay", Q, "--interval", "often"],
+    "kga-mask-eps-nan": ["kga-replay", Q, "--mask-eps", "nan"],
+    "kga-mask-window-zero": ["kga-replay", Q, "--mask-window", "0"],
+    "kga-epochs-zero": ["kga-replay", Q, "--epochs", "0"],
+    "kga-epochs-huge": ["kga-replay", Q, "--epochs", "1000000000"],
+    # record: its options and --set go into the recipe's config
+    "record-seed-negative": ["record", "quadratic-mlp", "--out", "{t}/r.zarr", "--seed", "-1"],
+    "record-seed-huge": ["record", "quadratic-mlp", "--out", "{t}/r.zarr", "--seed", str(2**40)],
+    "record-lr-nan": ["record", "quadratic-mlp", "--out", "{t}/r.zarr", "--lr", "nan"],
+    "record-lr-inf": ["record", "quadratic-mlp", "--out", "{t}/r.zarr", "--lr", "inf"],
+    "record-lr-negative": ["record", "quadratic-mlp", "--out", "{t}/r.zarr", "--lr", "-0.1"],
+    "record-epochs-zero": ["record", "quadratic-mlp", "--out", "{t}/r.zarr", "--epochs", "0"],
+    "record-epochs-huge": ["record", "quadratic-mlp", "--out", "{t}/r.zarr", "--epochs", "1000000000"],
+    "record-every-zero": ["record", "quadratic-mlp", "--out", "{t}/r.zarr", "--every", "0"],
+    "record-every-huge": ["record", "quadratic-mlp", "--out", "{t}/r.zarr", "--every", str(10**12)],
+    "record-set-hidden-negative": ["record", "quadratic-mlp", "--out", "{t}/r.zarr", "--set", "hidden=-5"],
+    "record-set-hidden-huge": ["record", "quadratic-mlp", "--out", "{t}/r.zarr", "--set", "hidden=100000000000"],
+    "record-set-hidden-float": ["record", "quadratic-mlp", "--out", "{t}/r.zarr", "--set", "hidden=1e11"],
+    "record-set-lr-nan": ["record", "quadratic-mlp", "--out", "{t}/r.zarr", "--set", "lr=nan"],
+    "record-set-momentum-inf": ["record", "quadratic-mlp", "--out", "{t}/r.zarr", "--set", "momentum=inf"],
+    "record-set-n-val-zero": ["record", "quadratic-mlp", "--out", "{t}/r.zarr", "--set", "n_val=0"],
+    "record-set-batch-zero": ["record", "quadratic-mlp", "--out", "{t}/r.zarr", "--set", "batch_size=0"],
+    "record-set-val-fraction-zero": ["record", "digits-cnn", "--out", "{t}/r.zarr", "--set", "val_fraction=0"],
+    "record-set-channels-huge": ["record", "digits-cnn", "--out", "{t}/r.zarr", "--set", "channels=1000000"],
+    "record-set-h-huge": ["record", "mnist1d-mlp", "--out", "{t}/r.zarr", "--set", "h=100000000000"],
+    "record-set-p-huge": ["record", "modular-transformer", "--out", "{t}/r.zarr", "--set", "p=1000000"],
+    "record-set-train-fraction": ["record", "modular-transformer", "--out", "{t}/r.zarr", "--set", "p=3",
+                                  "--set", "train_fraction=0.01"],
+    "record-set-dim-huge": ["record", "mirror-descent", "--out", "{t}/r.zarr", "--set", "grid=1",
+                            "--set", "dim=1000000000"],
+    "record-set-state-huge": ["record", "mirror-descent", "--out", "{t}/r.zarr", "--set", "grid=1000",
+                              "--set", "dim=3"],
+    "record-set-extent-nan": ["record", "mirror-descent", "--out", "{t}/r.zarr", "--set", "extent=nan"],
+    # import
+    "import-every-zero": ["import", "{t}/x.npy", "--out", "{t}/imp.zarr", "--every", "0"],
+    "import-every-huge": ["import", "{t}/x.npy", "--out", "{t}/imp.zarr", "--every", str(10**15)],
+    "import-every-checkpoints": ["import", "{t}/ck", "--out", "{t}/imp.zarr", "--every", "-3"],
+}
+
+#: What the one error line must say for each case above (a flag or option and the rule it breaks).
+EXPECTED = {
+    **{c: "--block-mb must be a finite number in [0.0009765625, 1048576]" for c in OPTION_CASES if "block-mb" in c},
+    "dmd-forecast-huge": "--forecast must be an integer from 0 to 100000",
+    **{c: "--eps must be a finite number >= 0" for c in OPTION_CASES if c.startswith("dmd-eps")},
+    "dmd-rank-zero": "--rank must be an integer >= 1", "dmd-rank-negative": "--rank must be an integer >= 1",
+    "dmd-rank-word": "--rank must be an integer or 'auto'",
+    "dmd-power-iterations-huge": "--power-iterations must be", "dmd-power-iterations-negative": "--power-iterations must be",
+    "dmd-method-unknown": "--method must be one of auto, gram, randomized",
+    "cmd-threshold-nan": "--threshold must be a finite number in [0, 1], got nan",
+    "cmd-threshold-inf": "--threshold must be a finite number in [0, 1], got inf",
+    "cmd-samples-huge": "--samples must be an integer from 2 to", "cmd-modes-huge": "--modes must be an integer from 1 to",
+    "cmd-subsample-zero": "--subsample must be", "cmd-seed-negative": "--seed must be an integer from 0 to",
+    "cmd-eval-points-zero": "--eval-points must be", "cmd-sweep-zero": "--sweep must hold integers",
+    "cmd-sweep-nan": "--sweep takes comma-separated integers", "cmd-sweep-huge": "--sweep must hold integers",
+    "prune-compression-inf": "--compression must hold finite numbers > 1, got inf",
+    "prune-compression-nan": "--compression must hold finite numbers > 1, got nan",
+    "prune-compression-negative": "--compression must hold finite numbers > 1", "prune-compression-empty": "--compression is empty",
+    "prune-refine-epochs-huge": "--refine-epochs must be", "prune-refine-epochs-negative": "--refine-epochs must be",
+    "prune-seeds-huge": "--seeds must be", "prune-epochs-missing": "epoch 99", "prune-epoch-negative": "epoch -1",
+    "prune-scope-unknown": "--scope must be one of global, layer", "prune-rank-zero": "--rank must be",
+    "conjugacy-quantile-nan": "--quantile must be a finite number in (0, 1], got nan",
+    "conjugacy-quantile-zero": "--quantile must be", "conjugacy-margin-inf": "--margin must be a finite number >= 0",
+    "conjugacy-margin-nan": "--margin must be a finite number >= 0", "conjugacy-k-zero": "--k must be",
+    "conjugacy-rank-negative": "--rank must be", "conjugacy-delays-negative": "--delays must be",
+    "conjugacy-delays-huge": "too short for 1000000000 delays", "conjugacy-windows-one": "--windows must be",
+    "conjugacy-windows-huge": "--windows 1000000000", "kga-alpha-inf-nan": "--alpha must hold finite numbers >= 0, got inf",
+    "kga-alpha-negative": "--alpha must hold finite numbers >= 0", "kga-alpha-empty": "--alpha is empty",
+    "kga-eps-nan": "--eps must be a finite number in [0, 1], got nan", "kga-eps-huge": "--eps must be",
+    "kga-window-two": "--window must be", "kga-window-huge": "--window must be", "kga-interval-zero": "--interval must be",
+    "kga-interval-word": "--interval must be", "kga-mask-eps-nan": "--mask-eps must be",
+    "kga-mask-window-zero": "--mask-window must be", "kga-epochs-zero": "--epochs must be", "kga-epochs-huge": "--epochs must be",
+    "record-seed-negative": "seed must be an integer from 0 to", "record-seed-huge": "seed must be an integer from 0 to",
+    "record-lr-nan": "lr must be a finite number > 0, got nan", "record-lr-inf": "lr must be a finite number > 0, got inf",
+    "record-lr-negative": "lr must be", "record-epochs-zero": "epochs must be", "record-epochs-huge": "epochs must be",
+    "record-every-zero": "every must be", "record-every-huge": "every must be",
+    "record-set-hidden-negative": "hidden must be an integer from 1 to 4096, got -5",
+    "record-set-hidden-huge": "hidden must be an integer from 1 to 4096", "record-set-hidden-float": "hidden takes an integer",
+    "record-set-lr-nan": "lr must be", "record-set-momentum-inf": "momentum must be", "record-set-n-val-zero": "n_val must be",
+    "record-set-batch-zero": "batch_size must be", "record-set-val-fraction-zero": "val_fraction must be",
+    "record-set-channels-huge": "channels must be", "record-set-h-huge": "h must be", "record-set-p-huge": "p must be",
+    "record-set-train-fraction": "leaves 0 for training", "record-set-dim-huge": "dim must be",
+    "record-set-state-huge": "more than 1000000", "record-set-extent-nan": "extent must be",
+    **{c: "--every must be an integer from 1 to" for c in OPTION_CASES if c.startswith("import-every")},
+    "dmd-forecast-overflows": "--forecast 5000 overflows: the mode with |λ| = 1.5",
+    "import-pickled-class": "1.pt: holds pickled code (a class or function: tests.test_bad_inputs.Holder), which traj "
+                            "never runs; save a plain state_dict of tensors",
+}
+
+
+class Holder:
+    """A custom class pickled into a checkpoint: torch.load(weights_only=True) refuses to build it."""
+
+    def __init__(self):
+        self.note = "runs code when unpickled without weights_only"
+
+
 def setup(tmp, case):
     """Build the malformed input of ``case``; returns the command line (strings with {tmp})."""
     t = str(tmp)
+    if case in OPTION_CASES:
+        if case.startswith("import"):
+            import torch
+
+            np.save(tmp / "x.npy", np.zeros((4, 3), dtype=np.float32))
+            (tmp / "ck").mkdir()
+            torch.save({"w": torch.zeros(3)}, tmp / "ck" / "1.pt")
+        return [a.format(t=t) for a in OPTION_CASES[case]]
+    if case == "dmd-forecast-overflows":  # a mode with λ = 1.5: λ^k leaves float64 after k ~ 1750
+        rng = np.random.default_rng(0)
+        data = 1.5 ** np.arange(12)[:, None] * rng.standard_normal(40) + 1e-3 * rng.standard_normal((12, 40))
+        write_store(tmp / "grows.zarr", data.astype(np.float32))
+        return ["dmd", f"{t}/grows.zarr", "--rank", "1", "--forecast", "5000"]
+    if case == "import-pickled-class":
+        import torch
+
+        (tmp / "ck").mkdir()
+        torch.save({"w": torch.zeros(3), "extra": Holder()}, tmp / "ck" / "1.pt")
+        return ["import", f"{t}/ck", "--out", f"{t}/imp.zarr"]
     if case == "missing":
         return ["dmd", f"{t}/nope.zarr"]
     if case == "plain-dir":
@@ -168,7 +349,8 @@ CASES = [
     "deleted-chunk", "empty-window", "window-beyond", "duplicate-steps", "decreasing-steps", "conjugacy-no-overlap",
     "conjugacy-one-run", "modes-zero", "compression-one", "negative-forecast", "negative-samples", "zero-seeds",
     "bad-quantile", "out-is-file", "out-under-file", "unknown-recipe", "bad-set", "import-mismatch", "import-3d",
-    "unknown-layer", "unknown-epoch", "kga-no-recipe", "report-missing", "bad-backend",
+    "unknown-layer", "unknown-epoch", "kga-no-recipe", "report-missing", "bad-backend", "import-pickled-class",
+    "dmd-forecast-overflows", *OPTION_CASES,
 ]
 
 
@@ -192,6 +374,8 @@ def test_bad_input_gives_one_line_and_exit_2(tmp_path, case, monkeypatch):
     assert isinstance(result.exception, SystemExit), repr(result.exception)
     lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:"), f"{case}: {result.stderr!r}"
+    assert EXPECTED.get(case, "") in lines[0], f"{case}: {lines[0]!r}"
+    assert "weights_only" not in lines[0]
     assert _listing(tmp_path) == before, f"{case} wrote files: {set(_listing(tmp_path)) - set(before)}"
     assert _listing(SAMPLE) == sample_before
 
@@ -204,3 +388,68 @@ def test_error_messages_name_the_problem(tmp_path):
     result = runner.invoke(app, setup(work, "future-version") + ["--out", str(tmp_path / "o")])
     assert "version 7" in result.stderr
     assert os.listdir(tmp_path) == ["w"]
+
+
+@pytest.mark.parametrize("args", [
+    ["dmd", Q, "--forecast", "1e12"], ["dmd", Q, "--eps", "abc"], ["cmd", Q, "--samples", "1e3"],
+    ["prune", D, "--seeds", "two"], ["conjugacy", OMD, OGD, "--k", "1.5"], ["kga-replay", Q, "--mask-window", "x"],
+    ["record", "quadratic-mlp", "--epochs", "ten"], ["import", "x.npy", "--out", "y.zarr", "--every", "1.5"],
+])
+def test_wrong_type_is_one_line_from_the_console_script(tmp_path, monkeypatch, capsys, args):
+    """A value typer cannot parse (a float for an int, a word for a number): one line, exit 2."""
+    from traj.cli.app import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.argv", ["traj", *args, *(["--out", str(tmp_path / "o")] if "--out" not in args else [])])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    assert exit_.value.code == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: Invalid value for") and "--help" in lines[0], lines
+    assert os.listdir(tmp_path) == []
+
+
+#: A crafted store's ``recipe`` attribute, and the words the error must carry.
+STORED_CONFIGS = [
+    ({"hidden": -5}, "hidden must be an integer from 1 to 4096, got -5"),
+    ({"seed": -1}, "seed must be an integer from 0 to 4294967295, got -1"),
+    ({"hidden": 1e11}, "hidden takes an integer, got 100000000000.0"),
+    ({"hidden": 10**11}, "hidden must be an integer from 1 to 4096, got 100000000000"),
+    ({"n_train": 10**12}, "n_train must be an integer from 1 to 10000000"),
+    ({"lr": float("nan")}, "lr must be a finite number > 0, got nan"),
+    ({"epochs": 10**9}, "epochs must be an integer from 1 to 100000"),
+    ({"hidden": "wide"}, "hidden takes an integer, got 'wide'"),
+    ({"hidden": [32, 32]}, "hidden takes an integer, got [32, 32] (list)"),
+    ({"momentum": True}, "momentum takes a number, got True"),
+    ({"optimizer": {"name": "sgd"}}, "optimizer takes a word"),
+    ({"every": 0}, "every must be 'epoch' or an integer"),
+    ({"widht": 3}, "has no option 'widht'"),
+    ([1, 2], "config must be a mapping of options, got list"),
+]
+
+
+#: every config through cmd --evaluate, and two of them through every other command that rebuilds the recipe
+RECIPE_CASES = [("cmd", c, w) for c, w in STORED_CONFIGS] + [
+    (command, c, w) for command in ("prune", "kga-replay", "report") for c, w in STORED_CONFIGS[:2]]
+
+
+@pytest.mark.parametrize("command, config, words", RECIPE_CASES, ids=[f"{m}-{c}" for m, c, _ in RECIPE_CASES])
+def test_recipe_config_from_a_store_is_checked(tmp_path, monkeypatch, command, config, words):
+    """Every command that rebuilds the store's recipe refuses a config out of range before any work."""
+    import json
+
+    work = tmp_path / "work"
+    work.mkdir()
+    path = good(work)
+    # json.dumps writes NaN, which zarr's own attribute writer would refuse: write zarr.json as a crafted store has it
+    meta = json.loads((path / "zarr.json").read_text())
+    meta["attributes"]["recipe"] = {"name": "quadratic-mlp", "config": config, "seed": 0}
+    (path / "zarr.json").write_text(json.dumps(meta))
+    monkeypatch.chdir(tmp_path)
+    before = _listing(tmp_path)
+    result = runner.invoke(app, [command, str(path), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    assert "good.zarr: the recipe recorded in this store is unusable" in lines[0] and words in lines[0], lines[0]
+    assert _listing(tmp_path) == before

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 __all__ = [
     "TrajError",
+    "ParameterError",
     "StoreNotFoundError",
     "StoreFormatError",
     "LayoutMismatchError",
@@ -25,6 +26,23 @@ __all__ = [
 
 class TrajError(Exception):
     """Root of every error traj raises on purpose; its message is one readable line."""
+
+
+class ParameterError(TrajError, ValueError):
+    """An argument of a traj function is of the wrong type or out of its range.
+
+    ``parameter`` is the function's name for it; a caller that knows it by another name
+    (the CLI: a flag such as ``--power-iterations``) sets ``shown_as`` before showing it.
+    """
+
+    def __init__(self, parameter: str, problem: str) -> None:
+        super().__init__(parameter, problem)
+        self.parameter = parameter
+        self.problem = problem
+        self.shown_as = parameter
+
+    def __str__(self) -> str:
+        return f"{self.shown_as} {self.problem}"
 
 
 class StoreNotFoundError(TrajError, FileNotFoundError):

@@ -97,7 +97,7 @@ def test_errors(planted):
     store, *_ = planted
     with pytest.raises(TrajError, match="more than the"):
         cmd(store, modes=50, samples=20)
-    with pytest.raises(TrajError, match="--modes must be >= 1"):
+    with pytest.raises(TrajError, match="modes must be an integer from 1"):
         cmd(store, modes=0)
     with pytest.raises(TrajError, match="threshold"):
         cmd(store, threshold=1.5)

@@ -98,9 +98,9 @@ def test_config_errors():
         get_recipe("resnet-imagenet")
     with pytest.raises(RecipeConfigError, match="no option 'widht'"):
         get_recipe("digits-cnn", widht=3)
-    with pytest.raises(RecipeConfigError, match="takes a int"):
+    with pytest.raises(RecipeConfigError, match="epochs takes an integer"):
         get_recipe("digits-cnn", {"epochs": "many"})
-    with pytest.raises(RecipeConfigError, match="epochs must be >= 1"):
+    with pytest.raises(RecipeConfigError, match="epochs must be an integer from 1 to"):
         get_recipe("digits-cnn", epochs=0)
     with pytest.raises(RecipeConfigError, match="algorithm must be"):
         get_recipe("mirror-descent", algorithm="newton")
@@ -126,3 +126,49 @@ def test_global_rng_untouched():
     get_recipe("mnist1d-mlp", n_samples=100).data  # noqa: B018 (mnist1d reseeds numpy)
     get_recipe("digits-cnn").new_model()
     assert torch.rand(1) == expected_t and np.random.rand() == expected_n
+
+
+def test_every_numeric_option_has_a_range_and_every_size_an_upper_bound():
+    """One check loop serves every recipe; a recipe's own int option without an upper bound could
+    let a config (from --set or a store) allocate without limit."""
+    from traj.recipes import RECIPES
+
+    for name, cls in RECIPES.items():
+        limits = cls.all_limits()
+        for key, default in cls.all_defaults().items():
+            if key == "every" or isinstance(default, bool | str):
+                continue
+            assert key in limits, (name, key)
+            if isinstance(default, int):
+                assert limits[key].high is not None, (name, key)
+            get_recipe(name, {key: default})  # the default itself lies in range
+            with pytest.raises(RecipeConfigError, match=f"{key} must be"):
+                get_recipe(name, {key: float("nan") if isinstance(default, float) else 10**30})
+
+
+def test_any_recorded_config_builds_a_recipe_or_fails_with_one_error():
+    """Whatever JSON a store's recipe config holds: a recipe within every range, or RecipeConfigError."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from traj.recipes import RECIPES
+
+    scalars = (st.none() | st.booleans() | st.integers(-10**30, 10**30) | st.floats() | st.text(max_size=8)
+               | st.sampled_from(["epoch", "sgd", "omd", "grid", "1e11", "nan", "-inf", "true"]))
+    values = scalars | st.lists(scalars, max_size=2) | st.dictionaries(st.text(max_size=3), scalars, max_size=2)
+
+    @settings(max_examples=300, deadline=None)
+    @given(name=st.sampled_from(sorted(RECIPES)), data=st.data())
+    def check(name, data):
+        options = sorted(RECIPES[name].all_defaults())
+        config = data.draw(st.dictionaries(st.sampled_from(options), values, max_size=4))
+        try:
+            recipe = get_recipe(name, config)
+        except RecipeConfigError:
+            return
+        limits = recipe.all_limits()
+        for key, value in recipe.config.items():
+            if key in limits and isinstance(value, int | float) and not isinstance(value, bool):
+                assert np.isfinite(value) and (limits[key].high is None or value <= limits[key].high), (key, value)
+
+    check()

@@ -106,8 +106,9 @@ def test_checkpoint_that_needs_code_is_refused(tmp_path):
             return (print, ("executed",))
 
     torch.save({"w": torch.zeros(2), "extra": Evil()}, d / "1.pt")
-    with pytest.raises(ImportSourceError, match=r"1.pt: not a loadable PyTorch checkpoint: it refers to (builtins\.)?print,"):
+    with pytest.raises(ImportSourceError, match="holds pickled code .*print.*never runs") as caught:
         import_checkpoints(d, tmp_path / "s.zarr")
+    assert "weights_only" not in str(caught.value) and "\x1b" not in str(caught.value)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -19,15 +19,40 @@ from typing import Any
 
 import numpy as np
 
+from ..checks import check_float, check_int, check_ints, check_seed
 from ..engine import Engine
-from ..errors import TrajError
+from ..errors import ParameterError, TrajError
 from ..store import RunStore
 from .dmd import parse_window
 
-__all__ = ["CMDModel", "CMDResult", "cmd", "load", "sample_weights", "cluster_modes"]
+__all__ = ["CMDModel", "CMDResult", "check_options", "cmd", "load", "sample_weights", "cluster_modes"]
 
 ProgressCallback = Callable[[int, int], None]
 MODEL_FORMAT = "traj-cmd"
+#: K, the weights sampled for the clustering: their K x K correlation and its linkage live in memory.
+MAX_SAMPLES = 10_000
+
+
+def check_options(*, modes: int | None = 10, threshold: float | None = None, samples: int = 1000,
+                  subsample: int = 1, seed: int = 0, max_points: int = 40, sweep: Sequence[int] = (1,)
+                  ) -> dict[str, Any]:
+    """CMD's options, checked and normalised: :func:`cmd`, :func:`evaluate` and :func:`sweep` call it
+    on their own arguments, and a caller running all three can call it once before the first pass."""
+    if threshold is not None:
+        threshold, modes = check_float("threshold", threshold, low=0, high=1), None
+    elif modes is None:
+        raise ParameterError("modes", "must be given when threshold is not")
+    else:
+        modes = check_int("modes", modes, low=1, high=MAX_SAMPLES)
+    return {
+        "modes": modes,
+        "threshold": threshold,
+        "samples": check_int("samples", samples, low=2, high=MAX_SAMPLES),
+        "subsample": check_int("subsample", subsample, low=1),
+        "seed": check_seed("seed", seed),
+        "max_points": check_int("max_points", max_points, low=1),
+        "sweep": check_ints("sweep", sweep, low=1, high=MAX_SAMPLES),
+    }
 
 
 # ---------------------------------------------------------------------- sampling and clustering
@@ -37,8 +62,7 @@ def sample_weights(store: RunStore, samples: int, *, seed: int = 0) -> np.ndarra
     With K/2 <= layers, K/2 layers are drawn and one weight taken from each. Sorted, unique.
     """
     n = store.n_params
-    if samples < 2:
-        raise TrajError(f"--samples must be at least 2, got {samples}")
+    samples = check_options(samples=samples, seed=seed)["samples"]
     k = min(samples, n)
     rng = np.random.default_rng(seed)
     entries = [e for e in store.layout.entries if e.size > 0]
@@ -289,16 +313,10 @@ def cmd(
         block by block; without it they are kept in memory.
     """
     t0 = time.perf_counter()
+    o = check_options(modes=modes, threshold=threshold, samples=samples, subsample=subsample, seed=seed)
+    modes, threshold, samples, subsample, seed = (o[k] for k in ("modes", "threshold", "samples", "subsample", "seed"))
     store = store if isinstance(store, RunStore) else RunStore(store)
     engine = engine or Engine()
-    if threshold is not None:
-        if not 0 <= threshold <= 1:
-            raise TrajError(f"--threshold is a distance 1 - |corr| in [0, 1], got {threshold}")
-        modes = None
-    elif modes is None or modes < 1:
-        raise TrajError(f"--modes must be >= 1, got {modes}")
-    if subsample < 1:
-        raise TrajError(f"--subsample must be >= 1, got {subsample}")
     lo, hi = parse_window(window, store.n_snapshots)
     rows = slice(lo, hi + 1)
     keep = np.arange(0, hi - lo + 1, subsample)  # rows of the window used, relative to lo
@@ -319,7 +337,7 @@ def cmd(
     if usable.size < 2:
         raise TrajError("fewer than 2 of the sampled weights move in this window: nothing to correlate")
     if modes is not None and modes > usable.size:
-        raise TrajError(f"--modes {modes} is more than the {usable.size} moving sampled weights; raise --samples")
+        raise ParameterError("modes", f"{modes} is more than the {usable.size} moving sampled weights; sample more weights")
     corr = corr_all[np.ix_(usable, usable)]
     labels_s, order, _ = cluster_modes(corr, modes=modes, threshold=threshold)
     refs_local = _references(corr, labels_s)
@@ -464,8 +482,7 @@ def sample_reconstruction(result: CMDResult) -> np.ndarray:
 def evaluate(result: CMDResult, store: RunStore, recipe: Any, *, max_points: int = 40) -> list[dict[str, float]]:
     """The recipe's metrics of the original and the CMD-reconstructed weights per snapshot
     (seed 001 fig. 5a, 7), at up to ``max_points`` snapshots spread over the window."""
-    if max_points < 1:
-        raise TrajError(f"--eval-points must be >= 1, got {max_points}")
+    max_points = check_options(max_points=max_points)["max_points"]
     used = result.snapshots
     # spread over the window, the last snapshot always included (max_points=1 scores the end of the run)
     picks = np.unique(np.linspace(used.size - 1, 0, min(max_points, used.size)).round().astype(int))
@@ -484,9 +501,10 @@ def sweep(store: RunStore, modes_list: Sequence[int], *, recipe: Any = None, max
           **options: Any) -> list[dict[str, Any]]:
     """CMD for several M: MSE, relative error and (with a recipe) the best reconstructed
     accuracy or lowest loss over the window, against M (seed 001 fig. 6)."""
+    modes_list = check_options(sweep=modes_list, max_points=max_points)["sweep"]
     rows = []
     for m in modes_list:
-        result = cmd(store, modes=int(m), **options)
+        result = cmd(store, modes=m, **options)
         row: dict[str, Any] = {"modes": int(m), "mse": result.mse, "relative_error": result.relative_error,
                                "compression_ratio": result.compression_ratio}
         if recipe is not None:

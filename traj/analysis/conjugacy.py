@@ -22,9 +22,10 @@ from typing import Any
 
 import numpy as np
 
+from ..checks import check_float, check_int
 from ..engine import Engine, ReducedOperator, relative_floor
-from ..engine.operator import gavish_donoho_threshold
-from ..errors import TrajError
+from ..engine.operator import check_rank, gavish_donoho_threshold
+from ..errors import ParameterError, TrajError
 from ..store import RunStore
 from .dmd import check_gram_finite, parse_window
 
@@ -133,6 +134,33 @@ def _hankel_gram(gram: np.ndarray, delays: int) -> np.ndarray:
     return sum(gram[s : s + m, s : s + m] for s in range(delays + 1))
 
 
+def _window_and_delays(store: RunStore, window: str | Sequence[int] | None, delays: int | None
+                       ) -> tuple[int, int, int]:
+    """A run's window (default: all of it) and delays (default: the recipe's), long enough for each other."""
+    if window is None:
+        if store.n_snapshots < 3:
+            raise TrajError(f"{store.path}: {store.n_snapshots} snapshot(s); DMD needs at least 3")
+        lo, hi = 0, store.n_snapshots - 1
+    else:
+        lo, hi = parse_window(window, store.n_snapshots)
+    delays = _defaults(store)["delays"] if delays is None else check_int("delays", delays, low=0)
+    if hi - lo + 1 < delays + 3:
+        raise ParameterError("window", f"{lo}:{hi} of {store.path.name} is too short for {delays} delays "
+                                       f"(needs at least {delays + 3} snapshots)")
+    return lo, hi, delays
+
+
+def _window_edges(store: RunStore, count: int, window: str | Sequence[int] | None, delays: int | None) -> np.ndarray:
+    """Bounds of ``count`` consecutive windows of one run, each long enough for the delays."""
+    lo, hi, d = _window_and_delays(store, window, delays)
+    most = (hi - lo + 1) // (d + 3)
+    edges = np.linspace(lo, hi + 1, count + 1).round().astype(int) if count <= most else None
+    if edges is None or np.min(np.diff(edges)) < d + 3:
+        raise ParameterError("windows", f"{count}: windows of snapshots {lo}:{hi} would be too short "
+                                        f"(each needs {d + 3} snapshots: at most {most} windows)")
+    return edges
+
+
 def koopman_spectrum(
     store: RunStore,
     *,
@@ -153,12 +181,8 @@ def koopman_spectrum(
     """
     defaults = _defaults(store)
     stack = defaults["stack"] if stack is None else stack
-    delays = defaults["delays"] if delays is None else delays
-    if delays < 0:
-        raise TrajError(f"--delays must be >= 0, got {delays}")
-    lo, hi = window if window is not None else (0, store.n_snapshots - 1)
-    if hi - lo + 1 < delays + 3:
-        raise TrajError(f"window {lo}:{hi} is too short for {delays} delays (needs at least {delays + 3} snapshots)")
+    rank = check_rank(rank)
+    lo, hi, delays = _window_and_delays(store, window, delays)
     cols, shape = _columns(store, layer)
     n_obs = cols.stop - cols.start
     floor = relative_floor(store.dtype)
@@ -275,25 +299,27 @@ def conjugacy(
         of distances between their spectra (seed 002 fig. 4), from one Gram pass.
     """
     t0 = time.perf_counter()
+    quantile = check_float("quantile", quantile, low=0, high=1, low_open=True)
+    k = None if k is None else check_int("k", k, low=1)
+    margin = check_float("margin", margin, low=0)
+    tolerance = check_float("tolerance", tolerance, low=0)
+    rank = check_rank(rank)
+    windows = None if windows is None else check_int("windows", windows, low=2)
     runs = [_open(s) for s in stores]
     null_runs = [_open(s) for s in null]
     if not runs:
         raise TrajError("give at least one run")
     if len(runs) < 2 and not windows:
         raise TrajError("give two or more runs to compare, or --windows W to compare windows of one run")
-    if not 0 < quantile <= 1:
-        raise TrajError(f"--quantile must lie in (0, 1], got {quantile}")
-    if k is not None and k < 1:
-        raise TrajError(f"k must be >= 1, got {k}")
-    if not (np.isfinite(margin) and margin >= 0):
-        raise TrajError(f"--margin must be a finite number >= 0, got {margin}")
+    # every run's window (and the windows of the first) is checked before the first spectrum
+    run_windows = {id(s): _window_and_delays(s, window, delays)[:2] for s in runs + null_runs}
+    for s in runs + null_runs:
+        _columns(s, layer)  # an unknown layer fails here, not after the first spectra
+    edges = _window_edges(runs[0], windows, window, delays) if windows else None
     engine = engine or Engine()
 
     def spectrum(store: RunStore) -> Spectrum:
-        win = parse_window(window, store.n_snapshots) if window is not None else None
-        if window is None and store.n_snapshots < 3:
-            raise TrajError(f"{store.path}: fewer than 3 snapshots")
-        return koopman_spectrum(store, window=win, layer=layer, stack=stack, delays=delays, rank=rank,
+        return koopman_spectrum(store, window=run_windows[id(store)], layer=layer, stack=stack, delays=delays, rank=rank,
                                 engine=engine, progress=progress)
 
     spectra = [spectrum(s) for s in runs] if len(runs) > 1 else [spectrum(runs[0])]
@@ -329,7 +355,7 @@ def conjugacy(
 
     window_info = None
     if windows:
-        window_info = _window_transitions(runs[0], windows, window, layer, stack, delays, rank, k, engine, progress)
+        window_info = _window_transitions(runs[0], edges, layer, stack, delays, rank, k, engine, progress)
     settings = {"layer": layer, "rank": rank, "stack": [s.n_trajectories > 1 for s in spectra],
                 "delays": [s.delays for s in spectra], "method": [s.method for s in spectra],
                 "windows": [list(s.window) for s in spectra]}
@@ -338,17 +364,13 @@ def conjugacy(
                            time.perf_counter() - t0, null_threshold=null_threshold, margin=margin)
 
 
-def _window_transitions(store: RunStore, count: int, window: Any, layer: str | None, stack: bool | None,
+def _window_transitions(store: RunStore, edges: np.ndarray, layer: str | None, stack: bool | None,
                         delays: int | None, rank: int | str, k: int | None, engine: Engine,
                         progress: ProgressCallback | None) -> dict[str, Any]:
-    """Spectra of ``count`` consecutive windows of one run and their distance matrix (one Gram pass)."""
-    if count < 2:
-        raise TrajError(f"--windows needs at least 2 windows, got {count}")
-    lo, hi = parse_window(window, store.n_snapshots) if window is not None else (0, store.n_snapshots - 1)
-    edges = np.linspace(lo, hi + 1, count + 1).round().astype(int)
+    """Spectra of consecutive windows of one run (bounds ``edges``, from :func:`_window_edges`) and
+    their distance matrix (one Gram pass)."""
+    lo, hi = int(edges[0]), int(edges[-1]) - 1
     d = _defaults(store)["delays"] if delays is None else delays
-    if np.min(np.diff(edges)) < d + 3:
-        raise TrajError(f"{count} windows of snapshots {lo}:{hi} are too short (each needs {d + 3} snapshots)")
     cols, _ = _columns(store, layer)
     full_gram = None
     if not (stack or _defaults(store)["stack"]) and (cols.stop - cols.start) * (d + 1) > SMALL_OBSERVABLE:

@@ -14,9 +14,11 @@ from typing import Any
 
 import numpy as np
 
+from ..checks import check_choice, check_float, check_int, check_seed
 from ..engine import Engine, ReducedOperator, relative_floor
+from ..engine.operator import check_rank
 from ..engine.randomized import randomized_operator
-from ..errors import TrajError
+from ..errors import ParameterError, TrajError
 from ..store import RunStore
 
 __all__ = ["DMDResult", "LayerSpectrum", "check_gram_finite", "dmd", "parse_window", "save_modes"]
@@ -24,6 +26,10 @@ __all__ = ["DMDResult", "LayerSpectrum", "check_gram_finite", "dmd", "parse_wind
 ProgressCallback = Callable[[int, int], None]
 #: Above this many snapshots in a window, "auto" uses the randomized range finder (methods.md §1).
 MAX_GRAM_SNAPSHOTS = 20_001
+#: Snapshots a forecast may reach past the window (the sampled coordinates only; r x K numbers).
+MAX_FORECAST = 100_000
+#: Power iterations of the randomized range finder (each one reads the data twice; Halko et al. use q <= 2-7).
+MAX_POWER_ITERATIONS = 50
 
 
 def parse_window(text: str | Sequence[int] | None, n_snapshots: int) -> tuple[int, int]:
@@ -36,21 +42,25 @@ def parse_window(text: str | Sequence[int] | None, n_snapshots: int) -> tuple[in
     if isinstance(text, str):
         lo_text, sep, hi_text = text.partition(":")
         if not sep:
-            raise TrajError(f"window must look like a:b (snapshot indices, both included), got {text!r}")
+            raise ParameterError("window", f"must look like a:b (snapshot indices, both included), got {text!r}")
         try:
             lo = int(lo_text) if lo_text.strip() else 0
             hi = int(hi_text) if hi_text.strip() else n_snapshots - 1
         except ValueError:
-            raise TrajError(f"window must look like a:b with integers, got {text!r}") from None
+            raise ParameterError("window", f"must look like a:b with integers, got {text!r}") from None
     else:
-        lo, hi = (int(x) for x in text)
+        try:
+            lo, hi = (check_int("window", x) for x in text)
+        except (TypeError, ValueError):
+            raise ParameterError("window", f"must be 'a:b' or a pair of integers, got {text!r}") from None
     given = (lo, hi)
     lo = lo + n_snapshots if lo < 0 else lo
     hi = hi + n_snapshots if hi < 0 else hi
     if not (0 <= lo < n_snapshots and 0 <= hi < n_snapshots):
-        raise TrajError(f"window {given[0]}:{given[1]} lies outside the run's snapshots 0:{n_snapshots - 1}")
+        raise ParameterError("window", f"{given[0]}:{given[1]} lies outside the run's snapshots 0:{n_snapshots - 1}")
     if hi - lo + 1 < 3:
-        raise TrajError(f"window {given[0]}:{given[1]} holds {max(0, hi - lo + 1)} snapshot(s); DMD needs at least 3")
+        raise ParameterError("window", f"{given[0]}:{given[1]} holds {max(0, hi - lo + 1)} snapshot(s); "
+                                       "DMD needs at least 3")
     return lo, hi
 
 
@@ -134,7 +144,8 @@ class DMDResult:
             "singular_values": op.singular_values.tolist(),
             "eigenvalues": _pairs(op.eigenvalues),
             "abs_eigenvalues": np.abs(op.eigenvalues).tolist(),
-            "rates_per_step": _pairs(rates),
+            # log λ is undefined at λ = 0 (a mode gone after one step): null there
+            "rates_per_step": [pair if np.isfinite(rate) else None for pair, rate in zip(_pairs(rates), rates, strict=True)],
             "classes": self.classes,
             "class_counts": {c: self.classes.count(c) for c in ("neutral", "stable", "unstable")},
             "eps": self.eps,
@@ -205,22 +216,24 @@ def dmd(
         ``max_gram`` snapshots.
     """
     t0 = time.perf_counter()
+    rank = check_rank(rank)
+    eps = check_float("eps", eps, low=0)
+    forecast = check_int("forecast", forecast, low=0, high=MAX_FORECAST)
+    n_samples = check_int("n_samples", n_samples, low=1, high=1000)
+    method = check_choice("method", method, ("auto", "gram", "randomized"))
+    max_gram = check_int("max_gram", max_gram, low=3)
+    n_iter = check_int("n_iter", n_iter, low=0, high=MAX_POWER_ITERATIONS)
+    random_state = check_seed("random_state", random_state)
     store = store if isinstance(store, RunStore) else RunStore(store)
     engine = engine or Engine()
     if store.n_snapshots < 3:
         raise TrajError(f"{store.path}: {store.n_snapshots} snapshot(s); DMD needs at least 3")
-    if eps < 0:
-        raise TrajError(f"eps must be >= 0, got {eps}")
-    if forecast < 0:
-        raise TrajError(f"forecast must be >= 0, got {forecast}")
     lo, hi = parse_window(window, store.n_snapshots)
     rows = slice(lo, hi + 1)
     entries = store.layout.select(layers) if layers else list(store.layout.entries)
     columns = [e.columns for e in entries]
     n_features = sum(e.size for e in entries)
     floor = relative_floor(store.dtype)
-    if method not in ("auto", "gram", "randomized"):
-        raise TrajError(f"method must be auto, gram or randomized, not {method!r}")
     if method == "auto":
         method = "gram" if hi - lo + 1 <= max_gram else "randomized"
     grams: dict[str, np.ndarray] = {}
@@ -271,7 +284,9 @@ def dmd(
     picks = np.sort(rng.choice(pool, size=min(n_samples, pool.size), replace=False))
     traj_block = store.read(rows=rows, columns=picks).astype(np.float64)
     times = np.arange(hi - lo + 1 + forecast)
-    recon = operator.reconstruct(traj_block, times)
+    with np.errstate(over="ignore", invalid="ignore"):
+        recon = operator.reconstruct(traj_block, times)
+    _check_forecast(recon, operator, hi - lo + 1, forecast)
     names = [_coordinate_name(store, int(i)) for i in picks]
     steps = store.steps[lo : hi + 1]
     dt = float(np.median(np.diff(steps))) if steps.size > 1 else 1.0
@@ -294,6 +309,17 @@ def dmd(
         sample_reconstruction=recon,
         per_layer=spectra,
     )
+
+
+def _check_forecast(recon: np.ndarray, operator: ReducedOperator, n_window: int, forecast: int) -> None:
+    """An unstable mode (|λ| > 1) grows without bound: far enough ahead, λᵏ leaves float64 and the
+    forecast is not a number. Known only once the eigenvalues are; the error says how far is safe."""
+    bad = np.flatnonzero(~np.isfinite(recon).all(axis=1))
+    if bad.size:
+        safe = max(0, int(bad[0]) - n_window)
+        top = float(np.abs(operator.eigenvalues).max())
+        raise ParameterError("forecast", f"{forecast} overflows: the mode with |λ| = {top:.6g} grows past float64 "
+                                         f"after {safe} snapshot(s) beyond the window; forecast at most {safe}")
 
 
 def check_gram_finite(gram: np.ndarray, store: RunStore, offset: int) -> None:

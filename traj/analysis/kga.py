@@ -22,15 +22,38 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..checks import MAX_EPOCHS, check_choice, check_float, check_floats, check_int
 from ..engine import ReducedOperator, singular_values_from_gram
-from ..engine.operator import NEUTRAL
-from ..errors import TrajError
+from ..engine.operator import NEUTRAL, check_rank
+from ..errors import ParameterError, TrajError
 
-__all__ = ["KGA", "KGALog", "MASKS", "ReplayResult", "ReplayRun", "replay"]
+__all__ = ["KGA", "KGALog", "MASKS", "ReplayResult", "ReplayRun", "check_options", "replay"]
 
 MASKS = ("none", "kwm", "norm", "delta")
 #: Relative singular-value floor of the in-training fits (float32 weights: ~1e-6, methods.md §1).
 FLOOR = 1e-6
+#: Snapshots one fit may use: the history holds N x t numbers.
+MAX_WINDOW = 1000
+
+
+def check_options(*, alpha: float = 1.0, window: int = 5, interval: str | int = "epoch", eps: float = 0.01,
+                  rank: int | str | None = None, efficient: bool = False, project_step: bool = False,
+                  mask: str = "none", mask_eps: float = 1e-3, mask_window: int = 2) -> dict[str, Any]:
+    """KGA's options, checked and normalised (:class:`KGA` and :func:`replay` call it before any work)."""
+    if interval != "epoch" and not (isinstance(interval, int) and not isinstance(interval, bool) and interval >= 1):
+        raise ParameterError("interval", f"must be 'epoch' or an integer >= 1 (steps), got {interval!r}")
+    return {
+        "alpha": check_float("alpha", alpha, low=0),
+        "window": check_int("window", window, low=3, high=MAX_WINDOW),
+        "interval": interval,
+        "eps": check_float("eps", eps, low=0, high=1),
+        "rank": check_rank(rank),
+        "efficient": bool(efficient),
+        "project_step": bool(project_step),
+        "mask": check_choice("mask", mask, MASKS),
+        "mask_eps": check_float("mask_eps", mask_eps, low=0),
+        "mask_window": check_int("mask_window", mask_window, low=1, high=MAX_EPOCHS),
+    }
 
 
 @dataclass
@@ -91,26 +114,20 @@ class KGA:
         mask_eps: float = 1e-3,
         mask_window: int = 2,
     ) -> None:
-        if mask not in MASKS:
-            raise TrajError(f"mask must be one of {', '.join(MASKS)}, not {mask!r}")
-        if window < 3:
-            raise TrajError(f"window must be >= 3 snapshots, got {window}")
-        if interval != "epoch" and not (isinstance(interval, int) and interval >= 1):
-            raise TrajError(f"interval must be 'epoch' or a positive number of steps, not {interval!r}")
-        if alpha < 0:
-            raise TrajError(f"alpha must be >= 0, got {alpha}")
+        o = check_options(alpha=alpha, window=window, interval=interval, eps=eps, rank=rank, efficient=efficient,
+                          project_step=project_step, mask=mask, mask_eps=mask_eps, mask_window=mask_window)
         self.optimizer = optimizer
         self.params = list(params) if params is not None else [p for g in optimizer.param_groups for p in g["params"]]
-        self.alpha = float(alpha)
-        self.window = int(window)
-        self.interval = interval
-        self.eps = float(eps)
-        self.rank = rank
-        self.efficient = efficient
-        self.project_step = project_step
-        self.mask_kind = mask
-        self.mask_eps = float(mask_eps)
-        self.mask_window = int(mask_window)
+        self.alpha = o["alpha"]
+        self.window = o["window"]
+        self.interval = o["interval"]
+        self.eps = o["eps"]
+        self.rank = o["rank"]
+        self.efficient = o["efficient"]
+        self.project_step = o["project_step"]
+        self.mask_kind = o["mask"]
+        self.mask_eps = o["mask_eps"]
+        self.mask_window = o["mask_window"]
         n = sum(p.numel() for p in self.params)
         self.n_params = n
         self.log = KGALog()
@@ -143,6 +160,11 @@ class KGA:
         if accelerate:
             assert before is not None
             delta = (self._flat() - before)[self._active]
+        if accelerate and not np.isfinite(delta).all():
+            # the base step left non-finite weights (training diverged): stop accelerating
+            self._propagator = None
+            self.log.diverged = True
+        elif accelerate:
             u = self.basis
             coords = u.T @ delta
             extra = self.alpha * (u @ (self._propagator @ coords))
@@ -286,8 +308,24 @@ class ReplayRun:
     dmd_seconds: float
     refits: int
 
+    @property
+    def diverged_epoch(self) -> int | None:
+        """The first epoch whose train loss is not finite (None: the run never diverged)."""
+        return next((i + 1 for i, v in enumerate(self.train_loss) if not np.isfinite(v)), None)
+
     def to_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+        # JSON has no NaN: a loss that is not finite (a diverged run) is null, and diverged_epoch says why
+        out = {k: _finite_or_none(getattr(self, k)) for k in self.__dataclass_fields__}
+        out["diverged_epoch"] = self.diverged_epoch
+        return out
+
+
+def _finite_or_none(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_finite_or_none(v) for v in value]
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
 
 
 @dataclass(frozen=True)
@@ -301,16 +339,17 @@ class ReplayResult:
 
     def summary(self) -> dict[str, Any]:
         plain = self.plain
-        target = plain.train_loss[-1]
+        target = plain.train_loss[-1]  # NaN when the plain run diverged: no KGA run "reaches" it
         rows = []
         for run in self.accelerated:
             reached = next((i + 1 for i, v in enumerate(run.train_loss) if v <= target), None)
             rows.append({
                 "label": run.label,
                 "alpha": run.alpha,
-                "final_train_loss": run.train_loss[-1],
-                "final_val_loss": run.val_loss[-1],
-                "loss_difference": [a - b for a, b in zip(run.train_loss, plain.train_loss, strict=True)],
+                "final_train_loss": _finite_or_none(run.train_loss[-1]),
+                "final_val_loss": _finite_or_none(run.val_loss[-1]),
+                "diverged_epoch": run.diverged_epoch,
+                "loss_difference": _finite_or_none([a - b for a, b in zip(run.train_loss, plain.train_loss, strict=True)]),
                 "epochs_to_plain_final_loss": reached,
                 # the first epoch carries one-off costs (imports, allocations): compare the rest
                 "added_seconds_per_epoch": float(np.mean(run.epoch_seconds[1:] or run.epoch_seconds)
@@ -319,7 +358,8 @@ class ReplayResult:
             })
         return {"recipe": self.recipe, "config": self.config, "options": self.options,
                 "plain": plain.to_dict(), "runs": [r.to_dict() for r in self.accelerated], "comparison": rows,
-                "plain_final_train_loss": target, "seconds": self.seconds}
+                "plain_final_train_loss": _finite_or_none(target), "plain_diverged_epoch": plain.diverged_epoch,
+                "seconds": self.seconds}
 
 
 def replay(
@@ -340,6 +380,11 @@ def replay(
     """
     from pathlib import Path
 
+    # every option is checked before the first run trains (KGA itself is built only for the second)
+    alphas = check_floats("alphas", alphas, low=0)
+    kga_options = {k: v for k, v in check_options(**kga_options).items() if k in kga_options}
+    if epochs is not None:
+        epochs = check_int("epochs", epochs, low=1, high=MAX_EPOCHS)
     if getattr(recipe, "name", "") == "mirror-descent":
         raise TrajError("the mirror-descent recipe iterates an algorithm, not a torch optimizer: nothing to accelerate")
     out = Path(out_dir)

@@ -27,8 +27,10 @@ from typing import Any
 
 import numpy as np
 
+from ..checks import MAX_EPOCHS, check_choice, check_float, check_floats, check_int, check_ints
 from ..engine import Engine, ReducedOperator, relative_floor
-from ..errors import TrajError
+from ..engine.operator import check_rank
+from ..errors import ParameterError, TrajError
 from ..store import RunStore
 from .dmd import check_gram_finite, parse_window
 from .masks import pruned_theta, read_masks, write_masks
@@ -38,6 +40,9 @@ __all__ = ["METHODS", "PruneResult", "prune", "mask_from_scores", "lsp_mask", "m
 
 METHODS = ("kmp", "kgp", "gmp", "jgp", "ggp", "lsp")
 DEFAULT_COMPRESSIONS = (2, 4, 8, 16, 32, 64)
+SCOPES = ("global", "layer")
+#: Refinement seeds: each one trains every mask again.
+MAX_SEEDS = 1000
 ProgressCallback = Callable[[int, int], None]
 
 
@@ -56,12 +61,10 @@ def mask_from_scores(scores: np.ndarray, prunable: Sequence[slice], compression:
     Ties are broken by the lower index (a stable sort), so a mask is a function of the scores.
     Returns a boolean mask over all N coordinates (True = kept).
     """
-    if not compression >= 1:
-        raise TrajError(f"compression must be >= 1, got {compression}")
+    compression = check_float("compression", compression, low=1)
+    scope = check_choice("scope", scope, SCOPES)
     mask = np.ones(scores.shape[0], dtype=bool)
     groups = [list(prunable)] if scope == "global" else [[s] for s in prunable]
-    if scope not in ("global", "layer"):
-        raise TrajError(f"scope must be 'global' or 'layer', not {scope!r}")
     for group in groups:
         index = np.concatenate([np.arange(s.start, s.stop) for s in group])
         keep = math.ceil(index.size / compression)
@@ -309,12 +312,21 @@ def prune(
     methods = [m.strip().lower() for m in methods]
     bad = [m for m in methods if m not in METHODS]
     if bad or not methods:
-        raise TrajError(f"unknown pruning method {bad[0] if bad else '(none)'}; use {', '.join(METHODS)}")
-    compressions = [float(c) for c in compressions]
-    if not compressions or min(compressions) <= 1:
-        raise TrajError(f"compressions must be > 1 (c = 2 keeps half), got {compressions}")
-    if refine_epochs < 0 or seeds < 1:
-        raise TrajError("--refine-epochs must be >= 0 and --seeds >= 1")
+        raise ParameterError("methods", f"holds an unknown pruning method {bad[0] if bad else '(none)'}; "
+                                        f"use {', '.join(METHODS)}")
+    # c = 2 keeps half; c must exceed 1 (c = 1 prunes nothing) and be finite (c = inf keeps no weight)
+    compressions = check_floats("compressions", compressions, low=1, low_open=True)
+    scope = check_choice("scope", scope, SCOPES)
+    refine_epochs = check_int("refine_epochs", refine_epochs, low=0, high=MAX_EPOCHS)
+    seeds = check_int("seeds", seeds, low=1, high=MAX_SEEDS)
+    rank = check_rank(rank)
+    kgp_fraction = check_float("kgp_fraction", kgp_fraction, low=0, high=1)
+    if epoch is not None:
+        epoch = check_int("epoch", epoch)
+    if epochs:
+        epochs = check_ints("epochs", epochs)
+        for e in epochs:
+            epoch_rows(store, e)  # every epoch compared must exist before the first pass
     if evaluate and recipe is None:
         from ..recipes import recipe_from_store
 

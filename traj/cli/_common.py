@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from ..errors import TrajError
+from ..errors import ParameterError, TrajError
 from ..report.writer import jsonable
 
 #: Progress bars and errors go to stderr; stdout carries results (``--json``).
@@ -108,7 +108,8 @@ def progress_bar(*fields: str, transient: bool = True) -> Progress:
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn()]
     columns += [TextColumn(f"{{task.fields[{f}]}}") for f in fields]
     columns += [TimeElapsedColumn(), TimeRemainingColumn()]
-    return _Progress(*columns, console=err_console, transient=transient)
+    # a transient bar off a terminal would leave only a stray blank line on stderr (before an error line, say)
+    return _Progress(*columns, console=err_console, transient=transient, disable=transient and not err_console.is_terminal)
 
 
 def print_json(payload: Any) -> None:
@@ -116,9 +117,20 @@ def print_json(payload: Any) -> None:
     sys.stdout.flush()
 
 
-def positive(name: str, value: int | None) -> None:
-    if value is not None and value < 1:
-        raise fail(f"{name} must be >= 1, got {value}")
+@contextmanager
+def flag_names(*same: str, **renamed: str) -> Iterator[None]:
+    """Show the library's parameter names as this command's flags in error messages.
+
+    ``flag_names("eps", n_iter="--power-iterations")``: a ParameterError about ``eps`` reads
+    ``--eps ...``, one about ``n_iter`` reads ``--power-iterations ...``; others keep their name.
+    """
+    flags = {name: "--" + name.replace("_", "-") for name in same} | renamed
+    try:
+        yield
+    except ParameterError as exc:
+        if exc.parameter in flags and exc.shown_as == exc.parameter:  # an inner flag_names may have named it
+            exc.shown_as = flags[exc.parameter]
+        raise
 
 
 # Options of every command that streams a store through the engine (traj.engine.Engine).
@@ -129,32 +141,29 @@ BlockOption = Annotated[float, typer.Option(help="Size of one float64 working bl
 
 
 def engine_options(backend: str, device: str, scheduler: str, block_mb: float):
-    from ..engine import Engine
+    """The Engine of ``--backend --device --scheduler --block-mb`` (the library checks each)."""
+    from ..engine import Engine, block_bytes_from_mib
 
-    if block_mb <= 0:
-        raise fail(f"--block-mb must be positive, got {block_mb}")
-    return Engine(backend=backend, device=device, scheduler=scheduler, block_bytes=int(block_mb * (1 << 20)))
+    with flag_names("block_mb"):
+        return Engine(backend=backend, device=device, scheduler=scheduler, block_bytes=block_bytes_from_mib(block_mb))
 
 
-def positive_int_or(option: str, text: str, keyword: str) -> int | str:
-    """``keyword`` itself, or a positive integer (e.g. ``--rank auto|r``, ``--interval epoch|k``)."""
-    if text == keyword:
+def int_or_keyword(option: str, text: str, keyword: str) -> int | str:
+    """``keyword`` itself, or an integer (``--rank auto|r``, ``--interval epoch|k``); the library checks its range."""
+    if text.strip() == keyword:
         return keyword
     try:
-        value = int(text)
+        return int(text)
     except ValueError:
-        raise fail(f"{option} must be a positive integer or {keyword!r}, not {text!r}") from None
-    if value < 1:
-        raise fail(f"{option} must be >= 1, got {value}")
-    return value
+        raise fail(f"{option} must be an integer or {keyword!r}, not {text!r}") from None
 
 
 def parse_rank(rank: str) -> int | str:
-    return positive_int_or("--rank", rank, "auto")
+    return int_or_keyword("--rank", rank, "auto")
 
 
 def number_list(option: str, text: str, kind: type) -> list:
-    """Comma-separated numbers of ``kind`` (``--compression 2,4,8``); empty or malformed: one error line."""
+    """Comma-separated numbers of ``kind`` (``--compression 2,4,8``); the library checks their range."""
     try:
         values = [kind(v) for v in text.split(",") if v.strip()]
     except ValueError:

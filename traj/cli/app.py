@@ -66,9 +66,10 @@ def main() -> None:
     except ClickException as exc:
         from rich.markup import escape
 
-        err_console.print(f"[bold red]error:[/bold red] {escape(exc.format_message())}", highlight=False)
         hint = getattr(getattr(exc, "ctx", None), "command_path", "traj")
-        err_console.print(f"(see '{hint} --help')", style="dim")
+        message = " ".join(exc.format_message().split())  # one line, whatever click wrapped
+        err_console.print(f"[bold red]error:[/bold red] {escape(message)} [dim](see '{escape(hint)} --help')[/dim]",
+                          highlight=False)
         sys.exit(exc.exit_code)
     except (Abort, KeyboardInterrupt):
         err_console.print("[yellow]interrupted[/yellow]")

@@ -14,7 +14,7 @@ from ._common import (
     SchedulerOption,
     engine_options,
     err_console,
-    fail,
+    flag_names,
     handle_errors,
     number_list,
     out_console,
@@ -25,12 +25,7 @@ from ._common import (
 
 
 def _parse_sweep(text: str | None) -> list[int]:
-    if not text:
-        return []
-    values = number_list("--sweep", text, int)
-    if min(values) < 1:
-        raise fail(f"--sweep values must be >= 1, got {text!r}")
-    return sorted(set(values))
+    return sorted(set(number_list("--sweep", text, int))) if text else []
 
 
 def cmd(
@@ -64,22 +59,18 @@ def cmd(
 
         traj cmd run.zarr --sweep 1,2,5,10,20
     """
-    with handle_errors():
+    with handle_errors(), flag_names("modes", "threshold", "samples", "window", "subsample", "seed", "sweep",
+                                     max_points="--eval-points"):
         from ..analysis import cmd as cmd_mod
         from ..atomic import staged_output
         from ..recipes import resolve_recipe
         from ..report.cmd import cmd_report_files
         from ..store import open_store
 
-        if threshold is None and modes < 1:
-            raise fail(f"--modes must be >= 1, got {modes}")
-        if samples < 2:
-            raise fail(f"--samples must be >= 2, got {samples}")
-        if subsample < 1:
-            raise fail(f"--subsample must be >= 1, got {subsample}")
-        if eval_points < 1:
-            raise fail(f"--eval-points must be >= 1, got {eval_points}")
         sweep_modes = _parse_sweep(sweep)
+        # evaluate and sweep run after the first pass: check their options (and the pass's) before it
+        cmd_mod.check_options(modes=modes, threshold=threshold, samples=samples, subsample=subsample, seed=seed,
+                              max_points=eval_points, sweep=sweep_modes or (1,))
         engine = engine_options(backend, device, scheduler, block_mb)
         opened = open_store(store)
         target = output_dir(out, f"cmd-{opened.path.name.removesuffix('.zarr')}", opened)

@@ -14,7 +14,7 @@ from ._common import (
     SchedulerOption,
     engine_options,
     err_console,
-    fail,
+    flag_names,
     handle_errors,
     out_console,
     output_dir,
@@ -57,15 +57,11 @@ def conjugacy(
 
         traj conjugacy run.zarr --windows 8
     """
-    with handle_errors():
+    with handle_errors(), flag_names("window", "layer", "rank", "k", "quantile", "margin", "windows", "delays"):
         from ..analysis.conjugacy import conjugacy as run_conjugacy
         from ..report.conjugacy import conjugacy_report
         from ..store import open_store
 
-        if k < 1:
-            raise fail(f"-k must be >= 1, got {k}")
-        if windows is not None and windows < 2:
-            raise fail(f"--windows must be >= 2, got {windows}")
         engine = engine_options(backend, device, scheduler, block_mb)
         runs = [open_store(s) for s in stores]
         null_runs = [open_store(Path(p.strip())) for p in (null or "").split(",") if p.strip()]

@@ -14,7 +14,7 @@ from ._common import (
     SchedulerOption,
     engine_options,
     err_console,
-    fail,
+    flag_names,
     handle_errors,
     out_console,
     output_dir,
@@ -53,17 +53,13 @@ def dmd(
 
         traj dmd run.zarr --per-layer --backend dask --scheduler tcp://10.0.0.5:8786
     """
-    with handle_errors():
+    with handle_errors(), flag_names("rank", "eps", "forecast", "window", "method", n_iter="--power-iterations"):
         from ..analysis.dmd import dmd as run_dmd
         from ..analysis.dmd import save_modes as write_modes
         from ..report.dmd import dmd_report
         from ..store import open_store
 
         chosen_rank = parse_rank(rank)
-        if forecast < 0:
-            raise fail(f"--forecast must be >= 0, got {forecast}")
-        if power_iterations < 0:
-            raise fail(f"--power-iterations must be >= 0, got {power_iterations}")
         engine = engine_options(backend, device, scheduler, block_mb)
         opened = open_store(store)
         target = output_dir(out, f"dmd-{opened.path.name.removesuffix('.zarr')}", opened)

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from ._common import err_console, fail, handle_errors, print_json, progress_bar
+from ._common import err_console, fail, flag_names, handle_errors, print_json, progress_bar
 
 
 def import_(
@@ -38,11 +38,9 @@ def import_(
 
         traj import trajectory.npy --out run.zarr --every 10
     """
-    with handle_errors():
+    with handle_errors(), flag_names("every"):
         from ..record.importers import import_source
 
-        if every < 1:
-            raise fail(f"--every must be >= 1, got {every}")
         if dtype is not None and dtype not in ("float32", "float64"):
             raise fail(f"--dtype must be float32 or float64, not {dtype!r}")
         if not block_mb > 0:

@@ -54,7 +54,7 @@ def info(
         out_console.print(f"  spacing {s.spacing or 'unknown'}; series: {', '.join(s.series)}" + ("; gradients" if s.has_grads else ""))
         out_console.print(
             f"  on disk {human_bytes(s.bytes_on_disk)}, raw {human_bytes(s.bytes_raw)} "
-            f"(compression {s.compression_ratio:.2f}x), chunks {tuple(s.chunks)}"
+            f"(compression {s.compression_text}), chunks {tuple(s.chunks)}"
         )
         if s.recipe:
             out_console.print(f"  recipe {s.recipe.get('name')} (seed {s.recipe.get('seed')})")

@@ -10,11 +10,12 @@ import typer
 from ._common import (
     err_console,
     fail,
+    flag_names,
     handle_errors,
+    int_or_keyword,
     number_list,
     out_console,
     output_dir,
-    positive_int_or,
     print_json,
     progress_bar,
 )
@@ -45,23 +46,18 @@ def kga_replay(
 
         traj kga-replay run.zarr --interval 50 --mask kwm --json
     """
-    with handle_errors():
-        from ..analysis.kga import MASKS, replay
+    with handle_errors(), flag_names("window", "interval", "eps", "mask", "mask_eps", "mask_window", "epochs",
+                                     alphas="--alpha"):
+        from ..analysis.kga import replay
         from ..atomic import staged_output
         from ..recipes import resolve_recipe
-        from ..report.kga import kga_report_files
+        from ..report.kga import kga_report_files, loss_text
         from ..store import open_store
 
         alphas = number_list("--alpha", alpha, float)
-        if min(alphas) < 0:
-            raise fail(f"--alpha values must be >= 0, got {alpha!r}")
-        interval_value = positive_int_or("--interval", interval, "epoch")
-        if window < 3:
-            raise fail(f"--window must be >= 3, got {window}")
-        if mask not in MASKS:
-            raise fail(f"--mask must be one of {', '.join(MASKS)}, not {mask!r}")
-        if epochs is not None and epochs < 1:
-            raise fail(f"--epochs must be >= 1, got {epochs}")
+        interval_value = int_or_keyword("--interval", interval, "epoch")
+        options = {"window": window, "interval": interval_value, "eps": eps, "efficient": efficient,
+                   "project_step": project_step, "mask": mask, "mask_eps": mask_eps, "mask_window": mask_window}
         opened = open_store(store)
         runner = resolve_recipe(recipe, opened)
         if runner is None:
@@ -73,9 +69,7 @@ def kga_replay(
         with staged_output(target, inputs=[opened.path], kind="kga-replay") as staging:
             with progress_bar("label") as bar:
                 task = bar.add_task("replay", total=total, label="")
-                result = replay(runner, staging, alphas=alphas, epochs=epochs, window=window, interval=interval_value,
-                                eps=eps, efficient=efficient, project_step=project_step, mask=mask, mask_eps=mask_eps,
-                                mask_window=mask_window, final_dir=target,
+                result = replay(runner, staging, alphas=alphas, epochs=epochs, **options, final_dir=target,
                                 progress=lambda label, report: bar.update(task, advance=1,
                                                                           label=f"{label} loss {report.loss:.4g}"))
             summary = result.summary()
@@ -83,9 +77,11 @@ def kga_replay(
         if json_:
             print_json(summary)
             return
-        out_console.print(f"[bold]{runner.name}[/bold]: plain final train loss {summary['plain_final_train_loss']:.4g}")
+        out_console.print(f"[bold]{runner.name}[/bold]: plain final train loss "
+                          f"{loss_text(summary['plain_final_train_loss'], summary['plain_diverged_epoch'])}")
         for row in summary["comparison"]:
             reached = row["epochs_to_plain_final_loss"]
-            out_console.print(f"  α = {row['alpha']:g}: final {row['final_train_loss']:.4g}, reaches plain's final loss "
+            out_console.print(f"  α = {row['alpha']:g}: final {loss_text(row['final_train_loss'], row['diverged_epoch'])}, "
+                              "reaches plain's final loss "
                               f"{'at epoch ' + str(reached) if reached else 'never'}, {row['added_seconds_per_epoch']:+.3f} s/epoch")
         err_console.print(f"[green]runs and report[/green] {target}")

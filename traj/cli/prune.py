@@ -14,7 +14,7 @@ from ._common import (
     SchedulerOption,
     engine_options,
     err_console,
-    fail,
+    flag_names,
     handle_errors,
     number_list,
     out_console,
@@ -62,7 +62,8 @@ def prune(
 
         traj prune run.zarr --method kmp,gmp --compression 8 --export
     """
-    with handle_errors():
+    with handle_errors(), flag_names("epoch", "window", "scope", "refine_epochs", "seeds", "epochs", "rank",
+                                     methods="--method", compressions="--compression"):
         from ..analysis.masks import write_exports, write_masks
         from ..analysis.prune import prune as run_prune
         from ..report.prune import prune_report
@@ -70,13 +71,7 @@ def prune(
 
         methods = [m.strip() for m in method.split(",") if m.strip()]
         compressions = number_list("--compression", compression, float)
-        if min(compressions) <= 1:
-            raise fail(f"--compression values must be > 1 (c = 2 keeps half), got {compression}")
         epoch_list = number_list("--epochs", epochs, int) if epochs is not None else []
-        if refine_epochs < 0:
-            raise fail(f"--refine-epochs must be >= 0, got {refine_epochs}")
-        if seeds < 1:
-            raise fail(f"--seeds must be >= 1, got {seeds}")
         engine = engine_options(backend, device, scheduler, block_mb)
         opened = open_store(store)
         from ..recipes import resolve_recipe

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -47,22 +48,31 @@ def record(
             raise fail(f"{target} already exists; choose another --out or pass --overwrite")
         if dtype is not None and dtype not in ("float32", "float64"):
             raise fail(f"--dtype must be float32 or float64, not {dtype!r}")
+        diverged: list[int] = []  # the first epoch whose mean training loss is not finite
         with progress_bar("loss", "metric", transient=False) as bar:
             task = bar.add_task(f"{recipe}", total=runner.epochs, loss="", metric="")
 
             def on_epoch(report):
+                if not diverged and not math.isfinite(report.loss):
+                    diverged.append(report.epoch)
                 metric = " ".join(f"val {k} {v:.4g}" for k, v in report.metrics.items())
                 bar.update(task, completed=report.epoch, loss=f"loss {report.loss:.4g}", metric=metric)
 
             store = runner.record(target, overwrite=overwrite, grads=grads, dtype=dtype, progress=on_epoch)
+        final = None if store.loss is None else float(store.loss[-1])
         summary = {
             "store": str(store.path),
             "recipe": runner.name,
             "config": runner.config,
             "n_snapshots": store.n_snapshots,
             "n_params": store.n_params,
-            "final_loss": None if store.loss is None else float(store.loss[-1]),
+            # a diverged run has no final loss: null, and the epoch it diverged in says why
+            "final_loss": final if final is not None and math.isfinite(final) else None,
+            "diverged_epoch": diverged[0] if diverged else None,
         }
+        if diverged:
+            err_console.print(f"[yellow]training diverged: the loss is not finite from epoch {diverged[0]} on "
+                              f"(lr {runner.config['lr']:g}); the store records the run as it went[/yellow]")
         if json_:
             print_json(summary)
         else:

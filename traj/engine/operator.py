@@ -12,11 +12,25 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import TrajError
+from ..checks import check_int
+from ..errors import ParameterError, TrajError
 
-__all__ = ["ReducedOperator", "gavish_donoho_threshold", "relative_floor", "singular_values_from_gram", "NEUTRAL", "STABLE", "UNSTABLE"]
+__all__ = ["ReducedOperator", "check_rank", "gavish_donoho_threshold", "relative_floor", "singular_values_from_gram",
+           "NEUTRAL", "STABLE", "UNSTABLE"]
 
 NEUTRAL, STABLE, UNSTABLE = "neutral", "stable", "unstable"
+
+
+def check_rank(rank: int | str | None, name: str = "rank") -> int | str | None:
+    """A DMD rank: "auto" (or None) for the Gavish–Donoho threshold, or an integer >= 1.
+
+    Whether the data hold that many directions is known only after the Gram pass.
+    """
+    if rank is None or rank == "auto":
+        return rank
+    if isinstance(rank, str):
+        raise ParameterError(name, f"must be 'auto' or an integer >= 1, got {rank!r}")
+    return check_int(name, rank, low=1)
 
 
 def relative_floor(dtype: np.dtype) -> float:
@@ -155,9 +169,7 @@ class ReducedOperator:
             threshold = gavish_donoho_threshold(sigma, n_features, pairs.size)
             r = max(1, min(available, int(np.count_nonzero(sigma > threshold))))
         else:
-            r = int(rank)
-            if r < 1:
-                raise TrajError(f"rank must be >= 1, got {r}")
+            r = check_rank(rank)
             if r > available:
                 raise TrajError(
                     f"rank {r} asked for, but only {available} singular value(s) of this window lie above the "
@@ -233,8 +245,8 @@ class ReducedOperator:
         return [NEUTRAL if 1 - eps <= m <= 1 + eps else STABLE if m < 1 - eps else UNSTABLE for m in mod]
 
     def rates(self, dt: float = 1.0) -> np.ndarray:
-        """Continuous-time rates log(λ)/Δt."""
-        with np.errstate(divide="ignore"):
+        """Continuous-time rates log(λ)/Δt (not finite where λ = 0: such a mode has no rate)."""
+        with np.errstate(divide="ignore", invalid="ignore"):
             return np.log(self.eigenvalues.astype(np.complex128)) / dt
 
     def vandermonde(self, times: np.ndarray) -> np.ndarray:

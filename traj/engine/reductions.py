@@ -23,13 +23,19 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import TrajError
+from ..checks import check_float, check_int
+from ..errors import ParameterError, TrajError
 from ..store import RunStore
 from ..store.run_store import DEFAULT_BLOCK_BYTES
 
-__all__ = ["Engine", "BACKENDS", "ColumnGroups"]
+__all__ = ["Engine", "BACKENDS", "ColumnGroups", "MAX_BLOCK_BYTES", "block_bytes_from_mib"]
 
 BACKENDS = ("numpy", "torch", "dask")
+#: Largest working block one may ask for (1 TiB); peak memory is a small multiple of the block.
+MAX_BLOCK_BYTES = 1 << 40
+MIN_BLOCK_BYTES = 1024
+_LOCAL_SCHEDULERS = ("threads", "processes", "sync", "synchronous", "single-threaded")
+_REMOTE_SCHEDULERS = ("tcp://", "tls://", "inproc://", "ucx://")
 ProgressCallback = Callable[[int, int], None]
 #: name -> column slices of θ (a layer, a set of layers, everything)
 ColumnGroups = Mapping[str, Sequence[slice]]
@@ -60,8 +66,10 @@ class Engine:
             raise TrajError(f"unknown backend {self.backend!r}; use one of {', '.join(BACKENDS)}")
         if self.backend == "torch":
             _torch_device(self.device)  # fail early on a device that is not there
-        if self.block_bytes < 1024:
-            raise TrajError(f"block_bytes must be at least 1024, got {self.block_bytes}")
+        if self.backend == "dask" and not (isinstance(self.scheduler, str) and (
+                self.scheduler in _LOCAL_SCHEDULERS or self.scheduler.startswith(_REMOTE_SCHEDULERS))):
+            raise TrajError(f"unknown dask scheduler {self.scheduler!r}; use threads, processes, sync or tcp://host:port")
+        check_int("block_bytes", self.block_bytes, low=MIN_BLOCK_BYTES, high=MAX_BLOCK_BYTES)
 
     @property
     def read_bytes(self) -> int:
@@ -285,6 +293,15 @@ class Engine:
 
 
 # ---------------------------------------------------------------------- helpers
+def block_bytes_from_mib(block_mb: float) -> int:
+    """Bytes of a working block given in MiB (``--block-mb``): 1 KiB to 1 TiB, finite."""
+    try:
+        mib = check_float("block_mb", block_mb, low=MIN_BLOCK_BYTES / (1 << 20), high=MAX_BLOCK_BYTES / (1 << 20))
+    except ParameterError as exc:
+        raise ParameterError("block_mb", f"{exc.problem} (1 KiB to 1 TiB)") from None
+    return int(mib * (1 << 20))
+
+
 def _numpy_gram(blocks: Iterator[tuple[slice, np.ndarray]], groups: Mapping[str, Sequence[slice]], n_rows: int,
                 width: int) -> dict[str, np.ndarray]:
     """Σ B Bᵀ with BLAS ``dsyrk`` (half the flops of a GEMM) into a reused float64 buffer.
@@ -423,15 +440,13 @@ def _dask_array(store: RunStore, rows: slice) -> Any:
 def _dask_compute(engine: Engine, *arrays: Any) -> tuple[Any, ...]:
     import dask
 
-    scheduler = engine.scheduler
-    if scheduler.startswith(("tcp://", "tls://", "inproc://", "ucx://")):
+    scheduler = engine.scheduler  # checked by Engine
+    if scheduler.startswith(_REMOTE_SCHEDULERS):
         from distributed import Client
 
         with Client(scheduler, set_as_default=False) as client:
             futures = client.compute(list(arrays))
             return tuple(client.gather(futures))
-    if scheduler not in ("threads", "processes", "sync", "synchronous", "single-threaded"):
-        raise TrajError(f"unknown dask scheduler {scheduler!r}; use threads, processes, sync or tcp://host:port")
     return dask.compute(*arrays, scheduler=scheduler)
 
 

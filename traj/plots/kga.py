@@ -9,18 +9,23 @@ import numpy as np
 from .common import new_figure
 
 
+def _values(losses: list[float | None]) -> np.ndarray:
+    """Losses with null (a diverged run: not finite) as NaN, which matplotlib leaves out."""
+    return np.array([np.nan if v is None else v for v in losses], dtype=np.float64)
+
+
 def plot_losses(summary: dict[str, Any]) -> Any:
     """Train and validation loss per epoch of the plain run and each KGA run, and the difference."""
     plain = summary["plain"]
     epochs = np.arange(1, len(plain["train_loss"]) + 1)
     fig = new_figure(figsize=(11, 3.8))
     ax1, ax2, ax3 = fig.subplots(1, 3)
-    ax1.plot(epochs, plain["train_loss"], "k-", lw=1.5, label="plain")
-    ax2.plot(epochs, plain["val_loss"], "k-", lw=1.5, label="plain")
+    ax1.plot(epochs, _values(plain["train_loss"]), "k-", lw=1.5, label="plain")
+    ax2.plot(epochs, _values(plain["val_loss"]), "k-", lw=1.5, label="plain")
     for run, row in zip(summary["runs"], summary["comparison"], strict=True):
-        ax1.plot(epochs, run["train_loss"], lw=1, label=f"α = {run['alpha']:g}")
-        ax2.plot(epochs, run["val_loss"], lw=1, label=f"α = {run['alpha']:g}")
-        ax3.plot(epochs, row["loss_difference"], lw=1, label=f"α = {run['alpha']:g}")
+        ax1.plot(epochs, _values(run["train_loss"]), lw=1, label=f"α = {run['alpha']:g}")
+        ax2.plot(epochs, _values(run["val_loss"]), lw=1, label=f"α = {run['alpha']:g}")
+        ax3.plot(epochs, _values(row["loss_difference"]), lw=1, label=f"α = {run['alpha']:g}")
     for ax, title in ((ax1, "train loss"), (ax2, "validation loss")):
         ax.set_yscale("log")
         ax.set(xlabel="epoch", title=title)
@@ -36,8 +41,10 @@ def plot_alpha_sweep(summary: dict[str, Any]) -> Any:
     rows = summary["comparison"]
     fig = new_figure(figsize=(5.5, 3.8))
     ax = fig.subplots()
-    ax.plot([r["alpha"] for r in rows], [r["final_train_loss"] for r in rows], "o-", color="#de2d26", label="KGA")
-    ax.axhline(summary["plain_final_train_loss"], color="k", ls="--", label="plain")
+    ax.plot([r["alpha"] for r in rows], _values([r["final_train_loss"] for r in rows]), "o-", color="#de2d26",
+            label="KGA (diverged runs left out)")
+    if summary["plain_final_train_loss"] is not None:
+        ax.axhline(summary["plain_final_train_loss"], color="k", ls="--", label="plain")
     ax.set_yscale("log")
     ax.set(xlabel="α", ylabel="final train loss", title="acceleration rate sweep")
     ax.legend(fontsize=8)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..errors import UnknownRecipeError
+from ..errors import RecipeConfigError, UnknownRecipeError
 from .base import COMMON_DEFAULTS, Dataset, EpochReport, Recipe, parse_set_option
 from .digits_cnn import DigitsCNN
 from .mirror_descent import MirrorDescent
@@ -37,12 +37,27 @@ def get_recipe(name: str, config: dict | None = None, **overrides: object) -> Re
 
 
 def recipe_from_store(store: object) -> Recipe | None:
-    """The recipe that recorded a store, rebuilt from its attributes (built-in recipes only)."""
+    """The recipe that recorded a store, rebuilt from its attributes (built-in recipes only).
+
+    The recorded config is checked like any other (type, range, size bounds): a store cannot
+    make a command build a huge model or train forever.
+    """
     info = getattr(store, "recipe", None)
     if not info:
         return None
-    config = info.get("config") if isinstance(info.get("config"), dict) else {}
-    return get_recipe(info.get("name"), config)
+    return _configured(store, info.get("name"), info)
+
+
+def _configured(store: object, name: object, info: dict) -> Recipe:
+    """Built-in recipe ``name`` with the config recorded in ``info``; errors name the store."""
+    config = info.get("config")
+    where = getattr(getattr(store, "path", None), "name", "the store")
+    try:
+        if config is not None and not isinstance(config, dict):
+            raise RecipeConfigError(f"config must be a mapping of options, got {type(config).__name__}")
+        return get_recipe(name, config)  # type: ignore[arg-type]
+    except RecipeConfigError as exc:
+        raise RecipeConfigError(f"{where}: the recipe recorded in this store is unusable: {exc}") from None
 
 
 def resolve_recipe(spec: str | None, store: object = None) -> Recipe | None:
@@ -57,8 +72,7 @@ def resolve_recipe(spec: str | None, store: object = None) -> Recipe | None:
         return recipe_from_store(store) if store is not None else None
     if ":" not in spec:
         info = getattr(store, "recipe", None) or {}
-        config = info.get("config") if info.get("name") == spec and isinstance(info.get("config"), dict) else None
-        return get_recipe(spec, config)
+        return _configured(store, spec, info) if info.get("name") == spec else get_recipe(spec)
     import importlib
 
     module_name, _, attr = spec.partition(":")

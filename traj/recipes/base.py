@@ -9,6 +9,7 @@ replayed, and later commands can score any θ (``evaluate``) or continue trainin
 from __future__ import annotations
 
 import math
+import numbers
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -18,9 +19,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import RecipeConfigError
+from ..checks import MAX_EPOCHS, MAX_EVERY, MAX_SEED, check_every, check_float, check_int, shown_value
+from ..errors import ParameterError, RecipeConfigError
 
-__all__ = ["Recipe", "Dataset", "EpochReport", "COMMON_DEFAULTS", "parse_set_option"]
+__all__ = ["Recipe", "Dataset", "EpochReport", "COMMON_DEFAULTS", "COMMON_LIMITS", "Limit", "parse_set_option"]
 
 #: Options every recipe has. ``every`` is the snapshot spacing in steps, or "epoch".
 COMMON_DEFAULTS: dict[str, Any] = {
@@ -33,6 +35,26 @@ COMMON_DEFAULTS: dict[str, Any] = {
 }
 
 _OPTIMIZERS = ("sgd", "adam", "adamw")
+
+
+@dataclass(frozen=True)
+class Limit:
+    """The range of a numeric recipe option; every int option states an upper bound, so no
+    config (from ``--set`` or from a store's attributes) can ask for unbounded memory or time."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+
+#: Ranges of the options every recipe has (``every`` is checked on its own: an int or "epoch").
+COMMON_LIMITS: dict[str, Limit] = {
+    "epochs": Limit(1, MAX_EPOCHS),
+    "lr": Limit(0, None, low_open=True),
+    "seed": Limit(0, MAX_SEED),
+    "batch_size": Limit(1, 10_000_000),
+}
 
 
 @dataclass(frozen=True)
@@ -69,6 +91,8 @@ class Recipe:
     summary: ClassVar[str] = ""
     task: ClassVar[str] = "classification"  # or "regression"
     defaults: ClassVar[dict[str, Any]] = {}
+    #: Ranges of the recipe's own numeric options (each int option needs one, with an upper bound).
+    limits: ClassVar[dict[str, Limit]] = {}
     #: Short help for recipe-specific options, shown by ``traj recipes``.
     option_help: ClassVar[dict[str, str]] = {}
 
@@ -98,24 +122,38 @@ class Recipe:
     def epochs(self) -> int:
         return int(self.config["epochs"])
 
+    @classmethod
+    def all_limits(cls) -> dict[str, Limit]:
+        return {**COMMON_LIMITS, **cls.limits}
+
     def _validate(self) -> None:
+        """Type and range of every option (one loop for every recipe); subclasses add the
+        relations between options (``super()._validate()`` first)."""
         c = self.config
-        if c["epochs"] < 1:
-            raise RecipeConfigError(f"epochs must be >= 1, got {c['epochs']}")
-        if not c["lr"] > 0 or not math.isfinite(c["lr"]):
-            raise RecipeConfigError(f"lr must be a positive number, got {c['lr']}")
-        if c["batch_size"] < 1:
-            raise RecipeConfigError(f"batch_size must be >= 1, got {c['batch_size']}")
+        limits = self.all_limits()
+        defaults = self.all_defaults()
+        try:
+            for key, default in defaults.items():
+                if key == "every" or isinstance(default, bool | str):
+                    continue
+                limit = limits.get(key, Limit())
+                bounds = {"low": limit.low, "high": limit.high}
+                if isinstance(default, int):
+                    c[key] = check_int(key, c[key], **bounds)
+                elif isinstance(default, float):
+                    c[key] = check_float(key, c[key], **bounds, low_open=limit.low_open, high_open=limit.high_open)
+            if c["every"] != "epoch":
+                c["every"] = _check_every(c["every"])
+        except ParameterError as exc:
+            raise RecipeConfigError(f"recipe {self.name!r}: {exc}") from None
         self._choice("optimizer", _OPTIMIZERS)
-        every = c["every"]
-        if every != "epoch" and not (isinstance(every, int) and every >= 1):
-            raise RecipeConfigError(f"every must be a positive integer or 'epoch', not {every!r}")
 
     def _choice(self, key: str, allowed: Sequence[str]) -> None:
         """Check a keyword option against ``allowed`` (case-insensitive) and store it lower-cased."""
         value = str(self.config[key]).lower()
         if value not in allowed:
-            raise RecipeConfigError(f"{key} must be one of {', '.join(allowed)}, not {self.config[key]!r}")
+            raise RecipeConfigError(f"recipe {self.name!r}: {key} must be one of {', '.join(allowed)}, "
+                                    f"got {shown_value(self.config[key])}")
         self.config[key] = value
 
     def store_attrs(self) -> dict[str, Any]:
@@ -323,6 +361,15 @@ def _apply_mask(named: Mapping[str, nn.Parameter], masks: Mapping[str, torch.Ten
             named[name].mul_(m.reshape(named[name].shape))
 
 
+def _check_every(value: Any) -> int:
+    """The snapshot spacing in steps (the other choice, "epoch", is a word)."""
+    try:
+        return check_every(value)
+    except ParameterError:
+        raise ParameterError("every", f"must be 'epoch' or an integer from 1 to {MAX_EVERY}, got {shown_value(value)}"
+                             ) from None
+
+
 def _coerce(recipe: str, key: str, value: Any, default: Any) -> Any:
     """Give ``value`` (maybe a string from ``--set``) the type of the option's default."""
     if key == "every":
@@ -332,13 +379,18 @@ def _coerce(recipe: str, key: str, value: Any, default: Any) -> Any:
             try:
                 return int(value)
             except ValueError:
-                raise RecipeConfigError(f"every must be a positive integer or 'epoch', not {value!r}") from None
-        return value
+                pass
+        return value  # checked by Recipe._validate
     kind = type(default)
     if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
         return value
-    text = str(value).strip()
+    if kind is float and isinstance(value, numbers.Real) and not isinstance(value, bool):
+        try:
+            return float(value)
+        except OverflowError:  # an int too large for a float: out of every range
+            return math.inf
     try:
+        text = str(value).strip()
         if kind is bool:
             low = text.lower()
             if low in ("1", "true", "yes", "on"):
@@ -350,10 +402,11 @@ def _coerce(recipe: str, key: str, value: Any, default: Any) -> Any:
             return int(text)
         if kind is float:
             return float(text)
-    except ValueError:
-        raise RecipeConfigError(
-            f"option {key!r} of recipe {recipe!r} takes a {kind.__name__}, not {value!r}"
-        ) from None
+    except ValueError:  # also str() of an int beyond 4300 digits
+        noun = {bool: "true or false", int: "an integer", float: "a number"}.get(kind, "a word")
+        raise RecipeConfigError(f"recipe {recipe!r}: {key} takes {noun}, got {shown_value(value)}") from None
+    if isinstance(value, dict | list | tuple):
+        raise RecipeConfigError(f"recipe {recipe!r}: {key} takes a word, got {shown_value(value)}")
     return text
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .base import Dataset, Recipe
+from .base import Dataset, Limit, Recipe
 
 
 class DigitsCNN(Recipe):
@@ -24,6 +24,13 @@ class DigitsCNN(Recipe):
         "hidden": 32,
         "val_fraction": 0.2,
         "momentum": 0.0,
+    }
+    # every class (at least 174 images) keeps >= 2 images on each side of the split at 0.01..0.99
+    limits = {
+        "channels": Limit(1, 256),
+        "hidden": Limit(1, 4096),
+        "val_fraction": Limit(0.01, 0.99),
+        "momentum": Limit(0, 1),
     }
     option_help = {
         "channels": "filters of the first conv layer (the second has twice as many)",

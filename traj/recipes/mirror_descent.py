@@ -25,9 +25,11 @@ import torch
 from torch import nn
 
 from ..errors import RecipeConfigError
-from .base import Dataset, EpochReport, Recipe
+from .base import Dataset, EpochReport, Limit, Recipe
 
 ALGORITHMS = ("omd", "ogd", "bisection")
+#: Numbers in the state θ (grid^dim initial conditions of dimension dim).
+MAX_STATE = 1_000_000
 
 
 class _State(nn.Module):
@@ -58,6 +60,13 @@ class MirrorDescent(Recipe):
         "jitter": 1e-3,
         "ics": "grid",
     }
+    limits = {
+        "dim": Limit(1, 1000),
+        "grid": Limit(1, 1_000_000),
+        # (0, pi/4) keeps every bisection bracket inside the domain (-pi/2, pi/2)
+        "extent": Limit(0, math.pi / 4, low_open=True, high_open=True),
+        "jitter": Limit(0, 1),
+    }
     option_help = {
         "algorithm": "omd | ogd | bisection",
         "dim": "dimension d of the iterate",
@@ -72,10 +81,9 @@ class MirrorDescent(Recipe):
         c = self.config
         self._choice("algorithm", ALGORITHMS)
         self._choice("ics", ("grid", "uniform"))
-        if c["dim"] < 1 or c["grid"] < 1 or c["grid"] ** c["dim"] > 1_000_000:
-            raise RecipeConfigError("need dim >= 1, grid >= 1 and at most 1e6 initial conditions")
-        if not 0 < c["extent"] < math.pi / 4:
-            raise RecipeConfigError(f"extent must lie in (0, pi/4) so every bracket stays inside (-pi/2, pi/2), got {c['extent']}")
+        if c["grid"] ** c["dim"] * c["dim"] > MAX_STATE:
+            raise RecipeConfigError(f"recipe {self.name!r}: grid {c['grid']} and dim {c['dim']} make a state of "
+                                    f"grid^dim x dim numbers, more than {MAX_STATE}")
 
     def initial_conditions(self) -> np.ndarray:
         c = self.config

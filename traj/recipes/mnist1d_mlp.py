@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .base import Dataset, Recipe
+from .base import Dataset, Limit, Recipe
 
 
 class MNIST1DMLP(Recipe):
@@ -27,6 +27,11 @@ class MNIST1DMLP(Recipe):
         "n_samples": 5000,
         "momentum": 0.9,
     }
+    limits = {
+        "h": Limit(1, 4096),
+        "n_samples": Limit(20, 200_000),  # 20 % test: at least 4 samples on each side
+        "momentum": Limit(0, 1),
+    }
     option_help = {
         "h": "hidden width of both hidden layers",
         "n_samples": "MNIST-1D samples generated (80 % train)",
@@ -36,13 +41,6 @@ class MNIST1DMLP(Recipe):
     def build_model(self) -> nn.Module:
         h = int(self.config["h"])
         return nn.Sequential(nn.Linear(40, h), nn.ReLU(), nn.Linear(h, h), nn.ReLU(), nn.Linear(h, 10))
-
-    def _validate(self) -> None:
-        super()._validate()
-        from ..errors import RecipeConfigError
-
-        if self.config["h"] < 1 or self.config["n_samples"] < 20:
-            raise RecipeConfigError("h must be >= 1 and n_samples >= 20")
 
     def load_data(self) -> Dataset:
         from mnist1d.data import get_dataset_args, make_dataset

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ..errors import RecipeConfigError
-from .base import Dataset, Recipe
+from .base import Dataset, Limit, Recipe
 
 
 class OneLayerTransformer(nn.Module):
@@ -62,6 +62,15 @@ class ModularTransformer(Recipe):
         "constrain_norm": False,
         "norm_scale": 1.0,
     }
+    limits = {
+        "p": Limit(2, 1000),  # p^2 pairs in one full batch
+        "train_fraction": Limit(0, 1, low_open=True, high_open=True),
+        "d_model": Limit(1, 4096),
+        "heads": Limit(1, 256),
+        "d_mlp": Limit(1, 16384),
+        "weight_decay": Limit(0, None),
+        "norm_scale": Limit(0, None, low_open=True),
+    }
     option_help = {
         "p": "the modulus (a prime keeps the task clean)",
         "train_fraction": "share of the p^2 pairs used for training",
@@ -74,10 +83,17 @@ class ModularTransformer(Recipe):
     def _validate(self) -> None:
         super()._validate()
         c = self.config
-        if c["p"] < 2 or not 0 < c["train_fraction"] < 1 or c["d_model"] % c["heads"]:
-            raise RecipeConfigError("need p >= 2, 0 < train_fraction < 1 and d_model divisible by heads")
-        if not c["norm_scale"] > 0:
-            raise RecipeConfigError("norm_scale must be positive")
+        if c["d_model"] % c["heads"]:
+            raise RecipeConfigError(f"recipe {self.name!r}: d_model ({c['d_model']}) must be divisible by heads ({c['heads']})")
+        n_train = self._n_train()
+        if not 1 <= n_train < c["p"] ** 2:
+            raise RecipeConfigError(f"recipe {self.name!r}: train_fraction {c['train_fraction']:g} of the {c['p'] ** 2} "
+                                    f"pairs leaves {n_train} for training and {c['p'] ** 2 - n_train} for validation; "
+                                    "both need at least one")
+
+    def _n_train(self) -> int:
+        p = int(self.config["p"])
+        return int(round(p * p * float(self.config["train_fraction"])))
 
     def build_model(self) -> nn.Module:
         c = self.config
@@ -89,7 +105,7 @@ class ModularTransformer(Recipe):
         tokens = np.stack([a.ravel(), b.ravel(), np.full(p * p, p)], axis=1).astype(np.int64)
         labels = ((a + b) % p).ravel().astype(np.int64)
         order = np.random.default_rng(self.seed).permutation(p * p)
-        n_train = int(round(p * p * float(self.config["train_fraction"])))
+        n_train = self._n_train()
         x, y = torch.from_numpy(tokens[order]), torch.from_numpy(labels[order])
         return Dataset(x[:n_train], y[:n_train], x[n_train:], y[n_train:])
 

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .base import Dataset, Recipe
+from .base import Dataset, Limit, Recipe
 
 
 class QuadraticMLP(Recipe):
@@ -23,6 +23,12 @@ class QuadraticMLP(Recipe):
         "n_train": 1000,
         "n_val": 200,
         "momentum": 0.0,
+    }
+    limits = {
+        "hidden": Limit(1, 4096),
+        "n_train": Limit(1, 10_000_000),
+        "n_val": Limit(1, 10_000_000),
+        "momentum": Limit(0, 1),
     }
     option_help = {
         "hidden": "width of both hidden layers",

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from ..checks import check_every
 from ..errors import ImportSourceError
 from ..store import Layout, RunStore, StoreWriter
 from ..store.run_store import DEFAULT_BLOCK_BYTES
@@ -58,6 +59,7 @@ def import_source(
     path = Path(source)
     if not path.exists():
         raise ImportSourceError(f"{path}: no such file or directory")
+    every = check_every(every)  # a checkpoint folder takes its steps from the files, but a bad value is still refused
     check_import_target(path, out, overwrite=overwrite)  # before reading anything
     if path.is_file() and path.suffix == ".npy":
         if on_found is not None:
@@ -165,8 +167,7 @@ def import_npy(
     """Build a run store from a ``.npy`` array of shape (T, N) (row k = θ at step k·every)."""
     path = Path(path)
     data = _open_npy(path)
-    if every < 1:
-        raise ImportSourceError(f"every must be >= 1, got {every}")
+    every = check_every(every)
     if dtype is None:
         dtype = "float64" if data.dtype == np.float64 else "float32"
     layout = Layout.from_shapes([(name, (data.shape[1],))], prunable=[name])

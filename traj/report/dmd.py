@@ -38,7 +38,7 @@ def dmd_report(result, out_dir: str | os.PathLike[str], extra=None, *, inputs=()
     report.table(
         ["#", "λ", "|λ|", "class", "rate per step", "|amplitude|"],
         [
-            [j + 1, f"{lam.real:.6f} {lam.imag:+.6f}i", f"{abs(lam):.6f}", cls, f"{rate.real:.3g} {rate.imag:+.3g}i",
+            [j + 1, f"{lam.real:.6f} {lam.imag:+.6f}i", f"{abs(lam):.6f}", cls, f"{rate.real:.3g} {rate.imag:+.3g}i" if np.isfinite(rate) else "n/a (λ = 0)",
              f"{abs(amp):.4g}"]
             for j, (lam, cls, rate, amp) in enumerate(zip(result.eigenvalues, result.classes, rates, result.amplitudes, strict=True))
         ][:50],

@@ -17,7 +17,7 @@ def info_report(store: RunStore, info: StoreInfo, out_dir: str | os.PathLike[str
     report = Report(f"traj info: {store.path.name}")
     report.paragraph(
         f"{info.n_snapshots} snapshots of {info.n_params} parameters ({info.n_prunable} prunable), {info.dtype}; "
-        f"{human_bytes(info.bytes_on_disk)} on disk (compression {info.compression_ratio:.2f}x)."
+        f"{human_bytes(info.bytes_on_disk)} on disk (compression {info.compression_text})."
     )
     if info.recipe:
         report.paragraph(f"Recorded by the recipe {info.recipe.get('name')} with seed {info.recipe.get('seed')}.")

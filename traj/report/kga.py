@@ -10,6 +10,13 @@ from ..plots.kga import plot_alpha_sweep, plot_losses, plot_masked_fraction
 from .writer import Report, write_report, write_report_files
 
 
+def loss_text(value: float | None, diverged_epoch: int | None) -> str:
+    """A final loss as text; a diverged run has none (null in summary.json)."""
+    if value is None:
+        return f"n/a (diverged at epoch {diverged_epoch})" if diverged_epoch else "n/a"
+    return f"{value:.4g}"
+
+
 def kga_report(summary: dict, out_dir: str | os.PathLike[str]) -> Path:
     return write_report(out_dir, *kga_report_content(summary))
 
@@ -34,8 +41,10 @@ def kga_report_content(summary: dict) -> tuple[Report, dict]:
     report.heading("Runs")
     report.table(
         ["run", "final train loss", "final val loss", "epochs to plain's final loss", "added s/epoch", "DMD s total"],
-        [["plain", f"{summary['plain_final_train_loss']:.4g}", f"{summary['plain']['val_loss'][-1]:.4g}", "-", "-", "-"]]
-        + [[r["label"], f"{r['final_train_loss']:.4g}", f"{r['final_val_loss']:.4g}", r["epochs_to_plain_final_loss"] or "never",
+        [["plain", loss_text(summary["plain_final_train_loss"], summary["plain_diverged_epoch"]),
+          loss_text(summary["plain"]["val_loss"][-1], summary["plain_diverged_epoch"]), "-", "-", "-"]]
+        + [[r["label"], loss_text(r["final_train_loss"], r["diverged_epoch"]),
+            loss_text(r["final_val_loss"], r["diverged_epoch"]), r["epochs_to_plain_final_loss"] or "never",
             f"{r['added_seconds_per_epoch']:+.4f}", f"{r['dmd_seconds_total']:.3f}"] for r in summary["comparison"]],
     )
     return report, summary

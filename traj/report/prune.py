@@ -33,13 +33,15 @@ def prune_report(result, out_dir: str | os.PathLike[str], extra=None, *, inputs=
     report.table(["pair", *[f"c={k}" for k in keys]], [[p.upper(), *[f"{v:.3f}" for v in vals]] for p, vals in result.overlap.items()])
     if result.accuracy:
         report.heading(f"Validation {result.metric} (after pruning / after refinement)")
+        if not result.accuracy_refined:
+            report.paragraph("No refinement was run (refine epochs 0): the second number is n/a.")
         rows = []
         for m in result.methods:
             row = [m.upper()]
             for k in keys:
                 a = result.accuracy[m][k]["mean"]
-                r = result.accuracy_refined[m][k]["mean"] if result.accuracy_refined else float("nan")
-                row.append(f"{a:.3f} / {r:.3f}")
+                r = f"{result.accuracy_refined[m][k]['mean']:.3f}" if result.accuracy_refined else "n/a"
+                row.append(f"{a:.3f} / {r}")
             rows.append(row)
         report.table(["method", *[f"c={k}" for k in keys]], rows)
     return write_report(out_dir, report, d, extra=extra, inputs=inputs)

@@ -43,8 +43,14 @@ class StoreInfo:
     missing_snapshots: int = 0
 
     @property
-    def compression_ratio(self) -> float:
-        return self.bytes_raw / self.bytes_on_disk if self.bytes_on_disk else float("nan")
+    def compression_ratio(self) -> float | None:
+        """Raw bytes over bytes on disk; None (n/a) for a store holding no snapshot."""
+        return self.bytes_raw / self.bytes_on_disk if self.bytes_raw and self.bytes_on_disk else None
+
+    @property
+    def compression_text(self) -> str:
+        ratio = self.compression_ratio
+        return f"{ratio:.2f}x" if ratio is not None else "n/a: no snapshots"
 
     @property
     def healthy(self) -> bool:

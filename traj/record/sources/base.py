@@ -130,7 +130,8 @@ def epoch_of_fraction(epoch: float) -> int:
 def first_line(exc: BaseException, limit: int = 200) -> str:
     """An exception as one short line for an error message (its first line, or its type)."""
     text = str(exc).strip()
-    return text.splitlines()[0][:limit] if text else type(exc).__name__
+    line = text.splitlines()[0][:limit] if text else type(exc).__name__
+    return "".join(ch for ch in line if ch.isprintable())  # never a terminal escape from a file's bytes
 
 
 def check_name_is_plain(relative: str, where: Path) -> None:

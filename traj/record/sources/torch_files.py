@@ -8,6 +8,7 @@ dropped after each group, so a checkpoint larger than RAM streams through.
 
 from __future__ import annotations
 
+import pickle
 import re
 import zipfile
 from collections.abc import Iterator, Mapping, Sequence
@@ -32,12 +33,18 @@ def load_torch(path: Path, *, mmap: bool = False) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as exc:  # torch raises many types for a bad file
-        refused = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
-        if refused:  # e.g. an argparse.Namespace or OmegaConf config in Lightning's hyper_parameters
-            raise ImportSourceError(
-                f"{path.name}: not a loadable PyTorch checkpoint: it refers to {refused.group(1)}, which "
-                "torch.load(weights_only=True) will not build (traj never runs code from a checkpoint)"
-            ) from None
+        text = str(exc)
+        if isinstance(exc, pickle.UnpicklingError) and re.search(r"GLOBAL|allowlisted|unrecognized function", text):
+            # weights_only refused a global (e.g. an argparse.Namespace or OmegaConf config in Lightning's
+            # hyper_parameters): the file holds pickled code. Never repeat torch's advice to re-run with
+            # weights_only=False, which would run it.
+            found = re.search(r"GLOBAL ([A-Za-z_][\w.]{0,120})", text)
+            what = f"a class or function: {found.group(1)}" if found else "a class or function"
+            raise ImportSourceError(f"{path.name}: holds pickled code ({what}), which traj never runs; "
+                                    "save a plain state_dict of tensors") from None
+        if isinstance(exc, pickle.UnpicklingError):
+            raise ImportSourceError(f"{path.name}: not a loadable PyTorch checkpoint (not written by torch.save, "
+                                    "or damaged)") from None
         raise ImportSourceError(f"{path.name}: not a loadable PyTorch checkpoint ({first_line(exc)})") from None
 
 
