@@ -289,7 +289,7 @@ class DistributedRecorder:
         if loss is not None:
             pending.loss = float(loss)
         for name, value in (metrics or {}).items():
-            number = _scalar(value)
+            number = scalar_value(value)
             key = name.replace("/", ".")
             if number is not None and key and not key.startswith((".", "__")):
                 pending.metrics[key] = number
@@ -303,7 +303,7 @@ class DistributedRecorder:
                              metrics=pending.metrics)
 
 
-def _scalar(value: Any) -> float | None:
+def scalar_value(value: Any) -> float | None:
     """A logged value as a float, or None when it is not one number (strings, vectors, booleans)."""
     if isinstance(value, bool):
         return None
