@@ -175,6 +175,8 @@ class DistributedRecorder:
         self.overwrite = overwrite
         self.recorder: Recorder | None = None
         self.sharding: str | None = None
+        #: Whether this process writes the store (set by :meth:`begin`).
+        self.writer = False
         #: The last step recorded, or before any the step training began at: :meth:`due` looks past it.
         self.last_step: int | None = None
         self._names: list[str] = []
@@ -195,10 +197,10 @@ class DistributedRecorder:
         self.sharding = sharding_of(model)
         self._names = layout_of(model, self.params)[0].names
         resuming = step > 0 if resuming is None else resuming
-        writer = global_rank() == 0 if writer is None else writer
+        self.writer = global_rank() == 0 if writer is None else bool(writer)
         self._begun = True
         self.last_step = int(step)  # on every rank, so that all agree on due() (and join the same gathers)
-        if writer:
+        if self.writer:
             self._prepare_store(model, int(step), resuming)
             self.recorder = Recorder(
                 self.path,

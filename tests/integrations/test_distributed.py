@@ -1,0 +1,121 @@
+"""Two processes on CPU with gloo: DDP and FSDP2 plain loops, a Trainer under DDP, a Lightning DDP fit.
+
+Each test starts tests/integrations/distributed_worker.py twice with torchrun's variables
+(RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT), except the Lightning one, whose "ddp" strategy
+starts its second process itself.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from traj import RunStore
+from traj.integrations.distributed import DistributedRecorder, sharding_of
+
+WORKER = Path(__file__).with_name("distributed_worker.py")
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _run(mode, out, ranks=(0, 1)):
+    port = str(_free_port())
+    procs = []
+    for rank in ranks:
+        env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", PYTHONWARNINGS="ignore")
+        if len(ranks) > 1:
+            env.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(len(ranks)), LOCAL_WORLD_SIZE=str(len(ranks)),
+                       MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
+        procs.append(subprocess.Popen([sys.executable, str(WORKER), mode, str(out)], env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    logs = [p.communicate(timeout=300)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), "\n".join(log[-3000:] for log in logs)
+
+
+def _rank_files(out):
+    return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
+
+
+def _assert_rows_equal(store, step, tensors, array="params"):
+    (k,) = np.flatnonzero(store.steps == step)
+    row = store.read(array=array)[k]
+    for entry in store.layout.entries:
+        assert row[entry.columns].tobytes() == tensors[entry.name].numpy().tobytes(), (step, entry.name)
+
+
+def test_plain_loops_under_ddp_and_fsdp2(tmp_path):
+    """Only rank 0 writes; FSDP2 shards are gathered: θ and gradients equal the full tensors bit for bit."""
+    _run("plain", tmp_path)
+    for mode in ("ddp", "fsdp2"):
+        rank0, rank1 = _rank_files(tmp_path / mode)
+        assert rank0["opened"] and not rank1["opened"]
+        store = RunStore(tmp_path / mode / "run.zarr")
+        np.testing.assert_array_equal(store.steps, [0, 2, 4, 6])
+        np.testing.assert_array_equal(store.loss[1:], [2.0, 4.0, 6.0])
+        assert store.layout.names == ["0.weight", "0.bias", "2.weight", "2.bias"]
+        assert store.layout["0.weight"].shape == (32, 8)  # the full shape, not a shard's (16, 8)
+        for step, truth in rank0["truth"].items():
+            _assert_rows_equal(store, step, truth["params"])
+            if step:
+                _assert_rows_equal(store, step, truth["grads"], array="grads")
+    # data parallel: both ranks held the same weights; FSDP2: the same full weights after gathering
+    for mode in ("ddp", "fsdp2"):
+        rank0, rank1 = _rank_files(tmp_path / mode)
+        for step in (2, 4, 6):
+            for name, value in rank0["truth"][step]["params"].items():
+                assert torch.equal(value, rank1["truth"][step]["params"][name])
+
+
+@pytest.mark.slow
+def test_trainer_under_ddp(tmp_path):
+    pytest.importorskip("transformers")
+    from safetensors.torch import load_file
+
+    _run("hf-ddp", tmp_path)
+    rank0, rank1 = _rank_files(tmp_path)
+    assert rank0["world_size"] == rank1["world_size"] == 2
+    assert rank0["opened"] and not rank1["opened"]
+    store = RunStore(tmp_path / "run.zarr")
+    np.testing.assert_array_equal(store.steps, [0, 2, 4, 6])
+    for step in (2, 4, 6):
+        _assert_rows_equal(store, step, load_file(tmp_path / "hf" / f"checkpoint-{step}" / "model.safetensors"))
+    losses = {h["step"]: h["loss"] for h in rank0["log_history"] if "loss" in h}
+    np.testing.assert_array_equal(store.loss[1:], [losses[2], losses[4], losses[6]])
+
+
+@pytest.mark.slow
+def test_lightning_ddp_strategy(tmp_path):
+    pytest.importorskip("lightning")
+    _run("lightning-ddp", tmp_path, ranks=(0,))
+    rank0, rank1 = _rank_files(tmp_path)
+    assert rank0["world_size"] == rank1["world_size"] == 2
+    assert rank0["opened"] and not rank1["opened"]
+    store = RunStore(tmp_path / "run.zarr")
+    np.testing.assert_array_equal(store.steps, [0, 2, 4, 6])
+    checkpoints = sorted((tmp_path / "ckpt").glob("*.ckpt"))
+    assert len(checkpoints) == 3
+    for path in checkpoints:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        _assert_rows_equal(store, ckpt["global_step"], ckpt["state_dict"])
+
+
+def test_deepspeed_zero3_parameters_are_refused(tmp_path):
+    from torch import nn
+
+    from traj.errors import RecorderError
+
+    model = nn.Linear(3, 2)
+    assert sharding_of(model) is None
+    model.weight.ds_numel = 6  # what DeepSpeed ZeRO-3 attaches to a partitioned parameter
+    with pytest.raises(RecorderError, match="ZeRO-3"):
+        DistributedRecorder(tmp_path / "run.zarr").begin(model)
+    assert not (tmp_path / "run.zarr").exists()
