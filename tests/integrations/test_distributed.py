@@ -119,3 +119,59 @@ def test_deepspeed_zero3_parameters_are_refused(tmp_path):
     with pytest.raises(RecorderError, match="ZeRO-3"):
         DistributedRecorder(tmp_path / "run.zarr").begin(model)
     assert not (tmp_path / "run.zarr").exists()
+
+
+def _mlp(width=4):
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(3, width), torch.nn.Tanh(), torch.nn.Linear(width, 1))
+
+
+def _record(path, model, steps, *, start=0, resuming=None, offset=0.0, **options):
+    rec = DistributedRecorder(path, **options)
+    rec.begin(model, step=start, resuming=resuming)
+    for step in steps:
+        with torch.no_grad():
+            model[0].bias.fill_(step + offset)
+        if rec.due(step):
+            rec.capture(model, step=step, epoch=step // 4)
+            rec.note(loss=step / 10, metrics={"train/acc": torch.tensor(0.5), "hist": torch.ones(3), "tag": "x",
+                                              "flag": True, "lr": np.float64(0.01)})
+            rec.flush()
+    rec.close()
+    return RunStore(path)
+
+
+def test_resume_forgets_the_steps_past_the_checkpoint(tmp_path):
+    path = tmp_path / "run.zarr"
+    model = _mlp()
+    np.testing.assert_array_equal(_record(path, model, range(1, 8)).steps, np.arange(8))  # a crash after step 7
+    store = _record(path, model, range(4, 10), start=3, offset=100)  # resumed from a checkpoint at step 3
+    np.testing.assert_array_equal(store.steps, np.arange(10))
+    np.testing.assert_array_equal(store.read()[1:, store.layout["0.bias"].columns][:, 0], [1, 2, 3, *range(104, 110)])
+    np.testing.assert_array_equal(store.epochs, [0, 0, 0, 0, 1, 1, 1, 1, 2, 2])
+    np.testing.assert_allclose(store.loss[1:], np.arange(1, 10) / 10)
+    assert store.metric_names == ["lr", "train.acc"]  # '/' becomes '.'; vectors, strings and booleans are left out
+    np.testing.assert_array_equal(store.metric("train.acc")[1:], 0.5)
+
+
+def test_every_k_after_a_resume_off_the_grid(tmp_path):
+    path = tmp_path / "run.zarr"
+    _record(path, _mlp(), range(1, 8), every=3)
+    rec = DistributedRecorder(path, every=3)
+    rec.begin(_mlp(), step=4)  # a checkpoint at step 4: snapshots 0 and 3 stay, 6 goes
+    assert not rec.due(3) and not rec.due(4) and not rec.due(5) and rec.due(6)
+    rec.close()
+    np.testing.assert_array_equal(RunStore(path).steps, [0, 3])
+
+
+def test_a_new_run_never_drops_an_existing_one(tmp_path):
+    from traj.errors import LayoutMismatchError, RecorderError
+
+    path = tmp_path / "run.zarr"
+    _record(path, _mlp(), range(1, 6))
+    with pytest.raises(RecorderError, match="already holds snapshots up to step 5"):
+        _record(path, _mlp(), range(1, 3))
+    with pytest.raises(LayoutMismatchError):  # resuming with another model: refused before anything is dropped
+        _record(path, _mlp(width=5), range(3, 4), start=2)
+    np.testing.assert_array_equal(RunStore(path).steps, np.arange(6))
+    np.testing.assert_array_equal(_record(path, _mlp(), range(1, 3), overwrite=True).steps, [0, 1, 2])
