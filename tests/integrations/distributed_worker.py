@@ -2,8 +2,9 @@
 
 Usage: RANK=r WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=p python distributed_worker.py MODE OUT_DIR
 MODE: plain (plain loops with DistributedRecorder: DistributedDataParallel into OUT/ddp, then
-fully_shard into OUT/fsdp2), hf-ddp (a transformers Trainer), lightning-ddp (a Lightning fit with
-strategy="ddp", run without the variables: Lightning starts its second process itself).
+fully_shard into OUT/fsdp2), hf-ddp (a transformers Trainer), lightning-ddp and lightning-fsdp2 (a
+Lightning fit with strategy="ddp" or ModelParallelStrategy + fully_shard, run without the
+variables: Lightning starts its second process itself).
 """
 
 from __future__ import annotations
@@ -107,10 +108,12 @@ def huggingface(out: Path) -> None:
                 "opened": callback.recording.writer}, out / f"rank{args.process_index}.pt")
 
 
-def lightning(out: Path) -> None:
-    """A Lightning fit with strategy="ddp" on 2 CPU processes (Lightning starts the second one)."""
+def lightning(out: Path, sharded: bool) -> None:
+    """A Lightning fit on 2 CPU processes (Lightning starts the second one): strategy="ddp", or
+    ModelParallelStrategy with the model put through FSDP2's fully_shard in configure_model."""
     import lightning.pytorch as pl
     from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.strategies import ModelParallelStrategy
 
     from traj.integrations.lightning import TrajCallback
 
@@ -118,6 +121,15 @@ def lightning(out: Path) -> None:
         def __init__(self):
             super().__init__()
             self.net = _mlp()
+
+        def configure_model(self):
+            if not sharded:
+                return
+            from torch.distributed.fsdp import fully_shard
+
+            mesh = self.device_mesh["data_parallel"]
+            for module in (self.net[0], self.net[2], self.net):
+                fully_shard(module, mesh=mesh)
 
         def training_step(self, batch, batch_idx):
             loss = nn.functional.mse_loss(self.net(batch[0]), batch[1])
@@ -131,12 +143,14 @@ def lightning(out: Path) -> None:
             x, y = _batch(0, 0)
             return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=2)
 
-    callback = TrajCallback(out / "run.zarr", every=EVERY)
-    trainer = pl.Trainer(strategy="ddp", devices=2, accelerator="cpu", max_steps=STEPS, logger=False,
+    callback = TrajCallback(out / "run.zarr", every=EVERY, grads=sharded)
+    strategy = ModelParallelStrategy(process_group_backend="gloo", save_distributed_checkpoint=False) if sharded else "ddp"
+    trainer = pl.Trainer(strategy=strategy, devices=2, accelerator="cpu", max_steps=STEPS, logger=False,
                          enable_progress_bar=False, enable_model_summary=False,
                          callbacks=[callback, ModelCheckpoint(dirpath=out / "ckpt", every_n_train_steps=EVERY, save_top_k=-1)])
     trainer.fit(Regression())
-    torch.save({"world_size": trainer.world_size, "opened": callback.recording.writer}, out / f"rank{trainer.global_rank}.pt")
+    torch.save({"world_size": trainer.world_size, "opened": callback.recording.writer, "sharding": callback.recording.sharding},
+               out / f"rank{trainer.global_rank}.pt")
 
 
 if __name__ == "__main__":
@@ -148,7 +162,7 @@ if __name__ == "__main__":
         dist.destroy_process_group()
     elif mode == "hf-ddp":
         huggingface(out)
-    elif mode == "lightning-ddp":
-        lightning(out)
+    elif mode in ("lightning-ddp", "lightning-fsdp2"):
+        lightning(out, sharded=mode == "lightning-fsdp2")
     else:
         raise SystemExit(f"unknown mode {mode!r}")

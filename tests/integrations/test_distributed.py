@@ -93,19 +93,26 @@ def test_trainer_under_ddp(tmp_path):
 
 
 @pytest.mark.slow
-def test_lightning_ddp_strategy(tmp_path):
+@pytest.mark.parametrize("mode", ["lightning-ddp", "lightning-fsdp2"])
+def test_lightning_strategies(tmp_path, mode):
+    """strategy="ddp", and ModelParallelStrategy with FSDP2: the store equals the full .ckpt state dicts."""
     pytest.importorskip("lightning")
-    _run("lightning-ddp", tmp_path, ranks=(0,))
+    _run(mode, tmp_path, ranks=(0,))
     rank0, rank1 = _rank_files(tmp_path)
     assert rank0["world_size"] == rank1["world_size"] == 2
     assert rank0["opened"] and not rank1["opened"]
+    assert rank0["sharding"] == rank1["sharding"] == ("dtensor" if mode == "lightning-fsdp2" else None)
     store = RunStore(tmp_path / "run.zarr")
     np.testing.assert_array_equal(store.steps, [0, 2, 4, 6])
+    assert store.layout["net.0.weight"].shape == (32, 8)
     checkpoints = sorted((tmp_path / "ckpt").glob("*.ckpt"))
     assert len(checkpoints) == 3
     for path in checkpoints:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
         _assert_rows_equal(store, ckpt["global_step"], ckpt["state_dict"])
+    if mode == "lightning-fsdp2":
+        grads = store.read(array="grads")
+        assert np.isnan(grads[0]).all() and np.isfinite(grads[1:]).all()
 
 
 def test_deepspeed_zero3_parameters_are_refused(tmp_path):
@@ -175,3 +182,10 @@ def test_a_new_run_never_drops_an_existing_one(tmp_path):
         _record(path, _mlp(width=5), range(3, 4), start=2)
     np.testing.assert_array_equal(RunStore(path).steps, np.arange(6))
     np.testing.assert_array_equal(_record(path, _mlp(), range(1, 3), overwrite=True).steps, [0, 1, 2])
+
+
+def test_core_imports_no_framework():
+    code = ("import sys, traj, traj.integrations, traj.integrations.distributed; "
+            "print(sorted(m for m in ('transformers', 'lightning', 'accelerate') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
