@@ -32,10 +32,12 @@ from torch import nn
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-def _median_gap(stamps: list[float]) -> float:
-    """Median time between consecutive step starts, the first two gaps (warm-up) left out."""
-    gaps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)][2:]
-    return statistics.median(gaps)
+def _per_step(stamps: list[tuple[float, float]]) -> tuple[float, float]:
+    """Median wall time between consecutive step starts, and the process's CPU time per step
+    (every thread: the writer's compression counts), the first two steps (warm-up) left out."""
+    walls = [b[0] - a[0] for a, b in zip(stamps, stamps[1:], strict=False)][2:]
+    cpu = (stamps[-1][1] - stamps[2][1]) / (len(stamps) - 3)
+    return statistics.median(walls), cpu
 
 
 class _Timed:
@@ -58,8 +60,8 @@ class _Timed:
 
 
 # ---------------------------------------------------------------------------------------- (a)
-def hf_run(config: dict, steps: int, record: bool) -> tuple[float, float]:
-    """Seconds per optimizer step, and seconds in the callback's hooks per snapshot."""
+def hf_run(config: dict, steps: int, record: bool) -> tuple[float, float, float]:
+    """Wall and CPU seconds per optimizer step, and seconds in the callback's hooks per snapshot."""
     from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainerCallback, TrainingArguments
 
     from traj.integrations.huggingface import TrajCallback
@@ -69,7 +71,7 @@ def hf_run(config: dict, steps: int, record: bool) -> tuple[float, float]:
             self.stamps = []
 
         def on_step_begin(self, args, state, control, **kwargs):
-            self.stamps.append(time.perf_counter())
+            self.stamps.append((time.perf_counter(), time.process_time()))
 
     class Tokens(torch.utils.data.Dataset):
         def __init__(self, n, length, vocab):
@@ -96,11 +98,11 @@ def hf_run(config: dict, steps: int, record: bool) -> tuple[float, float]:
         trainer = Trainer(model=model, args=args, train_dataset=Tokens(8 * steps, config["n_positions"],
                                                                        config["vocab_size"]), callbacks=callbacks)
         trainer.train()
-    return _median_gap(stamps.stamps), (timer.seconds / steps if timer else 0.0)
+    return (*_per_step(stamps.stamps), timer.seconds / steps if timer else 0.0)
 
 
 # ---------------------------------------------------------------------------------------- (b)
-def lightning_run(steps: int, record: bool) -> tuple[float, float]:
+def lightning_run(steps: int, record: bool) -> tuple[float, float, float]:
     import lightning.pytorch as pl
 
     from traj.integrations.lightning import TrajCallback
@@ -110,7 +112,7 @@ def lightning_run(steps: int, record: bool) -> tuple[float, float]:
             self.stamps = []
 
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-            self.stamps.append(time.perf_counter())
+            self.stamps.append((time.perf_counter(), time.process_time()))
 
     class MLP(pl.LightningModule):
         def __init__(self):
@@ -142,7 +144,7 @@ def lightning_run(steps: int, record: bool) -> tuple[float, float]:
         trainer = pl.Trainer(max_steps=steps, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                              enable_progress_bar=False, enable_model_summary=False, callbacks=callbacks)
         trainer.fit(MLP())
-    return _median_gap(stamps.stamps), (timer.seconds / steps if timer else 0.0)
+    return (*_per_step(stamps.stamps), timer.seconds / steps if timer else 0.0)
 
 
 # ---------------------------------------------------------------------------------------- (c)
@@ -217,6 +219,20 @@ def fsdp(steps: int) -> None:
               f"{gather / step:>12.2f} {snapshot / step:>14.2f}")
 
 
+def _header(first: str) -> None:
+    print(f"{first:>20} {'params':>10} {'step ms':>8} {'rec. ms':>8} {'wall x':>7} {'cpu/step ms':>12} "
+          f"{'rec. cpu':>9} {'cpu x':>6} {'hooks ms':>9} {'hooks/step':>11}")
+
+
+def _report(name: str, n_params: int, rounds: list) -> None:
+    """rounds: ((wall, cpu, _), (wall, cpu, hooks)) for plain and recorded runs."""
+    med = lambda values: statistics.median(values)  # noqa: E731
+    wall_a, cpu_a = med([a[0] for a, _ in rounds]), med([a[1] for a, _ in rounds])
+    wall_b, cpu_b, hooks = (med([b[i] for _, b in rounds]) for i in range(3))
+    print(f"{name:>20} {n_params:>10,} {wall_a * 1e3:>8.1f} {wall_b * 1e3:>8.1f} {wall_b / wall_a:>7.2f} "
+          f"{cpu_a * 1e3:>12.1f} {cpu_b * 1e3:>9.1f} {cpu_b / cpu_a:>6.2f} {hooks * 1e3:>9.2f} {hooks / wall_a:>11.3f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=40)
@@ -234,30 +250,18 @@ def main() -> None:
             "GPT-2 4x256": dict(n_layer=4, n_embd=256, n_head=4, vocab_size=1024, n_positions=64),
         }
         print("(a) Hugging Face Trainer, every=1, logging every step; medians over rounds")
-        print(f"{'model':>20} {'params':>10} {'step ms':>9} {'+callback ms':>13} {'hooks ms/snap':>14} {'ratio':>6}")
+        _header("model")
         for name, config in configs.items():
             from transformers import GPT2Config, GPT2LMHeadModel
 
             n_params = sum(p.numel() for p in GPT2LMHeadModel(GPT2Config(**config)).parameters())
-            plain, recorded, hooks = [], [], []
-            for _ in range(args.rounds):
-                plain.append(hf_run(config, args.steps, False)[0])
-                per_step, per_snapshot = hf_run(config, args.steps, True)
-                recorded.append(per_step)
-                hooks.append(per_snapshot)
-            a, b, h = (statistics.median(v) for v in (plain, recorded, hooks))
-            print(f"{name:>20} {n_params:>10,} {a * 1e3:>9.2f} {b * 1e3:>13.2f} {h * 1e3:>14.2f} {b / a:>6.3f}")
+            _report(name, n_params, [(hf_run(config, args.steps, False), hf_run(config, args.steps, True))
+                                     for _ in range(args.rounds)])
     if "lightning" not in skip:
-        plain, recorded, hooks = [], [], []
-        for _ in range(args.rounds):
-            plain.append(lightning_run(args.steps, False)[0])
-            per_step, per_snapshot = lightning_run(args.steps, True)
-            recorded.append(per_step)
-            hooks.append(per_snapshot)
-        a, b, h = (statistics.median(v) for v in (plain, recorded, hooks))
-        print("\n(b) Lightning, MLP 784-1024-256-10 (1,068,810 params), batch 512, every=1; medians")
-        print(f"step {a * 1e3:.2f} ms, with the callback {b * 1e3:.2f} ms (ratio {b / a:.3f}); "
-              f"hooks {h * 1e3:.2f} ms per snapshot")
+        print("\n(b) Lightning, batch 512, every=1; medians over rounds")
+        _header("model")
+        _report("MLP 784-1024-256-10", 1_068_810, [(lightning_run(args.steps, False), lightning_run(args.steps, True))
+                                                   for _ in range(args.rounds)])
     if "fsdp" not in skip:
         fsdp(args.steps)
 

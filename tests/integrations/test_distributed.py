@@ -142,7 +142,7 @@ def _record(path, model, steps, *, start=0, resuming=None, offset=0.0, **options
         if rec.due(step):
             rec.capture(model, step=step, epoch=step // 4)
             rec.note(loss=step / 10, metrics={"train/acc": torch.tensor(0.5), "hist": torch.ones(3), "tag": "x",
-                                              "flag": True, "lr": np.float64(0.01)})
+                                              "flag": True, "mask": np.bool_(True), "lr": np.float64(0.01)})
             rec.flush()
     rec.close()
     return RunStore(path)

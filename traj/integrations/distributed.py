@@ -114,7 +114,7 @@ def gather_gradients(model: nn.Module, names: Iterable[str]) -> dict[str, torch.
 class _Pending:
     """A snapshot copied off the model whose loss and metrics may still arrive."""
 
-    capture: Capture | None
+    capture: Capture
     step: int
     epoch: int
     loss: float | None = None
@@ -299,7 +299,7 @@ class DistributedRecorder:
     def flush(self) -> None:
         """Queue the pending snapshot for writing."""
         pending, self._pending = self._pending, None
-        if pending is None or pending.capture is None or self.recorder is None:
+        if pending is None or self.recorder is None:
             return
         self.recorder.submit(pending.capture, step=pending.step, epoch=pending.epoch, loss=pending.loss,
                              metrics=pending.metrics)
@@ -307,7 +307,7 @@ class DistributedRecorder:
 
 def scalar_value(value: Any) -> float | None:
     """A logged value as a float, or None when it is not one number (strings, vectors, booleans)."""
-    if isinstance(value, bool):
+    if isinstance(value, bool) or str(getattr(value, "dtype", "")) in ("bool", "torch.bool"):
         return None
     if isinstance(value, torch.Tensor):
         if value.numel() != 1 or value.is_complex():

@@ -100,7 +100,9 @@ class TrajCallback(TrainerCallback):
         if self.recording.due(step):
             self.recording.capture(model, step=step, epoch=epoch_index(state.epoch))
 
-    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+    def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+        if self.recording.due(state.global_step):  # a Trainer without on_optimizer_step (before 4.40): no gradients
+            self.recording.capture(model, step=state.global_step, epoch=epoch_index(state.epoch))
         if self.recording.pending_step == state.global_step:
             self.recording.note(epoch=epoch_index(state.epoch))
 
