@@ -202,3 +202,32 @@ def test_direct_chunk_files_are_byte_identical_to_zarr(tmp_path, rng, compressor
     assert len(files) == 5 * 3
     for rel in files:
         assert (tmp_path / "s.zarr" / "params" / rel).read_bytes() == (tmp_path / "twin" / rel).read_bytes(), rel
+
+
+@pytest.mark.parametrize("reopen", [False, True])
+def test_discard_after_drops_the_abandoned_continuation(tmp_path, rng, reopen):
+    """A run resumed from its checkpoint at step 50 forgets the snapshots taken after it, then appends."""
+    data = rng.standard_normal((14, 130)).astype(np.float32)
+    grads = rng.standard_normal((14, 130)).astype(np.float32)
+    path = tmp_path / "s.zarr"
+    layout = Layout.from_shapes([("w", (130,))])
+    writer = StoreWriter(path, layout, chunk_bytes=130 * 4 * 4)  # t_chunk = 4: row 6 sits inside a chunk
+    for k in range(10):
+        writer.append(data[k], step=10 * k, loss=float(k), grads=grads[k])
+    writer.commit()
+    if reopen:
+        writer.close()
+        writer = StoreWriter(path, layout)
+    assert writer.discard_after(55) == 4
+    assert writer.n_snapshots == 6 and writer.last_step == 50
+    assert RunStore(path).n_snapshots == 6  # on disk at once, before any new commit
+    assert writer.discard_after(55) == 0
+    for k in range(10, 14):
+        writer.append(data[k], step=10 * k - 40, loss=float(k), grads=grads[k])
+    writer.close()
+    store = RunStore(path)
+    kept = np.r_[0:6, 10:14]
+    np.testing.assert_array_equal(store.steps, [0, 10, 20, 30, 40, 50, 60, 70, 80, 90])
+    np.testing.assert_array_equal(store.read(), data[kept])
+    np.testing.assert_array_equal(store.read(array="grads"), grads[kept])
+    np.testing.assert_array_equal(store.loss, kept.astype(float))

@@ -31,10 +31,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import RecorderError
+from ..errors import LayoutMismatchError, RecorderError
 from ..store import Layout, StoreWriter
 
-__all__ = ["Recorder", "RecorderStats", "layout_of", "PRUNABLE_MODULES"]
+__all__ = ["Capture", "Recorder", "RecorderStats", "layout_of", "PRUNABLE_MODULES"]
 
 #: Module types whose ``weight`` is prunable by default (methods.md §3: linear and conv layers).
 PRUNABLE_MODULES: tuple[type[nn.Module], ...] = (
@@ -77,6 +77,28 @@ def layout_of(model: nn.Module, names: Iterable[str] | None = None) -> tuple[Lay
     }
     layout = Layout.from_shapes([(n, tuple(p.shape)) for n, p in named], prunable=prunable)
     return layout, [p for _, p in named]
+
+
+@dataclass(eq=False)
+class Capture:
+    """θ (and gradients) copied off the model by :meth:`Recorder.capture`, not yet queued for writing."""
+
+    theta: torch.Tensor
+    grads: torch.Tensor | None
+    event: Any
+    submitted: bool = False
+
+
+def _given(values: Mapping[str, torch.Tensor | None], entry: Any, what: str, *, required: bool) -> torch.Tensor | None:
+    """The tensor for one layout entry out of a mapping the caller passed to :meth:`Recorder.capture`."""
+    tensor = values.get(entry.name)
+    if tensor is None:
+        if required:
+            raise RecorderError(f"no {what} named {entry.name!r} among the tensors given")
+        return None
+    if tensor.numel() != entry.size:
+        raise LayoutMismatchError(f"{what} {entry.name!r} has {tensor.numel()} elements, the layout expects {entry.size}")
+    return tensor.detach()
 
 
 @dataclass
@@ -483,31 +505,71 @@ class Recorder:
         self._pending_log.clear()
         return taken
 
-    @torch.no_grad()
     def snapshot(self, *, step: int | None = None, epoch: int | None = None) -> None:
         """Take a snapshot of the model now (at ``step``, default the current global step)."""
+        self.submit(self.capture(), step=step, epoch=epoch)
+
+    @torch.no_grad()
+    def capture(
+        self,
+        values: Mapping[str, torch.Tensor] | None = None,
+        grads: Mapping[str, torch.Tensor | None] | None = None,
+    ) -> Capture:
+        """Copy θ into a host buffer now; :meth:`submit` writes it once its step and metrics are known.
+
+        Parameters
+        ----------
+        values : mapping of str to Tensor, optional
+            The tensors to record instead of the model's parameters, named as in the layout
+            (e.g. a full state dict gathered from sharded parameters); extra keys are ignored.
+        grads : mapping of str to Tensor or None, optional
+            Gradients to record instead of the parameters' ``.grad`` (``grads=True`` only).
+        """
         self._check_open()
         self._watch.check()
         t0 = time.perf_counter()
+        if values is None:
+            theta_src: list[Any] = [p.detach() for p in self._params]
+        else:
+            theta_src = [_given(values, e, "tensor", required=True) for e in self.layout.entries]
+        if grads is None:
+            grad_src: list[Any] = [p.grad for p in self._params]
+        else:
+            grad_src = [_given(grads, e, "gradient", required=False) for e in self.layout.entries]
         theta_buf, grad_buf = self._take_buffers()
         offset = 0
-        for name, p, n in zip(self.layout.names, self._params, self._sizes, strict=True):
-            if p.numel() != n:  # resized in place (p.data = ...): the layout no longer describes it
+        for k, (name, n) in enumerate(zip(self.layout.names, self._sizes, strict=True)):
+            src = theta_src[k]
+            if src.numel() != n:  # resized in place (p.data = ...), or a given tensor of another size
                 self._pipe.free.put((theta_buf, grad_buf))
                 raise RecorderError(
-                    f"parameter {name!r} now has {p.numel()} values; the store's layout records {n}"
+                    f"parameter {name!r} now has {src.numel()} values; the store's layout records {n}"
                 )
-            theta_buf[offset : offset + n].copy_(p.detach().reshape(-1), non_blocking=self._cuda)
+            theta_buf[offset : offset + n].copy_(src.reshape(-1), non_blocking=self._cuda)
             if grad_buf is not None:
-                if p.grad is None:
+                g = grad_src[k]
+                if g is None:
                     grad_buf[offset : offset + n].fill_(float("nan"))
                 else:
-                    grad_buf[offset : offset + n].copy_(p.grad.detach().reshape(-1), non_blocking=self._cuda)
+                    grad_buf[offset : offset + n].copy_(g.detach().reshape(-1), non_blocking=self._cuda)
             offset += n
         event = None
         if self._cuda:
             event = torch.cuda.Event()
             event.record()
+        self.stats.capture_seconds += time.perf_counter() - t0
+        return Capture(theta_buf, grad_buf, event)
+
+    def submit(self, capture: Capture, *, step: int | None = None, epoch: int | None = None,
+               loss: float | None = None, metrics: Mapping[str, float] | None = None) -> None:
+        """Queue a :meth:`capture` for writing, with its step (default the current global step),
+        epoch, loss and metrics (added to those passed to :meth:`log` since the last snapshot)."""
+        self._check_open()
+        if capture.submitted:
+            raise RecorderError("this capture was already submitted")
+        capture.submitted = True
+        if loss is not None or metrics:
+            self.log(loss, **dict(metrics or {}))
         log = self._pending_log
         self._pending_log = {}
         meta = {
@@ -517,9 +579,8 @@ class Recorder:
             "loss": log.pop("loss", None),
             "metrics": log,
         }
-        self._pipe.queue.put((theta_buf, grad_buf, event, meta))
+        self._pipe.queue.put((capture.theta, capture.grads, capture.event, meta))
         self.stats.snapshots += 1
-        self.stats.capture_seconds += time.perf_counter() - t0
 
     def _take_buffers(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         try:

@@ -506,6 +506,37 @@ class StoreWriter:
         # step last: a row is committed once its step is on disk.
         self._series_values("step", start, [r["step"] for r in rows])
 
+    def discard_after(self, step: int) -> int:
+        """Forget the committed snapshots whose step is greater than ``step``; returns how many.
+
+        For a run resumed from a checkpoint taken at ``step``: what the first attempt recorded
+        after it belongs to a continuation that is being trained again. Only ``step`` (the
+        commit marker) is reset to -1, chunk by chunk from the first dropped row on, so a crash
+        midway leaves exactly the kept prefix; the next commits overwrite the rest.
+        """
+        if self._closed:
+            raise RecorderError("the store writer is closed")
+        if self._pending:
+            raise RecorderError("commit the buffered snapshots before discarding any")
+        steps = self._series["step"].values[: self._committed]
+        keep = int(np.searchsorted(steps, int(step), side="right"))
+        dropped = self._committed - keep
+        if not dropped:
+            return 0
+        # The clean-close count goes down first: a crash after it and before the step reset leaves
+        # more committed rows than counted (sound), never fewer (which reads as lost data).
+        closed = self._group.attrs.get("n_snapshots_closed", self._group.attrs.get("n_snapshots"))
+        if isinstance(closed, int) and closed > keep:
+            self._group.attrs.update({"n_snapshots_closed": keep, "n_snapshots": keep})
+        self._series_values("step", keep, [UNCOMMITTED_STEP] * dropped)
+        self._committed = keep
+        self._last_step = int(steps[keep - 1]) if keep else None
+        c0 = (keep // self._t_chunk) * self._t_chunk  # the chunk the next commit rewrites from its start
+        self._tail[: keep - c0] = self._params[c0:keep]
+        if self._tail_grads is not None:
+            self._tail_grads[: keep - c0] = self._grads[c0:keep]
+        return dropped
+
     def _series_values(self, name: str, start: int, values: list[Any]) -> None:
         series = self._series_array(name)
         series.values[start : start + len(values)] = values

@@ -1,0 +1,322 @@
+"""What the training callbacks share: one Recorder on the writing process, fed at explicit steps.
+
+A framework tells :class:`DistributedRecorder` the optimizer step and epoch; this module
+decides who writes and how θ is read:
+
+- one process, or data parallel (DDP, DeepSpeed ZeRO-1/2): every rank holds all of θ, only
+  global rank 0 records, the others do nothing;
+- sharded parameters held as DTensors (FSDP2 ``fully_shard``, tensor parallel): every rank
+  takes part in gathering the full parameters for each snapshot
+  (``get_model_state_dict(full_state_dict=True, cpu_offload=True)``; rank 0 receives them on
+  the CPU) and rank 0 writes them. One writer keeps the store's commit rule (``step`` last, one
+  lock) as it is; the gather costs one all-gather of θ per snapshot (measured in
+  ``benchmarks/callback_overhead.py``);
+- FSDP1 (``FullyShardedDataParallel``) and DeepSpeed ZeRO-3 are refused with a precise error:
+  their parameters are flat shards whose names and shapes are not the model's.
+
+Resuming: a run restarted from a checkpoint at step s appends to the store, after forgetting
+the snapshots it holds past s (the first attempt's continuation, which is trained again). A
+run starting at step 0 never touches a store that already holds a later step, unless told to
+overwrite it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import RecorderError
+from ..record import Capture, Recorder, layout_of
+from ..store import RunStore, StoreWriter
+
+__all__ = ["DistributedRecorder", "global_rank", "sharding_of", "gather_parameters", "gather_gradients"]
+
+# Wrappers whose names appear inside parameter names but not in a gathered state dict.
+_WRAPPER_PREFIXES = ("_orig_mod.", "_checkpoint_wrapped_module.", "_fsdp_wrapped_module.")
+
+
+def global_rank() -> int:
+    """This process's rank in the default process group (0 when there is none)."""
+    import torch.distributed as dist
+
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def sharding_of(model: nn.Module) -> str | None:
+    """``"dtensor"`` when parameters are DTensor shards (FSDP2, tensor parallel), ``None`` when whole.
+
+    Raises
+    ------
+    RecorderError
+        For FSDP1 and DeepSpeed ZeRO-3 models, whose parameters are flat shards.
+    """
+    from torch.distributed.fsdp import FullyShardedDataParallel
+    from torch.distributed.tensor import DTensor
+
+    if any(isinstance(m, FullyShardedDataParallel) for m in model.modules()):
+        raise RecorderError(
+            "FSDP1 (FullyShardedDataParallel) models cannot be recorded: their parameters are flat shards; "
+            "use FSDP2 (torch.distributed.fsdp.fully_shard; accelerate fsdp_version=2; Lightning ModelParallelStrategy)"
+        )
+    kinds = set()
+    for p in model.parameters():
+        if hasattr(p, "ds_numel"):
+            raise RecorderError(
+                "DeepSpeed ZeRO-3 models cannot be recorded yet: their parameters are partitioned; "
+                "ZeRO stages 1 and 2 keep whole parameters and can"
+            )
+        kinds.add(isinstance(p, DTensor))
+    return "dtensor" if True in kinds else None
+
+
+def _clean(name: str) -> str:
+    for prefix in _WRAPPER_PREFIXES:
+        name = name.replace(prefix, "")
+    return name
+
+
+def gather_parameters(model: nn.Module, names: Iterable[str]) -> dict[str, torch.Tensor]:
+    """The full parameters named ``names``, on the CPU of rank 0; ``{}`` on the other ranks.
+
+    A collective: every rank must call it at the same point of training.
+    """
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    if not state:
+        return {}
+    return {name: state[_clean(name)] for name in names if _clean(name) in state}
+
+
+def gather_gradients(model: nn.Module, names: Iterable[str]) -> dict[str, torch.Tensor | None]:
+    """The full gradients of the parameters named ``names`` on rank 0 (``{}`` elsewhere); a collective."""
+    from torch.distributed.tensor import DTensor
+
+    wanted = set(names)
+    gathered: dict[str, torch.Tensor | None] = {}
+    for name, p in model.named_parameters():
+        if name not in wanted:
+            continue
+        grad = p.grad
+        if isinstance(grad, DTensor):
+            grad = grad.full_tensor()  # every rank, in the same order
+        gathered[name] = None if grad is None else grad.detach().cpu()
+    return gathered if global_rank() == 0 else {}
+
+
+@dataclass
+class _Pending:
+    """A snapshot copied off the model whose loss and metrics may still arrive."""
+
+    capture: Capture
+    step: int
+    epoch: int
+    loss: float | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+class DistributedRecorder:
+    """Record a model at optimizer steps a training framework reports, on one or many processes.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The run store (created, or appended to when training resumes).
+    every : int
+        Snapshot after every ``every``-th optimizer step (global step divisible by ``every``).
+    params : iterable of str, optional
+        Record only these parameters (names as in ``model.named_parameters()``).
+    grads : bool
+        Also record each snapshot step's gradients.
+    dtype, compressor, buffer_bytes
+        As for :class:`traj.Recorder`.
+    overwrite : bool
+        A run starting at step 0 replaces an existing store at ``path``; a resumed run always appends.
+
+    Examples
+    --------
+    A plain loop under FSDP2 (every rank runs the same lines; rank 0 writes):
+
+    >>> rec = DistributedRecorder("run.zarr", every=10)          # doctest: +SKIP
+    >>> rec.begin(model, step=0)
+    >>> for step, (x, y) in enumerate(loader, start=1):
+    ...     loss_fn(model(x), y).backward(); opt.step(); opt.zero_grad()
+    ...     if rec.due(step):
+    ...         rec.capture(model, step=step, epoch=0)
+    ...         rec.flush()
+    >>> rec.close()
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        every: int = 1,
+        params: Iterable[str] | None = None,
+        grads: bool = False,
+        dtype: str | None = None,
+        compressor: str = "lz4",
+        buffer_bytes: int = 256 << 20,
+        overwrite: bool = False,
+    ) -> None:
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise RecorderError(f"every must be a positive integer, not {every!r}")
+        self.path = Path(path)
+        self.every = every
+        self.params = None if params is None else list(params)
+        self.grads = grads
+        self._options = {"dtype": dtype, "compressor": compressor, "buffer_bytes": buffer_bytes}
+        self.overwrite = overwrite
+        self.recorder: Recorder | None = None
+        self.sharding: str | None = None
+        #: Whether this process writes the store (set by :meth:`begin`).
+        self.writer = False
+        #: The last step recorded, or before any the step training began at: :meth:`due` looks past it.
+        self.last_step: int | None = None
+        self._names: list[str] = []
+        self._pending: _Pending | None = None
+        self._begun = False
+
+    # ------------------------------------------------------------------ lifetime
+    def begin(self, model: nn.Module, *, step: int = 0, epoch: int = 0, resuming: bool | None = None,
+              writer: bool | None = None) -> None:
+        """Open the store at training start; every rank calls this.
+
+        ``step`` is the global step the model is at (the checkpoint's when resuming);
+        ``resuming`` defaults to ``step > 0``; ``writer`` defaults to global rank 0. A new
+        store gets the current weights as its first snapshot.
+        """
+        if self._begun:
+            self.close()
+        self.sharding = sharding_of(model)
+        self._names = layout_of(model, self.params)[0].names
+        resuming = step > 0 if resuming is None else resuming
+        self.writer = global_rank() == 0 if writer is None else bool(writer)
+        self._begun = True
+        self.last_step = int(step)  # on every rank, so that all agree on due() (and join the same gathers)
+        if self.writer:
+            self._prepare_store(model, int(step), resuming)
+            self.recorder = Recorder(
+                self.path,
+                model,
+                every=self.every,
+                grads=self.grads,
+                params=self.params,
+                record_initial=False,
+                start_step=int(step),
+                overwrite=self.overwrite and not resuming,
+                **self._options,
+            )
+        new = self.recorder is not None and self.recorder.n_committed == 0
+        if new or self.sharding is not None:  # sharded: every rank joins the gather, the writer decides
+            self._capture(model, int(step), int(epoch), record=new)
+            self.flush()
+
+    def _prepare_store(self, model: nn.Module, step: int, resuming: bool) -> None:
+        """Check an existing store against the model; forget its snapshots past ``step`` when resuming."""
+        if not (self.path / "zarr.json").exists():
+            return
+        reader = RunStore(self.path)
+        if not reader.n_snapshots:
+            return
+        last = int(reader.steps[-1])
+        if last <= step:
+            return
+        if not resuming:
+            if self.overwrite:
+                return
+            raise RecorderError(
+                f"{self.path} already holds snapshots up to step {last}; training starts at step {step} "
+                "(record into a new path, or pass overwrite=True)"
+            )
+        layout_of(model, self.params)[0].check_same(reader.layout)  # before anything is dropped
+        with StoreWriter(self.path, reader.layout, dtype=reader.dtype.name) as store:
+            store.discard_after(step)
+
+    def close(self) -> None:
+        """Write what is pending, close the store and release its lock."""
+        try:
+            self.flush()
+        finally:
+            if self.recorder is not None:
+                recorder, self.recorder = self.recorder, None
+                recorder.close()
+            self._begun = False
+
+    # ------------------------------------------------------------------ snapshots
+    def due(self, step: int) -> bool:
+        """Whether optimizer step ``step`` is a snapshot step not yet recorded."""
+        return step % self.every == 0 and (self.last_step is None or step > self.last_step)
+
+    def capture(self, model: nn.Module, *, step: int, epoch: int = 0) -> None:
+        """Copy θ (and gradients) of step ``step`` now; :meth:`flush` writes it with what :meth:`note` added.
+
+        A collective when the parameters are sharded: every rank calls it at the same step.
+        """
+        if not self._begun:
+            raise RecorderError("call begin() before capturing snapshots")
+        self._capture(model, int(step), int(epoch), record=True)
+
+    def _capture(self, model: nn.Module, step: int, epoch: int, *, record: bool) -> None:
+        self.flush()
+        values = grads = None
+        if self.sharding is not None:
+            values = gather_parameters(model, self._names)
+            if self.grads:
+                grads = gather_gradients(model, self._names)
+        self.last_step = max(step, self.last_step if self.last_step is not None else step)
+        if self.recorder is None or not record:
+            return
+        self._pending = _Pending(self.recorder.capture(values, grads), step, epoch)
+
+    @property
+    def pending_step(self) -> int | None:
+        """Step of the snapshot captured and not yet written (None when nothing waits)."""
+        return None if self._pending is None else self._pending.step
+
+    def note(self, *, epoch: int | None = None, loss: float | None = None,
+             metrics: Mapping[str, Any] | None = None) -> None:
+        """Add the epoch, loss or metrics of the pending snapshot (ignored when nothing is pending)."""
+        pending = self._pending
+        if pending is None:
+            return
+        if epoch is not None:
+            pending.epoch = int(epoch)
+        if loss is not None:
+            pending.loss = float(loss)
+        for name, value in (metrics or {}).items():
+            number = scalar_value(value)
+            key = name.replace("/", ".")
+            if number is not None and key and not key.startswith((".", "__")):
+                pending.metrics[key] = number
+
+    def flush(self) -> None:
+        """Queue the pending snapshot for writing."""
+        pending, self._pending = self._pending, None
+        if pending is None or self.recorder is None:
+            return
+        self.recorder.submit(pending.capture, step=pending.step, epoch=pending.epoch, loss=pending.loss,
+                             metrics=pending.metrics)
+
+
+def scalar_value(value: Any) -> float | None:
+    """A logged value as a float, or None when it is not one number (strings, vectors, booleans)."""
+    if isinstance(value, bool) or str(getattr(value, "dtype", "")) in ("bool", "torch.bool"):
+        return None
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1 or value.is_complex():
+            return None
+        return float(value.detach().cpu().item())
+    if isinstance(value, int | float) or (hasattr(value, "item") and getattr(value, "size", 0) == 1):
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            return None
+        return number
+    return None
