@@ -67,6 +67,7 @@ def cmd(
     """
     with handle_errors():
         from ..analysis import cmd as cmd_mod
+        from ..display import markup as m
         from ..recipes import resolve_recipe
         from ..report.cmd import cmd_report
         from ..store import open_store
@@ -114,7 +115,7 @@ def cmd(
             print_json(summary)
             return
         out_console.print(
-            f"[bold]{opened.path.name}[/bold]: {result.modes} modes over {result.n_params} weights, sizes "
+            f"[bold]{m(opened.path.name)}[/bold]: {result.modes} modes over {result.n_params} weights, sizes "
             f"{result.mode_sizes.tolist()[:10]}; MSE {result.mse:.3g}, relative error {result.relative_error:.3g}, "
             f"compression {result.compression_ratio:.1f}x"
         )
@@ -124,4 +125,4 @@ def cmd(
             out_console.print(f"  last snapshot {metric}: original {last[f'original_{metric}']:.4f}, CMD {last[f'cmd_{metric}']:.4f}")
         if evaluate and recipe is None:
             err_console.print("[yellow]no recipe in this store: --evaluate skipped[/yellow]")
-        err_console.print(f"[green]report[/green] {target}/report.html")
+        err_console.print(f"[green]report[/green] {m(target)}/report.html")

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from ..display import markup
 from ._common import err_console, fail, handle_errors, print_json, progress_bar
 
 
@@ -48,4 +49,4 @@ def import_(
             print_json({"store": str(store.path), "n_snapshots": store.n_snapshots, "n_params": store.n_params,
                         "steps": [int(store.steps[0]), int(store.steps[-1])]})
         else:
-            err_console.print(f"[green]imported[/green] {store.n_snapshots} snapshots of {store.n_params} parameters to {store.path}")
+            err_console.print(f"[green]imported[/green] {store.n_snapshots} snapshots of {store.n_params} parameters to {markup(store.path)}")

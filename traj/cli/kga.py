@@ -46,6 +46,7 @@ def kga_replay(
     """
     with handle_errors():
         from ..analysis.kga import MASKS, replay
+        from ..display import markup as m
         from ..recipes import resolve_recipe
         from ..report.kga import kga_report
         from ..store import open_store
@@ -77,9 +78,9 @@ def kga_replay(
         if json_:
             print_json(summary)
             return
-        out_console.print(f"[bold]{runner.name}[/bold]: plain final train loss {summary['plain_final_train_loss']:.4g}")
+        out_console.print(f"[bold]{m(runner.name)}[/bold]: plain final train loss {summary['plain_final_train_loss']:.4g}")
         for row in summary["comparison"]:
             reached = row["epochs_to_plain_final_loss"]
             out_console.print(f"  α = {row['alpha']:g}: final {row['final_train_loss']:.4g}, reaches plain's final loss "
                               f"{'at epoch ' + str(reached) if reached else 'never'}, {row['added_seconds_per_epoch']:+.3f} s/epoch")
-        err_console.print(f"[green]runs and report[/green] {target}")
+        err_console.print(f"[green]runs and report[/green] {m(target)}")

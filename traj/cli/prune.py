@@ -58,10 +58,11 @@ def prune(
     with handle_errors():
         from ..analysis.prune import prune as run_prune
         from ..analysis.prune import write_masks
+        from ..display import markup as m
         from ..report.prune import prune_report
         from ..store import open_store
 
-        methods = [m.strip() for m in method.split(",") if m.strip()]
+        methods = [name.strip() for name in method.split(",") if name.strip()]
         compressions = number_list("--compression", compression, float)
         if min(compressions) <= 1:
             raise fail(f"--compression values must be > 1 (c = 2 keeps half), got {compression}")
@@ -90,15 +91,15 @@ def prune(
             print_json(summary)
             return
         out_console.print(
-            f"[bold]{opened.path.name}[/bold] {('epoch ' + str(result.epoch)) if result.epoch is not None else 'window'}: "
+            f"[bold]{m(opened.path.name)}[/bold] {('epoch ' + str(result.epoch)) if result.epoch is not None else 'window'}: "
             f"λ1 = {result.lambda1.real:.5f}{result.lambda1.imag:+.5f}i, {len(result.kgp_modes)} KGP mode(s), "
             f"{result.n_prunable} prunable weights"
         )
         if "kmp-gmp" in result.overlap:
             values = ", ".join(f"{v:.3f}" for v in result.overlap["kmp-gmp"])
-            out_console.print(f"  KMP-GMP overlap at c = {compression}: {values}")
-        for m, reason in result.unavailable.items():
-            err_console.print(f"[yellow]{m.upper()} skipped: {reason}[/yellow]")
+            out_console.print(f"  KMP-GMP overlap at c = {m(compression)}: {values}")
+        for skipped, reason in result.unavailable.items():
+            err_console.print(f"[yellow]{m(skipped.upper())} skipped: {m(reason)}[/yellow]")
         if evaluate and result.accuracy is None:
             err_console.print("[yellow]no recipe in this store: accuracy not evaluated[/yellow]")
-        err_console.print(f"[green]report[/green] {target}/report.html")
+        err_console.print(f"[green]report[/green] {m(target)}/report.html")

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from ..display import markup
 from ._common import err_console, fail, handle_errors, out_console, print_json, progress_bar
 
 
@@ -67,7 +68,7 @@ def record(
             print_json(summary)
         else:
             err_console.print(
-                f"[green]recorded[/green] {store.n_snapshots} snapshots of {store.n_params} parameters to {store.path}"
+                f"[green]recorded[/green] {store.n_snapshots} snapshots of {store.n_params} parameters to {markup(store.path)}"
             )
 
 
