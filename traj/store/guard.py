@@ -39,6 +39,7 @@ import math
 import os
 import stat
 import struct
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,6 +149,14 @@ def _zstd_content_size(data: bytes) -> int | None:
     return value + 256 if size == 2 else value
 
 
+def json_kind(value: Any) -> str:
+    """How JSON names the type of a parsed value (for messages)."""
+    for kind, name in ((bool, "boolean"), (int, "number"), (float, "number"), (str, "string"), (list, "array")):
+        if isinstance(value, kind):
+            return name
+    return "null" if value is None else "object"
+
+
 def _int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -186,7 +195,7 @@ def parse_array_metadata(
     except (ValueError, UnicodeDecodeError) as exc:
         raise DamagedStoreError(f"{label}: zarr.json is not valid JSON ({exc.__class__.__name__})") from None
     if not isinstance(meta, dict):
-        raise DamagedStoreError(f"{label}: zarr.json holds a {type(meta).__name__}, not an object")
+        raise DamagedStoreError(f"{label}: zarr.json holds a JSON {json_kind(meta)}, not an object")
     if meta.get("zarr_format") != 3 or meta.get("node_type") != "array":
         raise DamagedStoreError(f"{label}: zarr.json does not describe a Zarr v3 array")
     shape = meta.get("shape")
@@ -297,7 +306,7 @@ class GuardedStore(LocalStore):
         if stat.S_ISLNK(info.st_mode):
             raise DamagedStoreError(f"{where}: a symbolic link, not a file (traj reads only regular files in a store)")
         if stat.S_ISDIR(info.st_mode):
-            return None
+            raise DamagedStoreError(f"{where}: a directory where a file belongs")
         if not stat.S_ISREG(info.st_mode):
             raise DamagedStoreError(f"{where}: not a regular file (a FIFO, socket or device)")
         if info.st_size > limit:
@@ -382,6 +391,30 @@ class GuardedStore(LocalStore):
     async def get_partial_values(self, prototype: BufferPrototype,
                                  key_ranges: Iterable[tuple[str, ByteRequest | None]]) -> list[Buffer | None]:
         return [await self.get(key, prototype, byte_range) for key, byte_range in key_ranges]
+
+    def settle(self, timeout: float = 10.0) -> None:
+        """Wait until zarr's event loop has finished the tasks a failed read left running.
+
+        zarr reads the chunks of a selection concurrently and raises the first error while
+        the other reads go on; a process that exits then prints "Task was destroyed but it is
+        pending" and "cannot schedule new futures after shutdown" tracebacks after its one
+        error line. Called from any thread but zarr's own.
+        """
+        from zarr.core.sync import sync
+
+        async def idle() -> None:
+            me = asyncio.current_task()
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                pending = [t for t in asyncio.all_tasks() if t is not me and not t.done()]
+                if not pending:
+                    return
+                await asyncio.wait(pending, timeout=0.1)
+
+        try:
+            sync(idle())
+        except Exception:  # pragma: no cover - best effort: the error being reported matters more
+            pass
 
     async def set(self, key: str, value: Buffer) -> None:  # pragma: no cover - read-only by construction
         raise DamagedStoreError(f"{self._label}: a guarded store is read-only")

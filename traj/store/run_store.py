@@ -32,8 +32,10 @@ ProgressCallback = Callable[[int, int], None]
 _FLOAT_SERIES = ("float64",)
 _INT_SERIES = ("int64",)
 _SNAPSHOT_DTYPES = ("float32", "float64")
-#: A ``metrics`` group with more entries than this is refused rather than listed.
-MAX_METRICS = 4096
+#: A ``metrics`` group with more entries than this is refused (each metric is read when the store opens).
+MAX_METRICS = 256
+#: Rows ``params`` may declare past those its chunk files hold (a crash leaves preallocated rows).
+_PREALLOCATION_SLACK = 1 << 20
 
 
 def _check_directory(path: Path) -> None:
@@ -92,7 +94,20 @@ class RunStore:
                 f"{self.layout.n_params} parameters"
             )
         self.capacity = self._params.shape[0]
-        self.steps = self._committed_steps(self._array("step", 1, _INT_SERIES))
+        step = self._array("step", 1, _INT_SERIES)
+        self._optional: dict[str, Any] = {}
+        for name, dtypes in (("epoch", _INT_SERIES), ("time", _FLOAT_SERIES), ("loss", _FLOAT_SERIES)):
+            array = self._array(name, 1, dtypes, required=False)
+            if array is not None:
+                self._optional[name] = array
+        self._metric_names = self._list_metrics()
+        for name in self._metric_names:
+            self._optional[f"metrics/{name}"] = self._array(f"metrics/{name}", 1, _FLOAT_SERIES)
+        self._grads = self._array("grads", 2, (self.dtype.name,), required=False)
+        if self._grads is not None and self._grads.shape[1] != self.n_params:
+            raise StoreFormatError(f"{self.path}: 'grads' shape {self._grads.shape} does not match 'params'")
+        self._check_rows({"params": self._params, "step": step, "grads": self._grads, **self._optional})
+        self.steps = self._committed_steps(step)
         self.n_snapshots = committed = self.steps.size
         self._check_columns()
         self._store.require_chunks("params", committed)
@@ -103,19 +118,11 @@ class RunStore:
                 f"{self.path}: steps must increase, but snapshot {k} has step {int(self.steps[k])} after "
                 f"step {int(self.steps[k - 1])}"
             )
-        self._optional: dict[str, Any] = {}
-        for name, dtypes in (("epoch", _INT_SERIES), ("time", _FLOAT_SERIES), ("loss", _FLOAT_SERIES)):
-            array = self._array(name, 1, dtypes, required=False)
-            if array is not None:
-                self._optional[name] = array
-        self._metric_names = self._list_metrics()
-        for name in self._metric_names:
-            self._optional[f"metrics/{name}"] = self._array(f"metrics/{name}", 1, _FLOAT_SERIES)
+        # Every series is read (and so checked) at the door; they are small (8 bytes a snapshot).
         self.epochs = self._series("epoch", np.int64)
         self.times = self._series("time", np.float64)
-        self._grads = self._array("grads", 2, (self.dtype.name,), required=False)
-        if self._grads is not None and self._grads.shape[1] != self.n_params:
-            raise StoreFormatError(f"{self.path}: 'grads' shape {self._grads.shape} does not match 'params'")
+        self._loss = self._series("loss", np.float64) if "loss" in self._optional else None
+        self._metrics = {name: self._series(f"metrics/{name}", np.float64) for name in self._metric_names}
 
     # ------------------------------------------------------------------ metadata
     def _group_attributes(self, raw: bytes | None) -> dict[str, Any]:
@@ -201,6 +208,31 @@ class RunStore:
                 f"first snapshots have {found} chunk file(s): the store is damaged"
             )
 
+    def _check_rows(self, arrays: dict[str, Any]) -> None:
+        """Refuse a row count that the chunk files cannot back (e.g. a zarr.json claiming 10^12 rows).
+
+        Nothing here allocates from a declared shape, but a writer resuming the store would. A
+        crash may leave rows allocated past the last written chunk (the writer grows arrays by
+        half), so the bound is generous: twice the rows ``params`` has files for, or a million more.
+        """
+        t_chunk = self._params.chunks[0]
+        last = -1
+        try:
+            with os.scandir(self.path / "params" / "c") as entries:
+                for entry in entries:
+                    if entry.name.isdigit():
+                        last = max(last, int(entry.name))
+        except OSError:
+            pass
+        on_disk = (last + 1) * t_chunk
+        allowed = max(2 * on_disk, on_disk + _PREALLOCATION_SLACK)
+        for name, array in arrays.items():
+            if array is not None and array.shape[0] > allowed:
+                raise DamagedStoreError(
+                    f"{self.path}: '{name}' declares {array.shape[0]} rows, but the chunk files of 'params' hold "
+                    f"at most {on_disk}: the store is damaged"
+                )
+
     def _list_metrics(self) -> list[str]:
         from .guard import MAX_ARRAY_JSON_BYTES
 
@@ -212,15 +244,15 @@ class RunStore:
             raise DamagedStoreError(f"{self.path}: 'metrics' is not a Zarr group")
         names = []
         with os.scandir(self.path / "metrics") as entries:
-            for entry in entries:
-                if entry.name == "zarr.json" or not entry.is_dir(follow_symlinks=False):
-                    if entry.is_symlink():
-                        raise DamagedStoreError(f"{self.path}: metrics/{entry.name} is a symbolic link")
-                    continue
-                if self._store.is_regular_file(f"metrics/{entry.name}/zarr.json"):
+            for count, entry in enumerate(entries):
+                if count > 2 * MAX_METRICS:
+                    raise DamagedStoreError(f"{self.path}: 'metrics' holds more than {2 * MAX_METRICS} entries")
+                if entry.is_symlink():
+                    raise DamagedStoreError(f"{self.path}: metrics/{entry.name} is a symbolic link")
+                if entry.is_dir(follow_symlinks=False) and self._store.is_regular_file(f"metrics/{entry.name}/zarr.json"):
                     names.append(entry.name)
-                if len(names) > MAX_METRICS:
-                    raise DamagedStoreError(f"{self.path}: more than {MAX_METRICS} metrics")
+        if len(names) > MAX_METRICS:
+            raise DamagedStoreError(f"{self.path}: {len(names)} metrics; traj reads at most {MAX_METRICS}")
         return sorted(names)
 
     def _series(self, name: str, dtype: Any) -> np.ndarray:
@@ -274,7 +306,7 @@ class RunStore:
 
     @property
     def loss(self) -> np.ndarray | None:
-        return self._series("loss", np.float64) if "loss" in self._optional else None
+        return self._loss
 
     @property
     def metric_names(self) -> list[str]:
@@ -283,7 +315,7 @@ class RunStore:
     def metric(self, name: str) -> np.ndarray:
         if name not in self.metric_names:
             raise StoreFormatError(f"{self.path}: no metric {name!r} (recorded: {', '.join(self.metric_names) or 'none'})")
-        return self._series(f"metrics/{name}", np.float64)
+        return self._metrics[name]
 
     # ------------------------------------------------------------------ data
     def _data(self, array: str) -> Any:
@@ -325,8 +357,10 @@ class RunStore:
         try:
             return np.asarray(read())
         except TrajError:
+            self._store.settle()
             raise
         except Exception as exc:  # codecs raise many types for damaged bytes
+            self._store.settle()
             raise DamagedStoreError(
                 f"{self.path}: cannot read {what} {rows.start}..{rows.stop - 1}: a chunk is damaged "
                 f"({type(exc).__name__}: {_first_line(exc)})"
@@ -424,12 +458,14 @@ def _first_line(exc: BaseException) -> str:
 def _json_object(raw: bytes, where: str) -> dict[str, Any]:
     import json
 
+    from .guard import json_kind
+
     try:
         meta = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise DamagedStoreError(f"{where} is not valid JSON ({type(exc).__name__})") from None
     if not isinstance(meta, dict):
-        raise DamagedStoreError(f"{where} holds a {type(meta).__name__}, not an object")
+        raise DamagedStoreError(f"{where} holds a JSON {json_kind(meta)}, not an object")
     return meta
 
 
