@@ -208,11 +208,11 @@ def parse_array_metadata(
     if not isinstance(dtype_name, str) or dtype_name not in allowed:
         raise DamagedStoreError(f"{label}: data type {dtype_name!r}, expected {' or '.join(allowed)}")
     grid = meta.get("chunk_grid")
-    chunks = grid.get("configuration", {}).get("chunk_shape") if isinstance(grid, dict) else None
+    config = grid.get("configuration") if isinstance(grid, dict) else None
+    chunks = config.get("chunk_shape") if isinstance(config, dict) else None
     if (
         not isinstance(grid, dict)
         or grid.get("name") != "regular"
-        or not isinstance(grid.get("configuration"), dict)
         or not isinstance(chunks, list)
         or len(chunks) != rank
         or not all(_int(c) and c >= 1 for c in chunks)
@@ -273,7 +273,7 @@ class GuardedStore(LocalStore):
 
     def with_read_only(self, read_only: bool = False) -> GuardedStore:
         if not read_only:
-            raise DamagedStoreError(f"{self._label}: a guarded store is read-only")
+            raise TypeError("a GuardedStore is read-only")
         return self
 
     # ------------------------------------------------------------------ what may be read
@@ -415,9 +415,6 @@ class GuardedStore(LocalStore):
             sync(idle())
         except Exception:  # pragma: no cover - best effort: the error being reported matters more
             pass
-
-    async def set(self, key: str, value: Buffer) -> None:  # pragma: no cover - read-only by construction
-        raise DamagedStoreError(f"{self._label}: a guarded store is read-only")
 
     def __repr__(self) -> str:
         return f"GuardedStore({str(self.root)!r})"
