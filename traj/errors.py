@@ -13,6 +13,7 @@ __all__ = [
     "ParameterError",
     "StoreNotFoundError",
     "StoreFormatError",
+    "DamagedStoreError",
     "LayoutMismatchError",
     "StoreLockedError",
     "UnknownRecipeError",
@@ -51,6 +52,11 @@ class StoreNotFoundError(TrajError, FileNotFoundError):
 
 class StoreFormatError(TrajError, ValueError):
     """The path holds a Zarr group that is not a valid traj run store of a known version."""
+
+
+class DamagedStoreError(StoreFormatError):
+    """A run store's files are damaged or hostile: unreadable metadata, a chunk that is not what
+    its array declares, a symlink or FIFO where a chunk file belongs."""
 
 
 class LayoutMismatchError(TrajError, ValueError):

@@ -14,8 +14,18 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
 
+from ..display import printable
 from ..errors import ParameterError, TrajError
 from ..report.writer import jsonable
 
@@ -31,8 +41,8 @@ def set_debug(value: bool) -> None:
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
-    """Print one red line and return the Exit to raise."""
-    err_console.print(f"[bold red]error:[/bold red] {escape(message)}", highlight=False)
+    """Print one red line and return the Exit to raise (control characters escaped: one line, no terminal codes)."""
+    err_console.print(f"[bold red]error:[/bold red] {escape(printable(message))}", highlight=False)
     return typer.Exit(code)
 
 
@@ -104,9 +114,16 @@ def sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+class DataColumn(TextColumn):
+    """A progress column whose text is data (a recipe or run name, a label): never markup, never control codes."""
+
+    def render(self, task: Task) -> Text:
+        return Text(printable(self.text_format.format(task=task)), style=self.style, justify=self.justify)
+
+
 def progress_bar(*fields: str, transient: bool = True) -> Progress:
-    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn()]
-    columns += [TextColumn(f"{{task.fields[{f}]}}") for f in fields]
+    columns = [DataColumn("{task.description}", style="bold"), BarColumn(), MofNCompleteColumn()]
+    columns += [DataColumn(f"{{task.fields[{f}]}}") for f in fields]
     columns += [TimeElapsedColumn(), TimeRemainingColumn()]
     # a transient bar off a terminal would leave only a stray blank line on stderr (before an error line, say)
     return _Progress(*columns, console=err_console, transient=transient, disable=transient and not err_console.is_terminal)

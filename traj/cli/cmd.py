@@ -63,6 +63,7 @@ def cmd(
                                      max_points="--eval-points"):
         from ..analysis import cmd as cmd_mod
         from ..atomic import staged_output
+        from ..display import markup as m
         from ..recipes import resolve_recipe
         from ..report.cmd import cmd_report_files
         from ..store import open_store
@@ -100,7 +101,7 @@ def cmd(
             print_json(summary)
             return
         out_console.print(
-            f"[bold]{opened.path.name}[/bold]: {result.modes} modes over {result.n_params} weights, sizes "
+            f"[bold]{m(opened.path.name)}[/bold]: {result.modes} modes over {result.n_params} weights, sizes "
             f"{result.mode_sizes.tolist()[:10]}; MSE {result.mse:.3g}, relative error {result.relative_error:.3g}, "
             f"compression {result.compression_ratio:.1f}x"
         )
@@ -110,4 +111,4 @@ def cmd(
             out_console.print(f"  last snapshot {metric}: original {last[f'original_{metric}']:.4f}, CMD {last[f'cmd_{metric}']:.4f}")
         if evaluate and recipe is None:
             err_console.print("[yellow]no recipe in this store: --evaluate skipped[/yellow]")
-        err_console.print(f"[green]report[/green] {target}/report.html")
+        err_console.print(f"[green]report[/green] {m(target)}/report.html")

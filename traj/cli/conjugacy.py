@@ -59,6 +59,7 @@ def conjugacy(
     """
     with handle_errors(), flag_names("window", "layer", "rank", "k", "quantile", "margin", "windows", "delays"):
         from ..analysis.conjugacy import conjugacy as run_conjugacy
+        from ..display import markup as m
         from ..report.conjugacy import conjugacy_report
         from ..store import open_store
 
@@ -77,11 +78,11 @@ def conjugacy(
         else:
             for v in result.verdicts:
                 colour = {"conjugate": "green", "non-conjugate": "red"}.get(v["verdict"], "yellow")
-                out_console.print(f"{Path(v['a']).name} vs {Path(v['b']).name}: W1 = {v['distance']:.4g} "
+                out_console.print(f"{m(Path(v['a']).name)} vs {m(Path(v['b']).name)}: W1 = {v['distance']:.4g} "
                                   f"[{colour}]{v['verdict']}[/{colour}]")
             if result.windows:
                 w = result.windows
-                out_console.print(f"{Path(w['run']).name}: W1 between {len(w['bounds'])} windows (k = {w['k']})")
+                out_console.print(f"{m(Path(w['run']).name)}: W1 between {len(w['bounds'])} windows (k = {w['k']})")
                 for (a, b), row in zip(w["steps"], w["distance"], strict=True):
                     out_console.print(f"  steps {a:>6}-{b:<6} " + " ".join(f"{v:7.4f}" for v in row))
             if result.null_threshold is not None:
@@ -89,6 +90,6 @@ def conjugacy(
                                   f"{result.null_threshold:.4g}")
             if result.margin:
                 out_console.print(f"  equivalence margin: {result.margin:.4g}")
-            err_console.print(f"[green]report[/green] {target}/report.html")
+            err_console.print(f"[green]report[/green] {m(target)}/report.html")
         if fail_on_nonconjugate and result.any_nonconjugate:
             raise typer.Exit(1)

@@ -56,6 +56,7 @@ def dmd(
     with handle_errors(), flag_names("rank", "eps", "forecast", "window", "method", n_iter="--power-iterations"):
         from ..analysis.dmd import dmd as run_dmd
         from ..analysis.dmd import save_modes as write_modes
+        from ..display import markup as m
         from ..report.dmd import dmd_report
         from ..store import open_store
 
@@ -86,10 +87,10 @@ def dmd(
             return
         c = summary["class_counts"]
         out_console.print(
-            f"[bold]{opened.path.name}[/bold] snapshots {result.window[0]}..{result.window[1]}, N = {result.n_params}: "
+            f"[bold]{m(opened.path.name)}[/bold] snapshots {result.window[0]}..{result.window[1]}, N = {result.n_params}: "
             f"rank {result.rank}; {c['neutral']} neutral, {c['stable']} stable, {c['unstable']} unstable; "
             f"reconstruction error {result.reconstruction_error:.3g}"
         )
         top = ", ".join(f"{abs(v):.4f}" for v in result.eigenvalues[:6])
         out_console.print(f"  leading |λ|: {top}")
-        err_console.print(f"[green]report[/green] {target}/report.html")
+        err_console.print(f"[green]report[/green] {m(target)}/report.html")

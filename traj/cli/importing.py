@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 
+from ..display import markup
 from ._common import err_console, fail, flag_names, handle_errors, print_json, progress_bar
 
 
@@ -60,11 +60,11 @@ def import_(
                 block_bytes=max(1, int(block_mb * (1 << 20))), on_found=show,
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
             )
-        err_console.print(f"[bold]found[/bold] {escape(str(found['description']))}", highlight=False)
+        err_console.print(f"[bold]found[/bold] {markup(found['description'])}", highlight=False)
         for note in found["notes"]:  # type: ignore[attr-defined]
-            err_console.print(f"  [dim]{escape(note)}[/dim]", highlight=False)
+            err_console.print(f"  [dim]{markup(note)}[/dim]", highlight=False)
         if json_:
             print_json({"store": str(store.path), "n_snapshots": store.n_snapshots, "n_params": store.n_params,
                         "steps": [int(store.steps[0]), int(store.steps[-1])], "source": found})
         else:
-            err_console.print(f"[green]imported[/green] {store.n_snapshots} snapshots of {store.n_params} parameters to {store.path}")
+            err_console.print(f"[green]imported[/green] {store.n_snapshots} snapshots of {store.n_params} parameters to {markup(store.path)}")

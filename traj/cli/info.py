@@ -29,6 +29,7 @@ def info(
     with handle_errors():
         from rich.table import Table
 
+        from ..display import markup as m
         from ..store import open_store
         from ..store.info import describe
         from ..store.run_store import human_bytes
@@ -47,23 +48,24 @@ def info(
             print_json(summary.to_dict())
             return
         s = summary
-        out_console.print(f"[bold]{s.path}[/bold]  traj run store v{s.format_version}")
+        # Everything below came from the store: escaped (m) so it is shown, never interpreted.
+        out_console.print(f"[bold]{m(s.path)}[/bold]  traj run store v{s.format_version}")
         out_console.print(f"  snapshots T = {s.n_snapshots}, parameters N = {s.n_params} ({s.n_prunable} prunable), {s.dtype}")
         if s.steps:
             out_console.print(f"  steps {s.steps[0]}..{s.steps[1]}" + (f", epochs {s.epochs[0]}..{s.epochs[1]}" if s.epochs else ""))
-        out_console.print(f"  spacing {s.spacing or 'unknown'}; series: {', '.join(s.series)}" + ("; gradients" if s.has_grads else ""))
+        out_console.print(f"  spacing {m(s.spacing or 'unknown')}; series: {m(', '.join(s.series))}" + ("; gradients" if s.has_grads else ""))
         out_console.print(
             f"  on disk {human_bytes(s.bytes_on_disk)}, raw {human_bytes(s.bytes_raw)} "
             f"(compression {s.compression_text}), chunks {tuple(s.chunks)}"
         )
         if s.recipe:
-            out_console.print(f"  recipe {s.recipe.get('name')} (seed {s.recipe.get('seed')})")
-        out_console.print(f"  created {s.created}, traj {s.versions.get('traj', '?')}, torch {s.versions.get('torch', '-')}")
+            out_console.print(f"  recipe {m(s.recipe.get('name'))} (seed {m(s.recipe.get('seed'))})")
+        out_console.print(f"  created {m(s.created)}, traj {m(s.versions.get('traj', '?'))}, torch {m(s.versions.get('torch', '-'))}")
         table = Table(show_header=True, header_style="bold")
         for column in ("layer", "shape", "size", "prunable"):
             table.add_column(column)
         for layer in s.layers[:50]:
-            table.add_row(layer["name"], str(tuple(layer["shape"])), str(layer["size"]), "yes" if layer["prunable"] else "")
+            table.add_row(m(layer["name"]), str(tuple(layer["shape"])), str(layer["size"]), "yes" if layer["prunable"] else "")
         if len(s.layers) > 50:
             table.add_row(f"... {len(s.layers) - 50} more", "", "", "")
         out_console.print(table)
@@ -72,6 +74,6 @@ def info(
         if s.healthy:
             out_console.print("  health: [green]ok[/green]" + ("" if scan else " (not scanned for NaN/Inf)"))
         for line in s.health:
-            out_console.print(f"  health: [yellow]{line}[/yellow]")
+            out_console.print(f"  health: [yellow]{m(line)}[/yellow]")
         if out is not None:
-            out_console.print(f"  report written to {out}/report.html")
+            out_console.print(f"  report written to {m(out)}/report.html")

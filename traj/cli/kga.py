@@ -50,6 +50,7 @@ def kga_replay(
                                      alphas="--alpha"):
         from ..analysis.kga import replay
         from ..atomic import staged_output
+        from ..display import markup as m
         from ..recipes import resolve_recipe
         from ..report.kga import kga_report_files, loss_text
         from ..store import open_store
@@ -77,11 +78,11 @@ def kga_replay(
         if json_:
             print_json(summary)
             return
-        out_console.print(f"[bold]{runner.name}[/bold]: plain final train loss "
+        out_console.print(f"[bold]{m(runner.name)}[/bold]: plain final train loss "
                           f"{loss_text(summary['plain_final_train_loss'], summary['plain_diverged_epoch'])}")
         for row in summary["comparison"]:
             reached = row["epochs_to_plain_final_loss"]
             out_console.print(f"  α = {row['alpha']:g}: final {loss_text(row['final_train_loss'], row['diverged_epoch'])}, "
                               "reaches plain's final loss "
                               f"{'at epoch ' + str(reached) if reached else 'never'}, {row['added_seconds_per_epoch']:+.3f} s/epoch")
-        err_console.print(f"[green]runs and report[/green] {target}")
+        err_console.print(f"[green]runs and report[/green] {m(target)}")

@@ -66,10 +66,11 @@ def prune(
                                      methods="--method", compressions="--compression"):
         from ..analysis.masks import write_exports, write_masks
         from ..analysis.prune import prune as run_prune
+        from ..display import markup as m
         from ..report.prune import prune_report
         from ..store import open_store
 
-        methods = [m.strip() for m in method.split(",") if m.strip()]
+        methods = [name.strip() for name in method.split(",") if name.strip()]
         compressions = number_list("--compression", compression, float)
         epoch_list = number_list("--epochs", epochs, int) if epochs is not None else []
         engine = engine_options(backend, device, scheduler, block_mb)
@@ -100,17 +101,17 @@ def prune(
             print_json(summary)
             return
         out_console.print(
-            f"[bold]{opened.path.name}[/bold] {('epoch ' + str(result.epoch)) if result.epoch is not None else 'window'}: "
+            f"[bold]{m(opened.path.name)}[/bold] {('epoch ' + str(result.epoch)) if result.epoch is not None else 'window'}: "
             f"λ1 = {result.lambda1.real:.5f}{result.lambda1.imag:+.5f}i, {len(result.kgp_modes)} KGP mode(s), "
             f"{result.n_prunable} prunable weights"
         )
         if "kmp-gmp" in result.overlap:
             values = ", ".join(f"{v:.3f}" for v in result.overlap["kmp-gmp"])
-            out_console.print(f"  KMP-GMP overlap at c = {compression}: {values}")
-        for m, reason in result.unavailable.items():
-            err_console.print(f"[yellow]{m.upper()} skipped: {reason}[/yellow]")
+            out_console.print(f"  KMP-GMP overlap at c = {m(compression)}: {values}")
+        for skipped, reason in result.unavailable.items():
+            err_console.print(f"[yellow]{m(skipped.upper())} skipped: {m(reason)}[/yellow]")
         if evaluate and result.accuracy is None:
             err_console.print("[yellow]no recipe in this store: accuracy not evaluated[/yellow]")
         if export:
-            err_console.print(f"[green]pruned state_dicts[/green] {target}/export/<method>-c<c>.safetensors")
-        err_console.print(f"[green]report[/green] {target}/report.html")
+            err_console.print(f"[green]pruned state_dicts[/green] {m(target)}/export/<method>-c<c>.safetensors")
+        err_console.print(f"[green]report[/green] {m(target)}/report.html")

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from ..display import markup
 from ._common import err_console, fail, handle_errors, out_console, print_json, progress_bar, sigterm_as_interrupt
 
 
@@ -77,7 +78,7 @@ def record(
             print_json(summary)
         else:
             err_console.print(
-                f"[green]recorded[/green] {store.n_snapshots} snapshots of {store.n_params} parameters to {store.path}"
+                f"[green]recorded[/green] {store.n_snapshots} snapshots of {store.n_params} parameters to {markup(store.path)}"
             )
 
 

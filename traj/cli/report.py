@@ -28,6 +28,7 @@ def report(
         traj report run.zarr --peers seed1.zarr --peers seed2.zarr --out traj-out/run
     """
     with handle_errors():
+        from ..display import markup as m
         from ..recipes import resolve_recipe
         from ..report.run import run_report
         from ..store import open_store
@@ -43,5 +44,5 @@ def report(
             print_json(summary)
             return
         for name, reason in summary["skipped"].items():
-            out_console.print(f"  {name}: skipped ({reason})")
-        err_console.print(f"[green]report[/green] {path}/report.html")
+            out_console.print(f"  {m(name)}: skipped ({m(reason)})")
+        err_console.print(f"[green]report[/green] {m(path)}/report.html")

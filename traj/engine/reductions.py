@@ -9,7 +9,7 @@ column block of the store is B = D[rows, :]ᵀ of shape (T+1, width), and
 Every reduction runs block by block, so memory is bounded by the block size, never by N.
 Three backends compute the same sums: ``numpy`` (default; reads the next block in a thread
 while BLAS works on this one), ``torch`` (``device="cuda"`` runs the block products on a GPU)
-and ``dask`` (``dask.array.from_zarr``; ``scheduler`` is "threads", "processes", "sync" or a
+and ``dask`` (``dask.array.from_zarr`` on the store's guarded array; ``scheduler`` is "threads", "processes", "sync" or a
 ``tcp://`` address of a ``dask.distributed`` scheduler).
 """
 
@@ -433,8 +433,8 @@ def _prefetch(blocks: Iterator[Any], depth: int = 2) -> Iterator[Any]:
 def _dask_array(store: RunStore, rows: slice) -> Any:
     import dask.array as da
 
-    x = da.from_zarr(str(store.path / "params"))[rows.start : rows.stop]
-    return x
+    # The store's guarded array: dask reads through the same checks as every other path.
+    return da.from_zarr(store.zarr_array("params"))[rows.start : rows.stop]
 
 
 def _dask_compute(engine: Engine, *arrays: Any) -> tuple[Any, ...]:

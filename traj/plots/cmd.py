@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from ..display import mathtext
 from .common import new_figure
 
 
@@ -82,7 +83,7 @@ def plot_modes_per_layer(result: Any) -> Any:
     for m in range(counts.shape[1]):
         ax.bar(range(len(names)), counts[:, m], bottom=bottom, label=f"mode {m}")
         bottom += counts[:, m]
-    ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=7)
+    ax.set_xticks(range(len(names)), [mathtext(n) for n in names], rotation=45, ha="right", fontsize=7)
     ax.set(ylabel="weights", title="modes per layer")
     if counts.shape[1] <= 12:
         ax.legend(fontsize=7, ncol=2)

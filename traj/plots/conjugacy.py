@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from ..display import mathtext
 from .common import new_figure
 from .dmd import _unit_circle
 
@@ -23,7 +24,7 @@ def plot_spectra(result: Any) -> Any:
     markers = "osD^v<>ph*"
     for i, name in enumerate(_names(result.runs)):
         z = result.eigenvalues(i)
-        ax.scatter(z.real, z.imag, marker=markers[i % len(markers)], s=45, alpha=0.7, label=name)
+        ax.scatter(z.real, z.imag, marker=markers[i % len(markers)], s=45, alpha=0.7, label=mathtext(name))
     ax.set_title(f"Koopman eigenvalues (k = {result.k} per run)")
     ax.legend(fontsize=7, loc="lower left")
     return fig
@@ -33,6 +34,7 @@ def plot_distance_matrix(matrix: np.ndarray, labels: list[str], title: str) -> A
     fig = new_figure(figsize=(1.2 * len(labels) + 3, 1.0 * len(labels) + 2.5))
     ax = fig.subplots()
     im = ax.imshow(matrix, cmap="magma_r")
+    labels = [mathtext(label) for label in labels]
     ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=7)
     ax.set_yticks(range(len(labels)), labels, fontsize=7)
     for i in range(len(labels)):
@@ -40,7 +42,7 @@ def plot_distance_matrix(matrix: np.ndarray, labels: list[str], title: str) -> A
             ax.text(j, i, f"{matrix[i, j]:.2g}", ha="center", va="center", fontsize=6,
                     color="w" if matrix[i, j] > matrix.max() / 2 else "k")
     fig.colorbar(im, ax=ax, label="W1")
-    ax.set_title(title)
+    ax.set_title(mathtext(title))
     fig.tight_layout()
     return fig
 
@@ -66,7 +68,7 @@ def plot_null(result: Any) -> Any:
         ax.axvline(result.margin, color="k", ls=":", lw=1, label="equivalence margin")
     for v, (a, b) in zip(result.verdicts, [_names([v["a"], v["b"]]) for v in result.verdicts], strict=True):
         colour = "#31a354" if v["verdict"] == "conjugate" else "#de2d26"
-        ax.axvline(max(v["distance"], lo), color=colour, lw=1.5, label=f"{a} vs {b}: {v['verdict']}")
+        ax.axvline(max(v["distance"], lo), color=colour, lw=1.5, label=f"{mathtext(a)} vs {mathtext(b)}: {v['verdict']}")
     ax.set_xscale("log")
     ax.set_xlim(lo, hi)
     ax.set(xlabel="W1 between Koopman spectra", ylabel="count", title="observed distances against the seed null")

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from ..display import mathtext
 from .common import new_figure
 
 CLASS_COLOURS = {"neutral": "#2b8cbe", "stable": "#31a354", "unstable": "#de2d26"}
@@ -80,7 +81,7 @@ def plot_reconstruction(result: Any) -> Any:
         if times.size > t_rec:
             ax.plot(times[t_rec - 1 :], result.sample_reconstruction[t_rec - 1 :, j], color="#2b8cbe", lw=1.2, label="forecast")
             ax.axvline(t_rec - 1, color="0.7", lw=0.6)
-        ax.set_title(result.sample_names[j], fontsize=8)
+        ax.set_title(mathtext(result.sample_names[j]), fontsize=8)
         ax.tick_params(labelsize=7)
         if j == 0:
             ax.legend(fontsize=7)
@@ -100,7 +101,7 @@ def plot_layer_spectra(result: Any, max_layers: int = 12) -> Any:
     for ax, spec in zip(axes, spectra, strict=False):
         _unit_circle(ax)
         _scatter_spectrum(ax, spec.eigenvalues, spec.amplitudes, spec.classes)
-        ax.set_title(f"{spec.name} (r = {spec.rank})", fontsize=8)
+        ax.set_title(f"{mathtext(spec.name)} (r = {spec.rank})", fontsize=8)
         ax.set_xlim(-1.15, 1.15)
         ax.set_ylim(-1.15, 1.15)
         ax.tick_params(labelsize=7)

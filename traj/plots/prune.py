@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from ..display import mathtext
 from .common import new_figure
 from .dmd import _scatter_spectrum, _unit_circle
 
@@ -30,8 +31,9 @@ def plot_accuracy(result: Any) -> Any:
             ax.plot([], [], color=COLOURS.get(m), label=m.upper())
     ax.axhline(result.baseline[result.metric], color="0.5", ls=":", lw=1, label="unpruned")
     ax.set_xscale("log", base=2)
-    ax.set(xlabel="compression c (keep 1/c of the prunable weights)", ylabel=f"validation {result.metric}",
-           title=f"{result.metric} after pruning (dashed) and after {result.refine_epochs} refining epoch(s) (solid)")
+    metric = mathtext(result.metric)
+    ax.set(xlabel="compression c (keep 1/c of the prunable weights)", ylabel=f"validation {metric}",
+           title=f"{metric} after pruning (dashed) and after {result.refine_epochs} refining epoch(s) (solid)")
     ax.legend(fontsize=8)
     return fig
 

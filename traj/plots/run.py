@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from ..display import mathtext
 from .common import new_figure
 
 
@@ -23,7 +24,7 @@ def plot_run_overview(steps: np.ndarray, loss: np.ndarray | None, names: list[st
     ax_loss.set(xlabel="step", ylabel="loss", title="training loss per snapshot")
     shown = min(len(names), 12)
     for j in range(shown):
-        ax_norm.plot(steps, norms[:, j], lw=1, label=names[j])
+        ax_norm.plot(steps, norms[:, j], lw=1, label=mathtext(names[j]))
     ax_norm.set(xlabel="step", ylabel="‖θ_layer‖₂", title="weight norm per layer")
     ax_norm.legend(fontsize=7, ncol=2 if shown > 6 else 1)
     fig.tight_layout()

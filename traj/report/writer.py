@@ -43,21 +43,24 @@ class Report:
         self.blocks.append(("figure", (name, caption)))
 
     def to_markdown(self) -> str:
-        lines = [f"# {self.title}", ""]
+        """The report as Markdown; every text is escaped (store text is data, as in :meth:`to_html`)."""
+        from ..display import markdown as md
+
+        lines = [f"# {md(self.title)}", ""]
         for kind, value in self.blocks:
             if kind == "heading":
-                lines += [f"## {value}", ""]
+                lines += [f"## {md(value)}", ""]
             elif kind == "paragraph":
-                lines += [value, ""]
+                lines += [md(value, block=True), ""]
             elif kind == "table":
                 header, rows = value
-                lines.append("| " + " | ".join(header) + " |")
+                lines.append("| " + " | ".join(md(h) for h in header) + " |")
                 lines.append("|" + "---|" * len(header))
-                lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+                lines += ["| " + " | ".join(md(c) for c in row) + " |" for row in rows]
                 lines.append("")
             elif kind == "figure":
                 name, caption = value
-                lines += [f"![{caption}]({name})", "", f"*{caption}*", ""]
+                lines += [f"![{md(caption)}]({name})", "", f"*{md(caption)}*", ""]
         return "\n".join(lines)
 
     def to_html(self) -> str:

@@ -7,13 +7,15 @@ written into the file only to make the refusal message useful.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
 import socket
+import stat
 from pathlib import Path
 
-from ..errors import StoreLockedError
+from ..errors import DamagedStoreError, StoreLockedError
 
 LOCK_NAME = ".traj-writer.lock"
 
@@ -26,7 +28,17 @@ class WriterLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        # O_NOFOLLOW and a regular-file check: a lock "file" that is a symlink would make the
+        # truncate below empty whatever it points to; a FIFO or device is no lock at all.
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise DamagedStoreError(f"{self.path}: a symbolic link; traj will not use it as the writer lock") from None
+            raise
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise DamagedStoreError(f"{self.path}: not a regular file; traj will not use it as the writer lock")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -58,9 +70,15 @@ class WriterLock:
 def is_locked(store_path: str | os.PathLike[str]) -> bool:
     """Whether a live writer holds ``store_path`` now."""
     path = Path(store_path) / LOCK_NAME
-    if not path.exists():
+    try:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return False  # a FIFO, device or symlink put there is no lock (and must not be opened)
+    except OSError:
         return False
-    fd = os.open(path, os.O_RDONLY)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return False
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import StoreFormatError, StoreNotFoundError, TrajError
+from ..errors import DamagedStoreError, StoreFormatError, StoreNotFoundError, TrajError
 from .lock import is_locked
 from .schema import FORMAT_NAME, FORMAT_VERSION, UNCOMMITTED_STEP, Layout, check_dtype
 
@@ -29,26 +29,31 @@ DEFAULT_READ_BYTES = 256 << 20
 ProgressCallback = Callable[[int, int], None]
 
 
-def _open_group(path: Path, mode: str) -> Any:
-    import zarr
-    import zarr.errors
+_FLOAT_SERIES = ("float64",)
+_INT_SERIES = ("int64",)
+_SNAPSHOT_DTYPES = ("float32", "float64")
+#: A ``metrics`` group with more entries than this is refused (each metric is read when the store opens).
+MAX_METRICS = 256
+#: Rows ``params`` may declare past those its chunk files hold (a crash leaves preallocated rows).
+_PREALLOCATION_SLACK = 1 << 20
 
+
+def _check_directory(path: Path) -> None:
     if not path.exists():
         raise StoreNotFoundError(f"{path}: no such file or directory")
     if not path.is_dir():
         raise StoreNotFoundError(f"{path}: not a run store (a run store is a directory)")
-    if not (path / "zarr.json").is_file():
+    if not (path / "zarr.json").exists() and not (path / "zarr.json").is_symlink():
         raise StoreNotFoundError(f"{path}: not a run store (no zarr.json; is it a Zarr v3 group?)")
-    try:
-        return zarr.open_group(zarr.storage.LocalStore(path, read_only=mode == "r"), mode=mode, zarr_format=3)
-    except zarr.errors.ContainsArrayError:
-        raise StoreFormatError(f"{path}: a Zarr array, not a run store (a run store is the group above it)") from None
-    except (zarr.errors.BaseZarrError, ValueError, TypeError, KeyError, OSError) as exc:
-        raise StoreFormatError(f"{path}: not a readable Zarr v3 group ({type(exc).__name__}: {exc})") from None
 
 
 class RunStore:
     """A run store opened for reading.
+
+    Every byte is read through a :class:`~traj.store.guard.GuardedStore`: each array's
+    metadata is validated when the store is opened, and each chunk is checked against it
+    before zarr decodes it, so a damaged or hostile store raises :class:`DamagedStoreError`
+    instead of exhausting memory or hanging.
 
     Parameters
     ----------
@@ -75,9 +80,12 @@ class RunStore:
     """
 
     def __init__(self, path: str | os.PathLike[str], *, allow_damaged: bool = False) -> None:
+        from .guard import MAX_GROUP_JSON_BYTES, GuardedStore
+
         self.path = Path(path)
-        self._group = _open_group(self.path, "r")
-        self.attrs: dict[str, Any] = dict(self._group.attrs)
+        _check_directory(self.path)
+        self._store = GuardedStore(self.path, label=str(self.path))
+        self.attrs: dict[str, Any] = self._group_attributes(self._store.read_file("zarr.json", MAX_GROUP_JSON_BYTES))
         marker = self.attrs.get("traj")
         if not isinstance(marker, dict) or marker.get("format") != FORMAT_NAME:
             raise StoreFormatError(f"{self.path}: a Zarr group, but not a traj run store (no 'traj' format marker)")
@@ -87,25 +95,31 @@ class RunStore:
                 f"{self.path}: run-store format version {version!r}; this traj reads version {FORMAT_VERSION}"
             )
         self.layout = Layout.from_attrs(self.attrs.get("layout"))
-        self._params = self._array("params")
-        if self._params.ndim != 2:
-            raise StoreFormatError(f"{self.path}: 'params' has {self._params.ndim} dimensions, expected 2 (T, N)")
+        self._params = self._array("params", 2, _SNAPSHOT_DTYPES)
         self.dtype = np.dtype(check_dtype(str(self._params.dtype)))
         if self._params.shape[1] != self.layout.n_params:
             raise StoreFormatError(
                 f"{self.path}: 'params' has {self._params.shape[1]} columns but the layout adds up to "
                 f"{self.layout.n_params} parameters"
             )
-        step = self._array("step")
-        if step.ndim != 1 or not np.issubdtype(step.dtype, np.integer):
-            raise StoreFormatError(f"{self.path}: 'step' must be a 1-D integer array")
-        steps = np.asarray(step[:], dtype=np.int64)
-        uncommitted = np.flatnonzero(steps == UNCOMMITTED_STEP)
-        committed = int(uncommitted[0]) if uncommitted.size else steps.size
-        committed = min(committed, self._params.shape[0])
-        self.n_snapshots = committed
         self.capacity = self._params.shape[0]
-        self.steps = steps[:committed]
+        step = self._array("step", 1, _INT_SERIES)
+        self._optional: dict[str, Any] = {}
+        for name, dtypes in (("epoch", _INT_SERIES), ("time", _FLOAT_SERIES), ("loss", _FLOAT_SERIES)):
+            array = self._array(name, 1, dtypes, required=False)
+            if array is not None:
+                self._optional[name] = array
+        self._metric_names = self._list_metrics()
+        for name in self._metric_names:
+            self._optional[f"metrics/{name}"] = self._array(f"metrics/{name}", 1, _FLOAT_SERIES)
+        self._grads = self._array("grads", 2, (self.dtype.name,), required=False)
+        if self._grads is not None and self._grads.shape[1] != self.n_params:
+            raise StoreFormatError(f"{self.path}: 'grads' shape {self._grads.shape} does not match 'params'")
+        self._check_rows({"params": self._params, "step": step, "grads": self._grads, **self._optional})
+        self.steps = self._committed_steps(step)
+        self.n_snapshots = committed = self.steps.size
+        self._check_columns()
+        self._store.require_chunks("params", committed)
         backwards = np.flatnonzero(np.diff(self.steps) <= 0)
         if backwards.size:
             k = int(backwards[0]) + 1
@@ -116,29 +130,156 @@ class RunStore:
         self.expected_snapshots = _clean_close_count(self.path, self.attrs, strict=not allow_damaged)
         if self.missing_snapshots and not allow_damaged:
             raise StoreFormatError(f"{self.path}: {self.shortfall}; refusing to use part of a run")
+        # Every series is read (and so checked) at the door; they are small (8 bytes a snapshot).
         self.epochs = self._series("epoch", np.int64)
         self.times = self._series("time", np.float64)
-        self._grads = self._array("grads") if "grads" in self._group else None
-        if self._grads is not None and self._grads.shape[1] != self.n_params:
-            raise StoreFormatError(f"{self.path}: 'grads' shape {self._grads.shape} does not match 'params'")
+        self._loss = self._series("loss", np.float64) if "loss" in self._optional else None
+        self._metrics = {name: self._series(f"metrics/{name}", np.float64) for name in self._metric_names}
 
     # ------------------------------------------------------------------ metadata
-    def _array(self, name: str) -> Any:
+    def _group_attributes(self, raw: bytes | None) -> dict[str, Any]:
+        if raw is None:
+            raise StoreNotFoundError(f"{self.path}: not a run store (no zarr.json; is it a Zarr v3 group?)")
+        meta = _json_object(raw, f"{self.path}: zarr.json")
+        if meta.get("zarr_format") != 3:
+            raise StoreFormatError(f"{self.path}: not a Zarr v3 group (zarr.json has no zarr_format 3)")
+        if meta.get("node_type") == "array":
+            raise StoreFormatError(f"{self.path}: a Zarr array, not a run store (a run store is the group above it)")
+        if meta.get("node_type") != "group":
+            raise StoreFormatError(f"{self.path}: zarr.json describes no Zarr group")
+        attrs = meta.get("attributes", {})
+        if not isinstance(attrs, dict):
+            raise DamagedStoreError(f"{self.path}: the group's attributes are not an object")
+        return attrs
+
+    def _array(self, name: str, rank: int, dtypes: tuple[str, ...], *, required: bool = True) -> Any:
+        """Validate ``name``'s metadata, let the guarded store serve its chunks, open it with zarr."""
+        import zarr
+
+        from .guard import MAX_ARRAY_JSON_BYTES, parse_array_metadata
+
+        raw = self._store.read_file(f"{name}/zarr.json", MAX_ARRAY_JSON_BYTES)
+        if raw is None:
+            if required:
+                raise StoreFormatError(f"{self.path}: the store has no '{name}' array")
+            return None
+        spec = parse_array_metadata(raw, name, rank=rank, dtypes=dtypes, where=str(self.path))
+        self._store.register(spec)
         try:
-            node = self._group[name]
-        except KeyError:
-            raise StoreFormatError(f"{self.path}: the store has no '{name}' array") from None
-        if not hasattr(node, "shape"):
-            raise StoreFormatError(f"{self.path}: '{name}' is not an array")
-        return node
+            array = zarr.open_array(store=self._store, path=name, mode="r", zarr_format=3)
+        except TrajError:
+            raise
+        except Exception as exc:  # zarr's own checks (fill value, codec configuration)
+            raise DamagedStoreError(f"{self.path}: '{name}' has invalid metadata ({_first_line(exc)})") from None
+        # A live recorder may resize the array in between (shape only); chunks and dtype never change.
+        if tuple(array.chunks) != spec.chunks or np.dtype(array.dtype) != spec.dtype or array.ndim != rank:
+            raise DamagedStoreError(f"{self.path}: '{name}' changed while it was opened")
+        return array
+
+    def _committed_steps(self, step: Any) -> np.ndarray:
+        """The committed prefix of ``step``, read chunk by chunk so a lying shape allocates nothing.
+
+        Rows stop at the first -1 (never committed), at the end of ``params``, or where the
+        chunk files stop (a missing chunk reads as -1): memory follows the files, not the shape.
+        """
+        limit = min(step.shape[0], self.capacity)
+        size = step.chunks[0]
+        parts: list[np.ndarray] = []
+        start, n_chunks = 0, 1
+        while start < limit:
+            stop = min(limit, start + n_chunks * size)
+            values = self._guarded(lambda a=start, b=stop: step[a:b], slice(start, stop), what="'step'")
+            values = values.astype(np.int64, copy=False)
+            uncommitted = np.flatnonzero(values == UNCOMMITTED_STEP)
+            if uncommitted.size:
+                parts.append(values[: uncommitted[0]])
+                break
+            parts.append(values)
+            start = stop
+            n_chunks = min(2 * n_chunks, 64)  # few zarr calls for long runs, little over-read for short ones
+        return np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
+
+    def _check_columns(self) -> None:
+        """Refuse an N that the chunk files cannot hold: the first row of chunks must all be there."""
+        if not self.n_snapshots:
+            return
+        n_chunk = self._params.chunks[1]
+        needed = -(-self.n_params // n_chunk)
+        directory = self.path / "params" / "c" / "0"
+        found = 0
+        try:
+            with os.scandir(directory) as entries:
+                for entry in entries:
+                    if entry.name.isdigit() and int(entry.name) < needed and entry.is_file(follow_symlinks=False):
+                        found += 1
+        except OSError:
+            found = 0
+        if found < needed:
+            raise DamagedStoreError(
+                f"{self.path}: 'params' declares {self.n_params} columns in {needed} chunk(s) per row, but the "
+                f"first snapshots have {found} chunk file(s): the store is damaged"
+            )
+
+    def _check_rows(self, arrays: dict[str, Any]) -> None:
+        """Refuse a row count that the chunk files cannot back (e.g. a zarr.json claiming 10^12 rows).
+
+        Nothing here allocates from a declared shape, but a writer resuming the store would. A
+        crash may leave rows allocated past the last written chunk (the writer grows arrays by
+        half), so the bound is generous: twice the rows ``params`` has files for, or a million more.
+        """
+        t_chunk = self._params.chunks[0]
+        last = -1
+        try:
+            with os.scandir(self.path / "params" / "c") as entries:
+                for entry in entries:
+                    if entry.name.isdigit():
+                        last = max(last, int(entry.name))
+        except OSError:
+            pass
+        on_disk = (last + 1) * t_chunk
+        allowed = max(2 * on_disk, on_disk + _PREALLOCATION_SLACK)
+        for name, array in arrays.items():
+            if array is not None and array.shape[0] > allowed:
+                raise DamagedStoreError(
+                    f"{self.path}: '{name}' declares {array.shape[0]} rows, but the chunk files of 'params' hold "
+                    f"at most {on_disk}: the store is damaged"
+                )
+
+    def _list_metrics(self) -> list[str]:
+        from .guard import MAX_ARRAY_JSON_BYTES
+
+        raw = self._store.read_file("metrics/zarr.json", MAX_ARRAY_JSON_BYTES)
+        if raw is None:
+            return []
+        meta = _json_object(raw, f"{self.path}: metrics/zarr.json")
+        if meta.get("node_type") != "group":
+            raise DamagedStoreError(f"{self.path}: 'metrics' is not a Zarr group")
+        names = []
+        with os.scandir(self.path / "metrics") as entries:
+            for count, entry in enumerate(entries):
+                if count > 2 * MAX_METRICS:
+                    raise DamagedStoreError(f"{self.path}: 'metrics' holds more than {2 * MAX_METRICS} entries")
+                if entry.is_symlink():
+                    raise DamagedStoreError(f"{self.path}: metrics/{entry.name} is a symbolic link")
+                if entry.is_dir(follow_symlinks=False) and self._store.is_regular_file(f"metrics/{entry.name}/zarr.json"):
+                    names.append(entry.name)
+        if len(names) > MAX_METRICS:
+            raise DamagedStoreError(f"{self.path}: {len(names)} metrics; traj reads at most {MAX_METRICS}")
+        return sorted(names)
 
     def _series(self, name: str, dtype: Any) -> np.ndarray:
-        if name not in self._group:
+        array = self._optional.get(name)
+        if array is None:
             return np.full(self.n_snapshots, np.nan if dtype is np.float64 else -1, dtype=dtype)
-        values = np.asarray(self._array(name)[: self.n_snapshots], dtype=dtype)
-        if values.shape != (self.n_snapshots,):
-            raise StoreFormatError(f"{self.path}: '{name}' has {values.shape[0]} rows, expected {self.n_snapshots}")
-        return values
+        n = self.n_snapshots
+        values = self._guarded(lambda: array[:n], slice(0, n), what=f"'{name}'")
+        if values.shape != (n,):
+            raise DamagedStoreError(f"{self.path}: '{name}' has {values.shape[0]} rows, expected {n}")
+        return values.astype(dtype, copy=False)
+
+    def zarr_array(self, array: str = "params") -> Any:
+        """The guarded zarr array of ``params`` or ``grads`` (for dask; rows past the committed ones are not data)."""
+        return self._data(array)
 
     @property
     def n_params(self) -> int:
@@ -194,18 +335,16 @@ class RunStore:
 
     @property
     def loss(self) -> np.ndarray | None:
-        return self._series("loss", np.float64) if "loss" in self._group else None
+        return self._loss
 
     @property
     def metric_names(self) -> list[str]:
-        if "metrics" not in self._group:
-            return []
-        return sorted(name for name, _ in self._group["metrics"].arrays())
+        return list(self._metric_names)
 
     def metric(self, name: str) -> np.ndarray:
         if name not in self.metric_names:
             raise StoreFormatError(f"{self.path}: no metric {name!r} (recorded: {', '.join(self.metric_names) or 'none'})")
-        return self._series(f"metrics/{name}", np.float64)
+        return self._metrics[name]
 
     # ------------------------------------------------------------------ data
     def _data(self, array: str) -> Any:
@@ -242,17 +381,18 @@ class RunStore:
         index = np.asarray(columns, dtype=np.int64)
         return self._guarded(lambda: data.get_orthogonal_selection((rows, index)), rows)
 
-    def _guarded(self, read: Callable[[], Any], rows: slice) -> np.ndarray:
-        """Run a zarr read; a corrupt or unreadable chunk becomes one StoreFormatError."""
+    def _guarded(self, read: Callable[[], Any], rows: slice, *, what: str = "snapshots") -> np.ndarray:
+        """Run a zarr read; a corrupt or unreadable chunk becomes one DamagedStoreError."""
         try:
             return np.asarray(read())
         except TrajError:
+            self._store.settle()
             raise
         except Exception as exc:  # codecs raise many types for damaged bytes
-            message = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-            raise StoreFormatError(
-                f"{self.path}: cannot read snapshots {rows.start}..{rows.stop - 1}: a chunk is damaged "
-                f"({type(exc).__name__}: {message})"
+            self._store.settle()
+            raise DamagedStoreError(
+                f"{self.path}: cannot read {what} {rows.start}..{rows.stop - 1}: a chunk is damaged "
+                f"({type(exc).__name__}: {_first_line(exc)})"
             ) from None
 
     def snapshot(self, k: int, *, array: str = "params") -> np.ndarray:
@@ -325,18 +465,37 @@ class RunStore:
         return np.flatnonzero(bad) + rows.start
 
     def nbytes_stored(self) -> int:
-        """Bytes the store takes on disk."""
+        """Bytes the store's files hold (symbolic links are not followed)."""
         total = 0
         for root, _, files in os.walk(self.path):
             for name in files:
                 try:
-                    total += os.path.getsize(os.path.join(root, name))
+                    total += os.lstat(os.path.join(root, name)).st_size
                 except OSError:
                     pass
         return total
 
     def __repr__(self) -> str:
         return f"RunStore({str(self.path)!r}, T={self.n_snapshots}, N={self.n_params}, dtype={self.dtype})"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:160] if text else type(exc).__name__
+
+
+def _json_object(raw: bytes, where: str) -> dict[str, Any]:
+    import json
+
+    from .guard import json_kind
+
+    try:
+        meta = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DamagedStoreError(f"{where} is not valid JSON ({type(exc).__name__})") from None
+    if not isinstance(meta, dict):
+        raise DamagedStoreError(f"{where} holds a JSON {json_kind(meta)}, not an object")
+    return meta
 
 
 def _aligned_bounds(start: int, stop: int, width: int) -> list[int]:

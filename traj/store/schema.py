@@ -15,6 +15,9 @@ The group's attributes hold the format marker, the parameter layout, the snapsho
 versions, the creation time, the recipe (when recorded by one) and the committed count.
 ``step`` is written last for every row, so a row is committed exactly when its ``step`` is
 not -1; after a clean close every array is trimmed to the committed rows.
+
+A reader accepts nothing else (``guard.parse_array_metadata``): those dtypes, a regular chunk
+grid with ``/``-separated keys, codecs ``bytes`` then optionally one ``blosc`` or ``zstd``.
 """
 
 from __future__ import annotations
