@@ -63,6 +63,10 @@ def handle_errors() -> Iterator[None]:
         if _state["debug"]:
             raise
         raise fail(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": ")) from None
+    except MemoryError:
+        if _state["debug"]:
+            raise
+        raise fail("not enough memory for this (a smaller --window, --samples or --block-mb needs less)") from None
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/yellow]")
         raise typer.Exit(130) from None
