@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 
 from ..checks import check_float, check_int
-from ..engine import Engine, ReducedOperator, relative_floor
-from ..engine.operator import check_rank, gavish_donoho_threshold
+from ..engine import Engine, ReducedOperator
+from ..engine.operator import check_rank
 from ..errors import ParameterError, TrajError
 from ..store import RunStore
 from .dmd import check_gram_finite, parse_window
@@ -81,17 +81,6 @@ def _columns(store: RunStore, layer: str | None) -> tuple[slice, tuple[int, ...]
     return entry.columns, entry.shape
 
 
-def _rank_from_sigma(sigma: np.ndarray, rank: int | str, n_rows: int, n_cols: int, floor: float) -> int:
-    available = int(np.count_nonzero(sigma > floor * sigma[0]))
-    if rank in (None, "auto"):
-        tau = gavish_donoho_threshold(sigma, n_rows, n_cols)
-        return max(1, min(available, int(np.count_nonzero(sigma > tau))))
-    r = int(rank)
-    if r > available:
-        raise TrajError(f"rank {r} asked for, but only {available} singular value(s) lie above the precision floor")
-    return r
-
-
 def stacked_hankel(data: np.ndarray, n_traj: int, delays: int) -> tuple[np.ndarray, np.ndarray]:
     """Snapshot pairs (X, Y) of d-delay embedded trajectories, stacked without crossing trajectories.
 
@@ -108,24 +97,10 @@ def stacked_hankel(data: np.ndarray, n_traj: int, delays: int) -> tuple[np.ndarr
     return np.concatenate(xs, axis=1), np.concatenate(ys, axis=1)
 
 
-def pairs_spectrum(x: np.ndarray, y: np.ndarray, *, rank: int | str, floor: float) -> tuple[np.ndarray, int]:
-    """Exact-DMD eigenvalues of snapshot pairs Y ≈ A X in memory, and the rank used."""
-    u, sigma, vt = np.linalg.svd(x, full_matrices=False)
-    if not sigma.size or sigma[0] <= 0:
-        raise TrajError("the observable does not move in this window")
-    r = _rank_from_sigma(sigma, rank, x.shape[0], x.shape[1], floor)
-    atilde = u[:, :r].T @ y @ vt[:r].T / sigma[:r]
-    return np.linalg.eigvals(atilde), r
-
-
-def by_modulus(eigenvalues: np.ndarray) -> np.ndarray:
-    """Eigenvalues largest modulus first (ties: positive imaginary part first), the order k cuts."""
-    return eigenvalues[np.lexsort((-eigenvalues.imag, -np.abs(eigenvalues)))]
-
-
-def _in_memory_spectrum(data: np.ndarray, *, n_traj: int, delays: int, rank: int | str, floor: float) -> tuple[np.ndarray, int]:
-    """Hankel DMD with stacked trajectories (see ``stacked_hankel``)."""
-    return pairs_spectrum(*stacked_hankel(data, n_traj, delays), rank=rank, floor=floor)
+def _in_memory_operator(data: np.ndarray, *, n_traj: int, delays: int, rank: int | str | None,
+                        dtype: np.dtype) -> ReducedOperator:
+    """Hankel DMD with stacked trajectories (see ``stacked_hankel``), by an SVD of X."""
+    return ReducedOperator.from_pairs(*stacked_hankel(data, n_traj, delays), rank=rank, dtype=dtype, excess="reduce")
 
 
 def _hankel_gram(gram: np.ndarray, delays: int) -> np.ndarray:
@@ -185,7 +160,6 @@ def koopman_spectrum(
     lo, hi, delays = _window_and_delays(store, window, delays)
     cols, shape = _columns(store, layer)
     n_obs = cols.stop - cols.start
-    floor = relative_floor(store.dtype)
     n_traj = shape[0] if stack and len(shape) > 1 else 1
     if stack and len(shape) < 2:
         raise TrajError("stacking trajectories needs a parameter tensor with a trajectory axis (e.g. shape (25, 2))")
@@ -194,7 +168,7 @@ def koopman_spectrum(
         if not np.isfinite(data).all():
             bad = lo + int(np.flatnonzero(~np.isfinite(data).all(axis=1))[0])
             raise TrajError(f"{store.path}: snapshot {bad} holds NaN or Inf")
-        eig, r = _in_memory_spectrum(data, n_traj=n_traj, delays=delays, rank=rank, floor=floor)
+        op = _in_memory_operator(data, n_traj=n_traj, delays=delays, rank=rank, dtype=store.dtype)
         method = "memory"
     else:
         if gram is None:
@@ -202,10 +176,9 @@ def koopman_spectrum(
             gram = engine.gram(store, rows=slice(lo, hi + 1), groups={"obs": [cols]}, progress=progress)["obs"]
         check_gram_finite(gram, store, lo)
         op = ReducedOperator.from_gram(_hankel_gram(gram, delays), rank=rank, n_features=n_obs * (delays + 1),
-                                       relative_floor=floor)
-        eig, r = op.eigenvalues, op.rank
+                                       dtype=store.dtype, excess="reduce")
         method = "gram"
-    return Spectrum(str(store.path), (lo, hi), by_modulus(eig), r, n_obs, n_traj, delays, method)
+    return Spectrum(str(store.path), (lo, hi), op.eigenvalues, op.rank, n_obs, n_traj, delays, method)
 
 
 @dataclass(frozen=True)

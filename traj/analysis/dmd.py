@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 
 from ..checks import check_choice, check_float, check_int, check_seed
-from ..engine import Engine, ReducedOperator, relative_floor
+from ..engine import Engine, ReducedOperator
 from ..engine.operator import check_rank
 from ..engine.randomized import randomized_operator
-from ..errors import ParameterError, TrajError
+from ..errors import ParameterError, RankUnavailableError, TrajError
 from ..store import RunStore
 
 __all__ = ["DMDResult", "LayerSpectrum", "check_gram_finite", "dmd", "parse_window", "save_modes"]
@@ -233,7 +233,6 @@ def dmd(
     entries = store.layout.select(layers) if layers else list(store.layout.entries)
     columns = [e.columns for e in entries]
     n_features = sum(e.size for e in entries)
-    floor = relative_floor(store.dtype)
     if method == "auto":
         method = "gram" if hi - lo + 1 <= max_gram else "randomized"
     grams: dict[str, np.ndarray] = {}
@@ -247,10 +246,10 @@ def dmd(
         if finite.all() or not drop_nonfinite:
             check_gram_finite(grams["__all__"], store, lo)
             operator = ReducedOperator.from_gram(grams["__all__"], rank=rank, n_features=n_features,
-                                                 relative_floor=floor)
+                                                 dtype=store.dtype)
         else:
             operator = ReducedOperator.from_gram(grams["__all__"], rank=rank, n_features=n_features,
-                                                 relative_floor=floor, valid=finite)
+                                                 dtype=store.dtype, valid=finite)
     else:
         if not isinstance(rank, int):
             raise TrajError(
@@ -260,7 +259,7 @@ def dmd(
         if per_layer or drop_nonfinite:
             raise TrajError(f"--per-layer and --drop-nonfinite need the Gram method (at most {max_gram} snapshots)")
         operator = randomized_operator(engine, store, rank, rows=rows, columns=columns, n_iter=n_iter,
-                                       random_state=random_state, relative_floor=floor, progress=progress)
+                                       random_state=random_state, dtype=store.dtype, progress=progress)
         if not np.isfinite(operator.gram_trace):
             bad = store.nonfinite_rows(rows=rows)
             _raise_nonfinite(store, bad)
@@ -273,9 +272,9 @@ def dmd(
         if not np.isfinite(np.trace(g)) or np.trace(g) <= 0:
             continue
         try:
-            op = ReducedOperator.from_gram(g, rank=layer_rank, n_features=e.size, relative_floor=floor)
-        except TrajError:  # a layer with fewer directions than the rank asked: keep what it has
-            op = ReducedOperator.from_gram(g, rank="auto", n_features=e.size, relative_floor=floor)
+            op = ReducedOperator.from_gram(g, rank=layer_rank, n_features=e.size, dtype=store.dtype)
+        except RankUnavailableError:  # a layer with fewer directions than the rank asked: its own rank
+            op = ReducedOperator.from_gram(g, rank="auto", n_features=e.size, dtype=store.dtype)
         spectra.append(LayerSpectrum(e.name, e.size, op.rank, op.eigenvalues, op.amplitudes, op.classes(eps)))
 
     # A few coordinates to show beside their reconstruction: spread over the selected layers.

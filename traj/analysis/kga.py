@@ -23,15 +23,13 @@ import numpy as np
 import torch
 
 from ..checks import MAX_EPOCHS, check_choice, check_float, check_floats, check_int
-from ..engine import ReducedOperator, singular_values_from_gram
+from ..engine import ReducedOperator
 from ..engine.operator import NEUTRAL, check_rank
 from ..errors import ParameterError, TrajError
 
 __all__ = ["KGA", "KGALog", "MASKS", "ReplayResult", "ReplayRun", "check_options", "replay"]
 
 MASKS = ("none", "kwm", "norm", "delta")
-#: Relative singular-value floor of the in-training fits (float32 weights: ~1e-6, methods.md §1).
-FLOOR = 1e-6
 #: Snapshots one fit may use: the history holds N x t numbers.
 MAX_WINDOW = 1000
 
@@ -129,6 +127,8 @@ class KGA:
         self.mask_eps = o["mask_eps"]
         self.mask_window = o["mask_window"]
         n = sum(p.numel() for p in self.params)
+        # the weights' precision sets the DMD's singular-value floor (float32 weights: 1e-6·σ1)
+        self._dtype = np.float64 if all(p.dtype == torch.float64 for p in self.params) else np.float32
         self.n_params = n
         self.log = KGALog()
         self._snapshots: deque[np.ndarray] = deque(maxlen=self.window)
@@ -227,14 +227,9 @@ class KGA:
         self.log.masked_fraction.append(float(self.masked.mean()))
 
     def _fit(self, d: np.ndarray) -> ReducedOperator:
-        """DMD of the window; a fixed rank is capped at the directions the window resolves."""
-        gram = d.T @ d
-        rank: int | str = "auto"
-        if self.rank != "auto":
-            sigma, _ = singular_values_from_gram(gram[:-1, :-1])
-            available = int(np.count_nonzero(sigma > FLOOR * sigma[0])) if sigma.size and sigma[0] > 0 else 1
-            rank = max(1, available if self.rank is None else min(int(self.rank), available))
-        return ReducedOperator.from_gram(gram, rank=rank, n_features=d.shape[0], relative_floor=FLOOR)
+        """DMD of the window; a fixed rank is reduced to the directions the window resolves."""
+        rank = "all" if self.rank is None else self.rank
+        return ReducedOperator.from_gram(d.T @ d, rank=rank, n_features=d.shape[0], dtype=self._dtype, excess="reduce")
 
     def _update_masks(self, d: np.ndarray, op: ReducedOperator) -> bool:
         """Advance the masks one interval; True when weights were newly masked."""

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from ..checks import MAX_EPOCHS, check_choice, check_float, check_floats, check_int, check_ints
-from ..engine import Engine, ReducedOperator, relative_floor
+from ..engine import Engine, ReducedOperator
 from ..engine.operator import check_rank
 from ..errors import ParameterError, TrajError
 from ..store import RunStore
@@ -151,8 +151,7 @@ def compute_scores(
     rows = slice(lo, hi + 1)
     gram = engine.gram(store, rows=rows, progress=progress)["all"]
     check_gram_finite(gram, store, lo)
-    floor = relative_floor(store.dtype)
-    op = ReducedOperator.from_gram(gram, rank=rank, n_features=store.n_params, relative_floor=floor)
+    op = ReducedOperator.from_gram(gram, rank=rank, n_features=store.n_params, dtype=store.dtype)
     lam = op.eigenvalues
     lambda1 = int(np.argmin(np.abs(lam - 1.0)))
     norms = _scaled_mode_norms(op)
