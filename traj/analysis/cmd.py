@@ -21,6 +21,7 @@ import numpy as np
 
 from ..checks import check_float, check_int, check_ints, check_seed
 from ..engine import Engine
+from ..engine.backends import ArrayOps, Kernel
 from ..errors import ParameterError, TrajError
 from ..store import RunStore
 from .dmd import parse_window
@@ -136,33 +137,22 @@ def _references(corr: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 # ---------------------------------------------------------------------- the streaming pass
 def _assign_kernel(refs_centered: np.ndarray, refs_norm2: np.ndarray, refs_mean: np.ndarray, keep: np.ndarray
-                   ) -> Callable[[Any], dict[str, np.ndarray]]:
+                   ) -> Kernel:
     """Per block of weights: label, a, b, residual sum of squares and |corr| to the reference.
 
     The least-squares fit of w ≈ a·r + b has a = ⟨w̄, r̄⟩/‖r̄‖² and b = mean(w) − a·mean(r), and
     its residual is ‖w̄‖² − ⟨w̄, r̄⟩²/‖r̄‖², so nothing is reconstructed to measure the error.
+    Written once against the backend's array operations (numpy, torch on a device, dask workers).
     """
 
-    def kernel(block: Any) -> dict[str, np.ndarray]:
-        if not isinstance(block, np.ndarray):  # torch tensor on the engine's device
-            import torch
-
-            b = block[torch.as_tensor(keep, device=block.device)]
-            rc = torch.as_tensor(refs_centered, device=b.device)
-            mean = b.mean(dim=0)
-            centered = b - mean
-            norm2 = (centered * centered).sum(dim=0)
-            dots = rc.T @ centered
-            total = float((b * b).sum())
-            return _finish({"mean": mean.cpu().numpy(), "norm2": norm2.cpu().numpy(), "dots": dots.cpu().numpy(),
-                            "total": total}, refs_norm2, refs_mean)
-        b = np.asarray(block, dtype=np.float64)[keep]
-        mean = b.mean(axis=0)
+    def kernel(block: Any, ops: ArrayOps) -> dict[str, np.ndarray]:
+        b = ops.take(block, keep, 0)
+        mean = ops.mean(b, 0)
         centered = b - mean
-        norm2 = np.einsum("ij,ij->j", centered, centered)
-        dots = refs_centered.T @ centered
-        return _finish({"mean": mean, "norm2": norm2, "dots": dots, "total": float(np.einsum("ij,ij->", b, b))},
-                       refs_norm2, refs_mean)
+        dots = ops.asarray(refs_centered).T @ centered
+        parts = {"mean": ops.to_numpy(mean), "norm2": ops.to_numpy(ops.sum(centered * centered, 0)),
+                 "dots": ops.to_numpy(dots), "total": float(ops.sum(b * b))}
+        return _finish(parts, refs_norm2, refs_mean)
 
     return kernel
 
