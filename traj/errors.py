@@ -11,8 +11,9 @@ from __future__ import annotations
 __all__ = [
     "TrajError",
     "ParameterError",
-    "RankUnavailableError",
     "NotApplicableError",
+    "DataLimitError",
+    "RankUnavailableError",
     "WindowTooShortError",
     "NonFiniteDataError",
     "ModelFormatError",
@@ -51,7 +52,19 @@ class ParameterError(TrajError, ValueError):
         return f"{self.shown_as} {self.problem}"
 
 
-class RankUnavailableError(ParameterError):
+class NotApplicableError(TrajError, ValueError):
+    """The analysis does not apply to this run (its data, not an argument): too few snapshots,
+    nothing that moves, no prunable weights, no epochs recorded. ``traj report`` shows such a
+    section as skipped with this message; every other error fails the command."""
+
+
+class DataLimitError(ParameterError, NotApplicableError):
+    """A parameter asks for more than the run's data hold (more modes than weights that move, a
+    rank above the directions a window resolves): a bad parameter when the user chose it, not
+    applicable to this run when a default did."""
+
+
+class RankUnavailableError(DataLimitError):
     """An explicit DMD rank above the number of singular values the window resolves.
 
     ``requested`` and ``available`` say by how much; a caller that accepts fewer modes (dmd's
@@ -62,12 +75,6 @@ class RankUnavailableError(ParameterError):
         super().__init__(parameter, problem)
         self.requested = requested
         self.available = available
-
-
-class NotApplicableError(TrajError, ValueError):
-    """The analysis does not apply to this run (its data, not an argument): too few snapshots,
-    nothing that moves, no prunable weights, no epochs recorded. ``traj report`` shows such a
-    section as skipped with this message; every other error fails the command."""
 
 
 class WindowTooShortError(NotApplicableError):
