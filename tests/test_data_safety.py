@@ -207,6 +207,35 @@ def test_rename_into_place_swaps_whole_directories(tmp_path):
     assert rename_into_place(fresh, tmp_path / "absent") is None and (tmp_path / "absent").is_dir()
 
 
+def test_a_two_rename_swap_killed_halfway_gives_the_old_directory_back(tmp_path, monkeypatch):
+    """Without renameat2 the swap is two renames; a kill between them leaves nothing at the target
+    and the user's directory under a staging name: the next run restores it, never deletes it."""
+    import traj.atomic as atomic
+
+    target, new = tmp_path / "run.zarr", tmp_path / "new"
+    target.mkdir()
+    (target / "thesis.tex").write_text("mine")
+    new.mkdir()
+    calls = []
+    real_rename = os.rename
+
+    def rename_then_die(src, dst):
+        calls.append((src, dst))
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # killed between the two renames
+        real_rename(src, dst)
+
+    monkeypatch.setattr(atomic, "_rename2", lambda *a: False)
+    monkeypatch.setattr(atomic.os, "rename", rename_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        rename_into_place(new, target)
+    monkeypatch.undo()
+    assert not target.exists() and len(calls) == 2
+    assert clean_stale_staging(target) == []
+    assert (target / "thesis.tex").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new", "run.zarr"]
+
+
 def test_stale_staging_is_cleaned_but_a_live_one_is_kept(tmp_path):
     target = tmp_path / "run.zarr"
     holder = textwrap.dedent(

@@ -46,6 +46,7 @@ __all__ = [
 MARKER = ".traj-output.json"
 _STAGING_TAG = ".traj-staging-"
 _STAGING_LOCK = ".traj-staging.lock"
+_OLD_TAG = "old-"  # the replaced directory of a two-rename swap, until it is deleted
 _WRITER_LOCK = ".traj-writer.lock"  # a store's own writer lock (traj.store.lock) also marks liveness
 
 _RENAME_NOREPLACE = 1
@@ -97,7 +98,7 @@ def rename_into_place(src: str | os.PathLike[str], dst: str | os.PathLike[str]) 
             return None
     if _rename2(src, dst, _RENAME_EXCHANGE):
         return src  # src now names the old directory
-    old = dst.with_name(f".{dst.name}{_STAGING_TAG}old-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    old = dst.with_name(f".{dst.name}{_STAGING_TAG}{_OLD_TAG}{os.getpid()}-{uuid.uuid4().hex[:8]}")
     os.rename(dst, old)
     os.rename(src, dst)
     return old
@@ -140,11 +141,19 @@ def clean_stale_staging(target: str | os.PathLike[str]) -> list[Path]:
             entries = list(listing)
     except OSError:
         return removed
-    for entry in entries:
+    for entry in sorted(entries, key=lambda e: e.name):
         if not entry.name.startswith(prefix) or not entry.is_dir(follow_symlinks=False):
             continue
         path = Path(entry.path)
         if _locked(path / _STAGING_LOCK) or _locked(path / _WRITER_LOCK):
+            continue
+        if entry.name.startswith(f"{prefix}{_OLD_TAG}") and not os.path.lexists(target):
+            # A two-rename swap (no renameat2) killed between its renames: this is the user's
+            # previous directory and nothing stands at the target. Put it back, never delete it.
+            try:
+                os.rename(path, target)
+            except OSError:
+                pass
             continue
         shutil.rmtree(path, ignore_errors=True)
         removed.append(path)
