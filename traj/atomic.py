@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .errors import TrajError, UnsafeOutputError
+from .errors import StoreWriteError, UnsafeOutputError
 
 __all__ = [
     "MARKER",
@@ -265,7 +265,7 @@ def staged_output(out: str | os.PathLike[str], *, inputs: Iterable[str | os.Path
         out.parent.mkdir(parents=True, exist_ok=True)
         staging = Staging(out)
     except OSError as exc:
-        raise TrajError(f"cannot write {out}: {exc.strerror or exc}") from None
+        raise StoreWriteError.from_os_error(out, exc) from None
     try:
         yield staging.path
         marker = {"written_by": "traj", "kind": kind, "traj": __version__,
@@ -275,7 +275,7 @@ def staged_output(out: str | os.PathLike[str], *, inputs: Iterable[str | os.Path
         staging.commit()
     except OSError as exc:
         staging.abort()
-        raise TrajError(f"cannot write {out}: {exc.strerror or exc}") from None
+        raise StoreWriteError.from_os_error(out, exc) from None
     except BaseException:
         staging.abort()
         raise
