@@ -346,13 +346,13 @@ class KGA(torch.optim.Optimizer):
         dict restores the base optimizer and leaves KGA as it is)."""
         state = dict(state_dict)
         kga = state.pop("kga", None)
-        self.optimizer.load_state_dict(state)
-        if kga is None:
-            return
-        masked = kga["masked"].numpy().astype(bool)
-        if masked.shape != (self.n_params,):
+        masked = None if kga is None else kga["masked"].numpy().astype(bool)
+        if masked is not None and masked.shape != (self.n_params,):  # checked before anything is loaded
             raise ParameterError("state_dict", f"holds KGA state for {masked.size} weights; this KGA accelerates "
                                                f"{self.n_params}")
+        self.optimizer.load_state_dict(state)
+        if kga is None or masked is None:
+            return
         self.options = KGAOptions.checked(**kga["options"])
         self._steps = int(kga["steps"])
         self._snapshots = deque((s.numpy().copy() for s in kga["snapshots"]), maxlen=self.options.window)
