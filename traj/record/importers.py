@@ -87,7 +87,7 @@ def import_checkpoints(
     The step of each checkpoint is the one it records (``global_step``/``step``/``iteration``,
     ``trainer_state.json``, Lightning's ``global_step``), else the last number in its name.
     Floating-point tensors are recorded, except BatchNorm running statistics and names
-    matching an ``exclude`` glob. Weights of rank >= 2 named ``*weight`` are marked prunable.
+    matching an ``exclude`` glob. Prunable: :mod:`traj.prunable` (weights of rank >= 2, not embeddings).
     """
     scan = scan_source(directory, exclude=exclude)
     return import_scan(scan, out, dtype=dtype, overwrite=overwrite, block_bytes=block_bytes, progress=progress)
@@ -170,6 +170,7 @@ def import_npy(
     every = check_every(every)
     if dtype is None:
         dtype = "float64" if data.dtype == np.float64 else "float32"
+    # a bare (T, N) array has no names or shapes for the rule of traj.prunable: all of it is prunable
     layout = Layout.from_shapes([(name, (data.shape[1],))], prunable=[name])
     writer = _new_writer(out, layout, dtype, {"every": every, "unit": "step"}, {"kind": "npy", "path": str(path)}, overwrite)
     with _removed_on_failure(writer, out):
