@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -39,7 +40,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["MASKS_FORMAT", "apply_masks", "load_mask", "mask_overlap_from_file", "pruned_theta", "read_masks",
            "write_exports", "write_masks"]
 
-MASKS_FORMAT = {"format": "traj-masks", "version": 1}
+MASKS_FORMAT = MappingProxyType({"format": "traj-masks", "version": 1})
 
 
 def _key(compression: float) -> str:
@@ -63,7 +64,7 @@ def write_masks(result: PruneResult, path: str | os.PathLike[str], layout: Layou
     import zarr
 
     group = zarr.open_group(str(path), mode="w", zarr_format=3)
-    group.attrs.update({"traj": MASKS_FORMAT, "store": result.store, "epoch": result.epoch,
+    group.attrs.update({"traj": dict(MASKS_FORMAT), "store": result.store, "epoch": result.epoch,
                         "window": list(result.window), "steps": list(result.steps), "scope": result.scope,
                         "compressions": [float(c) for c in result.compressions], "layout": layout.to_attrs()})
     group.create_array("prunable", data=prunable_mask(layout), dimension_names=("param",))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -17,7 +18,7 @@ from ..display import mathtext
 
 __all__ = ["CLASS_COLOURS", "draw_matrix", "figure_png", "new_figure", "panels", "scatter_spectrum", "unit_circle"]
 
-CLASS_COLOURS = {"neutral": "#2b8cbe", "stable": "#31a354", "unstable": "#de2d26"}
+CLASS_COLOURS = MappingProxyType({"neutral": "#2b8cbe", "stable": "#31a354", "unstable": "#de2d26"})
 
 
 def new_figure(*args: Any, **kwargs: Any) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -12,7 +13,8 @@ from .common import panels, scatter_spectrum, unit_circle
 
 __all__ = ["COLOURS", "plot_accuracy", "plot_epoch_overlap", "plot_overlap", "plot_spectrum"]
 
-COLOURS = {"kmp": "#de2d26", "kgp": "#fd8d3c", "gmp": "#08519c", "jgp": "#31a354", "ggp": "#74c476", "lsp": "#636363"}
+COLOURS = MappingProxyType({"kmp": "#de2d26", "kgp": "#fd8d3c", "gmp": "#08519c", "jgp": "#31a354", "ggp": "#74c476",
+                            "lsp": "#636363"})
 
 
 def plot_accuracy(result: PruneResult, *, ax: Any = None) -> Any:
