@@ -21,14 +21,13 @@ import numpy as np
 
 from ..checks import check_every
 from ..errors import ImportSourceError
+from ..progress import Progress
 from ..store import Layout, RunStore, StoreWriter
 from ..store.run_store import DEFAULT_BLOCK_BYTES
 from .sources import CHECKPOINT_SUFFIXES, KINDS, Snapshot, SourceScan, scan_source
 
 __all__ = ["import_checkpoints", "import_npy", "import_scan", "import_source", "scan_source", "CHECKPOINT_SUFFIXES", "KINDS",
            "SourceScan"]
-
-ProgressCallback = Callable[[int, int], None]
 
 
 def import_source(
@@ -40,7 +39,7 @@ def import_source(
     dtype: str | None = None,
     overwrite: bool = False,
     block_bytes: int = DEFAULT_BLOCK_BYTES,
-    progress: ProgressCallback | None = None,
+    progress: Progress | None = None,
     on_found: Callable[[SourceScan | str], None] | None = None,
 ) -> RunStore:
     """Import checkpoints of any layout :func:`scan_source` detects, or a ``.npy`` array of shape (T, N).
@@ -80,7 +79,7 @@ def import_checkpoints(
     dtype: str | None = None,
     overwrite: bool = False,
     block_bytes: int = DEFAULT_BLOCK_BYTES,
-    progress: ProgressCallback | None = None,
+    progress: Progress | None = None,
 ) -> RunStore:
     """Build a run store from checkpoints (any layout :func:`scan_source` detects), ordered by step.
 
@@ -100,7 +99,7 @@ def import_scan(
     dtype: str | None = None,
     overwrite: bool = False,
     block_bytes: int = DEFAULT_BLOCK_BYTES,
-    progress: ProgressCallback | None = None,
+    progress: Progress | None = None,
 ) -> RunStore:
     """Write the snapshots of a checked :class:`SourceScan` to a new store at ``out``."""
     if block_bytes < 1:
@@ -162,7 +161,7 @@ def import_npy(
     name: str = "theta",
     dtype: str | None = None,
     overwrite: bool = False,
-    progress: ProgressCallback | None = None,
+    progress: Progress | None = None,
 ) -> RunStore:
     """Build a run store from a ``.npy`` array of shape (T, N) (row k = θ at step k·every)."""
     path = Path(path)
