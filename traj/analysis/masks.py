@@ -4,9 +4,9 @@ The file (format ``traj-masks`` version 1, a Zarr v3 group) holds, over the N co
 θ in the store's layout:
 
 ``<method>/c<c>``   (N,) bool     True = kept, one array per method and compression c
-``prunable``        (N,) bool     True where a weight may be pruned (weights of linear and conv
-                                  layers); everything else (biases, norms) is False and is always
-                                  kept, so it is True in every mask
+``prunable``        (N,) bool     True where a weight may be pruned (the store's layout, decided by
+                                  :mod:`traj.prunable`); everything else (biases, norms, embedding
+                                  tables) is False and is always kept, so it is True in every mask
 ``scores/<method>`` (N,) float64  the score each mask ranks
 
 and in its attributes the store's ``layout`` (names, shapes, offsets), the epoch or window,
