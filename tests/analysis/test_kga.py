@@ -180,3 +180,67 @@ def test_frozen_weights_are_masked_and_moving_ones_are_not(kind):
     frozen[np.arange(16) * 4] = True  # model[0].weight[:, 0], row-major (16, 4)
     np.testing.assert_array_equal(kga.masked, frozen)
     assert kga.log.masked_fraction[-1] == pytest.approx(16 / kga.n_params)
+
+
+def _batches(epochs):
+    torch.manual_seed(2)
+    x, y = torch.randn(64, 4), torch.randn(64, 1)
+    return [[(x[i : i + 16], y[i : i + 16]) for i in range(0, 64, 16)] for _ in range(epochs)]
+
+
+def _train(model, kga, scheduler, epochs):
+    for batches in epochs:
+        for x, y in batches:
+            kga.zero_grad()
+            nn.functional.mse_loss(model(x), y).backward()
+            kga.step()
+        kga.epoch_end()
+        scheduler.step()
+
+
+@pytest.mark.parametrize("base, kw", [
+    ("adam", {"mask": "kwm", "mask_eps": 1e-3, "mask_window": 1}),
+    ("sgd", {"interval": 3, "efficient": True, "mask": "norm", "mask_eps": 0.05, "mask_window": 1}),
+])
+def test_a_saved_and_loaded_kga_continues_bit_identically(tmp_path, base, kw):
+    """state_dict() after 3 epochs, torch.save / torch.load(weights_only=True), load_state_dict into a fresh KGA
+    on a fresh model and base optimizer: the next 3 epochs give the same bits as an uninterrupted run."""
+    epochs = _batches(6)
+
+    def make(state=None):
+        torch.manual_seed(1)
+        model = nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 1))
+        if state is not None:
+            model.load_state_dict(state)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-2) if base == "adam" else torch.optim.SGD(
+            model.parameters(), lr=0.05, momentum=0.9)
+        kga = KGA(opt, alpha=1.0, window=3, **kw)
+        return model, kga, torch.optim.lr_scheduler.StepLR(kga, step_size=2, gamma=0.5)  # accepts KGA as an Optimizer
+
+    model, kga, scheduler = make()
+    _train(model, kga, scheduler, epochs)
+    uninterrupted = torch.cat([p.detach().reshape(-1) for p in model.parameters()]).numpy()
+
+    model, kga, scheduler = make()
+    _train(model, kga, scheduler, epochs[:3])
+    torch.save({"model": model.state_dict(), "kga": kga.state_dict(), "scheduler": scheduler.state_dict()},
+               tmp_path / "checkpoint.pt")
+    checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    resumed_model, resumed, resumed_scheduler = make(checkpoint["model"])
+    resumed.load_state_dict(checkpoint["kga"])
+    resumed_scheduler.load_state_dict(checkpoint["scheduler"])
+    assert resumed.log.refits == kga.log.refits and resumed.masked.tolist() == kga.masked.tolist()
+    _train(resumed_model, resumed, resumed_scheduler, epochs[3:])
+    continued = torch.cat([p.detach().reshape(-1) for p in resumed_model.parameters()]).numpy()
+
+    assert resumed.log.accelerated_steps > 0 and resumed.masked.any()  # the acceleration and the masks took part
+    assert continued.tobytes() == uninterrupted.tobytes()
+    assert resumed.param_groups[0]["lr"] == pytest.approx((0.01 if base == "adam" else 0.05) / 8)  # 6 epochs: halved 3 times
+
+
+def test_loading_kga_state_for_other_weights_fails():
+    _, kga = _mlp_run("sgd", 1.0, epochs=1)
+    w = nn.Parameter(torch.zeros(3))
+    other = KGA(torch.optim.SGD([w], lr=0.1), [w])
+    with pytest.raises(TrajError, match="state_dict"):
+        other.load_state_dict(kga.state_dict())

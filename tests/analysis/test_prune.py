@@ -7,10 +7,10 @@ import pytest
 from typer.testing import CliRunner
 
 from traj.analysis.masks import pruned_theta
-from traj.analysis.prune import lsp_mask, mask_from_scores, mask_overlap, prune, read_masks, write_masks
+from traj.analysis.prune import compute_scores, lsp_mask, mask_from_scores, mask_overlap, prune, read_masks, write_masks
 from traj.cli.app import app
 from traj.errors import TrajError
-from traj.recipes import get_recipe, recipe_from_store
+from traj.recipes import recipe_from_store
 from traj.store import Layout, RunStore, StoreWriter
 
 SAMPLE = Path(__file__).resolve().parents[2] / "sample_data"
@@ -80,6 +80,63 @@ def test_kmp_on_a_planted_fixed_point(tmp_path, rng):
     assert result.kgp_modes and all(0 < m.eigenvalue.real < 1 and m.eigenvalue.imag == 0 for m in result.kgp_modes)
 
 
+def test_kgp_scores_on_planted_decaying_modes(tmp_path, rng):
+    """θ_k = θ* + Σ_j c_j v_j λ_j^k with λ = 0.9, 0.7, 0.5 and ‖c_j v_j‖ = 10, 9, 1: the KGP modes are the two
+    real decaying ones within 0.85 of the largest (0.9 then 0.7), and KGP = |c₁v₁| + |c₂v₂| exactly."""
+    layout = Layout.from_shapes([("fc.weight", (30, 20)), ("fc.bias", (30,))], prunable=["fc.weight"])
+    n = layout.n_params
+    theta_star = rng.standard_normal(n)
+    directions = rng.standard_normal((3, n))
+    modes = directions / np.linalg.norm(directions, axis=1, keepdims=True) * np.array([[10.0], [9.0], [1.0]])
+    rates = np.array([0.9, 0.7, 0.5])
+    with StoreWriter(tmp_path / "k.zarr", layout, dtype="float64") as writer:
+        for k in range(25):
+            writer.append(theta_star + (rates[:, None] ** k * modes).sum(axis=0), step=k, epoch=0)
+    store = RunStore(tmp_path / "k.zarr")
+    scores = compute_scores(store, (0, 24), ["kmp", "kgp"])
+    assert scores.lambda1 == pytest.approx(1.0, abs=1e-9)
+    np.testing.assert_allclose(scores.operator.eigenvalues[list(scores.kgp_modes)], [0.9, 0.7], atol=1e-9)
+    np.testing.assert_allclose(scores.mode_norms[list(scores.kgp_modes)], [10.0, 9.0], rtol=1e-8)
+    np.testing.assert_allclose(scores.scores["kmp"], np.abs(theta_star), rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(scores.scores["kgp"], np.abs(modes[0]) + np.abs(modes[1]), rtol=1e-7, atol=1e-9)
+    assert scores.unavailable == {}
+    # a lower fraction takes the third mode in as well
+    wider = compute_scores(store, (0, 24), ["kgp"], kgp_fraction=0.05)
+    np.testing.assert_allclose(wider.scores["kgp"], np.abs(modes).sum(axis=0), rtol=1e-7, atol=1e-9)
+    # and prune's masks are the top ⌈n/c⌉ of exactly these scores
+    result = prune(store, epoch=0, methods=["kgp"], compressions=[4], evaluate=False)
+    expected = mask_from_scores(np.abs(modes[0]) + np.abs(modes[1]), [layout["fc.weight"].columns], 4)
+    np.testing.assert_array_equal(result.mask("kgp", 4), expected)
+    assert [m.eigenvalue.real for m in result.kgp_modes] == pytest.approx([0.9, 0.7], abs=1e-9)
+
+
+def test_gradient_scores_on_planted_gradients(tmp_path, rng):
+    """JGP |ḡ| and GGP |ḡ θ|: ḡ averages the recorded gradients of the epoch's window (with the snapshot before
+    it) over their finite entries; θ is the window's last snapshot. Planted: g_k = a + (k − 5)·b over rows
+    4..6 of epoch 1 (rows 5, 6 and the starting point 4), so ḡ = a + b·(−1 + 0 + 1)/3 = a."""
+    layout = Layout.from_shapes([("fc.weight", (8, 5)), ("fc.bias", (8,))], prunable=["fc.weight"])
+    n = layout.n_params
+    a, b = rng.standard_normal(n), rng.standard_normal(n)
+    thetas = rng.standard_normal((7, n))
+    with StoreWriter(tmp_path / "g.zarr", layout, dtype="float64") as writer:
+        for k in range(7):
+            grads = a + (k - 5) * b
+            if k == 6:
+                grads[3] = np.nan  # a non-finite entry is left out of that weight's mean: (g_4 + g_5) / 2
+            writer.append(thetas[k], step=k, epoch=0 if k < 5 else 1, grads=grads)
+    store = RunStore(tmp_path / "g.zarr")
+    scores = compute_scores(store, (4, 6), ["jgp", "ggp"], epoch=1)
+    expected = a.copy()
+    expected[3] = a[3] - 0.5 * b[3]
+    np.testing.assert_allclose(scores.scores["jgp"], np.abs(expected), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(scores.scores["ggp"], np.abs(expected * thetas[6]), rtol=1e-12, atol=1e-14)
+    result = prune(store, epoch=1, methods=["jgp", "ggp"], compressions=[2], evaluate=False)
+    assert result.window == (4, 6)
+    weight = [layout["fc.weight"].columns]
+    np.testing.assert_array_equal(result.mask("jgp", 2), mask_from_scores(np.abs(expected), weight, 2))
+    np.testing.assert_array_equal(result.mask("ggp", 2), mask_from_scores(np.abs(expected * thetas[6]), weight, 2))
+
+
 def test_masks_round_trip_through_zarr(tmp_path, rng):
     store, _, layout = _converging_store(tmp_path / "c.zarr", rng)
     result = prune(store, epoch=0, methods=["kmp", "gmp", "lsp"], compressions=[2, 8], evaluate=False, seeds=2)
@@ -90,18 +147,6 @@ def test_masks_round_trip_through_zarr(tmp_path, rng):
         for c in ("2", "8"):
             np.testing.assert_array_equal(back[m][c], result.mask(m, float(c)))
             assert back[m][c].dtype == bool
-
-
-def test_refinement_keeps_pruned_weights_at_zero():
-    recipe = get_recipe("digits-cnn", epochs=1)
-    store = RunStore(SAMPLE / "digits-cnn.zarr")
-    theta = store.snapshot(-1).astype(np.float64)
-    prunable = [e.columns for e in store.layout.prunable_entries]
-    mask = mask_from_scores(np.abs(theta), prunable, 8)
-    masks = {e.name: mask[e.columns].reshape(e.shape).astype(np.float32) for e in store.layout.prunable_entries}
-    refined = recipe.refine((theta * mask).astype(np.float32), 1, mask=masks, seed=0)
-    assert np.all(refined[~mask] == 0)
-    assert np.count_nonzero(refined[mask]) == int(mask.sum())
 
 
 def test_prune_a_recorded_run_with_gradients_and_refinement():

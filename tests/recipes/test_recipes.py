@@ -40,19 +40,21 @@ def test_classification_recipes_learn():
 
 
 def test_refine_keeps_pruned_weights_at_zero():
+    """The one refinement test: a GMP mask at c = 8 over the recorded run's prunable layers, as ``traj prune``
+    builds it; refining holds every pruned weight at exactly 0 and trains every kept one."""
+    from pathlib import Path
+
+    from traj.analysis.prune import mask_from_scores
+
+    store = RunStore(Path(__file__).resolve().parents[2] / "sample_data" / "digits-cnn.zarr")
     recipe = get_recipe("digits-cnn", epochs=1)
-    theta = recipe.theta_of(recipe.train())
-    model = recipe.new_model()
-    named = dict(model.named_parameters())
-    rng = np.random.default_rng(0)
-    mask = {name: (rng.random(tuple(p.shape)) > 0.5).astype(np.float32) for name, p in named.items() if p.ndim > 1}
-    refined = recipe.refine(theta, epochs=1, mask=mask, seed=3)
-    recipe.load_theta(model, refined)
-    for name, m in mask.items():
-        values = named[name].detach().numpy()
-        assert (values[m == 0] == 0).all()
-        assert np.count_nonzero(values[m == 1]) > 0.9 * m.sum()
-    assert not np.array_equal(refined, theta)
+    theta = store.snapshot(-1).astype(np.float64)
+    mask = mask_from_scores(np.abs(theta), [e.columns for e in store.layout.prunable_entries], 8)
+    masks = {e.name: mask[e.columns].reshape(e.shape).astype(np.float32) for e in store.layout.prunable_entries}
+    refined = recipe.refine((theta * mask).astype(np.float32), 1, mask=masks, seed=0)
+    assert np.all(refined[~mask] == 0)
+    assert np.count_nonzero(refined[mask]) == int(mask.sum())
+    assert np.count_nonzero(refined[mask] != (theta * mask)[mask].astype(np.float32)) > 0.9 * mask.sum()
 
 
 def test_mirror_descent_ogd_is_omd_in_mirror_coordinates():

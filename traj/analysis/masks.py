@@ -4,9 +4,9 @@ The file (format ``traj-masks`` version 1, a Zarr v3 group) holds, over the N co
 θ in the store's layout:
 
 ``<method>/c<c>``   (N,) bool     True = kept, one array per method and compression c
-``prunable``        (N,) bool     True where a weight may be pruned (weights of linear and conv
-                                  layers); everything else (biases, norms) is False and is always
-                                  kept, so it is True in every mask
+``prunable``        (N,) bool     True where a weight may be pruned (the store's layout, decided by
+                                  :mod:`traj.prunable`); everything else (biases, norms, embedding
+                                  tables) is False and is always kept, so it is True in every mask
 ``scores/<method>`` (N,) float64  the score each mask ranks
 
 and in its attributes the store's ``layout`` (names, shapes, offsets), the epoch or window,
@@ -24,11 +24,13 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import LayoutMismatchError, NotApplicableError, ParameterError, StoreFormatError
+from ..prunable import prunable_mask
 from ..store import Layout
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -38,7 +40,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["MASKS_FORMAT", "apply_masks", "load_mask", "mask_overlap_from_file", "pruned_theta", "read_masks",
            "write_exports", "write_masks"]
 
-MASKS_FORMAT = {"format": "traj-masks", "version": 1}
+MASKS_FORMAT = MappingProxyType({"format": "traj-masks", "version": 1})
 
 
 def _key(compression: float) -> str:
@@ -57,23 +59,15 @@ def pruned_theta(theta: np.ndarray, mask: np.ndarray, dtype: Any) -> np.ndarray:
     return (np.asarray(theta, dtype=np.float64) * mask).astype(dtype)
 
 
-def prunable_of(layout: Layout) -> np.ndarray:
-    """(N,) bool: True on the columns of the layout's prunable tensors."""
-    prunable = np.zeros(layout.n_params, dtype=bool)
-    for entry in layout.prunable_entries:
-        prunable[entry.columns] = True
-    return prunable
-
-
 def write_masks(result: PruneResult, path: str | os.PathLike[str], layout: Layout) -> str:
     """Write a :class:`~traj.analysis.prune.PruneResult`'s masks and scores as ``masks.zarr``."""
     import zarr
 
     group = zarr.open_group(str(path), mode="w", zarr_format=3)
-    group.attrs.update({"traj": MASKS_FORMAT, "store": result.store, "epoch": result.epoch,
+    group.attrs.update({"traj": dict(MASKS_FORMAT), "store": result.store, "epoch": result.epoch,
                         "window": list(result.window), "steps": list(result.steps), "scope": result.scope,
                         "compressions": [float(c) for c in result.compressions], "layout": layout.to_attrs()})
-    group.create_array("prunable", data=prunable_of(layout), dimension_names=("param",))
+    group.create_array("prunable", data=prunable_mask(layout), dimension_names=("param",))
     for method, masks in result.masks.items():
         sub = group.require_group(method)
         for c, mask in zip(result.compressions, masks, strict=True):
@@ -128,7 +122,7 @@ def load_mask(path: str | os.PathLike[str], method: str, compression: float) -> 
         raise ParameterError("method", f"{method}: {path} has no {method} mask at compression {_key(compression)} "
                                        f"(it has {available})")
     mask = np.asarray(group[name][:], dtype=bool)
-    prunable = np.asarray(group["prunable"][:], dtype=bool) if "prunable" in group else prunable_of(layout)
+    prunable = np.asarray(group["prunable"][:], dtype=bool) if "prunable" in group else prunable_mask(layout)
     if mask.shape != (layout.n_params,) or prunable.shape != mask.shape:
         raise StoreFormatError(f"{path}: {name} has shape {mask.shape}, its layout has {layout.n_params} parameters")
     return mask, layout, prunable
@@ -213,7 +207,7 @@ def write_exports(result: PruneResult, store: RunStore, directory: str | os.Path
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     step = int(store.steps[int(result.window[1])])
-    prunable = prunable_of(store.layout)
+    prunable = prunable_mask(store.layout)
     written = []
     for method, masks in result.masks.items():
         for c, mask in zip(result.compressions, masks, strict=True):

@@ -37,6 +37,7 @@ from ..engine.backends import ArrayOps
 from ..engine.operator import ModeClass, check_rank
 from ..errors import NotApplicableError, ParameterError, WindowTooShortError
 from ..progress import Progress
+from ..prunable import prunable_columns as prunable_columns_of
 from ..store import Layout, RunStore
 from .dmd import complex_pairs
 from .masks import pruned_theta, read_masks, write_masks
@@ -58,7 +59,7 @@ MAX_SEEDS = 1000
 # ---------------------------------------------------------------------- masks
 def prunable_columns(store: RunStore) -> list[slice]:
     """The columns of the store's prunable tensors (:mod:`traj.prunable` decides which they are)."""
-    cols = [e.columns for e in store.layout.prunable_entries if e.size]
+    cols = prunable_columns_of(store.layout)
     if not cols:
         raise NotApplicableError(f"{store.path}: no prunable parameters (weights of linear/conv layers) in this store")
     return cols

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -10,11 +10,16 @@ from ..analysis.cmd import CMDResult
 from ..display import mathtext
 from .common import panels
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from .common import AxesLike
+
 __all__ = ["plot_corr_matrix", "plot_evaluation", "plot_mode_bands", "plot_modes_per_layer", "plot_references",
            "plot_sample_fits", "plot_sweep"]
 
 
-def plot_corr_matrix(result: CMDResult, *, ax: Any = None) -> Any:
+def plot_corr_matrix(result: CMDResult, *, ax: AxesLike | None = None) -> Figure:
     """|corr| of the sampled weights, ordered by the dendrogram, with mode boundaries (fig. 2)."""
     fig, (ax,) = panels(ax, 1, (5.6, 5))
     labels = result.sample_labels[result.sample_order]
@@ -28,7 +33,7 @@ def plot_corr_matrix(result: CMDResult, *, ax: Any = None) -> Any:
     return fig
 
 
-def plot_references(result: CMDResult, *, ax: Any = None) -> Any:
+def plot_references(result: CMDResult, *, ax: AxesLike | None = None) -> Figure:
     """Each mode's reference profile (the first 20), normalised to zero mean and unit peak."""
     fig, (ax,) = panels(ax, 1, (7, 3.8))
     for m, r in enumerate(result.model.references[:20]):
@@ -40,7 +45,7 @@ def plot_references(result: CMDResult, *, ax: Any = None) -> Any:
     return fig
 
 
-def plot_mode_bands(result: CMDResult, *, ax: Any = None) -> Any:
+def plot_mode_bands(result: CMDResult, *, ax: AxesLike | None = None) -> Figure:
     """Per mode: the 95 % band of its sampled members (sign-aligned z-scores) and the reference (fig. 3)."""
     bands = result.bands
     n = bands.members.size
@@ -58,7 +63,7 @@ def plot_mode_bands(result: CMDResult, *, ax: Any = None) -> Any:
     return fig
 
 
-def plot_modes_per_layer(result: CMDResult, *, ax: Any = None) -> Any:
+def plot_modes_per_layer(result: CMDResult, *, ax: AxesLike | None = None) -> Figure:
     """How many weights of each layer fall in each mode (fig. 4b)."""
     names = list(result.modes_per_layer)
     counts = np.array([result.modes_per_layer[n] for n in names], dtype=float)
@@ -76,7 +81,7 @@ def plot_modes_per_layer(result: CMDResult, *, ax: Any = None) -> Any:
     return fig
 
 
-def plot_sample_fits(result: CMDResult, *, ax: Any = None) -> Any:
+def plot_sample_fits(result: CMDResult, *, ax: AxesLike | None = None) -> Figure:
     """A few sampled weights (``result.fit_samples``) beside their CMD reconstruction (fig. 1 / 23)."""
     picks = result.fit_samples
     fig, axes = panels(ax, picks.size, (3.6 * 3, 2.5 * int(np.ceil(picks.size / 3))), cols=3)
@@ -91,7 +96,7 @@ def plot_sample_fits(result: CMDResult, *, ax: Any = None) -> Any:
     return fig
 
 
-def plot_evaluation(result: CMDResult, *, ax: Any = None) -> Any:
+def plot_evaluation(result: CMDResult, *, ax: AxesLike | None = None) -> Figure:
     """The recipe's metric of the original and CMD-reconstructed weights per snapshot (fig. 5a, 7)."""
     ev = result.evaluation
     if ev is None:
@@ -105,7 +110,7 @@ def plot_evaluation(result: CMDResult, *, ax: Any = None) -> Any:
     return fig
 
 
-def plot_sweep(result: CMDResult, *, ax: Any = None) -> Any:
+def plot_sweep(result: CMDResult, *, ax: AxesLike | None = None) -> Figure:
     """Best reconstructed accuracy (or loss) and MSE against the number of modes (fig. 6)."""
     rows = result.sweep
     fig, (ax1, ax2) = panels(ax, 2, (9, 3.6))

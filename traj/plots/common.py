@@ -9,25 +9,34 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
-from typing import Any
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..display import mathtext
 
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+    #: What a plot's ``ax`` may be: one Axes, or a sequence of them for a figure of several panels.
+    AxesLike = Axes | Sequence[Axes]
+
 __all__ = ["CLASS_COLOURS", "draw_matrix", "figure_png", "new_figure", "panels", "scatter_spectrum", "unit_circle"]
 
-CLASS_COLOURS = {"neutral": "#2b8cbe", "stable": "#31a354", "unstable": "#de2d26"}
+CLASS_COLOURS = MappingProxyType({"neutral": "#2b8cbe", "stable": "#31a354", "unstable": "#de2d26"})
 
 
-def new_figure(*args: Any, **kwargs: Any) -> Any:
+def new_figure(*args: Any, **kwargs: Any) -> Figure:
     """A Figure of its own (no pyplot state: nothing global changes, nothing is shown)."""
     from matplotlib.figure import Figure
 
     return Figure(*args, **kwargs)
 
 
-def panels(ax: Any, count: int, figsize: tuple[float, float], *, cols: int | None = None) -> tuple[Any, list[Any]]:
+def panels(ax: AxesLike | None, count: int, figsize: tuple[float, float], *, cols: int | None = None
+           ) -> tuple[Figure, list[Axes]]:
     """The figure and ``count`` axes to draw into: the caller's ``ax`` (one Axes, or a sequence of at least
     ``count``), or a new figure with a grid of ``cols`` columns (default one row); spare grid cells are hidden."""
     if ax is not None:
@@ -44,7 +53,7 @@ def panels(ax: Any, count: int, figsize: tuple[float, float], *, cols: int | Non
     return fig, axes[:count]
 
 
-def unit_circle(ax: Any) -> None:
+def unit_circle(ax: Axes) -> None:
     """The unit circle and the axes of the complex plane, equal aspect (for eigenvalues)."""
     angle = np.linspace(0, 2 * np.pi, 400)
     ax.plot(np.cos(angle), np.sin(angle), color="0.6", lw=0.8)
@@ -55,7 +64,7 @@ def unit_circle(ax: Any) -> None:
     ax.set_ylabel("Im λ")
 
 
-def scatter_spectrum(ax: Any, eigenvalues: np.ndarray, amplitudes: np.ndarray, classes: Sequence[str]) -> None:
+def scatter_spectrum(ax: Axes, eigenvalues: np.ndarray, amplitudes: np.ndarray, classes: Sequence[str]) -> None:
     """Eigenvalues coloured by class (one scatter per class present), marker area by |amplitude|."""
     size = np.abs(amplitudes)
     size = 20 + 180 * size / size.max() if size.size and size.max() > 0 else np.full(len(eigenvalues), 40.0)
@@ -83,7 +92,7 @@ def draw_matrix(ax: Any, matrix: np.ndarray, labels: Sequence[str], title: str, 
     return im
 
 
-def figure_png(fig: Any, *, dpi: int = 110) -> bytes:
+def figure_png(fig: Figure, *, dpi: int = 110) -> bytes:
     """The figure as PNG bytes, drawn without LaTeX whatever the user's matplotlibrc says.
 
     Store text in a figure is data (see :mod:`traj.display`): with ``text.usetex`` on it would

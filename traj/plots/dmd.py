@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -10,10 +10,15 @@ from ..analysis.dmd import DMDResult
 from ..display import mathtext
 from .common import panels, scatter_spectrum, unit_circle
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from .common import AxesLike
+
 __all__ = ["plot_eigenvalues", "plot_layer_spectra", "plot_reconstruction", "plot_singular_values"]
 
 
-def plot_eigenvalues(result: DMDResult, *, ax: Any = None) -> Any:
+def plot_eigenvalues(result: DMDResult, *, ax: AxesLike | None = None) -> Figure:
     """Eigenvalues on the unit circle; colour = class, marker size = |amplitude|."""
     fig, (ax,) = panels(ax, 1, (5.2, 5.2))
     unit_circle(ax)
@@ -26,7 +31,7 @@ def plot_eigenvalues(result: DMDResult, *, ax: Any = None) -> Any:
     return fig
 
 
-def plot_singular_values(result: DMDResult, *, ax: Any = None) -> Any:
+def plot_singular_values(result: DMDResult, *, ax: AxesLike | None = None) -> Figure:
     """Singular values of X (relative to σ1), the kept rank and the Gavish–Donoho threshold."""
     op = result.operator
     sigma = op.singular_values / op.singular_values[0]
@@ -43,7 +48,7 @@ def plot_singular_values(result: DMDResult, *, ax: Any = None) -> Any:
     return fig
 
 
-def plot_reconstruction(result: DMDResult, *, ax: Any = None) -> Any:
+def plot_reconstruction(result: DMDResult, *, ax: AxesLike | None = None) -> Figure:
     """Sampled weights: recorded trajectory, DMD reconstruction and forecast past the window (a panel each)."""
     n = len(result.sample_names)
     cols = 3 if n > 4 else max(1, n)
@@ -67,7 +72,7 @@ def plot_reconstruction(result: DMDResult, *, ax: Any = None) -> Any:
     return fig
 
 
-def plot_layer_spectra(result: DMDResult, *, ax: Any = None, max_layers: int = 12) -> Any:
+def plot_layer_spectra(result: DMDResult, *, ax: AxesLike | None = None, max_layers: int = 12) -> Figure:
     """One unit-circle panel per layer (per-layer DMD over the same window)."""
     spectra = result.per_layer[:max_layers]
     n = len(spectra)

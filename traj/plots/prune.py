@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -10,12 +11,18 @@ from ..analysis.prune import PruneResult
 from ..display import mathtext
 from .common import panels, scatter_spectrum, unit_circle
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from .common import AxesLike
+
 __all__ = ["COLOURS", "plot_accuracy", "plot_epoch_overlap", "plot_overlap", "plot_spectrum"]
 
-COLOURS = {"kmp": "#de2d26", "kgp": "#fd8d3c", "gmp": "#08519c", "jgp": "#31a354", "ggp": "#74c476", "lsp": "#636363"}
+COLOURS = MappingProxyType({"kmp": "#de2d26", "kgp": "#fd8d3c", "gmp": "#08519c", "jgp": "#31a354", "ggp": "#74c476",
+                            "lsp": "#636363"})
 
 
-def plot_accuracy(result: PruneResult, *, ax: Any = None) -> Any:
+def plot_accuracy(result: PruneResult, *, ax: AxesLike | None = None) -> Figure:
     """Compression vs metric per method: dashed right after pruning, solid after refinement."""
     if result.accuracy is None or result.metric is None or result.baseline is None:
         raise ValueError("the result holds no accuracy (prune with a recipe)")
@@ -40,7 +47,7 @@ def plot_accuracy(result: PruneResult, *, ax: Any = None) -> Any:
     return fig
 
 
-def plot_overlap(result: PruneResult, *, ax: Any = None) -> Any:
+def plot_overlap(result: PruneResult, *, ax: AxesLike | None = None) -> Figure:
     """Mask overlap between pairs of methods against compression (seed 003 fig. 3)."""
     fig, (ax,) = panels(ax, 1, (6.5, 4))
     for (a, b), values in result.overlap.items():
@@ -54,7 +61,7 @@ def plot_overlap(result: PruneResult, *, ax: Any = None) -> Any:
     return fig
 
 
-def plot_spectrum(result: PruneResult, *, ax: Any = None) -> Any:
+def plot_spectrum(result: PruneResult, *, ax: AxesLike | None = None) -> Figure:
     """The epoch's Koopman eigenvalues with λ1 and the KGP modes marked (seed 003 fig. 4)."""
     fig, (ax,) = panels(ax, 1, (5.2, 5.2))
     unit_circle(ax)
@@ -69,7 +76,7 @@ def plot_spectrum(result: PruneResult, *, ax: Any = None) -> Any:
     return fig
 
 
-def plot_epoch_overlap(result: PruneResult, *, ax: Any = None) -> Any:
+def plot_epoch_overlap(result: PruneResult, *, ax: AxesLike | None = None) -> Figure:
     """Overlap of one method's masks across epochs, and KMP-GMP overlap per epoch (seed 003 figs. 3, 5)."""
     info = result.epoch_overlap
     if info is None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -10,10 +10,15 @@ from ..analysis.overview import LayerNorms
 from ..display import mathtext
 from .common import panels
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from .common import AxesLike
+
 __all__ = ["plot_run_overview"]
 
 
-def plot_run_overview(history: LayerNorms, *, ax: Any = None) -> Any:
+def plot_run_overview(history: LayerNorms, *, ax: AxesLike | None = None) -> Figure:
     """Two panels: training loss per snapshot, and ‖θ_layer‖ per layer (the first 12) over steps."""
     fig, (ax_loss, ax_norm) = panels(ax, 2, (10, 3.6))
     steps, loss = history.steps, history.loss

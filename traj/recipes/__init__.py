@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
+
 from ..errors import RecipeConfigError, UnknownRecipeError
 from .base import COMMON_DEFAULTS, Dataset, EpochReport, Recipe, parse_set_option
 from .digits_cnn import DigitsCNN
@@ -22,9 +25,9 @@ __all__ = [
     "recipe_from_store",
 ]
 
-RECIPES: dict[str, type[Recipe]] = {
+RECIPES: Mapping[str, type[Recipe]] = MappingProxyType({
     cls.name: cls for cls in (QuadraticMLP, DigitsCNN, MNIST1DMLP, ModularTransformer, MirrorDescent)
-}
+})
 
 
 def get_recipe(name: str, config: dict | None = None, **overrides: object) -> Recipe:

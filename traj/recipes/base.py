@@ -13,6 +13,7 @@ import numbers
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 import numpy as np
@@ -25,14 +26,14 @@ from ..errors import ParameterError, RecipeConfigError
 __all__ = ["Recipe", "Dataset", "EpochReport", "COMMON_DEFAULTS", "COMMON_LIMITS", "Limit", "parse_set_option"]
 
 #: Options every recipe has. ``every`` is the snapshot spacing in steps, or "epoch".
-COMMON_DEFAULTS: dict[str, Any] = {
+COMMON_DEFAULTS: Mapping[str, Any] = MappingProxyType({
     "epochs": 10,
     "lr": 0.01,
     "optimizer": "sgd",
     "seed": 0,
     "batch_size": 64,
     "every": 1,
-}
+})
 
 _OPTIMIZERS = ("sgd", "adam", "adamw")
 
@@ -49,12 +50,12 @@ class Limit:
 
 
 #: Ranges of the options every recipe has (``every`` is checked on its own: an int or "epoch").
-COMMON_LIMITS: dict[str, Limit] = {
+COMMON_LIMITS: Mapping[str, Limit] = MappingProxyType({
     "epochs": Limit(1, MAX_EPOCHS),
     "lr": Limit(0, None, low_open=True),
     "seed": Limit(0, MAX_SEED),
     "batch_size": Limit(1, 10_000_000),
-}
+})
 
 
 @dataclass(frozen=True)

@@ -21,14 +21,13 @@ import numpy as np
 
 from ..checks import check_every
 from ..errors import ImportSourceError
+from ..progress import Progress
 from ..store import Layout, RunStore, StoreWriter
 from ..store.run_store import DEFAULT_BLOCK_BYTES
 from .sources import CHECKPOINT_SUFFIXES, KINDS, Snapshot, SourceScan, scan_source
 
 __all__ = ["import_checkpoints", "import_npy", "import_scan", "import_source", "scan_source", "CHECKPOINT_SUFFIXES", "KINDS",
            "SourceScan"]
-
-ProgressCallback = Callable[[int, int], None]
 
 
 def import_source(
@@ -40,7 +39,7 @@ def import_source(
     dtype: str | None = None,
     overwrite: bool = False,
     block_bytes: int = DEFAULT_BLOCK_BYTES,
-    progress: ProgressCallback | None = None,
+    progress: Progress | None = None,
     on_found: Callable[[SourceScan | str], None] | None = None,
 ) -> RunStore:
     """Import checkpoints of any layout :func:`scan_source` detects, or a ``.npy`` array of shape (T, N).
@@ -80,14 +79,14 @@ def import_checkpoints(
     dtype: str | None = None,
     overwrite: bool = False,
     block_bytes: int = DEFAULT_BLOCK_BYTES,
-    progress: ProgressCallback | None = None,
+    progress: Progress | None = None,
 ) -> RunStore:
     """Build a run store from checkpoints (any layout :func:`scan_source` detects), ordered by step.
 
     The step of each checkpoint is the one it records (``global_step``/``step``/``iteration``,
     ``trainer_state.json``, Lightning's ``global_step``), else the last number in its name.
     Floating-point tensors are recorded, except BatchNorm running statistics and names
-    matching an ``exclude`` glob. Weights of rank >= 2 named ``*weight`` are marked prunable.
+    matching an ``exclude`` glob. Prunable: :mod:`traj.prunable` (weights of rank >= 2, not embeddings).
     """
     scan = scan_source(directory, exclude=exclude)
     return import_scan(scan, out, dtype=dtype, overwrite=overwrite, block_bytes=block_bytes, progress=progress)
@@ -100,7 +99,7 @@ def import_scan(
     dtype: str | None = None,
     overwrite: bool = False,
     block_bytes: int = DEFAULT_BLOCK_BYTES,
-    progress: ProgressCallback | None = None,
+    progress: Progress | None = None,
 ) -> RunStore:
     """Write the snapshots of a checked :class:`SourceScan` to a new store at ``out``."""
     if block_bytes < 1:
@@ -162,7 +161,7 @@ def import_npy(
     name: str = "theta",
     dtype: str | None = None,
     overwrite: bool = False,
-    progress: ProgressCallback | None = None,
+    progress: Progress | None = None,
 ) -> RunStore:
     """Build a run store from a ``.npy`` array of shape (T, N) (row k = θ at step k·every)."""
     path = Path(path)
@@ -170,6 +169,7 @@ def import_npy(
     every = check_every(every)
     if dtype is None:
         dtype = "float64" if data.dtype == np.float64 else "float32"
+    # a bare (T, N) array has no names or shapes for the rule of traj.prunable: all of it is prunable
     layout = Layout.from_shapes([(name, (data.shape[1],))], prunable=[name])
     writer = _new_writer(out, layout, dtype, {"every": every, "unit": "step"}, {"kind": "npy", "path": str(path)}, overwrite)
     with _removed_on_failure(writer, out):

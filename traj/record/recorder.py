@@ -32,21 +32,10 @@ import torch
 from torch import nn
 
 from ..errors import LayoutMismatchError, RecorderError
+from ..prunable import embedding_names, prunable_names
 from ..store import Layout, StoreWriter
 
-__all__ = ["Capture", "Recorder", "RecorderStats", "layout_of", "PRUNABLE_MODULES"]
-
-#: Module types whose ``weight`` is prunable by default (methods.md §3: linear and conv layers).
-PRUNABLE_MODULES: tuple[type[nn.Module], ...] = (
-    nn.Linear,
-    nn.Bilinear,
-    nn.Conv1d,
-    nn.Conv2d,
-    nn.Conv3d,
-    nn.ConvTranspose1d,
-    nn.ConvTranspose2d,
-    nn.ConvTranspose3d,
-)
+__all__ = ["Capture", "Recorder", "RecorderStats", "layout_of"]
 
 _STOP = object()
 
@@ -70,12 +59,8 @@ def layout_of(model: nn.Module, names: Iterable[str] | None = None) -> tuple[Lay
         named = [(n, p) for n, p in named if n in set(wanted)]
     if not named:
         raise RecorderError("the model has no parameters to record")
-    prunable = {
-        f"{mod_name}.weight" if mod_name else "weight"
-        for mod_name, module in model.named_modules()
-        if isinstance(module, PRUNABLE_MODULES)
-    }
-    layout = Layout.from_shapes([(n, tuple(p.shape)) for n, p in named], prunable=prunable)
+    shapes = [(n, tuple(p.shape)) for n, p in named]
+    layout = Layout.from_shapes(shapes, prunable=prunable_names(shapes, embeddings=embedding_names(model)))
     return layout, [p for _, p in named]
 
 

@@ -89,6 +89,10 @@ class KGALog:
     accelerated_steps: int = 0
     diverged: bool = False
 
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON view (plain numbers and lists; also what :meth:`KGA.state_dict` saves)."""
+        return asdict(self)
+
 
 class KGA(torch.optim.Optimizer):
     """Wrap a torch optimizer with Koopman-based gradient acceleration.
@@ -335,9 +339,7 @@ class KGA(torch.optim.Optimizer):
             "propagator": None if self._propagator is None else torch.from_numpy(self._propagator.copy()),
             "masked": torch.from_numpy(self.masked.copy()),
             "below": torch.from_numpy(self._below.copy()),
-            "log": {"refits": self.log.refits, "dmd_seconds": list(self.log.dmd_seconds),
-                    "stable_modes": list(self.log.stable_modes), "masked_fraction": list(self.log.masked_fraction),
-                    "accelerated_steps": self.log.accelerated_steps, "diverged": self.log.diverged},
+            "log": self.log.to_dict(),
         }
         return state
 
@@ -346,13 +348,13 @@ class KGA(torch.optim.Optimizer):
         dict restores the base optimizer and leaves KGA as it is)."""
         state = dict(state_dict)
         kga = state.pop("kga", None)
-        self.optimizer.load_state_dict(state)
-        if kga is None:
-            return
-        masked = kga["masked"].numpy().astype(bool)
-        if masked.shape != (self.n_params,):
+        masked = None if kga is None else kga["masked"].numpy().astype(bool)
+        if masked is not None and masked.shape != (self.n_params,):  # checked before anything is loaded
             raise ParameterError("state_dict", f"holds KGA state for {masked.size} weights; this KGA accelerates "
                                                f"{self.n_params}")
+        self.optimizer.load_state_dict(state)
+        if kga is None or masked is None:
+            return
         self.options = KGAOptions.checked(**kga["options"])
         self._steps = int(kga["steps"])
         self._snapshots = deque((s.numpy().copy() for s in kga["snapshots"]), maxlen=self.options.window)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ...errors import ImportSourceError
+from ...prunable import prunable_names
 from ...store import Layout
 from .base import STEP_KEYS, Snapshot, TensorSpec
 from .dcp import LIGHTNING_META, dcp_snapshot, is_dcp_dir
@@ -227,8 +228,8 @@ def scan_source(source: str | Path, *, exclude: Iterable[str] = ()) -> SourceSca
         single = False
     ordered = _ordered(snapshots, notes, single=single)
     reference = _check_same(ordered, exclude)
-    layout = Layout.from_shapes([(s.name, s.shape) for s in reference],
-                                prunable=[s.name for s in reference if s.name.endswith("weight") and len(s.shape) >= 2])
+    shapes = [(s.name, s.shape) for s in reference]
+    layout = Layout.from_shapes(shapes, prunable=prunable_names(shapes))  # no model: embeddings known by name
     dtype = "float64" if any(s.dtype == torch.float64 for s in reference) else "float32"
     from_names = [s.label for s in ordered if s.step_from == "name"]
     if from_names:
