@@ -32,10 +32,10 @@ GiB = 1 << 30
 
 # ---------------------------------------------------------------------- building the corpus
 def base_store(path: Path) -> Path:
-    """12 snapshots x 40 parameters, chunks (1, 14): 36 params chunk files, loss and one metric."""
+    """12 snapshots x 40 parameters in format version 1, chunks (1, 14): 36 params chunk files, loss and one metric."""
     rng = np.random.default_rng(0)
     data = np.cumsum(rng.standard_normal((12, 40)), axis=0).astype(np.float32)
-    write_store(path, data, chunk_bytes=64, loss=0.5, metrics={"acc": 0.9})
+    write_store(path, data, chunk_bytes=64, format_version=1, loss=0.5, metrics={"acc": 0.9})
     (path / ".traj-writer.lock").unlink(missing_ok=True)
     return path
 
@@ -206,7 +206,7 @@ CASES: dict[str, tuple[Callable[[Path], None], str, bool]] = {
                     "not supported", True),
     "codecs-two-blosc": (meta("time", lambda m: m.update(codecs=m["codecs"] + m["codecs"][1:])), "not supported", True),
     "codecs-sharding": (meta("params", setter(codecs=[{"name": "sharding_indexed", "configuration": {}}])),
-                        "must start with 'bytes'", True),
+                        "invalid sharding configuration", True),
     "codecs-not-list": (meta("epoch", setter(codecs="blosc")), "no codecs", True),
     "dtype-int8": (meta("params", setter(data_type="int8")), "data type 'int8'", True),
     "dtype-string": (meta("params", setter(data_type="string")), "data type 'string'", True),
