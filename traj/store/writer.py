@@ -510,28 +510,43 @@ class StoreWriter:
         time: float | None = None,
         loss: float | None = None,
         metrics: Mapping[str, float] | None = None,
+        grads: Iterable[np.ndarray] | None = None,
     ) -> int:
         """Write and commit one snapshot whose θ arrives as consecutive column pieces.
 
-        ``pieces`` yields 1-D arrays of any widths whose concatenation is θ (N values). For a
-        store whose shards (chunks) are one row tall, each shard is encoded and written as soon
-        as its columns have arrived, so memory stays at one shard (about 4 MiB) plus one piece
-        whatever N; otherwise the row is small and is assembled first. Snapshots buffered by
-        :meth:`append` are committed before it. Returns the committed count. On an error (a
-        piece too many or too few values) the row is not committed: no shape grows.
+        ``pieces`` yields 1-D arrays of any widths whose concatenation is θ (N values); ``grads``
+        likewise its gradient. For a store whose shards (chunks) are one row tall, each shard is
+        encoded and written as soon as its columns have arrived, so memory stays at one shard
+        (about 4 MiB) plus one piece whatever N; otherwise the row is small and is assembled
+        first. Snapshots buffered by :meth:`append` are committed before it. Returns the
+        committed count. On an error (a piece too many or too few values) the row is not
+        committed: no shape grows.
         """
         self.commit()
         step = self._check_step(step)
         n = self.layout.n_params
         if self._t_chunk > 1:
-            parts = [np.asarray(p).reshape(-1) for p in pieces]
-            theta = np.concatenate(parts) if parts else np.empty(0, dtype=self.dtype)
-            if theta.shape != (n,):
-                raise LayoutMismatchError(f"snapshot has {theta.size} values, the store expects {n}")
-            self.append(theta, step=step, epoch=epoch, time=time, loss=loss, metrics=metrics)
+            theta = _assemble(pieces, n, self.dtype)
+            gradient = None if grads is None else _assemble(grads, n, self.dtype)
+            self.append(theta, step=step, epoch=epoch, time=time, loss=loss, metrics=metrics, grads=gradient)
             return self.commit()
         start = self._committed
-        files = self._files["params"]
+        self._stream_row("params", pieces, start)
+        if grads is not None:
+            self._ensure_grads()
+            self._stream_row("grads", grads, start)
+        self._last_step = step
+        row = {"step": step, "epoch": int(epoch), "time": float(time if time is not None else _now()),
+               "loss": None if loss is None else float(loss), "metrics": dict(metrics or {})}
+        self._write_series([row], start)
+        self._set_rows(start + 1)
+        self._committed = start + 1
+        return self._committed
+
+    def _stream_row(self, name: str, pieces: Iterable[np.ndarray], row: int) -> None:
+        """Write row ``row`` of a matrix with one-row shards (chunks), each as soon as its columns arrived."""
+        n = self.layout.n_params
+        files = self._files[name]
         width = files.chunks[1]
         chunk = np.empty(width, dtype=self.dtype)
         filled = column = 0  # values in ``chunk``; first column of ``chunk``
@@ -545,18 +560,21 @@ class StoreWriter:
                 filled += take
                 piece = piece[take:]
                 if filled == min(width, n - column):
-                    files.write((start, column // width), chunk[:filled][None])
+                    files.write((row, column // width), chunk[:filled][None])
                     column += filled
                     filled = 0
         if column != n:
             raise LayoutMismatchError(f"snapshot has {column + filled} values, the store expects {n}")
-        self._last_step = step
-        row = {"step": step, "epoch": int(epoch), "time": float(time if time is not None else _now()),
-               "loss": None if loss is None else float(loss), "metrics": dict(metrics or {})}
-        self._write_series([row], start)
-        self._set_rows(start + 1)
-        self._committed = start + 1
-        return self._committed
+
+    def _ensure_grads(self) -> None:
+        """Create ``grads`` (cut like ``params``) at the first gradient; earlier rows read as NaN."""
+        if "grads" in self._files:
+            return
+        n = self.layout.n_params
+        _create_matrix(self._group, "grads", n, self.dtype, self._codec, self._matrix, rows=self._committed)
+        self._meta["grads"] = ArrayMeta(self._root, "grads")
+        self._files["grads"] = _matrix_files(self._meta["grads"], self._root, n)
+        self._tail_grads = np.full((self._t_chunk, n), np.nan, dtype=self.dtype)
 
     def _write_series(self, rows: list[dict[str, Any]], start: int) -> None:
         """Per-snapshot values of ``rows`` (at ``start``); their shapes grow afterwards (:meth:`_set_rows`)."""
@@ -621,11 +639,7 @@ class StoreWriter:
         if name == "params":
             tail = self._tail
         else:
-            if "grads" not in self._files:
-                _create_matrix(self._group, "grads", n, self.dtype, self._codec, self._matrix, rows=self._committed)
-                self._meta["grads"] = ArrayMeta(self._root, "grads")
-                self._files["grads"] = _matrix_files(self._meta["grads"], self._root, n)
-                self._tail_grads = np.full((self._t_chunk, n), np.nan, dtype=self.dtype)
+            self._ensure_grads()
             tail = self._tail_grads
         assert tail is not None
         tc = self._t_chunk
@@ -753,6 +767,14 @@ class _Series:
         (size,) = self.files.chunks
         for c in range(start // size, -(-stop // size)):
             self.files.write((c,), self.values[c * size : (c + 1) * size])
+
+
+def _assemble(pieces: Iterable[np.ndarray], n: int, dtype: np.dtype) -> np.ndarray:
+    parts = [np.asarray(p).reshape(-1) for p in pieces]
+    row = np.concatenate(parts) if parts else np.empty(0, dtype=dtype)
+    if row.shape != (n,):
+        raise LayoutMismatchError(f"snapshot has {row.size} values, the store expects {n}")
+    return row
 
 
 def _create_matrix(group: Any, name: str, n: int, dtype: np.dtype, codec: Any, options: Mapping[str, Any],
