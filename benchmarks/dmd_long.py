@@ -1,7 +1,7 @@
 """Long runs: `traj dmd` on T = 3001 x N = 200k and T = 10 001 x N = 50k float32 against its floor.
 
-For each (T, N) a cheap deterministic random walk θ_k = θ_{k-1} + s·u_{k mod 16} (16 fixed random
-directions u) is written twice: by `traj import` from a (T, N) .npy, and by a Recorder (a loop of
+For each (T, N) a cheap deterministic random walk θ_k = θ_{k-1} + s_k·u_{k mod 64} (64 fixed random
+directions u, so rank 65) is written twice: by `traj import` from a (T, N) .npy, and by a Recorder (a loop of
 `rec.step()` on an nn.Module holding N parameters that follow the same walk). For each store:
 
   floor  = read every stored byte once (one pass of `RunStore.iter_blocks`, each chunk decoded
@@ -35,11 +35,11 @@ from traj.store import RunStore
 def walk_rows(t: int, n: int, seed: int = 0):
     """Rows of the random walk, in float32, one at a time (the .npy and the Recorder see the same)."""
     rng = np.random.default_rng(seed)
-    directions = (rng.standard_normal((16, n)) * 1e-3).astype(np.float32)
+    directions = (rng.standard_normal((64, n)) * 1e-3).astype(np.float32)
     theta = rng.standard_normal(n).astype(np.float32)
     for k in range(t):
         if k:
-            theta += directions[k % 16] * np.float32(1.0 + 0.5 * np.sin(0.01 * k))
+            theta += directions[k % 64] * np.float32(1.0 + 0.5 * np.sin(0.01 * k))
         yield k, theta
 
 

@@ -291,3 +291,23 @@ def test_discard_after_drops_the_abandoned_continuation(tmp_path, rng, reopen):
     np.testing.assert_array_equal(store.read(), data[kept])
     np.testing.assert_array_equal(store.read(array="grads"), grads[kept])
     np.testing.assert_array_equal(store.loss, kept.astype(float))
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_zarr_array_for_dask_is_one_task_per_shard(tmp_path, rng, layout):
+    """`RunStore.zarr_array` hands dask the shards as chunks (not the 16 KiB inner chunks) and reads them exactly."""
+    import dask.array as da
+
+    data = rng.standard_normal((10, 777)).astype(np.float32)
+    store = RunStore(write_store(tmp_path / "s.zarr", data, **LAYOUTS[layout]))
+    array = store.zarr_array("params")
+    lazy = da.from_zarr(array)
+    if layout == "v1":
+        assert array.chunks == (1, 259)
+    else:
+        assert array.chunks == array.shards
+        assert lazy.npartitions == -(-10 // array.shards[0]) * -(-777 // array.shards[1])
+    np.testing.assert_array_equal(lazy.compute(), data)
+    np.testing.assert_array_equal(array[3, 100:700], data[3, 100:700])  # an integer row squeezes like zarr's
+    np.testing.assert_array_equal(array[-1], data[-1])
+    np.testing.assert_array_equal(array[2:9:3, :5], data[2:9:3, :5])  # a stepped slice is zarr's own read

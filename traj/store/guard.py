@@ -52,6 +52,7 @@ import struct
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -116,17 +117,17 @@ class ArraySpec:
     def sharded(self) -> bool:
         return self.inner is not None
 
-    @property
+    @cached_property
     def unit(self) -> tuple[int, ...]:
         """Shape of one encoded chunk (the inner chunk of a shard)."""
         return self.inner if self.inner is not None else self.chunks
 
-    @property
+    @cached_property
     def chunk_nbytes(self) -> int:
         """Decoded bytes of one (inner) chunk (edge chunks are stored full size)."""
         return math.prod(self.unit) * self.dtype.itemsize
 
-    @property
+    @cached_property
     def max_chunk_stored(self) -> int:
         """The largest encoding the codec can legitimately produce for one (inner) chunk."""
         n = self.chunk_nbytes
@@ -136,22 +137,22 @@ class ArraySpec:
             return n + (n >> 8) + ((128 * 1024 - n) >> 11 if n < 128 * 1024 else 0) + 32
         return n
 
-    @property
+    @cached_property
     def chunks_per_shard(self) -> tuple[int, ...]:
         if self.inner is None:
             return tuple(1 for _ in self.chunks)
         return tuple(s // c for s, c in zip(self.chunks, self.inner, strict=True))
 
-    @property
+    @cached_property
     def n_inner(self) -> int:
         return math.prod(self.chunks_per_shard)
 
-    @property
+    @cached_property
     def index_nbytes(self) -> int:
         """Bytes of a shard's index: (offset, length) as little-endian uint64 per inner chunk, then a crc32c."""
         return 16 * self.n_inner + 4
 
-    @property
+    @cached_property
     def max_stored_bytes(self) -> int:
         """The largest file one chunk (or one shard) may be."""
         if self.inner is None:
@@ -454,6 +455,18 @@ class GuardedStore(LocalStore):
     def require_chunks(self, name: str, rows: int) -> None:
         """Chunks of ``name`` holding any of its first ``rows`` rows must exist (a missing one is damage)."""
         self._committed[name] = rows
+
+    def spec(self, name: str) -> ArraySpec | None:
+        """The checked metadata of array ``name`` (None when it was not registered)."""
+        return self._specs.get(name)
+
+    def committed_rows(self, name: str) -> int:
+        """Rows of ``name`` whose chunks must all exist (0 when none are required)."""
+        return self._committed.get(name, 0)
+
+    @property
+    def label(self) -> str:
+        return self._label
 
     # ------------------------------------------------------------------ reading
     def open_file(self, key: str, limit: int) -> tuple[int, int] | None:

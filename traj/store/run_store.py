@@ -282,8 +282,18 @@ class RunStore:
         return values.astype(dtype, copy=False)
 
     def zarr_array(self, array: str = "params") -> Any:
-        """The guarded zarr array of ``params`` or ``grads`` (for dask; rows past the committed ones are not data)."""
-        return self._data(array)
+        """The guarded zarr array of ``params`` or ``grads`` (for dask; rows past the committed ones are not data).
+
+        For a sharded store it is a :class:`~traj.store.shards.ShardedArray`: its ``chunks`` are
+        the shards (one dask task per shard, not per 16 KiB inner chunk) and its rectangular
+        reads go through traj's shard reader.
+        """
+        data = self._data(array)
+        if self._specs[array].sharded:
+            from .shards import ShardedArray
+
+            return ShardedArray.of(data)
+        return data
 
     @property
     def n_params(self) -> int:
@@ -388,18 +398,23 @@ class RunStore:
         if columns is None:
             columns = slice(0, self.n_params)
         reader = self._shard_reader(array)
+        if reader is not None:
+            try:
+                if isinstance(columns, slice):
+                    start, stop, step = columns.indices(self.n_params)
+                    if step == 1:
+                        cols = slice(start, max(start, stop))
+                        return self._guarded(lambda: np.ascontiguousarray(reader.read(rows, cols)), rows)
+                else:
+                    index = np.asarray(columns, dtype=np.int64)
+                    if index.size and (index.min() < -self.n_params or index.max() >= self.n_params):
+                        raise IndexError(f"column index out of range for {self.n_params} parameters")
+                    return self._guarded(lambda: reader.read_columns(rows, index % max(1, self.n_params)), rows)
+            finally:
+                reader.close()
         if isinstance(columns, slice):
-            if reader is not None:
-                start, stop, step = columns.indices(self.n_params)
-                if step == 1:
-                    cols = slice(start, max(start, stop))
-                    return self._guarded(lambda: np.ascontiguousarray(reader.read(rows, cols)), rows)
             return self._guarded(lambda: data[rows, columns], rows)
         index = np.asarray(columns, dtype=np.int64)
-        if reader is not None:
-            if index.size and (index.min() < -self.n_params or index.max() >= self.n_params):
-                raise IndexError(f"column index out of range for {self.n_params} parameters")
-            return self._guarded(lambda: reader.read_columns(rows, index % max(1, self.n_params)), rows)
         return self._guarded(lambda: data.get_orthogonal_selection((rows, index)), rows)
 
     def _shard_reader(self, array: str) -> Any:
@@ -435,7 +450,10 @@ class RunStore:
         data = self._data(array)
         reader = self._shard_reader(array)
         if reader is not None:
-            return self._guarded(lambda: reader.read(slice(k, k + 1), slice(0, self.n_params))[0].copy(), slice(k, k + 1))
+            try:
+                return self._guarded(lambda: reader.read(slice(k, k + 1), slice(0, self.n_params))[0].copy(), slice(k, k + 1))
+            finally:
+                reader.close()
         return self._guarded(lambda: data[k, :], slice(k, k + 1))
 
     def block_columns(self, n_rows: int, *, block_bytes: int = DEFAULT_BLOCK_BYTES) -> int:
@@ -510,14 +528,17 @@ class RunStore:
         inner = [_aligned_bounds(outer[i], outer[i + 1], width) for i in range(len(outer) - 1)]
         total = sum(len(b) - 1 for b in inner)
         done = 0
-        for i, bounds in enumerate(inner):
-            read = self._guarded(lambda i=i: reader.read(rows, slice(outer[i], outer[i + 1])), rows)
-            for j in range(len(bounds) - 1):
-                cols = slice(bounds[j], bounds[j + 1])
-                yield cols, read[:, cols.start - outer[i] : cols.stop - outer[i]]
-                done += 1
-                if progress is not None:
-                    progress(done, total)
+        try:
+            for i, bounds in enumerate(inner):
+                read = self._guarded(lambda i=i: reader.read(rows, slice(outer[i], outer[i + 1])), rows)
+                for j in range(len(bounds) - 1):
+                    cols = slice(bounds[j], bounds[j + 1])
+                    yield cols, read[:, cols.start - outer[i] : cols.stop - outer[i]]
+                    done += 1
+                    if progress is not None:
+                        progress(done, total)
+        finally:
+            reader.close()
 
     def nonfinite_rows(self, *, rows: slice | None = None, array: str = "params", progress: ProgressCallback | None = None) -> np.ndarray:
         """Indices of snapshots that hold a NaN or Inf anywhere (one streaming pass)."""
