@@ -41,7 +41,8 @@ def real_run(work: Path) -> None:
     smallest = None
     for m in (1, 2, 3, 4, 5, 6, 8, 10, 15, 20):
         result = cmd(store, modes=m, samples=1000)
-        last = evaluate(result, store, recipe, max_points=1)[-1]  # max_points=1 scores the last snapshot
+        ev = evaluate(result, store, recipe, max_points=1)  # max_points=1 scores the last snapshot
+        last = {"original_accuracy": ev.original["accuracy"][-1], "cmd_accuracy": ev.cmd["accuracy"][-1]}
         gap = 100 * (last["original_accuracy"] - last["cmd_accuracy"])
         print(f"    M = {m:2d}: original {100 * last['original_accuracy']:.2f} %, CMD {100 * last['cmd_accuracy']:.2f} % "
               f"(gap {gap:+.2f} points), weight relative error {result.relative_error:.3g}")

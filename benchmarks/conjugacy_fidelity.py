@@ -43,7 +43,7 @@ def main() -> None:
         print(np.array2string(result.distance, precision=4))
         print(f"    null (h = 40 seeds): {np.round(result.null_distances, 4).tolist()}, threshold {result.threshold:.4f}")
         for v in result.verdicts:
-            print(f"    {Path(v['a']).name[:22]} vs {Path(v['b']).name[:22]}: {v['distance']:.4f} {v['verdict']}")
+            print(f"    {Path(v.a).name[:22]} vs {Path(v.b).name[:22]}: {v.distance:.4f} {v.verdict}")
         within = [conjugacy([runs[h][0], runs[h][i]], layer="4.weight", k=10).distance[0, 1]
                   for h in widths for i in range(1, args.seeds)]
         print(f"    seed-to-seed W1 within each width: {np.round(within, 4).tolist()}")
@@ -53,12 +53,12 @@ def main() -> None:
         res = conjugacy([free[0], held[0]], layer="mlp_in.weight", null=free[1:], k=10)
         print(f"(2) modular-transformer, first {args.steps} steps, observable mlp_in.weight: "
               f"W1 free vs constrained = {res.distance[0, 1]:.4f}, null {np.round(res.null_distances, 4).tolist()}, "
-              f"verdict {res.verdicts[0]['verdict']}")
+              f"verdict {res.verdicts[0].verdict}")
 
         mirror = {a: [record(work, "mirror-descent", algorithm=a, seed=s) for s in seeds] for a in ("omd", "ogd", "bisection")}
         res = conjugacy([mirror["omd"][0], mirror["ogd"][0], mirror["bisection"][0]], null=mirror["omd"][1:])
         print(f"(3) mirror-descent: OMD-OGD {res.distance[0, 1]:.4g}, OMD-bisection {res.distance[0, 2]:.4g}, "
-              f"null {np.round(res.null_distances, 8).tolist()} -> {[v['verdict'] for v in res.verdicts]}")
+              f"null {np.round(res.null_distances, 8).tolist()} -> {[v.verdict for v in res.verdicts]}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

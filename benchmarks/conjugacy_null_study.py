@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from traj.analysis.conjugacy import by_modulus, pairs_spectrum, stacked_hankel, wasserstein
-from traj.engine import relative_floor
+from traj.analysis.conjugacy import stacked_hankel, wasserstein
+from traj.engine import ReducedOperator
 from traj.recipes import get_recipe
 from traj.store import RunStore
 
@@ -47,27 +47,23 @@ def monomials(data: np.ndarray, n_traj: int, degree: int) -> np.ndarray:
 
 
 def spectrum(data: np.ndarray, n_traj: int, estimator: str) -> np.ndarray:
-    floor = relative_floor(np.float64)
+    """Eigenvalues, largest modulus first; "num" and "poly3" keep every direction above the precision floor."""
     if estimator == "poly3":
         data = monomials(data, n_traj, 3)
     x, y = stacked_hankel(data, n_traj, 8 if estimator == "d8" else 4)
-    rank: int | str = "auto"
-    if estimator in ("num", "poly3"):
-        sigma = np.linalg.svd(x, compute_uv=False)
-        rank = int(np.count_nonzero(sigma > floor * sigma[0]))
-    return by_modulus(pairs_spectrum(x, y, rank=rank, floor=floor)[0])
+    rank = "all" if estimator in ("num", "poly3") else "auto"
+    return ReducedOperator.from_pairs(x, y, rank=rank, dtype=np.float64).eigenvalues
 
 
 def bootstrap_resolution(data: np.ndarray, n_traj: int, rank: int, k: int, replicates: int = 200) -> float:
     """95 % quantile of W1(estimate, estimate from resampled snapshot pairs)."""
     x, y = stacked_hankel(data, n_traj, 4)
-    floor = relative_floor(np.float64)
     rng = np.random.default_rng(0)
-    base = by_modulus(pairs_spectrum(x, y, rank=rank, floor=floor)[0])[:k]
+    base = ReducedOperator.from_pairs(x, y, rank=rank).eigenvalues[:k]
     dist = []
     for _ in range(replicates):
         idx = rng.integers(0, x.shape[1], x.shape[1])
-        dist.append(wasserstein(base, by_modulus(pairs_spectrum(x[:, idx], y[:, idx], rank=rank, floor=floor)[0])[:k]))
+        dist.append(wasserstein(base, ReducedOperator.from_pairs(x[:, idx], y[:, idx], rank=rank).eigenvalues[:k]))
     return float(np.quantile(dist, 0.95))
 
 

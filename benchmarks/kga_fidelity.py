@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from traj.analysis.kga import replay
 from traj.recipes import get_recipe
+from traj.training import replay
 
 
 def main() -> None:
@@ -32,9 +32,9 @@ def main() -> None:
     try:
         for seed in range(args.seeds):
             recipe = get_recipe("quadratic-mlp", epochs=args.epochs, seed=seed)
-            epoch = replay(recipe, work / f"epoch{seed}", alphas=[args.alpha], window=5, interval="epoch").summary()
+            epoch = replay(recipe, work / f"epoch{seed}", alphas=[args.alpha], window=5, interval="epoch").to_dict()
             it = replay(recipe, work / f"iter{seed}", alphas=[args.alpha_iter], window=args.iter_steps,
-                        interval=args.iter_steps).summary()
+                        interval=args.iter_steps).to_dict()
             rows["SGD"].append((epoch["plain_final_train_loss"], 0.0))
             rows["KGA-Epoch"].append((epoch["comparison"][0]["final_train_loss"], epoch["comparison"][0]["added_seconds_per_epoch"]))
             rows["KGA-Iter"].append((it["comparison"][0]["final_train_loss"], it["comparison"][0]["added_seconds_per_epoch"]))

@@ -35,10 +35,10 @@ def main() -> None:
         print(f"epoch {result.epoch}: λ1 = {result.lambda1.real:.6f}{result.lambda1.imag:+.6f}i, "
               f"unpruned accuracy {100 * result.baseline['accuracy']:.2f} %")
         print("c      " + "  ".join(f"{c:>6}" for c in compressions))
-        print("KMP-GMP overlap " + "  ".join(f"{100 * v:5.1f}%" for v in result.overlap["kmp-gmp"]))
+        print("KMP-GMP overlap " + "  ".join(f"{100 * v:5.1f}%" for v in result.overlap["kmp", "gmp"]))
         for m in ("kmp", "gmp", "lsp"):
-            after = "  ".join(f"{100 * result.accuracy[m][f'{c:g}']['mean']:5.1f}%" for c in compressions)
-            tuned = "  ".join(f"{100 * result.accuracy_refined[m][f'{c:g}']['mean']:5.1f}%" for c in compressions)
+            after = "  ".join(f"{100 * v:5.1f}%" for v in result.accuracy[m].mean)
+            tuned = "  ".join(f"{100 * v:5.1f}%" for v in result.accuracy_refined[m].mean)
             print(f"{m.upper()} pruned  {after}")
             print(f"{m.upper()} refined {tuned}")
     finally:

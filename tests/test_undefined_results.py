@@ -44,29 +44,29 @@ def test_record_of_a_converging_run_keeps_its_final_loss(tmp_path):
 
 
 def _run(label, alpha, train):
-    from traj.analysis.kga import ReplayRun
+    from traj.training import ReplayRun
 
     n = len(train)
-    return ReplayRun(label, alpha, f"{label}.zarr", train, [v + 1 for v in train], None, [0.1] * n, [], 0.0, 0)
+    return ReplayRun(label, alpha, f"{label}.zarr", tuple(train), tuple(v + 1 for v in train), None, (0.1,) * n, (), 0.0, 0)
 
 
 def test_kga_summary_of_a_diverged_alpha(tmp_path):
     """α = 1e6 blows the run up in epoch 3: its final losses are n/a (diverged at epoch 3), never NaN."""
-    from traj.analysis.kga import ReplayResult
     from traj.report.kga import kga_report, loss_text
+    from traj.training import ReplayResult
 
     nan = float("nan")
     result = ReplayResult("quadratic-mlp", {}, {"window": 5}, _run("plain", 0.0, [4.0, 3.0, 2.0, 1.5]),
                           [_run("kga-alpha0.5", 0.5, [4.0, 2.5, 1.4, 1.0]),
                            _run("kga-alpha1e+06", 1e6, [4.0, 3.0, nan, nan])], 1.0)
-    summary = strict_json(json.dumps(result.summary()))
+    summary = strict_json(json.dumps(result.to_dict()))
     good, bad = summary["comparison"]
     assert good["final_train_loss"] == 1.0 and good["diverged_epoch"] is None and good["epochs_to_plain_final_loss"] == 3
     assert bad["final_train_loss"] is None and bad["final_val_loss"] is None and bad["diverged_epoch"] == 3
     assert bad["loss_difference"] == [0.0, 0.0, None, None] and bad["epochs_to_plain_final_loss"] is None
     assert summary["runs"][1]["train_loss"] == [4.0, 3.0, None, None]
     assert loss_text(bad["final_train_loss"], bad["diverged_epoch"]) == "n/a (diverged at epoch 3)"
-    kga_report(summary, tmp_path / "report")
+    kga_report(result, tmp_path / "report")
     text = (tmp_path / "report" / "report.md").read_text()
     assert "| kga-alpha1e+06 | n/a (diverged at epoch 3) | n/a (diverged at epoch 3) | never |" in text
     assert "nan" not in text.lower()

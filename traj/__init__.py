@@ -12,7 +12,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .record import Recorder
 
 __all__ = ["KGA", "Engine", "Layout", "Recorder", "RunStore", "StoreWriter", "TrajError", "__version__", "apply_masks", "cmd",
-           "conjugacy", "dmd", "open_store", "prune"]
+           "conjugacy", "dmd", "load_cmd", "open_store", "overview", "prune"]
 
 
 def __getattr__(name: str) -> Any:
@@ -29,6 +29,14 @@ def __getattr__(name: str) -> Any:
         from .analysis.cmd import cmd
 
         return cmd
+    if name == "load_cmd":
+        from .analysis.cmd import load
+
+        return load
+    if name == "overview":
+        from .analysis.overview import overview
+
+        return overview
     if name == "prune":
         from .analysis.prune import prune
 
@@ -42,7 +50,7 @@ def __getattr__(name: str) -> Any:
 
         return conjugacy
     if name == "KGA":
-        from .analysis.kga import KGA
+        from .training import KGA
 
         return KGA
     if name == "Engine":

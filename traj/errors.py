@@ -11,6 +11,12 @@ from __future__ import annotations
 __all__ = [
     "TrajError",
     "ParameterError",
+    "NotApplicableError",
+    "DataLimitError",
+    "RankUnavailableError",
+    "WindowTooShortError",
+    "NonFiniteDataError",
+    "ModelFormatError",
     "StoreNotFoundError",
     "StoreFormatError",
     "DamagedStoreError",
@@ -46,6 +52,41 @@ class ParameterError(TrajError, ValueError):
         return f"{self.shown_as} {self.problem}"
 
 
+class NotApplicableError(TrajError, ValueError):
+    """The analysis does not apply to this run (its data, not an argument): too few snapshots,
+    nothing that moves, no prunable weights, no epochs recorded. ``traj report`` shows such a
+    section as skipped with this message; every other error fails the command."""
+
+
+class DataLimitError(ParameterError, NotApplicableError):
+    """A parameter asks for more than the run's data hold (more modes than weights that move, a
+    rank above the directions a window resolves): a bad parameter when the user chose it, not
+    applicable to this run when a default did."""
+
+
+class RankUnavailableError(DataLimitError):
+    """An explicit DMD rank above the number of singular values the window resolves.
+
+    ``requested`` and ``available`` say by how much; a caller that accepts fewer modes (dmd's
+    per-layer spectra) catches exactly this and asks again.
+    """
+
+    def __init__(self, parameter: str, requested: int, available: int, problem: str) -> None:
+        super().__init__(parameter, problem)
+        self.requested = requested
+        self.available = available
+
+
+class WindowTooShortError(NotApplicableError):
+    """A window (the run itself, an epoch, a window left after subsampling) holds too few
+    snapshots for the method."""
+
+
+class NonFiniteDataError(NotApplicableError):
+    """Snapshots in the window hold NaN or Inf (the run diverged); ``--drop-nonfinite`` skips them
+    where the method allows it."""
+
+
 class StoreNotFoundError(TrajError, FileNotFoundError):
     """The path does not exist, or holds no run store."""
 
@@ -57,6 +98,10 @@ class StoreFormatError(TrajError, ValueError):
 class DamagedStoreError(StoreFormatError):
     """A run store's files are damaged or hostile: unreadable metadata, a chunk that is not what
     its array declares, a symlink or FIFO where a chunk file belongs."""
+
+
+class ModelFormatError(StoreFormatError):
+    """A Zarr group that should hold a fitted model traj wrote (``cmd.zarr``) is not one."""
 
 
 class LayoutMismatchError(TrajError, ValueError):
@@ -88,7 +133,8 @@ class UnsafeOutputError(TrajError, FileExistsError):
 
 
 class StoreWriteError(TrajError, OSError):
-    """The file system refused a write (disk full, read-only, no permission); names the store."""
+    """The file system refused a write (disk full, read-only, no permission); names the path
+    (a store, a report directory)."""
 
     @classmethod
     def from_os_error(cls, path: object, exc: OSError) -> StoreWriteError:

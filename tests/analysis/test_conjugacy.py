@@ -6,7 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.conftest import write_store
-from traj.analysis.conjugacy import _hankel_gram, conjugacy, koopman_spectrum, wasserstein
+from traj.analysis.conjugacy import conjugacy, hankel_gram, koopman_spectrum, wasserstein
 from traj.cli.app import app
 from traj.errors import TrajError
 from traj.store import RunStore
@@ -57,7 +57,7 @@ def test_planted_conjugate_and_nonconjugate_linear_systems(tmp_path, rng):
     result = conjugacy([run_a, run_b, run_c], null=null, k=4)
     assert result.distance[0, 1] < 1e-8
     assert result.distance[0, 2] > 0.1
-    verdicts = {(Path(v["a"]).name, Path(v["b"]).name): v["verdict"] for v in result.verdicts}
+    verdicts = {(Path(v.a).name, Path(v.b).name): v.verdict for v in result.verdicts}
     assert verdicts[("a.zarr", "b.zarr")] == "conjugate"
     assert verdicts[("a.zarr", "c.zarr")] == "non-conjugate"
     assert result.distance[0, 0] == 0 and np.allclose(result.distance, result.distance.T)
@@ -67,25 +67,18 @@ def test_identical_runs_and_no_null():
     store = SAMPLE / "quadratic-mlp.zarr"
     result = conjugacy([store, store])
     assert result.distance[0, 1] == pytest.approx(0, abs=1e-8)
-    assert result.verdicts[0]["verdict"] == "undetermined" and result.threshold is None
+    assert result.verdicts[0].verdict == "undetermined" and result.threshold is None
 
 
 def test_gram_and_memory_paths_agree(rng):
     """The delay-embedded Gram (shifted sub-blocks of G) gives the in-memory Hankel DMD's spectrum."""
     store = RunStore(SAMPLE / "digits-cnn.zarr")
-    import traj.analysis.conjugacy as module
-
     memory = koopman_spectrum(store, layer="9.weight", delays=2, rank=8)
-    saved = module.SMALL_OBSERVABLE
-    module.SMALL_OBSERVABLE = 1
-    try:
-        gram = koopman_spectrum(store, layer="9.weight", delays=2, rank=8)
-    finally:
-        module.SMALL_OBSERVABLE = saved
+    gram = koopman_spectrum(store, layer="9.weight", delays=2, rank=8, small_observable=1)
     assert (memory.method, gram.method) == ("memory", "gram")
     np.testing.assert_allclose(gram.eigenvalues, memory.eigenvalues, atol=1e-6)
     g = rng.standard_normal((6, 6))
-    h = _hankel_gram(g, 2)
+    h = hankel_gram(g, 2)
     assert h.shape == (4, 4) and h[1, 2] == pytest.approx(g[1, 2] + g[2, 3] + g[3, 4])
 
 
@@ -98,11 +91,11 @@ def test_mirror_descent_validation_case():
     note says why. The margin test below covers calling it conjugate."""
     runs = [SAMPLE / "mirror-omd.zarr", SAMPLE / "mirror-ogd.zarr", SAMPLE / "mirror-bisection.zarr"]
     result = conjugacy(runs, null=[SAMPLE / "mirror-omd-seed1.zarr"])
-    assert result.settings["delays"] == [4, 4, 4] and result.settings["stack"] == [True, True, True]
+    assert [s.delays for s in result.spectra] == [4, 4, 4] and [s.n_trajectories > 1 for s in result.spectra] == [True] * 3
     assert abs(result.spectra[0].eigenvalues[0]) == pytest.approx(0.99, abs=2e-3)  # 1 - η at the minimiser
     assert result.distance[0, 1] < 0.02 and result.distance[0, 2] > 0.3 and result.distance[1, 2] > 0.3
     assert result.distance[0, 2] > 50 * result.distance[0, 1]
-    verdicts = [v["verdict"] for v in result.verdicts]
+    verdicts = [v.verdict for v in result.verdicts]
     assert verdicts[1:] == ["non-conjugate", "non-conjugate"]
 
 
@@ -111,20 +104,20 @@ def test_equivalence_margin_sets_the_threshold_only_when_wider_than_the_null():
     null = [SAMPLE / "mirror-omd-seed1.zarr"]
     plain = conjugacy(runs, null=null)
     assert plain.margin == 0 and plain.threshold == pytest.approx(plain.null_threshold)
-    assert [v["basis"] for v in plain.verdicts] == ["null"] * 3
+    assert [v.basis for v in plain.verdicts] == ["null"] * 3
     # a stated margin above the seed null's spread decides; bisection stays far outside it
     wide = conjugacy(runs, null=null, margin=0.02)
     assert wide.threshold == 0.02 and wide.null_threshold == pytest.approx(plain.null_threshold)
-    assert [(v["verdict"], v["basis"]) for v in wide.verdicts] == [
+    assert [(v.verdict, v.basis) for v in wide.verdicts] == [
         ("conjugate", "margin"), ("non-conjugate", "margin"), ("non-conjugate", "margin")]
     # a margin narrower than the null changes nothing
     narrow = conjugacy(runs, null=null, margin=plain.null_threshold / 10)
-    assert [v["verdict"] for v in narrow.verdicts] == [v["verdict"] for v in plain.verdicts]
-    assert narrow.threshold == pytest.approx(plain.null_threshold) and narrow.verdicts[0]["basis"] == "null"
+    assert [v.verdict for v in narrow.verdicts] == [v.verdict for v in plain.verdicts]
+    assert narrow.threshold == pytest.approx(plain.null_threshold) and narrow.verdicts[0].basis == "null"
     # a margin alone gives verdicts; neither gives none
     alone = conjugacy(runs[:2], margin=0.02)
-    assert alone.null_threshold is None and alone.verdicts[0]["verdict"] == "conjugate"
-    assert conjugacy(runs[:2]).verdicts[0]["verdict"] == "undetermined"
+    assert alone.null_threshold is None and alone.verdicts[0].verdict == "conjugate"
+    assert conjugacy(runs[:2]).verdicts[0].verdict == "undetermined"
     for bad in (-0.1, float("nan"), float("inf")):
         with pytest.raises(TrajError, match="margin"):
             conjugacy(runs[:2], margin=bad)
@@ -132,9 +125,9 @@ def test_equivalence_margin_sets_the_threshold_only_when_wider_than_the_null():
 
 def test_window_transitions_from_one_pass():
     result = conjugacy([SAMPLE / "digits-cnn.zarr"], windows=4)
-    matrix = np.array(result.windows["distance"])
+    matrix = result.windows.distance
     assert matrix.shape == (4, 4) and np.allclose(np.diag(matrix), 0) and np.allclose(matrix, matrix.T)
-    assert len(result.windows["bounds"]) == 4 and result.windows["bounds"][-1][1] == 115
+    assert len(result.windows.bounds) == 4 and result.windows.bounds[-1][1] == 115
 
 
 def test_errors(tmp_path):

@@ -68,7 +68,7 @@ def test_layers_window_and_per_layer(tmp_path, rng):
     assert full.window == (2, 20) and full.n_snapshots == 19
     assert [s.name for s in full.per_layer] == ["a", "b"]
     only_b = dmd(store, rank=6, layers=["b"])
-    assert only_b.n_params == 300 and only_b.layers == ["b"]
+    assert only_b.n_params == 300 and only_b.layers == ("b",)
     # each layer of a linear system has the system's spectrum
     np.testing.assert_allclose(np.sort(np.abs(full.per_layer[1].eigenvalues))[-6:], np.sort(np.abs(full.eigenvalues)), atol=1e-6)
 
@@ -175,7 +175,7 @@ def test_auto_switches_to_randomized_for_long_windows(tmp_path):
     store = RunStore(write_store(tmp_path / "p.zarr", data))
     result = dmd(store, rank=6, max_gram=50)
     np.testing.assert_allclose(match(eigenvalues, result.eigenvalues), eigenvalues, atol=1e-8)
-    with pytest.raises(TrajError, match="explicit --rank"):
+    with pytest.raises(TrajError, match="rank must be an explicit integer"):
         dmd(store, max_gram=50)
 
 

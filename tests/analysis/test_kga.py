@@ -3,8 +3,8 @@ import pytest
 import torch
 from torch import nn
 
-from traj.analysis.kga import KGA
 from traj.errors import TrajError
+from traj.training import KGA
 
 H = torch.tensor([0.05, 3.3, 3.2, 3.1, 3.3, 3.0], dtype=torch.float64)  # one slow mode, the rest die in a step
 LR = 0.3

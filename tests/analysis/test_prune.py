@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from traj.analysis.masks import pruned_theta
 from traj.analysis.prune import lsp_mask, mask_from_scores, mask_overlap, prune, read_masks, write_masks
 from traj.cli.app import app
 from traj.errors import TrajError
-from traj.recipes import get_recipe
+from traj.recipes import get_recipe, recipe_from_store
 from traj.store import Layout, RunStore, StoreWriter
 
 SAMPLE = Path(__file__).resolve().parents[2] / "sample_data"
@@ -74,9 +75,9 @@ def test_kmp_on_a_planted_fixed_point(tmp_path, rng):
     prunable = [layout["fc.weight"].columns]
     for c in result.compressions:
         expected = mask_from_scores(np.abs(theta_star), prunable, c)
-        np.testing.assert_array_equal(result.masks["kmp"][f"{c:g}"], expected)
+        np.testing.assert_array_equal(result.mask("kmp", c), expected)
     # the slowest real decaying mode carries the largest scaled norm here: KGP finds real modes in (0, 1)
-    assert result.kgp_modes and all(0 < m["eigenvalue"][0] < 1 and m["eigenvalue"][1] == 0 for m in result.kgp_modes)
+    assert result.kgp_modes and all(0 < m.eigenvalue.real < 1 and m.eigenvalue.imag == 0 for m in result.kgp_modes)
 
 
 def test_masks_round_trip_through_zarr(tmp_path, rng):
@@ -87,7 +88,7 @@ def test_masks_round_trip_through_zarr(tmp_path, rng):
     assert set(back) == {"kmp", "gmp", "lsp"}
     for m in back:
         for c in ("2", "8"):
-            np.testing.assert_array_equal(back[m][c], result.masks[m][c])
+            np.testing.assert_array_equal(back[m][c], result.mask(m, float(c)))
             assert back[m][c].dtype == bool
 
 
@@ -107,11 +108,18 @@ def test_prune_a_recorded_run_with_gradients_and_refinement():
     result = prune(SAMPLE / "digits-cnn.zarr", methods=["kmp", "gmp", "jgp", "ggp", "lsp"], compressions=[2, 16],
                    refine_epochs=1, seeds=2)
     assert result.epoch == 4 and result.unavailable == {}
-    assert result.kept["kmp"] == {"2": 1796, "16": 225}
+    assert result.kept["kmp"].tolist() == [1796, 225]
     assert set(result.accuracy) == {"kmp", "gmp", "jgp", "ggp", "lsp"}
-    assert result.accuracy_refined["gmp"]["2"]["mean"] > 0.8  # half the weights keep most of the accuracy
-    assert result.accuracy["lsp"]["2"]["std"] >= 0
-    assert result.overlap["kmp-gmp"][0] > 0.9
+    assert result.accuracy_refined["gmp"].mean[0] > 0.8  # half the weights keep most of the accuracy
+    # one mask serves every seed: no spread right after pruning; LSP draws a mask per seed
+    assert result.accuracy["gmp"].std.tolist() == [0.0, 0.0]
+    recipe = recipe_from_store(RunStore(SAMPLE / "digits-cnn.zarr"))
+    lsp = [recipe.evaluate(pruned_theta(result.theta, result.lsp_seed_masks[s, 0], np.float32))["accuracy"]
+           for s in range(2)]
+    assert not np.array_equal(result.lsp_seed_masks[0, 0], result.lsp_seed_masks[1, 0])
+    assert result.accuracy["lsp"].mean[0] == pytest.approx(np.mean(lsp), abs=1e-12)
+    assert result.accuracy["lsp"].std[0] == pytest.approx(np.std(lsp), abs=1e-12)
+    assert result.overlap["kmp", "gmp"][0] > 0.9
 
 
 def test_errors(tmp_path, rng):

@@ -127,13 +127,13 @@ def test_console_script_end_to_end(tmp_path):
 
 def test_info_report_and_layer_norms(tmp_path, rng):
     from tests.conftest import write_store
+    from traj.analysis.overview import layer_norms
     from traj.store import Layout
-    from traj.store.info import layer_norms
 
     layout = Layout.from_shapes([("a", (300,)), ("b", (2, 250)), ("c", (7,))])
     data = rng.standard_normal((6, 807)).astype(np.float32)
     path = write_store(tmp_path / "s.zarr", data, layout=layout, chunk_bytes=1000)  # blocks cut layers
-    norms = layer_norms(RunStore(path))
+    norms = layer_norms(RunStore(path)).norms
     expected = np.stack([np.linalg.norm(data[:, e.columns].astype(np.float64), axis=1) for e in layout.entries], axis=1)
     np.testing.assert_allclose(norms, expected, rtol=1e-12)
 

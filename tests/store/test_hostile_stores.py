@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -527,34 +527,51 @@ def test_a_hostile_sharded_store_gives_one_line_and_exit_2(sharded_corpus, tmp_p
 
 # ---------------------------------------------------------------------- memory and hangs, in a child
 CHILD = "from traj.cli.app import main; main()"
+# A child's ru_maxrss counts the pages of the process it was forked from (Linux folds the old mm's
+# high-water mark into it at exec), so traj is forked from this small launcher, never from pytest
+# (whose own RSS would count): the launcher reports its child's peak through a pipe.
+LAUNCHER = """
+import os, resource, signal, sys
+limit, fd = int(sys.argv[1]), int(sys.argv[2])
+pid = os.fork()
+if pid == 0:
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    os.execv(sys.executable, [sys.executable, "-c", sys.argv[3], *sys.argv[4:]])
+_, status, usage = os.wait4(pid, 0)
+os.write(fd, str(usage.ru_maxrss).encode())
+if os.WIFSIGNALED(status):
+    signal.signal(os.WTERMSIG(status), signal.SIG_DFL)
+    os.kill(os.getpid(), os.WTERMSIG(status))
+sys.exit(os.WEXITSTATUS(status))
+"""
 
 
 def run_child(args: list[str], *, timeout: float = 60, address_space: int = 3 * GiB) -> tuple[int, str, float]:
     """Exit code, stderr and peak RSS (MiB) of ``traj ARGS`` in a fresh process.
 
     The address-space limit keeps a regression from taking the machine (the original bombs
-    reached 21 GB); the timeout keeps a FIFO from hanging the suite.
+    reached 21 GB); the timeout keeps a FIFO from hanging the suite (the launcher's whole
+    session is killed).
     """
-    def limit() -> None:
-        resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
-
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            preexec_fn=limit, env={**os.environ, "COLUMNS": "1000"})
+    read_end, write_end = os.pipe()
+    proc = subprocess.Popen([sys.executable, "-c", LAUNCHER, str(address_space), str(write_end), CHILD, *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, pass_fds=(write_end,),
+                            start_new_session=True, env={**os.environ, "COLUMNS": "1000"})
+    os.close(write_end)
     deadline = time.monotonic() + timeout
-    while True:
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-        if pid:
-            break
+    while proc.poll() is None:
         if time.monotonic() > deadline:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
             proc.stderr.close()
+            os.close(read_end)
             pytest.fail(f"traj {' '.join(args)} still running after {timeout} s")
         time.sleep(0.05)
-    proc.returncode = os.waitstatus_to_exitcode(status)  # reaped by wait4, which also gave its rusage
+    with os.fdopen(read_end) as report:
+        peak_kib = int(report.read() or 0)
     stderr = proc.stderr.read().decode()
     proc.stderr.close()
-    return proc.returncode, stderr, usage.ru_maxrss / 1024
+    return proc.returncode, stderr, peak_kib / 1024
 
 
 def ten_bombs(s: Path) -> None:

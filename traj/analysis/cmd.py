@@ -6,14 +6,18 @@ member most correlated with the rest; then ONE streaming pass over all N weights
 each weight to the reference it correlates with most and fits [aᵢ bᵢ] in closed form
 (O(N·M·T), memory bounded by the block size). The fitted model (labels, a, b, references)
 is written to ``cmd.zarr`` and reconstructs any snapshot or block without the store.
+
+:class:`CMDParams` checks the options once; :func:`fit_cmd` fits them through the engine
+(samples, the pass, and with a recipe the evaluation and the sweep over M); the result is a
+frozen :class:`CMDResult` that holds everything the report draws.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,38 +25,73 @@ import numpy as np
 
 from ..checks import check_float, check_int, check_ints, check_seed
 from ..engine import Engine
-from ..errors import ParameterError, TrajError
+from ..engine.backends import ArrayOps, Kernel
+from ..errors import (
+    DataLimitError,
+    ModelFormatError,
+    NonFiniteDataError,
+    NotApplicableError,
+    ParameterError,
+    WindowTooShortError,
+)
+from ..progress import Progress, Stage
 from ..store import RunStore
-from .dmd import parse_window
+from .windows import Window, resolve_window
 
-__all__ = ["CMDModel", "CMDResult", "check_options", "cmd", "load", "sample_weights", "cluster_modes"]
+__all__ = ["CMDEvaluation", "CMDModel", "CMDParams", "CMDResult", "ModeBands", "SweepRow", "cluster_modes", "cmd",
+           "evaluate", "fit_cmd", "load", "sample_weights", "sweep"]
 
-ProgressCallback = Callable[[int, int], None]
 MODEL_FORMAT = "traj-cmd"
 #: K, the weights sampled for the clustering: their K x K correlation and its linkage live in memory.
 MAX_SAMPLES = 10_000
+#: Modes drawn as bands, and sampled weights drawn beside their reconstruction, in the report.
+BAND_MODES = 12
+FIT_SAMPLES = 6
 
 
-def check_options(*, modes: int | None = 10, threshold: float | None = None, samples: int = 1000,
-                  subsample: int = 1, seed: int = 0, max_points: int = 40, sweep: Sequence[int] = (1,)
-                  ) -> dict[str, Any]:
-    """CMD's options, checked and normalised: :func:`cmd`, :func:`evaluate` and :func:`sweep` call it
-    on their own arguments, and a caller running all three can call it once before the first pass."""
-    if threshold is not None:
-        threshold, modes = check_float("threshold", threshold, low=0, high=1), None
-    elif modes is None:
-        raise ParameterError("modes", "must be given when threshold is not")
-    else:
-        modes = check_int("modes", modes, low=1, high=MAX_SAMPLES)
-    return {
-        "modes": modes,
-        "threshold": threshold,
-        "samples": check_int("samples", samples, low=2, high=MAX_SAMPLES),
-        "subsample": check_int("subsample", subsample, low=1),
-        "seed": check_seed("seed", seed),
-        "max_points": check_int("max_points", max_points, low=1),
-        "sweep": check_ints("sweep", sweep, low=1, high=MAX_SAMPLES),
-    }
+@dataclass(frozen=True)
+class CMDParams:
+    """The options of a CMD, checked (see :func:`cmd` for their meaning)."""
+
+    modes: int | None = 10
+    threshold: float | None = None
+    samples: int = 1000
+    window: Window = None
+    subsample: int = 1
+    seed: int = 0
+    drop_nonfinite: bool = False
+    eval_points: int = 40
+    sweep: tuple[int, ...] = ()
+    sweep_points: int = 20
+
+    @classmethod
+    def checked(cls, *, modes: int | None = 10, threshold: float | None = None, samples: int = 1000,
+                window: Window = None, subsample: int = 1, seed: int = 0, drop_nonfinite: bool = False,
+                eval_points: int = 40, sweep: Sequence[int] = (), sweep_points: int = 20) -> CMDParams:
+        """The options checked once, at the door (``threshold`` wins over ``modes``)."""
+        if threshold is not None:
+            threshold, modes = check_float("threshold", threshold, low=0, high=1), None
+        elif modes is None:
+            raise ParameterError("modes", "must be given when threshold is not")
+        else:
+            modes = check_int("modes", modes, low=1, high=MAX_SAMPLES)
+        return cls(
+            modes=modes,
+            threshold=threshold,
+            samples=check_int("samples", samples, low=2, high=MAX_SAMPLES),
+            window=window,
+            subsample=check_int("subsample", subsample, low=1),
+            seed=check_seed("seed", seed),
+            drop_nonfinite=bool(drop_nonfinite),
+            eval_points=check_int("eval_points", eval_points, low=1),
+            sweep=tuple(sorted(set(check_ints("sweep", sweep, low=1, high=MAX_SAMPLES)))) if len(sweep) else (),
+            sweep_points=check_int("sweep_points", sweep_points, low=1),
+        )
+
+    def options(self) -> dict[str, Any]:
+        """The fit's options as summary.json shows them."""
+        return {"modes": self.modes, "threshold": self.threshold, "samples": self.samples,
+                "subsample": self.subsample, "seed": self.seed}
 
 
 # ---------------------------------------------------------------------- sampling and clustering
@@ -62,7 +101,8 @@ def sample_weights(store: RunStore, samples: int, *, seed: int = 0) -> np.ndarra
     With K/2 <= layers, K/2 layers are drawn and one weight taken from each. Sorted, unique.
     """
     n = store.n_params
-    samples = check_options(samples=samples, seed=seed)["samples"]
+    samples = check_int("samples", samples, low=2, high=MAX_SAMPLES)
+    seed = check_seed("seed", seed)
     k = min(samples, n)
     rng = np.random.default_rng(seed)
     entries = [e for e in store.layout.entries if e.size > 0]
@@ -89,7 +129,7 @@ def sample_weights(store: RunStore, samples: int, *, seed: int = 0) -> np.ndarra
     return np.array(sorted(chosen), dtype=np.int64)
 
 
-def _abs_corr(trajectories: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def abs_corr(trajectories: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """|corr| between columns over time (K×K) and which columns move at all."""
     centered = trajectories - trajectories.mean(axis=0)
     norms = np.linalg.norm(centered, axis=0)
@@ -124,7 +164,7 @@ def cluster_modes(corr: np.ndarray, *, modes: int | None = None, threshold: floa
     return np.array([relabel[int(c)] for c in raw], dtype=np.int64), order, tree
 
 
-def _references(corr: np.ndarray, labels: np.ndarray) -> np.ndarray:
+def references_of(corr: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Per cluster, the member j maximising Σ_{i∈C} |corr(wᵢ, wⱼ)| (methods.md §2.3)."""
     refs = []
     for m in range(int(labels.max()) + 1):
@@ -135,61 +175,55 @@ def _references(corr: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------- the streaming pass
-def _assign_kernel(refs_centered: np.ndarray, refs_norm2: np.ndarray, refs_mean: np.ndarray, keep: np.ndarray
-                   ) -> Callable[[Any], dict[str, np.ndarray]]:
+def assign_kernel(references: np.ndarray, keep: np.ndarray) -> Kernel:
     """Per block of weights: label, a, b, residual sum of squares and |corr| to the reference.
 
-    The least-squares fit of w ≈ a·r + b has a = ⟨w̄, r̄⟩/‖r̄‖² and b = mean(w) − a·mean(r), and
-    its residual is ‖w̄‖² − ⟨w̄, r̄⟩²/‖r̄‖², so nothing is reconstructed to measure the error.
+    ``references`` (M, T') are the references over the snapshots ``keep`` of the window. The
+    least-squares fit of w ≈ a·r + b has a = ⟨w̄, r̄⟩/‖r̄‖² and b = mean(w) − a·mean(r), and its
+    residual is ‖w̄‖² − ⟨w̄, r̄⟩²/‖r̄‖², so nothing is reconstructed to measure the error. Written
+    once against the backend's array operations (numpy, torch on a device, dask workers).
     """
+    refs_centered = (references - references.mean(axis=1, keepdims=True)).T  # (T', M)
+    refs_norm2 = (refs_centered**2).sum(axis=0)
+    refs_mean = references.mean(axis=1)
 
-    def kernel(block: Any) -> dict[str, np.ndarray]:
-        if not isinstance(block, np.ndarray):  # torch tensor on the engine's device
-            import torch
-
-            b = block[torch.as_tensor(keep, device=block.device)]
-            rc = torch.as_tensor(refs_centered, device=b.device)
-            mean = b.mean(dim=0)
-            centered = b - mean
-            norm2 = (centered * centered).sum(dim=0)
-            dots = rc.T @ centered
-            total = float((b * b).sum())
-            return _finish({"mean": mean.cpu().numpy(), "norm2": norm2.cpu().numpy(), "dots": dots.cpu().numpy(),
-                            "total": total}, refs_norm2, refs_mean)
-        b = np.asarray(block, dtype=np.float64)[keep]
-        mean = b.mean(axis=0)
+    def kernel(block: Any, ops: ArrayOps) -> dict[str, Any]:
+        b = ops.take(block, keep, 0)
+        mean = ops.mean(b, 0)
         centered = b - mean
-        norm2 = np.einsum("ij,ij->j", centered, centered)
-        dots = refs_centered.T @ centered
-        return _finish({"mean": mean, "norm2": norm2, "dots": dots, "total": float(np.einsum("ij,ij->", b, b))},
-                       refs_norm2, refs_mean)
+        dots = ops.to_numpy(ops.asarray(refs_centered).T @ centered)
+        norm2 = ops.to_numpy(ops.sum(centered * centered, 0))
+        mean = ops.to_numpy(mean)
+        moving = norm2 > 0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            corr = np.where(moving, dots / np.sqrt(np.outer(refs_norm2, norm2)), 0.0)
+        labels = np.argmax(np.abs(corr), axis=0)
+        cols = np.arange(labels.size)
+        best = dots[labels, cols]
+        a = np.where(moving, best / refs_norm2[labels], 0.0)
+        sse = np.where(moving, np.clip(norm2 - best * best / refs_norm2[labels], 0.0, None), 0.0)
+        return {"labels": labels.astype(np.int32), "a": a, "b": mean - a * refs_mean[labels], "sse": sse,
+                "abscorr": np.abs(corr[labels, cols]), "total": float(ops.sum(b * b))}
 
     return kernel
-
-
-def _finish(parts: dict[str, Any], refs_norm2: np.ndarray, refs_mean: np.ndarray) -> dict[str, np.ndarray]:
-    mean, norm2, dots = parts["mean"], parts["norm2"], parts["dots"]
-    moving = norm2 > 0
-    with np.errstate(divide="ignore", invalid="ignore"):
-        corr = np.where(moving, dots / np.sqrt(np.outer(refs_norm2, norm2)), 0.0)
-    labels = np.argmax(np.abs(corr), axis=0)
-    cols = np.arange(labels.size)
-    best = dots[labels, cols]
-    a = np.where(moving, best / refs_norm2[labels], 0.0)
-    b = mean - a * refs_mean[labels]
-    sse = np.where(moving, np.clip(norm2 - best * best / refs_norm2[labels], 0.0, None), 0.0)
-    return {"labels": labels.astype(np.int32), "a": a, "b": b, "sse": sse,
-            "abscorr": np.abs(corr[labels, cols]), "total": parts["total"]}
 
 
 # ---------------------------------------------------------------------- results
 @dataclass(frozen=True)
 class CMDModel:
-    """A fitted CMD model: reconstructs θ̂_k = a ⊙ w_{r,label}(k) + b for any snapshot or block."""
+    """A fitted CMD model: reconstructs θ̂_k = a ⊙ w_{r,label}(k) + b for any snapshot or block.
 
-    labels: Any
-    a: Any
-    b: Any
+    Attributes
+    ----------
+    labels : ndarray of int32, shape (N,)
+    a, b : ndarray of float64, shape (N,)
+    references : ndarray of shape (M, T')
+    steps : ndarray of shape (T',)
+    """
+
+    labels: np.ndarray
+    a: np.ndarray
+    b: np.ndarray
     references: np.ndarray
     steps: np.ndarray
 
@@ -199,22 +233,89 @@ class CMDModel:
 
     def reconstruct_block(self, columns: slice, snapshots: slice | None = None) -> np.ndarray:
         """θ̂ of coordinates ``columns`` at model snapshots ``snapshots`` (default all): (T', width)."""
-        labels = np.asarray(self.labels[columns])
-        a = np.asarray(self.a[columns])
-        b = np.asarray(self.b[columns])
         refs = self.references[:, snapshots or slice(None)]  # (M, T')
-        return (refs[labels] * a[:, None] + b[:, None]).T
+        return (refs[self.labels[columns]] * self.a[columns, None] + self.b[columns, None]).T
 
     def reconstruct_snapshot(self, k: int) -> np.ndarray:
         """θ̂ at model snapshot k (an index into ``steps``)."""
         return self.reconstruct_block(slice(0, self.n_params), slice(k, k + 1))[0]
 
+    def reconstruct(self, indices: np.ndarray) -> np.ndarray:
+        """θ̂ of the coordinates ``indices`` at every model snapshot: (T', len(indices))."""
+        return (self.references[self.labels[indices]] * self.a[indices, None] + self.b[indices, None]).T
+
+
+@dataclass(frozen=True)
+class ModeBands:
+    """Per mode (the first :data:`BAND_MODES`): its sampled members as sign-aligned z-scores, summarised.
+
+    ``low``/``high`` (n_modes, T') bound 95 % of the members; ``reference`` is the reference's
+    z-score; ``members`` how many sampled weights the mode holds (seed 001 fig. 3).
+    """
+
+    low: np.ndarray
+    high: np.ndarray
+    reference: np.ndarray
+    members: np.ndarray
+
+
+@dataclass(frozen=True)
+class CMDEvaluation:
+    """The recipe's metrics of the original and the CMD weights at a few snapshots (seed 001 fig. 5a, 7)."""
+
+    snapshots: np.ndarray
+    steps: np.ndarray
+    original: Mapping[str, np.ndarray]
+    cmd: Mapping[str, np.ndarray]
+
+    @property
+    def metric(self) -> str:
+        """The metric the report shows: accuracy when the recipe measures it, else loss."""
+        return "accuracy" if "accuracy" in self.cmd else "loss"
+
+    def to_dict(self) -> list[dict[str, float]]:
+        rows = []
+        for i, (k, step) in enumerate(zip(self.snapshots, self.steps, strict=True)):
+            row: dict[str, float] = {"snapshot": int(k), "step": int(step)}
+            row.update({f"original_{name}": float(v[i]) for name, v in self.original.items()})
+            row.update({f"cmd_{name}": float(v[i]) for name, v in self.cmd.items()})
+            rows.append(row)
+        return rows
+
+
+@dataclass(frozen=True)
+class SweepRow:
+    """CMD with ``modes`` modes: its errors and, with a recipe, the best metric over the window (seed 001 fig. 6)."""
+
+    modes: int
+    mse: float
+    relative_error: float
+    compression_ratio: float
+    metric: str | None = None
+    best_cmd: float | None = None
+    best_original: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        row: dict[str, Any] = {"modes": self.modes, "mse": self.mse, "relative_error": self.relative_error,
+                               "compression_ratio": self.compression_ratio}
+        if self.metric:
+            row[f"best_cmd_{self.metric}"] = self.best_cmd
+            row[f"best_original_{self.metric}"] = self.best_original
+        return row
+
 
 @dataclass(frozen=True)
 class CMDResult:
+    """CMD of a store's window: the model, what the sample showed, errors, and what the report draws.
+
+    ``sample_*`` describe the K sampled weights (their trajectories (T', K), |corr| (K, K),
+    labels, dendrogram order); ``sample_reconstruction`` is their CMD reconstruction and
+    ``fit_samples`` the few of them the report draws; ``bands`` the modes' member bands.
+    """
+
     store: str
     window: tuple[int, int]
-    subsample: int
+    params: CMDParams
     snapshots: np.ndarray
     steps: np.ndarray
     n_params: int
@@ -224,20 +325,25 @@ class CMDResult:
     sample_order: np.ndarray
     sample_corr: np.ndarray
     sample_trajectories: np.ndarray
+    sample_reconstruction: np.ndarray
+    fit_samples: np.ndarray
+    bands: ModeBands
     reference_indices: np.ndarray
     mode_sizes: np.ndarray
     mode_mean_corr: np.ndarray
-    modes_per_layer: dict[str, list[int]]
+    modes_per_layer: Mapping[str, np.ndarray]
     mse: float
     relative_error: float
-    options: dict[str, Any]
     backend: str
     seconds: float
     model_path: str | None = None
-    evaluation: list[dict[str, float]] | None = None
-    sweep: list[dict[str, Any]] | None = None
+    evaluation: CMDEvaluation | None = None
+    sweep: tuple[SweepRow, ...] = ()
     constant_samples: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def subsample(self) -> int:
+        return self.params.subsample
 
     @property
     def modes(self) -> int:
@@ -248,13 +354,18 @@ class CMDResult:
         t = self.steps.size
         return self.n_params * t / (self.modes * t + 2 * self.n_params)
 
+    @property
+    def ordered_corr(self) -> np.ndarray:
+        """|corr| of the sampled weights in dendrogram order (seed 001 fig. 2)."""
+        return self.sample_corr[np.ix_(self.sample_order, self.sample_order)]
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "store": self.store,
             "modes": self.modes,
             "mode_sizes": self.mode_sizes.tolist(),
             "mode_mean_abs_corr": self.mode_mean_corr.tolist(),
-            "modes_per_layer": self.modes_per_layer,
+            "modes_per_layer": {name: counts.tolist() for name, counts in self.modes_per_layer.items()},
             "reconstruction_mse": self.mse,
             "relative_error": self.relative_error,
             "compression_ratio": self.compression_ratio,
@@ -267,9 +378,9 @@ class CMDResult:
             "snapshots": self.snapshots.tolist(),
             "steps": self.steps.tolist(),
             "n_params": self.n_params,
-            "options": self.options,
-            "evaluation": self.evaluation,
-            "sweep": self.sweep,
+            "options": self.params.options(),
+            "evaluation": self.evaluation.to_dict() if self.evaluation else None,
+            "sweep": [row.to_dict() for row in self.sweep] or None,
             "model": self.model_path,
             "backend": self.backend,
             "seconds": self.seconds,
@@ -283,13 +394,17 @@ def cmd(
     modes: int | None = 10,
     threshold: float | None = None,
     samples: int = 1000,
-    window: str | Sequence[int] | None = None,
+    window: Window = None,
     subsample: int = 1,
     seed: int = 0,
     out: str | os.PathLike[str] | None = None,
     drop_nonfinite: bool = False,
+    recipe: Any = None,
+    eval_points: int = 40,
+    sweep: Sequence[int] = (),
     engine: Engine | None = None,
-    progress: ProgressCallback | None = None,
+    progress: Progress | None = None,
+    stage: Stage | None = None,
 ) -> CMDResult:
     """Correlation Mode Decomposition of a store's trajectory (methods.md §2).
 
@@ -309,209 +424,231 @@ def cmd(
     drop_nonfinite : bool
         Leave snapshots holding NaN/Inf out of the time axis (one extra pass finds them).
     out : path, optional
-        Write the model (labels, a, b, references) to ``out`` (a Zarr group, e.g. DIR/cmd.zarr)
-        block by block; without it they are kept in memory.
+        Also write the model (labels, a, b, references) to ``out`` (a Zarr group, e.g.
+        DIR/cmd.zarr) block by block. The result holds it in memory either way (20 bytes per weight).
+    recipe : Recipe, optional
+        Score the original and the CMD weights with it at ``eval_points`` snapshots.
+    sweep : list of int
+        Also fit M = each of these and report errors (and with a recipe the best metric) against M.
     """
-    t0 = time.perf_counter()
-    o = check_options(modes=modes, threshold=threshold, samples=samples, subsample=subsample, seed=seed)
-    modes, threshold, samples, subsample, seed = (o[k] for k in ("modes", "threshold", "samples", "subsample", "seed"))
+    params = CMDParams.checked(modes=modes, threshold=threshold, samples=samples, window=window, subsample=subsample,
+                               seed=seed, drop_nonfinite=drop_nonfinite, eval_points=eval_points, sweep=sweep)
+    return fit_cmd(store, params, out=out, recipe=recipe, engine=engine, progress=progress, stage=stage)
+
+
+def fit_cmd(store: RunStore | str | os.PathLike[str], params: CMDParams, *, out: str | os.PathLike[str] | None = None,
+            recipe: Any = None, engine: Engine | None = None, progress: Progress | None = None,
+            stage: Stage | None = None) -> CMDResult:
+    """Fit checked :class:`CMDParams` to a store; with a recipe, evaluate it; run the sweep when asked.
+
+    ``stage("evaluating")`` and ``stage("sweep")`` announce the steps after the pass.
+    """
     store = store if isinstance(store, RunStore) else RunStore(store)
     engine = engine or Engine()
-    lo, hi = parse_window(window, store.n_snapshots)
+    result = _fit(store, params, out, engine, progress)
+    if recipe is not None:
+        if stage is not None:
+            stage("evaluating")
+        result = replace(result, evaluation=evaluate(result, store, recipe, max_points=params.eval_points,
+                                                      engine=engine))
+    if params.sweep:
+        if stage is not None:
+            stage("sweep")
+        result = replace(result, sweep=_sweep(store, params, recipe, engine))
+    return result
+
+
+def _fit(store: RunStore, params: CMDParams, out: str | os.PathLike[str] | None, engine: Engine,
+         progress: Progress | None) -> CMDResult:
+    """The clustering of the sample and the one pass over every weight."""
+    t0 = time.perf_counter()
+    lo, hi = resolve_window(store, params.window, method="CMD")
     rows = slice(lo, hi + 1)
-    keep = np.arange(0, hi - lo + 1, subsample)  # rows of the window used, relative to lo
-    if drop_nonfinite:
-        bad = store.nonfinite_rows(rows=rows) - lo
-        keep = keep[~np.isin(keep, bad)]
+    keep = np.arange(0, hi - lo + 1, params.subsample)  # rows of the window used, relative to lo
+    if params.drop_nonfinite:
+        keep = keep[~np.isin(keep, engine.nonfinite_rows(store, rows=rows) - lo)]
     used = lo + keep
     if used.size < 3:
-        raise TrajError(f"{used.size} snapshot(s) left after subsampling by {subsample}; CMD needs at least 3")
-
-    sample = sample_weights(store, samples, seed=seed)
+        raise WindowTooShortError(f"{used.size} snapshot(s) left after subsampling by {params.subsample}; "
+                                  "CMD needs at least 3")
+    sample = sample_weights(store, params.samples, seed=params.seed)
     trajectories = engine.collect(store, sample, rows=rows)[keep]
     if not np.isfinite(trajectories).all():
         bad = int(np.flatnonzero(~np.isfinite(trajectories).all(axis=1))[0])
-        raise TrajError(f"snapshot {int(used[bad])} holds NaN or Inf")
-    corr_all, moving = _abs_corr(trajectories)
+        raise NonFiniteDataError(f"snapshot {int(used[bad])} holds NaN or Inf")
+    corr_all, moving = abs_corr(trajectories)
     usable = np.flatnonzero(moving)
     if usable.size < 2:
-        raise TrajError("fewer than 2 of the sampled weights move in this window: nothing to correlate")
-    if modes is not None and modes > usable.size:
-        raise ParameterError("modes", f"{modes} is more than the {usable.size} moving sampled weights; sample more weights")
+        raise NotApplicableError("fewer than 2 of the sampled weights move in this window: nothing to correlate")
+    if params.modes is not None and params.modes > usable.size:
+        raise DataLimitError("modes", f"{params.modes} is more than the {usable.size} moving sampled weights; "
+                                      "sample more weights")
     corr = corr_all[np.ix_(usable, usable)]
-    labels_s, order, _ = cluster_modes(corr, modes=modes, threshold=threshold)
-    refs_local = _references(corr, labels_s)
-    ref_cols = usable[refs_local]
+    labels_s, order, _ = cluster_modes(corr, modes=params.modes, threshold=params.threshold)
+    ref_cols = usable[references_of(corr, labels_s)]
     references = trajectories[:, ref_cols].T  # (M, T')
-    n_modes = references.shape[0]
-
-    refs_centered = (references - references.mean(axis=1, keepdims=True)).T  # (T', M)
-    refs_norm2 = (refs_centered**2).sum(axis=0)
-    refs_mean = references.mean(axis=1)
-    kernel = _assign_kernel(refs_centered, refs_norm2, refs_mean, keep)
-
-    n = store.n_params
-    sink = _ModelSink(n, out, chunk=max(4096, store.chunks[1]))
-    sse_total = 0.0
-    norm_total = 0.0
-    sizes = np.zeros(n_modes, dtype=np.int64)
-    corr_sums = np.zeros(n_modes)
-    per_layer = {e.name: np.zeros(n_modes, dtype=np.int64) for e in store.layout.entries}
-    starts = np.array([e.offset for e in store.layout.entries])
-    for cols, part in engine.map_blocks(store, kernel, rows=rows, progress=progress):
-        if not np.isfinite(part["total"]):
-            raise TrajError("the window holds NaN or Inf values")
-        sink.write(cols, part["labels"], part["a"], part["b"])
-        sse_total += float(part["sse"].sum())
-        norm_total += part["total"]
-        sizes += np.bincount(part["labels"], minlength=n_modes)
-        corr_sums += np.bincount(part["labels"], weights=part["abscorr"], minlength=n_modes)
-        first = int(np.searchsorted(starts, cols.start, side="right") - 1)
-        for e in store.layout.entries[first:]:
-            a_, b_ = max(e.offset, cols.start), min(e.stop, cols.stop)
-            if a_ >= cols.stop:
-                break
-            if b_ > a_:
-                per_layer[e.name] += np.bincount(part["labels"][a_ - cols.start : b_ - cols.start], minlength=n_modes)
-    model_path = sink.finish(references, store.steps[used], sample, ref_cols, {
-        "modes": modes, "threshold": threshold, "samples": samples, "window": [lo, hi], "subsample": subsample,
-        "seed": seed, "store": str(store.path), "snapshots": [int(i) for i in used]})
-    t_used = used.size
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean_corr = np.where(sizes > 0, corr_sums / np.maximum(sizes, 1), 0.0)
+    pass_ = _assign_all(store, engine, rows, assign_kernel(references, keep), references.shape[0], out, progress)
+    model = CMDModel(pass_.labels, pass_.a, pass_.b, references, store.steps[used])
+    model_path = _write_model(out, model, sample, ref_cols, params, store, (lo, hi), used) if out else None
     sample_labels = np.full(sample.size, -1, dtype=np.int64)
     sample_labels[usable] = labels_s
+    n = store.n_params
     return CMDResult(
-        store=str(store.path),
-        window=(lo, hi),
-        subsample=subsample,
-        snapshots=used,
-        steps=store.steps[used],
-        n_params=n,
-        model=CMDModel(sink.labels, sink.a, sink.b, references, store.steps[used]),
-        sample_indices=sample,
-        sample_labels=sample_labels,
-        sample_order=usable[order],
-        sample_corr=corr_all,
-        sample_trajectories=trajectories,
-        reference_indices=sample[ref_cols],
-        mode_sizes=sizes,
-        mode_mean_corr=mean_corr,
-        modes_per_layer={k: v.tolist() for k, v in per_layer.items()},
-        mse=sse_total / (n * t_used),
-        relative_error=float(np.sqrt(sse_total / norm_total)) if norm_total > 0 else 0.0,
-        options={"modes": modes, "threshold": threshold, "samples": samples, "subsample": subsample, "seed": seed},
-        backend=engine.label,
-        seconds=time.perf_counter() - t0,
-        model_path=model_path,
+        store=str(store.path), window=(lo, hi), params=params, snapshots=used, steps=store.steps[used], n_params=n,
+        model=model, sample_indices=sample, sample_labels=sample_labels, sample_order=usable[order],
+        sample_corr=corr_all, sample_trajectories=trajectories, sample_reconstruction=model.reconstruct(sample),
+        fit_samples=np.sort(np.random.default_rng(0).choice(sample.size, size=min(FIT_SAMPLES, sample.size),
+                                                             replace=False)),
+        bands=mode_bands(trajectories, sample, sample_labels, sample[ref_cols]),
+        reference_indices=sample[ref_cols], mode_sizes=pass_.sizes,
+        mode_mean_corr=np.where(pass_.sizes > 0, pass_.corr_sums / np.maximum(pass_.sizes, 1), 0.0),
+        modes_per_layer=pass_.per_layer, mse=pass_.sse / (n * used.size),
+        relative_error=float(np.sqrt(pass_.sse / pass_.total)) if pass_.total > 0 else 0.0,
+        backend=engine.label, seconds=time.perf_counter() - t0, model_path=model_path,
         constant_samples=int(sample.size - usable.size),
     )
 
 
-class _ModelSink:
-    """Where labels, a and b go during the pass: arrays in memory, or a Zarr group on disk."""
+@dataclass
+class _Pass:
+    """What the pass over every weight accumulates."""
 
-    def __init__(self, n: int, out: str | os.PathLike[str] | None, chunk: int = 1 << 18) -> None:
-        self.out = None if out is None else Path(out)
-        if self.out is None:
-            self.labels = np.empty(n, dtype=np.int32)
-            self.a = np.empty(n)
-            self.b = np.empty(n)
-            return
-        import zarr
+    labels: np.ndarray
+    a: np.ndarray
+    b: np.ndarray
+    sizes: np.ndarray
+    corr_sums: np.ndarray
+    per_layer: dict[str, np.ndarray]
+    sse: float = 0.0
+    total: float = 0.0
 
-        self.group = zarr.open_group(str(self.out), mode="w", zarr_format=3)
-        chunk = min(n, chunk)  # aligned with the store's chunks: each block write fills whole chunks
-        self.labels = self.group.create_array("labels", shape=(n,), chunks=(chunk,), dtype="int32", dimension_names=("param",))
-        self.a = self.group.create_array("a", shape=(n,), chunks=(chunk,), dtype="float64", dimension_names=("param",))
-        self.b = self.group.create_array("b", shape=(n,), chunks=(chunk,), dtype="float64", dimension_names=("param",))
 
-    def write(self, cols: slice, labels: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
-        self.labels[cols] = labels
-        self.a[cols] = a
-        self.b[cols] = b
+def _assign_all(store: RunStore, engine: Engine, rows: slice, kernel: Kernel, n_modes: int,
+                out: str | os.PathLike[str] | None, progress: Progress | None) -> _Pass:
+    """One pass: every weight's label, a and b, and the per-mode and per-layer counts."""
+    n = store.n_params
+    acc = _Pass(np.empty(n, dtype=np.int32), np.empty(n), np.empty(n), np.zeros(n_modes, dtype=np.int64),
+                np.zeros(n_modes), {e.name: np.zeros(n_modes, dtype=np.int64) for e in store.layout.entries})
+    starts = np.array([e.offset for e in store.layout.entries])
+    for cols, part in engine.map_blocks(store, kernel, rows=rows, progress=progress):
+        if not np.isfinite(part["total"]):
+            raise NonFiniteDataError("the window holds NaN or Inf values")
+        acc.labels[cols], acc.a[cols], acc.b[cols] = part["labels"], part["a"], part["b"]
+        acc.sse += float(part["sse"].sum())
+        acc.total += part["total"]
+        acc.sizes += np.bincount(part["labels"], minlength=n_modes)
+        acc.corr_sums += np.bincount(part["labels"], weights=part["abscorr"], minlength=n_modes)
+        first = int(np.searchsorted(starts, cols.start, side="right") - 1)
+        for e in store.layout.entries[first:]:
+            lo, hi = max(e.offset, cols.start), min(e.stop, cols.stop)
+            if lo >= cols.stop:
+                break
+            if hi > lo:
+                acc.per_layer[e.name] += np.bincount(part["labels"][lo - cols.start : hi - cols.start],
+                                                     minlength=n_modes)
+    return acc
 
-    def finish(self, references: np.ndarray, steps: np.ndarray, sample: np.ndarray, ref_cols: np.ndarray,
-               options: dict[str, Any]) -> str | None:
-        if self.out is None:
-            return None
-        self.group.create_array("references", data=np.asarray(references, dtype=np.float64),
-                                dimension_names=("mode", "snapshot"))
-        self.group.create_array("steps", data=np.asarray(steps, dtype=np.int64), dimension_names=("snapshot",))
-        self.group.create_array("sample_indices", data=np.asarray(sample, dtype=np.int64), dimension_names=("sample",))
-        self.group.attrs.update({"traj": {"format": MODEL_FORMAT, "version": 1}, "options": options,
-                                 "reference_samples": [int(i) for i in ref_cols]})
-        return str(self.out)
+
+def mode_bands(trajectories: np.ndarray, sample: np.ndarray, labels: np.ndarray, references: np.ndarray) -> ModeBands:
+    """Per mode, its sampled members normalised (z-scores, signs aligned with the reference), their
+    2.5-97.5 % band and the reference's z-score (seed 001 fig. 3)."""
+    z = trajectories - trajectories.mean(axis=0)
+    std = z.std(axis=0)
+    z = np.divide(z, std, out=np.zeros_like(z), where=std > 0)
+    position = {int(i): j for j, i in enumerate(sample)}
+    low, high, refs, members = [], [], [], []
+    for m, ref_index in enumerate(references[:BAND_MODES]):
+        idx = np.flatnonzero(labels == m)
+        ref = z[:, position[int(ref_index)]]
+        signs = np.sign(ref @ z[:, idx])
+        aligned = z[:, idx] * np.where(signs == 0, 1, signs)
+        lo, hi = np.percentile(aligned, [2.5, 97.5], axis=1)
+        low.append(lo)
+        high.append(hi)
+        refs.append(ref)
+        members.append(idx.size)
+    return ModeBands(np.array(low), np.array(high), np.array(refs), np.array(members, dtype=np.int64))
+
+
+def _write_model(out: str | os.PathLike[str], model: CMDModel, sample: np.ndarray, ref_cols: np.ndarray,
+                 params: CMDParams, store: RunStore, window: tuple[int, int], used: np.ndarray) -> str:
+    """The model as a Zarr group (``cmd.zarr``), chunks aligned with the store's columns."""
+    import zarr
+
+    group = zarr.open_group(str(out), mode="w", zarr_format=3)
+    chunk = min(model.n_params, max(4096, store.chunks[1]))
+    for name, values, dtype in (("labels", model.labels, "int32"), ("a", model.a, "float64"), ("b", model.b, "float64")):
+        array = group.create_array(name, shape=(model.n_params,), chunks=(chunk,), dtype=dtype,
+                                   dimension_names=("param",))
+        array[:] = values
+    group.create_array("references", data=np.asarray(model.references, dtype=np.float64),
+                       dimension_names=("mode", "snapshot"))
+    group.create_array("steps", data=np.asarray(model.steps, dtype=np.int64), dimension_names=("snapshot",))
+    group.create_array("sample_indices", data=np.asarray(sample, dtype=np.int64), dimension_names=("sample",))
+    options = {**params.options(), "window": list(window), "store": str(store.path), "snapshots": [int(i) for i in used]}
+    group.attrs.update({"traj": {"format": MODEL_FORMAT, "version": 1}, "options": options,
+                        "reference_samples": [int(i) for i in ref_cols]})
+    return str(out)
 
 
 def load(path: str | os.PathLike[str]) -> CMDModel:
-    """Open a model written by :func:`cmd` (``DIR/cmd.zarr``); reconstructs without the store."""
+    """Open a model written by :func:`cmd` (``DIR/cmd.zarr``) into memory; reconstructs without the store."""
     import zarr
 
     path = Path(path)
     if not (path / "zarr.json").is_file():
-        raise TrajError(f"{path}: not a CMD model (no zarr.json)")
+        raise ModelFormatError(f"{path}: not a CMD model (no zarr.json)")
     group = zarr.open_group(str(path), mode="r", zarr_format=3)
     marker = group.attrs.get("traj")
     if not isinstance(marker, dict) or marker.get("format") != MODEL_FORMAT:
-        raise TrajError(f"{path}: a Zarr group, but not a traj CMD model")
+        raise ModelFormatError(f"{path}: a Zarr group, but not a traj CMD model")
     for name in ("labels", "a", "b", "references", "steps"):
         if name not in group:
-            raise TrajError(f"{path}: the CMD model has no '{name}' array")
-    return CMDModel(group["labels"], group["a"], group["b"], np.asarray(group["references"][:]),
-                    np.asarray(group["steps"][:]))
-
-
-cmd.load = load  # type: ignore[attr-defined]  # traj.cmd.load(path), as the issue names it
+            raise ModelFormatError(f"{path}: the CMD model has no '{name}' array")
+    arrays = {name: np.asarray(group[name][:]) for name in ("labels", "a", "b", "references", "steps")}
+    return CMDModel(**arrays)
 
 
 # ---------------------------------------------------------------------- evaluation with the recipe
-def _take(array: Any, index: np.ndarray) -> np.ndarray:
-    if isinstance(array, np.ndarray):
-        return array[index]
-    return np.asarray(array.get_orthogonal_selection((np.asarray(index),)))
-
-
-def sample_reconstruction(result: CMDResult) -> np.ndarray:
-    """CMD reconstruction of the sampled weights, shape (T', K) (for plots)."""
-    idx = result.sample_indices
-    labels, a, b = (_take(x, idx) for x in (result.model.labels, result.model.a, result.model.b))
-    return (result.model.references[labels] * a[:, None] + b[:, None]).T
-
-
-def evaluate(result: CMDResult, store: RunStore, recipe: Any, *, max_points: int = 40) -> list[dict[str, float]]:
+def evaluate(result: CMDResult, store: RunStore, recipe: Any, *, max_points: int = 40,
+             engine: Engine | None = None) -> CMDEvaluation:
     """The recipe's metrics of the original and the CMD-reconstructed weights per snapshot
     (seed 001 fig. 5a, 7), at up to ``max_points`` snapshots spread over the window."""
-    max_points = check_options(max_points=max_points)["max_points"]
+    max_points = check_int("eval_points", max_points, low=1)
+    engine = engine or Engine()
     used = result.snapshots
     # spread over the window, the last snapshot always included (max_points=1 scores the end of the run)
     picks = np.unique(np.linspace(used.size - 1, 0, min(max_points, used.size)).round().astype(int))
-    rows = []
+    original: dict[str, list[float]] = {}
+    rebuilt: dict[str, list[float]] = {}
     for k in picks:
-        original = recipe.evaluate(store.snapshot(int(used[k])))
-        rebuilt = recipe.evaluate(result.model.reconstruct_snapshot(int(k)).astype(store.dtype))
-        row = {"snapshot": int(used[k]), "step": int(result.steps[k])}
-        row.update({f"original_{name}": float(v) for name, v in original.items()})
-        row.update({f"cmd_{name}": float(v) for name, v in rebuilt.items()})
-        rows.append(row)
-    return rows
+        theta = engine.snapshot(store, int(used[k])).astype(store.dtype)
+        for name, value in recipe.evaluate(theta).items():
+            original.setdefault(name, []).append(float(value))
+        for name, value in recipe.evaluate(result.model.reconstruct_snapshot(int(k)).astype(store.dtype)).items():
+            rebuilt.setdefault(name, []).append(float(value))
+    return CMDEvaluation(used[picks], result.steps[picks], {k: np.array(v) for k, v in original.items()},
+                         {k: np.array(v) for k, v in rebuilt.items()})
 
 
-def sweep(store: RunStore, modes_list: Sequence[int], *, recipe: Any = None, max_points: int = 20,
-          **options: Any) -> list[dict[str, Any]]:
+def sweep(store: RunStore | str | os.PathLike[str], modes_list: Sequence[int], *, recipe: Any = None,
+          max_points: int = 20, engine: Engine | None = None, **options: Any) -> tuple[SweepRow, ...]:
     """CMD for several M: MSE, relative error and (with a recipe) the best reconstructed
     accuracy or lowest loss over the window, against M (seed 001 fig. 6)."""
-    modes_list = check_options(sweep=modes_list, max_points=max_points)["sweep"]
+    params = CMDParams.checked(sweep=modes_list, sweep_points=max_points, **options)
+    store = store if isinstance(store, RunStore) else RunStore(store)
+    return _sweep(store, params, recipe, engine or Engine())
+
+
+def _sweep(store: RunStore, params: CMDParams, recipe: Any, engine: Engine) -> tuple[SweepRow, ...]:
     rows = []
-    for m in modes_list:
-        result = cmd(store, modes=m, **options)
-        row: dict[str, Any] = {"modes": int(m), "mse": result.mse, "relative_error": result.relative_error,
-                               "compression_ratio": result.compression_ratio}
+    for m in params.sweep:
+        result = _fit(store, replace(params, modes=m, threshold=None), None, engine, None)
+        row = SweepRow(m, result.mse, result.relative_error, result.compression_ratio)
         if recipe is not None:
-            ev = evaluate(result, store, recipe, max_points=max_points)
-            metric = "accuracy" if "cmd_accuracy" in ev[0] else "loss"
-            best = max if metric == "accuracy" else min
-            row[f"best_cmd_{metric}"] = best(r[f"cmd_{metric}"] for r in ev)
-            row[f"best_original_{metric}"] = best(r[f"original_{metric}"] for r in ev)
+            ev = evaluate(result, store, recipe, max_points=params.sweep_points, engine=engine)
+            best = max if ev.metric == "accuracy" else min
+            row = replace(row, metric=ev.metric, best_cmd=float(best(ev.cmd[ev.metric])),
+                          best_original=float(best(ev.original[ev.metric])))
         rows.append(row)
-    return rows
+    return tuple(rows)

@@ -8,32 +8,41 @@ distance W1 between every pair of eigenvalue sets (POT ``ot.emd2``, uniform mass
 
 Two ways to the spectrum, same numbers: a large observable (all weights of a network) goes
 through the streaming Gram, whose delay embedding is a sum of shifted diagonal sub-blocks
-of G (no extra pass); a small observable (a layer, an optimiser's iterate) is read into
-memory, where trajectories can be stacked (pairs never cross trajectories).
+of G (no extra pass); a small observable (a layer, an optimiser's iterate, up to
+``small_observable`` coordinates times delays + 1) is collected into memory by the engine,
+where trajectories can be stacked (pairs never cross trajectories). Both go through the one
+operator factory (:mod:`traj.engine.operator`): a rank above what a run resolves, or a k above
+the smallest rank, is reduced and the result says so (``Spectrum.rank_note``, ``k_note``).
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from ..checks import check_float, check_int
-from ..engine import Engine, ReducedOperator, relative_floor
-from ..engine.operator import check_rank, gavish_donoho_threshold
-from ..errors import ParameterError, TrajError
+from ..engine import Engine, ReducedOperator
+from ..engine.operator import check_rank
+from ..errors import ParameterError, WindowTooShortError
+from ..progress import Progress
 from ..store import RunStore
-from .dmd import check_gram_finite, parse_window
+from .dmd import complex_pairs
+from .windows import Window, check_gram_finite, parse_window, raise_nonfinite
 
-__all__ = ["ConjugacyResult", "Spectrum", "conjugacy", "koopman_spectrum", "wasserstein", "SMALL_OBSERVABLE"]
+__all__ = ["ConjugacyParams", "ConjugacyResult", "PairVerdict", "SMALL_OBSERVABLE", "Spectrum", "WindowTransitions",
+           "conjugacy", "fit_conjugacy", "hankel_gram", "koopman_spectrum", "stacked_hankel", "wasserstein"]
 
-ProgressCallback = Callable[[int, int], None]
-#: Observables up to this many coordinates (times delays+1) are decomposed in memory.
+#: Default of ``small_observable``: observables up to this many coordinates (times delays+1) are decomposed in memory.
 SMALL_OBSERVABLE = 2048
+Verdict = Literal["conjugate", "non-conjugate", "undetermined"]
+#: What set a verdict's threshold: the null's quantile, the stated margin, or the eigenvalues' precision.
+Basis = Literal["null", "margin", "tolerance"]
+SpectrumMethod = Literal["memory", "gram"]
 
 
 def wasserstein(a: np.ndarray, b: np.ndarray) -> float:
@@ -43,16 +52,20 @@ def wasserstein(a: np.ndarray, b: np.ndarray) -> float:
     a = np.asarray(a, dtype=np.complex128).ravel()
     b = np.asarray(b, dtype=np.complex128).ravel()
     if not a.size or not b.size:
-        raise TrajError("an eigenvalue set is empty")
+        raise ParameterError("eigenvalues", "holds an empty set: W1 needs at least one eigenvalue on each side")
     p = np.c_[a.real, a.imag]
     q = np.c_[b.real, b.imag]
     cost = ot.dist(p, q, metric="euclidean")
     return float(ot.emd2(ot.unif(len(p)), ot.unif(len(q)), cost))
 
 
+# ---------------------------------------------------------------------- spectra
 @dataclass(frozen=True)
 class Spectrum:
-    """Koopman eigenvalues of one run's observable over one window (largest modulus first)."""
+    """Koopman eigenvalues of one run's observable over one window (largest modulus first).
+
+    ``rank_requested`` is what was asked; ``rank_note`` says why fewer were kept (None when not).
+    """
 
     run: str
     window: tuple[int, int]
@@ -61,35 +74,9 @@ class Spectrum:
     n_observables: int
     n_trajectories: int
     delays: int
-    method: str
-
-
-def _defaults(store: RunStore) -> dict[str, Any]:
-    """The authors' setting for the mirror-descent validation case: stacked ICs, 4 delays."""
-    recipe = store.recipe or {}
-    if recipe.get("name") == "mirror-descent":
-        return {"stack": True, "delays": 4}
-    return {"stack": False, "delays": 0}
-
-
-def _columns(store: RunStore, layer: str | None) -> tuple[slice, tuple[int, ...]]:
-    if layer is None:
-        if len(store.layout) == 1:  # one tensor: keep its shape (its first axis may index trajectories)
-            return slice(0, store.n_params), store.layout.entries[0].shape
-        return slice(0, store.n_params), (store.n_params,)
-    entry = store.layout.select([layer])[0]
-    return entry.columns, entry.shape
-
-
-def _rank_from_sigma(sigma: np.ndarray, rank: int | str, n_rows: int, n_cols: int, floor: float) -> int:
-    available = int(np.count_nonzero(sigma > floor * sigma[0]))
-    if rank in (None, "auto"):
-        tau = gavish_donoho_threshold(sigma, n_rows, n_cols)
-        return max(1, min(available, int(np.count_nonzero(sigma > tau))))
-    r = int(rank)
-    if r > available:
-        raise TrajError(f"rank {r} asked for, but only {available} singular value(s) lie above the precision floor")
-    return r
+    method: SpectrumMethod
+    rank_requested: int | str = "auto"
+    rank_note: str | None = None
 
 
 def stacked_hankel(data: np.ndarray, n_traj: int, delays: int) -> tuple[np.ndarray, np.ndarray]:
@@ -108,161 +95,228 @@ def stacked_hankel(data: np.ndarray, n_traj: int, delays: int) -> tuple[np.ndarr
     return np.concatenate(xs, axis=1), np.concatenate(ys, axis=1)
 
 
-def pairs_spectrum(x: np.ndarray, y: np.ndarray, *, rank: int | str, floor: float) -> tuple[np.ndarray, int]:
-    """Exact-DMD eigenvalues of snapshot pairs Y ≈ A X in memory, and the rank used."""
-    u, sigma, vt = np.linalg.svd(x, full_matrices=False)
-    if not sigma.size or sigma[0] <= 0:
-        raise TrajError("the observable does not move in this window")
-    r = _rank_from_sigma(sigma, rank, x.shape[0], x.shape[1], floor)
-    atilde = u[:, :r].T @ y @ vt[:r].T / sigma[:r]
-    return np.linalg.eigvals(atilde), r
-
-
-def by_modulus(eigenvalues: np.ndarray) -> np.ndarray:
-    """Eigenvalues largest modulus first (ties: positive imaginary part first), the order k cuts."""
-    return eigenvalues[np.lexsort((-eigenvalues.imag, -np.abs(eigenvalues)))]
-
-
-def _in_memory_spectrum(data: np.ndarray, *, n_traj: int, delays: int, rank: int | str, floor: float) -> tuple[np.ndarray, int]:
-    """Hankel DMD with stacked trajectories (see ``stacked_hankel``)."""
-    return pairs_spectrum(*stacked_hankel(data, n_traj, delays), rank=rank, floor=floor)
-
-
-def _hankel_gram(gram: np.ndarray, delays: int) -> np.ndarray:
+def hankel_gram(gram: np.ndarray, delays: int) -> np.ndarray:
     """Gram of the delay-embedded snapshots: H[j, k] = Σ_s G[j+s, k+s] (shifted diagonal sub-blocks)."""
     m = gram.shape[0] - delays
     return sum(gram[s : s + m, s : s + m] for s in range(delays + 1))
 
 
-def _window_and_delays(store: RunStore, window: str | Sequence[int] | None, delays: int | None
-                       ) -> tuple[int, int, int]:
+def recipe_defaults(store: RunStore) -> tuple[bool, int]:
+    """(stack, delays) by default: the authors' setting for the mirror-descent case (stacked ICs, 4 delays)."""
+    recipe = store.recipe or {}
+    return (True, 4) if recipe.get("name") == "mirror-descent" else (False, 0)
+
+
+def observable(store: RunStore, layer: str | None) -> tuple[slice, tuple[int, ...]]:
+    """The columns of the observable (one layer, or all of θ) and the shape of its tensor."""
+    if layer is None:
+        if len(store.layout) == 1:  # one tensor: keep its shape (its first axis may index trajectories)
+            return slice(0, store.n_params), store.layout.entries[0].shape
+        return slice(0, store.n_params), (store.n_params,)
+    entry = store.layout.select([layer])[0]
+    return entry.columns, entry.shape
+
+
+def window_and_delays(store: RunStore, window: Window, delays: int | None) -> tuple[int, int, int]:
     """A run's window (default: all of it) and delays (default: the recipe's), long enough for each other."""
+    d = recipe_defaults(store)[1] if delays is None else check_int("delays", delays, low=0)
     if window is None:
-        if store.n_snapshots < 3:
-            raise TrajError(f"{store.path}: {store.n_snapshots} snapshot(s); DMD needs at least 3")
-        lo, hi = 0, store.n_snapshots - 1
-    else:
-        lo, hi = parse_window(window, store.n_snapshots)
-    delays = _defaults(store)["delays"] if delays is None else check_int("delays", delays, low=0)
-    if hi - lo + 1 < delays + 3:
-        raise ParameterError("window", f"{lo}:{hi} of {store.path.name} is too short for {delays} delays "
-                                       f"(needs at least {delays + 3} snapshots)")
-    return lo, hi, delays
-
-
-def _window_edges(store: RunStore, count: int, window: str | Sequence[int] | None, delays: int | None) -> np.ndarray:
-    """Bounds of ``count`` consecutive windows of one run, each long enough for the delays."""
-    lo, hi, d = _window_and_delays(store, window, delays)
-    most = (hi - lo + 1) // (d + 3)
-    edges = np.linspace(lo, hi + 1, count + 1).round().astype(int) if count <= most else None
-    if edges is None or np.min(np.diff(edges)) < d + 3:
-        raise ParameterError("windows", f"{count}: windows of snapshots {lo}:{hi} would be too short "
-                                        f"(each needs {d + 3} snapshots: at most {most} windows)")
-    return edges
+        if store.n_snapshots < d + 3:
+            raise WindowTooShortError(f"{store.path}: {store.n_snapshots} snapshot(s) are too short for {d} delays "
+                                      f"(DMD needs at least {d + 3})")
+        return 0, store.n_snapshots - 1, d
+    lo, hi = parse_window(window, store.n_snapshots)
+    if hi - lo + 1 < d + 3:
+        raise ParameterError("window", f"{lo}:{hi} of {store.path.name} is too short for {d} delays "
+                                       f"(needs at least {d + 3} snapshots)")
+    return lo, hi, d
 
 
 def koopman_spectrum(
     store: RunStore,
     *,
-    window: tuple[int, int] | None = None,
+    window: Window = None,
     layer: str | None = None,
     stack: bool | None = None,
     delays: int | None = None,
-    rank: int | str = "auto",
+    rank: int | str | None = "auto",
+    small_observable: int = SMALL_OBSERVABLE,
     engine: Engine | None = None,
     gram: np.ndarray | None = None,
-    progress: ProgressCallback | None = None,
+    progress: Progress | None = None,
 ) -> Spectrum:
     """Koopman eigenvalues of a store's observable (all weights or one layer) over a window.
 
     ``stack`` splits the observable tensor along its first axis into independent trajectories
     of one system (default: on for mirror-descent stores, with 4 delays). ``gram`` may pass a
-    precomputed Gram of exactly this window and observable.
+    precomputed Gram of exactly this window and observable. An explicit ``rank`` above the
+    directions the run resolves is reduced (``Spectrum.rank_note`` says so).
     """
-    defaults = _defaults(store)
-    stack = defaults["stack"] if stack is None else stack
+    stack = recipe_defaults(store)[0] if stack is None else stack
     rank = check_rank(rank)
-    lo, hi, delays = _window_and_delays(store, window, delays)
-    cols, shape = _columns(store, layer)
+    lo, hi, delays = window_and_delays(store, window, delays)
+    cols, shape = observable(store, layer)
     n_obs = cols.stop - cols.start
-    floor = relative_floor(store.dtype)
     n_traj = shape[0] if stack and len(shape) > 1 else 1
     if stack and len(shape) < 2:
-        raise TrajError("stacking trajectories needs a parameter tensor with a trajectory axis (e.g. shape (25, 2))")
-    if stack or n_obs * (delays + 1) <= SMALL_OBSERVABLE:
-        data = store.read(rows=slice(lo, hi + 1), columns=cols).astype(np.float64)
-        if not np.isfinite(data).all():
-            bad = lo + int(np.flatnonzero(~np.isfinite(data).all(axis=1))[0])
-            raise TrajError(f"{store.path}: snapshot {bad} holds NaN or Inf")
-        eig, r = _in_memory_spectrum(data, n_traj=n_traj, delays=delays, rank=rank, floor=floor)
+        raise ParameterError("stack", "needs a parameter tensor with a trajectory axis (e.g. shape (25, 2))")
+    engine = engine or Engine()
+    rows = slice(lo, hi + 1)
+    method: SpectrumMethod
+    if stack or n_obs * (delays + 1) <= small_observable:
+        data = engine.collect(store, cols, rows=rows, progress=progress)
+        raise_nonfinite(store, lo + np.flatnonzero(~np.isfinite(data).all(axis=1)))
+        x, y = stacked_hankel(data, n_traj, delays)
+        op = ReducedOperator.from_pairs(x, y, rank=rank, dtype=store.dtype, excess="reduce")
         method = "memory"
     else:
         if gram is None:
-            engine = engine or Engine()
-            gram = engine.gram(store, rows=slice(lo, hi + 1), groups={"obs": [cols]}, progress=progress)["obs"]
+            gram = engine.gram(store, rows=rows, groups={"obs": [cols]}, progress=progress)["obs"]
         check_gram_finite(gram, store, lo)
-        op = ReducedOperator.from_gram(_hankel_gram(gram, delays), rank=rank, n_features=n_obs * (delays + 1),
-                                       relative_floor=floor)
-        eig, r = op.eigenvalues, op.rank
+        op = ReducedOperator.from_gram(hankel_gram(gram, delays), rank=rank, n_features=n_obs * (delays + 1),
+                                       dtype=store.dtype, excess="reduce")
         method = "gram"
-    return Spectrum(str(store.path), (lo, hi), by_modulus(eig), r, n_obs, n_traj, delays, method)
+    return Spectrum(str(store.path), (lo, hi), op.eigenvalues, op.rank, n_obs, n_traj, delays, method,
+                    op.rank_requested, op.rank_note)
+
+
+# ---------------------------------------------------------------------- results
+@dataclass(frozen=True)
+class PairVerdict:
+    """Whether two runs are conjugate: their W1, the verdict and what decided it."""
+
+    a: str
+    b: str
+    distance: float
+    verdict: Verdict
+    basis: Basis | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"a": self.a, "b": self.b, "distance": self.distance, "verdict": self.verdict, "basis": self.basis}
+
+
+@dataclass(frozen=True)
+class WindowTransitions:
+    """W1 between the spectra of consecutive windows of one run (seed 002 fig. 4)."""
+
+    run: str
+    bounds: tuple[tuple[int, int], ...]
+    steps: tuple[tuple[int, int], ...]
+    k: int
+    distance: np.ndarray
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"run": self.run, "bounds": [list(b) for b in self.bounds], "steps": [list(s) for s in self.steps],
+                "k": self.k, "distance": self.distance.tolist()}
 
 
 @dataclass(frozen=True)
 class ConjugacyResult:
-    runs: list[str]
-    spectra: list[Spectrum]
+    """Distances between runs' Koopman spectra and verdicts against a seed null (methods.md §4).
+
+    ``k`` eigenvalues of largest modulus are compared per run; ``k_requested`` is what was asked
+    and ``k_note`` says why fewer were compared (None when not).
+    """
+
+    runs: tuple[str, ...]
+    spectra: tuple[Spectrum, ...]
     k: int
     distance: np.ndarray
-    null_runs: list[str]
-    null_distances: list[float]
+    null_runs: tuple[str, ...]
+    null_distances: np.ndarray
     quantile: float
     threshold: float | None
-    verdicts: list[dict[str, Any]]
-    windows: dict[str, Any] | None
-    settings: dict[str, Any]
+    verdicts: tuple[PairVerdict, ...]
+    windows: WindowTransitions | None
+    layer: str | None
+    rank: int | str | None
     seconds: float
     null_threshold: float | None = None
     margin: float = 0.0
+    k_requested: int | None = None
+    k_note: str | None = None
 
     @property
     def any_nonconjugate(self) -> bool:
-        return any(v["verdict"] == "non-conjugate" for v in self.verdicts)
+        return any(v.verdict == "non-conjugate" for v in self.verdicts)
+
+    @property
+    def names(self) -> list[str]:
+        """The runs' store names without ``.zarr`` (plot labels)."""
+        return [os.path.basename(p).removesuffix(".zarr") for p in self.runs]
 
     def eigenvalues(self, i: int) -> np.ndarray:
+        """The k compared eigenvalues of run ``i``."""
         return self.spectra[i].eigenvalues[: self.k]
 
     def to_dict(self) -> dict[str, Any]:
-        pairs = lambda z: [[float(v.real), float(v.imag)] for v in z]  # noqa: E731
         return {
-            "runs": self.runs,
-            "eigenvalues": [pairs(self.eigenvalues(i)) for i in range(len(self.runs))],
+            "runs": list(self.runs),
+            "eigenvalues": [complex_pairs(self.eigenvalues(i)) for i in range(len(self.runs))],
             "ranks": [s.rank for s in self.spectra],
+            "rank_notes": [s.rank_note for s in self.spectra],
             "k": self.k,
+            "k_requested": self.k_requested,
+            "k_note": self.k_note,
             "distance": self.distance.tolist(),
-            "null_runs": self.null_runs,
-            "null_distances": self.null_distances,
+            "null_runs": list(self.null_runs),
+            "null_distances": self.null_distances.tolist(),
             "quantile": self.quantile,
             "threshold": self.threshold,
             "null_threshold": self.null_threshold,
             "margin": self.margin,
-            "verdicts": self.verdicts,
-            "windows": self.windows,
-            "settings": self.settings,
+            "verdicts": [v.to_dict() for v in self.verdicts],
+            "windows": self.windows.to_dict() if self.windows else None,
+            "settings": {"layer": self.layer, "rank": self.rank, "stack": [s.n_trajectories > 1 for s in self.spectra],
+                         "delays": [s.delays for s in self.spectra], "method": [s.method for s in self.spectra],
+                         "windows": [list(s.window) for s in self.spectra]},
             "seconds": self.seconds,
         }
 
 
-def _open(run: RunStore | str | os.PathLike[str]) -> RunStore:
-    return run if isinstance(run, RunStore) else RunStore(run)
+# ---------------------------------------------------------------------- the analysis
+@dataclass(frozen=True)
+class ConjugacyParams:
+    """The options of a conjugacy comparison, checked (see :func:`conjugacy` for their meaning)."""
+
+    window: Window = None
+    layer: str | None = None
+    rank: int | str | None = "auto"
+    k: int | None = 10
+    quantile: float = 0.95
+    tolerance: float = 1e-8
+    margin: float = 0.0
+    windows: int | None = None
+    stack: bool | None = None
+    delays: int | None = None
+    small_observable: int = SMALL_OBSERVABLE
+
+    @classmethod
+    def checked(cls, *, window: Window = None, layer: str | None = None, rank: int | str | None = "auto",
+                k: int | None = 10, quantile: float = 0.95, tolerance: float = 1e-8, margin: float = 0.0,
+                windows: int | None = None, stack: bool | None = None, delays: int | None = None,
+                small_observable: int = SMALL_OBSERVABLE) -> ConjugacyParams:
+        return cls(
+            window=window,
+            layer=layer,
+            rank=check_rank(rank),
+            k=None if k is None else check_int("k", k, low=1),
+            quantile=check_float("quantile", quantile, low=0, high=1, low_open=True),
+            tolerance=check_float("tolerance", tolerance, low=0),
+            margin=check_float("margin", margin, low=0),
+            windows=None if windows is None else check_int("windows", windows, low=2),
+            stack=None if stack is None else bool(stack),
+            delays=None if delays is None else check_int("delays", delays, low=0),
+            small_observable=check_int("small_observable", small_observable, low=0),
+        )
 
 
 def conjugacy(
     stores: Sequence[RunStore | str | os.PathLike[str]],
     *,
-    window: str | Sequence[int] | None = None,
+    window: Window = None,
     layer: str | None = None,
-    rank: int | str = "auto",
+    rank: int | str | None = "auto",
     k: int | None = 10,
     null: Sequence[RunStore | str | os.PathLike[str]] = (),
     quantile: float = 0.95,
@@ -271,8 +325,9 @@ def conjugacy(
     windows: int | None = None,
     stack: bool | None = None,
     delays: int | None = None,
+    small_observable: int = SMALL_OBSERVABLE,
     engine: Engine | None = None,
-    progress: ProgressCallback | None = None,
+    progress: Progress | None = None,
 ) -> ConjugacyResult:
     """Wasserstein distances between the Koopman spectra of runs, and verdicts against a seed null.
 
@@ -282,9 +337,12 @@ def conjugacy(
         ``windows`` compares its consecutive windows instead.
     window : "a:b"
         Snapshots used in every run (must exist in all).
+    rank : int or "auto"
+        DMD rank of every spectrum; a run that resolves fewer directions keeps what it has and
+        its spectrum says so (``rank_note``).
     k : int
         Eigenvalues of largest modulus kept per run (equal for all runs; capped by the
-        smallest rank). None keeps all of the smallest rank.
+        smallest rank, and ``k_note`` says so). None keeps all of the smallest rank.
     null : runs that differ from the first only in seed; their pairwise distances (with the
         first run) form the null, and a pair is conjugate when its distance is within the
         null's ``quantile``.
@@ -297,91 +355,128 @@ def conjugacy(
         holds by construction can only be called with a margin the user states.
     windows : split the (first) run into this many consecutive windows and return the matrix
         of distances between their spectra (seed 002 fig. 4), from one Gram pass.
+    small_observable : observables up to this many coordinates (times delays + 1) are
+        decomposed in memory by an SVD; larger ones through the streamed Gram.
     """
+    params = ConjugacyParams.checked(window=window, layer=layer, rank=rank, k=k, quantile=quantile,
+                                     tolerance=tolerance, margin=margin, windows=windows, stack=stack, delays=delays,
+                                     small_observable=small_observable)
+    return fit_conjugacy(stores, params, null=null, engine=engine, progress=progress)
+
+
+def fit_conjugacy(stores: Sequence[RunStore | str | os.PathLike[str]], params: ConjugacyParams, *,
+                  null: Sequence[RunStore | str | os.PathLike[str]] = (), engine: Engine | None = None,
+                  progress: Progress | None = None) -> ConjugacyResult:
+    """Fit checked :class:`ConjugacyParams`: every run's spectrum, the distances and the verdicts."""
     t0 = time.perf_counter()
-    quantile = check_float("quantile", quantile, low=0, high=1, low_open=True)
-    k = None if k is None else check_int("k", k, low=1)
-    margin = check_float("margin", margin, low=0)
-    tolerance = check_float("tolerance", tolerance, low=0)
-    rank = check_rank(rank)
-    windows = None if windows is None else check_int("windows", windows, low=2)
     runs = [_open(s) for s in stores]
     null_runs = [_open(s) for s in null]
     if not runs:
-        raise TrajError("give at least one run")
-    if len(runs) < 2 and not windows:
-        raise TrajError("give two or more runs to compare, or --windows W to compare windows of one run")
+        raise ParameterError("stores", "is empty: give at least one run")
+    if len(runs) < 2 and not params.windows:
+        raise ParameterError("stores", "holds one run: give two or more runs to compare, or windows=W to compare "
+                                       "windows of one run")
     # every run's window (and the windows of the first) is checked before the first spectrum
-    run_windows = {id(s): _window_and_delays(s, window, delays)[:2] for s in runs + null_runs}
+    run_windows = {id(s): window_and_delays(s, params.window, params.delays)[:2] for s in runs + null_runs}
     for s in runs + null_runs:
-        _columns(s, layer)  # an unknown layer fails here, not after the first spectra
-    edges = _window_edges(runs[0], windows, window, delays) if windows else None
+        observable(s, params.layer)  # an unknown layer fails here, not after the first spectra
+    edges = _window_edges(runs[0], params) if params.windows else None
     engine = engine or Engine()
 
     def spectrum(store: RunStore) -> Spectrum:
-        return koopman_spectrum(store, window=run_windows[id(store)], layer=layer, stack=stack, delays=delays, rank=rank,
+        return koopman_spectrum(store, window=run_windows[id(store)], layer=params.layer, stack=params.stack,
+                                delays=params.delays, rank=params.rank, small_observable=params.small_observable,
                                 engine=engine, progress=progress)
 
-    spectra = [spectrum(s) for s in runs] if len(runs) > 1 else [spectrum(runs[0])]
+    spectra = [spectrum(s) for s in runs]
     null_spectra = [spectrum(s) for s in null_runs]
-    ranks = [s.rank for s in spectra + null_spectra]
-    k_eff = min(ranks) if k is None else min(k, min(ranks))
-    top = lambda s: s.eigenvalues[:k_eff]  # noqa: E731
+    k, k_note = _compared(params.k, spectra + null_spectra)
+    distance = _distances(spectra, k)
+    family = [spectra[0], *null_spectra]
+    null_distances = _distances(family, k)[np.triu_indices(len(family), 1)] if null_spectra else np.zeros(0)
+    null_threshold = float(np.quantile(null_distances, params.quantile)) if null_distances.size else None
+    threshold, basis = _threshold(null_threshold, params)
+    verdicts = tuple(
+        PairVerdict(str(runs[i].path), str(runs[j].path), float(distance[i, j]),
+                    "undetermined" if threshold is None else
+                    ("conjugate" if distance[i, j] <= threshold else "non-conjugate"), basis)
+        for i in range(len(spectra)) for j in range(i + 1, len(spectra)))
+    transitions = _window_transitions(runs[0], edges, params, engine, progress) if edges is not None else None
+    return ConjugacyResult(tuple(str(r.path) for r in runs), tuple(spectra), k, distance,
+                           tuple(str(r.path) for r in null_runs), null_distances, params.quantile, threshold, verdicts,
+                           transitions, params.layer, params.rank, time.perf_counter() - t0,
+                           null_threshold=null_threshold, margin=params.margin, k_requested=params.k, k_note=k_note)
+
+
+def _open(run: RunStore | str | os.PathLike[str]) -> RunStore:
+    return run if isinstance(run, RunStore) else RunStore(run)
+
+
+def _compared(k: int | None, spectra: Sequence[Spectrum]) -> tuple[int, str | None]:
+    """The k compared: what was asked, capped by the smallest rank (and a note saying so)."""
+    smallest = min(s.rank for s in spectra)
+    if k is None or k <= smallest:
+        return smallest if k is None else k, None
+    run = next(s.run for s in spectra if s.rank == smallest)
+    return smallest, f"k {k} asked for, but {os.path.basename(run)} keeps only {smallest} eigenvalue(s): compared {smallest}"
+
+
+def _distances(spectra: Sequence[Spectrum], k: int) -> np.ndarray:
+    """The symmetric matrix of W1 between the k largest-modulus eigenvalues of every pair."""
     n = len(spectra)
     distance = np.zeros((n, n))
     for i in range(n):
         for j in range(i + 1, n):
-            distance[i, j] = distance[j, i] = wasserstein(top(spectra[i]), top(spectra[j]))
-    family = [spectra[0], *null_spectra]
-    null_distances = [wasserstein(top(family[i]), top(family[j]))
-                      for i in range(len(family)) for j in range(i + 1, len(family))] if null_spectra else []
-    null_threshold = float(np.quantile(null_distances, quantile)) if null_distances else None
-    # the verdict's threshold: the larger of the null's quantile and the stated margin, never
-    # below the eigenvalues' precision; ``basis`` says which of them set it
-    bounds = {name: value for name, value in (("null", null_threshold), ("margin", margin or None)) if value is not None}
-    threshold, basis = None, None
-    if bounds:
-        basis = max(bounds, key=bounds.__getitem__)
-        threshold = bounds[basis]
-        if threshold < tolerance:
-            threshold, basis = tolerance, "tolerance"
-    verdicts = []
-    for i in range(n):
-        for j in range(i + 1, n):
-            d = float(distance[i, j])
-            verdict = "undetermined" if threshold is None else ("conjugate" if d <= threshold else "non-conjugate")
-            verdicts.append({"a": str(runs[i].path), "b": str(runs[j].path), "distance": d, "verdict": verdict,
-                             "basis": basis})
-
-    window_info = None
-    if windows:
-        window_info = _window_transitions(runs[0], edges, layer, stack, delays, rank, k, engine, progress)
-    settings = {"layer": layer, "rank": rank, "stack": [s.n_trajectories > 1 for s in spectra],
-                "delays": [s.delays for s in spectra], "method": [s.method for s in spectra],
-                "windows": [list(s.window) for s in spectra]}
-    return ConjugacyResult([str(r.path) for r in runs], spectra, k_eff, distance, [str(r.path) for r in null_runs],
-                           null_distances, quantile, threshold, verdicts, window_info, settings,
-                           time.perf_counter() - t0, null_threshold=null_threshold, margin=margin)
+            distance[i, j] = distance[j, i] = wasserstein(spectra[i].eigenvalues[:k], spectra[j].eigenvalues[:k])
+    return distance
 
 
-def _window_transitions(store: RunStore, edges: np.ndarray, layer: str | None, stack: bool | None,
-                        delays: int | None, rank: int | str, k: int | None, engine: Engine,
-                        progress: ProgressCallback | None) -> dict[str, Any]:
-    """Spectra of consecutive windows of one run (bounds ``edges``, from :func:`_window_edges`) and
-    their distance matrix (one Gram pass)."""
+def _threshold(null_threshold: float | None, params: ConjugacyParams) -> tuple[float | None, Basis | None]:
+    """The verdicts' threshold: the larger of the null's quantile and the stated margin, never below the
+    eigenvalues' precision, and which of them set it."""
+    bounds: dict[Basis, float] = {}
+    if null_threshold is not None:
+        bounds["null"] = null_threshold
+    if params.margin:
+        bounds["margin"] = params.margin
+    if not bounds:
+        return None, None
+    basis = max(bounds, key=bounds.__getitem__)
+    if bounds[basis] < params.tolerance:
+        return params.tolerance, "tolerance"
+    return bounds[basis], basis
+
+
+def _window_edges(store: RunStore, params: ConjugacyParams) -> np.ndarray:
+    """Bounds of ``params.windows`` consecutive windows of one run, each long enough for the delays."""
+    assert params.windows is not None
+    lo, hi, d = window_and_delays(store, params.window, params.delays)
+    count = params.windows
+    most = (hi - lo + 1) // (d + 3)
+    edges = np.linspace(lo, hi + 1, count + 1).round().astype(int) if count <= most else None
+    if edges is None or np.min(np.diff(edges)) < d + 3:
+        raise ParameterError("windows", f"{count}: windows of snapshots {lo}:{hi} would be too short "
+                                        f"(each needs {d + 3} snapshots: at most {most} windows)")
+    return edges
+
+
+def _window_transitions(store: RunStore, edges: np.ndarray, params: ConjugacyParams, engine: Engine,
+                        progress: Progress | None) -> WindowTransitions:
+    """Spectra of consecutive windows of one run (bounds ``edges``) and their distance matrix (one Gram pass)."""
     lo, hi = int(edges[0]), int(edges[-1]) - 1
-    d = _defaults(store)["delays"] if delays is None else delays
-    cols, _ = _columns(store, layer)
+    stack, default_delays = recipe_defaults(store)
+    d = default_delays if params.delays is None else params.delays
+    cols, _ = observable(store, params.layer)
     full_gram = None
-    if not (stack or _defaults(store)["stack"]) and (cols.stop - cols.start) * (d + 1) > SMALL_OBSERVABLE:
+    if not (params.stack or stack) and (cols.stop - cols.start) * (d + 1) > params.small_observable:
         full_gram = engine.gram(store, rows=slice(lo, hi + 1), groups={"obs": [cols]}, progress=progress)["obs"]
     spectra = []
     for a, b in zip(edges[:-1], edges[1:], strict=True):
         sub = None if full_gram is None else full_gram[a - lo : b - lo, a - lo : b - lo]
-        spectra.append(koopman_spectrum(store, window=(int(a), int(b) - 1), layer=layer, stack=stack, delays=delays,
-                                        rank=rank, engine=engine, gram=sub))
-    k_eff = min(s.rank for s in spectra) if k is None else min(k, min(s.rank for s in spectra))
-    matrix = [[wasserstein(s.eigenvalues[:k_eff], t.eigenvalues[:k_eff]) for t in spectra] for s in spectra]
-    return {"run": str(store.path), "bounds": [[int(a), int(b) - 1] for a, b in zip(edges[:-1], edges[1:], strict=True)],
-            "steps": [[int(store.steps[a]), int(store.steps[b - 1])] for a, b in zip(edges[:-1], edges[1:], strict=True)],
-            "k": k_eff, "distance": matrix}
+        spectra.append(koopman_spectrum(store, window=(int(a), int(b) - 1), layer=params.layer, stack=params.stack,
+                                        delays=params.delays, rank=params.rank,
+                                        small_observable=params.small_observable, engine=engine, gram=sub))
+    k, _ = _compared(params.k, spectra)
+    bounds = tuple((int(a), int(b) - 1) for a, b in zip(edges[:-1], edges[1:], strict=True))
+    steps = tuple((int(store.steps[a]), int(store.steps[b])) for a, b in bounds)
+    return WindowTransitions(str(store.path), bounds, steps, k, _distances(spectra, k))

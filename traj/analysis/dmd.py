@@ -3,65 +3,81 @@
 One pass over the store gives the Gram matrix of the window (and of every layer, with
 ``per_layer``); eigenvalues, amplitudes, reconstruction error and forecasts then come from
 small matrices. Modes are materialised (a second pass, D·C) only when asked.
+
+The shape of every analysis: :class:`DMDParams` checks the options once (:meth:`DMDParams.checked`),
+:func:`fit_dmd` fits them to a store through the engine, and the result is a frozen
+:class:`DMDResult` with ``to_dict()`` for JSON; :func:`dmd` does all three.
 """
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from ..checks import check_choice, check_float, check_int, check_seed
-from ..engine import Engine, ReducedOperator, relative_floor
-from ..engine.operator import check_rank
+from ..engine import Engine, ReducedOperator
+from ..engine.operator import ModeClass, check_rank
 from ..engine.randomized import randomized_operator
-from ..errors import ParameterError, TrajError
+from ..errors import NotApplicableError, ParameterError, RankUnavailableError
+from ..progress import Progress
 from ..store import RunStore
+from ..store.schema import ParamEntry
+from .windows import Window, check_gram_finite, parse_window, raise_nonfinite, resolve_window
 
-__all__ = ["DMDResult", "LayerSpectrum", "check_gram_finite", "dmd", "parse_window", "save_modes"]
+__all__ = ["DMDParams", "DMDResult", "LayerSpectrum", "check_gram_finite", "dmd", "fit_dmd", "parse_window",
+           "save_modes"]
 
-ProgressCallback = Callable[[int, int], None]
 #: Above this many snapshots in a window, "auto" uses the randomized range finder (methods.md §1).
 MAX_GRAM_SNAPSHOTS = 20_001
 #: Snapshots a forecast may reach past the window (the sampled coordinates only; r x K numbers).
 MAX_FORECAST = 100_000
 #: Power iterations of the randomized range finder (each one reads the data twice; Halko et al. use q <= 2-7).
 MAX_POWER_ITERATIONS = 50
+Method = Literal["auto", "gram", "randomized"]
 
 
-def parse_window(text: str | Sequence[int] | None, n_snapshots: int) -> tuple[int, int]:
-    """A window ``"a:b"`` of snapshot indices, both ends included (methods.md: θa … θb).
+@dataclass(frozen=True)
+class DMDParams:
+    """The options of a DMD, checked (see :func:`dmd` for their meaning)."""
 
-    Either end may be omitted (``"10:"``, ``":50"``) or negative (counted from the end).
-    """
-    if text is None:
-        return 0, n_snapshots - 1
-    if isinstance(text, str):
-        lo_text, sep, hi_text = text.partition(":")
-        if not sep:
-            raise ParameterError("window", f"must look like a:b (snapshot indices, both included), got {text!r}")
-        try:
-            lo = int(lo_text) if lo_text.strip() else 0
-            hi = int(hi_text) if hi_text.strip() else n_snapshots - 1
-        except ValueError:
-            raise ParameterError("window", f"must look like a:b with integers, got {text!r}") from None
-    else:
-        try:
-            lo, hi = (check_int("window", x) for x in text)
-        except (TypeError, ValueError):
-            raise ParameterError("window", f"must be 'a:b' or a pair of integers, got {text!r}") from None
-    given = (lo, hi)
-    lo = lo + n_snapshots if lo < 0 else lo
-    hi = hi + n_snapshots if hi < 0 else hi
-    if not (0 <= lo < n_snapshots and 0 <= hi < n_snapshots):
-        raise ParameterError("window", f"{given[0]}:{given[1]} lies outside the run's snapshots 0:{n_snapshots - 1}")
-    if hi - lo + 1 < 3:
-        raise ParameterError("window", f"{given[0]}:{given[1]} holds {max(0, hi - lo + 1)} snapshot(s); "
-                                       "DMD needs at least 3")
-    return lo, hi
+    rank: int | str | None = "auto"
+    window: Window = None
+    layers: tuple[str, ...] | None = None
+    per_layer: bool = False
+    eps: float = 0.01
+    forecast: int = 0
+    n_samples: int = 6
+    method: Method = "auto"
+    drop_nonfinite: bool = False
+    max_gram: int = MAX_GRAM_SNAPSHOTS
+    n_iter: int = 4
+    random_state: int = 0
+
+    @classmethod
+    def checked(cls, *, rank: int | str | None = "auto", window: Window = None, layers: Sequence[str] | None = None,
+                per_layer: bool = False, eps: float = 0.01, forecast: int = 0, n_samples: int = 6,
+                method: str = "auto", drop_nonfinite: bool = False, max_gram: int = MAX_GRAM_SNAPSHOTS,
+                n_iter: int = 4, random_state: int = 0) -> DMDParams:
+        """The options checked once, at the door; a bad one raises :class:`ParameterError` naming it."""
+        return cls(
+            rank=check_rank(rank),
+            window=window,
+            layers=tuple(layers) if layers else None,
+            per_layer=bool(per_layer),
+            eps=check_float("eps", eps, low=0),
+            forecast=check_int("forecast", forecast, low=0, high=MAX_FORECAST),
+            n_samples=check_int("n_samples", n_samples, low=1, high=1000),
+            method=check_choice("method", method, ("auto", "gram", "randomized")),  # type: ignore[arg-type]
+            drop_nonfinite=bool(drop_nonfinite),
+            max_gram=check_int("max_gram", max_gram, low=3),
+            n_iter=check_int("n_iter", n_iter, low=0, high=MAX_POWER_ITERATIONS),
+            random_state=check_seed("random_state", random_state),
+        )
 
 
 @dataclass(frozen=True)
@@ -73,17 +89,17 @@ class LayerSpectrum:
     rank: int
     eigenvalues: np.ndarray
     amplitudes: np.ndarray
-    classes: list[str]
+    classes: tuple[ModeClass, ...]
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "n_params": self.n_params,
             "rank": self.rank,
-            "eigenvalues": _pairs(self.eigenvalues),
+            "eigenvalues": complex_pairs(self.eigenvalues),
             "abs_eigenvalues": np.abs(self.eigenvalues).tolist(),
-            "amplitudes": _pairs(self.amplitudes),
-            "classes": self.classes,
+            "amplitudes": complex_pairs(self.amplitudes),
+            "classes": list(self.classes),
         }
 
 
@@ -91,8 +107,8 @@ class LayerSpectrum:
 class DMDResult:
     """Exact DMD of a store's window.
 
-    ``sample_*`` hold a few coordinates' recorded trajectories, their DMD reconstruction and
-    forecast, for the report's plot.
+    ``sample_*`` hold a few coordinates' recorded trajectories (shape (T_w, K)), their DMD
+    reconstruction and forecast (shape (T_w + forecast, K)), for the report's plot.
     """
 
     store: str
@@ -102,16 +118,16 @@ class DMDResult:
     dt: float
     eps: float
     n_params: int
-    layers: list[str] | None
+    layers: tuple[str, ...] | None
     reconstruction_error: float
     backend: str
     seconds: float
     forecast_steps: int
     sample_indices: np.ndarray
-    sample_names: list[str]
+    sample_names: tuple[str, ...]
     sample_trajectories: np.ndarray
     sample_reconstruction: np.ndarray
-    per_layer: list[LayerSpectrum] = field(default_factory=list)
+    per_layer: tuple[LayerSpectrum, ...] = field(default_factory=tuple)
     modes_path: str | None = None
 
     @property
@@ -124,11 +140,22 @@ class DMDResult:
 
     @property
     def amplitudes(self) -> np.ndarray:
+        assert self.operator.amplitudes is not None  # a trajectory's DMD always has them
         return self.operator.amplitudes
 
     @property
-    def classes(self) -> list[str]:
+    def classes(self) -> list[ModeClass]:
         return self.operator.classes(self.eps)
+
+    @property
+    def class_counts(self) -> dict[ModeClass, int]:
+        classes = self.classes
+        return {c: classes.count(c) for c in ("neutral", "stable", "unstable")}
+
+    @property
+    def rates(self) -> np.ndarray:
+        """log(λ)/Δt per snapshot spacing (not finite where λ = 0)."""
+        return self.operator.rates(self.dt)
 
     @property
     def n_snapshots(self) -> int:
@@ -136,27 +163,28 @@ class DMDResult:
 
     def to_dict(self) -> dict[str, Any]:
         op = self.operator
-        rates = op.rates(self.dt)
+        rates = self.rates
         return {
             "store": self.store,
             "rank": op.rank,
             "rank_threshold": op.threshold,
             "singular_values": op.singular_values.tolist(),
-            "eigenvalues": _pairs(op.eigenvalues),
+            "eigenvalues": complex_pairs(op.eigenvalues),
             "abs_eigenvalues": np.abs(op.eigenvalues).tolist(),
             # log λ is undefined at λ = 0 (a mode gone after one step): null there
-            "rates_per_step": [pair if np.isfinite(rate) else None for pair, rate in zip(_pairs(rates), rates, strict=True)],
+            "rates_per_step": [pair if np.isfinite(rate) else None
+                               for pair, rate in zip(complex_pairs(rates), rates, strict=True)],
             "classes": self.classes,
-            "class_counts": {c: self.classes.count(c) for c in ("neutral", "stable", "unstable")},
+            "class_counts": self.class_counts,
             "eps": self.eps,
-            "amplitudes": _pairs(op.amplitudes),
+            "amplitudes": complex_pairs(self.amplitudes),
             "reconstruction_error": self.reconstruction_error,
             "n_params": self.n_params,
             "n_snapshots": self.n_snapshots,
             "window": list(self.window),
             "steps": [int(self.steps[0]), int(self.steps[-1])],
             "snapshot_spacing_steps": self.dt,
-            "layers": self.layers,
+            "layers": list(self.layers) if self.layers else None,
             "backend": self.backend,
             "seconds": self.seconds,
             "forecast_steps": self.forecast_steps,
@@ -165,16 +193,18 @@ class DMDResult:
         }
 
 
-def _pairs(values: np.ndarray) -> list[list[float]]:
+def complex_pairs(values: np.ndarray) -> list[list[float]]:
+    """Complex numbers as [re, im] pairs (JSON has no complex type)."""
     values = np.asarray(values, dtype=np.complex128)
     return [[float(v.real), float(v.imag)] for v in values]
 
 
+# ---------------------------------------------------------------------- the analysis
 def dmd(
-    store: RunStore | str,
+    store: RunStore | str | os.PathLike[str],
     *,
     rank: int | str | None = "auto",
-    window: str | Sequence[int] | None = None,
+    window: Window = None,
     layers: Sequence[str] | None = None,
     per_layer: bool = False,
     eps: float = 0.01,
@@ -186,7 +216,7 @@ def dmd(
     max_gram: int = MAX_GRAM_SNAPSHOTS,
     n_iter: int = 4,
     random_state: int = 0,
-    progress: ProgressCallback | None = None,
+    progress: Progress | None = None,
 ) -> DMDResult:
     """Exact DMD of a store's trajectory over a window (methods.md §1).
 
@@ -194,100 +224,52 @@ def dmd(
     ----------
     store : RunStore or path
     rank : int or "auto"
-        Modes kept; "auto" uses the Gavish–Donoho threshold.
+        Modes kept; "auto" uses the Gavish–Donoho threshold. An integer above the directions
+        the window resolves is refused (:class:`~traj.errors.RankUnavailableError`).
     window : "a:b" or (a, b), optional
         Snapshot indices, both included (default the whole run).
     layers : list of str, optional
         Restrict the observable to these parameter tensors (default all of θ).
     per_layer : bool
-        Also decompose every layer on its own (its Gram comes from the same pass).
+        Also decompose every layer on its own (its Gram comes from the same pass); a layer
+        with fewer directions than ``rank`` gets its own Gavish–Donoho rank.
     eps : float
         Tolerance of the neutral class.
     forecast : int
         Snapshots to forecast past the window for the sampled coordinates.
+    n_samples : int
+        Coordinates sampled (``random_state``) to show beside their reconstruction.
     engine : Engine, optional
         Backend of the streaming pass (default numpy).
-    drop_nonfinite : bool
-        Skip snapshots holding NaN/Inf (every pair touching one leaves XᵀX and XᵀY) instead of
-        refusing the window; found from the Gram's diagonal, no extra pass.
     method : {"auto", "gram", "randomized"}
         "gram" forms the (T+1)² Gram in one pass; "randomized" uses the randomized range
         finder (n_iter + 3 passes, a few T×(r+10) matrices); "auto" picks "gram" up to
         ``max_gram`` snapshots.
+    drop_nonfinite : bool
+        Skip snapshots holding NaN/Inf (every pair touching one leaves XᵀX and XᵀY) instead of
+        refusing the window; found from the Gram's diagonal, no extra pass.
     """
+    params = DMDParams.checked(rank=rank, window=window, layers=layers, per_layer=per_layer, eps=eps,
+                               forecast=forecast, n_samples=n_samples, method=method, drop_nonfinite=drop_nonfinite,
+                               max_gram=max_gram, n_iter=n_iter, random_state=random_state)
+    return fit_dmd(store, params, engine=engine, progress=progress)
+
+
+def fit_dmd(store: RunStore | str | os.PathLike[str], params: DMDParams, *, engine: Engine | None = None,
+            progress: Progress | None = None) -> DMDResult:
+    """Fit checked :class:`DMDParams` to a store: the operator, the per-layer spectra and the samples."""
     t0 = time.perf_counter()
-    rank = check_rank(rank)
-    eps = check_float("eps", eps, low=0)
-    forecast = check_int("forecast", forecast, low=0, high=MAX_FORECAST)
-    n_samples = check_int("n_samples", n_samples, low=1, high=1000)
-    method = check_choice("method", method, ("auto", "gram", "randomized"))
-    max_gram = check_int("max_gram", max_gram, low=3)
-    n_iter = check_int("n_iter", n_iter, low=0, high=MAX_POWER_ITERATIONS)
-    random_state = check_seed("random_state", random_state)
     store = store if isinstance(store, RunStore) else RunStore(store)
     engine = engine or Engine()
-    if store.n_snapshots < 3:
-        raise TrajError(f"{store.path}: {store.n_snapshots} snapshot(s); DMD needs at least 3")
-    lo, hi = parse_window(window, store.n_snapshots)
+    lo, hi = resolve_window(store, params.window)
     rows = slice(lo, hi + 1)
-    entries = store.layout.select(layers) if layers else list(store.layout.entries)
-    columns = [e.columns for e in entries]
-    n_features = sum(e.size for e in entries)
-    floor = relative_floor(store.dtype)
-    if method == "auto":
-        method = "gram" if hi - lo + 1 <= max_gram else "randomized"
-    grams: dict[str, np.ndarray] = {}
+    entries = store.layout.select(params.layers) if params.layers else list(store.layout.entries)
+    method = params.method if params.method != "auto" else ("gram" if hi - lo + 1 <= params.max_gram else "randomized")
     if method == "gram":
-        groups: dict[str, list[slice]] = {"__all__": columns}
-        if per_layer:
-            for e in entries:
-                groups[e.name] = [e.columns]
-        grams = engine.gram(store, rows=rows, groups=groups, progress=progress)
-        finite = np.isfinite(np.diag(grams["__all__"]))
-        if finite.all() or not drop_nonfinite:
-            check_gram_finite(grams["__all__"], store, lo)
-            operator = ReducedOperator.from_gram(grams["__all__"], rank=rank, n_features=n_features,
-                                                 relative_floor=floor)
-        else:
-            operator = ReducedOperator.from_gram(grams["__all__"], rank=rank, n_features=n_features,
-                                                 relative_floor=floor, valid=finite)
+        operator, spectra = _from_gram(store, engine, rows, entries, params, progress)
     else:
-        if not isinstance(rank, int):
-            raise TrajError(
-                f"the window holds {hi - lo + 1} snapshots, too many for a Gram (max {max_gram}); the randomized "
-                "range finder needs an explicit --rank"
-            )
-        if per_layer or drop_nonfinite:
-            raise TrajError(f"--per-layer and --drop-nonfinite need the Gram method (at most {max_gram} snapshots)")
-        operator = randomized_operator(engine, store, rank, rows=rows, columns=columns, n_iter=n_iter,
-                                       random_state=random_state, relative_floor=floor, progress=progress)
-        if not np.isfinite(operator.gram_trace):
-            bad = store.nonfinite_rows(rows=rows)
-            _raise_nonfinite(store, bad)
-    error = operator.reconstruction_error()
-
-    spectra = []
-    for e in entries if per_layer else []:
-        layer_rank: int | str = "auto" if rank in (None, "auto") else rank
-        g = grams[e.name]
-        if not np.isfinite(np.trace(g)) or np.trace(g) <= 0:
-            continue
-        try:
-            op = ReducedOperator.from_gram(g, rank=layer_rank, n_features=e.size, relative_floor=floor)
-        except TrajError:  # a layer with fewer directions than the rank asked: keep what it has
-            op = ReducedOperator.from_gram(g, rank="auto", n_features=e.size, relative_floor=floor)
-        spectra.append(LayerSpectrum(e.name, e.size, op.rank, op.eigenvalues, op.amplitudes, op.classes(eps)))
-
-    # A few coordinates to show beside their reconstruction: spread over the selected layers.
-    rng = np.random.default_rng(random_state)
-    pool = np.concatenate([np.arange(c.start, c.stop) for c in columns])
-    picks = np.sort(rng.choice(pool, size=min(n_samples, pool.size), replace=False))
-    traj_block = store.read(rows=rows, columns=picks).astype(np.float64)
-    times = np.arange(hi - lo + 1 + forecast)
-    with np.errstate(over="ignore", invalid="ignore"):
-        recon = operator.reconstruct(traj_block, times)
-    _check_forecast(recon, operator, hi - lo + 1, forecast)
-    names = [_coordinate_name(store, int(i)) for i in picks]
+        operator, spectra = _from_range_finder(store, engine, rows, entries, params, progress), ()
+    picks, trajectories, reconstruction = _samples(store, engine, rows, entries, operator, params)
     steps = store.steps[lo : hi + 1]
     dt = float(np.median(np.diff(steps))) if steps.size > 1 else 1.0
     return DMDResult(
@@ -296,50 +278,93 @@ def dmd(
         window=(lo, hi),
         steps=steps,
         dt=dt if dt > 0 else 1.0,
-        eps=eps,
-        n_params=n_features,
-        layers=[e.name for e in entries] if layers else None,
-        reconstruction_error=error,
+        eps=params.eps,
+        n_params=sum(e.size for e in entries),
+        layers=tuple(e.name for e in entries) if params.layers else None,
+        reconstruction_error=operator.reconstruction_error(),
         backend=engine.label,
         seconds=time.perf_counter() - t0,
-        forecast_steps=forecast,
+        forecast_steps=params.forecast,
         sample_indices=picks,
-        sample_names=names,
-        sample_trajectories=traj_block,
-        sample_reconstruction=recon,
+        sample_names=tuple(coordinate_name(store, int(i)) for i in picks),
+        sample_trajectories=trajectories,
+        sample_reconstruction=reconstruction,
         per_layer=spectra,
     )
 
 
-def _check_forecast(recon: np.ndarray, operator: ReducedOperator, n_window: int, forecast: int) -> None:
-    """An unstable mode (|λ| > 1) grows without bound: far enough ahead, λᵏ leaves float64 and the
-    forecast is not a number. Known only once the eigenvalues are; the error says how far is safe."""
-    bad = np.flatnonzero(~np.isfinite(recon).all(axis=1))
+def _from_gram(store: RunStore, engine: Engine, rows: slice, entries: list[ParamEntry], params: DMDParams,
+               progress: Progress | None) -> tuple[ReducedOperator, tuple[LayerSpectrum, ...]]:
+    """The window's operator from its Gram (one pass, which also gives every layer's Gram)."""
+    groups: dict[str, list[slice]] = {"__all__": [e.columns for e in entries]}
+    if params.per_layer:
+        groups.update({e.name: [e.columns] for e in entries})
+    grams = engine.gram(store, rows=rows, groups=groups, progress=progress)
+    n_features = sum(e.size for e in entries)
+    finite = np.isfinite(np.diag(grams["__all__"]))
+    if finite.all() or not params.drop_nonfinite:
+        check_gram_finite(grams["__all__"], store, rows.start)
+        valid = None
+    else:
+        valid = finite
+    operator = ReducedOperator.from_gram(grams["__all__"], rank=params.rank, n_features=n_features, dtype=store.dtype,
+                                         valid=valid)
+    spectra = tuple(s for e in entries if params.per_layer and (s := _layer(store, e, grams[e.name], params)))
+    return operator, spectra
+
+
+def _layer(store: RunStore, entry: ParamEntry, gram: np.ndarray, params: DMDParams) -> LayerSpectrum | None:
+    """One layer's spectrum (None for a layer that does not move or is not finite)."""
+    trace = np.trace(gram)
+    if not np.isfinite(trace) or trace <= 0:
+        return None
+    try:
+        op = ReducedOperator.from_gram(gram, rank=params.rank, n_features=entry.size, dtype=store.dtype)
+    except RankUnavailableError:  # a layer with fewer directions than the rank asked: its own rank
+        op = ReducedOperator.from_gram(gram, rank="auto", n_features=entry.size, dtype=store.dtype)
+    assert op.amplitudes is not None
+    return LayerSpectrum(entry.name, entry.size, op.rank, op.eigenvalues, op.amplitudes, tuple(op.classes(params.eps)))
+
+
+def _from_range_finder(store: RunStore, engine: Engine, rows: slice, entries: list[ParamEntry], params: DMDParams,
+                       progress: Progress | None) -> ReducedOperator:
+    """The window's operator from the randomized range finder (windows too long for a Gram)."""
+    if not isinstance(params.rank, int):
+        raise ParameterError("rank", f"must be an explicit integer for the randomized range finder: the window holds "
+                                     f"{rows.stop - rows.start} snapshots, too many for a Gram (max {params.max_gram})")
+    if params.per_layer or params.drop_nonfinite:
+        raise ParameterError("per_layer" if params.per_layer else "drop_nonfinite",
+                             f"needs the Gram method (windows of at most {params.max_gram} snapshots)")
+    operator = randomized_operator(engine, store, params.rank, rows=rows, columns=[e.columns for e in entries],
+                                   n_iter=params.n_iter, random_state=params.random_state, dtype=store.dtype,
+                                   progress=progress)
+    if not np.isfinite(operator.gram_trace):
+        raise_nonfinite(store, engine.nonfinite_rows(store, rows=rows))
+    return operator
+
+
+def _samples(store: RunStore, engine: Engine, rows: slice, entries: list[ParamEntry], operator: ReducedOperator,
+             params: DMDParams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A few coordinates, spread over the selected layers: their trajectories and DMD reconstruction."""
+    rng = np.random.default_rng(params.random_state)
+    pool = np.concatenate([np.arange(e.offset, e.stop) for e in entries])
+    picks = np.sort(rng.choice(pool, size=min(params.n_samples, pool.size), replace=False))
+    trajectories = engine.collect(store, picks, rows=rows)
+    n_window = rows.stop - rows.start
+    with np.errstate(over="ignore", invalid="ignore"):
+        reconstruction = operator.reconstruct(trajectories, np.arange(n_window + params.forecast))
+    bad = np.flatnonzero(~np.isfinite(reconstruction).all(axis=1))
     if bad.size:
+        # an unstable mode (|λ| > 1) grows without bound: far enough ahead λᵏ leaves float64
         safe = max(0, int(bad[0]) - n_window)
         top = float(np.abs(operator.eigenvalues).max())
-        raise ParameterError("forecast", f"{forecast} overflows: the mode with |λ| = {top:.6g} grows past float64 "
-                                         f"after {safe} snapshot(s) beyond the window; forecast at most {safe}")
+        raise ParameterError("forecast", f"{params.forecast} overflows: the mode with |λ| = {top:.6g} grows past "
+                                         f"float64 after {safe} snapshot(s) beyond the window; forecast at most {safe}")
+    return picks, trajectories, reconstruction
 
 
-def check_gram_finite(gram: np.ndarray, store: RunStore, offset: int) -> None:
-    """A NaN/Inf anywhere in snapshot k makes G[k, k] non-finite: found without another pass.
-
-    ``offset`` is the window's first snapshot; the error names the first bad snapshot and its step.
-    """
-    _raise_nonfinite(store, np.flatnonzero(~np.isfinite(np.diag(gram))) + offset)
-
-
-def _raise_nonfinite(store: RunStore, bad: np.ndarray) -> None:
-    if bad.size:
-        k = int(bad[0])
-        raise TrajError(
-            f"{store.path.name}: snapshot {k} (step {int(store.steps[k])}) holds NaN or Inf; "
-            f"{bad.size} snapshot(s) in the window are not finite"
-        )
-
-
-def _coordinate_name(store: RunStore, index: int) -> str:
+def coordinate_name(store: RunStore, index: int) -> str:
+    """``layer[i, j]`` for a coordinate of θ."""
     for e in store.layout.entries:
         if e.offset <= index < e.stop:
             local = np.unravel_index(index - e.offset, e.shape) if e.shape else ()
@@ -347,12 +372,15 @@ def _coordinate_name(store: RunStore, index: int) -> str:
     return f"θ[{index}]"
 
 
-def save_modes(result: DMDResult, store: RunStore, path: Any, *, engine: Engine | None = None,
-               progress: ProgressCallback | None = None) -> str:
+def save_modes(result: DMDResult, store: RunStore, path: str | os.PathLike[str], *, engine: Engine | None = None,
+               progress: Progress | None = None) -> str:
     """Write the N×r exact DMD modes Φ = D C to a Zarr array at ``path`` (a second pass)."""
     import zarr
 
     engine = engine or Engine()
+    coefficients = result.operator.coefficients
+    if coefficients is None:
+        raise NotApplicableError("this operator has no modes over the store's coordinates")
     lo, hi = result.window
     entries = store.layout.select(result.layers) if result.layers else list(store.layout.entries)
     n = sum(e.size for e in entries)
@@ -360,12 +388,12 @@ def save_modes(result: DMDResult, store: RunStore, path: Any, *, engine: Engine 
     chunk_rows = max(1, min(n, (8 << 20) // (16 * r)))
     modes = zarr.create_array(str(path), shape=(n, r), chunks=(chunk_rows, r), dtype="complex128",
                               dimension_names=("param", "mode"), overwrite=True)
-    modes.attrs.update({"eigenvalues": _pairs(result.eigenvalues), "window": list(result.window),
-                        "layers": result.layers, "store": result.store})
+    modes.attrs.update({"eigenvalues": complex_pairs(result.eigenvalues), "window": list(result.window),
+                        "layers": list(result.layers) if result.layers else None, "store": result.store})
     offset = 0
     for e in entries:
-        for cols, part in engine.project_blocks(store, result.operator.coefficients, rows=slice(lo, hi + 1),
-                                                columns=e.columns, progress=progress):
+        for cols, part in engine.project_blocks(store, coefficients, rows=slice(lo, hi + 1), columns=e.columns,
+                                                progress=progress):
             a = offset + cols.start - e.offset
             modes[a : a + part.shape[0]] = part
         offset += e.size

@@ -24,12 +24,16 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import LayoutMismatchError, StoreFormatError, TrajError
+from ..errors import LayoutMismatchError, NotApplicableError, ParameterError, StoreFormatError
 from ..store import Layout
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..store import RunStore
+    from .prune import PruneResult
 
 __all__ = ["MASKS_FORMAT", "apply_masks", "load_mask", "mask_overlap_from_file", "pruned_theta", "read_masks",
            "write_exports", "write_masks"]
@@ -61,21 +65,19 @@ def prunable_of(layout: Layout) -> np.ndarray:
     return prunable
 
 
-def write_masks(result: Any, path: str | os.PathLike[str], layout: Layout) -> str:
+def write_masks(result: PruneResult, path: str | os.PathLike[str], layout: Layout) -> str:
     """Write a :class:`~traj.analysis.prune.PruneResult`'s masks and scores as ``masks.zarr``."""
     import zarr
 
     group = zarr.open_group(str(path), mode="w", zarr_format=3)
     group.attrs.update({"traj": MASKS_FORMAT, "store": result.store, "epoch": result.epoch,
                         "window": list(result.window), "steps": list(result.steps), "scope": result.scope,
-                        "compressions": result.compressions, "layout": layout.to_attrs()})
+                        "compressions": [float(c) for c in result.compressions], "layout": layout.to_attrs()})
     group.create_array("prunable", data=prunable_of(layout), dimension_names=("param",))
-    for method, by_c in result.masks.items():
+    for method, masks in result.masks.items():
         sub = group.require_group(method)
-        for key, mask in by_c.items():
-            if key == "_seeds":
-                continue
-            sub.create_array(f"c{key}", data=np.asarray(mask, dtype=bool), dimension_names=("param",))
+        for c, mask in zip(result.compressions, masks, strict=True):
+            sub.create_array(f"c{_key(c)}", data=np.asarray(mask, dtype=bool), dimension_names=("param",))
     scores = group.require_group("scores")
     for method, values in result.scores.items():
         scores.create_array(method, data=np.asarray(values, dtype=np.float64), dimension_names=("param",))
@@ -123,7 +125,8 @@ def load_mask(path: str | os.PathLike[str], method: str, compression: float) -> 
         have = {m: sorted((k.removeprefix("c") for k, _ in sub.arrays()), key=_number_first)
                 for m, sub in group.groups() if m != "scores"}
         available = "; ".join(f"{m} at c = {', '.join(keys)}" for m, keys in sorted(have.items()))
-        raise TrajError(f"{path}: no {method} mask at compression {_key(compression)} (it has {available})")
+        raise ParameterError("method", f"{method}: {path} has no {method} mask at compression {_key(compression)} "
+                                       f"(it has {available})")
     mask = np.asarray(group[name][:], dtype=bool)
     prunable = np.asarray(group["prunable"][:], dtype=bool) if "prunable" in group else prunable_of(layout)
     if mask.shape != (layout.n_params,) or prunable.shape != mask.shape:
@@ -194,10 +197,10 @@ def apply_masks(model: Any, path: str | os.PathLike[str], *, method: str = "kmp"
     return model
 
 
-def write_exports(result: Any, store: Any, directory: str | os.PathLike[str]) -> list[Path]:
+def write_exports(result: PruneResult, store: RunStore, directory: str | os.PathLike[str]) -> list[Path]:
     """One safetensors state_dict per method and compression: ``<method>-c<c>.safetensors``.
 
-    Each holds θ of the snapshot the masks were scored at (``result.window[1]``) with the
+    Each holds θ of the snapshot the masks were scored at (``result.theta``, ``result.window[1]``) with the
     dropped weights set to zero, under the layout's names in the store's dtype: exactly the
     weights whose accuracy ``traj prune`` reports (LSP: its first mask seed). Load it with
     ``model.load_state_dict(safetensors.torch.load_file(path))``.
@@ -205,20 +208,17 @@ def write_exports(result: Any, store: Any, directory: str | os.PathLike[str]) ->
     try:
         from safetensors.numpy import save_file
     except ImportError:  # pragma: no cover - safetensors is a dependency of traj
-        raise TrajError("--export needs the safetensors package: pip install safetensors") from None
+        raise NotApplicableError("exports need the safetensors package: pip install safetensors") from None
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    row = int(result.window[1])
-    theta = store.snapshot(row)
-    step = int(store.steps[row])
+    step = int(store.steps[int(result.window[1])])
     prunable = prunable_of(store.layout)
     written = []
-    for method, by_c in result.masks.items():
-        for key, mask in by_c.items():
-            if key == "_seeds":
-                continue
-            pruned = pruned_theta(theta, mask, store.dtype)
+    for method, masks in result.masks.items():
+        for c, mask in zip(result.compressions, masks, strict=True):
+            key = _key(c)
+            pruned = pruned_theta(result.theta, mask, store.dtype)
             tensors = {e.name: np.ascontiguousarray(pruned[e.columns].reshape(e.shape)) for e in store.layout.entries}
             path = directory / f"{method}-c{key}.safetensors"
             metadata = {"format": "pt", "traj_method": method, "traj_compression": key, "traj_step": str(step),

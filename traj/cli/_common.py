@@ -8,6 +8,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -33,11 +34,18 @@ from ..report.writer import jsonable
 err_console = Console(stderr=True, soft_wrap=True)
 out_console = Console(soft_wrap=True)
 
-_state = {"debug": False}
+
+@dataclass(frozen=True)
+class Settings:
+    """What the root ``traj`` options set for every command; typer's context object carries it."""
+
+    debug: bool = False
 
 
-def set_debug(value: bool) -> None:
-    _state["debug"] = value
+def debugging(ctx: typer.Context | None) -> bool:
+    """``traj --debug`` given (the root callback put :class:`Settings` on the context)."""
+    obj = ctx.find_root().obj if ctx is not None else None
+    return isinstance(obj, Settings) and obj.debug
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
@@ -47,24 +55,25 @@ def fail(message: str, code: int = 2) -> typer.Exit:
 
 
 @contextmanager
-def handle_errors() -> Iterator[None]:
-    """Turn traj's errors into one red line and exit code 2 (``--debug`` shows the traceback)."""
+def handle_errors(ctx: typer.Context | None = None) -> Iterator[None]:
+    """Turn traj's errors into one red line and exit code 2 (``traj --debug`` shows the traceback)."""
+    debug = debugging(ctx)
     try:
         yield
     except TrajError as exc:
-        if _state["debug"]:
+        if debug:
             raise
         raise fail(str(exc)) from None
     except FileNotFoundError as exc:
-        if _state["debug"]:
+        if debug:
             raise
         raise fail(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": ")) from None
     except OSError as exc:  # permission, full disk, read-only filesystem, ...
-        if _state["debug"]:
+        if debug:
             raise
         raise fail(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": ")) from None
     except MemoryError:
-        if _state["debug"]:
+        if debug:
             raise
         raise fail("not enough memory for this (a smaller --window, --samples or --block-mb needs less)") from None
     except KeyboardInterrupt:

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from .._version import __version__
-from ._common import err_console, set_debug
+from ._common import Settings, err_console
 from .cmd import cmd
 from .conjugacy import conjugacy
 from .convert import convert
@@ -38,11 +38,12 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def root(
+    ctx: typer.Context,
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks instead of one-line errors.")] = False,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")] = False,
 ) -> None:
     """traj: record a training run's weight trajectory, then analyse its dynamics."""
-    set_debug(debug)
+    ctx.obj = Settings(debug=debug)
 
 
 app.command("record")(record)

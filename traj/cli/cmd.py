@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -24,11 +25,8 @@ from ._common import (
 )
 
 
-def _parse_sweep(text: str | None) -> list[int]:
-    return sorted(set(number_list("--sweep", text, int))) if text else []
-
-
 def cmd(
+    ctx: typer.Context,
     store: Annotated[Path, typer.Argument(help="A run store.")],
     modes: Annotated[int, typer.Option(help="Number of modes M.")] = 10,
     threshold: Annotated[float | None, typer.Option(help="Cut the dendrogram at distance 1-|corr| = t instead of M.")] = None,
@@ -59,56 +57,45 @@ def cmd(
 
         traj cmd run.zarr --sweep 1,2,5,10,20
     """
-    with handle_errors(), flag_names("modes", "threshold", "samples", "window", "subsample", "seed", "sweep",
-                                     max_points="--eval-points"):
-        from ..analysis import cmd as cmd_mod
+    with handle_errors(ctx), flag_names("modes", "threshold", "samples", "window", "subsample", "seed", "sweep",
+                                        "eval_points", "drop_nonfinite"):
+        from ..analysis.cmd import CMDParams, fit_cmd
         from ..atomic import staged_output
         from ..display import markup as m
         from ..recipes import resolve_recipe
         from ..report.cmd import cmd_report_files
         from ..store import open_store
 
-        sweep_modes = _parse_sweep(sweep)
-        # evaluate and sweep run after the first pass: check their options (and the pass's) before it
-        cmd_mod.check_options(modes=modes, threshold=threshold, samples=samples, subsample=subsample, seed=seed,
-                              max_points=eval_points, sweep=sweep_modes or (1,))
+        # every option (the evaluation's and the sweep's too) is checked before the first pass
+        params = CMDParams.checked(modes=None if threshold is not None else modes, threshold=threshold,
+                                   samples=samples, window=window, subsample=subsample, seed=seed,
+                                   drop_nonfinite=drop_nonfinite, eval_points=eval_points,
+                                   sweep=number_list("--sweep", sweep, int) if sweep else ())
         engine = engine_options(backend, device, scheduler, block_mb)
         opened = open_store(store)
         target = output_dir(out, f"cmd-{opened.path.name.removesuffix('.zarr')}", opened)
         recipe = resolve_recipe(recipe_spec, opened) if evaluate else None
         # the model is written straight into the report's staging directory
         with staged_output(target, inputs=[opened.path]) as staging:
-            options = {"samples": samples, "window": window, "subsample": subsample, "seed": seed, "engine": engine,
-                       "drop_nonfinite": drop_nonfinite}
             with progress_bar() as bar:
                 task = bar.add_task("CMD pass", total=None)
-                result = cmd_mod.cmd(opened, modes=None if threshold is not None else modes, threshold=threshold,
-                                     out=staging / "cmd.zarr",
-                                     progress=lambda d, t: bar.update(task, completed=d, total=t), **options)
-                extra = {}
-                if recipe is not None:
-                    bar.update(task, description="evaluating")
-                    extra["evaluation"] = cmd_mod.evaluate(result, opened, recipe, max_points=eval_points)
-                if sweep_modes:
-                    bar.update(task, description="sweep")
-                    extra["sweep"] = cmd_mod.sweep(opened, sweep_modes, recipe=recipe, **options)
-            from dataclasses import replace
-
-            result = replace(result, model_path=str(target / "cmd.zarr"), **extra)
+                result = fit_cmd(opened, params, out=staging / "cmd.zarr", recipe=recipe, engine=engine,
+                                 progress=lambda d, t: bar.update(task, completed=d, total=t),
+                                 stage=lambda name: bar.update(task, description=name))
+            result = replace(result, model_path=str(target / "cmd.zarr"))
             cmd_report_files(result, staging)
-        summary = result.to_dict()
         if json_:
-            print_json(summary)
+            print_json(result.to_dict())
             return
         out_console.print(
             f"[bold]{m(opened.path.name)}[/bold]: {result.modes} modes over {result.n_params} weights, sizes "
             f"{result.mode_sizes.tolist()[:10]}; MSE {result.mse:.3g}, relative error {result.relative_error:.3g}, "
             f"compression {result.compression_ratio:.1f}x"
         )
-        if result.evaluation:
-            last = result.evaluation[-1]
-            metric = "accuracy" if "cmd_accuracy" in last else "loss"
-            out_console.print(f"  last snapshot {metric}: original {last[f'original_{metric}']:.4f}, CMD {last[f'cmd_{metric}']:.4f}")
+        if (ev := result.evaluation) is not None:
+            metric = ev.metric
+            out_console.print(f"  last snapshot {metric}: original {ev.original[metric][-1]:.4f}, "
+                              f"CMD {ev.cmd[metric][-1]:.4f}")
         if evaluate and recipe is None:
             err_console.print("[yellow]no recipe in this store: --evaluate skipped[/yellow]")
         err_console.print(f"[green]report[/green] {m(target)}/report.html")

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..analysis.conjugacy import ConjugacyResult
 
 from ._common import (
     BackendOption,
@@ -25,6 +28,7 @@ from ._common import (
 
 
 def conjugacy(
+    ctx: typer.Context,
     stores: Annotated[list[Path], typer.Argument(help="Two or more run stores (or one with --windows).")],
     window: Annotated[str | None, typer.Option(help="Snapshots a:b used in every run.")] = None,
     layer: Annotated[str | None, typer.Option(help="Observable: one parameter tensor (default all weights).")] = None,
@@ -57,39 +61,50 @@ def conjugacy(
 
         traj conjugacy run.zarr --windows 8
     """
-    with handle_errors(), flag_names("window", "layer", "rank", "k", "quantile", "margin", "windows", "delays"):
-        from ..analysis.conjugacy import conjugacy as run_conjugacy
+    with handle_errors(ctx), flag_names("window", "layer", "rank", "k", "quantile", "margin", "windows", "delays",
+                                        "stack"):
+        from ..analysis.conjugacy import ConjugacyParams, fit_conjugacy
         from ..display import markup as m
         from ..report.conjugacy import conjugacy_report
         from ..store import open_store
 
+        params = ConjugacyParams.checked(window=window, layer=layer, rank=parse_rank(rank), k=k, quantile=quantile,
+                                         margin=margin, windows=windows, stack=stack, delays=delays)
         engine = engine_options(backend, device, scheduler, block_mb)
         runs = [open_store(s) for s in stores]
         null_runs = [open_store(Path(p.strip())) for p in (null or "").split(",") if p.strip()]
         target = output_dir(out, "conjugacy", *runs, *null_runs)
         with progress_bar() as bar:
             task = bar.add_task("spectra", total=None)
-            result = run_conjugacy(runs, window=window, layer=layer, rank=parse_rank(rank), k=k, null=null_runs,
-                                   quantile=quantile, margin=margin, windows=windows, stack=stack, delays=delays, engine=engine,
+            result = fit_conjugacy(runs, params, null=null_runs, engine=engine,
                                    progress=lambda d, t: bar.update(task, completed=d, total=t))
             conjugacy_report(result, target, inputs=[r.path for r in runs + null_runs])
         if json_:
             print_json(result.to_dict())
         else:
-            for v in result.verdicts:
-                colour = {"conjugate": "green", "non-conjugate": "red"}.get(v["verdict"], "yellow")
-                out_console.print(f"{m(Path(v['a']).name)} vs {m(Path(v['b']).name)}: W1 = {v['distance']:.4g} "
-                                  f"[{colour}]{v['verdict']}[/{colour}]")
-            if result.windows:
-                w = result.windows
-                out_console.print(f"{m(Path(w['run']).name)}: W1 between {len(w['bounds'])} windows (k = {w['k']})")
-                for (a, b), row in zip(w["steps"], w["distance"], strict=True):
-                    out_console.print(f"  steps {a:>6}-{b:<6} " + " ".join(f"{v:7.4f}" for v in row))
-            if result.null_threshold is not None:
-                out_console.print(f"  null threshold ({100 * quantile:g} % of {len(result.null_distances)} seed distance(s)): "
-                                  f"{result.null_threshold:.4g}")
-            if result.margin:
-                out_console.print(f"  equivalence margin: {result.margin:.4g}")
+            _show(result, quantile)
             err_console.print(f"[green]report[/green] {m(target)}/report.html")
         if fail_on_nonconjugate and result.any_nonconjugate:
             raise typer.Exit(1)
+
+
+def _show(result: ConjugacyResult, quantile: float) -> None:
+    """The verdicts, the window matrix and the thresholds on stdout (store names escaped: data, not markup)."""
+    from ..display import markup as m
+
+    for v in result.verdicts:
+        colour = {"conjugate": "green", "non-conjugate": "red"}.get(v.verdict, "yellow")
+        out_console.print(f"{m(Path(v.a).name)} vs {m(Path(v.b).name)}: W1 = {v.distance:.4g} "
+                          f"[{colour}]{v.verdict}[/{colour}]")
+    if (w := result.windows) is not None:
+        out_console.print(f"{m(Path(w.run).name)}: W1 between {len(w.bounds)} windows (k = {w.k})")
+        for (a, b), row in zip(w.steps, w.distance, strict=True):
+            out_console.print(f"  steps {a:>6}-{b:<6} " + " ".join(f"{v:7.4f}" for v in row))
+    if result.null_threshold is not None:
+        out_console.print(f"  null threshold ({100 * quantile:g} % of {len(result.null_distances)} seed distance(s)): "
+                          f"{result.null_threshold:.4g}")
+    if result.margin:
+        out_console.print(f"  equivalence margin: {result.margin:.4g}")
+    for note in [result.k_note, *(s.rank_note for s in result.spectra)]:
+        if note:
+            err_console.print(f"[yellow]reduced: {m(note)}[/yellow]")

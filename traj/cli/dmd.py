@@ -25,6 +25,7 @@ from ._common import (
 
 
 def dmd(
+    ctx: typer.Context,
     store: Annotated[Path, typer.Argument(help="A run store.")],
     rank: Annotated[str, typer.Option(help="Modes to keep: an integer, or 'auto' (Gavish–Donoho).")] = "auto",
     window: Annotated[str | None, typer.Option(help="Snapshots a:b, both included (negative counts from the end).")] = None,
@@ -53,30 +54,30 @@ def dmd(
 
         traj dmd run.zarr --per-layer --backend dask --scheduler tcp://10.0.0.5:8786
     """
-    with handle_errors(), flag_names("rank", "eps", "forecast", "window", "method", n_iter="--power-iterations"):
-        from ..analysis.dmd import dmd as run_dmd
-        from ..analysis.dmd import save_modes as write_modes
+    with handle_errors(ctx), flag_names("rank", "eps", "forecast", "window", "method", "per_layer", "drop_nonfinite",
+                                        layers="--layer", n_iter="--power-iterations"):
+        from ..analysis.dmd import DMDParams, fit_dmd
+        from ..analysis.dmd import save_modes as save_modes_to
         from ..display import markup as m
         from ..report.dmd import dmd_report
         from ..store import open_store
 
-        chosen_rank = parse_rank(rank)
+        params = DMDParams.checked(rank=parse_rank(rank), window=window, layers=layer, per_layer=per_layer, eps=eps,
+                                   forecast=forecast, method=method, n_iter=power_iterations,
+                                   drop_nonfinite=drop_nonfinite)
         engine = engine_options(backend, device, scheduler, block_mb)
         opened = open_store(store)
         target = output_dir(out, f"dmd-{opened.path.name.removesuffix('.zarr')}", opened)
         with progress_bar() as bar:
             task = bar.add_task("Gram pass", total=None)
-            result = run_dmd(opened, rank=chosen_rank, window=window, layers=layer, per_layer=per_layer, eps=eps,
-                             forecast=forecast, engine=engine, method=method, n_iter=power_iterations,
-                             drop_nonfinite=drop_nonfinite,
-                             progress=lambda d, t: bar.update(task, completed=d, total=t))
+            result = fit_dmd(opened, params, engine=engine, progress=lambda d, t: bar.update(task, completed=d, total=t))
             extra = None
             if save_modes:
                 modes_task = bar.add_task("modes pass", total=None)
 
                 def extra(staging: Path) -> None:
-                    write_modes(result, opened, staging / "modes.zarr", engine=engine,
-                                progress=lambda d, t: bar.update(modes_task, completed=d, total=t))
+                    save_modes_to(result, opened, staging / "modes.zarr", engine=engine,
+                                  progress=lambda d, t: bar.update(modes_task, completed=d, total=t))
 
             dmd_report(result, target, extra=extra, inputs=[opened.path])
         summary = result.to_dict()
@@ -85,7 +86,7 @@ def dmd(
         if json_:
             print_json(summary)
             return
-        c = summary["class_counts"]
+        c = result.class_counts
         out_console.print(
             f"[bold]{m(opened.path.name)}[/bold] snapshots {result.window[0]}..{result.window[1]}, N = {result.n_params}: "
             f"rank {result.rank}; {c['neutral']} neutral, {c['stable']} stable, {c['unstable']} unstable; "

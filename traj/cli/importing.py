@@ -12,6 +12,7 @@ from ._common import err_console, fail, flag_names, handle_errors, print_json, p
 
 
 def import_(
+    ctx: typer.Context,
     source: Annotated[Path, typer.Argument(help="Checkpoints (a folder of them, or one) or a .npy of shape (T, N).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Store to write.")],
     exclude: Annotated[list[str] | None, typer.Option(help="Glob of parameter names to leave out (repeatable).")] = None,
@@ -38,7 +39,7 @@ def import_(
 
         traj import trajectory.npy --out run.zarr --every 10
     """
-    with handle_errors(), flag_names("every"):
+    with handle_errors(ctx), flag_names("every"):
         from ..record.importers import import_source
 
         if dtype is not None and dtype not in ("float32", "float64"):

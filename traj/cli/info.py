@@ -11,6 +11,7 @@ from ._common import handle_errors, out_console, output_dir, print_json, progres
 
 
 def info(
+    ctx: typer.Context,
     store: Annotated[Path, typer.Argument(help="A run store (directory).")],
     json_: Annotated[bool, typer.Option("--json", help="Print the summary as JSON to stdout.")] = False,
     scan: Annotated[bool, typer.Option("--scan/--no-scan", help="Read every snapshot to look for NaN/Inf.")] = True,
@@ -26,7 +27,7 @@ def info(
 
         traj info run.zarr --out traj-out/info-run
     """
-    with handle_errors():
+    with handle_errors(ctx):
         from rich.table import Table
 
         from ..display import markup as m
@@ -37,13 +38,20 @@ def info(
         opened = open_store(store, allow_damaged=True)  # describing a damaged store is what info is for
         if out is not None:
             output_dir(out, "", opened)  # refused before the scan, not after
+        history = None
         with progress_bar() as bar:
             task = bar.add_task("scan", total=None)
-            summary = describe(opened, scan=scan, progress=lambda d, t: bar.update(task, completed=d, total=t))
-        if out is not None:
+            bind = lambda d, t: bar.update(task, completed=d, total=t)  # noqa: E731
+            if out is not None:  # the report's layer norms find the non-finite snapshots too: one pass
+                from ..analysis.overview import layer_norms
+
+                history = layer_norms(opened, progress=bind)
+            summary = describe(opened, scan=scan, progress=bind,
+                               nonfinite_rows=history.nonfinite_rows if history is not None else None)
+        if out is not None and history is not None:
             from ..report.info import info_report
 
-            info_report(opened, summary, out)
+            info_report(opened, summary, history, out)
         if json_:
             print_json(summary.to_dict())
             return

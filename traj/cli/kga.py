@@ -22,6 +22,7 @@ from ._common import (
 
 
 def kga_replay(
+    ctx: typer.Context,
     store: Annotated[Path, typer.Argument(help="A run store recorded by a built-in recipe.")],
     alpha: Annotated[str, typer.Option(help="Acceleration rates α, comma-separated (a sweep).")] = "0.25",
     window: Annotated[int, typer.Option(help="Snapshots t of each DMD fit.")] = 5,
@@ -46,43 +47,42 @@ def kga_replay(
 
         traj kga-replay run.zarr --interval 50 --mask kwm --json
     """
-    with handle_errors(), flag_names("window", "interval", "eps", "mask", "mask_eps", "mask_window", "epochs",
-                                     alphas="--alpha"):
-        from ..analysis.kga import replay
+    with handle_errors(ctx), flag_names("window", "interval", "eps", "mask", "mask_eps", "mask_window", "epochs",
+                                        alphas="--alpha"):
         from ..atomic import staged_output
         from ..display import markup as m
         from ..recipes import resolve_recipe
         from ..report.kga import kga_report_files, loss_text
         from ..store import open_store
+        from ..training import replay
 
         alphas = number_list("--alpha", alpha, float)
-        interval_value = int_or_keyword("--interval", interval, "epoch")
-        options = {"window": window, "interval": interval_value, "eps": eps, "efficient": efficient,
-                   "project_step": project_step, "mask": mask, "mask_eps": mask_eps, "mask_window": mask_window}
+        options = {"window": window, "interval": int_or_keyword("--interval", interval, "epoch"), "eps": eps,
+                   "efficient": efficient, "project_step": project_step, "mask": mask, "mask_eps": mask_eps,
+                   "mask_window": mask_window}
         opened = open_store(store)
         runner = resolve_recipe(recipe, opened)
         if runner is None:
             raise fail(f"{opened.path} records no recipe; pass --recipe NAME (built-in) or --recipe module:function")
         target = output_dir(out, f"kga-{opened.path.name.removesuffix('.zarr')}", opened)
-        total = (epochs or runner.epochs) * (len(alphas) + 1)
         # Every run and the report are built in a staging sibling and replace TARGET whole at the end,
         # so no store that this directory did not create (or an input) can be overwritten.
         with staged_output(target, inputs=[opened.path], kind="kga-replay") as staging:
             with progress_bar("label") as bar:
-                task = bar.add_task("replay", total=total, label="")
+                task = bar.add_task("replay", total=None, label="")
                 result = replay(runner, staging, alphas=alphas, epochs=epochs, **options, final_dir=target,
-                                progress=lambda label, report: bar.update(task, advance=1,
-                                                                          label=f"{label} loss {report.loss:.4g}"))
-            summary = result.summary()
-            kga_report_files(summary, staging / "report")
+                                progress=lambda done, total: bar.update(task, completed=done, total=total),
+                                stage=lambda label: bar.update(task, label=label))
+            kga_report_files(result, staging / "report")
         if json_:
-            print_json(summary)
+            print_json(result.to_dict())
             return
+        plain = result.plain
         out_console.print(f"[bold]{m(runner.name)}[/bold]: plain final train loss "
-                          f"{loss_text(summary['plain_final_train_loss'], summary['plain_diverged_epoch'])}")
-        for row in summary["comparison"]:
-            reached = row["epochs_to_plain_final_loss"]
-            out_console.print(f"  α = {row['alpha']:g}: final {loss_text(row['final_train_loss'], row['diverged_epoch'])}, "
+                          f"{loss_text(plain.train_loss[-1], plain.diverged_epoch)}")
+        for row in result.comparison:
+            reached = row.epochs_to_plain_final_loss
+            out_console.print(f"  α = {row.alpha:g}: final {loss_text(row.final_train_loss, row.diverged_epoch)}, "
                               "reaches plain's final loss "
-                              f"{'at epoch ' + str(reached) if reached else 'never'}, {row['added_seconds_per_epoch']:+.3f} s/epoch")
+                              f"{'at epoch ' + str(reached) if reached else 'never'}, {row.added_seconds_per_epoch:+.3f} s/epoch")
         err_console.print(f"[green]runs and report[/green] {m(target)}")

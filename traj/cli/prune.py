@@ -26,6 +26,7 @@ from ._common import (
 
 
 def prune(
+    ctx: typer.Context,
     store: Annotated[Path, typer.Argument(help="A run store recorded every step.")],
     epoch: Annotated[int | None, typer.Option(help="Epoch to decompose (default the last).")] = None,
     window: Annotated[str | None, typer.Option(help="Snapshots a:b instead of an epoch.")] = None,
@@ -62,29 +63,27 @@ def prune(
 
         traj prune run.zarr --method kmp,gmp --compression 8 --export
     """
-    with handle_errors(), flag_names("epoch", "window", "scope", "refine_epochs", "seeds", "epochs", "rank",
-                                     methods="--method", compressions="--compression"):
+    with handle_errors(ctx), flag_names("epoch", "window", "scope", "refine_epochs", "seeds", "epochs", "rank",
+                                        methods="--method", compressions="--compression"):
         from ..analysis.masks import write_exports, write_masks
-        from ..analysis.prune import prune as run_prune
+        from ..analysis.prune import PruneParams, fit_prune
         from ..display import markup as m
+        from ..recipes import resolve_recipe
         from ..report.prune import prune_report
         from ..store import open_store
 
-        methods = [name.strip() for name in method.split(",") if name.strip()]
-        compressions = number_list("--compression", compression, float)
-        epoch_list = number_list("--epochs", epochs, int) if epochs is not None else []
+        params = PruneParams.checked(
+            epoch=epoch, window=window, methods=[name.strip() for name in method.split(",") if name.strip()],
+            compressions=number_list("--compression", compression, float), scope=scope, refine_epochs=refine_epochs,
+            seeds=seeds, evaluate=evaluate, epochs=number_list("--epochs", epochs, int) if epochs is not None else None,
+            rank=parse_rank(rank))
         engine = engine_options(backend, device, scheduler, block_mb)
         opened = open_store(store)
-        from ..recipes import resolve_recipe
-
         chosen_recipe = resolve_recipe(recipe_spec, opened) if evaluate else None
         target = output_dir(out, f"prune-{opened.path.name.removesuffix('.zarr')}", opened)
         with progress_bar() as bar:
             task = bar.add_task("pruning", total=None)
-            result = run_prune(opened, epoch=epoch, window=window, methods=methods, compressions=compressions,
-                               scope=scope, refine_epochs=refine_epochs, seeds=seeds, evaluate=evaluate,
-                               recipe=chosen_recipe,
-                               epochs=epoch_list or None, rank=parse_rank(rank), engine=engine,
+            result = fit_prune(opened, params, recipe=chosen_recipe, engine=engine,
                                progress=lambda d, t: bar.update(task, completed=d, total=t))
 
             def extra(staging: Path) -> None:
@@ -105,8 +104,8 @@ def prune(
             f"λ1 = {result.lambda1.real:.5f}{result.lambda1.imag:+.5f}i, {len(result.kgp_modes)} KGP mode(s), "
             f"{result.n_prunable} prunable weights"
         )
-        if "kmp-gmp" in result.overlap:
-            values = ", ".join(f"{v:.3f}" for v in result.overlap["kmp-gmp"])
+        if ("kmp", "gmp") in result.overlap:
+            values = ", ".join(f"{v:.3f}" for v in result.overlap["kmp", "gmp"])
             out_console.print(f"  KMP-GMP overlap at c = {m(compression)}: {values}")
         for skipped, reason in result.unavailable.items():
             err_console.print(f"[yellow]{m(skipped.upper())} skipped: {m(reason)}[/yellow]")

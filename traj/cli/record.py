@@ -13,6 +13,7 @@ from ._common import err_console, fail, handle_errors, out_console, print_json, 
 
 
 def record(
+    ctx: typer.Context,
     recipe: Annotated[str, typer.Argument(help="Built-in recipe name (see `traj recipes`).")],
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Store to write (default ./RECIPE.zarr).")] = None,
     epochs: Annotated[int | None, typer.Option(help="Training epochs.")] = None,
@@ -36,7 +37,7 @@ def record(
 
         traj record mirror-descent --set algorithm=ogd --out ogd.zarr
     """
-    with handle_errors(), sigterm_as_interrupt():  # SIGTERM: keep every snapshot taken, close, exit 143
+    with handle_errors(ctx), sigterm_as_interrupt():  # SIGTERM: keep every snapshot taken, close, exit 143
         from ..recipes import get_recipe, parse_set_option
 
         config = parse_set_option(set_ or [])

@@ -11,6 +11,7 @@ from ._common import err_console, handle_errors, out_console, output_dir, print_
 
 
 def report(
+    ctx: typer.Context,
     store: Annotated[Path, typer.Argument(help="A run store.")],
     peers: Annotated[list[Path] | None, typer.Option("--peers", help="Other runs to compare by conjugacy (repeatable).")] = None,
     recipe_spec: Annotated[str | None, typer.Option("--recipe", help="Recipe for evaluation: a built-in name or module:function.")] = None,
@@ -27,10 +28,11 @@ def report(
 
         traj report run.zarr --peers seed1.zarr --peers seed2.zarr --out traj-out/run
     """
-    with handle_errors():
+    with handle_errors(ctx):
+        from ..analysis.overview import overview
         from ..display import markup as m
         from ..recipes import resolve_recipe
-        from ..report.run import run_report
+        from ..report.run import overview_report
         from ..store import open_store
 
         opened = open_store(store)
@@ -38,11 +40,12 @@ def report(
         others = [open_store(p) for p in peers or []]
         target = output_dir(out, f"report-{opened.path.name.removesuffix('.zarr')}", opened, *others)
         with err_console.status("analysing") as status:
-            path, summary = run_report(opened, target, peers=others, evaluate=evaluate, recipe=chosen_recipe,
-                                       progress=lambda name: status.update(f"running {name}"))
+            result = overview(opened, peers=others, evaluate=evaluate, recipe=chosen_recipe,
+                              stage=lambda name: status.update(f"running {name}"))
+            path = overview_report(result, target, inputs=[opened.path, *(p.path for p in others)])
         if json_:
-            print_json(summary)
+            print_json(result.to_dict())
             return
-        for name, reason in summary["skipped"].items():
+        for name, reason in result.skipped.items():
             out_console.print(f"  {m(name)}: skipped ({m(reason)})")
         err_console.print(f"[green]report[/green] {m(path)}/report.html")

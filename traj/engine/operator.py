@@ -1,24 +1,46 @@
-"""The reduced Koopman operator of exact DMD, built from a Gram matrix (methods.md §1, steps 2-5).
+"""The reduced Koopman operator of exact DMD (methods.md §1, steps 2-5) and the one factory that builds it.
 
 Kept apart from the DMD estimator, as PyDMD keeps ``DMDOperator``: dmd, prune, conjugacy
-and kga all use the same object. Everything here is small-matrix work on (T+1)×(T+1) and
-r×r arrays; nothing touches the N coordinates.
+and kga all use the same object. Every path to it goes through the same three decisions,
+written once here (as PyDMD derives every variant's rank from one ``compute_svd`` and
+scikit-learn has one ``svd_flip``):
+
+- :func:`truncate` decides the rank: the user's integer, Gavish–Donoho ("auto") or every
+  direction above the precision floor ("all"), never below :func:`precision_floor`;
+- :func:`fix_signs` fixes the sign of singular vectors and :func:`eigen` orders the
+  eigenvalues (|λ| descending, then Im λ descending) and fixes the eigenvectors' phase.
+
+The paths are :meth:`ReducedOperator.from_gram` (the streamed Gram, and KGA's in-memory
+window), :meth:`ReducedOperator.from_pairs` (snapshot pairs X, Y held in memory: conjugacy's
+small observables with stacked trajectories and delays) and :meth:`ReducedOperator.from_svd`
+(σ and V from anywhere, e.g. the randomized range finder). Everything here is small-matrix
+work on (T+1)×(T+1) and r×r arrays; nothing touches the N coordinates.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Literal
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from ..checks import check_int
-from ..errors import ParameterError, TrajError
+from ..errors import NotApplicableError, ParameterError, RankUnavailableError, WindowTooShortError
 
-__all__ = ["ReducedOperator", "check_rank", "gavish_donoho_threshold", "relative_floor", "singular_values_from_gram",
-           "NEUTRAL", "STABLE", "UNSTABLE"]
+__all__ = ["ReducedOperator", "Truncation", "check_rank", "eigen", "fix_signs", "gavish_donoho_threshold",
+           "precision_floor", "singular_values_from_gram", "truncate", "ModeClass", "NEUTRAL", "STABLE", "UNSTABLE"]
 
-NEUTRAL, STABLE, UNSTABLE = "neutral", "stable", "unstable"
+ModeClass = Literal["neutral", "stable", "unstable"]
+NEUTRAL: ModeClass = "neutral"
+STABLE: ModeClass = "stable"
+UNSTABLE: ModeClass = "unstable"
+#: How σ was obtained: eigenvalues of XᵀX ("gram", also the randomized finder on A = XᵀX) or an SVD of X ("svd").
+Source = Literal["gram", "svd"]
+#: What to do with an explicit rank above the available directions: refuse, or keep what there is and say so.
+Excess = Literal["raise", "reduce"]
+RankRequest = int | Literal["auto", "all"] | None
 
 
 def check_rank(rank: int | str | None, name: str = "rank") -> int | str | None:
@@ -33,13 +55,125 @@ def check_rank(rank: int | str | None, name: str = "rank") -> int | str | None:
     return check_int(name, rank, low=1)
 
 
-def relative_floor(dtype: np.dtype) -> float:
-    """σ/σ1 below which singular values are rounding and never kept (methods.md §1, step 2).
+def precision_floor(dtype: DTypeLike, *, source: Source) -> float:
+    """σ/σ1 below which a singular value is rounding, never a direction (methods.md §1, step 2).
 
-    float32 data carry ~1e-7 relative precision; the Gram resolves σ only down to
-    √ε·σ1 ≈ 1.5e-8·σ1 even for float64 data.
+    Two limits, and the larger one decides:
+
+    - the data: float32 values carry a relative rounding of ~6e-8 each, which puts noise
+      singular values up to ~1e-6·σ1 whatever the path (float64 data: no limit of their own);
+    - the path: σ² from the eigenvalues of XᵀX (the streamed Gram, KGA's window Gram, the
+      randomized range finder on A = XᵀX) are exact to ~ε·σ1², so σ only to √ε·σ1 ≈ 1.5e-8·σ1
+      in float64 (the Gram squares the condition number): 1e-7; an SVD of X itself (pairs held
+      in memory) resolves σ to ~ε·max(m, n)·σ1: 1e-12.
+
+    So the Gram path stops at 1e-7 for float64 data and 1e-6 for float32 data; an in-memory
+    SVD keeps float64 data down to 1e-12 and float32 data to 1e-6.
     """
-    return 1e-6 if np.dtype(dtype) == np.float32 else 1e-7
+    dt = np.dtype(dtype)
+    if dt == np.float64:
+        data = 0.0
+    elif dt == np.float32:
+        data = 1e-6
+    else:  # half precision and the like: a few units of their rounding
+        data = 8 * float(np.finfo(dt).eps) if np.issubdtype(dt, np.floating) else 0.0
+    path = 1e-7 if source == "gram" else 1e-12
+    return max(data, path)
+
+
+def gavish_donoho_threshold(sigma: np.ndarray, n_rows: int, n_cols: int) -> float:
+    """Optimal hard threshold for unknown noise (Gavish & Donoho 2014): τ = ω(β)·median(σ).
+
+    β = min(N, T)/max(N, T); ω(β) ≈ 0.56β³ − 0.95β² + 1.82β + 1.43 (methods.md §1, step 2).
+    """
+    beta = min(n_rows, n_cols) / max(n_rows, n_cols)
+    omega = 0.56 * beta**3 - 0.95 * beta**2 + 1.82 * beta + 1.43
+    return float(omega * np.median(sigma))
+
+
+@dataclass(frozen=True)
+class Truncation:
+    """The rank decision of one DMD: how many directions it keeps, and why.
+
+    Attributes
+    ----------
+    rank : int
+        r, the directions kept.
+    requested : int or str
+        What was asked: an integer, "auto" (Gavish–Donoho) or "all" (every direction above the floor).
+    available : int
+        Singular values above the floor.
+    floor : float
+        The absolute floor, ``precision_floor(...)``·σ1.
+    threshold : float or None
+        The Gavish–Donoho threshold τ (absolute) when "auto" decided.
+    note : str or None
+        Why fewer directions were kept than an explicit request asked (None when it was not reduced).
+    """
+
+    rank: int
+    requested: int | str
+    available: int
+    floor: float
+    threshold: float | None = None
+    note: str | None = None
+
+
+def truncate(
+    sigma: np.ndarray,
+    *,
+    rank: RankRequest,
+    shape: tuple[int, int],
+    dtype: DTypeLike,
+    source: Source,
+    excess: Excess = "raise",
+    parameter: str = "rank",
+) -> Truncation:
+    """The rank rule of every DMD in traj (methods.md §1, step 2).
+
+    Parameters
+    ----------
+    sigma : ndarray of shape (m,)
+        Singular values of X, descending (all of them for "auto": the threshold uses their median).
+    rank : int, "auto", "all" or None
+        An explicit rank; "auto" (or None) keeps the singular values above the Gavish–Donoho
+        threshold; "all" every one above the floor. Never fewer than 1, never one below the floor.
+    shape : (n_features, n_pairs)
+        The shape of X, for the threshold's aspect ratio β.
+    dtype, source
+        The data's dtype and how σ was obtained: they set the floor (:func:`precision_floor`).
+    excess : {"raise", "reduce"}
+        An explicit rank above the available directions raises :class:`RankUnavailableError`
+        ("raise"), or is reduced to them with a ``note`` saying so ("reduce").
+    """
+    sigma = np.asarray(sigma, dtype=np.float64)
+    if not sigma.size or not sigma[0] > 0:
+        raise NotApplicableError("the trajectory is all zeros in this window: nothing to decompose")
+    floor = precision_floor(dtype, source=source) * float(sigma[0])
+    available = int(np.count_nonzero(sigma > floor))
+    if rank is None or rank == "auto":
+        tau = gavish_donoho_threshold(sigma, *shape)
+        return Truncation(max(1, min(available, int(np.count_nonzero(sigma > tau)))), "auto", available, floor, tau)
+    if rank == "all":
+        return Truncation(max(1, available), "all", available, floor)
+    requested = check_rank(rank, parameter)
+    assert isinstance(requested, int)
+    if requested <= available:
+        return Truncation(requested, requested, available, floor)
+    why = (f"{requested} asked for, but only {available} singular value(s) of this window lie above the "
+           f"floor {floor / sigma[0]:.0e}·σ1 (T = {shape[1]} transitions, N = {shape[0]})")
+    if excess == "raise":
+        raise RankUnavailableError(parameter, requested, available, why)
+    return Truncation(max(1, available), requested, available, floor, note=f"{parameter} {why}: kept {max(1, available)}")
+
+
+def fix_signs(v: np.ndarray, *others: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Flip each column of ``v`` (and the same columns of ``others``) so that its largest-magnitude
+    entry is positive: deterministic singular vectors, as scikit-learn's ``svd_flip``."""
+    pivot = np.argmax(np.abs(v), axis=0)
+    signs = np.sign(v[pivot, np.arange(v.shape[1])])
+    signs[signs == 0] = 1.0
+    return (v * signs, *(o * signs for o in others))
 
 
 def singular_values_from_gram(xtx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -54,136 +188,185 @@ def singular_values_from_gram(xtx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     -------
     sigma : ndarray of shape (T,)
     V : ndarray of shape (T, T)
-        Columns in the order of ``sigma``; signs fixed so the largest-magnitude entry of each
-        column is positive (deterministic output).
+        Columns in the order of ``sigma``, signs fixed by :func:`fix_signs`.
     """
     evals, evecs = np.linalg.eigh(xtx)
     order = np.argsort(evals)[::-1]
-    evals, evecs = evals[order], evecs[:, order]
-    sigma = np.sqrt(np.clip(evals, 0.0, None))
-    pivot = np.argmax(np.abs(evecs), axis=0)
-    signs = np.sign(evecs[pivot, np.arange(evecs.shape[1])])
-    signs[signs == 0] = 1.0
-    return sigma, evecs * signs
+    (v,) = fix_signs(evecs[:, order])
+    return np.sqrt(np.clip(evals[order], 0.0, None)), v
 
 
-def gavish_donoho_threshold(sigma: np.ndarray, n_rows: int, n_cols: int) -> float:
-    """Optimal hard threshold for unknown noise (Gavish & Donoho 2014): τ = ω(β)·median(σ).
+def eigen(atilde: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Eigenvalues Λ, right eigenvectors W and L = W⁻¹ of Ã, in traj's one order.
 
-    β = min(N, T)/max(N, T); ω(β) ≈ 0.56β³ − 0.95β² + 1.82β + 1.43 (methods.md §1, step 2).
+    |λ| descending, then Im λ descending (so k largest-modulus eigenvalues are the first k);
+    each column of W has unit norm and its largest-magnitude entry real and positive.
     """
-    beta = min(n_rows, n_cols) / max(n_rows, n_cols)
-    omega = 0.56 * beta**3 - 0.95 * beta**2 + 1.82 * beta + 1.43
-    return float(omega * np.median(sigma))
+    eigenvalues, w = np.linalg.eig(atilde)
+    order = np.lexsort((-eigenvalues.imag, -np.abs(eigenvalues)))
+    eigenvalues, w = eigenvalues[order], w[:, order]
+    w = w / np.linalg.norm(w, axis=0)
+    pivot = np.argmax(np.abs(w), axis=0)
+    phase = w[pivot, np.arange(w.shape[1])]
+    w = w * (np.abs(phase) / phase)
+    return eigenvalues, w, np.linalg.inv(w)
 
 
 @dataclass(frozen=True)
 class ReducedOperator:
-    """Exact DMD of a window from its Gram matrix G = DᵀD.
+    """Exact DMD of a window: the reduced operator and, for one trajectory D, its mode expansion.
 
     Attributes
     ----------
     singular_values : ndarray of shape (T,)
-        All singular values of X = D[:, :T] (descending).
-    rank : int
+        All singular values of X (descending).
+    truncation : Truncation
+        The rank decision (rank, what was asked, floor, Gavish–Donoho threshold, a note when reduced).
     modes_basis : ndarray of shape (T, r)
         V_r, the leading right singular vectors of X.
     atilde : ndarray of shape (r, r)
-        Ã = Σr⁻¹ Vrᵀ (XᵀY) Vr Σr⁻¹.
+        Ã = Σr⁻¹ Vrᵀ (XᵀY) Vr Σr⁻¹ = Urᵀ Y Vr Σr⁻¹.
     eigenvalues : ndarray of shape (r,), complex
+        In :func:`eigen`'s order.
     right : ndarray of shape (r, r)
         W, Ã W = W Λ (unit-norm columns).
     left : ndarray of shape (r, r)
         L = W⁻¹ (rows are left eigenvectors).
-    coefficients : ndarray of shape (T+1, r), complex
-        C with exact DMD modes Φ = D C = Y Vr Σr⁻¹ W.
-    amplitudes : ndarray of shape (r,), complex
-        b = Φ⁺ θ0.
-    gram_coefficients : ndarray of shape (T+1, r)
+    coefficients : ndarray of shape (T+1, r), complex, or None
+        C with exact DMD modes Φ = D C = Y Vr Σr⁻¹ W (None for pairs held in memory, which
+        are no single trajectory D).
+    amplitudes : ndarray of shape (r,), complex, or None
+        b = Φ⁺ θ_start.
+    gram_coefficients : ndarray of shape (T+1, r), or None
         G C, from which ΦᴴΦ = Cᴴ G C, Φᴴθ0 and the reconstruction error follow.
     gram_trace : float
-        tr(G) = ‖D‖²_F.
+        tr(G) = ‖D‖²_F (NaN without a trajectory D).
+    valid : ndarray of bool, shape (T+1,), or None
+        The snapshots used, when some were left out (non-finite).
+    start : int
+        The snapshot the amplitudes refer to.
     """
 
     singular_values: np.ndarray
-    rank: int
+    truncation: Truncation
     modes_basis: np.ndarray
     atilde: np.ndarray
     eigenvalues: np.ndarray
     right: np.ndarray
     left: np.ndarray
-    coefficients: np.ndarray
-    amplitudes: np.ndarray
-    threshold: float | None
-    floor: float
-    gram_coefficients: np.ndarray
-    gram_trace: float
+    coefficients: np.ndarray | None = None
+    amplitudes: np.ndarray | None = None
+    gram_coefficients: np.ndarray | None = None
+    gram_trace: float = float("nan")
     valid: np.ndarray | None = None
     start: int = 0
 
+    @property
+    def rank(self) -> int:
+        return self.truncation.rank
+
+    @property
+    def rank_requested(self) -> int | str:
+        return self.truncation.requested
+
+    @property
+    def rank_note(self) -> str | None:
+        return self.truncation.note
+
+    @property
+    def threshold(self) -> float | None:
+        return self.truncation.threshold
+
+    @property
+    def floor(self) -> float:
+        return self.truncation.floor
+
+    # ------------------------------------------------------------------ the paths
     @classmethod
     def from_gram(
         cls,
         gram: np.ndarray,
         *,
-        rank: int | str | None = "auto",
+        rank: RankRequest = "auto",
         n_features: int,
-        relative_floor: float = 1e-6,
+        dtype: DTypeLike = np.float32,
         valid: np.ndarray | None = None,
+        excess: Excess = "raise",
     ) -> ReducedOperator:
-        """Exact DMD from G (methods.md §1).
+        """Exact DMD from G = DᵀD (methods.md §1).
 
         Parameters
         ----------
         gram : ndarray of shape (T+1, T+1)
             DᵀD of the window, float64.
-        rank : int, "auto" or None
-            Number of modes kept; "auto"/None chooses it by the Gavish–Donoho threshold.
+        rank : int, "auto", "all" or None
+            See :func:`truncate`.
         n_features : int
             N, the number of coordinates (for the threshold's aspect ratio β).
-        relative_floor : float
-            Singular values below ``relative_floor``·σ1 are never kept (float32 data: 1e-6).
+        dtype : dtype
+            The data's dtype (float32 data: floor 1e-6·σ1; float64: 1e-7·σ1, the Gram's limit).
         valid : ndarray of bool, shape (T+1,), optional
             Snapshots to use (e.g. the finite ones): only pairs (θk, θk+1) with both valid
             enter XᵀX and XᵀY; rows and columns of G for the others are ignored.
+        excess : {"raise", "reduce"}
+            See :func:`truncate`.
         """
         g = np.asarray(gram, dtype=np.float64)
         if g.ndim != 2 or g.shape[0] != g.shape[1] or g.shape[0] < 3:
-            raise TrajError(f"DMD needs at least 3 snapshots, got {g.shape[0] if g.ndim == 2 else 0}")
+            raise WindowTooShortError(f"DMD needs at least 3 snapshots, got {g.shape[0] if g.ndim == 2 else 0}")
         t = g.shape[0] - 1
         if valid is not None:
             valid = np.asarray(valid, dtype=bool)
             g = np.where(np.outer(valid, valid), g, 0.0)  # a bad snapshot's NaN row and column drop out
             pairs = np.flatnonzero(valid[:-1] & valid[1:])
             if pairs.size < 2:
-                raise TrajError(f"only {pairs.size} pair(s) of consecutive finite snapshots: DMD needs at least 2")
+                raise WindowTooShortError(
+                    f"only {pairs.size} pair(s) of consecutive finite snapshots: DMD needs at least 2")
         else:
             pairs = np.arange(t)
         sigma, v = singular_values_from_gram(g[np.ix_(pairs, pairs)])
-        if not sigma.size or sigma[0] <= 0:
-            raise TrajError("the trajectory is all zeros in this window: nothing to decompose")
-        floor = relative_floor * sigma[0]
-        available = int(np.count_nonzero(sigma > floor))
-        threshold = None
-        if rank is None or rank == "auto":
-            threshold = gavish_donoho_threshold(sigma, n_features, pairs.size)
-            r = max(1, min(available, int(np.count_nonzero(sigma > threshold))))
-        else:
-            r = check_rank(rank)
-            if r > available:
-                raise TrajError(
-                    f"rank {r} asked for, but only {available} singular value(s) of this window lie above the "
-                    f"floor {relative_floor:g}·σ1 (T = {pairs.size} transitions, N = {n_features})"
-                )
-        xty_v = g[np.ix_(pairs, pairs + 1)] @ v[:, :r]
-        op = cls.from_svd(sigma, v[:, :r], xty_v, lambda c: g @ c, float(np.trace(g)), threshold=threshold,
-                          floor=floor, y_rows=pairs + 1, n_snapshots=t + 1,
+        cut = truncate(sigma, rank=rank, shape=(n_features, pairs.size), dtype=dtype, source="gram", excess=excess)
+        xty_v = g[np.ix_(pairs, pairs + 1)] @ v[:, : cut.rank]
+        op = cls.from_svd(sigma, v[:, : cut.rank], xty_v, lambda c: g @ c, float(np.trace(g)), truncation=cut,
+                          y_rows=pairs + 1, n_snapshots=t + 1,
                           start=int(np.flatnonzero(valid)[0]) if valid is not None else 0)
-        if valid is None:
-            return op
-        from dataclasses import replace
+        return op if valid is None else replace(op, valid=valid)
 
-        return replace(op, valid=valid)
+    @classmethod
+    def from_pairs(
+        cls,
+        x: np.ndarray,
+        y: np.ndarray,
+        *,
+        rank: RankRequest = "auto",
+        dtype: DTypeLike = np.float64,
+        excess: Excess = "raise",
+    ) -> ReducedOperator:
+        """Exact DMD of snapshot pairs Y ≈ A X held in memory, by an SVD of X.
+
+        Parameters
+        ----------
+        x, y : ndarray of shape (n_features, n_pairs)
+            Paired snapshots (delay-embedded, trajectories stacked: pairs need not be one trajectory).
+        rank, excess
+            See :func:`truncate`.
+        dtype : dtype
+            The data's dtype before it was made float64 (sets the floor with the SVD's own limit).
+
+        The result has no mode expansion (``coefficients`` and ``amplitudes`` are None): the pairs
+        are no single trajectory D.
+        """
+        x = np.asarray(x, dtype=np.float64)
+        y = np.asarray(y, dtype=np.float64)
+        if x.shape != y.shape or x.ndim != 2 or x.shape[1] < 2:
+            raise WindowTooShortError(f"DMD needs at least 2 snapshot pairs, got X of shape {x.shape}")
+        u, sigma, vt = np.linalg.svd(x, full_matrices=False)
+        v, u = fix_signs(vt.T, u)
+        cut = truncate(sigma, rank=rank, shape=x.shape, dtype=dtype, source="svd", excess=excess)
+        r = cut.rank
+        atilde = u[:, :r].T @ y @ v[:, :r] / sigma[:r]
+        eigenvalues, w, left = eigen(atilde)
+        return cls(sigma, cut, v[:, :r], atilde, eigenvalues, w, left)
 
     @classmethod
     def from_svd(
@@ -194,8 +377,7 @@ class ReducedOperator:
         gram_times: Callable[[np.ndarray], np.ndarray],
         gram_trace: float,
         *,
-        threshold: float | None = None,
-        floor: float = 0.0,
+        truncation: Truncation,
         y_rows: np.ndarray | None = None,
         n_snapshots: int | None = None,
         start: int = 0,
@@ -207,39 +389,37 @@ class ReducedOperator:
         sigma : ndarray of shape (>= r,)
             Singular values of X, descending (all of them when known: they are reported).
         basis : ndarray of shape (T, r)
-            V_r, the leading right singular vectors of X.
+            V_r, the leading right singular vectors of X (r = ``truncation.rank``).
         xty_basis : ndarray of shape (T, r)
             (XᵀY) V_r.
         gram_times : callable
             ``gram_times(C)`` returns G C for C of shape (T+1, r) (from G, or one more pass).
         gram_trace : float
             tr(G).
+        truncation : Truncation
+            The rank decision (:func:`truncate`).
         y_rows, n_snapshots, start : optional
             The snapshots Y's columns are (default 1..T), how many snapshots the window has,
             and the snapshot the amplitudes refer to (b = Φ⁺θ_start).
         """
-        r = basis.shape[1]
+        r = truncation.rank
         t = basis.shape[0]
         y_rows = np.arange(1, t + 1) if y_rows is None else np.asarray(y_rows)
         n_snapshots = t + 1 if n_snapshots is None else n_snapshots
         sr = sigma[:r]
         atilde = (basis.T @ xty_basis) / np.outer(sr, sr)
-        eigenvalues, w = np.linalg.eig(atilde)
-        order = np.lexsort((-eigenvalues.imag, -np.abs(eigenvalues)))  # |λ| descending, then Im
-        eigenvalues, w = eigenvalues[order], w[:, order]
-        w = _fix_phase(w)
-        left = np.linalg.inv(w)
+        eigenvalues, w, left = eigen(atilde)
         c = np.zeros((n_snapshots, r), dtype=np.complex128)
         c[y_rows] = (basis / sr) @ w  # Φ = Y V Σ⁻¹ W, Y = D[:, 1:]
         gram_c = np.asarray(gram_times(c))
         phi_h_phi = c.conj().T @ gram_c
         phi_h_theta0 = gram_c[start].conj()  # Φᴴθ0 = Cᴴ G[:, 0]
         amplitudes = np.linalg.lstsq(phi_h_phi, phi_h_theta0, rcond=None)[0]
-        return cls(np.asarray(sigma), r, basis, atilde, eigenvalues, w, left, c, amplitudes, threshold, floor,
-                   gram_c, float(gram_trace), None, start)
+        return cls(np.asarray(sigma), truncation, basis, atilde, eigenvalues, w, left, c, amplitudes, gram_c,
+                   float(gram_trace), None, start)
 
     # ------------------------------------------------------------------ derived
-    def classes(self, eps: float = 0.01) -> list[str]:
+    def classes(self, eps: float = 0.01) -> list[ModeClass]:
         """neutral 1−ε ≤ |λ| ≤ 1+ε, stable |λ| < 1−ε, unstable |λ| > 1+ε (methods.md §1, step 6)."""
         mod = np.abs(self.eigenvalues)
         return [NEUTRAL if 1 - eps <= m <= 1 + eps else STABLE if m < 1 - eps else UNSTABLE for m in mod]
@@ -253,13 +433,19 @@ class ReducedOperator:
         """λ_j^k for k in ``times``: shape (r, len(times))."""
         return self.eigenvalues[:, None] ** np.asarray(times, dtype=np.float64)[None, :]
 
+    def scaled_mode_norms(self) -> np.ndarray:
+        """‖bj φj‖ for every mode, from CᴴGC: no pass over the data."""
+        c, gc, b = self._expansion()
+        phi_h_phi = np.real(np.einsum("ij,ij->j", c.conj(), gc))
+        return np.abs(b) * np.sqrt(np.clip(phi_h_phi, 0.0, None))
+
     def reconstruction_error(self) -> float:
         """‖D − D̂‖F / ‖D‖F with D̂ = Φ diag(b) Vand, from G C and tr(G) (no pass over the data).
 
         Computed as ‖D‖² − 2 Re tr(D̂ᴴD) + ‖D̂‖², so it resolves errors down to ~1e-8 only.
         """
-        c, gc = self.coefficients, self.gram_coefficients
-        p = self.amplitudes[:, None] * self.vandermonde(np.arange(c.shape[0]) - self.start)  # (r, T+1)
+        c, gc, b = self._expansion()
+        p = b[:, None] * self.vandermonde(np.arange(c.shape[0]) - self.start)  # (r, T+1)
         if self.valid is not None:  # compare only the snapshots that were used
             p = p * self.valid[None, :]
         norm_d = self.gram_trace
@@ -273,16 +459,14 @@ class ReducedOperator:
 
         Φ rows of those coordinates are ``window_blockᵀ C``; returns shape (len(times), n), real part.
         """
+        c, _, b = self._expansion()
         block = np.asarray(window_block, dtype=np.float64)
         if self.valid is not None:
             block = np.where(self.valid[:, None], block, 0.0)  # Φ uses the valid snapshots only
-        phi = block.T @ self.coefficients
-        return np.real(phi @ (self.amplitudes[:, None] * self.vandermonde(np.asarray(times) - self.start))).T
+        phi = block.T @ c
+        return np.real(phi @ (b[:, None] * self.vandermonde(np.asarray(times) - self.start))).T
 
-
-def _fix_phase(w: np.ndarray) -> np.ndarray:
-    """Unit-norm eigenvectors with the largest-magnitude entry real and positive (deterministic)."""
-    w = w / np.linalg.norm(w, axis=0)
-    pivot = np.argmax(np.abs(w), axis=0)
-    phase = w[pivot, np.arange(w.shape[1])]
-    return w * (np.abs(phase) / phase)
+    def _expansion(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if self.coefficients is None or self.gram_coefficients is None or self.amplitudes is None:
+            raise NotApplicableError("this operator was fitted from snapshot pairs: it has no modes over one trajectory")
+        return self.coefficients, self.gram_coefficients, self.amplitudes

@@ -9,13 +9,15 @@ DMD follows with one more pass for G C. Memory: a few T×(r+p) matrices, never T
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
+from numpy.typing import DTypeLike
 
-from ..errors import TrajError
+from ..errors import ParameterError, WindowTooShortError
+from ..progress import Progress
 from ..store import RunStore
-from .operator import ReducedOperator
+from .operator import ReducedOperator, fix_signs, truncate
 from .reductions import Engine
 
 __all__ = ["randomized_operator"]
@@ -31,8 +33,8 @@ def randomized_operator(
     n_oversamples: int = 10,
     n_iter: int = 2,
     random_state: int = 0,
-    relative_floor: float = 1e-6,
-    progress: Callable[[int, int], None] | None = None,
+    dtype: DTypeLike = np.float32,
+    progress: Progress | None = None,
 ) -> ReducedOperator:
     """Exact DMD of a window with V_r and σ from a randomized range finder.
 
@@ -48,13 +50,16 @@ def randomized_operator(
         Extra sketch columns p and power iterations q; passes over the data: q + 3.
     random_state : int
         Seed of the Gaussian test matrix Ω.
+    dtype : dtype
+        The data's dtype: σ² come from A = XᵀX, so the Gram path's floor applies
+        (:func:`~traj.engine.operator.precision_floor`).
     """
     n_rows = rows.stop - rows.start
     t = n_rows - 1
     if t < 2:
-        raise TrajError("DMD needs at least 3 snapshots")
+        raise WindowTooShortError("DMD needs at least 3 snapshots")
     if rank < 1 or rank > t:
-        raise TrajError(f"rank must lie in 1..{t} for this window, got {rank}")
+        raise ParameterError("rank", f"must lie in 1..{t} for this window, got {rank}")
     width = min(t, rank + n_oversamples)
     x = slice(0, t)
     y = slice(1, t + 1)
@@ -74,23 +79,14 @@ def randomized_operator(
     h = q.T @ final["a"]
     evals, w = np.linalg.eigh((h + h.T) / 2)
     order = np.argsort(evals)[::-1]
-    evals, w = evals[order], w[:, order]
-    sigma = np.sqrt(np.clip(evals, 0.0, None))
-    v = q @ w
-    pivot = np.argmax(np.abs(v), axis=0)
-    signs = np.sign(v[pivot, np.arange(v.shape[1])])
-    signs[signs == 0] = 1.0
-    v, w = v * signs, w * signs
-    if sigma[0] <= 0:
-        raise TrajError("the trajectory is all zeros in this window: nothing to decompose")
-    available = int(np.count_nonzero(sigma > relative_floor * sigma[0]))
-    if rank > available:
-        raise TrajError(f"rank {rank} asked for, but only {available} singular value(s) lie above the floor")
+    sigma = np.sqrt(np.clip(evals[order], 0.0, None))
+    v, w = fix_signs(q @ w[:, order], w[:, order])
+    n_features = sum(c.stop - c.start for c in columns) if columns else store.n_params
+    cut = truncate(sigma, rank=rank, shape=(n_features, t), dtype=dtype, source="gram")
     xty_v = final["xty"] @ w
 
     def gram_times(c: np.ndarray) -> np.ndarray:
         return engine.gram_times(store, {"gc": (slice(0, n_rows), slice(0, n_rows), c)}, rows=rows,
                                  columns=columns, progress=progress)[0]["gc"]
 
-    return ReducedOperator.from_svd(sigma, v[:, :rank], xty_v[:, :rank], gram_times, trace,
-                                    floor=relative_floor * sigma[0])
+    return ReducedOperator.from_svd(sigma, v[:, :rank], xty_v[:, :rank], gram_times, trace, truncation=cut)

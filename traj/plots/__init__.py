@@ -1,6 +1,6 @@
-"""Plots: each ``plot_*`` draws a result it is given and returns a Figure; none computes anything."""
+"""Plots: each ``plot_*(result, *, ax=None)`` draws a result it is given and returns its Figure;
+none computes anything (the analyses put what is drawn into their results)."""
 
 from .common import figure_png
-from .run import plot_run_overview
 
-__all__ = ["figure_png", "plot_run_overview"]
+__all__ = ["figure_png"]

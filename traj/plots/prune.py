@@ -6,27 +6,29 @@ from typing import Any
 
 import numpy as np
 
+from ..analysis.prune import PruneResult
 from ..display import mathtext
-from .common import new_figure
-from .dmd import _scatter_spectrum, _unit_circle
+from .common import panels, scatter_spectrum, unit_circle
+
+__all__ = ["COLOURS", "plot_accuracy", "plot_epoch_overlap", "plot_overlap", "plot_spectrum"]
 
 COLOURS = {"kmp": "#de2d26", "kgp": "#fd8d3c", "gmp": "#08519c", "jgp": "#31a354", "ggp": "#74c476", "lsp": "#636363"}
 
 
-def plot_accuracy(result: Any) -> Any:
+def plot_accuracy(result: PruneResult, *, ax: Any = None) -> Any:
     """Compression vs metric per method: dashed right after pruning, solid after refinement."""
-    fig = new_figure(figsize=(6.8, 4.2))
-    ax = fig.subplots()
+    if result.accuracy is None or result.metric is None or result.baseline is None:
+        raise ValueError("the result holds no accuracy (prune with a recipe)")
+    fig, (ax,) = panels(ax, 1, (6.8, 4.2))
     cs = result.compressions
     for m in result.methods:
-        keys = [f"{c:g}" for c in cs]
         after = result.accuracy[m]
-        ax.errorbar(cs, [after[k]["mean"] for k in keys], yerr=[after[k]["std"] for k in keys], ls="--", marker="o",
-                    ms=3, color=COLOURS.get(m), alpha=0.8, capsize=2)
+        ax.errorbar(cs, after.mean, yerr=after.std, ls="--", marker="o", ms=3, color=COLOURS.get(m), alpha=0.8,
+                    capsize=2)
         if result.accuracy_refined:
             tuned = result.accuracy_refined[m]
-            ax.errorbar(cs, [tuned[k]["mean"] for k in keys], yerr=[tuned[k]["std"] for k in keys], ls="-",
-                        marker="o", ms=3, color=COLOURS.get(m), capsize=2, label=m.upper())
+            ax.errorbar(cs, tuned.mean, yerr=tuned.std, ls="-", marker="o", ms=3, color=COLOURS.get(m), capsize=2,
+                        label=m.upper())
         else:
             ax.plot([], [], color=COLOURS.get(m), label=m.upper())
     ax.axhline(result.baseline[result.metric], color="0.5", ls=":", lw=1, label="unpruned")
@@ -38,14 +40,13 @@ def plot_accuracy(result: Any) -> Any:
     return fig
 
 
-def plot_overlap(result: Any) -> Any:
+def plot_overlap(result: PruneResult, *, ax: Any = None) -> Any:
     """Mask overlap between pairs of methods against compression (seed 003 fig. 3)."""
-    fig = new_figure(figsize=(6.5, 4))
-    ax = fig.subplots()
-    for pair, values in result.overlap.items():
-        highlight = pair in ("kmp-gmp", "kgp-jgp")
+    fig, (ax,) = panels(ax, 1, (6.5, 4))
+    for (a, b), values in result.overlap.items():
+        highlight = (a, b) in (("kmp", "gmp"), ("kgp", "jgp"))
         ax.plot(result.compressions, values, marker="o", ms=3, lw=2 if highlight else 0.8,
-                alpha=1 if highlight else 0.5, label=pair.upper())
+                alpha=1 if highlight else 0.5, label=f"{a}-{b}".upper())
     ax.set_xscale("log", base=2)
     ax.set_ylim(0, 1.02)
     ax.set(xlabel="compression c", ylabel="overlap Σ mᴬmᴮ / (N/c)", title="overlap of kept weights")
@@ -53,39 +54,39 @@ def plot_overlap(result: Any) -> Any:
     return fig
 
 
-def plot_spectrum(result: Any) -> Any:
+def plot_spectrum(result: PruneResult, *, ax: Any = None) -> Any:
     """The epoch's Koopman eigenvalues with λ1 and the KGP modes marked (seed 003 fig. 4)."""
-    fig = new_figure(figsize=(5.2, 5.2))
-    ax = fig.subplots()
-    _unit_circle(ax)
-    _scatter_spectrum(ax, result.eigenvalues, np.ones(len(result.eigenvalues)), result.classes)
+    fig, (ax,) = panels(ax, 1, (5.2, 5.2))
+    unit_circle(ax)
+    scatter_spectrum(ax, result.eigenvalues, np.ones(len(result.eigenvalues)), result.classes)
     ax.scatter([result.lambda1.real], [result.lambda1.imag], s=160, facecolors="none", edgecolors="k", lw=1.5,
                label=f"λ1 = {result.lambda1.real:.4f}{result.lambda1.imag:+.4f}i (KMP)")
     if result.kgp_modes:
-        z = np.array([complex(*m["eigenvalue"]) for m in result.kgp_modes])
+        z = np.array([m.eigenvalue for m in result.kgp_modes])
         ax.scatter(z.real, z.imag, marker="s", s=90, facecolors="none", edgecolors="#fd8d3c", lw=1.5, label="KGP modes")
     ax.set_title("Koopman eigenvalues of the epoch")
     ax.legend(fontsize=7, loc="lower left")
     return fig
 
 
-def plot_epoch_overlap(result: Any) -> Any:
+def plot_epoch_overlap(result: PruneResult, *, ax: Any = None) -> Any:
     """Overlap of one method's masks across epochs, and KMP-GMP overlap per epoch (seed 003 figs. 3, 5)."""
     info = result.epoch_overlap
-    epochs = info["epochs"]
-    keys = list(info["overlap"])
-    fig = new_figure(figsize=(10, 4))
-    ax1, ax2 = fig.subplots(1, 2)
-    key = keys[min(1, len(keys) - 1)]
-    im = ax1.imshow(np.array(info["overlap"][key]), vmin=0, vmax=1, cmap="viridis")
-    ax1.set_xticks(range(len(epochs)), epochs)
-    ax1.set_yticks(range(len(epochs)), epochs)
-    ax1.set(xlabel="epoch", ylabel="epoch", title=f"{info['method'].upper()} masks across epochs (c = {key})")
+    if info is None:
+        raise ValueError("the result compares no epochs (prune with epochs=[...])")
+    fig, (ax1, ax2) = panels(ax, 2, (10, 4))
+    shown = min(1, len(info.compressions) - 1)  # the second compression: the first keeps half of everything
+    label = f"{info.compressions[shown]:g}"
+    im = ax1.imshow(info.overlap[shown], vmin=0, vmax=1, cmap="viridis")
+    ax1.set_xticks(range(len(info.epochs)), info.epochs)
+    ax1.set_yticks(range(len(info.epochs)), info.epochs)
+    ax1.set(xlabel="epoch", ylabel="epoch", title=f"{info.method.upper()} masks across epochs (c = {label})")
     fig.colorbar(im, ax=ax1)
-    for k in keys:
-        ax2.plot(epochs, info["kmp_gmp"][k], marker="o", ms=3, label=f"c = {k}")
+    for c, values in zip(info.compressions, info.kmp_gmp, strict=True):
+        ax2.plot(info.epochs, values, marker="o", ms=3, label=f"c = {c:g}")
     ax2.set_ylim(0, 1.02)
     ax2.set(xlabel="epoch", ylabel="KMP-GMP overlap", title="KMP vs GMP overlap per epoch")
     ax2.legend(fontsize=7)
-    fig.tight_layout()
+    if ax is None:
+        fig.tight_layout()
     return fig

@@ -6,14 +6,17 @@ from typing import Any
 
 import numpy as np
 
+from ..analysis.overview import LayerNorms
 from ..display import mathtext
-from .common import new_figure
+from .common import panels
+
+__all__ = ["plot_run_overview"]
 
 
-def plot_run_overview(steps: np.ndarray, loss: np.ndarray | None, names: list[str], norms: np.ndarray) -> Any:
-    """Two panels: training loss per snapshot, and ‖θ_layer‖ per layer over steps."""
-    fig = new_figure(figsize=(10, 3.6))
-    ax_loss, ax_norm = fig.subplots(1, 2)
+def plot_run_overview(history: LayerNorms, *, ax: Any = None) -> Any:
+    """Two panels: training loss per snapshot, and ‖θ_layer‖ per layer (the first 12) over steps."""
+    fig, (ax_loss, ax_norm) = panels(ax, 2, (10, 3.6))
+    steps, loss = history.steps, history.loss
     if loss is not None and np.isfinite(loss).any():
         ok = np.isfinite(loss)
         ax_loss.plot(steps[ok], loss[ok], lw=1)
@@ -22,10 +25,11 @@ def plot_run_overview(steps: np.ndarray, loss: np.ndarray | None, names: list[st
     else:
         ax_loss.text(0.5, 0.5, "no loss recorded", ha="center", va="center", transform=ax_loss.transAxes)
     ax_loss.set(xlabel="step", ylabel="loss", title="training loss per snapshot")
-    shown = min(len(names), 12)
+    shown = min(len(history.names), 12)
     for j in range(shown):
-        ax_norm.plot(steps, norms[:, j], lw=1, label=mathtext(names[j]))
+        ax_norm.plot(steps, history.norms[:, j], lw=1, label=mathtext(history.names[j]))
     ax_norm.set(xlabel="step", ylabel="‖θ_layer‖₂", title="weight norm per layer")
     ax_norm.legend(fontsize=7, ncol=2 if shown > 6 else 1)
-    fig.tight_layout()
+    if ax is None:
+        fig.tight_layout()
     return fig

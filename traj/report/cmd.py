@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
-from ..analysis.cmd import sample_reconstruction
+from ..analysis.cmd import CMDResult
 from ..plots import figure_png
 from ..plots.cmd import (
     plot_corr_matrix,
@@ -19,17 +21,18 @@ from ..plots.cmd import (
 from .writer import Report, write_report, write_report_files
 
 
-def cmd_report(result, out_dir: str | os.PathLike[str], extra=None, *, inputs=()) -> Path:
+def cmd_report(result: CMDResult, out_dir: str | os.PathLike[str], extra: Callable[[Path], None] | None = None, *,
+               inputs: Iterable[str | os.PathLike[str]] = ()) -> Path:
     report, d = cmd_report_content(result)
     return write_report(out_dir, report, d, extra=extra, inputs=inputs)
 
 
-def cmd_report_files(result, directory: str | os.PathLike[str]) -> None:
+def cmd_report_files(result: CMDResult, directory: str | os.PathLike[str]) -> None:
     """Write the report's files into an existing (staging) directory."""
     write_report_files(directory, *cmd_report_content(result))
 
 
-def cmd_report_content(result) -> tuple[Report, dict]:
+def cmd_report_content(result: CMDResult) -> tuple[Report, dict[str, Any]]:
     d = result.to_dict()
     report = Report(f"traj cmd: {Path(result.store).name}")
     report.paragraph(
@@ -42,21 +45,21 @@ def cmd_report_content(result) -> tuple[Report, dict]:
         report.figure("evaluation.png", figure_png(plot_evaluation(result)),
                       "Validation metric of the original and the CMD-reconstructed weights per snapshot")
     if result.sweep:
-        report.figure("sweep.png", figure_png(plot_sweep(result.sweep)), "Best metric and weight MSE against the number of modes")
+        report.figure("sweep.png", figure_png(plot_sweep(result)), "Best metric and weight MSE against the number of modes")
     report.figure("corr_matrix.png", figure_png(plot_corr_matrix(result)),
                   "|corr| of the sampled weights, clustered (complete linkage), with mode boundaries")
     report.figure("references.png", figure_png(plot_references(result)), "Reference profile of every mode")
     report.figure("mode_bands.png", figure_png(plot_mode_bands(result)),
                   "Sampled members of each mode (normalised, sign-aligned): 95 % band and the reference")
     report.figure("modes_per_layer.png", figure_png(plot_modes_per_layer(result)), "Weights of each layer in each mode")
-    report.figure("sample_fits.png", figure_png(plot_sample_fits(result, sample_reconstruction(result))),
-                  "Sampled weights beside their CMD reconstruction")
+    report.figure("sample_fits.png", figure_png(plot_sample_fits(result)), "Sampled weights beside their CMD reconstruction")
     report.heading("Modes")
     report.table(["mode", "weights", "mean |corr| to reference", "reference θ index"],
                  [[m, int(result.mode_sizes[m]), f"{result.mode_mean_corr[m]:.4f}", int(result.reference_indices[m])]
                   for m in range(result.modes)])
     if result.sweep:
         report.heading("Sweep over M")
-        keys = list(result.sweep[0])
-        report.table(keys, [[f"{r[k]:.4g}" if isinstance(r[k], float) else r[k] for k in keys] for r in result.sweep])
+        rows = [row.to_dict() for row in result.sweep]
+        keys = list(rows[0])
+        report.table(keys, [[f"{r[k]:.4g}" if isinstance(r[k], float) else r[k] for k in keys] for r in rows])
     return report, d

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
-import numpy as np
-
+from ..analysis.conjugacy import ConjugacyResult
 from ..plots import figure_png
-from ..plots.conjugacy import _names, plot_distance_matrix, plot_null, plot_spectra
+from ..plots.conjugacy import plot_distance_matrix, plot_null, plot_spectra, plot_window_distances
 from .writer import Report, write_report
 
 
-def conjugacy_report(result, out_dir: str | os.PathLike[str], extra=None, *, inputs=()) -> Path:
+def conjugacy_report(result: ConjugacyResult, out_dir: str | os.PathLike[str],
+                     extra: Callable[[Path], None] | None = None, *,
+                     inputs: Iterable[str | os.PathLike[str]] = ()) -> Path:
     d = result.to_dict()
     report = Report("traj conjugacy")
     null = (f"; its {100 * result.quantile:g} % quantile is {result.null_threshold:.3g}"
@@ -25,20 +27,20 @@ def conjugacy_report(result, out_dir: str | os.PathLike[str], extra=None, *, inp
         f"Wasserstein distance W1 between the {result.k} largest-modulus Koopman eigenvalues of each run "
         f"(methods.md §4). Null: {len(result.null_runs)} run(s) differing from the first only in seed{null}.{margin}{verdict}"
     )
+    for note in [result.k_note, *(s.rank_note for s in result.spectra)]:
+        if note:
+            report.paragraph(f"Reduced: {note}.")
     if len(result.runs) > 1:
         report.figure("spectra.png", figure_png(plot_spectra(result)), "Koopman eigenvalues of every run")
-        report.figure("distance.png", figure_png(plot_distance_matrix(result.distance, _names(result.runs), "W1 between runs")),
-                      "Distance matrix")
-    if result.null_distances:
+        report.figure("distance.png", figure_png(plot_distance_matrix(result)), "Distance matrix")
+    if result.null_distances.size:
         report.figure("null.png", figure_png(plot_null(result)), "Seed null with every observed distance marked")
     if result.windows:
-        labels = [f"{a}-{b}" for a, b in result.windows["steps"]]
-        report.figure("windows.png", figure_png(plot_distance_matrix(np.array(result.windows["distance"]), labels,
-                                                                     "W1 between windows (steps)")),
+        report.figure("windows.png", figure_png(plot_window_distances(result)),
                       "Distances between consecutive windows of one run: dynamical transitions")
     if result.verdicts:
         report.heading("Verdicts")
         report.table(["run A", "run B", "W1", "verdict", "decided by"],
-                     [[Path(v["a"]).name, Path(v["b"]).name, f"{v['distance']:.4g}", v["verdict"], v["basis"] or "-"]
+                     [[Path(v.a).name, Path(v.b).name, f"{v.distance:.4g}", v.verdict, v.basis or "-"]
                       for v in result.verdicts])
     return write_report(out_dir, report, d, extra=extra, inputs=inputs)

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
 
+from ..analysis.dmd import DMDResult
 from ..plots import figure_png
 from ..plots.dmd import plot_eigenvalues, plot_layer_spectra, plot_reconstruction, plot_singular_values
 from .writer import Report, write_report
 
 
-def dmd_report(result, out_dir: str | os.PathLike[str], extra=None, *, inputs=()) -> Path:
+def dmd_report(result: DMDResult, out_dir: str | os.PathLike[str], extra: Callable[[Path], None] | None = None, *,
+               inputs: Iterable[str | os.PathLike[str]] = ()) -> Path:
     d = result.to_dict()
     report = Report(f"traj dmd: {Path(result.store).name}")
-    counts = d["class_counts"]
+    counts = result.class_counts
     report.paragraph(
         f"Exact DMD of snapshots {result.window[0]}..{result.window[1]} (steps {d['steps'][0]}..{d['steps'][1]}) "
         f"of {result.n_params} parameters" + (f" in {', '.join(result.layers)}" if result.layers else "")
@@ -34,13 +37,13 @@ def dmd_report(result, out_dir: str | os.PathLike[str], extra=None, *, inputs=()
     if result.per_layer:
         report.figure("layer_spectra.png", figure_png(plot_layer_spectra(result)), "Per-layer DMD spectra over the same window")
     report.heading("Eigenvalues")
-    rates = result.operator.rates(result.dt)
     report.table(
         ["#", "λ", "|λ|", "class", "rate per step", "|amplitude|"],
         [
-            [j + 1, f"{lam.real:.6f} {lam.imag:+.6f}i", f"{abs(lam):.6f}", cls, f"{rate.real:.3g} {rate.imag:+.3g}i" if np.isfinite(rate) else "n/a (λ = 0)",
-             f"{abs(amp):.4g}"]
-            for j, (lam, cls, rate, amp) in enumerate(zip(result.eigenvalues, result.classes, rates, result.amplitudes, strict=True))
+            [j + 1, f"{lam.real:.6f} {lam.imag:+.6f}i", f"{abs(lam):.6f}", cls,
+             f"{rate.real:.3g} {rate.imag:+.3g}i" if np.isfinite(rate) else "n/a (λ = 0)", f"{abs(amp):.4g}"]
+            for j, (lam, cls, rate, amp) in enumerate(zip(result.eigenvalues, result.classes, result.rates,
+                                                          result.amplitudes, strict=True))
         ][:50],
     )
     if result.per_layer:

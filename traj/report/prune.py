@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from ..analysis.prune import PruneResult, compression_key
 from ..plots import figure_png
 from ..plots.prune import plot_accuracy, plot_epoch_overlap, plot_overlap, plot_spectrum
 from .writer import Report, write_report
 
 
-def prune_report(result, out_dir: str | os.PathLike[str], extra=None, *, inputs=()) -> Path:
+def prune_report(result: PruneResult, out_dir: str | os.PathLike[str], extra: Callable[[Path], None] | None = None, *,
+                 inputs: Iterable[str | os.PathLike[str]] = ()) -> Path:
     d = result.to_dict()
     report = Report(f"traj prune: {Path(result.store).name}")
     where = f"epoch {result.epoch}" if result.epoch is not None else "the window"
@@ -28,20 +31,19 @@ def prune_report(result, out_dir: str | os.PathLike[str], extra=None, *, inputs=
     report.figure("spectrum.png", figure_png(plot_spectrum(result)), "The epoch's Koopman spectrum with λ1 and the KGP modes")
     if result.epoch_overlap:
         report.figure("epoch_overlap.png", figure_png(plot_epoch_overlap(result)), "Mask overlap across epochs")
-    keys = [f"{c:g}" for c in result.compressions]
+    keys = [compression_key(c) for c in result.compressions]
     report.heading("Overlap")
-    report.table(["pair", *[f"c={k}" for k in keys]], [[p.upper(), *[f"{v:.3f}" for v in vals]] for p, vals in result.overlap.items()])
+    report.table(["pair", *[f"c={k}" for k in keys]],
+                 [[f"{a}-{b}".upper(), *[f"{v:.3f}" for v in values]] for (a, b), values in result.overlap.items()])
     if result.accuracy:
         report.heading(f"Validation {result.metric} (after pruning / after refinement)")
         if not result.accuracy_refined:
             report.paragraph("No refinement was run (refine epochs 0): the second number is n/a.")
         rows = []
         for m in result.methods:
-            row = [m.upper()]
-            for k in keys:
-                a = result.accuracy[m][k]["mean"]
-                r = f"{result.accuracy_refined[m][k]['mean']:.3f}" if result.accuracy_refined else "n/a"
-                row.append(f"{a:.3f} / {r}")
-            rows.append(row)
+            after = result.accuracy[m].mean
+            tuned = result.accuracy_refined[m].mean if result.accuracy_refined else None
+            rows.append([m.upper(), *[f"{after[i]:.3f} / {f'{tuned[i]:.3f}' if tuned is not None else 'n/a'}"
+                                      for i in range(len(keys))]])
         report.table(["method", *[f"c={k}" for k in keys]], rows)
     return write_report(out_dir, report, d, extra=extra, inputs=inputs)

@@ -63,12 +63,14 @@ class StoreInfo:
         return out
 
 
-def describe(store: RunStore, *, scan: bool = True, progress: Callable[[int, int], None] | None = None) -> StoreInfo:
-    """Summarise a store; ``scan`` reads every snapshot once to find NaN/Inf rows."""
+def describe(store: RunStore, *, scan: bool = True, progress: Callable[[int, int], None] | None = None,
+             nonfinite_rows: np.ndarray | None = None) -> StoreInfo:
+    """Summarise a store; ``scan`` reads every snapshot once to find NaN/Inf rows, unless a pass that
+    read them already (the engine's layer norms) gives them as ``nonfinite_rows``."""
     nonfinite = None
     health: list[str] = []
     if scan and store.n_snapshots:
-        rows = store.nonfinite_rows(progress=progress)
+        rows = store.nonfinite_rows(progress=progress) if nonfinite_rows is None else np.asarray(nonfinite_rows)
         nonfinite = [int(r) for r in rows]
         if rows.size:
             health.append(
@@ -130,24 +132,3 @@ def describe(store: RunStore, *, scan: bool = True, progress: Callable[[int, int
         expected_snapshots=store.expected_snapshots,
         missing_snapshots=store.missing_snapshots,
     )
-
-
-def layer_norms(store: RunStore, *, progress: Callable[[int, int], None] | None = None) -> np.ndarray:
-    """‖θ_layer(k)‖₂ for every committed snapshot k and layer, shape (T, n_layers); one pass.
-
-    Squares are summed in float64 block by block; a block may cut a layer anywhere.
-    """
-    entries = store.layout.entries
-    starts = np.array([e.offset for e in entries])
-    sums = np.zeros((store.n_snapshots, len(entries)))
-    for cols, block in store.iter_blocks(progress=progress):
-        sq = np.square(block, dtype=np.float64)
-        first = int(np.searchsorted(starts, cols.start, side="right") - 1)
-        for j in range(first, len(entries)):
-            e = entries[j]
-            lo, hi = max(e.offset, cols.start), min(e.stop, cols.stop)
-            if lo >= cols.stop:
-                break
-            if hi > lo:
-                sums[:, j] += sq[:, lo - cols.start : hi - cols.start].sum(axis=1)
-    return np.sqrt(sums)

@@ -1,0 +1,177 @@
+"""``traj report``'s analyses: a run from every angle (info, dmd, cmd, prune, conjugacy) as one typed result.
+
+Each analysis runs with defaults suited to an overview. One that does not apply to the run
+(too few snapshots, no iteration-level snapshots for pruning, no peers for conjugacy) raises
+:class:`~traj.errors.NotApplicableError` and its section is skipped with the reason; any other
+error (a damaged chunk, a bad recipe) fails the overview. :mod:`traj.report` only renders the
+:class:`Overview`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
+
+import numpy as np
+
+from ..engine import Engine
+from ..errors import NotApplicableError
+from ..progress import Progress, Stage
+from ..store import RunStore
+from ..store.info import StoreInfo, describe
+from .cmd import CMDResult, cmd
+from .cmd import evaluate as evaluate_cmd
+from .conjugacy import ConjugacyResult, conjugacy
+from .dmd import DMDResult, dmd
+from .prune import PruneResult, prune
+
+__all__ = ["LayerNorms", "Overview", "layer_norms", "overview"]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class LayerNorms:
+    """A run at a glance: the loss and each layer's weight norm per snapshot (one pass through the engine).
+
+    Attributes
+    ----------
+    steps : ndarray of shape (T,)
+    loss : ndarray of shape (T,), or None when the run recorded none
+    names : tuple of str
+        The layers, in the order of ``norms``' columns.
+    norms : ndarray of shape (T, n_layers)
+        ‖θ_layer(k)‖₂, accumulated in float64 (not finite where the snapshot is not).
+    nonfinite_rows : ndarray of int
+        Snapshots holding NaN or Inf, found by the same pass.
+    """
+
+    steps: np.ndarray
+    loss: np.ndarray | None
+    names: tuple[str, ...]
+    norms: np.ndarray
+    nonfinite_rows: np.ndarray
+
+    def to_dict(self) -> dict[str, Any]:
+        """The first and last snapshot's norms, as ``summary.json`` shows them (None without snapshots)."""
+        if not self.norms.shape[0]:
+            return {"first": None, "last": None}
+        return {"first": self.norms[0].tolist(), "last": self.norms[-1].tolist()}
+
+
+def layer_norms(store: RunStore, *, engine: Engine | None = None, progress: Progress | None = None) -> LayerNorms:
+    """Every layer's norm at every snapshot, and the non-finite snapshots, in one pass over the store."""
+    engine = engine or Engine()
+    entries = [e for e in store.layout.entries if e.size]
+    norms = np.zeros((store.n_snapshots, len(store.layout.entries)))
+    nonfinite = np.zeros(0, dtype=np.int64)
+    if store.n_snapshots and entries:
+        rows = engine.row_norms(store, groups={e.name: [e.columns] for e in entries}, progress=progress)
+        columns = [j for j, e in enumerate(store.layout.entries) if e.size]
+        norms[:, columns] = rows.norms
+        nonfinite = rows.nonfinite_rows
+    return LayerNorms(store.steps, store.loss, tuple(store.layout.names), norms, nonfinite)
+
+
+@dataclass(frozen=True)
+class Overview:
+    """What ``traj report`` shows: the store's summary and every analysis that applied (None where skipped).
+
+    ``skipped`` maps a section (dmd, cmd, cmd evaluation, prune, conjugacy) to why it did not apply.
+    """
+
+    store: str
+    info: StoreInfo
+    history: LayerNorms
+    dmd: DMDResult | None
+    cmd: CMDResult | None
+    prune: PruneResult | None
+    conjugacy: ConjugacyResult | None
+    skipped: dict[str, str]
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "store": self.store,
+            "info": self.info.to_dict(),
+            "dmd": self.dmd.to_dict() if self.dmd else None,
+            "cmd": self.cmd.to_dict() if self.cmd else None,
+            "prune": self.prune.to_dict() if self.prune else None,
+            "conjugacy": self.conjugacy.to_dict() if self.conjugacy else None,
+            "skipped": self.skipped,
+            "seconds": self.seconds,
+        }
+
+
+def overview(
+    store: RunStore,
+    *,
+    peers: Sequence[RunStore] = (),
+    engine: Engine | None = None,
+    modes: int = 5,
+    evaluate: bool = True,
+    recipe: Any = None,
+    stage: Stage | None = None,
+) -> Overview:
+    """Run every analysis that applies to ``store`` with the overview's defaults.
+
+    Parameters
+    ----------
+    peers : runs to compare with ``store`` by conjugacy (none: the section is skipped).
+    modes : CMD modes (at most a quarter of the weights).
+    evaluate : score CMD and pruned weights with ``recipe`` (default: the store's recipe).
+    stage : called with each analysis' name as it starts.
+    """
+    t0 = time.perf_counter()
+    engine = engine or Engine()
+    say = stage or (lambda _: None)
+    skipped: dict[str, str] = {}
+    if recipe is None and evaluate:
+        from ..recipes import recipe_from_store
+
+        recipe = recipe_from_store(store)
+
+    def section(name: str, work: Callable[[], T]) -> T | None:
+        say(name)
+        try:
+            return work()
+        except NotApplicableError as exc:  # only this: a damaged chunk or a bad recipe fails the overview
+            skipped[name] = str(exc)
+            return None
+
+    say("info")
+    history = layer_norms(store, engine=engine)  # also finds the non-finite snapshots: one pass for both
+    info = describe(store, nonfinite_rows=history.nonfinite_rows)
+    dmd_result = section("dmd", lambda: dmd(store, rank="auto", forecast=10, engine=engine))
+    cmd_result = section("cmd", lambda: _cmd(store, modes, engine))
+    if cmd_result is not None and recipe is not None:
+        evaluation = section("cmd evaluation", lambda: evaluate_cmd(cmd_result, store, recipe, max_points=12,
+                                                                      engine=engine))
+        cmd_result = replace(cmd_result, evaluation=evaluation)
+    prune_result = section("prune", lambda: _prune(store, recipe, engine))
+    conj_result = section("conjugacy", lambda: _conjugacy(store, peers, engine))
+    return Overview(str(store.path), info, history, dmd_result, cmd_result, prune_result, conj_result, skipped,
+                    time.perf_counter() - t0)
+
+
+def _cmd(store: RunStore, modes: int, engine: Engine) -> CMDResult:
+    if store.n_params < 2:
+        raise NotApplicableError("CMD correlates weights: the run has only one")
+    return cmd(store, modes=min(modes, max(1, store.n_params // 4)), samples=min(1000, store.n_params), engine=engine)
+
+
+def _prune(store: RunStore, recipe: Any, engine: Engine) -> PruneResult:
+    if not store.layout.prunable_entries:
+        raise NotApplicableError("no prunable weights (linear/conv layers) in this run")
+    if store.spacing.get("unit") != "step" or store.spacing.get("every", 1) != 1:
+        raise NotApplicableError("Koopman pruning needs snapshots at every step (record with --every 1)")
+    return prune(store, methods=["kmp", "gmp", "lsp"], compressions=[2, 4, 8, 16], seeds=1, recipe=recipe,
+                 evaluate=recipe is not None, engine=engine)
+
+
+def _conjugacy(store: RunStore, peers: Sequence[RunStore], engine: Engine) -> ConjugacyResult:
+    if not peers:
+        raise NotApplicableError("no peers given (traj report STORE --peers OTHER.zarr ...)")
+    return conjugacy([store, *peers], engine=engine)

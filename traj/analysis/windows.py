@@ -1,0 +1,80 @@
+"""Snapshot windows and their checks, shared by every analysis.
+
+A window ``a:b`` holds the snapshots θa … θb, both included (methods.md, notation). A window
+the user gave that does not fit the run is a bad parameter (:class:`ParameterError` naming
+``window``); a run too short for a method when no window was given is not applicable to it
+(:class:`WindowTooShortError`), which ``traj report`` shows as a skipped section.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from ..checks import check_int
+from ..errors import NonFiniteDataError, ParameterError, WindowTooShortError
+from ..store import RunStore
+
+__all__ = ["Window", "check_gram_finite", "parse_window", "raise_nonfinite", "resolve_window"]
+
+#: A window as callers give it: "a:b" (either end may be omitted or negative), a pair, or None (the whole run).
+Window = str | Sequence[int] | None
+
+
+def parse_window(text: Window, n_snapshots: int, *, minimum: int = 3, method: str = "DMD") -> tuple[int, int]:
+    """A window ``"a:b"`` of snapshot indices, both ends included (methods.md: θa … θb).
+
+    Either end may be omitted (``"10:"``, ``":50"``) or negative (counted from the end).
+    The window must hold at least ``minimum`` snapshots.
+    """
+    if text is None:
+        return 0, n_snapshots - 1
+    if isinstance(text, str):
+        lo_text, sep, hi_text = text.partition(":")
+        if not sep:
+            raise ParameterError("window", f"must look like a:b (snapshot indices, both included), got {text!r}")
+        try:
+            lo = int(lo_text) if lo_text.strip() else 0
+            hi = int(hi_text) if hi_text.strip() else n_snapshots - 1
+        except ValueError:
+            raise ParameterError("window", f"must look like a:b with integers, got {text!r}") from None
+    else:
+        try:
+            lo, hi = (check_int("window", x) for x in text)
+        except (TypeError, ValueError):
+            raise ParameterError("window", f"must be 'a:b' or a pair of integers, got {text!r}") from None
+    given = (lo, hi)
+    lo = lo + n_snapshots if lo < 0 else lo
+    hi = hi + n_snapshots if hi < 0 else hi
+    if not (0 <= lo < n_snapshots and 0 <= hi < n_snapshots):
+        raise ParameterError("window", f"{given[0]}:{given[1]} lies outside the run's snapshots 0:{n_snapshots - 1}")
+    if hi - lo + 1 < minimum:
+        raise ParameterError("window", f"{given[0]}:{given[1]} holds {max(0, hi - lo + 1)} snapshot(s); "
+                                       f"{method} needs at least {minimum}")
+    return lo, hi
+
+
+def resolve_window(store: RunStore, window: Window, *, minimum: int = 3, method: str = "DMD") -> tuple[int, int]:
+    """The window of ``store`` to analyse: the one given (checked), or the whole run when it is long enough."""
+    if window is None and store.n_snapshots < minimum:
+        raise WindowTooShortError(f"{store.path}: {store.n_snapshots} snapshot(s); {method} needs at least {minimum}")
+    return parse_window(window, store.n_snapshots, minimum=minimum, method=method)
+
+
+def check_gram_finite(gram: np.ndarray, store: RunStore, offset: int) -> None:
+    """A NaN/Inf anywhere in snapshot k makes G[k, k] non-finite: found without another pass.
+
+    ``offset`` is the window's first snapshot; the error names the first bad snapshot and its step.
+    """
+    raise_nonfinite(store, np.flatnonzero(~np.isfinite(np.diag(gram))) + offset)
+
+
+def raise_nonfinite(store: RunStore, bad: np.ndarray) -> None:
+    """Refuse a window whose snapshots ``bad`` (store indices) hold NaN or Inf; nothing when there are none."""
+    if bad.size:
+        k = int(bad[0])
+        raise NonFiniteDataError(
+            f"{store.path.name}: snapshot {k} (step {int(store.steps[k])}) holds NaN or Inf; "
+            f"{bad.size} snapshot(s) in the window are not finite"
+        )

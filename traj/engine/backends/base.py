@@ -1,0 +1,268 @@
+"""What every backend implements, and the streaming loop the numpy and torch backends share.
+
+A backend computes the engine's reductions over a run store's blocks. The engine checks and
+normalises the arguments (windows, column groups, indices, coefficient shapes) once and hands
+a backend only well-formed ones; a backend reads through :class:`~traj.store.RunStore` only
+(``iter_blocks``, or the guarded ``zarr_array`` for dask), so every read passes the store's
+checks of damaged chunks.
+
+Kernels given to ``map_blocks`` are written once for every backend against :class:`ArrayOps`:
+the block arrives in the backend's array type (a numpy array, a torch tensor on a device) with
+the operations that work on it.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, Protocol
+
+import numpy as np
+
+from ...progress import Progress
+from ...store import RunStore
+
+__all__ = ["ArrayOps", "Backend", "ColumnGroups", "Kernel", "Products", "StreamingBackend", "intersections", "span"]
+
+#: name -> sorted, non-empty column slices of θ (a layer, a set of layers, everything)
+ColumnGroups = Mapping[str, Sequence[slice]]
+#: name -> (left rows, right rows, M): the products G[left, right] @ M of ``gram_times``
+Products = Mapping[str, tuple[slice, slice, np.ndarray]]
+
+
+class ArrayOps(Protocol):
+    """The array operations a kernel may use on a block, in the backend's array type."""
+
+    def asarray(self, array: np.ndarray) -> Any:
+        """A numpy array as the backend's float64 (or complex128) array."""
+
+    def to_numpy(self, array: Any) -> np.ndarray: ...
+
+    def take(self, array: Any, index: np.ndarray, axis: int) -> Any: ...
+
+    def sum(self, array: Any, axis: int | None = None) -> Any: ...
+
+    def mean(self, array: Any, axis: int) -> Any: ...
+
+    def isfinite(self, array: Any) -> Any: ...
+
+    def all(self, array: Any, axis: int) -> Any: ...
+
+    def where(self, condition: Any, array: Any, other: float) -> Any: ...
+
+
+#: ``kernel(block, ops)`` -> anything picklable (dask may run it in another process)
+Kernel = Callable[[Any, ArrayOps], Any]
+
+
+class Backend(Protocol):
+    """The engine's operations on one kind of hardware or scheduler (see :class:`~traj.engine.Engine`)."""
+
+    label: str
+
+    def gram(self, store: RunStore, rows: slice, groups: ColumnGroups, progress: Progress | None
+             ) -> dict[str, np.ndarray]: ...
+
+    def collect(self, store: RunStore, rows: slice, columns: slice | np.ndarray, array: str,
+                progress: Progress | None) -> np.ndarray: ...
+
+    def map_blocks(self, store: RunStore, rows: slice, kernel: Kernel, array: str, progress: Progress | None
+                   ) -> Iterator[tuple[slice, Any]]: ...
+
+    def gram_times(self, store: RunStore, rows: slice, columns: Sequence[slice], products: Products,
+                   progress: Progress | None) -> tuple[dict[str, np.ndarray], float]: ...
+
+    def project_blocks(self, store: RunStore, rows: slice, coefficients: np.ndarray, columns: slice,
+                       progress: Progress | None) -> Iterator[tuple[slice, np.ndarray]]: ...
+
+    def project(self, store: RunStore, rows: slice, coefficients: np.ndarray, columns: slice,
+                progress: Progress | None) -> np.ndarray: ...
+
+    def row_norms(self, store: RunStore, rows: slice, groups: ColumnGroups, array: str, progress: Progress | None
+                  ) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+class StreamingBackend:
+    """Reductions as one pass over the store's column blocks, read ahead in a thread.
+
+    Subclasses say how a block becomes a working array (:meth:`work`), how a result comes
+    back (:meth:`to_numpy`) and which :class:`ArrayOps` a kernel gets; the loops are here.
+    """
+
+    label = "streaming"
+    ops: ArrayOps
+
+    def __init__(self, block_bytes: int) -> None:
+        self.block_bytes = block_bytes
+
+    # ------------------------------------------------------------------ array hooks
+    def work(self, array: np.ndarray) -> Any:
+        raise NotImplementedError
+
+    def to_numpy(self, array: Any) -> np.ndarray:
+        raise NotImplementedError
+
+    def zeros(self, shape: tuple[int, int]) -> Any:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ blocks
+    def width(self, store: RunStore, rows: slice) -> int:
+        """Block width for this window under the block budget."""
+        return store.block_columns(rows.stop - rows.start, block_bytes=self.block_bytes)
+
+    def blocks(self, store: RunStore, rows: slice, columns: slice | None, progress: Progress | None,
+               array: str = "params") -> Iterator[tuple[slice, np.ndarray]]:
+        """The store's column blocks of a window, read ahead in a thread (each chunk once).
+
+        Whole chunk columns up to 4 blocks are read at once (peak memory ~ 2x that + a block).
+        """
+        return _prefetch(store.iter_blocks(rows=rows, columns=columns, progress=progress, array=array,
+                                           block_columns=self.width(store, rows), read_bytes=4 * self.block_bytes))
+
+    # ------------------------------------------------------------------ operations
+    def gram(self, store: RunStore, rows: slice, groups: ColumnGroups, progress: Progress | None
+             ) -> dict[str, np.ndarray]:
+        n = rows.stop - rows.start
+        out = {name: self.zeros((n, n)) for name in groups}
+        for cols, block in self.blocks(store, rows, span(groups), progress):
+            b = self.work(block)
+            for name, slices in groups.items():
+                for lo, hi in intersections(cols, slices):
+                    part = b[:, lo - cols.start : hi - cols.start]
+                    out[name] += part @ part.T
+        return {name: symmetric(self.to_numpy(g)) for name, g in out.items()}
+
+    def collect(self, store: RunStore, rows: slice, columns: slice | np.ndarray, array: str,
+                progress: Progress | None) -> np.ndarray:
+        n_rows = rows.stop - rows.start
+        if isinstance(columns, slice):
+            out = np.empty((n_rows, columns.stop - columns.start))
+            for cols, block in self.blocks(store, rows, columns, progress, array):
+                out[:, cols.start - columns.start : cols.stop - columns.start] = block
+            return out
+        out = np.empty((n_rows, columns.size))
+        if not columns.size:
+            return out
+        order = np.argsort(columns, kind="stable")
+        wanted = columns[order]
+        for cols, block in self.blocks(store, rows, slice(int(wanted[0]), int(wanted[-1]) + 1), progress, array):
+            lo, hi = np.searchsorted(wanted, [cols.start, cols.stop])
+            if hi > lo:
+                out[:, order[lo:hi]] = block[:, wanted[lo:hi] - cols.start]
+        return out
+
+    def map_blocks(self, store: RunStore, rows: slice, kernel: Kernel, array: str, progress: Progress | None
+                   ) -> Iterator[tuple[slice, Any]]:
+        for cols, block in self.blocks(store, rows, None, progress, array):
+            yield cols, kernel(self.work(block), self.ops)
+
+    def gram_times(self, store: RunStore, rows: slice, columns: Sequence[slice], products: Products,
+                   progress: Progress | None) -> tuple[dict[str, np.ndarray], float]:
+        mats = {name: (left, right, self.work(m)) for name, (left, right, m) in products.items()}
+        out: dict[str, Any] = {name: None for name in mats}
+        trace = 0.0
+        for cols, block in self.blocks(store, rows, span({"": columns}), progress):
+            b = self.work(block)
+            for lo, hi in intersections(cols, columns):
+                part = b[:, lo - cols.start : hi - cols.start]
+                trace += float((part * part).sum())
+                for name, (left, right, m) in mats.items():
+                    p = self.like(part, m)
+                    value = p[left] @ (p[right].T @ m)
+                    out[name] = value if out[name] is None else out[name] + value
+        return {name: self.to_numpy(v) for name, v in out.items()}, trace
+
+    def project_blocks(self, store: RunStore, rows: slice, coefficients: np.ndarray, columns: slice,
+                       progress: Progress | None) -> Iterator[tuple[slice, np.ndarray]]:
+        c = self.work(coefficients)
+        for cols, block in self.blocks(store, rows, columns, progress):
+            yield cols, self.to_numpy(self.like(self.work(block), c).T @ c)
+
+    def project(self, store: RunStore, rows: slice, coefficients: np.ndarray, columns: slice,
+                progress: Progress | None) -> np.ndarray:
+        dtype = np.complex128 if np.iscomplexobj(coefficients) else np.float64
+        out = np.empty((columns.stop - columns.start, coefficients.shape[1]), dtype=dtype)
+        for cols, part in self.project_blocks(store, rows, coefficients, columns, progress):
+            out[cols.start - columns.start : cols.stop - columns.start] = part
+        return out
+
+    def row_norms(self, store: RunStore, rows: slice, groups: ColumnGroups, array: str, progress: Progress | None
+                  ) -> tuple[np.ndarray, np.ndarray]:
+        n = rows.stop - rows.start
+        squares = np.zeros((n, len(groups)))
+        finite = np.ones(n, dtype=bool)
+        for cols, block in self.blocks(store, rows, span(groups), progress, array):
+            b = self.work(block)
+            finite &= self.to_numpy(self.ops.all(self.ops.isfinite(b), 1))
+            sq = b * b
+            for j, slices in enumerate(groups.values()):
+                for lo, hi in intersections(cols, slices):
+                    squares[:, j] += self.to_numpy(self.ops.sum(sq[:, lo - cols.start : hi - cols.start], 1))
+        return squares, finite
+
+    def like(self, block: Any, other: Any) -> Any:
+        """``block`` in a dtype that multiplies with ``other`` (complex coefficients: complex)."""
+        return block
+
+
+# ---------------------------------------------------------------------- helpers
+def symmetric(g: np.ndarray) -> np.ndarray:
+    return (g + g.T) / 2
+
+
+def span(groups: ColumnGroups) -> slice:
+    """The smallest column range holding every group."""
+    return slice(min(s.start for v in groups.values() for s in v), max(s.stop for v in groups.values() for s in v))
+
+
+def intersections(cols: slice, slices: Sequence[slice]) -> Iterator[tuple[int, int]]:
+    """The (lo, hi) column ranges where a block ``cols`` meets each of ``slices``."""
+    for s in slices:
+        lo, hi = max(cols.start, s.start), min(cols.stop, s.stop)
+        if hi > lo:
+            yield lo, hi
+
+
+_DONE = object()
+
+
+def _prefetch(blocks: Iterator[Any], depth: int = 2) -> Iterator[Any]:
+    """Read the next block(s) in a thread while the caller computes on this one."""
+    q: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    error: list[BaseException] = []
+    stop = threading.Event()
+
+    def worker() -> None:
+        try:
+            for item in blocks:
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+        except BaseException as exc:  # re-raised in the consumer
+            error.append(exc)
+        finally:
+            q.put(_DONE)
+
+    thread = threading.Thread(target=worker, daemon=True, name="traj-prefetch")
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is _DONE:
+                break
+            yield item
+        if error:
+            raise error[0]
+    finally:
+        stop.set()
+        while thread.is_alive():
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                thread.join(timeout=0.05)

@@ -1,0 +1,124 @@
+"""The dask backend: the reductions as ``dask.array`` graphs over the store's guarded array.
+
+``scheduler`` is "threads", "processes", "sync" or the ``tcp://`` address of a
+``dask.distributed`` scheduler (the store must be reachable from every worker). The graphs
+read ``store.zarr_array()``, so every chunk passes the same checks as the other backends'.
+Projections streamed block by block (``project_blocks``) run on the numpy backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from ...errors import ParameterError
+from ...progress import Progress
+from ...store import RunStore
+from .base import ColumnGroups, Kernel, Products, symmetric
+from .numpy import NUMPY_OPS, NumpyBackend
+
+__all__ = ["DaskBackend", "LOCAL_SCHEDULERS", "REMOTE_SCHEDULERS"]
+
+LOCAL_SCHEDULERS = ("threads", "processes", "sync", "synchronous", "single-threaded")
+REMOTE_SCHEDULERS = ("tcp://", "tls://", "inproc://", "ucx://")
+
+
+class DaskBackend:
+    def __init__(self, block_bytes: int, scheduler: str) -> None:
+        if not (isinstance(scheduler, str) and (scheduler in LOCAL_SCHEDULERS or scheduler.startswith(REMOTE_SCHEDULERS))):
+            raise ParameterError("scheduler", f"{scheduler!r}: unknown dask scheduler; use threads, processes, sync "
+                                              "or tcp://host:port")
+        self.scheduler = scheduler
+        self.label = f"dask:{scheduler}"
+        self.streaming = NumpyBackend(block_bytes)
+
+    # ------------------------------------------------------------------ plumbing
+    def array(self, store: RunStore, rows: slice, array: str = "params") -> Any:
+        import dask.array as da
+
+        # The store's guarded array: dask reads through the same checks as every other path.
+        return da.from_zarr(store.zarr_array(array))[rows.start : rows.stop]
+
+    def columns(self, store: RunStore, rows: slice, slices: Sequence[slice], array: str = "params") -> Any:
+        """The window's columns of ``slices`` side by side, float64, in blocks of the engine's width."""
+        import dask.array as da
+
+        x = self.array(store, rows, array)
+        width = self.streaming.width(store, rows)
+        parts = [x[:, s].rechunk({0: -1, 1: width}).astype(np.float64) for s in slices]
+        return da.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
+
+    def compute(self, *arrays: Any, progress: Progress | None = None) -> tuple[Any, ...]:
+        import dask
+
+        if self.scheduler.startswith(REMOTE_SCHEDULERS):
+            from distributed import Client
+
+            with Client(self.scheduler, set_as_default=False) as client:
+                results = tuple(client.gather(client.compute(list(arrays))))
+        else:
+            results = dask.compute(*arrays, scheduler=self.scheduler)
+        if progress is not None:
+            progress(1, 1)
+        return results
+
+    # ------------------------------------------------------------------ operations
+    def gram(self, store: RunStore, rows: slice, groups: ColumnGroups, progress: Progress | None
+             ) -> dict[str, np.ndarray]:
+        subs = [self.columns(store, rows, slices) for slices in groups.values()]
+        results = self.compute(*(sub @ sub.T for sub in subs), progress=progress)
+        return {name: symmetric(np.asarray(g)) for name, g in zip(groups, results, strict=True)}
+
+    def collect(self, store: RunStore, rows: slice, columns: slice | np.ndarray, array: str,
+                progress: Progress | None) -> np.ndarray:
+        x = self.array(store, rows, array)
+        if isinstance(columns, slice):
+            (values,) = self.compute(x[:, columns], progress=progress)
+            return np.asarray(values, dtype=np.float64)
+        out = np.empty((rows.stop - rows.start, columns.size))
+        if columns.size:
+            order = np.argsort(columns, kind="stable")
+            (values,) = self.compute(x[:, columns[order]], progress=progress)
+            out[:, order] = np.asarray(values, dtype=np.float64)
+        return out
+
+    def map_blocks(self, store: RunStore, rows: slice, kernel: Kernel, array: str, progress: Progress | None
+                   ) -> Iterator[tuple[slice, Any]]:
+        import dask
+
+        x = self.array(store, rows, array).rechunk({0: -1, 1: self.streaming.width(store, rows)})
+        bounds = np.cumsum((0,) + x.chunks[1])
+        tasks = [dask.delayed(kernel)(x.blocks[0, j].astype(np.float64), NUMPY_OPS) for j in range(len(x.chunks[1]))]
+        results = self.compute(*tasks, progress=progress)
+        for j, result in enumerate(results):
+            yield slice(int(bounds[j]), int(bounds[j + 1])), result
+
+    def gram_times(self, store: RunStore, rows: slice, columns: Sequence[slice], products: Products,
+                   progress: Progress | None) -> tuple[dict[str, np.ndarray], float]:
+        sub = self.columns(store, rows, columns)
+        graphs = [sub[left] @ (sub[right].T @ m) for left, right, m in products.values()]
+        results = self.compute(*graphs, (sub * sub).sum(), progress=progress)
+        return {name: np.asarray(r) for name, r in zip(products, results[:-1], strict=True)}, float(results[-1])
+
+    def project_blocks(self, store: RunStore, rows: slice, coefficients: np.ndarray, columns: slice,
+                       progress: Progress | None) -> Iterator[tuple[slice, np.ndarray]]:
+        return self.streaming.project_blocks(store, rows, coefficients, columns, progress)
+
+    def project(self, store: RunStore, rows: slice, coefficients: np.ndarray, columns: slice,
+                progress: Progress | None) -> np.ndarray:
+        x = self.columns(store, rows, [columns])
+        (result,) = self.compute(x.T @ coefficients, progress=progress)
+        return np.asarray(result)
+
+    def row_norms(self, store: RunStore, rows: slice, groups: ColumnGroups, array: str, progress: Progress | None
+                  ) -> tuple[np.ndarray, np.ndarray]:
+        import dask.array as da
+
+        x = self.array(store, rows, array)
+        lo = min(s.start for v in groups.values() for s in v)
+        hi = max(s.stop for v in groups.values() for s in v)
+        sums = [(self.columns(store, rows, slices, array) ** 2).sum(axis=1) for slices in groups.values()]
+        results = self.compute(da.isfinite(x[:, lo:hi]).all(axis=1), *sums, progress=progress)
+        return np.stack([np.asarray(r) for r in results[1:]], axis=1), np.asarray(results[0], dtype=bool)
