@@ -4,6 +4,11 @@
 ``dask.distributed`` scheduler (the store must be reachable from every worker). The graphs
 read ``store.zarr_array()``, so every chunk passes the same checks as the other backends'.
 Projections streamed block by block (``project_blocks``) run on the numpy backend.
+
+The Gram, the costly reduction, is computed where the data are read: one task per column band
+(whole shards, a multiple of the engine's block width) opens the store, reads its band and
+accumulates the band's partial Grams with ``dsyrk``; the (T+1)² partials are summed in a tree
+(fan-in 4). Only T×T results travel between workers, never the data (no rechunk).
 """
 
 from __future__ import annotations
@@ -16,10 +21,15 @@ import numpy as np
 from ...errors import ParameterError
 from ...progress import Progress
 from ...store import RunStore
-from .base import ColumnGroups, Kernel, Products, symmetric
+from .base import ColumnGroups, Kernel, Products, intersections, span, symmetric
 from .numpy import NUMPY_OPS, NumpyBackend
 
 __all__ = ["DaskBackend", "LOCAL_SCHEDULERS", "REMOTE_SCHEDULERS"]
+
+#: Column bands of a Gram at most (each a task returning T×T partial Grams).
+MAX_BANDS = 64
+#: Partial results summed per task of the tree reduction.
+FAN_IN = 4
 
 LOCAL_SCHEDULERS = ("threads", "processes", "sync", "synchronous", "single-threaded")
 REMOTE_SCHEDULERS = ("tcp://", "tls://", "inproc://", "ucx://")
@@ -67,9 +77,25 @@ class DaskBackend:
     # ------------------------------------------------------------------ operations
     def gram(self, store: RunStore, rows: slice, groups: ColumnGroups, progress: Progress | None
              ) -> dict[str, np.ndarray]:
-        subs = [self.columns(store, rows, slices) for slices in groups.values()]
-        results = self.compute(*(sub @ sub.T for sub in subs), progress=progress)
-        return {name: symmetric(np.asarray(g)) for name, g in zip(groups, results, strict=True)}
+        """Partial Grams per column band where the band is read, then a tree sum (module docstring)."""
+        import dask
+
+        whole = span(groups)
+        width = self.streaming.width(store, rows)
+        n_blocks = -(-(whole.stop - whole.start) // width)
+        band = width * max(1, -(-n_blocks // MAX_BANDS))
+        start = whole.start - whole.start % width  # bands on block (so chunk and shard) boundaries
+        level = []
+        for lo in range(start, whole.stop, band):
+            cols = slice(max(lo, whole.start), min(lo + band, whole.stop))
+            parts = {name: [slice(a, b) for a, b in intersections(cols, slices)] for name, slices in groups.items()}
+            parts = {name: v for name, v in parts.items() if v}
+            if parts:
+                level.append(dask.delayed(_band_gram)(str(store.path), rows, parts, self.streaming.block_bytes))
+        while len(level) > 1:
+            level = [dask.delayed(_sum_grams)(*level[i : i + FAN_IN]) for i in range(0, len(level), FAN_IN)]
+        (result,) = self.compute(level[0], progress=progress)
+        return {name: symmetric(np.asarray(result[name])) for name in groups}
 
     def collect(self, store: RunStore, rows: slice, columns: slice | np.ndarray, array: str,
                 progress: Progress | None) -> np.ndarray:
@@ -122,3 +148,20 @@ class DaskBackend:
         sums = [(self.columns(store, rows, slices, array) ** 2).sum(axis=1) for slices in groups.values()]
         results = self.compute(da.isfinite(x[:, lo:hi]).all(axis=1), *sums, progress=progress)
         return np.stack([np.asarray(r) for r in results[1:]], axis=1), np.asarray(results[0], dtype=bool)
+
+
+def _band_gram(path: str, rows: slice, groups: dict[str, list[slice]], block_bytes: int) -> dict[str, np.ndarray]:
+    """The partial Grams of one column band, read and computed in the task (a worker opens the store itself)."""
+    return NumpyBackend(block_bytes).gram(RunStore(path), rows, groups, None)
+
+
+def _sum_grams(*parts: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """One node of the tree sum: partial Grams added by name."""
+    out: dict[str, np.ndarray] = {}
+    for part in parts:
+        for name, g in part.items():
+            if name in out:
+                out[name] += g
+            else:
+                out[name] = g.copy()
+    return out
