@@ -91,7 +91,8 @@ class DaskBackend:
             parts = {name: [slice(a, b) for a, b in intersections(cols, slices)] for name, slices in groups.items()}
             parts = {name: v for name, v in parts.items() if v}
             if parts:
-                level.append(dask.delayed(_band_gram)(str(store.path), rows, parts, self.streaming.block_bytes))
+                level.append(dask.delayed(_band_gram)(str(store.path), rows, parts, self.streaming.block_bytes,
+                                                      self.scheduler in ("threads", "processes")))
         while len(level) > 1:
             level = [dask.delayed(_sum_grams)(*level[i : i + FAN_IN]) for i in range(0, len(level), FAN_IN)]
         (result,) = self.compute(level[0], progress=progress)
@@ -150,9 +151,23 @@ class DaskBackend:
         return np.stack([np.asarray(r) for r in results[1:]], axis=1), np.asarray(results[0], dtype=bool)
 
 
-def _band_gram(path: str, rows: slice, groups: dict[str, list[slice]], block_bytes: int) -> dict[str, np.ndarray]:
-    """The partial Grams of one column band, read and computed in the task (a worker opens the store itself)."""
-    return NumpyBackend(block_bytes).gram(RunStore(path), rows, groups, None)
+def _band_gram(path: str, rows: slice, groups: dict[str, list[slice]], block_bytes: int, one_blas_thread: bool
+               ) -> dict[str, np.ndarray]:
+    """The partial Grams of one column band, read and computed in the task (a worker opens the store itself).
+
+    Under the local schedulers one task runs per core, so BLAS gets one thread per task: with
+    its default of one per core, two tasks on two cores ran 4 BLAS threads and took 1.9x numpy
+    (benchmarks/dask_gram.py). A distributed worker's nanny already sets one thread.
+    """
+    store = RunStore(path)
+    if not one_blas_thread:
+        return NumpyBackend(block_bytes).gram(store, rows, groups, None)
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scipy's usual stack
+        return NumpyBackend(block_bytes).gram(store, rows, groups, None)
+    with threadpool_limits(limits=1, user_api="blas"):
+        return NumpyBackend(block_bytes).gram(store, rows, groups, None)
 
 
 def _sum_grams(*parts: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
