@@ -80,23 +80,37 @@ class DaskBackend:
         """Partial Grams per column band where the band is read, then a tree sum (module docstring)."""
         import dask
 
-        whole = span(groups)
-        width = self.streaming.width(store, rows)
-        n_blocks = -(-(whole.stop - whole.start) // width)
-        band = width * max(1, -(-n_blocks // MAX_BANDS))
-        start = whole.start - whole.start % width  # bands on block (so chunk and shard) boundaries
         level = []
-        for lo in range(start, whole.stop, band):
-            cols = slice(max(lo, whole.start), min(lo + band, whole.stop))
+        for cols in self.bands(store, rows, span(groups)):
             parts = {name: [slice(a, b) for a, b in intersections(cols, slices)] for name, slices in groups.items()}
             parts = {name: v for name, v in parts.items() if v}
             if parts:
                 level.append(dask.delayed(_band_gram)(str(store.path), rows, parts, self.streaming.block_bytes,
-                                                      self.scheduler in ("threads", "processes")))
-        while len(level) > 1:
-            level = [dask.delayed(_sum_grams)(*level[i : i + FAN_IN]) for i in range(0, len(level), FAN_IN)]
-        (result,) = self.compute(level[0], progress=progress)
+                                                      self.one_blas_thread))
+        (result,) = self.compute(self.tree_sum(level), progress=progress)
         return {name: symmetric(np.asarray(result[name])) for name in groups}
+
+    @property
+    def one_blas_thread(self) -> bool:
+        return self.scheduler in ("threads", "processes")
+
+    def bands(self, store: RunStore, rows: slice, whole: slice) -> Iterator[slice]:
+        """Column bands of ``whole``: at most MAX_BANDS, each a multiple of the engine's block width
+        and starting on a block (so chunk and shard) boundary."""
+        width = self.streaming.width(store, rows)
+        n_blocks = -(-(whole.stop - whole.start) // width)
+        band = width * max(1, -(-n_blocks // MAX_BANDS))
+        for lo in range(whole.start - whole.start % width, whole.stop, band):
+            yield slice(max(lo, whole.start), min(lo + band, whole.stop))
+
+    @staticmethod
+    def tree_sum(level: list[Any]) -> Any:
+        """The delayed partial results summed in a tree of fan-in FAN_IN (only results travel)."""
+        import dask
+
+        while len(level) > 1:
+            level = [dask.delayed(_sum_parts)(*level[i : i + FAN_IN]) for i in range(0, len(level), FAN_IN)]
+        return level[0]
 
     def collect(self, store: RunStore, rows: slice, columns: slice | np.ndarray, array: str,
                 progress: Progress | None) -> np.ndarray:
@@ -124,10 +138,18 @@ class DaskBackend:
 
     def gram_times(self, store: RunStore, rows: slice, columns: Sequence[slice], products: Products,
                    progress: Progress | None) -> tuple[dict[str, np.ndarray], float]:
-        sub = self.columns(store, rows, columns)
-        graphs = [sub[left] @ (sub[right].T @ m) for left, right, m in products.values()]
-        results = self.compute(*graphs, (sub * sub).sum(), progress=progress)
-        return {name: np.asarray(r) for name, r in zip(products, results[:-1], strict=True)}, float(results[-1])
+        """Σ over column bands of B[left] (B[right]ᵀ M), each band's part computed where it is read, then a tree sum."""
+        import dask
+
+        level = []
+        for cols in self.bands(store, rows, span({"": columns})):
+            parts = [slice(a, b) for a, b in intersections(cols, columns)]
+            if parts:
+                level.append(dask.delayed(_band_products)(str(store.path), rows, parts, dict(products),
+                                                          self.streaming.block_bytes, self.one_blas_thread))
+        (result,) = self.compute(self.tree_sum(level), progress=progress)
+        trace = result.pop("__trace__")
+        return {name: np.asarray(result[name]) for name in products}, float(trace)
 
     def project_blocks(self, store: RunStore, rows: slice, coefficients: np.ndarray, columns: slice,
                        progress: Progress | None) -> Iterator[tuple[slice, np.ndarray]]:
@@ -159,20 +181,35 @@ def _band_gram(path: str, rows: slice, groups: dict[str, list[slice]], block_byt
     its default of one per core, two tasks on two cores ran 4 BLAS threads and took 1.9x numpy
     (benchmarks/dask_gram.py). A distributed worker's nanny already sets one thread.
     """
-    store = RunStore(path)
-    if not one_blas_thread:
-        return NumpyBackend(block_bytes).gram(store, rows, groups, None)
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - threadpoolctl comes with scipy's usual stack
-        return NumpyBackend(block_bytes).gram(store, rows, groups, None)
-    with threadpool_limits(limits=1, user_api="blas"):
-        return NumpyBackend(block_bytes).gram(store, rows, groups, None)
+    with _blas_threads(one_blas_thread):
+        return NumpyBackend(block_bytes).gram(RunStore(path), rows, groups, None)
 
 
-def _sum_grams(*parts: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """One node of the tree sum: partial Grams added by name."""
-    out: dict[str, np.ndarray] = {}
+def _band_products(path: str, rows: slice, columns: list[slice], products: Products, block_bytes: int,
+                   one_blas_thread: bool) -> dict[str, Any]:
+    """One column band's part of ``gram_times`` (and of the trace, under "__trace__"), read in the task."""
+    with _blas_threads(one_blas_thread):
+        out, trace = NumpyBackend(block_bytes).gram_times(RunStore(path), rows, columns, products, None)
+    return {**out, "__trace__": np.float64(trace)}
+
+
+def _blas_threads(one: bool) -> Any:
+    """A context with BLAS held to one thread (when ``one``; a no-op otherwise or without threadpoolctl)."""
+    import contextlib
+
+    if one:
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:  # pragma: no cover - threadpoolctl comes with scipy's usual stack
+            pass
+        else:
+            return threadpool_limits(limits=1, user_api="blas")
+    return contextlib.nullcontext()
+
+
+def _sum_parts(*parts: dict[str, Any]) -> dict[str, Any]:
+    """One node of the tree sum: partial results added by name."""
+    out: dict[str, Any] = {}
     for part in parts:
         for name, g in part.items():
             if name in out:
