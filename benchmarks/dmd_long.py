@@ -8,7 +8,7 @@ directions u, so rank 65) is written twice: by `traj import` from a (T, N) .npy,
            once, no compute) + the float64 Gram of the same column blocks by dsyrk, taken from
            the page-cached .npy (no store involved), both measured in this run;
   traj   = `traj dmd STORE --rank 24` and `traj dmd STORE` (auto) in a fresh process each: wall
-           time and peak RSS (the child's ru_maxrss).
+           time and peak RSS (the child's own VmHWM).
 
 Targets (issue 14): both within 1.5x of the floor, peak RSS <= 1 GiB. The Gram of T = 10 001
 snapshots is itself 800 MB (float64), so that case cannot meet 1 GiB with the Gram method.
@@ -68,18 +68,27 @@ def record(path: Path, t: int, n: int) -> float:
     return time.perf_counter() - t0
 
 
+#: The child reports its own peak RSS: VmHWM of its own address space. (ru_maxrss is no good here:
+#: Linux folds the forked parent's high-water mark into the child's across exec.)
+CHILD = ("import atexit, sys\n"
+         "def _hwm():\n"
+         "    for line in open('/proc/self/status'):\n"
+         "        if line.startswith('VmHWM:'):\n"
+         "            sys.stderr.write('TRAJ_BENCH_VMHWM_KIB ' + line.split()[1] + '\\n')\n"
+         "atexit.register(_hwm)\n"
+         "from traj.cli.app import main; main()")
+
+
 def run_child(args: list[str]) -> tuple[float, float]:
-    """Wall time (s) and peak RSS (MiB, the child's own ru_maxrss) of ``python -c main ARGS``."""
+    """Wall time (s) and peak RSS (MiB, the child's own VmHWM) of ``traj ARGS`` in a fresh process."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-c", "from traj.cli.app import main; main()", *args],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
+    proc = subprocess.run([sys.executable, "-c", CHILD, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                          text=True)
     wall = time.perf_counter() - t0
-    stderr = proc.stderr.read().decode()
-    proc.stderr.close()
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"traj {' '.join(args)} failed:\n{stderr}")
-    return wall, usage.ru_maxrss / 1024
+    if proc.returncode != 0:
+        raise SystemExit(f"traj {' '.join(args)} failed:\n{proc.stderr}")
+    hwm = [line.split()[1] for line in proc.stderr.splitlines() if line.startswith("TRAJ_BENCH_VMHWM_KIB")]
+    return wall, int(hwm[-1]) / 1024 if hwm else float("nan")
 
 
 def read_pass(store: RunStore) -> float:
