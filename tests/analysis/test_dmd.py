@@ -173,10 +173,11 @@ def test_randomized_range_finder_agrees_with_the_gram():
 def test_auto_switches_to_randomized_for_long_windows(tmp_path):
     data, eigenvalues = planted_linear_system(n_params=2000, n_snapshots=120)
     store = RunStore(write_store(tmp_path / "p.zarr", data))
-    result = dmd(store, rank=6, max_gram=50)
+    result = dmd(store, rank=6, max_gram=50, in_memory_bytes=0)
+    assert result.choice.method == "randomized" and "too many for a Gram (max 50)" in result.choice.reason
     np.testing.assert_allclose(match(eigenvalues, result.eigenvalues), eigenvalues, atol=1e-8)
     with pytest.raises(TrajError, match="rank must be an explicit integer"):
-        dmd(store, max_gram=50)
+        dmd(store, max_gram=50, in_memory_bytes=0)
 
 
 def test_drop_nonfinite_skips_bad_snapshots(tmp_path):

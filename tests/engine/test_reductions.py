@@ -31,7 +31,7 @@ def test_bounded_memory_on_a_store_larger_than_the_block_budget(tmp_path, rng):
     layout = Layout.from_shapes([("w", (n,))])
     from traj.store import StoreWriter
 
-    with StoreWriter(tmp_path / "big.zarr", layout, chunk_bytes=256 << 10) as writer:
+    with StoreWriter(tmp_path / "big.zarr", layout) as writer:  # one-row shards of 16 KiB inner chunks
         for k in range(t):
             writer.append(rng.standard_normal(n).astype(np.float32), step=k)
     s = RunStore(tmp_path / "big.zarr")

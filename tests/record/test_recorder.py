@@ -155,7 +155,7 @@ _KILLED_SCRIPT = textwrap.dedent(
     import sys, torch
     from torch import nn
     from traj import Recorder
-    model = nn.Linear(1000, 700)  # 700 700 params: rows of 2.8 MB in two chunks
+    model = nn.Linear(1000, 700)  # 700 700 params: rows of 2.8 MB, one shard of 171 inner chunks
     with Recorder(sys.argv[1], model, buffer_bytes=1, min_buffers=2) as rec:
         k = 0
         while True:
@@ -197,6 +197,44 @@ def test_sigkill_leaves_a_prefix_of_complete_snapshots(tmp_path, delay):
         rec.step()
     resumed = RunStore(path)
     assert resumed.n_snapshots == t + 1 and resumed.steps[-1] == t
+
+
+def _check_plain_view(path) -> tuple[int, int]:
+    """What a plain zarr reader sees, read in the order that is always safe (``step``, then the rest):
+    steps 0..T-1 with no -1 and no gap, every other array at least as long, and every row of ``params``
+    it shows complete (row k holds k). Returns (T, rows of params)."""
+    import zarr
+
+    group = zarr.open_group(path, mode="r")
+    steps = group["step"][:]
+    np.testing.assert_array_equal(steps, np.arange(steps.size))
+    params = group["params"]
+    assert params.shape[0] >= steps.size
+    for name in ("epoch", "time", "loss"):
+        if name in group:
+            assert group[name].shape[0] >= steps.size
+    for k in {1, steps.size - 1, params.shape[0] - 1} - {-1, 0}:
+        assert (params[k, ::4099] == k).all() and params[k, -1] == k, f"row {k} is not complete"
+    return steps.size, params.shape[0]
+
+
+def test_a_plain_zarr_reader_sees_only_committed_rows_while_recording_and_after_sigkill(tmp_path):
+    path = tmp_path / "live.zarr"
+    proc = subprocess.Popen([sys.executable, "-c", _KILLED_SCRIPT, str(path)], stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout.readline().strip() == b"ready"
+        seen = []
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            seen.append(_check_plain_view(path)[0])
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        proc.stdout.close()
+    assert len(set(seen)) > 2 and seen == sorted(seen)  # it watched commits happen, never going back
+    committed, rows = _check_plain_view(path)
+    assert RunStore(path).n_snapshots == committed >= seen[-1]
+    assert rows - committed <= 4  # params may lead step by the rows of one group commit killed in between
 
 
 @pytest.mark.slow

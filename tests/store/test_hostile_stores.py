@@ -25,6 +25,7 @@ from typer.testing import CliRunner
 
 from tests.conftest import write_store
 from traj.cli.app import app
+from traj.store import RunStore
 
 runner = CliRunner()
 GiB = 1 << 30
@@ -32,10 +33,10 @@ GiB = 1 << 30
 
 # ---------------------------------------------------------------------- building the corpus
 def base_store(path: Path) -> Path:
-    """12 snapshots x 40 parameters, chunks (1, 14): 36 params chunk files, loss and one metric."""
+    """12 snapshots x 40 parameters in format version 1, chunks (1, 14): 36 params chunk files, loss and one metric."""
     rng = np.random.default_rng(0)
     data = np.cumsum(rng.standard_normal((12, 40)), axis=0).astype(np.float32)
-    write_store(path, data, chunk_bytes=64, loss=0.5, metrics={"acc": 0.9})
+    write_store(path, data, chunk_bytes=64, format_version=1, loss=0.5, metrics={"acc": 0.9})
     (path / ".traj-writer.lock").unlink(missing_ok=True)
     return path
 
@@ -206,7 +207,7 @@ CASES: dict[str, tuple[Callable[[Path], None], str, bool]] = {
                     "not supported", True),
     "codecs-two-blosc": (meta("time", lambda m: m.update(codecs=m["codecs"] + m["codecs"][1:])), "not supported", True),
     "codecs-sharding": (meta("params", setter(codecs=[{"name": "sharding_indexed", "configuration": {}}])),
-                        "must start with 'bytes'", True),
+                        "invalid sharding configuration", True),
     "codecs-not-list": (meta("epoch", setter(codecs="blosc")), "no codecs", True),
     "dtype-int8": (meta("params", setter(data_type="int8")), "data type 'int8'", True),
     "dtype-string": (meta("params", setter(data_type="string")), "data type 'string'", True),
@@ -356,7 +357,10 @@ def test_the_untouched_store_passes_every_command(corpus, tmp_path, command):
 @pytest.mark.parametrize(("case", "command"), _pairs())
 def test_a_hostile_store_gives_one_line_and_exit_2(corpus, tmp_path, monkeypatch, case, command):
     get, good = corpus
-    store = get(case)
+    _check_refused(get(case), good, CASES[case][1], command, tmp_path, monkeypatch)
+
+
+def _check_refused(store: Path, good: Path, expected: str, command: str, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)  # a default --out would land here: it must not appear
     out = tmp_path / "out"
     before, store_before = _listing(tmp_path), _listing(store.parent)
@@ -366,11 +370,159 @@ def test_a_hostile_store_gives_one_line_and_exit_2(corpus, tmp_path, monkeypatch
     assert "Traceback" not in result.output
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    expected = CASES[case][1]
     assert expected in lines[0], f"{expected!r} not in {lines[0]!r}"
     assert str(store) in lines[0] or "steps" in lines[0]
     assert _listing(tmp_path) == before and not out.exists()
     assert _listing(store.parent) == store_before
+
+
+# ---------------------------------------------------------------------- sharded stores (format version 2)
+def sharded_store(path: Path) -> Path:
+    """12 snapshots x 40 parameters in format version 2: one-row shards of inner chunks (1, 14), two shards
+    per row (``params/c/<k>/0`` holds chunks 0 and 1, ``params/c/<k>/1`` chunk 2 and an empty slot past N)."""
+    rng = np.random.default_rng(0)
+    data = np.cumsum(rng.standard_normal((12, 40)), axis=0).astype(np.float32)
+    write_store(path, data, chunk_bytes=64, stack_bytes=1, shard_chunks=2, loss=0.5, metrics={"acc": 0.9})
+    (path / ".traj-writer.lock").unlink(missing_ok=True)
+    return path
+
+
+_INDEX = 2 * 16 + 4  # two (offset, length) pairs and a crc32c
+
+
+def shard_of(s: Path) -> Path:
+    return s / "params" / "c" / "11" / "0"
+
+
+def with_index(body: bytes, entries: np.ndarray, *, valid_checksum: bool = True) -> bytes:
+    import struct
+
+    import google_crc32c
+
+    raw = entries.astype("<u8").tobytes()
+    crc = google_crc32c.value(raw) ^ (0 if valid_checksum else 1)
+    return body + raw + struct.pack("<I", crc)
+
+
+def edit_index(change: Callable[[np.ndarray], None], *, valid_checksum: bool = True) -> Callable[[Path], None]:
+    """Rewrite the index of the shard holding the last snapshot (with a correct checksum unless told)."""
+    def apply(s: Path) -> None:
+        data = shard_of(s).read_bytes()
+        entries = np.frombuffer(data[-_INDEX:-4], dtype="<u8").reshape(2, 2).copy()
+        change(entries)
+        shard_of(s).write_bytes(with_index(data[:-_INDEX], entries, valid_checksum=valid_checksum))
+    return apply
+
+
+def entry(k: int, column: int, value: int) -> Callable[[np.ndarray], None]:
+    def change(entries: np.ndarray) -> None:
+        entries[k, column] = value
+    return change
+
+
+def inner_chunk(change: Callable[[bytearray], None]) -> Callable[[Path], None]:
+    """Change the bytes of inner chunk 0 of the shard holding the last snapshot (its index kept)."""
+    def apply(s: Path) -> None:
+        data = bytearray(shard_of(s).read_bytes())
+        change(data)  # chunk 0 starts at offset 0
+        shard_of(s).write_bytes(bytes(data))
+    return apply
+
+
+def bomb_shard(s: Path) -> None:
+    """A real 2 GiB Blosc bomb as inner chunk 0, with an index that points at it correctly."""
+    bomb = blosc_bomb()
+    data = shard_of(s).read_bytes()
+    entries = np.frombuffer(data[-_INDEX:-4], dtype="<u8").reshape(2, 2).copy()
+    chunk1 = data[int(entries[1, 0]) : int(entries[1, 0] + entries[1, 1])]
+    entries[0] = (0, len(bomb))
+    entries[1] = (len(bomb), len(chunk1))
+    shard_of(s).write_bytes(with_index(bomb + chunk1, entries))
+
+
+def sharding(change: Callable[[dict], None]) -> Callable[[Path], None]:
+    return meta("params", lambda m: change(m["codecs"][0]["configuration"]))
+
+
+def shard_grid(shard: list[int], inner: list[int]) -> Callable[[Path], None]:
+    def change(m: dict) -> None:
+        m["chunk_grid"]["configuration"]["chunk_shape"] = shard
+        m["codecs"][0]["configuration"]["chunk_shape"] = inner
+    return meta("params", change)
+
+
+MAX = 2**64 - 1
+SHARDED_CASES: dict[str, tuple[Callable[[Path], None], str, bool]] = {
+    # metadata, refused at the door
+    "sharding-inner-4gib": (shard_grid([1, GiB], [1, GiB]), "exceed the 64 MiB", True),
+    "sharding-shard-1gib": (shard_grid([1, 1 << 28], [1, 1 << 14]), "exceed the 256 MiB", True),
+    "sharding-2e20-inner-chunks": (shard_grid([1, 1 << 20], [1, 1]), "inner chunks exceed the 65536", True),
+    "sharding-inner-not-dividing": (shard_grid([1, 28], [1, 5]), "must divide the shards", True),
+    "sharding-index-at-start": (sharding(lambda c: c.update(index_location="start")), "index is at the end", True),
+    "sharding-index-no-crc": (sharding(lambda c: c.update(index_codecs=BYTES_ONLY)), "then 'crc32c'", True),
+    "sharding-inner-gzip": (sharding(lambda c: c.update(codecs=[*BYTES_ONLY, {"name": "gzip", "configuration": {"level": 1}}])),
+                            "not supported", True),
+    "sharding-inner-big-endian": (sharding(lambda c: c["codecs"][0].update(configuration={"endian": "big"})), "little endian", True),
+    "sharding-on-step": (meta("step", setter(codecs=[{"name": "sharding_indexed", "configuration": {}}])),
+                         "sharding is supported for 'params' and 'grads' only", True),
+    # shard files, found when snapshots are read
+    "shard-index-past-eof": (edit_index(entry(1, 0, 10**6)), "points past the end", False),
+    "shard-index-huge-length": (edit_index(entry(0, 1, 1 << 40)), "declares an inner chunk of 1099511627776 bytes", False),
+    "shard-index-overlap": (edit_index(lambda e: e.__setitem__((1, 0), e[0, 0] + 1)), "overlapping inner chunks", False),
+    "shard-index-empty-committed": (edit_index(lambda e: e.__setitem__(1, MAX)), "of committed snapshots is missing", False),
+    "shard-index-half-empty": (edit_index(entry(1, 0, MAX)), "half-empty entry", False),
+    "shard-index-checksum": (edit_index(lambda e: None, valid_checksum=False), "checksum does not match", False),
+    "shard-inner-nbytes-2gib": (inner_chunk(put_u32(4, 1 << 31)), "declares 2147483648 decoded", False),
+    "shard-inner-cbytes": (inner_chunk(put_u32(12, 10**6)), "compressed bytes", False),
+    "shard-inner-bomb": (bomb_shard, "bytes, more than the", False),
+    "shard-truncated": (lambda s: shard_of(s).write_bytes(shard_of(s).read_bytes()[:20]), "too short for a shard index", False),
+    "shard-missing": (lambda s: shard_of(s).unlink(), "of committed snapshots is missing", False),
+    "shard-symlink-out": (replace_chunk("params", symlink_to(outside_copy)), "symbolic link", False),
+    "shard-sparse-20gb": (replace_chunk("params", sparse(20 * GiB)), "21474836480 bytes", False),
+}
+# Every read path: the scan (blocks), dmd (blocks and selected columns), dask (zarr's own sharding codec
+# through the guarded store), prune (single snapshots).
+SHARDED_COMMANDS = ["info", "dmd", "dmd-dask", "prune"]
+
+
+@pytest.fixture(scope="module")
+def sharded_corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sharded")
+    template = sharded_store(root / "template" / "s.zarr")
+    good = sharded_store(root / "good" / "good.zarr")
+    built: dict[str, Path] = {}
+
+    def get(case: str) -> Path:
+        if case not in built:
+            path = root / case / "s.zarr"
+            shutil.copytree(template, path, symlinks=True)
+            SHARDED_CASES[case][0](path)
+            built[case] = path
+        return built[case]
+
+    return get, good
+
+
+def _sharded_pairs() -> list:
+    pairs = []
+    for k, (case, (_, _, at_open)) in enumerate(SHARDED_CASES.items()):
+        commands = ["info", SHARDED_COMMANDS[1 + k % 3]] if at_open else SHARDED_COMMANDS
+        pairs += [pytest.param(case, command, id=f"{case}-{command}") for command in commands]
+    return pairs
+
+
+@pytest.mark.parametrize("command", [c for c in COMMANDS if c != "kga-replay"])
+def test_the_untouched_sharded_store_passes_every_command(sharded_corpus, tmp_path, command):
+    _, good = sharded_corpus
+    assert RunStore(good).shards == (1, 28)
+    result = runner.invoke(app, _args(command, good, good, tmp_path / "out"))
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize(("case", "command"), _sharded_pairs())
+def test_a_hostile_sharded_store_gives_one_line_and_exit_2(sharded_corpus, tmp_path, monkeypatch, case, command):
+    get, good = sharded_corpus
+    _check_refused(get(case), good, SHARDED_CASES[case][1], command, tmp_path, monkeypatch)
 
 
 # ---------------------------------------------------------------------- memory and hangs, in a child
@@ -446,12 +598,21 @@ CHILD_CASES = {
 }
 
 
-@pytest.mark.parametrize("case", list(CHILD_CASES))
+SHARDED_CHILD_CASES = {
+    "shard-inner-2gib-header": (SHARDED_CASES["shard-inner-nbytes-2gib"][0], "dmd", "declares 2147483648 decoded"),
+    "shard-inner-bomb-dask": (bomb_shard, "dmd --backend dask", "bytes, more than the"),
+    "shard-index-huge-length-dask": (SHARDED_CASES["shard-index-huge-length"][0], "dmd --backend dask", "1099511627776 bytes"),
+}
+
+
+@pytest.mark.parametrize("case", [*CHILD_CASES, *SHARDED_CHILD_CASES])
 def test_bombs_and_fifos_stay_bounded(tmp_path, case):
-    build, command, expected = CHILD_CASES[case]
-    store = base_store(tmp_path / "s.zarr")
+    sharded = case in SHARDED_CHILD_CASES
+    build, command, expected = SHARDED_CHILD_CASES[case] if sharded else CHILD_CASES[case]
+    command, *options = command.split()
+    store = (sharded_store if sharded else base_store)(tmp_path / "s.zarr")
     build(store)
-    code, stderr, peak = run_child([command, str(store), "--out", str(tmp_path / "out")])
+    code, stderr, peak = run_child([command, str(store), *options, "--out", str(tmp_path / "out")])
     assert code == 2, stderr
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and expected in lines[0], stderr

@@ -4,7 +4,14 @@ import pytest
 from tests.conftest import write_store
 from traj.errors import LayoutMismatchError, RecorderError, StoreFormatError, StoreLockedError, StoreNotFoundError
 from traj.store import Layout, RunStore, StoreWriter
-from traj.store.schema import UNCOMMITTED_STEP
+
+# N = 777 float32 (3108-byte rows) cut three ways: one-row shards of two 259-wide inner chunks (the
+# second shard holds one chunk and an empty slot past N); shards of 7 stacked rows; version 1 chunks (1, 259)
+LAYOUTS = {
+    "row-shards": {"stack_bytes": 1, "chunk_bytes": 1200, "shard_chunks": 2},
+    "stacked": {"stack_bytes": 7 * 3108, "chunk_bytes": 7 * 1200},
+    "v1": {"format_version": 1, "chunk_bytes": 1200},
+}
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -22,24 +29,23 @@ def test_round_trip_is_bit_exact(tmp_path, rng, dtype):
     assert store.closed_cleanly
 
 
-def test_chunk_boundaries_not_multiples(tmp_path, rng):
-    # a chunk budget of 1200 bytes with N = 777 float32: rows split in 3 chunks of 259, T not a multiple
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_chunk_boundaries_not_multiples(tmp_path, rng, layout):
+    """Rows split in 3 chunks of 259 (N = 777 is not a multiple of the shard width); T = 17 is not a multiple of 7."""
     data = rng.standard_normal((17, 777)).astype(np.float32)
-    store = RunStore(write_store(tmp_path / "s.zarr", data, chunk_bytes=1200))
-    assert store.chunks == (1, 259)
-    np.testing.assert_array_equal(store.read(), data)
-    # tall chunks: 7 rows of 50 params per chunk, T = 17 is not a multiple of 7
-    data = rng.standard_normal((17, 50)).astype(np.float32)
-    store = RunStore(write_store(tmp_path / "t.zarr", data, chunk_bytes=1400))
-    assert store.chunks == (7, 50)
-    np.testing.assert_array_equal(store.read(), data)
+    store = RunStore(write_store(tmp_path / "s.zarr", data, **LAYOUTS[layout]))
+    assert store.chunks == {"row-shards": (1, 259), "stacked": (7, 259), "v1": (1, 259)}[layout]
+    assert store.shards == {"row-shards": (1, 518), "stacked": (7, 777), "v1": None}[layout]
+    assert store.read().tobytes() == data.tobytes()
+    assert store.format_version == (1 if layout == "v1" else 2)
 
 
+@pytest.mark.parametrize("layout", list(LAYOUTS))
 @pytest.mark.parametrize("read_bytes", [1, 1 << 20])  # unaligned reads / whole chunk columns as views
 @pytest.mark.parametrize("width", [37, 100, 259, 300, 1000])
-def test_blocks_equal_the_full_array(tmp_path, rng, width, read_bytes):
+def test_blocks_equal_the_full_array(tmp_path, rng, width, read_bytes, layout):
     data = rng.standard_normal((11, 777)).astype(np.float32)
-    store = RunStore(write_store(tmp_path / "s.zarr", data, chunk_bytes=1200))
+    store = RunStore(write_store(tmp_path / "s.zarr", data, **LAYOUTS[layout]))
     pieces = list(store.iter_blocks(block_columns=width, read_bytes=read_bytes))
     assert pieces[0][0].start == 0 and pieces[-1][0].stop == 777
     assert all(a[0].stop == b[0].start for a, b in zip(pieces, pieces[1:], strict=False))
@@ -50,11 +56,13 @@ def test_blocks_equal_the_full_array(tmp_path, rng, width, read_bytes):
     np.testing.assert_array_equal(got, data[2:9, 100:650])
 
 
-def test_default_block_width_is_chunk_aligned_and_bounded(tmp_path, rng):
+@pytest.mark.parametrize("layout", ["row-shards", "v1"])
+def test_default_block_width_is_chunk_aligned_and_bounded(tmp_path, rng, layout):
     data = rng.standard_normal((5, 777)).astype(np.float32)
-    store = RunStore(write_store(tmp_path / "s.zarr", data, chunk_bytes=1200))
+    store = RunStore(write_store(tmp_path / "s.zarr", data, **LAYOUTS[layout]))
     assert store.block_columns(5, block_bytes=5 * 8 * 600) == 518  # two whole chunks of 259
-    assert store.block_columns(5, block_bytes=5 * 8 * 100) == 100  # narrower than a chunk
+    # narrower than a chunk: version 2 cuts an inner chunk into equal parts (3 x 87), decoded once for all three
+    assert store.block_columns(5, block_bytes=5 * 8 * 100) == (100 if layout == "v1" else 87)
 
 
 def test_read_selected_columns(tmp_path, rng):
@@ -65,11 +73,14 @@ def test_read_selected_columns(tmp_path, rng):
     np.testing.assert_array_equal(store.snapshot(-1), data[-1])
 
 
-def test_resume_appends(tmp_path, rng):
+@pytest.mark.parametrize("version", [2, 1])
+def test_resume_appends(tmp_path, rng, version):
     data = rng.standard_normal((20, 130)).astype(np.float32)
     path = tmp_path / "s.zarr"
     layout = Layout.from_shapes([("w", (130,))])
-    with StoreWriter(path, layout, chunk_bytes=130 * 4 * 8) as writer:  # t_chunk = 8
+    size = {"stack_bytes": 130 * 4 * 8} if version == 2 else {"chunk_bytes": 130 * 4 * 8}
+    with StoreWriter(path, layout, format_version=version, **size) as writer:  # 8 rows per shard (chunk)
+        assert writer.t_chunk == 8
         for k in range(11):
             writer.append(data[k], step=10 * k, loss=float(k))
     assert RunStore(path).n_snapshots == 11
@@ -80,6 +91,7 @@ def test_resume_appends(tmp_path, rng):
         for k in range(11, 20):
             writer.append(data[k], step=10 * k, metrics={"acc": k / 100})
     store = RunStore(path)
+    assert store.format_version == version  # appended in its own layout
     np.testing.assert_array_equal(store.read(), data)
     np.testing.assert_array_equal(store.steps, 10 * np.arange(20))
     np.testing.assert_array_equal(store.loss[:11], np.arange(11.0))
@@ -115,29 +127,65 @@ def test_reader_sees_only_committed_rows(tmp_path, rng):
     for k in range(5, 9):
         writer.append(data[k], step=k)  # buffered, not committed
     store = RunStore(path)
-    assert store.n_snapshots == 5 and store.capacity > 5 and not store.closed_cleanly
+    assert store.n_snapshots == 5 and store.capacity == 5 and not store.closed_cleanly
     np.testing.assert_array_equal(store.read(), data[:5])
+    import zarr
+
+    group = zarr.open_group(path, mode="r")  # a plain reader sees exactly the committed rows
+    assert group["params"].shape == (5, 40) and list(group["step"][:]) == [0, 1, 2, 3, 4]
     writer.close()
     assert RunStore(path).n_snapshots == 9
 
 
 def test_torn_commit_is_not_mistaken_for_committed(tmp_path, rng):
-    """Rows past the committed prefix whose step got written (a torn commit) are reset on resume."""
+    """A commit killed after ``params`` grew and before ``step`` did: the rows are not committed,
+    and resuming trims ``params`` back before appending."""
+    import json
+
+    import zarr
+
+    data = rng.standard_normal((7, 8)).astype(np.float32)
+    path = tmp_path / "s.zarr"
+    layout = Layout.from_shapes([("w", (8,))])
+    writer = StoreWriter(path, layout, stack_bytes=1)
+    for k in range(4):
+        writer.append(data[k], step=k)
+    writer.commit()
+    writer._series["step"].put(4, [4, 5])  # the torn commit: data of rows 4-5 on disk ...
+    writer._files["params"].write((4, 0), data[4:5])
+    writer._files["params"].write((5, 0), data[5:6])
+    writer._meta["params"].set_rows(6)  # ... and params' shape grown, but not step's
+    writer._lock.release()  # the writer dies here
+    assert zarr.open_group(path, mode="r")["params"].shape == (6, 8)
+    assert RunStore(path).n_snapshots == 4
+    with StoreWriter(path, layout) as resumed:
+        assert json.loads((path / "params" / "zarr.json").read_text())["shape"] == [4, 8]  # trimmed first
+        resumed.append(data[6], step=6)
+    store = RunStore(path)
+    np.testing.assert_array_equal(store.steps, [0, 1, 2, 3, 6])
+    np.testing.assert_array_equal(store.read(), data[[0, 1, 2, 3, 6]])
+    assert not (path / "params" / "c" / "5").exists()  # the torn row's shard went at close
+
+
+def test_version_1_torn_commit_is_not_mistaken_for_committed(tmp_path, rng):
+    """Version 1: rows past the committed prefix whose step got written (a torn commit) are never committed."""
     import zarr
 
     data = rng.standard_normal((6, 8)).astype(np.float32)
     path = tmp_path / "s.zarr"
     layout = Layout.from_shapes([("w", (8,))])
-    writer = StoreWriter(path, layout)
+    writer = StoreWriter(path, layout, format_version=1)
     for k in range(4):
         writer.append(data[k], step=k)
     writer.commit()
     writer._lock.release()  # simulate the writer dying here
     group = zarr.open_group(path, mode="r+")
-    group["step"][5] = 99  # a stray step past a gap at row 4
+    group["step"].resize((64,))  # version 1 preallocated rows ...
+    group["step"][5] = 99  # ... and a stray step past a gap at row 4
+    group["params"].resize((64, 8))
     assert RunStore(path).n_snapshots == 4
     with StoreWriter(path, layout) as resumed:
-        assert int(group["step"][5]) == UNCOMMITTED_STEP
+        assert zarr.open_group(path, mode="r")["step"].shape == (4,)  # trimmed to the committed rows
         resumed.append(data[4], step=4)
     store = RunStore(path)
     assert store.n_snapshots == 5
@@ -170,36 +218,48 @@ def test_open_errors(tmp_path):
         RunStore(tmp_path / "future.zarr")
 
 
-def test_readable_without_traj(tmp_path, rng):
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+# listing the group's members, zarr warns once about the writer's lock file (not a Zarr node)
+@pytest.mark.filterwarnings("ignore:Object at .traj-writer.lock is not recognized")
+def test_readable_without_traj(tmp_path, rng, layout):
     import dask.array as da
+    import xarray as xr
     import zarr
 
-    data = rng.standard_normal((7, 64)).astype(np.float32)
-    path = write_store(tmp_path / "s.zarr", data)
+    data = rng.standard_normal((7, 777)).astype(np.float32)
+    path = write_store(tmp_path / "s.zarr", data, loss=0.5, **LAYOUTS[layout])
     group = zarr.open_group(path, mode="r")
     np.testing.assert_array_equal(group["params"][:], data)
+    np.testing.assert_array_equal(group["params"][2:5, 250:600], data[2:5, 250:600])  # partial shard reads
     np.testing.assert_array_equal(da.from_zarr(str(path / "params")).compute(), data)
     assert group.attrs["n_snapshots"] == 7
+    ds = xr.open_zarr(path, consolidated=False)
+    assert dict(ds.sizes) == {"snapshot": 7, "param": 777}
+    np.testing.assert_array_equal(ds["params"].values, data)
+    np.testing.assert_array_equal(ds["step"].values, np.arange(7))
 
 
+@pytest.mark.parametrize("layout", list(LAYOUTS))
 @pytest.mark.parametrize("compressor", ["lz4", "zstd"])
-def test_direct_chunk_files_are_byte_identical_to_zarr(tmp_path, rng, compressor):
-    """The writer encodes chunks itself; zarr writing the same data must produce the same files."""
+def test_direct_chunk_files_are_byte_identical_to_zarr(tmp_path, rng, compressor, layout):
+    """The writer encodes chunks and shards itself; zarr writing the same data must produce the same files."""
     import zarr
 
-    data = rng.standard_normal((5, 777)).astype(np.float32)
-    layout = Layout.from_shapes([("w", (777,))])
-    with StoreWriter(tmp_path / "s.zarr", layout, chunk_bytes=1200, compressor=compressor) as writer:
+    data = rng.standard_normal((9, 777)).astype(np.float32)
+    layout_of = Layout.from_shapes([("w", (777,))])
+    with StoreWriter(tmp_path / "s.zarr", layout_of, compressor=compressor, **LAYOUTS[layout]) as writer:
         for k, row in enumerate(data):
             writer.append(row, step=k)
+            if k % 4 == 3:
+                writer.commit()
     ours = zarr.open_group(tmp_path / "s.zarr", mode="r")["params"]
     twin = zarr.create_array(
-        tmp_path / "twin", shape=ours.shape, chunks=ours.chunks, dtype=ours.dtype, fill_value=np.nan,
-        compressors=ours.compressors, chunk_key_encoding={"name": "default", "separator": "/"},
+        tmp_path / "twin", shape=ours.shape, chunks=ours.chunks, shards=ours.shards, dtype=ours.dtype,
+        fill_value=np.nan, compressors=ours.compressors, chunk_key_encoding={"name": "default", "separator": "/"},
     )
     twin[:] = data
     files = sorted(p.relative_to(tmp_path / "s.zarr" / "params") for p in (tmp_path / "s.zarr" / "params" / "c").rglob("*") if p.is_file())
-    assert len(files) == 5 * 3
+    assert len(files) == {"row-shards": 9 * 2, "stacked": 2, "v1": 9 * 3}[layout]
     for rel in files:
         assert (tmp_path / "s.zarr" / "params" / rel).read_bytes() == (tmp_path / "twin" / rel).read_bytes(), rel
 
@@ -211,7 +271,7 @@ def test_discard_after_drops_the_abandoned_continuation(tmp_path, rng, reopen):
     grads = rng.standard_normal((14, 130)).astype(np.float32)
     path = tmp_path / "s.zarr"
     layout = Layout.from_shapes([("w", (130,))])
-    writer = StoreWriter(path, layout, chunk_bytes=130 * 4 * 4)  # t_chunk = 4: row 6 sits inside a chunk
+    writer = StoreWriter(path, layout, stack_bytes=130 * 4 * 4)  # 4 rows per shard: row 6 sits inside one
     for k in range(10):
         writer.append(data[k], step=10 * k, loss=float(k), grads=grads[k])
     writer.commit()
@@ -231,3 +291,23 @@ def test_discard_after_drops_the_abandoned_continuation(tmp_path, rng, reopen):
     np.testing.assert_array_equal(store.read(), data[kept])
     np.testing.assert_array_equal(store.read(array="grads"), grads[kept])
     np.testing.assert_array_equal(store.loss, kept.astype(float))
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_zarr_array_for_dask_is_one_task_per_shard(tmp_path, rng, layout):
+    """`RunStore.zarr_array` hands dask the shards as chunks (not the 16 KiB inner chunks) and reads them exactly."""
+    import dask.array as da
+
+    data = rng.standard_normal((10, 777)).astype(np.float32)
+    store = RunStore(write_store(tmp_path / "s.zarr", data, **LAYOUTS[layout]))
+    array = store.zarr_array("params")
+    lazy = da.from_zarr(array)
+    if layout == "v1":
+        assert array.chunks == (1, 259)
+    else:
+        assert array.chunks == array.shards
+        assert lazy.npartitions == -(-10 // array.shards[0]) * -(-777 // array.shards[1])
+    np.testing.assert_array_equal(lazy.compute(), data)
+    np.testing.assert_array_equal(array[3, 100:700], data[3, 100:700])  # an integer row squeezes like zarr's
+    np.testing.assert_array_equal(array[-1], data[-1])
+    np.testing.assert_array_equal(array[2:9:3, :5], data[2:9:3, :5])  # a stepped slice is zarr's own read

@@ -4,6 +4,12 @@ One pass over the store gives the Gram matrix of the window (and of every layer,
 ``per_layer``); eigenvalues, amplitudes, reconstruction error and forecasts then come from
 small matrices. Modes are materialised (a second pass, D·C) only when asked.
 
+The method is chosen by a cost model (:func:`choose_method`): a window that fits
+:data:`IN_MEMORY_BYTES` as float64 is read once and decomposed by an SVD of the data ("svd":
+an SVD's accuracy, not the Gram's squared condition number); otherwise the cheaper of the
+streamed Gram (one read, N·T² flops) and the randomized range finder (q + 3 reads, a few
+N·T·(r+p) flops each) where both apply. The result says which and why.
+
 The shape of every analysis: :class:`DMDParams` checks the options once (:meth:`DMDParams.checked`),
 :func:`fit_dmd` fits them to a store through the engine, and the result is a frozen
 :class:`DMDResult` with ``to_dict()`` for JSON; :func:`dmd` does all three.
@@ -21,7 +27,7 @@ import numpy as np
 
 from ..checks import check_choice, check_float, check_int, check_seed
 from ..engine import Engine, ReducedOperator
-from ..engine.operator import ModeClass, check_rank
+from ..engine.operator import RESOLVED, ModeClass, check_rank
 from ..engine.randomized import randomized_operator
 from ..errors import NotApplicableError, ParameterError, RankUnavailableError
 from ..progress import Progress
@@ -29,8 +35,8 @@ from ..store import RunStore
 from ..store.schema import ParamEntry
 from .windows import Window, check_gram_finite, parse_window, raise_nonfinite, resolve_window
 
-__all__ = ["DMDParams", "DMDResult", "LayerSpectrum", "check_gram_finite", "dmd", "fit_dmd", "parse_window",
-           "save_modes"]
+__all__ = ["DMDParams", "DMDResult", "LayerSpectrum", "MethodChoice", "MethodCost", "check_gram_finite", "choose_method",
+           "dmd", "fit_dmd", "parse_window", "save_modes"]
 
 #: Above this many snapshots in a window, "auto" uses the randomized range finder (methods.md §1).
 MAX_GRAM_SNAPSHOTS = 20_001
@@ -38,7 +44,18 @@ MAX_GRAM_SNAPSHOTS = 20_001
 MAX_FORECAST = 100_000
 #: Power iterations of the randomized range finder (each one reads the data twice; Halko et al. use q <= 2-7).
 MAX_POWER_ITERATIONS = 50
-Method = Literal["auto", "gram", "randomized"]
+#: A window whose float64 copy is at most this is read into memory and decomposed by an SVD of the data.
+IN_MEMORY_BYTES = 128 << 20
+#: Sketch columns the randomized range finder adds to the rank (p).
+OVERSAMPLES = 10
+#: The cost model's machine: decoded bytes read per second (guarded, lz4; engineering.md: 2.4 GB in 8 s)
+#: and float64 flops per second of BLAS-3 (dsyrk: N·T² = 1.8e12 in 28 s on 2 cores).
+READ_BYTES_PER_S = 300e6
+FLOPS_PER_S = 60e9
+#: The (T+1)² eigendecomposition (~9T³ flops) is BLAS-2 bound: eigh of 3001² took 37-46 s on this
+#: machine under load (~6.6e9 flop/s), so it is charged at this rate, not FLOPS_PER_S.
+EIGH_FLOPS_PER_S = 10e9
+Method = Literal["auto", "gram", "randomized", "svd"]
 
 
 @dataclass(frozen=True)
@@ -57,12 +74,13 @@ class DMDParams:
     max_gram: int = MAX_GRAM_SNAPSHOTS
     n_iter: int = 4
     random_state: int = 0
+    in_memory_bytes: int = IN_MEMORY_BYTES
 
     @classmethod
     def checked(cls, *, rank: int | str | None = "auto", window: Window = None, layers: Sequence[str] | None = None,
                 per_layer: bool = False, eps: float = 0.01, forecast: int = 0, n_samples: int = 6,
                 method: str = "auto", drop_nonfinite: bool = False, max_gram: int = MAX_GRAM_SNAPSHOTS,
-                n_iter: int = 4, random_state: int = 0) -> DMDParams:
+                n_iter: int = 4, random_state: int = 0, in_memory_bytes: int = IN_MEMORY_BYTES) -> DMDParams:
         """The options checked once, at the door; a bad one raises :class:`ParameterError` naming it."""
         return cls(
             rank=check_rank(rank),
@@ -72,12 +90,111 @@ class DMDParams:
             eps=check_float("eps", eps, low=0),
             forecast=check_int("forecast", forecast, low=0, high=MAX_FORECAST),
             n_samples=check_int("n_samples", n_samples, low=1, high=1000),
-            method=check_choice("method", method, ("auto", "gram", "randomized")),  # type: ignore[arg-type]
+            method=check_choice("method", method, ("auto", "gram", "randomized", "svd")),  # type: ignore[arg-type]
             drop_nonfinite=bool(drop_nonfinite),
             max_gram=check_int("max_gram", max_gram, low=3),
             n_iter=check_int("n_iter", n_iter, low=0, high=MAX_POWER_ITERATIONS),
             random_state=check_seed("random_state", random_state),
+            in_memory_bytes=check_int("in_memory_bytes", in_memory_bytes, low=0),
         )
+
+
+@dataclass(frozen=True)
+class MethodCost:
+    """What one method would cost on a window: passes over the data, bytes and flops, and the time they predict."""
+
+    method: str
+    reads: int
+    bytes: float
+    flops: float
+    eigh_flops: float = 0.0
+
+    @property
+    def seconds(self) -> float:
+        return self.reads * self.bytes / READ_BYTES_PER_S + self.flops / FLOPS_PER_S + self.eigh_flops / EIGH_FLOPS_PER_S
+
+    def describe(self) -> str:
+        eigh = f" + {self.eigh_flops:.2g} eigh flop" if self.eigh_flops else ""
+        return (f"{self.reads} read{'s' if self.reads != 1 else ''} of {self.bytes / 1e9:.3g} GB + "
+                f"{self.flops:.2g} flop{eigh} ≈ {self.seconds:.3g} s")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.method, "reads": self.reads, "bytes": self.bytes, "flops": self.flops,
+                "eigh_flops": self.eigh_flops, "seconds": self.seconds}
+
+
+@dataclass(frozen=True)
+class MethodChoice:
+    """The method a DMD used, why, and the costs the choice compared."""
+
+    method: str
+    reason: str
+    costs: tuple[MethodCost, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.method, "reason": self.reason, "costs": [c.to_dict() for c in self.costs]}
+
+
+def method_costs(n_snapshots: int, n_features: int, itemsize: int, *, rank: int | None, n_iter: int
+                 ) -> dict[str, MethodCost]:
+    """The cost model of methods.md §1 for a window of T+1 snapshots of N coordinates.
+
+    gram: one read; the Gram N·T² flops (dsyrk) and its eigendecomposition ~9T³.
+    randomized (rank r, q power iterations, p oversamples): q + 3 reads; each pass applies
+    XᵀX to T×(r+p) columns, 4·N·T·(r+p) flops. svd: one read, an SVD of the N×T data ~4·N·T² + 9T³.
+    """
+    t = n_snapshots
+    data = float(t) * n_features * itemsize
+    costs = {"gram": MethodCost("gram", 1, data, float(n_features) * t * t, 9.0 * t**3),
+             "svd": MethodCost("svd", 1, data, 4.0 * n_features * t * t, 9.0 * t**3)}
+    if rank is not None:
+        width = min(t - 1, rank + OVERSAMPLES)
+        costs["randomized"] = MethodCost("randomized", n_iter + 3, data, 4.0 * n_features * t * width * (n_iter + 3))
+    return costs
+
+
+def choose_method(params: DMDParams, n_snapshots: int, n_features: int, itemsize: int) -> MethodChoice:
+    """The method for a window (``params.method`` unless "auto"), and why (methods.md §1).
+
+    "auto": a window whose float64 copy fits ``in_memory_bytes`` (:data:`IN_MEMORY_BYTES`) takes "svd"; otherwise the
+    cheaper by :func:`method_costs` of "gram" (at most ``max_gram`` snapshots) and "randomized"
+    (an explicit integer rank, neither ``per_layer`` nor ``drop_nonfinite``).
+    """
+    rank = params.rank if isinstance(params.rank, int) else None
+    randomized_ok = rank is not None and not params.per_layer and not params.drop_nonfinite
+    costs = method_costs(n_snapshots, n_features, itemsize, rank=rank if randomized_ok else None, n_iter=params.n_iter)
+    in_memory = float(n_snapshots) * n_features * 8
+    fits = in_memory <= params.in_memory_bytes
+    if params.method != "auto":
+        if params.method == "svd" and not fits:
+            raise ParameterError("method", f"svd needs the window in memory: {in_memory / 2**20:.0f} MiB as float64, "
+                                           f"more than {params.in_memory_bytes / 2**20:.0f} MiB; use gram or randomized")
+        chosen = costs.get(params.method)
+        return MethodChoice(params.method, "asked for" + (f": {chosen.describe()}" if chosen else ""),
+                            tuple(costs.values()))
+    if fits:
+        return MethodChoice("svd", f"the window fits in memory ({in_memory / 2**20:.3g} MiB as float64 ≤ "
+                                   f"{params.in_memory_bytes / 2**20:.0f} MiB): one read and an SVD of the data, whose accuracy "
+                                   f"is an SVD's ({costs['svd'].describe()})", tuple(costs.values()))
+    gram_ok = n_snapshots <= params.max_gram
+    compared = [costs[m] for m in ("gram", "randomized") if m in costs and (m != "gram" or gram_ok)]
+    shown = tuple(c for c in costs.values() if c.method != "svd")
+    if not compared:
+        if rank is None:
+            raise ParameterError("rank", f"must be an explicit integer for the randomized range finder: the window "
+                                         f"holds {n_snapshots} snapshots, too many for a Gram (max {params.max_gram})")
+        raise ParameterError("per_layer" if params.per_layer else "drop_nonfinite",
+                             f"needs the Gram method (windows of at most {params.max_gram} snapshots)")
+    best = min(compared, key=lambda c: c.seconds)
+    others = [c for c in compared if c is not best]
+    if others:
+        why = f"{best.describe()}, cheaper than {others[0].method}: {others[0].describe()}"
+    elif best.method == "gram":
+        why = (f"{best.describe()}; randomized needs an explicit integer rank" if not randomized_ok and rank is None
+               else f"{best.describe()}; randomized does not do per_layer or drop_nonfinite")
+    else:
+        why = f"{best.describe()}; the window holds {n_snapshots} snapshots, too many for a Gram (max {params.max_gram})"
+    return MethodChoice(best.method, why, shown)
 
 
 @dataclass(frozen=True)
@@ -129,6 +246,7 @@ class DMDResult:
     sample_reconstruction: np.ndarray
     per_layer: tuple[LayerSpectrum, ...] = field(default_factory=tuple)
     modes_path: str | None = None
+    choice: MethodChoice | None = None
 
     @property
     def rank(self) -> int:
@@ -168,8 +286,11 @@ class DMDResult:
             "store": self.store,
             "rank": op.rank,
             "rank_threshold": op.threshold,
+            "rank_note": op.rank_note,
             "singular_values": op.singular_values.tolist(),
             "eigenvalues": complex_pairs(op.eigenvalues),
+            # first-order rounding error of each eigenvalue by the path used (methods.md §1, step 5)
+            "eigenvalue_errors": op.eigenvalue_errors().tolist(),
             "abs_eigenvalues": np.abs(op.eigenvalues).tolist(),
             # log λ is undefined at λ = 0 (a mode gone after one step): null there
             "rates_per_step": [pair if np.isfinite(rate) else None
@@ -186,6 +307,9 @@ class DMDResult:
             "snapshot_spacing_steps": self.dt,
             "layers": list(self.layers) if self.layers else None,
             "backend": self.backend,
+            "method": self.choice.method if self.choice else None,
+            "method_reason": self.choice.reason if self.choice else None,
+            "method_costs": [c.to_dict() for c in self.choice.costs] if self.choice else [],
             "seconds": self.seconds,
             "forecast_steps": self.forecast_steps,
             "per_layer": [layer.to_dict() for layer in self.per_layer],
@@ -216,6 +340,7 @@ def dmd(
     max_gram: int = MAX_GRAM_SNAPSHOTS,
     n_iter: int = 4,
     random_state: int = 0,
+    in_memory_bytes: int = IN_MEMORY_BYTES,
     progress: Progress | None = None,
 ) -> DMDResult:
     """Exact DMD of a store's trajectory over a window (methods.md §1).
@@ -241,17 +366,22 @@ def dmd(
         Coordinates sampled (``random_state``) to show beside their reconstruction.
     engine : Engine, optional
         Backend of the streaming pass (default numpy).
-    method : {"auto", "gram", "randomized"}
+    method : {"auto", "gram", "randomized", "svd"}
         "gram" forms the (T+1)² Gram in one pass; "randomized" uses the randomized range
-        finder (n_iter + 3 passes, a few T×(r+10) matrices); "auto" picks "gram" up to
-        ``max_gram`` snapshots.
+        finder (n_iter + 3 passes, a few T×(r+10) matrices); "svd" reads the window into memory
+        and takes an SVD of the data; "auto" chooses by :func:`choose_method` (svd where the
+        window fits :data:`IN_MEMORY_BYTES`, else the cheaper of gram and randomized). On the
+        gram path "auto" rank keeps only modes whose eigenvalues the Gram resolves to ~1e-6.
     drop_nonfinite : bool
         Skip snapshots holding NaN/Inf (every pair touching one leaves XᵀX and XᵀY) instead of
         refusing the window; found from the Gram's diagonal, no extra pass.
+    in_memory_bytes : int
+        Largest float64 window "auto" reads into memory for an SVD of the data (0: never).
     """
     params = DMDParams.checked(rank=rank, window=window, layers=layers, per_layer=per_layer, eps=eps,
                                forecast=forecast, n_samples=n_samples, method=method, drop_nonfinite=drop_nonfinite,
-                               max_gram=max_gram, n_iter=n_iter, random_state=random_state)
+                               max_gram=max_gram, n_iter=n_iter, random_state=random_state,
+                               in_memory_bytes=in_memory_bytes)
     return fit_dmd(store, params, engine=engine, progress=progress)
 
 
@@ -264,8 +394,10 @@ def fit_dmd(store: RunStore | str | os.PathLike[str], params: DMDParams, *, engi
     lo, hi = resolve_window(store, params.window)
     rows = slice(lo, hi + 1)
     entries = store.layout.select(params.layers) if params.layers else list(store.layout.entries)
-    method = params.method if params.method != "auto" else ("gram" if hi - lo + 1 <= params.max_gram else "randomized")
-    if method == "gram":
+    choice = choose_method(params, hi - lo + 1, sum(e.size for e in entries), store.dtype.itemsize)
+    if choice.method == "svd":
+        operator, spectra = _from_data(store, engine, rows, entries, params, progress)
+    elif choice.method == "gram":
         operator, spectra = _from_gram(store, engine, rows, entries, params, progress)
     else:
         operator, spectra = _from_range_finder(store, engine, rows, entries, params, progress), ()
@@ -290,6 +422,7 @@ def fit_dmd(store: RunStore | str | os.PathLike[str], params: DMDParams, *, engi
         sample_trajectories=trajectories,
         sample_reconstruction=reconstruction,
         per_layer=spectra,
+        choice=choice,
     )
 
 
@@ -308,9 +441,35 @@ def _from_gram(store: RunStore, engine: Engine, rows: slice, entries: list[Param
     else:
         valid = finite
     operator = ReducedOperator.from_gram(grams["__all__"], rank=params.rank, n_features=n_features, dtype=store.dtype,
-                                         valid=valid)
+                                         valid=valid, resolve=RESOLVED)
     spectra = tuple(s for e in entries if params.per_layer and (s := _layer(store, e, grams[e.name], params)))
     return operator, spectra
+
+
+def _from_data(store: RunStore, engine: Engine, rows: slice, entries: list[ParamEntry], params: DMDParams,
+               progress: Progress | None) -> tuple[ReducedOperator, tuple[LayerSpectrum, ...]]:
+    """The window's operator from an SVD of the data read into memory (a window within IN_MEMORY_BYTES)."""
+    columns = [e.columns for e in entries]
+    whole = len(columns) == 1 and columns[0] == slice(0, store.n_params)
+    data = engine.collect(store, columns[0] if whole else np.concatenate([np.arange(c.start, c.stop) for c in columns]),
+                          rows=rows, progress=progress)  # (T+1, N) float64
+    grams: dict[str, np.ndarray] = {}
+    offset = 0
+    with np.errstate(invalid="ignore", over="ignore"):  # a non-finite snapshot: its Gram row is not finite, as streamed
+        for e in entries if params.per_layer else ():
+            part = data[:, offset : offset + e.size]
+            grams[e.name] = part @ part.T
+            offset += e.size
+        finite = bool(np.isfinite(data).all())
+        gram = None if finite else data @ data.T
+    spectra = tuple(s for e in entries if params.per_layer and (s := _layer(store, e, grams[e.name], params)))
+    if gram is not None:
+        if not params.drop_nonfinite:
+            check_gram_finite(gram, store, rows.start)
+        operator = ReducedOperator.from_gram(gram, rank=params.rank, n_features=data.shape[1], dtype=store.dtype,
+                                             valid=np.isfinite(np.diag(gram)), resolve=RESOLVED)
+        return operator, spectra
+    return ReducedOperator.from_data(data, rank=params.rank, dtype=store.dtype), spectra
 
 
 def _layer(store: RunStore, entry: ParamEntry, gram: np.ndarray, params: DMDParams) -> LayerSpectrum | None:
@@ -328,10 +487,10 @@ def _layer(store: RunStore, entry: ParamEntry, gram: np.ndarray, params: DMDPara
 
 def _from_range_finder(store: RunStore, engine: Engine, rows: slice, entries: list[ParamEntry], params: DMDParams,
                        progress: Progress | None) -> ReducedOperator:
-    """The window's operator from the randomized range finder (windows too long for a Gram)."""
+    """The window's operator from the randomized range finder (long windows, small ranks)."""
     if not isinstance(params.rank, int):
-        raise ParameterError("rank", f"must be an explicit integer for the randomized range finder: the window holds "
-                                     f"{rows.stop - rows.start} snapshots, too many for a Gram (max {params.max_gram})")
+        raise ParameterError("rank", f"must be an explicit integer for the randomized range finder (the window "
+                                     f"holds {rows.stop - rows.start} snapshots)")
     if params.per_layer or params.drop_nonfinite:
         raise ParameterError("per_layer" if params.per_layer else "drop_nonfinite",
                              f"needs the Gram method (windows of at most {params.max_gram} snapshots)")

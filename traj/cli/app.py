@@ -11,6 +11,7 @@ from .._version import __version__
 from ._common import Settings, err_console
 from .cmd import cmd
 from .conjugacy import conjugacy
+from .convert import convert
 from .dmd import dmd
 from .importing import import_
 from .info import info
@@ -49,6 +50,7 @@ app.command("record")(record)
 app.command("recipes")(recipes)
 app.command("import")(import_)
 app.command("info")(info)
+app.command("convert")(convert)
 app.command("dmd")(dmd)
 app.command("cmd")(cmd)
 app.command("prune")(prune)

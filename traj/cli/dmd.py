@@ -37,7 +37,7 @@ def dmd(
     save_modes: Annotated[bool, typer.Option("--save-modes", help="Write the N×r modes to OUT/modes.zarr (a second pass).")] = False,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Report directory (default traj-out/dmd-STORE).")] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print the summary as JSON to stdout.")] = False,
-    method: Annotated[str, typer.Option(help="auto, gram or randomized (range finder for very long runs).")] = "auto",
+    method: Annotated[str, typer.Option(help="auto (by a cost model; the JSON says which and why), gram, randomized (range finder) or svd (in memory).")] = "auto",
     power_iterations: Annotated[int, typer.Option(help="Power iterations of the randomized method.")] = 4,
     backend: BackendOption = "numpy",
     device: DeviceOption = "cpu",
@@ -94,4 +94,8 @@ def dmd(
         )
         top = ", ".join(f"{abs(v):.4f}" for v in result.eigenvalues[:6])
         out_console.print(f"  leading |λ|: {top}")
+        if result.choice is not None:
+            out_console.print(f"  method {result.choice.method}: {m(result.choice.reason)}")
+        if result.operator.rank_note:
+            out_console.print(f"  {m(result.operator.rank_note)}")
         err_console.print(f"[green]report[/green] {m(target)}/report.html")

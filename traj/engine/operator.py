@@ -29,8 +29,8 @@ from numpy.typing import DTypeLike
 from ..checks import check_int
 from ..errors import NotApplicableError, ParameterError, RankUnavailableError, WindowTooShortError
 
-__all__ = ["ReducedOperator", "Truncation", "check_rank", "eigen", "fix_signs", "gavish_donoho_threshold",
-           "precision_floor", "singular_values_from_gram", "truncate", "ModeClass", "NEUTRAL", "STABLE", "UNSTABLE"]
+__all__ = ["ReducedOperator", "Truncation", "check_rank", "eigen", "eigenvalue_errors", "fix_signs",
+           "gavish_donoho_threshold", "precision_floor", "RESOLVED", "singular_values_from_gram", "truncate", "ModeClass", "NEUTRAL", "STABLE", "UNSTABLE"]
 
 ModeClass = Literal["neutral", "stable", "unstable"]
 NEUTRAL: ModeClass = "neutral"
@@ -41,6 +41,8 @@ Source = Literal["gram", "svd"]
 #: What to do with an explicit rank above the available directions: refuse, or keep what there is and say so.
 Excess = Literal["raise", "reduce"]
 RankRequest = int | Literal["auto", "all"] | None
+#: Error estimate (absolute, |λ| ~ 1) up to which "auto" on the Gram path keeps a mode (methods.md §1, step 2).
+RESOLVED = 1e-6
 
 
 def check_rank(rank: int | str | None, name: str = "rank") -> int | str | None:
@@ -167,6 +169,54 @@ def truncate(
     return Truncation(max(1, available), requested, available, floor, note=f"{parameter} {why}: kept {max(1, available)}")
 
 
+def eigenvalue_errors(sigma: np.ndarray, atilde: np.ndarray, left: np.ndarray, right: np.ndarray | None = None, *,
+                      source: Source) -> np.ndarray:
+    """A first-order estimate of each eigenvalue's rounding error (methods.md §1, step 5).
+
+    δλk = lk δÃ wk for a perturbation δÃ of Ã (W's columns wk, L = W⁻¹'s rows lk), so
+    |δλk| ≲ Σij |lki| Eij |wjk| with Eij the rounding of Ãij by the path that built it. Ã =
+    Σr⁻¹Vrᵀ(XᵀY)VrΣr⁻¹: from the Gram, exact to ~ε·σ1², Eij = ε·√T·σ1²/(σiσj) (the Gram squares
+    the condition number); from an SVD of X, backward stable, Eij = ε·√T·σ1/σj. Both are scaled by
+    max(1, ‖Ã‖₂). The data's own rounding (float32 storage) is a property of the data, not of the
+    method, and is not included.
+    """
+    r = atilde.shape[0]
+    n_sigma = len(sigma)
+    sigma = np.asarray(sigma, dtype=np.float64)[:r]
+    if r == 0 or not sigma[0] > 0:
+        return np.zeros(r)
+    if right is None:
+        right = np.linalg.inv(left)
+    u = float(np.finfo(np.float64).eps) * np.sqrt(n_sigma) * max(1.0, float(np.linalg.norm(atilde, 2)))
+    with np.errstate(divide="ignore", over="ignore"):
+        scale = sigma[0] / sigma
+        e = u * (np.outer(scale, scale) if source == "gram" else np.broadcast_to(scale, (r, r)))
+    return np.einsum("ki,ij,jk->k", np.abs(left), e, np.abs(right))
+
+
+def _resolved(cut: Truncation, sigma: np.ndarray, atilde: np.ndarray, tolerance: float) -> Truncation:
+    """``cut`` lowered to the largest rank whose eigenvalues all have error estimates <= ``tolerance``.
+
+    Ã of rank r' is the leading r'×r' block of Ã (its basis is the leading r' columns of V),
+    so the cut needs no new pass: a bisection over r' on small eigenproblems.
+    """
+
+    def worst(r: int) -> float:
+        block = atilde[:r, :r]
+        _, right, left = eigen(block)
+        return float(eigenvalue_errors(sigma, block, left, right, source="gram").max())
+
+    if cut.rank <= 1 or worst(cut.rank) <= tolerance:
+        return cut
+    lo, hi = 1, cut.rank  # worst(lo) is accepted (rank 1 always is), worst(hi) is not
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if worst(mid) <= tolerance else (lo, mid)
+    note = (f"auto kept {lo} of {cut.rank} modes: beyond {lo} the Gram resolves the eigenvalues only to worse than "
+            f"{tolerance:.0e} (σ{lo + 1}/σ1 = {sigma[lo] / sigma[0]:.1e}; an SVD of the data resolves them)")
+    return replace(cut, rank=lo, note=note)
+
+
 def fix_signs(v: np.ndarray, *others: np.ndarray) -> tuple[np.ndarray, ...]:
     """Flip each column of ``v`` (and the same columns of ``others``) so that its largest-magnitude
     entry is positive: deterministic singular vectors, as scikit-learn's ``svd_flip``."""
@@ -245,6 +295,8 @@ class ReducedOperator:
         The snapshots used, when some were left out (non-finite).
     start : int
         The snapshot the amplitudes refer to.
+    source : {"gram", "svd"}
+        How σ and V were obtained (sets :meth:`eigenvalue_errors`).
     """
 
     singular_values: np.ndarray
@@ -260,6 +312,7 @@ class ReducedOperator:
     gram_trace: float = float("nan")
     valid: np.ndarray | None = None
     start: int = 0
+    source: Source = "gram"
 
     @property
     def rank(self) -> int:
@@ -292,6 +345,7 @@ class ReducedOperator:
         dtype: DTypeLike = np.float32,
         valid: np.ndarray | None = None,
         excess: Excess = "raise",
+        resolve: float | None = None,
     ) -> ReducedOperator:
         """Exact DMD from G = DᵀD (methods.md §1).
 
@@ -310,6 +364,10 @@ class ReducedOperator:
             enter XᵀX and XᵀY; rows and columns of G for the others are ignored.
         excess : {"raise", "reduce"}
             See :func:`truncate`.
+        resolve : float, optional
+            With ``rank="auto"``: keep only as many modes as leave every eigenvalue's error estimate
+            (:func:`eigenvalue_errors`) at most this (e.g. :data:`RESOLVED`); the Truncation's note says
+            when this cut the rank.
         """
         g = np.asarray(gram, dtype=np.float64)
         if g.ndim != 2 or g.shape[0] != g.shape[1] or g.shape[0] < 3:
@@ -327,6 +385,10 @@ class ReducedOperator:
         sigma, v = singular_values_from_gram(g[np.ix_(pairs, pairs)])
         cut = truncate(sigma, rank=rank, shape=(n_features, pairs.size), dtype=dtype, source="gram", excess=excess)
         xty_v = g[np.ix_(pairs, pairs + 1)] @ v[:, : cut.rank]
+        if resolve is not None and cut.requested == "auto":
+            cut = _resolved(cut, sigma, v[:, : cut.rank].T @ xty_v / np.outer(sigma[: cut.rank], sigma[: cut.rank]),
+                            resolve)
+            xty_v = xty_v[:, : cut.rank]
         op = cls.from_svd(sigma, v[:, : cut.rank], xty_v, lambda c: g @ c, float(np.trace(g)), truncation=cut,
                           y_rows=pairs + 1, n_snapshots=t + 1,
                           start=int(np.flatnonzero(valid)[0]) if valid is not None else 0)
@@ -366,7 +428,7 @@ class ReducedOperator:
         r = cut.rank
         atilde = u[:, :r].T @ y @ v[:, :r] / sigma[:r]
         eigenvalues, w, left = eigen(atilde)
-        return cls(sigma, cut, v[:, :r], atilde, eigenvalues, w, left)
+        return cls(sigma, cut, v[:, :r], atilde, eigenvalues, w, left, source="svd")
 
     @classmethod
     def from_svd(
@@ -381,6 +443,8 @@ class ReducedOperator:
         y_rows: np.ndarray | None = None,
         n_snapshots: int | None = None,
         start: int = 0,
+        atilde: np.ndarray | None = None,
+        source: Source = "gram",
     ) -> ReducedOperator:
         """Exact DMD from the SVD of X and products with G (methods.md §1, steps 3-5).
 
@@ -401,13 +465,19 @@ class ReducedOperator:
         y_rows, n_snapshots, start : optional
             The snapshots Y's columns are (default 1..T), how many snapshots the window has,
             and the snapshot the amplitudes refer to (b = Φ⁺θ_start).
+        atilde : ndarray of shape (r, r), optional
+            Ã computed by the caller (an SVD path: Urᵀ Y Vr Σr⁻¹, without the Gram's squared
+            condition number); by default from ``xty_basis``.
+        source : {"gram", "svd"}
+            How σ and V were obtained.
         """
         r = truncation.rank
         t = basis.shape[0]
         y_rows = np.arange(1, t + 1) if y_rows is None else np.asarray(y_rows)
         n_snapshots = t + 1 if n_snapshots is None else n_snapshots
         sr = sigma[:r]
-        atilde = (basis.T @ xty_basis) / np.outer(sr, sr)
+        if atilde is None:
+            atilde = (basis.T @ xty_basis) / np.outer(sr, sr)
         eigenvalues, w, left = eigen(atilde)
         c = np.zeros((n_snapshots, r), dtype=np.complex128)
         c[y_rows] = (basis / sr) @ w  # Φ = Y V Σ⁻¹ W, Y = D[:, 1:]
@@ -416,7 +486,52 @@ class ReducedOperator:
         phi_h_theta0 = gram_c[start].conj()  # Φᴴθ0 = Cᴴ G[:, 0]
         amplitudes = np.linalg.lstsq(phi_h_phi, phi_h_theta0, rcond=None)[0]
         return cls(np.asarray(sigma), truncation, basis, atilde, eigenvalues, w, left, c, amplitudes, gram_c,
-                   float(gram_trace), None, start)
+                   float(gram_trace), None, start, source)
+
+    @classmethod
+    def from_data(
+        cls,
+        window: np.ndarray,
+        *,
+        rank: RankRequest = "auto",
+        dtype: DTypeLike = np.float32,
+        excess: Excess = "raise",
+    ) -> ReducedOperator:
+        """Exact DMD of a trajectory held in memory, by an SVD of X itself (methods.md §1).
+
+        Parameters
+        ----------
+        window : ndarray of shape (T+1, N)
+            The snapshots θ0..θT as rows, float64.
+        rank, dtype, excess
+            See :meth:`from_gram` (the floor is the SVD's: :func:`precision_floor` with source "svd").
+
+        σ, V and Ã = Urᵀ Y Vr Σr⁻¹ come from the SVD of X (accuracy of an SVD: the ranks it
+        resolves are allowed, not only those the Gram resolves); amplitudes b = Φ⁺θ0 by least
+        squares on Φ = D C, as PyDMD computes them. G = DᵀD serves the reconstruction error.
+        """
+        d = np.asarray(window, dtype=np.float64)
+        if d.ndim != 2 or d.shape[0] < 3:
+            raise WindowTooShortError(f"DMD needs at least 3 snapshots, got {d.shape[0] if d.ndim == 2 else 0}")
+        t = d.shape[0] - 1
+        # Xᵀ = D[:-1] = V Σ Uᵀ: the SVD of the (T, N) rows, no transposed copy
+        v, sigma, ut = np.linalg.svd(d[:-1], full_matrices=False)
+        v, ut_t = fix_signs(v, ut.T)
+        cut = truncate(sigma, rank=rank, shape=(d.shape[1], t), dtype=dtype, source="svd", excess=excess)
+        r = cut.rank
+        y_v = d[1:].T @ v[:, :r]  # Y Vr, (N, r)
+        atilde = (ut_t[:, :r].T @ y_v) / sigma[:r]
+        gram = d @ d.T
+        op = cls.from_svd(sigma, v[:, :r], np.zeros((t, r)), lambda c: gram @ c, float(np.trace(gram)),
+                          truncation=cut, atilde=atilde, source="svd")
+        assert op.coefficients is not None
+        phi = d.T @ op.coefficients  # Φ = D C, (N, r)
+        amplitudes = np.linalg.lstsq(phi, d[0].astype(np.complex128), rcond=None)[0]
+        return replace(op, amplitudes=amplitudes)
+
+    def eigenvalue_errors(self) -> np.ndarray:
+        """Each eigenvalue's estimated rounding error (:func:`eigenvalue_errors`), in the eigenvalues' order."""
+        return eigenvalue_errors(self.singular_values, self.atilde, self.left, self.right, source=self.source)
 
     # ------------------------------------------------------------------ derived
     def classes(self, eps: float = 0.01) -> list[ModeClass]:

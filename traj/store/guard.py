@@ -25,6 +25,16 @@ every array's :class:`ArraySpec` and, for each key zarr asks for:
 * refuses a missing ``params`` chunk inside the committed rows (traj writes every chunk of
   every committed row, so a missing one is damage, not the fill value).
 
+``params`` and ``grads`` may be Zarr v3 sharded arrays (format version 2): one
+``sharding_indexed`` codec whose inner codecs follow the same rule, a ``bytes`` + ``crc32c``
+index at the end of each shard, inner chunks that divide the shard, a decoded inner chunk of at
+most :data:`MAX_CHUNK_BYTES`, at most :data:`MAX_CHUNKS_PER_SHARD` of them and a decoded shard
+of at most :data:`MAX_SHARD_BYTES`. A shard file is bounded by its inner chunks' stored bound
+plus the index; its index is checked before any offset in it is used (checksum, every entry
+inside the data part of the file, no two chunks overlapping, no chunk of a committed row of
+``params`` missing) and each inner chunk's header before it is decoded. Zarr's partial reads
+(the index as a suffix, then inner chunks by byte range) are served by reading only that range.
+
 Metadata documents are bounded too (:data:`MAX_GROUP_JSON_BYTES`, :data:`MAX_ARRAY_JSON_BYTES`).
 The checks assume the store does not change while it is read (a store is not an adversary
 racing the reader); the real-path check is cached per directory.
@@ -42,9 +52,11 @@ import struct
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import google_crc32c
 import numpy as np
 from zarr.abc.store import ByteRequest, OffsetByteRequest, RangeByteRequest, SuffixByteRequest
 from zarr.core.buffer import Buffer, BufferPrototype
@@ -58,13 +70,19 @@ __all__ = [
     "GuardedStore",
     "MAX_ARRAY_JSON_BYTES",
     "MAX_CHUNK_BYTES",
+    "MAX_CHUNKS_PER_SHARD",
     "MAX_GROUP_JSON_BYTES",
+    "MAX_SHARD_BYTES",
     "MAX_SERIES_CHUNK_BYTES",
     "parse_array_metadata",
 ]
 
 #: Largest decoded chunk of ``params``/``grads`` accepted (traj writes ~1 MiB chunks).
 MAX_CHUNK_BYTES = 64 << 20
+#: Largest decoded shard of ``params``/``grads`` (traj writes ~4 MiB shards).
+MAX_SHARD_BYTES = 256 << 20
+#: Most inner chunks in one shard (the index is 16 bytes per inner chunk).
+MAX_CHUNKS_PER_SHARD = 1 << 16
 #: Largest decoded chunk of a 1-D series (traj writes 4096 values = 32 KiB).
 MAX_SERIES_CHUNK_BYTES = 8 << 20
 #: Largest group ``zarr.json`` (it holds the layout: ~100 bytes per parameter tensor).
@@ -75,26 +93,43 @@ MAX_ARRAY_JSON_BYTES = 1 << 20
 _BLOSC_OVERHEAD = 16  # c-blosc 1: header bytes; a chunk that does not compress is stored verbatim after it
 _ZSTD_MAGIC = 0xFD2FB528
 _CODECS = ("blosc", "zstd")
+#: An empty entry of a shard index (offset and length both).
+EMPTY_ENTRY = 2**64 - 1
+_INDEX_CODECS = [{"name": "bytes", "configuration": {"endian": "little"}}, {"name": "crc32c"}]
 
 
 @dataclass(frozen=True)
 class ArraySpec:
-    """What a guarded read of one array may return: its validated zarr v3 metadata."""
+    """What a guarded read of one array may return: its validated zarr v3 metadata.
+
+    ``chunks`` is the chunk grid (the shard shape of a sharded array); ``inner`` the inner
+    chunk shape of a sharded array (None otherwise). ``codec`` compresses each (inner) chunk.
+    """
 
     name: str
     shape: tuple[int, ...]
     chunks: tuple[int, ...]
     dtype: np.dtype
     codec: str  # "bytes" (no compression), "blosc" or "zstd"
+    inner: tuple[int, ...] | None = None
 
     @property
+    def sharded(self) -> bool:
+        return self.inner is not None
+
+    @cached_property
+    def unit(self) -> tuple[int, ...]:
+        """Shape of one encoded chunk (the inner chunk of a shard)."""
+        return self.inner if self.inner is not None else self.chunks
+
+    @cached_property
     def chunk_nbytes(self) -> int:
-        """Decoded bytes of one chunk (edge chunks are stored full size)."""
-        return math.prod(self.chunks) * self.dtype.itemsize
+        """Decoded bytes of one (inner) chunk (edge chunks are stored full size)."""
+        return math.prod(self.unit) * self.dtype.itemsize
 
-    @property
-    def max_stored_bytes(self) -> int:
-        """The largest file the codec can legitimately produce for one chunk."""
+    @cached_property
+    def max_chunk_stored(self) -> int:
+        """The largest encoding the codec can legitimately produce for one (inner) chunk."""
         n = self.chunk_nbytes
         if self.codec == "blosc":
             return n + _BLOSC_OVERHEAD
@@ -102,9 +137,32 @@ class ArraySpec:
             return n + (n >> 8) + ((128 * 1024 - n) >> 11 if n < 128 * 1024 else 0) + 32
         return n
 
-    def check_chunk(self, data: bytes, where: str) -> None:
-        """Refuse a chunk whose bytes cannot decode to exactly one chunk of this array."""
+    @cached_property
+    def chunks_per_shard(self) -> tuple[int, ...]:
+        if self.inner is None:
+            return tuple(1 for _ in self.chunks)
+        return tuple(s // c for s, c in zip(self.chunks, self.inner, strict=True))
+
+    @cached_property
+    def n_inner(self) -> int:
+        return math.prod(self.chunks_per_shard)
+
+    @cached_property
+    def index_nbytes(self) -> int:
+        """Bytes of a shard's index: (offset, length) as little-endian uint64 per inner chunk, then a crc32c."""
+        return 16 * self.n_inner + 4
+
+    @cached_property
+    def max_stored_bytes(self) -> int:
+        """The largest file one chunk (or one shard) may be."""
+        if self.inner is None:
+            return self.max_chunk_stored
+        return self.n_inner * self.max_chunk_stored + self.index_nbytes
+
+    def check_chunk(self, data: bytes | memoryview, where: str) -> None:
+        """Refuse a chunk whose bytes cannot decode to exactly one (inner) chunk of this array."""
         expected = self.chunk_nbytes
+        unit = list(self.unit)
         if self.codec == "bytes":
             if len(data) != expected:
                 raise DamagedStoreError(f"{where}: {len(data)} bytes, an uncompressed chunk holds {expected}")
@@ -116,7 +174,7 @@ class ArraySpec:
             if nbytes != expected:
                 raise DamagedStoreError(
                     f"{where}: the Blosc header declares {nbytes} decoded bytes, the chunk shape "
-                    f"{list(self.chunks)} of {self.dtype.name} holds {expected}"
+                    f"{unit} of {self.dtype.name} holds {expected}"
                 )
             if cbytes != len(data):
                 raise DamagedStoreError(f"{where}: the Blosc header declares {cbytes} compressed bytes, the file has {len(data)}")
@@ -129,8 +187,77 @@ class ArraySpec:
         if declared != expected:
             raise DamagedStoreError(
                 f"{where}: the zstd frame declares {declared} decoded bytes, the chunk shape "
-                f"{list(self.chunks)} of {self.dtype.name} holds {expected}"
+                f"{unit} of {self.dtype.name} holds {expected}"
             )
+
+    def check_index(self, raw: bytes | memoryview, file_size: int, where: str,
+                    required: np.ndarray | None = None) -> np.ndarray:
+        """The (n_inner, 2) offsets and lengths of a shard's index, refused unless every entry is sound.
+
+        ``raw`` is the index (the last :attr:`index_nbytes` of a file of ``file_size`` bytes).
+        Every non-empty entry must lie inside the data part of the file, declare at most
+        :attr:`max_chunk_stored` bytes and overlap no other; ``required`` (boolean, one per
+        inner chunk) marks chunks that must be present (committed snapshots of ``params``).
+        """
+        if len(raw) != self.index_nbytes or file_size < self.index_nbytes:
+            raise DamagedStoreError(f"{where}: too short for a shard index of {self.n_inner} inner chunks")
+        body = bytes(raw[:-4])
+        if struct.pack("<I", google_crc32c.value(body)) != bytes(raw[-4:]):
+            raise DamagedStoreError(f"{where}: the shard index checksum does not match (the shard is damaged)")
+        entries = np.frombuffer(body, dtype="<u8").reshape(self.n_inner, 2)
+        empty = entries[:, 0] == EMPTY_ENTRY
+        if not np.array_equal(empty, entries[:, 1] == EMPTY_ENTRY):
+            raise DamagedStoreError(f"{where}: the shard index holds a half-empty entry")
+        if required is not None and (empty & required).any():
+            k = int(np.flatnonzero(empty & required)[0])
+            raise DamagedStoreError(f"{where}: inner chunk {k} of committed snapshots is missing from the shard")
+        offsets, lengths = entries[~empty, 0], entries[~empty, 1]
+        data_end = file_size - self.index_nbytes
+        if lengths.size:
+            too_long = lengths > self.max_chunk_stored
+            if (lengths == 0).any() or too_long.any():
+                bad = int(lengths[too_long][0]) if too_long.any() else 0
+                raise DamagedStoreError(
+                    f"{where}: the shard index declares an inner chunk of {bad} bytes "
+                    f"(1 to {self.max_chunk_stored} allowed)"
+                )
+            if (offsets > data_end).any() or (lengths > data_end - np.minimum(offsets, data_end)).any():
+                raise DamagedStoreError(
+                    f"{where}: the shard index points past the end of the chunk data ({data_end} bytes before the index)"
+                )
+            order = np.argsort(offsets, kind="stable")
+            starts, stops = offsets[order], offsets[order] + lengths[order]
+            if (starts[1:] < stops[:-1]).any():
+                raise DamagedStoreError(f"{where}: the shard index declares overlapping inner chunks")
+        return entries
+
+    def check_shard(self, data: bytes, where: str, required: np.ndarray | None = None) -> None:
+        """Refuse a whole shard unless its index and every inner chunk's header are sound."""
+        entries = self.check_index(memoryview(data)[-self.index_nbytes :] if len(data) >= self.index_nbytes else data,
+                                   len(data), where, required)
+        view = memoryview(data)
+        for k, (offset, length) in enumerate(entries):
+            if offset != EMPTY_ENTRY:
+                self.check_chunk(view[int(offset) : int(offset) + int(length)], f"{where} (inner chunk {k})")
+
+    def required_inner(self, coords: str, committed: int | None) -> np.ndarray | None:
+        """Which inner chunks of the shard at ``coords`` must be present: those holding a committed row
+        and a column inside the array (traj writes every one of them)."""
+        if not self.sharded or not committed:
+            return None
+        parts = coords.split("/")
+        if len(parts) != len(self.chunks) or not all(p.isdigit() for p in parts):
+            return None
+        grid = [int(p) for p in parts]
+        masks = []
+        for axis, (g, size, inner, total) in enumerate(zip(grid, self.chunks, self.unit, self.shape, strict=True)):
+            starts = g * size + inner * np.arange(size // inner)
+            limit = committed if axis == 0 else total
+            masks.append(starts < limit)
+        required = masks[0]
+        for mask in masks[1:]:
+            required = np.logical_and.outer(required, mask)
+        return np.asarray(required).reshape(-1)
 
 
 def _zstd_content_size(data: bytes) -> int | None:
@@ -224,15 +351,59 @@ def parse_array_metadata(
         raise DamagedStoreError(f"{label}: unsupported chunk key encoding {encoding!r}"[:300])
     if meta.get("storage_transformers", []) != []:
         raise DamagedStoreError(f"{label}: storage transformers are not supported")
-    codec = _parse_codecs(meta.get("codecs"), label)
-    spec = ArraySpec(name, tuple(shape), tuple(chunks), np.dtype(dtype_name), codec)
+    codecs = meta.get("codecs")
+    inner = None
+    if isinstance(codecs, list) and codecs and isinstance(codecs[0], dict) and codecs[0].get("name") == "sharding_indexed":
+        if rank != 2:
+            raise DamagedStoreError(f"{label}: sharding is supported for 'params' and 'grads' only")
+        codecs, inner = _parse_sharding(codecs, tuple(chunks), label)
+    codec = _parse_codecs(codecs, label)
+    spec = ArraySpec(name, tuple(shape), tuple(chunks), np.dtype(dtype_name), codec, inner)
     limit = MAX_CHUNK_BYTES if rank > 1 else MAX_SERIES_CHUNK_BYTES
     if spec.chunk_nbytes > limit:
         raise DamagedStoreError(
-            f"{label}: chunks of {list(spec.chunks)} {dtype_name} ({spec.chunk_nbytes} bytes) exceed the "
+            f"{label}: chunks of {list(spec.unit)} {dtype_name} ({spec.chunk_nbytes} bytes) exceed the "
             f"{limit >> 20} MiB traj reads"
         )
+    if inner is not None:
+        if spec.n_inner > MAX_CHUNKS_PER_SHARD:
+            raise DamagedStoreError(f"{label}: shards of {spec.n_inner} inner chunks exceed the {MAX_CHUNKS_PER_SHARD} traj reads")
+        shard_bytes = math.prod(spec.chunks) * spec.dtype.itemsize
+        if shard_bytes > MAX_SHARD_BYTES:
+            raise DamagedStoreError(
+                f"{label}: shards of {list(spec.chunks)} {dtype_name} ({shard_bytes} bytes) exceed the "
+                f"{MAX_SHARD_BYTES >> 20} MiB traj reads"
+            )
     return spec
+
+
+def _parse_sharding(codecs: list[Any], shard: tuple[int, ...], label: str) -> tuple[Any, tuple[int, ...]]:
+    """The inner codecs and inner chunk shape of a ``sharding_indexed`` codec, as traj writes it."""
+    config = codecs[0].get("configuration")
+    if len(codecs) != 1 or not isinstance(config, dict):
+        raise DamagedStoreError(f"{label}: invalid sharding configuration (one 'sharding_indexed' codec, nothing after it)")
+    inner = config.get("chunk_shape")
+    if (
+        not isinstance(inner, list)
+        or len(inner) != len(shard)
+        or not all(_int(c) and c >= 1 for c in inner)
+        or any(s % c for s, c in zip(shard, inner, strict=True))
+    ):
+        raise DamagedStoreError(f"{label}: invalid sharding configuration (inner chunks {inner!r} must divide the shards {list(shard)})"[:300])
+    index_codecs = config.get("index_codecs")
+    if not isinstance(index_codecs, list) or [
+        {k: v for k, v in c.items() if not (k == "configuration" and v == {})} if isinstance(c, dict) else c
+        for c in index_codecs
+    ] != _INDEX_CODECS:
+        raise DamagedStoreError(f"{label}: invalid sharding configuration (the index must be 'bytes' little endian, then 'crc32c')")
+    if config.get("index_location", "end") != "end":
+        raise DamagedStoreError(f"{label}: invalid sharding configuration (traj reads shards whose index is at the end)")
+    inner_codecs = config.get("codecs")
+    if isinstance(inner_codecs, list) and inner_codecs and isinstance(inner_codecs[0], dict):
+        first = inner_codecs[0].get("configuration", {})
+        if isinstance(first, dict) and first.get("endian", "little") != "little":
+            raise DamagedStoreError(f"{label}: invalid sharding configuration (inner chunks must be little endian)")
+    return inner_codecs, tuple(inner)
 
 
 def _parse_codecs(codecs: Any, label: str) -> str:
@@ -285,9 +456,22 @@ class GuardedStore(LocalStore):
         """Chunks of ``name`` holding any of its first ``rows`` rows must exist (a missing one is damage)."""
         self._committed[name] = rows
 
+    def spec(self, name: str) -> ArraySpec | None:
+        """The checked metadata of array ``name`` (None when it was not registered)."""
+        return self._specs.get(name)
+
+    def committed_rows(self, name: str) -> int:
+        """Rows of ``name`` whose chunks must all exist (0 when none are required)."""
+        return self._committed.get(name, 0)
+
+    @property
+    def label(self) -> str:
+        return self._label
+
     # ------------------------------------------------------------------ reading
-    def read_file(self, key: str, limit: int) -> bytes | None:
-        """The bytes of ``key`` (None when absent), from a regular file inside the store of at most ``limit`` bytes."""
+    def open_file(self, key: str, limit: int) -> tuple[int, int] | None:
+        """An open descriptor and the size of ``key`` (None when absent): a regular file inside the
+        store of at most ``limit`` bytes, never a symlink, FIFO or device. The caller closes it."""
         where = f"{self._label}: {key}"
         path = os.path.join(self.root, key)
         parent = os.path.dirname(path)
@@ -320,8 +504,24 @@ class GuardedStore(LocalStore):
                 raise DamagedStoreError(f"{where}: a symbolic link, not a file") from None
             raise DamagedStoreError(f"{where}: cannot be read ({exc.strerror or exc})") from None
         try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
+            now = os.fstat(fd)
+            if not stat.S_ISREG(now.st_mode):
                 raise DamagedStoreError(f"{where}: not a regular file")
+            if now.st_size > limit:
+                raise DamagedStoreError(f"{where}: more than the {limit} bytes its array allows")
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd, now.st_size
+
+    def read_file(self, key: str, limit: int) -> bytes | None:
+        """The bytes of ``key`` (None when absent), from a regular file inside the store of at most ``limit`` bytes."""
+        opened = self.open_file(key, limit)
+        if opened is None:
+            return None
+        fd, _ = opened
+        where = f"{self._label}: {key}"
+        try:
             parts = []
             left = limit + 1  # one byte more than allowed tells a file that grew
             while left > 0:
@@ -362,19 +562,55 @@ class GuardedStore(LocalStore):
             spec = self._specs.get(name) if sep else None
             if spec is None:
                 raise DamagedStoreError(f"{self._label}: traj does not read {key!r} (not a chunk of a checked array)")
+            if spec.sharded:
+                return self._shard_get(key, spec, coords, byte_range)
             data = self.read_file(key, spec.max_stored_bytes)
             if data is None:
-                rows = self._committed.get(name)
-                first_row = _first_row(coords, spec)
-                if rows is not None and first_row is not None and first_row < rows:
-                    raise DamagedStoreError(
-                        f"{self._label}: chunk {key} of committed snapshots is missing (the store is damaged)"
-                    )
+                self._check_absent(key, spec, coords)
                 return None
             spec.check_chunk(data, f"{self._label}: {key}")
         if data is None or byte_range is None:
             return data
         return _slice(data, byte_range)
+
+    def _check_absent(self, key: str, spec: ArraySpec, coords: str) -> None:
+        rows = self._committed.get(spec.name)
+        first_row = _first_row(coords, spec)
+        if rows is not None and first_row is not None and first_row < rows:
+            raise DamagedStoreError(f"{self._label}: chunk {key} of committed snapshots is missing (the store is damaged)")
+
+    def _shard_get(self, key: str, spec: ArraySpec, coords: str, byte_range: ByteRequest | None) -> bytes | None:
+        """A whole shard (index and every inner chunk header checked), its index (a suffix of exactly
+        the index size, checked), or one inner chunk (a range, its header checked); nothing else."""
+        where = f"{self._label}: {key}"
+        required = spec.required_inner(coords, self._committed.get(spec.name))
+        if byte_range is None:
+            data = self.read_file(key, spec.max_stored_bytes)
+            if data is None:
+                self._check_absent(key, spec, coords)
+                return None
+            spec.check_shard(data, where, required)
+            return data
+        opened = self.open_file(key, spec.max_stored_bytes)
+        if opened is None:
+            self._check_absent(key, spec, coords)
+            return None
+        fd, size = opened
+        try:
+            if isinstance(byte_range, SuffixByteRequest) and byte_range.suffix == spec.index_nbytes:
+                data = _pread_exact(fd, spec.index_nbytes, size - spec.index_nbytes, where) if size >= spec.index_nbytes else b""
+                spec.check_index(data, size, where, required)
+                return data
+            if isinstance(byte_range, RangeByteRequest):
+                start, stop = byte_range.start, byte_range.end
+                if not 0 <= start < stop <= size - spec.index_nbytes or stop - start > spec.max_chunk_stored:
+                    raise DamagedStoreError(f"{where}: bytes {start}..{stop} are not an inner chunk of this shard")
+                data = _pread_exact(fd, stop - start, start, where)
+                spec.check_chunk(data, where)
+                return data
+            raise DamagedStoreError(f"{where}: traj does not serve {byte_range!r} of a shard")
+        finally:
+            os.close(fd)
 
     def get_sync(self, key: str, *, prototype: BufferPrototype | None = None,
                  byte_range: ByteRequest | None = None) -> Buffer | None:
@@ -418,6 +654,16 @@ class GuardedStore(LocalStore):
 
     def __repr__(self) -> str:
         return f"GuardedStore({str(self.root)!r})"
+
+
+def _pread_exact(fd: int, length: int, offset: int, where: str) -> bytes:
+    try:
+        data = os.pread(fd, length, offset)
+    except OSError as exc:
+        raise DamagedStoreError(f"{where}: cannot be read ({exc.strerror or exc})") from None
+    if len(data) != length:
+        raise DamagedStoreError(f"{where}: shorter than its index says (the file changed or is damaged)")
+    return data
 
 
 def _first_row(coords: str, spec: ArraySpec) -> int | None:

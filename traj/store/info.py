@@ -83,10 +83,11 @@ def describe(store: RunStore, *, scan: bool = True, progress: Callable[[int, int
             f"damaged: {store.shortfall}; analyses and appends refuse this store (keep a copy; "
             "restore the lost chunk from a backup, or record the run again)"
         )
-    elif uncommitted and not writer_active:
+    elif (uncommitted or store.attrs.get("state") == "open") and not writer_active:
+        past = f" ({uncommitted} row(s) past the last committed snapshot)" if uncommitted else ""
         health.append(
-            f"{uncommitted} allocated row(s) past the last committed snapshot: the recording was interrupted "
-            "(the committed snapshots are intact; appending to the store resumes it)"
+            f"the recording was interrupted: the store was never closed{past}; the committed snapshots are "
+            "intact and appending to the store resumes it"
         )
     partial = sum(1 for _ in store.path.rglob("*.partial"))
     if partial:

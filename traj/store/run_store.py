@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import DamagedStoreError, StoreFormatError, StoreNotFoundError, TrajError
 from .lock import is_locked
-from .schema import FORMAT_NAME, FORMAT_VERSION, UNCOMMITTED_STEP, Layout, check_dtype
+from .schema import FORMAT_NAME, READABLE_VERSIONS, UNCOMMITTED_STEP, Layout, check_dtype
 
 __all__ = ["RunStore", "open_store", "DEFAULT_BLOCK_BYTES"]
 
@@ -85,15 +85,18 @@ class RunStore:
         self.path = Path(path)
         _check_directory(self.path)
         self._store = GuardedStore(self.path, label=str(self.path))
+        self._specs: dict[str, Any] = {}
         self.attrs: dict[str, Any] = self._group_attributes(self._store.read_file("zarr.json", MAX_GROUP_JSON_BYTES))
         marker = self.attrs.get("traj")
         if not isinstance(marker, dict) or marker.get("format") != FORMAT_NAME:
             raise StoreFormatError(f"{self.path}: a Zarr group, but not a traj run store (no 'traj' format marker)")
         version = marker.get("version")
-        if version != FORMAT_VERSION:
+        if version not in READABLE_VERSIONS or isinstance(version, bool):
             raise StoreFormatError(
-                f"{self.path}: run-store format version {version!r}; this traj reads version {FORMAT_VERSION}"
+                f"{self.path}: run-store format version {version!r}; this traj reads versions "
+                f"{', '.join(str(v) for v in READABLE_VERSIONS)}"
             )
+        self.format_version: int = version
         self.layout = Layout.from_attrs(self.attrs.get("layout"))
         self._params = self._array("params", 2, _SNAPSHOT_DTYPES)
         self.dtype = np.dtype(check_dtype(str(self._params.dtype)))
@@ -165,6 +168,7 @@ class RunStore:
             return None
         spec = parse_array_metadata(raw, name, rank=rank, dtypes=dtypes, where=str(self.path))
         self._store.register(spec)
+        self._specs[name] = spec
         try:
             array = zarr.open_array(store=self._store, path=name, mode="r", zarr_format=3)
         except TrajError:
@@ -172,7 +176,7 @@ class RunStore:
         except Exception as exc:  # zarr's own checks (fill value, codec configuration)
             raise DamagedStoreError(f"{self.path}: '{name}' has invalid metadata ({_first_line(exc)})") from None
         # A live recorder may resize the array in between (shape only); chunks and dtype never change.
-        if tuple(array.chunks) != spec.chunks or np.dtype(array.dtype) != spec.dtype or array.ndim != rank:
+        if tuple(array.chunks) != spec.unit or np.dtype(array.dtype) != spec.dtype or array.ndim != rank:
             raise DamagedStoreError(f"{self.path}: '{name}' changed while it was opened")
         return array
 
@@ -203,7 +207,7 @@ class RunStore:
         """Refuse an N that the chunk files cannot hold: the first row of chunks must all be there."""
         if not self.n_snapshots:
             return
-        n_chunk = self._params.chunks[1]
+        n_chunk = self._specs["params"].chunks[1]  # the chunk grid (shards of a sharded array)
         needed = -(-self.n_params // n_chunk)
         directory = self.path / "params" / "c" / "0"
         found = 0
@@ -227,7 +231,7 @@ class RunStore:
         crash may leave rows allocated past the last written chunk (the writer grows arrays by
         half), so the bound is generous: twice the rows ``params`` has files for, or a million more.
         """
-        t_chunk = self._params.chunks[0]
+        t_chunk = self._specs["params"].chunks[0]
         last = -1
         try:
             with os.scandir(self.path / "params" / "c") as entries:
@@ -278,8 +282,18 @@ class RunStore:
         return values.astype(dtype, copy=False)
 
     def zarr_array(self, array: str = "params") -> Any:
-        """The guarded zarr array of ``params`` or ``grads`` (for dask; rows past the committed ones are not data)."""
-        return self._data(array)
+        """The guarded zarr array of ``params`` or ``grads`` (for dask; rows past the committed ones are not data).
+
+        For a sharded store it is a :class:`~traj.store.shards.ShardedArray`: its ``chunks`` are
+        the shards (one dask task per shard, not per 16 KiB inner chunk) and its rectangular
+        reads go through traj's shard reader.
+        """
+        data = self._data(array)
+        if self._specs[array].sharded:
+            from .shards import ShardedArray
+
+            return ShardedArray.of(data)
+        return data
 
     @property
     def n_params(self) -> int:
@@ -292,7 +306,14 @@ class RunStore:
 
     @property
     def chunks(self) -> tuple[int, int]:
-        return tuple(self._params.chunks)  # type: ignore[return-value]
+        """Shape of one chunk of ``params``: what is compressed (and decoded) as one unit."""
+        return tuple(self._specs["params"].unit)  # type: ignore[return-value]
+
+    @property
+    def shards(self) -> tuple[int, int] | None:
+        """Shape of one shard file of ``params`` (format version 2), None for an unsharded store."""
+        spec = self._specs["params"]
+        return tuple(spec.chunks) if spec.sharded else None  # type: ignore[return-value]
 
     @property
     def has_grads(self) -> bool:
@@ -376,10 +397,36 @@ class RunStore:
         data = self._data(array)
         if columns is None:
             columns = slice(0, self.n_params)
+        reader = self._shard_reader(array)
+        if reader is not None:
+            try:
+                if isinstance(columns, slice):
+                    start, stop, step = columns.indices(self.n_params)
+                    if step == 1:
+                        cols = slice(start, max(start, stop))
+                        return self._guarded(lambda: np.ascontiguousarray(reader.read(rows, cols)), rows)
+                else:
+                    index = np.asarray(columns, dtype=np.int64)
+                    if index.size and (index.min() < -self.n_params or index.max() >= self.n_params):
+                        raise IndexError(f"column index out of range for {self.n_params} parameters")
+                    return self._guarded(lambda: reader.read_columns(rows, index % max(1, self.n_params)), rows)
+            finally:
+                reader.close()
         if isinstance(columns, slice):
             return self._guarded(lambda: data[rows, columns], rows)
         index = np.asarray(columns, dtype=np.int64)
         return self._guarded(lambda: data.get_orthogonal_selection((rows, index)), rows)
+
+    def _shard_reader(self, array: str) -> Any:
+        """A fresh :class:`~traj.store.shards.ShardReader` of a sharded ``params``/``grads``, else None."""
+        spec = self._specs.get(array)
+        if spec is None or not spec.sharded:
+            return None
+        from .shards import ShardReader
+
+        data = self._data(array)
+        required = self.n_snapshots if array == "params" else 0
+        return ShardReader(self._store, spec, fill=data.fill_value, required_rows=required, label=str(self.path))
 
     def _guarded(self, read: Callable[[], Any], rows: slice, *, what: str = "snapshots") -> np.ndarray:
         """Run a zarr read; a corrupt or unreadable chunk becomes one DamagedStoreError."""
@@ -401,18 +448,27 @@ class RunStore:
             raise IndexError(f"snapshot {k} outside the {self.n_snapshots} committed snapshots")
         k %= self.n_snapshots
         data = self._data(array)
+        reader = self._shard_reader(array)
+        if reader is not None:
+            try:
+                return self._guarded(lambda: reader.read(slice(k, k + 1), slice(0, self.n_params))[0].copy(), slice(k, k + 1))
+            finally:
+                reader.close()
         return self._guarded(lambda: data[k, :], slice(k, k + 1))
 
     def block_columns(self, n_rows: int, *, block_bytes: int = DEFAULT_BLOCK_BYTES) -> int:
         """A block width that keeps one float64 (n_rows, width) block near ``block_bytes``.
 
         Widths are whole multiples of the chunk width when a chunk fits the budget, so no chunk
-        is decompressed twice (engineering.md: unaligned blocks cost 2x).
+        is decompressed twice (engineering.md: unaligned blocks cost 2x). Narrower budgets over a
+        sharded store split an inner chunk into equal parts, read (and decoded) once together.
         """
         n_chunk = self.chunks[1]
         width = max(1, block_bytes // max(1, n_rows * 8))
         if width >= n_chunk:
             width = (width // n_chunk) * n_chunk
+        elif self.shards is not None:
+            width = -(-n_chunk // -(-n_chunk // width))
         return min(width, self.n_params)
 
     def iter_blocks(
@@ -437,6 +493,10 @@ class RunStore:
         start, stop, _ = (columns or slice(None)).indices(self.n_params)
         n_rows = rows.stop - rows.start
         width = block_columns or self.block_columns(max(1, n_rows))
+        reader = self._shard_reader(array)
+        if reader is not None:
+            yield from self._sharded_blocks(reader, rows, start, stop, width, progress, read_bytes)
+            return
         n_chunk = self.chunks[1]
         column_bytes = max(1, n_rows) * n_chunk * self.dtype.itemsize
         if width < n_chunk and column_bytes <= read_bytes:
@@ -455,6 +515,30 @@ class RunStore:
                 done += 1
                 if progress is not None:
                     progress(done, total)
+
+    def _sharded_blocks(self, reader: Any, rows: slice, start: int, stop: int, width: int,
+                        progress: ProgressCallback | None, read_bytes: int) -> Iterator[tuple[slice, np.ndarray]]:
+        """Blocks of a sharded array: each read covers whole inner chunks (decoded once) and one or more
+        blocks; reads grow by whole bands up to a quarter of ``read_bytes`` (fewer file opens)."""
+        w = reader.chunk_width
+        unit = width if width % w == 0 else (w if width < w else -(-width // w) * w)
+        band_bytes = max(1, rows.stop - rows.start) * unit * self.dtype.itemsize
+        read_width = unit * max(1, (read_bytes // 4) // band_bytes)
+        outer = _aligned_bounds(start, stop, read_width)
+        inner = [_aligned_bounds(outer[i], outer[i + 1], width) for i in range(len(outer) - 1)]
+        total = sum(len(b) - 1 for b in inner)
+        done = 0
+        try:
+            for i, bounds in enumerate(inner):
+                read = self._guarded(lambda i=i: reader.read(rows, slice(outer[i], outer[i + 1])), rows)
+                for j in range(len(bounds) - 1):
+                    cols = slice(bounds[j], bounds[j + 1])
+                    yield cols, read[:, cols.start - outer[i] : cols.stop - outer[i]]
+                    done += 1
+                    if progress is not None:
+                        progress(done, total)
+        finally:
+            reader.close()
 
     def nonfinite_rows(self, *, rows: slice | None = None, array: str = "params", progress: ProgressCallback | None = None) -> np.ndarray:
         """Indices of snapshots that hold a NaN or Inf anywhere (one streaming pass)."""

@@ -1,11 +1,11 @@
-"""The run-store format, version 1: what is written where, and how it is checked.
+"""The run-store format, version 2 (version 1 still read and appended to): what is written where.
 
 A run store is a Zarr v3 group. Its arrays (all time-major, row k = snapshot k):
 
 ``params``  (T, N) float32 or float64  the flattened parameter vector θ of every snapshot
 ``grads``   (T, N) same dtype          optional; the gradient of the step that produced row k
 ``step``    (T,) int64                 global optimizer step; -1 (the fill value) marks a row
-                                        that was never committed
+                                        that was never committed (version 1 preallocates rows)
 ``epoch``   (T,) int64                 epoch the snapshot was taken in
 ``time``    (T,) float64               wall-clock time, Unix seconds
 ``loss``    (T,) float64               optional
@@ -13,11 +13,23 @@ A run store is a Zarr v3 group. Its arrays (all time-major, row k = snapshot k):
 
 The group's attributes hold the format marker, the parameter layout, the snapshot spacing,
 versions, the creation time, the recipe (when recorded by one) and the committed count.
-``step`` is written last for every row, so a row is committed exactly when its ``step`` is
-not -1; after a clean close every array is trimmed to the committed rows.
+
+**Version 2** stores ``params`` and ``grads`` as Zarr v3 sharded arrays (:func:`choose_shards`):
+a shard file holds one snapshot (a few stacked snapshots for rows under 1 MiB) and up to 256
+inner chunks of about 16 KiB, each compressed on its own, with the shard index at the end. A
+column band reads one contiguous byte range per shard and decodes each inner chunk once, for
+any T and N. Every array's shape is the committed count: each group commit writes the data
+first, then replaces the arrays' ``zarr.json`` (``step`` last), so a plain Zarr reader sees
+only committed snapshots at every moment. Committed rows are the leading rows of ``step``
+within the shapes of ``step`` and ``params`` whose step is not -1.
+
+**Version 1** chunks ``params`` (1, N/k) or (t, N) without sharding (:func:`choose_chunks`)
+and preallocated rows; :class:`~traj.store.RunStore` reads it as before and ``traj convert``
+rewrites it as version 2.
 
 A reader accepts nothing else (``guard.parse_array_metadata``): those dtypes, a regular chunk
-grid with ``/``-separated keys, codecs ``bytes`` then optionally one ``blosc`` or ``zstd``.
+grid with ``/``-separated keys, codecs ``bytes`` then optionally one ``blosc`` or ``zstd``, or
+(``params``/``grads``) one ``sharding_indexed`` codec holding such codecs and a crc32c index.
 """
 
 from __future__ import annotations
@@ -35,11 +47,16 @@ __all__ = [
     "UNCOMMITTED_STEP",
     "ParamEntry",
     "Layout",
+    "ShardLayout",
     "choose_chunks",
+    "choose_shards",
 ]
 
 FORMAT_NAME = "traj-run"
-FORMAT_VERSION = 1
+#: The version new stores are written in.
+FORMAT_VERSION = 2
+#: The versions this traj reads (and appends to, in their own layout).
+READABLE_VERSIONS = (1, 2)
 #: Fill value of ``step``: a row whose step is this was allocated but never committed.
 UNCOMMITTED_STEP = -1
 
@@ -226,3 +243,63 @@ def choose_chunks(n_params: int, itemsize: int, *, target_bytes: int = 1 << 20, 
         pieces = math.ceil(row_bytes / target_bytes)
         return 1, math.ceil(n_params / pieces)
     return max(1, min(max_rows, target_bytes // row_bytes)), max(1, n_params)
+
+
+#: Inner chunk of a version-2 shard, decoded bytes: a column band of T snapshots is read and
+#: decoded in units of T x 16 KiB (blosc lz4 decodes 16 KiB chunks at ~3 GB/s here and keeps
+#: ~4.6 % compression on trained float32 weights, against 8.4 % for 1 MiB chunks).
+INNER_CHUNK_BYTES = 16 << 10
+#: Most inner chunks per shard: a 4 KiB index and a shard of about 4 MiB decoded.
+SHARD_CHUNKS = 256
+#: Rows smaller than this are stacked into taller shards (up to 256 rows), as version 1 did.
+STACK_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class ShardLayout:
+    """How a version-2 (T, N) array is cut: shards ``(rows, width)`` of inner chunks ``(rows, chunk_width)``."""
+
+    rows: int
+    width: int
+    chunk_width: int
+
+    @property
+    def shard_shape(self) -> tuple[int, int]:
+        return self.rows, self.width
+
+    @property
+    def chunk_shape(self) -> tuple[int, int]:
+        return self.rows, self.chunk_width
+
+    def shards_per_row(self, n_params: int) -> int:
+        """Shard files that hold one snapshot's columns (a snapshot of ``rows`` > 1 shares them)."""
+        return -(-n_params // self.width)
+
+
+def choose_shards(
+    n_params: int,
+    itemsize: int,
+    *,
+    chunk_bytes: int = INNER_CHUNK_BYTES,
+    shard_chunks: int = SHARD_CHUNKS,
+    stack_bytes: int = STACK_BYTES,
+    max_rows: int = 256,
+) -> ShardLayout:
+    """The version-2 layout of a (T, N) snapshot array with ``itemsize``-byte values.
+
+    A row of ``stack_bytes`` or more gets shards one row tall: each snapshot is written once,
+    into files of its own, and the writer never holds more than one row. Smaller rows are
+    stacked ``rows`` high (the last shard is rewritten whole at each commit, at most
+    ``stack_bytes``). Inner chunks are ``rows`` high and about ``chunk_bytes`` large, of equal
+    width (so the edge chunk is not mostly padding); a shard holds at most ``shard_chunks`` of
+    them side by side, and the shards of a row have equal widths too.
+    """
+    n = max(1, int(n_params))
+    row_bytes = n * itemsize
+    rows = 1 if row_bytes >= stack_bytes else max(1, min(max_rows, stack_bytes // row_bytes))
+    pieces = max(1, -(-(rows * row_bytes) // max(1, chunk_bytes)))
+    chunk_width = -(-n // min(n, pieces))
+    n_chunks = -(-n // chunk_width)
+    n_shards = -(-n_chunks // max(1, shard_chunks))
+    per_shard = -(-n_chunks // n_shards)
+    return ShardLayout(rows, per_shard * chunk_width, chunk_width)

@@ -1,25 +1,30 @@
 """Writing a run store: create or resume, append snapshots, commit, close.
 
-Crash safety rests on three facts. Zarr's ``LocalStore`` replaces every chunk file
-atomically (write to a temporary name, then rename). ``step`` is written last for each row,
-so a row whose ``step`` is not -1 has all its data on disk. And a resumed store first resets
-any ``step`` entries past the committed prefix, so a torn commit can never be mistaken for a
-committed one later.
+Crash safety rests on three facts. Every file is replaced atomically (written under a
+temporary name, then renamed). Each group commit writes all its data first (``params`` and
+``grads`` shards or chunks, then the per-snapshot series), and only then grows the arrays'
+shapes, each ``zarr.json`` replaced atomically and ``step``'s last: a row exists for any
+reader (traj or a plain Zarr reader) only once its data is on disk, and traj counts a row as
+committed once ``step``'s shape holds it. And a resumed store first trims every array back to
+the committed rows, so a torn commit is never mistaken for a committed one.
 
-Rows are written into chunks ``t_chunk`` tall. A partly filled last chunk is written whole
-(the rows already committed are kept in memory, padded with NaN), so no write ever reads a
-chunk back from disk.
+New stores are format version 2 (:func:`~traj.store.schema.choose_shards`): ``params`` and
+``grads`` are Zarr v3 sharded arrays whose shards this writer encodes itself
+(:class:`~traj.store.shards.ShardEncoder`, byte-identical to zarr's sharding codec). A
+version-1 store is appended to in its own layout, chunk by chunk (:class:`ChunkFiles`).
+Rows are written into shards (chunks) ``t_chunk`` tall. A partly filled last one is written
+whole (the rows already committed are kept in memory, padded with NaN), so no write ever reads
+a file back from disk; a wide row has shards one row tall and is written once.
 
-Chunk data go to disk through :class:`ChunkFiles`, which encodes a whole chunk exactly as
-zarr does (little-endian bytes, then Blosc; byte-identical output, tested) and replaces the
-file atomically. zarr's ``Array.__setitem__`` cost 12-14 ms of CPU per 4.3 MB row here,
-against ~3 ms to encode and ~3 ms to write it, which decided whether recording keeps up with
-training. zarr still creates, resizes and reads every array.
+zarr's ``Array.__setitem__`` cost 12-14 ms of CPU per 4.3 MB row here, against ~3 ms to encode
+and ~3 ms to write it, which decided whether recording keeps up with training; zarr creates
+the arrays and the group, and traj writes chunks, shards and shapes itself.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import shutil
@@ -37,7 +42,20 @@ from ..atomic import Staging
 from ..errors import LayoutMismatchError, RecorderError, StoreFormatError, StoreWriteError
 from .lock import LOCK_NAME, WriterLock
 from .run_store import RunStore
-from .schema import FORMAT_NAME, FORMAT_VERSION, UNCOMMITTED_STEP, Layout, check_dtype, choose_chunks
+from .schema import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    INNER_CHUNK_BYTES,
+    READABLE_VERSIONS,
+    SHARD_CHUNKS,
+    STACK_BYTES,
+    UNCOMMITTED_STEP,
+    Layout,
+    check_dtype,
+    choose_chunks,
+    choose_shards,
+)
+from .shards import ShardEncoder, chunk_encoder
 
 __all__ = ["StoreWriter"]
 
@@ -62,39 +80,47 @@ def _versions() -> dict[str, str]:
     return versions
 
 
-class ChunkFiles:
-    """Write whole chunks of one zarr v3 array directly, in zarr's own encoding.
+class ArrayMeta:
+    """One array's ``zarr.json``, held in memory; :meth:`set_rows` replaces it atomically with a new row count."""
 
-    Only arrays whose codecs are ``bytes`` (little endian) followed by one ``blosc`` codec
-    are written this way (every array traj creates); others fall back to zarr.
+    def __init__(self, root: Path, name: str) -> None:
+        import zarr
+
+        self.name = name
+        self.path = root / name / "zarr.json"
+        self.meta: dict[str, Any] = json.loads(self.path.read_bytes())
+        array = zarr.open_array(zarr.storage.LocalStore(root), path=name, mode="r")  # zarr parses dtype and fill
+        self.dtype = np.dtype(array.dtype)
+        self.fill = array.fill_value
+        codecs = self.meta["codecs"]
+        self.sharded = codecs[0]["name"] == "sharding_indexed"
+        self.grid = tuple(self.meta["chunk_grid"]["configuration"]["chunk_shape"])
+
+    @property
+    def rows(self) -> int:
+        return int(self.meta["shape"][0])
+
+    def set_rows(self, rows: int) -> None:
+        if rows == self.rows:
+            return
+        self.meta["shape"][0] = int(rows)
+        _write_atomic(self.path, [json.dumps(self.meta, indent=2).encode()])
+
+
+class ChunkFiles:
+    """Write whole chunks of one unsharded zarr v3 array directly, in zarr's own encoding.
+
+    Codecs ``bytes`` then optionally one ``blosc`` or ``zstd`` (what the guard accepts); traj's
+    own arrays use blosc, whose output is byte-identical to zarr's (tested).
     """
 
-    def __init__(self, array: Any, root: Path) -> None:
-        import numcodecs
-
-        self.array = array
-        self.dtype = np.dtype(array.dtype).newbyteorder("<")
-        self.chunks = tuple(array.chunks)
-        self.fill = array.fill_value
-        self.directory = root / array.path / "c"
-        self._codec = None
+    def __init__(self, meta: ArrayMeta, root: Path) -> None:
+        self.chunks = meta.grid
+        self.fill = meta.fill
+        self.dtype = meta.dtype
+        self._encode = chunk_encoder(meta.meta["codecs"], self.dtype)
+        self.directory = root / meta.name / "c"
         self._made: set[Path] = set()
-        meta = array.metadata.to_dict()
-        encoding = meta.get("chunk_key_encoding", {})
-        separator = encoding.get("configuration", {}).get("separator", "/")
-        codecs = meta.get("codecs", [])
-        if (
-            encoding.get("name") == "default"
-            and separator == "/"
-            and len(codecs) == 2
-            and codecs[0] == {"name": "bytes", "configuration": {"endian": "little"}}
-            and codecs[1].get("name") == "blosc"
-        ):
-            conf = codecs[1]["configuration"]
-            shuffle = {"noshuffle": numcodecs.Blosc.NOSHUFFLE, "shuffle": numcodecs.Blosc.SHUFFLE,
-                       "bitshuffle": numcodecs.Blosc.BITSHUFFLE}[conf["shuffle"]]
-            self._codec = numcodecs.Blosc(cname=conf["cname"], clevel=conf["clevel"], shuffle=shuffle,
-                                          blocksize=conf.get("blocksize", 0))
 
     def write(self, index: tuple[int, ...], data: np.ndarray) -> None:
         """Write chunk ``index``; ``data`` is the chunk's region, cut short at the array's edge."""
@@ -102,24 +128,55 @@ class ChunkFiles:
             full = np.full(self.chunks, self.fill, dtype=self.dtype)
             full[tuple(slice(0, n) for n in data.shape)] = data
             data = full
-        if self._codec is None:
-            region = tuple(slice(i * c, (i + 1) * c) for i, c in zip(index, self.chunks, strict=True))
-            cut = tuple(slice(0, min(r.stop, n) - r.start) for r, n in zip(region, self.array.shape, strict=True))
-            self.array[tuple(slice(r.start, r.start + c.stop) for r, c in zip(region, cut, strict=True))] = data[cut]
-            return
-        encoded = self._codec.encode(np.ascontiguousarray(data, dtype=self.dtype))
-        path = self.directory.joinpath(*(str(i) for i in index))
-        if path.parent not in self._made:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._made.add(path.parent)
-        tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.partial")
+        _write_atomic(self._path(index), [self._encode(data)], self._made)
+
+    def _path(self, index: tuple[int, ...]) -> Path:
+        return self.directory.joinpath(*(str(i) for i in index))
+
+
+class ShardFiles(ChunkFiles):
+    """Write whole shards of one sharded (T, N) array: inner chunks encoded as zarr does, then the index."""
+
+    def __init__(self, meta: ArrayMeta, root: Path, n_columns: int) -> None:
+        config = meta.meta["codecs"][0]["configuration"]
+        self.chunks = meta.grid
+        self.fill = meta.fill
+        self.dtype = meta.dtype
+        self.directory = root / meta.name / "c"
+        self._made = set()
+        inner = tuple(config["chunk_shape"])
+        self.encoder = ShardEncoder(self.chunks, inner, n_columns, chunk_encoder(config["codecs"], self.dtype),  # type: ignore[arg-type]
+                                    self.fill, self.dtype)
+
+    def write(self, index: tuple[int, ...], data: np.ndarray) -> None:
+        """Write shard ``index``; ``data`` is its region, cut short at the array's edge."""
+        _write_atomic(self._path(index), self.encoder.parts(index[1], data), self._made)
+
+
+def _write_atomic(path: Path, parts: list[bytes], made: set[Path] | None = None) -> None:
+    """Write ``parts`` to ``path`` under a temporary name, then rename it into place."""
+    if made is not None and path.parent not in made:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        made.add(path.parent)
+    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.partial")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o644)
+    try:
         try:
-            with open(tmp, "wb") as f:
-                f.write(encoded)
-            os.replace(tmp, path)
+            for i in range(0, len(parts), 512):
+                group = parts[i : i + 512]
+                want = sum(len(p) for p in group)
+                written = os.writev(fd, group)
+                if written != want:  # a short write (rare): finish it plainly
+                    rest = memoryview(b"".join(group))[written:]
+                    while rest:
+                        rest = rest[os.write(fd, rest) :]
         finally:
-            if tmp.exists():
-                tmp.unlink()
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 class StoreWriter:
@@ -129,7 +186,7 @@ class StoreWriter:
     ----------
     path : str or path-like
         Store directory. Created when missing; resumed (appended to) when it holds a run
-        store with the same layout and dtype.
+        store with the same layout and dtype (of either format version, in its own layout).
     layout : Layout
         Parameter layout of θ.
     dtype : {"float32", "float64"}
@@ -144,11 +201,20 @@ class StoreWriter:
         or :meth:`abort` is called) the old store stays exactly as it was.
     atomic : bool
         Build a new store in a staging sibling and move it to ``path`` only at :meth:`close`
-        (``traj import``): a killed build leaves nothing at ``path``. Without it a new store
-        appears at ``path`` (empty, valid) as soon as it is created and every commit is
-        visible there, which is what a recording that may crash needs.
+        (``traj import``, ``traj convert``): a killed build leaves nothing at ``path``. Without
+        it a new store appears at ``path`` (empty, valid) as soon as it is created and every
+        commit is visible there, which is what a recording that may crash needs.
     compressor : {"lz4", "zstd"}
-        Blosc codec; lz4 + shuffle is the cheap default (float32 weights compress ~10 %).
+        Blosc codec; lz4 + shuffle is the cheap default (float32 weights compress ~5-10 %).
+    format_version : {2, 1}
+        Layout of a new store: 2 (sharded, :func:`~traj.store.schema.choose_shards`) or 1
+        (the old unsharded layout, kept to test that old stores still open).
+    chunk_bytes : int, optional
+        Decoded size of one chunk: the inner chunk of a shard (version 2, default 16 KiB) or
+        the chunk (version 1, default 1 MiB).
+    shard_chunks, stack_bytes : int
+        Version 2: most inner chunks per shard; rows smaller than ``stack_bytes`` are stacked
+        into taller shards.
     """
 
     def __init__(
@@ -163,7 +229,10 @@ class StoreWriter:
         overwrite: bool = False,
         atomic: bool = False,
         compressor: str = "lz4",
-        chunk_bytes: int = 1 << 20,
+        format_version: int = FORMAT_VERSION,
+        chunk_bytes: int | None = None,
+        shard_chunks: int = SHARD_CHUNKS,
+        stack_bytes: int = STACK_BYTES,
     ) -> None:
         import zarr
 
@@ -172,6 +241,8 @@ class StoreWriter:
         self.dtype = np.dtype(check_dtype(dtype))
         if compressor not in _COMPRESSORS:
             raise StoreFormatError(f"unknown compressor {compressor!r}; use one of {', '.join(_COMPRESSORS)}")
+        if format_version not in READABLE_VERSIONS:
+            raise StoreFormatError(f"unknown store format version {format_version!r}; use one of {READABLE_VERSIONS}")
         self._codec = zarr.codecs.BloscCodec(**_COMPRESSORS[compressor])
         self._pending: list[dict[str, Any]] = []
         self._closed = False
@@ -195,7 +266,7 @@ class StoreWriter:
             self._root = self._staging.path
             self._lock = WriterLock(self._root)
             self._lock.acquire()
-            self._create(spacing, recipe, attrs, chunk_bytes)
+            self._create(spacing, recipe, attrs, format_version, chunk_bytes, shard_chunks, stack_bytes)
             if not (overwrite or atomic):
                 # A new store appears whole (valid and empty) and is written in place from here on.
                 self._staging.commit()
@@ -203,7 +274,7 @@ class StoreWriter:
                 self._root = self.path
                 self._lock.path = self.path / LOCK_NAME
                 self._fresh = True
-                self._resume()
+            self._resume()
         except BaseException as exc:
             self._discard()
             for directory in reversed(made):
@@ -237,13 +308,14 @@ class StoreWriter:
         return self._staging is not None
 
     def _create(self, spacing: Mapping[str, Any] | None, recipe: Mapping[str, Any] | None,
-                attrs: Mapping[str, Any] | None, chunk_bytes: int) -> None:
+                attrs: Mapping[str, Any] | None, version: int, chunk_bytes: int | None, shard_chunks: int,
+                stack_bytes: int) -> None:
+        """Write an empty store (every array with 0 rows) at ``self._root``; :meth:`_resume` opens it."""
         import zarr
 
         n = self.layout.n_params
-        self._t_chunk, self._n_chunk = choose_chunks(n, self.dtype.itemsize, target_bytes=chunk_bytes)
         root_attrs: dict[str, Any] = {
-            "traj": {"format": FORMAT_NAME, "version": FORMAT_VERSION},
+            "traj": {"format": FORMAT_NAME, "version": version},
             "layout": self.layout.to_attrs(),
             "n_params": n,
             "dtype": self.dtype.name,
@@ -255,21 +327,22 @@ class StoreWriter:
             "state": "open",
         }
         root_attrs.update(attrs or {})
-        store = zarr.storage.LocalStore(self._root)
-        self._group = zarr.open_group(store, mode="a", zarr_format=3, attributes=root_attrs)
-        self._capacity = 0
-        self._files: dict[str, ChunkFiles] = {}
-        self._params = self._new_matrix("params")
-        self._grads: Any = None
-        self._series: dict[str, _Series] = {}
-        for name, dtype, fill in (("epoch", "int64", -1), ("time", "float64", np.nan), ("step", "int64", UNCOMMITTED_STEP)):
-            self._add_series(self._new_series(name, dtype, fill))
-        self._committed = 0
-        self._last_step: int | None = None
-        self._tail = np.empty((self._t_chunk, n), dtype=self.dtype)
-        self._tail_grads: np.ndarray | None = None
+        group = zarr.open_group(zarr.storage.LocalStore(self._root), mode="a", zarr_format=3, attributes=root_attrs)
+        if version == 1:
+            t_chunk, n_chunk = choose_chunks(n, self.dtype.itemsize, target_bytes=chunk_bytes or (1 << 20))
+            self._matrix = {"chunks": (t_chunk, n_chunk)}
+        else:
+            shape = choose_shards(n, self.dtype.itemsize, chunk_bytes=chunk_bytes or INNER_CHUNK_BYTES,
+                                  shard_chunks=shard_chunks, stack_bytes=stack_bytes)
+            self._matrix = {"chunks": shape.chunk_shape, "shards": shape.shard_shape}
+        self._group = group
+        _create_matrix(group, "params", n, self.dtype, self._codec, self._matrix)
+        for name, dtype, fill in (("step", "int64", UNCOMMITTED_STEP), ("epoch", "int64", -1), ("time", "float64", np.nan)):
+            _create_series(group, name, 0, dtype, fill, self._codec)
 
     def _resume(self) -> None:
+        """Open the store at ``self._root`` for appending: check it, load what commits need, and
+        trim every array to the committed rows (undoing a torn commit)."""
         import zarr
 
         reader = RunStore(self._root, allow_damaged=True)
@@ -281,69 +354,62 @@ class StoreWriter:
                 f"{self.path} holds {reader.dtype} snapshots; this recorder writes {self.dtype} "
                 f"(pass dtype={reader.dtype.name!r} to append)"
             )
+        self.format_version = reader.format_version
         self._group = zarr.open_group(zarr.storage.LocalStore(self._root), mode="r+", zarr_format=3)
-        self._params = self._group["params"]
-        self._t_chunk, self._n_chunk = self._params.chunks
-        self._grads = self._group["grads"] if "grads" in self._group else None
-        self._files = {"params": ChunkFiles(self._params, self._root)}
-        if self._grads is not None:
-            self._files["grads"] = ChunkFiles(self._grads, self._root)
-        self._series = {}
-        for name in ("epoch", "time", "step", "loss"):
-            if name in self._group:
-                self._add_series(self._group[name])
-        if "metrics" in self._group:
-            for _, arr in self._group["metrics"].arrays():
-                self._add_series(arr)
-        self._committed = reader.n_snapshots
-        self._capacity = self._params.shape[0]
-        for series in self._series.values():  # arrays created after a crash may be shorter
-            series.resize(self._capacity)
-        if self._capacity > self._committed:
-            # A torn commit may have left step values past the committed prefix: reset them.
-            # (Never rows a clean close counted: a store missing any of those was refused above.)
-            step = self._series["step"]
-            step.values[self._committed :] = UNCOMMITTED_STEP
-            step.write_rows(self._committed, self._capacity)
-        self._last_step = int(reader.steps[-1]) if reader.n_snapshots else None
-        c0 = (self._committed // self._t_chunk) * self._t_chunk
+        params = ArrayMeta(self._root, "params")
+        self._matrix = _matrix_options(params)
+        self._meta: dict[str, ArrayMeta] = {"params": params}
+        self._files: dict[str, ChunkFiles] = {"params": _matrix_files(params, self._root, self.layout.n_params)}
+        self._t_chunk, self._n_chunk = params.grid
+        if reader.has_grads:
+            self._meta["grads"] = ArrayMeta(self._root, "grads")
+            self._files["grads"] = _matrix_files(self._meta["grads"], self._root, self.layout.n_params)
+        committed = reader.n_snapshots
+        self._series: dict[str, _Series] = {}
+        known = {"step": reader.steps, "epoch": reader.epochs, "time": reader.times, "loss": reader.loss}
+        known.update({f"metrics/{m}": reader.metric(m) for m in reader.metric_names})
+        for name, values in known.items():
+            if values is not None:
+                self._add_series(name, values[:committed])
+        self._committed = committed
+        # Every array back to the committed rows, step first: rows of a torn commit disappear for
+        # every reader, and their files are overwritten by the next commits.
+        self._set_rows(committed, order=("step",) + tuple(self._meta_order()))
+        self._last_step = int(reader.steps[-1]) if committed else None
         self._tail = np.empty((self._t_chunk, self.layout.n_params), dtype=self.dtype)
-        self._tail[: self._committed - c0] = self._params[c0 : self._committed]
-        self._tail_grads = None
-        if self._grads is not None:
+        self._tail_grads: np.ndarray | None = None
+        self._reload_tail(reader)
+        if self._group.attrs.get("state") != "open":
+            self._group.attrs.update({"state": "open"})
+
+    def _reload_tail(self, reader: RunStore | None = None) -> None:
+        """Keep in memory the committed rows of the last, partly filled shard (chunk) row."""
+        c0 = (self._committed // self._t_chunk) * self._t_chunk
+        if self._t_chunk > 1 and "grads" in self._files and self._tail_grads is None:
             self._tail_grads = np.full_like(self._tail, np.nan)
-            self._tail_grads[: self._committed - c0] = self._grads[c0 : self._committed]
-        self._group.attrs.update({"state": "open"})
+        if c0 == self._committed:
+            return
+        reader = reader or RunStore(self._root, allow_damaged=True)
+        self._tail[: self._committed - c0] = reader.read(rows=slice(c0, self._committed))
+        if self._tail_grads is not None:
+            self._tail_grads[: self._committed - c0] = reader.read(rows=slice(c0, self._committed), array="grads")
 
-    def _new_matrix(self, name: str) -> Any:
-        array = self._group.create_array(
-            name,
-            shape=(self._capacity, self.layout.n_params),
-            chunks=(self._t_chunk, self._n_chunk),
-            dtype=self.dtype,
-            fill_value=np.nan,
-            compressors=self._codec,
-            dimension_names=("snapshot", "param"),
-            chunk_key_encoding={"name": "default", "separator": "/"},
-        )
-        self._files[name] = ChunkFiles(array, self._root)
-        return array
+    def _meta_order(self) -> list[str]:
+        """The arrays whose shapes a commit grows, in order: gradients, the series, ``params``; then ``step``."""
+        series = [name for name in self._series if name != "step"]
+        return (["grads"] if "grads" in self._meta else []) + series + ["params"]
 
-    def _new_series(self, name: str, dtype: str, fill: Any) -> Any:
-        return self._group.create_array(
-            name,
-            shape=(self._capacity,),
-            chunks=(_SERIES_CHUNK,),
-            dtype=dtype,
-            fill_value=fill,
-            compressors=self._codec,
-            dimension_names=("snapshot",),
-            chunk_key_encoding={"name": "default", "separator": "/"},
-        )
+    def _set_rows(self, rows: int, order: tuple[str, ...] | None = None) -> None:
+        """Give every array ``rows`` rows by replacing its ``zarr.json``, in ``order`` (default: the
+        commit order, ``step`` last: a row is committed once ``step``'s shape holds it)."""
+        for name in order or (*self._meta_order(), "step"):
+            meta = self._meta.get(name) or self._series[name].meta
+            meta.set_rows(rows)
 
-    def _add_series(self, array: Any) -> _Series:
-        series = _Series(array, ChunkFiles(array, self._root))
-        self._series[series.name] = series
+    def _add_series(self, name: str, values: np.ndarray) -> _Series:
+        meta = ArrayMeta(self._root, name)
+        series = _Series(meta, ChunkFiles(meta, self._root), values)
+        self._series[name] = series
         return series
 
     # ------------------------------------------------------------------ state
@@ -363,6 +429,7 @@ class StoreWriter:
 
     @property
     def t_chunk(self) -> int:
+        """Snapshots per shard (chunk) row: a commit rewrites the last partly filled one."""
         return self._t_chunk
 
     # ------------------------------------------------------------------ writing
@@ -426,11 +493,11 @@ class StoreWriter:
         rows, self._pending = self._pending, []
         start = self._committed
         end = start + len(rows)
-        self._ensure_capacity(end)
         self._write_matrix("params", [r["theta"] for r in rows], start)
-        if self._grads is not None or any(r["grads"] is not None for r in rows):
+        if "grads" in self._files or any(r["grads"] is not None for r in rows):
             self._write_matrix("grads", [r["grads"] for r in rows], start)
         self._write_series(rows, start)
+        self._set_rows(end)  # the commit: shapes grow, step's last
         self._committed = end
         return end
 
@@ -443,30 +510,43 @@ class StoreWriter:
         time: float | None = None,
         loss: float | None = None,
         metrics: Mapping[str, float] | None = None,
+        grads: Iterable[np.ndarray] | None = None,
     ) -> int:
         """Write and commit one snapshot whose θ arrives as consecutive column pieces.
 
-        ``pieces`` yields 1-D arrays of any widths whose concatenation is θ (N values). For a
-        store whose rows span several chunks (one row per chunk, every row over
-        ``chunk_bytes``), each chunk is encoded and written as soon as its columns have
-        arrived, so memory stays at one chunk plus one piece whatever N; otherwise the row is
-        small and is assembled first. Snapshots buffered by :meth:`append` are committed
-        before it. Returns the committed count. On an error (a piece too many or too few
-        values) the row is not committed: its ``step`` is never written.
+        ``pieces`` yields 1-D arrays of any widths whose concatenation is θ (N values); ``grads``
+        likewise its gradient. For a store whose shards (chunks) are one row tall, each shard is
+        encoded and written as soon as its columns have arrived, so memory stays at one shard
+        (about 4 MiB) plus one piece whatever N; otherwise the row is small and is assembled
+        first. Snapshots buffered by :meth:`append` are committed before it. Returns the
+        committed count. On an error (a piece too many or too few values) the row is not
+        committed: no shape grows.
         """
         self.commit()
         step = self._check_step(step)
         n = self.layout.n_params
         if self._t_chunk > 1:
-            parts = [np.asarray(p).reshape(-1) for p in pieces]
-            theta = np.concatenate(parts) if parts else np.empty(0, dtype=self.dtype)
-            if theta.shape != (n,):
-                raise LayoutMismatchError(f"snapshot has {theta.size} values, the store expects {n}")
-            self.append(theta, step=step, epoch=epoch, time=time, loss=loss, metrics=metrics)
+            theta = _assemble(pieces, n, self.dtype)
+            gradient = None if grads is None else _assemble(grads, n, self.dtype)
+            self.append(theta, step=step, epoch=epoch, time=time, loss=loss, metrics=metrics, grads=gradient)
             return self.commit()
         start = self._committed
-        self._ensure_capacity(start + 1)
-        files = self._files["params"]
+        self._stream_row("params", pieces, start)
+        if grads is not None:
+            self._ensure_grads()
+            self._stream_row("grads", grads, start)
+        self._last_step = step
+        row = {"step": step, "epoch": int(epoch), "time": float(time if time is not None else _now()),
+               "loss": None if loss is None else float(loss), "metrics": dict(metrics or {})}
+        self._write_series([row], start)
+        self._set_rows(start + 1)
+        self._committed = start + 1
+        return self._committed
+
+    def _stream_row(self, name: str, pieces: Iterable[np.ndarray], row: int) -> None:
+        """Write row ``row`` of a matrix with one-row shards (chunks), each as soon as its columns arrived."""
+        n = self.layout.n_params
+        files = self._files[name]
         width = files.chunks[1]
         chunk = np.empty(width, dtype=self.dtype)
         filled = column = 0  # values in ``chunk``; first column of ``chunk``
@@ -480,20 +560,24 @@ class StoreWriter:
                 filled += take
                 piece = piece[take:]
                 if filled == min(width, n - column):
-                    files.write((start, column // width), chunk[:filled][None])
+                    files.write((row, column // width), chunk[:filled][None])
                     column += filled
                     filled = 0
         if column != n:
             raise LayoutMismatchError(f"snapshot has {column + filled} values, the store expects {n}")
-        self._last_step = step
-        row = {"step": step, "epoch": int(epoch), "time": float(time if time is not None else _now()),
-               "loss": None if loss is None else float(loss), "metrics": dict(metrics or {})}
-        self._write_series([row], start)
-        self._committed = start + 1
-        return self._committed
+
+    def _ensure_grads(self) -> None:
+        """Create ``grads`` (cut like ``params``) at the first gradient; earlier rows read as NaN."""
+        if "grads" in self._files:
+            return
+        n = self.layout.n_params
+        _create_matrix(self._group, "grads", n, self.dtype, self._codec, self._matrix, rows=self._committed)
+        self._meta["grads"] = ArrayMeta(self._root, "grads")
+        self._files["grads"] = _matrix_files(self._meta["grads"], self._root, n)
+        self._tail_grads = np.full((self._t_chunk, n), np.nan, dtype=self.dtype)
 
     def _write_series(self, rows: list[dict[str, Any]], start: int) -> None:
-        """Per-snapshot values of ``rows`` (at ``start``), ``step`` last: it commits them."""
+        """Per-snapshot values of ``rows`` (at ``start``); their shapes grow afterwards (:meth:`_set_rows`)."""
         self._series_values("epoch", start, [r["epoch"] for r in rows])
         self._series_values("time", start, [r["time"] for r in rows])
         if "loss" in self._series or any(r["loss"] is not None for r in rows):
@@ -503,16 +587,15 @@ class StoreWriter:
         }
         for name in sorted(metric_names):
             self._series_values(f"metrics/{name}", start, [float(r["metrics"].get(name, np.nan)) for r in rows])
-        # step last: a row is committed once its step is on disk.
         self._series_values("step", start, [r["step"] for r in rows])
 
     def discard_after(self, step: int) -> int:
         """Forget the committed snapshots whose step is greater than ``step``; returns how many.
 
         For a run resumed from a checkpoint taken at ``step``: what the first attempt recorded
-        after it belongs to a continuation that is being trained again. Only ``step`` (the
-        commit marker) is reset to -1, chunk by chunk from the first dropped row on, so a crash
-        midway leaves exactly the kept prefix; the next commits overwrite the rest.
+        after it belongs to a continuation that is being trained again. ``step``'s shape shrinks
+        first (that uncommits the rows), then every other array's; the next commits overwrite
+        the files. A crash midway leaves exactly the kept prefix.
         """
         if self._closed:
             raise RecorderError("the store writer is closed")
@@ -523,33 +606,32 @@ class StoreWriter:
         dropped = self._committed - keep
         if not dropped:
             return 0
-        # The clean-close count goes down first: a crash after it and before the step reset leaves
+        # The clean-close count goes down first: a crash after it and before the shapes shrink leaves
         # more committed rows than counted (sound), never fewer (which reads as lost data).
         closed = self._group.attrs.get("n_snapshots_closed", self._group.attrs.get("n_snapshots"))
         if isinstance(closed, int) and closed > keep:
             self._group.attrs.update({"n_snapshots_closed": keep, "n_snapshots": keep})
-        self._series_values("step", keep, [UNCOMMITTED_STEP] * dropped)
+        self._set_rows(keep, order=("step",) + tuple(self._meta_order()))
+        for series in self._series.values():
+            series.values[keep : self._committed] = series.fill
         self._committed = keep
         self._last_step = int(steps[keep - 1]) if keep else None
-        c0 = (keep // self._t_chunk) * self._t_chunk  # the chunk the next commit rewrites from its start
-        self._tail[: keep - c0] = self._params[c0:keep]
-        if self._tail_grads is not None:
-            self._tail_grads[: keep - c0] = self._grads[c0:keep]
+        self._reload_tail()
         return dropped
 
     def _series_values(self, name: str, start: int, values: list[Any]) -> None:
-        series = self._series_array(name)
-        series.values[start : start + len(values)] = values
-        series.write_rows(start, start + len(values))
+        series = self._series_array(name, start)
+        series.put(start, values)
 
-    def _series_array(self, name: str) -> _Series:
+    def _series_array(self, name: str, rows: int) -> _Series:
         if name not in self._series:
             if "/" in name:
                 group_name, leaf = name.split("/", 1)
                 _check_metric_name(leaf)
                 if group_name not in self._group:
                     self._group.create_group(group_name)
-            self._add_series(self._new_series(name, "float64", np.nan))
+            _create_series(self._group, name, rows, "float64", np.nan, self._codec)  # rows before it: NaN
+            self._add_series(name, np.full(rows, np.nan))
         return self._series[name]
 
     def _write_matrix(self, name: str, values: list[np.ndarray | None], start: int) -> None:
@@ -557,9 +639,7 @@ class StoreWriter:
         if name == "params":
             tail = self._tail
         else:
-            if self._grads is None:
-                self._grads = self._new_matrix("grads")
-                self._tail_grads = np.full((self._t_chunk, n), np.nan, dtype=self.dtype)
+            self._ensure_grads()
             tail = self._tail_grads
         assert tail is not None
         tc = self._t_chunk
@@ -583,24 +663,8 @@ class StoreWriter:
         last_chunk = (end // tc) * tc
         tail[: end - last_chunk] = region[last_chunk - c0 : end - c0]
 
-    def _ensure_capacity(self, rows: int) -> None:
-        if rows <= self._capacity:
-            return
-        # Grow geometrically: each resize rewrites every array's zarr.json.
-        new = max(rows, int(self._capacity * 1.5), 64)
-        new = math.ceil(new / self._t_chunk) * self._t_chunk
-        self._resize(new)
-
-    def _resize(self, rows: int) -> None:
-        self._params.resize((rows, self.layout.n_params))
-        if self._grads is not None:
-            self._grads.resize((rows, self.layout.n_params))
-        for series in self._series.values():
-            series.resize(rows)
-        self._capacity = rows
-
     def close(self) -> None:
-        """Commit what is buffered, trim every array to the committed rows, release the lock.
+        """Commit what is buffered, release the lock; files past the committed rows are removed.
 
         A staged store (``overwrite``/``atomic``) is moved to ``path`` here, replacing the old
         one in one rename; if anything fails first, the staging copy is deleted and ``path`` is
@@ -610,8 +674,7 @@ class StoreWriter:
             return
         try:
             self.commit()
-            if self._capacity != self._committed:
-                self._resize(self._committed)
+            self._remove_past(self._committed)
             # n_snapshots_closed is written only here: a later append cross-checks the committed rows against it.
             self._group.attrs.update(
                 {"n_snapshots": self._committed, "n_snapshots_closed": self._committed, "state": "closed"}
@@ -627,6 +690,24 @@ class StoreWriter:
         finally:
             self._closed = True
             self._release_locks()
+
+    def _remove_past(self, rows: int) -> None:
+        """Delete chunk and shard files that hold only rows past ``rows`` (left by a torn commit, a
+        discard or version 1's preallocation): no reader sees them, they only take space."""
+        metas = [*self._meta.values(), *(s.meta for s in self._series.values())]
+        for meta in metas:
+            directory = self._root / meta.name / "c"
+            try:
+                entries = list(os.scandir(directory))
+            except OSError:
+                continue
+            for entry in entries:
+                if entry.name.isdigit() and int(entry.name) * meta.grid[0] >= rows:
+                    if entry.is_dir(follow_symlinks=False):
+                        shutil.rmtree(entry.path, ignore_errors=True)
+                    else:
+                        with contextlib.suppress(OSError):
+                            os.unlink(entry.path)
 
     def abort(self) -> None:
         """Stop without finishing: a staged store is deleted (``path`` keeps the old store or
@@ -667,24 +748,72 @@ class StoreWriter:
 class _Series:
     """A 1-D per-snapshot array, its values kept in memory so each commit writes whole chunks."""
 
-    def __init__(self, array: Any, files: ChunkFiles) -> None:
-        self.array = array
+    def __init__(self, meta: ArrayMeta, files: ChunkFiles, values: np.ndarray) -> None:
+        self.meta = meta
         self.files = files
-        self.name = array.path
-        self.values = np.asarray(array[:], dtype=array.dtype) if array.shape[0] else np.empty(0, dtype=array.dtype)
+        self.name = meta.name
+        self.fill = files.fill
+        self.values = np.full(max(64, 2 * len(values)), self.fill, dtype=meta.dtype)
+        self.values[: len(values)] = values
 
-    def resize(self, rows: int) -> None:
-        if self.array.shape[0] != rows:
-            self.array.resize((rows,))
-        old = self.values
-        self.values = np.full(rows, self.files.fill, dtype=old.dtype)
-        self.values[: min(rows, old.size)] = old[:rows]
-
-    def write_rows(self, start: int, stop: int) -> None:
-        """Write every chunk that holds a row of [start, stop)."""
+    def put(self, start: int, values: list[Any]) -> None:
+        """Set rows [start, start + len(values)) and write every chunk that holds one of them."""
+        stop = start + len(values)
+        if stop > self.values.size:
+            grown = np.full(max(stop, 2 * self.values.size), self.fill, dtype=self.values.dtype)
+            grown[: self.values.size] = self.values
+            self.values = grown
+        self.values[start:stop] = values
         (size,) = self.files.chunks
         for c in range(start // size, -(-stop // size)):
             self.files.write((c,), self.values[c * size : (c + 1) * size])
+
+
+def _assemble(pieces: Iterable[np.ndarray], n: int, dtype: np.dtype) -> np.ndarray:
+    parts = [np.asarray(p).reshape(-1) for p in pieces]
+    row = np.concatenate(parts) if parts else np.empty(0, dtype=dtype)
+    if row.shape != (n,):
+        raise LayoutMismatchError(f"snapshot has {row.size} values, the store expects {n}")
+    return row
+
+
+def _create_matrix(group: Any, name: str, n: int, dtype: np.dtype, codec: Any, options: Mapping[str, Any],
+                   rows: int = 0) -> None:
+    group.create_array(
+        name,
+        shape=(rows, n),
+        chunks=options["chunks"],
+        shards=options.get("shards"),
+        dtype=dtype,
+        fill_value=np.nan,
+        compressors=codec,
+        dimension_names=("snapshot", "param"),
+        chunk_key_encoding={"name": "default", "separator": "/"},
+    )
+
+
+def _create_series(group: Any, name: str, rows: int, dtype: str, fill: Any, codec: Any) -> None:
+    group.create_array(
+        name,
+        shape=(rows,),
+        chunks=(_SERIES_CHUNK,),
+        dtype=dtype,
+        fill_value=fill,
+        compressors=codec,
+        dimension_names=("snapshot",),
+        chunk_key_encoding={"name": "default", "separator": "/"},
+    )
+
+
+def _matrix_options(meta: ArrayMeta) -> dict[str, Any]:
+    """How ``params`` is cut, to create ``grads`` the same way."""
+    if meta.sharded:
+        return {"chunks": tuple(meta.meta["codecs"][0]["configuration"]["chunk_shape"]), "shards": meta.grid}
+    return {"chunks": meta.grid}
+
+
+def _matrix_files(meta: ArrayMeta, root: Path, n: int) -> ChunkFiles:
+    return ShardFiles(meta, root, n) if meta.sharded else ChunkFiles(meta, root)
 
 
 def _make_parents(directory: Path) -> list[Path]:

@@ -4,6 +4,11 @@
 ``dask.distributed`` scheduler (the store must be reachable from every worker). The graphs
 read ``store.zarr_array()``, so every chunk passes the same checks as the other backends'.
 Projections streamed block by block (``project_blocks``) run on the numpy backend.
+
+The Gram, the costly reduction, is computed where the data are read: one task per column band
+(whole shards, a multiple of the engine's block width) opens the store, reads its band and
+accumulates the band's partial Grams with ``dsyrk``; the (T+1)² partials are summed in a tree
+(fan-in 4). Only T×T results travel between workers, never the data (no rechunk).
 """
 
 from __future__ import annotations
@@ -16,10 +21,15 @@ import numpy as np
 from ...errors import ParameterError
 from ...progress import Progress
 from ...store import RunStore
-from .base import ColumnGroups, Kernel, Products, symmetric
+from .base import ColumnGroups, Kernel, Products, intersections, span, symmetric
 from .numpy import NUMPY_OPS, NumpyBackend
 
 __all__ = ["DaskBackend", "LOCAL_SCHEDULERS", "REMOTE_SCHEDULERS"]
+
+#: Column bands of a Gram at most (each a task returning T×T partial Grams).
+MAX_BANDS = 64
+#: Partial results summed per task of the tree reduction.
+FAN_IN = 4
 
 LOCAL_SCHEDULERS = ("threads", "processes", "sync", "synchronous", "single-threaded")
 REMOTE_SCHEDULERS = ("tcp://", "tls://", "inproc://", "ucx://")
@@ -67,9 +77,40 @@ class DaskBackend:
     # ------------------------------------------------------------------ operations
     def gram(self, store: RunStore, rows: slice, groups: ColumnGroups, progress: Progress | None
              ) -> dict[str, np.ndarray]:
-        subs = [self.columns(store, rows, slices) for slices in groups.values()]
-        results = self.compute(*(sub @ sub.T for sub in subs), progress=progress)
-        return {name: symmetric(np.asarray(g)) for name, g in zip(groups, results, strict=True)}
+        """Partial Grams per column band where the band is read, then a tree sum (module docstring)."""
+        import dask
+
+        level = []
+        for cols in self.bands(store, rows, span(groups)):
+            parts = {name: [slice(a, b) for a, b in intersections(cols, slices)] for name, slices in groups.items()}
+            parts = {name: v for name, v in parts.items() if v}
+            if parts:
+                level.append(dask.delayed(_band_gram)(str(store.path), rows, parts, self.streaming.block_bytes,
+                                                      self.one_blas_thread))
+        (result,) = self.compute(self.tree_sum(level), progress=progress)
+        return {name: symmetric(np.asarray(result[name])) for name in groups}
+
+    @property
+    def one_blas_thread(self) -> bool:
+        return self.scheduler in ("threads", "processes")
+
+    def bands(self, store: RunStore, rows: slice, whole: slice) -> Iterator[slice]:
+        """Column bands of ``whole``: at most MAX_BANDS, each a multiple of the engine's block width
+        and starting on a block (so chunk and shard) boundary."""
+        width = self.streaming.width(store, rows)
+        n_blocks = -(-(whole.stop - whole.start) // width)
+        band = width * max(1, -(-n_blocks // MAX_BANDS))
+        for lo in range(whole.start - whole.start % width, whole.stop, band):
+            yield slice(max(lo, whole.start), min(lo + band, whole.stop))
+
+    @staticmethod
+    def tree_sum(level: list[Any]) -> Any:
+        """The delayed partial results summed in a tree of fan-in FAN_IN (only results travel)."""
+        import dask
+
+        while len(level) > 1:
+            level = [dask.delayed(_sum_parts)(*level[i : i + FAN_IN]) for i in range(0, len(level), FAN_IN)]
+        return level[0]
 
     def collect(self, store: RunStore, rows: slice, columns: slice | np.ndarray, array: str,
                 progress: Progress | None) -> np.ndarray:
@@ -97,10 +138,18 @@ class DaskBackend:
 
     def gram_times(self, store: RunStore, rows: slice, columns: Sequence[slice], products: Products,
                    progress: Progress | None) -> tuple[dict[str, np.ndarray], float]:
-        sub = self.columns(store, rows, columns)
-        graphs = [sub[left] @ (sub[right].T @ m) for left, right, m in products.values()]
-        results = self.compute(*graphs, (sub * sub).sum(), progress=progress)
-        return {name: np.asarray(r) for name, r in zip(products, results[:-1], strict=True)}, float(results[-1])
+        """Σ over column bands of B[left] (B[right]ᵀ M), each band's part computed where it is read, then a tree sum."""
+        import dask
+
+        level = []
+        for cols in self.bands(store, rows, span({"": columns})):
+            parts = [slice(a, b) for a, b in intersections(cols, columns)]
+            if parts:
+                level.append(dask.delayed(_band_products)(str(store.path), rows, parts, dict(products),
+                                                          self.streaming.block_bytes, self.one_blas_thread))
+        (result,) = self.compute(self.tree_sum(level), progress=progress)
+        trace = result.pop("__trace__")
+        return {name: np.asarray(result[name]) for name in products}, float(trace)
 
     def project_blocks(self, store: RunStore, rows: slice, coefficients: np.ndarray, columns: slice,
                        progress: Progress | None) -> Iterator[tuple[slice, np.ndarray]]:
@@ -122,3 +171,49 @@ class DaskBackend:
         sums = [(self.columns(store, rows, slices, array) ** 2).sum(axis=1) for slices in groups.values()]
         results = self.compute(da.isfinite(x[:, lo:hi]).all(axis=1), *sums, progress=progress)
         return np.stack([np.asarray(r) for r in results[1:]], axis=1), np.asarray(results[0], dtype=bool)
+
+
+def _band_gram(path: str, rows: slice, groups: dict[str, list[slice]], block_bytes: int, one_blas_thread: bool
+               ) -> dict[str, np.ndarray]:
+    """The partial Grams of one column band, read and computed in the task (a worker opens the store itself).
+
+    Under the local schedulers one task runs per core, so BLAS gets one thread per task: with
+    its default of one per core, two tasks on two cores ran 4 BLAS threads and took 1.9x numpy
+    (benchmarks/dask_gram.py). A distributed worker's nanny already sets one thread.
+    """
+    with _blas_threads(one_blas_thread):
+        return NumpyBackend(block_bytes).gram(RunStore(path), rows, groups, None)
+
+
+def _band_products(path: str, rows: slice, columns: list[slice], products: Products, block_bytes: int,
+                   one_blas_thread: bool) -> dict[str, Any]:
+    """One column band's part of ``gram_times`` (and of the trace, under "__trace__"), read in the task."""
+    with _blas_threads(one_blas_thread):
+        out, trace = NumpyBackend(block_bytes).gram_times(RunStore(path), rows, columns, products, None)
+    return {**out, "__trace__": np.float64(trace)}
+
+
+def _blas_threads(one: bool) -> Any:
+    """A context with BLAS held to one thread (when ``one``; a no-op otherwise or without threadpoolctl)."""
+    import contextlib
+
+    if one:
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:  # pragma: no cover - threadpoolctl comes with scipy's usual stack
+            pass
+        else:
+            return threadpool_limits(limits=1, user_api="blas")
+    return contextlib.nullcontext()
+
+
+def _sum_parts(*parts: dict[str, Any]) -> dict[str, Any]:
+    """One node of the tree sum: partial results added by name."""
+    out: dict[str, Any] = {}
+    for part in parts:
+        for name, g in part.items():
+            if name in out:
+                out[name] += g
+            else:
+                out[name] = g.copy()
+    return out

@@ -1,0 +1,119 @@
+"""How `traj dmd` picks its method (a cost model) and how precise each path is (issue 14)."""
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from tests.conftest import match, write_store
+from traj.analysis.dmd import DMDParams, choose_method, dmd
+from traj.cli.app import app
+from traj.engine.operator import RESOLVED, ReducedOperator
+from traj.errors import ParameterError
+from traj.store import RunStore
+
+# Eight planted modes whose amplitudes fall from 1 to 3e-7: σ8/σ1 ≈ 8e-9 lies below the Gram's floor
+# (√ε ≈ 1.5e-8) and far below what it resolves, but well within what an SVD of the data resolves.
+EIGENVALUES = np.array([0.999, 0.97, 0.9 * np.exp(0.3j), 0.9 * np.exp(-0.3j), 0.8, 0.95 * np.exp(1.1j),
+                        0.95 * np.exp(-1.1j), 0.93])
+AMPLITUDES = np.array([1, 1e-2, 1e-3, 1e-3, 1e-4, 1e-6, 1e-6, 3e-7])
+
+
+def planted(n=400, t=80, seed=0):
+    """θ_k = Re Σ_j a_j m_j λ_j^k (complex modes for the conjugate pairs): exact rank 8, known eigenvalues."""
+    rng = np.random.default_rng(seed)
+    pairs = np.isin(np.arange(8), [2, 3, 5, 6])
+    modes = rng.standard_normal((n, 8)) + 1j * rng.standard_normal((n, 8)) * pairs
+    modes[:, 3] = modes[:, 2].conj()
+    modes[:, 6] = modes[:, 5].conj()
+    return np.real(modes @ (AMPLITUDES[:, None] * EIGENVALUES[:, None] ** np.arange(t + 1))).T
+
+
+def test_svd_path_resolves_what_the_gram_cannot(tmp_path):
+    from pydmd import DMD
+
+    data = planted()
+    store = RunStore(write_store(tmp_path / "p.zarr", data))
+    ours = dmd(store, rank="auto")
+    assert ours.choice.method == "svd" and "fits in memory" in ours.choice.reason
+    assert ours.rank == 8
+    np.testing.assert_allclose(match(EIGENVALUES, ours.eigenvalues), EIGENVALUES, rtol=0, atol=1e-8)
+    # PyDMD's approach (SVD of X in memory, exact modes) on the same data agrees to the same tolerance
+    with pytest.warns(UserWarning, match="condition number"):
+        reference = DMD(svd_rank=8, exact=True).fit(data.T)
+    np.testing.assert_allclose(match(np.asarray(reference.eigs), ours.eigenvalues), reference.eigs, rtol=0, atol=1e-8)
+    # the per-eigenvalue error estimate bounds the true error, and is not vacuous
+    truth = match(ours.eigenvalues, EIGENVALUES)
+    estimate = ours.operator.eigenvalue_errors()
+    assert np.all(np.abs(ours.eigenvalues - truth) <= estimate) and estimate.max() < 1e-5
+    assert ours.to_dict()["eigenvalue_errors"] == estimate.tolist()
+
+    # the Gram path: "auto" keeps only modes it resolves to ~1e-6, says so, and those are right
+    gram = dmd(store, rank="auto", method="gram")
+    assert gram.rank == 4 and "Gram resolves the eigenvalues only to worse than 1e-06" in gram.operator.rank_note
+    errors = gram.operator.eigenvalue_errors()
+    assert errors.max() <= RESOLVED
+    # (rank 4 truncates an 8-mode system: compare with the SVD's rank-4 DMD, which rounds far less)
+    svd4 = dmd(store, rank=4, method="svd")
+    np.testing.assert_allclose(gram.eigenvalues, match(gram.eigenvalues, svd4.eigenvalues), rtol=0, atol=RESOLVED)
+    # asked for 7, the Gram gives them, and its estimates cover the difference to the SVD's at rank 7
+    gram7, svd7 = dmd(store, rank=7, method="gram"), dmd(store, rank=7, method="svd")
+    difference = np.abs(gram7.eigenvalues - match(gram7.eigenvalues, svd7.eigenvalues))
+    assert np.all(difference <= gram7.operator.eigenvalue_errors() + svd7.operator.eigenvalue_errors().max())
+    assert difference.max() > 1e-7  # the Gram really is worse here
+
+
+def test_svd_path_equals_the_gram_path_on_a_well_conditioned_run(tmp_path, rng):
+    data = np.cumsum(rng.standard_normal((30, 500)), axis=0)
+    store = RunStore(write_store(tmp_path / "s.zarr", data))
+    svd, gram = dmd(store, rank=8), dmd(store, rank=8, method="gram")
+    assert svd.choice.method == "svd" and gram.choice.method == "gram"
+    np.testing.assert_allclose(svd.eigenvalues, gram.eigenvalues, atol=1e-9)
+    np.testing.assert_allclose(np.abs(svd.amplitudes), np.abs(gram.amplitudes), rtol=1e-6)
+    assert svd.reconstruction_error == pytest.approx(gram.reconstruction_error, rel=1e-6)
+    np.testing.assert_allclose(svd.sample_reconstruction, gram.sample_reconstruction, atol=1e-8)
+
+
+def test_from_data_refuses_a_rank_beyond_the_data():
+    with pytest.raises(ParameterError, match="rank 9 asked for, but only 8"):
+        ReducedOperator.from_data(planted(), rank=9, dtype=np.float64)
+
+
+@pytest.mark.parametrize(
+    "t, n, rank, expected",
+    [
+        (3001, 200_000, 24, "gram"),  # the Gram's N·T² is cheaper than 7 reads
+        (10_001, 50_000, 24, "randomized"),  # T³ and N·T² outweigh 7 reads of 2 GB
+        (10_001, 50_000, "auto", "gram"),  # randomized needs an explicit rank
+        (30_001, 50_000, 24, "randomized"),  # past max_gram
+        (201, 100_000, 10, "svd"),  # 161 MB as float64, within the 200 MiB given
+    ],
+)
+def test_method_is_chosen_by_cost(t, n, rank, expected):
+    params = DMDParams.checked(rank=rank, in_memory_bytes=200 << 20 if expected == "svd" else 128 << 20)
+    choice = choose_method(params, t, n, 4)
+    assert choice.method == expected
+    costs = {c.method: c for c in choice.costs}
+    if expected != "svd" and "randomized" in costs and t <= params.max_gram:
+        chosen, other = costs[expected], costs["gram" if expected == "randomized" else "randomized"]
+        assert chosen.seconds <= other.seconds  # the cheaper one, never 5x the other
+        assert f"cheaper than {other.method}" in choice.reason
+    assert costs["gram"].reads == 1 and costs["gram"].flops >= n * t * t
+    if "randomized" in costs:
+        assert costs["randomized"].reads == params.n_iter + 3
+
+
+def test_method_choice_in_json_and_text(tmp_path, rng):
+    path = write_store(tmp_path / "s.zarr", np.cumsum(rng.standard_normal((20, 300)), axis=0))
+    result = CliRunner().invoke(app, ["dmd", str(path), "--rank", "4", "--json", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["method"] == "svd" and "fits in memory" in summary["method_reason"]
+    assert {c["method"] for c in summary["method_costs"]} == {"gram", "svd", "randomized"}
+    assert len(summary["eigenvalue_errors"]) == 4
+    text = CliRunner().invoke(app, ["dmd", str(path), "--method", "gram", "--out", str(tmp_path / "o2")])
+    assert text.exit_code == 0, text.output
+    assert "method gram: asked for" in text.stdout
+    refused = CliRunner().invoke(app, ["dmd", str(path), "--method", "svd", "--out", str(tmp_path / "o3")])
+    assert refused.exit_code == 0, refused.output  # 48 KB fits
