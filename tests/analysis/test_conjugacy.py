@@ -286,3 +286,22 @@ def test_cli_end_to_end_and_fail_flag(tmp_path):
                                "--null", str(SAMPLE / "mirror-omd-seed1.zarr"), "--out", str(tmp_path / "r2"),
                                "--fail-on-nonconjugate"])
     assert same.exit_code == 0, same.output
+
+
+def test_spectra_plot_tells_coinciding_runs_apart():
+    """OMD's and OGD's eigenvalues nearly coincide: each run gets its own hollow marker of its own size,
+    and an inset magnifies the eigenvalues near λ = 1."""
+    from traj.plots.conjugacy import plot_null, plot_spectra
+
+    runs = [SAMPLE / "mirror-omd.zarr", SAMPLE / "mirror-ogd.zarr", SAMPLE / "mirror-bisection.zarr"]
+    result = conjugacy(runs, null_size=4)
+    fig = plot_spectra(result)
+    main = fig.axes[0]
+    (inset,) = main.child_axes
+    assert 1 < inset.get_xlim()[1] < 1.05 and inset.get_xlim()[0] > 0.5  # zoomed near λ = 1
+    sizes = [c.get_sizes()[0] for c in main.collections]
+    assert len(sizes) == 3 and len(set(sizes)) == 3
+    assert all(c.get_facecolors().size == 0 for c in main.collections)  # hollow: an inner marker stays visible
+    assert len(inset.collections) == 3
+    null = plot_null(result)  # the reparametrisation null alone is drawn
+    assert any("reparametrisation null" in t.get_text() for t in null.axes[0].get_legend().get_texts())

@@ -67,7 +67,7 @@ def conjugacy(
 
         traj conjugacy new.zarr baseline.zarr --null seed1.zarr,seed2.zarr --fail-on-nonconjugate
 
-        traj conjugacy omd.npy.zarr ogd.npy.zarr bisection.npy.zarr --stack 25 --delays 4 --rank 10
+        traj conjugacy omd.zarr ogd.zarr bisection.zarr --stack 25 --delays 4 --rank 10
 
         traj conjugacy h40.zarr h5.zarr --null h40-seed1.zarr,h40-seed2.zarr --observable pca:10
 

@@ -29,13 +29,17 @@ def conjugacy_report(result: ConjugacyResult, out_dir: str | os.PathLike[str],
                if rep is not None and rep.threshold is not None else " No reparametrisation null.")
     margin = (f" Equivalence margin stated by the user: {result.margin:.3g} (distances up to it count as conjugate)."
               if result.margin else "")
-    verdict = (f" A pair is conjugate when its W1 is at most {result.threshold:.3g}, set by the {result.basis}."
+    words = {"seed-null": "seed null", "reparam-null": "reparametrisation null", "margin": "margin",
+             "tolerance": "eigenvalues' precision"}
+    verdict = (f" A pair is conjugate when its W1 is at most {result.threshold:.3g}, set by the "
+               f"{words.get(result.basis or '', result.basis)}."
                if result.threshold is not None else " Without a null or a margin every verdict is undetermined.")
     spectra = result.spectra[0]
     report.paragraph(
         f"Wasserstein distance W1 between the {result.k} Koopman eigenvalues of each run (methods.md §4); "
-        f"observable {result.observable}, {spectra.delays} delay(s), {spectra.n_trajectories} stacked "
-        f"trajectorie(s), rank rule {result.rank}. {seed}{reparam}{margin}{verdict}"
+        f"observable {result.observable}, {spectra.delays} delay(s), "
+        f"{spectra.n_trajectories} stacked trajector{'y' if spectra.n_trajectories == 1 else 'ies'}, "
+        f"rank rule {result.rank}. {seed}{reparam}{margin}{verdict}"
     )
     for note in result.notes:
         report.paragraph(f"Reduced: {note}.")
