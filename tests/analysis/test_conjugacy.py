@@ -163,6 +163,24 @@ def test_reparametrisation_null_in_the_gram_pass_matches_memory(tmp_path):
     assert memory.reparam.distances.min() > 1e-5
 
 
+def test_reparametrisation_null_is_the_same_on_every_backend(tmp_path):
+    """numpy, torch and dask stream the same blocks through the same maps: the null's distances agree."""
+    from scipy.linalg import block_diag
+
+    from traj.engine import Engine
+
+    a = block_diag(_rotation(0.95, 0.3), [[0.8]], [[0.6]])
+    runs = [_linear_run(tmp_path / "a.zarr", a, 300, 0), _linear_run(tmp_path / "b.zarr", a, 300, 1)]
+    results = {backend: conjugacy(runs, k=4, null_size=5, null_seed=2, small_observable=1,
+                                  engine=Engine(backend=backend, block_bytes=40 * 8 * 50))
+               for backend in ("numpy", "torch", "dask")}
+    reference = results["numpy"].reparam.distances
+    assert reference.shape == (5,) and reference.min() > 1e-5
+    for backend in ("torch", "dask"):
+        assert results[backend].spectra[0].method == "gram"
+        np.testing.assert_allclose(results[backend].reparam.distances, reference, rtol=0, atol=1e-10)
+
+
 def _authors_trajectories():
     """Seed 002's OMD / OGD / bisection runs, ported from their repository (william-redman/
     Identifying_Equivalent_Training_Dynamics, online_mirror_online_gradient_descent_main.py): loss
