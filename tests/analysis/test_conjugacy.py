@@ -6,7 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.conftest import write_store
-from traj.analysis.conjugacy import conjugacy, hankel_gram, koopman_spectrum, wasserstein
+from traj.analysis.conjugacy import conjugacy, hankel_gram, koopman_spectrum, reparametrise, wasserstein
 from traj.cli.app import app
 from traj.errors import TrajError
 from traj.store import RunStore
@@ -65,9 +65,13 @@ def test_planted_conjugate_and_nonconjugate_linear_systems(tmp_path, rng):
 
 def test_identical_runs_and_no_null():
     store = SAMPLE / "quadratic-mlp.zarr"
-    result = conjugacy([store, store])
+    result = conjugacy([store, store], null_size=0)
     assert result.distance[0, 1] == pytest.approx(0, abs=1e-8)
-    assert result.verdicts[0].verdict == "undetermined" and result.threshold is None
+    assert result.verdicts[0].verdict == "undetermined" and result.threshold is None and result.reparam is None
+    # the reparametrisation null alone gives a verdict
+    alone = conjugacy([store, store], null_size=5)
+    assert alone.reparam.distances.shape == (5,) and alone.reparam.threshold > 1e-6
+    assert (alone.verdicts[0].verdict, alone.verdicts[0].basis) == ("conjugate", "reparam-null")
 
 
 def test_gram_and_memory_paths_agree(rng):
@@ -83,44 +87,176 @@ def test_gram_and_memory_paths_agree(rng):
 
 
 def test_mirror_descent_validation_case():
-    """OMD vs OGD (conjugate by construction) is ~100x closer than either is to bisection, and
-    bisection is judged non-conjugate against a seed null; the seed values match seed 002
-    (0.008 and 0.75). The OMD-OGD verdict against the seed null is NOT asserted: the null's
-    spread (1e-6) is far below DMD's observable-dependent bias between x and sinh(x) (5e-3);
-    benchmarks/conjugacy_null_study.py measures it for 3 nulls x 4 estimators, and issue 6's
-    note says why. The margin test below covers calling it conjugate."""
+    """OMD vs OGD (conjugate by construction) conjugate, bisection non-conjugate, with the default
+    command: the reparametrisation null (OMD seen through smooth coordinate maps) is wider than the
+    seed null (1e-5) and decides; the distances match seed 002 (0.008 and 0.75)."""
     runs = [SAMPLE / "mirror-omd.zarr", SAMPLE / "mirror-ogd.zarr", SAMPLE / "mirror-bisection.zarr"]
     result = conjugacy(runs, null=[SAMPLE / "mirror-omd-seed1.zarr"])
-    assert [s.delays for s in result.spectra] == [4, 4, 4] and [s.n_trajectories > 1 for s in result.spectra] == [True] * 3
+    assert [s.delays for s in result.spectra] == [4, 4, 4] and [s.n_trajectories for s in result.spectra] == [25] * 3
     assert abs(result.spectra[0].eigenvalues[0]) == pytest.approx(0.99, abs=2e-3)  # 1 - η at the minimiser
-    assert result.distance[0, 1] < 0.02 and result.distance[0, 2] > 0.3 and result.distance[1, 2] > 0.3
-    assert result.distance[0, 2] > 50 * result.distance[0, 1]
-    verdicts = [v.verdict for v in result.verdicts]
-    assert verdicts[1:] == ["non-conjugate", "non-conjugate"]
+    # rank rule "k": OMD resolves 8 directions, so every run is fitted at rank 8 and the result says so
+    assert result.k == 8 and [s.rank for s in result.spectra] == [8, 8, 8] and "resolves only 8" in result.k_note
+    assert result.distance[0, 1] < 0.03 and result.distance[0, 2] > 0.5 and result.distance[1, 2] > 0.5
+    assert result.null_threshold < 1e-3 < result.reparam.threshold < 0.1
+    assert [(v.verdict, v.basis) for v in result.verdicts] == [
+        ("conjugate", "reparam-null"), ("non-conjugate", "reparam-null"), ("non-conjugate", "reparam-null")]
+    assert result.distance[0, 1] < 0.6 * result.threshold and result.distance[0, 2] > 10 * result.threshold
 
 
 def test_equivalence_margin_sets_the_threshold_only_when_wider_than_the_null():
     runs = [SAMPLE / "mirror-omd.zarr", SAMPLE / "mirror-ogd.zarr", SAMPLE / "mirror-bisection.zarr"]
     null = [SAMPLE / "mirror-omd-seed1.zarr"]
-    plain = conjugacy(runs, null=null)
+    plain = conjugacy(runs, null=null, null_size=0)
     assert plain.margin == 0 and plain.threshold == pytest.approx(plain.null_threshold)
-    assert [v.basis for v in plain.verdicts] == ["null"] * 3
-    # a stated margin above the seed null's spread decides; bisection stays far outside it
-    wide = conjugacy(runs, null=null, margin=0.02)
-    assert wide.threshold == 0.02 and wide.null_threshold == pytest.approx(plain.null_threshold)
+    assert [v.basis for v in plain.verdicts] == ["seed-null"] * 3
+    # a stated margin above the nulls' spread decides; bisection stays far outside it
+    wide = conjugacy(runs, null=null, margin=0.2)
+    assert wide.threshold == 0.2 and wide.null_threshold == pytest.approx(plain.null_threshold)
     assert [(v.verdict, v.basis) for v in wide.verdicts] == [
         ("conjugate", "margin"), ("non-conjugate", "margin"), ("non-conjugate", "margin")]
     # a margin narrower than the null changes nothing
-    narrow = conjugacy(runs, null=null, margin=plain.null_threshold / 10)
+    narrow = conjugacy(runs, null=null, margin=plain.null_threshold / 10, null_size=0)
     assert [v.verdict for v in narrow.verdicts] == [v.verdict for v in plain.verdicts]
-    assert narrow.threshold == pytest.approx(plain.null_threshold) and narrow.verdicts[0].basis == "null"
+    assert narrow.threshold == pytest.approx(plain.null_threshold) and narrow.verdicts[0].basis == "seed-null"
     # a margin alone gives verdicts; neither gives none
-    alone = conjugacy(runs[:2], margin=0.02)
+    alone = conjugacy(runs[:2], margin=0.02, null_size=0)
     assert alone.null_threshold is None and alone.verdicts[0].verdict == "conjugate"
-    assert conjugacy(runs[:2]).verdicts[0].verdict == "undetermined"
+    assert conjugacy(runs[:2], null_size=0).verdicts[0].verdict == "undetermined"
     for bad in (-0.1, float("nan"), float("inf")):
         with pytest.raises(TrajError, match="margin"):
             conjugacy(runs[:2], margin=bad)
+
+
+def test_reparametrise_is_a_smooth_monotone_map_of_each_coordinate_whatever_the_block_split(rng):
+    data = np.cumsum(rng.standard_normal((30, 12)), axis=0)
+    bent = reparametrise(data, 3, strength=0.2, seed=7)
+    halves = np.hstack([reparametrise(data[:, :5], 3, strength=0.2, seed=7),
+                        reparametrise(data[:, 5:], 3, strength=0.2, seed=7)])
+    np.testing.assert_array_equal(bent, halves)  # a coordinate's map depends on its own trajectory only
+    lo, hi = data.min(axis=0), data.max(axis=0)
+    moved = np.abs(bent - data).max(axis=0) / ((hi - lo) / 2)
+    assert moved.max() <= 0.2 + 1e-12 and moved.min() > 0.01  # strength = the largest move / half-range
+    for j in range(12):  # monotone: the order of a coordinate's values is kept
+        assert (np.argsort(bent[:, j]) == np.argsort(data[:, j])).all()
+    assert not np.allclose(bent, reparametrise(data, 4, strength=0.2, seed=7))  # another draw, another map
+    assert not np.allclose(bent, reparametrise(data, 3, strength=0.2, seed=8))
+    # stacked trajectories: coordinate j of every trajectory goes through the same map g_j
+    stacked = np.hstack([data[:, :3], data[:, 3:6] + 0.0])
+    same = reparametrise(np.hstack([stacked[:, :3], stacked[:, :3]]), 0, strength=0.2, n_traj=2)
+    np.testing.assert_array_equal(same[:, :3], same[:, 3:])
+
+
+def test_reparametrisation_null_in_the_gram_pass_matches_memory(tmp_path):
+    """The Grams of h_i(θ) summed block by block beside θ's Gram give the in-memory null's distances."""
+    from scipy.linalg import block_diag
+
+    from traj.engine import Engine
+
+    a = block_diag(_rotation(0.95, 0.3), [[0.8]], [[0.6]])
+    run_a = _linear_run(tmp_path / "a.zarr", a, 300, 0)
+    run_b = _linear_run(tmp_path / "b.zarr", a, 300, 1)
+    memory = conjugacy([run_a, run_b], k=4, null_size=6, null_seed=3)
+    streamed = conjugacy([run_a, run_b], k=4, null_size=6, null_seed=3, small_observable=1,
+                         engine=Engine(block_bytes=40 * 40 * 8 * 7))  # blocks of 7 columns
+    assert [s.method for s in memory.spectra] == ["memory"] * 2 and streamed.spectra[0].method == "gram"
+    np.testing.assert_allclose(streamed.reparam.distances, memory.reparam.distances, rtol=1e-4, atol=1e-7)
+    assert memory.reparam.distances.min() > 1e-5
+
+
+def test_reparametrisation_null_is_the_same_on_every_backend(tmp_path):
+    """numpy, torch and dask stream the same blocks through the same maps: the null's distances agree."""
+    from scipy.linalg import block_diag
+
+    from traj.engine import Engine
+
+    a = block_diag(_rotation(0.95, 0.3), [[0.8]], [[0.6]])
+    runs = [_linear_run(tmp_path / "a.zarr", a, 300, 0), _linear_run(tmp_path / "b.zarr", a, 300, 1)]
+    results = {backend: conjugacy(runs, k=4, null_size=5, null_seed=2, small_observable=1,
+                                  engine=Engine(backend=backend, block_bytes=40 * 8 * 50))
+               for backend in ("numpy", "torch", "dask")}
+    reference = results["numpy"].reparam.distances
+    assert reference.shape == (5,) and reference.min() > 1e-5
+    for backend in ("torch", "dask"):
+        assert results[backend].spectra[0].method == "gram"
+        np.testing.assert_allclose(results[backend].reparam.distances, reference, rtol=0, atol=1e-10)
+
+
+def _authors_trajectories():
+    """Seed 002's OMD / OGD / bisection runs, ported from their repository (william-redman/
+    Identifying_Equivalent_Training_Dynamics, online_mirror_online_gradient_descent_main.py): loss
+    Σ tan(x) in d = 2, η = 1e-2, T = 100, 25 initial conditions on a 5×5 grid; (T, 50) each,
+    trajectory-major (so ``--stack 25`` splits it)."""
+    eta, steps = 1e-2, 100
+
+    def grid(lo, hi):
+        axis = np.linspace(lo, hi, 5)
+        return np.reshape(np.meshgrid(axis, axis), [2, 25]).T
+
+    x = np.empty((steps, 25, 2))
+    u = np.empty((steps, 25, 2))
+    x[0], u[0] = grid(0.1, 0.9), grid(-2.3, -0.1)
+    for t in range(1, steps):
+        x[t] = 1.0 / (1.0 / x[t - 1] + eta / np.cos(x[t - 1]) ** 2)  # OMD, log barrier
+        e = np.exp(u[t - 1])
+        u[t] = u[t - 1] - eta * e / np.cos(e) ** 2  # OGD in u = log x
+    z = np.zeros((steps, 25, 2))
+    for i, (a, b) in enumerate(zip(grid(-4 / 3, -1 / 3), grid(1 / 7, 8 / 7), strict=True)):
+        z[0, i] = (a + b) / 2
+        for t in range(1, steps):
+            f = np.tan(z[t - 1, i]).sum()
+            if f == 0:  # their early return: the remaining rows stay zero
+                break
+            a, b = (z[t - 1, i], b) if f < 0 else (a, z[t - 1, i])
+            z[t, i] = (a + b) / 2
+    return {"omd": x.reshape(steps, 50), "ogd": u.reshape(steps, 50), "bisection": z.reshape(steps, 50)}
+
+
+def test_authors_setting_from_the_cli_gives_their_distances(tmp_path):
+    """`traj import` of the authors' three runs, then their setting (25 stacked ICs, 4 delays, rank and
+    k 10): W1 0.0081, 0.746, 0.753, as their saved eigenvalues give; OMD-OGD conjugate."""
+    paths = []
+    for name, data in _authors_trajectories().items():
+        np.save(tmp_path / f"{name}.npy", data)
+        out = tmp_path / f"{name}.zarr"
+        done = runner.invoke(app, ["import", str(tmp_path / f"{name}.npy"), "--out", str(out)])
+        assert done.exit_code == 0, done.output
+        paths.append(str(out))
+    result = runner.invoke(app, ["conjugacy", *paths, "--stack", "25", "--delays", "4", "--rank", "10", "--k", "10",
+                                 "--out", str(tmp_path / "rep"), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    d = np.array(summary["distance"])
+    assert d[0, 1] == pytest.approx(0.0081, abs=2e-4)
+    assert d[0, 2] == pytest.approx(0.746, abs=2e-3) and d[1, 2] == pytest.approx(0.753, abs=2e-3)
+    assert summary["k"] == 10 and summary["ranks"] == [10, 10, 10] and summary["reduced"] == []
+    assert summary["settings"]["stack"] == [25] * 3 and summary["settings"]["delays"] == [4] * 3
+    assert [v["verdict"] for v in summary["verdicts"]] == ["conjugate", "non-conjugate", "non-conjugate"]
+    assert summary["basis"] == "reparam-null" and summary["reparam_null"]["strength"] == 0.1
+    # a split that does not divide θ, and a k above what a run resolves, say so
+    bad = runner.invoke(app, ["conjugacy", *paths[:2], "--stack", "7", "--out", str(tmp_path / "r2")])
+    assert bad.exit_code == 2 and "--stack" in bad.output and "7 equal" in bad.output
+    reduced = runner.invoke(app, ["conjugacy", *paths[:2], "--stack", "25", "--k", "20", "--null-size", "0",
+                                  "--out", str(tmp_path / "r3"), "--json"])
+    assert reduced.exit_code == 0, reduced.output
+    summary = json.loads(reduced.stdout)
+    assert summary["k_requested"] == 20 and summary["k"] < 20 and "k 20 asked for" in summary["reduced"][0]
+
+
+def test_pca_observable_from_the_gram(tmp_path, rng):
+    """pca:K scores come from the Gram alone; a planted system's eigenvalues survive the projection."""
+    from scipy.linalg import block_diag
+
+    a = block_diag(_rotation(0.95, 0.3), [[0.8]], [[0.6]])
+    other = block_diag(_rotation(0.9, 0.5), [[0.7]], [[0.4]])
+    change = rng.standard_normal((4, 4)) + 3 * np.eye(4)
+    runs = [_linear_run(tmp_path / "a.zarr", a, 3000, 0), _linear_run(tmp_path / "b.zarr", a, 3000, 1, transform=change),
+            _linear_run(tmp_path / "c.zarr", other, 3000, 2)]
+    result = conjugacy(runs, observable="pca:4", k=4, null_size=10)
+    assert result.observable == "pca:4" and [s.n_observables for s in result.spectra] == [4] * 3
+    assert result.distance[0, 1] < 0.05 < 0.1 < result.distance[0, 2]
+    assert [v.verdict for v in result.verdicts][:2] == ["conjugate", "non-conjugate"]
+    with pytest.raises(TrajError, match="observable"):
+        conjugacy(runs[:2], observable="pca:x")
 
 
 def test_window_transitions_from_one_pass():
@@ -157,7 +293,7 @@ def test_cli_end_to_end_and_fail_flag(tmp_path):
                                                               "spectra.png", "distance.png", "null.png"}
     failing = runner.invoke(app, [*args[:-1], "--fail-on-nonconjugate"])
     assert failing.exit_code == 1
-    margin = runner.invoke(app, [*args, "--margin", "0.9"])
+    margin = runner.invoke(app, [*args, "--margin", "0.9", "--null-size", "0"])
     assert margin.exit_code == 0, margin.output
     summary = json.loads(margin.stdout)
     assert summary["margin"] == 0.9 and summary["threshold"] == 0.9 and summary["verdicts"][0]["verdict"] == "conjugate"
@@ -168,3 +304,22 @@ def test_cli_end_to_end_and_fail_flag(tmp_path):
                                "--null", str(SAMPLE / "mirror-omd-seed1.zarr"), "--out", str(tmp_path / "r2"),
                                "--fail-on-nonconjugate"])
     assert same.exit_code == 0, same.output
+
+
+def test_spectra_plot_tells_coinciding_runs_apart():
+    """OMD's and OGD's eigenvalues nearly coincide: each run gets its own hollow marker of its own size,
+    and an inset magnifies the eigenvalues near λ = 1."""
+    from traj.plots.conjugacy import plot_null, plot_spectra
+
+    runs = [SAMPLE / "mirror-omd.zarr", SAMPLE / "mirror-ogd.zarr", SAMPLE / "mirror-bisection.zarr"]
+    result = conjugacy(runs, null_size=4)
+    fig = plot_spectra(result)
+    main = fig.axes[0]
+    (inset,) = main.child_axes
+    assert 1 < inset.get_xlim()[1] < 1.05 and inset.get_xlim()[0] > 0.5  # zoomed near λ = 1
+    sizes = [c.get_sizes()[0] for c in main.collections]
+    assert len(sizes) == 3 and len(set(sizes)) == 3
+    assert all(c.get_facecolors().size == 0 for c in main.collections)  # hollow: an inner marker stays visible
+    assert len(inset.collections) == 3
+    null = plot_null(result)  # the reparametrisation null alone is drawn
+    assert any("reparametrisation null" in t.get_text() for t in null.axes[0].get_legend().get_texts())

@@ -4,15 +4,28 @@ Topologically conjugate systems share Koopman eigenvalues. For each run: the Koo
 eigenvalues of an observable over a window (exact DMD, §1), optionally with d time delays
 (Hankel DMD) and with several trajectories of one system stacked; then the Wasserstein
 distance W1 between every pair of eigenvalue sets (POT ``ot.emd2``, uniform mass, cost
-|λ − μ|). A verdict needs a null: the distances between runs that differ only in seed.
+|λ − μ|). A verdict needs a null, and two are drawn:
 
-Two ways to the spectrum, same numbers: a large observable (all weights of a network) goes
-through the streaming Gram, whose delay embedding is a sum of shifted diagonal sub-blocks
-of G (no extra pass); a small observable (a layer, an optimiser's iterate, up to
-``small_observable`` coordinates times delays + 1) is collected into memory by the engine,
-where trajectories can be stacked (pairs never cross trajectories). Both go through the one
-operator factory (:mod:`traj.engine.operator`): a rank above what a run resolves, or a k above
-the smallest rank, is reduced and the result says so (``Spectrum.rank_note``, ``k_note``).
+- the **seed null**: distances between the first run and runs that differ from it only in
+  seed (``null=``), which measures initial-condition noise;
+- the **reparametrisation null**: distances between the first run's spectrum and the spectra
+  of the same run seen through ``null_size`` random smooth monotone coordinate-wise maps h
+  (:func:`reparametrise`). Conjugacy is invariance under a homeomorphism, and finite-dictionary
+  DMD eigenvalues move when the coordinates bend, so this measures the estimator's own
+  dependence on the coordinates, which a seed null of a deterministic system misses.
+
+A pair is conjugate when its distance is within the larger of the two nulls' quantiles
+(or a stated margin); the verdict names which one decided.
+
+Observables (``observable=``): ``all`` weights, one ``layer:NAME``, or ``pca:K``, the scores
+of the window's K leading principal components, computed from the streamed Gram alone. A
+large observable goes through the streaming Gram, whose delay embedding is a sum of shifted
+diagonal sub-blocks of G (no extra pass), and the Grams of h(X) for every null draw are
+accumulated beside it in the same pass; a small one (up to ``small_observable`` coordinates
+times delays + 1), or stacked trajectories, are collected into memory. Every path goes
+through the one operator factory (:mod:`traj.engine.operator`). By default every run is fitted
+at the same rank, r = min(k, every run's resolvable rank), and all r eigenvalues are compared;
+a rank or k reduced below what was asked says so (``Spectrum.rank_note``, ``k_note``).
 """
 
 from __future__ import annotations
@@ -20,7 +33,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -28,21 +41,26 @@ import numpy as np
 from ..checks import check_float, check_int
 from ..engine import Engine, ReducedOperator
 from ..engine.operator import check_rank
-from ..errors import ParameterError, WindowTooShortError
+from ..errors import NotApplicableError, ParameterError, WindowTooShortError
 from ..progress import Progress
 from ..store import RunStore
 from .dmd import complex_pairs
 from .windows import Window, check_gram_finite, parse_window, raise_nonfinite
 
 __all__ = ["ConjugacyParams", "ConjugacyResult", "PairVerdict", "SMALL_OBSERVABLE", "Spectrum", "WindowTransitions",
-           "conjugacy", "fit_conjugacy", "hankel_gram", "koopman_spectrum", "stacked_hankel", "wasserstein"]
+           "conjugacy", "fit_conjugacy", "hankel_gram", "koopman_spectrum", "parse_observable", "reparametrise",
+           "stacked_hankel", "wasserstein"]
 
 #: Default of ``small_observable``: observables up to this many coordinates (times delays+1) are decomposed in memory.
 SMALL_OBSERVABLE = 2048
+#: Largest observable (coordinates x snapshots, float64) collected into memory for a layer's reparametrisation null.
+COLLECT_BYTES = 1 << 30
 Verdict = Literal["conjugate", "non-conjugate", "undetermined"]
-#: What set a verdict's threshold: the null's quantile, the stated margin, or the eigenvalues' precision.
-Basis = Literal["null", "margin", "tolerance"]
+#: What set a verdict's threshold: the seed null's quantile, the reparametrisation null's, the stated margin,
+#: or the eigenvalues' precision.
+Basis = Literal["seed-null", "reparam-null", "margin", "tolerance"]
 SpectrumMethod = Literal["memory", "gram"]
+RankRule = int | Literal["auto", "k"] | None
 
 
 def wasserstein(a: np.ndarray, b: np.ndarray) -> float:
@@ -57,6 +75,67 @@ def wasserstein(a: np.ndarray, b: np.ndarray) -> float:
     q = np.c_[b.real, b.imag]
     cost = ot.dist(p, q, metric="euclidean")
     return float(ot.emd2(ot.unif(len(p)), ot.unif(len(q)), cost))
+
+
+# ---------------------------------------------------------------------- the reparametrisation null's maps
+_M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+def _splitmix(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser on uint64 (wrapping arithmetic): a counter-based hash."""
+    with np.errstate(over="ignore"):
+        x = (np.asarray(x, dtype=np.uint64) + np.uint64(0x9E3779B97F4A7C15)) & _M64
+        x = ((x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)) & _M64
+        x = ((x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)) & _M64
+        return x ^ (x >> np.uint64(31))
+
+
+def _uniforms(keys: np.ndarray, seed: int, draw: int, stream: int) -> np.ndarray:
+    """U(0, 1) per key, a pure function of (key, seed, draw, stream)."""
+    salt = _splitmix(np.uint64(seed) * np.uint64(1_000_003) + np.uint64(draw) * np.uint64(97) + np.uint64(stream))
+    return (_splitmix(keys ^ salt) >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+def coordinate_keys(data: np.ndarray) -> np.ndarray:
+    """A key per coordinate of a (T, n) window, from its first and last values' bits.
+
+    The map of a coordinate depends on its own trajectory only, never on where a block of
+    columns starts, so any block split (and any backend) draws the same map.
+    """
+    ends = np.ascontiguousarray(np.asarray(data, dtype=np.float64)[[0, -1]]).view(np.uint64)
+    return _splitmix(ends[0] ^ _splitmix(ends[1]))
+
+
+def reparametrise(data: np.ndarray, draw: int, *, strength: float, seed: int = 0, n_traj: int = 1) -> np.ndarray:
+    """h(D): a smooth monotone map of each coordinate, scaled to the coordinate's own range.
+
+    Each coordinate x with range [lo, hi] over the window, midpoint m and half-range s, becomes
+    m + s·g(u) with u = (x − m)/s ∈ [−1, 1] and g(u) = u + b u² + c u³, |b| + |c| = ``strength``
+    (the share w ~ U(0, 1) of it in the even part and both signs drawn per coordinate). So the
+    largest displacement, at the range's edges, is ``strength`` times the half-range; g' ≥ 1 −
+    3·strength > 0, so h is a diffeomorphism for strength < 1/3. With ``n_traj`` stacked
+    trajectories, coordinate j of every trajectory shares one map and one pooled range: h is one
+    map of the system's state, as a conjugacy is.
+
+    Parameters
+    ----------
+    data : ndarray of shape (T, n)
+        A window of n coordinates (n_traj trajectories of n / n_traj each).
+    draw : int
+        Which map of the family (with ``seed``; the parameters come from a counter-based hash).
+    """
+    data = np.asarray(data, dtype=np.float64)
+    t, n = data.shape
+    x = data.reshape(t, n_traj, n // n_traj)
+    lo, hi = x.min(axis=(0, 1)), x.max(axis=(0, 1))
+    keys = coordinate_keys(x[:, 0, :])
+    w = _uniforms(keys, seed, draw, 0)
+    b = strength * w * np.where(_uniforms(keys, seed, draw, 1) < 0.5, -1.0, 1.0)
+    c = strength * (1 - w) * np.where(_uniforms(keys, seed, draw, 2) < 0.5, -1.0, 1.0)
+    mid, half = (hi + lo) / 2, (hi - lo) / 2
+    half = np.where(half > 0, half, 1.0)
+    u = (x - mid) / half
+    return (mid + half * (u + b * u**2 + c * u**3)).reshape(t, n)
 
 
 # ---------------------------------------------------------------------- spectra
@@ -77,6 +156,7 @@ class Spectrum:
     method: SpectrumMethod
     rank_requested: int | str = "auto"
     rank_note: str | None = None
+    observable: str = "all"
 
 
 def stacked_hankel(data: np.ndarray, n_traj: int, delays: int) -> tuple[np.ndarray, np.ndarray]:
@@ -101,13 +181,47 @@ def hankel_gram(gram: np.ndarray, delays: int) -> np.ndarray:
     return sum(gram[s : s + m, s : s + m] for s in range(delays + 1))
 
 
+def pca_scores(gram: np.ndarray, components: int) -> np.ndarray:
+    """(T, K) scores of a window's K leading principal components, from its Gram G = D Dᵀ alone.
+
+    Centred in time: J G J = V S² Vᵀ (J = I − 11ᵀ/T), scores V_K S_K (the projection of the
+    centred snapshots onto their principal axes; signs fixed, largest entry positive).
+    """
+    g = np.asarray(gram, dtype=np.float64)
+    t = g.shape[0]
+    centred = g - g.mean(axis=0, keepdims=True) - g.mean(axis=1, keepdims=True) + g.mean()
+    evals, evecs = np.linalg.eigh((centred + centred.T) / 2)
+    order = np.argsort(evals)[::-1][: min(components, t)]
+    v = evecs[:, order]
+    pivot = np.argmax(np.abs(v), axis=0)
+    v = v * np.sign(v[pivot, np.arange(v.shape[1])])
+    return v * np.sqrt(np.clip(evals[order], 0.0, None))
+
+
+def parse_observable(observable: str | None, layer: str | None = None) -> tuple[str, str | int | None]:
+    """("all", None), ("layer", NAME) or ("pca", K) from ``all | layer:NAME | pca:K`` (``layer=`` is layer:NAME)."""
+    if layer is not None:
+        if observable not in (None, "all"):
+            raise ParameterError("layer", f"and observable={observable!r} both given: use one")
+        return "layer", layer
+    text = "all" if observable is None else str(observable)
+    if text == "all":
+        return "all", None
+    kind, _, arg = text.partition(":")
+    if kind == "layer" and arg:
+        return "layer", arg
+    if kind == "pca" and arg.isdigit() and int(arg) >= 1:
+        return "pca", int(arg)
+    raise ParameterError("observable", f"must be 'all', 'layer:NAME' or 'pca:K' (K >= 1), got {text!r}")
+
+
 def recipe_defaults(store: RunStore) -> tuple[bool, int]:
     """(stack, delays) by default: the authors' setting for the mirror-descent case (stacked ICs, 4 delays)."""
     recipe = store.recipe or {}
     return (True, 4) if recipe.get("name") == "mirror-descent" else (False, 0)
 
 
-def observable(store: RunStore, layer: str | None) -> tuple[slice, tuple[int, ...]]:
+def observable_columns(store: RunStore, layer: str | None) -> tuple[slice, tuple[int, ...]]:
     """The columns of the observable (one layer, or all of θ) and the shape of its tensor."""
     if layer is None:
         if len(store.layout) == 1:  # one tensor: keep its shape (its first axis may index trajectories)
@@ -115,6 +229,26 @@ def observable(store: RunStore, layer: str | None) -> tuple[slice, tuple[int, ..
         return slice(0, store.n_params), (store.n_params,)
     entry = store.layout.select([layer])[0]
     return entry.columns, entry.shape
+
+
+def trajectories(store: RunStore, stack: int | bool | None, n_obs: int, shape: tuple[int, ...]) -> int:
+    """How many equal trajectories the observable's n coordinates split into.
+
+    None: the recipe's default (mirror-descent: the first axis of its one tensor); True: the
+    first axis of the observable's tensor; an integer N: θ split into N equal consecutive parts.
+    """
+    if stack is None:
+        stack = recipe_defaults(store)[0]
+    if stack is True:
+        if len(shape) < 2:
+            raise ParameterError("stack", "needs a parameter tensor with a trajectory axis (e.g. shape (25, 2)), "
+                                          "or a number of trajectories N")
+        return int(shape[0])
+    n_traj = 1 if stack is False else int(stack)
+    if n_obs % n_traj:
+        raise ParameterError("stack", f"{n_traj}: the observable's {n_obs} coordinates do not split into "
+                                      f"{n_traj} equal trajectories")
+    return n_traj
 
 
 def window_and_delays(store: RunStore, window: Window, delays: int | None) -> tuple[int, int, int]:
@@ -132,12 +266,110 @@ def window_and_delays(store: RunStore, window: Window, delays: int | None) -> tu
     return lo, hi, d
 
 
+@dataclass(frozen=True)
+class _Source:
+    """What one spectrum is fitted from: snapshot pairs in memory, or a delay-embedded Gram."""
+
+    method: SpectrumMethod
+    x: np.ndarray | None = None
+    y: np.ndarray | None = None
+    gram: np.ndarray | None = None
+    n_features: int = 0
+    dtype: Any = np.float64
+
+    def fit(self, rank: int | str | None) -> ReducedOperator:
+        if self.method == "memory":
+            assert self.x is not None and self.y is not None
+            return ReducedOperator.from_pairs(self.x, self.y, rank=rank, dtype=self.dtype, excess="reduce")
+        assert self.gram is not None
+        return ReducedOperator.from_gram(self.gram, rank=rank, n_features=self.n_features, dtype=self.dtype,
+                                         excess="reduce")
+
+
+@dataclass(frozen=True)
+class _Observed:
+    """A run's observable over its window: its own source and one per reparametrisation draw."""
+
+    store: RunStore
+    window: tuple[int, int]
+    observable: str
+    n_observables: int
+    n_traj: int
+    delays: int
+    source: _Source
+    bent: tuple[_Source, ...] = field(default=())
+
+    def spectrum(self, rank: int | str | None) -> Spectrum:
+        op = self.source.fit(rank)
+        return Spectrum(str(self.store.path), self.window, op.eigenvalues, op.rank, self.n_observables, self.n_traj,
+                        self.delays, self.source.method, op.rank_requested, op.rank_note, self.observable)
+
+
+def _observe(store: RunStore, *, window: Window, observable: str | None, layer: str | None, stack: int | bool | None,
+             delays: int | None, small_observable: int, engine: Engine, draws: int = 0, strength: float = 0.1,
+             seed: int = 0, gram: np.ndarray | None = None, progress: Progress | None = None) -> _Observed:
+    """Read what a run's spectra need, in one pass: the observable's pairs or Gram, and those of ``draws``
+    reparametrised copies h_i(θ) (the null's maps act on the stored coordinates, before the observable)."""
+    kind, arg = parse_observable(observable, layer)
+    lo, hi, delays = window_and_delays(store, window, delays)
+    name = "all" if kind == "all" else f"{kind}:{arg}"
+    cols, shape = observable_columns(store, arg if kind == "layer" else None)
+    n_obs = cols.stop - cols.start
+    n_traj = trajectories(store, stack, n_obs, shape)
+    if kind == "pca" and n_traj > 1:
+        raise ParameterError("stack", "stacked trajectories need observable 'all' or 'layer:NAME', not pca:K")
+    rows = slice(lo, hi + 1)
+    in_memory = kind != "pca" and (n_traj > 1 or n_obs * (delays + 1) <= small_observable)
+
+    def pairs(data: np.ndarray) -> _Source:
+        x, y = stacked_hankel(data, n_traj, delays)
+        return _Source("memory", x, y, dtype=store.dtype)
+
+    if in_memory or (kind == "layer" and draws):
+        if not in_memory and n_obs * (hi - lo + 1) * 8 > COLLECT_BYTES:
+            raise NotApplicableError(f"{store.path.name}: the reparametrisation null of layer {arg} needs its "
+                                     f"{n_obs} coordinates in memory ({n_obs * (hi - lo + 1) * 8 / 2**30:.1f} GiB): "
+                                     "use observable 'all' or 'pca:K', or null_size=0")
+        data = engine.collect(store, cols, rows=rows, progress=progress)
+        raise_nonfinite(store, lo + np.flatnonzero(~np.isfinite(data).all(axis=1)))
+        bent_data = [reparametrise(data, i, strength=strength, seed=seed, n_traj=n_traj) for i in range(draws)]
+        if in_memory:
+            return _Observed(store, (lo, hi), name, n_obs, n_traj, delays, pairs(data),
+                             tuple(pairs(b) for b in bent_data))
+        grams = [data @ data.T] + [b @ b.T for b in bent_data]
+    elif draws:
+        def kernel(block: Any, ops: Any) -> np.ndarray:
+            b = ops.to_numpy(block)
+            return np.stack([b @ b.T] + [(h := reparametrise(b, i, strength=strength, seed=seed)) @ h.T
+                                         for i in range(draws)])
+
+        total = None
+        for _, part in engine.map_blocks(store, kernel, rows=rows, progress=progress):
+            total = part if total is None else total + part
+        assert total is not None
+        grams = list((total + total.transpose(0, 2, 1)) / 2)
+    else:
+        grams = [gram if gram is not None else
+                 engine.gram(store, rows=rows, groups={"obs": [cols]}, progress=progress)["obs"]]
+    check_gram_finite(grams[0], store, lo)
+
+    def from_gram(g: np.ndarray) -> _Source:
+        if kind == "pca":
+            return pairs(pca_scores(g, int(arg)))  # type: ignore[arg-type]
+        return _Source("gram", gram=hankel_gram(g, delays), n_features=n_obs * (delays + 1), dtype=store.dtype)
+
+    n_shown = min(int(arg), hi - lo + 1) if kind == "pca" else n_obs  # type: ignore[arg-type]
+    return _Observed(store, (lo, hi), name, n_shown, n_traj, delays, from_gram(grams[0]),
+                     tuple(from_gram(g) for g in grams[1:]))
+
+
 def koopman_spectrum(
     store: RunStore,
     *,
     window: Window = None,
+    observable: str | None = None,
     layer: str | None = None,
-    stack: bool | None = None,
+    stack: int | bool | None = None,
     delays: int | None = None,
     rank: int | str | None = "auto",
     small_observable: int = SMALL_OBSERVABLE,
@@ -145,39 +377,18 @@ def koopman_spectrum(
     gram: np.ndarray | None = None,
     progress: Progress | None = None,
 ) -> Spectrum:
-    """Koopman eigenvalues of a store's observable (all weights or one layer) over a window.
+    """Koopman eigenvalues of a store's observable (all weights, one layer, or PCA scores) over a window.
 
-    ``stack`` splits the observable tensor along its first axis into independent trajectories
-    of one system (default: on for mirror-descent stores, with 4 delays). ``gram`` may pass a
-    precomputed Gram of exactly this window and observable. An explicit ``rank`` above the
-    directions the run resolves is reduced (``Spectrum.rank_note`` says so).
+    ``stack`` splits the observable into independent trajectories of one system: an integer N
+    (θ split into N equal parts), True (the tensor's first axis) or None (the recipe's default:
+    on for mirror-descent stores, with 4 delays). ``gram`` may pass a precomputed Gram of exactly
+    this window and observable. An explicit ``rank`` above the directions the run resolves is
+    reduced (``Spectrum.rank_note`` says so).
     """
-    stack = recipe_defaults(store)[0] if stack is None else stack
     rank = check_rank(rank)
-    lo, hi, delays = window_and_delays(store, window, delays)
-    cols, shape = observable(store, layer)
-    n_obs = cols.stop - cols.start
-    n_traj = shape[0] if stack and len(shape) > 1 else 1
-    if stack and len(shape) < 2:
-        raise ParameterError("stack", "needs a parameter tensor with a trajectory axis (e.g. shape (25, 2))")
-    engine = engine or Engine()
-    rows = slice(lo, hi + 1)
-    method: SpectrumMethod
-    if stack or n_obs * (delays + 1) <= small_observable:
-        data = engine.collect(store, cols, rows=rows, progress=progress)
-        raise_nonfinite(store, lo + np.flatnonzero(~np.isfinite(data).all(axis=1)))
-        x, y = stacked_hankel(data, n_traj, delays)
-        op = ReducedOperator.from_pairs(x, y, rank=rank, dtype=store.dtype, excess="reduce")
-        method = "memory"
-    else:
-        if gram is None:
-            gram = engine.gram(store, rows=rows, groups={"obs": [cols]}, progress=progress)["obs"]
-        check_gram_finite(gram, store, lo)
-        op = ReducedOperator.from_gram(hankel_gram(gram, delays), rank=rank, n_features=n_obs * (delays + 1),
-                                       dtype=store.dtype, excess="reduce")
-        method = "gram"
-    return Spectrum(str(store.path), (lo, hi), op.eigenvalues, op.rank, n_obs, n_traj, delays, method,
-                    op.rank_requested, op.rank_note)
+    observed = _observe(store, window=window, observable=observable, layer=layer, stack=stack, delays=delays,
+                        small_observable=small_observable, engine=engine or Engine(), gram=gram, progress=progress)
+    return observed.spectrum(rank)
 
 
 # ---------------------------------------------------------------------- results
@@ -211,11 +422,31 @@ class WindowTransitions:
 
 
 @dataclass(frozen=True)
-class ConjugacyResult:
-    """Distances between runs' Koopman spectra and verdicts against a seed null (methods.md §4).
+class ReparamNull:
+    """The reparametrisation null: W1 between the first run's spectrum and its spectra through ``size``
+    smooth monotone coordinate-wise maps whose largest displacement is ``strength`` times each
+    coordinate's half-range over the window (:func:`reparametrise`)."""
 
-    ``k`` eigenvalues of largest modulus are compared per run; ``k_requested`` is what was asked
-    and ``k_note`` says why fewer were compared (None when not).
+    size: int
+    strength: float
+    seed: int
+    distances: np.ndarray
+    threshold: float | None
+    family: str = "g(u) = u + b u^2 + c u^3 per coordinate, |b| + |c| = strength, u = (x - mid) / half-range"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"size": self.size, "strength": self.strength, "seed": self.seed, "family": self.family,
+                "distances": self.distances.tolist(), "threshold": self.threshold}
+
+
+@dataclass(frozen=True)
+class ConjugacyResult:
+    """Distances between runs' Koopman spectra and verdicts against a seed null and a reparametrisation
+    null (methods.md §4).
+
+    ``k`` eigenvalues are compared per run; ``k_requested`` is what was asked and ``k_note``
+    says why fewer were compared (None when not). ``null_threshold`` is the seed null's quantile,
+    ``reparam.threshold`` the reparametrisation null's; ``threshold`` the one that decided.
     """
 
     runs: tuple[str, ...]
@@ -235,6 +466,9 @@ class ConjugacyResult:
     margin: float = 0.0
     k_requested: int | None = None
     k_note: str | None = None
+    reparam: ReparamNull | None = None
+    observable: str = "all"
+    basis: Basis | None = None
 
     @property
     def any_nonconjugate(self) -> bool:
@@ -249,6 +483,11 @@ class ConjugacyResult:
         """The k compared eigenvalues of run ``i``."""
         return self.spectra[i].eigenvalues[: self.k]
 
+    @property
+    def notes(self) -> list[str]:
+        """Why k or a run's rank was reduced below what was asked (empty when neither was)."""
+        return [n for n in [self.k_note, *(s.rank_note for s in self.spectra)] if n]
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "runs": list(self.runs),
@@ -258,16 +497,20 @@ class ConjugacyResult:
             "k": self.k,
             "k_requested": self.k_requested,
             "k_note": self.k_note,
+            "reduced": self.notes,
             "distance": self.distance.tolist(),
             "null_runs": list(self.null_runs),
             "null_distances": self.null_distances.tolist(),
             "quantile": self.quantile,
             "threshold": self.threshold,
+            "basis": self.basis,
             "null_threshold": self.null_threshold,
+            "reparam_null": self.reparam.to_dict() if self.reparam else None,
             "margin": self.margin,
             "verdicts": [v.to_dict() for v in self.verdicts],
             "windows": self.windows.to_dict() if self.windows else None,
-            "settings": {"layer": self.layer, "rank": self.rank, "stack": [s.n_trajectories > 1 for s in self.spectra],
+            "settings": {"observable": self.observable, "layer": self.layer, "rank": self.rank,
+                         "stack": [s.n_trajectories for s in self.spectra],
                          "delays": [s.delays for s in self.spectra], "method": [s.method for s in self.spectra],
                          "windows": [list(s.window) for s in self.spectra]},
             "seconds": self.seconds,
@@ -275,39 +518,60 @@ class ConjugacyResult:
 
 
 # ---------------------------------------------------------------------- the analysis
+def _check_rank_rule(rank: int | str | None) -> RankRule:
+    return "k" if rank == "k" else check_rank(rank)  # type: ignore[return-value]
+
+
+def _check_stack(stack: int | bool | None) -> int | bool | None:
+    if stack is None or isinstance(stack, bool):
+        return stack
+    return check_int("stack", stack, low=1)
+
+
 @dataclass(frozen=True)
 class ConjugacyParams:
     """The options of a conjugacy comparison, checked (see :func:`conjugacy` for their meaning)."""
 
     window: Window = None
     layer: str | None = None
-    rank: int | str | None = "auto"
+    rank: RankRule = "k"
     k: int | None = 10
     quantile: float = 0.95
     tolerance: float = 1e-8
     margin: float = 0.0
     windows: int | None = None
-    stack: bool | None = None
+    stack: int | bool | None = None
     delays: int | None = None
     small_observable: int = SMALL_OBSERVABLE
+    observable: str = "all"
+    null_size: int = 20
+    null_strength: float = 0.1
+    null_seed: int = 0
 
     @classmethod
-    def checked(cls, *, window: Window = None, layer: str | None = None, rank: int | str | None = "auto",
+    def checked(cls, *, window: Window = None, layer: str | None = None, rank: int | str | None = "k",
                 k: int | None = 10, quantile: float = 0.95, tolerance: float = 1e-8, margin: float = 0.0,
-                windows: int | None = None, stack: bool | None = None, delays: int | None = None,
-                small_observable: int = SMALL_OBSERVABLE) -> ConjugacyParams:
+                windows: int | None = None, stack: int | bool | None = None, delays: int | None = None,
+                small_observable: int = SMALL_OBSERVABLE, observable: str | None = None, null_size: int = 20,
+                null_strength: float = 0.1, null_seed: int = 0) -> ConjugacyParams:
+        kind, arg = parse_observable(observable, layer)
         return cls(
             window=window,
-            layer=layer,
-            rank=check_rank(rank),
+            layer=arg if kind == "layer" else None,  # type: ignore[arg-type]
+            rank=_check_rank_rule(rank),
             k=None if k is None else check_int("k", k, low=1),
             quantile=check_float("quantile", quantile, low=0, high=1, low_open=True),
             tolerance=check_float("tolerance", tolerance, low=0),
             margin=check_float("margin", margin, low=0),
             windows=None if windows is None else check_int("windows", windows, low=2),
-            stack=None if stack is None else bool(stack),
+            stack=_check_stack(stack),
             delays=None if delays is None else check_int("delays", delays, low=0),
             small_observable=check_int("small_observable", small_observable, low=0),
+            observable="all" if kind == "all" else f"{kind}:{arg}",
+            null_size=check_int("null_size", null_size, low=0),
+            null_strength=check_float("null_strength", null_strength, low=0, high=1 / 3, low_open=True,
+                                      high_open=True),
+            null_seed=check_int("null_seed", null_seed, low=0),
         )
 
 
@@ -315,21 +579,25 @@ def conjugacy(
     stores: Sequence[RunStore | str | os.PathLike[str]],
     *,
     window: Window = None,
+    observable: str | None = None,
     layer: str | None = None,
-    rank: int | str | None = "auto",
+    rank: int | str | None = "k",
     k: int | None = 10,
     null: Sequence[RunStore | str | os.PathLike[str]] = (),
+    null_size: int = 20,
+    null_strength: float = 0.1,
+    null_seed: int = 0,
     quantile: float = 0.95,
     tolerance: float = 1e-8,
     margin: float = 0.0,
     windows: int | None = None,
-    stack: bool | None = None,
+    stack: int | bool | None = None,
     delays: int | None = None,
     small_observable: int = SMALL_OBSERVABLE,
     engine: Engine | None = None,
     progress: Progress | None = None,
 ) -> ConjugacyResult:
-    """Wasserstein distances between the Koopman spectra of runs, and verdicts against a seed null.
+    """Wasserstein distances between the Koopman spectra of runs, and verdicts against two nulls.
 
     Parameters
     ----------
@@ -337,37 +605,42 @@ def conjugacy(
         ``windows`` compares its consecutive windows instead.
     window : "a:b"
         Snapshots used in every run (must exist in all).
-    rank : int or "auto"
-        DMD rank of every spectrum; a run that resolves fewer directions keeps what it has and
-        its spectrum says so (``rank_note``).
+    observable : "all", "layer:NAME" or "pca:K"
+        What DMD sees: all weights, one parameter tensor (``layer=NAME`` is the same), or the
+        scores of the window's K leading principal components (from the Gram alone).
+    rank : "k", int or "auto"
+        "k" (default): every run at the same rank r = min(k, every run's resolvable rank), all r
+        eigenvalues compared. An integer: that rank for every run (reduced, with a note, where a
+        run resolves fewer); "auto": Gavish–Donoho per run, the k largest-modulus compared.
     k : int
-        Eigenvalues of largest modulus kept per run (equal for all runs; capped by the
-        smallest rank, and ``k_note`` says so). None keeps all of the smallest rank.
+        Eigenvalues compared per run (equal for all runs; capped by the smallest rank, and
+        ``k_note`` says so). None keeps all of the smallest rank.
     null : runs that differ from the first only in seed; their pairwise distances (with the
-        first run) form the null, and a pair is conjugate when its distance is within the
-        null's ``quantile``.
-    tolerance : distances below this count as zero (the eigenvalues' own precision), so runs
-        with numerically identical spectra are conjugate whatever the null.
-    margin : an equivalence margin: distances up to it are declared immaterial, whatever the
-        null (0, the default, leaves the verdict to the null alone). A null built from seeds
-        of a deterministic system can be far narrower than the estimator's dependence on the
-        observable (OMD vs OGD: W1 0.005 against a seed spread of 1e-6), so a conjugacy that
-        holds by construction can only be called with a margin the user states.
+        first run) form the seed null.
+    null_size, null_strength, null_seed : the reparametrisation null: ``null_size`` maps h_i of the
+        first run's coordinates (:func:`reparametrise`), each bending a coordinate by up to
+        ``null_strength`` of its half-range; 0 turns it off.
+    quantile : a pair is conjugate when its distance is within this quantile of the wider null.
+    tolerance : distances below this count as zero (the eigenvalues' own precision).
+    margin : an equivalence margin: distances up to it are declared immaterial, whatever the nulls.
     windows : split the (first) run into this many consecutive windows and return the matrix
         of distances between their spectra (seed 002 fig. 4), from one Gram pass.
+    stack : trajectories of one system held in θ: an integer N (θ split into N equal parts), True
+        (the first axis of the tensor), None (mirror-descent stores: their 25 initial conditions).
     small_observable : observables up to this many coordinates (times delays + 1) are
         decomposed in memory by an SVD; larger ones through the streamed Gram.
     """
     params = ConjugacyParams.checked(window=window, layer=layer, rank=rank, k=k, quantile=quantile,
                                      tolerance=tolerance, margin=margin, windows=windows, stack=stack, delays=delays,
-                                     small_observable=small_observable)
+                                     small_observable=small_observable, observable=observable, null_size=null_size,
+                                     null_strength=null_strength, null_seed=null_seed)
     return fit_conjugacy(stores, params, null=null, engine=engine, progress=progress)
 
 
 def fit_conjugacy(stores: Sequence[RunStore | str | os.PathLike[str]], params: ConjugacyParams, *,
                   null: Sequence[RunStore | str | os.PathLike[str]] = (), engine: Engine | None = None,
                   progress: Progress | None = None) -> ConjugacyResult:
-    """Fit checked :class:`ConjugacyParams`: every run's spectrum, the distances and the verdicts."""
+    """Fit checked :class:`ConjugacyParams`: every run's spectrum, both nulls, the distances and the verdicts."""
     t0 = time.perf_counter()
     runs = [_open(s) for s in stores]
     null_runs = [_open(s) for s in null]
@@ -376,26 +649,35 @@ def fit_conjugacy(stores: Sequence[RunStore | str | os.PathLike[str]], params: C
     if len(runs) < 2 and not params.windows:
         raise ParameterError("stores", "holds one run: give two or more runs to compare, or windows=W to compare "
                                        "windows of one run")
-    # every run's window (and the windows of the first) is checked before the first spectrum
+    # every run's window, layer and stacking is checked before the first spectrum
     run_windows = {id(s): window_and_delays(s, params.window, params.delays)[:2] for s in runs + null_runs}
     for s in runs + null_runs:
-        observable(s, params.layer)  # an unknown layer fails here, not after the first spectra
+        cols, shape = observable_columns(s, params.layer)
+        trajectories(s, params.stack, cols.stop - cols.start, shape)
     edges = _window_edges(runs[0], params) if params.windows else None
     engine = engine or Engine()
+    draws = params.null_size if len(runs) > 1 else 0
 
-    def spectrum(store: RunStore) -> Spectrum:
-        return koopman_spectrum(store, window=run_windows[id(store)], layer=params.layer, stack=params.stack,
-                                delays=params.delays, rank=params.rank, small_observable=params.small_observable,
-                                engine=engine, progress=progress)
+    def observe(store: RunStore, n: int = 0) -> _Observed:
+        return _observe(store, window=run_windows[id(store)], observable=params.observable, layer=None, stack=params.stack,
+                        delays=params.delays, small_observable=params.small_observable, engine=engine, draws=n,
+                        strength=params.null_strength, seed=params.null_seed, progress=progress)
 
-    spectra = [spectrum(s) for s in runs]
-    null_spectra = [spectrum(s) for s in null_runs]
-    k, k_note = _compared(params.k, spectra + null_spectra)
+    observed = [observe(runs[0], draws)] + [observe(s) for s in runs[1:] + null_runs]
+    spectra_all, k, k_note = _fit_all(observed, params)
+    spectra, null_spectra = spectra_all[: len(runs)], spectra_all[len(runs):]
     distance = _distances(spectra, k)
     family = [spectra[0], *null_spectra]
     null_distances = _distances(family, k)[np.triu_indices(len(family), 1)] if null_spectra else np.zeros(0)
     null_threshold = float(np.quantile(null_distances, params.quantile)) if null_distances.size else None
-    threshold, basis = _threshold(null_threshold, params)
+    reparam = None
+    if observed[0].bent:
+        base = spectra[0]
+        rep = np.array([wasserstein(base.eigenvalues[:k], src.fit(base.rank).eigenvalues[:k])
+                        for src in observed[0].bent])
+        reparam = ReparamNull(len(rep), params.null_strength, params.null_seed, rep,
+                              float(np.quantile(rep, params.quantile)))
+    threshold, basis = _threshold(null_threshold, reparam.threshold if reparam else None, params)
     verdicts = tuple(
         PairVerdict(str(runs[i].path), str(runs[j].path), float(distance[i, j]),
                     "undetermined" if threshold is None else
@@ -405,7 +687,30 @@ def fit_conjugacy(stores: Sequence[RunStore | str | os.PathLike[str]], params: C
     return ConjugacyResult(tuple(str(r.path) for r in runs), tuple(spectra), k, distance,
                            tuple(str(r.path) for r in null_runs), null_distances, params.quantile, threshold, verdicts,
                            transitions, params.layer, params.rank, time.perf_counter() - t0,
-                           null_threshold=null_threshold, margin=params.margin, k_requested=params.k, k_note=k_note)
+                           null_threshold=null_threshold, margin=params.margin, k_requested=params.k, k_note=k_note,
+                           reparam=reparam, observable=params.observable, basis=basis)
+
+
+def _fit_all(observed: Sequence[_Observed], params: ConjugacyParams) -> tuple[list[Spectrum], int, str | None]:
+    """Every run's spectrum under the rank rule, the k compared and why k was reduced (None when not).
+
+    Rank "k": each run at rank k first; when one resolves fewer directions (r < k), every run
+    is refitted at r, so all compared eigenvalues come from DMDs of one rank.
+    """
+    if params.rank != "k":
+        spectra = [o.spectrum(params.rank) for o in observed]
+        k, note = _compared(params.k, spectra)
+        return spectra, k, note
+    asked = params.k if params.k is not None else max(o.source.fit("auto").rank for o in observed)
+    spectra = [o.spectrum(asked) for o in observed]
+    common = min(s.rank for s in spectra)
+    if common < asked:
+        smallest = next(s for s in spectra if s.rank == common)
+        note = (f"k {asked} asked for, but {os.path.basename(smallest.run)} resolves only {common} direction(s) "
+                f"({smallest.rank_note}): every run fitted at rank {common}, {common} eigenvalue(s) compared")
+        spectra = [o.spectrum(common) for o in observed]
+        return spectra, common, note
+    return spectra, asked, None
 
 
 def _open(run: RunStore | str | os.PathLike[str]) -> RunStore:
@@ -422,7 +727,7 @@ def _compared(k: int | None, spectra: Sequence[Spectrum]) -> tuple[int, str | No
 
 
 def _distances(spectra: Sequence[Spectrum], k: int) -> np.ndarray:
-    """The symmetric matrix of W1 between the k largest-modulus eigenvalues of every pair."""
+    """The symmetric matrix of W1 between the k first eigenvalues of every pair."""
     n = len(spectra)
     distance = np.zeros((n, n))
     for i in range(n):
@@ -431,12 +736,15 @@ def _distances(spectra: Sequence[Spectrum], k: int) -> np.ndarray:
     return distance
 
 
-def _threshold(null_threshold: float | None, params: ConjugacyParams) -> tuple[float | None, Basis | None]:
-    """The verdicts' threshold: the larger of the null's quantile and the stated margin, never below the
+def _threshold(seed_threshold: float | None, reparam_threshold: float | None,
+               params: ConjugacyParams) -> tuple[float | None, Basis | None]:
+    """The verdicts' threshold: the largest of the nulls' quantiles and the stated margin, never below the
     eigenvalues' precision, and which of them set it."""
     bounds: dict[Basis, float] = {}
-    if null_threshold is not None:
-        bounds["null"] = null_threshold
+    if seed_threshold is not None:
+        bounds["seed-null"] = seed_threshold
+    if reparam_threshold is not None:
+        bounds["reparam-null"] = reparam_threshold
     if params.margin:
         bounds["margin"] = params.margin
     if not bounds:
@@ -464,19 +772,20 @@ def _window_transitions(store: RunStore, edges: np.ndarray, params: ConjugacyPar
                         progress: Progress | None) -> WindowTransitions:
     """Spectra of consecutive windows of one run (bounds ``edges``) and their distance matrix (one Gram pass)."""
     lo, hi = int(edges[0]), int(edges[-1]) - 1
-    stack, default_delays = recipe_defaults(store)
-    d = default_delays if params.delays is None else params.delays
-    cols, _ = observable(store, params.layer)
+    d = recipe_defaults(store)[1] if params.delays is None else params.delays
+    cols, shape = observable_columns(store, params.layer)
+    n_traj = trajectories(store, params.stack, cols.stop - cols.start, shape)
     full_gram = None
-    if not (params.stack or stack) and (cols.stop - cols.start) * (d + 1) > params.small_observable:
+    if n_traj == 1 and ((cols.stop - cols.start) * (d + 1) > params.small_observable
+                        or params.observable.startswith("pca:")):
         full_gram = engine.gram(store, rows=slice(lo, hi + 1), groups={"obs": [cols]}, progress=progress)["obs"]
-    spectra = []
+    observed = []
     for a, b in zip(edges[:-1], edges[1:], strict=True):
         sub = None if full_gram is None else full_gram[a - lo : b - lo, a - lo : b - lo]
-        spectra.append(koopman_spectrum(store, window=(int(a), int(b) - 1), layer=params.layer, stack=params.stack,
-                                        delays=params.delays, rank=params.rank,
-                                        small_observable=params.small_observable, engine=engine, gram=sub))
-    k, _ = _compared(params.k, spectra)
+        observed.append(_observe(store, window=(int(a), int(b) - 1), observable=params.observable, layer=None,
+                                 stack=params.stack, delays=params.delays, small_observable=params.small_observable,
+                                 engine=engine, gram=sub))
+    spectra, k, _ = _fit_all(observed, params)
     bounds = tuple((int(a), int(b) - 1) for a, b in zip(edges[:-1], edges[1:], strict=True))
     steps = tuple((int(store.steps[a]), int(store.steps[b])) for a, b in bounds)
     return WindowTransitions(str(store.path), bounds, steps, k, _distances(spectra, k))

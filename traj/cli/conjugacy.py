@@ -19,9 +19,9 @@ from ._common import (
     err_console,
     flag_names,
     handle_errors,
+    int_or_keyword,
     out_console,
     output_dir,
-    parse_rank,
     print_json,
     progress_bar,
 )
@@ -31,16 +31,25 @@ def conjugacy(
     ctx: typer.Context,
     stores: Annotated[list[Path], typer.Argument(help="Two or more run stores (or one with --windows).")],
     window: Annotated[str | None, typer.Option(help="Snapshots a:b used in every run.")] = None,
-    layer: Annotated[str | None, typer.Option(help="Observable: one parameter tensor (default all weights).")] = None,
-    rank: Annotated[str, typer.Option(help="DMD rank: an integer or 'auto'.")] = "auto",
-    k: Annotated[int, typer.Option(help="Eigenvalues of largest modulus compared per run.")] = 10,
+    observable: Annotated[str, typer.Option(help="What DMD sees: 'all' weights, 'layer:NAME' (one parameter "
+                                                 "tensor) or 'pca:K' (K principal-component scores, from the Gram).")] = "all",
+    layer: Annotated[str | None, typer.Option(help="Same as --observable layer:NAME.")] = None,
+    rank: Annotated[str, typer.Option(help="DMD rank: 'k' (every run at rank k, or the smallest rank any run "
+                                           "resolves), an integer, or 'auto' (Gavish-Donoho per run).")] = "k",
+    k: Annotated[int, typer.Option(help="Eigenvalues compared per run (largest modulus first).")] = 10,
     null: Annotated[str | None, typer.Option(help="Comma-separated stores differing from the first only in seed.")] = None,
+    null_size: Annotated[int, typer.Option(help="Reparametrisation null: how many smooth monotone coordinate maps of "
+                                                "the first run (0: off).")] = 20,
+    null_strength: Annotated[float, typer.Option(help="Reparametrisation null: each map's largest displacement, as a "
+                                                      "fraction of each coordinate's half-range (< 1/3).")] = 0.1,
+    null_seed: Annotated[int, typer.Option(help="Reparametrisation null: which maps are drawn.")] = 0,
     quantile: Annotated[float, typer.Option(help="Null quantile below which a pair is conjugate.")] = 0.95,
-    margin: Annotated[float, typer.Option(help="Equivalence margin: distances up to it are conjugate whatever the null "
-                                               "(default 0: the null alone decides).")] = 0.0,
+    margin: Annotated[float, typer.Option(help="Equivalence margin: distances up to it are conjugate whatever the nulls "
+                                               "(default 0: the nulls alone decide).")] = 0.0,
     windows: Annotated[int | None, typer.Option(help="Split the first run into W windows and compare them.")] = None,
     delays: Annotated[int | None, typer.Option(help="Time delays (Hankel DMD); default 4 for mirror-descent, else 0.")] = None,
-    stack: Annotated[bool | None, typer.Option("--stack/--no-stack", help="Split the tensor's first axis into trajectories.")] = None,
+    stack: Annotated[int | None, typer.Option(help="Split the observable into N equal trajectories of one system "
+                                                   "(1: none; default: a mirror-descent store's 25 initial conditions).")] = None,
     fail_on_nonconjugate: Annotated[bool, typer.Option("--fail-on-nonconjugate", help="Exit 1 when a pair is non-conjugate.")] = False,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Report directory (default traj-out/conjugacy).")] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print the summary as JSON to stdout.")] = False,
@@ -49,7 +58,8 @@ def conjugacy(
     scheduler: SchedulerOption = "threads",
     block_mb: BlockOption = 64.0,
 ) -> None:
-    """Compare the Koopman spectra of runs by Wasserstein distance, with verdicts against a seed null.
+    """Compare the Koopman spectra of runs by Wasserstein distance, with verdicts against a seed null and a
+    reparametrisation null (the first run seen through smooth coordinate maps).
 
     Examples:
 
@@ -57,19 +67,24 @@ def conjugacy(
 
         traj conjugacy new.zarr baseline.zarr --null seed1.zarr,seed2.zarr --fail-on-nonconjugate
 
-        traj conjugacy omd.zarr ogd.zarr --margin 0.01
+        traj conjugacy omd.zarr ogd.zarr bisection.zarr --stack 25 --delays 4 --rank 10
+
+        traj conjugacy h40.zarr h5.zarr --null h40-seed1.zarr,h40-seed2.zarr --observable pca:10
 
         traj conjugacy run.zarr --windows 8
     """
-    with handle_errors(ctx), flag_names("window", "layer", "rank", "k", "quantile", "margin", "windows", "delays",
-                                        "stack"):
+    with handle_errors(ctx), flag_names("window", "observable", "layer", "rank", "k", "quantile", "margin", "windows",
+                                        "delays", "stack", "null_size", "null_strength", "null_seed"):
         from ..analysis.conjugacy import ConjugacyParams, fit_conjugacy
         from ..display import markup as m
         from ..report.conjugacy import conjugacy_report
         from ..store import open_store
 
-        params = ConjugacyParams.checked(window=window, layer=layer, rank=parse_rank(rank), k=k, quantile=quantile,
-                                         margin=margin, windows=windows, stack=stack, delays=delays)
+        params = ConjugacyParams.checked(window=window, observable=observable, layer=layer,
+                                         rank=int_or_keyword("--rank", rank, "k") if rank.strip() != "auto" else "auto",
+                                         k=k, quantile=quantile, margin=margin, windows=windows, stack=stack,
+                                         delays=delays, null_size=null_size, null_strength=null_strength,
+                                         null_seed=null_seed)
         engine = engine_options(backend, device, scheduler, block_mb)
         runs = [open_store(s) for s in stores]
         null_runs = [open_store(Path(p.strip())) for p in (null or "").split(",") if p.strip()]
@@ -94,17 +109,22 @@ def _show(result: ConjugacyResult, quantile: float) -> None:
 
     for v in result.verdicts:
         colour = {"conjugate": "green", "non-conjugate": "red"}.get(v.verdict, "yellow")
-        out_console.print(f"{m(Path(v.a).name)} vs {m(Path(v.b).name)}: W1 = {v.distance:.4g} "
+        ratio = f" ({v.distance / result.threshold:.2g} x threshold)" if result.threshold else ""
+        out_console.print(f"{m(Path(v.a).name)} vs {m(Path(v.b).name)}: W1 = {v.distance:.4g}{ratio} "
                           f"[{colour}]{v.verdict}[/{colour}]")
     if (w := result.windows) is not None:
         out_console.print(f"{m(Path(w.run).name)}: W1 between {len(w.bounds)} windows (k = {w.k})")
         for (a, b), row in zip(w.steps, w.distance, strict=True):
             out_console.print(f"  steps {a:>6}-{b:<6} " + " ".join(f"{v:7.4f}" for v in row))
     if result.null_threshold is not None:
-        out_console.print(f"  null threshold ({100 * quantile:g} % of {len(result.null_distances)} seed distance(s)): "
+        out_console.print(f"  seed null ({100 * quantile:g} % of {len(result.null_distances)} seed distance(s)): "
                           f"{result.null_threshold:.4g}")
+    if (rep := result.reparam) is not None and rep.threshold is not None:
+        out_console.print(f"  reparametrisation null ({100 * quantile:g} % of {rep.size} maps bending each coordinate "
+                          f"by up to {100 * rep.strength:g} % of its half-range): {rep.threshold:.4g}")
     if result.margin:
         out_console.print(f"  equivalence margin: {result.margin:.4g}")
-    for note in [result.k_note, *(s.rank_note for s in result.spectra)]:
-        if note:
-            err_console.print(f"[yellow]reduced: {m(note)}[/yellow]")
+    if result.threshold is not None:
+        out_console.print(f"  threshold {result.threshold:.4g}, set by the {result.basis}")
+    for note in result.notes:
+        err_console.print(f"[yellow]reduced: {m(note)}[/yellow]")

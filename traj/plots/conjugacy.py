@@ -14,15 +14,40 @@ __all__ = ["plot_distance_matrix", "plot_null", "plot_spectra", "plot_window_dis
 
 
 def plot_spectra(result: ConjugacyResult, *, ax: Any = None) -> Any:
-    """The k compared eigenvalues of every run, overlaid on the unit circle."""
+    """The k compared eigenvalues of every run on the unit circle, with an inset around λ = 1.
+
+    Runs are told apart even where their eigenvalues coincide (OMD and OGD): each has its own
+    marker, hollow and a size smaller than the previous run's, so coinciding points show as
+    concentric rings; the inset magnifies the eigenvalues near λ = 1, where slow modes crowd.
+    """
     fig, (ax,) = panels(ax, 1, (5.4, 5.4))
     unit_circle(ax)
     markers = "osD^v<>ph*"
-    for i, name in enumerate(result.names):
-        z = result.eigenvalues(i)
-        ax.scatter(z.real, z.imag, marker=markers[i % len(markers)], s=45, alpha=0.7, label=mathtext(name))
+    colours = [f"C{i % 10}" for i in range(len(result.names))]
+    sizes = [max(12.0, 110.0 - 22.0 * i) for i in range(len(result.names))]
+
+    def draw(target: Any, labels: bool) -> None:
+        for i, name in enumerate(result.names):
+            z = result.eigenvalues(i)
+            target.scatter(z.real, z.imag, marker=markers[i % len(markers)], s=sizes[i], facecolors="none",
+                           edgecolors=colours[i], linewidths=1.3, label=mathtext(name) if labels else None)
+
+    draw(ax, True)
     ax.set_title(f"Koopman eigenvalues (k = {result.k} per run)")
     ax.legend(fontsize=7, loc="lower left")
+    near = np.concatenate([result.eigenvalues(i) for i in range(len(result.names))])
+    near = near[np.abs(near - 1) < 0.15]
+    if near.size:
+        pad = max(float(np.ptp(near.real)), float(np.ptp(near.imag)), 2e-3) * 0.15
+        inset = ax.inset_axes((0.06, 0.6, 0.42, 0.34))
+        theta = np.linspace(-np.pi, np.pi, 4001)
+        inset.plot(np.cos(theta), np.sin(theta), color="0.6", lw=0.8)
+        draw(inset, False)
+        inset.set_xlim(near.real.min() - pad, near.real.max() + pad)
+        inset.set_ylim(near.imag.min() - pad, near.imag.max() + pad)
+        inset.set_title("near λ = 1 (zoomed)", fontsize=7)
+        inset.tick_params(labelsize=6)
+        ax.indicate_inset_zoom(inset, edgecolor="0.5")
     return fig
 
 
@@ -49,23 +74,31 @@ def plot_window_distances(result: ConjugacyResult, *, ax: Any = None) -> Any:
 
 
 def plot_null(result: ConjugacyResult, *, ax: Any = None) -> Any:
-    """The null's distances (runs differing only in seed) with every observed distance marked.
+    """The nulls' distances (seed null: runs differing only in seed; reparametrisation null: the first
+    run through smooth coordinate maps) with their quantiles and every observed distance marked.
 
     Log-spaced bins over every distance and threshold shown (zeros drawn at the left edge), so
     a null of 1e-6 and a distance of 0.6 both stay on the axis.
     """
-    if result.null_threshold is None:
-        raise ValueError("the result has no null (fit with null runs)")
+    reparam = result.reparam.distances if result.reparam is not None else np.zeros(0)
+    if result.null_threshold is None and not reparam.size:
+        raise ValueError("the result has no null (fit with null runs or null_size > 0)")
     fig, (hist,) = panels(ax, 1, (8.5, 3.8))
     null = result.null_distances
     observed = np.array([v.distance for v in result.verdicts], dtype=float)
-    shown = np.concatenate([null, observed, [result.null_threshold, result.margin]])
+    shown = np.concatenate([null, reparam, observed, [result.threshold or 0.0, result.margin]])
     positive = shown[shown > 0]
     lo = positive.min() / 2 if positive.size else 1e-12
     hi = max(positive.max() * 2 if positive.size else 1.0, lo * 10)
-    bins = np.geomspace(lo, hi, max(5, min(30, null.size)) + 1)
-    hist.hist(np.clip(null, lo, hi), bins=bins, color="0.7", label="seed null")
-    hist.axvline(max(result.null_threshold, lo), color="k", ls="--", lw=1, label=f"{100 * result.quantile:g} % quantile")
+    bins = np.geomspace(lo, hi, max(5, min(30, null.size + reparam.size)) + 1)
+    if null.size:
+        hist.hist(np.clip(null, lo, hi), bins=bins, color="0.7", alpha=0.8, label="seed null")
+        hist.axvline(max(result.null_threshold or lo, lo), color="k", ls="--", lw=1,
+                     label=f"seed null {100 * result.quantile:g} % quantile")
+    if reparam.size and result.reparam is not None:
+        hist.hist(np.clip(reparam, lo, hi), bins=bins, color="#9ecae1", alpha=0.8, label="reparametrisation null")
+        hist.axvline(max(result.reparam.threshold or lo, lo), color="#3182bd", ls="--", lw=1,
+                     label=f"reparametrisation null {100 * result.quantile:g} % quantile")
     if result.margin:
         hist.axvline(result.margin, color="k", ls=":", lw=1, label="equivalence margin")
     names = dict(zip(result.runs, result.names, strict=True))
@@ -75,7 +108,7 @@ def plot_null(result: ConjugacyResult, *, ax: Any = None) -> Any:
                      label=f"{mathtext(names[v.a])} vs {mathtext(names[v.b])}: {v.verdict}")
     hist.set_xscale("log")
     hist.set_xlim(lo, hi)
-    hist.set(xlabel="W1 between Koopman spectra", ylabel="count", title="observed distances against the seed null")
+    hist.set(xlabel="W1 between Koopman spectra", ylabel="count", title="observed distances against the nulls")
     hist.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     if ax is None:
         fig.tight_layout()

@@ -17,30 +17,44 @@ def conjugacy_report(result: ConjugacyResult, out_dir: str | os.PathLike[str],
                      inputs: Iterable[str | os.PathLike[str]] = ()) -> Path:
     d = result.to_dict()
     report = Report("traj conjugacy")
-    null = (f"; its {100 * result.quantile:g} % quantile is {result.null_threshold:.3g}"
-            if result.null_threshold is not None else "")
+    seed = (f"Seed null: {len(result.null_runs)} run(s) differing from the first only in seed; the "
+            f"{100 * result.quantile:g} % quantile of their distances is {result.null_threshold:.3g}."
+            if result.null_threshold is not None else "No seed null (no runs given with --null).")
+    rep = result.reparam
+    reparam = (f" Reparametrisation null: the first run seen through {rep.size} random smooth monotone "
+               f"coordinate-wise maps (g(u) = u + b u² + c u³ on each coordinate's range scaled to [−1, 1], "
+               f"|b| + |c| = {rep.strength:g}: each coordinate moves by at most {100 * rep.strength:g} % of its "
+               f"half-range over the window; seed {rep.seed}); the {100 * result.quantile:g} % quantile of the "
+               f"distances to its own spectrum is {rep.threshold:.3g}."
+               if rep is not None and rep.threshold is not None else " No reparametrisation null.")
     margin = (f" Equivalence margin stated by the user: {result.margin:.3g} (distances up to it count as conjugate)."
               if result.margin else "")
-    verdict = (f" A pair is conjugate when its W1 is at most {result.threshold:.3g}." if result.threshold is not None
-               else " Without a null or a margin every verdict is undetermined.")
+    words = {"seed-null": "seed null", "reparam-null": "reparametrisation null", "margin": "margin",
+             "tolerance": "eigenvalues' precision"}
+    verdict = (f" A pair is conjugate when its W1 is at most {result.threshold:.3g}, set by the "
+               f"{words.get(result.basis or '', result.basis)}."
+               if result.threshold is not None else " Without a null or a margin every verdict is undetermined.")
+    spectra = result.spectra[0]
     report.paragraph(
-        f"Wasserstein distance W1 between the {result.k} largest-modulus Koopman eigenvalues of each run "
-        f"(methods.md §4). Null: {len(result.null_runs)} run(s) differing from the first only in seed{null}.{margin}{verdict}"
+        f"Wasserstein distance W1 between the {result.k} Koopman eigenvalues of each run (methods.md §4); "
+        f"observable {result.observable}, {spectra.delays} delay(s), "
+        f"{spectra.n_trajectories} stacked trajector{'y' if spectra.n_trajectories == 1 else 'ies'}, "
+        f"rank rule {result.rank}. {seed}{reparam}{margin}{verdict}"
     )
-    for note in [result.k_note, *(s.rank_note for s in result.spectra)]:
-        if note:
-            report.paragraph(f"Reduced: {note}.")
+    for note in result.notes:
+        report.paragraph(f"Reduced: {note}.")
     if len(result.runs) > 1:
         report.figure("spectra.png", figure_png(plot_spectra(result)), "Koopman eigenvalues of every run")
         report.figure("distance.png", figure_png(plot_distance_matrix(result)), "Distance matrix")
-    if result.null_distances.size:
-        report.figure("null.png", figure_png(plot_null(result)), "Seed null with every observed distance marked")
+    if result.null_distances.size or (result.reparam is not None and result.reparam.distances.size):
+        report.figure("null.png", figure_png(plot_null(result)), "The nulls with every observed distance marked")
     if result.windows:
         report.figure("windows.png", figure_png(plot_window_distances(result)),
                       "Distances between consecutive windows of one run: dynamical transitions")
     if result.verdicts:
         report.heading("Verdicts")
-        report.table(["run A", "run B", "W1", "verdict", "decided by"],
-                     [[Path(v.a).name, Path(v.b).name, f"{v.distance:.4g}", v.verdict, v.basis or "-"]
+        report.table(["run A", "run B", "W1", "W1 / threshold", "verdict", "decided by"],
+                     [[Path(v.a).name, Path(v.b).name, f"{v.distance:.4g}",
+                       f"{v.distance / result.threshold:.3g}" if result.threshold else "-", v.verdict, v.basis or "-"]
                       for v in result.verdicts])
     return write_report(out_dir, report, d, extra=extra, inputs=inputs)
