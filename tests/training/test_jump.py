@@ -125,7 +125,7 @@ def test_kga_replay_with_prediction_baselines_end_to_end(tmp_path):
     out = tmp_path / "kga"
     result = CliRunner().invoke(app, ["kga-replay", str(SAMPLE / "quadratic-mlp.zarr"), "--alpha", "0.25", "--epochs",
                                       "3", "--baseline", "predict,bootstrap", "--jump-window", "3", "--jump-horizon",
-                                      "2", "--out", str(out), "--json"])
+                                      "2", "--landscape", "--grid", "4", "--out", str(out), "--json"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     runs = {r["label"]: r for r in summary["runs"]}
@@ -147,6 +147,14 @@ def test_kga_replay_with_prediction_baselines_end_to_end(tmp_path):
     assert {p.name for p in (out / "report").iterdir()} >= {"summary.json", "validation.png", "losses.png"}
     text = (out / "report" / "report.md").read_text()
     assert "## Jumps" in text and "| predict | 2 | yes |" in text
+    # every run in one plane of the loss landscape
+    landscape = summary["landscape"]
+    assert [r["label"] for r in landscape["runs"]] == ["plain", "kga-alpha0.25", "predict", "bootstrap"]
+    assert landscape["runs"][0]["store"] == str(out / "plain.zarr") and np.array(landscape["loss"]).shape == (4, 4)
+    plain_xy, bootstrap_xy = (np.array(landscape["runs"][k]["coordinates"]) for k in (0, 3))
+    if not bootstrap["jumps"]["taken"][0]:  # a bootstrap run that kept no jump is the plain run
+        np.testing.assert_allclose(bootstrap_xy, plain_xy, atol=1e-9)
+    assert (out / "report" / "landscape.png").exists() and "## Loss landscape" in text
 
 
 def test_kga_replay_refuses_bad_baseline_options(tmp_path):

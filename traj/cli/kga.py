@@ -42,6 +42,9 @@ def kga_replay(
                                                         "h − 1).")] = None,
     jump_warmup: Annotated[int | None, typer.Option(help="Baselines: the first epoch that may jump (default h − 1).")] = None,
     epochs: Annotated[int | None, typer.Option(help="Epochs to train (default the recorded run's).")] = None,
+    landscape: Annotated[bool, typer.Option("--landscape", help="Also draw every run in one plane of the loss "
+                                                              "landscape (as traj landscape).")] = False,
+    grid: Annotated[int, typer.Option(help="--landscape: grid points per axis.")] = 25,
     recipe: Annotated[str | None, typer.Option(help="Recipe: a built-in name or module:function (your code).")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Directory for the runs and the report.")] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print the summary as JSON to stdout.")] = False,
@@ -59,7 +62,8 @@ def kga_replay(
     """
     with handle_errors(ctx), flag_names("window", "interval", "eps", "mask", "mask_eps", "mask_window", "epochs",
                                         "jump_window", "jump_horizon", "jump_every", "jump_warmup",
-                                        alphas="--alpha", baseline="--baseline"):
+                                        "grid", alphas="--alpha", baseline="--baseline"):
+        from ..analysis.landscape import LandscapeParams
         from ..atomic import staged_output
         from ..display import markup as m
         from ..recipes import resolve_recipe
@@ -68,6 +72,7 @@ def kga_replay(
         from ..training import replay
 
         alphas = number_list("--alpha", alpha, float)
+        plane = LandscapeParams.checked(grid=grid) if landscape else None
         baselines = [b.strip().lower() for b in baseline.split(",") if b.strip()]
         options = {"window": window, "interval": int_or_keyword("--interval", interval, "epoch"), "eps": eps,
                    "efficient": efficient, "project_step": project_step, "mask": mask, "mask_eps": mask_eps,
@@ -84,7 +89,7 @@ def kga_replay(
                 task = bar.add_task("replay", total=None, label="")
                 result = replay(runner, staging, alphas=alphas, baselines=baselines, jump_window=jump_window,
                                 jump_horizon=jump_horizon, jump_every=jump_every, jump_warmup=jump_warmup,
-                                epochs=epochs, **options, final_dir=target,
+                                epochs=epochs, landscape=plane, **options, final_dir=target,
                                 progress=lambda done, total: bar.update(task, completed=done, total=total),
                                 stage=lambda label: bar.update(task, label=label))
             kga_report_files(result, staging / "report")

@@ -9,6 +9,7 @@ from typing import Any
 from ..plots import figure_png
 from ..plots.kga import plot_alpha_sweep, plot_losses, plot_masked_fraction, plot_validation
 from ..training.replay import ReplayComparison, ReplayResult
+from .landscape import landscape_section
 from .writer import Report, write_report, write_report_files
 
 
@@ -70,6 +71,9 @@ def kga_report_content(result: ReplayResult) -> tuple[Report, dict[str, Any]]:
             f"{r.dmd_seconds_total:.3f}", _accuracy(run)]
            for r, run in zip(result.comparison, result.runs, strict=True)],
     )
+    if result.landscape is not None:
+        report.heading("Loss landscape")
+        landscape_section(report, result.landscape)
     jumping = [r for r in result.baselines if r.jumps is not None]
     if jumping:
         report.heading("Jumps")

@@ -8,6 +8,7 @@ comparison with the plain one (:class:`ReplayComparison`), with ``to_dict()`` fo
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Iterable
@@ -18,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..analysis.landscape import LandscapeParams, LandscapeResult, fit_landscape
 from ..checks import MAX_EPOCHS, check_choice, check_floats, check_int
 from ..errors import NotApplicableError, UnsafeOutputError
 from ..progress import Progress, Stage
@@ -140,6 +142,7 @@ class ReplayResult:
     accelerated: tuple[ReplayRun, ...]
     seconds: float
     baselines: tuple[ReplayRun, ...] = ()
+    landscape: LandscapeResult | None = None
 
     @property
     def runs(self) -> tuple[ReplayRun, ...]:
@@ -160,7 +163,8 @@ class ReplayResult:
                 "plain": self.plain.to_dict(), "runs": [r.to_dict() for r in self.runs],
                 "comparison": [c.to_dict() for c in self.comparison],
                 "plain_final_train_loss": self.plain_final_train_loss,
-                "plain_diverged_epoch": self.plain.diverged_epoch, "seconds": self.seconds}
+                "plain_diverged_epoch": self.plain.diverged_epoch, "seconds": self.seconds,
+                "landscape": None if self.landscape is None else self.landscape.to_dict()}
 
 
 def replay(
@@ -174,6 +178,7 @@ def replay(
     jump_every: int | None = None,
     jump_warmup: int | None = None,
     epochs: int | None = None,
+    landscape: LandscapeParams | None = None,
     progress: Progress | None = None,
     stage: Stage | None = None,
     final_dir: str | os.PathLike[str] | None = None,
@@ -187,7 +192,9 @@ def replay(
     ``out_dir`` must not hold stores of those names. ``final_dir``: where ``out_dir`` will be
     moved once complete (a staging directory's target); the results name paths there.
     ``progress(epochs done, epochs in all)`` after every epoch of every run;
-    ``stage("<label> loss <train loss>")`` too.
+    ``stage("<label> loss <train loss>")`` too. ``landscape``: also the loss landscape of the
+    recipe in one plane of every run (:func:`traj.analysis.landscape.fit_landscape`; ``progress``
+    then counts its grid points).
     """
     # every option is checked before the first run trains (KGA itself is built only for the second)
     alphas = check_floats("alphas", alphas, low=0)
@@ -215,9 +222,20 @@ def replay(
     counter = _Counter(total, progress, stage)
     kga_kwargs = {k: v for k, v in options.items() if k not in ("baselines", "jump")}
     runs = [_replay_run(recipe, out, final, spec, epochs, counter, kga_kwargs, jump) for spec in specs]
+    plane = None
+    if landscape is not None:
+        from ..store import RunStore
+
+        if stage is not None:
+            stage("landscape")
+        plane = fit_landscape([RunStore(out / f"{spec.label}.zarr") for spec in specs], recipe, landscape,
+                              labels=[spec.label for spec in specs], progress=progress)
+        # the runs' stores as they will be named once the staging directory is moved into place
+        plane = dataclasses.replace(plane, runs=tuple(dataclasses.replace(r, store=str(final / Path(r.store).name))
+                                                      for r in plane.runs))
     return ReplayResult(recipe.name, dict(recipe.config), options, runs[0],
                         tuple(r for r in runs[1:] if r.method == "kga"), time.perf_counter() - t0,
-                        tuple(r for r in runs[1:] if r.method != "kga"))
+                        tuple(r for r in runs[1:] if r.method != "kga"), plane)
 
 
 @dataclass(frozen=True)
