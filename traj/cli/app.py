@@ -16,6 +16,7 @@ from .dmd import dmd
 from .importing import import_
 from .info import info
 from .kga import kga_replay
+from .landscape import landscape
 from .prune import prune
 from .record import recipes, record
 from .report import report
@@ -56,6 +57,7 @@ app.command("cmd")(cmd)
 app.command("prune")(prune)
 app.command("conjugacy")(conjugacy)
 app.command("kga-replay")(kga_replay)
+app.command("landscape")(landscape)
 app.command("report")(report)
 
 

@@ -33,7 +33,18 @@ def kga_replay(
     mask: Annotated[str, typer.Option(help="none, kwm, norm or delta.")] = "none",
     mask_eps: Annotated[float, typer.Option(help="Masking threshold ε.")] = 1e-3,
     mask_window: Annotated[int, typer.Option(help="Intervals s below the threshold before masking.")] = 2,
+    baseline: Annotated[str, typer.Option(help="Prediction-based runs beside KGA: predict (jump to the DMD forecast, "
+                                               "Dogra & Redman), bootstrap (keep a jump only if the validation loss "
+                                               "falls, Tano et al.), comma-separated; empty for none.")] = "",
+    jump_window: Annotated[int, typer.Option(help="Baselines: epoch-end snapshots h of each DMD fit.")] = 5,
+    jump_horizon: Annotated[int, typer.Option(help="Baselines: epochs τ each jump forecasts ahead.")] = 5,
+    jump_every: Annotated[int | None, typer.Option(help="Baselines: epochs between jumps (default and minimum "
+                                                        "h − 1).")] = None,
+    jump_warmup: Annotated[int | None, typer.Option(help="Baselines: the first epoch that may jump (default h − 1).")] = None,
     epochs: Annotated[int | None, typer.Option(help="Epochs to train (default the recorded run's).")] = None,
+    landscape: Annotated[bool, typer.Option("--landscape", help="Also draw every run in one plane of the loss "
+                                                              "landscape (as traj landscape).")] = False,
+    grid: Annotated[int, typer.Option(help="--landscape: grid points per axis.")] = 25,
     recipe: Annotated[str | None, typer.Option(help="Recipe: a built-in name or module:function (your code).")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Directory for the runs and the report.")] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print the summary as JSON to stdout.")] = False,
@@ -46,17 +57,23 @@ def kga_replay(
         traj kga-replay sample_data/quadratic-mlp.zarr --alpha 0,1,2 --epochs 10
 
         traj kga-replay run.zarr --interval 50 --mask kwm --json
+
+        traj kga-replay run.zarr --baseline predict,bootstrap --jump-horizon 5
     """
     with handle_errors(ctx), flag_names("window", "interval", "eps", "mask", "mask_eps", "mask_window", "epochs",
-                                        alphas="--alpha"):
+                                        "jump_window", "jump_horizon", "jump_every", "jump_warmup",
+                                        "grid", alphas="--alpha", baseline="--baseline"):
+        from ..analysis.landscape import LandscapeParams
         from ..atomic import staged_output
         from ..display import markup as m
         from ..recipes import resolve_recipe
-        from ..report.kga import kga_report_files, loss_text
+        from ..report.kga import kga_report_files, loss_text, row_name
         from ..store import open_store
         from ..training import replay
 
         alphas = number_list("--alpha", alpha, float)
+        plane = LandscapeParams.checked(grid=grid) if landscape else None
+        baselines = [b.strip().lower() for b in baseline.split(",") if b.strip()]
         options = {"window": window, "interval": int_or_keyword("--interval", interval, "epoch"), "eps": eps,
                    "efficient": efficient, "project_step": project_step, "mask": mask, "mask_eps": mask_eps,
                    "mask_window": mask_window}
@@ -70,7 +87,9 @@ def kga_replay(
         with staged_output(target, inputs=[opened.path], kind="kga-replay") as staging:
             with progress_bar("label") as bar:
                 task = bar.add_task("replay", total=None, label="")
-                result = replay(runner, staging, alphas=alphas, epochs=epochs, **options, final_dir=target,
+                result = replay(runner, staging, alphas=alphas, baselines=baselines, jump_window=jump_window,
+                                jump_horizon=jump_horizon, jump_every=jump_every, jump_warmup=jump_warmup,
+                                epochs=epochs, landscape=plane, **options, final_dir=target,
                                 progress=lambda done, total: bar.update(task, completed=done, total=total),
                                 stage=lambda label: bar.update(task, label=label))
             kga_report_files(result, staging / "report")
@@ -82,7 +101,13 @@ def kga_replay(
                           f"{loss_text(plain.train_loss[-1], plain.diverged_epoch)}")
         for row in result.comparison:
             reached = row.epochs_to_plain_final_loss
-            out_console.print(f"  α = {row.alpha:g}: final {loss_text(row.final_train_loss, row.diverged_epoch)}, "
+            out_console.print(f"  {m(row_name(row))}: final {loss_text(row.final_train_loss, row.diverged_epoch)}, "
                               "reaches plain's final loss "
                               f"{'at epoch ' + str(reached) if reached else 'never'}, {row.added_seconds_per_epoch:+.3f} s/epoch")
+        for run in result.baselines:
+            jumps = run.jumps
+            if jumps is not None:
+                out_console.print(f"  {m(run.method)}: {jumps.n_taken} of {len(jumps.taken)} jumps taken"
+                                  + (f", epochs {', '.join(str(e) for e, t in zip(jumps.epochs, jumps.taken, strict=True) if t)}"
+                                     if jumps.n_taken else ""))
         err_console.print(f"[green]runs and report[/green] {m(target)}")

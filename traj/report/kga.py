@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from ..plots import figure_png
-from ..plots.kga import plot_alpha_sweep, plot_losses, plot_masked_fraction
-from ..training.replay import ReplayResult
+from ..plots.kga import plot_alpha_sweep, plot_losses, plot_masked_fraction, plot_validation
+from ..training.replay import ReplayComparison, ReplayResult
+from .landscape import landscape_section
 from .writer import Report, write_report, write_report_files
 
 
@@ -17,6 +18,15 @@ def loss_text(value: float | None, diverged_epoch: int | None) -> str:
     if value is None or value != value or abs(value) == float("inf"):
         return f"n/a (diverged at epoch {diverged_epoch})" if diverged_epoch else "n/a"
     return f"{value:.4g}"
+
+
+def row_name(row: ReplayComparison) -> str:
+    """A compared run as the text output names it: "α = 0.25", "predict", "bootstrap"."""
+    return f"α = {row.alpha:g}" if row.method == "kga" else row.method
+
+
+def _number(value: float, digits: int = 4) -> str:
+    return f"{value:.{digits}g}" if value == value and abs(value) != float("inf") else "n/a"
 
 
 def kga_report(result: ReplayResult, out_dir: str | os.PathLike[str]) -> Path:
@@ -35,7 +45,16 @@ def kga_report_content(result: ReplayResult) -> tuple[Report, dict[str, Any]]:
         f"The recipe {result.recipe} re-run with its seed and data order, plainly and with KGA "
         f"(options {result.options}); every run is recorded beside this report."
     )
+    if result.baselines:
+        report.paragraph(
+            "Prediction-based baselines (seed 000 fig. 6a): at an epoch end, exact DMD of the last epoch-end "
+            "snapshots forecasts the weights some epochs ahead and the run jumps there, then trains on "
+            "(predict: Dogra & Redman 2020); bootstrap keeps a jump only when the validation loss falls "
+            "(Tano et al. 2020). The per-epoch validation values are measured before each jump."
+        )
     report.figure("losses.png", figure_png(plot_losses(result)), "Loss per epoch and the difference to the plain run")
+    report.figure("validation.png", figure_png(plot_validation(result)),
+                  "Validation loss and accuracy per epoch; jumps marked")
     if len(result.accelerated) > 1:
         report.figure("alpha_sweep.png", figure_png(plot_alpha_sweep(result)), "Final train loss against α")
     if result.options.get("mask", "none") != "none":
@@ -43,11 +62,35 @@ def kga_report_content(result: ReplayResult) -> tuple[Report, dict[str, Any]]:
     plain = result.plain
     report.heading("Runs")
     report.table(
-        ["run", "final train loss", "final val loss", "epochs to plain's final loss", "added s/epoch", "DMD s total"],
+        ["run", "final train loss", "final val loss", "epochs to plain's final loss", "added s/epoch",
+         "DMD s total", "final val accuracy"],
         [["plain", loss_text(plain.train_loss[-1], plain.diverged_epoch),
-          loss_text(plain.val_loss[-1], plain.diverged_epoch), "-", "-", "-"]]
+          loss_text(plain.val_loss[-1], plain.diverged_epoch), "-", "-", "-", _accuracy(plain)]]
         + [[r.label, loss_text(r.final_train_loss, r.diverged_epoch), loss_text(r.final_val_loss, r.diverged_epoch),
-            r.epochs_to_plain_final_loss or "never", f"{r.added_seconds_per_epoch:+.4f}", f"{r.dmd_seconds_total:.3f}"]
-           for r in result.comparison],
+            r.epochs_to_plain_final_loss or "never", f"{r.added_seconds_per_epoch:+.4f}",
+            f"{r.dmd_seconds_total:.3f}", _accuracy(run)]
+           for r, run in zip(result.comparison, result.runs, strict=True)],
     )
+    if result.landscape is not None:
+        report.heading("Loss landscape")
+        landscape_section(report, result.landscape)
+    jumping = [r for r in result.baselines if r.jumps is not None]
+    if jumping:
+        report.heading("Jumps")
+        rows = []
+        for run in jumping:
+            j = run.jumps
+            assert j is not None
+            for k, epoch in enumerate(j.epochs):
+                rows.append([run.label, epoch, "yes" if j.taken[k] else "no", _number(j.val_loss_before[k]),
+                             _number(j.val_loss_after[k]), _number(j.val_accuracy_after[k], 3),
+                             _number(j.relative_size[k], 3), _number(j.max_abs_eigenvalue[k], 5)])
+            for epoch in j.skipped:
+                rows.append([run.label, epoch, "fit failed", "-", "-", "-", "-", "-"])
+        report.table(["run", "epoch", "taken", "val loss before", "val loss after", "val accuracy after",
+                      "‖Δ‖/‖θ‖", "max |λ|"], rows)
     return report, result.to_dict()
+
+
+def _accuracy(run: Any) -> str:
+    return "-" if run.val_accuracy is None else _number(run.val_accuracy[-1], 3)
