@@ -7,7 +7,16 @@ from sklearn.metrics import adjusted_rand_score
 from typer.testing import CliRunner
 
 from tests.conftest import planted_modes, write_store
-from traj.analysis.cmd import cmd, load, sample_weights
+from traj.analysis.cmd import (
+    adjusted_rand_index,
+    cmd,
+    load,
+    moving_columns,
+    row_distances,
+    sample_moving,
+    sample_weights,
+    stability,
+)
 from traj.cli.app import app
 from traj.engine import Engine
 from traj.errors import TrajError
@@ -122,6 +131,9 @@ def test_cli_end_to_end_with_evaluation(tmp_path):
     last = summary["evaluation"][-1]
     assert last["original_accuracy"] > 0.8 and abs(last["cmd_accuracy"] - last["original_accuracy"]) < 0.1
     assert [row["modes"] for row in summary["sweep"]] == [1, 4]
+    # one mode: every seed's partition is the same; four modes: 5 seeds (10 pairs) agree only in part
+    assert summary["sweep"][0]["ari_min"] == 1.0
+    assert 0.3 < summary["sweep"][1]["ari_min"] <= summary["sweep"][1]["ari_median"] < 1.0
     files = {p.name for p in out.iterdir()}
     assert {"cmd.zarr", "summary.json", "report.md", "report.html", "corr_matrix.png", "references.png",
             "mode_bands.png", "modes_per_layer.png", "sample_fits.png", "evaluation.png", "sweep.png"} <= files
@@ -150,3 +162,75 @@ def test_drop_nonfinite_leaves_bad_snapshots_out(tmp_path):
     result = cmd(store, modes=3, samples=300, drop_nonfinite=True)
     assert 7 not in result.snapshots and 20 not in result.snapshots and result.snapshots.size == 28
     assert adjusted_rand_score(labels, result.model.labels) >= 0.99
+
+
+# ---------------------------------------------------------------------- issue 17 item 6: partitions that repeat
+def test_row_distances_equal_pdist(rng):
+    from scipy.spatial.distance import pdist
+
+    x = rng.standard_normal((30, 300))
+    corr = np.abs(np.corrcoef(x.T))
+    np.testing.assert_allclose(row_distances(corr), pdist(corr), rtol=0, atol=1e-12)
+
+
+def test_adjusted_rand_index_matches_scikit_learn(rng):
+    for m1, m2 in ((3, 3), (2, 7), (5, 1)):
+        a, b = rng.integers(m1, size=500), rng.integers(m2, size=500)
+        b[:300] = a[:300] % m2  # partly agreeing
+        table = np.bincount(a * m2 + b, minlength=m1 * m2).reshape(m1, m2)
+        assert adjusted_rand_index(table) == pytest.approx(adjusted_rand_score(a, b), abs=1e-12)
+
+
+def test_samples_are_weights_that_move():
+    # sample_data/digits-cnn.zarr: 644 of 3658 weights never move (dead units; Adam leaves them exactly)
+    store = RunStore(SAMPLE / "digits-cnn.zarr")
+    moves = moving_columns(Engine().collect(store, None))
+    assert int((~moves).sum()) == 644
+    # the design alone (traj before issue 17) wasted 153-176 of 1000 samples on them
+    assert [int((~moves[sample_weights(store, 1000, seed=k)]).sum()) for k in range(5)] == [153, 163, 176, 154, 167]
+    for drawn in sample_moving(store, 1000, seeds=range(5)):
+        assert drawn.indices.size == 1000 and moves[drawn.indices].all()
+        assert drawn.candidates == 2000 and 330 <= drawn.frozen <= 357
+        np.testing.assert_array_equal(drawn.trajectories, store.read(columns=drawn.indices).astype(np.float64))
+
+
+def test_frozen_planted_weights_stay_out_of_the_sample(tmp_path):
+    data, labels, *_ = planted_modes(n_params=6000, n_snapshots=30, n_modes=4)
+    data = np.concatenate([data, np.full((30, 3000), 0.7)], axis=1)  # 0.7: its float64 mean is an ulp off
+    result = cmd(RunStore(write_store(tmp_path / "f.zarr", data)), modes=4, samples=500)
+    assert result.sample_indices.size == 500 and result.sample_indices.max() < 6000
+    assert adjusted_rand_score(labels, result.model.labels[:6000]) == 1.0
+    np.testing.assert_array_equal(result.model.a[6000:], 0.0)
+
+
+def test_row_distance_is_steadier_across_sampling_seeds():
+    # ARI over 5 sampling seeds (10 pairs) on sample_data/digits-cnn.zarr, M = 5, moving samples:
+    # Euclidean distance between |corr| rows 0.66-0.89 (mean 0.74) against 0.23-0.80 (0.41) for 1 - |corr|,
+    # at the same relative error (0.061-0.070 vs 0.059-0.067)
+    rows = stability(SAMPLE / "digits-cnn.zarr", modes=5, distance="rows")
+    corr = stability(SAMPLE / "digits-cnn.zarr", modes=5, distance="corr")
+    assert rows.seeds == (0, 1, 2, 3, 4) and rows.ari.size == 10
+    assert rows.ari.min() == pytest.approx(0.659, abs=2e-3) and rows.ari.mean() == pytest.approx(0.743, abs=2e-3)
+    assert corr.ari.min() == pytest.approx(0.230, abs=2e-3) and corr.ari.mean() == pytest.approx(0.408, abs=2e-3)
+    assert abs(rows.relative_errors.mean() - corr.relative_errors.mean()) < 0.002
+
+
+def test_stability_equals_pairwise_ari_of_the_fits(tmp_path):
+    data, *_ = planted_modes(n_params=4000, n_snapshots=30, n_modes=4, noise=1.0, seed=2)
+    store = RunStore(write_store(tmp_path / "s.zarr", data))
+    st = stability(store, modes=4, samples=300, seeds=3, seed=7)
+    fits = [cmd(store, modes=4, samples=300, seed=k) for k in (7, 8, 9)]
+    expected = [adjusted_rand_score(fits[i].model.labels, fits[j].model.labels) for i, j in ((0, 1), (0, 2), (1, 2))]
+    np.testing.assert_allclose(st.ari, expected, atol=1e-12)
+    np.testing.assert_allclose(st.relative_errors, [f.relative_error for f in fits], rtol=1e-9)
+
+
+@pytest.mark.slow
+def test_row_distance_recovers_noisy_planted_modes_steadily(tmp_path):
+    # 20 000 weights in 5 modes with noise 1.0, and 3000 frozen: Euclidean rows ARI 0.876-0.901 between
+    # seeds (1 - |corr|: 0.35-0.88), relative error 0.617-0.624 (1 - |corr|: 0.620-0.656)
+    data, *_ = planted_modes(n_params=20_000, n_snapshots=40, n_modes=5, noise=1.0)
+    store = RunStore(write_store(tmp_path / "p.zarr", np.concatenate([data, np.full((40, 3000), 0.7)], axis=1)))
+    rows, corr = stability(store, modes=5), stability(store, modes=5, distance="corr")
+    assert rows.ari.min() >= 0.85 and rows.ari.mean() > corr.ari.mean() + 0.2
+    assert rows.relative_errors.max() <= corr.relative_errors.max()

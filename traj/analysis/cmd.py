@@ -1,7 +1,8 @@
 """``traj cmd``: Correlation Mode Decomposition (methods.md §2, seed 001).
 
 Weights fall into M ≪ N modes; within mode m, wᵢ(k) ≈ aᵢ·w_{r,m}(k) + bᵢ. A sample of K
-weights is clustered by complete linkage on 1 − |corr|; each cluster's reference is the
+weights that move is clustered by complete linkage on the Euclidean distance between rows of
+|corr| (seed 001's code); each cluster's reference is the
 member most correlated with the rest; then ONE streaming pass over all N weights assigns
 each weight to the reference it correlates with most and fits [aᵢ bᵢ] in closed form
 (O(N·M·T), memory bounded by the block size). The fitted model (labels, a, b, references)
@@ -23,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from ..checks import check_float, check_int, check_ints, check_seed
+from ..checks import check_choice, check_float, check_int, check_ints, check_seed
 from ..engine import Engine
 from ..engine.backends import ArrayOps, Kernel
 from ..errors import (
@@ -38,8 +39,9 @@ from ..progress import Progress, Stage
 from ..store import RunStore
 from .windows import Window, resolve_window
 
-__all__ = ["CMDEvaluation", "CMDModel", "CMDParams", "CMDResult", "ModeBands", "SweepRow", "cluster_modes", "cmd",
-           "evaluate", "fit_cmd", "load", "sample_weights", "sweep"]
+__all__ = ["CMDEvaluation", "CMDModel", "CMDParams", "CMDResult", "DISTANCES", "ModeBands", "SweepRow",
+           "adjusted_rand_index", "cluster_modes", "cmd", "evaluate", "fit_cmd", "load", "row_distances",
+           "sample_moving", "sample_weights", "stability", "sweep"]
 
 MODEL_FORMAT = "traj-cmd"
 #: K, the weights sampled for the clustering: their K x K correlation and its linkage live in memory.
@@ -47,6 +49,13 @@ MAX_SAMPLES = 10_000
 #: Modes drawn as bands, and sampled weights drawn beside their reconstruction, in the report.
 BAND_MODES = 12
 FIT_SAMPLES = 6
+#: Candidates read per wanted sample: the frozen ones are dropped (methods.md §2.1); doubled while too few move.
+OVERSAMPLE = 2
+#: Sampling seeds whose partitions ``--sweep`` compares (adjusted Rand index over the pairs).
+STABILITY_SEEDS = 5
+#: Clustering distances: "rows", the Euclidean distance between rows of |corr| (seed 001's code, the
+#: default: steadier across sampling seeds at equal error), and "corr", 1 − |corr| (traj before issue 17).
+DISTANCES = ("rows", "corr")
 
 
 @dataclass(frozen=True)
@@ -63,14 +72,16 @@ class CMDParams:
     eval_points: int = 40
     sweep: tuple[int, ...] = ()
     sweep_points: int = 20
+    distance: str = "rows"
 
     @classmethod
     def checked(cls, *, modes: int | None = 10, threshold: float | None = None, samples: int = 1000,
                 window: Window = None, subsample: int = 1, seed: int = 0, drop_nonfinite: bool = False,
-                eval_points: int = 40, sweep: Sequence[int] = (), sweep_points: int = 20) -> CMDParams:
+                eval_points: int = 40, sweep: Sequence[int] = (), sweep_points: int = 20,
+                distance: str = "rows") -> CMDParams:
         """The options checked once, at the door (``threshold`` wins over ``modes``)."""
         if threshold is not None:
-            threshold, modes = check_float("threshold", threshold, low=0, high=1), None
+            threshold, modes = check_float("threshold", threshold, low=0, high=1, low_open=True), None
         elif modes is None:
             raise ParameterError("modes", "must be given when threshold is not")
         else:
@@ -86,23 +97,28 @@ class CMDParams:
             eval_points=check_int("eval_points", eval_points, low=1),
             sweep=tuple(sorted(set(check_ints("sweep", sweep, low=1, high=MAX_SAMPLES)))) if len(sweep) else (),
             sweep_points=check_int("sweep_points", sweep_points, low=1),
+            distance=check_choice("distance", distance, DISTANCES),
         )
 
     def options(self) -> dict[str, Any]:
         """The fit's options as summary.json shows them."""
         return {"modes": self.modes, "threshold": self.threshold, "samples": self.samples,
-                "subsample": self.subsample, "seed": self.seed}
+                "subsample": self.subsample, "seed": self.seed, "distance": self.distance}
 
 
 # ---------------------------------------------------------------------- sampling and clustering
 def sample_weights(store: RunStore, samples: int, *, seed: int = 0) -> np.ndarray:
-    """K coordinates: K/2 spread evenly over the layers, K/2 uniform over all of θ (methods.md §2.1).
+    """K coordinates: K/2 spread evenly over the layers, K/2 uniform over all of θ (the design of
+    methods.md §2.1, before frozen weights are dropped; :func:`sample_moving` draws its candidates so).
 
     With K/2 <= layers, K/2 layers are drawn and one weight taken from each. Sorted, unique.
     """
-    n = store.n_params
     samples = check_int("samples", samples, low=2, high=MAX_SAMPLES)
-    seed = check_seed("seed", seed)
+    return _design(store, samples, check_seed("seed", seed))
+
+
+def _design(store: RunStore, samples: int, seed: int) -> np.ndarray:
+    n = store.n_params
     k = min(samples, n)
     rng = np.random.default_rng(seed)
     entries = [e for e in store.layout.entries if e.size > 0]
@@ -129,6 +145,75 @@ def sample_weights(store: RunStore, samples: int, *, seed: int = 0) -> np.ndarra
     return np.array(sorted(chosen), dtype=np.int64)
 
 
+def moving_columns(trajectories: np.ndarray) -> np.ndarray:
+    """Which columns (weights) move over the rows: ‖w − mean w‖ > 1e-12·max(1, max|w|)."""
+    norms = np.linalg.norm(trajectories - trajectories.mean(axis=0), axis=0)
+    return norms > 1e-12 * max(1.0, float(np.abs(trajectories).max(initial=0.0)))
+
+
+@dataclass(frozen=True)
+class MovingSample:
+    """K sampled weights that move: their indices (sorted), trajectories (T', K) and the candidates read."""
+
+    indices: np.ndarray
+    trajectories: np.ndarray
+    candidates: int
+    frozen: int
+
+
+def sample_moving(store: RunStore, samples: int, *, seeds: Sequence[int] = (0,), rows: slice | None = None,
+                  keep: np.ndarray | None = None, engine: Engine | None = None) -> list[MovingSample]:
+    """Per seed, K weights that move over the window (methods.md §2.1), all seeds in one read.
+
+    Per seed, 2K candidates are drawn by :func:`sample_weights`' design and read (the union of every
+    seed's candidates, in one pass over the store); the frozen ones (constant over ``rows``/``keep``:
+    dead units, weights Adam never updates) are dropped and K moving ones kept: K/2 spread over the
+    layers that have moving candidates, the rest uniformly (seeded). Candidates double while fewer than
+    K move (at most all N); fewer than K are returned only when fewer move at all.
+    """
+    engine = engine or Engine()
+    n = store.n_params
+    k = min(check_int("samples", samples, low=2, high=MAX_SAMPLES), n)
+    read = min(n, OVERSAMPLE * k)
+    while True:
+        candidates = [_design(store, read, seed) for seed in seeds]
+        union = np.unique(np.concatenate(candidates))
+        data = engine.collect(store, union, rows=rows)
+        data = data if keep is None else data[keep]
+        if not np.isfinite(data).all():
+            bad = int(np.flatnonzero(~np.isfinite(data).all(axis=1))[0])
+            bad = int(keep[bad]) if keep is not None else bad
+            start = (rows.start or 0) if rows is not None else 0
+            raise NonFiniteDataError(f"snapshot {bad + start} holds NaN or Inf")
+        moves = moving_columns(data)
+        if read >= n or all(moves[np.searchsorted(union, c)].sum() >= k for c in candidates):
+            break
+        read = min(n, 2 * read)
+    out = []
+    for seed, cand in zip(seeds, candidates, strict=True):
+        moving = cand[moves[np.searchsorted(union, cand)]]
+        chosen = _balanced(store, moving, k, np.random.default_rng([seed, 1]))
+        out.append(MovingSample(chosen, data[:, np.searchsorted(union, chosen)], cand.size, cand.size - moving.size))
+    return out
+
+
+def _balanced(store: RunStore, moving: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """K of the moving candidates: K/2 spread over the layers that hold some, the rest uniform."""
+    if moving.size <= k:
+        return moving
+    starts = np.array([e.offset for e in store.layout.entries])
+    layer_of = np.searchsorted(starts, moving, side="right") - 1
+    layers = np.unique(layer_of)
+    per_layer = (k // 2) // layers.size if k // 2 > layers.size else 0
+    chosen: list[int] = []
+    for layer in layers:
+        members = moving[layer_of == layer]
+        chosen.extend(rng.choice(members, size=min(per_layer, members.size), replace=False).tolist())
+    rest = np.setdiff1d(moving, chosen)
+    chosen.extend(rng.choice(rest, size=k - len(chosen), replace=False).tolist())
+    return np.sort(np.array(chosen, dtype=np.int64))
+
+
 def abs_corr(trajectories: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """|corr| between columns over time (K×K) and which columns move at all."""
     centered = trajectories - trajectories.mean(axis=0)
@@ -141,22 +226,46 @@ def abs_corr(trajectories: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.clip(corr, 0.0, 1.0), moving
 
 
-def cluster_modes(corr: np.ndarray, *, modes: int | None = None, threshold: float | None = None
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Complete-linkage clusters of 1 − |corr| cut to ``modes`` clusters or at ``threshold``.
+def row_distances(corr: np.ndarray) -> np.ndarray:
+    """Condensed Euclidean distances between the rows of |corr| (K×K), as ``pdist(corr)`` gives them.
 
+    From the Gram of the rows: ‖rᵢ − rⱼ‖² = ‖rᵢ‖² + ‖rⱼ‖² − 2 (|C| |C|ᵀ)ᵢⱼ, clipped at 0 (one
+    K×K product, several times faster than ``pdist`` at K ≥ 1000).
+    """
+    from scipy.spatial.distance import squareform
+
+    gram = corr @ corr.T
+    norms = np.diag(gram)
+    squared = np.clip(norms[:, None] + norms[None, :] - 2.0 * gram, 0.0, None)
+    squared = (squared + squared.T) / 2.0
+    np.fill_diagonal(squared, 0.0)
+    return squareform(np.sqrt(squared), checks=False)
+
+
+def cluster_modes(corr: np.ndarray, *, modes: int | None = None, threshold: float | None = None,
+                  distance: str = "rows") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Complete-linkage clusters of the sampled weights, cut to ``modes`` clusters or at ``threshold``.
+
+    ``distance="rows"``: the Euclidean distance between rows of |corr| (two weights are close when
+    they correlate alike with every other sample; seed 001's code), cut at ``threshold`` times the
+    largest pairwise distance. ``distance="corr"``: 1 − |corr|, cut at ``threshold`` itself.
     Returns labels (0..M-1, ordered by first appearance in the dendrogram), the dendrogram
     leaf order, and the linkage matrix.
     """
     from scipy.cluster.hierarchy import fcluster, leaves_list, linkage
     from scipy.spatial.distance import squareform
 
-    distance = squareform(1.0 - corr, checks=False)
-    tree = linkage(distance, method="complete")
+    if distance == "rows":
+        condensed = row_distances(corr)
+        cut = None if threshold is None else threshold * float(condensed.max(initial=0.0))
+    else:
+        condensed = squareform(1.0 - corr, checks=False)
+        cut = threshold
+    tree = linkage(condensed, method="complete")
     if modes is not None:
         raw = fcluster(tree, t=modes, criterion="maxclust")
     else:
-        raw = fcluster(tree, t=threshold, criterion="distance")
+        raw = fcluster(tree, t=cut, criterion="distance")
     order = leaves_list(tree)
     relabel: dict[int, int] = {}
     for leaf in order:
@@ -194,7 +303,9 @@ def assign_kernel(references: np.ndarray, keep: np.ndarray) -> Kernel:
         dots = ops.to_numpy(ops.asarray(refs_centered).T @ centered)
         norm2 = ops.to_numpy(ops.sum(centered * centered, 0))
         mean = ops.to_numpy(mean)
-        moving = norm2 > 0
+        # a weight moves when its RMS deviation exceeds 1e-12 of its size (a constant's float64 mean
+        # can be an ulp off, and then rounding would label a frozen weight at random)
+        moving = norm2 > (1e-12 * np.maximum(1.0, np.abs(mean))) ** 2 * len(keep)
         with np.errstate(divide="ignore", invalid="ignore"):
             corr = np.where(moving, dots / np.sqrt(np.outer(refs_norm2, norm2)), 0.0)
         labels = np.argmax(np.abs(corr), axis=0)
@@ -202,7 +313,7 @@ def assign_kernel(references: np.ndarray, keep: np.ndarray) -> Kernel:
         best = dots[labels, cols]
         a = np.where(moving, best / refs_norm2[labels], 0.0)
         sse = np.where(moving, np.clip(norm2 - best * best / refs_norm2[labels], 0.0, None), 0.0)
-        return {"labels": labels.astype(np.int32), "a": a, "b": mean - a * refs_mean[labels], "sse": sse,
+        return {"labels": labels.astype(np.int32), "moving": moving, "a": a, "b": mean - a * refs_mean[labels], "sse": sse,
                 "abscorr": np.abs(corr[labels, cols]), "total": float(ops.sum(b * b))}
 
     return kernel
@@ -284,8 +395,28 @@ class CMDEvaluation:
 
 
 @dataclass(frozen=True)
+class Stability:
+    """How well CMDs from different sampling seeds agree (seed 001 figs. 9-10).
+
+    ``ari`` holds the adjusted Rand index between the partitions of every pair of ``seeds`` (in
+    ``itertools.combinations`` order), over the weights that move; ``relative_errors`` each seed's
+    ‖D − D̂‖/‖D‖.
+    """
+
+    seeds: tuple[int, ...]
+    ari: np.ndarray
+    relative_errors: np.ndarray
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"seeds": list(self.seeds), "ari": self.ari.tolist(), "ari_min": float(self.ari.min()),
+                "ari_median": float(np.median(self.ari)), "ari_max": float(self.ari.max()),
+                "relative_errors": self.relative_errors.tolist()}
+
+
+@dataclass(frozen=True)
 class SweepRow:
-    """CMD with ``modes`` modes: its errors and, with a recipe, the best metric over the window (seed 001 fig. 6)."""
+    """CMD with ``modes`` modes: its errors, how well 5 sampling seeds agree and, with a recipe, the best
+    metric over the window (seed 001 figs. 6, 9)."""
 
     modes: int
     mse: float
@@ -294,10 +425,14 @@ class SweepRow:
     metric: str | None = None
     best_cmd: float | None = None
     best_original: float | None = None
+    stability: Stability | None = None
 
     def to_dict(self) -> dict[str, Any]:
         row: dict[str, Any] = {"modes": self.modes, "mse": self.mse, "relative_error": self.relative_error,
                                "compression_ratio": self.compression_ratio}
+        if self.stability is not None:
+            st = self.stability.to_dict()
+            row.update({k: st[k] for k in ("ari_min", "ari_median", "ari_max")})
         if self.metric:
             row[f"best_cmd_{self.metric}"] = self.best_cmd
             row[f"best_original_{self.metric}"] = self.best_original
@@ -402,6 +537,7 @@ def cmd(
     recipe: Any = None,
     eval_points: int = 40,
     sweep: Sequence[int] = (),
+    distance: str = "rows",
     engine: Engine | None = None,
     progress: Progress | None = None,
     stage: Stage | None = None,
@@ -414,9 +550,10 @@ def cmd(
     modes : int, optional
         Number of modes M (ignored when ``threshold`` is given).
     threshold : float, optional
-        Cut the dendrogram at distance t = 1 − |corr| instead.
+        Cut the dendrogram at t (0 < t <= 1) times the largest pairwise distance instead
+        (with ``distance="corr"``: at 1 − |corr| = t).
     samples : int
-        K, weights sampled for the clustering.
+        K, weights sampled for the clustering (weights that move; methods.md §2.1).
     window : "a:b", optional
         Snapshots used (both included).
     subsample : int
@@ -429,10 +566,14 @@ def cmd(
     recipe : Recipe, optional
         Score the original and the CMD weights with it at ``eval_points`` snapshots.
     sweep : list of int
-        Also fit M = each of these and report errors (and with a recipe the best metric) against M.
+        Also fit M = each of these and report errors, the agreement of 5 sampling seeds (adjusted
+        Rand index) and with a recipe the best metric, against M.
+    distance : {"rows", "corr"}
+        Clustering distance: Euclidean between rows of |corr| (default) or 1 − |corr| (methods.md §2.2).
     """
     params = CMDParams.checked(modes=modes, threshold=threshold, samples=samples, window=window, subsample=subsample,
-                               seed=seed, drop_nonfinite=drop_nonfinite, eval_points=eval_points, sweep=sweep)
+                               seed=seed, drop_nonfinite=drop_nonfinite, eval_points=eval_points, sweep=sweep,
+                               distance=distance)
     return fit_cmd(store, params, out=out, recipe=recipe, engine=engine, progress=progress, stage=stage)
 
 
@@ -462,30 +603,13 @@ def _fit(store: RunStore, params: CMDParams, out: str | os.PathLike[str] | None,
          progress: Progress | None) -> CMDResult:
     """The clustering of the sample and the one pass over every weight."""
     t0 = time.perf_counter()
-    lo, hi = resolve_window(store, params.window, method="CMD")
-    rows = slice(lo, hi + 1)
-    keep = np.arange(0, hi - lo + 1, params.subsample)  # rows of the window used, relative to lo
-    if params.drop_nonfinite:
-        keep = keep[~np.isin(keep, engine.nonfinite_rows(store, rows=rows) - lo)]
+    lo, hi, rows, keep = _window_rows(store, params, engine)
     used = lo + keep
-    if used.size < 3:
-        raise WindowTooShortError(f"{used.size} snapshot(s) left after subsampling by {params.subsample}; "
-                                  "CMD needs at least 3")
-    sample = sample_weights(store, params.samples, seed=params.seed)
-    trajectories = engine.collect(store, sample, rows=rows)[keep]
-    if not np.isfinite(trajectories).all():
-        bad = int(np.flatnonzero(~np.isfinite(trajectories).all(axis=1))[0])
-        raise NonFiniteDataError(f"snapshot {int(used[bad])} holds NaN or Inf")
+    drawn = sample_moving(store, params.samples, seeds=(params.seed,), rows=rows, keep=keep, engine=engine)[0]
+    sample, trajectories = drawn.indices, drawn.trajectories
     corr_all, moving = abs_corr(trajectories)
     usable = np.flatnonzero(moving)
-    if usable.size < 2:
-        raise NotApplicableError("fewer than 2 of the sampled weights move in this window: nothing to correlate")
-    if params.modes is not None and params.modes > usable.size:
-        raise DataLimitError("modes", f"{params.modes} is more than the {usable.size} moving sampled weights; "
-                                      "sample more weights")
-    corr = corr_all[np.ix_(usable, usable)]
-    labels_s, order, _ = cluster_modes(corr, modes=params.modes, threshold=params.threshold)
-    ref_cols = usable[references_of(corr, labels_s)]
+    labels_s, order, ref_cols = _cluster_sample(corr_all, usable, params)
     references = trajectories[:, ref_cols].T  # (M, T')
     pass_ = _assign_all(store, engine, rows, assign_kernel(references, keep), references.shape[0], out, progress)
     model = CMDModel(pass_.labels, pass_.a, pass_.b, references, store.steps[used])
@@ -505,8 +629,34 @@ def _fit(store: RunStore, params: CMDParams, out: str | os.PathLike[str] | None,
         modes_per_layer=pass_.per_layer, mse=pass_.sse / (n * used.size),
         relative_error=float(np.sqrt(pass_.sse / pass_.total)) if pass_.total > 0 else 0.0,
         backend=engine.label, seconds=time.perf_counter() - t0, model_path=model_path,
-        constant_samples=int(sample.size - usable.size),
+        constant_samples=drawn.frozen + int(sample.size - usable.size),
     )
+
+
+def _window_rows(store: RunStore, params: CMDParams, engine: Engine) -> tuple[int, int, slice, np.ndarray]:
+    """The window (lo, hi), its row slice, and the rows of it used (relative to lo)."""
+    lo, hi = resolve_window(store, params.window, method="CMD")
+    rows = slice(lo, hi + 1)
+    keep = np.arange(0, hi - lo + 1, params.subsample)
+    if params.drop_nonfinite:
+        keep = keep[~np.isin(keep, engine.nonfinite_rows(store, rows=rows) - lo)]
+    if keep.size < 3:
+        raise WindowTooShortError(f"{keep.size} snapshot(s) left after subsampling by {params.subsample}; "
+                                  "CMD needs at least 3")
+    return lo, hi, rows, keep
+
+
+def _cluster_sample(corr_all: np.ndarray, usable: np.ndarray, params: CMDParams
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Labels and dendrogram order of the moving samples ``usable``, and the references' sample columns."""
+    if usable.size < 2:
+        raise NotApplicableError("fewer than 2 of the sampled weights move in this window: nothing to correlate")
+    if params.modes is not None and params.modes > usable.size:
+        raise DataLimitError("modes", f"{params.modes} is more than the {usable.size} moving sampled weights; "
+                                      "sample more weights")
+    corr = corr_all[np.ix_(usable, usable)]
+    labels, order, _ = cluster_modes(corr, modes=params.modes, threshold=params.threshold, distance=params.distance)
+    return labels, order, usable[references_of(corr, labels)]
 
 
 @dataclass
@@ -643,8 +793,10 @@ def sweep(store: RunStore | str | os.PathLike[str], modes_list: Sequence[int], *
 def _sweep(store: RunStore, params: CMDParams, recipe: Any, engine: Engine) -> tuple[SweepRow, ...]:
     rows = []
     for m in params.sweep:
-        result = _fit(store, replace(params, modes=m, threshold=None), None, engine, None)
-        row = SweepRow(m, result.mse, result.relative_error, result.compression_ratio)
+        at_m = replace(params, modes=m, threshold=None)
+        result = _fit(store, at_m, None, engine, None)
+        row = SweepRow(m, result.mse, result.relative_error, result.compression_ratio,
+                       stability=_stability(store, at_m, engine, None))
         if recipe is not None:
             ev = evaluate(result, store, recipe, max_points=params.sweep_points, engine=engine)
             best = max if ev.metric == "accuracy" else min
@@ -652,3 +804,75 @@ def _sweep(store: RunStore, params: CMDParams, recipe: Any, engine: Engine) -> t
                           best_original=float(best(ev.original[ev.metric])))
         rows.append(row)
     return tuple(rows)
+
+
+# ---------------------------------------------------------------------- stability across sampling seeds
+def adjusted_rand_index(table: np.ndarray) -> float:
+    """Adjusted Rand index of two partitions from their contingency table (Hubert & Arabie 1985).
+
+    ``table[i, j]`` counts the items in cluster i of one partition and j of the other. 1 for equal
+    partitions (also when both are trivial, as scikit-learn's ``adjusted_rand_score``), about 0 by chance.
+    """
+    table = np.asarray(table, dtype=np.float64)
+    n = table.sum()
+
+    def pairs(counts: np.ndarray) -> float:
+        return float((counts * (counts - 1.0)).sum() / 2.0)
+
+    index, rows, cols = pairs(table), pairs(table.sum(axis=1)), pairs(table.sum(axis=0))
+    expected = rows * cols / (n * (n - 1.0) / 2.0) if n > 1 else 0.0
+    maximum = (rows + cols) / 2.0
+    if maximum == expected:
+        return 1.0
+    return (index - expected) / (maximum - expected)
+
+
+def stability(store: RunStore | str | os.PathLike[str], *, seeds: int = STABILITY_SEEDS,
+              engine: Engine | None = None, progress: Progress | None = None, **options: Any) -> Stability:
+    """CMD with ``seeds`` sampling seeds (``seed``, ``seed`` + 1, ...): the adjusted Rand index between
+    every two of their partitions over the weights that move, and each one's relative error.
+
+    One read of every seed's candidate samples and ONE pass over the store (the labels of all seeds are
+    compared block by block through contingency tables, so no N-long labeling is kept).
+    ``options`` are :func:`cmd`'s (modes, threshold, samples, window, subsample, seed, distance, ...).
+    """
+    params = CMDParams.checked(**options)
+    store = store if isinstance(store, RunStore) else RunStore(store)
+    return _stability(store, params, engine or Engine(), progress, seeds=check_int("seeds", seeds, low=2, high=100))
+
+
+def _stability(store: RunStore, params: CMDParams, engine: Engine, progress: Progress | None, *,
+               seeds: int = STABILITY_SEEDS) -> Stability:
+    import itertools
+
+    _, _, rows, keep = _window_rows(store, params, engine)
+    seed_list = tuple(params.seed + i for i in range(seeds))
+    kernels, n_modes = [], []
+    for drawn in sample_moving(store, params.samples, seeds=seed_list, rows=rows, keep=keep, engine=engine):
+        corr_all, moving = abs_corr(drawn.trajectories)
+        _, _, ref_cols = _cluster_sample(corr_all, np.flatnonzero(moving), params)
+        kernels.append(assign_kernel(drawn.trajectories[:, ref_cols].T, keep))
+        n_modes.append(ref_cols.size)
+    pairs = list(itertools.combinations(range(seeds), 2))
+
+    def kernel(block: Any, ops: ArrayOps) -> dict[str, Any]:
+        parts = [k(block, ops) for k in kernels]
+        moving = parts[0]["moving"]
+        labels = [p["labels"][moving].astype(np.int64) for p in parts]
+        tables = [np.bincount(labels[i] * n_modes[j] + labels[j], minlength=n_modes[i] * n_modes[j])
+                  for i, j in pairs]
+        return {"tables": tables, "sse": np.array([p["sse"].sum() for p in parts]), "total": parts[0]["total"]}
+
+    tables = [np.zeros(n_modes[i] * n_modes[j], dtype=np.int64) for i, j in pairs]
+    sse, total = np.zeros(seeds), 0.0
+    for _, part in engine.map_blocks(store, kernel, rows=rows, progress=progress):
+        if not np.isfinite(part["total"]):
+            raise NonFiniteDataError("the window holds NaN or Inf values")
+        for acc, t in zip(tables, part["tables"], strict=True):
+            acc += t
+        sse += part["sse"]
+        total += part["total"]
+    ari = np.array([adjusted_rand_index(t.reshape(n_modes[i], n_modes[j])) for t, (i, j) in zip(tables, pairs,
+                                                                                                  strict=True)])
+    errors = np.sqrt(sse / total) if total > 0 else np.zeros(seeds)
+    return Stability(seed_list, ari, errors)

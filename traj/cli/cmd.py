@@ -29,13 +29,14 @@ def cmd(
     ctx: typer.Context,
     store: Annotated[Path, typer.Argument(help="A run store.")],
     modes: Annotated[int, typer.Option(help="Number of modes M.")] = 10,
-    threshold: Annotated[float | None, typer.Option(help="Cut the dendrogram at distance 1-|corr| = t instead of M.")] = None,
+    threshold: Annotated[float | None, typer.Option(help="Cut the dendrogram at t (0 < t <= 1) times the largest distance instead of M (with --distance corr: at 1-|corr| = t).")] = None,
     samples: Annotated[int, typer.Option(help="Weights sampled for the clustering (K).")] = 1000,
     window: Annotated[str | None, typer.Option(help="Snapshots a:b, both included.")] = None,
     subsample: Annotated[int, typer.Option(help="Use every s-th snapshot.")] = 1,
     seed: Annotated[int, typer.Option(help="Seed of the weight sample.")] = 0,
     drop_nonfinite: Annotated[bool, typer.Option("--drop-nonfinite", help="Skip NaN/Inf snapshots instead of refusing.")] = False,
-    sweep: Annotated[str | None, typer.Option(help="Also run M = 1,2,5,... and plot accuracy and MSE against M.")] = None,
+    distance: Annotated[str, typer.Option(help="Clustering distance: rows (Euclidean between rows of |corr|) or corr (1-|corr|).")] = "rows",
+    sweep: Annotated[str | None, typer.Option(help="Also run M = 1,2,5,...: accuracy, MSE and the agreement of 5 sampling seeds (ARI) against M.")] = None,
     evaluate: Annotated[bool, typer.Option("--evaluate/--no-evaluate", help="Score CMD weights with the store's recipe.")] = True,
     eval_points: Annotated[int, typer.Option(help="Snapshots scored by --evaluate.")] = 40,
     recipe_spec: Annotated[str | None, typer.Option("--recipe", help="Recipe for evaluation: a built-in name or module:function.")] = None,
@@ -58,7 +59,9 @@ def cmd(
         traj cmd run.zarr --sweep 1,2,5,10,20
     """
     with handle_errors(ctx), flag_names("modes", "threshold", "samples", "window", "subsample", "seed", "sweep",
-                                        "eval_points", "drop_nonfinite"):
+                                        "eval_points", "drop_nonfinite", "distance"):
+        import numpy as np
+
         from ..analysis.cmd import CMDParams, fit_cmd
         from ..atomic import staged_output
         from ..display import markup as m
@@ -70,7 +73,7 @@ def cmd(
         params = CMDParams.checked(modes=None if threshold is not None else modes, threshold=threshold,
                                    samples=samples, window=window, subsample=subsample, seed=seed,
                                    drop_nonfinite=drop_nonfinite, eval_points=eval_points,
-                                   sweep=number_list("--sweep", sweep, int) if sweep else ())
+                                   sweep=number_list("--sweep", sweep, int) if sweep else (), distance=distance)
         engine = engine_options(backend, device, scheduler, block_mb)
         opened = open_store(store)
         target = output_dir(out, f"cmd-{opened.path.name.removesuffix('.zarr')}", opened)
@@ -96,6 +99,14 @@ def cmd(
             metric = ev.metric
             out_console.print(f"  last snapshot {metric}: original {ev.original[metric][-1]:.4f}, "
                               f"CMD {ev.cmd[metric][-1]:.4f}")
+        for row in result.sweep:
+            line = f"  M = {row.modes}: relative error {row.relative_error:.4g}"
+            if (st := row.stability) is not None:
+                line += (f", ARI over {len(st.seeds)} sampling seeds min {st.ari.min():.3f} / median "
+                         f"{np.median(st.ari):.3f} / max {st.ari.max():.3f}")
+            if row.metric:
+                line += f", best {row.metric} {row.best_cmd:.4f} (original {row.best_original:.4f})"
+            out_console.print(line)
         if evaluate and recipe is None:
             err_console.print("[yellow]no recipe in this store: --evaluate skipped[/yellow]")
         err_console.print(f"[green]report[/green] {m(target)}/report.html")

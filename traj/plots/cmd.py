@@ -106,9 +106,9 @@ def plot_evaluation(result: CMDResult, *, ax: Any = None) -> Any:
 
 
 def plot_sweep(result: CMDResult, *, ax: Any = None) -> Any:
-    """Best reconstructed accuracy (or loss) and MSE against the number of modes (fig. 6)."""
+    """Best reconstructed accuracy (or loss), MSE, and the agreement of sampling seeds against M (figs. 6, 9)."""
     rows = result.sweep
-    fig, (ax1, ax2) = panels(ax, 2, (9, 3.6))
+    fig, (ax1, ax2, ax3) = panels(ax, 3, (13, 3.6))
     modes = [r.modes for r in rows]
     metric = rows[0].metric if rows else None
     if metric:
@@ -120,6 +120,16 @@ def plot_sweep(result: CMDResult, *, ax: Any = None) -> Any:
         ax1.axis("off")
     ax2.semilogy(modes, [r.mse for r in rows], "o-", color="#08519c")
     ax2.set(xlabel="modes M", ylabel="weight MSE", title="reconstruction MSE vs M")
+    stable = [r for r in rows if r.stability is not None]
+    if stable:
+        median = np.array([np.median(r.stability.ari) for r in stable])
+        low = median - np.array([r.stability.ari.min() for r in stable])
+        high = np.array([r.stability.ari.max() for r in stable]) - median
+        ax3.errorbar([r.modes for r in stable], median, yerr=[low, high], fmt="o-", color="#31a354", capsize=3)
+        ax3.set(xlabel="modes M", ylabel="adjusted Rand index", ylim=(min(0.0, float((median - low).min())), 1.02),
+                title=f"partitions of {len(stable[0].stability.seeds)} sampling seeds: median, min-max")
+    else:
+        ax3.axis("off")
     if ax is None:
         fig.tight_layout()
     return fig
