@@ -16,6 +16,7 @@ from traj.analysis.cmd import (
     sample_moving,
     sample_weights,
     stability,
+    weight_ema,
 )
 from traj.cli.app import app
 from traj.engine import Engine
@@ -234,3 +235,60 @@ def test_row_distance_recovers_noisy_planted_modes_steadily(tmp_path):
     rows, corr = stability(store, modes=5), stability(store, modes=5, distance="corr")
     assert rows.ari.min() >= 0.85 and rows.ari.mean() > corr.ari.mean() + 0.2
     assert rows.relative_errors.max() <= corr.relative_errors.max()
+
+
+# ---------------------------------------------------------------------- issue 17 item 3: CMD beside the weight EMA
+def _closed_form_ema(x, beta, k):
+    """θ̄_k = β^k θ₀ + (1 − β) Σ_{j=1..k} β^{k−j} θ_j."""
+    return beta**k * x[0] + (1 - beta) * sum(beta ** (k - j) * x[j] for j in range(1, k + 1))
+
+
+def test_weight_ema_is_the_closed_form(rng):
+    x = rng.standard_normal((50, 7))
+    streamed = np.concatenate([weight_ema(x[:, c : c + 3], 0.9) for c in range(0, 7, 3)], axis=1)  # column blocks
+    expected = np.stack([_closed_form_ema(x, 0.9, k) for k in range(50)])
+    np.testing.assert_allclose(streamed, expected, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(weight_ema(x, 0.9, np.array([0, 17, 49])), expected[[0, 17, 49]], atol=1e-12)
+    np.testing.assert_allclose(weight_ema(np.full((20, 3), 2.5), 0.99), 2.5, rtol=1e-15)  # a constant stays put
+    # a ramp θ_j = j: θ̄_k = k − β(1 − β^k)/(1 − β); β = 0.9, k = 10
+    assert weight_ema(np.arange(11.0)[:, None], 0.9, np.array([10]))[0, 0] == pytest.approx(4.1381059609, abs=1e-10)
+
+
+class _SumRecipe:
+    """A stand-in recipe whose 'accuracy' is linear in θ, so the EMA's score is the EMA of the scores."""
+
+    def evaluate(self, theta):
+        return {"accuracy": float(np.asarray(theta, dtype=np.float64).sum())}
+
+
+def test_streamed_pass_scores_the_ema_of_every_block(tmp_path):
+    data, *_ = planted_modes(n_params=5000, n_snapshots=30, n_modes=3, noise=0.1)
+    store = RunStore(write_store(tmp_path / "e.zarr", data))
+    engine = Engine(block_bytes=30 * 8 * 700)  # several column blocks
+    result = cmd(store, modes=3, samples=300, window="2:29", subsample=2, recipe=_SumRecipe(), eval_points=5,
+                 ema=(0.9, 0.5), engine=engine)
+    ev = result.evaluation
+    kept = data[2:30:2]
+    picks = np.searchsorted(result.snapshots, ev.snapshots)
+    np.testing.assert_array_equal(picks, [0, 3, 6, 10, 13])
+    assert [t.beta for t in ev.ema] == [0.5, 0.9]
+    for track in ev.ema:
+        expected = [_closed_form_ema(kept, track.beta, k).sum() for k in picks]
+        np.testing.assert_allclose(track.metrics["accuracy"], expected, rtol=1e-6)  # the EMAs are kept in float32
+        assert track.first_weight == pytest.approx(track.beta**13)
+    assert ev.ema[1].stale and not ev.ema[0].stale  # 0.9**13 = 0.25, 0.5**13 = 1e-4
+    with pytest.raises(TrajError, match="recipe"):
+        cmd(store, modes=3, ema=(0.9,))
+    with pytest.raises(TrajError, match="ema"):
+        cmd(store, modes=3, ema=(1.0,), recipe=_SumRecipe())
+
+
+def test_cli_scores_the_ema_and_warns_when_beta_is_too_close_to_one(tmp_path):
+    result = runner.invoke(app, ["cmd", str(SAMPLE / "digits-cnn.zarr"), "--modes", "5", "--eval-points", "6",
+                                 "--ema", "0.9,0.999", "--out", str(tmp_path / "r"), "--json"])
+    assert result.exit_code == 0, result.output
+    last = json.loads(result.stdout)["evaluation"][-1]
+    # 116 snapshots: EMA 0.9 ends at the original's accuracy or above; 0.999 still holds 0.89 of the random init
+    assert last["ema0.9_accuracy"] == pytest.approx(0.8914, abs=1e-4) and last["original_accuracy"] < 0.8914
+    assert last["ema0.999_accuracy"] == pytest.approx(0.1003, abs=1e-4)
+    assert "EMA 0.999 still puts 0.89" in result.stderr and "EMA 0.9 " not in result.stderr

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from ..checks import check_choice, check_float, check_int, check_ints, check_seed
+from ..checks import check_choice, check_float, check_floats, check_int, check_ints, check_seed
 from ..engine import Engine
 from ..engine.backends import ArrayOps, Kernel
 from ..errors import (
@@ -39,9 +39,9 @@ from ..progress import Progress, Stage
 from ..store import RunStore
 from .windows import Window, resolve_window
 
-__all__ = ["CMDEvaluation", "CMDModel", "CMDParams", "CMDResult", "DISTANCES", "ModeBands", "SweepRow",
+__all__ = ["CMDEvaluation", "CMDModel", "EMAScores", "CMDParams", "CMDResult", "DISTANCES", "ModeBands", "SweepRow",
            "adjusted_rand_index", "cluster_modes", "cmd", "evaluate", "fit_cmd", "load", "row_distances",
-           "sample_moving", "sample_weights", "stability", "sweep"]
+           "sample_moving", "sample_weights", "stability", "sweep", "weight_ema"]
 
 MODEL_FORMAT = "traj-cmd"
 #: K, the weights sampled for the clustering: their K x K correlation and its linkage live in memory.
@@ -53,6 +53,10 @@ FIT_SAMPLES = 6
 OVERSAMPLE = 2
 #: Sampling seeds whose partitions ``--sweep`` compares (adjusted Rand index over the pairs).
 STABILITY_SEEDS = 5
+#: The weight EMAs scored by ``--evaluate --ema`` are held in memory at the scored snapshots (float32).
+MAX_EMA_BYTES = 2 << 30
+#: Weight an EMA may leave on the window's first snapshot at its last before the report warns.
+EMA_INIT_WARN = 0.05
 #: Clustering distances: "rows", the Euclidean distance between rows of |corr| (seed 001's code, the
 #: default: steadier across sampling seeds at equal error), and "corr", 1 − |corr| (traj before issue 17).
 DISTANCES = ("rows", "corr")
@@ -73,12 +77,13 @@ class CMDParams:
     sweep: tuple[int, ...] = ()
     sweep_points: int = 20
     distance: str = "rows"
+    ema: tuple[float, ...] = ()
 
     @classmethod
     def checked(cls, *, modes: int | None = 10, threshold: float | None = None, samples: int = 1000,
                 window: Window = None, subsample: int = 1, seed: int = 0, drop_nonfinite: bool = False,
                 eval_points: int = 40, sweep: Sequence[int] = (), sweep_points: int = 20,
-                distance: str = "rows") -> CMDParams:
+                distance: str = "rows", ema: Sequence[float] = ()) -> CMDParams:
         """The options checked once, at the door (``threshold`` wins over ``modes``)."""
         if threshold is not None:
             threshold, modes = check_float("threshold", threshold, low=0, high=1, low_open=True), None
@@ -98,12 +103,14 @@ class CMDParams:
             sweep=tuple(sorted(set(check_ints("sweep", sweep, low=1, high=MAX_SAMPLES)))) if len(sweep) else (),
             sweep_points=check_int("sweep_points", sweep_points, low=1),
             distance=check_choice("distance", distance, DISTANCES),
+            ema=tuple(sorted(set(check_floats("ema", ema, low=0, high=1, low_open=True, high_open=True))))
+            if len(ema) else (),
         )
 
     def options(self) -> dict[str, Any]:
         """The fit's options as summary.json shows them."""
         return {"modes": self.modes, "threshold": self.threshold, "samples": self.samples,
-                "subsample": self.subsample, "seed": self.seed, "distance": self.distance}
+                "subsample": self.subsample, "seed": self.seed, "distance": self.distance, "ema": list(self.ema)}
 
 
 # ---------------------------------------------------------------------- sampling and clustering
@@ -284,13 +291,47 @@ def references_of(corr: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------- the streaming pass
-def assign_kernel(references: np.ndarray, keep: np.ndarray) -> Kernel:
+def weight_ema(trajectory: np.ndarray, beta: float, picks: np.ndarray | None = None) -> np.ndarray:
+    """The exponential moving average of the weights over the snapshots (rows), at rows ``picks``.
+
+    θ̄₀ = θ₀ and θ̄_k = β θ̄_{k−1} + (1 − β) θ_k, i.e. θ̄_k = β^k θ₀ + (1 − β) Σ_{j=1..k} β^{k−j} θ_j:
+    the weights sum to 1, so no bias correction (seed 001's EMA, StarGAN v2's ``moving_average``, and
+    ``torch.optim.swa_utils.get_ema_multi_avg_fn``). One IIR filter over the time axis per column block.
+
+    Parameters
+    ----------
+    trajectory : ndarray of shape (T', width)
+    beta : float, 0 < beta < 1, per row (snapshot)
+    picks : ndarray of int, optional
+        Rows returned (default all).
+
+    Returns
+    -------
+    ndarray of shape (len(picks), width)
+    """
+    from scipy.signal import lfilter
+
+    trajectory = np.asarray(trajectory, dtype=np.float64)
+    picks = np.arange(trajectory.shape[0]) if picks is None else np.asarray(picks)
+    out = np.empty((picks.size, trajectory.shape[1]))
+    later = picks > 0
+    out[~later] = trajectory[0]
+    if later.any():
+        filtered, _ = lfilter([1.0 - beta], [1.0, -beta], trajectory[1:], axis=0, zi=beta * trajectory[:1])
+        out[later] = filtered[picks[later] - 1]
+    return out
+
+
+def assign_kernel(references: np.ndarray, keep: np.ndarray, *, ema: Sequence[float] = (),
+                  ema_picks: np.ndarray | None = None) -> Kernel:
     """Per block of weights: label, a, b, residual sum of squares and |corr| to the reference.
 
     ``references`` (M, T') are the references over the snapshots ``keep`` of the window. The
     least-squares fit of w ≈ a·r + b has a = ⟨w̄, r̄⟩/‖r̄‖² and b = mean(w) − a·mean(r), and its
     residual is ‖w̄‖² − ⟨w̄, r̄⟩²/‖r̄‖², so nothing is reconstructed to measure the error. Written
-    once against the backend's array operations (numpy, torch on a device, dask workers).
+    once against the backend's array operations (numpy, torch on a device, dask workers). With
+    ``ema`` (decays β), the same pass also returns the weight EMA of every β at the kept rows
+    ``ema_picks`` (:func:`weight_ema`), as "ema" of shape (n_β, n_picks, width), float32.
     """
     refs_centered = (references - references.mean(axis=1, keepdims=True)).T  # (T', M)
     refs_norm2 = (refs_centered**2).sum(axis=0)
@@ -313,8 +354,12 @@ def assign_kernel(references: np.ndarray, keep: np.ndarray) -> Kernel:
         best = dots[labels, cols]
         a = np.where(moving, best / refs_norm2[labels], 0.0)
         sse = np.where(moving, np.clip(norm2 - best * best / refs_norm2[labels], 0.0, None), 0.0)
-        return {"labels": labels.astype(np.int32), "moving": moving, "a": a, "b": mean - a * refs_mean[labels], "sse": sse,
-                "abscorr": np.abs(corr[labels, cols]), "total": float(ops.sum(b * b))}
+        part = {"labels": labels.astype(np.int32), "moving": moving, "a": a, "b": mean - a * refs_mean[labels],
+                "sse": sse, "abscorr": np.abs(corr[labels, cols]), "total": float(ops.sum(b * b))}
+        if ema:
+            kept = ops.to_numpy(b)
+            part["ema"] = np.stack([weight_ema(kept, beta, ema_picks) for beta in ema]).astype(np.float32)
+        return part
 
     return kernel
 
@@ -371,13 +416,33 @@ class ModeBands:
 
 
 @dataclass(frozen=True)
+class EMAScores:
+    """The recipe's metrics of the weight EMA with decay ``beta`` (per snapshot) at the scored snapshots.
+
+    ``first_weight`` = β^(T'−1): the weight the EMA still puts on the window's first snapshot at its
+    last (seed 001 figs. 19-21 compare CMD with this smoothed model).
+    """
+
+    beta: float
+    metrics: Mapping[str, np.ndarray]
+    first_weight: float
+
+    @property
+    def stale(self) -> bool:
+        """Whether the EMA still leans on the first snapshot (β^(T'−1) > 0.05): β too close to 1 for the run."""
+        return self.first_weight > EMA_INIT_WARN
+
+
+@dataclass(frozen=True)
 class CMDEvaluation:
-    """The recipe's metrics of the original and the CMD weights at a few snapshots (seed 001 fig. 5a, 7)."""
+    """The recipe's metrics of the original, the CMD weights and the weight EMAs at a few snapshots
+    (seed 001 figs. 5a, 7, 19-21)."""
 
     snapshots: np.ndarray
     steps: np.ndarray
     original: Mapping[str, np.ndarray]
     cmd: Mapping[str, np.ndarray]
+    ema: tuple[EMAScores, ...] = ()
 
     @property
     def metric(self) -> str:
@@ -390,6 +455,8 @@ class CMDEvaluation:
             row: dict[str, float] = {"snapshot": int(k), "step": int(step)}
             row.update({f"original_{name}": float(v[i]) for name, v in self.original.items()})
             row.update({f"cmd_{name}": float(v[i]) for name, v in self.cmd.items()})
+            for track in self.ema:
+                row.update({f"ema{track.beta:g}_{name}": float(v[i]) for name, v in track.metrics.items()})
             rows.append(row)
         return rows
 
@@ -538,6 +605,7 @@ def cmd(
     eval_points: int = 40,
     sweep: Sequence[int] = (),
     distance: str = "rows",
+    ema: Sequence[float] = (),
     engine: Engine | None = None,
     progress: Progress | None = None,
     stage: Stage | None = None,
@@ -570,10 +638,14 @@ def cmd(
         Rand index) and with a recipe the best metric, against M.
     distance : {"rows", "corr"}
         Clustering distance: Euclidean between rows of |corr| (default) or 1 − |corr| (methods.md §2.2).
+    ema : list of float
+        With a recipe, also score the weight EMA of each decay β (per recorded snapshot: a store
+        recorded every k steps stands for a per-step β_s with β = β_s^k) at the evaluated snapshots,
+        computed in the same pass (seed 001 figs. 19-21; :func:`weight_ema`).
     """
     params = CMDParams.checked(modes=modes, threshold=threshold, samples=samples, window=window, subsample=subsample,
                                seed=seed, drop_nonfinite=drop_nonfinite, eval_points=eval_points, sweep=sweep,
-                               distance=distance)
+                               distance=distance, ema=ema)
     return fit_cmd(store, params, out=out, recipe=recipe, engine=engine, progress=progress, stage=stage)
 
 
@@ -586,12 +658,14 @@ def fit_cmd(store: RunStore | str | os.PathLike[str], params: CMDParams, *, out:
     """
     store = store if isinstance(store, RunStore) else RunStore(store)
     engine = engine or Engine()
-    result = _fit(store, params, out, engine, progress)
+    if params.ema and recipe is None:
+        raise NotApplicableError("--ema scores the weight EMA with a recipe: this run has none (give --recipe)")
+    result, ema_rows = _fit(store, params, out, engine, progress, with_ema=recipe is not None)
     if recipe is not None:
         if stage is not None:
             stage("evaluating")
         result = replace(result, evaluation=evaluate(result, store, recipe, max_points=params.eval_points,
-                                                      engine=engine))
+                                                      engine=engine, ema=ema_rows))
     if params.sweep:
         if stage is not None:
             stage("sweep")
@@ -600,18 +674,26 @@ def fit_cmd(store: RunStore | str | os.PathLike[str], params: CMDParams, *, out:
 
 
 def _fit(store: RunStore, params: CMDParams, out: str | os.PathLike[str] | None, engine: Engine,
-         progress: Progress | None) -> CMDResult:
-    """The clustering of the sample and the one pass over every weight."""
+         progress: Progress | None, *, with_ema: bool = False) -> tuple[CMDResult, np.ndarray | None]:
+    """The clustering of the sample and the one pass over every weight; with ``with_ema`` and
+    ``params.ema``, the same pass also gives the weight EMAs at :func:`eval_picks` (n_β, n_picks, N)."""
     t0 = time.perf_counter()
     lo, hi, rows, keep = _window_rows(store, params, engine)
     used = lo + keep
+    ema = params.ema if with_ema else ()
+    picks = eval_picks(used.size, params.eval_points)
+    if ema and (need := len(ema) * picks.size * store.n_params * 4) > MAX_EMA_BYTES:
+        raise DataLimitError("ema", f"the EMAs at {picks.size} snapshots need {need / 2**30:.1f} GiB "
+                                    f"(limit {MAX_EMA_BYTES / 2**30:.0f} GiB): fewer --eval-points or decays")
     drawn = sample_moving(store, params.samples, seeds=(params.seed,), rows=rows, keep=keep, engine=engine)[0]
     sample, trajectories = drawn.indices, drawn.trajectories
     corr_all, moving = abs_corr(trajectories)
     usable = np.flatnonzero(moving)
     labels_s, order, ref_cols = _cluster_sample(corr_all, usable, params)
     references = trajectories[:, ref_cols].T  # (M, T')
-    pass_ = _assign_all(store, engine, rows, assign_kernel(references, keep), references.shape[0], out, progress)
+    kernel = assign_kernel(references, keep, ema=ema, ema_picks=picks)
+    pass_ = _assign_all(store, engine, rows, kernel, references.shape[0], out, progress,
+                        ema_shape=(len(ema), picks.size) if ema else None)
     model = CMDModel(pass_.labels, pass_.a, pass_.b, references, store.steps[used])
     model_path = _write_model(out, model, sample, ref_cols, params, store, (lo, hi), used) if out else None
     sample_labels = np.full(sample.size, -1, dtype=np.int64)
@@ -630,7 +712,12 @@ def _fit(store: RunStore, params: CMDParams, out: str | os.PathLike[str] | None,
         relative_error=float(np.sqrt(pass_.sse / pass_.total)) if pass_.total > 0 else 0.0,
         backend=engine.label, seconds=time.perf_counter() - t0, model_path=model_path,
         constant_samples=drawn.frozen + int(sample.size - usable.size),
-    )
+    ), pass_.ema
+
+
+def eval_picks(n_used: int, max_points: int) -> np.ndarray:
+    """Up to ``max_points`` of ``n_used`` snapshots spread over the window, the last always included."""
+    return np.unique(np.linspace(n_used - 1, 0, min(max_points, n_used)).round().astype(int))
 
 
 def _window_rows(store: RunStore, params: CMDParams, engine: Engine) -> tuple[int, int, slice, np.ndarray]:
@@ -671,19 +758,24 @@ class _Pass:
     per_layer: dict[str, np.ndarray]
     sse: float = 0.0
     total: float = 0.0
+    ema: np.ndarray | None = None
 
 
 def _assign_all(store: RunStore, engine: Engine, rows: slice, kernel: Kernel, n_modes: int,
-                out: str | os.PathLike[str] | None, progress: Progress | None) -> _Pass:
-    """One pass: every weight's label, a and b, and the per-mode and per-layer counts."""
+                out: str | os.PathLike[str] | None, progress: Progress | None, *,
+                ema_shape: tuple[int, int] | None = None) -> _Pass:
+    """One pass: every weight's label, a and b, the per-mode and per-layer counts (and the EMAs)."""
     n = store.n_params
     acc = _Pass(np.empty(n, dtype=np.int32), np.empty(n), np.empty(n), np.zeros(n_modes, dtype=np.int64),
-                np.zeros(n_modes), {e.name: np.zeros(n_modes, dtype=np.int64) for e in store.layout.entries})
+                np.zeros(n_modes), {e.name: np.zeros(n_modes, dtype=np.int64) for e in store.layout.entries},
+                ema=None if ema_shape is None else np.empty((*ema_shape, n), dtype=np.float32))
     starts = np.array([e.offset for e in store.layout.entries])
     for cols, part in engine.map_blocks(store, kernel, rows=rows, progress=progress):
         if not np.isfinite(part["total"]):
             raise NonFiniteDataError("the window holds NaN or Inf values")
         acc.labels[cols], acc.a[cols], acc.b[cols] = part["labels"], part["a"], part["b"]
+        if acc.ema is not None:
+            acc.ema[:, :, cols] = part["ema"]
         acc.sse += float(part["sse"].sum())
         acc.total += part["total"]
         acc.sizes += np.bincount(part["labels"], minlength=n_modes)
@@ -761,24 +853,38 @@ def load(path: str | os.PathLike[str]) -> CMDModel:
 
 # ---------------------------------------------------------------------- evaluation with the recipe
 def evaluate(result: CMDResult, store: RunStore, recipe: Any, *, max_points: int = 40,
-             engine: Engine | None = None) -> CMDEvaluation:
+             engine: Engine | None = None, ema: np.ndarray | None = None) -> CMDEvaluation:
     """The recipe's metrics of the original and the CMD-reconstructed weights per snapshot
-    (seed 001 fig. 5a, 7), at up to ``max_points`` snapshots spread over the window."""
+    (seed 001 fig. 5a, 7), at up to ``max_points`` snapshots spread over the window (:func:`eval_picks`).
+
+    ``ema`` (n_β, n_picks, N), the weight EMAs of ``result.params.ema`` at those snapshots as the fit's
+    pass computed them, is scored beside them (seed 001 figs. 19-21).
+    """
     max_points = check_int("eval_points", max_points, low=1)
     engine = engine or Engine()
     used = result.snapshots
-    # spread over the window, the last snapshot always included (max_points=1 scores the end of the run)
-    picks = np.unique(np.linspace(used.size - 1, 0, min(max_points, used.size)).round().astype(int))
+    picks = eval_picks(used.size, max_points)
+    betas = result.params.ema if ema is not None else ()
+    if ema is not None and ema.shape != (len(betas), picks.size, result.n_params):
+        raise ParameterError("ema", f"holds EMAs of shape {ema.shape}, not ({len(betas)}, {picks.size}, "
+                                    f"{result.n_params})")
+
+    def scored(theta: np.ndarray, into: dict[str, list[float]]) -> None:
+        for name, value in recipe.evaluate(theta.astype(store.dtype)).items():
+            into.setdefault(name, []).append(float(value))
+
     original: dict[str, list[float]] = {}
     rebuilt: dict[str, list[float]] = {}
-    for k in picks:
-        theta = engine.snapshot(store, int(used[k])).astype(store.dtype)
-        for name, value in recipe.evaluate(theta).items():
-            original.setdefault(name, []).append(float(value))
-        for name, value in recipe.evaluate(result.model.reconstruct_snapshot(int(k)).astype(store.dtype)).items():
-            rebuilt.setdefault(name, []).append(float(value))
+    smoothed: list[dict[str, list[float]]] = [{} for _ in betas]
+    for i, k in enumerate(picks):
+        scored(engine.snapshot(store, int(used[k])), original)
+        scored(result.model.reconstruct_snapshot(int(k)), rebuilt)
+        for j in range(len(betas)):
+            scored(ema[j, i], smoothed[j])
+    tracks = tuple(EMAScores(beta, {k: np.array(v) for k, v in values.items()}, float(beta ** (used.size - 1)))
+                   for beta, values in zip(betas, smoothed, strict=True))
     return CMDEvaluation(used[picks], result.steps[picks], {k: np.array(v) for k, v in original.items()},
-                         {k: np.array(v) for k, v in rebuilt.items()})
+                         {k: np.array(v) for k, v in rebuilt.items()}, tracks)
 
 
 def sweep(store: RunStore | str | os.PathLike[str], modes_list: Sequence[int], *, recipe: Any = None,
@@ -794,7 +900,7 @@ def _sweep(store: RunStore, params: CMDParams, recipe: Any, engine: Engine) -> t
     rows = []
     for m in params.sweep:
         at_m = replace(params, modes=m, threshold=None)
-        result = _fit(store, at_m, None, engine, None)
+        result, _ = _fit(store, at_m, None, engine, None)
         row = SweepRow(m, result.mse, result.relative_error, result.compression_ratio,
                        stability=_stability(store, at_m, engine, None))
         if recipe is not None:

@@ -39,6 +39,7 @@ def cmd(
     sweep: Annotated[str | None, typer.Option(help="Also run M = 1,2,5,...: accuracy, MSE and the agreement of 5 sampling seeds (ARI) against M.")] = None,
     evaluate: Annotated[bool, typer.Option("--evaluate/--no-evaluate", help="Score CMD weights with the store's recipe.")] = True,
     eval_points: Annotated[int, typer.Option(help="Snapshots scored by --evaluate.")] = 40,
+    ema: Annotated[str | None, typer.Option(help="Also score the weight EMA of decays β = 0.99,0.999 (per recorded snapshot: a store recorded every k steps stands for a per-step β_s with β = β_s^k), in the same pass.")] = None,
     recipe_spec: Annotated[str | None, typer.Option("--recipe", help="Recipe for evaluation: a built-in name or module:function.")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Report directory (default traj-out/cmd-STORE).")] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print the summary as JSON to stdout.")] = False,
@@ -59,7 +60,7 @@ def cmd(
         traj cmd run.zarr --sweep 1,2,5,10,20
     """
     with handle_errors(ctx), flag_names("modes", "threshold", "samples", "window", "subsample", "seed", "sweep",
-                                        "eval_points", "drop_nonfinite", "distance"):
+                                        "eval_points", "drop_nonfinite", "distance", "ema"):
         import numpy as np
 
         from ..analysis.cmd import CMDParams, fit_cmd
@@ -73,7 +74,8 @@ def cmd(
         params = CMDParams.checked(modes=None if threshold is not None else modes, threshold=threshold,
                                    samples=samples, window=window, subsample=subsample, seed=seed,
                                    drop_nonfinite=drop_nonfinite, eval_points=eval_points,
-                                   sweep=number_list("--sweep", sweep, int) if sweep else (), distance=distance)
+                                   sweep=number_list("--sweep", sweep, int) if sweep else (), distance=distance,
+                                   ema=number_list("--ema", ema, float) if ema else ())
         engine = engine_options(backend, device, scheduler, block_mb)
         opened = open_store(store)
         target = output_dir(out, f"cmd-{opened.path.name.removesuffix('.zarr')}", opened)
@@ -87,6 +89,11 @@ def cmd(
                                  stage=lambda name: bar.update(task, description=name))
             result = replace(result, model_path=str(target / "cmd.zarr"))
             cmd_report_files(result, staging)
+        for t in result.evaluation.ema if result.evaluation else ():
+            if t.stale:
+                err_console.print(f"[yellow]EMA {t.beta:g} still puts {t.first_weight:.2f} of its weight on the "
+                                  f"window's first snapshot at the last (β^T > 0.05): β is too close to 1 for "
+                                  f"{result.snapshots.size} snapshots[/yellow]")
         if json_:
             print_json(result.to_dict())
             return
@@ -97,8 +104,10 @@ def cmd(
         )
         if (ev := result.evaluation) is not None:
             metric = ev.metric
+            emas = "".join(f", EMA {t.beta:g} {t.metrics[metric][-1]:.4f}" for t in ev.ema)
             out_console.print(f"  last snapshot {metric}: original {ev.original[metric][-1]:.4f}, "
-                              f"CMD {ev.cmd[metric][-1]:.4f}")
+                              f"CMD {ev.cmd[metric][-1]:.4f}{emas}")
+
         for row in result.sweep:
             line = f"  M = {row.modes}: relative error {row.relative_error:.4g}"
             if (st := row.stability) is not None:

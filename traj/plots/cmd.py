@@ -92,7 +92,7 @@ def plot_sample_fits(result: CMDResult, *, ax: Any = None) -> Any:
 
 
 def plot_evaluation(result: CMDResult, *, ax: Any = None) -> Any:
-    """The recipe's metric of the original and CMD-reconstructed weights per snapshot (fig. 5a, 7)."""
+    """The recipe's metric of the original, CMD-reconstructed and EMA weights per snapshot (figs. 5a, 7, 19-21)."""
     ev = result.evaluation
     if ev is None:
         raise ValueError("the result holds no evaluation (fit with a recipe)")
@@ -100,7 +100,11 @@ def plot_evaluation(result: CMDResult, *, ax: Any = None) -> Any:
     fig, (ax,) = panels(ax, 1, (6.5, 3.8))
     ax.plot(ev.steps, ev.original[metric], "o-", ms=3, color="0.2", label="original")
     ax.plot(ev.steps, ev.cmd[metric], "o--", ms=3, color="#de2d26", label=f"CMD, {result.modes} modes")
-    ax.set(xlabel="step", ylabel=f"validation {metric}", title=f"validation {metric}: original vs CMD weights")
+    for track, color in zip(ev.ema, ("#31a354", "#756bb1", "#fd8d3c", "#636363", "#9ecae1"), strict=False):
+        stale = f", {track.first_weight:.2f} on the first snapshot" if track.stale else ""
+        ax.plot(ev.steps, track.metrics[metric], "s:", ms=3, color=color, label=f"EMA β = {track.beta:g}{stale}")
+    vs = "CMD and EMA weights" if ev.ema else "CMD weights"
+    ax.set(xlabel="step", ylabel=f"validation {metric}", title=f"validation {metric}: original vs {vs}")
     ax.legend(fontsize=8)
     return fig
 

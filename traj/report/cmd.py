@@ -42,8 +42,15 @@ def cmd_report_content(result: CMDResult) -> tuple[Report, dict[str, Any]]:
         f"(N·T numbers -> M·T + 2N). Backend {result.backend}, {result.seconds:.2f} s."
     )
     if result.evaluation:
+        ev = result.evaluation
+        what = "the CMD-reconstructed weights and the weight EMAs" if ev.ema else "the CMD-reconstructed weights"
         report.figure("evaluation.png", figure_png(plot_evaluation(result)),
-                      "Validation metric of the original and the CMD-reconstructed weights per snapshot")
+                      f"Validation metric of the original, {what} per snapshot")
+        for track in ev.ema:
+            line = (f"EMA β = {track.beta:g} (θ̄₀ = the window's first snapshot, no bias correction): last snapshot "
+                    f"{ev.metric} {track.metrics[ev.metric][-1]:.4f} against CMD {ev.cmd[ev.metric][-1]:.4f}; "
+                    f"weight left on the first snapshot β^T = {track.first_weight:.3g}")
+            report.paragraph(line + (" — more than 0.05: β is too close to 1 for this run." if track.stale else "."))
     if result.sweep:
         report.figure("sweep.png", figure_png(plot_sweep(result)), "Best metric and weight MSE against the number of modes")
     report.figure("corr_matrix.png", figure_png(plot_corr_matrix(result)),
