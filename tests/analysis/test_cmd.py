@@ -10,6 +10,7 @@ from tests.conftest import planted_modes, write_store
 from traj.analysis.cmd import (
     adjusted_rand_index,
     cmd,
+    compare_models,
     load,
     moving_columns,
     row_distances,
@@ -292,3 +293,18 @@ def test_cli_scores_the_ema_and_warns_when_beta_is_too_close_to_one(tmp_path):
     assert last["ema0.9_accuracy"] == pytest.approx(0.8914, abs=1e-4) and last["original_accuracy"] < 0.8914
     assert last["ema0.999_accuracy"] == pytest.approx(0.1003, abs=1e-4)
     assert "EMA 0.999 still puts 0.89" in result.stderr and "EMA 0.9 " not in result.stderr
+
+
+def test_compare_models_scores_dmd_and_cmd_at_the_same_snapshots(tmp_path):
+    data, *_ = planted_modes(n_params=3000, n_snapshots=20, n_modes=3)
+    store = RunStore(write_store(tmp_path / "m.zarr", data))
+    comparison = compare_models(store, _SumRecipe(), ranks=(2, 30), modes=(3,), max_points=5, samples=300)
+    ev = comparison.dmd
+    np.testing.assert_array_equal(ev.snapshots, [0, 5, 10, 14, 19])
+    original = data[ev.snapshots].sum(axis=1)
+    np.testing.assert_allclose(ev.original["accuracy"], original, rtol=1e-12)
+    # planted modes are exact affine copies: CMD with 3 modes rebuilds them (θ̂ scored in the store's float64)
+    np.testing.assert_allclose(comparison.cmd[0]["accuracy"], original, rtol=1e-9, atol=1e-8)
+    assert comparison.cmd_motion_errors[0] < 1e-6
+    assert ev.ranks[0] == 2 and ev.ranks[1] < 20  # 30 reduced to what 20 snapshots resolve
+    assert ev.motion_norm == pytest.approx(np.linalg.norm(data - data.mean(axis=0)), rel=1e-9)

@@ -39,7 +39,7 @@ from ..progress import Progress, Stage
 from ..store import RunStore
 from .windows import Window, resolve_window
 
-__all__ = ["CMDEvaluation", "CMDModel", "EMAScores", "CMDParams", "CMDResult", "DISTANCES", "ModeBands", "SweepRow",
+__all__ = ["CMDEvaluation", "CMDModel", "EMAScores", "ModelComparison", "compare_models", "CMDParams", "CMDResult", "DISTANCES", "ModeBands", "SweepRow",
            "adjusted_rand_index", "cluster_modes", "cmd", "evaluate", "fit_cmd", "load", "row_distances",
            "sample_moving", "sample_weights", "stability", "sweep", "weight_ema"]
 
@@ -542,6 +542,7 @@ class CMDResult:
     evaluation: CMDEvaluation | None = None
     sweep: tuple[SweepRow, ...] = ()
     constant_samples: int = 0
+    comparison: ModelComparison | None = None
 
     @property
     def subsample(self) -> int:
@@ -583,6 +584,7 @@ class CMDResult:
             "options": self.params.options(),
             "evaluation": self.evaluation.to_dict() if self.evaluation else None,
             "sweep": [row.to_dict() for row in self.sweep] or None,
+            "comparison": self.comparison.to_dict() if self.comparison else None,
             "model": self.model_path,
             "backend": self.backend,
             "seconds": self.seconds,
@@ -982,3 +984,51 @@ def _stability(store: RunStore, params: CMDParams, engine: Engine, progress: Pro
                                                                                                   strict=True)])
     errors = np.sqrt(sse / total) if total > 0 else np.zeros(seeds)
     return Stability(seed_list, ari, errors)
+
+
+# ---------------------------------------------------------------------- DMD and CMD as models of training
+@dataclass(frozen=True)
+class ModelComparison:
+    """The original run, DMD at several ranks and CMD at several M, scored at the same snapshots
+    (seed 001 figs. 1, 5, 22). ``cmd[i]`` holds the metrics of CMD with ``cmd_modes[i]`` modes,
+    ``cmd_motion_errors[i]`` its ‖D − D̂‖F / ‖D − mean‖F, comparable with ``dmd.motion_errors``.
+    """
+
+    dmd: Any  # traj.analysis.dmd.DMDEvaluation
+    cmd_modes: tuple[int, ...]
+    cmd: tuple[Mapping[str, np.ndarray], ...]
+    cmd_motion_errors: np.ndarray
+
+    @property
+    def metric(self) -> str:
+        return self.dmd.metric
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"dmd": self.dmd.to_dict(), "cmd_modes": list(self.cmd_modes),
+                "cmd": [{k: v.tolist() for k, v in m.items()} for m in self.cmd],
+                "cmd_motion_errors": self.cmd_motion_errors.tolist()}
+
+
+def compare_models(store: RunStore | str | os.PathLike[str], recipe: Any, *, ranks: Sequence[int] = (5, 10, 20),
+                   modes: Sequence[int] = (2, 5, 10), window: Window = None, max_points: int = 40,
+                   forecast: int = 0, samples: int = 1000, seed: int = 0, engine: Engine | None = None
+                   ) -> ModelComparison:
+    """DMD (``traj dmd --evaluate``) and CMD (``traj cmd --evaluate``) of the same window, scored by
+    the recipe at the same snapshots (both spread ``max_points`` over the window the same way)."""
+    from .dmd import evaluate_dmd
+
+    store = store if isinstance(store, RunStore) else RunStore(store)
+    engine = engine or Engine()
+    modes = tuple(check_ints("cmd_modes", modes, low=1, high=MAX_SAMPLES))
+    dmd_ev = evaluate_dmd(store, recipe, ranks=ranks, window=window, max_points=max_points, forecast=forecast,
+                          engine=engine)
+    lo, hi = dmd_ev.window
+    curves, errors = [], []
+    for m in modes:
+        params = CMDParams.checked(modes=m, samples=samples, window=(lo, hi), seed=seed, eval_points=max_points)
+        fitted, _ = _fit(store, params, None, engine, None)
+        ev = evaluate(fitted, store, recipe, max_points=max_points, engine=engine)
+        curves.append(dict(ev.cmd))
+        scale = dmd_ev.data_norm / dmd_ev.motion_norm if dmd_ev.motion_norm > 0 else 0.0
+        errors.append(fitted.relative_error * scale)
+    return ModelComparison(dmd_ev, modes, tuple(curves), np.array(errors))

@@ -417,6 +417,7 @@ class DMDEvaluation:
     ‖D − D̂‖F / ‖D − mean_k D‖F (the share of the motion missed). ``forecast_offsets`` (snapshots past
     the window's end) and ``forecast[i]`` the metrics of the same expansion extrapolated;
     ``forecast_original`` the recorded run's there where the store holds those snapshots (else NaN).
+    ``data_norm`` = ‖D‖F and ``motion_norm`` = ‖D − mean_k D‖F of the window (from its Gram).
     """
 
     window: tuple[int, int]
@@ -429,6 +430,8 @@ class DMDEvaluation:
     forecast_offsets: np.ndarray
     forecast: tuple[Mapping[str, np.ndarray], ...]
     forecast_original: Mapping[str, np.ndarray]
+    data_norm: float = float("nan")
+    motion_norm: float = float("nan")
 
     @property
     def metric(self) -> str:
@@ -524,4 +527,5 @@ def evaluate_dmd(store: RunStore | str | os.PathLike[str], recipe: Any, *, ranks
         original={k: np.array(v) for k, v in original.items()}, ranks=tuple(op.rank for op in operators),
         reconstructed=tuple(rebuilt), motion_errors=errors, forecast_offsets=ahead - (n_window - 1),
         forecast=tuple(extrapolated), forecast_original={k: np.array(v) for k, v in recorded_ahead.items()},
+        data_norm=float(np.sqrt(np.trace(gram))), motion_norm=float(np.sqrt(max(motion, 0.0))),
     )

@@ -40,6 +40,8 @@ def cmd(
     evaluate: Annotated[bool, typer.Option("--evaluate/--no-evaluate", help="Score CMD weights with the store's recipe.")] = True,
     eval_points: Annotated[int, typer.Option(help="Snapshots scored by --evaluate.")] = 40,
     ema: Annotated[str | None, typer.Option(help="Also score the weight EMA of decays β = 0.99,0.999 (per recorded snapshot: a store recorded every k steps stands for a per-step β_s with β = β_s^k), in the same pass.")] = None,
+    compare_dmd: Annotated[str | None, typer.Option(help="Also draw the run beside DMD at these ranks (5,10,20) and CMD at --compare-modes, at the same snapshots (needs a recipe).")] = None,
+    compare_modes: Annotated[str, typer.Option(help="CMD modes M drawn by --compare-dmd.")] = "2,5,10",
     recipe_spec: Annotated[str | None, typer.Option("--recipe", help="Recipe for evaluation: a built-in name or module:function.")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Report directory (default traj-out/cmd-STORE).")] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print the summary as JSON to stdout.")] = False,
@@ -58,14 +60,18 @@ def cmd(
         traj cmd run.zarr --threshold 0.1 --samples 2000 --json
 
         traj cmd run.zarr --sweep 1,2,5,10,20
+
+        traj cmd run.zarr --ema 0.9,0.99 --compare-dmd 5,10,20
     """
     with handle_errors(ctx), flag_names("modes", "threshold", "samples", "window", "subsample", "seed", "sweep",
-                                        "eval_points", "drop_nonfinite", "distance", "ema"):
+                                        "eval_points", "drop_nonfinite", "distance", "ema", ranks="--compare-dmd",
+                                        cmd_modes="--compare-modes"):
         import numpy as np
 
-        from ..analysis.cmd import CMDParams, fit_cmd
+        from ..analysis.cmd import CMDParams, compare_models, fit_cmd
         from ..atomic import staged_output
         from ..display import markup as m
+        from ..errors import NotApplicableError
         from ..recipes import resolve_recipe
         from ..report.cmd import cmd_report_files
         from ..store import open_store
@@ -76,6 +82,8 @@ def cmd(
                                    drop_nonfinite=drop_nonfinite, eval_points=eval_points,
                                    sweep=number_list("--sweep", sweep, int) if sweep else (), distance=distance,
                                    ema=number_list("--ema", ema, float) if ema else ())
+        ranks = number_list("--compare-dmd", compare_dmd, int) if compare_dmd else ()
+        compared_modes = number_list("--compare-modes", compare_modes, int)
         engine = engine_options(backend, device, scheduler, block_mb)
         opened = open_store(store)
         target = output_dir(out, f"cmd-{opened.path.name.removesuffix('.zarr')}", opened)
@@ -87,6 +95,13 @@ def cmd(
                 result = fit_cmd(opened, params, out=staging / "cmd.zarr", recipe=recipe, engine=engine,
                                  progress=lambda d, t: bar.update(task, completed=d, total=t),
                                  stage=lambda name: bar.update(task, description=name))
+                if ranks:
+                    if recipe is None:
+                        raise NotApplicableError("--compare-dmd scores the models with a recipe: this run has none")
+                    bar.update(task, description="DMD and CMD models")
+                    result = replace(result, comparison=compare_models(
+                        opened, recipe, ranks=ranks, modes=compared_modes, window=result.window,
+                        max_points=params.eval_points, samples=params.samples, seed=params.seed, engine=engine))
             result = replace(result, model_path=str(target / "cmd.zarr"))
             cmd_report_files(result, staging)
         for t in result.evaluation.ema if result.evaluation else ():

@@ -10,7 +10,7 @@ from ..analysis.cmd import CMDResult
 from ..display import mathtext
 from .common import panels
 
-__all__ = ["plot_corr_matrix", "plot_evaluation", "plot_mode_bands", "plot_modes_per_layer", "plot_references",
+__all__ = ["plot_corr_matrix", "plot_model_comparison", "plot_evaluation", "plot_mode_bands", "plot_modes_per_layer", "plot_references",
            "plot_sample_fits", "plot_sweep"]
 
 
@@ -134,6 +134,33 @@ def plot_sweep(result: CMDResult, *, ax: Any = None) -> Any:
                 title=f"partitions of {len(stable[0].stability.seeds)} sampling seeds: median, min-max")
     else:
         ax3.axis("off")
+    if ax is None:
+        fig.tight_layout()
+    return fig
+
+
+def plot_model_comparison(comparison: Any, *, ax: Any = None) -> Any:
+    """The original run beside DMD at each rank and CMD at each M, one panel each (seed 001 figs. 1, 5, 22)."""
+    ev = comparison.dmd
+    metric = comparison.metric
+    n = len(ev.ranks) + len(comparison.cmd_modes)
+    cols = min(3, n)
+    fig, axes = panels(ax, n, (3.8 * cols, 2.9 * int(np.ceil(n / cols))), cols=cols)
+    curves = [(f"DMD rank {r}", v, e, "#3182bd") for r, v, e in zip(ev.ranks, ev.reconstructed, ev.motion_errors,
+                                                                   strict=True)]
+    curves += [(f"CMD M = {m}", v, e, "#de2d26") for m, v, e in zip(comparison.cmd_modes, comparison.cmd,
+                                                                    comparison.cmd_motion_errors, strict=True)]
+    every = np.concatenate([ev.original[metric], *(c[1][metric] for c in curves)])
+    margin = 0.04 * float(np.ptp(every)) or 0.01
+    for a, (name, values, err, color) in zip(axes, curves, strict=True):
+        a.set_ylim(float(every.min()) - margin, float(every.max()) + margin)
+        a.plot(ev.snapshots, ev.original[metric], "-", color="0.3", lw=1.2, label="original")
+        a.plot(ev.snapshots, values[metric], "--", color=color, lw=1.2, label=name)
+        a.set_title(f"{name}: motion error {err:.3f}", fontsize=8)
+        a.tick_params(labelsize=7)
+        a.set_xlabel("snapshot", fontsize=7)
+    axes[0].set_ylabel(f"validation {metric}", fontsize=8)
+    axes[0].legend(fontsize=7)
     if ax is None:
         fig.tight_layout()
     return fig

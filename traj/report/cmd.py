@@ -13,6 +13,7 @@ from ..plots.cmd import (
     plot_corr_matrix,
     plot_evaluation,
     plot_mode_bands,
+    plot_model_comparison,
     plot_modes_per_layer,
     plot_references,
     plot_sample_fits,
@@ -51,6 +52,10 @@ def cmd_report_content(result: CMDResult) -> tuple[Report, dict[str, Any]]:
                     f"{ev.metric} {track.metrics[ev.metric][-1]:.4f} against CMD {ev.cmd[ev.metric][-1]:.4f}; "
                     f"weight left on the first snapshot β^T = {track.first_weight:.3g}")
             report.paragraph(line + (" — more than 0.05: β is too close to 1 for this run." if track.stale else "."))
+    if (comparison := result.comparison) is not None:
+        report.figure("models.png", figure_png(plot_model_comparison(comparison)),
+                      "The original run beside DMD-reconstructed weights (ranks) and CMD-reconstructed weights (M), "
+                      "scored at the same snapshots; motion error = ‖D − D̂‖/‖D − mean‖")
     if result.sweep:
         report.figure("sweep.png", figure_png(plot_sweep(result)), "Best metric and weight MSE against the number of modes")
     report.figure("corr_matrix.png", figure_png(plot_corr_matrix(result)),
