@@ -11,6 +11,7 @@ from traj.analysis.cmd import (
     adjusted_rand_index,
     cmd,
     compare_models,
+    history_sweep,
     load,
     moving_columns,
     row_distances,
@@ -75,12 +76,12 @@ def test_saved_model_reconstructs_what_the_result_does(tmp_path, planted):
     saved = cmd(store, modes=5, samples=400, window="3:30", subsample=2, out=tmp_path / "cmd.zarr")
     model = load(tmp_path / "cmd.zarr")
     np.testing.assert_array_equal(np.asarray(model.labels[:]), in_memory.model.labels)
-    np.testing.assert_array_equal(model.steps, np.arange(3, 31, 2))
+    np.testing.assert_array_equal(model.steps, np.arange(4, 31, 2))  # every 2nd counted back from snapshot 30
     for k in (0, 5, 13):
         np.testing.assert_allclose(model.reconstruct_snapshot(k), in_memory.model.reconstruct_snapshot(k), rtol=1e-12)
-        np.testing.assert_allclose(model.reconstruct_snapshot(k), data[3 + 2 * k], atol=1e-9)
+        np.testing.assert_allclose(model.reconstruct_snapshot(k), data[4 + 2 * k], atol=1e-9)
     block = model.reconstruct_block(slice(100, 200))
-    np.testing.assert_allclose(block, data[3:31:2, 100:200], atol=1e-9)
+    np.testing.assert_allclose(block, data[4:31:2, 100:200], atol=1e-9)
     assert saved.model_path == str(tmp_path / "cmd.zarr")
 
 
@@ -308,3 +309,36 @@ def test_compare_models_scores_dmd_and_cmd_at_the_same_snapshots(tmp_path):
     assert comparison.cmd_motion_errors[0] < 1e-6
     assert ev.ranks[0] == 2 and ev.ranks[1] < 20  # 30 reduced to what 20 snapshots resolve
     assert ev.motion_norm == pytest.approx(np.linalg.norm(data - data.mean(axis=0)), rel=1e-9)
+
+
+# ---------------------------------------------------------------------- issue 17 item 5: history length and spacing
+def test_history_sweeps_score_every_setting_on_the_shared_snapshots(tmp_path):
+    data, *_ = planted_modes(n_params=3000, n_snapshots=30, n_modes=3)
+    store = RunStore(write_store(tmp_path / "h.zarr", data))
+    by_start = history_sweep(store, "window", (0, 10, 20), recipe=_SumRecipe(), modes=3, samples=300)
+    np.testing.assert_array_equal(by_start.scored, np.arange(20, 30))  # the shortest history's snapshots
+    assert [r.snapshots for r in by_start.rows] == [30, 20, 10]
+    by_spacing = history_sweep(store, "subsample", (1, 2, 3), recipe=_SumRecipe(), modes=3, samples=300)
+    np.testing.assert_array_equal(by_spacing.scored, [5, 11, 17, 23, 29])  # every 6th from the end: all keep them
+    assert [r.snapshots for r in by_spacing.rows] == [30, 15, 10]
+    for sweep in (by_start, by_spacing):
+        assert sweep.original_mean == pytest.approx(data[sweep.scored].sum(axis=1).mean(), rel=1e-12)
+        for row in sweep.rows:  # planted modes: every history rebuilds them exactly
+            assert row.metric_mean == pytest.approx(sweep.original_mean, rel=1e-9)
+            assert row.metric_last == pytest.approx(data[29].sum(), rel=1e-9) and row.relative_error < 1e-6
+    with pytest.raises(TrajError, match="sweep_window"):
+        history_sweep(store, "window", (28,), modes=3)
+
+
+def test_cli_history_sweeps(tmp_path):
+    out = tmp_path / "h"
+    result = runner.invoke(app, ["cmd", str(SAMPLE / "digits-cnn.zarr"), "--modes", "5", "--no-evaluate",
+                                 "--sweep-window", "0,80", "--sweep-subsample", "1,4", "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    window, spacing = json.loads(result.stdout)["history_sweeps"]
+    assert window["kind"] == "window" and spacing["kind"] == "subsample"
+    # the last 36 snapshots alone are rebuilt 6x better than the whole run; spacing 4 costs nothing
+    assert [r["relative_error"] for r in window["rows"]] == pytest.approx([0.0657, 0.0110], abs=2e-4)
+    assert [r["relative_error"] for r in spacing["rows"]] == pytest.approx([0.0657, 0.0650], abs=2e-4)
+    assert [r["snapshots"] for r in spacing["rows"]] == [116, 29]
+    assert (out / "sweep_window.png").is_file() and (out / "sweep_subsample.png").is_file()

@@ -39,7 +39,8 @@ from ..progress import Progress, Stage
 from ..store import RunStore
 from .windows import Window, resolve_window
 
-__all__ = ["CMDEvaluation", "CMDModel", "EMAScores", "ModelComparison", "compare_models", "CMDParams", "CMDResult", "DISTANCES", "ModeBands", "SweepRow",
+__all__ = ["CMDEvaluation", "CMDModel", "EMAScores", "HistoryRow", "HistorySweep", "ModelComparison",
+           "compare_models", "history_sweep", "CMDParams", "CMDResult", "DISTANCES", "ModeBands", "SweepRow",
            "adjusted_rand_index", "cluster_modes", "cmd", "evaluate", "fit_cmd", "load", "row_distances",
            "sample_moving", "sample_weights", "stability", "sweep", "weight_ema"]
 
@@ -78,12 +79,15 @@ class CMDParams:
     sweep_points: int = 20
     distance: str = "rows"
     ema: tuple[float, ...] = ()
+    sweep_window: tuple[int, ...] = ()
+    sweep_subsample: tuple[int, ...] = ()
 
     @classmethod
     def checked(cls, *, modes: int | None = 10, threshold: float | None = None, samples: int = 1000,
                 window: Window = None, subsample: int = 1, seed: int = 0, drop_nonfinite: bool = False,
                 eval_points: int = 40, sweep: Sequence[int] = (), sweep_points: int = 20,
-                distance: str = "rows", ema: Sequence[float] = ()) -> CMDParams:
+                distance: str = "rows", ema: Sequence[float] = (), sweep_window: Sequence[int] = (),
+                sweep_subsample: Sequence[int] = ()) -> CMDParams:
         """The options checked once, at the door (``threshold`` wins over ``modes``)."""
         if threshold is not None:
             threshold, modes = check_float("threshold", threshold, low=0, high=1, low_open=True), None
@@ -105,6 +109,9 @@ class CMDParams:
             distance=check_choice("distance", distance, DISTANCES),
             ema=tuple(sorted(set(check_floats("ema", ema, low=0, high=1, low_open=True, high_open=True))))
             if len(ema) else (),
+            sweep_window=tuple(sorted(set(check_ints("sweep_window", sweep_window)))) if len(sweep_window) else (),
+            sweep_subsample=tuple(sorted(set(check_ints("sweep_subsample", sweep_subsample, low=1))))
+            if len(sweep_subsample) else (),
         )
 
     def options(self) -> dict[str, Any]:
@@ -543,6 +550,7 @@ class CMDResult:
     sweep: tuple[SweepRow, ...] = ()
     constant_samples: int = 0
     comparison: ModelComparison | None = None
+    history: tuple[HistorySweep, ...] = ()
 
     @property
     def subsample(self) -> int:
@@ -585,6 +593,7 @@ class CMDResult:
             "evaluation": self.evaluation.to_dict() if self.evaluation else None,
             "sweep": [row.to_dict() for row in self.sweep] or None,
             "comparison": self.comparison.to_dict() if self.comparison else None,
+            "history_sweeps": [h.to_dict() for h in self.history] or None,
             "model": self.model_path,
             "backend": self.backend,
             "seconds": self.seconds,
@@ -627,7 +636,7 @@ def cmd(
     window : "a:b", optional
         Snapshots used (both included).
     subsample : int
-        Use every s-th snapshot of the window (seed 001, §8.1).
+        Use every s-th snapshot of the window, counted back from its last (seed 001, §8.1).
     drop_nonfinite : bool
         Leave snapshots holding NaN/Inf out of the time axis (one extra pass finds them).
     out : path, optional
@@ -668,6 +677,12 @@ def fit_cmd(store: RunStore | str | os.PathLike[str], params: CMDParams, *, out:
             stage("evaluating")
         result = replace(result, evaluation=evaluate(result, store, recipe, max_points=params.eval_points,
                                                       engine=engine, ema=ema_rows))
+    for kind, settings in (("window", params.sweep_window), ("subsample", params.sweep_subsample)):
+        if settings:
+            if stage is not None:
+                stage(f"sweep over the {'history length' if kind == 'window' else 'snapshot spacing'}")
+            result = replace(result, history=(*result.history, _history_sweep(store, params, kind, settings, recipe,
+                                                                               engine, result.window)))
     if params.sweep:
         if stage is not None:
             stage("sweep")
@@ -726,7 +741,8 @@ def _window_rows(store: RunStore, params: CMDParams, engine: Engine) -> tuple[in
     """The window (lo, hi), its row slice, and the rows of it used (relative to lo)."""
     lo, hi = resolve_window(store, params.window, method="CMD")
     rows = slice(lo, hi + 1)
-    keep = np.arange(0, hi - lo + 1, params.subsample)
+    # every s-th snapshot counted back from the last, so the model always ends where the window does
+    keep = np.arange(hi - lo, -1, -params.subsample)[::-1]
     if params.drop_nonfinite:
         keep = keep[~np.isin(keep, engine.nonfinite_rows(store, rows=rows) - lo)]
     if keep.size < 3:
@@ -1032,3 +1048,101 @@ def compare_models(store: RunStore | str | os.PathLike[str], recipe: Any, *, ran
         scale = dmd_ev.data_norm / dmd_ev.motion_norm if dmd_ev.motion_norm > 0 else 0.0
         errors.append(fitted.relative_error * scale)
     return ModelComparison(dmd_ev, modes, tuple(curves), np.array(errors))
+
+
+# ---------------------------------------------------------------------- history length and snapshot spacing
+@dataclass(frozen=True)
+class HistoryRow:
+    """CMD with ``modes`` modes fitted on one setting of a :class:`HistorySweep`."""
+
+    setting: int
+    modes: int
+    snapshots: int
+    relative_error: float
+    metric_mean: float | None = None
+    metric_last: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"setting": self.setting, "modes": self.modes, "snapshots": self.snapshots,
+                "relative_error": self.relative_error, "metric_mean": self.metric_mean,
+                "metric_last": self.metric_last}
+
+
+@dataclass(frozen=True)
+class HistorySweep:
+    """CMD against the history it is given (seed 001 figs. 13-14).
+
+    ``kind`` "window": the setting is the first snapshot of the history [a, end]; "subsample": the
+    spacing s (every s-th snapshot counted back from the end). Every setting is scored on the same
+    snapshots, ``scored`` (those all settings share: the shortest history's, or the rows every spacing
+    keeps), so the curves compare: the mean of the metric over them and its value at the last.
+    """
+
+    kind: str
+    metric: str | None
+    scored: np.ndarray
+    original_mean: float | None
+    original_last: float | None
+    rows: tuple[HistoryRow, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "metric": self.metric, "scored_snapshots": self.scored.tolist(),
+                "original_mean": self.original_mean, "original_last": self.original_last,
+                "rows": [row.to_dict() for row in self.rows]}
+
+
+def history_sweep(store: RunStore | str | os.PathLike[str], kind: str, settings: Sequence[int], *, recipe: Any = None,
+                  engine: Engine | None = None, **options: Any) -> HistorySweep:
+    """CMD fitted on histories of several lengths (``kind="window"``: start snapshots) or spacings
+    (``kind="subsample"``), each scored at the snapshots all of them share. ``options`` are :func:`cmd`'s;
+    ``sweep`` (a list of M) draws one line per M, else ``modes``."""
+    check_choice("kind", kind, ("window", "subsample"))
+    params = CMDParams.checked(**options)
+    store = store if isinstance(store, RunStore) else RunStore(store)
+    engine = engine or Engine()
+    window = resolve_window(store, params.window, method="CMD")
+    settings = tuple(check_ints(f"sweep_{kind}", settings, low=0 if kind == "window" else 1))
+    return _history_sweep(store, params, kind, settings, recipe, engine, window)
+
+
+def _history_sweep(store: RunStore, params: CMDParams, kind: str, settings: Sequence[int], recipe: Any,
+                   engine: Engine, window: tuple[int, int]) -> HistorySweep:
+    lo, hi = window
+    variants = []
+    for value in settings:
+        if kind == "window":
+            if not lo <= value <= hi - 2:
+                raise ParameterError("sweep_window", f"start {value} must lie in the window {lo}..{hi - 2} "
+                                                     "(a history of at least 3 snapshots)")
+            variants.append(replace(params, window=(value, hi), modes=params.modes or 10, threshold=None))
+        else:
+            variants.append(replace(params, window=(lo, hi), subsample=value, modes=params.modes or 10,
+                                    threshold=None))
+    modes_list = params.sweep or (variants[0].modes,)
+    used = []
+    for variant in variants:
+        start, _, _, keep = _window_rows(store, variant, engine)
+        used.append(start + keep)
+    common = used[0]
+    for u in used[1:]:
+        common = np.intersect1d(common, u)
+    # at most sweep_points of them, the last always included
+    scored = common[eval_picks(common.size, params.sweep_points)]
+    original = None
+    if recipe is not None:
+        original = [recipe.evaluate(engine.snapshot(store, int(k)).astype(store.dtype)) for k in scored]
+    metric = None if original is None else ("accuracy" if "accuracy" in original[0] else "loss")
+    rows = []
+    for value, variant, snaps in zip(settings, variants, used, strict=True):
+        for m in modes_list:
+            fitted, _ = _fit(store, replace(variant, modes=m), None, engine, None)
+            row = HistoryRow(value, m, int(snaps.size), fitted.relative_error)
+            if metric is not None:
+                values = [recipe.evaluate(fitted.model.reconstruct_snapshot(int(np.searchsorted(snaps, k)))
+                                          .astype(store.dtype))[metric] for k in scored]
+                row = replace(row, metric_mean=float(np.mean(values)), metric_last=float(values[-1]))
+            rows.append(row)
+    return HistorySweep(
+        kind, metric, scored,
+        None if original is None else float(np.mean([o[metric] for o in original])),
+        None if original is None else float(original[-1][metric]), tuple(rows))

@@ -37,6 +37,8 @@ def cmd(
     drop_nonfinite: Annotated[bool, typer.Option("--drop-nonfinite", help="Skip NaN/Inf snapshots instead of refusing.")] = False,
     distance: Annotated[str, typer.Option(help="Clustering distance: rows (Euclidean between rows of |corr|) or corr (1-|corr|).")] = "rows",
     sweep: Annotated[str | None, typer.Option(help="Also run M = 1,2,5,...: accuracy, MSE and the agreement of 5 sampling seeds (ARI) against M.")] = None,
+    sweep_window: Annotated[str | None, typer.Option(help="Also fit CMD on the histories a:end for these starts a (e.g. 0,20,40): accuracy and error against the history length.")] = None,
+    sweep_subsample: Annotated[str | None, typer.Option(help="Also fit CMD on every s-th snapshot (counted back from the end) for these s (e.g. 1,2,4,8).")] = None,
     evaluate: Annotated[bool, typer.Option("--evaluate/--no-evaluate", help="Score CMD weights with the store's recipe.")] = True,
     eval_points: Annotated[int, typer.Option(help="Snapshots scored by --evaluate.")] = 40,
     ema: Annotated[str | None, typer.Option(help="Also score the weight EMA of decays β = 0.99,0.999 (per recorded snapshot: a store recorded every k steps stands for a per-step β_s with β = β_s^k), in the same pass.")] = None,
@@ -64,7 +66,8 @@ def cmd(
         traj cmd run.zarr --ema 0.9,0.99 --compare-dmd 5,10,20
     """
     with handle_errors(ctx), flag_names("modes", "threshold", "samples", "window", "subsample", "seed", "sweep",
-                                        "eval_points", "drop_nonfinite", "distance", "ema", ranks="--compare-dmd",
+                                        "eval_points", "drop_nonfinite", "distance", "ema", "sweep_window", "sweep_subsample",
+                                        ranks="--compare-dmd",
                                         cmd_modes="--compare-modes"):
         import numpy as np
 
@@ -81,7 +84,10 @@ def cmd(
                                    samples=samples, window=window, subsample=subsample, seed=seed,
                                    drop_nonfinite=drop_nonfinite, eval_points=eval_points,
                                    sweep=number_list("--sweep", sweep, int) if sweep else (), distance=distance,
-                                   ema=number_list("--ema", ema, float) if ema else ())
+                                   ema=number_list("--ema", ema, float) if ema else (),
+                                   sweep_window=number_list("--sweep-window", sweep_window, int) if sweep_window else (),
+                                   sweep_subsample=number_list("--sweep-subsample", sweep_subsample, int)
+                                   if sweep_subsample else ())
         ranks = number_list("--compare-dmd", compare_dmd, int) if compare_dmd else ()
         compared_modes = number_list("--compare-modes", compare_modes, int)
         engine = engine_options(backend, device, scheduler, block_mb)
@@ -131,6 +137,12 @@ def cmd(
             if row.metric:
                 line += f", best {row.metric} {row.best_cmd:.4f} (original {row.best_original:.4f})"
             out_console.print(line)
+        for sweep in result.history:
+            cells = "; ".join(
+                f"{'start' if sweep.kind == 'window' else 's ='} {r.setting} M {r.modes}: error {r.relative_error:.4g}"
+                + (f", {sweep.metric} {r.metric_mean:.4f}" if sweep.metric else "") for r in sweep.rows)
+            base = f" (original {sweep.original_mean:.4f})" if sweep.metric else ""
+            out_console.print(f"  {sweep.kind} sweep, mean over {sweep.scored.size} shared snapshots{base}: {cells}")
         if evaluate and recipe is None:
             err_console.print("[yellow]no recipe in this store: --evaluate skipped[/yellow]")
         err_console.print(f"[green]report[/green] {m(target)}/report.html")

@@ -10,7 +10,7 @@ from ..analysis.cmd import CMDResult
 from ..display import mathtext
 from .common import panels
 
-__all__ = ["plot_corr_matrix", "plot_model_comparison", "plot_evaluation", "plot_mode_bands", "plot_modes_per_layer", "plot_references",
+__all__ = ["plot_corr_matrix", "plot_history_sweep", "plot_model_comparison", "plot_evaluation", "plot_mode_bands", "plot_modes_per_layer", "plot_references",
            "plot_sample_fits", "plot_sweep"]
 
 
@@ -161,6 +161,34 @@ def plot_model_comparison(comparison: Any, *, ax: Any = None) -> Any:
         a.set_xlabel("snapshot", fontsize=7)
     axes[0].set_ylabel(f"validation {metric}", fontsize=8)
     axes[0].legend(fontsize=7)
+    if ax is None:
+        fig.tight_layout()
+    return fig
+
+
+def plot_history_sweep(sweep: Any, *, ax: Any = None) -> Any:
+    """CMD's metric (mean over the shared snapshots, and at the last) and relative error against the history
+    length or the snapshot spacing, one line per M (seed 001 figs. 13-14)."""
+    fig, (ax1, ax2) = panels(ax, 2, (10, 3.6))
+    what = "history start (snapshot)" if sweep.kind == "window" else "snapshot spacing s"
+    modes = sorted({r.modes for r in sweep.rows})
+    for m, color in zip(modes, ("#de2d26", "#3182bd", "#31a354", "#756bb1", "#fd8d3c", "#636363") * 4, strict=False):
+        rows = [r for r in sweep.rows if r.modes == m]
+        x = [r.setting for r in rows]
+        if sweep.metric:
+            ax1.plot(x, [r.metric_mean for r in rows], "o-", color=color, label=f"CMD M = {m}, mean")
+            ax1.plot(x, [r.metric_last for r in rows], "s:", color=color, ms=3, label=f"CMD M = {m}, last")
+        ax2.plot(x, [r.relative_error for r in rows], "o-", color=color, label=f"M = {m}")
+    if sweep.metric:
+        ax1.axhline(sweep.original_mean, color="0.3", ls="--", lw=1, label="original, mean")
+        ax1.axhline(sweep.original_last, color="0.6", ls=":", lw=1, label="original, last")
+        ax1.set(xlabel=what, ylabel=f"validation {sweep.metric}",
+                title=f"{sweep.metric} over the {sweep.scored.size} snapshots every setting shares")
+        ax1.legend(fontsize=7)
+    else:
+        ax1.axis("off")
+    ax2.set(xlabel=what, ylabel="relative error ‖D − D̂‖/‖D‖", title="weight reconstruction error")
+    ax2.legend(fontsize=7)
     if ax is None:
         fig.tight_layout()
     return fig

@@ -12,6 +12,7 @@ from ..plots import figure_png
 from ..plots.cmd import (
     plot_corr_matrix,
     plot_evaluation,
+    plot_history_sweep,
     plot_mode_bands,
     plot_model_comparison,
     plot_modes_per_layer,
@@ -56,6 +57,10 @@ def cmd_report_content(result: CMDResult) -> tuple[Report, dict[str, Any]]:
         report.figure("models.png", figure_png(plot_model_comparison(comparison)),
                       "The original run beside DMD-reconstructed weights (ranks) and CMD-reconstructed weights (M), "
                       "scored at the same snapshots; motion error = ‖D − D̂‖/‖D − mean‖")
+    for sweep in result.history:
+        name = "history length" if sweep.kind == "window" else "snapshot spacing"
+        report.figure(f"sweep_{sweep.kind}.png", figure_png(plot_history_sweep(sweep)),
+                      f"CMD against the {name} it is fitted on, scored on the snapshots every setting shares")
     if result.sweep:
         report.figure("sweep.png", figure_png(plot_sweep(result)), "Best metric and weight MSE against the number of modes")
     report.figure("corr_matrix.png", figure_png(plot_corr_matrix(result)),
