@@ -39,9 +39,9 @@ from ..progress import Progress, Stage
 from ..store import RunStore
 from .windows import Window, resolve_window
 
-__all__ = ["CMDEvaluation", "CMDModel", "EMAScores", "HistoryRow", "HistorySweep", "ModelComparison",
-           "compare_models", "history_sweep", "CMDParams", "CMDResult", "DISTANCES", "ModeBands", "SweepRow",
-           "adjusted_rand_index", "cluster_modes", "cmd", "evaluate", "fit_cmd", "load", "row_distances",
+__all__ = ["CMDEvaluation", "CMDModel", "CMDParams", "CMDResult", "DISTANCES", "EMAScores", "HistoryRow",
+           "HistorySweep", "ModeBands", "ModelComparison", "MovingSample", "SweepRow", "adjusted_rand_index",
+           "cluster_modes", "cmd", "compare_models", "evaluate", "fit_cmd", "history_sweep", "load", "row_distances",
            "sample_moving", "sample_weights", "stability", "sweep", "weight_ema"]
 
 MODEL_FORMAT = "traj-cmd"
@@ -518,7 +518,8 @@ class CMDResult:
     """CMD of a store's window: the model, what the sample showed, errors, and what the report draws.
 
     ``sample_*`` describe the K sampled weights (their trajectories (T', K), |corr| (K, K),
-    labels, dendrogram order); ``sample_reconstruction`` is their CMD reconstruction and
+    labels, dendrogram order); ``constant_samples`` counts the frozen candidates left out of the
+    sample (methods.md §2.1); ``sample_reconstruction`` is their CMD reconstruction and
     ``fit_samples`` the few of them the report draws; ``bands`` the modes' member bands.
     """
 
