@@ -743,7 +743,7 @@ def _window_rows(store: RunStore, params: CMDParams, engine: Engine) -> tuple[in
     lo, hi = resolve_window(store, params.window, method="CMD")
     rows = slice(lo, hi + 1)
     # every s-th snapshot counted back from the last, so the model always ends where the window does
-    keep = np.arange(hi - lo, -1, -params.subsample)[::-1]
+    keep = np.arange((hi - lo) % params.subsample, hi - lo + 1, params.subsample)
     if params.drop_nonfinite:
         keep = keep[~np.isin(keep, engine.nonfinite_rows(store, rows=rows) - lo)]
     if keep.size < 3:
