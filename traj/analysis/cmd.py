@@ -1,7 +1,8 @@
 """``traj cmd``: Correlation Mode Decomposition (methods.md §2, seed 001).
 
 Weights fall into M ≪ N modes; within mode m, wᵢ(k) ≈ aᵢ·w_{r,m}(k) + bᵢ. A sample of K
-weights is clustered by complete linkage on 1 − |corr|; each cluster's reference is the
+weights that move is clustered by complete linkage on the Euclidean distance between rows of
+|corr| (seed 001's code); each cluster's reference is the
 member most correlated with the rest; then ONE streaming pass over all N weights assigns
 each weight to the reference it correlates with most and fits [aᵢ bᵢ] in closed form
 (O(N·M·T), memory bounded by the block size). The fitted model (labels, a, b, references)
@@ -23,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from ..checks import check_float, check_int, check_ints, check_seed
+from ..checks import check_choice, check_float, check_floats, check_int, check_ints, check_seed
 from ..engine import Engine
 from ..engine.backends import ArrayOps, Kernel
 from ..errors import (
@@ -38,8 +39,10 @@ from ..progress import Progress, Stage
 from ..store import RunStore
 from .windows import Window, resolve_window
 
-__all__ = ["CMDEvaluation", "CMDModel", "CMDParams", "CMDResult", "ModeBands", "SweepRow", "cluster_modes", "cmd",
-           "evaluate", "fit_cmd", "load", "sample_weights", "sweep"]
+__all__ = ["CMDEvaluation", "CMDModel", "CMDParams", "CMDResult", "DISTANCES", "EMAScores", "HistoryRow",
+           "HistorySweep", "ModeBands", "ModelComparison", "MovingSample", "SweepRow", "adjusted_rand_index",
+           "cluster_modes", "cmd", "compare_models", "evaluate", "fit_cmd", "history_sweep", "load", "row_distances",
+           "sample_moving", "sample_weights", "stability", "sweep", "weight_ema"]
 
 MODEL_FORMAT = "traj-cmd"
 #: K, the weights sampled for the clustering: their K x K correlation and its linkage live in memory.
@@ -47,6 +50,17 @@ MAX_SAMPLES = 10_000
 #: Modes drawn as bands, and sampled weights drawn beside their reconstruction, in the report.
 BAND_MODES = 12
 FIT_SAMPLES = 6
+#: Candidates read per wanted sample: the frozen ones are dropped (methods.md §2.1); doubled while too few move.
+OVERSAMPLE = 2
+#: Sampling seeds whose partitions ``--sweep`` compares (adjusted Rand index over the pairs).
+STABILITY_SEEDS = 5
+#: The weight EMAs scored by ``--evaluate --ema`` are held in memory at the scored snapshots (float32).
+MAX_EMA_BYTES = 2 << 30
+#: Weight an EMA may leave on the window's first snapshot at its last before the report warns.
+EMA_INIT_WARN = 0.05
+#: Clustering distances: "rows", the Euclidean distance between rows of |corr| (seed 001's code, the
+#: default: steadier across sampling seeds at equal error), and "corr", 1 − |corr| (traj before issue 17).
+DISTANCES = ("rows", "corr")
 
 
 @dataclass(frozen=True)
@@ -63,14 +77,20 @@ class CMDParams:
     eval_points: int = 40
     sweep: tuple[int, ...] = ()
     sweep_points: int = 20
+    distance: str = "rows"
+    ema: tuple[float, ...] = ()
+    sweep_window: tuple[int, ...] = ()
+    sweep_subsample: tuple[int, ...] = ()
 
     @classmethod
     def checked(cls, *, modes: int | None = 10, threshold: float | None = None, samples: int = 1000,
                 window: Window = None, subsample: int = 1, seed: int = 0, drop_nonfinite: bool = False,
-                eval_points: int = 40, sweep: Sequence[int] = (), sweep_points: int = 20) -> CMDParams:
+                eval_points: int = 40, sweep: Sequence[int] = (), sweep_points: int = 20,
+                distance: str = "rows", ema: Sequence[float] = (), sweep_window: Sequence[int] = (),
+                sweep_subsample: Sequence[int] = ()) -> CMDParams:
         """The options checked once, at the door (``threshold`` wins over ``modes``)."""
         if threshold is not None:
-            threshold, modes = check_float("threshold", threshold, low=0, high=1), None
+            threshold, modes = check_float("threshold", threshold, low=0, high=1, low_open=True), None
         elif modes is None:
             raise ParameterError("modes", "must be given when threshold is not")
         else:
@@ -86,23 +106,33 @@ class CMDParams:
             eval_points=check_int("eval_points", eval_points, low=1),
             sweep=tuple(sorted(set(check_ints("sweep", sweep, low=1, high=MAX_SAMPLES)))) if len(sweep) else (),
             sweep_points=check_int("sweep_points", sweep_points, low=1),
+            distance=check_choice("distance", distance, DISTANCES),
+            ema=tuple(sorted(set(check_floats("ema", ema, low=0, high=1, low_open=True, high_open=True))))
+            if len(ema) else (),
+            sweep_window=tuple(sorted(set(check_ints("sweep_window", sweep_window)))) if len(sweep_window) else (),
+            sweep_subsample=tuple(sorted(set(check_ints("sweep_subsample", sweep_subsample, low=1))))
+            if len(sweep_subsample) else (),
         )
 
     def options(self) -> dict[str, Any]:
         """The fit's options as summary.json shows them."""
         return {"modes": self.modes, "threshold": self.threshold, "samples": self.samples,
-                "subsample": self.subsample, "seed": self.seed}
+                "subsample": self.subsample, "seed": self.seed, "distance": self.distance, "ema": list(self.ema)}
 
 
 # ---------------------------------------------------------------------- sampling and clustering
 def sample_weights(store: RunStore, samples: int, *, seed: int = 0) -> np.ndarray:
-    """K coordinates: K/2 spread evenly over the layers, K/2 uniform over all of θ (methods.md §2.1).
+    """K coordinates: K/2 spread evenly over the layers, K/2 uniform over all of θ (the design of
+    methods.md §2.1, before frozen weights are dropped; :func:`sample_moving` draws its candidates so).
 
     With K/2 <= layers, K/2 layers are drawn and one weight taken from each. Sorted, unique.
     """
-    n = store.n_params
     samples = check_int("samples", samples, low=2, high=MAX_SAMPLES)
-    seed = check_seed("seed", seed)
+    return _design(store, samples, check_seed("seed", seed))
+
+
+def _design(store: RunStore, samples: int, seed: int) -> np.ndarray:
+    n = store.n_params
     k = min(samples, n)
     rng = np.random.default_rng(seed)
     entries = [e for e in store.layout.entries if e.size > 0]
@@ -129,6 +159,75 @@ def sample_weights(store: RunStore, samples: int, *, seed: int = 0) -> np.ndarra
     return np.array(sorted(chosen), dtype=np.int64)
 
 
+def moving_columns(trajectories: np.ndarray) -> np.ndarray:
+    """Which columns (weights) move over the rows: ‖w − mean w‖ > 1e-12·max(1, max|w|)."""
+    norms = np.linalg.norm(trajectories - trajectories.mean(axis=0), axis=0)
+    return norms > 1e-12 * max(1.0, float(np.abs(trajectories).max(initial=0.0)))
+
+
+@dataclass(frozen=True)
+class MovingSample:
+    """K sampled weights that move: their indices (sorted), trajectories (T', K) and the candidates read."""
+
+    indices: np.ndarray
+    trajectories: np.ndarray
+    candidates: int
+    frozen: int
+
+
+def sample_moving(store: RunStore, samples: int, *, seeds: Sequence[int] = (0,), rows: slice | None = None,
+                  keep: np.ndarray | None = None, engine: Engine | None = None) -> list[MovingSample]:
+    """Per seed, K weights that move over the window (methods.md §2.1), all seeds in one read.
+
+    Per seed, 2K candidates are drawn by :func:`sample_weights`' design and read (the union of every
+    seed's candidates, in one pass over the store); the frozen ones (constant over ``rows``/``keep``:
+    dead units, weights Adam never updates) are dropped and K moving ones kept: K/2 spread over the
+    layers that have moving candidates, the rest uniformly (seeded). Candidates double while fewer than
+    K move (at most all N); fewer than K are returned only when fewer move at all.
+    """
+    engine = engine or Engine()
+    n = store.n_params
+    k = min(check_int("samples", samples, low=2, high=MAX_SAMPLES), n)
+    read = min(n, OVERSAMPLE * k)
+    while True:
+        candidates = [_design(store, read, seed) for seed in seeds]
+        union = np.unique(np.concatenate(candidates))
+        data = engine.collect(store, union, rows=rows)
+        data = data if keep is None else data[keep]
+        if not np.isfinite(data).all():
+            bad = int(np.flatnonzero(~np.isfinite(data).all(axis=1))[0])
+            bad = int(keep[bad]) if keep is not None else bad
+            start = (rows.start or 0) if rows is not None else 0
+            raise NonFiniteDataError(f"snapshot {bad + start} holds NaN or Inf")
+        moves = moving_columns(data)
+        if read >= n or all(moves[np.searchsorted(union, c)].sum() >= k for c in candidates):
+            break
+        read = min(n, 2 * read)
+    out = []
+    for seed, cand in zip(seeds, candidates, strict=True):
+        moving = cand[moves[np.searchsorted(union, cand)]]
+        chosen = _balanced(store, moving, k, np.random.default_rng([seed, 1]))
+        out.append(MovingSample(chosen, data[:, np.searchsorted(union, chosen)], cand.size, cand.size - moving.size))
+    return out
+
+
+def _balanced(store: RunStore, moving: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """K of the moving candidates: K/2 spread over the layers that hold some, the rest uniform."""
+    if moving.size <= k:
+        return moving
+    starts = np.array([e.offset for e in store.layout.entries])
+    layer_of = np.searchsorted(starts, moving, side="right") - 1
+    layers = np.unique(layer_of)
+    per_layer = (k // 2) // layers.size if k // 2 > layers.size else 0
+    chosen: list[int] = []
+    for layer in layers:
+        members = moving[layer_of == layer]
+        chosen.extend(rng.choice(members, size=min(per_layer, members.size), replace=False).tolist())
+    rest = np.setdiff1d(moving, chosen)
+    chosen.extend(rng.choice(rest, size=k - len(chosen), replace=False).tolist())
+    return np.sort(np.array(chosen, dtype=np.int64))
+
+
 def abs_corr(trajectories: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """|corr| between columns over time (K×K) and which columns move at all."""
     centered = trajectories - trajectories.mean(axis=0)
@@ -141,22 +240,46 @@ def abs_corr(trajectories: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.clip(corr, 0.0, 1.0), moving
 
 
-def cluster_modes(corr: np.ndarray, *, modes: int | None = None, threshold: float | None = None
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Complete-linkage clusters of 1 − |corr| cut to ``modes`` clusters or at ``threshold``.
+def row_distances(corr: np.ndarray) -> np.ndarray:
+    """Condensed Euclidean distances between the rows of |corr| (K×K), as ``pdist(corr)`` gives them.
 
+    From the Gram of the rows: ‖rᵢ − rⱼ‖² = ‖rᵢ‖² + ‖rⱼ‖² − 2 (|C| |C|ᵀ)ᵢⱼ, clipped at 0 (one
+    K×K product, several times faster than ``pdist`` at K ≥ 1000).
+    """
+    from scipy.spatial.distance import squareform
+
+    gram = corr @ corr.T
+    norms = np.diag(gram)
+    squared = np.clip(norms[:, None] + norms[None, :] - 2.0 * gram, 0.0, None)
+    squared = (squared + squared.T) / 2.0
+    np.fill_diagonal(squared, 0.0)
+    return squareform(np.sqrt(squared), checks=False)
+
+
+def cluster_modes(corr: np.ndarray, *, modes: int | None = None, threshold: float | None = None,
+                  distance: str = "rows") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Complete-linkage clusters of the sampled weights, cut to ``modes`` clusters or at ``threshold``.
+
+    ``distance="rows"``: the Euclidean distance between rows of |corr| (two weights are close when
+    they correlate alike with every other sample; seed 001's code), cut at ``threshold`` times the
+    largest pairwise distance. ``distance="corr"``: 1 − |corr|, cut at ``threshold`` itself.
     Returns labels (0..M-1, ordered by first appearance in the dendrogram), the dendrogram
     leaf order, and the linkage matrix.
     """
     from scipy.cluster.hierarchy import fcluster, leaves_list, linkage
     from scipy.spatial.distance import squareform
 
-    distance = squareform(1.0 - corr, checks=False)
-    tree = linkage(distance, method="complete")
+    if distance == "rows":
+        condensed = row_distances(corr)
+        cut = None if threshold is None else threshold * float(condensed.max(initial=0.0))
+    else:
+        condensed = squareform(1.0 - corr, checks=False)
+        cut = threshold
+    tree = linkage(condensed, method="complete")
     if modes is not None:
         raw = fcluster(tree, t=modes, criterion="maxclust")
     else:
-        raw = fcluster(tree, t=threshold, criterion="distance")
+        raw = fcluster(tree, t=cut, criterion="distance")
     order = leaves_list(tree)
     relabel: dict[int, int] = {}
     for leaf in order:
@@ -175,13 +298,47 @@ def references_of(corr: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------- the streaming pass
-def assign_kernel(references: np.ndarray, keep: np.ndarray) -> Kernel:
+def weight_ema(trajectory: np.ndarray, beta: float, picks: np.ndarray | None = None) -> np.ndarray:
+    """The exponential moving average of the weights over the snapshots (rows), at rows ``picks``.
+
+    θ̄₀ = θ₀ and θ̄_k = β θ̄_{k−1} + (1 − β) θ_k, i.e. θ̄_k = β^k θ₀ + (1 − β) Σ_{j=1..k} β^{k−j} θ_j:
+    the weights sum to 1, so no bias correction (seed 001's EMA, StarGAN v2's ``moving_average``, and
+    ``torch.optim.swa_utils.get_ema_multi_avg_fn``). One IIR filter over the time axis per column block.
+
+    Parameters
+    ----------
+    trajectory : ndarray of shape (T', width)
+    beta : float, 0 < beta < 1, per row (snapshot)
+    picks : ndarray of int, optional
+        Rows returned (default all).
+
+    Returns
+    -------
+    ndarray of shape (len(picks), width)
+    """
+    from scipy.signal import lfilter
+
+    trajectory = np.asarray(trajectory, dtype=np.float64)
+    picks = np.arange(trajectory.shape[0]) if picks is None else np.asarray(picks)
+    out = np.empty((picks.size, trajectory.shape[1]))
+    later = picks > 0
+    out[~later] = trajectory[0]
+    if later.any():
+        filtered, _ = lfilter([1.0 - beta], [1.0, -beta], trajectory[1:], axis=0, zi=beta * trajectory[:1])
+        out[later] = filtered[picks[later] - 1]
+    return out
+
+
+def assign_kernel(references: np.ndarray, keep: np.ndarray, *, ema: Sequence[float] = (),
+                  ema_picks: np.ndarray | None = None) -> Kernel:
     """Per block of weights: label, a, b, residual sum of squares and |corr| to the reference.
 
     ``references`` (M, T') are the references over the snapshots ``keep`` of the window. The
     least-squares fit of w ≈ a·r + b has a = ⟨w̄, r̄⟩/‖r̄‖² and b = mean(w) − a·mean(r), and its
     residual is ‖w̄‖² − ⟨w̄, r̄⟩²/‖r̄‖², so nothing is reconstructed to measure the error. Written
-    once against the backend's array operations (numpy, torch on a device, dask workers).
+    once against the backend's array operations (numpy, torch on a device, dask workers). With
+    ``ema`` (decays β), the same pass also returns the weight EMA of every β at the kept rows
+    ``ema_picks`` (:func:`weight_ema`), as "ema" of shape (n_β, n_picks, width), float32.
     """
     refs_centered = (references - references.mean(axis=1, keepdims=True)).T  # (T', M)
     refs_norm2 = (refs_centered**2).sum(axis=0)
@@ -194,7 +351,9 @@ def assign_kernel(references: np.ndarray, keep: np.ndarray) -> Kernel:
         dots = ops.to_numpy(ops.asarray(refs_centered).T @ centered)
         norm2 = ops.to_numpy(ops.sum(centered * centered, 0))
         mean = ops.to_numpy(mean)
-        moving = norm2 > 0
+        # a weight moves when its RMS deviation exceeds 1e-12 of its size (a constant's float64 mean
+        # can be an ulp off, and then rounding would label a frozen weight at random)
+        moving = norm2 > (1e-12 * np.maximum(1.0, np.abs(mean))) ** 2 * len(keep)
         with np.errstate(divide="ignore", invalid="ignore"):
             corr = np.where(moving, dots / np.sqrt(np.outer(refs_norm2, norm2)), 0.0)
         labels = np.argmax(np.abs(corr), axis=0)
@@ -202,8 +361,12 @@ def assign_kernel(references: np.ndarray, keep: np.ndarray) -> Kernel:
         best = dots[labels, cols]
         a = np.where(moving, best / refs_norm2[labels], 0.0)
         sse = np.where(moving, np.clip(norm2 - best * best / refs_norm2[labels], 0.0, None), 0.0)
-        return {"labels": labels.astype(np.int32), "a": a, "b": mean - a * refs_mean[labels], "sse": sse,
-                "abscorr": np.abs(corr[labels, cols]), "total": float(ops.sum(b * b))}
+        part = {"labels": labels.astype(np.int32), "moving": moving, "a": a, "b": mean - a * refs_mean[labels],
+                "sse": sse, "abscorr": np.abs(corr[labels, cols]), "total": float(ops.sum(b * b))}
+        if ema:
+            kept = ops.to_numpy(b)
+            part["ema"] = np.stack([weight_ema(kept, beta, ema_picks) for beta in ema]).astype(np.float32)
+        return part
 
     return kernel
 
@@ -260,13 +423,33 @@ class ModeBands:
 
 
 @dataclass(frozen=True)
+class EMAScores:
+    """The recipe's metrics of the weight EMA with decay ``beta`` (per snapshot) at the scored snapshots.
+
+    ``first_weight`` = β^(T'−1): the weight the EMA still puts on the window's first snapshot at its
+    last (seed 001 figs. 19-21 compare CMD with this smoothed model).
+    """
+
+    beta: float
+    metrics: Mapping[str, np.ndarray]
+    first_weight: float
+
+    @property
+    def stale(self) -> bool:
+        """Whether the EMA still leans on the first snapshot (β^(T'−1) > 0.05): β too close to 1 for the run."""
+        return self.first_weight > EMA_INIT_WARN
+
+
+@dataclass(frozen=True)
 class CMDEvaluation:
-    """The recipe's metrics of the original and the CMD weights at a few snapshots (seed 001 fig. 5a, 7)."""
+    """The recipe's metrics of the original, the CMD weights and the weight EMAs at a few snapshots
+    (seed 001 figs. 5a, 7, 19-21)."""
 
     snapshots: np.ndarray
     steps: np.ndarray
     original: Mapping[str, np.ndarray]
     cmd: Mapping[str, np.ndarray]
+    ema: tuple[EMAScores, ...] = ()
 
     @property
     def metric(self) -> str:
@@ -279,13 +462,35 @@ class CMDEvaluation:
             row: dict[str, float] = {"snapshot": int(k), "step": int(step)}
             row.update({f"original_{name}": float(v[i]) for name, v in self.original.items()})
             row.update({f"cmd_{name}": float(v[i]) for name, v in self.cmd.items()})
+            for track in self.ema:
+                row.update({f"ema{track.beta:g}_{name}": float(v[i]) for name, v in track.metrics.items()})
             rows.append(row)
         return rows
 
 
 @dataclass(frozen=True)
+class Stability:
+    """How well CMDs from different sampling seeds agree (seed 001 figs. 9-10).
+
+    ``ari`` holds the adjusted Rand index between the partitions of every pair of ``seeds`` (in
+    ``itertools.combinations`` order), over the weights that move; ``relative_errors`` each seed's
+    ‖D − D̂‖/‖D‖.
+    """
+
+    seeds: tuple[int, ...]
+    ari: np.ndarray
+    relative_errors: np.ndarray
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"seeds": list(self.seeds), "ari": self.ari.tolist(), "ari_min": float(self.ari.min()),
+                "ari_median": float(np.median(self.ari)), "ari_max": float(self.ari.max()),
+                "relative_errors": self.relative_errors.tolist()}
+
+
+@dataclass(frozen=True)
 class SweepRow:
-    """CMD with ``modes`` modes: its errors and, with a recipe, the best metric over the window (seed 001 fig. 6)."""
+    """CMD with ``modes`` modes: its errors, how well 5 sampling seeds agree and, with a recipe, the best
+    metric over the window (seed 001 figs. 6, 9)."""
 
     modes: int
     mse: float
@@ -294,10 +499,14 @@ class SweepRow:
     metric: str | None = None
     best_cmd: float | None = None
     best_original: float | None = None
+    stability: Stability | None = None
 
     def to_dict(self) -> dict[str, Any]:
         row: dict[str, Any] = {"modes": self.modes, "mse": self.mse, "relative_error": self.relative_error,
                                "compression_ratio": self.compression_ratio}
+        if self.stability is not None:
+            st = self.stability.to_dict()
+            row.update({k: st[k] for k in ("ari_min", "ari_median", "ari_max")})
         if self.metric:
             row[f"best_cmd_{self.metric}"] = self.best_cmd
             row[f"best_original_{self.metric}"] = self.best_original
@@ -309,7 +518,8 @@ class CMDResult:
     """CMD of a store's window: the model, what the sample showed, errors, and what the report draws.
 
     ``sample_*`` describe the K sampled weights (their trajectories (T', K), |corr| (K, K),
-    labels, dendrogram order); ``sample_reconstruction`` is their CMD reconstruction and
+    labels, dendrogram order); ``constant_samples`` counts the frozen candidates left out of the
+    sample (methods.md §2.1); ``sample_reconstruction`` is their CMD reconstruction and
     ``fit_samples`` the few of them the report draws; ``bands`` the modes' member bands.
     """
 
@@ -340,6 +550,8 @@ class CMDResult:
     evaluation: CMDEvaluation | None = None
     sweep: tuple[SweepRow, ...] = ()
     constant_samples: int = 0
+    comparison: ModelComparison | None = None
+    history: tuple[HistorySweep, ...] = ()
 
     @property
     def subsample(self) -> int:
@@ -381,6 +593,8 @@ class CMDResult:
             "options": self.params.options(),
             "evaluation": self.evaluation.to_dict() if self.evaluation else None,
             "sweep": [row.to_dict() for row in self.sweep] or None,
+            "comparison": self.comparison.to_dict() if self.comparison else None,
+            "history_sweeps": [h.to_dict() for h in self.history] or None,
             "model": self.model_path,
             "backend": self.backend,
             "seconds": self.seconds,
@@ -402,6 +616,8 @@ def cmd(
     recipe: Any = None,
     eval_points: int = 40,
     sweep: Sequence[int] = (),
+    distance: str = "rows",
+    ema: Sequence[float] = (),
     engine: Engine | None = None,
     progress: Progress | None = None,
     stage: Stage | None = None,
@@ -414,13 +630,14 @@ def cmd(
     modes : int, optional
         Number of modes M (ignored when ``threshold`` is given).
     threshold : float, optional
-        Cut the dendrogram at distance t = 1 − |corr| instead.
+        Cut the dendrogram at t (0 < t <= 1) times the largest pairwise distance instead
+        (with ``distance="corr"``: at 1 − |corr| = t).
     samples : int
-        K, weights sampled for the clustering.
+        K, weights sampled for the clustering (weights that move; methods.md §2.1).
     window : "a:b", optional
         Snapshots used (both included).
     subsample : int
-        Use every s-th snapshot of the window (seed 001, §8.1).
+        Use every s-th snapshot of the window, counted back from its last (seed 001, §8.1).
     drop_nonfinite : bool
         Leave snapshots holding NaN/Inf out of the time axis (one extra pass finds them).
     out : path, optional
@@ -429,10 +646,18 @@ def cmd(
     recipe : Recipe, optional
         Score the original and the CMD weights with it at ``eval_points`` snapshots.
     sweep : list of int
-        Also fit M = each of these and report errors (and with a recipe the best metric) against M.
+        Also fit M = each of these and report errors, the agreement of 5 sampling seeds (adjusted
+        Rand index) and with a recipe the best metric, against M.
+    distance : {"rows", "corr"}
+        Clustering distance: Euclidean between rows of |corr| (default) or 1 − |corr| (methods.md §2.2).
+    ema : list of float
+        With a recipe, also score the weight EMA of each decay β (per recorded snapshot: a store
+        recorded every k steps stands for a per-step β_s with β = β_s^k) at the evaluated snapshots,
+        computed in the same pass (seed 001 figs. 19-21; :func:`weight_ema`).
     """
     params = CMDParams.checked(modes=modes, threshold=threshold, samples=samples, window=window, subsample=subsample,
-                               seed=seed, drop_nonfinite=drop_nonfinite, eval_points=eval_points, sweep=sweep)
+                               seed=seed, drop_nonfinite=drop_nonfinite, eval_points=eval_points, sweep=sweep,
+                               distance=distance, ema=ema)
     return fit_cmd(store, params, out=out, recipe=recipe, engine=engine, progress=progress, stage=stage)
 
 
@@ -445,12 +670,20 @@ def fit_cmd(store: RunStore | str | os.PathLike[str], params: CMDParams, *, out:
     """
     store = store if isinstance(store, RunStore) else RunStore(store)
     engine = engine or Engine()
-    result = _fit(store, params, out, engine, progress)
+    if params.ema and recipe is None:
+        raise NotApplicableError("--ema scores the weight EMA with a recipe: this run has none (give --recipe)")
+    result, ema_rows = _fit(store, params, out, engine, progress, with_ema=recipe is not None)
     if recipe is not None:
         if stage is not None:
             stage("evaluating")
         result = replace(result, evaluation=evaluate(result, store, recipe, max_points=params.eval_points,
-                                                      engine=engine))
+                                                      engine=engine, ema=ema_rows))
+    for kind, settings in (("window", params.sweep_window), ("subsample", params.sweep_subsample)):
+        if settings:
+            if stage is not None:
+                stage(f"sweep over the {'history length' if kind == 'window' else 'snapshot spacing'}")
+            result = replace(result, history=(*result.history, _history_sweep(store, params, kind, settings, recipe,
+                                                                               engine, result.window)))
     if params.sweep:
         if stage is not None:
             stage("sweep")
@@ -459,35 +692,26 @@ def fit_cmd(store: RunStore | str | os.PathLike[str], params: CMDParams, *, out:
 
 
 def _fit(store: RunStore, params: CMDParams, out: str | os.PathLike[str] | None, engine: Engine,
-         progress: Progress | None) -> CMDResult:
-    """The clustering of the sample and the one pass over every weight."""
+         progress: Progress | None, *, with_ema: bool = False) -> tuple[CMDResult, np.ndarray | None]:
+    """The clustering of the sample and the one pass over every weight; with ``with_ema`` and
+    ``params.ema``, the same pass also gives the weight EMAs at :func:`eval_picks` (n_β, n_picks, N)."""
     t0 = time.perf_counter()
-    lo, hi = resolve_window(store, params.window, method="CMD")
-    rows = slice(lo, hi + 1)
-    keep = np.arange(0, hi - lo + 1, params.subsample)  # rows of the window used, relative to lo
-    if params.drop_nonfinite:
-        keep = keep[~np.isin(keep, engine.nonfinite_rows(store, rows=rows) - lo)]
+    lo, hi, rows, keep = _window_rows(store, params, engine)
     used = lo + keep
-    if used.size < 3:
-        raise WindowTooShortError(f"{used.size} snapshot(s) left after subsampling by {params.subsample}; "
-                                  "CMD needs at least 3")
-    sample = sample_weights(store, params.samples, seed=params.seed)
-    trajectories = engine.collect(store, sample, rows=rows)[keep]
-    if not np.isfinite(trajectories).all():
-        bad = int(np.flatnonzero(~np.isfinite(trajectories).all(axis=1))[0])
-        raise NonFiniteDataError(f"snapshot {int(used[bad])} holds NaN or Inf")
+    ema = params.ema if with_ema else ()
+    picks = eval_picks(used.size, params.eval_points)
+    if ema and (need := len(ema) * picks.size * store.n_params * 4) > MAX_EMA_BYTES:
+        raise DataLimitError("ema", f"the EMAs at {picks.size} snapshots need {need / 2**30:.1f} GiB "
+                                    f"(limit {MAX_EMA_BYTES / 2**30:.0f} GiB): fewer --eval-points or decays")
+    drawn = sample_moving(store, params.samples, seeds=(params.seed,), rows=rows, keep=keep, engine=engine)[0]
+    sample, trajectories = drawn.indices, drawn.trajectories
     corr_all, moving = abs_corr(trajectories)
     usable = np.flatnonzero(moving)
-    if usable.size < 2:
-        raise NotApplicableError("fewer than 2 of the sampled weights move in this window: nothing to correlate")
-    if params.modes is not None and params.modes > usable.size:
-        raise DataLimitError("modes", f"{params.modes} is more than the {usable.size} moving sampled weights; "
-                                      "sample more weights")
-    corr = corr_all[np.ix_(usable, usable)]
-    labels_s, order, _ = cluster_modes(corr, modes=params.modes, threshold=params.threshold)
-    ref_cols = usable[references_of(corr, labels_s)]
+    labels_s, order, ref_cols = _cluster_sample(corr_all, usable, params)
     references = trajectories[:, ref_cols].T  # (M, T')
-    pass_ = _assign_all(store, engine, rows, assign_kernel(references, keep), references.shape[0], out, progress)
+    kernel = assign_kernel(references, keep, ema=ema, ema_picks=picks)
+    pass_ = _assign_all(store, engine, rows, kernel, references.shape[0], out, progress,
+                        ema_shape=(len(ema), picks.size) if ema else None)
     model = CMDModel(pass_.labels, pass_.a, pass_.b, references, store.steps[used])
     model_path = _write_model(out, model, sample, ref_cols, params, store, (lo, hi), used) if out else None
     sample_labels = np.full(sample.size, -1, dtype=np.int64)
@@ -505,8 +729,40 @@ def _fit(store: RunStore, params: CMDParams, out: str | os.PathLike[str] | None,
         modes_per_layer=pass_.per_layer, mse=pass_.sse / (n * used.size),
         relative_error=float(np.sqrt(pass_.sse / pass_.total)) if pass_.total > 0 else 0.0,
         backend=engine.label, seconds=time.perf_counter() - t0, model_path=model_path,
-        constant_samples=int(sample.size - usable.size),
-    )
+        constant_samples=drawn.frozen + int(sample.size - usable.size),
+    ), pass_.ema
+
+
+def eval_picks(n_used: int, max_points: int) -> np.ndarray:
+    """Up to ``max_points`` of ``n_used`` snapshots spread over the window, the last always included."""
+    return np.unique(np.linspace(n_used - 1, 0, min(max_points, n_used)).round().astype(int))
+
+
+def _window_rows(store: RunStore, params: CMDParams, engine: Engine) -> tuple[int, int, slice, np.ndarray]:
+    """The window (lo, hi), its row slice, and the rows of it used (relative to lo)."""
+    lo, hi = resolve_window(store, params.window, method="CMD")
+    rows = slice(lo, hi + 1)
+    # every s-th snapshot counted back from the last, so the model always ends where the window does
+    keep = np.arange((hi - lo) % params.subsample, hi - lo + 1, params.subsample)
+    if params.drop_nonfinite:
+        keep = keep[~np.isin(keep, engine.nonfinite_rows(store, rows=rows) - lo)]
+    if keep.size < 3:
+        raise WindowTooShortError(f"{keep.size} snapshot(s) left after subsampling by {params.subsample}; "
+                                  "CMD needs at least 3")
+    return lo, hi, rows, keep
+
+
+def _cluster_sample(corr_all: np.ndarray, usable: np.ndarray, params: CMDParams
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Labels and dendrogram order of the moving samples ``usable``, and the references' sample columns."""
+    if usable.size < 2:
+        raise NotApplicableError("fewer than 2 of the sampled weights move in this window: nothing to correlate")
+    if params.modes is not None and params.modes > usable.size:
+        raise DataLimitError("modes", f"{params.modes} is more than the {usable.size} moving sampled weights; "
+                                      "sample more weights")
+    corr = corr_all[np.ix_(usable, usable)]
+    labels, order, _ = cluster_modes(corr, modes=params.modes, threshold=params.threshold, distance=params.distance)
+    return labels, order, usable[references_of(corr, labels)]
 
 
 @dataclass
@@ -521,19 +777,24 @@ class _Pass:
     per_layer: dict[str, np.ndarray]
     sse: float = 0.0
     total: float = 0.0
+    ema: np.ndarray | None = None
 
 
 def _assign_all(store: RunStore, engine: Engine, rows: slice, kernel: Kernel, n_modes: int,
-                out: str | os.PathLike[str] | None, progress: Progress | None) -> _Pass:
-    """One pass: every weight's label, a and b, and the per-mode and per-layer counts."""
+                out: str | os.PathLike[str] | None, progress: Progress | None, *,
+                ema_shape: tuple[int, int] | None = None) -> _Pass:
+    """One pass: every weight's label, a and b, the per-mode and per-layer counts (and the EMAs)."""
     n = store.n_params
     acc = _Pass(np.empty(n, dtype=np.int32), np.empty(n), np.empty(n), np.zeros(n_modes, dtype=np.int64),
-                np.zeros(n_modes), {e.name: np.zeros(n_modes, dtype=np.int64) for e in store.layout.entries})
+                np.zeros(n_modes), {e.name: np.zeros(n_modes, dtype=np.int64) for e in store.layout.entries},
+                ema=None if ema_shape is None else np.empty((*ema_shape, n), dtype=np.float32))
     starts = np.array([e.offset for e in store.layout.entries])
     for cols, part in engine.map_blocks(store, kernel, rows=rows, progress=progress):
         if not np.isfinite(part["total"]):
             raise NonFiniteDataError("the window holds NaN or Inf values")
         acc.labels[cols], acc.a[cols], acc.b[cols] = part["labels"], part["a"], part["b"]
+        if acc.ema is not None:
+            acc.ema[:, :, cols] = part["ema"]
         acc.sse += float(part["sse"].sum())
         acc.total += part["total"]
         acc.sizes += np.bincount(part["labels"], minlength=n_modes)
@@ -611,24 +872,38 @@ def load(path: str | os.PathLike[str]) -> CMDModel:
 
 # ---------------------------------------------------------------------- evaluation with the recipe
 def evaluate(result: CMDResult, store: RunStore, recipe: Any, *, max_points: int = 40,
-             engine: Engine | None = None) -> CMDEvaluation:
+             engine: Engine | None = None, ema: np.ndarray | None = None) -> CMDEvaluation:
     """The recipe's metrics of the original and the CMD-reconstructed weights per snapshot
-    (seed 001 fig. 5a, 7), at up to ``max_points`` snapshots spread over the window."""
+    (seed 001 fig. 5a, 7), at up to ``max_points`` snapshots spread over the window (:func:`eval_picks`).
+
+    ``ema`` (n_β, n_picks, N), the weight EMAs of ``result.params.ema`` at those snapshots as the fit's
+    pass computed them, is scored beside them (seed 001 figs. 19-21).
+    """
     max_points = check_int("eval_points", max_points, low=1)
     engine = engine or Engine()
     used = result.snapshots
-    # spread over the window, the last snapshot always included (max_points=1 scores the end of the run)
-    picks = np.unique(np.linspace(used.size - 1, 0, min(max_points, used.size)).round().astype(int))
+    picks = eval_picks(used.size, max_points)
+    betas = result.params.ema if ema is not None else ()
+    if ema is not None and ema.shape != (len(betas), picks.size, result.n_params):
+        raise ParameterError("ema", f"holds EMAs of shape {ema.shape}, not ({len(betas)}, {picks.size}, "
+                                    f"{result.n_params})")
+
+    def scored(theta: np.ndarray, into: dict[str, list[float]]) -> None:
+        for name, value in recipe.evaluate(theta.astype(store.dtype)).items():
+            into.setdefault(name, []).append(float(value))
+
     original: dict[str, list[float]] = {}
     rebuilt: dict[str, list[float]] = {}
-    for k in picks:
-        theta = engine.snapshot(store, int(used[k])).astype(store.dtype)
-        for name, value in recipe.evaluate(theta).items():
-            original.setdefault(name, []).append(float(value))
-        for name, value in recipe.evaluate(result.model.reconstruct_snapshot(int(k)).astype(store.dtype)).items():
-            rebuilt.setdefault(name, []).append(float(value))
+    smoothed: list[dict[str, list[float]]] = [{} for _ in betas]
+    for i, k in enumerate(picks):
+        scored(engine.snapshot(store, int(used[k])), original)
+        scored(result.model.reconstruct_snapshot(int(k)), rebuilt)
+        for j in range(len(betas)):
+            scored(ema[j, i], smoothed[j])
+    tracks = tuple(EMAScores(beta, {k: np.array(v) for k, v in values.items()}, float(beta ** (used.size - 1)))
+                   for beta, values in zip(betas, smoothed, strict=True))
     return CMDEvaluation(used[picks], result.steps[picks], {k: np.array(v) for k, v in original.items()},
-                         {k: np.array(v) for k, v in rebuilt.items()})
+                         {k: np.array(v) for k, v in rebuilt.items()}, tracks)
 
 
 def sweep(store: RunStore | str | os.PathLike[str], modes_list: Sequence[int], *, recipe: Any = None,
@@ -643,8 +918,10 @@ def sweep(store: RunStore | str | os.PathLike[str], modes_list: Sequence[int], *
 def _sweep(store: RunStore, params: CMDParams, recipe: Any, engine: Engine) -> tuple[SweepRow, ...]:
     rows = []
     for m in params.sweep:
-        result = _fit(store, replace(params, modes=m, threshold=None), None, engine, None)
-        row = SweepRow(m, result.mse, result.relative_error, result.compression_ratio)
+        at_m = replace(params, modes=m, threshold=None)
+        result, _ = _fit(store, at_m, None, engine, None)
+        row = SweepRow(m, result.mse, result.relative_error, result.compression_ratio,
+                       stability=_stability(store, at_m, engine, None))
         if recipe is not None:
             ev = evaluate(result, store, recipe, max_points=params.sweep_points, engine=engine)
             best = max if ev.metric == "accuracy" else min
@@ -652,3 +929,221 @@ def _sweep(store: RunStore, params: CMDParams, recipe: Any, engine: Engine) -> t
                           best_original=float(best(ev.original[ev.metric])))
         rows.append(row)
     return tuple(rows)
+
+
+# ---------------------------------------------------------------------- stability across sampling seeds
+def adjusted_rand_index(table: np.ndarray) -> float:
+    """Adjusted Rand index of two partitions from their contingency table (Hubert & Arabie 1985).
+
+    ``table[i, j]`` counts the items in cluster i of one partition and j of the other. 1 for equal
+    partitions (also when both are trivial, as scikit-learn's ``adjusted_rand_score``), about 0 by chance.
+    """
+    table = np.asarray(table, dtype=np.float64)
+    n = table.sum()
+
+    def pairs(counts: np.ndarray) -> float:
+        return float((counts * (counts - 1.0)).sum() / 2.0)
+
+    index, rows, cols = pairs(table), pairs(table.sum(axis=1)), pairs(table.sum(axis=0))
+    expected = rows * cols / (n * (n - 1.0) / 2.0) if n > 1 else 0.0
+    maximum = (rows + cols) / 2.0
+    if maximum == expected:
+        return 1.0
+    return (index - expected) / (maximum - expected)
+
+
+def stability(store: RunStore | str | os.PathLike[str], *, seeds: int = STABILITY_SEEDS,
+              engine: Engine | None = None, progress: Progress | None = None, **options: Any) -> Stability:
+    """CMD with ``seeds`` sampling seeds (``seed``, ``seed`` + 1, ...): the adjusted Rand index between
+    every two of their partitions over the weights that move, and each one's relative error.
+
+    One read of every seed's candidate samples and ONE pass over the store (the labels of all seeds are
+    compared block by block through contingency tables, so no N-long labeling is kept).
+    ``options`` are :func:`cmd`'s (modes, threshold, samples, window, subsample, seed, distance, ...).
+    """
+    params = CMDParams.checked(**options)
+    store = store if isinstance(store, RunStore) else RunStore(store)
+    return _stability(store, params, engine or Engine(), progress, seeds=check_int("seeds", seeds, low=2, high=100))
+
+
+def _stability(store: RunStore, params: CMDParams, engine: Engine, progress: Progress | None, *,
+               seeds: int = STABILITY_SEEDS) -> Stability:
+    import itertools
+
+    _, _, rows, keep = _window_rows(store, params, engine)
+    seed_list = tuple(params.seed + i for i in range(seeds))
+    kernels, n_modes = [], []
+    for drawn in sample_moving(store, params.samples, seeds=seed_list, rows=rows, keep=keep, engine=engine):
+        corr_all, moving = abs_corr(drawn.trajectories)
+        _, _, ref_cols = _cluster_sample(corr_all, np.flatnonzero(moving), params)
+        kernels.append(assign_kernel(drawn.trajectories[:, ref_cols].T, keep))
+        n_modes.append(ref_cols.size)
+    pairs = list(itertools.combinations(range(seeds), 2))
+
+    def kernel(block: Any, ops: ArrayOps) -> dict[str, Any]:
+        parts = [k(block, ops) for k in kernels]
+        moving = parts[0]["moving"]
+        labels = [p["labels"][moving].astype(np.int64) for p in parts]
+        tables = [np.bincount(labels[i] * n_modes[j] + labels[j], minlength=n_modes[i] * n_modes[j])
+                  for i, j in pairs]
+        return {"tables": tables, "sse": np.array([p["sse"].sum() for p in parts]), "total": parts[0]["total"]}
+
+    tables = [np.zeros(n_modes[i] * n_modes[j], dtype=np.int64) for i, j in pairs]
+    sse, total = np.zeros(seeds), 0.0
+    for _, part in engine.map_blocks(store, kernel, rows=rows, progress=progress):
+        if not np.isfinite(part["total"]):
+            raise NonFiniteDataError("the window holds NaN or Inf values")
+        for acc, t in zip(tables, part["tables"], strict=True):
+            acc += t
+        sse += part["sse"]
+        total += part["total"]
+    ari = np.array([adjusted_rand_index(t.reshape(n_modes[i], n_modes[j])) for t, (i, j) in zip(tables, pairs,
+                                                                                                  strict=True)])
+    errors = np.sqrt(sse / total) if total > 0 else np.zeros(seeds)
+    return Stability(seed_list, ari, errors)
+
+
+# ---------------------------------------------------------------------- DMD and CMD as models of training
+@dataclass(frozen=True)
+class ModelComparison:
+    """The original run, DMD at several ranks and CMD at several M, scored at the same snapshots
+    (seed 001 figs. 1, 5, 22). ``cmd[i]`` holds the metrics of CMD with ``cmd_modes[i]`` modes,
+    ``cmd_motion_errors[i]`` its ‖D − D̂‖F / ‖D − mean‖F, comparable with ``dmd.motion_errors``.
+    """
+
+    dmd: Any  # traj.analysis.dmd.DMDEvaluation
+    cmd_modes: tuple[int, ...]
+    cmd: tuple[Mapping[str, np.ndarray], ...]
+    cmd_motion_errors: np.ndarray
+
+    @property
+    def metric(self) -> str:
+        return self.dmd.metric
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"dmd": self.dmd.to_dict(), "cmd_modes": list(self.cmd_modes),
+                "cmd": [{k: v.tolist() for k, v in m.items()} for m in self.cmd],
+                "cmd_motion_errors": self.cmd_motion_errors.tolist()}
+
+
+def compare_models(store: RunStore | str | os.PathLike[str], recipe: Any, *, ranks: Sequence[int] = (5, 10, 20),
+                   modes: Sequence[int] = (2, 5, 10), window: Window = None, max_points: int = 40,
+                   forecast: int = 0, samples: int = 1000, seed: int = 0, engine: Engine | None = None
+                   ) -> ModelComparison:
+    """DMD (``traj dmd --evaluate``) and CMD (``traj cmd --evaluate``) of the same window, scored by
+    the recipe at the same snapshots (both spread ``max_points`` over the window the same way)."""
+    from .dmd import evaluate_dmd
+
+    store = store if isinstance(store, RunStore) else RunStore(store)
+    engine = engine or Engine()
+    modes = tuple(check_ints("cmd_modes", modes, low=1, high=MAX_SAMPLES))
+    dmd_ev = evaluate_dmd(store, recipe, ranks=ranks, window=window, max_points=max_points, forecast=forecast,
+                          engine=engine)
+    lo, hi = dmd_ev.window
+    curves, errors = [], []
+    for m in modes:
+        params = CMDParams.checked(modes=m, samples=samples, window=(lo, hi), seed=seed, eval_points=max_points)
+        fitted, _ = _fit(store, params, None, engine, None)
+        ev = evaluate(fitted, store, recipe, max_points=max_points, engine=engine)
+        curves.append(dict(ev.cmd))
+        scale = dmd_ev.data_norm / dmd_ev.motion_norm if dmd_ev.motion_norm > 0 else 0.0
+        errors.append(fitted.relative_error * scale)
+    return ModelComparison(dmd_ev, modes, tuple(curves), np.array(errors))
+
+
+# ---------------------------------------------------------------------- history length and snapshot spacing
+@dataclass(frozen=True)
+class HistoryRow:
+    """CMD with ``modes`` modes fitted on one setting of a :class:`HistorySweep`."""
+
+    setting: int
+    modes: int
+    snapshots: int
+    relative_error: float
+    metric_mean: float | None = None
+    metric_last: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"setting": self.setting, "modes": self.modes, "snapshots": self.snapshots,
+                "relative_error": self.relative_error, "metric_mean": self.metric_mean,
+                "metric_last": self.metric_last}
+
+
+@dataclass(frozen=True)
+class HistorySweep:
+    """CMD against the history it is given (seed 001 figs. 13-14).
+
+    ``kind`` "window": the setting is the first snapshot of the history [a, end]; "subsample": the
+    spacing s (every s-th snapshot counted back from the end). Every setting is scored on the same
+    snapshots, ``scored`` (those all settings share: the shortest history's, or the rows every spacing
+    keeps), so the curves compare: the mean of the metric over them and its value at the last.
+    """
+
+    kind: str
+    metric: str | None
+    scored: np.ndarray
+    original_mean: float | None
+    original_last: float | None
+    rows: tuple[HistoryRow, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "metric": self.metric, "scored_snapshots": self.scored.tolist(),
+                "original_mean": self.original_mean, "original_last": self.original_last,
+                "rows": [row.to_dict() for row in self.rows]}
+
+
+def history_sweep(store: RunStore | str | os.PathLike[str], kind: str, settings: Sequence[int], *, recipe: Any = None,
+                  engine: Engine | None = None, **options: Any) -> HistorySweep:
+    """CMD fitted on histories of several lengths (``kind="window"``: start snapshots) or spacings
+    (``kind="subsample"``), each scored at the snapshots all of them share. ``options`` are :func:`cmd`'s;
+    ``sweep`` (a list of M) draws one line per M, else ``modes``."""
+    check_choice("kind", kind, ("window", "subsample"))
+    params = CMDParams.checked(**options)
+    store = store if isinstance(store, RunStore) else RunStore(store)
+    engine = engine or Engine()
+    window = resolve_window(store, params.window, method="CMD")
+    settings = tuple(check_ints(f"sweep_{kind}", settings, low=0 if kind == "window" else 1))
+    return _history_sweep(store, params, kind, settings, recipe, engine, window)
+
+
+def _history_sweep(store: RunStore, params: CMDParams, kind: str, settings: Sequence[int], recipe: Any,
+                   engine: Engine, window: tuple[int, int]) -> HistorySweep:
+    lo, hi = window
+    variants = []
+    for value in settings:
+        if kind == "window":
+            if not lo <= value <= hi - 2:
+                raise ParameterError("sweep_window", f"start {value} must lie in the window {lo}..{hi - 2} "
+                                                     "(a history of at least 3 snapshots)")
+            variants.append(replace(params, window=(value, hi), modes=params.modes or 10, threshold=None))
+        else:
+            variants.append(replace(params, window=(lo, hi), subsample=value, modes=params.modes or 10,
+                                    threshold=None))
+    modes_list = params.sweep or (variants[0].modes,)
+    used = []
+    for variant in variants:
+        start, _, _, keep = _window_rows(store, variant, engine)
+        used.append(start + keep)
+    common = used[0]
+    for u in used[1:]:
+        common = np.intersect1d(common, u)
+    # at most sweep_points of them, the last always included
+    scored = common[eval_picks(common.size, params.sweep_points)]
+    original = None
+    if recipe is not None:
+        original = [recipe.evaluate(engine.snapshot(store, int(k)).astype(store.dtype)) for k in scored]
+    metric = None if original is None else ("accuracy" if "accuracy" in original[0] else "loss")
+    rows = []
+    for value, variant, snaps in zip(settings, variants, used, strict=True):
+        for m in modes_list:
+            fitted, _ = _fit(store, replace(variant, modes=m), None, engine, None)
+            row = HistoryRow(value, m, int(snaps.size), fitted.relative_error)
+            if metric is not None:
+                values = [recipe.evaluate(fitted.model.reconstruct_snapshot(int(np.searchsorted(snaps, k)))
+                                          .astype(store.dtype))[metric] for k in scored]
+                row = replace(row, metric_mean=float(np.mean(values)), metric_last=float(values[-1]))
+            rows.append(row)
+    return HistorySweep(
+        kind, metric, scored,
+        None if original is None else float(np.mean([o[metric] for o in original])),
+        None if original is None else float(original[-1][metric]), tuple(rows))

@@ -19,24 +19,24 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 
-from ..checks import check_choice, check_float, check_int, check_seed
+from ..checks import check_choice, check_float, check_int, check_ints, check_seed
 from ..engine import Engine, ReducedOperator
 from ..engine.operator import RESOLVED, ModeClass, check_rank
 from ..engine.randomized import randomized_operator
-from ..errors import NotApplicableError, ParameterError, RankUnavailableError
+from ..errors import DataLimitError, NotApplicableError, ParameterError, RankUnavailableError
 from ..progress import Progress
 from ..store import RunStore
 from ..store.schema import ParamEntry
 from .windows import Window, check_gram_finite, parse_window, raise_nonfinite, resolve_window
 
-__all__ = ["DMDParams", "DMDResult", "LayerSpectrum", "MethodChoice", "MethodCost", "check_gram_finite", "choose_method",
-           "dmd", "fit_dmd", "parse_window", "save_modes"]
+__all__ = ["DMDEvaluation", "DMDParams", "DMDResult", "LayerSpectrum", "MethodChoice", "MethodCost",
+           "check_gram_finite", "choose_method", "dmd", "evaluate_dmd", "fit_dmd", "parse_window", "save_modes"]
 
 #: Above this many snapshots in a window, "auto" uses the randomized range finder (methods.md §1).
 MAX_GRAM_SNAPSHOTS = 20_001
@@ -247,6 +247,7 @@ class DMDResult:
     per_layer: tuple[LayerSpectrum, ...] = field(default_factory=tuple)
     modes_path: str | None = None
     choice: MethodChoice | None = None
+    evaluation: DMDEvaluation | None = None
 
     @property
     def rank(self) -> int:
@@ -314,6 +315,7 @@ class DMDResult:
             "forecast_steps": self.forecast_steps,
             "per_layer": [layer.to_dict() for layer in self.per_layer],
             "modes": self.modes_path,
+            "evaluation": self.evaluation.to_dict() if self.evaluation else None,
         }
 
 
@@ -557,3 +559,132 @@ def save_modes(result: DMDResult, store: RunStore, path: str | os.PathLike[str],
             modes[a : a + part.shape[0]] = part
         offset += e.size
     return str(path)
+
+
+# ---------------------------------------------------------------------- DMD as a model of training (issue 17 item 2)
+#: DMD-reconstructed θ's scored by :func:`evaluate_dmd` are held in memory (float32) before scoring.
+MAX_EVAL_BYTES = 2 << 30
+
+
+@dataclass(frozen=True)
+class DMDEvaluation:
+    """The recipe's metrics of the original weights and of DMD-reconstructed weights at several ranks
+    (seed 001 figs. 1, 5, 22: DMD as a model of training, beside CMD's :class:`~traj.analysis.cmd.CMDEvaluation`).
+
+    ``snapshots``/``steps``: the store snapshots scored inside the window; ``reconstructed[i]`` the
+    metrics of θ̂_k = Re Σ_j b_j λ_j^k φ_j at rank ``ranks[i]`` (b = Φ⁺θ₀); ``motion_errors[i]`` its
+    ‖D − D̂‖F / ‖D − mean_k D‖F (the share of the motion missed). ``forecast_offsets`` (snapshots past
+    the window's end) and ``forecast[i]`` the metrics of the same expansion extrapolated;
+    ``forecast_original`` the recorded run's there where the store holds those snapshots (else NaN).
+    ``data_norm`` = ‖D‖F and ``motion_norm`` = ‖D − mean_k D‖F of the window (from its Gram).
+    """
+
+    window: tuple[int, int]
+    snapshots: np.ndarray
+    steps: np.ndarray
+    original: Mapping[str, np.ndarray]
+    ranks: tuple[int, ...]
+    reconstructed: tuple[Mapping[str, np.ndarray], ...]
+    motion_errors: np.ndarray
+    forecast_offsets: np.ndarray
+    forecast: tuple[Mapping[str, np.ndarray], ...]
+    forecast_original: Mapping[str, np.ndarray]
+    data_norm: float = float("nan")
+    motion_norm: float = float("nan")
+
+    @property
+    def metric(self) -> str:
+        """The metric drawn: accuracy when the recipe measures it, else loss."""
+        return "accuracy" if "accuracy" in self.original else "loss"
+
+    def to_dict(self) -> dict[str, Any]:
+        def listed(metrics: Mapping[str, np.ndarray]) -> dict[str, list[float | None]]:
+            return {name: [float(x) if np.isfinite(x) else None for x in v] for name, v in metrics.items()}
+
+        return {
+            "window": list(self.window), "snapshots": self.snapshots.tolist(), "steps": self.steps.tolist(),
+            "original": listed(self.original), "ranks": list(self.ranks),
+            "reconstructed": [listed(m) for m in self.reconstructed], "motion_errors": self.motion_errors.tolist(),
+            "forecast_offsets": self.forecast_offsets.tolist(), "forecast": [listed(m) for m in self.forecast],
+            "forecast_original": listed(self.forecast_original),
+        }
+
+
+def evaluate_dmd(store: RunStore | str | os.PathLike[str], recipe: Any, *, ranks: Sequence[int] = (5, 10, 20),
+                 window: Window = None, max_points: int = 40, forecast: int = 0, engine: Engine | None = None,
+                 progress: Progress | None = None) -> DMDEvaluation:
+    """Score the recipe's metrics on DMD-reconstructed weights at several ranks, and on the forecast.
+
+    One Gram pass gives every rank's operator (a rank above what the window resolves is reduced to
+    it, as KGA does); since Φ = D C and D is real, θ̂ at any snapshot k is D · Re(C diag(b) λ^k), so
+    every rank's every scored snapshot (up to ``max_points`` in the window, the last included, and up
+    to ``max_points`` of the ``forecast`` snapshots past it) comes from ONE D·W pass with a real
+    (T+1)×K matrix W. The θ̂ are then scored one by one with ``recipe.evaluate``.
+    """
+    store = store if isinstance(store, RunStore) else RunStore(store)
+    engine = engine or Engine()
+    ranks = tuple(check_ints("ranks", ranks, low=1))
+    max_points = check_int("eval_points", max_points, low=1)
+    forecast = check_int("forecast", forecast, low=0, high=MAX_FORECAST)
+    lo, hi = resolve_window(store, window)
+    rows = slice(lo, hi + 1)
+    n_window = hi - lo + 1
+    gram = engine.gram(store, rows=rows, groups={"all": [slice(0, store.n_params)]}, progress=progress)["all"]
+    check_gram_finite(gram, store, lo)
+    inside = np.unique(np.linspace(n_window - 1, 0, min(max_points, n_window)).round().astype(int))
+    ahead = (np.unique(np.linspace(n_window, n_window - 1 + forecast, min(max_points, forecast)).round().astype(int))
+             if forecast else np.zeros(0, dtype=int))
+    times = np.concatenate([inside, ahead])
+    operators, columns = [], []
+    for rank in ranks:
+        op = ReducedOperator.from_gram(gram, rank=rank, n_features=store.n_params, dtype=store.dtype, excess="reduce")
+        assert op.coefficients is not None and op.amplitudes is not None
+        with np.errstate(over="ignore", invalid="ignore"):
+            w = np.real(op.coefficients @ (op.amplitudes[:, None] * op.vandermonde(times - op.start)))
+        if not np.isfinite(w).all():
+            raise ParameterError("forecast", f"{forecast} overflows at rank {op.rank}: a mode with |λ| = "
+                                             f"{np.abs(op.eigenvalues).max():.6g} leaves float64; forecast less")
+        operators.append(op)
+        columns.append(w)
+    weights = np.concatenate(columns, axis=1)  # (T+1, n_ranks·K)
+    if (need := weights.shape[1] * store.n_params * 4) > MAX_EVAL_BYTES:
+        raise DataLimitError("eval_points", f"the {weights.shape[1]} reconstructed θ's need {need / 2**30:.1f} GiB "
+                                            f"(limit {MAX_EVAL_BYTES / 2**30:.0f} GiB): fewer points or ranks")
+    thetas = np.empty((weights.shape[1], store.n_params), dtype=np.float32)
+    for cols, part in engine.project_blocks(store, weights, rows=rows):
+        thetas[:, cols] = part.T
+
+    def scored(theta: np.ndarray, into: dict[str, list[float]]) -> None:
+        for name, value in recipe.evaluate(np.asarray(theta).astype(store.dtype)).items():
+            into.setdefault(name, []).append(float(value))
+
+    original: dict[str, list[float]] = {}
+    for k in inside:
+        scored(engine.snapshot(store, lo + int(k)), original)
+    recorded_ahead: dict[str, list[float]] = {name: [] for name in original}
+    for k in ahead:
+        if lo + int(k) < store.n_snapshots:
+            scored(engine.snapshot(store, lo + int(k)), recorded_ahead)
+        else:
+            for values in recorded_ahead.values():
+                values.append(float("nan"))
+    rebuilt, extrapolated = [], []
+    for i in range(len(ranks)):
+        block = thetas[i * times.size : (i + 1) * times.size]
+        inner: dict[str, list[float]] = {}
+        outer: dict[str, list[float]] = {name: [] for name in original} if ahead.size else {}
+        for j in range(times.size):
+            scored(block[j], inner if j < inside.size else outer)
+        rebuilt.append({k: np.array(v) for k, v in inner.items()})
+        extrapolated.append({k: np.array(v) for k, v in outer.items()})
+    # ‖D − D̂‖² from the operator (relative to ‖D‖²); ‖D − mean‖² = tr G − 1ᵀG1/(T+1)
+    motion = np.trace(gram) - gram.sum() / n_window
+    errors = np.array([op.reconstruction_error() * np.sqrt(np.trace(gram) / motion) if motion > 0 else 0.0
+                       for op in operators])
+    return DMDEvaluation(
+        window=(lo, hi), snapshots=lo + inside, steps=store.steps[lo + inside],
+        original={k: np.array(v) for k, v in original.items()}, ranks=tuple(op.rank for op in operators),
+        reconstructed=tuple(rebuilt), motion_errors=errors, forecast_offsets=ahead - (n_window - 1),
+        forecast=tuple(extrapolated), forecast_original={k: np.array(v) for k, v in recorded_ahead.items()},
+        data_norm=float(np.sqrt(np.trace(gram))), motion_norm=float(np.sqrt(max(motion, 0.0))),
+    )

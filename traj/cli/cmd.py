@@ -29,15 +29,21 @@ def cmd(
     ctx: typer.Context,
     store: Annotated[Path, typer.Argument(help="A run store.")],
     modes: Annotated[int, typer.Option(help="Number of modes M.")] = 10,
-    threshold: Annotated[float | None, typer.Option(help="Cut the dendrogram at distance 1-|corr| = t instead of M.")] = None,
+    threshold: Annotated[float | None, typer.Option(help="Cut the dendrogram at t (0 < t <= 1) times the largest distance instead of M (with --distance corr: at 1-|corr| = t).")] = None,
     samples: Annotated[int, typer.Option(help="Weights sampled for the clustering (K).")] = 1000,
     window: Annotated[str | None, typer.Option(help="Snapshots a:b, both included.")] = None,
     subsample: Annotated[int, typer.Option(help="Use every s-th snapshot.")] = 1,
     seed: Annotated[int, typer.Option(help="Seed of the weight sample.")] = 0,
     drop_nonfinite: Annotated[bool, typer.Option("--drop-nonfinite", help="Skip NaN/Inf snapshots instead of refusing.")] = False,
-    sweep: Annotated[str | None, typer.Option(help="Also run M = 1,2,5,... and plot accuracy and MSE against M.")] = None,
+    distance: Annotated[str, typer.Option(help="Clustering distance: rows (Euclidean between rows of |corr|) or corr (1-|corr|).")] = "rows",
+    sweep: Annotated[str | None, typer.Option(help="Also run M = 1,2,5,...: accuracy, MSE and the agreement of 5 sampling seeds (ARI) against M.")] = None,
+    sweep_window: Annotated[str | None, typer.Option(help="Also fit CMD on the histories a:end for these starts a (e.g. 0,20,40): accuracy and error against the history length.")] = None,
+    sweep_subsample: Annotated[str | None, typer.Option(help="Also fit CMD on every s-th snapshot (counted back from the end) for these s (e.g. 1,2,4,8).")] = None,
     evaluate: Annotated[bool, typer.Option("--evaluate/--no-evaluate", help="Score CMD weights with the store's recipe.")] = True,
     eval_points: Annotated[int, typer.Option(help="Snapshots scored by --evaluate.")] = 40,
+    ema: Annotated[str | None, typer.Option(help="Also score the weight EMA of decays β = 0.99,0.999 (per recorded snapshot: a store recorded every k steps stands for a per-step β_s with β = β_s^k), in the same pass.")] = None,
+    compare_dmd: Annotated[str | None, typer.Option(help="Also draw the run beside DMD at these ranks (5,10,20) and CMD at --compare-modes, at the same snapshots (needs a recipe).")] = None,
+    compare_modes: Annotated[str, typer.Option(help="CMD modes M drawn by --compare-dmd.")] = "2,5,10",
     recipe_spec: Annotated[str | None, typer.Option("--recipe", help="Recipe for evaluation: a built-in name or module:function.")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Report directory (default traj-out/cmd-STORE).")] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print the summary as JSON to stdout.")] = False,
@@ -56,12 +62,19 @@ def cmd(
         traj cmd run.zarr --threshold 0.1 --samples 2000 --json
 
         traj cmd run.zarr --sweep 1,2,5,10,20
+
+        traj cmd run.zarr --ema 0.9,0.99 --compare-dmd 5,10,20
     """
     with handle_errors(ctx), flag_names("modes", "threshold", "samples", "window", "subsample", "seed", "sweep",
-                                        "eval_points", "drop_nonfinite"):
-        from ..analysis.cmd import CMDParams, fit_cmd
+                                        "eval_points", "drop_nonfinite", "distance", "ema", "sweep_window", "sweep_subsample",
+                                        ranks="--compare-dmd",
+                                        cmd_modes="--compare-modes"):
+        import numpy as np
+
+        from ..analysis.cmd import CMDParams, compare_models, fit_cmd
         from ..atomic import staged_output
         from ..display import markup as m
+        from ..errors import NotApplicableError
         from ..recipes import resolve_recipe
         from ..report.cmd import cmd_report_files
         from ..store import open_store
@@ -70,7 +83,13 @@ def cmd(
         params = CMDParams.checked(modes=None if threshold is not None else modes, threshold=threshold,
                                    samples=samples, window=window, subsample=subsample, seed=seed,
                                    drop_nonfinite=drop_nonfinite, eval_points=eval_points,
-                                   sweep=number_list("--sweep", sweep, int) if sweep else ())
+                                   sweep=number_list("--sweep", sweep, int) if sweep else (), distance=distance,
+                                   ema=number_list("--ema", ema, float) if ema else (),
+                                   sweep_window=number_list("--sweep-window", sweep_window, int) if sweep_window else (),
+                                   sweep_subsample=number_list("--sweep-subsample", sweep_subsample, int)
+                                   if sweep_subsample else ())
+        ranks = number_list("--compare-dmd", compare_dmd, int) if compare_dmd else ()
+        compared_modes = number_list("--compare-modes", compare_modes, int)
         engine = engine_options(backend, device, scheduler, block_mb)
         opened = open_store(store)
         target = output_dir(out, f"cmd-{opened.path.name.removesuffix('.zarr')}", opened)
@@ -82,8 +101,20 @@ def cmd(
                 result = fit_cmd(opened, params, out=staging / "cmd.zarr", recipe=recipe, engine=engine,
                                  progress=lambda d, t: bar.update(task, completed=d, total=t),
                                  stage=lambda name: bar.update(task, description=name))
+                if ranks:
+                    if recipe is None:
+                        raise NotApplicableError("--compare-dmd scores the models with a recipe: this run has none")
+                    bar.update(task, description="DMD and CMD models")
+                    result = replace(result, comparison=compare_models(
+                        opened, recipe, ranks=ranks, modes=compared_modes, window=result.window,
+                        max_points=params.eval_points, samples=params.samples, seed=params.seed, engine=engine))
             result = replace(result, model_path=str(target / "cmd.zarr"))
             cmd_report_files(result, staging)
+        for t in result.evaluation.ema if result.evaluation else ():
+            if t.stale:
+                err_console.print(f"[yellow]EMA {t.beta:g} still puts {t.first_weight:.2f} of its weight on the "
+                                  f"window's first snapshot at the last (β^T > 0.05): β is too close to 1 for "
+                                  f"{result.snapshots.size} snapshots[/yellow]")
         if json_:
             print_json(result.to_dict())
             return
@@ -94,8 +125,24 @@ def cmd(
         )
         if (ev := result.evaluation) is not None:
             metric = ev.metric
+            emas = "".join(f", EMA {t.beta:g} {t.metrics[metric][-1]:.4f}" for t in ev.ema)
             out_console.print(f"  last snapshot {metric}: original {ev.original[metric][-1]:.4f}, "
-                              f"CMD {ev.cmd[metric][-1]:.4f}")
+                              f"CMD {ev.cmd[metric][-1]:.4f}{emas}")
+
+        for row in result.sweep:
+            line = f"  M = {row.modes}: relative error {row.relative_error:.4g}"
+            if (st := row.stability) is not None:
+                line += (f", ARI over {len(st.seeds)} sampling seeds min {st.ari.min():.3f} / median "
+                         f"{np.median(st.ari):.3f} / max {st.ari.max():.3f}")
+            if row.metric:
+                line += f", best {row.metric} {row.best_cmd:.4f} (original {row.best_original:.4f})"
+            out_console.print(line)
+        for sweep in result.history:
+            cells = "; ".join(
+                f"{'start' if sweep.kind == 'window' else 's ='} {r.setting} M {r.modes}: error {r.relative_error:.4g}"
+                + (f", {sweep.metric} {r.metric_mean:.4f}" if sweep.metric else "") for r in sweep.rows)
+            base = f" (original {sweep.original_mean:.4f})" if sweep.metric else ""
+            out_console.print(f"  {sweep.kind} sweep, mean over {sweep.scored.size} shared snapshots{base}: {cells}")
         if evaluate and recipe is None:
             err_console.print("[yellow]no recipe in this store: --evaluate skipped[/yellow]")
         err_console.print(f"[green]report[/green] {m(target)}/report.html")

@@ -16,6 +16,7 @@ from ._common import (
     err_console,
     flag_names,
     handle_errors,
+    number_list,
     out_console,
     output_dir,
     parse_rank,
@@ -34,6 +35,10 @@ def dmd(
     eps: Annotated[float, typer.Option(help="Neutral class tolerance: 1-ε <= |λ| <= 1+ε.")] = 0.01,
     forecast: Annotated[int, typer.Option(help="Snapshots to forecast past the window (sampled weights).")] = 0,
     drop_nonfinite: Annotated[bool, typer.Option("--drop-nonfinite", help="Skip NaN/Inf snapshots instead of refusing.")] = False,
+    evaluate: Annotated[bool, typer.Option("--evaluate", help="Score the recipe's metrics on DMD-reconstructed weights at --eval-ranks (and on the --forecast).")] = False,
+    eval_ranks: Annotated[str, typer.Option(help="Ranks scored by --evaluate (each reduced to what the window resolves).")] = "5,10,20",
+    eval_points: Annotated[int, typer.Option(help="Snapshots scored by --evaluate (in the window, and in the forecast).")] = 40,
+    recipe_spec: Annotated[str | None, typer.Option("--recipe", help="Recipe for --evaluate: a built-in name or module:function.")] = None,
     save_modes: Annotated[bool, typer.Option("--save-modes", help="Write the N×r modes to OUT/modes.zarr (a second pass).")] = False,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Report directory (default traj-out/dmd-STORE).")] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print the summary as JSON to stdout.")] = False,
@@ -53,10 +58,15 @@ def dmd(
         traj dmd run.zarr --window 100:400 --rank 20 --forecast 50 --json
 
         traj dmd run.zarr --per-layer --backend dask --scheduler tcp://10.0.0.5:8786
+
+        traj dmd run.zarr --evaluate --eval-ranks 5,10,20 --window 0:600 --forecast 90
     """
     with handle_errors(ctx), flag_names("rank", "eps", "forecast", "window", "method", "per_layer", "drop_nonfinite",
-                                        layers="--layer", n_iter="--power-iterations"):
-        from ..analysis.dmd import DMDParams, fit_dmd
+                                        "eval_points", ranks="--eval-ranks", layers="--layer",
+                                        n_iter="--power-iterations"):
+        from dataclasses import replace
+
+        from ..analysis.dmd import DMDParams, evaluate_dmd, fit_dmd
         from ..analysis.dmd import save_modes as save_modes_to
         from ..display import markup as m
         from ..report.dmd import dmd_report
@@ -65,12 +75,26 @@ def dmd(
         params = DMDParams.checked(rank=parse_rank(rank), window=window, layers=layer, per_layer=per_layer, eps=eps,
                                    forecast=forecast, method=method, n_iter=power_iterations,
                                    drop_nonfinite=drop_nonfinite)
+        ranks = number_list("--eval-ranks", eval_ranks, int)
         engine = engine_options(backend, device, scheduler, block_mb)
         opened = open_store(store)
         target = output_dir(out, f"dmd-{opened.path.name.removesuffix('.zarr')}", opened)
+        recipe = None
+        if evaluate:
+            from ..errors import NotApplicableError
+            from ..recipes import resolve_recipe
+
+            recipe = resolve_recipe(recipe_spec, opened)
+            if recipe is None:
+                raise NotApplicableError("--evaluate needs a recipe: this store names none (give --recipe)")
         with progress_bar() as bar:
             task = bar.add_task("Gram pass", total=None)
             result = fit_dmd(opened, params, engine=engine, progress=lambda d, t: bar.update(task, completed=d, total=t))
+            if recipe is not None:
+                bar.update(task, description="evaluating")
+                result = replace(result, evaluation=evaluate_dmd(opened, recipe, ranks=ranks, window=result.window,
+                                                                 max_points=eval_points, forecast=forecast,
+                                                                 engine=engine))
             extra = None
             if save_modes:
                 modes_task = bar.add_task("modes pass", total=None)
@@ -98,4 +122,12 @@ def dmd(
             out_console.print(f"  method {result.choice.method}: {m(result.choice.reason)}")
         if result.operator.rank_note:
             out_console.print(f"  {m(result.operator.rank_note)}")
+        if (ev := result.evaluation) is not None:
+            metric = ev.metric
+            cells = ", ".join(f"rank {r} {v[metric][-1]:.4f} (motion error {e:.3f})"
+                              for r, v, e in zip(ev.ranks, ev.reconstructed, ev.motion_errors, strict=True))
+            out_console.print(f"  last snapshot {metric}: original {ev.original[metric][-1]:.4f}; DMD {cells}")
+            if ev.forecast_offsets.size:
+                cells = ", ".join(f"rank {r} {v[metric][-1]:.4f}" for r, v in zip(ev.ranks, ev.forecast, strict=True))
+                out_console.print(f"  forecast {metric} {int(ev.forecast_offsets[-1])} snapshots ahead: {cells}")
         err_console.print(f"[green]report[/green] {m(target)}/report.html")

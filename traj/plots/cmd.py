@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -15,7 +15,8 @@ if TYPE_CHECKING:
 
     from .common import AxesLike
 
-__all__ = ["plot_corr_matrix", "plot_evaluation", "plot_mode_bands", "plot_modes_per_layer", "plot_references",
+__all__ = ["plot_corr_matrix", "plot_evaluation", "plot_history_sweep", "plot_mode_bands", "plot_model_comparison",
+           "plot_modes_per_layer", "plot_references",
            "plot_sample_fits", "plot_sweep"]
 
 
@@ -97,7 +98,7 @@ def plot_sample_fits(result: CMDResult, *, ax: AxesLike | None = None) -> Figure
 
 
 def plot_evaluation(result: CMDResult, *, ax: AxesLike | None = None) -> Figure:
-    """The recipe's metric of the original and CMD-reconstructed weights per snapshot (fig. 5a, 7)."""
+    """The recipe's metric of the original, CMD-reconstructed and EMA weights per snapshot (figs. 5a, 7, 19-21)."""
     ev = result.evaluation
     if ev is None:
         raise ValueError("the result holds no evaluation (fit with a recipe)")
@@ -105,15 +106,19 @@ def plot_evaluation(result: CMDResult, *, ax: AxesLike | None = None) -> Figure:
     fig, (ax,) = panels(ax, 1, (6.5, 3.8))
     ax.plot(ev.steps, ev.original[metric], "o-", ms=3, color="0.2", label="original")
     ax.plot(ev.steps, ev.cmd[metric], "o--", ms=3, color="#de2d26", label=f"CMD, {result.modes} modes")
-    ax.set(xlabel="step", ylabel=f"validation {metric}", title=f"validation {metric}: original vs CMD weights")
+    for track, color in zip(ev.ema, ("#31a354", "#756bb1", "#fd8d3c", "#636363", "#9ecae1"), strict=False):
+        stale = f", {track.first_weight:.2f} on the first snapshot" if track.stale else ""
+        ax.plot(ev.steps, track.metrics[metric], "s:", ms=3, color=color, label=f"EMA β = {track.beta:g}{stale}")
+    vs = "CMD and EMA weights" if ev.ema else "CMD weights"
+    ax.set(xlabel="step", ylabel=f"validation {metric}", title=f"validation {metric}: original vs {vs}")
     ax.legend(fontsize=8)
     return fig
 
 
 def plot_sweep(result: CMDResult, *, ax: AxesLike | None = None) -> Figure:
-    """Best reconstructed accuracy (or loss) and MSE against the number of modes (fig. 6)."""
+    """Best reconstructed accuracy (or loss), MSE, and the agreement of sampling seeds against M (figs. 6, 9)."""
     rows = result.sweep
-    fig, (ax1, ax2) = panels(ax, 2, (9, 3.6))
+    fig, (ax1, ax2, ax3) = panels(ax, 3, (13, 3.6))
     modes = [r.modes for r in rows]
     metric = rows[0].metric if rows else None
     if metric:
@@ -125,6 +130,71 @@ def plot_sweep(result: CMDResult, *, ax: AxesLike | None = None) -> Figure:
         ax1.axis("off")
     ax2.semilogy(modes, [r.mse for r in rows], "o-", color="#08519c")
     ax2.set(xlabel="modes M", ylabel="weight MSE", title="reconstruction MSE vs M")
+    stable = [r for r in rows if r.stability is not None]
+    if stable:
+        median = np.array([np.median(r.stability.ari) for r in stable])
+        low = median - np.array([r.stability.ari.min() for r in stable])
+        high = np.array([r.stability.ari.max() for r in stable]) - median
+        ax3.errorbar([r.modes for r in stable], median, yerr=[low, high], fmt="o-", color="#31a354", capsize=3)
+        ax3.set(xlabel="modes M", ylabel="adjusted Rand index", ylim=(min(0.0, float((median - low).min())), 1.02),
+                title=f"partitions of {len(stable[0].stability.seeds)} sampling seeds: median, min-max")
+    else:
+        ax3.axis("off")
+    if ax is None:
+        fig.tight_layout()
+    return fig
+
+
+def plot_model_comparison(comparison: Any, *, ax: AxesLike | None = None) -> Figure:
+    """The original run beside DMD at each rank and CMD at each M, one panel each (seed 001 figs. 1, 5, 22)."""
+    ev = comparison.dmd
+    metric = comparison.metric
+    n = len(ev.ranks) + len(comparison.cmd_modes)
+    cols = min(3, n)
+    fig, axes = panels(ax, n, (3.8 * cols, 2.9 * int(np.ceil(n / cols))), cols=cols)
+    curves = [(f"DMD rank {r}", v, e, "#3182bd") for r, v, e in zip(ev.ranks, ev.reconstructed, ev.motion_errors,
+                                                                   strict=True)]
+    curves += [(f"CMD M = {m}", v, e, "#de2d26") for m, v, e in zip(comparison.cmd_modes, comparison.cmd,
+                                                                    comparison.cmd_motion_errors, strict=True)]
+    every = np.concatenate([ev.original[metric], *(c[1][metric] for c in curves)])
+    margin = 0.04 * float(np.ptp(every)) or 0.01
+    for a, (name, values, err, color) in zip(axes, curves, strict=True):
+        a.set_ylim(float(every.min()) - margin, float(every.max()) + margin)
+        a.plot(ev.snapshots, ev.original[metric], "-", color="0.3", lw=1.2, label="original")
+        a.plot(ev.snapshots, values[metric], "--", color=color, lw=1.2, label=name)
+        a.set_title(f"{name}: motion error {err:.3f}", fontsize=8)
+        a.tick_params(labelsize=7)
+        a.set_xlabel("snapshot", fontsize=7)
+    axes[0].set_ylabel(f"validation {metric}", fontsize=8)
+    axes[0].legend(fontsize=7)
+    if ax is None:
+        fig.tight_layout()
+    return fig
+
+
+def plot_history_sweep(sweep: Any, *, ax: AxesLike | None = None) -> Figure:
+    """CMD's metric (mean over the shared snapshots, and at the last) and relative error against the history
+    length or the snapshot spacing, one line per M (seed 001 figs. 13-14)."""
+    fig, (ax1, ax2) = panels(ax, 2, (10, 3.6))
+    what = "history start (snapshot)" if sweep.kind == "window" else "snapshot spacing s"
+    modes = sorted({r.modes for r in sweep.rows})
+    for m, color in zip(modes, ("#de2d26", "#3182bd", "#31a354", "#756bb1", "#fd8d3c", "#636363") * 4, strict=False):
+        rows = [r for r in sweep.rows if r.modes == m]
+        x = [r.setting for r in rows]
+        if sweep.metric:
+            ax1.plot(x, [r.metric_mean for r in rows], "o-", color=color, label=f"CMD M = {m}, mean")
+            ax1.plot(x, [r.metric_last for r in rows], "s:", color=color, ms=3, label=f"CMD M = {m}, last")
+        ax2.plot(x, [r.relative_error for r in rows], "o-", color=color, label=f"M = {m}")
+    if sweep.metric:
+        ax1.axhline(sweep.original_mean, color="0.3", ls="--", lw=1, label="original, mean")
+        ax1.axhline(sweep.original_last, color="0.6", ls=":", lw=1, label="original, last")
+        ax1.set(xlabel=what, ylabel=f"validation {sweep.metric}",
+                title=f"{sweep.metric} over the {sweep.scored.size} snapshots every setting shares")
+        ax1.legend(fontsize=7)
+    else:
+        ax1.axis("off")
+    ax2.set(xlabel=what, ylabel="relative error ‖D − D̂‖/‖D‖", title="weight reconstruction error")
+    ax2.legend(fontsize=7)
     if ax is None:
         fig.tight_layout()
     return fig

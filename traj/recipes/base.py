@@ -216,6 +216,11 @@ class Recipe:
         size = int(self.config["batch_size"])
         return [order[i : i + size] for i in range(0, n, size)]
 
+    def train_inputs(self, epoch: int) -> torch.Tensor:
+        """The training inputs of epoch ``epoch`` (0-based): the data as is; a recipe that augments
+        overrides this (its own generator, so the batch order stays the recipe's)."""
+        return self.data.x_train
+
     def train(
         self,
         model: nn.Module | None = None,
@@ -258,10 +263,11 @@ class Recipe:
         n_epochs = self.epochs if epochs is None else int(epochs)
         for epoch in range(n_epochs):
             batches = self.batches(generator)
+            x_train = self.train_inputs(epoch)
             losses = []
             for i, index in enumerate(batches):
                 optimizer.zero_grad(set_to_none=True)
-                loss = self.loss_fn(model(data.x_train[index]), data.y_train[index])
+                loss = self.loss_fn(model(x_train[index]), data.y_train[index])
                 loss.backward()
                 optimizer.step()
                 _apply_mask(named, masks)

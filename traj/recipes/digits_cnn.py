@@ -24,6 +24,9 @@ class DigitsCNN(Recipe):
         "hidden": 32,
         "val_fraction": 0.2,
         "momentum": 0.0,
+        "augment": False,
+        "aug_shift": 1,
+        "aug_degrees": 10.0,
     }
     # every class (at least 174 images) keeps >= 2 images on each side of the split at 0.01..0.99
     limits = {
@@ -31,12 +34,17 @@ class DigitsCNN(Recipe):
         "hidden": Limit(1, 4096),
         "val_fraction": Limit(0.01, 0.99),
         "momentum": Limit(0, 1),
+        "aug_shift": Limit(0, 3),
+        "aug_degrees": Limit(0, 90),
     }
     option_help = {
         "channels": "filters of the first conv layer (the second has twice as many)",
         "hidden": "width of the hidden fully connected layer",
         "val_fraction": "share of the 1797 images held out (stratified, seeded)",
         "momentum": "SGD momentum (optimizer=sgd)",
+        "augment": "train on randomly shifted and rotated images, drawn anew each epoch (seeded by seed and epoch)",
+        "aug_shift": "largest shift in pixels, each axis (augment=true)",
+        "aug_degrees": "largest rotation in degrees, either way (augment=true)",
     }
 
     def build_model(self) -> nn.Module:
@@ -46,6 +54,14 @@ class DigitsCNN(Recipe):
             nn.Conv2d(c, 2 * c, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),   # 4x4 -> 2x2
             nn.Flatten(), nn.Linear(2 * c * 4, h), nn.ReLU(), nn.Linear(h, 10),
         )
+
+    def train_inputs(self, epoch: int) -> torch.Tensor:
+        """The training images of an epoch; with ``augment`` shifted and rotated (:func:`augment_digits`)."""
+        x = self.data.x_train
+        if not self.config["augment"]:
+            return x
+        return augment_digits(x, seed=self.seed, epoch=epoch, shift=int(self.config["aug_shift"]),
+                              degrees=float(self.config["aug_degrees"]))
 
     def load_data(self) -> Dataset:
         from sklearn.datasets import load_digits  # ships with scikit-learn: no download
@@ -60,3 +76,33 @@ class DigitsCNN(Recipe):
             val[idx[: int(round(len(idx) * float(self.config["val_fraction"])))]] = True
         xt, yt = torch.from_numpy(x), torch.from_numpy(y)
         return Dataset(xt[~val], yt[~val], xt[val], yt[val])
+
+
+def augment_digits(x: torch.Tensor, *, seed: int, epoch: int, shift: int = 1, degrees: float = 10.0) -> torch.Tensor:
+    """Every image shifted by whole pixels and rotated about its centre, one affine map each (seed 001's
+    augmentation, at 8x8 scale).
+
+    ``rng = default_rng([seed, epoch])`` draws per image (dx, dy) uniform in [-shift, shift] and then an
+    angle uniform in [-degrees, degrees]: deterministic for (seed, epoch) and independent of the batch
+    order. Bilinear sampling with zero padding (the background is 0; rolling would wrap ink around).
+
+    Parameters
+    ----------
+    x : tensor of shape (n, 1, H, W)
+
+    Returns
+    -------
+    tensor of shape (n, 1, H, W)
+    """
+    import torch.nn.functional as F
+
+    n, _, h, w = x.shape
+    rng = np.random.default_rng([seed, epoch])
+    offsets = rng.integers(-shift, shift + 1, size=(n, 2))
+    angles = np.deg2rad(rng.uniform(-degrees, degrees, size=n))
+    cos, sin = np.cos(angles), np.sin(angles)
+    # normalised coordinates: the sampling grid moves by -d so the content moves by +d
+    theta = np.stack([np.stack([cos, -sin, -2.0 * offsets[:, 0] / w], axis=1),
+                      np.stack([sin, cos, -2.0 * offsets[:, 1] / h], axis=1)], axis=1)
+    grid = F.affine_grid(torch.as_tensor(theta, dtype=x.dtype), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)

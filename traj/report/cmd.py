@@ -12,7 +12,9 @@ from ..plots import figure_png
 from ..plots.cmd import (
     plot_corr_matrix,
     plot_evaluation,
+    plot_history_sweep,
     plot_mode_bands,
+    plot_model_comparison,
     plot_modes_per_layer,
     plot_references,
     plot_sample_fits,
@@ -42,8 +44,23 @@ def cmd_report_content(result: CMDResult) -> tuple[Report, dict[str, Any]]:
         f"(N·T numbers -> M·T + 2N). Backend {result.backend}, {result.seconds:.2f} s."
     )
     if result.evaluation:
+        ev = result.evaluation
+        what = "the CMD-reconstructed weights and the weight EMAs" if ev.ema else "the CMD-reconstructed weights"
         report.figure("evaluation.png", figure_png(plot_evaluation(result)),
-                      "Validation metric of the original and the CMD-reconstructed weights per snapshot")
+                      f"Validation metric of the original, {what} per snapshot")
+        for track in ev.ema:
+            line = (f"EMA β = {track.beta:g} (θ̄₀ = the window's first snapshot, no bias correction): last snapshot "
+                    f"{ev.metric} {track.metrics[ev.metric][-1]:.4f} against CMD {ev.cmd[ev.metric][-1]:.4f}; "
+                    f"weight left on the first snapshot β^T = {track.first_weight:.3g}")
+            report.paragraph(line + (" — more than 0.05: β is too close to 1 for this run." if track.stale else "."))
+    if (comparison := result.comparison) is not None:
+        report.figure("models.png", figure_png(plot_model_comparison(comparison)),
+                      "The original run beside DMD-reconstructed weights (ranks) and CMD-reconstructed weights (M), "
+                      "scored at the same snapshots; motion error = ‖D − D̂‖/‖D − mean‖")
+    for sweep in result.history:
+        name = "history length" if sweep.kind == "window" else "snapshot spacing"
+        report.figure(f"sweep_{sweep.kind}.png", figure_png(plot_history_sweep(sweep)),
+                      f"CMD against the {name} it is fitted on, scored on the snapshots every setting shares")
     if result.sweep:
         report.figure("sweep.png", figure_png(plot_sweep(result)), "Best metric and weight MSE against the number of modes")
     report.figure("corr_matrix.png", figure_png(plot_corr_matrix(result)),

@@ -10,7 +10,13 @@ import numpy as np
 
 from ..analysis.dmd import DMDResult
 from ..plots import figure_png
-from ..plots.dmd import plot_eigenvalues, plot_layer_spectra, plot_reconstruction, plot_singular_values
+from ..plots.dmd import (
+    plot_dmd_evaluation,
+    plot_eigenvalues,
+    plot_layer_spectra,
+    plot_reconstruction,
+    plot_singular_values,
+)
 from .writer import Report, write_report
 
 
@@ -34,6 +40,10 @@ def dmd_report(result: DMDResult, out_dir: str | os.PathLike[str], extra: Callab
     if result.forecast_steps:
         caption += f", with a forecast of {result.forecast_steps} snapshots"
     report.figure("reconstruction.png", figure_png(plot_reconstruction(result)), caption)
+    if result.evaluation:
+        report.figure("evaluation.png", figure_png(plot_dmd_evaluation(result)),
+                      "Validation metric of the original and of the DMD-reconstructed weights at several ranks "
+                      "(b = Φ⁺θ₀); dotted past the window: the DMD forecast")
     if result.per_layer:
         report.figure("layer_spectra.png", figure_png(plot_layer_spectra(result)), "Per-layer DMD spectra over the same window")
     report.heading("Eigenvalues")
