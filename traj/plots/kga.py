@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..training.replay import ReplayResult
 from .common import panels
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from .common import AxesLike
+
 __all__ = ["plot_alpha_sweep", "plot_losses", "plot_masked_fraction", "plot_validation"]
 
 
-def plot_losses(result: ReplayResult, *, ax: Any = None) -> Any:
+def plot_losses(result: ReplayResult, *, ax: AxesLike | None = None) -> Figure:
     """Train and validation loss per epoch of the plain run and each KGA run, and the difference."""
     plain = result.plain
     epochs = np.arange(1, len(plain.train_loss) + 1)
@@ -35,7 +40,7 @@ def plot_losses(result: ReplayResult, *, ax: Any = None) -> Any:
     return fig
 
 
-def plot_alpha_sweep(result: ReplayResult, *, ax: Any = None) -> Any:
+def plot_alpha_sweep(result: ReplayResult, *, ax: AxesLike | None = None) -> Figure:
     """Final train loss against the acceleration rate α (seed 000 fig. 9)."""
     rows = [r for r in result.comparison if r.method == "kga"]
     fig, (ax,) = panels(ax, 1, (5.5, 3.8))
@@ -49,7 +54,7 @@ def plot_alpha_sweep(result: ReplayResult, *, ax: Any = None) -> Any:
     return fig
 
 
-def plot_validation(result: ReplayResult, *, ax: Any = None) -> Any:
+def plot_validation(result: ReplayResult, *, ax: AxesLike | None = None) -> Figure:
     """Validation loss and accuracy per epoch of every run (seed 000 fig. 6a), jumps marked.
 
     The per-epoch values are measured before an epoch's jump; a taken jump is a dotted vertical
@@ -88,7 +93,7 @@ def plot_validation(result: ReplayResult, *, ax: Any = None) -> Any:
     return fig
 
 
-def plot_masked_fraction(result: ReplayResult, *, ax: Any = None) -> Any:
+def plot_masked_fraction(result: ReplayResult, *, ax: AxesLike | None = None) -> Figure:
     """The fraction of weights masked from acceleration at each DMD refit of every KGA run."""
     fig, (ax,) = panels(ax, 1, (5.5, 3.5))
     for run in result.accelerated:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -10,10 +10,15 @@ from ..analysis.landscape import LandscapeResult
 from ..display import mathtext
 from .common import panels
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from .common import AxesLike
+
 __all__ = ["plot_landscape"]
 
 
-def plot_landscape(result: LandscapeResult, *, ax: Any = None) -> Any:
+def plot_landscape(result: LandscapeResult, *, ax: AxesLike | None = None) -> Figure:
     """Filled contours of the validation loss (log scale) with each run's projected trajectory on top.
 
     Each axis keeps its own range (PC2's span is often a few % of PC1's): the aspect is not equal.
