@@ -1,6 +1,7 @@
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from traj.cli.app import app
@@ -18,6 +19,12 @@ def test_report_on_a_recipe_run(tmp_path):
     assert summary["prune"]["kept"]["kmp"]["2"] == 1796
     assert summary["cmd"]["evaluation"][-1]["original_accuracy"] > 0.8
     assert set(summary["skipped"]) == {"conjugacy"}
+    models = summary["models"]  # DMD ranks beside CMD modes, scored at the same snapshots as CMD's evaluation
+    assert models["cmd_modes"] == [2, 5] and models["dmd"]["ranks"] == [5, 10, 20]
+    original = models["dmd"]["original"]["accuracy"]
+    assert len(original) == 12 and original[-1] == pytest.approx(summary["cmd"]["evaluation"][-1]["original_accuracy"])
+    assert all(0 < e < 1 for e in models["dmd"]["motion_errors"] + models["cmd_motion_errors"])
+    assert (out / "models.png").exists()
     html = (out / "report.html").read_text()
     assert html.index("<h2>Key figures") < html.index("<h2>DMD (Koopman spectrum)") < html.index("<h2>Pruning")
     assert html.count("data:image/png;base64,") == len(list(out.glob("*.png"))) >= 8

@@ -21,7 +21,7 @@ from ..errors import NotApplicableError
 from ..progress import Progress, Stage
 from ..store import RunStore
 from ..store.info import StoreInfo, describe
-from .cmd import CMDResult, cmd
+from .cmd import CMDResult, ModelComparison, cmd, compare_models
 from .cmd import evaluate as evaluate_cmd
 from .conjugacy import ConjugacyResult, conjugacy
 from .dmd import DMDResult, dmd
@@ -91,6 +91,7 @@ class Overview:
     conjugacy: ConjugacyResult | None
     skipped: dict[str, str]
     seconds: float
+    models: ModelComparison | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -100,6 +101,7 @@ class Overview:
             "cmd": self.cmd.to_dict() if self.cmd else None,
             "prune": self.prune.to_dict() if self.prune else None,
             "conjugacy": self.conjugacy.to_dict() if self.conjugacy else None,
+            "models": self.models.to_dict() if self.models else None,
             "skipped": self.skipped,
             "seconds": self.seconds,
         }
@@ -150,10 +152,20 @@ def overview(
         evaluation = section("cmd evaluation", lambda: evaluate_cmd(cmd_result, store, recipe, max_points=12,
                                                                       engine=engine))
         cmd_result = replace(cmd_result, evaluation=evaluation)
+        models = section("models", lambda: _models(store, recipe, cmd_result, engine))
+    else:
+        models = None
     prune_result = section("prune", lambda: _prune(store, recipe, engine))
     conj_result = section("conjugacy", lambda: _conjugacy(store, peers, engine))
     return Overview(str(store.path), info, history, dmd_result, cmd_result, prune_result, conj_result, skipped,
-                    time.perf_counter() - t0)
+                    time.perf_counter() - t0, models)
+
+
+def _models(store: RunStore, recipe: Any, fitted: CMDResult, engine: Engine) -> ModelComparison:
+    """DMD at a few ranks beside CMD at 2 and at the overview's M, scored at the same 12 snapshots (seed 001 fig. 1)."""
+    modes = sorted({min(2, fitted.modes), fitted.modes})
+    return compare_models(store, recipe, ranks=(5, 10, 20), modes=modes, max_points=12,
+                          samples=min(1000, store.n_params), engine=engine)
 
 
 def _cmd(store: RunStore, modes: int, engine: Engine) -> CMDResult:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..analysis.overview import Overview
 from ..plots import figure_png
-from ..plots.cmd import plot_corr_matrix, plot_evaluation, plot_sample_fits
+from ..plots.cmd import plot_corr_matrix, plot_evaluation, plot_model_comparison, plot_sample_fits
 from ..plots.conjugacy import plot_distance_matrix, plot_spectra
 from ..plots.dmd import plot_eigenvalues, plot_reconstruction, plot_singular_values
 from ..plots.prune import plot_accuracy, plot_overlap
@@ -73,6 +73,14 @@ def _sections(report: Report, overview: Overview) -> None:
                          f"{cmd.relative_error:.3g}; compression {cmd.compression_ratio:.1f}x.")
         report.figure("cmd_corr.png", figure_png(plot_corr_matrix(cmd)), "Clustered |corr| of sampled weights")
         report.figure("cmd_fits.png", figure_png(plot_sample_fits(cmd)), "Sampled weights and their CMD reconstruction")
+        if (models := overview.models) is not None:
+            ev = models.dmd
+            report.paragraph("DMD and CMD as models of training: the recipe's "
+                             f"{ev.metric} of the original weights and of each model's reconstruction, at the same "
+                             f"{len(ev.snapshots)} snapshots (motion error ‖D − D̂‖/‖D − mean‖ in each title).")
+            report.figure("models.png", figure_png(plot_model_comparison(models)), "Original, DMD ranks and CMD modes")
+        elif "models" in skipped:
+            report.paragraph(f"DMD vs CMD as models skipped: {skipped['models']}")
     else:
         report.paragraph(f"Skipped: {skipped.get('cmd')}")
 
