@@ -87,3 +87,18 @@ def test_landscape_command_errors(tmp_path):
         result = CliRunner().invoke(app, ["landscape", str(SAMPLE), *args, "--out", str(tmp_path / "o")])
         assert result.exit_code == 2 and message in result.stderr, result.output
         assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_recipe_without_data_scores_its_own_objective():
+    """mirror-descent has no data set: the grid scores its objective at each point (it once broadcast an
+    MSE against an empty target: a UserWarning and wrong numbers)."""
+    store = open_store(SAMPLE.with_name("mirror-omd.zarr"))
+    recipe = resolve_recipe(None, store)
+    plane = fit_plane([store])
+    x, y = plane.scores[0][[0, -1], 0], plane.scores[0][[0, -1], 1]
+    loss, _ = grid_losses(recipe, plane.mean, plane.directions, x, y)
+    for i in range(2):
+        point = plane.mean + x[i] * plane.directions[0] + y[i] * plane.directions[1]
+        assert loss[i, i] == pytest.approx(recipe.evaluate(point.astype(np.float32))["loss"], rel=1e-5)
+    theta = store.read()[-1]
+    assert recipe.evaluate(theta)["loss"] == pytest.approx(store.loss[-1], rel=1e-12)

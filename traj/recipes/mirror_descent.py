@@ -149,4 +149,13 @@ class MirrorDescent(Recipe):
 
     def evaluate(self, theta: np.ndarray) -> dict[str, float]:
         state = torch.from_numpy(np.asarray(theta, dtype=np.float64)).reshape(-1, int(self.config["dim"]))
+        return self._metrics_of(state)
+
+    @torch.no_grad()
+    def metrics(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        """The objective at the model's state (there is no data: what analyses that score a model with
+        ``metrics`` -- the landscape, a replay's validation -- get for this recipe)."""
+        return self._metrics_of(model.x.detach().double().reshape(-1, int(self.config["dim"])))
+
+    def _metrics_of(self, state: torch.Tensor) -> dict[str, float]:
         return {"loss": self.loss_of(state), "distance": float(self.primal(state).norm(dim=-1).mean())}
