@@ -638,6 +638,8 @@ def evaluate_dmd(store: RunStore | str | os.PathLike[str], recipe: Any, *, ranks
     operators, columns = [], []
     for rank in ranks:
         op = ReducedOperator.from_gram(gram, rank=rank, n_features=store.n_params, dtype=store.dtype, excess="reduce")
+        if any(o.rank == op.rank for o in operators):
+            continue  # reduced to a rank already scored: score it once
         assert op.coefficients is not None and op.amplitudes is not None
         with np.errstate(over="ignore", invalid="ignore"):
             w = np.real(op.coefficients @ (op.amplitudes[:, None] * op.vandermonde(times - op.start)))
@@ -669,7 +671,7 @@ def evaluate_dmd(store: RunStore | str | os.PathLike[str], recipe: Any, *, ranks
             for values in recorded_ahead.values():
                 values.append(float("nan"))
     rebuilt, extrapolated = [], []
-    for i in range(len(ranks)):
+    for i in range(len(operators)):
         block = thetas[i * times.size : (i + 1) * times.size]
         inner: dict[str, list[float]] = {}
         outer: dict[str, list[float]] = {name: [] for name in original} if ahead.size else {}
