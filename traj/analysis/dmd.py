@@ -629,7 +629,13 @@ def evaluate_dmd(store: RunStore | str | os.PathLike[str], recipe: Any, *, ranks
     lo, hi = resolve_window(store, window)
     rows = slice(lo, hi + 1)
     n_window = hi - lo + 1
-    gram = engine.gram(store, rows=rows, groups={"all": [slice(0, store.n_params)]}, progress=progress)["all"]
+    data = None
+    if n_window * store.n_params * 8 <= IN_MEMORY_BYTES:  # as fit_dmd: an SVD of the data where the window fits
+        data = engine.collect(store, slice(0, store.n_params), rows=rows, progress=progress)
+        with np.errstate(invalid="ignore", over="ignore"):
+            gram = data @ data.T
+    else:
+        gram = engine.gram(store, rows=rows, groups={"all": [slice(0, store.n_params)]}, progress=progress)["all"]
     check_gram_finite(gram, store, lo)
     inside = np.unique(np.linspace(n_window - 1, 0, min(max_points, n_window)).round().astype(int))
     ahead = (np.unique(np.linspace(n_window, n_window - 1 + forecast, min(max_points, forecast)).round().astype(int))
@@ -637,7 +643,8 @@ def evaluate_dmd(store: RunStore | str | os.PathLike[str], recipe: Any, *, ranks
     times = np.concatenate([inside, ahead])
     operators, columns = [], []
     for rank in ranks:
-        op = ReducedOperator.from_gram(gram, rank=rank, n_features=store.n_params, dtype=store.dtype, excess="reduce")
+        op = (ReducedOperator.from_data(data, rank=rank, dtype=store.dtype, excess="reduce") if data is not None else
+              ReducedOperator.from_gram(gram, rank=rank, n_features=store.n_params, dtype=store.dtype, excess="reduce"))
         if any(o.rank == op.rank for o in operators):
             continue  # reduced to a rank already scored: score it once
         assert op.coefficients is not None and op.amplitudes is not None
