@@ -68,6 +68,8 @@ class DaskBackend:
 
             with Client(self.scheduler, set_as_default=False) as client:
                 results = tuple(client.gather(client.compute(list(arrays))))
+        elif self.scheduler == "processes":
+            results = dask.compute(*arrays, scheduler="processes", pool=_process_pool())
         else:
             results = dask.compute(*arrays, scheduler=self.scheduler)
         if progress is not None:
@@ -171,6 +173,36 @@ class DaskBackend:
         sums = [(self.columns(store, rows, slices, array) ** 2).sum(axis=1) for slices in groups.values()]
         results = self.compute(da.isfinite(x[:, lo:hi]).all(axis=1), *sums, progress=progress)
         return np.stack([np.asarray(r) for r in results[1:]], axis=1), np.asarray(results[0], dtype=bool)
+
+
+_POOL: list[Any] = []
+
+
+def _process_pool() -> Any:
+    """The worker processes of the "processes" scheduler, started once and kept for later graphs.
+
+    dask starts (spawns) a fresh pool for every ``compute`` unless given one; each worker then
+    imports numpy, scipy, zarr and traj again, which cost ~2.5 s per Gram of a 400 MB store
+    (benchmarks/dask_gram.py). The pool is shut down at interpreter exit, and replaced if broken.
+    """
+    if _POOL and getattr(_POOL[0], "_broken", False):  # a worker died: start a fresh pool
+        _POOL.pop().shutdown(wait=False)
+    if not _POOL:
+        import atexit
+        import os
+        from concurrent.futures import ProcessPoolExecutor
+        from functools import partial
+
+        from dask.multiprocessing import get_context, initialize_worker_process
+
+        # what dask sets before starting its own pool: consistent hashing in the workers
+        if os.environ.get("PYTHONHASHSEED") in (None, "0"):
+            os.environ["PYTHONHASHSEED"] = "6640"
+        pool = ProcessPoolExecutor(mp_context=get_context(), initializer=partial(initialize_worker_process,
+                                                                                 user_initializer=None))
+        atexit.register(pool.shutdown)
+        _POOL.append(pool)
+    return _POOL[0]
 
 
 def _band_gram(path: str, rows: slice, groups: dict[str, list[slice]], block_bytes: int, one_blas_thread: bool
