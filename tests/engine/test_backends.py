@@ -136,6 +136,22 @@ class TestDaskSync(EngineContract):
     options = {"backend": "dask", "scheduler": "sync"}
 
 
-@pytest.mark.slow  # a process pool per compute: ~90 s for the contract
-class TestDaskProcesses(EngineContract):
+class TestDaskProcesses(EngineContract):  # one process pool kept between graphs: ~4 s (was ~90 s, a pool per compute)
     options = {"backend": "dask", "scheduler": "processes"}
+
+
+@pytest.mark.parametrize(("whole", "n_bands"), [(slice(0, 777), 4), (slice(250, 777), 2), (slice(5, 290), 8),
+                                                (slice(0, 777), 1)])
+def test_dask_bands_cover_the_columns_in_equal_whole_chunks(data, whole, n_bands):
+    from traj.engine.backends.dask import DaskBackend
+
+    store = data[0]
+    w = store.chunks[1]
+    bands = list(DaskBackend.bands(store, whole, n_bands))
+    assert bands[0].start == whole.start and bands[-1].stop == whole.stop
+    assert all(a.stop == b.start for a, b in zip(bands[:-1], bands[1:], strict=True))
+    assert all(b.start % w == 0 for b in bands[1:])  # every band but the first starts on a chunk
+    n_chunks = -(-(whole.stop - whole.start + whole.start % w) // w)
+    assert len(bands) == min(n_bands, n_chunks)
+    widths = [-(-(b.stop - (b.start - b.start % w)) // w) for b in bands]  # chunks each band touches
+    assert max(widths) - min(widths) <= 1

@@ -6,7 +6,7 @@ read ``store.zarr_array()``, so every chunk passes the same checks as the other 
 Projections streamed block by block (``project_blocks``) run on the numpy backend.
 
 The Gram, the costly reduction, is computed where the data are read: one task per column band
-(whole shards, a multiple of the engine's block width) opens the store, reads its band and
+(whole chunks; two bands per thread that runs tasks) opens the store, reads its band and
 accumulates the band's partial Grams with ``dsyrk``; the (T+1)² partials are summed in a tree
 (fan-in 4). Only T×T results travel between workers, never the data (no rechunk).
 """
@@ -28,6 +28,11 @@ __all__ = ["DaskBackend", "LOCAL_SCHEDULERS", "REMOTE_SCHEDULERS"]
 
 #: Column bands of a Gram at most (each a task returning T×T partial Grams).
 MAX_BANDS = 64
+#: Column bands per thread that runs tasks. Each band task opens the store and every shard file
+#: it crosses, so more bands cost more; 2 per thread lets a thread that finishes early take
+#: another. 13 bands (one per 64 MB block) on 2 cores: dask threads 1.6x numpy; 4: 0.9-1.1x
+#: (benchmarks/dask_gram.py).
+BANDS_PER_THREAD = 2
 #: Partial results summed per task of the tree reduction.
 FAN_IN = 4
 
@@ -68,6 +73,8 @@ class DaskBackend:
 
             with Client(self.scheduler, set_as_default=False) as client:
                 results = tuple(client.gather(client.compute(list(arrays))))
+        elif self.scheduler == "processes":
+            results = dask.compute(*arrays, scheduler="processes", pool=_process_pool())
         else:
             results = dask.compute(*arrays, scheduler=self.scheduler)
         if progress is not None:
@@ -80,28 +87,61 @@ class DaskBackend:
         """Partial Grams per column band where the band is read, then a tree sum (module docstring)."""
         import dask
 
-        level = []
-        for cols in self.bands(store, rows, span(groups)):
-            parts = {name: [slice(a, b) for a, b in intersections(cols, slices)] for name, slices in groups.items()}
-            parts = {name: v for name, v in parts.items() if v}
-            if parts:
-                level.append(dask.delayed(_band_gram)(str(store.path), rows, parts, self.streaming.block_bytes,
-                                                      self.one_blas_thread))
-        (result,) = self.compute(self.tree_sum(level), progress=progress)
+        def graph(n_bands: int) -> Any:
+            level = []
+            for cols in self.bands(store, span(groups), n_bands):
+                parts = {name: [slice(a, b) for a, b in intersections(cols, slices)] for name, slices in groups.items()}
+                parts = {name: v for name, v in parts.items() if v}
+                if parts:
+                    level.append(dask.delayed(_band_gram)(str(store.path), rows, parts, self.streaming.block_bytes,
+                                                          self.one_blas_thread, self.prefetch))
+            return self.tree_sum(level)
+
+        (result,) = self.compute_graph(graph, progress)
         return {name: symmetric(np.asarray(result[name])) for name in groups}
 
     @property
     def one_blas_thread(self) -> bool:
         return self.scheduler in ("threads", "processes")
 
-    def bands(self, store: RunStore, rows: slice, whole: slice) -> Iterator[slice]:
-        """Column bands of ``whole``: at most MAX_BANDS, each a multiple of the engine's block width
-        and starting on a block (so chunk and shard) boundary."""
-        width = self.streaming.width(store, rows)
-        n_blocks = -(-(whole.stop - whole.start) // width)
-        band = width * max(1, -(-n_blocks // MAX_BANDS))
-        for lo in range(whole.start - whole.start % width, whole.stop, band):
-            yield slice(max(lo, whole.start), min(lo + band, whole.stop))
+    @property
+    def prefetch(self) -> bool:
+        """Whether a band task reads ahead in a thread: not under the threads scheduler, where the
+        tasks share one GIL and one task reads while another computes anyway; a read-ahead thread
+        per task only fought the others for the GIL (the chunk walk is Python): 13 bands on 2 cores
+        took 1.7 CPU-seconds with it, 1.2 without (numpy: 0.9). Worker processes each have their own
+        GIL, and reading ahead measured faster there (processes 1.28x numpy with, 1.48x without)."""
+        return self.scheduler != "threads"
+
+    def compute_graph(self, graph: Any, progress: Progress | None) -> tuple[Any, ...]:
+        """``graph(n_bands)`` built for the scheduler's parallelism (BANDS_PER_THREAD bands per thread
+        that runs tasks: the local cores, or the cluster's worker threads), then computed."""
+        import os
+
+        if self.scheduler.startswith(REMOTE_SCHEDULERS):
+            from distributed import Client
+
+            with Client(self.scheduler, set_as_default=False) as client:
+                threads = sum(client.nthreads().values())
+                results = tuple(client.gather(client.compute([graph(BANDS_PER_THREAD * max(1, threads))])))
+            if progress is not None:
+                progress(1, 1)
+            return results
+        threads = 1 if self.scheduler not in ("threads", "processes") else (os.cpu_count() or 1)
+        return self.compute(graph(BANDS_PER_THREAD * threads), progress=progress)
+
+    @staticmethod
+    def bands(store: RunStore, whole: slice, n_bands: int) -> Iterator[slice]:
+        """``whole`` in at most ``n_bands`` (and MAX_BANDS) column bands of whole chunks, as equal as
+        the chunks allow (the tasks end together), each starting on a chunk (so shard) boundary."""
+        w = store.chunks[1]
+        first = whole.start - whole.start % w
+        n_chunks = -(-(whole.stop - first) // w)
+        k = max(1, min(n_bands, MAX_BANDS, n_chunks))
+        edges = [first + n_chunks * i // k * w for i in range(k + 1)]
+        for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+            if max(lo, whole.start) < min(hi, whole.stop):
+                yield slice(max(lo, whole.start), min(hi, whole.stop))
 
     @staticmethod
     def tree_sum(level: list[Any]) -> Any:
@@ -141,13 +181,17 @@ class DaskBackend:
         """Σ over column bands of B[left] (B[right]ᵀ M), each band's part computed where it is read, then a tree sum."""
         import dask
 
-        level = []
-        for cols in self.bands(store, rows, span({"": columns})):
-            parts = [slice(a, b) for a, b in intersections(cols, columns)]
-            if parts:
-                level.append(dask.delayed(_band_products)(str(store.path), rows, parts, dict(products),
-                                                          self.streaming.block_bytes, self.one_blas_thread))
-        (result,) = self.compute(self.tree_sum(level), progress=progress)
+        def graph(n_bands: int) -> Any:
+            level = []
+            for cols in self.bands(store, span({"": columns}), n_bands):
+                parts = [slice(a, b) for a, b in intersections(cols, columns)]
+                if parts:
+                    level.append(dask.delayed(_band_products)(str(store.path), rows, parts, dict(products),
+                                                              self.streaming.block_bytes, self.one_blas_thread,
+                                                              self.prefetch))
+            return self.tree_sum(level)
+
+        (result,) = self.compute_graph(graph, progress)
         trace = result.pop("__trace__")
         return {name: np.asarray(result[name]) for name in products}, float(trace)
 
@@ -173,8 +217,38 @@ class DaskBackend:
         return np.stack([np.asarray(r) for r in results[1:]], axis=1), np.asarray(results[0], dtype=bool)
 
 
-def _band_gram(path: str, rows: slice, groups: dict[str, list[slice]], block_bytes: int, one_blas_thread: bool
-               ) -> dict[str, np.ndarray]:
+_POOL: list[Any] = []
+
+
+def _process_pool() -> Any:
+    """The worker processes of the "processes" scheduler, started once and kept for later graphs.
+
+    dask starts (spawns) a fresh pool for every ``compute`` unless given one; each worker then
+    imports numpy, scipy, zarr and traj again, which cost ~2.5 s per Gram of a 400 MB store
+    (benchmarks/dask_gram.py). The pool is shut down at interpreter exit, and replaced if broken.
+    """
+    if _POOL and getattr(_POOL[0], "_broken", False):  # a worker died: start a fresh pool
+        _POOL.pop().shutdown(wait=False)
+    if not _POOL:
+        import atexit
+        import os
+        from concurrent.futures import ProcessPoolExecutor
+        from functools import partial
+
+        from dask.multiprocessing import get_context, initialize_worker_process
+
+        # what dask sets before starting its own pool: consistent hashing in the workers
+        if os.environ.get("PYTHONHASHSEED") in (None, "0"):
+            os.environ["PYTHONHASHSEED"] = "6640"
+        pool = ProcessPoolExecutor(mp_context=get_context(), initializer=partial(initialize_worker_process,
+                                                                                 user_initializer=None))
+        atexit.register(pool.shutdown)
+        _POOL.append(pool)
+    return _POOL[0]
+
+
+def _band_gram(path: str, rows: slice, groups: dict[str, list[slice]], block_bytes: int, one_blas_thread: bool,
+               prefetch: bool = True) -> dict[str, np.ndarray]:
     """The partial Grams of one column band, read and computed in the task (a worker opens the store itself).
 
     Under the local schedulers one task runs per core, so BLAS gets one thread per task: with
@@ -182,15 +256,28 @@ def _band_gram(path: str, rows: slice, groups: dict[str, list[slice]], block_byt
     (benchmarks/dask_gram.py). A distributed worker's nanny already sets one thread.
     """
     with _blas_threads(one_blas_thread):
-        return NumpyBackend(block_bytes).gram(RunStore(path), rows, groups, None)
+        return _reader(block_bytes, prefetch).gram(RunStore(path), rows, groups, None)
 
 
 def _band_products(path: str, rows: slice, columns: list[slice], products: Products, block_bytes: int,
-                   one_blas_thread: bool) -> dict[str, Any]:
+                   one_blas_thread: bool, prefetch: bool = True) -> dict[str, Any]:
     """One column band's part of ``gram_times`` (and of the trace, under "__trace__"), read in the task."""
     with _blas_threads(one_blas_thread):
-        out, trace = NumpyBackend(block_bytes).gram_times(RunStore(path), rows, columns, products, None)
+        out, trace = _reader(block_bytes, prefetch).gram_times(RunStore(path), rows, columns, products, None)
     return {**out, "__trace__": np.float64(trace)}
+
+
+class _InlineReads(NumpyBackend):
+    """The numpy backend reading its blocks in the calling thread (no read-ahead thread)."""
+
+    def blocks(self, store: RunStore, rows: slice, columns: slice | None, progress: Progress | None,
+               array: str = "params") -> Iterator[tuple[slice, np.ndarray]]:
+        return store.iter_blocks(rows=rows, columns=columns, progress=progress, array=array,
+                                 block_columns=self.width(store, rows), read_bytes=4 * self.block_bytes)
+
+
+def _reader(block_bytes: int, prefetch: bool) -> NumpyBackend:
+    return NumpyBackend(block_bytes) if prefetch else _InlineReads(block_bytes)
 
 
 def _blas_threads(one: bool) -> Any:
