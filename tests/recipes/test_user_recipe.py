@@ -19,6 +19,8 @@ def test_module_function_recipe_from_the_command_line(tmp_path, monkeypatch):
         "from traj.recipes import get_recipe\n"
         "def small():\n    return get_recipe('quadratic-mlp', epochs=2, n_train=64)\n"
         "def not_a_recipe():\n    return 42\n"
+        "def broken():\n    raise ValueError('my bug')\n"
+        "CONSTANT = 3\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     recipe = resolve_recipe("my_recipes:small")
@@ -27,6 +29,12 @@ def test_module_function_recipe_from_the_command_line(tmp_path, monkeypatch):
         resolve_recipe("my_recipes:not_a_recipe")
     with pytest.raises(UnknownRecipeError, match="cannot load"):
         resolve_recipe("no_such_module_xyz:make")
+    with pytest.raises(UnknownRecipeError, match="raised ValueError: my bug"):
+        resolve_recipe("my_recipes:broken")
+    with pytest.raises(UnknownRecipeError, match=r"not a function \(int\)"):
+        resolve_recipe("my_recipes:CONSTANT")
+    with pytest.raises(UnknownRecipeError, match="not a function"):
+        resolve_recipe("os:path")
 
     np.save(tmp_path / "x.npy", np.zeros((4, 3), dtype=np.float32))
     import_npy(tmp_path / "x.npy", tmp_path / "x.zarr")  # a store without a recipe

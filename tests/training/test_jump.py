@@ -168,3 +168,18 @@ def test_kga_replay_refuses_bad_baseline_options(tmp_path):
                                           "--out", str(tmp_path / "o")])
         assert result.exit_code == 2 and flag in result.stderr, result.output
         assert not (tmp_path / "o").exists()
+
+
+def test_no_jump_at_the_last_epoch_and_a_horizon_of_at_least_one():
+    """A jump after the last epoch would be logged as taken while the run ends before it (found by a
+    new user: "2 of 2 jumps taken" on an 8-epoch run, the final weights those before the second)."""
+    model = torch.nn.Linear(3, 1, bias=False)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    jumper = KoopmanJump(opt, window=3, horizon=2, every=2, warmup=2, last_epoch=4)
+    for _ in range(4):
+        with torch.no_grad():
+            model.weight.mul_(0.9)
+        jumper.epoch_end()
+    assert jumper.log.epochs == [2]  # epoch 4 (the last) is not attempted
+    with pytest.raises(TrajError, match="jump_horizon"):
+        KoopmanJump(opt, horizon=0)

@@ -84,7 +84,13 @@ def resolve_recipe(spec: str | None, store: object = None) -> Recipe | None:
         factory = getattr(module, attr)
     except (ImportError, AttributeError) as exc:
         raise UnknownRecipeError(f"cannot load the recipe {spec!r}: {exc}") from None
-    recipe = factory()
+    if not callable(factory):
+        raise UnknownRecipeError(f"{spec!r} is not a function ({type(factory).__name__}): give one returning a traj Recipe")
+    try:
+        recipe = factory()
+    except Exception as exc:  # the user's code: one line here, the traceback under traj --debug
+        raise UnknownRecipeError(f"the recipe {spec!r} raised {type(exc).__name__}: {exc} "
+                                 "(traj --debug shows where)") from exc
     if not isinstance(recipe, Recipe):
         raise UnknownRecipeError(f"{spec!r} returned {type(recipe).__name__}, not a traj Recipe")
     return recipe

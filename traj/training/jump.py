@@ -63,7 +63,7 @@ class JumpOptions:
         return cls(
             mode=check_choice("mode", mode, JUMP_MODES),
             window=window,
-            horizon=check_int("jump_horizon", horizon, low=0, high=MAX_HORIZON),
+            horizon=check_int("jump_horizon", horizon, low=1, high=MAX_HORIZON),
             every=every,
             warmup=window - 1 if warmup is None else check_int("jump_warmup", warmup, low=0, high=MAX_EPOCHS),
             rank=check_rank(rank),
@@ -148,13 +148,15 @@ class KoopmanJump:
         "bootstrap", logged around each jump when given.
     on_jump : callable, optional
         Called after each taken jump (e.g. to mark the next recorded snapshot).
+    last_epoch : int, optional
+        The training's last epoch: no jump is attempted there (nothing would train from it).
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, params: Iterable[torch.Tensor] | None = None, *,
                  mode: str = "predict", window: int = 5, horizon: int = 5, every: int | None = None,
                  warmup: int | None = None, rank: int | str | None = None,
                  validate: Callable[[], dict[str, float]] | None = None,
-                 on_jump: Callable[[], None] | None = None) -> None:
+                 on_jump: Callable[[], None] | None = None, last_epoch: int | None = None) -> None:
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise ParameterError("optimizer", f"must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
         self.options = JumpOptions.checked(mode=mode, window=window, horizon=horizon, every=every, warmup=warmup,
@@ -167,6 +169,9 @@ class KoopmanJump:
         self._dtype = np.float64 if all(p.dtype == torch.float64 for p in self.params) else np.float32
         self.validate = validate
         self.on_jump = on_jump
+        # no jump at the end of training: nothing would train from it, and the run's last metrics and
+        # snapshot were taken before it
+        self.last_epoch = None if last_epoch is None else check_int("last_epoch", last_epoch, low=1)
         self.log = JumpLog()
         self.epoch = 0
         self._last_attempt: int | None = None
@@ -193,6 +198,7 @@ class KoopmanJump:
         theta = self._flat()
         self._history.append(theta)
         due = (len(self._history) == o.window and self.epoch >= o.warmup
+               and (self.last_epoch is None or self.epoch < self.last_epoch)
                and (self._last_attempt is None or self.epoch - self._last_attempt >= o.every))
         if not due:
             return

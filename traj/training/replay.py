@@ -303,7 +303,8 @@ def _replay_run(recipe: Any, out: Path, final: Path, spec: _Spec, epochs: int | 
             return made["kga"]
         made["jump"] = KoopmanJump(optimizer, mode=spec.method, window=jump.window, horizon=jump.horizon,
                                    every=jump.every, warmup=jump.warmup, validate=validate,
-                                   on_jump=marks[0].jumped if marks else None)
+                                   on_jump=marks[0].jumped if marks else None,
+                                   last_epoch=epochs or recipe.epochs)
         return made["jump"]
 
     train_loss: list[float] = []
