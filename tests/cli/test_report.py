@@ -39,3 +39,5 @@ def test_report_skips_what_does_not_apply(tmp_path):
     assert "prune" in summary["skipped"] and "no prunable" in summary["skipped"]["prune"]
     assert summary["conjugacy"]["distance"][0][1] < 0.02
     assert (out / "conjugacy_spectra.png").exists()
+    md = (out / "report.md").read_text()  # the verdict is on the page, not only in summary.json
+    assert f"| {summary['conjugacy']['verdicts'][0]['verdict']} |" in md and "W1 / threshold" in md

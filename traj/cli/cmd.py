@@ -125,9 +125,9 @@ def cmd(
         )
         if (ev := result.evaluation) is not None:
             metric = ev.metric
-            emas = "".join(f", EMA {t.beta:g} {t.metrics[metric][-1]:.4f}" for t in ev.ema)
-            out_console.print(f"  last snapshot {metric}: original {ev.original[metric][-1]:.4f}, "
-                              f"CMD {ev.cmd[metric][-1]:.4f}{emas}")
+            emas = "".join(f", EMA {t.beta:g} {t.metrics[metric][-1]:.4g}" for t in ev.ema)
+            out_console.print(f"  last snapshot {metric}: original {ev.original[metric][-1]:.4g}, "
+                              f"CMD {ev.cmd[metric][-1]:.4g}{emas}")
 
         for row in result.sweep:
             line = f"  M = {row.modes}: relative error {row.relative_error:.4g}"
@@ -135,13 +135,13 @@ def cmd(
                 line += (f", ARI over {len(st.seeds)} sampling seeds min {st.ari.min():.3f} / median "
                          f"{np.median(st.ari):.3f} / max {st.ari.max():.3f}")
             if row.metric:
-                line += f", best {row.metric} {row.best_cmd:.4f} (original {row.best_original:.4f})"
+                line += f", best {row.metric} {row.best_cmd:.4g} (original {row.best_original:.4g})"
             out_console.print(line)
         for sweep in result.history:
             cells = "; ".join(
                 f"{'start' if sweep.kind == 'window' else 's ='} {r.setting} M {r.modes}: error {r.relative_error:.4g}"
-                + (f", {sweep.metric} {r.metric_mean:.4f}" if sweep.metric else "") for r in sweep.rows)
-            base = f" (original {sweep.original_mean:.4f})" if sweep.metric else ""
+                + (f", {sweep.metric} {r.metric_mean:.4g}" if sweep.metric else "") for r in sweep.rows)
+            base = f" (original {sweep.original_mean:.4g})" if sweep.metric else ""
             out_console.print(f"  {sweep.kind} sweep, mean over {sweep.scored.size} shared snapshots{base}: {cells}")
         if evaluate and recipe is None:
             err_console.print("[yellow]no recipe in this store: --evaluate skipped[/yellow]")

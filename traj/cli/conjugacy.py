@@ -109,7 +109,7 @@ def _show(result: ConjugacyResult, quantile: float) -> None:
 
     for v in result.verdicts:
         colour = {"conjugate": "green", "non-conjugate": "red"}.get(v.verdict, "yellow")
-        ratio = f" ({v.distance / result.threshold:.2g} x threshold)" if result.threshold else ""
+        ratio = f" ({v.distance / result.threshold:.3g} x threshold)" if result.threshold else ""
         out_console.print(f"{m(Path(v.a).name)} vs {m(Path(v.b).name)}: W1 = {v.distance:.4g}{ratio} "
                           f"[{colour}]{v.verdict}[/{colour}]")
     if (w := result.windows) is not None:

@@ -124,10 +124,10 @@ def dmd(
             out_console.print(f"  {m(result.operator.rank_note)}")
         if (ev := result.evaluation) is not None:
             metric = ev.metric
-            cells = ", ".join(f"rank {r} {v[metric][-1]:.4f} (motion error {e:.3f})"
+            cells = ", ".join(f"rank {r} {v[metric][-1]:.4g} (motion error {e:.3f})"
                               for r, v, e in zip(ev.ranks, ev.reconstructed, ev.motion_errors, strict=True))
-            out_console.print(f"  last snapshot {metric}: original {ev.original[metric][-1]:.4f}; DMD {cells}")
+            out_console.print(f"  last snapshot {metric}: original {ev.original[metric][-1]:.4g}; DMD {cells}")
             if ev.forecast_offsets.size:
-                cells = ", ".join(f"rank {r} {v[metric][-1]:.4f}" for r, v in zip(ev.ranks, ev.forecast, strict=True))
+                cells = ", ".join(f"rank {r} {v[metric][-1]:.4g}" for r, v in zip(ev.ranks, ev.forecast, strict=True))
                 out_console.print(f"  forecast {metric} {int(ev.forecast_offsets[-1])} snapshots ahead: {cells}")
         err_console.print(f"[green]report[/green] {m(target)}/report.html")

@@ -53,8 +53,13 @@ def conjugacy_report(result: ConjugacyResult, out_dir: str | os.PathLike[str],
                       "Distances between consecutive windows of one run: dynamical transitions")
     if result.verdicts:
         report.heading("Verdicts")
-        report.table(["run A", "run B", "W1", "W1 / threshold", "verdict", "decided by"],
-                     [[Path(v.a).name, Path(v.b).name, f"{v.distance:.4g}",
-                       f"{v.distance / result.threshold:.3g}" if result.threshold else "-", v.verdict, v.basis or "-"]
-                      for v in result.verdicts])
+        verdict_table(report, result)
     return write_report(out_dir, report, d, extra=extra, inputs=inputs)
+
+
+def verdict_table(report: Report, result: ConjugacyResult) -> None:
+    """One row per pair: W1, W1 / threshold, the verdict and the null (or margin) that decided it."""
+    report.table(["run A", "run B", "W1", "W1 / threshold", "verdict", "decided by"],
+                 [[Path(v.a).name, Path(v.b).name, f"{v.distance:.4g}",
+                   f"{v.distance / result.threshold:.3g}" if result.threshold else "-", v.verdict, v.basis or "-"]
+                  for v in result.verdicts])

@@ -17,6 +17,7 @@ from ..plots.conjugacy import plot_distance_matrix, plot_spectra
 from ..plots.dmd import plot_eigenvalues, plot_reconstruction, plot_singular_values
 from ..plots.prune import plot_accuracy, plot_overlap
 from ..plots.run import plot_run_overview
+from .conjugacy import verdict_table
 from .writer import Report, write_report
 
 __all__ = ["overview_report"]
@@ -94,7 +95,11 @@ def _sections(report: Report, overview: Overview) -> None:
         report.paragraph(f"Skipped: {skipped.get('prune')}")
 
     report.heading("Conjugacy")
-    if overview.conjugacy is not None:
-        report.figure("conjugacy_distance.png", figure_png(plot_distance_matrix(overview.conjugacy)), "Distances")
+    if (conj := overview.conjugacy) is not None:
+        if conj.threshold is not None:
+            report.paragraph(f"A pair is conjugate when its W1 is at most {conj.threshold:.3g} (set by the "
+                             f"{conj.basis}); `traj conjugacy` gives the nulls and spectra in full.")
+        verdict_table(report, conj)
+        report.figure("conjugacy_distance.png", figure_png(plot_distance_matrix(conj)), "Distances")
     else:
         report.paragraph(f"Skipped: {skipped.get('conjugacy')}")
