@@ -148,3 +148,22 @@ def test_info_report_and_layer_norms(tmp_path, rng):
     (tmp_path / "afile").write_text("x")
     result = invoke("info", path, "--out", tmp_path / "afile")
     assert result.exit_code == 2 and "is a file" in result.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["cmd", "{q}", "--modes", "3", "--threshold", "0.5"], "--modes and --threshold both cut the dendrogram"),
+    (["cmd", "{q}", "--compare-modes", "2,5"], "--compare-modes draws CMD beside DMD: it needs --compare-dmd"),
+    (["conjugacy", "{omd}", "{ogd}", "--null", "{q}"], "is not the model of mirror-omd.zarr"),
+])
+def test_options_that_would_be_ignored_are_refused(tmp_path, args, message):
+    """Options a run would silently drop (found by a new user) are one line and exit 2, nothing written."""
+    from pathlib import Path
+
+    sample = Path(__file__).resolve().parents[2] / "sample_data"
+    paths = {"q": sample / "quadratic-mlp.zarr", "omd": sample / "mirror-omd.zarr", "ogd": sample / "mirror-ogd.zarr"}
+    out = tmp_path / "out"
+    result = subprocess.run([sys.executable, "-c", "from traj.cli.app import main; main()", *[a.format(**paths) for a in args], "--out", str(out)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not out.exists()

@@ -649,6 +649,12 @@ def fit_conjugacy(stores: Sequence[RunStore | str | os.PathLike[str]], params: C
     if len(runs) < 2 and not params.windows:
         raise ParameterError("stores", "holds one run: give two or more runs to compare, or windows=W to compare "
                                        "windows of one run")
+    first = [(e.name, tuple(e.shape)) for e in runs[0].layout.entries]
+    for s in null_runs:  # a seed null is the first run's model trained from other seeds
+        if [(e.name, tuple(e.shape)) for e in s.layout.entries] != first:
+            raise ParameterError("null", f"{s.path.name} is not the model of {runs[0].path.name} (other parameter "
+                                         "names or shapes): a seed null holds runs of the first run's model and "
+                                         "recipe from other seeds")
     # every run's window, layer and stacking is checked before the first spectrum
     run_windows = {id(s): window_and_delays(s, params.window, params.delays)[:2] for s in runs + null_runs}
     for s in runs + null_runs:

@@ -68,18 +68,25 @@ def cmd(
     with handle_errors(ctx), flag_names("modes", "threshold", "samples", "window", "subsample", "seed", "sweep",
                                         "eval_points", "drop_nonfinite", "distance", "ema", "sweep_window", "sweep_subsample",
                                         ranks="--compare-dmd",
-                                        cmd_modes="--compare-modes"):
+                                        cmd_modes="--compare-modes", compare_modes="--compare-modes"):
         import numpy as np
 
         from ..analysis.cmd import CMDParams, compare_models, fit_cmd
         from ..atomic import staged_output
         from ..display import markup as m
-        from ..errors import NotApplicableError
+
+        # every option (the evaluation's and the sweep's too) is checked before the first pass
+        from ..errors import NotApplicableError, ParameterError
         from ..recipes import resolve_recipe
         from ..report.cmd import cmd_report_files
         from ..store import open_store
 
-        # every option (the evaluation's and the sweep's too) is checked before the first pass
+        given = {name for name in ("modes", "compare_modes")
+                 if getattr(ctx.get_parameter_source(name), "name", None) == "COMMANDLINE"}  # typer vendors click
+        if threshold is not None and "modes" in given:
+            raise ParameterError("modes", "and --threshold both cut the dendrogram: give one of them")
+        if "compare_modes" in given and not compare_dmd:
+            raise ParameterError("compare_modes", "draws CMD beside DMD: it needs --compare-dmd RANKS")
         params = CMDParams.checked(modes=None if threshold is not None else modes, threshold=threshold,
                                    samples=samples, window=window, subsample=subsample, seed=seed,
                                    drop_nonfinite=drop_nonfinite, eval_points=eval_points,
