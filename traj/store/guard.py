@@ -276,6 +276,17 @@ def _zstd_content_size(data: bytes) -> int | None:
     return value + 256 if size == 2 else value
 
 
+def json_object(raw: bytes, where: str) -> dict[str, Any]:
+    """``raw`` parsed as a JSON object; anything else is a :class:`DamagedStoreError` naming ``where``."""
+    try:
+        meta = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DamagedStoreError(f"{where} is not valid JSON ({type(exc).__name__})") from None
+    if not isinstance(meta, dict):
+        raise DamagedStoreError(f"{where} holds a JSON {json_kind(meta)}, not an object")
+    return meta
+
+
 def json_kind(value: Any) -> str:
     """How JSON names the type of a parsed value (for messages)."""
     for kind, name in ((bool, "boolean"), (int, "number"), (float, "number"), (str, "string"), (list, "array")):
@@ -317,12 +328,7 @@ def parse_array_metadata(
         Not JSON, not an object, or any field outside what traj writes.
     """
     label = f"{where}: '{name}'"
-    try:
-        meta = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise DamagedStoreError(f"{label}: zarr.json is not valid JSON ({exc.__class__.__name__})") from None
-    if not isinstance(meta, dict):
-        raise DamagedStoreError(f"{label}: zarr.json holds a JSON {json_kind(meta)}, not an object")
+    meta = json_object(raw, f"{label}: zarr.json")
     if meta.get("zarr_format") != 3 or meta.get("node_type") != "array":
         raise DamagedStoreError(f"{label}: zarr.json does not describe a Zarr v3 array")
     shape = meta.get("shape")

@@ -143,7 +143,9 @@ class RunStore:
     def _group_attributes(self, raw: bytes | None) -> dict[str, Any]:
         if raw is None:
             raise StoreNotFoundError(f"{self.path}: not a run store (no zarr.json; is it a Zarr v3 group?)")
-        meta = _json_object(raw, f"{self.path}: zarr.json")
+        from .guard import json_object
+
+        meta = json_object(raw, f"{self.path}: zarr.json")
         if meta.get("zarr_format") != 3:
             raise StoreFormatError(f"{self.path}: not a Zarr v3 group (zarr.json has no zarr_format 3)")
         if meta.get("node_type") == "array":
@@ -250,12 +252,12 @@ class RunStore:
                 )
 
     def _list_metrics(self) -> list[str]:
-        from .guard import MAX_ARRAY_JSON_BYTES
+        from .guard import MAX_ARRAY_JSON_BYTES, json_object
 
         raw = self._store.read_file("metrics/zarr.json", MAX_ARRAY_JSON_BYTES)
         if raw is None:
             return []
-        meta = _json_object(raw, f"{self.path}: metrics/zarr.json")
+        meta = json_object(raw, f"{self.path}: metrics/zarr.json")
         if meta.get("node_type") != "group":
             raise DamagedStoreError(f"{self.path}: 'metrics' is not a Zarr group")
         names = []
@@ -503,18 +505,7 @@ class RunStore:
             read_width = max(1, read_bytes // column_bytes) * n_chunk
         else:
             read_width = width
-        outer = _aligned_bounds(start, stop, read_width)
-        inner = [_aligned_bounds(outer[i], outer[i + 1], width) for i in range(len(outer) - 1)]
-        total = sum(len(b) - 1 for b in inner)
-        done = 0
-        for i, bounds in enumerate(inner):
-            read = self._guarded(lambda i=i: data[rows, outer[i] : outer[i + 1]], rows)
-            for j in range(len(bounds) - 1):
-                cols = slice(bounds[j], bounds[j + 1])
-                yield cols, read[:, cols.start - outer[i] : cols.stop - outer[i]]
-                done += 1
-                if progress is not None:
-                    progress(done, total)
+        yield from self._banded(lambda band: data[rows, band], rows, start, stop, read_width, width, progress)
 
     def _sharded_blocks(self, reader: Any, rows: slice, start: int, stop: int, width: int,
                         progress: ProgressCallback | None, read_bytes: int) -> Iterator[tuple[slice, np.ndarray]]:
@@ -524,21 +515,27 @@ class RunStore:
         unit = width if width % w == 0 else (w if width < w else -(-width // w) * w)
         band_bytes = max(1, rows.stop - rows.start) * unit * self.dtype.itemsize
         read_width = unit * max(1, (read_bytes // 4) // band_bytes)
+        try:
+            yield from self._banded(lambda band: reader.read(rows, band), rows, start, stop, read_width, width,
+                                    progress)
+        finally:
+            reader.close()
+
+    def _banded(self, read: Callable[[slice], np.ndarray], rows: slice, start: int, stop: int, read_width: int,
+                width: int, progress: ProgressCallback | None) -> Iterator[tuple[slice, np.ndarray]]:
+        """Columns start:stop read ``read_width`` at a time (aligned), handed out ``width`` at a time."""
         outer = _aligned_bounds(start, stop, read_width)
         inner = [_aligned_bounds(outer[i], outer[i + 1], width) for i in range(len(outer) - 1)]
         total = sum(len(b) - 1 for b in inner)
         done = 0
-        try:
-            for i, bounds in enumerate(inner):
-                read = self._guarded(lambda i=i: reader.read(rows, slice(outer[i], outer[i + 1])), rows)
-                for j in range(len(bounds) - 1):
-                    cols = slice(bounds[j], bounds[j + 1])
-                    yield cols, read[:, cols.start - outer[i] : cols.stop - outer[i]]
-                    done += 1
-                    if progress is not None:
-                        progress(done, total)
-        finally:
-            reader.close()
+        for i, bounds in enumerate(inner):
+            band = self._guarded(lambda i=i: read(slice(outer[i], outer[i + 1])), rows)
+            for j in range(len(bounds) - 1):
+                cols = slice(bounds[j], bounds[j + 1])
+                yield cols, band[:, cols.start - outer[i] : cols.stop - outer[i]]
+                done += 1
+                if progress is not None:
+                    progress(done, total)
 
     def nonfinite_rows(self, *, rows: slice | None = None, array: str = "params", progress: ProgressCallback | None = None) -> np.ndarray:
         """Indices of snapshots that hold a NaN or Inf anywhere (one streaming pass)."""
@@ -566,20 +563,6 @@ class RunStore:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0][:160] if text else type(exc).__name__
-
-
-def _json_object(raw: bytes, where: str) -> dict[str, Any]:
-    import json
-
-    from .guard import json_kind
-
-    try:
-        meta = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise DamagedStoreError(f"{where} is not valid JSON ({type(exc).__name__})") from None
-    if not isinstance(meta, dict):
-        raise DamagedStoreError(f"{where} holds a JSON {json_kind(meta)}, not an object")
-    return meta
 
 
 def _aligned_bounds(start: int, stop: int, width: int) -> list[int]:
