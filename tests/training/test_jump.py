@@ -162,8 +162,12 @@ def test_kga_replay_refuses_bad_baseline_options(tmp_path):
 
     from traj.cli.app import app
 
-    for args, flag in ((["--baseline", "magic"], "--baseline"), (["--jump-every", "1"], "--jump-every"),
-                       (["--jump-window", "2"], "--jump-window")):
+    for args, flag in ((["--baseline", "magic"], "--baseline"),
+                       (["--baseline", "predict", "--jump-every", "1"], "--jump-every must be at least h − 1 = 4"),
+                       (["--baseline", "predict", "--jump-warmup", "2"], "--jump-warmup must be at least h − 1 = 4"),
+                       (["--baseline", "bootstrap", "--jump-window", "2"], "--jump-window"),
+                       (["--jump-horizon", "3"], "--jump-horizon sets the prediction-based baselines"),
+                       (["--jump-window", "4", "--jump-every", "5"], "--jump-every, --jump-window set the")):
         result = CliRunner().invoke(app, ["kga-replay", str(SAMPLE / "quadratic-mlp.zarr"), *args,
                                           "--out", str(tmp_path / "o")])
         assert result.exit_code == 2 and flag in result.stderr, result.output

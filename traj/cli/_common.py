@@ -163,6 +163,11 @@ def flag_names(*same: str, **renamed: str) -> Iterator[None]:
         raise
 
 
+def given_options(ctx: typer.Context, *names: str) -> set[str]:
+    """Those of ``names`` (parameter names) that the user typed on the command line, not left at their default."""
+    return {name for name in names if getattr(ctx.get_parameter_source(name), "name", None) == "COMMANDLINE"}
+
+
 # Options of every command that streams a store through the engine (traj.engine.Engine).
 BackendOption = Annotated[str, typer.Option(help="numpy, torch or dask.")]
 DeviceOption = Annotated[str, typer.Option(help="torch device: cpu or cuda.")]

@@ -16,6 +16,7 @@ from ._common import (
     engine_options,
     err_console,
     flag_names,
+    given_options,
     handle_errors,
     number_list,
     out_console,
@@ -81,8 +82,7 @@ def cmd(
         from ..report.cmd import cmd_report_files
         from ..store import open_store
 
-        given = {name for name in ("modes", "compare_modes")
-                 if getattr(ctx.get_parameter_source(name), "name", None) == "COMMANDLINE"}  # typer vendors click
+        given = given_options(ctx, "modes", "compare_modes")
         if threshold is not None and "modes" in given:
             raise ParameterError("modes", "and --threshold both cut the dendrogram: give one of them")
         if "compare_modes" in given and not compare_dmd:

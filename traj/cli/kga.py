@@ -11,6 +11,7 @@ from ._common import (
     err_console,
     fail,
     flag_names,
+    given_options,
     handle_errors,
     int_or_keyword,
     number_list,
@@ -40,7 +41,7 @@ def kga_replay(
     jump_horizon: Annotated[int, typer.Option(help="Baselines: epochs τ each jump forecasts ahead.")] = 5,
     jump_every: Annotated[int | None, typer.Option(help="Baselines: epochs between jumps (default and minimum "
                                                         "h − 1).")] = None,
-    jump_warmup: Annotated[int | None, typer.Option(help="Baselines: the first epoch that may jump (default h − 1).")] = None,
+    jump_warmup: Annotated[int | None, typer.Option(help="Baselines: the first epoch that may jump (default and minimum h − 1).")] = None,
     epochs: Annotated[int | None, typer.Option(help="Epochs to train (default the recorded run's).")] = None,
     landscape: Annotated[bool, typer.Option("--landscape", help="Also draw every run in one plane of the loss "
                                                               "landscape (as traj landscape).")] = False,
@@ -74,6 +75,11 @@ def kga_replay(
         alphas = number_list("--alpha", alpha, float)
         plane = LandscapeParams.checked(grid=grid) if landscape else None
         baselines = [b.strip().lower() for b in baseline.split(",") if b.strip()]
+        jump_options = given_options(ctx, "jump_window", "jump_horizon", "jump_every", "jump_warmup")
+        if jump_options and not baselines:
+            flags = ", ".join("--" + name.replace("_", "-") for name in sorted(jump_options))
+            raise fail(f"{flags} set{'s' if len(jump_options) == 1 else ''} the prediction-based baselines: "
+                       "add --baseline predict and/or bootstrap")
         options = {"window": window, "interval": int_or_keyword("--interval", interval, "epoch"), "eps": eps,
                    "efficient": efficient, "project_step": project_step, "mask": mask, "mask_eps": mask_eps,
                    "mask_window": mask_window}

@@ -56,16 +56,18 @@ class JumpOptions:
                 warmup: int | None = None, rank: int | str | None = None) -> JumpOptions:
         window = check_int("jump_window", window, low=3, high=MAX_WINDOW)
         every = window - 1 if every is None else check_int("jump_every", every, low=1, high=MAX_EPOCHS)
-        if every < window - 1:
-            # the history restarts after a jump: a window of h snapshots needs h − 1 epochs to refill
-            raise ParameterError("jump_every", f"must be at least jump_window − 1 = {window - 1} epochs "
-                                               f"(the history refills after each jump), got {every}")
+        warmup = window - 1 if warmup is None else check_int("jump_warmup", warmup, low=0, high=MAX_EPOCHS)
+        # the history restarts after a jump: a window of h snapshots needs h − 1 epochs to fill (and refill)
+        for name, value in (("jump_every", every), ("jump_warmup", warmup)):
+            if value < window - 1:
+                raise ParameterError(name, f"must be at least h − 1 = {window - 1} epochs for a window of h = {window} "
+                                           f"snapshots (the history fills in h − 1 epochs), got {value}")
         return cls(
             mode=check_choice("mode", mode, JUMP_MODES),
             window=window,
             horizon=check_int("jump_horizon", horizon, low=1, high=MAX_HORIZON),
             every=every,
-            warmup=window - 1 if warmup is None else check_int("jump_warmup", warmup, low=0, high=MAX_EPOCHS),
+            warmup=warmup,
             rank=check_rank(rank),
         )
 
@@ -140,7 +142,7 @@ class KoopmanJump:
     every : int, optional
         Epochs between attempts (default and minimum h − 1).
     warmup : int, optional
-        The first epoch that may jump (default h − 1).
+        The first epoch that may jump (default and minimum h − 1).
     rank : int, "auto" or None
         The DMD rank (None: every direction above the precision floor).
     validate : callable, optional
