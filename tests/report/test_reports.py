@@ -30,6 +30,10 @@ def test_dmd_report(tmp_path, dmd_result):
     assert sum(line.startswith("| ") for line in table.splitlines()) == 1 + 6  # header and one row per mode
     for layer in dmd_result.per_layer:
         assert f"| {layer.name} | {layer.n_params} | {layer.rank} |" in md
+    # the method and why it was chosen, and each eigenvalue's rounding-error estimate, as in the JSON
+    assert f"Method {dmd_result.choice.method}: {dmd_result.choice.reason}" in md
+    first = table.splitlines()[4]
+    assert first.endswith(f" | {summary['eigenvalue_errors'][0]:.2g} |"), first
 
 
 def test_prune_report(tmp_path, prune_result):

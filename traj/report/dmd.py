@@ -32,6 +32,8 @@ def dmd_report(result: DMDResult, out_dir: str | os.PathLike[str], extra: Callab
         f"unstable modes (ε = {result.eps:g}); relative reconstruction error {result.reconstruction_error:.3g}. "
         f"Backend {result.backend}, {result.seconds:.2f} s."
     )
+    if result.choice is not None:
+        report.paragraph(f"Method {result.choice.method}: {result.choice.reason}.")
     report.figure("eigenvalues.png", figure_png(plot_eigenvalues(result)),
                   "DMD eigenvalues on the unit circle (colour = class, size = |amplitude|)")
     report.figure("singular_values.png", figure_png(plot_singular_values(result)),
@@ -47,15 +49,19 @@ def dmd_report(result: DMDResult, out_dir: str | os.PathLike[str], extra: Callab
     if result.per_layer:
         report.figure("layer_spectra.png", figure_png(plot_layer_spectra(result)), "Per-layer DMD spectra over the same window")
     report.heading("Eigenvalues")
+    errors = d["eigenvalue_errors"]
     report.table(
-        ["#", "λ", "|λ|", "class", "rate per step", "|amplitude|"],
+        ["#", "λ", "|λ|", "class", "rate per step", "|amplitude|", "error estimate"],
         [
             [j + 1, f"{lam.real:.6f} {lam.imag:+.6f}i", f"{abs(lam):.6f}", cls,
-             f"{rate.real:.3g} {rate.imag:+.3g}i" if np.isfinite(rate) else "n/a (λ = 0)", f"{abs(amp):.4g}"]
-            for j, (lam, cls, rate, amp) in enumerate(zip(result.eigenvalues, result.classes, result.rates,
-                                                          result.amplitudes, strict=True))
+             f"{rate.real:.3g} {rate.imag:+.3g}i" if np.isfinite(rate) else "n/a (λ = 0)", f"{abs(amp):.4g}",
+             f"{err:.2g}" if err is not None and np.isfinite(err) else "n/a"]
+            for j, (lam, cls, rate, amp, err) in enumerate(zip(result.eigenvalues, result.classes, result.rates,
+                                                               result.amplitudes, errors, strict=True))
         ][:50],
     )
+    if result.rank > 50:
+        report.paragraph(f"The {result.rank - 50} other eigenvalues are in dmd.json.")
     if result.per_layer:
         report.heading("Per layer")
         report.table(
