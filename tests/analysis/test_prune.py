@@ -205,3 +205,18 @@ def test_cli_errors(tmp_path, args, message):
     assert result.exit_code == 2, result.output
     assert message in result.stderr and "Traceback" not in result.output
     assert not (tmp_path / "o").exists()
+
+
+def test_overview_skips_pruning_a_run_without_epochs_with_advice_it_can_follow(tmp_path, rng):
+    """`traj report` has no --window: its reason points at `traj prune --window` (found by a new user)."""
+    from traj.analysis.overview import _prune
+    from traj.engine import Engine
+    from traj.errors import NotApplicableError
+
+    layout = Layout.from_shapes([("w", (40,))], prunable=["w"])
+    with StoreWriter(tmp_path / "s.zarr", layout, dtype="float32", spacing={"unit": "step", "every": 1}) as writer:
+        for k in range(6):
+            writer.append(rng.standard_normal(40).astype(np.float32), step=k)  # no epoch
+        writer.commit()
+    with pytest.raises(NotApplicableError, match=r"records no epochs \(traj prune STORE --window A:B"):
+        _prune(RunStore(tmp_path / "s.zarr"), None, Engine())

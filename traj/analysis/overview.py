@@ -179,6 +179,9 @@ def _prune(store: RunStore, recipe: Any, engine: Engine) -> PruneResult:
         raise NotApplicableError("no prunable weights (linear/conv layers) in this run")
     if store.spacing.get("unit") != "step" or store.spacing.get("every", 1) != 1:
         raise NotApplicableError("Koopman pruning needs snapshots at every step (record with --every 1)")
+    if not (store.epochs >= 0).any():
+        raise NotApplicableError("the overview prunes the last epoch and this run records no epochs "
+                                 "(traj prune STORE --window A:B prunes a window of snapshots)")
     return prune(store, methods=["kmp", "gmp", "lsp"], compressions=[2, 4, 8, 16], seeds=1, recipe=recipe,
                  evaluate=recipe is not None, engine=engine)
 
