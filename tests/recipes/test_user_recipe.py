@@ -2,6 +2,7 @@
 
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -42,6 +43,13 @@ def test_module_function_recipe_from_the_command_line(tmp_path, monkeypatch):
                                       "--alpha", "0.5", "--out", str(tmp_path / "kga"), "--json"])
     assert result.exit_code == 0, result.output
     assert len(json.loads(result.stdout)["plain"]["train_loss"]) == 2
+    assert "note" not in result.stderr  # the store records no recipe: nothing to contradict
+    # a store recorded by another recipe: the replay trains --recipe's model, and says so
+    sample = Path(__file__).resolve().parents[2] / "sample_data" / "mirror-omd.zarr"
+    result = CliRunner().invoke(app, ["kga-replay", str(sample), "--recipe", "my_recipes:small", "--alpha", "0.5",
+                                      "--out", str(tmp_path / "kga2"), "--json"])
+    assert result.exit_code == 0, result.output
+    assert "was recorded by mirror-descent; --recipe my_recipes:small replays quadratic-mlp" in " ".join(result.stderr.split())
     sys.modules.pop("my_recipes", None)
 
 

@@ -87,6 +87,10 @@ def kga_replay(
         runner = resolve_recipe(recipe, opened)
         if runner is None:
             raise fail(f"{opened.path} records no recipe; pass --recipe NAME (built-in) or --recipe module:function")
+        recorded = (getattr(opened, "recipe", None) or {}).get("name")
+        if recipe is not None and recorded and recorded != runner.name:
+            err_console.print(f"[yellow]note[/yellow]: {m(opened.path.name)} was recorded by {m(str(recorded))}; "
+                              f"--recipe {m(recipe)} replays {m(runner.name)}'s model and data, not that run")
         target = output_dir(out, f"kga-{opened.path.name.removesuffix('.zarr')}", opened)
         # Every run and the report are built in a staging sibling and replace TARGET whole at the end,
         # so no store that this directory did not create (or an input) can be overwritten.
