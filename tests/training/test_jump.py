@@ -187,3 +187,41 @@ def test_no_jump_at_the_last_epoch_and_a_horizon_of_at_least_one():
     assert jumper.log.epochs == [2]  # epoch 4 (the last) is not attempted
     with pytest.raises(TrajError, match="jump_horizon"):
         KoopmanJump(opt, horizon=0)
+
+
+def test_state_dict_resumes_a_jumping_run_exactly(tmp_path):
+    """Checkpoint mid-run (torch.save, weights_only load), resume in a fresh wrapper: the same jumps and weights
+    as the run that was never interrupted; the base optimizer's momentum comes back too."""
+
+    def run(epochs, resume_from=None, save_at=None):
+        torch.manual_seed(0)
+        model = nn.Linear(6, 1)
+        x, y = torch.randn(64, 6, generator=torch.Generator().manual_seed(1)), torch.randn(64, 1)
+        opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+        jumper = KoopmanJump(opt, window=3, horizon=2, every=2)
+        start = 0
+        if resume_from is not None:
+            state = torch.load(resume_from, weights_only=True)
+            model.load_state_dict(state["model"])
+            jumper.load_state_dict(state["opt"])
+            start = jumper.epoch
+        for epoch in range(start, epochs):
+            for _ in range(4):
+                jumper.zero_grad()
+                nn.functional.mse_loss(model(x), y).backward()
+                jumper.step()
+            jumper.epoch_end()
+            if save_at == epoch + 1:
+                torch.save({"model": model.state_dict(), "opt": jumper.state_dict()}, tmp_path / "ckpt.pt")
+        return model, jumper
+
+    whole, whole_jumper = run(9)
+    run(5, save_at=5)
+    resumed, resumed_jumper = run(9, resume_from=tmp_path / "ckpt.pt")
+    assert whole_jumper.log.epochs == resumed_jumper.log.epochs == [2, 4, 6, 8] and all(whole_jumper.log.taken)
+    assert whole_jumper.log.relative_size == resumed_jumper.log.relative_size
+    for p, q in zip(whole.parameters(), resumed.parameters(), strict=True):
+        assert torch.equal(p, q)
+    other = KoopmanJump(torch.optim.SGD(nn.Linear(3, 1).parameters(), lr=0.1))
+    with pytest.raises(TrajError, match="holds jump history of 7 weights; this wrapper jumps 4"):
+        other.load_state_dict(resumed_jumper.state_dict())

@@ -191,7 +191,40 @@ class KoopmanJump:
         return self.optimizer.step(closure) if closure is not None else self.optimizer.step()
 
     def state_dict(self) -> dict[str, Any]:
-        return self.optimizer.state_dict()
+        """The base optimizer's state dict with a ``"jump"`` entry: options, epoch counters, the
+        window's history and the log. Every array is a CPU tensor, so ``torch.load(...,
+        weights_only=True)`` reads it back."""
+        state = self.optimizer.state_dict()
+        state["jump"] = {
+            "options": self.options.to_dict(),
+            "epoch": self.epoch,
+            "last_attempt": self._last_attempt,
+            "history": [torch.from_numpy(h.copy()) for h in self._history],
+            "log": asdict(self.log),
+        }
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore a :meth:`state_dict` (a plain optimizer's state dict restores the base optimizer only)."""
+        state = dict(state_dict)
+        jump = state.pop("jump", None)
+        n_params = sum(p.numel() for p in self.params)
+        history = [] if jump is None else [h.numpy().astype(np.float64) for h in jump["history"]]
+        if any(h.shape != (n_params,) for h in history):  # checked before anything is loaded
+            raise ParameterError("state_dict", f"holds jump history of {history[0].size} weights; this wrapper "
+                                               f"jumps {n_params}")
+        if jump is None:
+            self.optimizer.load_state_dict(state)
+            return
+        options = JumpOptions.checked(**jump["options"])
+        if options.mode == "bootstrap" and self.validate is None:
+            raise ParameterError("state_dict", "holds a bootstrap run, which needs a validation callback")
+        self.optimizer.load_state_dict(state)
+        self.options = options
+        self.epoch = int(jump["epoch"])
+        self._last_attempt = None if jump["last_attempt"] is None else int(jump["last_attempt"])
+        self._history = deque(history, maxlen=self.options.window)
+        self.log = JumpLog(**{k: list(v) for k, v in jump["log"].items()})
 
     def epoch_end(self) -> None:
         """Snapshot θ_e; jump when the window is full, the warmup is over and ``every`` epochs have passed."""
