@@ -102,3 +102,28 @@ def test_a_recipe_without_data_scores_its_own_objective():
         assert loss[i, i] == pytest.approx(recipe.evaluate(point.astype(np.float32))["loss"], rel=1e-5)
     theta = store.read()[-1]
     assert recipe.evaluate(theta)["loss"] == pytest.approx(store.loss[-1], rel=1e-12)
+
+
+def test_grid_time_estimate_counts_the_first_points_warm_up_once():
+    """A model whose first evaluation is slow (warm-up) is not refused as if every point were (found by a new user:
+    the estimate was ~3x the time the grid then took)."""
+    import time
+    from types import SimpleNamespace
+
+    from traj.analysis.landscape import GridTooSlowError
+
+    calls = []
+
+    def metrics(model, x, y):
+        time.sleep(0.3 if not calls else 0.005)
+        calls.append(1)
+        return {"loss": 1.0}
+
+    recipe = SimpleNamespace(new_model=lambda: None, data=SimpleNamespace(x_val=None, y_val=None),
+                             load_theta=lambda model, theta: None, metrics=metrics)
+    axis = np.linspace(-1, 1, 6)
+    loss, seconds = grid_losses(recipe, np.zeros(2), np.eye(2), axis, axis, max_seconds=1.5)  # 36 points ≈ 0.5 s
+    assert loss.shape == (6, 6) and len(calls) == 36 and seconds < 1.5
+    with pytest.raises(GridTooSlowError, match="would take about 2 s"):  # 36 points of 0.05 s each
+        grid_losses(SimpleNamespace(**{**vars(recipe), "metrics": lambda m, x, y: time.sleep(0.05) or {"loss": 1.0}}),
+                    np.zeros(2), np.eye(2), axis, axis, max_seconds=1.0)

@@ -197,21 +197,28 @@ def grid_losses(recipe: Any, center: np.ndarray, directions: np.ndarray, x: np.n
                 max_seconds: float = float("inf"), progress: Progress | None = None) -> tuple[np.ndarray, float]:
     """The recipe's validation loss at θ = center + x_i d₁ + y_j d₂ for every grid point, and the seconds taken.
 
-    Row by row into one reused model (bounded memory); the time of the first point, times the
-    number of points, must stay within ``max_seconds`` (else :class:`GridTooSlowError`).
+    Row by row into one reused model (bounded memory); the time the grid would take, estimated after
+    its first three points (the first one's warm-up counted once), must stay within ``max_seconds``
+    (else :class:`GridTooSlowError`).
     """
     model = recipe.new_model()
     data = recipe.data
     loss = np.empty((len(x), len(y)))
     total = loss.size
+    probe = min(3, total)  # the first point pays the model's warm-up: the estimate uses the points after it
     t0 = time.perf_counter()
+    first = 0.0
     for i, xi in enumerate(x):
         row = (center + xi * directions[0])[None, :] + y[:, None] * directions[1][None, :]
         for j in range(len(y)):
             recipe.load_theta(model, row[j].astype(np.float32))
             loss[i, j] = recipe.metrics(model, data.x_val, data.y_val)["loss"]
-            if i == 0 and j == 0:
-                estimate = (time.perf_counter() - t0) * total
+            done = i * len(y) + j + 1
+            if done == 1:
+                first = time.perf_counter() - t0
+            if done == probe:
+                elapsed = time.perf_counter() - t0
+                estimate = first + (elapsed - first) / (done - 1) * (total - 1) if done > 1 else first
                 if estimate > max_seconds:
                     raise GridTooSlowError(f"a {len(x)}×{len(y)} grid would take about {estimate:.0f} s "
                                            f"(limit {max_seconds:g} s): use a smaller --grid or a larger --max-seconds")
