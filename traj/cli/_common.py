@@ -183,14 +183,15 @@ def engine_options(backend: str, device: str, scheduler: str, block_mb: float):
         return Engine(backend=backend, device=device, scheduler=scheduler, block_bytes=block_bytes_from_mib(block_mb))
 
 
-def int_or_keyword(option: str, text: str, keyword: str) -> int | str:
-    """``keyword`` itself, or an integer (``--rank auto|r``, ``--interval epoch|k``); the library checks its range."""
-    if text.strip() == keyword:
-        return keyword
+def int_or_keyword(option: str, text: str, *keywords: str) -> int | str:
+    """One of ``keywords`` itself, or an integer (``--rank auto|r``, ``--interval epoch|k``); the library checks its range."""
+    if text.strip() in keywords:
+        return text.strip()
     try:
         return int(text)
     except ValueError:
-        raise fail(f"{option} must be an integer or {keyword!r}, not {text!r}") from None
+        choices = " or ".join(repr(k) for k in keywords)
+        raise fail(f"{option} must be an integer or {choices}, not {text!r}") from None
 
 
 def parse_rank(rank: str) -> int | str:

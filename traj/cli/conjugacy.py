@@ -81,7 +81,7 @@ def conjugacy(
         from ..store import open_store
 
         params = ConjugacyParams.checked(window=window, observable=observable, layer=layer,
-                                         rank=int_or_keyword("--rank", rank, "k") if rank.strip() != "auto" else "auto",
+                                         rank=int_or_keyword("--rank", rank, "k", "auto"),
                                          k=k, quantile=quantile, margin=margin, windows=windows, stack=stack,
                                          delays=delays, null_size=null_size, null_strength=null_strength,
                                          null_seed=null_seed)
