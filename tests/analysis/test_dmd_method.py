@@ -81,27 +81,32 @@ def test_from_data_refuses_a_rank_beyond_the_data():
 
 
 @pytest.mark.parametrize(
-    "t, n, rank, expected",
+    "t, n, rank, expected, why",
     [
-        (3001, 200_000, 24, "gram"),  # the Gram's N·T² is cheaper than 7 reads
-        (10_001, 50_000, 24, "randomized"),  # T³ and N·T² outweigh 7 reads of 2 GB
-        (10_001, 50_000, "auto", "gram"),  # randomized needs an explicit rank
-        (30_001, 50_000, 24, "randomized"),  # past max_gram
-        (201, 100_000, 10, "svd"),  # 161 MB as float64, within the 200 MiB given
+        (3001, 200_000, 24, "gram", "cheaper than randomized"),  # the Gram's N·T² is cheaper than 7 reads
+        (3001, 200_000, "auto", "gram", "cheaper than randomized"),  # 5 x 72 MB fit the 512 MiB budget
+        (10_001, 50_000, 24, "randomized", "over the memory budget of 512 MiB"),  # 5 x 800 MB do not
+        (10_001, 50_000, "auto", "randomized", "over the memory budget of 512 MiB"),  # auto too: the tail rule
+        (30_001, 50_000, 24, "randomized", "too many for a Gram (max 20001)"),
+        (201, 100_000, 10, "svd", "fits in memory"),  # 161 MB as float64, within the 200 MiB given
     ],
 )
-def test_method_is_chosen_by_cost(t, n, rank, expected):
+def test_method_is_chosen_by_cost(t, n, rank, expected, why):
     params = DMDParams.checked(rank=rank, in_memory_bytes=200 << 20 if expected == "svd" else 128 << 20)
     choice = choose_method(params, t, n, 4)
-    assert choice.method == expected
+    assert choice.method == expected and why in choice.reason
     costs = {c.method: c for c in choice.costs}
-    if expected != "svd" and "randomized" in costs and t <= params.max_gram:
+    if "cheaper than" in why:
         chosen, other = costs[expected], costs["gram" if expected == "randomized" else "randomized"]
         assert chosen.seconds <= other.seconds  # the cheaper one, never 5x the other
-        assert f"cheaper than {other.method}" in choice.reason
     assert costs["gram"].reads == 1 and costs["gram"].flops >= n * t * t
-    if "randomized" in costs:
-        assert costs["randomized"].reads == params.n_iter + 3
+    assert costs["gram"].memory == pytest.approx(5 * 8 * t * t)
+    assert costs["randomized"].reads == params.n_iter + 3
+    if expected == "randomized" and rank == "auto":
+        assert "known-noise threshold" in choice.reason
+    if expected != "svd":  # with room for the Gram, the cheaper still wins (the Gram's T³ at 10 001 snapshots)
+        roomy = choose_method(DMDParams.checked(rank=rank, memory_bytes=8 << 30), t, n, 4)
+        assert roomy.method == expected and "memory budget" not in roomy.reason
 
 
 def test_method_choice_in_json_and_text(tmp_path, rng):
