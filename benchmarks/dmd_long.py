@@ -11,7 +11,11 @@ directions u, so rank 65) is written twice: by `traj import` from a (T, N) .npy,
            time and peak RSS (the child's own VmHWM).
 
 Targets (issue 14): both within 1.5x of the floor, peak RSS <= 1 GiB. The Gram of T = 10 001
-snapshots is itself 800 MB (float64), so that case cannot meet 1 GiB with the Gram method.
+snapshots is itself 800 MB (float64) and its path holds five such matrices, over `traj dmd`'s
+512 MiB memory budget: there both commands take the randomized range finder (a block Krylov
+sketch, 7 passes), `--rank 24` with 34 columns a pass and auto with 32 columns a pass, growing
+until 10 directions lie past the rank Gavish–Donoho's known-noise threshold keeps (σ̂ from the
+sketch's tail energy). At T = 3001 the Gram path fits (5 x 72 MB) and is the cheaper: both take it.
 
     python benchmarks/dmd_long.py [--cases 3001x200000,10001x50000] [--dir /tmp] [--keep] [--reuse DIR]
 

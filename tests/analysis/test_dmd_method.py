@@ -122,3 +122,58 @@ def test_method_choice_in_json_and_text(tmp_path, rng):
     assert "method gram: asked for" in text.stdout
     refused = CliRunner().invoke(app, ["dmd", str(path), "--method", "svd", "--out", str(tmp_path / "o3")])
     assert refused.exit_code == 0, refused.output  # 48 KB fits
+
+
+def walk(t, n, seed=0):
+    """The benchmark's walk (benchmarks/dmd_long.py), small: θ_k = θ_{k-1} + s_k·u_{k mod 64}, float32, rank 65."""
+    rng = np.random.default_rng(seed)
+    directions = (rng.standard_normal((64, n)) * 1e-3).astype(np.float32)
+    theta = rng.standard_normal(n).astype(np.float32)
+    rows = [theta.copy()]
+    for k in range(1, t):
+        theta += directions[k % 64] * np.float32(1.0 + 0.5 * np.sin(0.01 * k))
+        rows.append(theta.copy())
+    return np.array(rows)
+
+
+def low_rank_plus_noise(t, n, rank, seed=0):
+    """(T, N) snapshots: a rank-``rank`` signal with singular values 2.5-6 x √max(N, T), plus unit white noise."""
+    rng = np.random.default_rng(seed)
+    u, _ = np.linalg.qr(rng.standard_normal((n, rank)))
+    v, _ = np.linalg.qr(rng.standard_normal((t, rank)))
+    return (v * np.linspace(6, 2.5, rank) * np.sqrt(max(n, t))) @ u.T + rng.standard_normal((t, n))
+
+
+def test_auto_rank_on_the_range_finder_matches_the_gram_path(tmp_path):
+    """Over the memory budget, auto takes the range finder with the tail rule: same rank as the Gram path's
+    full-spectrum Gavish–Donoho on low rank + white noise, σ̂ ≈ the true σ = 1, eigenvalues to 1e-6."""
+    store = RunStore(write_store(tmp_path / "n.zarr", low_rank_plus_noise(301, 3000, 7)))
+    gram = dmd(store, method="gram")
+    sketch = dmd(store, in_memory_bytes=0, memory_bytes=3 << 20)  # the Gram path holds 5 x 301² x 8 = 3.6 MB
+    assert sketch.choice.method == "randomized" and "over the memory budget of 3 MiB" in sketch.choice.reason
+    summary, reference = sketch.to_dict(), gram.to_dict()
+    assert (summary["rank_rule"], reference["rank_rule"]) == ("gavish-donoho-tail-noise", "gavish-donoho-median")
+    assert sketch.rank == gram.rank == 7
+    assert summary["noise_level"] == pytest.approx(1.0, rel=0.02) and reference["noise_level"] is None
+    assert summary["rank_threshold"] == pytest.approx(reference["rank_threshold"], rel=0.02)
+    # q = 4 passes past the first two: eigenvalues to ~1e-7, σ to ~1e-12 here (q = 2 gives 1e-4 and 5e-7)
+    np.testing.assert_allclose(match(gram.eigenvalues, sketch.eigenvalues), gram.eigenvalues, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(sketch.operator.singular_values[:7], gram.operator.singular_values[:7], rtol=1e-9)
+    assert sketch.reconstruction_error == pytest.approx(gram.reconstruction_error, rel=1e-8)
+
+
+def test_auto_rank_on_the_range_finder_finds_the_walks_exact_rank(tmp_path):
+    """The benchmark's rank-65 walk (float32, no noise beyond rounding): the tail rule keeps all 65 directions, as
+    the median rule does, though the sketch starts at 32 columns a pass; the Gram's resolution cut is the same."""
+    from traj.engine import Engine
+    from traj.engine.randomized import randomized_operator
+
+    store = RunStore(write_store(tmp_path / "w.zarr", walk(400, 3000)))
+    rows = slice(0, 400)
+    sketch = randomized_operator(Engine(), store, "auto", rows=rows, n_iter=4, dtype=np.float32)
+    full = ReducedOperator.from_gram(Engine().gram(store, rows=rows)["all"], rank="auto", n_features=3000)
+    assert sketch.rank == full.rank == 65 and sketch.truncation.rule == "gavish-donoho-tail-noise"
+    np.testing.assert_allclose(sketch.singular_values[:65], full.singular_values[:65], rtol=1e-6)
+    gram, auto = dmd(store, method="gram"), dmd(store, in_memory_bytes=0, memory_bytes=4 << 20)
+    assert auto.choice.method == "randomized" and auto.rank == gram.rank
+    np.testing.assert_allclose(match(gram.eigenvalues, auto.eigenvalues), gram.eigenvalues, rtol=0, atol=1e-6)

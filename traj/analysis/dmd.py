@@ -39,7 +39,8 @@ from ..store.schema import ParamEntry
 from .windows import Window, check_gram_finite, parse_window, raise_nonfinite, resolve_window
 
 __all__ = ["DMDEvaluation", "DMDParams", "DMDResult", "LayerSpectrum", "MethodChoice", "MethodCost",
-           "check_gram_finite", "choose_method", "dmd", "evaluate_dmd", "fit_dmd", "parse_window", "save_modes"]
+           "check_gram_finite", "choose_method", "dmd", "evaluate_dmd", "fit_dmd", "memory_bytes", "parse_window",
+           "save_modes"]
 
 #: Above this many snapshots in a window, "auto" uses the randomized range finder (methods.md §1).
 MAX_GRAM_SNAPSHOTS = 20_001
@@ -71,6 +72,11 @@ GRAM_COPIES = 5
 #: T×width float64 matrices the range finder holds (basis, A·basis, their stacked copies, V).
 SKETCH_COPIES = 6
 Method = Literal["auto", "gram", "randomized", "svd"]
+
+
+def memory_bytes(memory_mb: float) -> int:
+    """Bytes of a memory budget given in MiB (``--memory-mb``): at least 1 MiB, finite."""
+    return int(check_float("memory_bytes", memory_mb, low=1.0, high=float(1 << 30)) * (1 << 20))
 
 
 @dataclass(frozen=True)

@@ -229,7 +229,7 @@ def truncate(
 
 
 def eigenvalue_errors(sigma: np.ndarray, atilde: np.ndarray, left: np.ndarray, right: np.ndarray | None = None, *,
-                      source: Source) -> np.ndarray:
+                      source: Source, n_pairs: int | None = None) -> np.ndarray:
     """A first-order estimate of each eigenvalue's rounding error (methods.md §1, step 5).
 
     δλk = lk δÃ wk for a perturbation δÃ of Ã (W's columns wk, L = W⁻¹'s rows lk), so
@@ -237,10 +237,11 @@ def eigenvalue_errors(sigma: np.ndarray, atilde: np.ndarray, left: np.ndarray, r
     Σr⁻¹Vrᵀ(XᵀY)VrΣr⁻¹: from the Gram, exact to ~ε·σ1², Eij = ε·√T·σ1²/(σiσj) (the Gram squares
     the condition number); from an SVD of X, backward stable, Eij = ε·√T·σ1/σj. Both are scaled by
     max(1, ‖Ã‖₂). The data's own rounding (float32 storage) is a property of the data, not of the
-    method, and is not included.
+    method, and is not included. T is ``n_pairs`` (default ``len(sigma)``, every σ of X; a sketch
+    holds fewer).
     """
     r = atilde.shape[0]
-    n_sigma = len(sigma)
+    n_sigma = len(sigma) if n_pairs is None else n_pairs
     sigma = np.asarray(sigma, dtype=np.float64)[:r]
     if r == 0 or not sigma[0] > 0:
         return np.zeros(r)
@@ -253,7 +254,8 @@ def eigenvalue_errors(sigma: np.ndarray, atilde: np.ndarray, left: np.ndarray, r
     return np.einsum("ki,ij,jk->k", np.abs(left), e, np.abs(right))
 
 
-def resolved(cut: Truncation, sigma: np.ndarray, atilde: np.ndarray, tolerance: float) -> Truncation:
+def resolved(cut: Truncation, sigma: np.ndarray, atilde: np.ndarray, tolerance: float, *,
+             n_pairs: int | None = None) -> Truncation:
     """``cut`` lowered to the largest rank whose eigenvalues all have error estimates <= ``tolerance``.
 
     Ã of rank r' is the leading r'×r' block of Ã (its basis is the leading r' columns of V),
@@ -263,7 +265,7 @@ def resolved(cut: Truncation, sigma: np.ndarray, atilde: np.ndarray, tolerance: 
     def worst(r: int) -> float:
         block = atilde[:r, :r]
         _, right, left = eigen(block)
-        return float(eigenvalue_errors(sigma, block, left, right, source="gram").max())
+        return float(eigenvalue_errors(sigma, block, left, right, source="gram", n_pairs=n_pairs).max())
 
     if cut.rank <= 1 or worst(cut.rank) <= tolerance:
         return cut
@@ -590,7 +592,8 @@ class ReducedOperator:
 
     def eigenvalue_errors(self) -> np.ndarray:
         """Each eigenvalue's estimated rounding error (:func:`eigenvalue_errors`), in the eigenvalues' order."""
-        return eigenvalue_errors(self.singular_values, self.atilde, self.left, self.right, source=self.source)
+        return eigenvalue_errors(self.singular_values, self.atilde, self.left, self.right, source=self.source,
+                                 n_pairs=self.modes_basis.shape[0])
 
     # ------------------------------------------------------------------ derived
     def classes(self, eps: float = 0.01) -> list[ModeClass]:
