@@ -109,6 +109,12 @@ def test_method_is_chosen_by_cost(t, n, rank, expected, why):
         assert roomy.method == expected and "memory budget" not in roomy.reason
 
 
+def test_per_layer_keeps_the_gram_over_the_memory_budget_and_says_so():
+    choice = choose_method(DMDParams.checked(per_layer=True), 10_001, 50_000, 4)
+    assert choice.method == "gram" and "randomized does not do per_layer" in choice.reason
+    assert "over the memory budget of 512 MiB" in choice.reason
+
+
 def test_method_choice_in_json_and_text(tmp_path, rng):
     path = write_store(tmp_path / "s.zarr", np.cumsum(rng.standard_normal((20, 300)), axis=0))
     result = CliRunner().invoke(app, ["dmd", str(path), "--rank", "4", "--json", "--out", str(tmp_path / "o")])
@@ -122,6 +128,10 @@ def test_method_choice_in_json_and_text(tmp_path, rng):
     assert "method gram: asked for" in text.stdout
     refused = CliRunner().invoke(app, ["dmd", str(path), "--method", "svd", "--out", str(tmp_path / "o3")])
     assert refused.exit_code == 0, refused.output  # 48 KB fits
+    assert summary["rank_rule"] == "explicit" and summary["noise_level"] is None
+    for memory in ("0", "nan"):
+        bad = CliRunner().invoke(app, ["dmd", str(path), "--memory-mb", memory, "--out", str(tmp_path / "o4")])
+        assert bad.exit_code == 2 and "--memory-mb" in bad.stderr
 
 
 def walk(t, n, seed=0):
