@@ -187,3 +187,15 @@ def test_auto_rank_on_the_range_finder_finds_the_walks_exact_rank(tmp_path):
     gram, auto = dmd(store, method="gram"), dmd(store, in_memory_bytes=0, memory_bytes=4 << 20)
     assert auto.choice.method == "randomized" and auto.rank == gram.rank
     np.testing.assert_allclose(match(gram.eigenvalues, auto.eigenvalues), gram.eigenvalues, rtol=0, atol=1e-6)
+
+
+def test_a_sketch_held_to_its_memory_says_what_it_may_miss(tmp_path):
+    """A basis capped below the kept rank + 10 says so; an explicit rank always gets its r + p columns."""
+    from traj.engine import Engine
+    from traj.engine.randomized import randomized_operator
+
+    store = RunStore(write_store(tmp_path / "w.zarr", walk(200, 1000)))
+    capped = randomized_operator(Engine(), store, "auto", rows=slice(0, 200), max_width=40, dtype=np.float32)
+    assert capped.rank <= 40 and "stopped at its limit of 40 directions" in capped.rank_note
+    explicit = randomized_operator(Engine(), store, 30, rows=slice(0, 200), max_width=8, dtype=np.float32)
+    assert explicit.rank == 30 and explicit.rank_note is None

@@ -78,7 +78,7 @@ def randomized_operator(
     block : int
         Columns per pass for rank "auto".
     max_width : int, optional
-        Most directions the basis may hold ("auto" stops there and says so; default T).
+        Most directions the basis may hold (at least one block; "auto" stops there and says so; default T).
     resolve : float, optional
         With rank "auto": keep only the modes whose eigenvalue error estimates are at most this
         (as :meth:`ReducedOperator.from_gram`; the σ² here are a Gram's).
@@ -92,8 +92,8 @@ def randomized_operator(
         raise ParameterError("rank", f"must lie in 1..{t} for this window, got {rank}")
     n_features = sum(c.stop - c.start for c in columns) if columns else store.n_params
     shape = (n_features, t)
-    limit = max(1, min(t, max_width or t))
-    b = min(limit, block if auto else int(rank) + n_oversamples)  # type: ignore[arg-type]
+    b = min(t, block if auto else int(rank) + n_oversamples)  # type: ignore[arg-type]
+    limit = min(t, max(b, max_width or t))  # never below one block: an explicit rank always gets its r + p
     x = slice(0, t)
 
     def apply(products: dict[str, tuple[slice, slice, np.ndarray]]) -> tuple[dict[str, np.ndarray], float]:
@@ -118,7 +118,7 @@ def randomized_operator(
                 break
         if len(blocks) == len(images):  # the next block: A Qj with the basis so far projected out
             blocks.append(_orth(images[-1], basis)[:, : limit - width])
-    if auto and cut.rank + n_oversamples > width:
+    if auto and cut.rank + n_oversamples > width and width < t:  # (a basis of all T directions is exact)
         note = (f"auto: the sketch stopped at its limit of {width} directions with {cut.rank} above the threshold; "
                 f"more may lie beyond (a larger memory budget or the Gram method sees them)")
         cut = replace(cut, note=f"{cut.note}; {note}" if cut.note else note)
