@@ -62,9 +62,10 @@ EIGH_FLOPS_PER_S = 10e9
 #: The range finder's thin products (a T×width block times width ≈ 32-136 columns) run far below dsyrk's
 #: rate: 10-20e9 flop/s measured on this machine for widths 34-136 (tall-skinny GEMMs are memory bound).
 SKETCH_FLOPS_PER_S = 15e9
-#: Working memory a DMD may hold besides the streamed blocks: with the interpreter, numpy, zarr and the
-#: report's matplotlib (~250 MiB) and the engine's blocks (~250 MiB at the default 64 MiB block), a
-#: process stays near 1 GiB. "auto" takes the Gram path only where its (T+1)² matrices fit.
+#: Working memory a DMD may hold besides the streamed blocks. Measured on T = 10 001 x N = 50k: the
+#: interpreter with numpy and zarr ~100 MiB, the engine's blocks at the default 64 MiB block ~400 MiB
+#: (float32 bands read ahead, the float64 block, products), so a process stays within ~1 GiB.
+#: "auto" takes the Gram path only where its (T+1)² matrices fit; the range finder's basis stays within it.
 MEMORY_BYTES = 512 << 20
 #: (T+1)² float64 matrices the Gram path holds at its peak: the Gram, its symmetrised copy, the
 #: pairs' XᵀX and the eigendecomposition's eigenvectors and LAPACK dsyevd's 2T² workspace.
