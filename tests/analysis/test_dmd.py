@@ -176,8 +176,11 @@ def test_auto_switches_to_randomized_for_long_windows(tmp_path):
     result = dmd(store, rank=6, max_gram=50, in_memory_bytes=0)
     assert result.choice.method == "randomized" and "too many for a Gram (max 50)" in result.choice.reason
     np.testing.assert_allclose(match(eigenvalues, result.eigenvalues), eigenvalues, atol=1e-8)
-    with pytest.raises(TrajError, match="rank must be an explicit integer"):
-        dmd(store, max_gram=50, in_memory_bytes=0)
+    # rank "auto" on the range finder (the tail rule) keeps what the Gram path's median rule keeps
+    auto, gram = dmd(store, max_gram=50, in_memory_bytes=0), dmd(store, method="gram")
+    assert auto.choice.method == "randomized" and auto.to_dict()["rank_rule"] == "gavish-donoho-tail-noise"
+    assert gram.to_dict()["rank_rule"] == "gavish-donoho-median" and auto.rank == gram.rank
+    np.testing.assert_allclose(auto.eigenvalues, gram.eigenvalues, atol=1e-8)
 
 
 def test_drop_nonfinite_skips_bad_snapshots(tmp_path):

@@ -81,27 +81,38 @@ def test_from_data_refuses_a_rank_beyond_the_data():
 
 
 @pytest.mark.parametrize(
-    "t, n, rank, expected",
+    "t, n, rank, expected, why",
     [
-        (3001, 200_000, 24, "gram"),  # the Gram's N·T² is cheaper than 7 reads
-        (10_001, 50_000, 24, "randomized"),  # T³ and N·T² outweigh 7 reads of 2 GB
-        (10_001, 50_000, "auto", "gram"),  # randomized needs an explicit rank
-        (30_001, 50_000, 24, "randomized"),  # past max_gram
-        (201, 100_000, 10, "svd"),  # 161 MB as float64, within the 200 MiB given
+        (3001, 200_000, 24, "gram", "cheaper than randomized"),  # the Gram's N·T² is cheaper than 7 reads
+        (3001, 200_000, "auto", "gram", "cheaper than randomized"),  # 5 x 72 MB fit the 512 MiB budget
+        (10_001, 50_000, 24, "randomized", "over the memory budget of 512 MiB"),  # 5 x 800 MB do not
+        (10_001, 50_000, "auto", "randomized", "over the memory budget of 512 MiB"),  # auto too: the tail rule
+        (30_001, 50_000, 24, "randomized", "too many for a Gram (max 20001)"),
+        (201, 100_000, 10, "svd", "fits in memory"),  # 161 MB as float64, within the 200 MiB given
     ],
 )
-def test_method_is_chosen_by_cost(t, n, rank, expected):
+def test_method_is_chosen_by_cost(t, n, rank, expected, why):
     params = DMDParams.checked(rank=rank, in_memory_bytes=200 << 20 if expected == "svd" else 128 << 20)
     choice = choose_method(params, t, n, 4)
-    assert choice.method == expected
+    assert choice.method == expected and why in choice.reason
     costs = {c.method: c for c in choice.costs}
-    if expected != "svd" and "randomized" in costs and t <= params.max_gram:
+    if "cheaper than" in why:
         chosen, other = costs[expected], costs["gram" if expected == "randomized" else "randomized"]
         assert chosen.seconds <= other.seconds  # the cheaper one, never 5x the other
-        assert f"cheaper than {other.method}" in choice.reason
     assert costs["gram"].reads == 1 and costs["gram"].flops >= n * t * t
-    if "randomized" in costs:
-        assert costs["randomized"].reads == params.n_iter + 3
+    assert costs["gram"].memory == pytest.approx(5 * 8 * t * t)
+    assert costs["randomized"].reads == params.n_iter + 3
+    if expected == "randomized" and rank == "auto":
+        assert "known-noise threshold" in choice.reason
+    if expected != "svd":  # with room for the Gram, the cheaper still wins (the Gram's T³ at 10 001 snapshots)
+        roomy = choose_method(DMDParams.checked(rank=rank, memory_bytes=8 << 30), t, n, 4)
+        assert roomy.method == expected and "memory budget" not in roomy.reason
+
+
+def test_per_layer_keeps_the_gram_over_the_memory_budget_and_says_so():
+    choice = choose_method(DMDParams.checked(per_layer=True), 10_001, 50_000, 4)
+    assert choice.method == "gram" and "randomized does not do per_layer" in choice.reason
+    assert "over the memory budget of 512 MiB" in choice.reason
 
 
 def test_method_choice_in_json_and_text(tmp_path, rng):
@@ -117,3 +128,74 @@ def test_method_choice_in_json_and_text(tmp_path, rng):
     assert "method gram: asked for" in text.stdout
     refused = CliRunner().invoke(app, ["dmd", str(path), "--method", "svd", "--out", str(tmp_path / "o3")])
     assert refused.exit_code == 0, refused.output  # 48 KB fits
+    assert summary["rank_rule"] == "explicit" and summary["noise_level"] is None
+    for memory in ("0", "nan"):
+        bad = CliRunner().invoke(app, ["dmd", str(path), "--memory-mb", memory, "--out", str(tmp_path / "o4")])
+        assert bad.exit_code == 2 and "--memory-mb" in bad.stderr
+
+
+def walk(t, n, seed=0):
+    """The benchmark's walk (benchmarks/dmd_long.py), small: θ_k = θ_{k-1} + s_k·u_{k mod 64}, float32, rank 65."""
+    rng = np.random.default_rng(seed)
+    directions = (rng.standard_normal((64, n)) * 1e-3).astype(np.float32)
+    theta = rng.standard_normal(n).astype(np.float32)
+    rows = [theta.copy()]
+    for k in range(1, t):
+        theta += directions[k % 64] * np.float32(1.0 + 0.5 * np.sin(0.01 * k))
+        rows.append(theta.copy())
+    return np.array(rows)
+
+
+def low_rank_plus_noise(t, n, rank, seed=0):
+    """(T, N) snapshots: a rank-``rank`` signal with singular values 2.5-6 x √max(N, T), plus unit white noise."""
+    rng = np.random.default_rng(seed)
+    u, _ = np.linalg.qr(rng.standard_normal((n, rank)))
+    v, _ = np.linalg.qr(rng.standard_normal((t, rank)))
+    return (v * np.linspace(6, 2.5, rank) * np.sqrt(max(n, t))) @ u.T + rng.standard_normal((t, n))
+
+
+def test_auto_rank_on_the_range_finder_matches_the_gram_path(tmp_path):
+    """Over the memory budget, auto takes the range finder with the tail rule: same rank as the Gram path's
+    full-spectrum Gavish–Donoho on low rank + white noise, σ̂ ≈ the true σ = 1, eigenvalues to 1e-6."""
+    store = RunStore(write_store(tmp_path / "n.zarr", low_rank_plus_noise(301, 3000, 7)))
+    gram = dmd(store, method="gram")
+    sketch = dmd(store, in_memory_bytes=0, memory_bytes=3 << 20)  # the Gram path holds 5 x 301² x 8 = 3.6 MB
+    assert sketch.choice.method == "randomized" and "over the memory budget of 3 MiB" in sketch.choice.reason
+    summary, reference = sketch.to_dict(), gram.to_dict()
+    assert (summary["rank_rule"], reference["rank_rule"]) == ("gavish-donoho-tail-noise", "gavish-donoho-median")
+    assert sketch.rank == gram.rank == 7
+    assert summary["noise_level"] == pytest.approx(1.0, rel=0.02) and reference["noise_level"] is None
+    assert summary["rank_threshold"] == pytest.approx(reference["rank_threshold"], rel=0.02)
+    # q = 4 passes past the first two: eigenvalues to ~1e-7, σ to ~1e-12 here (q = 2 gives 1e-4 and 5e-7)
+    np.testing.assert_allclose(match(gram.eigenvalues, sketch.eigenvalues), gram.eigenvalues, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(sketch.operator.singular_values[:7], gram.operator.singular_values[:7], rtol=1e-9)
+    assert sketch.reconstruction_error == pytest.approx(gram.reconstruction_error, rel=1e-8)
+
+
+def test_auto_rank_on_the_range_finder_finds_the_walks_exact_rank(tmp_path):
+    """The benchmark's rank-65 walk (float32, no noise beyond rounding): the tail rule keeps all 65 directions, as
+    the median rule does, though the sketch starts at 32 columns a pass; the Gram's resolution cut is the same."""
+    from traj.engine import Engine
+    from traj.engine.randomized import randomized_operator
+
+    store = RunStore(write_store(tmp_path / "w.zarr", walk(400, 3000)))
+    rows = slice(0, 400)
+    sketch = randomized_operator(Engine(), store, "auto", rows=rows, n_iter=4, dtype=np.float32)
+    full = ReducedOperator.from_gram(Engine().gram(store, rows=rows)["all"], rank="auto", n_features=3000)
+    assert sketch.rank == full.rank == 65 and sketch.truncation.rule == "gavish-donoho-tail-noise"
+    np.testing.assert_allclose(sketch.singular_values[:65], full.singular_values[:65], rtol=1e-6)
+    gram, auto = dmd(store, method="gram"), dmd(store, in_memory_bytes=0, memory_bytes=4 << 20)
+    assert auto.choice.method == "randomized" and auto.rank == gram.rank
+    np.testing.assert_allclose(match(gram.eigenvalues, auto.eigenvalues), gram.eigenvalues, rtol=0, atol=1e-6)
+
+
+def test_a_sketch_held_to_its_memory_says_what_it_may_miss(tmp_path):
+    """A basis capped below the kept rank + 10 says so; an explicit rank always gets its r + p columns."""
+    from traj.engine import Engine
+    from traj.engine.randomized import randomized_operator
+
+    store = RunStore(write_store(tmp_path / "w.zarr", walk(200, 1000)))
+    capped = randomized_operator(Engine(), store, "auto", rows=slice(0, 200), max_width=40, dtype=np.float32)
+    assert capped.rank <= 40 and "stopped at its limit of 40 directions" in capped.rank_note
+    explicit = randomized_operator(Engine(), store, 30, rows=slice(0, 200), max_width=8, dtype=np.float32)
+    assert explicit.rank == 30 and explicit.rank_note is None

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import match, planted_linear_system
-from traj.engine.operator import ReducedOperator, precision_floor, truncate
+from traj.engine.operator import ReducedOperator, known_noise_threshold, noise_from_tail, precision_floor, truncate
 from traj.errors import NotApplicableError, RankUnavailableError, TrajError, WindowTooShortError
 
 
@@ -78,3 +78,49 @@ def test_degenerate_inputs_are_not_applicable():
         ReducedOperator.from_pairs(np.ones((4, 1)), np.ones((4, 1)))
     with pytest.raises(TrajError, match="rank must be"):
         truncate(np.ones(3), rank="many", shape=(3, 3), dtype=np.float64, source="svd")
+
+
+def _low_rank_plus_noise(n, t, rank, seed=0):
+    """S + Z: a rank-``rank`` S with singular values 2.5-6 x √max(n, t) (above GD's ~1.7-2.4 x) and unit white noise Z."""
+    rng = np.random.default_rng(seed)
+    u, _ = np.linalg.qr(rng.standard_normal((n, rank)))
+    v, _ = np.linalg.qr(rng.standard_normal((t, rank)))
+    s = np.linspace(6, 2.5, rank) * np.sqrt(max(n, t))
+    return (u * s) @ v.T + rng.standard_normal((n, t))
+
+
+@pytest.mark.parametrize("n, t, rank", [(3000, 300, 7), (300, 1200, 5), (800, 800, 12)])
+def test_the_tail_rule_keeps_what_the_median_rule_keeps(n, t, rank):
+    """Known-noise Gavish–Donoho with σ̂ from the energy outside the kept directions (what a sketch gives)
+    against the unknown-noise rule over every σ: same rank; σ̂ within 1 % of the true σ = 1."""
+    x = _low_rank_plus_noise(n, t, rank)
+    sigma = np.linalg.svd(x, compute_uv=False)
+    median = truncate(sigma, rank="auto", shape=(n, t), dtype=np.float64, source="svd")
+    tail = truncate(sigma[:3 * rank], rank="auto", shape=(n, t), dtype=np.float64, source="svd",
+                    trace=float(np.sum(x * x)))
+    assert median.rank == tail.rank == rank
+    assert (median.rule, tail.rule) == ("gavish-donoho-median", "gavish-donoho-tail-noise")
+    assert tail.noise == pytest.approx(1.0, rel=0.01)
+    assert tail.threshold == pytest.approx(median.threshold, rel=0.02)  # ω(β)·median σ ≈ λ*(β)·√n·σ under MP
+    assert noise_from_tail(sigma, float(np.sum(sigma**2)), rank, (n, t)) == pytest.approx(1.0, rel=0.01)
+    # no noise at all: the threshold falls to the rounding and the floor decides
+    exact = truncate(sigma[:rank], rank="auto", shape=(n, t), dtype=np.float64, source="svd",
+                     trace=float(np.sum(sigma[:rank] ** 2)))
+    assert exact.rank == rank and exact.noise < 1e-6
+    assert known_noise_threshold(1.0, 1000, 1000) == pytest.approx(4 / np.sqrt(3) * np.sqrt(1000))  # λ*(1) = 4/√3
+
+
+def test_reconstruction_error_never_forms_a_snapshot_by_snapshot_matrix():
+    """‖D̂‖² from r×(T+1) products: a 1201-snapshot window needs kilobytes, not (T+1)² complex (23 MB)."""
+    import tracemalloc
+
+    data, _ = planted_linear_system(n_params=40, n_snapshots=1201)
+    data = data + 1e-3 * np.random.default_rng(1).standard_normal(data.shape)
+    op = ReducedOperator.from_gram(data @ data.T, rank=6, n_features=40, dtype=np.float64)
+    tracemalloc.start()
+    error = op.reconstruction_error()
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 4 << 20
+    d_hat = (data.T @ op.coefficients) @ (op.amplitudes[:, None] * op.vandermonde(np.arange(1201)))  # Φ diag(b) Vand
+    assert error == pytest.approx(np.linalg.norm(data.T - np.real(d_hat)) / np.linalg.norm(data), rel=1e-6)

@@ -7,8 +7,11 @@ small matrices. Modes are materialised (a second pass, D·C) only when asked.
 The method is chosen by a cost model (:func:`choose_method`): a window that fits
 :data:`IN_MEMORY_BYTES` as float64 is read once and decomposed by an SVD of the data ("svd":
 an SVD's accuracy, not the Gram's squared condition number); otherwise the cheaper of the
-streamed Gram (one read, N·T² flops) and the randomized range finder (q + 3 reads, a few
-N·T·(r+p) flops each) where both apply. The result says which and why.
+streamed Gram (one read, N·T² flops, (T+1)² matrices held) and the randomized range finder
+(q + 3 reads, a few N·T·(r+p) flops each, T×(r+p) matrices) where both apply, the Gram only
+where its matrices fit the memory budget (:data:`MEMORY_BYTES`). Rank "auto" works on both:
+the Gram path with Gavish–Donoho's median rule over every σ, the range finder with their
+known-noise rule and σ̂ from the sketch's tail. The result says which and why.
 
 The shape of every analysis: :class:`DMDParams` checks the options once (:meth:`DMDParams.checked`),
 :func:`fit_dmd` fits them to a store through the engine, and the result is a frozen
@@ -28,7 +31,7 @@ import numpy as np
 from ..checks import check_choice, check_float, check_int, check_ints, check_seed
 from ..engine import Engine, ReducedOperator
 from ..engine.operator import RESOLVED, ModeClass, check_rank
-from ..engine.randomized import randomized_operator
+from ..engine.randomized import SKETCH_BLOCK, randomized_operator
 from ..errors import DataLimitError, NotApplicableError, ParameterError, RankUnavailableError
 from ..progress import Progress
 from ..store import RunStore
@@ -36,7 +39,8 @@ from ..store.schema import ParamEntry
 from .windows import Window, check_gram_finite, parse_window, raise_nonfinite, resolve_window
 
 __all__ = ["DMDEvaluation", "DMDParams", "DMDResult", "LayerSpectrum", "MethodChoice", "MethodCost",
-           "check_gram_finite", "choose_method", "dmd", "evaluate_dmd", "fit_dmd", "parse_window", "save_modes"]
+           "check_gram_finite", "choose_method", "dmd", "evaluate_dmd", "fit_dmd", "memory_bytes", "parse_window",
+           "save_modes"]
 
 #: Above this many snapshots in a window, "auto" uses the randomized range finder (methods.md §1).
 MAX_GRAM_SNAPSHOTS = 20_001
@@ -55,7 +59,25 @@ FLOPS_PER_S = 60e9
 #: The (T+1)² eigendecomposition (~9T³ flops) is BLAS-2 bound: eigh of 3001² took 37-46 s on this
 #: machine under load (~6.6e9 flop/s), so it is charged at this rate, not FLOPS_PER_S.
 EIGH_FLOPS_PER_S = 10e9
+#: The range finder's thin products (a T×width block times width ≈ 32-136 columns) run far below dsyrk's
+#: rate: 10-20e9 flop/s measured on this machine for widths 34-136 (tall-skinny GEMMs are memory bound).
+SKETCH_FLOPS_PER_S = 15e9
+#: Working memory a DMD may hold besides the streamed blocks. Measured on T = 10 001 x N = 50k: the
+#: interpreter with numpy and zarr ~100 MiB, the engine's blocks at the default 64 MiB block ~400 MiB
+#: (float32 bands read ahead, the float64 block, products), so a process stays within ~1 GiB.
+#: "auto" takes the Gram path only where its (T+1)² matrices fit; the range finder's basis stays within it.
+MEMORY_BYTES = 512 << 20
+#: (T+1)² float64 matrices the Gram path holds at its peak: the Gram, its symmetrised copy, the
+#: pairs' XᵀX and the eigendecomposition's eigenvectors and LAPACK dsyevd's 2T² workspace.
+GRAM_COPIES = 5
+#: T×width float64 matrices the range finder holds (basis, A·basis, their stacked copies, V).
+SKETCH_COPIES = 6
 Method = Literal["auto", "gram", "randomized", "svd"]
+
+
+def memory_bytes(memory_mb: float) -> int:
+    """Bytes of a memory budget given in MiB (``--memory-mb``): at least 1 MiB, finite."""
+    return int(check_float("memory_bytes", memory_mb, low=1.0, high=float(1 << 30)) * (1 << 20))
 
 
 @dataclass(frozen=True)
@@ -75,12 +97,14 @@ class DMDParams:
     n_iter: int = 4
     random_state: int = 0
     in_memory_bytes: int = IN_MEMORY_BYTES
+    memory_bytes: int = MEMORY_BYTES
 
     @classmethod
     def checked(cls, *, rank: int | str | None = "auto", window: Window = None, layers: Sequence[str] | None = None,
                 per_layer: bool = False, eps: float = 0.01, forecast: int = 0, n_samples: int = 6,
                 method: str = "auto", drop_nonfinite: bool = False, max_gram: int = MAX_GRAM_SNAPSHOTS,
-                n_iter: int = 4, random_state: int = 0, in_memory_bytes: int = IN_MEMORY_BYTES) -> DMDParams:
+                n_iter: int = 4, random_state: int = 0, in_memory_bytes: int = IN_MEMORY_BYTES,
+                memory_bytes: int = MEMORY_BYTES) -> DMDParams:
         """The options checked once, at the door; a bad one raises :class:`ParameterError` naming it."""
         return cls(
             rank=check_rank(rank),
@@ -96,6 +120,7 @@ class DMDParams:
             n_iter=check_int("n_iter", n_iter, low=0, high=MAX_POWER_ITERATIONS),
             random_state=check_seed("random_state", random_state),
             in_memory_bytes=check_int("in_memory_bytes", in_memory_bytes, low=0),
+            memory_bytes=check_int("memory_bytes", memory_bytes, low=1 << 20),
         )
 
 
@@ -108,19 +133,22 @@ class MethodCost:
     bytes: float
     flops: float
     eigh_flops: float = 0.0
+    memory: float = 0.0
+    flops_per_s: float = FLOPS_PER_S
 
     @property
     def seconds(self) -> float:
-        return self.reads * self.bytes / READ_BYTES_PER_S + self.flops / FLOPS_PER_S + self.eigh_flops / EIGH_FLOPS_PER_S
+        return (self.reads * self.bytes / READ_BYTES_PER_S + self.flops / self.flops_per_s
+                + self.eigh_flops / EIGH_FLOPS_PER_S)
 
     def describe(self) -> str:
         eigh = f" + {self.eigh_flops:.2g} eigh flop" if self.eigh_flops else ""
         return (f"{self.reads} read{'s' if self.reads != 1 else ''} of {self.bytes / 1e9:.3g} GB + "
-                f"{self.flops:.2g} flop{eigh} ≈ {self.seconds:.3g} s")
+                f"{self.flops:.2g} flop{eigh} ≈ {self.seconds:.3g} s, holding {self.memory / 2**20:.0f} MiB")
 
     def to_dict(self) -> dict[str, Any]:
         return {"method": self.method, "reads": self.reads, "bytes": self.bytes, "flops": self.flops,
-                "eigh_flops": self.eigh_flops, "seconds": self.seconds}
+                "eigh_flops": self.eigh_flops, "memory_bytes": self.memory, "seconds": self.seconds}
 
 
 @dataclass(frozen=True)
@@ -135,21 +163,28 @@ class MethodChoice:
         return {"method": self.method, "reason": self.reason, "costs": [c.to_dict() for c in self.costs]}
 
 
-def method_costs(n_snapshots: int, n_features: int, itemsize: int, *, rank: int | None, n_iter: int
-                 ) -> dict[str, MethodCost]:
+def method_costs(n_snapshots: int, n_features: int, itemsize: int, *, rank: int | str | None, n_iter: int,
+                 randomized: bool = True) -> dict[str, MethodCost]:
     """The cost model of methods.md §1 for a window of T+1 snapshots of N coordinates.
 
-    gram: one read; the Gram N·T² flops (dsyrk) and its eigendecomposition ~9T³.
-    randomized (rank r, q power iterations, p oversamples): q + 3 reads; each pass applies
-    XᵀX to T×(r+p) columns, 4·N·T·(r+p) flops. svd: one read, an SVD of the N×T data ~4·N·T² + 9T³.
+    gram: one read; the Gram N·T² flops (dsyrk) and its eigendecomposition ~9T³; it holds
+    :data:`GRAM_COPIES` (T+1)² float64 matrices. randomized (rank r, q power iterations, p
+    oversamples; rank "auto" sketches :data:`~traj.engine.randomized.SKETCH_BLOCK` columns per pass):
+    q + 3 reads; each pass applies XᵀX to T×(r+p) columns, 4·N·T·(r+p) flops at the thin products'
+    rate :data:`SKETCH_FLOPS_PER_S`; it holds a few T×(q+1)(r+p) matrices. svd: one read, an SVD of
+    the N×T data ~4·N·T² + 9T³, holding the data twice (the copy and U).
     """
     t = n_snapshots
     data = float(t) * n_features * itemsize
-    costs = {"gram": MethodCost("gram", 1, data, float(n_features) * t * t, 9.0 * t**3),
-             "svd": MethodCost("svd", 1, data, 4.0 * n_features * t * t, 9.0 * t**3)}
-    if rank is not None:
-        width = min(t - 1, rank + OVERSAMPLES)
-        costs["randomized"] = MethodCost("randomized", n_iter + 3, data, 4.0 * n_features * t * width * (n_iter + 3))
+    square = 8.0 * t * t
+    costs = {"gram": MethodCost("gram", 1, data, float(n_features) * t * t, 9.0 * t**3, GRAM_COPIES * square),
+             "svd": MethodCost("svd", 1, data, 4.0 * n_features * t * t, 9.0 * t**3,
+                               2 * 8.0 * t * n_features + 2 * square)}
+    if randomized:
+        width = min(t - 1, rank + OVERSAMPLES if isinstance(rank, int) else SKETCH_BLOCK)
+        costs["randomized"] = MethodCost("randomized", n_iter + 3, data, 4.0 * n_features * t * width * (n_iter + 3),
+                                         memory=SKETCH_COPIES * 8.0 * t * min(t - 1, width * (n_iter + 1)),
+                                         flops_per_s=SKETCH_FLOPS_PER_S)
     return costs
 
 
@@ -157,12 +192,13 @@ def choose_method(params: DMDParams, n_snapshots: int, n_features: int, itemsize
     """The method for a window (``params.method`` unless "auto"), and why (methods.md §1).
 
     "auto": a window whose float64 copy fits ``in_memory_bytes`` (:data:`IN_MEMORY_BYTES`) takes "svd"; otherwise the
-    cheaper by :func:`method_costs` of "gram" (at most ``max_gram`` snapshots) and "randomized"
-    (an explicit integer rank, neither ``per_layer`` nor ``drop_nonfinite``).
+    cheaper by :func:`method_costs` of "gram" (at most ``max_gram`` snapshots, and only where its (T+1)² matrices
+    fit ``memory_bytes``) and "randomized" (neither ``per_layer`` nor ``drop_nonfinite``). Where neither the memory
+    budget nor ``max_gram`` admits the Gram and the range finder cannot serve, the Gram is used and the reason says so.
     """
-    rank = params.rank if isinstance(params.rank, int) else None
-    randomized_ok = rank is not None and not params.per_layer and not params.drop_nonfinite
-    costs = method_costs(n_snapshots, n_features, itemsize, rank=rank if randomized_ok else None, n_iter=params.n_iter)
+    rank = params.rank
+    randomized_ok = not params.per_layer and not params.drop_nonfinite
+    costs = method_costs(n_snapshots, n_features, itemsize, rank=rank, n_iter=params.n_iter, randomized=randomized_ok)
     in_memory = float(n_snapshots) * n_features * 8
     fits = in_memory <= params.in_memory_bytes
     if params.method != "auto":
@@ -177,12 +213,14 @@ def choose_method(params: DMDParams, n_snapshots: int, n_features: int, itemsize
                                    f"{params.in_memory_bytes / 2**20:.0f} MiB): one read and an SVD of the data, whose accuracy "
                                    f"is an SVD's ({costs['svd'].describe()})", tuple(costs.values()))
     gram_ok = n_snapshots <= params.max_gram
-    compared = [costs[m] for m in ("gram", "randomized") if m in costs and (m != "gram" or gram_ok)]
+    gram = costs["gram"]
+    gram_fits = gram.memory <= params.memory_bytes
+    over = (f"the Gram path would hold {gram.memory / 2**20:.0f} MiB, over the memory budget of "
+            f"{params.memory_bytes / 2**20:.0f} MiB")
+    compared = [c for c in costs.values() if c.method == "randomized" or
+                (c.method == "gram" and gram_ok and (gram_fits or not randomized_ok))]
     shown = tuple(c for c in costs.values() if c.method != "svd")
     if not compared:
-        if rank is None:
-            raise ParameterError("rank", f"must be an explicit integer for the randomized range finder: the window "
-                                         f"holds {n_snapshots} snapshots, too many for a Gram (max {params.max_gram})")
         raise ParameterError("per_layer" if params.per_layer else "drop_nonfinite",
                              f"needs the Gram method (windows of at most {params.max_gram} snapshots)")
     best = min(compared, key=lambda c: c.seconds)
@@ -190,10 +228,16 @@ def choose_method(params: DMDParams, n_snapshots: int, n_features: int, itemsize
     if others:
         why = f"{best.describe()}, cheaper than {others[0].method}: {others[0].describe()}"
     elif best.method == "gram":
-        why = (f"{best.describe()}; randomized needs an explicit integer rank" if not randomized_ok and rank is None
-               else f"{best.describe()}; randomized does not do per_layer or drop_nonfinite")
-    else:
+        why = f"{best.describe()}; randomized does not do per_layer or drop_nonfinite"
+        if not gram_fits:
+            why += f" ({over})"
+    elif not gram_ok:
         why = f"{best.describe()}; the window holds {n_snapshots} snapshots, too many for a Gram (max {params.max_gram})"
+    else:
+        why = f"{best.describe()}; {over} (gram: {gram.describe()})"
+    if best.method == "randomized" and not isinstance(rank, int):
+        why += ("; rank auto by Gavish–Donoho's known-noise threshold with the noise level from the energy outside "
+                "the sketch (tr XᵀX − Σ kept σ²)")
     return MethodChoice(best.method, why, shown)
 
 
@@ -287,6 +331,9 @@ class DMDResult:
             "store": self.store,
             "rank": op.rank,
             "rank_threshold": op.threshold,
+            "rank_rule": op.truncation.rule,
+            # σ̂, the noise level the tail rule estimated (null for the other rules)
+            "noise_level": op.truncation.noise,
             "rank_note": op.rank_note,
             "singular_values": op.singular_values.tolist(),
             "eigenvalues": complex_pairs(op.eigenvalues),
@@ -343,6 +390,7 @@ def dmd(
     n_iter: int = 4,
     random_state: int = 0,
     in_memory_bytes: int = IN_MEMORY_BYTES,
+    memory_bytes: int = MEMORY_BYTES,
     progress: Progress | None = None,
 ) -> DMDResult:
     """Exact DMD of a store's trajectory over a window (methods.md §1).
@@ -351,8 +399,10 @@ def dmd(
     ----------
     store : RunStore or path
     rank : int or "auto"
-        Modes kept; "auto" uses the Gavish–Donoho threshold. An integer above the directions
-        the window resolves is refused (:class:`~traj.errors.RankUnavailableError`).
+        Modes kept; "auto" uses the Gavish–Donoho threshold (the median rule over every σ on the
+        gram and svd paths; the known-noise rule with σ̂ from the sketch's tail on the randomized
+        path; the JSON's ``rank_rule`` says which). An integer above the directions the window
+        resolves is refused (:class:`~traj.errors.RankUnavailableError`).
     window : "a:b" or (a, b), optional
         Snapshot indices, both included (default the whole run).
     layers : list of str, optional
@@ -372,18 +422,22 @@ def dmd(
         "gram" forms the (T+1)² Gram in one pass; "randomized" uses the randomized range
         finder (n_iter + 3 passes, a few T×(r+10) matrices); "svd" reads the window into memory
         and takes an SVD of the data; "auto" chooses by :func:`choose_method` (svd where the
-        window fits :data:`IN_MEMORY_BYTES`, else the cheaper of gram and randomized). On the
-        gram path "auto" rank keeps only modes whose eigenvalues the Gram resolves to ~1e-6.
+        window fits :data:`IN_MEMORY_BYTES`, else the cheaper of gram and randomized, gram only
+        where it fits ``memory_bytes``). On the gram and randomized paths "auto" rank keeps only
+        modes whose eigenvalues the Gram resolves to ~1e-6.
     drop_nonfinite : bool
         Skip snapshots holding NaN/Inf (every pair touching one leaves XᵀX and XᵀY) instead of
         refusing the window; found from the Gram's diagonal, no extra pass.
     in_memory_bytes : int
         Largest float64 window "auto" reads into memory for an SVD of the data (0: never).
+    memory_bytes : int
+        Working memory the method may hold (:data:`MEMORY_BYTES`): "auto" takes the Gram path only
+        where its (T+1)² matrices fit, and the range finder's basis never outgrows it.
     """
     params = DMDParams.checked(rank=rank, window=window, layers=layers, per_layer=per_layer, eps=eps,
                                forecast=forecast, n_samples=n_samples, method=method, drop_nonfinite=drop_nonfinite,
                                max_gram=max_gram, n_iter=n_iter, random_state=random_state,
-                               in_memory_bytes=in_memory_bytes)
+                               in_memory_bytes=in_memory_bytes, memory_bytes=memory_bytes)
     return fit_dmd(store, params, engine=engine, progress=progress)
 
 
@@ -489,16 +543,14 @@ def _layer(store: RunStore, entry: ParamEntry, gram: np.ndarray, params: DMDPara
 
 def _from_range_finder(store: RunStore, engine: Engine, rows: slice, entries: list[ParamEntry], params: DMDParams,
                        progress: Progress | None) -> ReducedOperator:
-    """The window's operator from the randomized range finder (long windows, small ranks)."""
-    if not isinstance(params.rank, int):
-        raise ParameterError("rank", f"must be an explicit integer for the randomized range finder (the window "
-                                     f"holds {rows.stop - rows.start} snapshots)")
+    """The window's operator from the randomized range finder (long windows; rank "auto" by the tail rule)."""
     if params.per_layer or params.drop_nonfinite:
         raise ParameterError("per_layer" if params.per_layer else "drop_nonfinite",
                              f"needs the Gram method (windows of at most {params.max_gram} snapshots)")
     operator = randomized_operator(engine, store, params.rank, rows=rows, columns=[e.columns for e in entries],
                                    n_iter=params.n_iter, random_state=params.random_state, dtype=store.dtype,
-                                   progress=progress)
+                                   max_width=params.memory_bytes // (SKETCH_COPIES * 8 * (rows.stop - rows.start)),
+                                   resolve=RESOLVED, progress=progress)
     if not np.isfinite(operator.gram_trace):
         raise_nonfinite(store, engine.nonfinite_rows(store, rows=rows))
     return operator

@@ -44,6 +44,7 @@ def dmd(
     json_: Annotated[bool, typer.Option("--json", help="Print the summary as JSON to stdout.")] = False,
     method: Annotated[str, typer.Option(help="auto (by a cost model; the JSON says which and why), gram, randomized (range finder) or svd (in memory).")] = "auto",
     power_iterations: Annotated[int, typer.Option(help="Power iterations of the randomized method.")] = 4,
+    memory_mb: Annotated[float, typer.Option(help="Working memory the method may hold (MiB): auto takes the Gram path only where its (T+1)² matrices fit.")] = 512.0,
     backend: BackendOption = "numpy",
     device: DeviceOption = "cpu",
     scheduler: SchedulerOption = "threads",
@@ -62,11 +63,11 @@ def dmd(
         traj dmd run.zarr --evaluate --eval-ranks 5,10,20 --window 0:600 --forecast 90
     """
     with handle_errors(ctx), flag_names("rank", "eps", "forecast", "window", "method", "per_layer", "drop_nonfinite",
-                                        "eval_points", ranks="--eval-ranks", layers="--layer",
+                                        "eval_points", ranks="--eval-ranks", memory_bytes="--memory-mb", layers="--layer",
                                         n_iter="--power-iterations"):
         from dataclasses import replace
 
-        from ..analysis.dmd import DMDParams, evaluate_dmd, fit_dmd
+        from ..analysis.dmd import DMDParams, evaluate_dmd, fit_dmd, memory_bytes
         from ..analysis.dmd import save_modes as save_modes_to
         from ..display import markup as m
         from ..report.dmd import dmd_report
@@ -74,7 +75,7 @@ def dmd(
 
         params = DMDParams.checked(rank=parse_rank(rank), window=window, layers=layer, per_layer=per_layer, eps=eps,
                                    forecast=forecast, method=method, n_iter=power_iterations,
-                                   drop_nonfinite=drop_nonfinite)
+                                   drop_nonfinite=drop_nonfinite, memory_bytes=memory_bytes(memory_mb))
         ranks = number_list("--eval-ranks", eval_ranks, int)
         engine = engine_options(backend, device, scheduler, block_mb)
         opened = open_store(store)

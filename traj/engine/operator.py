@@ -30,7 +30,7 @@ from ..checks import check_int
 from ..errors import NotApplicableError, ParameterError, RankUnavailableError, WindowTooShortError
 
 __all__ = ["ReducedOperator", "Truncation", "check_rank", "eigen", "eigenvalue_errors", "fix_signs",
-           "gavish_donoho_threshold", "precision_floor", "RESOLVED", "singular_values_from_gram", "truncate", "ModeClass", "NEUTRAL", "STABLE", "UNSTABLE"]
+           "gavish_donoho_threshold", "known_noise_threshold", "noise_from_tail", "precision_floor", "RESOLVED", "resolved", "singular_values_from_gram", "truncate", "ModeClass", "NEUTRAL", "STABLE", "UNSTABLE"]
 
 ModeClass = Literal["neutral", "stable", "unstable"]
 NEUTRAL: ModeClass = "neutral"
@@ -43,6 +43,11 @@ Excess = Literal["raise", "reduce"]
 RankRequest = int | Literal["auto", "all"] | None
 #: Error estimate (absolute, |λ| ~ 1) up to which "auto" on the Gram path keeps a mode (methods.md §1, step 2).
 RESOLVED = 1e-6
+#: The rank rules, as results name them (``Truncation.rule``, the JSON's ``rank_rule``).
+RULE_EXPLICIT = "explicit"
+RULE_ALL = "all-above-floor"
+RULE_MEDIAN = "gavish-donoho-median"
+RULE_TAIL = "gavish-donoho-tail-noise"
 
 
 def check_rank(rank: int | str | None, name: str = "rank") -> int | str | None:
@@ -93,6 +98,34 @@ def gavish_donoho_threshold(sigma: np.ndarray, n_rows: int, n_cols: int) -> floa
     return float(omega * np.median(sigma))
 
 
+def known_noise_threshold(noise: float, n_rows: int, n_cols: int) -> float:
+    """Optimal hard threshold for a known noise level σ (Gavish & Donoho 2014, Theorem 1): τ = λ*(β)·√n·σ.
+
+    n = max(N, T), β = min(N, T)/n and λ*(β) = √(2(β+1) + 8β/((β+1) + √(β² + 14β + 1))). The
+    unknown-noise rule :func:`gavish_donoho_threshold` is this one with σ estimated from the median σ.
+    """
+    n = max(n_rows, n_cols)
+    beta = min(n_rows, n_cols) / n
+    lam = np.sqrt(2 * (beta + 1) + 8 * beta / ((beta + 1) + np.sqrt(beta**2 + 14 * beta + 1)))
+    return float(lam * np.sqrt(n) * noise)
+
+
+def noise_from_tail(sigma: np.ndarray, trace: float, kept: int, shape: tuple[int, int]) -> float:
+    """The white-noise level σ̂ of an N×T matrix X = S + σZ from its energy outside the ``kept`` leading directions.
+
+    tr(XᵀX) − Σ_{i≤k} σi² is the residual of the best rank-k fit. Each of the k directions above
+    the noise carries (N + T)·σ² of the noise energy besides its signal (a spike s² of the signal
+    becomes s² + (N + T)σ² + NTσ⁴/s², Benaych-Georges & Nadakuditi 2012), so the residual holds
+    σ²·(N − k)(T − k) up to k²σ² and the weak spikes' NTσ⁴/s²: the residual degrees of freedom of
+    a rank-k fit. So σ̂² = (tr XᵀX − Σ_{i≤k} σi²) / ((N − k)(T − k)). Needs only the k leading σ
+    and the trace, which a sketch gives.
+    """
+    n_rows, n_cols = shape
+    dof = float(n_rows - kept) * float(n_cols - kept)
+    tail = max(float(trace) - float(np.sum(np.asarray(sigma[:kept], dtype=np.float64) ** 2)), 0.0)
+    return float(np.sqrt(tail / dof)) if dof > 0 else 0.0
+
+
 @dataclass(frozen=True)
 class Truncation:
     """The rank decision of one DMD: how many directions it keeps, and why.
@@ -111,6 +144,12 @@ class Truncation:
         The Gavish–Donoho threshold τ (absolute) when "auto" decided.
     note : str or None
         Why fewer directions were kept than an explicit request asked (None when it was not reduced).
+    rule : str
+        The rule that decided: ``explicit``, ``all-above-floor``, ``gavish-donoho-median`` (unknown
+        noise, the median of every σ) or ``gavish-donoho-tail-noise`` (known-noise threshold with σ̂
+        from the energy outside a sketch, :func:`noise_from_tail`).
+    noise : float or None
+        σ̂, the noise level the tail rule estimated.
     """
 
     rank: int
@@ -119,6 +158,8 @@ class Truncation:
     floor: float
     threshold: float | None = None
     note: str | None = None
+    rule: str = RULE_EXPLICIT
+    noise: float | None = None
 
 
 def truncate(
@@ -130,16 +171,23 @@ def truncate(
     source: Source,
     excess: Excess = "raise",
     parameter: str = "rank",
+    trace: float | None = None,
 ) -> Truncation:
     """The rank rule of every DMD in traj (methods.md §1, step 2).
 
     Parameters
     ----------
     sigma : ndarray of shape (m,)
-        Singular values of X, descending (all of them for "auto": the threshold uses their median).
+        Singular values of X, descending: all of them, or (with ``trace``) the leading ones a sketch gives.
     rank : int, "auto", "all" or None
         An explicit rank; "auto" (or None) keeps the singular values above the Gavish–Donoho
         threshold; "all" every one above the floor. Never fewer than 1, never one below the floor.
+        With every σ, "auto" is the unknown-noise rule τ = ω(β)·median(σ). With ``trace`` (a sketch),
+        it is the known-noise rule τ = λ*(β)·√n·σ̂ (:func:`known_noise_threshold`) with σ̂ from the
+        energy outside the kept directions (:func:`noise_from_tail`), iterated from k = 0 to its fixed
+        point (σ̂ falls as k grows, so k only grows): the two agree on a low-rank signal in white noise.
+    trace : float, optional
+        tr(XᵀX) = Σ of every σ², when ``sigma`` holds only the leading singular values.
     shape : (n_features, n_pairs)
         The shape of X, for the threshold's aspect ratio β.
     dtype, source
@@ -153,11 +201,22 @@ def truncate(
         raise NotApplicableError("the trajectory is all zeros in this window: nothing to decompose")
     floor = precision_floor(dtype, source=source) * float(sigma[0])
     available = int(np.count_nonzero(sigma > floor))
+    if (rank is None or rank == "auto") and trace is not None:
+        kept = 0
+        for _ in range(sigma.size + 1):
+            noise = noise_from_tail(sigma, trace, kept, shape)
+            tau = known_noise_threshold(noise, *shape)
+            now = min(available, int(np.count_nonzero(sigma > tau)))
+            if now == kept:
+                break
+            kept = now
+        return Truncation(max(1, kept), "auto", available, floor, tau, rule=RULE_TAIL, noise=noise)
     if rank is None or rank == "auto":
         tau = gavish_donoho_threshold(sigma, *shape)
-        return Truncation(max(1, min(available, int(np.count_nonzero(sigma > tau)))), "auto", available, floor, tau)
+        return Truncation(max(1, min(available, int(np.count_nonzero(sigma > tau)))), "auto", available, floor, tau,
+                          rule=RULE_MEDIAN)
     if rank == "all":
-        return Truncation(max(1, available), "all", available, floor)
+        return Truncation(max(1, available), "all", available, floor, rule=RULE_ALL)
     requested = check_rank(rank, parameter)
     assert isinstance(requested, int)
     if requested <= available:
@@ -170,7 +229,7 @@ def truncate(
 
 
 def eigenvalue_errors(sigma: np.ndarray, atilde: np.ndarray, left: np.ndarray, right: np.ndarray | None = None, *,
-                      source: Source) -> np.ndarray:
+                      source: Source, n_pairs: int | None = None) -> np.ndarray:
     """A first-order estimate of each eigenvalue's rounding error (methods.md §1, step 5).
 
     δλk = lk δÃ wk for a perturbation δÃ of Ã (W's columns wk, L = W⁻¹'s rows lk), so
@@ -178,10 +237,11 @@ def eigenvalue_errors(sigma: np.ndarray, atilde: np.ndarray, left: np.ndarray, r
     Σr⁻¹Vrᵀ(XᵀY)VrΣr⁻¹: from the Gram, exact to ~ε·σ1², Eij = ε·√T·σ1²/(σiσj) (the Gram squares
     the condition number); from an SVD of X, backward stable, Eij = ε·√T·σ1/σj. Both are scaled by
     max(1, ‖Ã‖₂). The data's own rounding (float32 storage) is a property of the data, not of the
-    method, and is not included.
+    method, and is not included. T is ``n_pairs`` (default ``len(sigma)``, every σ of X; a sketch
+    holds fewer).
     """
     r = atilde.shape[0]
-    n_sigma = len(sigma)
+    n_sigma = len(sigma) if n_pairs is None else n_pairs
     sigma = np.asarray(sigma, dtype=np.float64)[:r]
     if r == 0 or not sigma[0] > 0:
         return np.zeros(r)
@@ -194,7 +254,8 @@ def eigenvalue_errors(sigma: np.ndarray, atilde: np.ndarray, left: np.ndarray, r
     return np.einsum("ki,ij,jk->k", np.abs(left), e, np.abs(right))
 
 
-def _resolved(cut: Truncation, sigma: np.ndarray, atilde: np.ndarray, tolerance: float) -> Truncation:
+def resolved(cut: Truncation, sigma: np.ndarray, atilde: np.ndarray, tolerance: float, *,
+             n_pairs: int | None = None) -> Truncation:
     """``cut`` lowered to the largest rank whose eigenvalues all have error estimates <= ``tolerance``.
 
     Ã of rank r' is the leading r'×r' block of Ã (its basis is the leading r' columns of V),
@@ -204,7 +265,7 @@ def _resolved(cut: Truncation, sigma: np.ndarray, atilde: np.ndarray, tolerance:
     def worst(r: int) -> float:
         block = atilde[:r, :r]
         _, right, left = eigen(block)
-        return float(eigenvalue_errors(sigma, block, left, right, source="gram").max())
+        return float(eigenvalue_errors(sigma, block, left, right, source="gram", n_pairs=n_pairs).max())
 
     if cut.rank <= 1 or worst(cut.rank) <= tolerance:
         return cut
@@ -386,7 +447,7 @@ class ReducedOperator:
         cut = truncate(sigma, rank=rank, shape=(n_features, pairs.size), dtype=dtype, source="gram", excess=excess)
         xty_v = g[np.ix_(pairs, pairs + 1)] @ v[:, : cut.rank]
         if resolve is not None and cut.requested == "auto":
-            cut = _resolved(cut, sigma, v[:, : cut.rank].T @ xty_v / np.outer(sigma[: cut.rank], sigma[: cut.rank]),
+            cut = resolved(cut, sigma, v[:, : cut.rank].T @ xty_v / np.outer(sigma[: cut.rank], sigma[: cut.rank]),
                             resolve)
             xty_v = xty_v[:, : cut.rank]
         op = cls.from_svd(sigma, v[:, : cut.rank], xty_v, lambda c: g @ c, float(np.trace(g)), truncation=cut,
@@ -531,7 +592,8 @@ class ReducedOperator:
 
     def eigenvalue_errors(self) -> np.ndarray:
         """Each eigenvalue's estimated rounding error (:func:`eigenvalue_errors`), in the eigenvalues' order."""
-        return eigenvalue_errors(self.singular_values, self.atilde, self.left, self.right, source=self.source)
+        return eigenvalue_errors(self.singular_values, self.atilde, self.left, self.right, source=self.source,
+                                 n_pairs=self.modes_basis.shape[0])
 
     # ------------------------------------------------------------------ derived
     def classes(self, eps: float = 0.01) -> list[ModeClass]:
@@ -565,7 +627,8 @@ class ReducedOperator:
             p = p * self.valid[None, :]
         norm_d = self.gram_trace
         cross = float(np.real(np.sum(p * gc.T)))  # Re tr(D̂ᴴD) = Re tr(Pᴴ (GC)ᴴ)
-        norm_hat = float(np.real(np.trace(p.conj().T @ (c.conj().T @ gc) @ p)))
+        # ‖D̂‖² = tr(Pᴴ (CᴴGC) P), summed elementwise: never the (T+1)² matrix Pᴴ(CᴴGC)P
+        norm_hat = float(np.real(np.sum(p.conj() * ((c.conj().T @ gc) @ p))))
         err2 = max(norm_d - 2 * cross + norm_hat, 0.0)
         return float(np.sqrt(err2 / norm_d)) if norm_d > 0 else 0.0
 

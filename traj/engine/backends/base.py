@@ -166,7 +166,7 @@ class StreamingBackend:
             b = self.work(block)
             for lo, hi in intersections(cols, columns):
                 part = b[:, lo - cols.start : hi - cols.start]
-                trace += float((part * part).sum())
+                trace += self.sum_of_squares(part)
                 for name, (left, right, m) in mats.items():
                     p = self.like(part, m)
                     value = p[left] @ (p[right].T @ m)
@@ -200,6 +200,10 @@ class StreamingBackend:
                 for lo, hi in intersections(cols, slices):
                     squares[:, j] += self.to_numpy(self.ops.sum(sq[:, lo - cols.start : hi - cols.start], 1))
         return squares, finite
+
+    def sum_of_squares(self, part: Any) -> float:
+        """Σ part², for tr(G) (a backend may do it without a temporary the size of the block)."""
+        return float((part * part).sum())
 
     def like(self, block: Any, other: Any) -> Any:
         """``block`` in a dtype that multiplies with ``other`` (complex coefficients: complex)."""
