@@ -91,7 +91,20 @@ def test_mirror_descent_validation_case():
     command: the reparametrisation null (OMD seen through smooth coordinate maps) is wider than the
     seed null (1e-5) and decides; the distances match seed 002 (0.008 and 0.75)."""
     runs = [SAMPLE / "mirror-omd.zarr", SAMPLE / "mirror-ogd.zarr", SAMPLE / "mirror-bisection.zarr"]
-    result = conjugacy(runs, null=[SAMPLE / "mirror-omd-seed1.zarr"])
+    default = conjugacy(runs, null=[SAMPLE / "mirror-omd-seed1.zarr"])
+    # rule "reproducible": OMD resolves 8 directions, but rank 8 splits a degenerate pair (d = 2, symmetric), so
+    # its 8th eigenvalue has no mutual nearest neighbour in the seed run: rank 7, and the note says both reductions
+    assert default.rule == "reproducible" and default.k == 7 and [s.rank for s in default.spectra] == [7, 7, 7]
+    assert "resolves only 8" in default.k_note and "7 of 8 eigenvalue(s) reproducible" in default.k_note
+    assert default.scales.shape == (7,) and (default.scales > 0).all()
+    assert [(v.verdict, v.basis) for v in default.verdicts] == [
+        ("conjugate", "reparam-null"), ("non-conjugate", "reparam-null"), ("non-conjugate", "reparam-null")]
+    # in units of each eigenvalue's null spread: OMD-OGD well inside, bisection thousands of thresholds away
+    assert default.ratio(default.verdicts[0]) < 0.5 and default.ratio(default.verdicts[1]) > 1000
+    # 20 reparametrisation draws: the conformal bound of 20 values at q = 0.95 is the largest
+    assert default.reparam.threshold == default.reparam.distances.max()
+    result = conjugacy(runs, null=[SAMPLE / "mirror-omd-seed1.zarr"], rule="plain")
+    assert result.rule == "plain" and result.statistic is None and result.scales is None
     assert [s.delays for s in result.spectra] == [4, 4, 4] and [s.n_trajectories for s in result.spectra] == [25] * 3
     assert abs(result.spectra[0].eigenvalues[0]) == pytest.approx(0.99, abs=2e-3)  # 1 - η at the minimiser
     # rank rule "k": OMD resolves 8 directions, so every run is fitted at rank 8 and the result says so
@@ -106,16 +119,22 @@ def test_mirror_descent_validation_case():
 def test_equivalence_margin_sets_the_threshold_only_when_wider_than_the_null():
     runs = [SAMPLE / "mirror-omd.zarr", SAMPLE / "mirror-ogd.zarr", SAMPLE / "mirror-bisection.zarr"]
     null = [SAMPLE / "mirror-omd-seed1.zarr"]
-    plain = conjugacy(runs, null=null, null_size=0)
+    # rule "reproducible": the margin is in W1 and acts per pair; the nulls' bound stays the threshold
+    within = conjugacy(runs, null=null, margin=0.2)
+    assert within.threshold == pytest.approx(within.reparam.threshold) and within.margin == 0.2
+    assert [(v.verdict, v.basis) for v in within.verdicts] == [
+        ("conjugate", "margin"), ("non-conjugate", "reparam-null"), ("non-conjugate", "reparam-null")]
+    # rule "plain": the margin is one more bound on W1, deciding when wider than the nulls
+    plain = conjugacy(runs, null=null, null_size=0, rule="plain")
     assert plain.margin == 0 and plain.threshold == pytest.approx(plain.null_threshold)
     assert [v.basis for v in plain.verdicts] == ["seed-null"] * 3
     # a stated margin above the nulls' spread decides; bisection stays far outside it
-    wide = conjugacy(runs, null=null, margin=0.2)
+    wide = conjugacy(runs, null=null, margin=0.2, rule="plain")
     assert wide.threshold == 0.2 and wide.null_threshold == pytest.approx(plain.null_threshold)
     assert [(v.verdict, v.basis) for v in wide.verdicts] == [
         ("conjugate", "margin"), ("non-conjugate", "margin"), ("non-conjugate", "margin")]
     # a margin narrower than the null changes nothing
-    narrow = conjugacy(runs, null=null, margin=plain.null_threshold / 10, null_size=0)
+    narrow = conjugacy(runs, null=null, margin=plain.null_threshold / 10, null_size=0, rule="plain")
     assert [v.verdict for v in narrow.verdicts] == [v.verdict for v in plain.verdicts]
     assert narrow.threshold == pytest.approx(plain.null_threshold) and narrow.verdicts[0].basis == "seed-null"
     # a margin alone gives verdicts; neither gives none
@@ -296,8 +315,13 @@ def test_cli_end_to_end_and_fail_flag(tmp_path):
     margin = runner.invoke(app, [*args, "--margin", "0.9", "--null-size", "0"])
     assert margin.exit_code == 0, margin.output
     summary = json.loads(margin.stdout)
-    assert summary["margin"] == 0.9 and summary["threshold"] == 0.9 and summary["verdicts"][0]["verdict"] == "conjugate"
-    assert summary["verdicts"][0]["basis"] == "margin" and summary["null_threshold"] < 1e-3
+    assert summary["margin"] == 0.9 and summary["verdicts"][0]["verdict"] == "conjugate"
+    assert summary["verdicts"][0]["basis"] == "margin" and summary["rule"] == "reproducible"
+    assert summary["verdicts"][0]["distance"] < 0.9 < summary["verdicts"][0]["statistic"] / summary["threshold"]
+    plain = json.loads(runner.invoke(app, [*args, "--margin", "0.9", "--null-size", "0", "--rule", "plain"]).stdout)
+    assert plain["rule"] == "plain" and plain["threshold"] == 0.9 and plain["null_threshold"] < 1e-3
+    assert plain["verdicts"][0]["statistic"] == plain["verdicts"][0]["distance"]
+    assert runner.invoke(app, [*args, "--rule", "loose"]).exit_code == 2
     bad = runner.invoke(app, [*args, "--margin", "-1"])
     assert bad.exit_code == 2 and "margin" in bad.output
     same = runner.invoke(app, ["conjugacy", str(SAMPLE / "mirror-omd.zarr"), str(SAMPLE / "mirror-omd.zarr"),
