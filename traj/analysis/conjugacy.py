@@ -709,8 +709,9 @@ def conjugacy(
         has a mutual nearest neighbour (:func:`mutual_nearest`) in every seed-null run's spectrum;
         each run's eigenvalues are matched onto the first run's (:func:`slot_match`) and a pair's
         statistic is mean_i |z_i − w_i| / s_i, s_i² = the mean square deviation of eigenvalue i over
-        the seed runs plus that over the reparametrisation draws; the threshold is the nulls'
-        conformal bound (:func:`conformal_bound`). Without a seed null, "plain" is used (and a note
+        the seed runs plus that over the reparametrisation draws (for a pair of seed-null runs, over
+        the other seed runs: leave-out); the threshold is the nulls' conformal bound
+        (:func:`conformal_bound`). Without a seed null, "plain" is used (and a note
         says so). "plain": W1 of the rank rule's eigenvalues against the nulls' ``quantile``.
     """
     params = ConjugacyParams.checked(window=window, layer=layer, rank=rank, k=k, quantile=quantile,
@@ -770,19 +771,25 @@ def fit_conjugacy(stores: Sequence[RunStore | str | os.PathLike[str]], params: C
     if rule == "reproducible":
         # every spectrum on the first run's eigenvalue slots; s_i from both nulls (independent sources of spread)
         slots = [slot_match(base, s.eigenvalues[:k]) for s in spectra_all]
-        spread = np.mean([np.abs(z - base) ** 2 for z in slots[len(runs):]], axis=0)
+        seed_dev = {i: np.abs(slots[i] - base) ** 2 for i in range(len(runs), len(slots))}
         bent_slots = [slot_match(base, e) for e in bent]
-        if bent_slots:
-            spread = spread + np.mean([np.abs(z - base) ** 2 for z in bent_slots], axis=0)
-        scales = np.maximum(np.sqrt(spread), params.tolerance)
+        bent_var = np.mean([np.abs(z - base) ** 2 for z in bent_slots], axis=0) if bent_slots else 0.0
 
-        def score(z: np.ndarray, w: np.ndarray) -> float:
-            return float(np.mean(np.abs(z - w) / scales))
+        def spread(leave_out: frozenset[int] = frozenset()) -> np.ndarray:
+            kept = [v for i, v in seed_dev.items() if i not in leave_out] or list(seed_dev.values())
+            return np.maximum(np.sqrt(np.mean(kept, axis=0) + bent_var), params.tolerance)
 
-        n_all = len(slots)
+        scales = spread()
+
+        def score(z: np.ndarray, w: np.ndarray, s: np.ndarray = scales) -> float:
+            return float(np.mean(np.abs(z - w) / s))
+
         statistic = np.array([[score(slots[i], slots[j]) for j in range(len(runs))] for i in range(len(runs))])
-        fam = [0, *range(len(runs), n_all)]
-        null_distances = np.array([score(slots[a], slots[b]) for i, a in enumerate(fam) for b in fam[i + 1:]])
+        # a seed pair's distance uses the spread of the other seeds: a compared run is never in its own
+        # spread, and an in-sample spread makes the null narrower than a new run's distance
+        fam = [0, *seed_dev]
+        null_distances = np.array([score(slots[a], slots[b], spread(frozenset({a, b}))) for i, a in enumerate(fam)
+                                   for b in fam[i + 1:]])
         rep = np.array([score(base, z) for z in bent_slots])
         bound = conformal_bound
     else:
