@@ -130,7 +130,8 @@ def _show(result: ConjugacyResult, quantile: float) -> None:
                           f"{result.null_threshold:.4g}")
     if (rep := result.reparam) is not None and rep.threshold is not None:
         out_console.print(f"  reparametrisation null ({100 * quantile:g} % of {rep.size} maps bending each coordinate "
-                          f"by up to {100 * rep.strength:g} % of its half-range): {rep.threshold:.4g}")
+                          f"by up to {100 * rep.strength:g} % of its half-range{', conformal' if standardised else ''}): "
+                          f"{rep.threshold:.4g}")
     if result.margin:
         out_console.print(f"  equivalence margin: {result.margin:.4g}{' (W1; a pair within it is conjugate)' if standardised else ''}")
     if result.threshold is not None:

@@ -87,6 +87,7 @@ def plot_null(result: ConjugacyResult, *, ax: Any = None) -> Any:
     null = result.null_distances
     observed = np.array([v.score for v in result.verdicts], dtype=float)  # in the threshold's units
     margin = 0.0 if result.rule == "reproducible" else result.margin  # a W1 margin is not on a standardised axis
+    bound = "conformal bound" if result.rule == "reproducible" else "quantile"
     shown = np.concatenate([null, reparam, observed, [result.threshold or 0.0, margin]])
     positive = shown[shown > 0]
     lo = positive.min() / 2 if positive.size else 1e-12
@@ -95,11 +96,11 @@ def plot_null(result: ConjugacyResult, *, ax: Any = None) -> Any:
     if null.size:
         hist.hist(np.clip(null, lo, hi), bins=bins, color="0.7", alpha=0.8, label="seed null")
         hist.axvline(max(result.null_threshold or lo, lo), color="k", ls="--", lw=1,
-                     label=f"seed null {100 * result.quantile:g} % quantile")
+                     label=f"seed null {100 * result.quantile:g} % {bound}")
     if reparam.size and result.reparam is not None:
         hist.hist(np.clip(reparam, lo, hi), bins=bins, color="#9ecae1", alpha=0.8, label="reparametrisation null")
         hist.axvline(max(result.reparam.threshold or lo, lo), color="#3182bd", ls="--", lw=1,
-                     label=f"reparametrisation null {100 * result.quantile:g} % quantile")
+                     label=f"reparametrisation null {100 * result.quantile:g} % {bound}")
     if margin:
         hist.axvline(margin, color="k", ls=":", lw=1, label="equivalence margin")
     names = dict(zip(result.runs, result.names, strict=True))
