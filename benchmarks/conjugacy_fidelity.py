@@ -2,11 +2,13 @@
 
 For each case and 5 choices of seeds, run A against a conjugate run B and a non-conjugate run
 C, with 4 more seeds of A's system as the seed null (the reparametrisation null is always on),
-and print the verdicts, the ratio distance / threshold (conjugate iff <= 1) and which null set
-the threshold; then, per case, how many of the 5 choices are right.
+and print the verdicts, W1 and the ratio statistic / threshold (conjugate iff <= 1; the statistic is
+the standardised distance under the default rule "reproducible", W1 under --rule plain) and which null
+set the threshold; then, per case, how many of the 5 choices are right.
 
   mirror       mirror-descent: OMD s_i vs OGD s_i (conjugate) vs bisection s_i; null OMD seeds
   mnist        mnist1d-mlp, 10 epochs: h=40 s_2i vs h=40 s_2i+1 (conjugate) vs h=5 s_i; null 4 more h=40
+  mnist40      the same at 40 epochs (not an acceptance case: a check on runs the rule was not chosen on)
   transformer  modular-transformer, first 100 steps: free s_i vs free s_i+5 (conjugate) vs
                norm-constrained s_i (non-conjugate, seed 002 fig. 5: the authors' constrained run, norm
                held at 0.8x its initial value and no weight decay; the recipe's default norm_scale=1
@@ -18,7 +20,7 @@ the threshold; then, per case, how many of the 5 choices are right.
 
 Runs are recorded once into --pool (default a temporary directory) under names like
 ``mirror-omd-s3.zarr``, so a second call (or research/conjugacy/runs of the issue's study)
-reuses them. --observable, --rank, --null-size and --null-strength change the call (default: the default command).
+reuses them. --observable, --rank, --rule, --null-size and --null-strength change the call (default: the default command).
 """
 
 from __future__ import annotations
@@ -95,6 +97,12 @@ def choice(case: str, i: int, pool: Path) -> tuple[Path, Path, Path, list[Path]]
             return recipe_run(pool, f"mnist-h{h}-s{s}", "mnist1d-mlp", h=h, seed=s, epochs=10)
 
         return (mlp(40, 2 * i), mlp(40, 2 * i + 1), mlp(5, i), [mlp(40, (2 * i + 2 + j) % 10) for j in range(4)])
+    if case == "mnist40":
+        def mlp40(h: int, s: int) -> Path:
+            return recipe_run(pool, f"mnist40-h{h}-s{s}", "mnist1d-mlp", h=h, seed=s, epochs=40, every=4)
+
+        return (mlp40(40, 2 * i), mlp40(40, 2 * i + 1), mlp40(5, i),
+                [mlp40(40, (2 * i + 2 + j) % 10) for j in range(4)])
     if case == "transformer":
         def tf(constrained: bool, s: int) -> Path:
             if constrained:  # the authors' constrained run: norm held at 0.8x its initial value, no weight decay
@@ -117,6 +125,7 @@ def main() -> None:
     parser.add_argument("--rank", default="k")
     parser.add_argument("--null-size", type=int, default=20)
     parser.add_argument("--null-strength", type=float, default=0.1)
+    parser.add_argument("--rule", default="reproducible", help="reproducible (default) | plain (W1, np.quantile)")
     args = parser.parse_args()
     pool = args.pool or Path(tempfile.mkdtemp(prefix="traj-conj-"))
     pool.mkdir(parents=True, exist_ok=True)
@@ -128,14 +137,14 @@ def main() -> None:
                 a, b, c, null = choice(case, i, pool)
                 t0 = time.perf_counter()
                 r = conjugacy([a, b, c], null=null, observable=args.observable, rank=rank,
-                              null_size=args.null_size, null_strength=args.null_strength)
+                              null_size=args.null_size, null_strength=args.null_strength, rule=args.rule)
                 v = r.verdicts  # (A, B), (A, C), (B, C)
                 ok = v[0].verdict == "conjugate" and v[1].verdict == "non-conjugate"
                 right += ok
                 rep = r.reparam.threshold if r.reparam else float("nan")
                 print(f"{case:11s} {a.stem:16s} k {r.k:2d}  conj {b.stem:16s} {v[0].distance:.3g} "
-                      f"({v[0].distance / r.threshold:5.2f}) {v[0].verdict:13s}  non {c.stem:18s} "
-                      f"{v[1].distance:.3g} ({v[1].distance / r.threshold:6.2f}) {v[1].verdict:13s}  "
+                      f"({r.ratio(v[0]):5.2f}) {v[0].verdict:13s}  non {c.stem:18s} "
+                      f"{v[1].distance:.3g} ({r.ratio(v[1]):6.2f}) {v[1].verdict:13s}  "
                       f"seed-null {r.null_threshold:.2g} reparam-null {rep:.2g} -> {r.basis}"
                       f"{'' if ok else '  WRONG'}  {time.perf_counter() - t0:.0f}s", flush=True)
             print(f"== {case}: {right}/{args.choices} seed choices right", flush=True)

@@ -6,7 +6,16 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.conftest import write_store
-from traj.analysis.conjugacy import conjugacy, hankel_gram, koopman_spectrum, reparametrise, wasserstein
+from traj.analysis.conjugacy import (
+    conformal_bound,
+    conjugacy,
+    hankel_gram,
+    koopman_spectrum,
+    mutual_nearest,
+    reparametrise,
+    slot_match,
+    wasserstein,
+)
 from traj.cli.app import app
 from traj.errors import TrajError
 from traj.store import RunStore
@@ -29,13 +38,15 @@ def test_wasserstein_identity_symmetry_and_order(rng):
     assert wasserstein([0.5], [0.5 + 0.3j]) == pytest.approx(0.3)
 
 
-def _linear_run(path, a, n_params, seed, transform=None, steps=40):
+def _linear_run(path, a, n_params, seed, transform=None, steps=40, noise=0.0):
     rng = np.random.default_rng(seed)
     basis, _ = np.linalg.qr(rng.standard_normal((n_params, a.shape[0])))
     z = rng.standard_normal(a.shape[0])
     rows = []
     for _ in range(steps):
         rows.append(basis @ (z if transform is None else transform @ z))
+        if noise:  # each seed's own white noise in every coordinate
+            rows[-1] = rows[-1] + noise * rng.standard_normal(n_params)
         z = a @ z
     return RunStore(write_store(path, np.array(rows)))
 
@@ -61,6 +72,52 @@ def test_planted_conjugate_and_nonconjugate_linear_systems(tmp_path, rng):
     assert verdicts[("a.zarr", "b.zarr")] == "conjugate"
     assert verdicts[("a.zarr", "c.zarr")] == "non-conjugate"
     assert result.distance[0, 0] == 0 and np.allclose(result.distance, result.distance.T)
+
+
+def test_rule_reproducible_compares_what_every_seed_reproduces(tmp_path):
+    """A planted system (eigenvalues 0.95e^{±0.3i}, 0.8, 0.6) plus each seed's own white noise (σ = 1e-3 in
+    N = 300). Reproducible across 4 seeds: the 4 planted eigenvalues and one at 0 (white noise has no memory,
+    its Koopman eigenvalue is 0); from rank 6 the noise eigenvalues scatter from seed to seed. So rank 5, the
+    planted eigenvalues to 2e-3 and the noise one with by far the widest spread; other eigenvalues are
+    non-conjugate, which W1 over 10 eigenvalues (rule "plain") misses."""
+    from scipy.linalg import block_diag
+
+    a = block_diag(_rotation(0.95, 0.3), [[0.8]], [[0.6]])
+    other = block_diag(_rotation(0.9, 0.5), [[0.7]], [[0.4]])
+    change = np.random.default_rng(5).standard_normal((4, 4)) + 3 * np.eye(4)
+    runs = [_linear_run(tmp_path / "a.zarr", a, 300, 0, noise=1e-3),
+            _linear_run(tmp_path / "b.zarr", a, 300, 1, transform=change, noise=1e-3),
+            _linear_run(tmp_path / "c.zarr", other, 300, 2, noise=1e-3)]
+    null = [_linear_run(tmp_path / f"n{i}.zarr", a, 300, 10 + i, noise=1e-3) for i in range(4)]
+    result = conjugacy(runs, null=null)
+    assert result.rule == "reproducible" and result.k == 5 and "5 of 10 eigenvalue(s) reproducible" in result.k_note
+    found = result.eigenvalues(0)
+    noise = int(np.argmin(np.abs(found)))
+    planted = np.linalg.eigvals(a)
+    assert np.abs(slot_match(planted, np.delete(found, noise)) - planted).max() < 2e-3
+    assert abs(found[noise]) < 0.1 and result.scales[noise] > 100 * result.scales.min()
+    assert [v.verdict for v in result.verdicts] == ["conjugate", "non-conjugate", "non-conjugate"]
+    assert result.ratio(result.verdicts[0]) < 0.5 and result.ratio(result.verdicts[1]) > 10
+    # 4 seed runs: 10 null distances, whose conformal 95 % bound is the largest
+    assert result.null_distances.shape == (10,) and result.null_threshold == result.null_distances.max()
+    plain = conjugacy(runs, null=null, rule="plain")
+    assert plain.k == 10 and [v.verdict for v in plain.verdicts] == ["conjugate"] * 3
+    # without a seed null the rule cannot choose: W1 as before, and the result says so
+    alone = conjugacy(runs[:2])
+    assert alone.rule == "plain" and alone.statistic is None and "needs a seed null" in alone.rule_note
+    with pytest.raises(TrajError, match="rule"):
+        conjugacy(runs[:2], rule="loose")
+
+
+def test_conformal_bound_mutual_nearest_and_slots():
+    # one more exchangeable value exceeds the m-th smallest of n with probability 1 - m/(n + 1)
+    assert conformal_bound(np.arange(1.0, 11.0), 0.95) == 10  # n = 10 < 19: the largest, level 1/11
+    assert conformal_bound(np.arange(1.0, 101.0), 0.95) == 96  # ⌈0.95·101⌉ = 96
+    assert conformal_bound(np.arange(1.0, 10.0), 0.5) == 5
+    a = np.array([1.0, 0.5 + 0.1j, 0.5 - 0.1j, 0.0])
+    b = np.array([0.52 - 0.1j, 0.98, 0.49 + 0.11j, 0.9])  # 0 has no partner: its nearest (0.49+0.11j) prefers 0.5+0.1j
+    assert mutual_nearest(a, b).tolist() == [True, True, True, False]
+    assert slot_match(a, b).tolist() == [0.98, 0.49 + 0.11j, 0.52 - 0.1j, 0.9]
 
 
 def test_identical_runs_and_no_null():
@@ -91,7 +148,20 @@ def test_mirror_descent_validation_case():
     command: the reparametrisation null (OMD seen through smooth coordinate maps) is wider than the
     seed null (1e-5) and decides; the distances match seed 002 (0.008 and 0.75)."""
     runs = [SAMPLE / "mirror-omd.zarr", SAMPLE / "mirror-ogd.zarr", SAMPLE / "mirror-bisection.zarr"]
-    result = conjugacy(runs, null=[SAMPLE / "mirror-omd-seed1.zarr"])
+    default = conjugacy(runs, null=[SAMPLE / "mirror-omd-seed1.zarr"])
+    # rule "reproducible": OMD resolves 8 directions, but rank 8 splits a degenerate pair (d = 2, symmetric), so
+    # its 8th eigenvalue has no mutual nearest neighbour in the seed run: rank 7, and the note says both reductions
+    assert default.rule == "reproducible" and default.k == 7 and [s.rank for s in default.spectra] == [7, 7, 7]
+    assert "resolves only 8" in default.k_note and "7 of 8 eigenvalue(s) reproducible" in default.k_note
+    assert default.scales.shape == (7,) and (default.scales > 0).all()
+    assert [(v.verdict, v.basis) for v in default.verdicts] == [
+        ("conjugate", "reparam-null"), ("non-conjugate", "reparam-null"), ("non-conjugate", "reparam-null")]
+    # in units of each eigenvalue's null spread: OMD-OGD well inside, bisection thousands of thresholds away
+    assert default.ratio(default.verdicts[0]) < 0.5 and default.ratio(default.verdicts[1]) > 1000
+    # 20 reparametrisation draws: the conformal bound of 20 values at q = 0.95 is the largest
+    assert default.reparam.threshold == default.reparam.distances.max()
+    result = conjugacy(runs, null=[SAMPLE / "mirror-omd-seed1.zarr"], rule="plain")
+    assert result.rule == "plain" and result.statistic is None and result.scales is None
     assert [s.delays for s in result.spectra] == [4, 4, 4] and [s.n_trajectories for s in result.spectra] == [25] * 3
     assert abs(result.spectra[0].eigenvalues[0]) == pytest.approx(0.99, abs=2e-3)  # 1 - η at the minimiser
     # rank rule "k": OMD resolves 8 directions, so every run is fitted at rank 8 and the result says so
@@ -106,16 +176,22 @@ def test_mirror_descent_validation_case():
 def test_equivalence_margin_sets_the_threshold_only_when_wider_than_the_null():
     runs = [SAMPLE / "mirror-omd.zarr", SAMPLE / "mirror-ogd.zarr", SAMPLE / "mirror-bisection.zarr"]
     null = [SAMPLE / "mirror-omd-seed1.zarr"]
-    plain = conjugacy(runs, null=null, null_size=0)
+    # rule "reproducible": the margin is in W1 and acts per pair; the nulls' bound stays the threshold
+    within = conjugacy(runs, null=null, margin=0.2)
+    assert within.threshold == pytest.approx(within.reparam.threshold) and within.margin == 0.2
+    assert [(v.verdict, v.basis) for v in within.verdicts] == [
+        ("conjugate", "margin"), ("non-conjugate", "reparam-null"), ("non-conjugate", "reparam-null")]
+    # rule "plain": the margin is one more bound on W1, deciding when wider than the nulls
+    plain = conjugacy(runs, null=null, null_size=0, rule="plain")
     assert plain.margin == 0 and plain.threshold == pytest.approx(plain.null_threshold)
     assert [v.basis for v in plain.verdicts] == ["seed-null"] * 3
     # a stated margin above the nulls' spread decides; bisection stays far outside it
-    wide = conjugacy(runs, null=null, margin=0.2)
+    wide = conjugacy(runs, null=null, margin=0.2, rule="plain")
     assert wide.threshold == 0.2 and wide.null_threshold == pytest.approx(plain.null_threshold)
     assert [(v.verdict, v.basis) for v in wide.verdicts] == [
         ("conjugate", "margin"), ("non-conjugate", "margin"), ("non-conjugate", "margin")]
     # a margin narrower than the null changes nothing
-    narrow = conjugacy(runs, null=null, margin=plain.null_threshold / 10, null_size=0)
+    narrow = conjugacy(runs, null=null, margin=plain.null_threshold / 10, null_size=0, rule="plain")
     assert [v.verdict for v in narrow.verdicts] == [v.verdict for v in plain.verdicts]
     assert narrow.threshold == pytest.approx(plain.null_threshold) and narrow.verdicts[0].basis == "seed-null"
     # a margin alone gives verdicts; neither gives none
@@ -296,8 +372,13 @@ def test_cli_end_to_end_and_fail_flag(tmp_path):
     margin = runner.invoke(app, [*args, "--margin", "0.9", "--null-size", "0"])
     assert margin.exit_code == 0, margin.output
     summary = json.loads(margin.stdout)
-    assert summary["margin"] == 0.9 and summary["threshold"] == 0.9 and summary["verdicts"][0]["verdict"] == "conjugate"
-    assert summary["verdicts"][0]["basis"] == "margin" and summary["null_threshold"] < 1e-3
+    assert summary["margin"] == 0.9 and summary["verdicts"][0]["verdict"] == "conjugate"
+    assert summary["verdicts"][0]["basis"] == "margin" and summary["rule"] == "reproducible"
+    assert summary["verdicts"][0]["distance"] < 0.9 < summary["verdicts"][0]["statistic"] / summary["threshold"]
+    plain = json.loads(runner.invoke(app, [*args, "--margin", "0.9", "--null-size", "0", "--rule", "plain"]).stdout)
+    assert plain["rule"] == "plain" and plain["threshold"] == 0.9 and plain["null_threshold"] < 1e-3
+    assert plain["verdicts"][0]["statistic"] == plain["verdicts"][0]["distance"]
+    assert runner.invoke(app, [*args, "--rule", "loose"]).exit_code == 2
     bad = runner.invoke(app, [*args, "--margin", "-1"])
     assert bad.exit_code == 2 and "margin" in bad.output
     same = runner.invoke(app, ["conjugacy", str(SAMPLE / "mirror-omd.zarr"), str(SAMPLE / "mirror-omd.zarr"),

@@ -48,8 +48,8 @@ from .dmd import complex_pairs
 from .windows import Window, check_gram_finite, parse_window, raise_nonfinite
 
 __all__ = ["ConjugacyParams", "ConjugacyResult", "PairVerdict", "SMALL_OBSERVABLE", "Spectrum", "WindowTransitions",
-           "conjugacy", "fit_conjugacy", "hankel_gram", "koopman_spectrum", "parse_observable", "reparametrise",
-           "stacked_hankel", "wasserstein"]
+           "conjugacy", "conformal_bound", "fit_conjugacy", "hankel_gram", "koopman_spectrum", "mutual_nearest",
+           "parse_observable", "reparametrise", "slot_match", "stacked_hankel", "wasserstein"]
 
 #: Default of ``small_observable``: observables up to this many coordinates (times delays+1) are decomposed in memory.
 SMALL_OBSERVABLE = 2048
@@ -61,6 +61,10 @@ Verdict = Literal["conjugate", "non-conjugate", "undetermined"]
 Basis = Literal["seed-null", "reparam-null", "margin", "tolerance"]
 SpectrumMethod = Literal["memory", "gram"]
 RankRule = int | Literal["auto", "k"] | None
+#: How runs are compared: "reproducible" (default; with a seed null: the rank at which every eigenvalue is
+#: reproducible across seeds, distances in units of each eigenvalue's null spread, a conformal null bound) or
+#: "plain" (W1 of the rank rule's eigenvalues against the nulls' quantiles).
+Rule = Literal["reproducible", "plain"]
 
 
 def wasserstein(a: np.ndarray, b: np.ndarray) -> float:
@@ -75,6 +79,47 @@ def wasserstein(a: np.ndarray, b: np.ndarray) -> float:
     q = np.c_[b.real, b.imag]
     cost = ot.dist(p, q, metric="euclidean")
     return float(ot.emd2(ot.unif(len(p)), ot.unif(len(q)), cost))
+
+
+def mutual_nearest(reference: np.ndarray, other: np.ndarray) -> np.ndarray:
+    """Which eigenvalues of ``reference`` have a mutual nearest neighbour in ``other`` (boolean per eigenvalue).
+
+    λ_i is reproduced by ``other`` when its nearest μ in ``other`` has λ_i as its own nearest in
+    ``reference``: the two spectra then identify that eigenvalue the same way, whatever the scale.
+    """
+    a = np.asarray(reference, dtype=np.complex128).ravel()
+    b = np.asarray(other, dtype=np.complex128).ravel()
+    cost = np.abs(a[:, None] - b[None, :])
+    return cost.argmin(axis=0)[cost.argmin(axis=1)] == np.arange(a.size)
+
+
+def slot_match(reference: np.ndarray, other: np.ndarray) -> np.ndarray:
+    """``other``'s eigenvalues reordered onto ``reference``'s: the optimal one-to-one matching (cost |λ − μ|).
+
+    Equal counts; entry i is the eigenvalue matched to reference[i] (with uniform mass and equal
+    counts this is the matching W1 uses).
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    a = np.asarray(reference, dtype=np.complex128).ravel()
+    b = np.asarray(other, dtype=np.complex128).ravel()
+    rows, cols = linear_sum_assignment(np.abs(a[:, None] - b[None, :]))
+    out = np.empty(a.size, dtype=np.complex128)
+    out[rows] = b[cols]
+    return out
+
+
+def conformal_bound(values: np.ndarray, quantile: float) -> float:
+    """The null's bound for one more exchangeable value: the ⌈q(n+1)⌉-th smallest of n (capped at the largest).
+
+    A new value exchangeable with the n null values exceeds the m-th smallest with probability
+    1 − m/(n+1) (conformal prediction); ``np.quantile`` of 10 values interpolates below the
+    largest and so calls about one conjugate pair in six non-conjugate. With n < q/(1 − q)
+    values the bound is the largest, and the test's level is 1/(n+1), not 1 − q.
+    """
+    ordered = np.sort(np.asarray(values, dtype=np.float64).ravel())
+    m = min(ordered.size, int(np.ceil(quantile * (ordered.size + 1) - 1e-12)))
+    return float(ordered[max(m, 1) - 1])
 
 
 # ---------------------------------------------------------------------- the reparametrisation null's maps
@@ -401,9 +446,16 @@ class PairVerdict:
     distance: float
     verdict: Verdict
     basis: Basis | None
+    #: What the threshold is compared with: W1 (rule "plain") or the standardised distance (rule "reproducible").
+    statistic: float | None = None
+
+    @property
+    def score(self) -> float:
+        return self.distance if self.statistic is None else self.statistic
 
     def to_dict(self) -> dict[str, Any]:
-        return {"a": self.a, "b": self.b, "distance": self.distance, "verdict": self.verdict, "basis": self.basis}
+        return {"a": self.a, "b": self.b, "distance": self.distance, "statistic": self.score,
+                "verdict": self.verdict, "basis": self.basis}
 
 
 @dataclass(frozen=True)
@@ -469,6 +521,19 @@ class ConjugacyResult:
     reparam: ReparamNull | None = None
     observable: str = "all"
     basis: Basis | None = None
+    rule: Rule = "plain"
+    statistic: np.ndarray | None = None
+    scales: np.ndarray | None = None
+    rule_note: str | None = None
+
+    @property
+    def scores(self) -> np.ndarray:
+        """The matrix the threshold is compared with: W1 (rule "plain") or the standardised distances."""
+        return self.distance if self.statistic is None else self.statistic
+
+    def ratio(self, verdict: PairVerdict) -> float | None:
+        """A pair's statistic over the threshold (conjugate iff <= 1); None without a threshold."""
+        return verdict.score / self.threshold if self.threshold else None
 
     @property
     def any_nonconjugate(self) -> bool:
@@ -507,6 +572,10 @@ class ConjugacyResult:
             "null_threshold": self.null_threshold,
             "reparam_null": self.reparam.to_dict() if self.reparam else None,
             "margin": self.margin,
+            "rule": self.rule,
+            "rule_note": self.rule_note,
+            "statistic": self.scores.tolist(),
+            "scales": None if self.scales is None else self.scales.tolist(),
             "verdicts": [v.to_dict() for v in self.verdicts],
             "windows": self.windows.to_dict() if self.windows else None,
             "settings": {"observable": self.observable, "layer": self.layer, "rank": self.rank,
@@ -547,14 +616,17 @@ class ConjugacyParams:
     null_size: int = 20
     null_strength: float = 0.1
     null_seed: int = 0
+    rule: Rule = "reproducible"
 
     @classmethod
     def checked(cls, *, window: Window = None, layer: str | None = None, rank: int | str | None = "k",
                 k: int | None = 10, quantile: float = 0.95, tolerance: float = 1e-8, margin: float = 0.0,
                 windows: int | None = None, stack: int | bool | None = None, delays: int | None = None,
                 small_observable: int = SMALL_OBSERVABLE, observable: str | None = None, null_size: int = 20,
-                null_strength: float = 0.1, null_seed: int = 0) -> ConjugacyParams:
+                null_strength: float = 0.1, null_seed: int = 0, rule: str = "reproducible") -> ConjugacyParams:
         kind, arg = parse_observable(observable, layer)
+        if rule not in ("reproducible", "plain"):
+            raise ParameterError("rule", f"must be 'reproducible' or 'plain', got {rule!r}")
         return cls(
             window=window,
             layer=arg if kind == "layer" else None,  # type: ignore[arg-type]
@@ -572,6 +644,7 @@ class ConjugacyParams:
             null_strength=check_float("null_strength", null_strength, low=0, high=1 / 3, low_open=True,
                                       high_open=True),
             null_seed=check_int("null_seed", null_seed, low=0),
+            rule=rule,  # type: ignore[arg-type]
         )
 
 
@@ -594,6 +667,7 @@ def conjugacy(
     stack: int | bool | None = None,
     delays: int | None = None,
     small_observable: int = SMALL_OBSERVABLE,
+    rule: str = "reproducible",
     engine: Engine | None = None,
     progress: Progress | None = None,
 ) -> ConjugacyResult:
@@ -629,11 +703,21 @@ def conjugacy(
         (the first axis of the tensor), None (mirror-descent stores: their 25 initial conditions).
     small_observable : observables up to this many coordinates (times delays + 1) are
         decomposed in memory by an SVD; larger ones through the streamed Gram.
+    rule : "reproducible" or "plain"
+        "reproducible" (default, with a seed null): compare only what the null reproduces. The
+        rank is the largest r (at most the rank rule's) at which every eigenvalue of the first run
+        has a mutual nearest neighbour (:func:`mutual_nearest`) in every seed-null run's spectrum;
+        each run's eigenvalues are matched onto the first run's (:func:`slot_match`) and a pair's
+        statistic is mean_i |z_i − w_i| / s_i, s_i² = the mean square deviation of eigenvalue i over
+        the seed runs plus that over the reparametrisation draws (for a pair of seed-null runs, over
+        the other seed runs: leave-out); the threshold is the nulls' conformal bound
+        (:func:`conformal_bound`). Without a seed null, "plain" is used (and a note
+        says so). "plain": W1 of the rank rule's eigenvalues against the nulls' ``quantile``.
     """
     params = ConjugacyParams.checked(window=window, layer=layer, rank=rank, k=k, quantile=quantile,
                                      tolerance=tolerance, margin=margin, windows=windows, stack=stack, delays=delays,
                                      small_observable=small_observable, observable=observable, null_size=null_size,
-                                     null_strength=null_strength, null_seed=null_seed)
+                                     null_strength=null_strength, null_seed=null_seed, rule=rule)
     return fit_conjugacy(stores, params, null=null, engine=engine, progress=progress)
 
 
@@ -671,30 +755,96 @@ def fit_conjugacy(stores: Sequence[RunStore | str | os.PathLike[str]], params: C
 
     observed = [observe(runs[0], draws)] + [observe(s) for s in runs[1:] + null_runs]
     spectra_all, k, k_note = _fit_all(observed, params)
+    rule: Rule = params.rule
+    rule_note = None
+    if rule == "reproducible" and not null_runs:
+        rule, rule_note = "plain", ("rule 'reproducible' needs a seed null (--null): W1 of the rank rule's "
+                                    "eigenvalues compared instead")
+    elif rule == "reproducible":
+        spectra_all, k, k_note = _reproducible_fit(observed, spectra_all, k, k_note, len(runs))
     spectra, null_spectra = spectra_all[: len(runs)], spectra_all[len(runs):]
     distance = _distances(spectra, k)
     family = [spectra[0], *null_spectra]
-    null_distances = _distances(family, k)[np.triu_indices(len(family), 1)] if null_spectra else np.zeros(0)
-    null_threshold = float(np.quantile(null_distances, params.quantile)) if null_distances.size else None
-    reparam = None
-    if observed[0].bent:
-        base = spectra[0]
-        rep = np.array([wasserstein(base.eigenvalues[:k], src.fit(base.rank).eigenvalues[:k])
-                        for src in observed[0].bent])
-        reparam = ReparamNull(len(rep), params.null_strength, params.null_seed, rep,
-                              float(np.quantile(rep, params.quantile)))
-    threshold, basis = _threshold(null_threshold, reparam.threshold if reparam else None, params)
-    verdicts = tuple(
-        PairVerdict(str(runs[i].path), str(runs[j].path), float(distance[i, j]),
-                    "undetermined" if threshold is None else
-                    ("conjugate" if distance[i, j] <= threshold else "non-conjugate"), basis)
-        for i in range(len(spectra)) for j in range(i + 1, len(spectra)))
+    bent = [src.fit(spectra[0].rank).eigenvalues[:k] for src in observed[0].bent]
+    base = spectra[0].eigenvalues[:k]
+    scales = None
+    if rule == "reproducible":
+        # every spectrum on the first run's eigenvalue slots; s_i from both nulls (independent sources of spread)
+        slots = [slot_match(base, s.eigenvalues[:k]) for s in spectra_all]
+        seed_dev = {i: np.abs(slots[i] - base) ** 2 for i in range(len(runs), len(slots))}
+        bent_slots = [slot_match(base, e) for e in bent]
+        bent_var = np.mean([np.abs(z - base) ** 2 for z in bent_slots], axis=0) if bent_slots else 0.0
+
+        def spread(leave_out: frozenset[int] = frozenset()) -> np.ndarray:
+            kept = [v for i, v in seed_dev.items() if i not in leave_out] or list(seed_dev.values())
+            return np.maximum(np.sqrt(np.mean(kept, axis=0) + bent_var), params.tolerance)
+
+        scales = spread()
+
+        def score(z: np.ndarray, w: np.ndarray, s: np.ndarray = scales) -> float:
+            return float(np.mean(np.abs(z - w) / s))
+
+        statistic = np.array([[score(slots[i], slots[j]) for j in range(len(runs))] for i in range(len(runs))])
+        # a seed pair's distance uses the spread of the other seeds: a compared run is never in its own
+        # spread, and an in-sample spread makes the null narrower than a new run's distance
+        fam = [0, *seed_dev]
+        null_distances = np.array([score(slots[a], slots[b], spread(frozenset({a, b}))) for i, a in enumerate(fam)
+                                   for b in fam[i + 1:]])
+        rep = np.array([score(base, z) for z in bent_slots])
+        bound = conformal_bound
+    else:
+        statistic = None
+        null_distances = _distances(family, k)[np.triu_indices(len(family), 1)] if null_spectra else np.zeros(0)
+        rep = np.array([wasserstein(base, e) for e in bent])
+
+        def bound(values: np.ndarray, q: float) -> float:
+            return float(np.quantile(values, q))
+    null_threshold = bound(null_distances, params.quantile) if null_distances.size else None
+    reparam = (ReparamNull(len(rep), params.null_strength, params.null_seed, rep, bound(rep, params.quantile))
+               if rep.size else None)
+    if statistic is None:
+        threshold, basis = _threshold(null_threshold, reparam.threshold if reparam else None, params)
+        verdicts = tuple(
+            PairVerdict(str(runs[i].path), str(runs[j].path), float(distance[i, j]),
+                        "undetermined" if threshold is None else
+                        ("conjugate" if distance[i, j] <= threshold else "non-conjugate"), basis)
+            for i in range(len(spectra)) for j in range(i + 1, len(spectra)))
+    else:
+        threshold, basis, verdicts = _standardised_verdicts(runs, distance, statistic, null_threshold,
+                                                            reparam.threshold if reparam else None, params)
     transitions = _window_transitions(runs[0], edges, params, engine, progress) if edges is not None else None
     return ConjugacyResult(tuple(str(r.path) for r in runs), tuple(spectra), k, distance,
                            tuple(str(r.path) for r in null_runs), null_distances, params.quantile, threshold, verdicts,
                            transitions, params.layer, params.rank, time.perf_counter() - t0,
                            null_threshold=null_threshold, margin=params.margin, k_requested=params.k, k_note=k_note,
-                           reparam=reparam, observable=params.observable, basis=basis)
+                           reparam=reparam, observable=params.observable, basis=basis, rule=rule,
+                           statistic=statistic, scales=scales, rule_note=rule_note)
+
+
+def _reproducible_fit(observed: Sequence[_Observed], spectra: list[Spectrum], k: int, k_note: str | None,
+                      n_runs: int) -> tuple[list[Spectrum], int, str | None]:
+    """Every spectrum at the largest rank r <= k at which the seed null reproduces every eigenvalue of the first run.
+
+    An eigenvalue is reproduced by a seed run when the two are mutual nearest neighbours
+    (:func:`mutual_nearest`); below the rank where SGD noise directions enter, every eigenvalue
+    is; a rank that splits a degenerate pair is skipped. Rank 1 when none qualifies.
+    """
+    first, seeds = observed[0], observed[n_runs:]
+    chosen = 1
+    for r in range(k, 0, -1):
+        base = spectra[0].eigenvalues[:r] if r == k else first.spectrum(r).eigenvalues[:r]
+        fits = ([s.eigenvalues[:r] for s in spectra[n_runs:]] if r == k
+                else [o.spectrum(r).eigenvalues[:r] for o in seeds])
+        if all(mutual_nearest(base, f).all() for f in fits):
+            chosen = r
+            break
+    if chosen == k:
+        return spectra, k, k_note
+    note = (f"{k_note}; " if k_note else "") + (f"{chosen} of {k} eigenvalue(s) reproducible: at rank {chosen} every eigenvalue of "
+            f"{os.path.basename(spectra[0].run)} has a mutual nearest neighbour in every seed-null run's spectrum "
+            f"(at rank{f's {chosen + 1}..{k}' if k > chosen + 1 else f' {k}'} some do not): every run fitted at rank "
+            f"{chosen}")
+    return [o.spectrum(chosen) for o in observed], chosen, note
 
 
 def _fit_all(observed: Sequence[_Observed], params: ConjugacyParams) -> tuple[list[Spectrum], int, str | None]:
@@ -759,6 +909,34 @@ def _threshold(seed_threshold: float | None, reparam_threshold: float | None,
     if bounds[basis] < params.tolerance:
         return params.tolerance, "tolerance"
     return bounds[basis], basis
+
+
+def _standardised_verdicts(runs: Sequence[RunStore], distance: np.ndarray, statistic: np.ndarray,
+                           seed_threshold: float | None, reparam_threshold: float | None, params: ConjugacyParams,
+                           ) -> tuple[float | None, Basis | None, tuple[PairVerdict, ...]]:
+    """Rule "reproducible": the nulls' bound on the standardised statistic decides, except that a pair whose W1
+    is within the stated margin (or the eigenvalues' precision) is conjugate whatever the nulls (the margin
+    is in W1, the units the user states it in)."""
+    bounds: dict[Basis, float] = {}
+    if seed_threshold is not None:
+        bounds["seed-null"] = seed_threshold
+    if reparam_threshold is not None:
+        bounds["reparam-null"] = reparam_threshold
+    basis: Basis | None = max(bounds, key=bounds.__getitem__) if bounds else None
+    threshold = bounds[basis] if basis is not None else None
+    verdicts = []
+    for i in range(len(runs)):
+        for j in range(i + 1, len(runs)):
+            w1, score = float(distance[i, j]), float(statistic[i, j])
+            if w1 <= max(params.margin, params.tolerance):
+                verdict: Verdict = "conjugate"
+                decided: Basis | None = "margin" if w1 <= params.margin else "tolerance"
+            elif threshold is None:
+                verdict, decided = "undetermined", None
+            else:
+                verdict, decided = ("conjugate" if score <= threshold else "non-conjugate"), basis
+            verdicts.append(PairVerdict(str(runs[i].path), str(runs[j].path), w1, verdict, decided, score))
+    return threshold, basis, tuple(verdicts)
 
 
 def _window_edges(store: RunStore, params: ConjugacyParams) -> np.ndarray:

@@ -43,6 +43,9 @@ def conjugacy(
     null_strength: Annotated[float, typer.Option(help="Reparametrisation null: each map's largest displacement, as a "
                                                       "fraction of each coordinate's half-range (< 1/3).")] = 0.1,
     null_seed: Annotated[int, typer.Option(help="Reparametrisation null: which maps are drawn.")] = 0,
+    rule: Annotated[str, typer.Option(help="'reproducible' (with --null: compare only the eigenvalues every seed "
+                                           "reproduces, in units of each one's null spread) or 'plain' (W1 of the "
+                                           "rank rule's eigenvalues, the behaviour before).")] = "reproducible",
     quantile: Annotated[float, typer.Option(help="Null quantile below which a pair is conjugate.")] = 0.95,
     margin: Annotated[float, typer.Option(help="Equivalence margin: distances up to it are conjugate whatever the nulls "
                                                "(default 0: the nulls alone decide).")] = 0.0,
@@ -73,7 +76,7 @@ def conjugacy(
 
         traj conjugacy run.zarr --windows 8
     """
-    with handle_errors(ctx), flag_names("window", "observable", "layer", "rank", "k", "quantile", "margin", "windows",
+    with handle_errors(ctx), flag_names("window", "observable", "layer", "rank", "k", "rule", "quantile", "margin", "windows",
                                         "delays", "stack", "null_size", "null_strength", "null_seed"):
         from ..analysis.conjugacy import ConjugacyParams, fit_conjugacy
         from ..display import markup as m
@@ -84,7 +87,7 @@ def conjugacy(
                                          rank=int_or_keyword("--rank", rank, "k", "auto"),
                                          k=k, quantile=quantile, margin=margin, windows=windows, stack=stack,
                                          delays=delays, null_size=null_size, null_strength=null_strength,
-                                         null_seed=null_seed)
+                                         null_seed=null_seed, rule=rule)
         engine = engine_options(backend, device, scheduler, block_mb)
         runs = [open_store(s) for s in stores]
         null_runs = [open_store(Path(p.strip())) for p in (null or "").split(",") if p.strip()]
@@ -107,24 +110,33 @@ def _show(result: ConjugacyResult, quantile: float) -> None:
     """The verdicts, the window matrix and the thresholds on stdout (store names escaped: data, not markup)."""
     from ..display import markup as m
 
+    standardised = result.rule == "reproducible"
     for v in result.verdicts:
         colour = {"conjugate": "green", "non-conjugate": "red"}.get(v.verdict, "yellow")
-        ratio = f" ({v.distance / result.threshold:.3g} x threshold)" if result.threshold else ""
-        out_console.print(f"{m(Path(v.a).name)} vs {m(Path(v.b).name)}: W1 = {v.distance:.4g}{ratio} "
+        ratio = "" if (q := result.ratio(v)) is None else f" ({q:.3g} x threshold)"
+        score = f", standardised {v.score:.4g}" if standardised else ""
+        out_console.print(f"{m(Path(v.a).name)} vs {m(Path(v.b).name)}: W1 = {v.distance:.4g}{score}{ratio} "
                           f"[{colour}]{v.verdict}[/{colour}]")
+    if standardised:
+        out_console.print(f"  rule reproducible: {result.k} eigenvalue(s) compared, each in units of its null spread; "
+                          "thresholds are the nulls' conformal bounds on that statistic")
     if (w := result.windows) is not None:
         out_console.print(f"{m(Path(w.run).name)}: W1 between {len(w.bounds)} windows (k = {w.k})")
         for (a, b), row in zip(w.steps, w.distance, strict=True):
             out_console.print(f"  steps {a:>6}-{b:<6} " + " ".join(f"{v:7.4f}" for v in row))
     if result.null_threshold is not None:
-        out_console.print(f"  seed null ({100 * quantile:g} % of {len(result.null_distances)} seed distance(s)): "
+        out_console.print(f"  seed null ({100 * quantile:g} % of {len(result.null_distances)} seed distance(s)"
+                          f"{', conformal' if standardised else ''}): "
                           f"{result.null_threshold:.4g}")
     if (rep := result.reparam) is not None and rep.threshold is not None:
         out_console.print(f"  reparametrisation null ({100 * quantile:g} % of {rep.size} maps bending each coordinate "
-                          f"by up to {100 * rep.strength:g} % of its half-range): {rep.threshold:.4g}")
+                          f"by up to {100 * rep.strength:g} % of its half-range{', conformal' if standardised else ''}): "
+                          f"{rep.threshold:.4g}")
     if result.margin:
-        out_console.print(f"  equivalence margin: {result.margin:.4g}")
+        out_console.print(f"  equivalence margin: {result.margin:.4g}{' (W1; a pair within it is conjugate)' if standardised else ''}")
     if result.threshold is not None:
         out_console.print(f"  threshold {result.threshold:.4g}, set by the {result.basis}")
     for note in result.notes:
         err_console.print(f"[yellow]reduced: {m(note)}[/yellow]")
+    if result.rule_note:
+        err_console.print(f"[yellow]rule: {m(result.rule_note)}[/yellow]")

@@ -85,8 +85,10 @@ def plot_null(result: ConjugacyResult, *, ax: Any = None) -> Any:
         raise ValueError("the result has no null (fit with null runs or null_size > 0)")
     fig, (hist,) = panels(ax, 1, (8.5, 3.8))
     null = result.null_distances
-    observed = np.array([v.distance for v in result.verdicts], dtype=float)
-    shown = np.concatenate([null, reparam, observed, [result.threshold or 0.0, result.margin]])
+    observed = np.array([v.score for v in result.verdicts], dtype=float)  # in the threshold's units
+    margin = 0.0 if result.rule == "reproducible" else result.margin  # a W1 margin is not on a standardised axis
+    bound = "conformal bound" if result.rule == "reproducible" else "quantile"
+    shown = np.concatenate([null, reparam, observed, [result.threshold or 0.0, margin]])
     positive = shown[shown > 0]
     lo = positive.min() / 2 if positive.size else 1e-12
     hi = max(positive.max() * 2 if positive.size else 1.0, lo * 10)
@@ -94,21 +96,23 @@ def plot_null(result: ConjugacyResult, *, ax: Any = None) -> Any:
     if null.size:
         hist.hist(np.clip(null, lo, hi), bins=bins, color="0.7", alpha=0.8, label="seed null")
         hist.axvline(max(result.null_threshold or lo, lo), color="k", ls="--", lw=1,
-                     label=f"seed null {100 * result.quantile:g} % quantile")
+                     label=f"seed null {100 * result.quantile:g} % {bound}")
     if reparam.size and result.reparam is not None:
         hist.hist(np.clip(reparam, lo, hi), bins=bins, color="#9ecae1", alpha=0.8, label="reparametrisation null")
         hist.axvline(max(result.reparam.threshold or lo, lo), color="#3182bd", ls="--", lw=1,
-                     label=f"reparametrisation null {100 * result.quantile:g} % quantile")
-    if result.margin:
-        hist.axvline(result.margin, color="k", ls=":", lw=1, label="equivalence margin")
+                     label=f"reparametrisation null {100 * result.quantile:g} % {bound}")
+    if margin:
+        hist.axvline(margin, color="k", ls=":", lw=1, label="equivalence margin")
     names = dict(zip(result.runs, result.names, strict=True))
     for v in result.verdicts:
         colour = "#31a354" if v.verdict == "conjugate" else "#de2d26"
-        hist.axvline(max(v.distance, lo), color=colour, lw=1.5,
+        hist.axvline(max(v.score, lo), color=colour, lw=1.5,
                      label=f"{mathtext(names[v.a])} vs {mathtext(names[v.b])}: {v.verdict}")
     hist.set_xscale("log")
     hist.set_xlim(lo, hi)
-    hist.set(xlabel="W1 between Koopman spectra", ylabel="count", title="observed distances against the nulls")
+    xlabel = ("standardised distance (units of each eigenvalue's null spread)" if result.rule == "reproducible"
+              else "W1 between Koopman spectra")
+    hist.set(xlabel=xlabel, ylabel="count", title="observed distances against the nulls")
     hist.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     if ax is None:
         fig.tight_layout()

@@ -31,7 +31,8 @@ def conjugacy_report(result: ConjugacyResult, out_dir: str | os.PathLike[str],
               if result.margin else "")
     words = {"seed-null": "seed null", "reparam-null": "reparametrisation null", "margin": "margin",
              "tolerance": "eigenvalues' precision"}
-    verdict = (f" A pair is conjugate when its W1 is at most {result.threshold:.3g}, set by the "
+    what = "standardised distance" if result.rule == "reproducible" else "W1"
+    verdict = (f" A pair is conjugate when its {what} is at most {result.threshold:.3g}, set by the "
                f"{words.get(result.basis or '', result.basis)}."
                if result.threshold is not None else " Without a null or a margin every verdict is undetermined.")
     spectra = result.spectra[0]
@@ -41,8 +42,17 @@ def conjugacy_report(result: ConjugacyResult, out_dir: str | os.PathLike[str],
         f"{spectra.n_trajectories} stacked trajector{'y' if spectra.n_trajectories == 1 else 'ies'}, "
         f"rank rule {result.rank}. {seed}{reparam}{margin}{verdict}"
     )
+    if result.rule == "reproducible" and result.scales is not None:
+        report.paragraph(
+            f"Rule reproducible: the {result.k} compared eigenvalues are those every seed-null run reproduces (mutual "
+            "nearest neighbours); each run's eigenvalues are matched onto the first run's, and a pair's standardised "
+            "distance is the mean of |λ_i − μ_i| / s_i, s_i being eigenvalue i's spread over both nulls "
+            f"({', '.join(f'{x:.2g}' for x in result.scales)}). The nulls' quantiles above are their conformal bounds "
+            "on that statistic (with n values, the ⌈q(n+1)⌉-th smallest, capped at the largest).")
     for note in result.notes:
         report.paragraph(f"Reduced: {note}.")
+    if result.rule_note:
+        report.paragraph(f"Rule: {result.rule_note}.")
     if len(result.runs) > 1:
         report.figure("spectra.png", figure_png(plot_spectra(result)), "Koopman eigenvalues of every run")
         report.figure("distance.png", figure_png(plot_distance_matrix(result)), "Distance matrix")
@@ -58,8 +68,9 @@ def conjugacy_report(result: ConjugacyResult, out_dir: str | os.PathLike[str],
 
 
 def verdict_table(report: Report, result: ConjugacyResult) -> None:
-    """One row per pair: W1, W1 / threshold, the verdict and the null (or margin) that decided it."""
-    report.table(["run A", "run B", "W1", "W1 / threshold", "verdict", "decided by"],
+    """One row per pair: W1, the statistic over the threshold, the verdict and the null (or margin) that decided it."""
+    what = "standardised" if result.rule == "reproducible" else "W1"
+    report.table(["run A", "run B", "W1", f"{what} / threshold", "verdict", "decided by"],
                  [[Path(v.a).name, Path(v.b).name, f"{v.distance:.4g}",
-                   f"{v.distance / result.threshold:.3g}" if result.threshold else "-", v.verdict, v.basis or "-"]
+                   f"{q:.3g}" if (q := result.ratio(v)) is not None else "-", v.verdict, v.basis or "-"]
                   for v in result.verdicts])

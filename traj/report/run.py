@@ -97,7 +97,8 @@ def _sections(report: Report, overview: Overview) -> None:
     report.heading("Conjugacy")
     if (conj := overview.conjugacy) is not None:
         if conj.threshold is not None:
-            report.paragraph(f"A pair is conjugate when its W1 is at most {conj.threshold:.3g} (set by the "
+            report.paragraph(f"A pair is conjugate when its {'standardised distance' if conj.rule == 'reproducible' else 'W1'} "
+                             f"is at most {conj.threshold:.3g} (set by the "
                              f"{conj.basis}); `traj conjugacy` gives the nulls and spectra in full.")
         verdict_table(report, conj)
         report.figure("conjugacy_distance.png", figure_png(plot_distance_matrix(conj)), "Distances")
