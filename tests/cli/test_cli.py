@@ -155,6 +155,7 @@ def test_info_report_and_layer_norms(tmp_path, rng):
     (["cmd", "{q}", "--compare-modes", "2,5"], "--compare-modes draws CMD beside DMD: it needs --compare-dmd"),
     (["conjugacy", "{omd}", "{ogd}", "--null", "{q}"], "is not the model of mirror-omd.zarr"),
     (["conjugacy", "{omd}", "{ogd}", "--rank", "foo"], "--rank must be an integer or 'k' or 'auto', not 'foo'"),
+    (["conjugacy", "{omd}"], "one run given: give two or more runs to compare, or --windows W"),
 ])
 def test_options_that_would_be_ignored_are_refused(tmp_path, args, message):
     """Options a run would silently drop (found by a new user) are one line and exit 2, nothing written."""

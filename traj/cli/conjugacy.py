@@ -17,6 +17,7 @@ from ._common import (
     SchedulerOption,
     engine_options,
     err_console,
+    fail,
     flag_names,
     handle_errors,
     int_or_keyword,
@@ -88,6 +89,8 @@ def conjugacy(
                                          k=k, quantile=quantile, margin=margin, windows=windows, stack=stack,
                                          delays=delays, null_size=null_size, null_strength=null_strength,
                                          null_seed=null_seed, rule=rule)
+        if len(stores) < 2 and not windows:
+            raise fail("one run given: give two or more runs to compare, or --windows W to compare W windows of one run")
         engine = engine_options(backend, device, scheduler, block_mb)
         runs = [open_store(s) for s in stores]
         null_runs = [open_store(Path(p.strip())) for p in (null or "").split(",") if p.strip()]
