@@ -3,9 +3,12 @@
 The training thread only copies the parameters into a reusable host buffer (pinned, with an
 asynchronous copy, when the model is on a GPU); a background thread compresses and writes.
 The pool of buffers is the bounded queue: when the writer falls behind by more than the
-pool, the training thread waits, so memory stays bounded. The writer commits whatever has
-arrived each time it catches up ("group commit"), so under load rows are written in whole
-chunks, and when training is slow each snapshot is on disk one write after it was taken.
+pool, the training thread waits, so memory stays bounded. The writer writes each snapshot's
+data as it arrives (its buffer is free again at once) and commits what it has written at most
+every COMMIT_SECONDS ("group commit": the series and every ``zarr.json`` are rewritten once for
+several snapshots of a fast loop), and at once when it has not committed for that long, so when
+training is slow each snapshot is committed one write after it was taken. The writer thread
+runs WRITER_NICE steps nicer than the thread that made it.
 
 Nothing a Recorder accepted is lost when ``close()`` is never called. The writer thread holds
 only the :class:`_Pipeline` (queue, buffers, store writer), never the Recorder, so a dropped
