@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import numpy as np
@@ -213,7 +214,7 @@ def _check_plain_view(path) -> tuple[int, int]:
     for name in ("epoch", "time", "loss"):
         if name in group:
             assert group[name].shape[0] >= steps.size
-    for k in {1, steps.size - 1, params.shape[0] - 1} - {-1, 0}:
+    for k in {1, steps.size - 1, params.shape[0] - 1} - {-1, 0} - {params.shape[0]}:  # row 1 once it exists
         assert (params[k, ::4099] == k).all() and params[k, -1] == k, f"row {k} is not complete"
     return steps.size, params.shape[0]
 
@@ -537,3 +538,36 @@ def test_sigterm_during_traj_record_closes_the_store_and_exits_143(tmp_path):
     assert store.capacity == store.n_snapshots == store.expected_snapshots
     np.testing.assert_array_equal(store.steps, np.arange(store.n_snapshots))
     assert np.isfinite(store.read()).all()
+
+
+def test_snapshots_are_written_at_once_and_committed_at_the_cadence_or_on_flush(tmp_path, monkeypatch):
+    import zarr
+
+    from traj.record import recorder as recorder_module
+
+    monkeypatch.setattr(recorder_module, "COMMIT_SECONDS", 60.0)
+    path = tmp_path / "cadence.zarr"
+    model = nn.Linear(300, 300)
+    with Recorder(path, model) as rec:
+        rec.flush()  # snapshot 0 committed; the cadence starts now
+        for _ in range(3):
+            rec.step()
+        deadline = time.monotonic() + 10
+        while rec._pipe.rows_written < 4 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert rec._pipe.rows_written == 4  # their data is written, their buffers free
+        # they wait for the cadence: a plain reader sees snapshot 0 only, and so does traj
+        assert zarr.open_group(path, mode="r")["params"].shape[0] == 1 == RunStore(path).n_snapshots
+        rec.flush()
+        assert rec.n_committed == 4 == zarr.open_group(path, mode="r")["step"].shape[0]
+        np.testing.assert_array_equal(RunStore(path).steps, [0, 1, 2, 3])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice values are Linux's")
+def test_the_writer_thread_runs_nicer_than_the_training_thread(tmp_path):
+    from traj.record.recorder import WRITER_NICE
+
+    with Recorder(tmp_path / "nice.zarr", nn.Linear(3, 2)) as rec:
+        rec.flush()
+        writer = os.getpriority(os.PRIO_PROCESS, rec._pipe.thread.native_id)
+        assert writer == min(19, os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) + WRITER_NICE)

@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 
@@ -311,3 +313,53 @@ def test_zarr_array_for_dask_is_one_task_per_shard(tmp_path, rng, layout):
     np.testing.assert_array_equal(array[3, 100:700], data[3, 100:700])  # an integer row squeezes like zarr's
     np.testing.assert_array_equal(array[-1], data[-1])
     np.testing.assert_array_equal(array[2:9:3, :5], data[2:9:3, :5])  # a stepped slice is zarr's own read
+
+
+def test_written_data_is_invisible_until_commit_and_a_crash_keeps_the_prefix(tmp_path):
+    import zarr
+
+    path = tmp_path / "w.zarr"
+    layout = Layout.from_shapes([("w", (300_000,))])  # 1.2 MB rows: shards one row tall
+    writer = StoreWriter(path, layout)
+    writer.append(np.full(300_000, 0.0, np.float32), step=0)
+    writer.commit()
+    for k in (1, 2):
+        writer.append(np.full(300_000, float(k), np.float32), step=k)
+        writer.write_data()
+    assert (path / "params" / "c" / "2").is_dir()  # the data is on disk
+    assert zarr.open_group(path, mode="r")["params"].shape == (1, 300_000)  # and no reader sees it
+    assert writer.n_pending == 2 and RunStore(path).n_snapshots == 1
+    writer._lock.release()  # a crash here: the lock dies with the process, nothing else happens
+    resumed = StoreWriter(path, layout)
+    assert resumed.n_snapshots == 1
+    resumed.append(np.full(300_000, 5.0, np.float32), step=5)
+    resumed.write_data()
+    assert resumed.commit() == 2
+    resumed.close()
+    store = RunStore(path)
+    np.testing.assert_array_equal(store.steps, [0, 5])
+    assert (store.read(rows=slice(1, 2)) == 5.0).all()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_drops_its_copy_of_a_held_writer_lock(tmp_path):
+    import warnings
+
+    from traj.store.lock import WriterLock, is_locked
+
+    lock = WriterLock(tmp_path)
+    lock.acquire()
+    read, write = os.pipe()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: fork of a process with threads
+        pid = os.fork()
+    if pid == 0:  # the child (a dask worker, say) must not keep the parent's lock alive
+        os.write(write, b"closed" if lock._fd is None else b"kept")
+        os._exit(0)
+    os.waitpid(pid, 0)
+    os.close(write)
+    assert os.read(read, 16) == b"closed"
+    os.close(read)
+    assert lock.held and is_locked(tmp_path)  # the parent's lock is untouched
+    lock.release()
+    assert not is_locked(tmp_path)

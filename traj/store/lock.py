@@ -13,11 +13,31 @@ import json
 import os
 import socket
 import stat
+import weakref
 from pathlib import Path
 
 from ..errors import DamagedStoreError, StoreLockedError
 
 LOCK_NAME = ".traj-writer.lock"
+
+#: Locks held in this process: a forked child (dask's worker pool) closes its copies of their
+#: descriptors, so the lock still dies with the process that took it.
+_HELD: weakref.WeakSet[WriterLock] = weakref.WeakSet()
+
+
+def _forget_in_child() -> None:
+    for lock in list(_HELD):
+        if lock._fd is not None:
+            try:
+                os.close(lock._fd)  # the parent's lock stays: closing a copy does not release a flock
+            except OSError:
+                pass
+            lock._fd = None
+    _HELD.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_in_child)
 
 
 class WriterLock:
@@ -51,8 +71,10 @@ class WriterLock:
         os.ftruncate(fd, 0)
         os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode())
         self._fd = fd
+        _HELD.add(self)
 
     def release(self) -> None:
+        _HELD.discard(self)
         if self._fd is None:
             return
         try:

@@ -109,25 +109,30 @@ class ShardEncoder:
 
     def parts(self, column: int, data: np.ndarray) -> list[bytes]:
         """The bytes of shard column ``column`` holding ``data`` (its region, cut short at the array's
-        edge: fewer rows or columns than the shard): every inner chunk, then the index."""
+        edge: fewer rows or columns than the shard): every inner chunk, then the index.
+
+        The loop does as little Python per chunk as it can (the writer thread holds the GIL the
+        training thread needs between compressions); the index is built once from the lengths.
+        """
         (ti, wi), (kr, kc) = self.inner, self.per_shard
-        entries = np.full((kr, kc, 2), EMPTY_ENTRY, dtype="<u8")
-        parts: list[bytes] = []
-        offset = 0
         first = column * self.shard[1]
-        for a in range(kr):
-            for b in range(kc):
-                if first + b * wi >= self.n_columns or a * ti >= data.shape[0]:
-                    continue  # wholly right of the array's columns, or below the rows given
-                block = data[a * ti : (a + 1) * ti, b * wi : (b + 1) * wi]
-                if block.shape != (ti, wi):  # edge chunks are stored full size, padded with the fill value
-                    full = np.full((ti, wi), self.fill, dtype=self.dtype)
-                    full[: block.shape[0], : block.shape[1]] = block
-                    block = full
-                encoded = self.encode(block)
-                entries[a, b] = (offset, len(encoded))
-                parts.append(encoded)
-                offset += len(encoded)
+        n_cols = max(0, min(kc, -(-(self.n_columns - first) // wi)))  # inner chunks not wholly right of N
+        n_rows = min(kr, -(-data.shape[0] // ti))  # inner chunk rows holding a row given
+        encode = self.encode
+        parts: list[bytes] = []
+        for a in range(n_rows):
+            band = data[a * ti : (a + 1) * ti]
+            if band.shape[0] != ti or band.shape[1] < n_cols * wi:  # edge chunks are stored full size, padded
+                full = np.full((ti, n_cols * wi), self.fill, dtype=self.dtype)
+                full[: band.shape[0], : band.shape[1]] = band[:, : n_cols * wi]
+                band = full
+            parts.extend([encode(band[:, b * wi : (b + 1) * wi]) for b in range(n_cols)])
+        entries = np.full((kr, kc, 2), EMPTY_ENTRY, dtype="<u8")
+        if parts:
+            lengths = np.fromiter(map(len, parts), dtype=np.uint64, count=len(parts)).reshape(n_rows, n_cols)
+            offsets = np.cumsum(lengths, dtype=np.uint64) - lengths.reshape(-1)
+            entries[:n_rows, :n_cols, 0] = offsets.reshape(n_rows, n_cols)
+            entries[:n_rows, :n_cols, 1] = lengths
         parts.append(encode_index(entries))
         return parts
 

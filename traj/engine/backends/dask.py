@@ -48,6 +48,8 @@ class DaskBackend:
         self.scheduler = scheduler
         self.label = f"dask:{scheduler}"
         self.streaming = NumpyBackend(block_bytes)
+        if scheduler == "processes":
+            _process_pool()  # started now, while the process is likely to have one thread (see there)
 
     # ------------------------------------------------------------------ plumbing
     def array(self, store: RunStore, rows: slice, array: str = "params") -> Any:
@@ -223,25 +225,43 @@ _POOL: list[Any] = []
 def _process_pool() -> Any:
     """The worker processes of the "processes" scheduler, started once and kept for later graphs.
 
-    dask starts (spawns) a fresh pool for every ``compute`` unless given one; each worker then
-    imports numpy, scipy, zarr and traj again, which cost ~2.5 s per Gram of a 400 MB store
-    (benchmarks/dask_gram.py). The pool is shut down at interpreter exit, and replaced if broken.
+    dask starts (spawns) a fresh pool for every ``compute`` unless given one; each spawned worker
+    imports numpy, scipy, zarr and traj again (~0.9 s for 2 workers here, more than the Gram
+    of a 400 MB store costs in the workers). So the pool is made when the backend is, its workers
+    started at once, and kept; it is shut down at interpreter exit, and replaced if broken.
+
+    Workers are forked where the process has one thread at that moment (a fork is ~0.03 s and
+    inherits every import; forking a process with other threads running can deadlock the child),
+    otherwise started as dask's ``multiprocessing.context`` says (spawn by default); a context set
+    in dask's config is always used.
     """
     if _POOL and getattr(_POOL[0], "_broken", False):  # a worker died: start a fresh pool
         _POOL.pop().shutdown(wait=False)
     if not _POOL:
         import atexit
+        import multiprocessing
         import os
+        import threading
         from concurrent.futures import ProcessPoolExecutor
         from functools import partial
 
+        import dask
         from dask.multiprocessing import get_context, initialize_worker_process
 
         # what dask sets before starting its own pool: consistent hashing in the workers
         if os.environ.get("PYTHONHASHSEED") in (None, "0"):
             os.environ["PYTHONHASHSEED"] = "6640"
-        pool = ProcessPoolExecutor(mp_context=get_context(), initializer=partial(initialize_worker_process,
-                                                                                 user_initializer=None))
+        fork = (dask.config.get("multiprocessing.context", None) is None and threading.active_count() == 1
+                and "fork" in multiprocessing.get_all_start_methods())
+        if fork:  # what a band task imports, imported once here and inherited (else each worker's first
+            # task imported it: the first Gram of a 400 MB store took 3.5 s against 0.9 s for the next)
+            import numcodecs.blosc  # noqa: F401
+            import scipy.linalg.blas  # noqa: F401
+            import threadpoolctl  # noqa: F401
+        context = multiprocessing.get_context("fork") if fork else get_context()
+        pool = ProcessPoolExecutor(mp_context=context, initializer=partial(initialize_worker_process,
+                                                                            user_initializer=None))
+        pool.submit(int)  # starts workers now: a forked pool forks them all here, a spawned one begins with one
         atexit.register(pool.shutdown)
         _POOL.append(pool)
     return _POOL[0]
