@@ -437,3 +437,15 @@ def test_cli_says_how_k_was_chosen_in_one_line_and_warns_only_of_what_was_asked(
     asked = runner.invoke(app, ["conjugacy", *runs, "--null-size", "4", "--rule", "reproducible",
                                 "--out", str(tmp_path / "r6")])
     assert "rule: --rule reproducible needs a seed null (--null): rule plain used" in asked.stderr
+    # a seed null of one run that sets the threshold: its one distance is the bound (level 1/2), and it says so
+    one = runner.invoke(app, ["conjugacy", *runs, "--null", null.split(",")[0], "--null-size", "0",
+                              "--out", str(tmp_path / "r7"), "--json"])
+    summary = json.loads(one.stdout)
+    assert summary["basis"] == "seed-null" and len(summary["null_distances"]) == 1
+    assert "conjugate pair exceeds about half the time" in summary["null_note"]
+    assert json.loads(runner.invoke(app, [*base, "--out", str(tmp_path / "r8"), "--json"]).stdout)["null_note"] is None
+    # a compared run, or one run twice, in the seed null is refused in the command's words
+    for bad in (f"{null},{runs[1]}", f"{null},{null.split(',')[0]}/"):
+        refused = runner.invoke(app, ["conjugacy", *runs, "--null", bad, "--out", str(tmp_path / "r9")])
+        assert refused.exit_code == 2 and "--null" in refused.stderr
+        assert ("also a compared run" if bad.endswith("b.zarr") else "given twice") in refused.stderr

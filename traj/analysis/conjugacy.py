@@ -551,6 +551,8 @@ class ConjugacyResult:
     scales: np.ndarray | None = None
     rule_note: str | None = None
     k_choice: KChoice | None = None
+    #: Why the seed null that set the threshold is weak (one run), None when it is not.
+    null_note: str | None = None
 
     @property
     def scores(self) -> np.ndarray:
@@ -601,6 +603,7 @@ class ConjugacyResult:
             "margin": self.margin,
             "rule": self.rule,
             "rule_note": self.rule_note,
+            "null_note": self.null_note,
             "statistic": self.scores.tolist(),
             "scales": None if self.scales is None else self.scales.tolist(),
             "verdicts": [v.to_dict() for v in self.verdicts],
@@ -760,6 +763,16 @@ def fit_conjugacy(stores: Sequence[RunStore | str | os.PathLike[str]], params: C
     if len(runs) < 2 and not params.windows:
         raise ParameterError("stores", "holds one run: give two or more runs to compare, or windows=W to compare "
                                        "windows of one run")
+    compared = {os.path.realpath(r.path) for r in runs}
+    seen: set[str] = set()
+    for s in null_runs:  # a compared run in the null counts the pair's own distance as seed variation
+        where = os.path.realpath(s.path)
+        if where in compared:
+            raise ParameterError("null", f"{s.path.name} is also a compared run: a seed null holds other seeds of "
+                                         "the first run's model, never a run under comparison")
+        if where in seen:
+            raise ParameterError("null", f"{s.path.name} is given twice: every seed-null run must be another seed")
+        seen.add(where)
     first = [(e.name, tuple(e.shape)) for e in runs[0].layout.entries]
     for s in null_runs:  # a seed null is the first run's model trained from other seeds
         if [(e.name, tuple(e.shape)) for e in s.layout.entries] != first:
@@ -841,12 +854,19 @@ def fit_conjugacy(stores: Sequence[RunStore | str | os.PathLike[str]], params: C
         threshold, basis, verdicts = _standardised_verdicts(runs, distance, statistic, null_threshold,
                                                             reparam.threshold if reparam else None, params)
     transitions = _window_transitions(runs[0], edges, params, engine, progress) if edges is not None else None
+    null_note = None
+    if len(null_runs) == 1 and basis == "seed-null":  # one distance: the bound is that value, level 1/2
+        null_note = ("the threshold comes from one seed-null run, so its bound is that one distance, which a "
+                     "conjugate pair exceeds about half the time (level 1/(n+1) with n = 1)"
+                     + (" and each eigenvalue's spread is measured on that same run" if rule == "reproducible"
+                        else "") + ": give more seed runs (with 4, 10 distances, level 1/11)")
     return ConjugacyResult(tuple(str(r.path) for r in runs), tuple(spectra), k, distance,
                            tuple(str(r.path) for r in null_runs), null_distances, params.quantile, threshold, verdicts,
                            transitions, params.layer, params.rank, time.perf_counter() - t0,
                            null_threshold=null_threshold, margin=params.margin, k_requested=params.k, k_note=k_note,
                            reparam=reparam, observable=params.observable, basis=basis, rule=rule,
-                           statistic=statistic, scales=scales, rule_note=rule_note, k_choice=choice)
+                           statistic=statistic, scales=scales, rule_note=rule_note, k_choice=choice,
+                           null_note=null_note)
 
 
 def _reproducible_fit(observed: Sequence[_Observed], spectra: list[Spectrum], choice: KChoice, k_note: str | None,

@@ -78,7 +78,7 @@ def conjugacy(
 
         traj conjugacy run.zarr --windows 8
     """
-    with handle_errors(ctx), flag_names("window", "observable", "layer", "rank", "k", "rule", "quantile", "margin", "windows",
+    with handle_errors(ctx), flag_names("window", "observable", "layer", "rank", "k", "rule", "quantile", "margin", "windows", "null",
                                         "delays", "stack", "null_size", "null_strength", "null_seed"):
         from ..analysis.conjugacy import ConjugacyParams, fit_conjugacy
         from ..display import markup as m
@@ -151,6 +151,9 @@ def _show(result: ConjugacyResult, quantile: float, given: set[str] = frozenset(
         out_console.print(f"  threshold {result.threshold:.4g}, set by the {result.basis}")
     if warning := _reduced_warning(result, given):
         err_console.print(f"[yellow]reduced: {m(warning)}[/yellow]")
+    if result.null_note:
+        err_console.print("[yellow]seed null: one run, so its one distance is the bound (a conjugate pair exceeds it "
+                          "about half the time): give more --null runs[/yellow]")
     if result.rule_note and "rule" in given:
         err_console.print("[yellow]rule: --rule reproducible needs a seed null (--null): rule plain used[/yellow]")
 

@@ -53,6 +53,8 @@ def conjugacy_report(result: ConjugacyResult, out_dir: str | os.PathLike[str],
         report.paragraph(f"Reduced: {note}.")
     if result.rule_note:
         report.paragraph(f"Rule: {result.rule_note}.")
+    if result.null_note:
+        report.paragraph(f"Seed null: {result.null_note}.")
     if len(result.runs) > 1:
         report.figure("spectra.png", figure_png(plot_spectra(result)), "Koopman eigenvalues of every run")
         report.figure("distance.png", figure_png(plot_distance_matrix(result)), "Distance matrix")
