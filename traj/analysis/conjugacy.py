@@ -362,7 +362,8 @@ def _observe(store: RunStore, *, window: Window, observable: str | None, layer: 
     n_obs = cols.stop - cols.start
     n_traj = trajectories(store, stack, n_obs, shape)
     if kind == "pca" and n_traj > 1:
-        raise ParameterError("stack", "stacked trajectories need observable 'all' or 'layer:NAME', not pca:K")
+        raise ParameterError("stack", "needs observable 'all' or 'layer:NAME': pca:K scores are not split into "
+                                      "trajectories")
     rows = slice(lo, hi + 1)
     in_memory = kind != "pca" and (n_traj > 1 or n_obs * (delays + 1) <= small_observable)
 

@@ -133,10 +133,6 @@ def _show(result: ConjugacyResult, quantile: float, given: set[str] = frozenset(
                           "are the nulls' conformal bounds")
     elif result.rule_note and result.verdicts:
         out_console.print("  rule plain: W1 of the eigenvalues (rule reproducible needs a seed null, --null)")
-    if (w := result.windows) is not None:
-        out_console.print(f"{m(Path(w.run).name)}: W1 between {len(w.bounds)} windows (k = {w.k})")
-        for (a, b), row in zip(w.steps, w.distance, strict=True):
-            out_console.print(f"  steps {a:>6}-{b:<6} " + " ".join(f"{v:7.4f}" for v in row))
     if result.null_threshold is not None:
         out_console.print(f"  seed null ({100 * quantile:g} % of {len(result.null_distances)} seed distance(s)"
                           f"{', conformal' if standardised else ''}): "
@@ -149,6 +145,10 @@ def _show(result: ConjugacyResult, quantile: float, given: set[str] = frozenset(
         out_console.print(f"  equivalence margin: {result.margin:.4g}{' (W1; a pair within it is conjugate)' if standardised else ''}")
     if result.threshold is not None:
         out_console.print(f"  threshold {result.threshold:.4g}, set by the {result.basis}")
+    if (w := result.windows) is not None:
+        out_console.print(f"{m(Path(w.run).name)}: W1 between {len(w.bounds)} windows (k = {w.k})")
+        for (a, b), row in zip(w.steps, w.distance, strict=True):
+            out_console.print(f"  steps {a:>6}-{b:<6} " + " ".join(f"{v:7.4f}" for v in row))
     if warning := _reduced_warning(result, given):
         err_console.print(f"[yellow]reduced: {m(warning)}[/yellow]")
     if result.null_note:
