@@ -404,3 +404,48 @@ def test_spectra_plot_tells_coinciding_runs_apart():
     assert len(inset.collections) == 3
     null = plot_null(result)  # the reparametrisation null alone is drawn
     assert any("reparametrisation null" in t.get_text() for t in null.axes[0].get_legend().get_texts())
+
+
+def test_cli_says_how_k_was_chosen_in_one_line_and_warns_only_of_what_was_asked(tmp_path):
+    """The rule's choice of k is one short line on stdout; a yellow 'reduced' line on stderr only when an explicit
+    --k or --rank N was cut; the JSON keeps every step (k_choice) and the full reasons (k_note)."""
+    from scipy.linalg import block_diag
+
+    a = block_diag(_rotation(0.95, 0.3), [[0.8]], [[0.6]])
+    runs = [str(_linear_run(tmp_path / f"{n}.zarr", a, 300, s, noise=1e-3).path) for n, s in (("a", 0), ("b", 1))]
+    null = ",".join(str(_linear_run(tmp_path / f"n{i}.zarr", a, 300, 10 + i, noise=1e-3).path) for i in range(4))
+    base = ["conjugacy", *runs, "--null", null, "--null-size", "4"]
+    default = runner.invoke(app, [*base, "--out", str(tmp_path / "r1")])
+    assert default.exit_code == 0, default.output
+    assert "  5 eigenvalue(s) compared per run (k 10: 5 of 10 reproduced by every seed-null run)\n" in default.stdout
+    assert "reduced" not in default.stderr and "rule:" not in default.stderr
+    assert all(len(line) <= 120 for line in default.stdout.splitlines() + default.stderr.splitlines())
+    explicit = runner.invoke(app, [*base, "--k", "10", "--out", str(tmp_path / "r2")])
+    assert explicit.exit_code == 0, explicit.output
+    assert "reduced: --k 10 asked for, 5 compared (the report says why)" in explicit.stderr.replace("\n", " ")
+    ranked = runner.invoke(app, [*base, "--rank", "8", "--out", str(tmp_path / "r3"), "--json"])
+    summary = json.loads(ranked.stdout)
+    assert summary["k_choice"] == {"asked": 10, "resolved": 8, "limiting_run": runs[0], "limit": "rank",
+                                   "reproducible": 5}
+    assert summary["k"] == 5 and "5 of 8 eigenvalue(s) reproducible" in summary["k_note"]
+    fitted = runner.invoke(app, [*base, "--rank", "8", "--out", str(tmp_path / "r4")])
+    assert "5 eigenvalue(s) compared per run (k 10: rank 8; 5 of 8 reproduced" in fitted.stdout
+    assert "reduced" not in fitted.stderr  # rank 8 was fitted as asked; the rule chose 5 of its eigenvalues
+    alone = runner.invoke(app, ["conjugacy", *runs, "--null-size", "4", "--out", str(tmp_path / "r5")])
+    assert "rule plain: W1 of the eigenvalues (rule reproducible needs a seed null, --null)" in alone.stdout
+    assert "rule:" not in alone.stderr  # the default rule falling back is information
+    asked = runner.invoke(app, ["conjugacy", *runs, "--null-size", "4", "--rule", "reproducible",
+                                "--out", str(tmp_path / "r6")])
+    assert "rule: --rule reproducible needs a seed null (--null): rule plain used" in asked.stderr
+    # a seed null of one run that sets the threshold: its one distance is the bound (level 1/2), and it says so
+    one = runner.invoke(app, ["conjugacy", *runs, "--null", null.split(",")[0], "--null-size", "0",
+                              "--out", str(tmp_path / "r7"), "--json"])
+    summary = json.loads(one.stdout)
+    assert summary["basis"] == "seed-null" and len(summary["null_distances"]) == 1
+    assert "conjugate pair exceeds about half the time" in summary["null_note"]
+    assert json.loads(runner.invoke(app, [*base, "--out", str(tmp_path / "r8"), "--json"]).stdout)["null_note"] is None
+    # a compared run, or one run twice, in the seed null is refused in the command's words
+    for bad in (f"{null},{runs[1]}", f"{null},{null.split(',')[0]}/"):
+        refused = runner.invoke(app, ["conjugacy", *runs, "--null", bad, "--out", str(tmp_path / "r9")])
+        assert refused.exit_code == 2 and "--null" in refused.stderr
+        assert ("also a compared run" if bad.endswith("b.zarr") else "given twice") in refused.stderr

@@ -33,7 +33,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -47,7 +47,7 @@ from ..store import RunStore
 from .dmd import complex_pairs
 from .windows import Window, check_gram_finite, parse_window, raise_nonfinite
 
-__all__ = ["ConjugacyParams", "ConjugacyResult", "PairVerdict", "SMALL_OBSERVABLE", "Spectrum", "WindowTransitions",
+__all__ = ["ConjugacyParams", "ConjugacyResult", "KChoice", "PairVerdict", "SMALL_OBSERVABLE", "Spectrum", "WindowTransitions",
            "conjugacy", "conformal_bound", "fit_conjugacy", "hankel_gram", "koopman_spectrum", "mutual_nearest",
            "parse_observable", "reparametrise", "slot_match", "stacked_hankel", "wasserstein"]
 
@@ -362,7 +362,8 @@ def _observe(store: RunStore, *, window: Window, observable: str | None, layer: 
     n_obs = cols.stop - cols.start
     n_traj = trajectories(store, stack, n_obs, shape)
     if kind == "pca" and n_traj > 1:
-        raise ParameterError("stack", "stacked trajectories need observable 'all' or 'layer:NAME', not pca:K")
+        raise ParameterError("stack", "needs observable 'all' or 'layer:NAME': pca:K scores are not split into "
+                                      "trajectories")
     rows = slice(lo, hi + 1)
     in_memory = kind != "pca" and (n_traj > 1 or n_obs * (delays + 1) <= small_observable)
 
@@ -474,6 +475,31 @@ class WindowTransitions:
 
 
 @dataclass(frozen=True)
+class KChoice:
+    """How the k compared per run was chosen, step by step (the CLI's short line; ``k_note`` has the reasons).
+
+    ``asked``: k asked for (or, with k=None, the largest rank any run resolves); ``resolved``: after
+    the cap by the runs' ranks, ``limiting_run`` being the run that set it and ``limit`` why ("resolves":
+    it resolves fewer directions than asked; "rank": the rank rule gives it that rank);
+    ``reproducible``: the rank rule "reproducible" chose, when below ``resolved`` (None otherwise).
+    """
+
+    asked: int
+    resolved: int
+    limiting_run: str | None = None
+    limit: Literal["resolves", "rank"] | None = None
+    reproducible: int | None = None
+
+    @property
+    def k(self) -> int:
+        return self.resolved if self.reproducible is None else self.reproducible
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"asked": self.asked, "resolved": self.resolved, "limiting_run": self.limiting_run,
+                "limit": self.limit, "reproducible": self.reproducible}
+
+
+@dataclass(frozen=True)
 class ReparamNull:
     """The reparametrisation null: W1 between the first run's spectrum and its spectra through ``size``
     smooth monotone coordinate-wise maps whose largest displacement is ``strength`` times each
@@ -525,6 +551,9 @@ class ConjugacyResult:
     statistic: np.ndarray | None = None
     scales: np.ndarray | None = None
     rule_note: str | None = None
+    k_choice: KChoice | None = None
+    #: Why the seed null that set the threshold is weak (one run), None when it is not.
+    null_note: str | None = None
 
     @property
     def scores(self) -> np.ndarray:
@@ -562,6 +591,7 @@ class ConjugacyResult:
             "k": self.k,
             "k_requested": self.k_requested,
             "k_note": self.k_note,
+            "k_choice": self.k_choice.to_dict() if self.k_choice else None,
             "reduced": self.notes,
             "distance": self.distance.tolist(),
             "null_runs": list(self.null_runs),
@@ -574,6 +604,7 @@ class ConjugacyResult:
             "margin": self.margin,
             "rule": self.rule,
             "rule_note": self.rule_note,
+            "null_note": self.null_note,
             "statistic": self.scores.tolist(),
             "scales": None if self.scales is None else self.scales.tolist(),
             "verdicts": [v.to_dict() for v in self.verdicts],
@@ -733,6 +764,16 @@ def fit_conjugacy(stores: Sequence[RunStore | str | os.PathLike[str]], params: C
     if len(runs) < 2 and not params.windows:
         raise ParameterError("stores", "holds one run: give two or more runs to compare, or windows=W to compare "
                                        "windows of one run")
+    compared = {os.path.realpath(r.path) for r in runs}
+    seen: set[str] = set()
+    for s in null_runs:  # a compared run in the null counts the pair's own distance as seed variation
+        where = os.path.realpath(s.path)
+        if where in compared:
+            raise ParameterError("null", f"{s.path.name} is also a compared run: a seed null holds other seeds of "
+                                         "the first run's model, never a run under comparison")
+        if where in seen:
+            raise ParameterError("null", f"{s.path.name} is given twice: every seed-null run must be another seed")
+        seen.add(where)
     first = [(e.name, tuple(e.shape)) for e in runs[0].layout.entries]
     for s in null_runs:  # a seed null is the first run's model trained from other seeds
         if [(e.name, tuple(e.shape)) for e in s.layout.entries] != first:
@@ -754,14 +795,15 @@ def fit_conjugacy(stores: Sequence[RunStore | str | os.PathLike[str]], params: C
                         strength=params.null_strength, seed=params.null_seed, progress=progress)
 
     observed = [observe(runs[0], draws)] + [observe(s) for s in runs[1:] + null_runs]
-    spectra_all, k, k_note = _fit_all(observed, params)
+    spectra_all, choice, k_note = _fit_all(observed, params)
     rule: Rule = params.rule
     rule_note = None
     if rule == "reproducible" and not null_runs:
         rule, rule_note = "plain", ("rule 'reproducible' needs a seed null (--null): W1 of the rank rule's "
                                     "eigenvalues compared instead")
     elif rule == "reproducible":
-        spectra_all, k, k_note = _reproducible_fit(observed, spectra_all, k, k_note, len(runs))
+        spectra_all, choice, k_note = _reproducible_fit(observed, spectra_all, choice, k_note, len(runs))
+    k = choice.k
     spectra, null_spectra = spectra_all[: len(runs)], spectra_all[len(runs):]
     distance = _distances(spectra, k)
     family = [spectra[0], *null_spectra]
@@ -813,16 +855,23 @@ def fit_conjugacy(stores: Sequence[RunStore | str | os.PathLike[str]], params: C
         threshold, basis, verdicts = _standardised_verdicts(runs, distance, statistic, null_threshold,
                                                             reparam.threshold if reparam else None, params)
     transitions = _window_transitions(runs[0], edges, params, engine, progress) if edges is not None else None
+    null_note = None
+    if len(null_runs) == 1 and basis == "seed-null":  # one distance: the bound is that value, level 1/2
+        null_note = ("the threshold comes from one seed-null run, so its bound is that one distance, which a "
+                     "conjugate pair exceeds about half the time (level 1/(n+1) with n = 1)"
+                     + (" and each eigenvalue's spread is measured on that same run" if rule == "reproducible"
+                        else "") + ": give more seed runs (with 4, 10 distances, level 1/11)")
     return ConjugacyResult(tuple(str(r.path) for r in runs), tuple(spectra), k, distance,
                            tuple(str(r.path) for r in null_runs), null_distances, params.quantile, threshold, verdicts,
                            transitions, params.layer, params.rank, time.perf_counter() - t0,
                            null_threshold=null_threshold, margin=params.margin, k_requested=params.k, k_note=k_note,
                            reparam=reparam, observable=params.observable, basis=basis, rule=rule,
-                           statistic=statistic, scales=scales, rule_note=rule_note)
+                           statistic=statistic, scales=scales, rule_note=rule_note, k_choice=choice,
+                           null_note=null_note)
 
 
-def _reproducible_fit(observed: Sequence[_Observed], spectra: list[Spectrum], k: int, k_note: str | None,
-                      n_runs: int) -> tuple[list[Spectrum], int, str | None]:
+def _reproducible_fit(observed: Sequence[_Observed], spectra: list[Spectrum], choice: KChoice, k_note: str | None,
+                      n_runs: int) -> tuple[list[Spectrum], KChoice, str | None]:
     """Every spectrum at the largest rank r <= k at which the seed null reproduces every eigenvalue of the first run.
 
     An eigenvalue is reproduced by a seed run when the two are mutual nearest neighbours
@@ -830,6 +879,7 @@ def _reproducible_fit(observed: Sequence[_Observed], spectra: list[Spectrum], k:
     is; a rank that splits a degenerate pair is skipped. Rank 1 when none qualifies.
     """
     first, seeds = observed[0], observed[n_runs:]
+    k = choice.k
     chosen = 1
     for r in range(k, 0, -1):
         base = spectra[0].eigenvalues[:r] if r == k else first.spectrum(r).eigenvalues[:r]
@@ -839,24 +889,24 @@ def _reproducible_fit(observed: Sequence[_Observed], spectra: list[Spectrum], k:
             chosen = r
             break
     if chosen == k:
-        return spectra, k, k_note
+        return spectra, choice, k_note
     note = (f"{k_note}; " if k_note else "") + (f"{chosen} of {k} eigenvalue(s) reproducible: at rank {chosen} every eigenvalue of "
             f"{os.path.basename(spectra[0].run)} has a mutual nearest neighbour in every seed-null run's spectrum "
             f"(at rank{f's {chosen + 1}..{k}' if k > chosen + 1 else f' {k}'} some do not): every run fitted at rank "
             f"{chosen}")
-    return [o.spectrum(chosen) for o in observed], chosen, note
+    return [o.spectrum(chosen) for o in observed], replace(choice, reproducible=chosen), note
 
 
-def _fit_all(observed: Sequence[_Observed], params: ConjugacyParams) -> tuple[list[Spectrum], int, str | None]:
-    """Every run's spectrum under the rank rule, the k compared and why k was reduced (None when not).
+def _fit_all(observed: Sequence[_Observed], params: ConjugacyParams) -> tuple[list[Spectrum], KChoice, str | None]:
+    """Every run's spectrum under the rank rule, how k was chosen and why it was reduced (None when not).
 
     Rank "k": each run at rank k first; when one resolves fewer directions (r < k), every run
     is refitted at r, so all compared eigenvalues come from DMDs of one rank.
     """
     if params.rank != "k":
         spectra = [o.spectrum(params.rank) for o in observed]
-        k, note = _compared(params.k, spectra)
-        return spectra, k, note
+        choice, note = _compared(params.k, spectra)
+        return spectra, choice, note
     asked = params.k if params.k is not None else max(o.source.fit("auto").rank for o in observed)
     spectra = [o.spectrum(asked) for o in observed]
     common = min(s.rank for s in spectra)
@@ -865,21 +915,24 @@ def _fit_all(observed: Sequence[_Observed], params: ConjugacyParams) -> tuple[li
         note = (f"k {asked} asked for, but {os.path.basename(smallest.run)} resolves only {common} direction(s) "
                 f"({smallest.rank_note}): every run fitted at rank {common}, {common} eigenvalue(s) compared")
         spectra = [o.spectrum(common) for o in observed]
-        return spectra, common, note
-    return spectra, asked, None
+        return spectra, KChoice(asked, common, smallest.run, "resolves"), note
+    return spectra, KChoice(asked, asked), None
 
 
 def _open(run: RunStore | str | os.PathLike[str]) -> RunStore:
     return run if isinstance(run, RunStore) else RunStore(run)
 
 
-def _compared(k: int | None, spectra: Sequence[Spectrum]) -> tuple[int, str | None]:
+def _compared(k: int | None, spectra: Sequence[Spectrum]) -> tuple[KChoice, str | None]:
     """The k compared: what was asked, capped by the smallest rank (and a note saying so)."""
     smallest = min(s.rank for s in spectra)
     if k is None or k <= smallest:
-        return smallest if k is None else k, None
-    run = next(s.run for s in spectra if s.rank == smallest)
-    return smallest, f"k {k} asked for, but {os.path.basename(run)} keeps only {smallest} eigenvalue(s): compared {smallest}"
+        return KChoice(smallest if k is None else k, smallest if k is None else k), None
+    limiting = next(s for s in spectra if s.rank == smallest)
+    limit: Literal["resolves", "rank"] = "resolves" if limiting.rank_note else "rank"
+    return (KChoice(k, smallest, limiting.run, limit),
+            f"k {k} asked for, but {os.path.basename(limiting.run)} keeps only {smallest} eigenvalue(s): "
+            f"compared {smallest}")
 
 
 def _distances(spectra: Sequence[Spectrum], k: int) -> np.ndarray:
@@ -969,7 +1022,8 @@ def _window_transitions(store: RunStore, edges: np.ndarray, params: ConjugacyPar
         observed.append(_observe(store, window=(int(a), int(b) - 1), observable=params.observable, layer=None,
                                  stack=params.stack, delays=params.delays, small_observable=params.small_observable,
                                  engine=engine, gram=sub))
-    spectra, k, _ = _fit_all(observed, params)
+    spectra, choice, _ = _fit_all(observed, params)
+    k = choice.k
     bounds = tuple((int(a), int(b) - 1) for a, b in zip(edges[:-1], edges[1:], strict=True))
     steps = tuple((int(store.steps[a]), int(store.steps[b])) for a, b in bounds)
     return WindowTransitions(str(store.path), bounds, steps, k, _distances(spectra, k))

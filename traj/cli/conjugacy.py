@@ -19,6 +19,7 @@ from ._common import (
     err_console,
     fail,
     flag_names,
+    given_options,
     handle_errors,
     int_or_keyword,
     out_console,
@@ -77,7 +78,7 @@ def conjugacy(
 
         traj conjugacy run.zarr --windows 8
     """
-    with handle_errors(ctx), flag_names("window", "observable", "layer", "rank", "k", "rule", "quantile", "margin", "windows",
+    with handle_errors(ctx), flag_names("window", "observable", "layer", "rank", "k", "rule", "quantile", "margin", "windows", "null",
                                         "delays", "stack", "null_size", "null_strength", "null_seed"):
         from ..analysis.conjugacy import ConjugacyParams, fit_conjugacy
         from ..display import markup as m
@@ -103,14 +104,19 @@ def conjugacy(
         if json_:
             print_json(result.to_dict())
         else:
-            _show(result, quantile)
+            _show(result, quantile, given_options(ctx, "k", "rank", "rule"))
             err_console.print(f"[green]report[/green] {m(target)}/report.html")
         if fail_on_nonconjugate and result.any_nonconjugate:
             raise typer.Exit(1)
 
 
-def _show(result: ConjugacyResult, quantile: float) -> None:
-    """The verdicts, the window matrix and the thresholds on stdout (store names escaped: data, not markup)."""
+def _show(result: ConjugacyResult, quantile: float, given: set[str] = frozenset()) -> None:  # type: ignore[assignment]
+    """The verdicts, the window matrix and the thresholds on stdout (store names escaped: data, not markup).
+
+    How k was chosen is one short line of information; a reduction of an explicit ``--k`` or
+    ``--rank N`` (``given``: the options the user typed) is one yellow warning line on stderr.
+    The report and the JSON keep the full reasons (``k_note``, ``rank_notes``).
+    """
     from ..display import markup as m
 
     standardised = result.rule == "reproducible"
@@ -120,13 +126,13 @@ def _show(result: ConjugacyResult, quantile: float) -> None:
         score = f", standardised {v.score:.4g}" if standardised else ""
         out_console.print(f"{m(Path(v.a).name)} vs {m(Path(v.b).name)}: W1 = {v.distance:.4g}{score}{ratio} "
                           f"[{colour}]{v.verdict}[/{colour}]")
+    if result.verdicts:
+        out_console.print(f"  {m(_k_line(result))}")
     if standardised:
-        out_console.print(f"  rule reproducible: {result.k} eigenvalue(s) compared, each in units of its null spread; "
-                          "thresholds are the nulls' conformal bounds on that statistic")
-    if (w := result.windows) is not None:
-        out_console.print(f"{m(Path(w.run).name)}: W1 between {len(w.bounds)} windows (k = {w.k})")
-        for (a, b), row in zip(w.steps, w.distance, strict=True):
-            out_console.print(f"  steps {a:>6}-{b:<6} " + " ".join(f"{v:7.4f}" for v in row))
+        out_console.print("  rule reproducible: each eigenvalue's distance in units of its null spread; thresholds "
+                          "are the nulls' conformal bounds")
+    elif result.rule_note and result.verdicts:
+        out_console.print("  rule plain: W1 of the eigenvalues (rule reproducible needs a seed null, --null)")
     if result.null_threshold is not None:
         out_console.print(f"  seed null ({100 * quantile:g} % of {len(result.null_distances)} seed distance(s)"
                           f"{', conformal' if standardised else ''}): "
@@ -139,7 +145,44 @@ def _show(result: ConjugacyResult, quantile: float) -> None:
         out_console.print(f"  equivalence margin: {result.margin:.4g}{' (W1; a pair within it is conjugate)' if standardised else ''}")
     if result.threshold is not None:
         out_console.print(f"  threshold {result.threshold:.4g}, set by the {result.basis}")
-    for note in result.notes:
-        err_console.print(f"[yellow]reduced: {m(note)}[/yellow]")
-    if result.rule_note:
-        err_console.print(f"[yellow]rule: {m(result.rule_note)}[/yellow]")
+    if (w := result.windows) is not None:
+        out_console.print(f"{m(Path(w.run).name)}: W1 between {len(w.bounds)} windows (k = {w.k})")
+        for (a, b), row in zip(w.steps, w.distance, strict=True):
+            out_console.print(f"  steps {a:>6}-{b:<6} " + " ".join(f"{v:7.4f}" for v in row))
+    if warning := _reduced_warning(result, given):
+        err_console.print(f"[yellow]reduced: {m(warning)}[/yellow]")
+    if result.null_note:
+        err_console.print("[yellow]seed null: one run, so its one distance is the bound (a conjugate pair exceeds it "
+                          "about half the time): give more --null runs[/yellow]")
+    if result.rule_note and "rule" in given:
+        err_console.print("[yellow]rule: --rule reproducible needs a seed null (--null): rule plain used[/yellow]")
+
+
+def _k_line(result: ConjugacyResult) -> str:
+    """One short line: how many eigenvalues were compared per run, and what chose that number."""
+    c = result.k_choice
+    line = f"{result.k} eigenvalue(s) compared per run"
+    if c is None:
+        return line
+    why = []
+    if c.resolved < c.asked and c.limiting_run is not None:
+        why.append(f"{Path(c.limiting_run).name} resolves only {c.resolved} direction(s)" if c.limit == "resolves"
+                   else f"rank {c.resolved}")
+    if c.reproducible is not None:
+        why.append(f"{c.reproducible} of {c.resolved} reproduced by every seed-null run")
+    return f"{line} (k {c.asked}: {'; '.join(why)})" if why else line
+
+
+def _reduced_warning(result: ConjugacyResult, given: set[str]) -> str | None:
+    """What the user asked for explicitly (``--k``, ``--rank N``) and did not get, in one short sentence."""
+    c = result.k_choice
+    if c is None:
+        return None
+    parts = []
+    if "rank" in given and isinstance(result.rank, int) and c.resolved < result.rank:
+        parts.append(f"--rank {result.rank} asked for, runs fitted at rank {result.k}")
+    elif "k" in given and result.k < c.asked:
+        parts.append(f"--k {c.asked} asked for, {result.k} compared")
+    if not parts:
+        return None
+    return "; ".join(parts) + " (the report says why)"

@@ -17,15 +17,18 @@ def conjugacy_report(result: ConjugacyResult, out_dir: str | os.PathLike[str],
                      inputs: Iterable[str | os.PathLike[str]] = ()) -> Path:
     d = result.to_dict()
     report = Report("traj conjugacy")
+    # rule "reproducible": the bounds are conformal, on the standardised distance (not np.quantile of W1)
+    bound = ("conformal {q:g} % bound of the standardised distances" if result.rule == "reproducible"
+             else "{q:g} % quantile of the distances").format(q=100 * result.quantile)
     seed = (f"Seed null: {len(result.null_runs)} run(s) differing from the first only in seed; the "
-            f"{100 * result.quantile:g} % quantile of their distances is {result.null_threshold:.3g}."
+            f"{bound} is {result.null_threshold:.3g}."
             if result.null_threshold is not None else "No seed null (no runs given with --null).")
     rep = result.reparam
     reparam = (f" Reparametrisation null: the first run seen through {rep.size} random smooth monotone "
                f"coordinate-wise maps (g(u) = u + b u² + c u³ on each coordinate's range scaled to [−1, 1], "
                f"|b| + |c| = {rep.strength:g}: each coordinate moves by at most {100 * rep.strength:g} % of its "
-               f"half-range over the window; seed {rep.seed}); the {100 * result.quantile:g} % quantile of the "
-               f"distances to its own spectrum is {rep.threshold:.3g}."
+               f"half-range over the window; seed {rep.seed}); the {bound} to its own spectrum is "
+               f"{rep.threshold:.3g}."
                if rep is not None and rep.threshold is not None else " No reparametrisation null.")
     margin = (f" Equivalence margin stated by the user: {result.margin:.3g} (distances up to it count as conjugate)."
               if result.margin else "")
@@ -53,6 +56,8 @@ def conjugacy_report(result: ConjugacyResult, out_dir: str | os.PathLike[str],
         report.paragraph(f"Reduced: {note}.")
     if result.rule_note:
         report.paragraph(f"Rule: {result.rule_note}.")
+    if result.null_note:
+        report.paragraph(f"Seed null: {result.null_note}.")
     if len(result.runs) > 1:
         report.figure("spectra.png", figure_png(plot_spectra(result)), "Koopman eigenvalues of every run")
         report.figure("distance.png", figure_png(plot_distance_matrix(result)), "Distance matrix")
