@@ -126,10 +126,31 @@ def test_rerunning_into_its_own_report_directory_replaces_it(tmp_path, command):
         result = run(command, store, out)
         assert result.exit_code == 0, result.output
         assert (out / MARKER).is_file() and (out / "summary.json").is_file()
-    (out / "stale.txt").write_text("left by the user inside traj's report")
-    assert run(command, store, out).exit_code == 0
-    assert not (out / "stale.txt").exists()  # a report is replaced whole, never merged
     assert [p.name for p in tmp_path.iterdir() if "traj-staging" in p.name] == []
+    # a file the user added to traj's report (found by a new user: it was deleted with the report) is kept
+    (out / "notes.txt").write_text("left by the user inside traj's report")
+    before = fingerprint(tmp_path)
+    refused(run(command, store, out), "holds notes.txt, which traj did not write there")
+    assert fingerprint(tmp_path) == before
+
+
+def test_an_output_of_another_kind_or_holding_a_recorded_run_is_not_replaced(tmp_path):
+    """Found by a new user: `traj dmd --out` into a kga-replay directory deleted its trained runs, and into a report
+    directory that a run had been recorded into deleted the run."""
+    store = recipe_store(tmp_path)
+    replay = tmp_path / "replay"
+    assert run("kga-replay", store, replay).exit_code == 0
+    before = fingerprint(tmp_path)
+    refused(run("dmd", store, replay), "holds the output of traj kga-replay")
+    assert fingerprint(tmp_path) == before
+    report = tmp_path / "report"
+    assert run("dmd", store, report).exit_code == 0
+    rec = runner.invoke(app, ["record", "quadratic-mlp", "--set", "epochs=1", "--out", str(report / "run.zarr")])
+    assert rec.exit_code == 0, rec.output
+    before = fingerprint(tmp_path)
+    refused(run("dmd", store, report), "holds run.zarr, which traj did not write there")
+    refused(run("kga-replay", store, report), "holds the output of traj report")
+    assert fingerprint(tmp_path) == before and RunStore(report / "run.zarr").n_snapshots > 1
 
 
 def test_a_symlinked_out_is_refused(tmp_path):
@@ -154,7 +175,15 @@ def test_check_output_dir_rules(tmp_path):
     marked.mkdir()
     (marked / MARKER).write_text('{"written_by": "traj"}')
     (marked / "anything").write_text("x")
+    assert check_output_dir(marked) == marked  # a marker of an older traj (no list of entries)
+    with pytest.raises(UnsafeOutputError, match="holds the output of traj report"):
+        check_output_dir(marked, kind="kga-replay")
+    (marked / MARKER).write_text('{"written_by": "traj", "kind": "report", "entries": ["anything"]}')
     assert check_output_dir(marked) == marked
+    (marked / "more").write_text("y")
+    with pytest.raises(UnsafeOutputError, match="holds more, which traj did not write there"):
+        check_output_dir(marked)
+    (marked / "more").unlink()
     (marked / MARKER).write_text("not json")  # a damaged marker is no marker
     with pytest.raises(UnsafeOutputError):
         check_output_dir(marked)

@@ -219,12 +219,15 @@ def _marker(path: Path) -> dict[str, Any] | None:
 
 
 def check_output_dir(out: str | os.PathLike[str], *, inputs: Iterable[str | os.PathLike[str]] = (),
-                     option: str = "--out") -> Path:
+                     option: str = "--out", kind: str = "report") -> Path:
     """Refuse an output directory that traj may not write; returns it as a Path.
 
     Allowed: a path that does not exist, an empty directory, or a directory carrying traj's
-    :data:`MARKER`. Refused with :class:`UnsafeOutputError`: anything else, and an output equal
-    to, inside or containing one of ``inputs`` (the command's input stores). Nothing is touched.
+    :data:`MARKER` of the same ``kind`` of output (a report is not replaced by a kga-replay's
+    runs, nor those by a report) and holding nothing but what that marker lists (a file the user
+    put there, or a run recorded into it, is never deleted). Refused with
+    :class:`UnsafeOutputError`: anything else, and an output equal to, inside or containing one of
+    ``inputs`` (the command's input stores). Nothing is touched.
     """
     out = Path(out)
     for source in inputs:
@@ -240,12 +243,31 @@ def check_output_dir(out: str | os.PathLike[str], *, inputs: Iterable[str | os.P
         raise UnsafeOutputError(f"{option} {out} is a symbolic link; traj writes only real directories")
     if not out.is_dir():
         raise UnsafeOutputError(f"{out} exists and is a file; {option} needs a directory")
-    if _is_empty_dir(out) or _marker(out) is not None:
+    if _is_empty_dir(out):
         return out
-    raise UnsafeOutputError(
-        f"{out} exists and was not written by traj (it has no {MARKER}); traj replaces only its own output "
-        f"directories: choose another {option} or remove it"
-    )
+    marker = _marker(out)
+    if marker is None:
+        raise UnsafeOutputError(
+            f"{out} exists and was not written by traj (it has no {MARKER}); traj replaces only its own output "
+            f"directories: choose another {option} or remove it"
+        )
+    written = marker.get("kind", "report")
+    if written != kind:
+        raise UnsafeOutputError(f"{out} holds the output of traj {written}, which this command would replace: "
+                                f"choose another {option}")
+    listed = marker.get("entries")
+    if isinstance(listed, list):
+        try:
+            present = {entry.name for entry in os.scandir(out)} - {MARKER}
+        except OSError as exc:
+            raise StoreWriteError.from_os_error(out, exc) from None
+        foreign = sorted(present - {str(name) for name in listed})
+        if foreign:
+            shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+            raise UnsafeOutputError(f"{out} holds {shown}, which traj did not write there; replacing the directory "
+                                    f"would delete {'it' if len(foreign) == 1 else 'them'}: choose another {option} "
+                                    "or move them out")
+    return out
 
 
 @contextmanager
@@ -260,7 +282,7 @@ def staged_output(out: str | os.PathLike[str], *, inputs: Iterable[str | os.Path
     from ._version import __version__
 
     inputs = list(inputs)
-    out = check_output_dir(out, inputs=inputs)
+    out = check_output_dir(out, inputs=inputs, kind=kind)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         staging = Staging(out)
@@ -268,10 +290,11 @@ def staged_output(out: str | os.PathLike[str], *, inputs: Iterable[str | os.Path
         raise StoreWriteError.from_os_error(out, exc) from None
     try:
         yield staging.path
+        entries = sorted(entry.name for entry in os.scandir(staging.path))
         marker = {"written_by": "traj", "kind": kind, "traj": __version__,
-                  "created": datetime.now(UTC).isoformat(timespec="seconds")}
+                  "created": datetime.now(UTC).isoformat(timespec="seconds"), "entries": entries}
         (staging.path / MARKER).write_text(json.dumps(marker) + "\n")
-        check_output_dir(out, inputs=inputs)
+        check_output_dir(out, inputs=inputs, kind=kind)
         staging.commit()
     except OSError as exc:
         staging.abort()

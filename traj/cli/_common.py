@@ -81,13 +81,14 @@ def handle_errors(ctx: typer.Context | None = None) -> Iterator[None]:
         raise typer.Exit(130) from None
 
 
-def output_dir(out: Path | None, default: str, *inputs: Any) -> Path:
+def output_dir(out: Path | None, default: str, *inputs: Any, kind: str = "report") -> Path:
     """The command's ``--out`` (or its default under ./traj-out), checked before any work:
-    new, empty or written by traj, and neither an input store nor inside or around one."""
+    new, empty or traj's own output of this ``kind`` (holding only what traj wrote), and neither
+    an input store nor inside or around one."""
     from ..atomic import check_output_dir
 
     target = out if out is not None else Path("traj-out") / default
-    return check_output_dir(target, inputs=[getattr(i, "path", i) for i in inputs])
+    return check_output_dir(target, inputs=[getattr(i, "path", i) for i in inputs], kind=kind)
 
 
 class _Progress(Progress):

@@ -91,7 +91,7 @@ def kga_replay(
         if recipe is not None and recorded and recorded != runner.name:
             err_console.print(f"[yellow]note[/yellow]: {m(opened.path.name)} was recorded by {m(str(recorded))}; "
                               f"--recipe {m(recipe)} replays {m(runner.name)}'s model and data, not that run")
-        target = output_dir(out, f"kga-{opened.path.name.removesuffix('.zarr')}", opened)
+        target = output_dir(out, f"kga-{opened.path.name.removesuffix('.zarr')}", opened, kind="kga-replay")
         # Every run and the report are built in a staging sibling and replace TARGET whole at the end,
         # so no store that this directory did not create (or an input) can be overwritten.
         with staged_output(target, inputs=[opened.path], kind="kga-replay") as staging:
