@@ -43,7 +43,8 @@ def test_module_function_recipe_from_the_command_line(tmp_path, monkeypatch):
                                       "--alpha", "0.5", "--out", str(tmp_path / "kga"), "--json"])
     assert result.exit_code == 0, result.output
     assert len(json.loads(result.stdout)["plain"]["train_loss"]) == 2
-    assert "note" not in result.stderr  # the store records no recipe: nothing to contradict
+    # the store records no recipe and is not this model's run: the replay says what it trains
+    assert "x.zarr records no recipe and holds 3 parameters, quadratic-mlp's model" in " ".join(result.stderr.split())
     # a store recorded by another recipe: the replay trains --recipe's model, and says so
     sample = Path(__file__).resolve().parents[2] / "sample_data" / "mirror-omd.zarr"
     result = CliRunner().invoke(app, ["kga-replay", str(sample), "--recipe", "my_recipes:small", "--alpha", "0.5",

@@ -91,6 +91,12 @@ def kga_replay(
         if recipe is not None and recorded and recorded != runner.name:
             err_console.print(f"[yellow]note[/yellow]: {m(opened.path.name)} was recorded by {m(str(recorded))}; "
                               f"--recipe {m(recipe)} replays {m(runner.name)}'s model and data, not that run")
+        elif recipe is not None and not recorded:
+            n_model = sum(p.numel() for p in runner.new_model().parameters())
+            if n_model != opened.n_params:
+                err_console.print(f"[yellow]note[/yellow]: {m(opened.path.name)} records no recipe and holds "
+                                  f"{opened.n_params:,} parameters, {m(runner.name)}'s model {n_model:,}: the replay "
+                                  f"trains {m(runner.name)} as configured, not the run in the store")
         target = output_dir(out, f"kga-{opened.path.name.removesuffix('.zarr')}", opened, kind="kga-replay")
         # Every run and the report are built in a staging sibling and replace TARGET whole at the end,
         # so no store that this directory did not create (or an input) can be overwritten.
