@@ -220,3 +220,21 @@ def test_overview_skips_pruning_a_run_without_epochs_with_advice_it_can_follow(t
         writer.commit()
     with pytest.raises(NotApplicableError, match=r"records no epochs \(traj prune STORE --window A:B"):
         _prune(RunStore(tmp_path / "s.zarr"), None, Engine())
+
+
+def test_default_epoch_skips_a_partial_last_epoch(tmp_path, rng):
+    """A run stopped mid-epoch (found by a new user: `traj report` pruned epoch 5 with 12 of 40 snapshots) is pruned
+    at its last complete epoch; a complete last epoch is still the default."""
+    from traj.analysis.prune import PruneParams, _window
+
+    layout = Layout.from_shapes([("w", (20,))], prunable=["w"])
+    for n_last, expected in ((3, 1), (8, 2)):
+        path = tmp_path / f"s{n_last}.zarr"
+        with StoreWriter(path, layout, dtype="float32", spacing={"unit": "step", "every": 1}) as writer:
+            epochs = [0] * 9 + [1] * 8 + [2] * n_last  # the first epoch also holds θ₀
+            for k, e in enumerate(epochs):
+                writer.append(rng.standard_normal(20).astype(np.float32), step=k, epoch=e)
+            writer.commit()
+        epoch, (lo, hi) = _window(RunStore(path), PruneParams.checked())
+        assert epoch == expected
+        assert (lo, hi) == ((8, 16) if expected == 1 else (16, 16 + n_last))  # with the snapshot before the epoch

@@ -446,7 +446,7 @@ def prune(
     Parameters
     ----------
     epoch : int, optional
-        The epoch whose iteration-level snapshots are decomposed (default the last one);
+        The epoch whose iteration-level snapshots are decomposed (default the last complete one);
         ``window`` ("a:b", snapshot indices) instead of an epoch.
     methods : subset of ("kmp", "kgp", "gmp", "jgp", "ggp", "lsp")
     compressions : compressions c >= 1; ⌈N_prunable/c⌉ weights are kept.
@@ -518,7 +518,8 @@ def _replace(result: PruneResult, **changes: Any) -> PruneResult:
 
 
 def _window(store: RunStore, params: PruneParams) -> tuple[int | None, tuple[int, int]]:
-    """The epoch decomposed (None for a window) and its snapshots: the given window or epoch, else the last epoch."""
+    """The epoch decomposed (None for a window) and its snapshots: the given window or epoch, else the last
+    complete epoch (a run stopped mid-epoch leaves a last epoch with fewer snapshots than the others: it is skipped)."""
     if params.window is not None:
         return None, parse_window(params.window, store.n_snapshots)
     epoch = params.epoch
@@ -526,7 +527,10 @@ def _window(store: RunStore, params: PruneParams) -> tuple[int | None, tuple[int
         known = store.epochs[store.epochs >= 0]
         if not known.size:
             raise NotApplicableError(f"{store.path}: the store records no epochs; give a window of snapshots instead")
-        epoch = int(known.max())
+        epochs, counts = np.unique(known, return_counts=True)
+        epoch = int(epochs[-1])
+        if len(epochs) > 1 and counts[-1] < np.median(counts[:-1]):
+            epoch = int(epochs[-2])
     return epoch, epoch_rows(store, epoch)
 
 

@@ -28,7 +28,7 @@ from ._common import (
 def prune(
     ctx: typer.Context,
     store: Annotated[Path, typer.Argument(help="A run store recorded every step.")],
-    epoch: Annotated[int | None, typer.Option(help="Epoch to decompose (default the last).")] = None,
+    epoch: Annotated[int | None, typer.Option(help="Epoch to decompose (default the last complete one).")] = None,
     window: Annotated[str | None, typer.Option(help="Snapshots a:b instead of an epoch.")] = None,
     method: Annotated[str, typer.Option(help="Comma-separated: kmp,kgp,gmp,jgp,ggp,lsp.")] = "kmp,kgp,gmp,jgp,ggp,lsp",
     compression: Annotated[str, typer.Option(help="Comma-separated compressions c > 1 (keep 1/c).")] = "2,4,8,16,32,64",
