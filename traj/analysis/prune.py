@@ -529,7 +529,7 @@ def _window(store: RunStore, params: PruneParams) -> tuple[int | None, tuple[int
             raise NotApplicableError(f"{store.path}: the store records no epochs; give a window of snapshots instead")
         epochs, counts = np.unique(known, return_counts=True)
         epoch = int(epochs[-1])
-        if len(epochs) > 1 and counts[-1] < np.median(counts[:-1]):
+        if len(epochs) > 1 and counts[-1] < np.median(counts[:-1]) - 1:  # - 1: the first epoch also holds θ₀
             epoch = int(epochs[-2])
     return epoch, epoch_rows(store, epoch)
 
