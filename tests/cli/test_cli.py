@@ -54,6 +54,29 @@ def test_info_reports_nonfinite_and_interrupted(tmp_path):
     assert info["uncommitted_rows"] == 0 and not info["healthy"]  # a plain reader sees the 5 committed rows only
     assert any("recording was interrupted" in line for line in info["health"])
     assert any("snapshot 3" in line for line in info["health"])
+    # advice the user can follow: the Python API that resumes, not "appending resumes it"
+    (line,) = [line for line in info["health"] if "interrupted" in line]
+    assert line.endswith("to continue the run from its last snapshot (step 4), open it with traj.Recorder(path, model, "
+                         "resume=True) holding the model in that state, or resume the training from a checkpoint with "
+                         "the Hugging Face / Lightning callback")
+
+
+def test_an_interrupted_recipe_recording_is_not_advised_to_resume(tmp_path):
+    """`traj record --out same.zarr` refuses an existing store and cannot resume: the advice says so."""
+    from traj.store import Layout, StoreWriter
+
+    writer = StoreWriter(tmp_path / "s.zarr", Layout.from_shapes([("w", (4,))]),
+                         recipe={"name": "quadratic-mlp", "config": {}, "seed": 0})
+    writer.append(np.zeros(4, dtype=np.float32), step=0)
+    writer.commit()
+    writer._lock.release()  # killed
+    info = json.loads(invoke("info", tmp_path / "s.zarr", "--json").stdout)
+    (line,) = [line for line in info["health"] if "interrupted" in line]
+    assert line.endswith("`traj record` cannot resume a recipe run: record it again with --overwrite "
+                         "(or into a new --out) for the whole run")
+    assert "resume=True" not in line
+    text = invoke("info", tmp_path / "s.zarr").stdout
+    assert "cannot resume a recipe run" in " ".join(text.split())
 
 
 def test_import_cli(tmp_path, rng):
