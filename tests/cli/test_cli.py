@@ -135,6 +135,37 @@ def test_record_refuses_to_clobber(tmp_path):
     assert result.exit_code == 2 and "--overwrite" in result.stderr
 
 
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_ctrl_c_during_record_says_what_was_kept_and_where(tmp_path, monkeypatch, overwrite):
+    """Before: Ctrl-C printed only `interrupted`; the user could not tell whether anything survived."""
+    from traj.recipes.base import Recipe
+
+    out = tmp_path / "q.zarr"
+    if overwrite:
+        assert invoke("record", "quadratic-mlp", "--out", out, "--epochs", 1, "--every", 4,
+                      "--set", "n_train=128").exit_code == 0
+        before = RunStore(out).steps.tolist()
+
+    def five_steps_then_ctrl_c(self, model=None, *, recorder=None, **kwargs):
+        for _ in range(5):
+            recorder.step()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Recipe, "train", five_steps_then_ctrl_c)
+    args = ["--overwrite"] if overwrite else []
+    result = invoke("record", "quadratic-mlp", "--out", out, "--every", 1, *args)
+    assert result.exit_code == 130
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines[-1] == "interrupted"
+    if overwrite:  # the old store is kept whole and the message says so
+        assert lines[-2] == f"{out} holds the store it held before; the interrupted recording was discarded"
+        assert RunStore(out).steps.tolist() == before
+    else:
+        assert lines[-2] == f"kept 6 snapshot(s), steps 0 to 5, in {out} (closed; usable as it is)"
+        store = RunStore(out)
+        assert store.closed_cleanly and store.steps.tolist() == [0, 1, 2, 3, 4, 5]
+
+
 def test_console_script_end_to_end(tmp_path):
     """The installed `traj` entry point, as a user runs it: a usage error and a real record."""
     exe = [sys.executable, "-c", "from traj.cli.app import main; main()"]

@@ -580,6 +580,8 @@ def test_sigterm_during_traj_record_closes_the_store_and_exits_143(tmp_path):
     assert store.capacity == store.n_snapshots == store.expected_snapshots
     np.testing.assert_array_equal(store.steps, np.arange(store.n_snapshots))
     assert np.isfinite(store.read()).all()
+    kept = f"kept {store.n_snapshots} snapshot(s), steps 0 to {store.n_snapshots - 1}, in {path} (closed; usable as it is)"
+    assert [line for line in stderr.decode().splitlines() if line.strip()][-2] == kept, stderr.decode()
 
 
 def test_snapshots_are_written_at_once_and_committed_at_the_cadence_or_on_flush(tmp_path, monkeypatch):
