@@ -54,6 +54,29 @@ def test_info_reports_nonfinite_and_interrupted(tmp_path):
     assert info["uncommitted_rows"] == 0 and not info["healthy"]  # a plain reader sees the 5 committed rows only
     assert any("recording was interrupted" in line for line in info["health"])
     assert any("snapshot 3" in line for line in info["health"])
+    # advice the user can follow: the Python API that resumes, not "appending resumes it"
+    (line,) = [line for line in info["health"] if "interrupted" in line]
+    assert line.endswith("to continue the run from its last snapshot (step 4), open it with traj.Recorder(path, model, "
+                         "resume=True) holding the model in that state, or resume the training from a checkpoint with "
+                         "the Hugging Face / Lightning callback")
+
+
+def test_an_interrupted_recipe_recording_is_not_advised_to_resume(tmp_path):
+    """`traj record --out same.zarr` refuses an existing store and cannot resume: the advice says so."""
+    from traj.store import Layout, StoreWriter
+
+    writer = StoreWriter(tmp_path / "s.zarr", Layout.from_shapes([("w", (4,))]),
+                         recipe={"name": "quadratic-mlp", "config": {}, "seed": 0})
+    writer.append(np.zeros(4, dtype=np.float32), step=0)
+    writer.commit()
+    writer._lock.release()  # killed
+    info = json.loads(invoke("info", tmp_path / "s.zarr", "--json").stdout)
+    (line,) = [line for line in info["health"] if "interrupted" in line]
+    assert line.endswith("`traj record` cannot resume a recipe run: record it again with --overwrite "
+                         "(or into a new --out) for the whole run")
+    assert "resume=True" not in line
+    text = invoke("info", tmp_path / "s.zarr").stdout
+    assert "cannot resume a recipe run" in " ".join(text.split())
 
 
 def test_import_cli(tmp_path, rng):
@@ -110,6 +133,37 @@ def test_record_refuses_to_clobber(tmp_path):
     (tmp_path / "x.zarr").mkdir()
     result = invoke("record", "quadratic-mlp", "--out", tmp_path / "x.zarr")
     assert result.exit_code == 2 and "--overwrite" in result.stderr
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_ctrl_c_during_record_says_what_was_kept_and_where(tmp_path, monkeypatch, overwrite):
+    """Before: Ctrl-C printed only `interrupted`; the user could not tell whether anything survived."""
+    from traj.recipes.base import Recipe
+
+    out = tmp_path / "q.zarr"
+    if overwrite:
+        assert invoke("record", "quadratic-mlp", "--out", out, "--epochs", 1, "--every", 4,
+                      "--set", "n_train=128").exit_code == 0
+        before = RunStore(out).steps.tolist()
+
+    def five_steps_then_ctrl_c(self, model=None, *, recorder=None, **kwargs):
+        for _ in range(5):
+            recorder.step()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Recipe, "train", five_steps_then_ctrl_c)
+    args = ["--overwrite"] if overwrite else []
+    result = invoke("record", "quadratic-mlp", "--out", out, "--every", 1, *args)
+    assert result.exit_code == 130
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines[-1] == "interrupted"
+    if overwrite:  # the old store is kept whole and the message says so
+        assert lines[-2] == f"{out} holds the store it held before; the interrupted recording was discarded"
+        assert RunStore(out).steps.tolist() == before
+    else:
+        assert lines[-2] == f"kept 6 snapshot(s), steps 0 to 5, in {out} (closed; usable as it is)"
+        store = RunStore(out)
+        assert store.closed_cleanly and store.steps.tolist() == [0, 1, 2, 3, 4, 5]
 
 
 def test_console_script_end_to_end(tmp_path):

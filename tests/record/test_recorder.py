@@ -99,15 +99,57 @@ def test_resume_continues_steps_and_refuses_other_layout(tmp_path):
     model = _model()
     with Recorder(tmp_path / "r.zarr", model) as rec:
         first = _train(model, 5, rec)
-    with Recorder(tmp_path / "r.zarr", model) as rec:  # appends: no second initial snapshot
+    with Recorder(tmp_path / "r.zarr", model, resume=True) as rec:  # appends: no second initial snapshot
         second = _train(model, 5, rec, seed=1)
     store = RunStore(tmp_path / "r.zarr")
     np.testing.assert_array_equal(store.steps, np.arange(11))
     np.testing.assert_array_equal(store.read(), np.concatenate([first, second[1:]]))
     with pytest.raises(LayoutMismatchError):
-        Recorder(tmp_path / "r.zarr", nn.Linear(6, 3))
+        Recorder(tmp_path / "r.zarr", nn.Linear(6, 3), resume=True)
     with pytest.raises(RecorderError, match="up to step 10"):
-        Recorder(tmp_path / "r.zarr", model, start_step=3)
+        Recorder(tmp_path / "r.zarr", model, start_step=3, resume=True)
+
+
+@pytest.mark.parametrize("killed", [False, True])
+def test_a_from_scratch_rerun_is_not_stitched_onto_an_existing_store(tmp_path, killed):
+    """Before: re-running a killed script from a fresh model appended steps 6, 7, ... to the old run."""
+    path = tmp_path / "r.zarr"
+    model = _model()
+    rec = Recorder(path, model)
+    first = _train(model, 5, rec)
+    if killed:  # as after kill -9: committed rows, state still 'open', the lock gone with the process
+        rec.flush()
+        rec._writer._lock.release()
+        rec._pipe.abort = True  # the writer thread ends without closing the store
+        rec._stop(abort=True)
+    else:
+        rec.close()
+    before = _files(path)
+    state = RunStore(path).attrs["state"]
+    assert state == ("open" if killed else "closed")
+    fresh = _model(seed=1)
+    with pytest.raises(RecorderError, match=r"already holds 6 snapshot\(s\), up to step 5; pass resume=True .*"
+                                            r"overwrite=True to replace it") as refused:
+        Recorder(path, fresh)
+    assert "\n" not in str(refused.value)
+    assert _files(path) == before and RunStore(path).attrs["state"] == state  # untouched: a killed run still reads as killed
+    with Recorder(path, model, resume=True) as rec:  # the same run, continued: explicit
+        _train(model, 2, rec, seed=1)
+    np.testing.assert_array_equal(RunStore(path).steps, np.arange(8))
+    with Recorder(path, fresh, overwrite=True) as rec:  # or a new run in its place
+        _train(fresh, 3, rec)
+    store = RunStore(path)
+    np.testing.assert_array_equal(store.steps, np.arange(4))
+    assert not np.array_equal(store.read(rows=slice(0, 1))[0], first[0])
+
+
+def test_a_store_with_no_snapshots_is_appended_to_without_resume(tmp_path):
+    path = tmp_path / "r.zarr"
+    Recorder(path, _model(), record_initial=False).close()  # created, nothing recorded
+    assert RunStore(path).n_snapshots == 0
+    with Recorder(path, _model()) as rec:
+        rec.step()
+    np.testing.assert_array_equal(RunStore(path).steps, [0, 1])
 
 
 def test_second_recorder_refused(tmp_path):
@@ -194,7 +236,7 @@ def test_sigkill_leaves_a_prefix_of_complete_snapshots(tmp_path, delay):
         assert (store.read(rows=slice(k, k + 1)) == float(k)).all(), f"snapshot {k} is incomplete"
     # appending after the crash resumes right after the last committed snapshot
     model = nn.Linear(1000, 700)
-    with Recorder(path, model) as rec:
+    with Recorder(path, model, resume=True) as rec:
         rec.step()
     resumed = RunStore(path)
     assert resumed.n_snapshots == t + 1 and resumed.steps[-1] == t
@@ -256,7 +298,7 @@ def test_sigkill_at_random_points(tmp_path, trial):
         assert (store.read(rows=slice(last, last + 1)) == float(last)).all()
     result = CliRunner().invoke(app, ["info", str(path), "--json", "--no-scan"])
     assert result.exit_code == 0, result.output
-    with Recorder(path, nn.Linear(1000, 700)) as rec:
+    with Recorder(path, nn.Linear(1000, 700), resume=True) as rec:
         rec.step()
     assert RunStore(path).n_snapshots == store.n_snapshots + 1
 
@@ -283,7 +325,7 @@ def test_a_second_process_is_refused_while_the_first_records(tmp_path):
         proc.stdin.close()
         proc.wait()
         proc.stdout.close()
-    with Recorder(path, nn.Linear(3, 2)) as rec:  # free again once the first writer has closed
+    with Recorder(path, nn.Linear(3, 2), resume=True) as rec:  # free again once the first writer has closed
         rec.step()
     assert RunStore(path).n_snapshots == 2
 
@@ -311,7 +353,7 @@ _UNCLOSED_SCRIPT = textwrap.dedent(
         writers = [t.name for t in threading.enumerate() if t.name == "traj-recorder-writer"]
         print(json.dumps({"n": store.n_snapshots, "capacity": store.capacity, "state": store.attrs["state"],
                           "locked": is_locked(path), "writers": writers}), flush=True)
-        with Recorder(path, model) as again:  # the lock is free for this very process
+        with Recorder(path, model, resume=True) as again:  # the lock is free for this very process
             again.step()
     """
 )
@@ -410,7 +452,7 @@ def test_append_to_a_store_that_lost_committed_rows_is_refused(tmp_path, legacy)
     path, model = _damaged(tmp_path, legacy=legacy)
     before = _files(path)
     with pytest.raises(StoreFormatError, match=r"cannot append to .*damaged\.zarr: 0 committed snapshot\(s\), but its last clean close counted 116"):
-        Recorder(path, model)
+        Recorder(path, model, resume=True)
     assert _files(path) == before  # nothing touched, lock released
     assert not RunStore(path, allow_damaged=True).writer_active
     with pytest.raises(StoreFormatError, match="counted 116.*refusing to use part of a run"):
@@ -430,7 +472,7 @@ def test_info_reports_lost_rows_as_damage_and_never_advises_appending(tmp_path):
     info = json.loads(result.stdout)
     assert (info["missing_snapshots"], info["expected_snapshots"], info["healthy"]) == (116, 116, False)
     assert any(line.startswith("damaged: 0 committed snapshot(s)") for line in info["health"])
-    assert not any("appending" in line and "resumes" in line for line in info["health"])
+    assert not any("resume=True" in line or "interrupted" in line for line in info["health"])
     result = CliRunner().invoke(app, ["dmd", str(path), "--out", str(tmp_path / "out")])
     assert result.exit_code == 2 and "counted 116" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
@@ -441,7 +483,7 @@ def test_a_resumed_store_killed_before_closing_keeps_its_clean_close_count(tmp_p
     path = tmp_path / "r.zarr"
     with Recorder(path, model) as rec:
         _train(model, 4, rec)
-    rec = Recorder(path, model)  # resumed: state 'open' while it records
+    rec = Recorder(path, model, resume=True)  # resumed: state 'open' while it records
     _train(model, 3, rec, seed=1)
     rec.flush()
     store = RunStore(path)
@@ -538,6 +580,8 @@ def test_sigterm_during_traj_record_closes_the_store_and_exits_143(tmp_path):
     assert store.capacity == store.n_snapshots == store.expected_snapshots
     np.testing.assert_array_equal(store.steps, np.arange(store.n_snapshots))
     assert np.isfinite(store.read()).all()
+    kept = f"kept {store.n_snapshots} snapshot(s), steps 0 to {store.n_snapshots - 1}, in {path} (closed; usable as it is)"
+    assert [line for line in stderr.decode().splitlines() if line.strip()][-2] == kept, stderr.decode()
 
 
 def test_snapshots_are_written_at_once_and_committed_at_the_cadence_or_on_flush(tmp_path, monkeypatch):

@@ -119,6 +119,60 @@ def test_second_writer_refused(tmp_path):
     StoreWriter(tmp_path / "s.zarr", layout).close()  # released on close
 
 
+@pytest.mark.parametrize("how", ["new", "resumed", "overwrite", "atomic"])
+def test_a_closed_store_holds_no_lock_file_and_lists_cleanly_in_zarr(tmp_path, how):
+    """zarr warns about any file in a group that is no Zarr node: a user's filterwarnings=error failed."""
+    import warnings
+
+    import zarr
+
+    layout = Layout.from_shapes([("w", (10,))])
+    path = tmp_path / "s.zarr"
+    if how != "new":
+        StoreWriter(path, layout).close()
+    with StoreWriter(path, layout, overwrite=how == "overwrite", atomic=how == "atomic") as writer:
+        writer.append(np.ones(10, np.float32), step=1)
+        if how in ("new", "resumed"):
+            assert (path / ".traj-writer.lock").is_file()  # held while writing
+    assert sorted(p.name for p in path.iterdir()) == ["epoch", "params", "step", "time", "zarr.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.zarr"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        group = zarr.open_group(path, mode="r")
+        assert sorted(group.keys()) == ["epoch", "params", "step", "time"]
+        assert len(list(group.members())) == 4
+    assert not RunStore(path).writer_active
+
+
+def test_a_writer_that_locks_a_lock_file_just_unlinked_locks_the_new_one(tmp_path, monkeypatch):
+    """The race a releasing writer opens: B opens the lock file, A unlinks it and unlocks, B's flock
+    succeeds on a file no path names. B must notice and lock the file at the path, or two writers run."""
+    from traj.store import lock as lock_module
+
+    real = lock_module.WriterLock._open_locked
+    calls = []
+
+    def open_then_lose_the_race(self):
+        fd = real(self)
+        calls.append(fd)
+        if len(calls) == 1:
+            os.unlink(self.path)  # the previous holder's release, between B's flock and its check
+        return fd
+
+    monkeypatch.setattr(lock_module.WriterLock, "_open_locked", open_then_lose_the_race)
+    first = lock_module.WriterLock(tmp_path)
+    first.acquire()
+    monkeypatch.undo()
+    assert len(calls) == 2 and first.held
+    with pytest.raises(StoreLockedError, match="another recorder"):
+        lock_module.WriterLock(tmp_path).acquire()
+    first.release()
+    assert not (tmp_path / ".traj-writer.lock").exists()
+    second = lock_module.WriterLock(tmp_path)
+    second.acquire()  # free again
+    second.release()
+
+
 def test_reader_sees_only_committed_rows(tmp_path, rng):
     data = rng.standard_normal((9, 40)).astype(np.float32)
     path = tmp_path / "s.zarr"
@@ -221,8 +275,6 @@ def test_open_errors(tmp_path):
 
 
 @pytest.mark.parametrize("layout", list(LAYOUTS))
-# listing the group's members, zarr warns once about the writer's lock file (not a Zarr node)
-@pytest.mark.filterwarnings("ignore:Object at .traj-writer.lock is not recognized")
 def test_readable_without_traj(tmp_path, rng, layout):
     import dask.array as da
     import xarray as xr

@@ -104,6 +104,11 @@ class _Terminated(BaseException):
     """SIGTERM, raised in the main thread so that every ``with`` block unwinds as for Ctrl-C."""
 
 
+#: What Ctrl-C and SIGTERM (under :func:`sigterm_as_interrupt`) raise: a command that wants to say
+#: what an interrupted run left behind catches these, says it, and re-raises.
+INTERRUPTS: tuple[type[BaseException], ...] = (KeyboardInterrupt, _Terminated)
+
+
 @contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
     """Treat SIGTERM like Ctrl-C: unwind (a Recorder flushes and closes its store), exit 143.

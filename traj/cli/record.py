@@ -9,7 +9,33 @@ from typing import Annotated
 import typer
 
 from ..display import markup
-from ._common import err_console, fail, handle_errors, out_console, print_json, progress_bar, sigterm_as_interrupt
+from ._common import (
+    INTERRUPTS,
+    err_console,
+    fail,
+    handle_errors,
+    out_console,
+    print_json,
+    progress_bar,
+    sigterm_as_interrupt,
+)
+
+
+def _kept(target: Path, overwrite: bool) -> str:
+    """What an interrupted ``traj record`` left at ``target``, in one line."""
+    from ..errors import TrajError
+    from ..store import RunStore
+
+    if overwrite and target.exists():
+        return f"{target} holds the store it held before; the interrupted recording was discarded"
+    try:
+        store = RunStore(target)
+    except TrajError:  # nothing was created, or nothing readable: say so rather than guess
+        return f"no snapshots were kept at {target}"
+    if not store.n_snapshots:
+        return f"no snapshots were kept at {target}"
+    return (f"kept {store.n_snapshots} snapshot(s), steps {int(store.steps[0])} to {int(store.steps[-1])}, "
+            f"in {target} (closed; usable as it is)")
 
 
 def record(
@@ -60,7 +86,11 @@ def record(
                 metric = " ".join(f"val {k} {v:.4g}" for k, v in report.metrics.items())
                 bar.update(task, completed=report.epoch, loss=f"loss {report.loss:.4g}", metric=metric)
 
-            store = runner.record(target, overwrite=overwrite, grads=grads, dtype=dtype, progress=on_epoch)
+            try:
+                store = runner.record(target, overwrite=overwrite, grads=grads, dtype=dtype, progress=on_epoch)
+            except INTERRUPTS:  # the Recorder has closed the store (or discarded a replacement)
+                err_console.print(f"[yellow]{markup(_kept(target, overwrite))}[/yellow]")
+                raise
         final = None if store.loss is None else float(store.loss[-1])
         summary = {
             "store": str(store.path),

@@ -211,6 +211,7 @@ class DistributedRecorder:
                 record_initial=False,
                 start_step=int(step),
                 overwrite=self.overwrite and not resuming,
+                resume=True,  # _prepare_store decided: an older run's later steps are refused or forgotten
                 **self._options,
             )
         new = self.recorder is not None and self.recorder.n_committed == 0

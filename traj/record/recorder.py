@@ -347,13 +347,34 @@ def _replaced(kind: str, name: str) -> RecorderError:
     )
 
 
+def _refuse_unasked_append(path: str | os.PathLike[str]) -> None:
+    """Refuse to append to a store that holds snapshots when the caller did not say ``resume=True``.
+
+    Checked before the store is opened (opening marks it "open"), so a refusal touches nothing.
+    A store another writer holds is left to the writer's lock to refuse, with the holder's pid.
+    """
+    from ..store import RunStore
+
+    if not os.path.isfile(os.path.join(path, "zarr.json")):
+        return
+    store = RunStore(path, allow_damaged=True)
+    if store.n_snapshots == 0 or store.writer_active:
+        return
+    raise RecorderError(
+        f"{path} already holds {store.n_snapshots} snapshot(s), up to step {int(store.steps[-1])}; "
+        "pass resume=True to continue that run (the model must be in its last recorded state), "
+        "overwrite=True to replace it, or record into a new path"
+    )
+
+
 class Recorder:
     """Record a model's weight trajectory into a run store.
 
     Parameters
     ----------
     path : str or path-like
-        Store directory; an existing store with the same layout is appended to.
+        Store directory. An existing store that holds snapshots is refused unless ``resume``
+        (append to it) or ``overwrite`` (replace it) says what to do with it.
     model : nn.Module
     every : int
         Snapshot spacing, in optimizer steps (``unit="step"``) or epochs (``unit="epoch"``).
@@ -373,6 +394,12 @@ class Recorder:
         Host memory the snapshot buffers may use; the writer lags by at most this much.
     recipe : mapping, optional
         ``{"name", "config", "seed"}`` written into the store's attributes.
+    resume : bool
+        Append to an existing store with the same layout (a run continued after a crash or
+        from a checkpoint, with the model in that state); a store that does not exist yet is
+        created. Without it, appending a from-scratch re-run would stitch two runs together.
+    overwrite : bool
+        Replace an existing store; the old one stays whole until :meth:`close` swaps the new one in.
 
     Notes
     -----
@@ -411,6 +438,7 @@ class Recorder:
         recipe: Mapping[str, Any] | None = None,
         overwrite: bool = False,
         compressor: str = "lz4",
+        resume: bool = False,
     ) -> None:
         self._closed = True  # until the store is open
         if unit not in ("step", "epoch"):
@@ -433,6 +461,8 @@ class Recorder:
         if dtype is None:
             dtype = "float64" if any(p.dtype == torch.float64 for p in self._params) else "float32"
         self._torch_dtype = {"float32": torch.float32, "float64": torch.float64}.get(dtype)
+        if not (resume or overwrite):
+            _refuse_unasked_append(path)
         writer = StoreWriter(
             path,
             self.layout,

@@ -63,6 +63,20 @@ class StoreInfo:
         return out
 
 
+def _how_to_continue(store: RunStore) -> str:
+    """Advice a user can follow to continue an interrupted recording (or why they cannot)."""
+    recipe = store.recipe
+    if recipe is not None and recipe.get("name"):
+        # traj record trains a recipe from scratch and keeps no optimizer state to resume from
+        return ("`traj record` cannot resume a recipe run: record it again with --overwrite "
+                "(or into a new --out) for the whole run")
+    if not store.n_snapshots:
+        return "nothing was recorded: record the run again"
+    return (f"to continue the run from its last snapshot (step {int(store.steps[-1])}), open it with "
+            "traj.Recorder(path, model, resume=True) holding the model in that state, or resume the "
+            "training from a checkpoint with the Hugging Face / Lightning callback")
+
+
 def describe(store: RunStore, *, scan: bool = True, progress: Callable[[int, int], None] | None = None,
              nonfinite_rows: np.ndarray | None = None) -> StoreInfo:
     """Summarise a store; ``scan`` reads every snapshot once to find NaN/Inf rows, unless a pass that
@@ -87,7 +101,7 @@ def describe(store: RunStore, *, scan: bool = True, progress: Callable[[int, int
         past = f" ({uncommitted} row(s) past the last committed snapshot)" if uncommitted else ""
         health.append(
             f"the recording was interrupted: the store was never closed{past}; the committed snapshots are "
-            "intact and appending to the store resumes it"
+            f"intact and usable as they are; {_how_to_continue(store)}"
         )
     partial = sum(1 for _ in store.path.rglob("*.partial"))
     if partial:

@@ -3,10 +3,16 @@
 Zarr does no locking. The kernel drops a ``flock`` when its holder dies, so a recording
 killed by SIGKILL never leaves a lock that blocks the resume; the holder's pid and host are
 written into the file only to make the refusal message useful.
+
+The file exists only while a writer holds it: :meth:`WriterLock.release` unlinks it (a plain
+Zarr reader listing a closed store warns about any file that is no Zarr node). Because the
+holder unlinks the file before it unlocks, a writer that wins the ``flock`` checks that the
+path still names the file it locked, and starts again with a fresh one when it does not.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -19,6 +25,7 @@ from pathlib import Path
 from ..errors import DamagedStoreError, StoreLockedError
 
 LOCK_NAME = ".traj-writer.lock"
+_ATTEMPTS = 100
 
 #: Locks held in this process: a forked child (dask's worker pool) closes its copies of their
 #: descriptors, so the lock still dies with the process that took it.
@@ -48,8 +55,22 @@ class WriterLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
+        for _ in range(_ATTEMPTS):
+            fd = self._open_locked()
+            if _names(self.path, fd):
+                break
+            os.close(fd)  # its holder released it and unlinked it meanwhile: lock the file now there
+        else:  # pragma: no cover - another writer takes and drops the lock faster than we can look
+            raise StoreLockedError(f"{self.path.parent} is being opened and closed by other writers; one writer per store")
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode())
+        self._fd = fd
+        _HELD.add(self)
+
+    def _open_locked(self) -> int:
+        """Open (or create) the lock file and ``flock`` it; raises when another writer holds it."""
         # O_NOFOLLOW and a regular-file check: a lock "file" that is a symlink would make the
-        # truncate below empty whatever it points to; a FIFO or device is no lock at all.
+        # truncate in acquire empty whatever it points to; a FIFO or device is no lock at all.
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
         except OSError as exc:
@@ -68,17 +89,20 @@ class WriterLock:
                 f"{self.path.parent} is being written by another recorder ({holder}); "
                 "one writer per store"
             ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode())
-        self._fd = fd
-        _HELD.add(self)
+        return fd
 
     def release(self) -> None:
+        """Unlink the lock file (while still holding it), then unlock."""
         _HELD.discard(self)
         if self._fd is None:
             return
         try:
-            os.ftruncate(self._fd, 0)
+            try:
+                if _names(self.path, self._fd):  # the path may name another file now (a store moved or replaced)
+                    os.unlink(self.path)
+            except OSError:  # a read-only or vanished directory: an unlocked file is no lock
+                with contextlib.suppress(OSError):
+                    os.ftruncate(self._fd, 0)
             fcntl.flock(self._fd, fcntl.LOCK_UN)
         finally:
             os.close(self._fd)
@@ -87,6 +111,16 @@ class WriterLock:
     @property
     def held(self) -> bool:
         return self._fd is not None
+
+
+def _names(path: Path, fd: int) -> bool:
+    """Whether ``path`` is (still) the file open as ``fd``."""
+    try:
+        on_disk = os.lstat(path)
+    except OSError:
+        return False
+    held = os.fstat(fd)
+    return (on_disk.st_dev, on_disk.st_ino) == (held.st_dev, held.st_ino)
 
 
 def is_locked(store_path: str | os.PathLike[str]) -> bool:

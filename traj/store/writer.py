@@ -738,6 +738,7 @@ class StoreWriter:
             if self._staging is not None:
                 self._staging.commit()
                 self._staging = None
+                self._lock.path = self.path / LOCK_NAME  # released (and unlinked) where the store now is
         except BaseException as exc:
             self._discard()
             if isinstance(exc, OSError) and not isinstance(exc, StoreWriteError):
