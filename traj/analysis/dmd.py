@@ -37,7 +37,7 @@ from ..errors import DataLimitError, NotApplicableError, ParameterError, RankUna
 from ..progress import Progress
 from ..store import RunStore
 from ..store.schema import ParamEntry
-from .windows import Window, check_gram_finite, parse_window, raise_nonfinite, resolve_window
+from .windows import Window, check_even_spacing, check_gram_finite, parse_window, raise_nonfinite, resolve_window
 
 __all__ = ["DMDEvaluation", "DMDParams", "DMDResult", "LayerSpectrum", "MethodChoice", "MethodCost",
            "check_gram_finite", "choose_method", "dmd", "evaluate_dmd", "fit_dmd", "memory_bytes", "parse_window",
@@ -468,6 +468,7 @@ def fit_dmd(store: RunStore | str | os.PathLike[str], params: DMDParams, *, engi
     store = store if isinstance(store, RunStore) else RunStore(store)
     engine = engine or Engine()
     lo, hi = resolve_window(store, params.window)
+    spacing = check_even_spacing(store, lo, hi)
     rows = slice(lo, hi + 1)
     entries = store.layout.select(params.layers) if params.layers else list(store.layout.entries)
     choice = choose_method(params, hi - lo + 1, sum(e.size for e in entries), store.dtype.itemsize)
@@ -479,13 +480,12 @@ def fit_dmd(store: RunStore | str | os.PathLike[str], params: DMDParams, *, engi
         operator, spectra = _from_range_finder(store, engine, rows, entries, params, progress), ()
     picks, trajectories, reconstruction = _samples(store, engine, rows, entries, operator, params)
     steps = store.steps[lo : hi + 1]
-    dt = float(np.median(np.diff(steps))) if steps.size > 1 else 1.0
     return DMDResult(
         store=str(store.path),
         operator=operator,
         window=(lo, hi),
         steps=steps,
-        dt=dt if dt > 0 else 1.0,
+        dt=float(spacing) if spacing > 0 else 1.0,
         eps=params.eps,
         n_params=sum(e.size for e in entries),
         layers=tuple(e.name for e in entries) if params.layers else None,
@@ -699,6 +699,7 @@ def evaluate_dmd(store: RunStore | str | os.PathLike[str], recipe: Any, *, ranks
     max_points = check_int("eval_points", max_points, low=1)
     forecast = check_int("forecast", forecast, low=0, high=MAX_FORECAST)
     lo, hi = resolve_window(store, window)
+    check_even_spacing(store, lo, hi)
     rows = slice(lo, hi + 1)
     n_window = hi - lo + 1
     data = None
