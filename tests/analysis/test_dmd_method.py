@@ -64,6 +64,22 @@ def test_svd_path_resolves_what_the_gram_cannot(tmp_path):
     assert difference.max() > 1e-7  # the Gram really is worse here
 
 
+def test_the_error_estimate_is_the_paths_rounding_only_and_says_so(tmp_path):
+    """Truncating the 8-mode system to rank 4 moves its eigenvalues by ~2.5e-4; the rounding estimate is ~1e-11."""
+    store = RunStore(write_store(tmp_path / "p.zarr", planted()))
+    svd4 = dmd(store, rank=4, method="svd")
+    true_error = np.abs(svd4.eigenvalues - match(svd4.eigenvalues, EIGENVALUES)).max()
+    assert true_error > 1e-4 and svd4.operator.eigenvalue_errors().max() < 1e-9
+    cover = svd4.to_dict()["eigenvalue_errors_cover"]
+    assert cover.startswith("the first-order rounding error of each eigenvalue by the svd path")
+    assert "does not cover truncation to rank 4" in cover and "float32 storage" in cover
+    # the range finder forms no Gram: its rank note and its caption say what it does
+    sketch = dmd(store, method="randomized")
+    assert sketch.rank == 4 and "the Gram" not in sketch.operator.rank_note
+    assert "beyond 4 the range finder's σ² come from XᵀX products" in sketch.operator.rank_note
+    assert "by the randomized path (σ² from XᵀX products" in sketch.eigenvalue_errors_cover
+
+
 def test_svd_path_equals_the_gram_path_on_a_well_conditioned_run(tmp_path, rng):
     data = np.cumsum(rng.standard_normal((30, 500)), axis=0)
     store = RunStore(write_store(tmp_path / "s.zarr", data))

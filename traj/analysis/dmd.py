@@ -341,6 +341,19 @@ class DMDResult:
     def n_snapshots(self) -> int:
         return self.window[1] - self.window[0] + 1
 
+    @property
+    def eigenvalue_errors_cover(self) -> str:
+        """What :meth:`ReducedOperator.eigenvalue_errors` estimates, and what it leaves out (report and JSON)."""
+        if self.operator.source == "svd":
+            path = "svd path (an SVD of the data, backward stable)"
+        elif self.choice is not None and self.choice.method == "randomized":
+            path = "randomized path (σ² from XᵀX products, which square the condition number)"
+        else:
+            path = "gram path (the Gram's eigendecomposition, which squares the condition number)"
+        return (f"the first-order rounding error of each eigenvalue by the {path}, only (methods.md §1, step 5); "
+                f"it does not cover truncation to rank {self.rank} (the directions left out), noise in the run, or "
+                f"the data's own rounding (float32 storage): the true error can be far larger")
+
     def to_dict(self) -> dict[str, Any]:
         op = self.operator
         rates = self.rates
@@ -354,8 +367,10 @@ class DMDResult:
             "rank_note": op.rank_note,
             "singular_values": op.singular_values.tolist(),
             "eigenvalues": complex_pairs(op.eigenvalues),
-            # first-order rounding error of each eigenvalue by the path used (methods.md §1, step 5)
+            # first-order rounding error of each eigenvalue by the path used (methods.md §1, step 5): not the
+            # total error; "eigenvalue_errors_cover" says what it covers and what it does not
             "eigenvalue_errors": op.eigenvalue_errors().tolist(),
+            "eigenvalue_errors_cover": self.eigenvalue_errors_cover,
             "abs_eigenvalues": np.abs(op.eigenvalues).tolist(),
             # log λ is undefined at λ = 0 (a mode gone after one step): null there
             "rates_per_step": [pair if np.isfinite(rate) else None
@@ -441,7 +456,7 @@ def dmd(
         and takes an SVD of the data; "auto" chooses by :func:`choose_method` (svd where the
         window's float64 copy fits min(``in_memory_bytes``, ``memory_bytes``), else the cheaper of gram and randomized, gram only
         where it fits ``memory_bytes``). On the gram and randomized paths "auto" rank keeps only
-        modes whose eigenvalues the Gram resolves to ~1e-6.
+        modes whose eigenvalues the path resolves to ~1e-6 (both square the condition number).
     drop_nonfinite : bool
         Skip snapshots holding NaN/Inf (every pair touching one leaves XᵀX and XᵀY) instead of
         refusing the window; found from the Gram's diagonal, no extra pass.
