@@ -582,13 +582,15 @@ class ReducedOperator:
         t = d.shape[0] - 1
         # Xᵀ = D[:-1] = V Σ Uᵀ: the SVD of the (T, N) rows, no transposed copy
         v, sigma, ut = np.linalg.svd(d[:-1], full_matrices=False)
-        v, ut_t = fix_signs(v, ut.T)
         cut = truncate(sigma, rank=rank, shape=(d.shape[1], t), dtype=dtype, source="svd", excess=excess)
         r = cut.rank
-        y_v = d[1:].T @ v[:, :r]  # Y Vr, (N, r)
-        atilde = (ut_t[:, :r].T @ y_v) / sigma[:r]
+        # signs of the r kept columns only: flipping all T columns of U would copy the whole N×T U again
+        v_r, u_r = fix_signs(v[:, :r], ut[:r].T)
+        del ut
+        y_v = d[1:].T @ v_r  # Y Vr, (N, r)
+        atilde = (u_r.T @ y_v) / sigma[:r]
         gram = d @ d.T
-        op = cls.from_svd(sigma, v[:, :r], np.zeros((t, r)), lambda c: gram @ c, float(np.trace(gram)),
+        op = cls.from_svd(sigma, v_r, np.zeros((t, r)), lambda c: gram @ c, float(np.trace(gram)),
                           truncation=cut, atilde=atilde, source="svd")
         assert op.coefficients is not None
         phi = d.T @ op.coefficients  # Φ = D C, (N, r)
