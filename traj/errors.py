@@ -16,6 +16,7 @@ __all__ = [
     "RankUnavailableError",
     "WindowTooShortError",
     "NonFiniteDataError",
+    "UnevenSpacingError",
     "ModelFormatError",
     "StoreNotFoundError",
     "StoreFormatError",
@@ -85,6 +86,18 @@ class WindowTooShortError(NotApplicableError):
 class NonFiniteDataError(NotApplicableError):
     """Snapshots in the window hold NaN or Inf (the run diverged); ``--drop-nonfinite`` skips them
     where the method allows it."""
+
+
+class UnevenSpacingError(ParameterError, NotApplicableError):
+    """The window's snapshots are not evenly spaced in steps, and the method assumes they are (DMD:
+    one λ per spacing). ``spacings`` holds the distinct spacings found; ``suggestion`` the longest
+    evenly spaced window ``(a, b)`` of at least three snapshots inside it, or None."""
+
+    def __init__(self, parameter: str, problem: str, *, spacings: tuple[int, ...] = (),
+                 suggestion: tuple[int, int] | None = None) -> None:
+        super().__init__(parameter, problem)
+        self.spacings = spacings
+        self.suggestion = suggestion
 
 
 class StoreNotFoundError(TrajError, FileNotFoundError):

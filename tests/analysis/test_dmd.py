@@ -258,3 +258,39 @@ def test_cli_dmd_evaluate(tmp_path):
     assert [r["accuracy"][-1] for r in ev["forecast"]] == pytest.approx([0.8524, 0.5571], abs=1e-4)
     assert ev["motion_errors"] == pytest.approx([0.0650, 0.0446], abs=5e-4)
     assert (out / "evaluation.png").is_file()
+
+
+def test_unevenly_spaced_snapshots_are_refused_with_an_evenly_spaced_window(tmp_path, rng):
+    """DMD fits one λ per spacing: checkpoints at steps 0, 5, 10, 100 are no DMD window (not Δt = 5 silently)."""
+    from traj.analysis.windows import check_even_spacing
+    from traj.errors import NotApplicableError, UnevenSpacingError
+
+    data = np.cumsum(rng.standard_normal((4, 30)), axis=0)
+    path = write_store(tmp_path / "u.zarr", data, steps=[0, 5, 10, 100])
+    with pytest.raises(UnevenSpacingError) as caught:
+        dmd(path)
+    error = caught.value
+    assert isinstance(error, NotApplicableError)  # `traj report` shows the section as skipped, with this line
+    assert error.spacings == (5, 90) and error.suggestion == (0, 2)
+    assert str(error) == ("window 0:3 (the whole run) holds snapshots at unevenly spaced steps: spacings 5 (2×), "
+                          "90 (1×) steps (the first change after snapshot 2, step 10 → 100); DMD assumes evenly "
+                          "spaced snapshots: give an evenly spaced window, e.g. 0:2 (3 snapshots, 5 steps apart)")
+    evenly = dmd(path, window="0:2")
+    assert evenly.dt == 5.0 and evenly.to_dict()["snapshot_spacing_steps"] == 5.0
+    # a final checkpoint off the grid: the longest evenly spaced run is suggested
+    steps = [*range(0, 5001, 500), 5123]
+    path = write_store(tmp_path / "hf.zarr", np.cumsum(rng.standard_normal((12, 30)), axis=0), steps=steps)
+    with pytest.raises(UnevenSpacingError, match=r"500 \(10×\), 123 \(1×\).*e\.g\. 0:10 \(11 snapshots"):
+        dmd(path)
+    assert check_even_spacing(RunStore(path), 0, 10) == 500
+    path = write_store(tmp_path / "g.zarr", np.cumsum(rng.standard_normal((5, 30)), axis=0), steps=[0, 1, 3, 6, 10])
+    with pytest.raises(UnevenSpacingError, match="no 3 consecutive snapshots in it are evenly spaced") as caught:
+        dmd(path)
+    assert caught.value.suggestion is None
+    # the command: one line naming --window, exit 2, nothing written
+    result = CliRunner().invoke(app, ["dmd", str(tmp_path / "u.zarr"), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and not (tmp_path / "o").exists()
+    assert result.stderr.strip().splitlines() == [
+        "error: --window 0:3 (the whole run) holds snapshots at unevenly spaced steps: spacings 5 (2×), 90 (1×) "
+        "steps (the first change after snapshot 2, step 10 → 100); DMD assumes evenly spaced snapshots: give an "
+        "evenly spaced window, e.g. 0:2 (3 snapshots, 5 steps apart)"]

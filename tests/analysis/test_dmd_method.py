@@ -64,6 +64,22 @@ def test_svd_path_resolves_what_the_gram_cannot(tmp_path):
     assert difference.max() > 1e-7  # the Gram really is worse here
 
 
+def test_the_error_estimate_is_the_paths_rounding_only_and_says_so(tmp_path):
+    """Truncating the 8-mode system to rank 4 moves its eigenvalues by ~2.5e-4; the rounding estimate is ~1e-11."""
+    store = RunStore(write_store(tmp_path / "p.zarr", planted()))
+    svd4 = dmd(store, rank=4, method="svd")
+    true_error = np.abs(svd4.eigenvalues - match(svd4.eigenvalues, EIGENVALUES)).max()
+    assert true_error > 1e-4 and svd4.operator.eigenvalue_errors().max() < 1e-9
+    cover = svd4.to_dict()["eigenvalue_errors_cover"]
+    assert cover.startswith("the first-order rounding error of each eigenvalue by the svd path")
+    assert "does not cover truncation to rank 4" in cover and "float32 storage" in cover
+    # the range finder forms no Gram: its rank note and its caption say what it does
+    sketch = dmd(store, method="randomized")
+    assert sketch.rank == 4 and "the Gram" not in sketch.operator.rank_note
+    assert "beyond 4 the range finder's σ² come from XᵀX products" in sketch.operator.rank_note
+    assert "by the randomized path (σ² from XᵀX products" in sketch.eigenvalue_errors_cover
+
+
 def test_svd_path_equals_the_gram_path_on_a_well_conditioned_run(tmp_path, rng):
     data = np.cumsum(rng.standard_normal((30, 500)), axis=0)
     store = RunStore(write_store(tmp_path / "s.zarr", data))
@@ -88,11 +104,12 @@ def test_from_data_refuses_a_rank_beyond_the_data():
         (10_001, 50_000, 24, "randomized", "over the memory budget of 512 MiB"),  # 5 x 800 MB do not
         (10_001, 50_000, "auto", "randomized", "over the memory budget of 512 MiB"),  # auto too: the tail rule
         (30_001, 50_000, 24, "randomized", "too many for a Gram (max 20001)"),
-        (201, 100_000, 10, "svd", "fits in memory"),  # 161 MB as float64, within the 200 MiB given
+        (201, 100_000, 10, "svd", "fits in memory"),  # 161 MB as float64, within the 200 MiB preferred (537 MiB held)
     ],
 )
 def test_method_is_chosen_by_cost(t, n, rank, expected, why):
-    params = DMDParams.checked(rank=rank, in_memory_bytes=200 << 20 if expected == "svd" else 128 << 20)
+    params = DMDParams.checked(rank=rank, in_memory_bytes=200 << 20 if expected == "svd" else 128 << 20,
+                               memory_bytes=600 << 20 if expected == "svd" else 512 << 20)
     choice = choose_method(params, t, n, 4)
     assert choice.method == expected and why in choice.reason
     costs = {c.method: c for c in choice.costs}
@@ -132,6 +149,39 @@ def test_method_choice_in_json_and_text(tmp_path, rng):
     for memory in ("0", "nan"):
         bad = CliRunner().invoke(app, ["dmd", str(path), "--memory-mb", memory, "--out", str(tmp_path / "o4")])
         assert bad.exit_code == 2 and "--memory-mb" in bad.stderr
+
+
+def test_memory_budget_is_the_budget_of_every_path():
+    """--memory-mb is the hard budget; in_memory_bytes (128 MiB) is only auto's preference for the SVD path."""
+    # 3001 x 20 000: the float64 copy is 458 MiB; svd holds it 3.5 times + two T² matrices = 1740 MiB
+    svd = choose_method(DMDParams.checked(method="svd", memory_bytes=2000 << 20), 3001, 20_000, 4)
+    assert svd.method == "svd" and svd.reason.startswith("asked for") and "exceeds" not in svd.reason
+    with pytest.raises(ParameterError, match=r"memory_bytes of 512 MiB is less than the svd method needs: 1740 MiB"):
+        choose_method(DMDParams.checked(method="svd"), 3001, 20_000, 4)
+    # an explicit gram over the budget runs, and says so (5 x 3001² x 8 = 344 MiB)
+    gram = choose_method(DMDParams.checked(method="gram", rank=24, memory_bytes=100 << 20), 3001, 20_000, 4)
+    assert gram.method == "gram" and "holding 344 MiB" in gram.reason
+    assert "exceeds the memory budget of 100 MiB" in gram.reason
+    within = choose_method(DMDParams.checked(method="gram", rank=24), 3001, 20_000, 4)
+    assert "exceeds" not in within.reason
+    # auto: a 107 MiB window fits the 128 MiB preference, but svd only within the budget (it holds 376 MiB)
+    assert choose_method(DMDParams.checked(memory_bytes=400 << 20), 201, 70_000, 4).method == "svd"
+    for budget in (100, 150):  # the copy over the budget / the copy within it but not all the SVD holds
+        assert choose_method(DMDParams.checked(memory_bytes=budget << 20), 201, 70_000, 4).method != "svd"
+
+
+def test_memory_budget_on_the_command_line(tmp_path, rng):
+    wide = write_store(tmp_path / "wide.zarr", np.cumsum(rng.standard_normal((20, 4000)), axis=0))
+    refused = CliRunner().invoke(app, ["dmd", str(wide), "--method", "svd", "--memory-mb", "1", "--out", str(tmp_path / "a")])
+    assert refused.exit_code == 2
+    # 3.5 x 20 x 4000 x 8 + 2 x 8 x 20² bytes
+    assert "--memory-mb of 1.00 MiB is less than the svd method needs: 2.14 MiB" in refused.stderr
+    assert "allow at least 3 MiB" in refused.stderr and not (tmp_path / "a").exists()
+    tall = write_store(tmp_path / "tall.zarr", np.cumsum(rng.standard_normal((170, 50)), axis=0))  # gram 1.1 MiB
+    over = CliRunner().invoke(app, ["dmd", str(tall), "--method", "gram", "--rank", "4", "--memory-mb", "1",
+                                    "--out", str(tmp_path / "b")])
+    assert over.exit_code == 0, over.output
+    assert "exceeds the memory budget of 1.00 MiB: run only because gram was asked for explicitly" in over.stdout
 
 
 def walk(t, n, seed=0):

@@ -2,6 +2,7 @@
 
 import json
 
+from traj.display import markdown
 from traj.report.cmd import cmd_report
 from traj.report.dmd import dmd_report
 from traj.report.prune import prune_report
@@ -34,6 +35,11 @@ def test_dmd_report(tmp_path, dmd_result):
     assert f"Method {dmd_result.choice.method}: {dmd_result.choice.reason}" in md
     first = table.splitlines()[4]
     assert first.endswith(f" | {summary['eigenvalue_errors'][0]:.2g} |"), first
+    assert table.splitlines()[2].endswith("| rounding error (est.) |")
+    # under the table, what the estimate covers and what it does not (as the JSON says)
+    caption = table.splitlines()[4 + 6 + 1]
+    assert caption == markdown(f"Rounding error (est.): {summary['eigenvalue_errors_cover']}.", block=True)
+    assert "does not cover truncation" in caption
 
 
 def test_prune_report(tmp_path, prune_result):

@@ -5,7 +5,7 @@ One pass over the store gives the Gram matrix of the window (and of every layer,
 small matrices. Modes are materialised (a second pass, D·C) only when asked.
 
 The method is chosen by a cost model (:func:`choose_method`): a window that fits
-:data:`IN_MEMORY_BYTES` as float64 is read once and decomposed by an SVD of the data ("svd":
+:data:`IN_MEMORY_BYTES` (and the memory budget) as float64 is read once and decomposed by an SVD of the data ("svd":
 an SVD's accuracy, not the Gram's squared condition number); otherwise the cheaper of the
 streamed Gram (one read, N·T² flops, (T+1)² matrices held) and the randomized range finder
 (q + 3 reads, a few N·T·(r+p) flops each, T×(r+p) matrices) where both apply, the Gram only
@@ -20,6 +20,7 @@ The shape of every analysis: :class:`DMDParams` checks the options once (:meth:`
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -36,7 +37,7 @@ from ..errors import DataLimitError, NotApplicableError, ParameterError, RankUna
 from ..progress import Progress
 from ..store import RunStore
 from ..store.schema import ParamEntry
-from .windows import Window, check_gram_finite, parse_window, raise_nonfinite, resolve_window
+from .windows import Window, check_even_spacing, check_gram_finite, parse_window, raise_nonfinite, resolve_window
 
 __all__ = ["DMDEvaluation", "DMDParams", "DMDResult", "LayerSpectrum", "MethodChoice", "MethodCost",
            "check_gram_finite", "choose_method", "dmd", "evaluate_dmd", "fit_dmd", "memory_bytes", "parse_window",
@@ -72,6 +73,9 @@ MEMORY_BYTES = 512 << 20
 GRAM_COPIES = 5
 #: T×width float64 matrices the range finder holds (basis, A·basis, their stacked copies, V).
 SKETCH_COPIES = 6
+#: Copies of the window's float64 (T+1)×N the svd path holds at its peak: the window itself, LAPACK's copy of
+#: it, U and dgesdd's workspace. Measured (peak RSS) on 201 x 100 000: 2.3 copies beyond the window.
+SVD_COPIES = 3.5
 Method = Literal["auto", "gram", "randomized", "svd"]
 
 
@@ -172,14 +176,14 @@ def method_costs(n_snapshots: int, n_features: int, itemsize: int, *, rank: int 
     oversamples; rank "auto" sketches :data:`~traj.engine.randomized.SKETCH_BLOCK` columns per pass):
     q + 3 reads; each pass applies XᵀX to T×(r+p) columns, 4·N·T·(r+p) flops at the thin products'
     rate :data:`SKETCH_FLOPS_PER_S`; it holds a few T×(q+1)(r+p) matrices. svd: one read, an SVD of
-    the N×T data ~4·N·T² + 9T³, holding the data twice (the copy and U).
+    the N×T data ~4·N·T² + 9T³, holding :data:`SVD_COPIES` copies of the window as float64 (measured).
     """
     t = n_snapshots
     data = float(t) * n_features * itemsize
     square = 8.0 * t * t
     costs = {"gram": MethodCost("gram", 1, data, float(n_features) * t * t, 9.0 * t**3, GRAM_COPIES * square),
              "svd": MethodCost("svd", 1, data, 4.0 * n_features * t * t, 9.0 * t**3,
-                               2 * 8.0 * t * n_features + 2 * square)}
+                               SVD_COPIES * 8.0 * t * n_features + 2 * square)}
     if randomized:
         width = min(t - 1, rank + OVERSAMPLES if isinstance(rank, int) else SKETCH_BLOCK)
         costs["randomized"] = MethodCost("randomized", n_iter + 3, data, 4.0 * n_features * t * width * (n_iter + 3),
@@ -191,27 +195,39 @@ def method_costs(n_snapshots: int, n_features: int, itemsize: int, *, rank: int 
 def choose_method(params: DMDParams, n_snapshots: int, n_features: int, itemsize: int) -> MethodChoice:
     """The method for a window (``params.method`` unless "auto"), and why (methods.md §1).
 
-    "auto": a window whose float64 copy fits ``in_memory_bytes`` (:data:`IN_MEMORY_BYTES`) takes "svd"; otherwise the
-    cheaper by :func:`method_costs` of "gram" (at most ``max_gram`` snapshots, and only where its (T+1)² matrices
-    fit ``memory_bytes``) and "randomized" (neither ``per_layer`` nor ``drop_nonfinite``). Where neither the memory
+    ``memory_bytes`` is the budget of every method (:func:`method_costs`'s ``memory``); ``in_memory_bytes`` is only
+    auto's preference for the SVD path. "auto": a window whose float64 copy fits min(``in_memory_bytes``,
+    ``memory_bytes``) takes "svd" (where all it holds fits ``memory_bytes``); otherwise the cheaper by
+    :func:`method_costs` of "gram" (at most ``max_gram`` snapshots, and only where its (T+1)² matrices fit
+    ``memory_bytes``) and "randomized" (neither ``per_layer`` nor ``drop_nonfinite``). Where neither the memory
     budget nor ``max_gram`` admits the Gram and the range finder cannot serve, the Gram is used and the reason says so.
+    An explicit "svd" over ``memory_bytes`` is refused (:class:`ParameterError` on ``memory_bytes``: it would
+    allocate it); an explicit "gram" or "randomized" over it runs, and the reason says it exceeds the budget.
     """
     rank = params.rank
     randomized_ok = not params.per_layer and not params.drop_nonfinite
     costs = method_costs(n_snapshots, n_features, itemsize, rank=rank, n_iter=params.n_iter, randomized=randomized_ok)
     in_memory = float(n_snapshots) * n_features * 8
-    fits = in_memory <= params.in_memory_bytes
+    svd, budget = costs["svd"], params.memory_bytes
     if params.method != "auto":
-        if params.method == "svd" and not fits:
-            raise ParameterError("method", f"svd needs the window in memory: {in_memory / 2**20:.0f} MiB as float64, "
-                                           f"more than {params.in_memory_bytes / 2**20:.0f} MiB; use gram or randomized")
         chosen = costs.get(params.method)
-        return MethodChoice(params.method, "asked for" + (f": {chosen.describe()}" if chosen else ""),
-                            tuple(costs.values()))
-    if fits:
+        if params.method == "svd" and svd.memory > budget:  # it would really allocate it: refuse
+            raise ParameterError("memory_bytes", f"of {_mib(budget)} MiB is less than the svd method needs: "
+                                                 f"{_mib(svd.memory)} MiB (the window as float64, "
+                                                 f"{_mib(in_memory)} MiB, {SVD_COPIES:g} times at the SVD's peak, "
+                                                 f"and two T² matrices); allow "
+                                                 f"at least {math.ceil(svd.memory / 2**20)} MiB or use gram or randomized")
+        why = "asked for" + (f": {chosen.describe()}" if chosen else "")
+        if chosen is not None and chosen.memory > budget:
+            why += (f"; this exceeds the memory budget of {_mib(budget)} MiB: run only because "
+                    f"{params.method} was asked for explicitly")
+        return MethodChoice(params.method, why, tuple(costs.values()))
+    # auto prefers an SVD of the data (its accuracy) for a window whose float64 copy fits in_memory_bytes, and
+    # only where everything the SVD holds fits the hard budget memory_bytes
+    if in_memory <= min(params.in_memory_bytes, budget) and svd.memory <= budget:
         return MethodChoice("svd", f"the window fits in memory ({in_memory / 2**20:.3g} MiB as float64 ≤ "
-                                   f"{params.in_memory_bytes / 2**20:.0f} MiB): one read and an SVD of the data, whose accuracy "
-                                   f"is an SVD's ({costs['svd'].describe()})", tuple(costs.values()))
+                                   f"{min(params.in_memory_bytes, budget) / 2**20:.0f} MiB): one read and an SVD of the "
+                                   f"data, whose accuracy is an SVD's ({svd.describe()})", tuple(costs.values()))
     gram_ok = n_snapshots <= params.max_gram
     gram = costs["gram"]
     gram_fits = gram.memory <= params.memory_bytes
@@ -239,6 +255,11 @@ def choose_method(params: DMDParams, n_snapshots: int, n_features: int, itemsize
         why += ("; rank auto by Gavish–Donoho's known-noise threshold with the noise level from the energy outside "
                 "the sketch (tr XᵀX − Σ kept σ²)")
     return MethodChoice(best.method, why, shown)
+
+
+def _mib(n_bytes: float) -> str:
+    """Bytes as MiB for a message: whole MiB, two decimals below 10 MiB (1.22, not 1)."""
+    return f"{n_bytes / 2**20:.0f}" if n_bytes >= 10 << 20 else f"{n_bytes / 2**20:.2f}"
 
 
 @dataclass(frozen=True)
@@ -324,6 +345,19 @@ class DMDResult:
     def n_snapshots(self) -> int:
         return self.window[1] - self.window[0] + 1
 
+    @property
+    def eigenvalue_errors_cover(self) -> str:
+        """What :meth:`ReducedOperator.eigenvalue_errors` estimates, and what it leaves out (report and JSON)."""
+        if self.operator.source == "svd":
+            path = "svd path (an SVD of the data, backward stable)"
+        elif self.choice is not None and self.choice.method == "randomized":
+            path = "randomized path (σ² from XᵀX products, which square the condition number)"
+        else:
+            path = "gram path (the Gram's eigendecomposition, which squares the condition number)"
+        return (f"the first-order rounding error of each eigenvalue by the {path}, only (methods.md §1, step 5); "
+                f"it does not cover truncation to rank {self.rank} (the directions left out), noise in the run, or "
+                f"the data's own rounding (float32 storage): the true error can be far larger")
+
     def to_dict(self) -> dict[str, Any]:
         op = self.operator
         rates = self.rates
@@ -337,8 +371,10 @@ class DMDResult:
             "rank_note": op.rank_note,
             "singular_values": op.singular_values.tolist(),
             "eigenvalues": complex_pairs(op.eigenvalues),
-            # first-order rounding error of each eigenvalue by the path used (methods.md §1, step 5)
+            # first-order rounding error of each eigenvalue by the path used (methods.md §1, step 5): not the
+            # total error; "eigenvalue_errors_cover" says what it covers and what it does not
             "eigenvalue_errors": op.eigenvalue_errors().tolist(),
+            "eigenvalue_errors_cover": self.eigenvalue_errors_cover,
             "abs_eigenvalues": np.abs(op.eigenvalues).tolist(),
             # log λ is undefined at λ = 0 (a mode gone after one step): null there
             "rates_per_step": [pair if np.isfinite(rate) else None
@@ -422,17 +458,20 @@ def dmd(
         "gram" forms the (T+1)² Gram in one pass; "randomized" uses the randomized range
         finder (n_iter + 3 passes, a few T×(r+10) matrices); "svd" reads the window into memory
         and takes an SVD of the data; "auto" chooses by :func:`choose_method` (svd where the
-        window fits :data:`IN_MEMORY_BYTES`, else the cheaper of gram and randomized, gram only
+        window's float64 copy fits min(``in_memory_bytes``, ``memory_bytes``), else the cheaper of gram and randomized, gram only
         where it fits ``memory_bytes``). On the gram and randomized paths "auto" rank keeps only
-        modes whose eigenvalues the Gram resolves to ~1e-6.
+        modes whose eigenvalues the path resolves to ~1e-6 (both square the condition number).
     drop_nonfinite : bool
         Skip snapshots holding NaN/Inf (every pair touching one leaves XᵀX and XᵀY) instead of
         refusing the window; found from the Gram's diagonal, no extra pass.
     in_memory_bytes : int
-        Largest float64 window "auto" reads into memory for an SVD of the data (0: never).
+        Largest float64 window "auto" prefers to read into memory for an SVD of the data (0: never);
+        only a preference: the SVD path must also fit ``memory_bytes``.
     memory_bytes : int
-        Working memory the method may hold (:data:`MEMORY_BYTES`): "auto" takes the Gram path only
-        where its (T+1)² matrices fit, and the range finder's basis never outgrows it.
+        Working memory the method may hold (:data:`MEMORY_BYTES`), the budget of every path: "auto"
+        takes the SVD and Gram paths only where they fit, and the range finder's basis never outgrows it.
+        An explicit "svd" that does not fit is refused; an explicit "gram" (or "randomized" with a rank
+        whose sketch does not fit) runs, and ``choice.reason`` says it exceeds the budget.
     """
     params = DMDParams.checked(rank=rank, window=window, layers=layers, per_layer=per_layer, eps=eps,
                                forecast=forecast, n_samples=n_samples, method=method, drop_nonfinite=drop_nonfinite,
@@ -448,6 +487,7 @@ def fit_dmd(store: RunStore | str | os.PathLike[str], params: DMDParams, *, engi
     store = store if isinstance(store, RunStore) else RunStore(store)
     engine = engine or Engine()
     lo, hi = resolve_window(store, params.window)
+    spacing = check_even_spacing(store, lo, hi)
     rows = slice(lo, hi + 1)
     entries = store.layout.select(params.layers) if params.layers else list(store.layout.entries)
     choice = choose_method(params, hi - lo + 1, sum(e.size for e in entries), store.dtype.itemsize)
@@ -459,13 +499,12 @@ def fit_dmd(store: RunStore | str | os.PathLike[str], params: DMDParams, *, engi
         operator, spectra = _from_range_finder(store, engine, rows, entries, params, progress), ()
     picks, trajectories, reconstruction = _samples(store, engine, rows, entries, operator, params)
     steps = store.steps[lo : hi + 1]
-    dt = float(np.median(np.diff(steps))) if steps.size > 1 else 1.0
     return DMDResult(
         store=str(store.path),
         operator=operator,
         window=(lo, hi),
         steps=steps,
-        dt=dt if dt > 0 else 1.0,
+        dt=float(spacing) if spacing > 0 else 1.0,
         eps=params.eps,
         n_params=sum(e.size for e in entries),
         layers=tuple(e.name for e in entries) if params.layers else None,
@@ -679,6 +718,7 @@ def evaluate_dmd(store: RunStore | str | os.PathLike[str], recipe: Any, *, ranks
     max_points = check_int("eval_points", max_points, low=1)
     forecast = check_int("forecast", forecast, low=0, high=MAX_FORECAST)
     lo, hi = resolve_window(store, window)
+    check_even_spacing(store, lo, hi)
     rows = slice(lo, hi + 1)
     n_window = hi - lo + 1
     data = None

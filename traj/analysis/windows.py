@@ -13,10 +13,10 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..checks import check_int
-from ..errors import NonFiniteDataError, ParameterError, WindowTooShortError
+from ..errors import NonFiniteDataError, ParameterError, UnevenSpacingError, WindowTooShortError
 from ..store import RunStore
 
-__all__ = ["Window", "check_gram_finite", "parse_window", "raise_nonfinite", "resolve_window"]
+__all__ = ["Window", "check_even_spacing", "check_gram_finite", "parse_window", "raise_nonfinite", "resolve_window"]
 
 #: A window as callers give it: "a:b" (either end may be omitted or negative), a pair, or None (the whole run).
 Window = str | Sequence[int] | None
@@ -78,3 +78,41 @@ def raise_nonfinite(store: RunStore, bad: np.ndarray) -> None:
             f"{store.path.name}: snapshot {k} (step {int(store.steps[k])}) holds NaN or Inf; "
             f"{bad.size} snapshot(s) in the window are not finite"
         )
+
+
+def check_even_spacing(store: RunStore, lo: int, hi: int, *, minimum: int = 3, method: str = "DMD") -> int:
+    """The step spacing of snapshots ``lo..hi``; :class:`UnevenSpacingError` when they are not evenly spaced.
+
+    DMD fits one operator per snapshot spacing (methods.md §1: λ per Δt), so snapshots at steps
+    0, 5, 10, 100 are no DMD window. The error names the spacings found and the longest evenly spaced
+    window inside (at least ``minimum`` snapshots), if any, to analyse instead.
+    """
+    steps = np.asarray(store.steps[lo : hi + 1], dtype=np.int64)
+    spacings = np.diff(steps)
+    if spacings.size == 0 or (spacings == spacings[0]).all():
+        return int(spacings[0]) if spacings.size else 1
+    values, counts = np.unique(spacings, return_counts=True)
+    order = np.argsort(-counts, kind="stable")
+    shown = ", ".join(f"{int(values[i])} ({int(counts[i])}×)" for i in order[:4])
+    if values.size > 4:
+        shown += f" and {values.size - 4} other spacing(s)"
+    change = int(np.flatnonzero(spacings != spacings[0])[0])  # spacings[change] is the first that differs
+    # the longest run of equal consecutive spacings: runs[i] = length of the run ending at spacing i
+    best_end, best_len, run = 0, 1, 1
+    for i in range(1, spacings.size):
+        run = run + 1 if spacings[i] == spacings[i - 1] else 1
+        if run > best_len:
+            best_end, best_len = i, run
+    suggestion = None
+    whole = " (the whole run)" if lo == 0 and hi == store.n_snapshots - 1 else ""
+    problem = (f"{lo}:{hi}{whole} holds snapshots at unevenly spaced steps: spacings {shown} steps (the first "
+               f"change after snapshot {lo + change}, step {int(steps[change])} → {int(steps[change + 1])}); "
+               f"{method} assumes evenly spaced snapshots")
+    if best_len + 1 >= minimum:
+        a = lo + best_end - best_len + 1
+        suggestion = (a, a + best_len)
+        problem += (f": give an evenly spaced window, e.g. {a}:{a + best_len} ({best_len + 1} snapshots, "
+                    f"{int(spacings[best_end])} steps apart)")
+    else:
+        problem += f": no {minimum} consecutive snapshots in it are evenly spaced"
+    raise UnevenSpacingError("window", problem, spacings=tuple(int(v) for v in values), suggestion=suggestion)

@@ -44,7 +44,7 @@ def dmd(
     json_: Annotated[bool, typer.Option("--json", help="Print the summary as JSON to stdout.")] = False,
     method: Annotated[str, typer.Option(help="auto (by a cost model; the JSON says which and why), gram, randomized (range finder) or svd (in memory).")] = "auto",
     power_iterations: Annotated[int, typer.Option(help="Power iterations of the randomized method.")] = 4,
-    memory_mb: Annotated[float, typer.Option(help="Working memory the method may hold (MiB): auto takes the Gram path only where its (T+1)² matrices fit.")] = 512.0,
+    memory_mb: Annotated[float, typer.Option(help="Working memory the method may hold (MiB), the budget of every path: auto takes svd only where the window's float64 copy fits min(128, this) and gram only where its (T+1)² matrices fit; an explicit --method svd over it is refused, an explicit gram over it runs and says it exceeds the budget.")] = 512.0,
     backend: BackendOption = "numpy",
     device: DeviceOption = "cpu",
     scheduler: SchedulerOption = "threads",

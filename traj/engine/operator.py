@@ -255,11 +255,13 @@ def eigenvalue_errors(sigma: np.ndarray, atilde: np.ndarray, left: np.ndarray, r
 
 
 def resolved(cut: Truncation, sigma: np.ndarray, atilde: np.ndarray, tolerance: float, *,
-             n_pairs: int | None = None) -> Truncation:
+             n_pairs: int | None = None, path: Literal["gram", "sketch"] = "gram") -> Truncation:
     """``cut`` lowered to the largest rank whose eigenvalues all have error estimates <= ``tolerance``.
 
     Ã of rank r' is the leading r'×r' block of Ã (its basis is the leading r' columns of V),
-    so the cut needs no new pass: a bisection over r' on small eigenproblems.
+    so the cut needs no new pass: a bisection over r' on small eigenproblems. ``path`` words the
+    note for the path that built σ: "gram" (the Gram's eigenvalues) or "sketch" (the randomized
+    range finder's σ², from XᵀX products; it forms no Gram but squares the condition number as one does).
     """
 
     def worst(r: int) -> float:
@@ -273,7 +275,10 @@ def resolved(cut: Truncation, sigma: np.ndarray, atilde: np.ndarray, tolerance: 
     while hi - lo > 1:
         mid = (lo + hi) // 2
         lo, hi = (mid, hi) if worst(mid) <= tolerance else (lo, mid)
-    note = (f"auto kept {lo} of {cut.rank} modes: beyond {lo} the Gram resolves the eigenvalues only to worse than "
+    why = ("the Gram resolves the eigenvalues" if path == "gram" else
+           "the range finder's σ² come from XᵀX products (squaring the condition number as a Gram does), which "
+           "resolve the eigenvalues")
+    note = (f"auto kept {lo} of {cut.rank} modes: beyond {lo} {why} only to worse than "
             f"{tolerance:.0e} (σ{lo + 1}/σ1 = {sigma[lo] / sigma[0]:.1e}; an SVD of the data resolves them)")
     return replace(cut, rank=lo, note=note)
 
@@ -577,13 +582,15 @@ class ReducedOperator:
         t = d.shape[0] - 1
         # Xᵀ = D[:-1] = V Σ Uᵀ: the SVD of the (T, N) rows, no transposed copy
         v, sigma, ut = np.linalg.svd(d[:-1], full_matrices=False)
-        v, ut_t = fix_signs(v, ut.T)
         cut = truncate(sigma, rank=rank, shape=(d.shape[1], t), dtype=dtype, source="svd", excess=excess)
         r = cut.rank
-        y_v = d[1:].T @ v[:, :r]  # Y Vr, (N, r)
-        atilde = (ut_t[:, :r].T @ y_v) / sigma[:r]
+        # signs of the r kept columns only: flipping all T columns of U would copy the whole N×T U again
+        v_r, u_r = fix_signs(v[:, :r], ut[:r].T)
+        del ut
+        y_v = d[1:].T @ v_r  # Y Vr, (N, r)
+        atilde = (u_r.T @ y_v) / sigma[:r]
         gram = d @ d.T
-        op = cls.from_svd(sigma, v[:, :r], np.zeros((t, r)), lambda c: gram @ c, float(np.trace(gram)),
+        op = cls.from_svd(sigma, v_r, np.zeros((t, r)), lambda c: gram @ c, float(np.trace(gram)),
                           truncation=cut, atilde=atilde, source="svd")
         assert op.coefficients is not None
         phi = d.T @ op.coefficients  # Φ = D C, (N, r)

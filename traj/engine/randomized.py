@@ -128,7 +128,8 @@ def randomized_operator(
     gy_v = apply({"gy": (slice(0, n_rows), slice(1, n_rows), v[:, :r])})[0]["gy"]
     sr = sigma[:r]
     if auto and resolve is not None:
-        cut = resolved(cut, sigma, (v[:, :r].T @ gy_v[:t]) / np.outer(sr, sr), resolve, n_pairs=t)
+        cut = resolved(cut, sigma, (v[:, :r].T @ gy_v[:t]) / np.outer(sr, sr), resolve, n_pairs=t,
+                       path="sketch")
         r = cut.rank
         gy_v = gy_v[:, :r]
     vr = v[:, :r]

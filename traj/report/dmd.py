@@ -51,7 +51,7 @@ def dmd_report(result: DMDResult, out_dir: str | os.PathLike[str], extra: Callab
     report.heading("Eigenvalues")
     errors = d["eigenvalue_errors"]
     report.table(
-        ["#", "λ", "|λ|", "class", "rate per step", "|amplitude|", "error estimate"],
+        ["#", "λ", "|λ|", "class", "rate per step", "|amplitude|", "rounding error (est.)"],
         [
             [j + 1, f"{lam.real:.6f} {lam.imag:+.6f}i", f"{abs(lam):.6f}", cls,
              f"{rate.real:.3g} {rate.imag:+.3g}i" if np.isfinite(rate) else "n/a (λ = 0)", f"{abs(amp):.4g}",
@@ -60,6 +60,7 @@ def dmd_report(result: DMDResult, out_dir: str | os.PathLike[str], extra: Callab
                                                                result.amplitudes, errors, strict=True))
         ][:50],
     )
+    report.paragraph(f"Rounding error (est.): {result.eigenvalue_errors_cover}.")
     if result.rank > 50:
         report.paragraph(f"The {result.rank - 50} other eigenvalues are in dmd.json.")
     if result.per_layer:
