@@ -296,7 +296,7 @@ COMMANDS = {
     "dmd": ["dmd", "{s}", "--out", "{o}"],
     "dmd-dask": ["dmd", "{s}", "--backend", "dask", "--out", "{o}"],
     "cmd": ["cmd", "{s}", "--modes", "2", "--out", "{o}"],
-    "prune": ["prune", "{s}", "--out", "{o}"],
+    "prune": ["prune", "{s}", "--epoch", "2", "--out", "{o}"],  # the last epoch (partial: 2 of 5 snapshots), where the damage is
     "conjugacy": ["conjugacy", "{g}", "{s}", "--out", "{o}"],
     "report": ["report", "{s}", "--out", "{o}"],
     "kga-replay": ["kga-replay", "{s}", "--out", "{o}"],
