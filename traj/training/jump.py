@@ -31,7 +31,7 @@ from ..checks import MAX_EPOCHS, check_choice, check_int
 from ..engine import ReducedOperator
 from ..engine.operator import check_rank
 from ..errors import ParameterError, TrajError
-from .kga import MAX_WINDOW
+from .kga import MAX_WINDOW, flat_params, write_flat
 
 __all__ = ["JUMP_MODES", "JumpLog", "JumpOptions", "KoopmanJump", "dmd_jump"]
 
@@ -272,12 +272,7 @@ class KoopmanJump:
             self._set(theta)  # float64 copy of float32 weights: restored bit for bit
 
     def _flat(self) -> np.ndarray:
-        return torch.cat([p.detach().reshape(-1).to(torch.float64) for p in self.params]).cpu().numpy()
+        return flat_params(self.params)
 
-    @torch.no_grad()
     def _set(self, theta: np.ndarray) -> None:
-        offset = 0
-        for p in self.params:
-            k = p.numel()
-            p.copy_(torch.from_numpy(theta[offset : offset + k]).reshape(p.shape).to(device=p.device, dtype=p.dtype))
-            offset += k
+        write_flat(self.params, theta)

@@ -40,6 +40,25 @@ MASKS = ("none", "kwm", "norm", "delta")
 MAX_WINDOW = 1000
 
 
+def flat_params(params: Iterable[torch.Tensor]) -> np.ndarray:
+    """θ as one float64 vector (the parameters flattened in order, copied to the host)."""
+    return torch.cat([p.detach().reshape(-1).to(torch.float64) for p in params]).cpu().numpy()
+
+
+@torch.no_grad()
+def write_flat(params: Iterable[torch.Tensor], values: np.ndarray, *, add: bool = False) -> None:
+    """Write (``add``: add) the flat vector ``values`` into ``params``, in order, in each one's dtype and device."""
+    offset = 0
+    for p in params:
+        k = p.numel()
+        part = torch.from_numpy(values[offset : offset + k]).reshape(p.shape).to(device=p.device, dtype=p.dtype)
+        if add:
+            p.add_(part)
+        else:
+            p.copy_(part)
+        offset += k
+
+
 @dataclass(frozen=True)
 class KGAOptions:
     """KGA's options, checked (:meth:`checked`; see :class:`KGA` for their meaning)."""
@@ -367,15 +386,10 @@ class KGA(torch.optim.Optimizer):
 
     # ------------------------------------------------------------------ flat parameter access
     def _flat(self) -> np.ndarray:
-        return torch.cat([p.detach().reshape(-1).to(torch.float64) for p in self.accelerated]).cpu().numpy()
+        return flat_params(self.accelerated)
 
-    @torch.no_grad()
     def _add(self, update: np.ndarray) -> None:
-        offset = 0
-        for p in self.accelerated:
-            k = p.numel()
-            p.add_(torch.from_numpy(update[offset : offset + k]).reshape(p.shape).to(device=p.device, dtype=p.dtype))
-            offset += k
+        write_flat(self.accelerated, update, add=True)
 
     def _snapshot(self) -> None:
         theta = self._flat()
