@@ -31,7 +31,7 @@ import shutil
 import sys
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -506,12 +506,8 @@ class StoreWriter:
         """Write every buffered snapshot; returns the committed count."""
         if not (self._pending or self._written):
             return self._committed
-        try:
+        with self._store_errors():  # disk full, read-only, ...: the committed prefix stays as it was
             return self._commit()
-        except OSError as exc:  # disk full, read-only, ...: the committed prefix stays as it was
-            if isinstance(exc, StoreWriteError):
-                raise
-            raise StoreWriteError.from_os_error(self.path, exc) from None
 
     def write_data(self) -> None:
         """Write the ``params`` (and ``grads``) of the buffered snapshots without committing them.
@@ -524,13 +520,17 @@ class StoreWriter:
         second, so a run of fast steps does not rewrite the series and every ``zarr.json`` per
         snapshot.
         """
-        if not self._pending:
-            return
-        try:
+        with self._store_errors():
             self._write_data()
+
+    @contextlib.contextmanager
+    def _store_errors(self) -> Iterator[None]:
+        """An OSError of the file system (ENOSPC, EROFS, EACCES) as a :class:`StoreWriteError` naming the store."""
+        try:
+            yield
+        except StoreWriteError:
+            raise
         except OSError as exc:
-            if isinstance(exc, StoreWriteError):
-                raise
             raise StoreWriteError.from_os_error(self.path, exc) from None
 
     def _write_data(self) -> None:
