@@ -230,9 +230,9 @@ def choose_method(params: DMDParams, n_snapshots: int, n_features: int, itemsize
                                    f"data, whose accuracy is an SVD's ({svd.describe()})", tuple(costs.values()))
     gram_ok = n_snapshots <= params.max_gram
     gram = costs["gram"]
-    gram_fits = gram.memory <= params.memory_bytes
+    gram_fits = gram.memory <= budget
     over = (f"the Gram path would hold {gram.memory / 2**20:.0f} MiB, over the memory budget of "
-            f"{params.memory_bytes / 2**20:.0f} MiB")
+            f"{budget / 2**20:.0f} MiB")
     compared = [c for c in costs.values() if c.method == "randomized" or
                 (c.method == "gram" and gram_ok and (gram_fits or not randomized_ok))]
     shown = tuple(c for c in costs.values() if c.method != "svd")
