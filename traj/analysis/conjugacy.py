@@ -945,15 +945,21 @@ def _distances(spectra: Sequence[Spectrum], k: int) -> np.ndarray:
     return distance
 
 
-def _threshold(seed_threshold: float | None, reparam_threshold: float | None,
-               params: ConjugacyParams) -> tuple[float | None, Basis | None]:
-    """The verdicts' threshold: the largest of the nulls' quantiles and the stated margin, never below the
-    eigenvalues' precision, and which of them set it."""
+def _null_bounds(seed_threshold: float | None, reparam_threshold: float | None) -> dict[Basis, float]:
+    """The nulls that gave a bound, by name."""
     bounds: dict[Basis, float] = {}
     if seed_threshold is not None:
         bounds["seed-null"] = seed_threshold
     if reparam_threshold is not None:
         bounds["reparam-null"] = reparam_threshold
+    return bounds
+
+
+def _threshold(seed_threshold: float | None, reparam_threshold: float | None,
+               params: ConjugacyParams) -> tuple[float | None, Basis | None]:
+    """The verdicts' threshold: the largest of the nulls' quantiles and the stated margin, never below the
+    eigenvalues' precision, and which of them set it."""
+    bounds = _null_bounds(seed_threshold, reparam_threshold)
     if params.margin:
         bounds["margin"] = params.margin
     if not bounds:
@@ -970,11 +976,7 @@ def _standardised_verdicts(runs: Sequence[RunStore], distance: np.ndarray, stati
     """Rule "reproducible": the nulls' bound on the standardised statistic decides, except that a pair whose W1
     is within the stated margin (or the eigenvalues' precision) is conjugate whatever the nulls (the margin
     is in W1, the units the user states it in)."""
-    bounds: dict[Basis, float] = {}
-    if seed_threshold is not None:
-        bounds["seed-null"] = seed_threshold
-    if reparam_threshold is not None:
-        bounds["reparam-null"] = reparam_threshold
+    bounds = _null_bounds(seed_threshold, reparam_threshold)
     basis: Basis | None = max(bounds, key=bounds.__getitem__) if bounds else None
     threshold = bounds[basis] if basis is not None else None
     verdicts = []
