@@ -76,7 +76,10 @@ class DaskBackend:
             with Client(self.scheduler, set_as_default=False) as client:
                 results = tuple(client.gather(client.compute(list(arrays))))
         elif self.scheduler == "processes":
-            results = dask.compute(*arrays, scheduler="processes", pool=_process_pool())
+            # chunksize=1: dask's processes scheduler otherwise sends up to 6 ready tasks to one
+            # worker as a batch, so a Gram's 4 band tasks ran one after another in one process
+            # (1.3-1.6x numpy on 2 cores; 1 task per batch: see benchmarks/dask_gram.py)
+            results = dask.compute(*arrays, scheduler="processes", pool=_process_pool(), chunksize=1)
         else:
             results = dask.compute(*arrays, scheduler=self.scheduler)
         if progress is not None:
@@ -96,7 +99,7 @@ class DaskBackend:
                 parts = {name: v for name, v in parts.items() if v}
                 if parts:
                     level.append(dask.delayed(_band_gram)(str(store.path), rows, parts, self.streaming.block_bytes,
-                                                          self.one_blas_thread, self.prefetch))
+                                                          self.one_blas_thread))
             return self.tree_sum(level)
 
         (result,) = self.compute_graph(graph, progress)
@@ -104,16 +107,14 @@ class DaskBackend:
 
     @property
     def one_blas_thread(self) -> bool:
-        return self.scheduler in ("threads", "processes")
-
-    @property
-    def prefetch(self) -> bool:
-        """Whether a band task reads ahead in a thread: not under the threads scheduler, where the
-        tasks share one GIL and one task reads while another computes anyway; a read-ahead thread
-        per task only fought the others for the GIL (the chunk walk is Python): 13 bands on 2 cores
-        took 1.7 CPU-seconds with it, 1.2 without (numpy: 0.9). Worker processes each have their own
-        GIL, and reading ahead measured faster there (processes 1.28x numpy with, 1.48x without)."""
-        return self.scheduler != "threads"
+        """Whether a band task holds BLAS to one thread: in the worker processes of the "processes"
+        scheduler (one task per core; BLAS's default of one thread per core in each ran 4 threads
+        on 2 cores: 1.9x numpy). Not under "threads": the tasks share one process, whose BLAS
+        limit is process-wide (concurrent tasks would set and restore it under each other), and
+        OpenBLAS runs concurrent calls without oversubscribing; 4 bands on 2 cores: 1.04-1.07x
+        numpy with the default, 1.09-1.14x held to one thread (median of 5, /tmp/exp3 in the
+        issue-14 note)."""
+        return self.scheduler == "processes"
 
     def compute_graph(self, graph: Any, progress: Progress | None) -> tuple[Any, ...]:
         """``graph(n_bands)`` built for the scheduler's parallelism (BANDS_PER_THREAD bands per thread
@@ -189,8 +190,7 @@ class DaskBackend:
                 parts = [slice(a, b) for a, b in intersections(cols, columns)]
                 if parts:
                     level.append(dask.delayed(_band_products)(str(store.path), rows, parts, dict(products),
-                                                              self.streaming.block_bytes, self.one_blas_thread,
-                                                              self.prefetch))
+                                                              self.streaming.block_bytes, self.one_blas_thread))
             return self.tree_sum(level)
 
         (result,) = self.compute_graph(graph, progress)
@@ -267,37 +267,24 @@ def _process_pool() -> Any:
     return _POOL[0]
 
 
-def _band_gram(path: str, rows: slice, groups: dict[str, list[slice]], block_bytes: int, one_blas_thread: bool,
-               prefetch: bool = True) -> dict[str, np.ndarray]:
+def _band_gram(path: str, rows: slice, groups: dict[str, list[slice]], block_bytes: int, one_blas_thread: bool
+               ) -> dict[str, np.ndarray]:
     """The partial Grams of one column band, read and computed in the task (a worker opens the store itself).
 
-    Under the local schedulers one task runs per core, so BLAS gets one thread per task: with
-    its default of one per core, two tasks on two cores ran 4 BLAS threads and took 1.9x numpy
-    (benchmarks/dask_gram.py). A distributed worker's nanny already sets one thread.
+    The task reads its next block in a thread while it computes on this one, as the numpy backend
+    does. In the "processes" scheduler's workers BLAS gets one thread per task (see
+    ``DaskBackend.one_blas_thread``); a distributed worker's nanny already sets one thread.
     """
     with _blas_threads(one_blas_thread):
-        return _reader(block_bytes, prefetch).gram(RunStore(path), rows, groups, None)
+        return NumpyBackend(block_bytes).gram(RunStore(path), rows, groups, None)
 
 
 def _band_products(path: str, rows: slice, columns: list[slice], products: Products, block_bytes: int,
-                   one_blas_thread: bool, prefetch: bool = True) -> dict[str, Any]:
+                   one_blas_thread: bool) -> dict[str, Any]:
     """One column band's part of ``gram_times`` (and of the trace, under "__trace__"), read in the task."""
     with _blas_threads(one_blas_thread):
-        out, trace = _reader(block_bytes, prefetch).gram_times(RunStore(path), rows, columns, products, None)
+        out, trace = NumpyBackend(block_bytes).gram_times(RunStore(path), rows, columns, products, None)
     return {**out, "__trace__": np.float64(trace)}
-
-
-class _InlineReads(NumpyBackend):
-    """The numpy backend reading its blocks in the calling thread (no read-ahead thread)."""
-
-    def blocks(self, store: RunStore, rows: slice, columns: slice | None, progress: Progress | None,
-               array: str = "params") -> Iterator[tuple[slice, np.ndarray]]:
-        return store.iter_blocks(rows=rows, columns=columns, progress=progress, array=array,
-                                 block_columns=self.width(store, rows), read_bytes=4 * self.block_bytes)
-
-
-def _reader(block_bytes: int, prefetch: bool) -> NumpyBackend:
-    return NumpyBackend(block_bytes) if prefetch else _InlineReads(block_bytes)
 
 
 def _blas_threads(one: bool) -> Any:
