@@ -1,6 +1,8 @@
 """One contract for every backend (zarr-python's ``StoreTests`` pattern): each engine operation
 against numpy on the same data in memory, to 1e-10. A new backend subclasses EngineContract."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -155,3 +157,24 @@ def test_dask_bands_cover_the_columns_in_equal_whole_chunks(data, whole, n_bands
     assert len(bands) == min(n_bands, n_chunks)
     widths = [-(-(b.stop - (b.start - b.start % w)) // w) for b in bands]  # chunks each band touches
     assert max(widths) - min(widths) <= 1
+
+
+def _pid_after(seconds: float) -> int:
+    import os
+    import time
+
+    time.sleep(seconds)
+    return os.getpid()
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs two cores for two worker processes")
+def test_dask_processes_runs_ready_tasks_in_parallel_workers():
+    # dask's processes scheduler batches up to 6 ready tasks into one submission by default, which ran
+    # a Gram's 4 band tasks one after another in one worker; the backend dispatches one task at a time
+    import dask
+
+    from traj.engine.backends.dask import DaskBackend
+
+    backend = DaskBackend(1 << 20, "processes")
+    pids = backend.compute(*[dask.delayed(_pid_after)(0.3) for _ in range(4)])
+    assert len(set(pids)) >= 2, pids
