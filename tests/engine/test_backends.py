@@ -74,6 +74,8 @@ class EngineContract:
         assert engine.collect(store, np.array([], dtype=int)).shape == (T, 0)
         np.testing.assert_array_equal(engine.collect(store, np.array([10, 500]), array="grads"), grads[:, [10, 500]])
         np.testing.assert_array_equal(engine.snapshot(store, -1), theta[-1])
+        many = np.random.default_rng(3).integers(0, N, 1500)  # more than a block's worth: streamed, repeats kept
+        np.testing.assert_array_equal(engine.collect(store, many, rows=slice(1, 12)), theta[1:12][:, many])
         np.testing.assert_array_equal(engine.snapshot(store, 2, array="grads"), grads[2])
 
     def test_map_blocks_covers_every_column_once_in_order(self, engine, data):
@@ -178,3 +180,25 @@ def test_dask_processes_runs_ready_tasks_in_parallel_workers():
     backend = DaskBackend(1 << 20, "processes")
     pids = backend.compute(*[dask.delayed(_pid_after)(0.3) for _ in range(4)])
     assert len(set(pids)) >= 2, pids
+
+
+def test_collect_of_a_few_columns_reads_only_their_chunks(data, monkeypatch):
+    # streaming every block between the first and last wanted column read the whole store for a few samples
+    from traj.store import shards
+
+    store, theta, _ = data
+    decoded = []
+    chunks = shards.ShardReader._chunks
+
+    def counted(self, rows, wanted):
+        for item in chunks(self, rows, wanted):
+            decoded.append(item[0])
+            yield item
+
+    monkeypatch.setattr(shards.ShardReader, "_chunks", counted)
+    idx = np.array([776, 3, 410])
+    np.testing.assert_array_equal(Engine(block_bytes=1 << 20).collect(store, idx), theta[:, idx])
+    w = store.chunks[1]
+    assert store.shards is not None and sorted(set(decoded)) == sorted({int(i) // w for i in idx})
+    per_chunk = {g: decoded.count(g) for g in set(decoded)}
+    assert len(set(per_chunk.values())) == 1 and next(iter(per_chunk.values())) <= T  # once per row group

@@ -227,8 +227,10 @@ class ShardReader:
         if not index.size:
             return out
         chunk_of = index // wi
-        wanted = np.unique(chunk_of)
-        where = {int(g): np.flatnonzero(chunk_of == g) for g in wanted}
+        by_chunk = np.argsort(chunk_of, kind="stable")
+        wanted, starts = np.unique(chunk_of[by_chunk], return_index=True)
+        ends = np.append(starts[1:], index.size)
+        where = {int(g): by_chunk[a:b] for g, a, b in zip(wanted, starts, ends, strict=True)}
         for g, lo, hi, top, raw in self._chunks(rows, wanted):
             positions = where[g]
             if raw is None:

@@ -146,6 +146,14 @@ class StreamingBackend:
             return out
         order = np.argsort(columns, kind="stable")
         wanted = columns[order]
+        if columns.size * n_rows * store.dtype.itemsize <= self.block_bytes:
+            # a few columns (a block's worth at most): only the chunks holding them are read, each once.
+            # Streaming every block between the first and the last read the whole store for a few
+            # scattered samples (5.4 s of `traj dmd`'s 23 s on 10M x 200)
+            out[:, order] = store.read(rows, wanted, array=array)
+            if progress is not None:
+                progress(1, 1)
+            return out
         for cols, block in self.blocks(store, rows, slice(int(wanted[0]), int(wanted[-1]) + 1), progress, array):
             lo, hi = np.searchsorted(wanted, [cols.start, cols.stop])
             if hi > lo:
