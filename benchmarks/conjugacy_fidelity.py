@@ -18,7 +18,9 @@ set the threshold; then, per case, how many of the 5 choices are right.
   plantednl    the same, B and C seen through a smooth monotone NONLINEAR map of each coordinate after the
                embedding: u + c u^3 on the coordinate's range scaled to [-1, 1], |c| = 0.1 (each coordinate
                moves by at most 10 % of its half-range, the reparametrisation null's own strength), sign drawn
-               per coordinate (not an acceptance case: the default calls B conjugate in 3 of 5, see README)
+               per coordinate (not an acceptance case; 5 of 5 since the null's maps bend every seed run)
+  plantedtanh  the same through tanh / sinh maps moving the range's interior by up to ~10 % (not an
+               acceptance case: 3 of 5, see README)
 
     python benchmarks/conjugacy_fidelity.py [--cases mirror,planted] [--pool DIR] [--observable pca:10]
 
@@ -54,7 +56,9 @@ def recipe_run(pool: Path, name: str, recipe: str, **config) -> Path:
 def planted_run(pool: Path, name: str, which: str, seed: int) -> Path:
     """z_{k+1} = A z_k embedded in N = 3000 by an orthonormal Q (the tests' case); "l": A seen through a
     linear change of coordinates M z (N = 5000); "c": other eigenvalues; "n" / "cn": A / other eigenvalues
-    (N = 5000) seen through x -> mid + half·(u + c u³), u = (x − mid) / half per coordinate, |c| = 0.1."""
+    (N = 5000) seen through x -> mid + half·(u + c u³), u = (x − mid) / half per coordinate, |c| = 0.1;
+    "t" / "ct": the same through g(u) = tanh(0.95 u) / tanh(0.95) or sinh(0.95 u) / sinh(0.95) (drawn per
+    coordinate; largest move 0.098 of the half-range, inside the range rather than at its ends)."""
     from scipy.linalg import block_diag
 
     from traj.store import Layout, StoreWriter
@@ -67,7 +71,7 @@ def planted_run(pool: Path, name: str, which: str, seed: int) -> Path:
         return r * np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
 
     a = block_diag(rotation(0.95, 0.3), [[0.8]], [[0.6]])
-    if which in ("c", "cn"):
+    if which in ("c", "cn", "ct"):
         a = block_diag(rotation(0.9, 0.5), [[0.7]], [[0.4]])
     rng = np.random.default_rng(seed)
     z = rng.standard_normal(4)
@@ -80,7 +84,7 @@ def planted_run(pool: Path, name: str, which: str, seed: int) -> Path:
     if which == "l":
         states = states @ (rng.standard_normal((4, 4)) + 3 * np.eye(4)).T
         n = 5000
-    if which in ("n", "cn"):
+    if which in ("n", "cn", "t", "ct"):
         n = 5000
     q, _ = np.linalg.qr(rng.standard_normal((n, 4)))
     data = states @ q.T
@@ -89,6 +93,12 @@ def planted_run(pool: Path, name: str, which: str, seed: int) -> Path:
         mid, half = (hi + lo) / 2, (hi - lo) / 2
         u = (data - mid) / half
         data = mid + half * (u + 0.1 * np.where(rng.random(n) < 0.5, -1.0, 1.0) * u**3)
+    if which in ("t", "ct"):
+        lo, hi = data.min(axis=0), data.max(axis=0)
+        mid, half = (hi + lo) / 2, (hi - lo) / 2
+        u = (data - mid) / half
+        data = mid + half * np.where(rng.random(n) < 0.5, np.tanh(0.95 * u) / np.tanh(0.95),
+                                     np.sinh(0.95 * u) / np.sinh(0.95))
     with StoreWriter(path, Layout.from_shapes([("w", (n,))], prunable=["w"]), dtype="float32") as writer:
         for k, row in enumerate(data):
             writer.append(row, step=k, epoch=k)
@@ -123,6 +133,10 @@ def choice(case: str, i: int, pool: Path) -> tuple[Path, Path, Path, list[Path]]
             return recipe_run(pool, f"tf-free-s{s}", "modular-transformer", seed=s, epochs=100)
 
         return tf(False, i), tf(False, (i + 5) % 10), tf(True, i), [tf(False, (i + 1 + j) % 10) for j in range(4)]
+    if case == "plantedtanh":
+        return (planted_run(pool, f"planted-a-s{i}", "a", i), planted_run(pool, f"planted-t-s{i}", "t", 60 + i),
+                planted_run(pool, f"planted-ct-s{i}", "ct", 200 + i),
+                [planted_run(pool, f"planted-a-s{10 + 4 * i + j}", "a", 10 + 4 * i + j) for j in range(4)])
     if case == "plantednl":
         return (planted_run(pool, f"planted-a-s{i}", "a", i), planted_run(pool, f"planted-n-s{i}", "n", 60 + i),
                 planted_run(pool, f"planted-cn-s{i}", "cn", 200 + i),

@@ -48,7 +48,7 @@ from .dmd import complex_pairs
 from .windows import Window, check_gram_finite, parse_window, raise_nonfinite
 
 __all__ = ["ConjugacyParams", "ConjugacyResult", "KChoice", "PairVerdict", "SMALL_OBSERVABLE", "Spectrum", "WindowTransitions",
-           "conjugacy", "conformal_bound", "fit_conjugacy", "hankel_gram", "koopman_spectrum", "mutual_nearest",
+           "conjugacy", "conformal_bound", "family_draws", "fit_conjugacy", "hankel_gram", "koopman_spectrum", "mutual_nearest",
            "parse_observable", "reparametrise", "slot_match", "stacked_hankel", "wasserstein"]
 
 #: Default of ``small_observable``: observables up to this many coordinates (times delays+1) are decomposed in memory.
@@ -352,9 +352,11 @@ class _Observed:
 
 def _observe(store: RunStore, *, window: Window, observable: str | None, layer: str | None, stack: int | bool | None,
              delays: int | None, small_observable: int, engine: Engine, draws: int = 0, strength: float = 0.1,
-             seed: int = 0, gram: np.ndarray | None = None, progress: Progress | None = None) -> _Observed:
+             seed: int = 0, gram: np.ndarray | None = None, progress: Progress | None = None,
+             first_draw: int = 0) -> _Observed:
     """Read what a run's spectra need, in one pass: the observable's pairs or Gram, and those of ``draws``
-    reparametrised copies h_i(θ) (the null's maps act on the stored coordinates, before the observable)."""
+    reparametrised copies h_i(θ), i = first_draw, first_draw + 1, … (the null's maps act on the stored
+    coordinates, before the observable)."""
     kind, arg = parse_observable(observable, layer)
     lo, hi, delays = window_and_delays(store, window, delays)
     name = "all" if kind == "all" else f"{kind}:{arg}"
@@ -378,7 +380,8 @@ def _observe(store: RunStore, *, window: Window, observable: str | None, layer: 
                                      "use observable 'all' or 'pca:K', or null_size=0")
         data = engine.collect(store, cols, rows=rows, progress=progress)
         raise_nonfinite(store, lo + np.flatnonzero(~np.isfinite(data).all(axis=1)))
-        bent_data = [reparametrise(data, i, strength=strength, seed=seed, n_traj=n_traj) for i in range(draws)]
+        bent_data = [reparametrise(data, i, strength=strength, seed=seed, n_traj=n_traj)
+                     for i in range(first_draw, first_draw + draws)]
         if in_memory:
             return _Observed(store, (lo, hi), name, n_obs, n_traj, delays, pairs(data),
                              tuple(pairs(b) for b in bent_data))
@@ -387,7 +390,7 @@ def _observe(store: RunStore, *, window: Window, observable: str | None, layer: 
         def kernel(block: Any, ops: Any) -> np.ndarray:
             b = ops.to_numpy(block)
             return np.stack([b @ b.T] + [(h := reparametrise(b, i, strength=strength, seed=seed)) @ h.T
-                                         for i in range(draws)])
+                                         for i in range(first_draw, first_draw + draws)])
 
         total = None
         for _, part in engine.map_blocks(store, kernel, rows=rows, progress=progress):
@@ -501,9 +504,10 @@ class KChoice:
 
 @dataclass(frozen=True)
 class ReparamNull:
-    """The reparametrisation null: W1 between the first run's spectrum and its spectra through ``size``
-    smooth monotone coordinate-wise maps whose largest displacement is ``strength`` times each
-    coordinate's half-range over the window (:func:`reparametrise`)."""
+    """The reparametrisation null: the distance between a run's spectrum and its spectrum through a smooth
+    monotone coordinate-wise map whose largest displacement is ``strength`` times each coordinate's
+    half-range over the window (:func:`reparametrise`), for ``size`` maps split over the first run's
+    family (the first run and its seed-null runs, :func:`family_draws`)."""
 
     size: int
     strength: float
@@ -723,8 +727,9 @@ def conjugacy(
     null : runs that differ from the first only in seed; their pairwise distances (with the
         first run) form the seed null.
     null_size, null_strength, null_seed : the reparametrisation null: ``null_size`` maps h_i of the
-        first run's coordinates (:func:`reparametrise`), each bending a coordinate by up to
-        ``null_strength`` of its half-range; 0 turns it off.
+        coordinates (:func:`reparametrise`), each bending a coordinate by up to ``null_strength`` of
+        its half-range, split over the first run and the seed-null runs (how far a map moves the
+        eigenvalues depends on the trajectory it bends); 0 turns it off.
     quantile : a pair is conjugate when its distance is within this quantile of the wider null.
     tolerance : distances below this count as zero (the eigenvalues' own precision).
     margin : an equivalence margin: distances up to it are declared immaterial, whatever the nulls.
@@ -740,8 +745,9 @@ def conjugacy(
         has a mutual nearest neighbour (:func:`mutual_nearest`) in every seed-null run's spectrum;
         each run's eigenvalues are matched onto the first run's (:func:`slot_match`) and a pair's
         statistic is mean_i |z_i − w_i| / s_i, s_i² = the mean square deviation of eigenvalue i over
-        the seed runs plus that over the reparametrisation draws (for a pair of seed-null runs, over
-        the other seed runs: leave-out); the threshold is the nulls' conformal bound
+        the seed runs plus that of a bent spectrum from its own run's over the reparametrisation
+        draws (for a pair of seed-null runs, over the other runs: leave-out); the threshold is the
+        nulls' conformal bound
         (:func:`conformal_bound`). Without a seed null, "plain" is used (and a note
         says so). "plain": W1 of the rank rule's eigenvalues against the nulls' ``quantile``.
     """
@@ -787,14 +793,17 @@ def fit_conjugacy(stores: Sequence[RunStore | str | os.PathLike[str]], params: C
         trajectories(s, params.stack, cols.stop - cols.start, shape)
     edges = _window_edges(runs[0], params) if params.windows else None
     engine = engine or Engine()
-    draws = params.null_size if len(runs) > 1 else 0
+    # the reparametrisation null's maps are split over the first run's family (the first run and every
+    # seed-null run): how far a map moves the eigenvalues depends on the trajectory it bends
+    draws = family_draws(params.null_size if len(runs) > 1 else 0, 1 + len(null_runs))
 
-    def observe(store: RunStore, n: int = 0) -> _Observed:
+    def observe(store: RunStore, n: tuple[int, int] = (0, 0)) -> _Observed:
         return _observe(store, window=run_windows[id(store)], observable=params.observable, layer=None, stack=params.stack,
-                        delays=params.delays, small_observable=params.small_observable, engine=engine, draws=n,
-                        strength=params.null_strength, seed=params.null_seed, progress=progress)
+                        delays=params.delays, small_observable=params.small_observable, engine=engine, draws=n[1],
+                        first_draw=n[0], strength=params.null_strength, seed=params.null_seed, progress=progress)
 
-    observed = [observe(runs[0], draws)] + [observe(s) for s in runs[1:] + null_runs]
+    observed = ([observe(runs[0], draws[0])] + [observe(s) for s in runs[1:]]
+                + [observe(s, n) for s, n in zip(null_runs, draws[1:], strict=True)])
     spectra_all, choice, k_note = _fit_all(observed, params)
     rule: Rule = params.rule
     rule_note = None
@@ -807,18 +816,24 @@ def fit_conjugacy(stores: Sequence[RunStore | str | os.PathLike[str]], params: C
     spectra, null_spectra = spectra_all[: len(runs)], spectra_all[len(runs):]
     distance = _distances(spectra, k)
     family = [spectra[0], *null_spectra]
-    bent = [src.fit(spectra[0].rank).eigenvalues[:k] for src in observed[0].bent]
+    members = [0, *range(len(runs), len(spectra_all))]  # the first run's family, as indices of spectra_all
+    # each member's spectra through its maps, at its own (the common) rank
+    bent = {f: [src.fit(spectra_all[f].rank).eigenvalues[:k] for src in observed[f].bent] for f in members}
     base = spectra[0].eigenvalues[:k]
     scales = None
     if rule == "reproducible":
         # every spectrum on the first run's eigenvalue slots; s_i from both nulls (independent sources of spread)
         slots = [slot_match(base, s.eigenvalues[:k]) for s in spectra_all]
         seed_dev = {i: np.abs(slots[i] - base) ** 2 for i in range(len(runs), len(slots))}
-        bent_slots = [slot_match(base, e) for e in bent]
-        bent_var = np.mean([np.abs(z - base) ** 2 for z in bent_slots], axis=0) if bent_slots else 0.0
+        # a bent spectrum's deviation from its own run's, on the first run's slots
+        bent_slots = {f: [slot_match(base, e) for e in bent[f]] for f in members}
+        bent_dev = {f: [np.abs(z - slots[f]) ** 2 for z in bent_slots[f]] for f in members}
 
         def spread(leave_out: frozenset[int] = frozenset()) -> np.ndarray:
             kept = [v for i, v in seed_dev.items() if i not in leave_out] or list(seed_dev.values())
+            bends = ([d for f in members if f not in leave_out for d in bent_dev[f]]
+                     or [d for f in members for d in bent_dev[f]])
+            bent_var = np.mean(bends, axis=0) if bends else 0.0
             return np.maximum(np.sqrt(np.mean(kept, axis=0) + bent_var), params.tolerance)
 
         scales = spread()
@@ -829,15 +844,14 @@ def fit_conjugacy(stores: Sequence[RunStore | str | os.PathLike[str]], params: C
         statistic = np.array([[score(slots[i], slots[j]) for j in range(len(runs))] for i in range(len(runs))])
         # a seed pair's distance uses the spread of the other seeds: a compared run is never in its own
         # spread, and an in-sample spread makes the null narrower than a new run's distance
-        fam = [0, *seed_dev]
-        null_distances = np.array([score(slots[a], slots[b], spread(frozenset({a, b}))) for i, a in enumerate(fam)
-                                   for b in fam[i + 1:]])
-        rep = np.array([score(base, z) for z in bent_slots])
+        null_distances = np.array([score(slots[a], slots[b], spread(frozenset({a, b})))
+                                   for i, a in enumerate(members) for b in members[i + 1:]])
+        rep = np.array([score(slots[f], z) for f in members for z in bent_slots[f]])
         bound = conformal_bound
     else:
         statistic = None
         null_distances = _distances(family, k)[np.triu_indices(len(family), 1)] if null_spectra else np.zeros(0)
-        rep = np.array([wasserstein(base, e) for e in bent])
+        rep = np.array([wasserstein(spectra_all[f].eigenvalues[:k], e) for f in members for e in bent[f]])
 
         def bound(values: np.ndarray, q: float) -> float:
             return float(np.quantile(values, q))
@@ -917,6 +931,15 @@ def _fit_all(observed: Sequence[_Observed], params: ConjugacyParams) -> tuple[li
         spectra = [o.spectrum(common) for o in observed]
         return spectra, KChoice(asked, common, smallest.run, "resolves"), note
     return spectra, KChoice(asked, asked), None
+
+
+def family_draws(size: int, members: int) -> list[tuple[int, int]]:
+    """(first draw, draws) of the reparametrisation null's ``size`` maps for each of ``members`` runs
+    (the first run, then each seed-null run): as equal as the count allows, consecutive draw indices, so
+    every member is bent by other maps and the whole null holds ``size`` maps."""
+    counts = [size // members + (j < size % members) for j in range(members)]
+    firsts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(int)
+    return [(int(a), int(n)) for a, n in zip(firsts, counts, strict=True)]
 
 
 def _open(run: RunStore | str | os.PathLike[str]) -> RunStore:

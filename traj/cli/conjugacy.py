@@ -40,8 +40,8 @@ def conjugacy(
                                            "resolves), an integer, or 'auto' (Gavish-Donoho per run).")] = "k",
     k: Annotated[int, typer.Option(help="Eigenvalues compared per run (largest modulus first).")] = 10,
     null: Annotated[str | None, typer.Option(help="Comma-separated stores differing from the first only in seed.")] = None,
-    null_size: Annotated[int, typer.Option(help="Reparametrisation null: how many smooth monotone coordinate maps of "
-                                                "the first run (0: off).")] = 20,
+    null_size: Annotated[int, typer.Option(help="Reparametrisation null: how many smooth monotone coordinate maps, "
+                                                "split over the first run and its --null runs (0: off).")] = 20,
     null_strength: Annotated[float, typer.Option(help="Reparametrisation null: each map's largest displacement, as a "
                                                       "fraction of each coordinate's half-range (< 1/3).")] = 0.1,
     null_seed: Annotated[int, typer.Option(help="Reparametrisation null: which maps are drawn.")] = 0,
@@ -64,7 +64,7 @@ def conjugacy(
     block_mb: BlockOption = 64.0,
 ) -> None:
     """Compare the Koopman spectra of runs by Wasserstein distance, with verdicts against a seed null and a
-    reparametrisation null (the first run seen through smooth coordinate maps).
+    reparametrisation null (the first run and its seed-null runs seen through smooth coordinate maps).
 
     Examples:
 

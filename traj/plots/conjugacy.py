@@ -75,7 +75,7 @@ def plot_window_distances(result: ConjugacyResult, *, ax: Any = None) -> Any:
 
 def plot_null(result: ConjugacyResult, *, ax: Any = None) -> Any:
     """The nulls' distances (seed null: runs differing only in seed; reparametrisation null: the first
-    run through smooth coordinate maps) with their quantiles and every observed distance marked.
+    run and its seed-null runs through smooth coordinate maps) with their quantiles and every observed distance marked.
 
     Log-spaced bins over every distance and threshold shown (zeros drawn at the left edge), so
     a null of 1e-6 and a distance of 0.6 both stay on the axis.

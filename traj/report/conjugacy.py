@@ -24,10 +24,13 @@ def conjugacy_report(result: ConjugacyResult, out_dir: str | os.PathLike[str],
             f"{bound} is {result.null_threshold:.3g}."
             if result.null_threshold is not None else "No seed null (no runs given with --null).")
     rep = result.reparam
-    reparam = (f" Reparametrisation null: the first run seen through {rep.size} random smooth monotone "
+    bent = ("the first run" if not result.null_runs else
+            f"the first run and its {len(result.null_runs)} seed-null run(s), the maps split among them,")
+    reparam = (f" Reparametrisation null: {bent} seen through {rep.size} random smooth monotone "
                f"coordinate-wise maps (g(u) = u + b u² + c u³ on each coordinate's range scaled to [−1, 1], "
                f"|b| + |c| = {rep.strength:g}: each coordinate moves by at most {100 * rep.strength:g} % of its "
-               f"half-range over the window; seed {rep.seed}); the {bound} to its own spectrum is "
+               f"half-range over the window; seed {rep.seed}); the {bound} of each bent spectrum to its own "
+               f"run's is "
                f"{rep.threshold:.3g}."
                if rep is not None and rep.threshold is not None else " No reparametrisation null.")
     margin = (f" Equivalence margin stated by the user: {result.margin:.3g} (distances up to it count as conjugate)."
