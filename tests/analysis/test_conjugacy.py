@@ -498,3 +498,34 @@ def test_cli_says_how_k_was_chosen_in_one_line_and_warns_only_of_what_was_asked(
         refused = runner.invoke(app, ["conjugacy", *runs, "--null", bad, "--out", str(tmp_path / "r9")])
         assert refused.exit_code == 2 and "--null" in refused.stderr
         assert ("also a compared run" if bad.endswith("b.zarr") else "given twice") in refused.stderr
+
+
+def _spaced_run(path, steps, seed=0):
+    from traj.store import Layout, StoreWriter
+
+    rng = np.random.default_rng(seed)
+    a, basis, z = _rotation(0.9, 0.3), rng.standard_normal((50, 2)), rng.standard_normal(2)
+    with StoreWriter(path, Layout.from_shapes([("w", (50,))])) as writer:
+        for k in steps:
+            writer.append((basis @ z).astype(np.float32), step=k)
+            z = a @ z
+    return path
+
+
+def test_runs_at_other_or_uneven_spacings_are_refused_in_one_line(tmp_path):
+    # an eigenvalue is per snapshot: a run recorded every 4 steps has λ^4 where one recorded every step has λ
+    every1 = _spaced_run(tmp_path / "every1.zarr", range(30))
+    every4 = _spaced_run(tmp_path / "every4.zarr", range(0, 120, 4), seed=1)
+    uneven = _spaced_run(tmp_path / "uneven.zarr", [*range(20), *range(25, 75, 5)], seed=2)
+    with pytest.raises(TrajError, match=r"different spacings \(every1.zarr every 1 step\(s\), every4.zarr every 4"):
+        conjugacy([every1, every4])
+    with pytest.raises(TrajError, match="different spacings"):  # a seed null at another spacing too
+        conjugacy([every1, _spaced_run(tmp_path / "b.zarr", range(30), seed=3)], null=[every4])
+    with pytest.raises(TrajError, match=r"uneven.zarr: 0:29 \(the whole run\) holds snapshots at unevenly spaced"):
+        conjugacy([every1, uneven])
+    result = CliRunner().invoke(app, ["conjugacy", str(every1), str(every4), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "different spacings" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "o").exists()
+    # two runs recorded every 4 steps compare (the spacing is one, whatever it is)
+    same = conjugacy([every4, _spaced_run(tmp_path / "d.zarr", range(0, 120, 4), seed=5)])
+    assert same.distance[0, 1] < 1e-6

@@ -41,11 +41,11 @@ import numpy as np
 from ..checks import check_float, check_int
 from ..engine import Engine, ReducedOperator
 from ..engine.operator import check_rank
-from ..errors import NotApplicableError, ParameterError, WindowTooShortError
+from ..errors import NotApplicableError, ParameterError, UnevenSpacingError, WindowTooShortError
 from ..progress import Progress
 from ..store import RunStore
 from .dmd import complex_pairs
-from .windows import Window, check_gram_finite, parse_window, raise_nonfinite
+from .windows import Window, check_even_spacing, check_gram_finite, parse_window, raise_nonfinite
 
 __all__ = ["ConjugacyParams", "ConjugacyResult", "KChoice", "PairVerdict", "SMALL_OBSERVABLE", "Spectrum", "WindowTransitions",
            "conjugacy", "conformal_bound", "family_draws", "fit_conjugacy", "hankel_gram", "koopman_spectrum", "mutual_nearest",
@@ -788,6 +788,7 @@ def fit_conjugacy(stores: Sequence[RunStore | str | os.PathLike[str]], params: C
                                          "recipe from other seeds")
     # every run's window, layer and stacking is checked before the first spectrum
     run_windows = {id(s): window_and_delays(s, params.window, params.delays)[:2] for s in runs + null_runs}
+    _check_spacings(runs + null_runs, run_windows)
     for s in runs + null_runs:
         cols, shape = observable_columns(s, params.layer)
         trajectories(s, params.stack, cols.stop - cols.start, shape)
@@ -931,6 +932,25 @@ def _fit_all(observed: Sequence[_Observed], params: ConjugacyParams) -> tuple[li
         spectra = [o.spectrum(common) for o in observed]
         return spectra, KChoice(asked, common, smallest.run, "resolves"), note
     return spectra, KChoice(asked, asked), None
+
+
+def _check_spacings(stores: Sequence[RunStore], windows: dict[int, tuple[int, int]]) -> None:
+    """Every run's window evenly spaced in steps, and at one spacing for all: a Koopman eigenvalue is
+    per snapshot (λ^Δ over Δ steps), so runs recorded every 1 and every 4 steps differ in every
+    eigenvalue whatever their dynamics."""
+    spacing: dict[str, int] = {}
+    for s in stores:
+        lo, hi = windows[id(s)]
+        try:
+            spacing[s.path.name] = check_even_spacing(s, lo, hi, method="a Koopman spectrum (DMD)")
+        except UnevenSpacingError as exc:
+            raise UnevenSpacingError(exc.parameter, f"{s.path.name}: {exc.problem}", spacings=exc.spacings,
+                                     suggestion=exc.suggestion) from None
+    if len(set(spacing.values())) > 1:
+        shown = ", ".join(f"{name} every {d} step(s)" for name, d in spacing.items())
+        raise ParameterError("stores", f"hold snapshots at different spacings ({shown}): an eigenvalue is per "
+                                       "snapshot (λ^d over d steps), so these spectra differ whatever the dynamics; "
+                                       "compare runs recorded at one spacing (e.g. the same --every)")
 
 
 def family_draws(size: int, members: int) -> list[tuple[int, int]]:
