@@ -79,12 +79,9 @@ def _bent_run(path, a, seed, n_params=5000, strength=0.0):
     coordinate then seen through x -> mid + half (u + c u^3), u = (x - mid) / half, |c| = ``strength``."""
     rng = np.random.default_rng(seed)
     z = rng.standard_normal(4)
-    rows = []
-    for _ in range(40):
-        rows.append(z)
-        z = a @ z
+    states = np.array([np.linalg.matrix_power(a, k) @ z for k in range(40)])
     q, _ = np.linalg.qr(rng.standard_normal((n_params, 4)))
-    data = np.array(rows) @ q.T
+    data = states @ q.T
     if strength:
         lo, hi = data.min(axis=0), data.max(axis=0)
         mid, half = (hi + lo) / 2, (hi - lo) / 2
