@@ -615,3 +615,13 @@ def test_the_writer_thread_runs_nicer_than_the_training_thread(tmp_path):
         rec.flush()
         writer = os.getpriority(os.PRIO_PROCESS, rec._pipe.thread.native_id)
         assert writer == min(19, os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) + WRITER_NICE)
+
+
+def test_arguments_in_the_wrong_order_say_so_and_write_nothing(tmp_path):
+    model = nn.Linear(3, 3)
+    with pytest.raises(RecorderError, match=r"model must be a torch.nn.Module, got str \(the arguments are "
+                                            r"Recorder\(path, model\): path first\)"):
+        Recorder(model, str(tmp_path / "r.zarr"))  # type: ignore[arg-type]
+    with pytest.raises(RecorderError, match="got int$"):
+        Recorder(tmp_path / "s.zarr", 3)  # type: ignore[arg-type]
+    assert list(tmp_path.iterdir()) == []

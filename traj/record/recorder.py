@@ -63,6 +63,9 @@ def layout_of(model: nn.Module, names: Iterable[str] | None = None) -> tuple[Lay
     names : iterable of str, optional
         Record only these parameters (default: all of ``model.named_parameters()``).
     """
+    if not isinstance(model, nn.Module):
+        swapped = " (the arguments are Recorder(path, model): path first)" if isinstance(model, (str, os.PathLike)) else ""
+        raise RecorderError(f"model must be a torch.nn.Module, got {type(model).__name__}{swapped}")
     named = list(model.named_parameters())
     if names is not None:
         wanted = list(names)
