@@ -814,9 +814,8 @@ def fit_conjugacy(stores: Sequence[RunStore | str | os.PathLike[str]], params: C
     elif rule == "reproducible":
         spectra_all, choice, k_note = _reproducible_fit(observed, spectra_all, choice, k_note, len(runs))
     k = choice.k
-    spectra, null_spectra = spectra_all[: len(runs)], spectra_all[len(runs):]
+    spectra = spectra_all[: len(runs)]
     distance = _distances(spectra, k)
-    family = [spectra[0], *null_spectra]
     members = [0, *range(len(runs), len(spectra_all))]  # the first run's family, as indices of spectra_all
     # each member's spectra through its maps, at its own (the common) rank
     bent = {f: [src.fit(spectra_all[f].rank).eigenvalues[:k] for src in observed[f].bent] for f in members}
@@ -851,7 +850,8 @@ def fit_conjugacy(stores: Sequence[RunStore | str | os.PathLike[str]], params: C
         bound = conformal_bound
     else:
         statistic = None
-        null_distances = _distances(family, k)[np.triu_indices(len(family), 1)] if null_spectra else np.zeros(0)
+        null_distances = (_distances([spectra_all[f] for f in members], k)[np.triu_indices(len(members), 1)]
+                          if null_runs else np.zeros(0))
         rep = np.array([wasserstein(spectra_all[f].eigenvalues[:k], e) for f in members for e in bent[f]])
 
         def bound(values: np.ndarray, q: float) -> float:

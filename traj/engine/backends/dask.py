@@ -112,8 +112,8 @@ class DaskBackend:
         on 2 cores: 1.9x numpy). Not under "threads": the tasks share one process, whose BLAS
         limit is process-wide (concurrent tasks would set and restore it under each other), and
         OpenBLAS runs concurrent calls without oversubscribing; 4 bands on 2 cores: 1.04-1.07x
-        numpy with the default, 1.09-1.14x held to one thread (median of 5, /tmp/exp3 in the
-        issue-14 note)."""
+        numpy with the default, 1.09-1.14x held to one thread (median of 5 Grams of
+        benchmarks/dask_gram.py's store, interleaved with numpy's)."""
         return self.scheduler == "processes"
 
     def compute_graph(self, graph: Any, progress: Progress | None) -> tuple[Any, ...]:
