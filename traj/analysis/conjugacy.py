@@ -6,16 +6,18 @@ eigenvalues of an observable over a window (exact DMD, §1), optionally with d t
 distance W1 between every pair of eigenvalue sets (POT ``ot.emd2``, uniform mass, cost
 |λ − μ|). A verdict needs a null, and two are drawn:
 
-- the **seed null**: distances between the first run and runs that differ from it only in
-  seed (``null=``), which measures initial-condition noise;
-- the **reparametrisation null**: distances between the first run's spectrum and the spectra
-  of the same run seen through ``null_size`` random smooth monotone coordinate-wise maps h
-  (:func:`reparametrise`). Conjugacy is invariance under a homeomorphism, and finite-dictionary
-  DMD eigenvalues move when the coordinates bend, so this measures the estimator's own
-  dependence on the coordinates, which a seed null of a deterministic system misses.
+- the **seed null**: runs that differ from the first only in seed (``null=``), which measure
+  initial-condition and SGD noise (with the default rule: the first run and its seed runs form
+  a family, a sample of the first run's system, and a bound for one more run of it is drawn
+  from the family's own covariance, :func:`family_bound`);
+- the **reparametrisation null**: the first run and its seed runs seen through ``null_size``
+  random smooth monotone coordinate-wise maps h (:func:`reparametrise`). Conjugacy is
+  invariance under a homeomorphism, and finite-dictionary DMD eigenvalues move when the
+  coordinates bend, so this measures the estimator's own dependence on the coordinates, which
+  a seed null of a deterministic system misses.
 
-A pair is conjugate when its distance is within the larger of the two nulls' quantiles
-(or a stated margin); the verdict names which one decided.
+A pair is conjugate when its statistic is within the larger of the two nulls' bounds (or
+its W1 within a stated margin); the verdict names which one decided.
 
 Observables (``observable=``): ``all`` weights, one ``layer:NAME``, or ``pca:K``, the scores
 of the window's K leading principal components, computed from the streamed Gram alone. A
@@ -48,7 +50,7 @@ from .dmd import complex_pairs
 from .windows import Window, check_even_spacing, check_gram_finite, parse_window, raise_nonfinite
 
 __all__ = ["ConjugacyParams", "ConjugacyResult", "KChoice", "PairVerdict", "SMALL_OBSERVABLE", "Spectrum", "WindowTransitions",
-           "conjugacy", "conformal_bound", "family_draws", "fit_conjugacy", "hankel_gram", "koopman_spectrum", "mutual_nearest",
+           "conjugacy", "conformal_bound", "family_bound", "family_draws", "fit_conjugacy", "hankel_gram", "koopman_spectrum", "mutual_nearest",
            "parse_observable", "reparametrise", "slot_match", "stacked_hankel", "wasserstein"]
 
 #: Default of ``small_observable``: observables up to this many coordinates (times delays+1) are decomposed in memory.
@@ -62,8 +64,9 @@ Basis = Literal["seed-null", "reparam-null", "margin", "tolerance"]
 SpectrumMethod = Literal["memory", "gram"]
 RankRule = int | Literal["auto", "k"] | None
 #: How runs are compared: "reproducible" (default; with a seed null: the rank at which every eigenvalue is
-#: reproducible across seeds, distances in units of each eigenvalue's null spread, a conformal null bound) or
-#: "plain" (W1 of the rank rule's eigenvalues against the nulls' quantiles).
+#: reproducible across seeds, each run against the first run's family of seed runs in units of each eigenvalue's
+#: spread, a parametric bound for one more run of that family) or "plain" (W1 of the rank rule's eigenvalues
+#: against the nulls' quantiles).
 Rule = Literal["reproducible", "plain"]
 
 
@@ -120,6 +123,48 @@ def conformal_bound(values: np.ndarray, quantile: float) -> float:
     ordered = np.sort(np.asarray(values, dtype=np.float64).ravel())
     m = min(ordered.size, int(np.ceil(quantile * (ordered.size + 1) - 1e-12)))
     return float(ordered[max(m, 1) - 1])
+
+
+def _slot_variance(family: np.ndarray) -> np.ndarray:
+    """Each eigenvalue slot's sample variance over the family's runs (rows; complex: |z − mean|², n − 1 dof)."""
+    return np.sum(np.abs(family - family.mean(axis=0)) ** 2, axis=0) / (len(family) - 1)
+
+
+def _about_family(z: np.ndarray, family: np.ndarray, bent_var: np.ndarray, floor: float) -> float:
+    """A run's statistic against a family: mean_i |z_i − m_i|² / ((1 + 1/n) v_i + b_i) (rule "reproducible")."""
+    scale = np.maximum((1 + 1 / len(family)) * _slot_variance(family) + bent_var, floor)
+    return float(np.mean(np.abs(z - family.mean(axis=0)) ** 2 / scale))
+
+
+def family_bound(family: np.ndarray, bent_var: np.ndarray, quantile: float, *, seed: int = 0, draws: int = 10_000,
+                 floor: float = 1e-16) -> float:
+    """The ``quantile`` of the statistic of one more run of a family's system, by parametric bootstrap.
+
+    ``family``: n runs' eigenvalues on common slots (n × k complex); ``bent_var``: each slot's mean
+    square move under the reparametrisation null's maps. A run z is scored against the family by
+    mean_i |z_i − m_i|² / ((1 + 1/n) v_i + b_i), m and v the family's slot means and variances. For
+    Gaussian runs that statistic's law depends on the n runs only through their covariance, which a
+    handful of seeds cannot pin down: the draws take the family's own sample covariance (rank n − 1,
+    every correlation between slots kept), draw n runs and a new one (plus each slot's bend), and
+    re-estimate m and v from the drawn family as the test does, so the variance's few degrees of
+    freedom and the slots' correlations both widen the bound. Seeded: the same call gives the same bound.
+    """
+    z = np.asarray(family, dtype=np.complex128)
+    n, k = z.shape
+    if n < 2:
+        raise ParameterError("null", "needs at least one seed run beside the first to bound a new run's statistic")
+    real = np.c_[z.real, z.imag]
+    root = (real - real.mean(axis=0)) / np.sqrt(n - 1)  # rootᵀ root is the sample covariance
+    rng = np.random.default_rng(seed)
+    drawn = np.einsum("dnm,mc->dnc", rng.standard_normal((draws, n, n)), root)
+    new = rng.standard_normal((draws, n)) @ root
+    bend = np.sqrt(np.asarray(bent_var, dtype=np.float64) / 2)
+    new = new + rng.standard_normal((draws, 2 * k)) * np.r_[bend, bend]
+    drawn_c, new_c = drawn[..., :k] + 1j * drawn[..., k:], new[:, :k] + 1j * new[:, k:]
+    centre = drawn_c.mean(axis=1)
+    variance = np.sum(np.abs(drawn_c - centre[:, None]) ** 2, axis=1) / (n - 1)
+    scale = np.maximum((1 + 1 / n) * variance + bent_var, floor)
+    return float(np.quantile(np.mean(np.abs(new_c - centre) ** 2 / scale, axis=1), quantile))
 
 
 # ---------------------------------------------------------------------- the reparametrisation null's maps
@@ -527,8 +572,11 @@ class ConjugacyResult:
     null (methods.md §4).
 
     ``k`` eigenvalues are compared per run; ``k_requested`` is what was asked and ``k_note``
-    says why fewer were compared (None when not). ``null_threshold`` is the seed null's quantile,
-    ``reparam.threshold`` the reparametrisation null's; ``threshold`` the one that decided.
+    says why fewer were compared (None when not). ``null_threshold`` is the seed null's bound,
+    ``reparam.threshold`` the reparametrisation null's; ``threshold`` the one that decided. Rule
+    "plain": ``null_distances`` are W1 between the first run and its seed runs, pairwise, and the
+    bound their quantile; rule "reproducible": each of those runs' statistic against the others
+    (shown beside the bound, which is :func:`family_bound` for one more run of the family).
     """
 
     runs: tuple[str, ...]
@@ -743,13 +791,16 @@ def conjugacy(
         "reproducible" (default, with a seed null): compare only what the null reproduces. The
         rank is the largest r (at most the rank rule's) at which every eigenvalue of the first run
         has a mutual nearest neighbour (:func:`mutual_nearest`) in every seed-null run's spectrum;
-        each run's eigenvalues are matched onto the first run's (:func:`slot_match`) and a pair's
-        statistic is mean_i |z_i − w_i| / s_i, s_i² = the mean square deviation of eigenvalue i over
-        the seed runs plus that of a bent spectrum from its own run's over the reparametrisation
-        draws (for a pair of seed-null runs, over the other runs: leave-out); the threshold is the
-        nulls' conformal bound
-        (:func:`conformal_bound`). Without a seed null, "plain" is used (and a note
-        says so). "plain": W1 of the rank rule's eigenvalues against the nulls' ``quantile``.
+        each run's eigenvalues are matched onto the first run's (:func:`slot_match`). The first run
+        and its seed runs are the family, a sample of the first run's system; a run's statistic
+        against the first is mean_i |z_i − m_i|² / ((1 + 1/n) v_i + b_i), with m_i and v_i the
+        family's mean and variance of eigenvalue i and b_i the mean square move of a bent spectrum
+        from its own run's (reparametrisation null); between two other runs,
+        mean_i |z_i − w_i|² / (2 (v_i + b_i)). The seed null's bound is that statistic's
+        ``quantile`` for one more run of the family (:func:`family_bound`), the reparametrisation
+        null's the conformal bound (:func:`conformal_bound`) of its bent spectra. Without a seed
+        null, "plain" is used (and a note says so). "plain": W1 of the rank rule's eigenvalues
+        against the nulls' ``quantile``.
     """
     params = ConjugacyParams.checked(window=window, layer=layer, rank=rank, k=k, quantile=quantile,
                                      tolerance=tolerance, margin=margin, windows=windows, stack=stack, delays=delays,
@@ -822,43 +873,44 @@ def fit_conjugacy(stores: Sequence[RunStore | str | os.PathLike[str]], params: C
     base = spectra[0].eigenvalues[:k]
     scales = None
     if rule == "reproducible":
-        # every spectrum on the first run's eigenvalue slots; s_i from both nulls (independent sources of spread)
+        # every spectrum on the first run's eigenvalue slots; the first run's family (it and its seed runs) is
+        # the sample of its system: a run is compared with the family's mean, in units of each slot's spread
         slots = [slot_match(base, s.eigenvalues[:k]) for s in spectra_all]
-        seed_dev = {i: np.abs(slots[i] - base) ** 2 for i in range(len(runs), len(slots))}
+        family = np.array([slots[f] for f in members])
+        centre, seed_var = family.mean(axis=0), _slot_variance(family)
         # a bent spectrum's deviation from its own run's, on the first run's slots
         bent_slots = {f: [slot_match(base, e) for e in bent[f]] for f in members}
-        bent_dev = {f: [np.abs(z - slots[f]) ** 2 for z in bent_slots[f]] for f in members}
+        bends = [np.abs(z - slots[f]) ** 2 for f in members for z in bent_slots[f]]
+        bent_var = np.mean(bends, axis=0) if bends else np.zeros(k)
+        floor = params.tolerance ** 2
+        # a new run of the system about the family's mean: (1 + 1/n) σ² + bend; two new runs: 2 (σ² + bend)
+        about_centre = np.maximum((1 + 1 / len(members)) * seed_var + bent_var, floor)
+        between = np.maximum(2 * (seed_var + bent_var), floor)
+        scales = np.sqrt(about_centre)
 
-        def spread(leave_out: frozenset[int] = frozenset()) -> np.ndarray:
-            kept = [v for i, v in seed_dev.items() if i not in leave_out] or list(seed_dev.values())
-            bends = ([d for f in members if f not in leave_out for d in bent_dev[f]]
-                     or [d for f in members for d in bent_dev[f]])
-            bent_var = np.mean(bends, axis=0) if bends else 0.0
-            return np.maximum(np.sqrt(np.mean(kept, axis=0) + bent_var), params.tolerance)
+        def pair(i: int, j: int) -> float:
+            if i == j:
+                return 0.0
+            if 0 in (i, j):
+                return float(np.mean(np.abs(slots[max(i, j)] - centre) ** 2 / about_centre))
+            return float(np.mean(np.abs(slots[i] - slots[j]) ** 2 / between))
 
-        scales = spread()
-
-        def score(z: np.ndarray, w: np.ndarray, s: np.ndarray = scales) -> float:
-            return float(np.mean(np.abs(z - w) / s))
-
-        statistic = np.array([[score(slots[i], slots[j]) for j in range(len(runs))] for i in range(len(runs))])
-        # a seed pair's distance uses the spread of the other seeds: a compared run is never in its own
-        # spread, and an in-sample spread makes the null narrower than a new run's distance
-        null_distances = np.array([score(slots[a], slots[b], spread(frozenset({a, b})))
-                                   for i, a in enumerate(members) for b in members[i + 1:]])
-        rep = np.array([score(slots[f], z) for f in members for z in bent_slots[f]])
-        bound = conformal_bound
+        statistic = np.array([[pair(i, j) for j in range(len(runs))] for i in range(len(runs))])
+        # shown beside the bound: each family run against the others (leave one out), where 2 or more remain
+        null_distances = np.array([_about_family(family[m], np.delete(family, m, axis=0), bent_var, floor)
+                                   for m in range(len(members))] if len(members) > 2 else [])
+        rep = np.array([np.mean(np.abs(z - centre) ** 2 / about_centre) for f in members for z in bent_slots[f]])
+        null_threshold: float | None = family_bound(family, bent_var, params.quantile, seed=params.null_seed,
+                                                    floor=floor)
+        reparam_bound = conformal_bound(rep, params.quantile) if rep.size else None
     else:
         statistic = None
         null_distances = (_distances([spectra_all[f] for f in members], k)[np.triu_indices(len(members), 1)]
                           if null_runs else np.zeros(0))
         rep = np.array([wasserstein(spectra_all[f].eigenvalues[:k], e) for f in members for e in bent[f]])
-
-        def bound(values: np.ndarray, q: float) -> float:
-            return float(np.quantile(values, q))
-    null_threshold = bound(null_distances, params.quantile) if null_distances.size else None
-    reparam = (ReparamNull(len(rep), params.null_strength, params.null_seed, rep, bound(rep, params.quantile))
-               if rep.size else None)
+        null_threshold = float(np.quantile(null_distances, params.quantile)) if null_distances.size else None
+        reparam_bound = float(np.quantile(rep, params.quantile)) if rep.size else None
+    reparam = ReparamNull(len(rep), params.null_strength, params.null_seed, rep, reparam_bound) if rep.size else None
     if statistic is None:
         threshold, basis = _threshold(null_threshold, reparam.threshold if reparam else None, params)
         verdicts = tuple(
@@ -871,11 +923,13 @@ def fit_conjugacy(stores: Sequence[RunStore | str | os.PathLike[str]], params: C
                                                             reparam.threshold if reparam else None, params)
     transitions = _window_transitions(runs[0], edges, params, engine, progress) if edges is not None else None
     null_note = None
-    if len(null_runs) == 1 and basis == "seed-null":  # one distance: the bound is that value, level 1/2
-        null_note = ("the threshold comes from one seed-null run, so its bound is that one distance, which a "
-                     "conjugate pair exceeds about half the time (level 1/(n+1) with n = 1)"
-                     + (" and each eigenvalue's spread is measured on that same run" if rule == "reproducible"
-                        else "") + ": give more seed runs (with 4, 10 distances, level 1/11)")
+    if len(null_runs) == 1 and basis == "seed-null":
+        null_note = (("the threshold comes from one seed-null run, so each eigenvalue's spread is estimated from "
+                      "two runs (one degree of freedom): the bound is wide and only large differences are called "
+                      "non-conjugate: give more seed runs (4 or more)") if rule == "reproducible" else
+                     ("the threshold comes from one seed-null run, so its bound is that one distance, which a "
+                      "conjugate pair exceeds about half the time (level 1/(n+1) with n = 1): give more seed runs "
+                      "(with 4, 10 distances, level 1/11)"))
     return ConjugacyResult(tuple(str(r.path) for r in runs), tuple(spectra), k, distance,
                            tuple(str(r.path) for r in null_runs), null_distances, params.quantile, threshold, verdicts,
                            transitions, params.layer, params.rank, time.perf_counter() - t0,

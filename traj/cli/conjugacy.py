@@ -46,8 +46,9 @@ def conjugacy(
                                                       "fraction of each coordinate's half-range (< 1/3).")] = 0.1,
     null_seed: Annotated[int, typer.Option(help="Reparametrisation null: which maps are drawn.")] = 0,
     rule: Annotated[str, typer.Option(help="'reproducible' (with --null: compare only the eigenvalues every seed "
-                                           "reproduces, in units of each one's null spread) or 'plain' (W1 of the "
-                                           "rank rule's eigenvalues, the behaviour before).")] = "reproducible",
+                                           "reproduces, each run against the first run's family of seed runs in "
+                                           "units of each eigenvalue's spread) or 'plain' (W1 of the rank rule's "
+                                           "eigenvalues).")] = "reproducible",
     quantile: Annotated[float, typer.Option(help="Null quantile below which a pair is conjugate.")] = 0.95,
     margin: Annotated[float, typer.Option(help="Equivalence margin: distances up to it are conjugate whatever the nulls "
                                                "(default 0: the nulls alone decide).")] = 0.0,
@@ -129,14 +130,14 @@ def _show(result: ConjugacyResult, quantile: float, given: set[str] = frozenset(
     if result.verdicts:
         out_console.print(f"  {m(_k_line(result))}")
     if standardised:
-        out_console.print("  rule reproducible: each eigenvalue's distance in units of its null spread; thresholds "
-                          "are the nulls' conformal bounds")
+        out_console.print("  rule reproducible: each run against the first run and its seed runs, in units of each "
+                          "eigenvalue's spread")
     elif result.rule_note and result.verdicts:
         out_console.print("  rule plain: W1 of the eigenvalues (rule reproducible needs a seed null, --null)")
     if result.null_threshold is not None:
-        out_console.print(f"  seed null ({100 * quantile:g} % of {len(result.null_distances)} seed distance(s)"
-                          f"{', conformal' if standardised else ''}): "
-                          f"{result.null_threshold:.4g}")
+        what = (f"bound for one more run of a family of {1 + len(result.null_runs)}" if standardised
+                else f"of {len(result.null_distances)} seed distance(s)")
+        out_console.print(f"  seed null ({100 * quantile:g} % {what}): {result.null_threshold:.4g}")
     if (rep := result.reparam) is not None and rep.threshold is not None:
         out_console.print(f"  reparametrisation null ({100 * quantile:g} % of {rep.size} maps bending each coordinate "
                           f"by up to {100 * rep.strength:g} % of its half-range{', conformal' if standardised else ''}): "
@@ -152,7 +153,9 @@ def _show(result: ConjugacyResult, quantile: float, given: set[str] = frozenset(
     if warning := _reduced_warning(result, given):
         err_console.print(f"[yellow]reduced: {m(warning)}[/yellow]")
     if result.null_note:
-        err_console.print("[yellow]seed null: one run, so its one distance is the bound (a conjugate pair exceeds it "
+        err_console.print("[yellow]seed null: one run, so each eigenvalue's spread rests on two runs and the bound is "
+                          "wide: give more --null runs[/yellow]" if standardised else
+                          "[yellow]seed null: one run, so its one distance is the bound (a conjugate pair exceeds it "
                           "about half the time): give more --null runs[/yellow]")
     if result.rule_note and "rule" in given:
         err_console.print("[yellow]rule: --rule reproducible needs a seed null (--null): rule plain used[/yellow]")

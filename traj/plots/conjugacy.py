@@ -86,17 +86,20 @@ def plot_null(result: ConjugacyResult, *, ax: Any = None) -> Any:
     fig, (hist,) = panels(ax, 1, (8.5, 3.8))
     null = result.null_distances
     observed = np.array([v.score for v in result.verdicts], dtype=float)  # in the threshold's units
-    margin = 0.0 if result.rule == "reproducible" else result.margin  # a W1 margin is not on a standardised axis
-    bound = "conformal bound" if result.rule == "reproducible" else "quantile"
-    shown = np.concatenate([null, reparam, observed, [result.threshold or 0.0, margin]])
+    standardised = result.rule == "reproducible"
+    margin = 0.0 if standardised else result.margin  # a W1 margin is not on a standardised axis
+    bound = "conformal bound" if standardised else "quantile"
+    shown = np.concatenate([null, reparam, observed, [result.threshold or 0.0, result.null_threshold or 0.0, margin]])
     positive = shown[shown > 0]
     lo = positive.min() / 2 if positive.size else 1e-12
     hi = max(positive.max() * 2 if positive.size else 1.0, lo * 10)
     bins = np.geomspace(lo, hi, max(5, min(30, null.size + reparam.size)) + 1)
     if null.size:
-        hist.hist(np.clip(null, lo, hi), bins=bins, color="0.7", alpha=0.8, label="seed null")
-        hist.axvline(max(result.null_threshold or lo, lo), color="k", ls="--", lw=1,
-                     label=f"seed null {100 * result.quantile:g} % {bound}")
+        hist.hist(np.clip(null, lo, hi), bins=bins, color="0.7", alpha=0.8,
+                  label="seed null: each family run against the others" if standardised else "seed null")
+    if result.null_threshold is not None:
+        hist.axvline(max(result.null_threshold, lo), color="k", ls="--", lw=1,
+                     label=f"seed null {100 * result.quantile:g} % {'bound for a new run' if standardised else bound}")
     if reparam.size and result.reparam is not None:
         hist.hist(np.clip(reparam, lo, hi), bins=bins, color="#9ecae1", alpha=0.8, label="reparametrisation null")
         hist.axvline(max(result.reparam.threshold or lo, lo), color="#3182bd", ls="--", lw=1,
@@ -110,7 +113,7 @@ def plot_null(result: ConjugacyResult, *, ax: Any = None) -> Any:
                      label=f"{mathtext(names[v.a])} vs {mathtext(names[v.b])}: {v.verdict}")
     hist.set_xscale("log")
     hist.set_xlim(lo, hi)
-    xlabel = ("standardised distance (units of each eigenvalue's null spread)" if result.rule == "reproducible"
+    xlabel = ("standardised distance (mean squared, in units of each eigenvalue's null spread)" if standardised
               else "W1 between Koopman spectra")
     hist.set(xlabel=xlabel, ylabel="count", title="observed distances against the nulls")
     hist.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))

@@ -17,11 +17,14 @@ def conjugacy_report(result: ConjugacyResult, out_dir: str | os.PathLike[str],
                      inputs: Iterable[str | os.PathLike[str]] = ()) -> Path:
     d = result.to_dict()
     report = Report("traj conjugacy")
-    # rule "reproducible": the bounds are conformal, on the standardised distance (not np.quantile of W1)
+    # rule "reproducible": the seed null's bound is for one more run of the first run's family (parametric
+    # bootstrap), the reparametrisation null's a conformal bound, both on the standardised distance
     bound = ("conformal {q:g} % bound of the standardised distances" if result.rule == "reproducible"
              else "{q:g} % quantile of the distances").format(q=100 * result.quantile)
+    seed_bound = (f"{100 * result.quantile:g} % bound for the standardised distance of one more run of the first run's "
+                  f"system (drawn from the family's own covariance)" if result.rule == "reproducible" else bound)
     seed = (f"Seed null: {len(result.null_runs)} run(s) differing from the first only in seed; the "
-            f"{bound} is {result.null_threshold:.3g}."
+            f"{seed_bound} is {result.null_threshold:.3g}."
             if result.null_threshold is not None else "No seed null (no runs given with --null).")
     rep = result.reparam
     bent = ("the first run" if not result.null_runs else
@@ -51,10 +54,16 @@ def conjugacy_report(result: ConjugacyResult, out_dir: str | os.PathLike[str],
     if result.rule == "reproducible" and result.scales is not None:
         report.paragraph(
             f"Rule reproducible: the {result.k} compared eigenvalues are those every seed-null run reproduces (mutual "
-            "nearest neighbours); each run's eigenvalues are matched onto the first run's, and a pair's standardised "
-            "distance is the mean of |λ_i − μ_i| / s_i, s_i being eigenvalue i's spread over both nulls "
-            f"({', '.join(f'{x:.2g}' for x in result.scales)}). The nulls' quantiles above are their conformal bounds "
-            "on that statistic (with n values, the ⌈q(n+1)⌉-th smallest, capped at the largest).")
+            "nearest neighbours), and each run's eigenvalues are matched onto the first run's. The first run and its "
+            "seed runs are the family: a sample of the first run's system. A run's standardised distance to the first "
+            "is the mean over eigenvalues of |λ_i − m_i|² / s_i², m_i being the family's mean and s_i the spread of one "
+            "more run of the system about it ((1 + 1/n) times the family's variance plus the reparametrisation null's "
+            f"mean square move; s_i = {', '.join(f'{x:.2g}' for x in result.scales)}); between two other runs, "
+            "|λ_i − μ_i|² / (2 × (variance + move)). The seed null's bound is the quantile of that distance for one "
+            "more run, drawn (Gaussian) from the family's own sample covariance with the family's mean and variance "
+            "re-estimated in every draw, so the few seeds and the eigenvalues' correlations both widen it; the "
+            "reparametrisation null's is the conformal bound of its bent spectra (with n values, the ⌈q(n+1)⌉-th "
+            "smallest, capped at the largest).")
     for note in result.notes:
         report.paragraph(f"Reduced: {note}.")
     if result.rule_note:
