@@ -20,7 +20,7 @@ set the threshold; then, per case, how many of the 5 choices are right.
                moves by at most 10 % of its half-range, the reparametrisation null's own strength), sign drawn
                per coordinate (not an acceptance case; 5 of 5 since the null's maps bend every seed run)
   plantedtanh  the same through tanh / sinh maps moving the range's interior by up to ~10 % (not an
-               acceptance case: 1 of 5 at the default --null-strength, see README)
+               acceptance case: 3 of 5 at the default --null-strength, see README)
 
     python benchmarks/conjugacy_fidelity.py [--cases mirror,planted] [--pool DIR] [--first-seed 10] [--observable pca:10]
 

@@ -299,6 +299,17 @@ def test_reparametrise_is_a_smooth_monotone_map_of_each_coordinate_whatever_the_
         assert (np.argsort(bent[:, j]) == np.argsort(data[:, j])).all()
     assert not np.allclose(bent, reparametrise(data, 4, strength=0.2, seed=7))  # another draw, another map
     assert not np.allclose(bent, reparametrise(data, 3, strength=0.2, seed=8))
+    # both shapes at full strength: on a coordinate spanning [-1, 1] evenly, the move at the ends (|u| = 1) is
+    # the strength (end bends) or zero (inside bends, whose largest move, 0.2, lies inside); over 40 maps both occur
+    line = np.repeat(np.linspace(-1.0, 1.0, 201)[:, None], 50, axis=1)
+    ends, inside = 0, 0
+    for draw in range(40):
+        move = np.abs(reparametrise(line, draw, strength=0.2) - line)
+        np.testing.assert_allclose(move.max(axis=0), 0.2, rtol=1e-3)
+        at_ends = move[[0, -1]].max(axis=0)
+        ends += int(np.isclose(at_ends, 0.2).sum())
+        inside += int((at_ends < 1e-12).sum())
+    assert ends + inside == 40 * 50 and min(ends, inside) > 0.3 * 40 * 50
     # stacked trajectories: coordinate j of every trajectory goes through the same map g_j
     stacked = np.hstack([data[:, :3], data[:, 3:6] + 0.0])
     same = reparametrise(np.hstack([stacked[:, :3], stacked[:, :3]]), 0, strength=0.2, n_traj=2)

@@ -32,6 +32,7 @@ a rank or k reduced below what was asked says so (``Spectrum.rank_note``, ``k_no
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Sequence
@@ -196,16 +197,32 @@ def coordinate_keys(data: np.ndarray) -> np.ndarray:
     return _splitmix(ends[0] ^ _splitmix(ends[1]))
 
 
+@functools.cache
+def _interior_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """a, and the largest |φ(u) − u| on [0, 1] of φ = tanh(a u)/tanh(a) and of φ = sinh(a u)/sinh(a): both grow
+    with a, so the a of a wanted largest displacement is read back by interpolation."""
+    a = np.linspace(1e-3, 12.0, 3000)
+    u = np.linspace(0.0, 1.0, 1001)[:, None]
+    return a, np.max(np.tanh(a * u) / np.tanh(a) - u, axis=0), np.max(u - np.sinh(a * u) / np.sinh(a), axis=0)
+
+
 def reparametrise(data: np.ndarray, draw: int, *, strength: float, seed: int = 0, n_traj: int = 1) -> np.ndarray:
     """h(D): a smooth monotone map of each coordinate, scaled to the coordinate's own range.
 
     Each coordinate x with range [lo, hi] over the window, midpoint m and half-range s, becomes
-    m + s·g(u) with u = (x − m)/s ∈ [−1, 1] and g(u) = u + b u² + c u³, |b| + |c| = ``strength``
-    (the share w ~ U(0, 1) of it in the even part and both signs drawn per coordinate). So the
-    largest displacement, at the range's edges, is ``strength`` times the half-range; g' ≥ 1 −
-    3·strength > 0, so h is a diffeomorphism for strength < 1/3. With ``n_traj`` stacked
-    trajectories, coordinate j of every trajectory shares one map and one pooled range: h is one
-    map of the system's state, as a conjugacy is.
+    m + s·g(u) with u = (x − m)/s ∈ [−1, 1]. Two shapes, each moving a coordinate by at most
+    ``strength`` times its half-range:
+
+    - at the ends: g(u) = u + b u² + c u³, |b| + |c| = ``strength`` (the share w ~ U(0, 1) of it in
+      the even part, both signs drawn); g' ≥ 1 − 3·strength > 0;
+    - inside: g(u) = tanh(a u)/tanh(a) (outward) or sinh(a u)/sinh(a) (inward), ends kept, a set so
+      the largest move is ``strength``; increasing for every a.
+
+    Each map draws the share of its coordinates bent inside (uniform), then each coordinate's
+    shape, direction and coefficients. So h is a diffeomorphism for strength < 1/3, and the family
+    holds maps that bend every coordinate at its ends, every one inside, and mixtures. With
+    ``n_traj`` stacked trajectories, coordinate j of every trajectory shares one map and one pooled
+    range: h is one map of the system's state, as a conjugacy is.
 
     Parameters
     ----------
@@ -225,7 +242,16 @@ def reparametrise(data: np.ndarray, draw: int, *, strength: float, seed: int = 0
     mid, half = (hi + lo) / 2, (hi - lo) / 2
     half = np.where(half > 0, half, 1.0)
     u = (x - mid) / half
-    return (mid + half * (u + b * u**2 + c * u**3)).reshape(t, n)
+    g = u + b * u**2 + c * u**3
+    share = _uniforms(np.zeros(1, dtype=np.uint64), seed, draw, 5)[0]  # this map's share of inside bends
+    inside = _uniforms(keys, seed, draw, 3) < share
+    outward = _uniforms(keys, seed, draw, 4) < 0.5
+    table, outward_moves, inward_moves = _interior_tables()
+    for cols, shape, moves in ((inside & outward, np.tanh, outward_moves), (inside & ~outward, np.sinh, inward_moves)):
+        if cols.any():
+            a = float(np.interp(strength, moves, table))
+            g[..., cols] = shape(a * u[..., cols]) / shape(a)
+    return (mid + half * g).reshape(t, n)
 
 
 # ---------------------------------------------------------------------- spectra
@@ -559,7 +585,9 @@ class ReparamNull:
     seed: int
     distances: np.ndarray
     threshold: float | None
-    family: str = "g(u) = u + b u^2 + c u^3 per coordinate, |b| + |c| = strength, u = (x - mid) / half-range"
+    family: str = ("per coordinate, u = (x - mid) / half-range: g(u) = u + b u^2 + c u^3 with |b| + |c| = strength, "
+                   "or tanh(a u)/tanh(a) or sinh(a u)/sinh(a) moving the inside by up to strength; each map's share "
+                   "of inside bends uniform")
 
     def to_dict(self) -> dict[str, Any]:
         return {"size": self.size, "strength": self.strength, "seed": self.seed, "family": self.family,

@@ -30,9 +30,11 @@ def conjugacy_report(result: ConjugacyResult, out_dir: str | os.PathLike[str],
     bent = ("the first run" if not result.null_runs else
             f"the first run and its {len(result.null_runs)} seed-null run(s), the maps split among them,")
     reparam = (f" Reparametrisation null: {bent} seen through {rep.size} random smooth monotone "
-               f"coordinate-wise maps (g(u) = u + b u² + c u³ on each coordinate's range scaled to [−1, 1], "
-               f"|b| + |c| = {rep.strength:g}: each coordinate moves by at most {100 * rep.strength:g} % of its "
-               f"half-range over the window; seed {rep.seed}); the {bound} of each bent spectrum to its own "
+               f"coordinate-wise maps (on each coordinate's range scaled to [−1, 1], bending its ends, g(u) = u + "
+               f"b u² + c u³ with |b| + |c| = {rep.strength:g}, or its inside, g(u) = tanh(a u)/tanh(a) or "
+               f"sinh(a u)/sinh(a) moving it by up to {rep.strength:g}, each map drawing its share of inside bends: "
+               f"each coordinate moves by at most {100 * rep.strength:g} % of its half-range over the window; seed "
+               f"{rep.seed}); the {bound} of each bent spectrum to its own "
                f"run's is "
                f"{rep.threshold:.3g}."
                if rep is not None and rep.threshold is not None else " No reparametrisation null.")
