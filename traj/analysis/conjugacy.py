@@ -197,6 +197,12 @@ def coordinate_keys(data: np.ndarray) -> np.ndarray:
     return _splitmix(ends[0] ^ _splitmix(ends[1]))
 
 
+def _tanh(z: np.ndarray | float) -> np.ndarray:
+    """tanh through expm1 (exact for small z): numpy's own tanh is about ten times slower than its exp on a block."""
+    e = np.expm1(2 * np.asarray(z, dtype=np.float64))
+    return e / (e + 2)
+
+
 @functools.cache
 def _interior_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """a, and the largest |φ(u) − u| on [0, 1] of φ = tanh(a u)/tanh(a) and of φ = sinh(a u)/sinh(a): both grow
@@ -241,17 +247,30 @@ def reparametrise(data: np.ndarray, draw: int, *, strength: float, seed: int = 0
     c = strength * (1 - w) * np.where(_uniforms(keys, seed, draw, 2) < 0.5, -1.0, 1.0)
     mid, half = (hi + lo) / 2, (hi - lo) / 2
     half = np.where(half > 0, half, 1.0)
-    u = (x - mid) / half
-    g = u + b * u**2 + c * u**3
     share = _uniforms(np.zeros(1, dtype=np.uint64), seed, draw, 5)[0]  # this map's share of inside bends
     inside = _uniforms(keys, seed, draw, 3) < share
     outward = _uniforms(keys, seed, draw, 4) < 0.5
     table, outward_moves, inward_moves = _interior_tables()
-    for cols, shape, moves in ((inside & outward, np.tanh, outward_moves), (inside & ~outward, np.sinh, inward_moves)):
-        if cols.any():
-            a = float(np.interp(strength, moves, table))
-            g[..., cols] = shape(a * u[..., cols]) / shape(a)
-    return (mid + half * g).reshape(t, n)
+    shapes = ((inside & outward, _tanh, float(np.interp(strength, outward_moves, table))),
+              (inside & ~outward, np.sinh, float(np.interp(strength, inward_moves, table))))
+    out = np.empty_like(x)
+    step = max(1, (1 << 19) // (t * n_traj))  # columns per pass: temporaries of ~4 MiB stay in cache
+    for first in range(0, x.shape[2], step):
+        cols = slice(first, first + step)
+        u = x[..., cols] - mid[cols]
+        u /= half[cols]
+        g = out[..., cols]
+        np.multiply(c[cols], u, out=g)  # u + b u² + c u³ in Horner's form, in place
+        g += b[cols]
+        g *= u
+        g += 1.0
+        g *= u
+        for bent, shape, a in shapes:
+            if (where := np.flatnonzero(bent[cols])).size:
+                g[..., where] = shape(a * u[..., where]) / shape(a)
+        g *= half[cols]
+        g += mid[cols]
+    return out.reshape(t, n)
 
 
 # ---------------------------------------------------------------------- spectra
