@@ -579,3 +579,17 @@ def test_runs_at_other_or_uneven_spacings_are_refused_in_one_line(tmp_path):
     # two runs recorded every 4 steps compare (the spacing is one, whatever it is)
     same = conjugacy([every4, _spaced_run(tmp_path / "d.zarr", range(0, 120, 4), seed=5)])
     assert same.distance[0, 1] < 1e-6
+
+
+def test_a_seed_null_without_spread_says_every_difference_counts(tmp_path):
+    """A "seed" run with the first run's eigenvalues exactly (here a copy) gives a bound of 0: OMD vs OGD is then
+    non-conjugate and the result says why; the reparametrisation null (the default) restores the verdict."""
+    import shutil
+
+    copy = shutil.copytree(SAMPLE / "mirror-omd.zarr", tmp_path / "copy.zarr")
+    runs = [SAMPLE / "mirror-omd.zarr", SAMPLE / "mirror-ogd.zarr"]
+    bare = conjugacy(runs, null=[copy], null_size=0)
+    assert bare.null_threshold == 0 and bare.basis == "seed-null" and bare.verdicts[0].verdict == "non-conjugate"
+    assert "no spread" in bare.null_note and "reparametrisation null" in bare.null_note
+    default = conjugacy(runs, null=[copy])
+    assert (default.verdicts[0].verdict, default.basis, default.null_note) == ("conjugate", "reparam-null", None)

@@ -970,7 +970,11 @@ def fit_conjugacy(stores: Sequence[RunStore | str | os.PathLike[str]], params: C
                                                             reparam.threshold if reparam else None, params)
     transitions = _window_transitions(runs[0], edges, params, engine, progress) if edges is not None else None
     null_note = None
-    if len(null_runs) == 1 and basis == "seed-null":
+    if rule == "reproducible" and basis == "seed-null" and not null_threshold:
+        null_note = ("the seed-null runs have the first run's eigenvalues exactly (no spread), so the bound is 0 and "
+                     "every difference counts as non-conjugate: runs of a deterministic system need the "
+                     "reparametrisation null (null_size), and a seed null needs runs from other seeds")
+    elif len(null_runs) == 1 and basis == "seed-null":
         null_note = (("the threshold comes from one seed-null run, so each eigenvalue's spread is estimated from "
                       "two runs (one degree of freedom): the bound is wide and only large differences are called "
                       "non-conjugate: give more seed runs (4 or more)") if rule == "reproducible" else

@@ -152,7 +152,10 @@ def _show(result: ConjugacyResult, quantile: float, given: set[str] = frozenset(
             out_console.print(f"  steps {a:>6}-{b:<6} " + " ".join(f"{v:7.4f}" for v in row))
     if warning := _reduced_warning(result, given):
         err_console.print(f"[yellow]reduced: {m(warning)}[/yellow]")
-    if result.null_note:
+    if result.null_note and result.null_note.startswith("the seed-null runs have"):
+        err_console.print("[yellow]seed null: the seed runs have the first run's eigenvalues exactly (no spread), so "
+                          "every difference counts: use --null-size or runs from other seeds[/yellow]")
+    elif result.null_note:
         err_console.print("[yellow]seed null: one run, so each eigenvalue's spread rests on two runs and the bound is "
                           "wide: give more --null runs[/yellow]" if standardised else
                           "[yellow]seed null: one run, so its one distance is the bound (a conjugate pair exceeds it "
