@@ -175,7 +175,8 @@ def test_check_output_dir_rules(tmp_path):
     marked.mkdir()
     (marked / MARKER).write_text('{"written_by": "traj"}')
     (marked / "anything").write_text("x")
-    assert check_output_dir(marked) == marked  # a marker of an older traj (no list of entries)
+    with pytest.raises(UnsafeOutputError, match="holds anything, which its .* does not list"):
+        check_output_dir(marked)  # a marker without a list of entries (an older traj's, or planted) names nothing
     with pytest.raises(UnsafeOutputError, match="holds the output of traj report"):
         check_output_dir(marked, kind="kga-replay")
     (marked / MARKER).write_text('{"written_by": "traj", "kind": "report", "entries": ["anything"]}')

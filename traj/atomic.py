@@ -12,6 +12,12 @@ Two rules, one module:
   holds either the old directory or the new one. A process killed while building leaves
   only its staging sibling, which the next build at the same target removes (its liveness
   lock is a ``flock``, which the kernel drops when the holder dies).
+* **The target is checked again at the swap.** :class:`Staging` remembers what stood at the
+  target when the work began (its device and inode, or nothing). If something else stands there
+  at the end (another process wrote the same path, a user made the directory meanwhile), or the
+  directory swapped out no longer passes the output check (a file was put in it), nothing is
+  replaced: the target is left as it is and the finished output is kept beside it, at a visible
+  ``NAME.new`` (:class:`~traj.errors.OutputConflictError` says where).
 """
 
 from __future__ import annotations
@@ -24,13 +30,13 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .errors import StoreWriteError, UnsafeOutputError
+from .errors import OutputConflictError, StoreWriteError, UnsafeOutputError
 
 __all__ = [
     "MARKER",
@@ -160,15 +166,40 @@ def clean_stale_staging(target: str | os.PathLike[str]) -> list[Path]:
     return removed
 
 
+def _identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of what stands at ``path`` (a link itself, not its target), or None."""
+    try:
+        status = os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return status.st_dev, status.st_ino
+
+
+class _TargetChanged(Exception):
+    """The target is not what it was when the staging began; the message says how."""
+
+
 class Staging:
     """A staging directory beside ``target``, alive while this object holds its lock.
 
     Build into :attr:`path`, then :meth:`commit` moves it to ``target`` in one rename
     (swapping out what was there), or :meth:`abort` deletes it.
+
+    Parameters
+    ----------
+    target : path
+        Where the finished directory goes.
+    verify : callable, optional
+        ``verify(old)`` is called on the directory swapped out of ``target`` before it is
+        deleted; raising :class:`~traj.errors.UnsafeOutputError` puts it back (nothing is lost)
+        and keeps the new output aside. Default: only the identity check.
     """
 
-    def __init__(self, target: str | os.PathLike[str]) -> None:
+    def __init__(self, target: str | os.PathLike[str], *, verify: Callable[[Path], None] | None = None) -> None:
         self.target = Path(target)
+        self._verify = verify
+        #: What stood at the target when the work began: only that may be swapped out.
+        self.expected = _identity(self.target)
         parent = self.target.parent
         clean_stale_staging(self.target)
         self.path = parent / f".{self.target.name}{_STAGING_TAG}{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -176,10 +207,34 @@ class Staging:
         self._fd: int | None = os.open(self.path / _STAGING_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
         fcntl.flock(self._fd, fcntl.LOCK_EX)
 
-    def commit(self) -> None:
-        """Move the staging directory to the target; the old target, if any, is deleted."""
+    def commit(self, *, keep_on_conflict: bool = True) -> None:
+        """Move the staging directory to the target; the old target, if any, is deleted.
+
+        Only the directory that stood at the target when the staging began is replaced, and
+        only if it still passes ``verify``. Otherwise the target is left as it is and
+        :class:`~traj.errors.OutputConflictError` is raised, the new directory kept at a free
+        sibling ``NAME.new`` (``keep_on_conflict``) or deleted.
+        """
+        try:
+            old = self._swap_in()
+            if old is not None and self._verify is not None:
+                try:
+                    self._verify(old)
+                except UnsafeOutputError as exc:
+                    self._swap_back(old)
+                    raise _TargetChanged(str(exc)) from None
+                except BaseException:
+                    self._swap_back(old)  # the old directory is never left at a staging name
+                    raise
+        except _TargetChanged as changed:
+            kept = self._set_aside() if keep_on_conflict else None
+            if kept is None:
+                self.abort()
+                raise OutputConflictError(f"{self.target} changed while traj was writing it ({changed}); "
+                                          "it was left as it is") from None
+            raise OutputConflictError(f"{self.target} changed while traj was writing it ({changed}); it was "
+                                      f"left as it is, and the new output is in {kept}", kept_at=kept) from None
         lock = self.target / _STAGING_LOCK
-        old = rename_into_place(self.path, self.target)
         self._release()
         try:
             lock.unlink()
@@ -187,6 +242,73 @@ class Staging:
             pass
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+
+    def _swap_in(self) -> Path | None:
+        """Put the staging directory at the target; returns where the old target now is (or None)."""
+        src, dst = self.path, self.target
+        current = _identity(dst)
+        if current is None:  # nothing there: move in, never over whatever appears meanwhile
+            try:
+                if not _rename2(src, dst, _RENAME_NOREPLACE):
+                    os.rename(src, dst)  # replaces at most an empty directory made meanwhile
+            except (FileExistsError, IsADirectoryError, NotADirectoryError) as exc:
+                raise _TargetChanged("something was written there meanwhile") from exc
+            except OSError as exc:
+                if exc.errno == errno.ENOTEMPTY:
+                    raise _TargetChanged("something was written there meanwhile") from exc
+                raise
+            return None
+        if current != self.expected:
+            raise _TargetChanged("something was written there meanwhile" if self.expected is None
+                                 else "another directory was put there meanwhile")
+        if _rename2(src, dst, _RENAME_EXCHANGE):
+            if _identity(src) != self.expected:  # replaced between the look and the swap
+                self._swap_back(src)
+                raise _TargetChanged("another directory was put there meanwhile")
+            return src  # src now names the old directory
+        old = dst.with_name(f".{dst.name}{_STAGING_TAG}{_OLD_TAG}{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        os.rename(dst, old)
+        if _identity(old) != self.expected:
+            os.rename(old, dst)
+            raise _TargetChanged("another directory was put there meanwhile")
+        try:
+            os.rename(src, dst)
+        except OSError as exc:
+            os.rename(old, dst)
+            raise _TargetChanged("something was written there meanwhile") from exc
+        return old
+
+    def _swap_back(self, old: Path) -> None:
+        """Undo :meth:`_swap_in`: the old directory back at the target, the new one at :attr:`path`."""
+        if old == self.path:
+            if not _rename2(self.path, self.target, _RENAME_EXCHANGE):
+                raise OSError(errno.ENOTSUP, "cannot swap back", str(self.target))
+            return
+        os.rename(self.target, self.path)
+        os.rename(old, self.target)
+
+    def _set_aside(self) -> Path | None:
+        """Move the finished staging directory to a free visible sibling ``NAME.new[-k]``."""
+        for k in range(1, 1000):
+            aside = self.target.with_name(f"{self.target.name}.new" + ("" if k == 1 else f"-{k}"))
+            if os.path.lexists(aside):
+                continue
+            try:
+                if not _rename2(self.path, aside, _RENAME_NOREPLACE):
+                    os.rename(self.path, aside)
+            except (FileExistsError, IsADirectoryError, NotADirectoryError):
+                continue
+            except OSError as exc:
+                if exc.errno == errno.ENOTEMPTY:
+                    continue
+                return None
+            self._release()
+            try:
+                (aside / _STAGING_LOCK).unlink()
+            except OSError:
+                pass
+            return aside
+        return None
 
     def abort(self) -> None:
         self._release()
@@ -225,9 +347,11 @@ def check_output_dir(out: str | os.PathLike[str], *, inputs: Iterable[str | os.P
     Allowed: a path that does not exist, an empty directory, or a directory carrying traj's
     :data:`MARKER` of the same ``kind`` of output (a report is not replaced by a kga-replay's
     runs, nor those by a report) and holding nothing but what that marker lists (a file the user
-    put there, or a run recorded into it, is never deleted). Refused with
-    :class:`UnsafeOutputError`: anything else, and an output equal to, inside or containing one of
-    ``inputs`` (the command's input stores). Nothing is touched.
+    put there, or a run recorded into it, is never deleted). A marker without a valid list of
+    ``entries`` (an older traj's, or one planted or garbled) names nothing, so a directory holding
+    anything beside it is refused. Refused with :class:`UnsafeOutputError`: anything else, and an
+    output equal to, inside or containing one of ``inputs`` (the command's input stores). Nothing
+    is touched.
     """
     out = Path(out)
     for source in inputs:
@@ -242,32 +366,40 @@ def check_output_dir(out: str | os.PathLike[str], *, inputs: Iterable[str | os.P
     if out.is_symlink():
         raise UnsafeOutputError(f"{option} {out} is a symbolic link; traj writes only real directories")
     if not out.is_dir():
-        raise UnsafeOutputError(f"{out} exists and is a file; {option} needs a directory")
-    if _is_empty_dir(out):
-        return out
-    marker = _marker(out)
+        what = "a file" if out.is_file() else "not a directory"
+        raise UnsafeOutputError(f"{out} exists and is {what}; {option} needs a directory")
+    _check_owned(out, shown=out, option=option, kind=kind)
+    return out
+
+
+def _check_owned(path: Path, *, shown: Path, option: str, kind: str) -> None:
+    """Refuse (:class:`UnsafeOutputError`, naming ``shown``) a directory that is not empty and not
+    wholly traj's output of ``kind``: its marker must list every entry beside itself."""
+    if _is_empty_dir(path):
+        return
+    marker = _marker(path)
     if marker is None:
         raise UnsafeOutputError(
-            f"{out} exists and was not written by traj (it has no {MARKER}); traj replaces only its own output "
+            f"{shown} exists and was not written by traj (it has no {MARKER}); traj replaces only its own output "
             f"directories: choose another {option} or remove it"
         )
     written = marker.get("kind", "report")
     if written != kind:
-        raise UnsafeOutputError(f"{out} holds the output of traj {written}, which this command would replace: "
+        raise UnsafeOutputError(f"{shown} holds the output of traj {written}, which this command would replace: "
                                 f"choose another {option}")
     listed = marker.get("entries")
-    if isinstance(listed, list):
-        try:
-            present = {entry.name for entry in os.scandir(out)} - {MARKER}
-        except OSError as exc:
-            raise StoreWriteError.from_os_error(out, exc) from None
-        foreign = sorted(present - {str(name) for name in listed})
-        if foreign:
-            shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
-            raise UnsafeOutputError(f"{out} holds {shown}, which traj did not write there; replacing the directory "
-                                    f"would delete {'it' if len(foreign) == 1 else 'them'}: choose another {option} "
-                                    "or move them out")
-    return out
+    valid = isinstance(listed, list) and all(isinstance(name, str) for name in listed)
+    try:
+        present = {entry.name for entry in os.scandir(path)} - {MARKER, _STAGING_LOCK}
+    except OSError as exc:
+        raise StoreWriteError.from_os_error(shown, exc) from None
+    foreign = sorted(present - set(listed if valid else ()))
+    if foreign:
+        shown_names = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        why = "which traj did not write there" if valid else (
+            f"which its {MARKER} does not list (no list of entries: an older traj's marker, or not traj's)")
+        raise UnsafeOutputError(f"{shown} holds {shown_names}, {why}; replacing the directory would delete "
+                                f"{'it' if len(foreign) == 1 else 'them'}: choose another {option} or move them out")
 
 
 @contextmanager
@@ -275,27 +407,34 @@ def staged_output(out: str | os.PathLike[str], *, inputs: Iterable[str | os.Path
                   kind: str = "report") -> Iterator[Path]:
     """Build an output directory in a staging sibling; on success it replaces ``out`` whole.
 
-    ``out`` is checked with :func:`check_output_dir` before the body runs and again just
-    before the swap. On any error (or interrupt) the staging directory is deleted and ``out``
-    is left exactly as it was.
+    ``out`` is checked with :func:`check_output_dir` before the body runs, and the directory
+    swapped out of it is checked again after the swap (:class:`Staging`): if ``out`` changed
+    meanwhile it is left as it is and the new output is kept beside it
+    (:class:`~traj.errors.OutputConflictError`). On any other error (or interrupt) the staging
+    directory is deleted and ``out`` is left exactly as it was.
     """
     from ._version import __version__
 
     inputs = list(inputs)
     out = check_output_dir(out, inputs=inputs, kind=kind)
+
+    def verify(old: Path) -> None:
+        _check_owned(old, shown=out, option="--out", kind=kind)
+
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        staging = Staging(out)
+        staging = Staging(out, verify=verify)
     except OSError as exc:
         raise StoreWriteError.from_os_error(out, exc) from None
     try:
         yield staging.path
-        entries = sorted(entry.name for entry in os.scandir(staging.path))
+        entries = sorted(entry.name for entry in os.scandir(staging.path) if entry.name != _STAGING_LOCK)
         marker = {"written_by": "traj", "kind": kind, "traj": __version__,
                   "created": datetime.now(UTC).isoformat(timespec="seconds"), "entries": entries}
         (staging.path / MARKER).write_text(json.dumps(marker) + "\n")
-        check_output_dir(out, inputs=inputs, kind=kind)
         staging.commit()
+    except OutputConflictError:
+        raise
     except OSError as exc:
         staging.abort()
         raise StoreWriteError.from_os_error(out, exc) from None

@@ -28,7 +28,9 @@ __all__ = [
     "ImportSourceError",
     "RecorderError",
     "UnsafeOutputError",
+    "OutputConflictError",
     "StoreWriteError",
+    "ReplacingSnapshotsWarning",
 ]
 
 
@@ -145,6 +147,19 @@ class UnsafeOutputError(TrajError, FileExistsError):
     """An output path traj may not write: not its own output, or overlapping an input."""
 
 
+class OutputConflictError(UnsafeOutputError):
+    """The output path changed while traj was building what goes there (another process wrote it,
+    a user put a file in it): it is left as it is, and the finished output is kept at ``kept_at``
+    (None when there was nothing worth keeping)."""
+
+    def __init__(self, message: str, kept_at: object = None) -> None:
+        super().__init__(message)
+        self.kept_at = kept_at
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 class StoreWriteError(TrajError, OSError):
     """The file system refused a write (disk full, read-only, no permission); names the path
     (a store, a report directory)."""
@@ -155,3 +170,8 @@ class StoreWriteError(TrajError, OSError):
 
     def __str__(self) -> str:
         return str(self.strerror)
+
+
+class ReplacingSnapshotsWarning(UserWarning):
+    """A run resumed from an earlier checkpoint will replace the snapshots its store holds past
+    that checkpoint (they are forgotten when the first new snapshot is written, not before)."""

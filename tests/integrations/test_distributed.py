@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from traj import RunStore
+from traj.errors import ReplacingSnapshotsWarning
 from traj.integrations.distributed import DistributedRecorder, sharding_of
 
 WORKER = Path(__file__).with_name("distributed_worker.py")
@@ -152,7 +153,8 @@ def test_resume_forgets_the_steps_past_the_checkpoint(tmp_path):
     path = tmp_path / "run.zarr"
     model = _mlp()
     np.testing.assert_array_equal(_record(path, model, range(1, 8)).steps, np.arange(8))  # a crash after step 7
-    store = _record(path, model, range(4, 10), start=3, offset=100)  # resumed from a checkpoint at step 3
+    with pytest.warns(ReplacingSnapshotsWarning, match="the 4 snapshot.s. of steps 4 to 7 will be replaced"):
+        store = _record(path, model, range(4, 10), start=3, offset=100)  # resumed from a checkpoint at step 3
     np.testing.assert_array_equal(store.steps, np.arange(10))
     np.testing.assert_array_equal(store.read()[1:, store.layout["0.bias"].columns][:, 0], [1, 2, 3, *range(104, 110)])
     np.testing.assert_array_equal(store.epochs, [0, 0, 0, 0, 1, 1, 1, 1, 2, 2])
@@ -165,10 +167,15 @@ def test_every_k_after_a_resume_off_the_grid(tmp_path):
     path = tmp_path / "run.zarr"
     _record(path, _mlp(), range(1, 8), every=3)
     rec = DistributedRecorder(path, every=3)
-    rec.begin(_mlp(), step=4)  # a checkpoint at step 4: snapshots 0 and 3 stay, 6 goes
+    with pytest.warns(ReplacingSnapshotsWarning):
+        rec.begin(_mlp(), step=4)  # a checkpoint at step 4: snapshots 0 and 3 stay, 6 is replaced
     assert not rec.due(3) and not rec.due(4) and not rec.due(5) and rec.due(6)
-    rec.close()
-    np.testing.assert_array_equal(RunStore(path).steps, [0, 3])
+    rec.close()  # nothing recorded after the resume: snapshot 6 is still there
+    np.testing.assert_array_equal(RunStore(path).steps, [0, 3, 6])
+    with pytest.warns(ReplacingSnapshotsWarning):
+        store = _record(path, _mlp(), range(5, 7), start=4, every=3)
+    np.testing.assert_array_equal(store.steps, [0, 3, 6])
+    assert store.read()[2, store.layout["0.bias"].columns][0] == 6
 
 
 def test_a_new_run_never_drops_an_existing_one(tmp_path):
@@ -176,7 +183,7 @@ def test_a_new_run_never_drops_an_existing_one(tmp_path):
 
     path = tmp_path / "run.zarr"
     _record(path, _mlp(), range(1, 6))
-    with pytest.raises(RecorderError, match="already holds snapshots up to step 5"):
+    with pytest.raises(RecorderError, match="already holds 6 snapshot.s., steps 0 to 5"):
         _record(path, _mlp(), range(1, 3))
     with pytest.raises(LayoutMismatchError):  # resuming with another model: refused before anything is dropped
         _record(path, _mlp(width=5), range(3, 4), start=2)

@@ -15,6 +15,7 @@ from safetensors.torch import load_file  # noqa: E402
 from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainerCallback, TrainingArguments  # noqa: E402
 
 from traj import RunStore  # noqa: E402
+from traj.errors import ReplacingSnapshotsWarning  # noqa: E402
 from traj.integrations.huggingface import TrajCallback, epoch_index  # noqa: E402
 
 
@@ -67,6 +68,27 @@ def _assert_equals_checkpoint(store, checkpoint):
         assert row[entry.columns].tobytes() == saved.reshape(-1).tobytes(), entry.name
 
 
+class _FailAtFirstStep(TrainerCallback):
+    def on_step_begin(self, args, state, control, **kwargs):
+        raise RuntimeError("CUDA out of memory (simulated)")
+
+
+def test_a_resume_that_fails_at_its_first_step_keeps_the_later_snapshots(tmp_path):
+    """Issue 24: a Trainer resumed from checkpoint-4 on a finished run that failed at its first step
+    left the store cut back to step 4."""
+    run = tmp_path / "run.zarr"
+    _trainer(tmp_path / "hf", [TrajCallback(run), _StopAt(5)]).train()
+    before = RunStore(run).read()
+    callback = TrajCallback(run)
+    trainer = _trainer(tmp_path / "hf", [callback, _FailAtFirstStep()])
+    with pytest.warns(ReplacingSnapshotsWarning), pytest.raises(RuntimeError, match="simulated"):
+        trainer.train(resume_from_checkpoint=str(tmp_path / "hf" / "checkpoint-4"))
+    callback.recording.close()
+    store = RunStore(run)
+    np.testing.assert_array_equal(store.steps, np.arange(6))
+    np.testing.assert_array_equal(store.read(), before)
+
+
 def test_trainer_run_resumed_from_a_checkpoint(tmp_path):
     """8 optimizer steps of 2 micro-batches; stopped after step 5, resumed from checkpoint-4."""
     run = tmp_path / "run.zarr"
@@ -76,7 +98,8 @@ def test_trainer_run_resumed_from_a_checkpoint(tmp_path):
     assert first.closed_cleanly and not first.writer_active
 
     trainer = _trainer(tmp_path / "hf", [TrajCallback(run, grads=True)])
-    trainer.train(resume_from_checkpoint=str(tmp_path / "hf" / "checkpoint-4"))
+    with pytest.warns(ReplacingSnapshotsWarning, match="the 1 snapshot.s. of steps 5 to 5 will be replaced"):
+        trainer.train(resume_from_checkpoint=str(tmp_path / "hf" / "checkpoint-4"))
     store = RunStore(run)
     np.testing.assert_array_equal(store.steps, np.arange(9))  # step 5 recorded once: the resumed run's
     np.testing.assert_array_equal(store.epochs, [0, 0, 0, 0, 0, 1, 1, 1, 1])

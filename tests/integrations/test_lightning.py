@@ -17,6 +17,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint  # noqa: E402
 from torch import nn  # noqa: E402
 
 from traj import RunStore  # noqa: E402
+from traj.errors import ReplacingSnapshotsWarning  # noqa: E402
 from traj.integrations.lightning import TrajCallback  # noqa: E402
 
 
@@ -76,7 +77,8 @@ def test_fit_resumed_from_a_checkpoint(tmp_path):
     assert sorted(first) == [2, 4]
     assert _load(first[4])["callbacks"][TrajCallback(run).state_key] == {"path": str(run), "every": 1, "last_step": 4}
 
-    trainer, _ = _fit(tmp_path / "first", [TrajCallback(run, grads=True)], ckpt_path=first[4])
+    with pytest.warns(ReplacingSnapshotsWarning, match="steps 5 to 5 will be replaced"):
+        trainer, _ = _fit(tmp_path / "first", [TrajCallback(run, grads=True)], ckpt_path=first[4])
     assert trainer.global_step == 8
     store = RunStore(run)
     np.testing.assert_array_equal(store.steps, np.arange(9))

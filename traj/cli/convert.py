@@ -45,12 +45,17 @@ def convert(
         with progress_bar() as bar:
             task = bar.add_task("convert", total=before.n_snapshots)
             after = convert_store(store, out, progress=lambda done, total: bar.update(task, completed=done, total=total))
+        converted = after.attrs.get("converted")
+        kept = converted.get("kept") if isinstance(converted, dict) and out is None else None
+        kept = [str(name) for name in kept] if isinstance(kept, list) else []
         if json_:
             print_json({"store": str(after.path), "from_version": before.format_version, "version": after.format_version,
                         "converted": True, "n_snapshots": after.n_snapshots, "n_params": after.n_params,
-                        "chunks": list(after.chunks), "shards": list(after.shards or ())})
+                        "chunks": list(after.chunks), "shards": list(after.shards or ()), "kept": kept})
         else:
             err_console.print(
                 f"[green]converted[/green] {after.n_snapshots} snapshots of {after.n_params} parameters to "
                 f"{markup(after.path)} (format version {before.format_version} -> {after.format_version}, "
                 f"shards {after.shards}, inner chunks {after.chunks})", highlight=False)
+            if kept:
+                err_console.print(f"kept what else was in the store: {markup(', '.join(kept))}", highlight=False)

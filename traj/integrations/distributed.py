@@ -33,7 +33,7 @@ from torch import nn
 
 from ..errors import RecorderError
 from ..record import Capture, Recorder, layout_of
-from ..store import RunStore, StoreWriter
+from ..store import RunStore
 
 __all__ = ["DistributedRecorder", "global_rank", "sharding_of", "gather_parameters", "gather_gradients"]
 
@@ -201,7 +201,7 @@ class DistributedRecorder:
         self._begun = True
         self.last_step = int(step)  # on every rank, so that all agree on due() (and join the same gathers)
         if self.writer:
-            self._prepare_store(model, int(step), resuming)
+            self._prepare_store(int(step), resuming)
             self.recorder = Recorder(
                 self.path,
                 model,
@@ -211,7 +211,8 @@ class DistributedRecorder:
                 record_initial=False,
                 start_step=int(step),
                 overwrite=self.overwrite and not resuming,
-                resume=True,  # _prepare_store decided: an older run's later steps are refused or forgotten
+                resume=True,  # _prepare_store decided: a new run into an old store is refused
+                rewind=resuming,  # an older attempt's later steps are replaced once the first new one is written
                 **self._options,
             )
         new = self.recorder is not None and self.recorder.n_committed == 0
@@ -219,26 +220,20 @@ class DistributedRecorder:
             self._capture(model, int(step), int(epoch), record=new)
             self.flush()
 
-    def _prepare_store(self, model: nn.Module, step: int, resuming: bool) -> None:
-        """Check an existing store against the model; forget its snapshots past ``step`` when resuming."""
-        if not (self.path / "zarr.json").exists():
+    def _prepare_store(self, step: int, resuming: bool) -> None:
+        """Refuse a new run (not resuming) into a store that already holds snapshots, unless
+        ``overwrite``: it would be stitched onto the old run. Resuming, the snapshots past ``step``
+        are replaced by the Recorder (``rewind``), only once the first new one is written."""
+        if resuming or self.overwrite or not (self.path / "zarr.json").exists():
             return
         reader = RunStore(self.path)
         if not reader.n_snapshots:
             return
-        last = int(reader.steps[-1])
-        if last <= step:
-            return
-        if not resuming:
-            if self.overwrite:
-                return
-            raise RecorderError(
-                f"{self.path} already holds snapshots up to step {last}; training starts at step {step} "
-                "(record into a new path, or pass overwrite=True)"
-            )
-        layout_of(model, self.params)[0].check_same(reader.layout)  # before anything is dropped
-        with StoreWriter(self.path, reader.layout, dtype=reader.dtype.name) as store:
-            store.discard_after(step)
+        raise RecorderError(
+            f"{self.path} already holds {reader.n_snapshots} snapshot(s), steps {int(reader.steps[0])} to "
+            f"{int(reader.steps[-1])}, and this run starts from scratch at step {step}: record into a new path, "
+            "pass overwrite=True to replace it, or resume the run from its checkpoint"
+        )
 
     def close(self) -> None:
         """Write what is pending, close the store and release its lock."""

@@ -31,10 +31,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
-from ..errors import LayoutMismatchError, RecorderError
+from ..errors import LayoutMismatchError, RecorderError, ReplacingSnapshotsWarning
 from ..prunable import embedding_names, prunable_names
 from ..store import Layout, StoreWriter
 
@@ -403,6 +404,12 @@ class Recorder:
         created. Without it, appending a from-scratch re-run would stitch two runs together.
     overwrite : bool
         Replace an existing store; the old one stays whole until :meth:`close` swaps the new one in.
+    rewind : bool
+        With ``resume``: a ``start_step`` before the store's last step is accepted (a run resumed
+        from an earlier checkpoint); the snapshots after it belong to a continuation that is being
+        trained again and are replaced, forgotten only when the first new snapshot is written
+        (a :class:`~traj.errors.ReplacingSnapshotsWarning` says which). Without it such a
+        ``start_step`` is refused.
 
     Notes
     -----
@@ -442,6 +449,7 @@ class Recorder:
         overwrite: bool = False,
         compressor: str = "lz4",
         resume: bool = False,
+        rewind: bool = False,
     ) -> None:
         self._closed = True  # until the store is open
         if unit not in ("step", "epoch"):
@@ -476,7 +484,7 @@ class Recorder:
             compressor=compressor,
         )
         try:
-            self._open(writer, grads, buffer_bytes, min_buffers, start_step, record_initial)
+            self._open(writer, grads, buffer_bytes, min_buffers, start_step, record_initial, rewind)
         except BaseException:
             if self._closed:  # the pipeline never started: the store is still ours to close
                 try:
@@ -488,7 +496,7 @@ class Recorder:
             raise
 
     def _open(self, writer: StoreWriter, grads: bool, buffer_bytes: int, min_buffers: int,
-              start_step: int | None, record_initial: bool) -> None:
+              start_step: int | None, record_initial: bool, rewind: bool = False) -> None:
         self._writer = writer
         self.path = writer.path
         self.stats = RecorderStats()
@@ -505,15 +513,28 @@ class Recorder:
         if start_step is None:
             start_step = last if last is not None else 0
         elif last is not None and start_step < last:
-            raise RecorderError(
-                f"{self.path} already holds snapshots up to step {last}; cannot restart at step {start_step}"
+            if not rewind:
+                raise RecorderError(
+                    f"{self.path} already holds snapshots up to step {last}; cannot restart at step {start_step} "
+                    "(pass rewind=True to replace the later ones, or record into a new path)"
+                )
+            writer.discard_after(int(start_step), deferred=True)
+            first, end, count = writer.replacing or (last, last, 0)
+            warnings.warn(
+                f"{self.path} holds snapshots up to step {last}; resuming at step {start_step}, so the {count} "
+                f"snapshot(s) of steps {first} to {end} will be replaced by the resumed run's (they are kept until "
+                "its first snapshot is written)",
+                ReplacingSnapshotsWarning,
+                stacklevel=4,
             )
         self.global_step = int(start_step)
         self.epoch = 0
         if resumed:
             from ..store import RunStore
 
-            epochs = RunStore(self.path).epochs
+            reader = RunStore(self.path)
+            kept = int(np.searchsorted(reader.steps, self.global_step, side="right"))
+            epochs = reader.epochs[:kept]
             self.epoch = int(max(0, epochs[-1])) if epochs.size else 0
         self._pipe = _Pipeline(writer, self.stats, max(writer.t_chunk, (64 << 20) // max(1, row_bytes)))
         self._pipe.start()

@@ -4,7 +4,9 @@ A version-1 store (unsharded chunks) is read once, in its own chunk order, and w
 version-2 store (shards, :func:`~traj.store.schema.choose_shards`) with the same snapshots,
 series, gradients and attributes. The new store is built beside its destination by the store
 writer's staged mode and moved into place in one rename when complete: converted in place, the
-old store is swapped out only then (and deleted after the swap); into ``out``, nothing appears
+old store is swapped out only then (and deleted after the swap; whatever else the user kept in
+the store's directory, a README or an array of their own, is carried into the new one); into
+``out``, nothing appears
 there before the end. A conversion killed at any moment leaves the old store as it was, plus a
 staging sibling that the next write of the same path removes.
 """
@@ -22,7 +24,7 @@ import numpy as np
 from ..errors import TrajError
 from .run_store import RunStore
 from .schema import FORMAT_VERSION
-from .writer import StoreWriter
+from .writer import StoreWriter, foreign_entries
 
 __all__ = ["convert_store"]
 
@@ -75,6 +77,8 @@ def convert_store(
     attrs = {k: v for k, v in old.attrs.items() if k not in _OWN_ATTRS}
     attrs["converted"] = {"from_version": old.format_version, "traj": __version__,
                           "at": datetime.now(UTC).isoformat(timespec="seconds")}
+    if out is None:  # in place: what the user keeps in the store (a README, an array of their own) stays
+        attrs["converted"]["kept"] = [entry.name for entry in foreign_entries(source)]
     # In place: the writer holds the old store's lock (no recorder may append meanwhile) and swaps at close.
     writer = StoreWriter(out if out is not None else source, old.layout, dtype=old.dtype.name, attrs=attrs,
                          overwrite=out is None, atomic=True)

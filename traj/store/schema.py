@@ -45,6 +45,7 @@ __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
     "UNCOMMITTED_STEP",
+    "STORE_MEMBERS",
     "ParamEntry",
     "Layout",
     "ShardLayout",
@@ -59,6 +60,10 @@ FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 #: Fill value of ``step``: a row whose step is this was allocated but never committed.
 UNCOMMITTED_STEP = -1
+
+#: The entries of a store's directory that traj writes; anything else there (a README, a user's own
+#: array) is the user's, carried over when traj rewrites the store (convert, overwrite).
+STORE_MEMBERS = ("zarr.json", "params", "grads", "step", "epoch", "time", "loss", "metrics", ".traj-writer.lock")
 
 _SUPPORTED_DTYPES = ("float32", "float64")
 

@@ -39,7 +39,14 @@ from typing import Any
 import numpy as np
 
 from ..atomic import Staging
-from ..errors import LayoutMismatchError, RecorderError, StoreFormatError, StoreWriteError
+from ..errors import (
+    LayoutMismatchError,
+    OutputConflictError,
+    RecorderError,
+    StoreFormatError,
+    StoreWriteError,
+    TrajError,
+)
 from .lock import LOCK_NAME, WriterLock
 from .run_store import RunStore
 from .schema import (
@@ -49,6 +56,7 @@ from .schema import (
     READABLE_VERSIONS,
     SHARD_CHUNKS,
     STACK_BYTES,
+    STORE_MEMBERS,
     UNCOMMITTED_STEP,
     Layout,
     check_dtype,
@@ -57,7 +65,7 @@ from .schema import (
 )
 from .shards import ShardEncoder, chunk_encoder
 
-__all__ = ["StoreWriter"]
+__all__ = ["StoreWriter", "foreign_entries"]
 
 _SERIES_CHUNK = 4096
 _COMPRESSORS = {
@@ -272,6 +280,13 @@ class StoreWriter:
         self._staging: Staging | None = None  # set while a new store is built beside ``path``
         self._old_lock: WriterLock | None = None  # the store being replaced, held until the swap
         self._fresh = False  # created by this writer in place (abort removes it while it holds no rows)
+        #: Entries of a replaced store that traj did not write (a README, a user's array), carried
+        #: into the new store at :meth:`close`.
+        self.carried: list[str] = []
+        #: (first step, last step, count) of the committed snapshots a deferred
+        #: :meth:`discard_after` will forget when the first new snapshot is written; else None.
+        self.replacing: tuple[int, int, int] | None = None
+        self._keep_at_next_write: int | None = None
         if self._existing_store(overwrite):
             self._root = self.path
             self._lock = WriterLock(self.path)
@@ -291,8 +306,9 @@ class StoreWriter:
             self._lock.acquire()
             self._create(spacing, recipe, attrs, format_version, chunk_bytes, shard_chunks, stack_bytes)
             if not (overwrite or atomic):
-                # A new store appears whole (valid and empty) and is written in place from here on.
-                self._staging.commit()
+                # A new store appears whole (valid and empty) and is written in place from here on;
+                # if something was put at the path meanwhile, it is left alone and nothing is made.
+                self._staging.commit(keep_on_conflict=False)
                 self._staging = None
                 self._root = self.path
                 self._lock.path = self.path / LOCK_NAME
@@ -303,7 +319,7 @@ class StoreWriter:
             for directory in reversed(made):
                 with contextlib.suppress(OSError):
                     directory.rmdir()
-            if isinstance(exc, OSError) and not isinstance(exc, StoreWriteError):
+            if isinstance(exc, OSError) and not isinstance(exc, TrajError):
                 raise StoreWriteError.from_os_error(self.path, exc) from None
             raise
 
@@ -533,9 +549,14 @@ class StoreWriter:
         except OSError as exc:
             raise StoreWriteError.from_os_error(self.path, exc) from None
 
+    def _apply_deferred_discard(self) -> None:
+        if self._keep_at_next_write is not None:
+            self._discard_rows(self._keep_at_next_write)
+
     def _write_data(self) -> None:
         if not self._pending:
             return
+        self._apply_deferred_discard()
         rows, self._pending = self._pending, []
         start = self._committed + len(self._written)
         try:
@@ -580,6 +601,7 @@ class StoreWriter:
         """
         self.commit()
         step = self._check_step(step)
+        self._apply_deferred_discard()
         n = self.layout.n_params
         if self._t_chunk > 1:
             theta = _assemble(pieces, n, self.dtype)
@@ -645,13 +667,17 @@ class StoreWriter:
             self._series_values(f"metrics/{name}", start, [float(r["metrics"].get(name, np.nan)) for r in rows])
         self._series_values("step", start, [r["step"] for r in rows])
 
-    def discard_after(self, step: int) -> int:
+    def discard_after(self, step: int, *, deferred: bool = False) -> int:
         """Forget the committed snapshots whose step is greater than ``step``; returns how many.
 
         For a run resumed from a checkpoint taken at ``step``: what the first attempt recorded
         after it belongs to a continuation that is being trained again. ``step``'s shape shrinks
         first (that uncommits the rows), then every other array's; the next commits overwrite
         the files. A crash midway leaves exactly the kept prefix.
+
+        ``deferred``: keep them until the first new snapshot is written (the next :meth:`append`
+        after ``step`` is accepted at once): a resumed run that fails before it records anything
+        leaves the store as it was. :attr:`replacing` says what will go.
         """
         if self._closed:
             raise RecorderError("the store writer is closed")
@@ -662,6 +688,19 @@ class StoreWriter:
         dropped = self._committed - keep
         if not dropped:
             return 0
+        if deferred:
+            self.replacing = (int(steps[keep]), int(steps[self._committed - 1]), dropped)
+            self._keep_at_next_write = keep
+            self._last_step = int(steps[keep - 1]) if keep else None
+            return dropped
+        return self._discard_rows(keep)
+
+    def _discard_rows(self, keep: int) -> int:
+        """Forget every committed row from ``keep`` on (:meth:`discard_after`)."""
+        steps = self._series["step"].values[: self._committed]
+        dropped = self._committed - keep
+        self.replacing = None
+        self._keep_at_next_write = None
         # The clean-close count goes down first: a crash after it and before the shapes shrink leaves
         # more committed rows than counted (sound), never fewer (which reads as lost data).
         closed = self._group.attrs.get("n_snapshots_closed", self._group.attrs.get("n_snapshots"))
@@ -671,7 +710,8 @@ class StoreWriter:
         for series in self._series.values():
             series.values[keep : self._committed] = series.fill
         self._committed = keep
-        self._last_step = int(steps[keep - 1]) if keep else None
+        if not (self._pending or self._written):  # else the buffered snapshot's step stays the last
+            self._last_step = int(steps[keep - 1]) if keep else None
         self._reload_tail()
         return dropped
 
@@ -736,12 +776,20 @@ class StoreWriter:
                 {"n_snapshots": self._committed, "n_snapshots_closed": self._committed, "state": "closed"}
             )
             if self._staging is not None:
-                self._staging.commit()
+                if self._old_lock is not None:  # replacing a store: what the user put in it stays
+                    self.carried = _carry_foreign(self.path, self._root)
+                try:
+                    self._staging.commit()
+                except OutputConflictError as conflict:  # kept beside the path: its lock goes with it
+                    if conflict.kept_at is not None:
+                        self._lock.path = Path(str(conflict.kept_at)) / LOCK_NAME
+                    self._staging = None
+                    raise
                 self._staging = None
                 self._lock.path = self.path / LOCK_NAME  # released (and unlinked) where the store now is
         except BaseException as exc:
             self._discard()
-            if isinstance(exc, OSError) and not isinstance(exc, StoreWriteError):
+            if isinstance(exc, OSError) and not isinstance(exc, TrajError):
                 raise StoreWriteError.from_os_error(self.path, exc) from None
             raise
         finally:
@@ -886,6 +934,42 @@ def _make_parents(directory: Path) -> list[Path]:
     for path in missing:
         path.mkdir()
     return missing
+
+
+def foreign_entries(store: str | os.PathLike[str]) -> list[os.DirEntry[str]]:
+    """The entries of a store's directory that traj did not write (a README, a user's array), sorted."""
+    try:
+        with os.scandir(store) as listing:
+            entries = list(listing)
+    except OSError:
+        return []
+    return sorted((e for e in entries if e.name not in STORE_MEMBERS and not e.name.startswith(".traj-")),
+                  key=lambda e: e.name)
+
+
+def _carry_foreign(old: Path, new: Path) -> list[str]:
+    """Hard-link (or copy) into ``new`` every entry of the store ``old`` that traj did not write;
+    returns their names. ``old`` is untouched, so a crash before the swap loses nothing."""
+    carried = []
+    for entry in foreign_entries(old):
+        target = new / entry.name
+        if entry.is_symlink():
+            os.symlink(os.readlink(entry.path), target)
+        elif entry.is_dir(follow_symlinks=False):
+            shutil.copytree(entry.path, target, symlinks=True, copy_function=_link_or_copy)
+        elif entry.is_file(follow_symlinks=False):
+            _link_or_copy(entry.path, target)
+        else:
+            continue  # a FIFO or device: nothing to keep, and reading one could block
+        carried.append(entry.name)
+    return carried
+
+
+def _link_or_copy(source: str, target: str) -> None:
+    try:
+        os.link(source, target, follow_symlinks=False)
+    except OSError:
+        shutil.copy2(source, target, follow_symlinks=False)
 
 
 def _check_metric_name(name: str) -> None:
