@@ -17,7 +17,7 @@ def import_(
     out: Annotated[Path, typer.Option("--out", "-o", help="Store to write.")],
     exclude: Annotated[list[str] | None, typer.Option(help="Glob of parameter names to leave out (repeatable).")] = None,
     every: Annotated[int, typer.Option(help="(.npy) steps between rows.")] = 1,
-    dtype: Annotated[str | None, typer.Option(help="float32 or float64 (default: the source's).")] = None,
+    dtype: Annotated[str | None, typer.Option(help="float32, float64, bfloat16 or float16 (default: the source's own, e.g. bfloat16 safetensors stay bfloat16; float32 when tensors differ).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing store at --out.")] = False,
     block_mb: Annotated[float, typer.Option(help="Memory for the pieces of one checkpoint in flight, MiB.")] = 64.0,
     json_: Annotated[bool, typer.Option("--json", help="Print a JSON summary to stdout.")] = False,
@@ -41,9 +41,10 @@ def import_(
     """
     with handle_errors(ctx), flag_names("every"):
         from ..record.importers import import_source
+        from ..store.dtypes import SNAPSHOT_DTYPES
 
-        if dtype is not None and dtype not in ("float32", "float64"):
-            raise fail(f"--dtype must be float32 or float64, not {dtype!r}")
+        if dtype is not None and dtype not in SNAPSHOT_DTYPES:
+            raise fail(f"--dtype must be one of {', '.join(SNAPSHOT_DTYPES)}, not {dtype!r}")
         if not block_mb > 0:
             raise fail(f"--block-mb must be > 0, got {block_mb}")
         found: dict[str, object] = {}

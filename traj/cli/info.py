@@ -59,6 +59,9 @@ def info(
         # Everything below came from the store: escaped (m) so it is shown, never interpreted.
         out_console.print(f"[bold]{m(s.path)}[/bold]  traj run store v{s.format_version}")
         out_console.print(f"  snapshots T = {s.n_snapshots}, parameters N = {s.n_params} ({s.n_prunable} prunable), {s.dtype}")
+        if s.lossy_from:
+            out_console.print(f"  [yellow]a lossy copy[/yellow]: values rounded from {m(', '.join(s.lossy_from))} to "
+                              f"{s.dtype}; analyses see the rounded values")
         if s.steps:
             out_console.print(f"  steps {s.steps[0]}..{s.steps[1]}" + (f", epochs {s.epochs[0]}..{s.epochs[1]}" if s.epochs else ""))
         out_console.print(f"  spacing {m(s.spacing or 'unknown')}; series: {m(', '.join(s.series))}" + ("; gradients" if s.has_grads else ""))

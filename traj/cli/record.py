@@ -49,7 +49,7 @@ def record(
     optimizer: Annotated[str | None, typer.Option(help="sgd, adam or adamw.")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Recipe option KEY=VALUE (repeatable).")] = None,
     grads: Annotated[bool, typer.Option("--grads/--no-grads", help="Also record gradients.")] = False,
-    dtype: Annotated[str | None, typer.Option(help="float32 (default) or float64.")] = None,
+    dtype: Annotated[str | None, typer.Option(help="float32, float64, bfloat16 or float16 (default: the model's own dtype).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing store at --out.")] = False,
     json_: Annotated[bool, typer.Option("--json", help="Print a JSON summary to stdout.")] = False,
 ) -> None:
@@ -74,8 +74,10 @@ def record(
         target = out or Path(f"{recipe}.zarr")
         if target.exists() and not overwrite:
             raise fail(f"{target} already exists; choose another --out or pass --overwrite")
-        if dtype is not None and dtype not in ("float32", "float64"):
-            raise fail(f"--dtype must be float32 or float64, not {dtype!r}")
+        from ..store.dtypes import SNAPSHOT_DTYPES
+
+        if dtype is not None and dtype not in SNAPSHOT_DTYPES:
+            raise fail(f"--dtype must be one of {', '.join(SNAPSHOT_DTYPES)}, not {dtype!r}")
         diverged: list[int] = []  # the first epoch whose mean training loss is not finite
         with progress_bar("loss", "metric", transient=False) as bar:
             task = bar.add_task(f"{recipe}", total=runner.epochs, loss="", metric="")

@@ -50,7 +50,9 @@ def import_source(
         A folder of checkpoints, one checkpoint (file or folder), or a ``.npy`` file.
     exclude : globs of parameter names to leave out (checkpoints).
     every : steps between rows (``.npy`` only; checkpoints carry their own steps).
-    dtype : "float32" or "float64" (default: float64 when a recorded tensor is float64).
+    dtype : {"float32", "float64", "bfloat16", "float16"}, optional
+        Default: the tensors' own dtype when they all share one (bfloat16 safetensors stay
+        bfloat16, 2 bytes per value), float64 when any is float64, else float32.
     block_bytes : memory for the pieces of one checkpoint in flight (and for buffered rows).
     on_found : called once with the :class:`SourceScan` (or a one-line description for a
         ``.npy``) before anything is written; the CLI prints what it found.
@@ -111,7 +113,7 @@ def import_scan(
         row_bytes = layout.n_params * writer.dtype.itemsize
         buffered = 0
         for i, snap in enumerate(scan.snapshots):
-            pieces = _pieces(snap, layout, writer.dtype, block_bytes)
+            pieces = _pieces(snap, layout, writer.stored_dtype, block_bytes)
             values = {"step": snap.step, "epoch": snap.epoch, "loss": snap.loss, "metrics": dict(snap.metrics)}
             if row_bytes > block_bytes:
                 writer.append_streamed(pieces, **values)
@@ -131,11 +133,12 @@ def import_scan(
     return RunStore(out)
 
 
-def _pieces(snap: Snapshot, layout: Layout, dtype: np.dtype, budget: int) -> Iterator[np.ndarray]:
-    """θ of one snapshot in layout order, as pieces of the store's dtype; checks every tensor's size."""
+def _pieces(snap: Snapshot, layout: Layout, dtype: str, budget: int) -> Iterator[np.ndarray]:
+    """θ of one snapshot in layout order, as pieces of the store's dtype (bfloat16 as its uint16 bit
+    patterns); checks every tensor's size."""
     import torch
 
-    target = getattr(torch, np.dtype(dtype).name)
+    target = getattr(torch, dtype)
     names = [e.name for e in layout.entries]
     expected = iter(layout.entries)
     entry = next(expected)
@@ -148,7 +151,8 @@ def _pieces(snap: Snapshot, layout: Layout, dtype: np.dtype, budget: int) -> Ite
         seen += piece.numel()
         if seen > entry.size:
             raise ImportSourceError(f"{snap.label}: parameter {entry.name!r} has more than {entry.size} values")
-        yield piece.detach().to(target).numpy()
+        piece = piece.detach().to(target)
+        yield piece.view(torch.int16).numpy().view(np.uint16) if target == torch.bfloat16 else piece.numpy()
     if seen != entry.size or next(expected, None) is not None:
         raise ImportSourceError(f"{snap.label}: fewer values than its layout promised (was a file replaced?)")
 
@@ -177,7 +181,7 @@ def import_npy(
         for start in range(0, data.shape[0], batch):
             rows = np.asarray(data[start : start + batch])
             for k, row in enumerate(rows, start=start):
-                writer.append(row.astype(writer.dtype, copy=False), step=k * every, epoch=-1)
+                writer.append(row, step=k * every, epoch=-1)  # rounded to the store's dtype by the writer
             writer.commit()
             if progress is not None:
                 progress(min(start + batch, data.shape[0]), data.shape[0])

@@ -38,6 +38,8 @@ from torch import nn
 from ..errors import LayoutMismatchError, RecorderError, ReplacingSnapshotsWarning
 from ..prunable import embedding_names, prunable_names
 from ..store import Layout, StoreWriter
+from ..store.dtypes import default_dtype, lossy_from
+from ..store.schema import check_dtype
 
 __all__ = ["Capture", "Recorder", "RecorderStats", "layout_of"]
 
@@ -201,8 +203,8 @@ class _Pipeline:
             if event is not None:
                 event.synchronize()
             self.writer.append(
-                theta_buf.numpy(),
-                grads=None if grad_buf is None else grad_buf.numpy(),
+                _as_numpy(theta_buf),
+                grads=None if grad_buf is None else _as_numpy(grad_buf),
                 **meta,
             )
         self.writer.write_data()
@@ -351,6 +353,13 @@ def _replaced(kind: str, name: str) -> RecorderError:
     )
 
 
+def _as_numpy(buffer: torch.Tensor) -> np.ndarray:
+    """A host buffer as numpy without a copy; bfloat16 (which numpy lacks) as its uint16 bit patterns."""
+    if buffer.dtype == torch.bfloat16:
+        return buffer.view(torch.int16).numpy().view(np.uint16)
+    return buffer.numpy()
+
+
 def _refuse_unasked_append(path: str | os.PathLike[str]) -> None:
     """Refuse to append to a store that holds snapshots when the caller did not say ``resume=True``.
 
@@ -383,8 +392,11 @@ class Recorder:
     every : int
         Snapshot spacing, in optimizer steps (``unit="step"``) or epochs (``unit="epoch"``).
     unit : {"step", "epoch"}
-    dtype : {"float32", "float64"}, optional
-        Default float64 when any recorded parameter is float64, else float32.
+    dtype : {"float32", "float64", "bfloat16", "float16"}, optional
+        Default: the parameters' own dtype when they all share one (a bfloat16 model is stored
+        in bfloat16, 2 bytes per value, bit for bit); float64 when any is float64; else float32
+        (which holds every bfloat16 and float16 value exactly). A narrower dtype than the
+        parameters' rounds them (``traj info`` says the store is a lossy copy).
     grads : bool
         Also record each recorded step's gradients (``grads`` array).
     params : iterable of str, optional
@@ -470,8 +482,10 @@ class Recorder:
         self._sizes = [p.numel() for p in self._params]
         self._watch = _ParameterWatch(model, self._params)
         if dtype is None:
-            dtype = "float64" if any(p.dtype == torch.float64 for p in self._params) else "float32"
-        self._torch_dtype = {"float32": torch.float32, "float64": torch.float64}.get(dtype)
+            dtype = default_dtype(p.dtype for p in self._params)
+        dtype = check_dtype(dtype)
+        self._torch_dtype = getattr(torch, dtype)
+        lossy = lossy_from([p.dtype for p in self._params], dtype)
         if not (resume or overwrite):
             _refuse_unasked_append(path)
         writer = StoreWriter(
@@ -482,6 +496,7 @@ class Recorder:
             recipe=recipe,
             overwrite=overwrite,
             compressor=compressor,
+            attrs={"lossy": lossy} if lossy else None,
         )
         try:
             self._open(writer, grads, buffer_bytes, min_buffers, start_step, record_initial, rewind)

@@ -22,8 +22,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import TrajError
+from .dtypes import lossy_from
 from .run_store import RunStore
-from .schema import FORMAT_VERSION
+from .schema import FORMAT_VERSION, check_dtype
 from .writer import StoreWriter, foreign_entries
 
 __all__ = ["convert_store"]
@@ -40,6 +41,7 @@ def convert_store(
     source: str | os.PathLike[str],
     out: str | os.PathLike[str] | None = None,
     *,
+    dtype: str | None = None,
     progress: ProgressCallback | None = None,
 ) -> RunStore:
     """Rewrite the store at ``source`` in format version 2, in place or into a new store ``out``.
@@ -52,6 +54,9 @@ def convert_store(
     out : path, optional
         Where the new store goes; it must not exist. Default: ``source`` itself, replaced in
         one rename once the new store is complete.
+    dtype : {"float32", "float64", "bfloat16", "float16"}, optional
+        Store the snapshots in this dtype (default: as they are). A narrower one rounds them
+        (to nearest, ties to even): the new store records that it is a lossy copy, and of what.
     progress : callable, optional
         ``progress(done, total)`` in snapshots.
 
@@ -64,6 +69,7 @@ def convert_store(
 
     source = Path(source)
     old = RunStore(source)
+    target_dtype = old.stored_dtype if dtype is None else check_dtype(dtype)
     if out is not None:
         from ..atomic import is_within
 
@@ -72,15 +78,26 @@ def convert_store(
             raise TrajError(f"{out} already exists; choose a new --out (or convert {source} in place)")
         if is_within(out, source) or is_within(source, out):
             raise TrajError(f"--out {out} overlaps {source}; write the converted store elsewhere")
-    elif old.format_version == FORMAT_VERSION:
+    elif old.format_version == FORMAT_VERSION and target_dtype == old.stored_dtype:
         return old
     attrs = {k: v for k, v in old.attrs.items() if k not in _OWN_ATTRS}
     attrs["converted"] = {"from_version": old.format_version, "traj": __version__,
                           "at": datetime.now(UTC).isoformat(timespec="seconds")}
+    if target_dtype != old.stored_dtype:
+        attrs["converted"]["from_dtype"] = old.stored_dtype
+        previous = old.attrs.get("lossy")
+        source_dtypes = previous.get("from") if isinstance(previous, dict) and isinstance(previous.get("from"), list) \
+            else [old.stored_dtype]
+        attrs.pop("lossy", None)
+        lossy = lossy_from(source_dtypes, target_dtype)
+        if lossy:
+            attrs["lossy"] = lossy
+        elif isinstance(previous, dict):  # widening a rounded copy does not bring the digits back
+            attrs["lossy"] = previous
     if out is None:  # in place: what the user keeps in the store (a README, an array of their own) stays
         attrs["converted"]["kept"] = [entry.name for entry in foreign_entries(source)]
     # In place: the writer holds the old store's lock (no recorder may append meanwhile) and swaps at close.
-    writer = StoreWriter(out if out is not None else source, old.layout, dtype=old.dtype.name, attrs=attrs,
+    writer = StoreWriter(out if out is not None else source, old.layout, dtype=target_dtype, attrs=attrs,
                          overwrite=out is None, atomic=True)
     try:
         _copy_rows(old, writer, progress)

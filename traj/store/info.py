@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from .dtypes import storage_dtype
 from .run_store import RunStore
 
 __all__ = ["StoreInfo", "describe"]
@@ -41,6 +42,9 @@ class StoreInfo:
     health: list[str] = field(default_factory=list)
     expected_snapshots: int | None = None
     missing_snapshots: int = 0
+    #: The dtypes the snapshots were rounded from when the store holds a narrower copy (a
+    #: ``--dtype`` down-cast), else None.
+    lossy_from: list[str] | None = None
 
     @property
     def compression_ratio(self) -> float | None:
@@ -117,13 +121,16 @@ def describe(store: RunStore, *, scan: bool = True, progress: Callable[[int, int
         {"name": e.name, "shape": list(e.shape), "size": e.size, "offset": e.offset, "prunable": e.prunable}
         for e in store.layout.entries
     ]
-    raw = store.n_snapshots * store.n_params * store.dtype.itemsize * (2 if store.has_grads else 1)
+    raw = store.n_snapshots * store.n_params * storage_dtype(store.stored_dtype).itemsize * (2 if store.has_grads else 1)
+    lossy = store.attrs.get("lossy")
+    lossy_from = [str(d) for d in lossy["from"]] if isinstance(lossy, dict) and isinstance(lossy.get("from"), list) \
+        else None
     return StoreInfo(
         path=str(store.path),
         format_version=int(store.attrs["traj"]["version"]),
         n_snapshots=store.n_snapshots,
         n_params=store.n_params,
-        dtype=store.dtype.name,
+        dtype=store.stored_dtype,
         chunks=store.chunks,
         layers=layers,
         n_prunable=sum(e.size for e in store.layout.prunable_entries),
@@ -145,4 +152,5 @@ def describe(store: RunStore, *, scan: bool = True, progress: Callable[[int, int
         health=health,
         expected_snapshots=store.expected_snapshots,
         missing_snapshots=store.missing_snapshots,
+        lossy_from=lossy_from or None,
     )

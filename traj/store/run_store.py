@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DamagedStoreError, StoreFormatError, StoreNotFoundError, TrajError
+from .dtypes import decode, value_dtype
 from .lock import is_locked
 from .schema import FORMAT_NAME, READABLE_VERSIONS, UNCOMMITTED_STEP, Layout, check_dtype
 
@@ -31,7 +32,7 @@ ProgressCallback = Callable[[int, int], None]
 
 _FLOAT_SERIES = ("float64",)
 _INT_SERIES = ("int64",)
-_SNAPSHOT_DTYPES = ("float32", "float64")
+_SNAPSHOT_DTYPES = ("float32", "float64", "float16", "uint16")  # uint16: bfloat16 bits (traj.store.dtypes)
 #: A ``metrics`` group with more entries than this is refused (each metric is read when the store opens).
 MAX_METRICS = 256
 #: Rows ``params`` may declare past those its chunk files hold (a crash leaves preallocated rows).
@@ -99,7 +100,17 @@ class RunStore:
         self.format_version: int = version
         self.layout = Layout.from_attrs(self.attrs.get("layout"))
         self._params = self._array("params", 2, _SNAPSHOT_DTYPES)
-        self.dtype = np.dtype(check_dtype(str(self._params.dtype)))
+        stored = str(self._params.dtype)
+        if stored == "uint16":  # bfloat16 bits; the attribute says so (a plain uint16 array is not θ)
+            if self.attrs.get("dtype") != "bfloat16":
+                raise StoreFormatError(f"{self.path}: 'params' holds uint16 but the store's dtype attribute is "
+                                       f"{self.attrs.get('dtype')!r}, not 'bfloat16'")
+            stored = "bfloat16"
+        #: The snapshot dtype as stored (``float32``, ``float64``, ``bfloat16``, ``float16``).
+        self.stored_dtype: str = check_dtype(stored)
+        #: The dtype of what :meth:`read` and :meth:`iter_blocks` hand out: float64 for a float64
+        #: store, float32 for the others (bfloat16 and float16 upcast exactly, block by block).
+        self.dtype = value_dtype(self.stored_dtype)
         if self._params.shape[1] != self.layout.n_params:
             raise StoreFormatError(
                 f"{self.path}: 'params' has {self._params.shape[1]} columns but the layout adds up to "
@@ -115,7 +126,7 @@ class RunStore:
         self._metric_names = self._list_metrics()
         for name in self._metric_names:
             self._optional[f"metrics/{name}"] = self._array(f"metrics/{name}", 1, _FLOAT_SERIES)
-        self._grads = self._array("grads", 2, (self.dtype.name,), required=False)
+        self._grads = self._array("grads", 2, (str(self._params.dtype),), required=False)
         if self._grads is not None and self._grads.shape[1] != self.n_params:
             raise StoreFormatError(f"{self.path}: 'grads' shape {self._grads.shape} does not match 'params'")
         self._check_rows({"params": self._params, "step": step, "grads": self._grads, **self._optional})
@@ -194,7 +205,7 @@ class RunStore:
         start, n_chunks = 0, 1
         while start < limit:
             stop = min(limit, start + n_chunks * size)
-            values = self._guarded(lambda a=start, b=stop: step[a:b], slice(start, stop), what="'step'")
+            values = self._guarded(lambda a=start, b=stop: step[a:b], slice(start, stop), what="'step'", raw=True)
             values = values.astype(np.int64, copy=False)
             uncommitted = np.flatnonzero(values == UNCOMMITTED_STEP)
             if uncommitted.size:
@@ -278,13 +289,15 @@ class RunStore:
         if array is None:
             return np.full(self.n_snapshots, np.nan if dtype is np.float64 else -1, dtype=dtype)
         n = self.n_snapshots
-        values = self._guarded(lambda: array[:n], slice(0, n), what=f"'{name}'")
+        values = self._guarded(lambda: array[:n], slice(0, n), what=f"'{name}'", raw=True)
         if values.shape != (n,):
             raise DamagedStoreError(f"{self.path}: '{name}' has {values.shape[0]} rows, expected {n}")
         return values.astype(dtype, copy=False)
 
     def zarr_array(self, array: str = "params") -> Any:
         """The guarded zarr array of ``params`` or ``grads`` (for dask; rows past the committed ones are not data).
+
+        Its values are as stored: pass blocks of a bfloat16 or float16 store through :meth:`decode`.
 
         For a sharded store it is a :class:`~traj.store.shards.ShardedArray`: its ``chunks`` are
         the shards (one dask task per shard, not per 16 KiB inner chunk) and its rectangular
@@ -386,7 +399,7 @@ class RunStore:
         return slice(start, max(start, stop))
 
     def read(self, rows: slice | None = None, columns: slice | np.ndarray | None = None, *, array: str = "params") -> np.ndarray:
-        """Read a region of committed snapshots, in the store's dtype.
+        """Read a region of committed snapshots, as :attr:`dtype` (2-byte dtypes upcast exactly).
 
         Parameters
         ----------
@@ -430,10 +443,17 @@ class RunStore:
         required = self.n_snapshots if array == "params" else 0
         return ShardReader(self._store, spec, fill=data.fill_value, required_rows=required, label=str(self.path))
 
-    def _guarded(self, read: Callable[[], Any], rows: slice, *, what: str = "snapshots") -> np.ndarray:
-        """Run a zarr read; a corrupt or unreadable chunk becomes one DamagedStoreError."""
+    def decode(self, raw: np.ndarray) -> np.ndarray:
+        """Stored values (as :meth:`zarr_array` gives them) as the values :meth:`read` hands out:
+        bfloat16 bits and float16 upcast to float32 exactly; float32 and float64 as they are."""
+        return decode(raw, self.stored_dtype)
+
+    def _guarded(self, read: Callable[[], Any], rows: slice, *, what: str = "snapshots", raw: bool = False) -> np.ndarray:
+        """Run a zarr read of snapshots, decoded (:meth:`decode`; a series: ``raw``); a corrupt or
+        unreadable chunk becomes one DamagedStoreError."""
         try:
-            return np.asarray(read())
+            values = np.asarray(read())
+            return values if raw else decode(values, self.stored_dtype)
         except TrajError:
             self._store.settle()
             raise
@@ -500,7 +520,7 @@ class RunStore:
             yield from self._sharded_blocks(reader, rows, start, stop, width, progress, read_bytes)
             return
         n_chunk = self.chunks[1]
-        column_bytes = max(1, n_rows) * n_chunk * self.dtype.itemsize
+        column_bytes = max(1, n_rows) * n_chunk * self._params.dtype.itemsize
         if width < n_chunk and column_bytes <= read_bytes:
             read_width = max(1, read_bytes // column_bytes) * n_chunk
         else:
@@ -513,7 +533,7 @@ class RunStore:
         blocks; reads grow by whole bands up to a quarter of ``read_bytes`` (fewer file opens)."""
         w = reader.chunk_width
         unit = width if width % w == 0 else (w if width < w else -(-width // w) * w)
-        band_bytes = max(1, rows.stop - rows.start) * unit * self.dtype.itemsize
+        band_bytes = max(1, rows.stop - rows.start) * unit * self._params.dtype.itemsize
         read_width = unit * max(1, (read_bytes // 4) // band_bytes)
         try:
             yield from self._banded(lambda band: reader.read(rows, band), rows, start, stop, read_width, width,
@@ -557,7 +577,7 @@ class RunStore:
         return total
 
     def __repr__(self) -> str:
-        return f"RunStore({str(self.path)!r}, T={self.n_snapshots}, N={self.n_params}, dtype={self.dtype})"
+        return f"RunStore({str(self.path)!r}, T={self.n_snapshots}, N={self.n_params}, dtype={self.stored_dtype})"
 
 
 def _first_line(exc: BaseException) -> str:

@@ -2,7 +2,9 @@
 
 A run store is a Zarr v3 group. Its arrays (all time-major, row k = snapshot k):
 
-``params``  (T, N) float32 or float64  the flattened parameter vector θ of every snapshot
+``params``  (T, N) float32, float64,   the flattened parameter vector θ of every snapshot, in
+            float16 or bfloat16        the model's own precision (bfloat16 as uint16 bit
+                                        patterns: :mod:`traj.store.dtypes`)
 ``grads``   (T, N) same dtype          optional; the gradient of the step that produced row k
 ``step``    (T,) int64                 global optimizer step; -1 (the fill value) marks a row
                                         that was never committed (version 1 preallocates rows)
@@ -65,7 +67,7 @@ UNCOMMITTED_STEP = -1
 #: array) is the user's, carried over when traj rewrites the store (convert, overwrite).
 STORE_MEMBERS = ("zarr.json", "params", "grads", "step", "epoch", "time", "loss", "metrics", ".traj-writer.lock")
 
-_SUPPORTED_DTYPES = ("float32", "float64")
+_SUPPORTED_DTYPES = ("float32", "float64", "bfloat16", "float16")  # traj.store.dtypes: how each is stored
 
 
 @dataclass(frozen=True)
@@ -226,8 +228,9 @@ class Layout:
         # Same names and shapes: only the prunable flags differ, which is not a layout change.
 
 
-def check_dtype(dtype: str) -> str:
-    name = str(dtype)
+def check_dtype(dtype: object) -> str:
+    """The snapshot dtype's name (``float32``, ``float64``, ``bfloat16``, ``float16``), or StoreFormatError."""
+    name = str(dtype).removeprefix("torch.")
     if name not in _SUPPORTED_DTYPES:
         raise StoreFormatError(f"unsupported snapshot dtype {name!r}; use one of {', '.join(_SUPPORTED_DTYPES)}")
     return name

@@ -47,6 +47,7 @@ from ..errors import (
     StoreWriteError,
     TrajError,
 )
+from .dtypes import encode, fill_value, storage_dtype
 from .lock import LOCK_NAME, WriterLock
 from .run_store import RunStore
 from .schema import (
@@ -268,7 +269,11 @@ class StoreWriter:
 
         self.path = Path(path)
         self.layout = layout
-        self.dtype = np.dtype(check_dtype(dtype))
+        #: The snapshot dtype as stored (``float32``, ``float64``, ``bfloat16``, ``float16``).
+        self.stored_dtype = check_dtype(dtype)
+        #: The numpy dtype of the stored arrays (``uint16`` bit patterns for bfloat16).
+        self.dtype = storage_dtype(self.stored_dtype)
+        self._fill = fill_value(self.stored_dtype)
         if compressor not in _COMPRESSORS:
             raise StoreFormatError(f"unknown compressor {compressor!r}; use one of {', '.join(_COMPRESSORS)}")
         if format_version not in READABLE_VERSIONS:
@@ -357,7 +362,7 @@ class StoreWriter:
             "traj": {"format": FORMAT_NAME, "version": version},
             "layout": self.layout.to_attrs(),
             "n_params": n,
-            "dtype": self.dtype.name,
+            "dtype": self.stored_dtype,
             "spacing": dict(spacing or {}),
             "versions": _versions(),
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -375,7 +380,7 @@ class StoreWriter:
                                   shard_chunks=shard_chunks, stack_bytes=stack_bytes)
             self._matrix = {"chunks": shape.chunk_shape, "shards": shape.shard_shape}
         self._group = group
-        _create_matrix(group, "params", n, self.dtype, self._codec, self._matrix)
+        _create_matrix(group, "params", n, self.dtype, self._codec, self._matrix, fill=self._fill)
         for name, dtype, fill in (("step", "int64", UNCOMMITTED_STEP), ("epoch", "int64", -1), ("time", "float64", np.nan)):
             _create_series(group, name, 0, dtype, fill, self._codec)
 
@@ -388,10 +393,10 @@ class StoreWriter:
         if reader.missing_snapshots:  # appending would write over rows a clean close counted
             raise StoreFormatError(f"cannot append to {self.path}: {reader.shortfall}")
         self.layout.check_same(reader.layout)
-        if reader.dtype != self.dtype:
+        if reader.stored_dtype != self.stored_dtype:
             raise LayoutMismatchError(
-                f"{self.path} holds {reader.dtype} snapshots; this recorder writes {self.dtype} "
-                f"(pass dtype={reader.dtype.name!r} to append)"
+                f"{self.path} holds {reader.stored_dtype} snapshots; this recorder writes {self.stored_dtype} "
+                f"(pass dtype={reader.stored_dtype!r} to append)"
             )
         self.format_version = reader.format_version
         self._group = zarr.open_group(zarr.storage.LocalStore(self._root), mode="r+", zarr_format=3)
@@ -425,13 +430,14 @@ class StoreWriter:
         """Keep in memory the committed rows of the last, partly filled shard (chunk) row."""
         c0 = (self._committed // self._t_chunk) * self._t_chunk
         if self._t_chunk > 1 and "grads" in self._files and self._tail_grads is None:
-            self._tail_grads = np.full_like(self._tail, np.nan)
+            self._tail_grads = np.full_like(self._tail, self._fill)
         if c0 == self._committed:
             return
         reader = reader or RunStore(self._root, allow_damaged=True)
-        self._tail[: self._committed - c0] = reader.read(rows=slice(c0, self._committed))
+        self._tail[: self._committed - c0] = self._encode(reader.read(rows=slice(c0, self._committed)))
         if self._tail_grads is not None:
-            self._tail_grads[: self._committed - c0] = reader.read(rows=slice(c0, self._committed), array="grads")
+            self._tail_grads[: self._committed - c0] = self._encode(reader.read(rows=slice(c0, self._committed),
+                                                                                array="grads"))
 
     def _meta_order(self) -> list[str]:
         """The arrays whose shapes a commit grows, in order: gradients, the series, ``params``; then ``step``."""
@@ -487,12 +493,12 @@ class StoreWriter:
         """Buffer one snapshot; it is on disk after the next :meth:`commit`."""
         if self._closed:
             raise RecorderError("the store writer is closed")
-        theta = np.asarray(theta)
+        theta = self._encode(theta)
         if theta.shape != (self.layout.n_params,):
             raise LayoutMismatchError(f"snapshot has shape {theta.shape}, the store expects ({self.layout.n_params},)")
         step = self._check_step(step)
         if grads is not None:
-            grads = np.asarray(grads)
+            grads = self._encode(grads)
             if grads.shape != theta.shape:
                 raise LayoutMismatchError(f"gradient has shape {grads.shape}, expected {theta.shape}")
         self._last_step = step
@@ -507,6 +513,11 @@ class StoreWriter:
                 "metrics": dict(metrics or {}),
             }
         )
+
+    def _encode(self, values: Any) -> np.ndarray:
+        """Values as stored (:func:`traj.store.dtypes.encode`): bfloat16 rounded to nearest even, or
+        taken as bit patterns from a ``uint16`` array (a bfloat16 tensor viewed as 16-bit integers)."""
+        return encode(np.asarray(values), self.stored_dtype)
 
     def _check_step(self, step: int) -> int:
         if self._closed:
@@ -604,15 +615,15 @@ class StoreWriter:
         self._apply_deferred_discard()
         n = self.layout.n_params
         if self._t_chunk > 1:
-            theta = _assemble(pieces, n, self.dtype)
-            gradient = None if grads is None else _assemble(grads, n, self.dtype)
+            theta = _assemble(map(self._encode, pieces), n, self.dtype)
+            gradient = None if grads is None else _assemble(map(self._encode, grads), n, self.dtype)
             self.append(theta, step=step, epoch=epoch, time=time, loss=loss, metrics=metrics, grads=gradient)
             return self.commit()
         start = self._committed
-        self._stream_row("params", pieces, start)
+        self._stream_row("params", map(self._encode, pieces), start)
         if grads is not None:
             self._ensure_grads()
-            self._stream_row("grads", grads, start)
+            self._stream_row("grads", map(self._encode, grads), start)
         self._last_step = step
         row = {"step": step, "epoch": int(epoch), "time": float(time if time is not None else _now()),
                "loss": None if loss is None else float(loss), "metrics": dict(metrics or {})}
@@ -649,10 +660,11 @@ class StoreWriter:
         if "grads" in self._files:
             return
         n = self.layout.n_params
-        _create_matrix(self._group, "grads", n, self.dtype, self._codec, self._matrix, rows=self._committed)
+        _create_matrix(self._group, "grads", n, self.dtype, self._codec, self._matrix, rows=self._committed,
+                       fill=self._fill)
         self._meta["grads"] = ArrayMeta(self._root, "grads")
         self._files["grads"] = _matrix_files(self._meta["grads"], self._root, n)
-        self._tail_grads = np.full((self._t_chunk, n), np.nan, dtype=self.dtype)
+        self._tail_grads = np.full((self._t_chunk, n), self._fill, dtype=self.dtype)
 
     def _write_series(self, rows: list[dict[str, Any]], start: int) -> None:
         """Per-snapshot values of ``rows`` (at ``start``); their shapes grow afterwards (:meth:`_set_rows`)."""
@@ -745,7 +757,7 @@ class StoreWriter:
         if tc == 1 and all(v is not None for v in values):
             region = values[0][None] if len(values) == 1 else np.stack(values)  # no padding, no copy for one row
         else:
-            region = np.full((c_end - c0, n), np.nan, dtype=self.dtype)
+            region = np.full((c_end - c0, n), self._fill, dtype=self.dtype)
             region[: start - c0] = tail[: start - c0]
             for i, v in enumerate(values, start=start - c0):
                 if v is not None:
@@ -884,14 +896,14 @@ def _assemble(pieces: Iterable[np.ndarray], n: int, dtype: np.dtype) -> np.ndarr
 
 
 def _create_matrix(group: Any, name: str, n: int, dtype: np.dtype, codec: Any, options: Mapping[str, Any],
-                   rows: int = 0) -> None:
+                   rows: int = 0, *, fill: Any = np.nan) -> None:
     group.create_array(
         name,
         shape=(rows, n),
         chunks=options["chunks"],
         shards=options.get("shards"),
         dtype=dtype,
-        fill_value=np.nan,
+        fill_value=fill,
         compressors=codec,
         dimension_names=("snapshot", "param"),
         chunk_key_encoding={"name": "default", "separator": "/"},

@@ -21,6 +21,7 @@ import numpy as np
 from ...errors import ParameterError
 from ...progress import Progress
 from ...store import RunStore
+from ...store.dtypes import decode
 from .base import ColumnGroups, Kernel, Products, intersections, span, symmetric
 from .numpy import NUMPY_OPS, NumpyBackend
 
@@ -56,7 +57,10 @@ class DaskBackend:
         import dask.array as da
 
         # The store's guarded array: dask reads through the same checks as every other path.
-        return da.from_zarr(store.zarr_array(array))[rows.start : rows.stop]
+        x = da.from_zarr(store.zarr_array(array))[rows.start : rows.stop]
+        if store.dtype != x.dtype:  # bfloat16 bits or float16: decoded block by block, as the other paths do
+            x = x.map_blocks(decode, store.stored_dtype, dtype=store.dtype)  # a module function: pickles
+        return x
 
     def columns(self, store: RunStore, rows: slice, slices: Sequence[slice], array: str = "params") -> Any:
         """The window's columns of ``slices`` side by side, float64, in blocks of the engine's width."""

@@ -18,6 +18,7 @@ from pathlib import Path
 from ...errors import ImportSourceError
 from ...prunable import prunable_names
 from ...store import Layout
+from ...store.dtypes import default_dtype
 from .base import STEP_KEYS, Snapshot, TensorSpec
 from .dcp import LIGHTNING_META, dcp_snapshot, is_dcp_dir
 from .huggingface import CHECKPOINT_DIR, MODEL_FILES, model_file, model_folder_snapshot, never_opened
@@ -52,7 +53,7 @@ class SourceScan:
     description: str
     snapshots: tuple[Snapshot, ...]
     layout: Layout
-    #: the default store dtype: float64 when any recorded tensor is float64
+    #: the default store dtype: the tensors' own when they share one, float64 when any is, else float32
     dtype: str
     #: lines about what was deliberately left out (files never opened, duplicates dropped)
     notes: tuple[str, ...] = ()
@@ -203,7 +204,6 @@ def scan_source(source: str | Path, *, exclude: Iterable[str] = ()) -> SourceSca
     glob and BatchNorm running statistics left out) before anything is written, so a bad
     folder fails with one line naming its first offending file.
     """
-    import torch
 
     path = Path(source)
     if not path.exists():
@@ -230,7 +230,7 @@ def scan_source(source: str | Path, *, exclude: Iterable[str] = ()) -> SourceSca
     reference = _check_same(ordered, exclude)
     shapes = [(s.name, s.shape) for s in reference]
     layout = Layout.from_shapes(shapes, prunable=prunable_names(shapes))  # no model: embeddings known by name
-    dtype = "float64" if any(s.dtype == torch.float64 for s in reference) else "float32"
+    dtype = default_dtype(s.dtype for s in reference)
     from_names = [s.label for s in ordered if s.step_from == "name"]
     if from_names:
         notes.append(f"steps from the names of {len(from_names)} checkpoint(s) that record none ({_span(from_names)})")
