@@ -145,7 +145,9 @@ class DcpReader(WeightsReader):
         for name, fqn in chosen.items():
             props = tensors[fqn].properties
             if props.dtype.is_floating_point:
-                specs.append(TensorSpec(name, tuple(int(s) for s in tensors[fqn].size), props.dtype))
+                size = tuple(int(s) for s in tensors[fqn].size)
+                self._check_chunks(fqn, size, tensors[fqn].chunks)  # before anything is allocated or written
+                specs.append(TensorSpec(name, size, props.dtype))
                 self._fqns[name] = fqn
         return specs
 
