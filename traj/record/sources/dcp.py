@@ -199,6 +199,7 @@ class DcpReader(WeightsReader):
         covered once (a gap or an overlap would leave uninitialised memory in the store).
         """
         import torch
+        import torch.distributed.checkpoint.metadata as md
 
         fqn = self._fqns[name]
         meta = self._metadata.state_dict_metadata[fqn]
@@ -211,8 +212,6 @@ class DcpReader(WeightsReader):
             raise ImportSourceError(f"{self.label}: {fqn!r} needs {nbytes / 2**30:.1f} GiB in memory, more than "
                                     "there is") from None
         for chunk in meta.chunks:
-            import torch.distributed.checkpoint.metadata as md
-
             part = self._item(md.MetadataIndex(fqn, chunk.offsets))
             if not isinstance(part, torch.Tensor) or tuple(part.shape) != tuple(chunk.sizes):
                 raise ImportSourceError(f"{self.label}: a chunk of {fqn!r} does not have the shape its metadata gives")
