@@ -23,13 +23,21 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import LayoutMismatchError, NotApplicableError, ParameterError, StoreFormatError
+from ..errors import (
+    DamagedStoreError,
+    LayoutMismatchError,
+    NotApplicableError,
+    ParameterError,
+    StoreFormatError,
+    TrajError,
+)
 from ..prunable import prunable_mask
 from ..store import Layout
 
@@ -78,53 +86,121 @@ def write_masks(result: PruneResult, path: str | os.PathLike[str], layout: Layou
     return str(path)
 
 
-def _open(path: str | os.PathLike[str]) -> Any:
-    import zarr
+class _Masks:
+    """An open ``masks.zarr``: its attributes and its arrays, every byte read through the store guard.
 
-    if not Path(path).is_dir():
-        raise StoreFormatError(f"{path}: no such masks.zarr")
-    try:
-        group = zarr.open_group(str(path), mode="r", zarr_format=3)
-    except Exception as exc:  # zarr raises several types for a foreign directory
-        raise StoreFormatError(f"{path}: not a masks.zarr written by traj prune ({type(exc).__name__})") from None
-    marker = group.attrs.get("traj")
-    if not isinstance(marker, dict) or marker.get("format") != MASKS_FORMAT["format"]:
-        raise StoreFormatError(f"{path}: not a masks.zarr written by traj prune")
-    if marker.get("version") != MASKS_FORMAT["version"]:
-        raise StoreFormatError(f"{path}: masks format version {marker.get('version')!r}; this traj reads version 1")
-    return group
+    The guard (:mod:`traj.store.guard`) opens only regular files inside the folder (a FIFO or a
+    link to ``/dev/zero`` where a chunk belongs is refused, not read), bounds each file by
+    what its codec can produce, and checks each chunk's declared size before it is decoded;
+    an array's declared shape is checked against the layout before anything is allocated.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        import zarr
+
+        from ..store.guard import MAX_GROUP_JSON_BYTES, GuardedStore, json_object
+
+        self.path = path
+        if not Path(path).is_dir():
+            raise StoreFormatError(f"{path}: no such masks.zarr")
+        self.store = GuardedStore(Path(path), label=str(path))
+        raw = self.store.read_file("zarr.json", MAX_GROUP_JSON_BYTES)
+        if raw is None:
+            raise StoreFormatError(f"{path}: not a masks.zarr written by traj prune (no zarr.json)")
+        attrs = json_object(raw, f"{path}: zarr.json").get("attributes")
+        marker = attrs.get("traj") if isinstance(attrs, dict) else None
+        if not isinstance(marker, dict) or marker.get("format") != MASKS_FORMAT["format"]:
+            raise StoreFormatError(f"{path}: not a masks.zarr written by traj prune")
+        if marker.get("version") != MASKS_FORMAT["version"]:
+            raise StoreFormatError(f"{path}: masks format version {marker.get('version')!r}; this traj reads version 1")
+        self.attrs: dict[str, Any] = attrs
+        try:
+            self.group = zarr.open_group(store=self.store, mode="r", zarr_format=3)
+        except TrajError:
+            raise
+        except Exception as exc:  # zarr raises several types for a foreign directory
+            raise StoreFormatError(f"{path}: not a masks.zarr written by traj prune ({type(exc).__name__})") from None
+
+    def members(self) -> dict[str, list[str]]:
+        """``{method: [array names]}`` of the masks it holds (directory listing only; nothing is read)."""
+        root = Path(self.path)
+        out: dict[str, list[str]] = {}
+        for method in sorted(os.listdir(root)):
+            folder = root / method
+            if method in ("scores", "prunable") or os.path.islink(folder) or not folder.is_dir():
+                continue
+            names = [n for n in sorted(os.listdir(folder)) if len(n) > 1 and n.startswith("c")
+                     and os.path.lexists(folder / n / "zarr.json")]
+            if names:
+                out[method] = names
+        return out
+
+    def read(self, name: str, n: int, dtype: str = "bool") -> np.ndarray:
+        """Array ``name`` of shape (n,), checked against its metadata and the layout before it is read."""
+        import zarr
+
+        from ..store.guard import MAX_ARRAY_JSON_BYTES, parse_array_metadata
+
+        raw = self.store.read_file(f"{name}/zarr.json", MAX_ARRAY_JSON_BYTES)
+        if raw is None:
+            raise StoreFormatError(f"{self.path}: has no array '{name}'")
+        spec = parse_array_metadata(raw, name, rank=1, dtypes=(dtype,), where=str(self.path))
+        if spec.shape != (n,):
+            raise StoreFormatError(f"{self.path}: '{name}' declares shape {list(spec.shape)}, its layout has {n} "
+                                   "parameters")
+        self.store.register(spec)
+        try:
+            values = np.asarray(zarr.open_array(store=self.store, path=name, mode="r", zarr_format=3)[:], dtype=dtype)
+        except TrajError:
+            self.store.settle()
+            raise
+        except Exception as exc:  # codecs raise many types for damaged bytes
+            self.store.settle()
+            raise DamagedStoreError(f"{self.path}: '{name}' cannot be read: a chunk is damaged "
+                                    f"({type(exc).__name__})") from None
+        if values.shape != (n,):
+            raise DamagedStoreError(f"{self.path}: '{name}' changed while it was read")
+        return values
+
+    def layout(self) -> Layout:
+        return Layout.from_attrs(self.attrs.get("layout"))
+
+
+def _open(path: str | os.PathLike[str]) -> _Masks:
+    return _Masks(path)
 
 
 def read_masks(path: str | os.PathLike[str]) -> dict[str, dict[str, np.ndarray]]:
     """Every mask of a ``masks.zarr``, as ``{method: {"c": mask}}``."""
-    group = _open(path)
-    out: dict[str, dict[str, np.ndarray]] = {}
-    for name, sub in group.groups():
-        if name == "scores":
-            continue
-        out[name] = {key.removeprefix("c"): np.asarray(arr[:]) for key, arr in sub.arrays()}
-    return out
+    masks = _open(path)
+    n = masks.layout().n_params
+    return {method: {name.removeprefix("c"): masks.read(f"{method}/{name}", n) for name in names}
+            for method, names in masks.members().items()}
 
 
-def load_mask(path: str | os.PathLike[str], method: str, compression: float) -> tuple[np.ndarray, Layout, np.ndarray]:
+def load_mask(path: str | os.PathLike[str], method: str, compression: float, *,
+              layout_check: Callable[[Layout], None] | None = None) -> tuple[np.ndarray, Layout, np.ndarray]:
     """One mask of a ``masks.zarr`` with the layout it is over and the prunable columns.
 
-    Returns ``(mask, layout, prunable)``: (N,) bool, the store's :class:`Layout`, (N,) bool.
+    ``layout_check`` is called with the layout before any mask is read (``apply_masks``
+    compares it with the model first). Returns ``(mask, layout, prunable)``: (N,) bool, the
+    store's :class:`Layout`, (N,) bool.
     """
-    group = _open(path)
-    layout = Layout.from_attrs(group.attrs.get("layout"))
+    masks = _open(path)
+    layout = masks.layout()
+    if layout_check is not None:
+        layout_check(layout)
     method = method.strip().lower()
     name = f"{method}/c{_key(compression)}"
-    if name not in group or method == "scores":
-        have = {m: sorted((k.removeprefix("c") for k, _ in sub.arrays()), key=_number_first)
-                for m, sub in group.groups() if m != "scores"}
-        available = "; ".join(f"{m} at c = {', '.join(keys)}" for m, keys in sorted(have.items()))
+    have = masks.members()
+    if method == "scores" or f"c{_key(compression)}" not in have.get(method, ()):
+        listed = {m: sorted((k.removeprefix("c") for k in keys), key=_number_first) for m, keys in have.items()}
+        available = "; ".join(f"{m} at c = {', '.join(keys)}" for m, keys in sorted(listed.items()))
         raise ParameterError("method", f"{method}: {path} has no {method} mask at compression {_key(compression)} "
                                        f"(it has {available})")
-    mask = np.asarray(group[name][:], dtype=bool)
-    prunable = np.asarray(group["prunable"][:], dtype=bool) if "prunable" in group else prunable_mask(layout)
-    if mask.shape != (layout.n_params,) or prunable.shape != mask.shape:
-        raise StoreFormatError(f"{path}: {name} has shape {mask.shape}, its layout has {layout.n_params} parameters")
+    mask = masks.read(name, layout.n_params)
+    has_prunable = os.path.lexists(os.path.join(str(path), "prunable"))
+    prunable = masks.read("prunable", layout.n_params) if has_prunable else prunable_mask(layout)
     return mask, layout, prunable
 
 
@@ -174,20 +250,35 @@ def apply_masks(model: Any, path: str | os.PathLike[str], *, method: str = "kmp"
     import torch
     from torch.nn.utils import prune as torch_prune
 
-    mask, layout, prunable = load_mask(path, method, compression)
-    _check_model(model, layout, path)
+    if not isinstance(method, str):
+        raise ParameterError("method", f"must be a method name such as 'kmp', got {method!r}")
+    try:
+        compression = float(compression)
+    except (TypeError, ValueError):
+        raise ParameterError("compression", f"must be a number, got {compression!r}") from None
+    mask, layout, prunable = load_mask(path, method, compression,
+                                       layout_check=lambda layout: _check_model(model, layout, path))
+    params = dict(model.named_parameters())
     for entry in layout.entries:
         keep = mask[entry.columns]
         if not prunable[entry.columns].any() and keep.all():
             continue
+        if entry.name not in params:  # a floating-point buffer an imported state_dict recorded
+            raise LayoutMismatchError(f"{path} drops values of {entry.name!r}, which is a buffer of the model, not a "
+                                      "parameter: only parameters can be pruned")
         owner, _, attr = entry.name.rpartition(".")
-        module = model.get_submodule(owner)
-        current = getattr(module, attr)
-        tensor_mask = torch.from_numpy(np.ascontiguousarray(keep.reshape(entry.shape))).to(device=current.device,
-                                                                                            dtype=current.dtype)
-        torch_prune.custom_from_mask(module, attr, tensor_mask)
-        if permanent:
-            torch_prune.remove(module, attr)
+        try:
+            module = model.get_submodule(owner)
+            current = getattr(module, attr)
+            tensor_mask = torch.from_numpy(np.ascontiguousarray(keep.reshape(entry.shape))).to(device=current.device,
+                                                                                                dtype=current.dtype)
+            torch_prune.custom_from_mask(module, attr, tensor_mask)
+            if permanent:
+                torch_prune.remove(module, attr)
+        except (ValueError, TypeError, AttributeError, AssertionError, RuntimeError) as exc:
+            text = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            raise LayoutMismatchError(f"cannot put the mask of {path} on the model's {entry.name!r} "
+                                      f"({type(exc).__name__}: {text})") from None
     return model
 
 

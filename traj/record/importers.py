@@ -25,6 +25,7 @@ from ..progress import Progress
 from ..store import Layout, RunStore, StoreWriter
 from ..store.run_store import DEFAULT_BLOCK_BYTES
 from .sources import CHECKPOINT_SUFFIXES, KINDS, Snapshot, SourceScan, scan_source
+from .sources.files import check_regular_file
 
 __all__ = ["import_checkpoints", "import_npy", "import_scan", "import_source", "scan_source", "CHECKPOINT_SUFFIXES", "KINDS",
            "SourceScan"]
@@ -177,19 +178,27 @@ def import_npy(
     layout = Layout.from_shapes([(name, (data.shape[1],))], prunable=[name])
     writer = _new_writer(out, layout, dtype, {"every": every, "unit": "step"}, {"kind": "npy", "path": str(path)}, overwrite)
     with _removed_on_failure(writer, out):
-        batch = max(1, (32 << 20) // max(1, data.shape[1] * 8))
+        # A batch is bounded in bytes and in rows: each buffered row costs the writer a dict of its
+        # step, epoch and time (~1 KB), so 4M rows of one column must not be buffered at once.
+        batch = max(1, min((32 << 20) // max(1, data.shape[1] * 8), _NPY_ROWS_PER_COMMIT))
         for start in range(0, data.shape[0], batch):
             rows = np.asarray(data[start : start + batch])
-            for k, row in enumerate(rows, start=start):
-                writer.append(row, step=k * every, epoch=-1)  # rounded to the store's dtype by the writer
+            for k in range(rows.shape[0]):
+                writer.append(rows[k], step=(start + k) * every, epoch=-1)  # rounded to the store's dtype by the writer
             writer.commit()
+            del rows
             if progress is not None:
                 progress(min(start + batch, data.shape[0]), data.shape[0])
     return RunStore(out)
 
 
+#: rows of a ``.npy`` buffered per commit (with at most 32 MiB of values)
+_NPY_ROWS_PER_COMMIT = 16384
+
+
 def _open_npy(path: Path) -> np.ndarray:
     """The (T, N) numeric array of a ``.npy`` file, memory-mapped; never unpickled."""
+    check_regular_file(path, path.name)  # np.load would block on a FIFO
     try:
         data = np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError) as exc:

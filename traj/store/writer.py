@@ -49,7 +49,7 @@ from ..errors import (
 )
 from .dtypes import encode, fill_value, storage_dtype
 from .lock import LOCK_NAME, WriterLock
-from .run_store import RunStore
+from .run_store import MAX_METRICS, RunStore
 from .schema import (
     FORMAT_NAME,
     FORMAT_VERSION,
@@ -291,6 +291,8 @@ class StoreWriter:
         #: (first step, last step, count) of the committed snapshots a deferred
         #: :meth:`discard_after` will forget when the first new snapshot is written; else None.
         self.replacing: tuple[int, int, int] | None = None
+        #: metric names not written because the store already had MAX_METRICS (the reader's limit)
+        self.dropped_metrics: list[str] = []
         self._keep_at_next_write: int | None = None
         if self._existing_store(overwrite):
             self._root = self.path
@@ -497,6 +499,7 @@ class StoreWriter:
         if theta.shape != (self.layout.n_params,):
             raise LayoutMismatchError(f"snapshot has shape {theta.shape}, the store expects ({self.layout.n_params},)")
         step = self._check_step(step)
+        _check_metric_names(metrics)
         if grads is not None:
             grads = self._encode(grads)
             if grads.shape != theta.shape:
@@ -612,6 +615,7 @@ class StoreWriter:
         """
         self.commit()
         step = self._check_step(step)
+        _check_metric_names(metrics)
         self._apply_deferred_discard()
         n = self.layout.n_params
         if self._t_chunk > 1:
@@ -672,9 +676,16 @@ class StoreWriter:
         self._series_values("time", start, [r["time"] for r in rows])
         if "loss" in self._series or any(r["loss"] is not None for r in rows):
             self._series_values("loss", start, [np.nan if r["loss"] is None else r["loss"] for r in rows])
-        metric_names = {k for r in rows for k in r["metrics"]} | {
-            k.split("/", 1)[1] for k in self._series if k.startswith("metrics/")
-        }
+        metric_names = {k.split("/", 1)[1] for k in self._series if k.startswith("metrics/")}
+        for name in dict.fromkeys(k for r in rows for k in r["metrics"]):  # first logged first
+            if name in metric_names:
+                continue
+            if len(metric_names) >= MAX_METRICS:  # one more and no reader would open the store
+                if name not in self.dropped_metrics:
+                    self.dropped_metrics.append(name)
+                continue
+            _check_metric_name(name)
+            metric_names.add(name)
         for name in sorted(metric_names):
             self._series_values(f"metrics/{name}", start, [float(r["metrics"].get(name, np.nan)) for r in rows])
         self._series_values("step", start, [r["step"] for r in rows])
@@ -984,9 +995,43 @@ def _link_or_copy(source: str, target: str) -> None:
         shutil.copy2(source, target, follow_symlinks=False)
 
 
+#: bytes of UTF-8 a metric name may take: it names a directory, and file systems allow 255
+MAX_METRIC_NAME_BYTES = 200
+
+
+def metric_name_problem(name: object) -> str | None:
+    """What makes ``name`` unusable as a metric name (it names a directory of the store), or None."""
+    if not isinstance(name, str) or not name:
+        return "is empty" if name == "" else "is not a string"
+    if "/" in name:
+        return "contains '/'"
+    if name.startswith((".", "__")):
+        return "starts with '.' or '__'"
+    if not name.isprintable():
+        return "contains a control character"
+    size = len(name.encode("utf-8", "surrogatepass"))
+    if size > MAX_METRIC_NAME_BYTES:
+        return f"is {size} bytes long (at most {MAX_METRIC_NAME_BYTES})"
+    if name.lower() == "zarr.json":
+        return "is the name of the metrics group's own metadata file"
+    return None
+
+
+def shown_metric_name(name: object) -> str:
+    """A metric name for a one-line message: its repr (control characters escaped), shortened."""
+    text = repr(name)
+    return text if len(text) <= 80 else f"{text[:60]}...' ({len(str(name))} characters)"
+
+
+def _check_metric_names(metrics: Mapping[str, float] | None) -> None:
+    for name in metrics or ():
+        _check_metric_name(name)
+
+
 def _check_metric_name(name: str) -> None:
-    if not name or "/" in name or name.startswith(".") or name.startswith("__"):
-        raise RecorderError(f"invalid metric name {name!r}")
+    problem = metric_name_problem(name)
+    if problem is not None:
+        raise RecorderError(f"invalid metric name {shown_metric_name(name)}: it {problem}")
 
 
 def _now() -> float:

@@ -5,6 +5,7 @@
 - :mod:`.dcp`: torch.distributed.checkpoint directories (FSDP, Lightning sharded ``.ckpt/``)
 - :mod:`.huggingface`: Trainer output, checkpoint and saved-model folders
 - :mod:`.lightning`: what a Lightning checkpoint records besides the weights
+- :mod:`.files`: what every format checks before it reads (regular files only; JSON bounded in size and depth)
 - :mod:`.detect`: :func:`scan_source`, which finds the layout and checks it before anything is written
 """
 

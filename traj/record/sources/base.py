@@ -20,12 +20,15 @@ from typing import Any
 from ...errors import ImportSourceError
 
 __all__ = ["TensorSpec", "WeightsReader", "Snapshot", "number_in_name", "natural_key", "metric_name", "scalar",
-           "WRAPPER_KEYS", "STEP_KEYS", "epoch_of_fraction", "first_line", "check_name_is_plain"]
+           "WRAPPER_KEYS", "STEP_KEYS", "MAX_STEP", "epoch_of_fraction", "first_line", "check_name_is_plain", "whole_number",
+           "check_counter"]
 
 #: Keys under which a checkpoint commonly holds the model's state_dict.
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "params", "weights")
 #: Keys that hold the global optimizer step, in order of preference.
 STEP_KEYS = ("global_step", "step", "iteration", "iter")
+#: the largest step or epoch a store holds (they are int64)
+MAX_STEP = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -76,12 +79,59 @@ class Snapshot:
 
 
 def number_in_name(name: str) -> int | None:
-    """The last integer in a file or folder name (``epoch=1-step=16.ckpt`` -> 16), or None."""
+    """The last integer in a file or folder name (``epoch=1-step=16.ckpt`` -> 16), or None.
+
+    A number too long for a step is refused here, naming the file (``int()`` of thousands of
+    digits raises, and one of 40 digits would overflow the store's int64 steps).
+    """
     stem = name
     for suffix in (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".tar", ".distcp"):
         stem = stem.removesuffix(suffix)
     numbers = re.findall(r"\d+", stem)
-    return int(numbers[-1]) if numbers else None
+    if not numbers:
+        return None
+    digits = numbers[-1].lstrip("0") or "0"
+    if len(digits) > len(str(MAX_STEP)) or int(digits) > MAX_STEP:
+        shown = digits if len(digits) <= 40 else f"{digits[:20]}...({len(digits)} digits)"
+        raise ImportSourceError(f"{name}: the step in its name, {shown}, is beyond {MAX_STEP} (steps are 64-bit integers)")
+    return int(digits)
+
+
+def whole_number(value: Any) -> int | None:
+    """An integer from a recorded value (int, integral float, 0-d tensor), else None; bools are not numbers.
+
+    Python ints of any size pass through exactly (:func:`check_counter` refuses those out of
+    range); a float counts only below 2**53, where it is still exact: two steps of 1e30 that
+    round to one float must not become one step.
+    """
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int):
+        return value
+    item = getattr(value, "item", None)
+    if callable(item) and getattr(value, "dtype", None) is not None:
+        try:
+            if int(getattr(value, "numel", lambda: getattr(value, "size", 0))()) != 1:
+                return None
+            value = item()
+        except (TypeError, ValueError, RuntimeError):
+            return None
+        if isinstance(value, bool):
+            return None
+        if isinstance(value, int):
+            return value
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    return None
+
+
+def check_counter(value: int, what: str, label: str, *, low: int = 0) -> int:
+    """``value`` when ``low <= value <= MAX_STEP``; else one line naming the file (steps and epochs are int64)."""
+    if not low <= value <= MAX_STEP:
+        shown = str(value) if abs(value) < 10**40 else f"a number of {len(str(abs(value)))} digits"
+        bound = f"{low}..{MAX_STEP}" if value > 0 else f">= {low}"
+        raise ImportSourceError(f"{label}: {what} {shown} is out of range ({bound})")
+    return value
 
 
 def natural_key(name: str) -> tuple[Any, ...]:
@@ -101,16 +151,18 @@ def scalar(value: Any) -> float | None:
     """A real number from a logged value (int, float, 0-d tensor or array), else None; bools are not numbers."""
     if isinstance(value, bool) or value is None:
         return None
-    if isinstance(value, int | float):
-        return float(value)
+    if isinstance(value, float):
+        return value
+    if isinstance(value, int):  # an int beyond float range is an infinite value, not an OverflowError
+        return float(value) if abs(value) < 2**1023 else (math.inf if value > 0 else -math.inf)
     numel = getattr(value, "numel", None) or getattr(value, "size", None)
     try:
         if callable(numel):
             numel = numel()
         if numel == 1 and hasattr(value, "item"):
             item = value.item()
-            return None if isinstance(item, bool) else float(item)
-    except (TypeError, ValueError, RuntimeError):
+            return None if isinstance(item, bool) else scalar(item)
+    except (TypeError, ValueError, RuntimeError, OverflowError):
         return None
     return None
 

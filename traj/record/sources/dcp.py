@@ -19,10 +19,13 @@ states are never read.
 from __future__ import annotations
 
 import io
+import math
 import pickle
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from ...errors import ImportSourceError
 from .base import (
@@ -34,8 +37,9 @@ from .base import (
     check_name_is_plain,
     first_line,
     number_in_name,
-    scalar,
+    whole_number,
 )
+from .files import check_regular_file
 from .lightning import is_lightning, lightning_meta
 
 __all__ = ["DcpReader", "dcp_snapshot", "is_dcp_dir", "LIGHTNING_META"]
@@ -84,6 +88,7 @@ def _read_metadata(folder: Path) -> Any:
     import torch.distributed.checkpoint.metadata as md
 
     where = folder / METADATA_FILE
+    check_regular_file(where)
     try:
         with open(where, "rb") as f:
             metadata = _MetadataUnpickler(f, where).load()
@@ -140,7 +145,9 @@ class DcpReader(WeightsReader):
         for name, fqn in chosen.items():
             props = tensors[fqn].properties
             if props.dtype.is_floating_point:
-                specs.append(TensorSpec(name, tuple(int(s) for s in tensors[fqn].size), props.dtype))
+                size = tuple(int(s) for s in tensors[fqn].size)
+                self._check_chunks(fqn, size, tensors[fqn].chunks)  # before anything is allocated or written
+                specs.append(TensorSpec(name, size, props.dtype))
                 self._fqns[name] = fqn
         return specs
 
@@ -160,37 +167,105 @@ class DcpReader(WeightsReader):
                 "(a DCP extension such as compression), which traj does not read"
             )
         check_name_is_plain(str(info.relative_path), self.folder / METADATA_FILE)
+        path = self.folder / str(info.relative_path)
+        size = check_regular_file(path, f"{self.label}/{info.relative_path}")  # a FIFO would block the read
+        offset, length = whole_number(info.offset), whole_number(info.length)
+        if offset is None or length is None or offset < 0 or length < 0 or offset + length > size:
+            raise ImportSourceError(f"{self.label}: {index.fqn!r} is stored at bytes {info.offset}..+{info.length} of "
+                                    f"{info.relative_path}, which has {size} bytes")
         try:
-            with open(self.folder / str(info.relative_path), "rb") as f:
-                f.seek(int(info.offset))
-                data = f.read(int(info.length))
-            return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+            with open(path, "rb") as f:
+                f.seek(offset)
+                data = f.read(length)
+            item = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
         except OSError as exc:
             raise ImportSourceError(f"{self.label}: cannot read {info.relative_path} ({exc.strerror or exc})") from None
-        except Exception as exc:
+        except Exception as exc:  # torch's message may advise weights_only=False: never quoted here
             raise ImportSourceError(
-                f"{self.label}: {index.fqn!r} in {info.relative_path} is not a loadable tensor ({first_line(exc, 160)})"
+                f"{self.label}: {index.fqn!r} in {info.relative_path} is not a loadable tensor or value "
+                f"({type(exc).__name__})"
             ) from None
+        if isinstance(item, torch.Tensor) and (item.layout != torch.strided or item.is_meta
+                                               or item.numel() > item.untyped_storage().nbytes() // item.element_size()):
+            raise ImportSourceError(f"{self.label}: {index.fqn!r} in {info.relative_path} is not a dense tensor "
+                                    "holding its own values")
+        return item
 
     def tensor(self, name: str) -> Any:
-        """The whole tensor ``name``, assembled from its chunks (one per rank that held a shard)."""
+        """The whole tensor ``name``, assembled from its chunks (one per rank that held a shard).
+
+        The chunks' boxes are checked before anything is allocated: each inside the tensor, no
+        two overlapping, and together exactly as many values as the tensor, hence every value
+        covered once (a gap or an overlap would leave uninitialised memory in the store).
+        """
         import torch
         import torch.distributed.checkpoint.metadata as md
 
         fqn = self._fqns[name]
         meta = self._metadata.state_dict_metadata[fqn]
-        full = torch.empty(tuple(meta.size), dtype=meta.properties.dtype)
-        covered = 0
+        size = tuple(int(s) for s in meta.size)
+        self._check_chunks(fqn, size, meta.chunks)
+        try:
+            full = torch.empty(size, dtype=meta.properties.dtype)
+        except (RuntimeError, MemoryError):
+            nbytes = math.prod(size) * meta.properties.dtype.itemsize
+            raise ImportSourceError(f"{self.label}: {fqn!r} needs {nbytes / 2**30:.1f} GiB in memory, more than "
+                                    "there is") from None
         for chunk in meta.chunks:
             part = self._item(md.MetadataIndex(fqn, chunk.offsets))
             if not isinstance(part, torch.Tensor) or tuple(part.shape) != tuple(chunk.sizes):
                 raise ImportSourceError(f"{self.label}: a chunk of {fqn!r} does not have the shape its metadata gives")
             region = tuple(slice(o, o + s) for o, s in zip(chunk.offsets, chunk.sizes, strict=True))
             full[region] = part
-            covered += part.numel()
-        if covered != full.numel():
-            raise ImportSourceError(f"{self.label}: the chunks of {fqn!r} cover {covered} of its {full.numel()} values")
         return full
+
+    def _check_stored(self, fqn: str, chunk: Any) -> None:
+        """A chunk's file holds at least its values' bytes: the tensor's declared size is bounded by the
+        files before anything is allocated (a 4 KB folder must not ask for terabytes)."""
+        import torch.distributed.checkpoint.metadata as md
+
+        index = md.MetadataIndex(fqn, chunk.offsets)
+        info = self._metadata.storage_data.get(index) if isinstance(self._metadata.storage_data, Mapping) else None
+        if info is None:
+            raise ImportSourceError(f"{self.label}: the DCP metadata lists {fqn!r} but not where it is stored")
+        check_name_is_plain(str(info.relative_path), self.folder / METADATA_FILE)
+        path = self.folder / str(info.relative_path)
+        size = check_regular_file(path, f"{self.label}/{info.relative_path}")
+        offset, length = whole_number(info.offset), whole_number(info.length)
+        nbytes = math.prod(chunk.sizes) * self._metadata.state_dict_metadata[fqn].properties.dtype.itemsize
+        if offset is None or length is None or offset < 0 or length < nbytes or offset + length > size:
+            raise ImportSourceError(
+                f"{self.label}: a chunk of {fqn!r} of {nbytes} bytes is stored at bytes {info.offset}..+{info.length} "
+                f"of {info.relative_path}, which has {size} bytes")
+
+    def _check_chunks(self, fqn: str, size: tuple[int, ...], chunks: Any) -> None:
+        """Every value of a tensor of shape ``size`` in exactly one chunk, every chunk inside it."""
+        boxes = []
+        for chunk in chunks:
+            offsets, sizes = tuple(chunk.offsets), tuple(chunk.sizes)
+            if len(offsets) != len(size) or len(sizes) != len(size) or not all(
+                    isinstance(v, int) and 0 <= v for v in offsets + sizes) or any(
+                    o + s > n for o, s, n in zip(offsets, sizes, size, strict=True)):
+                raise ImportSourceError(f"{self.label}: a chunk of {fqn!r} at offsets {list(offsets)} with sizes "
+                                        f"{list(sizes)} lies outside its shape {list(size)}")
+            boxes.append((offsets, sizes))
+            self._check_stored(fqn, chunk)
+        total, covered = math.prod(size), sum(math.prod(s) for _, s in boxes)
+        if covered != total:
+            raise ImportSourceError(f"{self.label}: the chunks of {fqn!r} hold {covered} values, its shape "
+                                    f"{list(size)} has {total}: they leave a gap or overlap")
+        if len(boxes) > 1 and size:
+            lo = np.array([o for o, _ in boxes], dtype=np.int64)
+            hi = lo + np.array([s for _, s in boxes], dtype=np.int64)
+            nonempty = (hi > lo).all(axis=1)
+            for i in np.flatnonzero(nonempty)[:-1]:
+                later = np.arange(i + 1, len(boxes))
+                later = later[nonempty[later]]
+                hit = ((lo[later] < hi[i]) & (lo[i] < hi[later])).all(axis=1)
+                if hit.any():
+                    j = int(later[np.argmax(hit)])
+                    raise ImportSourceError(f"{self.label}: two chunks of {fqn!r} overlap (at offsets "
+                                            f"{list(boxes[i][0])} and {list(boxes[j][0])}), leaving others uncovered")
 
     def scalar_entry(self, key: str) -> Any:
         """A top-level non-model value (``step``, ``epoch``): a 0-d tensor or a plain number, else None."""
@@ -216,8 +291,7 @@ class DcpReader(WeightsReader):
 
 
 def _as_int(value: Any) -> int | None:
-    number = scalar(value)
-    return int(number) if number is not None and float(number).is_integer() else None
+    return whole_number(value)  # exact: scan_source refuses one outside a step's range
 
 
 def dcp_snapshot(folder: Path, *, label: str | None = None) -> Snapshot:

@@ -10,6 +10,7 @@ arguments) are never opened.
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -19,8 +20,11 @@ from ...errors import ImportSourceError
 from ...prunable import prunable_names
 from ...store import Layout
 from ...store.dtypes import default_dtype
-from .base import STEP_KEYS, Snapshot, TensorSpec
+from ...store.run_store import MAX_METRICS
+from ...store.writer import metric_name_problem, shown_metric_name
+from .base import STEP_KEYS, Snapshot, TensorSpec, check_counter
 from .dcp import LIGHTNING_META, dcp_snapshot, is_dcp_dir
+from .files import check_regular_file
 from .huggingface import CHECKPOINT_DIR, MODEL_FILES, model_file, model_folder_snapshot, never_opened
 from .safetensors_files import safetensors_snapshot
 from .torch_files import TORCH_SUFFIXES, torch_file_snapshot
@@ -149,12 +153,16 @@ def _folder(path: Path) -> tuple[str, list[Snapshot], list[str]]:
 def _ordered(snapshots: list[Snapshot], notes: list[str], *, single: bool) -> list[Snapshot]:
     if single and snapshots[0].step is None:  # one checkpoint given on its own: step 0 when it names none
         only = snapshots[0]
+        check_counter(only.epoch, "the epoch", only.label, low=-1)
         return [Snapshot(only.reader, only.label, 0, only.epoch, only.loss, only.metrics, step_from="default")]
     for snap in snapshots:
         if snap.step is None:
             raise ImportSourceError(f"{snap.label}: no step in the file (keys {', '.join(STEP_KEYS)}) or in its name")
         if snap.step < 0:
             raise ImportSourceError(f"{snap.label}: negative step {snap.step}")
+        where = "its name" if snap.step_from == "name" else snap.step_from
+        check_counter(snap.step, f"the step (from {where})", snap.label)
+        check_counter(snap.epoch, "the epoch", snap.label, low=-1)
     ordered = sorted(snapshots, key=lambda s: (s.step, s.label))
     kept: list[Snapshot] = []
     for snap in ordered:
@@ -171,6 +179,31 @@ def _ordered(snapshots: list[Snapshot], notes: list[str], *, single: bool) -> li
     return kept
 
 
+def _with_metrics_a_store_holds(snapshots: list[Snapshot], notes: list[str]) -> list[Snapshot]:
+    """Check every logged metric name; keep the first :data:`MAX_METRICS` names (in the order logged).
+
+    A store with more metrics than its reader opens (one array each, read when the store
+    opens) would be written in minutes and then refused by every command; a Trainer that logs
+    per-class metrics of a 1000-class model is not rare. The values of the names past the
+    limit are left out, and a note says so.
+    """
+    kept: dict[str, None] = {}
+    dropped: dict[str, None] = {}
+    for snap in snapshots:
+        for name in snap.metrics:
+            if name in kept or name in dropped:
+                continue
+            problem = metric_name_problem(name)
+            if problem is not None:
+                raise ImportSourceError(f"{snap.label}: the logged metric name {shown_metric_name(name)} {problem}")
+            (kept if len(kept) < MAX_METRICS else dropped)[name] = None
+    if not dropped:
+        return snapshots
+    first = ", ".join(shown_metric_name(n) for n in list(dropped)[:3])
+    notes.append(f"not imported: {len(dropped)} logged metric(s) past the first {MAX_METRICS} a store holds ({first}, ...)")
+    return [dataclasses.replace(s, metrics={k: v for k, v in s.metrics.items() if k in kept}) for s in snapshots]
+
+
 def _selected(specs: list[TensorSpec], exclude: Iterable[str]) -> list[TensorSpec]:
     patterns = list(exclude)
     return [s for s in specs if not s.name.endswith(BUFFER_SUFFIXES)
@@ -182,6 +215,9 @@ def _check_same(snapshots: list[Snapshot], exclude: Iterable[str]) -> list[Tenso
     first = snapshots[0].label
     if not reference:
         raise ImportSourceError(f"{first}: no floating-point tensors to record")
+    if not sum(s.numel for s in reference):  # N = 0: every analysis would divide by it
+        raise ImportSourceError(f"no floating-point tensors to record in {first}: its {len(reference)} floating-point "
+                                "tensor(s) hold no values")
     for snap in snapshots[1:]:
         shapes = {s.name: s.shape for s in _selected(snap.reader.specs(), exclude)}
         for spec in reference:
@@ -208,6 +244,8 @@ def scan_source(source: str | Path, *, exclude: Iterable[str] = ()) -> SourceSca
     path = Path(source)
     if not path.exists():
         raise ImportSourceError(f"{path}: no such file or directory")
+    if not path.is_dir():
+        check_regular_file(path)  # a FIFO or device given as the source: said so, not "Not a directory"
     notes: list[str] = []
     single = True
     if path.is_file():
@@ -226,7 +264,7 @@ def scan_source(source: str | Path, *, exclude: Iterable[str] = ()) -> SourceSca
     else:
         kind, snapshots, notes = _folder(path)
         single = False
-    ordered = _ordered(snapshots, notes, single=single)
+    ordered = _with_metrics_a_store_holds(_ordered(snapshots, notes, single=single), notes)
     reference = _check_same(ordered, exclude)
     shapes = [(s.name, s.shape) for s in reference]
     layout = Layout.from_shapes(shapes, prunable=prunable_names(shapes))  # no model: embeddings known by name

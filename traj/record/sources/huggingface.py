@@ -17,7 +17,7 @@ step has no loss (NaN).
 
 from __future__ import annotations
 
-import json
+import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -30,12 +30,13 @@ from .base import (
     WeightsReader,
     check_name_is_plain,
     epoch_of_fraction,
-    first_line,
     metric_name,
     number_in_name,
     scalar,
+    whole_number,
 )
 from .dcp import DcpReader, is_dcp_dir
+from .files import read_json
 from .safetensors_files import safetensors_snapshot, sharded_safetensors_reader
 from .torch_files import torch_file_snapshot
 
@@ -60,19 +61,17 @@ def never_opened(name: str) -> bool:
 def model_file(folder: Path) -> Path | None:
     """The weights file of a model folder (first of :data:`MODEL_FILES` present), or None."""
     for name in MODEL_FILES:
-        if (folder / name).is_file() or is_dcp_dir(folder / name):
-            return folder / name
+        path = folder / name
+        if path.is_file() or is_dcp_dir(path) or (os.path.lexists(path) and not path.is_dir()):
+            return path  # a FIFO or device there is refused, by name, when its reader opens it
     return None
 
 
 def _trainer_state(folder: Path) -> dict[str, Any] | None:
     path = folder / TRAINER_STATE
-    if not path.is_file():
+    if not os.path.lexists(path):
         return None
-    try:
-        state = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ImportSourceError(f"{folder.name}/{TRAINER_STATE}: not readable JSON ({first_line(exc, 160)})") from None
+    state = read_json(path, f"{folder.name}/{TRAINER_STATE}")  # bounded: a sparse file of gigabytes is refused
     if not isinstance(state, Mapping):
         raise ImportSourceError(f"{folder.name}/{TRAINER_STATE}: expected a JSON object")
     return dict(state)
@@ -86,7 +85,7 @@ def _logged_at(state: Mapping[str, Any], step: int) -> tuple[float | None, dict[
     if not isinstance(history, list):
         return None, {}
     for entry in history:
-        if not isinstance(entry, Mapping) or scalar(entry.get("step")) != step:
+        if not isinstance(entry, Mapping) or whole_number(entry.get("step")) != step:
             continue
         for key, value in entry.items():
             number = scalar(value)
@@ -124,15 +123,13 @@ def model_folder_snapshot(folder: Path, *, label: str | None = None) -> Snapshot
     metrics: dict[str, float] = {}
     step_from = TRAINER_STATE
     if state is not None:
-        global_step = scalar(state.get("global_step"))
-        step = int(global_step) if global_step is not None and global_step.is_integer() else None
+        step = whole_number(state.get("global_step"))  # exact: a float would merge steps beyond 2**53
         fraction = scalar(state.get("epoch"))
         epoch = epoch_of_fraction(fraction) if fraction is not None else None
         if step is not None:
             loss, metrics = _logged_at(state, step)
     if step is None:
-        match = CHECKPOINT_DIR.match(folder.name)
-        step, step_from = (int(match.group(1)) if match else number_in_name(folder.name)), "name"
+        step, step_from = number_in_name(folder.name), "name"  # checkpoint-N: N
     return Snapshot(reader, label, step, -1 if epoch is None else epoch, loss=loss, metrics=metrics, step_from=step_from)
 
 
@@ -164,12 +161,10 @@ class _ShardedReader(WeightsReader):
 
 
 def _sharded_torch_reader(index: Path, label: str) -> WeightsReader:
-    try:
-        weight_map = json.loads(index.read_text())["weight_map"]
-        if not isinstance(weight_map, Mapping):
-            raise TypeError
-    except (OSError, ValueError, KeyError, TypeError):
-        raise ImportSourceError(f"{label}: {index.name} is not a checkpoint index (no 'weight_map')") from None
+    content = read_json(index, f"{label.rsplit('/', 1)[0]}/{index.name}")
+    weight_map = content.get("weight_map") if isinstance(content, Mapping) else None
+    if not isinstance(weight_map, Mapping):
+        raise ImportSourceError(f"{label}: {index.name} is not a checkpoint index (no 'weight_map')")
     shards = list(dict.fromkeys(str(v) for v in weight_map.values()))
     parts: list[WeightsReader] = []
     for shard in shards:

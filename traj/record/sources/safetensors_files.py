@@ -9,13 +9,14 @@ the file is closed after each group. The layout lists the names in natural order
 
 from __future__ import annotations
 
-import json
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from ...errors import ImportSourceError
 from .base import (
+    MAX_STEP,
     STEP_KEYS,
     Snapshot,
     TensorSpec,
@@ -25,6 +26,7 @@ from .base import (
     natural_key,
     number_in_name,
 )
+from .files import check_regular_file, read_json
 
 __all__ = ["SafetensorsReader", "safetensors_snapshot", "sharded_safetensors_reader"]
 
@@ -37,6 +39,7 @@ def _safe_open(path: Path) -> Any:
         from safetensors import safe_open
     except ImportError:  # pragma: no cover - safetensors is a dependency of traj
         raise ImportSourceError("reading .safetensors needs the safetensors package: pip install safetensors") from None
+    check_regular_file(path, path.name)  # a FIFO would block, a device never end
     try:
         return safe_open(str(path), framework="pt", device="cpu")
     except Exception as exc:  # a truncated or foreign file
@@ -118,35 +121,36 @@ def _tensor(f: Any, spec: TensorSpec, label: str) -> Any:
     return tensor.reshape(-1)
 
 
-def _metadata_int(metadata: Mapping[str, str], key: str) -> int | None:
+def _metadata_int(metadata: Mapping[str, str], key: str, label: str) -> int | None:
     value = metadata.get(key)
-    try:
-        return int(str(value).strip()) if value is not None else None
-    except ValueError:
+    text = str(value).strip() if value is not None else ""
+    if not re.fullmatch(r"[+-]?\d+", text):
         return None
+    if len(text.lstrip("+-0")) > len(str(MAX_STEP)):  # int() of thousands of digits raises; scan_source refuses
+        raise ImportSourceError(f"{label}: {key} in its metadata is a number of {len(text)} digits, beyond "
+                                f"{MAX_STEP} (steps are 64-bit integers)")
+    return int(text)
 
 
 def safetensors_snapshot(path: Path, *, label: str | None = None) -> Snapshot:
     """One ``.safetensors`` file; step from its metadata (``global_step``/``step``/...) or its name."""
     label = label or path.name
     specs, metadata, _ = _header(path)
-    step = next((s for s in (_metadata_int(metadata, k) for k in STEP_KEYS) if s is not None), None)
+    step = next((s for s in (_metadata_int(metadata, k, label) for k in STEP_KEYS) if s is not None), None)
     step_from = "file"
     if step is None:
         step, step_from = number_in_name(path.name), "name"
-    epoch = _metadata_int(metadata, "epoch")
+    epoch = _metadata_int(metadata, "epoch", label)
     reader = SafetensorsReader(specs, {s.name: path for s in specs}, label)
     return Snapshot(reader, label, step, -1 if epoch is None else epoch, step_from=step_from)
 
 
 def sharded_safetensors_reader(index: Path, label: str) -> SafetensorsReader:
     """The shards listed by ``model.safetensors.index.json`` (``weight_map``: name -> shard file)."""
-    try:
-        weight_map = json.loads(index.read_text())["weight_map"]
-        if not isinstance(weight_map, Mapping):
-            raise TypeError
-    except (OSError, ValueError, KeyError, TypeError):
-        raise ImportSourceError(f"{label}: {index.name} is not a safetensors index (no 'weight_map')") from None
+    content = read_json(index, f"{label.rsplit('/', 1)[0]}/{index.name}")  # bounded in size and depth
+    weight_map = content.get("weight_map") if isinstance(content, Mapping) else None
+    if not isinstance(weight_map, Mapping):
+        raise ImportSourceError(f"{label}: {index.name} is not a safetensors index (no 'weight_map')")
     by_file: dict[str, list[str]] = {}
     for name, shard in weight_map.items():
         check_name_is_plain(str(shard), index)

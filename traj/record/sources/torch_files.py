@@ -19,6 +19,7 @@ import numpy as np
 
 from ...errors import ImportSourceError
 from .base import STEP_KEYS, WRAPPER_KEYS, Snapshot, TensorSpec, WeightsReader, first_line, number_in_name
+from .files import check_regular_file
 from .lightning import is_lightning, lightning_meta
 
 __all__ = ["TORCH_SUFFIXES", "TorchFileReader", "load_torch", "state_dict_of", "torch_file_snapshot"]
@@ -30,6 +31,7 @@ def load_torch(path: Path, *, mmap: bool = False) -> Any:
     """``torch.load(path, weights_only=True)``; any failure is one :class:`ImportSourceError` line."""
     import torch
 
+    check_regular_file(path, path.name)  # a FIFO would block torch.load, /dev/zero never end
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as exc:  # torch raises many types for a bad file
@@ -67,25 +69,58 @@ def state_dict_of(obj: Any, label: str) -> dict[str, Any]:
     )
 
 
-def _floating_without_aliases(state: Mapping[str, Any]) -> dict[str, Any]:
-    """Floating-point tensors; a tensor saved under two names (tied weights) is kept under the first."""
+def _floating_without_aliases(state: Mapping[str, Any], label: str) -> dict[str, Any]:
+    """Floating-point tensors; a tensor saved under two names (tied weights) is kept under the first.
+
+    Every tensor is checked against the bytes the file holds for it before anything reads it:
+    a sparse or meta tensor is refused, and so are views that declare more values than their
+    storage holds (``expand``, overlapping ``as_strided``), alone or together: a 4 KB file
+    of such views would otherwise become a store of gigabytes.
+    """
     seen: set[tuple[Any, ...]] = set()
     kept = {}
+    declared: dict[int, int] = {}  # values the kept views of each storage declare
     for name, tensor in state.items():
         if not tensor.is_floating_point():
             continue
-        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape), tuple(tensor.stride()))
+        if tensor.layout != _strided():
+            raise ImportSourceError(f"{label}: parameter {str(name)!r} is a sparse tensor ({tensor.layout}); "
+                                    "traj records dense tensors only")
+        if tensor.is_meta:
+            raise ImportSourceError(f"{label}: parameter {str(name)!r} is a meta tensor: the file holds no values for it")
+        storage = tensor.untyped_storage()
+        key = (storage.data_ptr(), tensor.storage_offset(), tuple(tensor.shape), tuple(tensor.stride()))
         if tensor.numel() and key in seen:
             continue
         seen.add(key)
+        held = storage.nbytes() // tensor.element_size()
+        numel = tensor.numel()
+        if numel:
+            end = tensor.storage_offset() + sum((s - 1) * st for s, st in zip(tensor.shape, tensor.stride(), strict=True))
+            if numel > held or end >= held or min(tensor.stride(), default=1) < 0:
+                raise ImportSourceError(
+                    f"{label}: parameter {str(name)!r} declares {numel} values over {held} stored in the file "
+                    "(an expanded or overlapping view); save tensors with .contiguous()")
+            total = declared.get(storage.data_ptr(), 0) + numel
+            if total > held:
+                raise ImportSourceError(
+                    f"{label}: parameter {str(name)!r} and the tensors before it view one storage of {held} values "
+                    f"as {total} (overlapping views); save tensors with .contiguous()")
+            declared[storage.data_ptr()] = total
         kept[str(name)] = tensor
     return kept
+
+
+def _strided() -> Any:
+    import torch
+
+    return torch.strided
 
 
 def _int_entry(obj: Mapping[str, Any], key: str) -> int | None:
     value = obj.get(key)
     if isinstance(value, int | np.integer) and not isinstance(value, bool):
-        return int(value)
+        return int(value)  # any size: scan_source refuses one outside a step's range, naming the file
     return None
 
 
@@ -96,13 +131,14 @@ class TorchFileReader(WeightsReader):
         self.path = path
         self.label = label or path.name
         self._specs = specs
+        check_regular_file(path, self.label)  # zipfile.is_zipfile would block on a FIFO
         self._mmap = zipfile.is_zipfile(path)
 
     def specs(self) -> list[TensorSpec]:
         return list(self._specs)
 
     def _state(self) -> dict[str, Any]:
-        return _floating_without_aliases(state_dict_of(load_torch(self.path, mmap=self._mmap), self.label))
+        return _floating_without_aliases(state_dict_of(load_torch(self.path, mmap=self._mmap), self.label), self.label)
 
     def pieces(self, names: Sequence[str], budget: int) -> Iterator[tuple[str, Any]]:
         sizes = {s.name: s.nbytes for s in self._specs}
@@ -138,8 +174,9 @@ def _checked(state: Mapping[str, Any], name: str, label: str) -> Any:
 def torch_file_snapshot(path: Path, *, label: str | None = None) -> Snapshot:
     """Open one ``torch.save`` file (mapped, tensors untouched): its tensors, step, epoch and metrics."""
     label = label or path.name
+    check_regular_file(path, label)  # zipfile.is_zipfile would block on a FIFO
     obj = load_torch(path, mmap=zipfile.is_zipfile(path))
-    state = _floating_without_aliases(state_dict_of(obj, label))
+    state = _floating_without_aliases(state_dict_of(obj, label), label)
     specs = [TensorSpec(n, tuple(t.shape), t.dtype) for n, t in state.items()]
     step = epoch = None
     metrics: dict[str, float] = {}
