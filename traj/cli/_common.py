@@ -185,7 +185,7 @@ def engine_options(backend: str, device: str, scheduler: str, block_mb: float):
     """The Engine of ``--backend --device --scheduler --block-mb`` (the library checks each)."""
     from ..engine import Engine, block_bytes_from_mib
 
-    with flag_names("block_mb"):
+    with flag_names("block_mb", "device", "scheduler", "backend"):
         return Engine(backend=backend, device=device, scheduler=scheduler, block_bytes=block_bytes_from_mib(block_mb))
 
 

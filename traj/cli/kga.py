@@ -84,7 +84,7 @@ def kga_replay(
                    "efficient": efficient, "project_step": project_step, "mask": mask, "mask_eps": mask_eps,
                    "mask_window": mask_window}
         opened = open_store(store)
-        runner = resolve_recipe(recipe, opened)
+        runner = resolve_recipe(recipe, opened, must_fit=False)  # trains the recipe anew: notes below say so
         if runner is None:
             raise fail(f"{opened.path} records no recipe; pass --recipe NAME (built-in) or --recipe module:function")
         recorded = (getattr(opened, "recipe", None) or {}).get("name")

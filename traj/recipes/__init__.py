@@ -16,6 +16,7 @@ from .quadratic_mlp import QuadraticMLP
 __all__ = [
     "COMMON_DEFAULTS",
     "resolve_recipe",
+    "check_fits",
     "Dataset",
     "EpochReport",
     "RECIPES",
@@ -39,7 +40,7 @@ def get_recipe(name: str, config: dict | None = None, **overrides: object) -> Re
     return cls(config, **overrides)
 
 
-def recipe_from_store(store: object) -> Recipe | None:
+def recipe_from_store(store: object, *, must_fit: bool = True) -> Recipe | None:
     """The recipe that recorded a store, rebuilt from its attributes (built-in recipes only).
 
     The recorded config is checked like any other (type, range, size bounds): a store cannot
@@ -48,7 +49,33 @@ def recipe_from_store(store: object) -> Recipe | None:
     info = getattr(store, "recipe", None)
     if not info:
         return None
-    return _configured(store, info.get("name"), info)
+    recipe = _configured(store, info.get("name"), info)
+    return check_fits(recipe, store) if must_fit else recipe
+
+
+def check_fits(recipe: Recipe, store: object) -> Recipe:
+    """``recipe`` if its model has the store's layout (same tensors, names and shapes), else LayoutMismatchError.
+
+    A recipe scores or continues weights read from the store; one whose model differs would fail deep
+    inside torch (a reshape of 1185 values into pairs) or, worse, score the wrong weights.
+    """
+    from ..errors import LayoutMismatchError
+    from ..record.recorder import layout_of
+
+    layout = getattr(store, "layout", None)
+    if layout is None:
+        return recipe
+    mine = layout_of(recipe.new_model())[0]
+    try:
+        mine.check_same(layout)
+    except LayoutMismatchError as exc:
+        where = getattr(getattr(store, "path", None), "name", "the store")
+        detail = str(exc).removeprefix("layout differs from the store: ")
+        raise LayoutMismatchError(
+            f"{where}: the recipe {recipe.name!r} does not fit this store: its model has {mine.n_params} parameters "
+            f"in {len(mine)} tensor(s), the store {layout.n_params} in {len(layout)} ({detail}); give the recipe "
+            "that recorded the store") from None
+    return recipe
 
 
 def _configured(store: object, name: object, info: dict) -> Recipe:
@@ -63,19 +90,23 @@ def _configured(store: object, name: object, info: dict) -> Recipe:
         raise RecipeConfigError(f"{where}: the recipe recorded in this store is unusable: {exc}") from None
 
 
-def resolve_recipe(spec: str | None, store: object = None) -> Recipe | None:
+def resolve_recipe(spec: str | None, store: object = None, *, must_fit: bool = True) -> Recipe | None:
     """The recipe a command should use.
 
     ``spec`` comes from the user's command line only: a built-in name (configured from the
     store when the store names the same recipe), or ``module:function`` (imported and called
     with no arguments; it must return a :class:`Recipe`). Without ``spec``, the store's recipe
     is looked up among the built-in recipes only: a store's attributes never import code.
+    With ``must_fit`` (the default: the recipe scores or continues the store's weights) its model must
+    have the store's layout (:func:`check_fits`); ``kga-replay`` trains the recipe anew and needs no fit.
     """
+    fits = (lambda chosen: check_fits(chosen, store)) if must_fit and store is not None else (lambda chosen: chosen)
     if spec is None:
-        return recipe_from_store(store) if store is not None else None
+        return recipe_from_store(store, must_fit=must_fit) if store is not None else None
     if ":" not in spec:
         info = getattr(store, "recipe", None) or {}
-        return _configured(store, spec, info) if info.get("name") == spec else get_recipe(spec)
+        chosen = _configured(store, spec, info) if info.get("name") == spec else get_recipe(spec)
+        return fits(chosen)
     import importlib
 
     module_name, _, attr = spec.partition(":")
@@ -93,4 +124,4 @@ def resolve_recipe(spec: str | None, store: object = None) -> Recipe | None:
                                  "(traj --debug shows where)") from exc
     if not isinstance(recipe, Recipe):
         raise UnknownRecipeError(f"{spec!r} returned {type(recipe).__name__}, not a traj Recipe")
-    return recipe
+    return fits(recipe)

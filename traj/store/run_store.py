@@ -494,6 +494,8 @@ class RunStore:
         data = self._data(array)
         start, stop, _ = (columns or slice(None)).indices(self.n_params)
         n_rows = rows.stop - rows.start
+        if stop <= start:  # no columns (a store of N = 0, an empty layer): no blocks
+            return
         width = block_columns or self.block_columns(max(1, n_rows))
         reader = self._shard_reader(array)
         if reader is not None:

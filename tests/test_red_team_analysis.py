@@ -1,0 +1,174 @@
+"""Issue 24, analysis and CLI side: each case reproduces what a red team saw (a traceback, a hang, a
+wrong answer given with exit 0, a message naming the wrong cause) and asserts what happens now."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from traj.cli.app import app
+from traj.engine import Engine
+from traj.errors import NotApplicableError, ParameterError
+from traj.store import Layout, RunStore, StoreWriter
+
+SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
+Q = str(SAMPLE / "quadratic-mlp.zarr")
+ROOT = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+
+
+def refused(result, *fragments: str) -> str:
+    """Exit 2, exactly one line on stderr, starting 'error:', holding every fragment; returns the line."""
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+# ------------------------------------------------------------------------------ 1. N = 0
+def zero_parameter_store(path: Path, t: int = 5) -> Path:
+    """A store whose layout is one empty tensor: T snapshots of nothing."""
+    with StoreWriter(path, Layout.from_shapes([("w", (0,))])) as writer:
+        for k in range(t):
+            writer.append(np.zeros(0, dtype=np.float32), step=k, epoch=0)
+    return path
+
+
+def test_info_describes_a_store_of_no_parameters(tmp_path):
+    store = zero_parameter_store(tmp_path / "z.zarr")
+    result = runner.invoke(app, ["info", str(store), "--json"])
+    assert result.exit_code == 0, result.output  # was ZeroDivisionError in the NaN scan
+    summary = json.loads(result.stdout)
+    assert (summary["n_snapshots"], summary["n_params"], summary["bytes_raw"]) == (5, 0, 0)
+    assert summary["nonfinite_snapshots"] == [] and summary["healthy"]
+    text = runner.invoke(app, ["info", str(store)])
+    assert text.exit_code == 0 and "parameters N = 0" in text.stdout and "n/a: no parameters" in text.stdout
+
+
+@pytest.mark.parametrize("command", [["dmd"], ["dmd", "--method", "gram"], ["cmd"], ["conjugacy", "{s}"]])
+def test_analyses_refuse_a_store_of_no_parameters_in_one_line(tmp_path, command):
+    store = str(zero_parameter_store(tmp_path / "z.zarr"))
+    args = [command[0], store, *[a.replace("{s}", store) for a in command[1:]], "--out", str(tmp_path / "o")]
+    refused(runner.invoke(app, args), "z.zarr: the store holds no parameters (N = 0)")
+    assert not (tmp_path / "o").exists()
+
+
+def test_engine_refuses_a_store_of_no_parameters_at_the_door(tmp_path):
+    store = RunStore(zero_parameter_store(tmp_path / "z.zarr"))
+    assert list(store.iter_blocks()) == []  # no columns: no blocks (was a division by a zero width)
+    for backend in ("numpy", "dask"):
+        with pytest.raises(NotApplicableError, match=r"no parameters \(N = 0\)"):
+            Engine(backend=backend, scheduler="sync").gram(store)
+
+
+def test_report_on_a_store_of_no_parameters_says_why_each_analysis_is_skipped(tmp_path):
+    store = zero_parameter_store(tmp_path / "z.zarr")
+    result = runner.invoke(app, ["report", str(store), "--no-evaluate", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output  # was ZeroDivisionError
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["info"]["n_params"] == 0 and summary["dmd"] is None
+    assert summary["skipped"]["dmd"] == "z.zarr: the store holds no parameters (N = 0): nothing to analyse"
+    assert summary["skipped"]["cmd"] == "CMD correlates weights: the run has none"
+
+
+# ------------------------------------------------------------------------------ 2. --device
+@pytest.mark.parametrize(("device", "said"), [
+    ("meta", "--device 'meta' holds no data (shapes only); the torch backend runs on cpu, cuda or cuda:N"),
+    ("mps", "--device 'mps' is not supported: the torch backend runs on cpu, cuda or cuda:N"),
+    ("xpu", "--device 'xpu' is not supported"),
+    ("cuda:x", "--device 'cuda:x': unknown torch device; the torch backend runs on cpu, cuda or cuda:N"),
+])
+@pytest.mark.parametrize("command", ["dmd", "cmd", "prune"])
+def test_unusable_torch_device_is_one_line_naming_the_devices_that_work(tmp_path, device, said, command):
+    store = str(SAMPLE / ("digits-cnn.zarr" if command == "prune" else "quadratic-mlp.zarr"))
+    args = [command, store, "--backend", "torch", "--device", device, "--method", "gram"] if command == "dmd" else \
+        [command, store, "--backend", "torch", "--device", device]
+    refused(runner.invoke(app, [*args, "--out", str(tmp_path / "o")]), said)
+
+
+# ------------------------------------------------------------------------------ 3. a recipe of another model
+@pytest.mark.parametrize(("args", "said"), [
+    (["dmd", Q, "--evaluate", "--recipe", "mirror-descent"],
+     "quadratic-mlp.zarr: the recipe 'mirror-descent' does not fit this store: its model has 50 parameters in "
+     "1 tensor(s), the store 1185 in 6 (parameter 'x' where the store has '0.weight')"),
+    (["dmd", Q, "--evaluate", "--recipe", "digits-cnn"],
+     "the recipe 'digits-cnn' does not fit this store: its model has 3658 parameters"),
+    (["landscape", str(SAMPLE / "mirror-omd.zarr"), "--recipe", "quadratic-mlp"],
+     "mirror-omd.zarr: the recipe 'quadratic-mlp' does not fit this store: its model has 1185 parameters"),
+    (["cmd", Q, "--recipe", "mirror-descent"], "the recipe 'mirror-descent' does not fit this store"),
+])
+def test_a_recipe_whose_model_does_not_fit_the_store_is_one_line(tmp_path, args, said):
+    refused(runner.invoke(app, [*args, "--out", str(tmp_path / "o")]), said)
+    assert not (tmp_path / "o").exists()
+
+
+# ------------------------------------------------------------------------------ 4. --scheduler
+@pytest.mark.parametrize(("address", "said"), [
+    ("tcp://[::1", "--scheduler 'tcp://[::1' is not a valid address (Invalid IPv6 URL); a dask.distributed "
+                   "scheduler is given as tcp://host:port"),
+    ("tcp://host:99999", "--scheduler 'tcp://host:99999' is not a valid address (Port out of range"),
+    ("tcp://host:x", "is not a valid address (Port could not be cast"),
+    ("tcp://:8786", "--scheduler 'tcp://:8786' is not a valid address"),
+    ("tcp://a b:1", "holds white space"),
+    ("tcp://h:1/path", "is not a valid address"),
+])
+def test_malformed_scheduler_address_is_refused_before_dask_sees_it(tmp_path, address, said):
+    refused(runner.invoke(app, ["dmd", Q, "--backend", "dask", "--method", "gram", "--scheduler", address,
+                                "--out", str(tmp_path / "o")]), said)
+
+
+_CLI_WITH_SHORT_TIMEOUT = textwrap.dedent("""
+    import sys
+    import traj.engine.backends.dask as backend
+    backend.CONNECT_TIMEOUT = 2.0
+    from traj.cli.app import main
+    sys.argv = ["traj", *sys.argv[1:]]
+    main()
+""")
+
+
+@pytest.mark.parametrize("address", ["tcp://[::1", "tcp://127.0.0.1:{port}"])
+def test_scheduler_that_is_not_there_ends_the_process_in_one_line(tmp_path, address):
+    """A malformed address used to leave a traceback and a process that never exits; a port where
+    something other than a dask scheduler listens (a plain socket that never answers) hung forever."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(4)
+        address = address.format(port=listener.getsockname()[1])
+        t0 = time.perf_counter()
+        done = subprocess.run(
+            [sys.executable, "-c", _CLI_WITH_SHORT_TIMEOUT, "dmd", Q, "--backend", "dask", "--method", "gram",
+             "--scheduler", address, "--out", str(tmp_path / "o")],
+            capture_output=True, text=True, timeout=90, cwd=tmp_path, env={"PYTHONPATH": str(ROOT), "PATH": ""})
+        seconds = time.perf_counter() - t0
+    assert done.returncode == 2, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), done.stderr
+    if "[" in address:
+        assert "is not a valid address" in lines[0]
+    else:
+        assert f"no dask scheduler answered at {address} within 2 s" in lines[0]
+        assert seconds < 45, seconds
+    assert not (tmp_path / "o").exists()
+
+
+def test_scheduler_address_check_accepts_what_dask_accepts():
+    from traj.engine.backends.dask import check_scheduler_address
+
+    for good in ("tcp://127.0.0.1:8786", "tcp://[::1]:8786", "tcp://scheduler", "tls://host.example:9000",
+                 "inproc://10.0.0.1/123/1"):
+        assert check_scheduler_address(good) == good
+    with pytest.raises(ParameterError, match="port 0"):
+        check_scheduler_address("tcp://127.0.0.1:0")
