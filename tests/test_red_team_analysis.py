@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from tests.conftest import write_store
 from traj.cli.app import app
 from traj.engine import Engine
 from traj.errors import NotApplicableError, ParameterError
@@ -172,3 +173,22 @@ def test_scheduler_address_check_accepts_what_dask_accepts():
         assert check_scheduler_address(good) == good
     with pytest.raises(ParameterError, match="port 0"):
         check_scheduler_address("tcp://127.0.0.1:0")
+
+
+# ------------------------------------------------------------------------------ 8. --rank auto without a noise bulk
+@pytest.mark.parametrize("rank", [2, 4, 6])
+def test_dmd_rank_auto_keeps_every_direction_of_noise_free_low_dimensional_data(tmp_path, rank):
+    """θ in R^rank following rank decaying modes, no noise: Gavish–Donoho kept 1 (error 0.02-0.2, exit 0)."""
+    from tests.engine.test_operator import _planted_noise_free
+
+    data, lam = _planted_noise_free(rank, rank, seed=rank)
+    store = write_store(tmp_path / "nf.zarr", data)
+    result = runner.invoke(app, ["dmd", str(store), "--json", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["rank"] == rank and summary["rank_rule"] == "all-above-floor-no-noise-bulk"
+    assert summary["reconstruction_error"] < 1e-6  # was 0.02-0.2
+    assert summary["rank_note"].startswith(f"rank auto kept all {rank} directions above the precision floor")
+    eigenvalues = np.array([complex(re, im) for re, im in summary["eigenvalues"]])
+    np.testing.assert_allclose(np.sort(eigenvalues.real), np.sort(lam), atol=1e-6)
+    assert np.abs(eigenvalues.imag).max() < 1e-6
