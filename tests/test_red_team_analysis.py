@@ -192,3 +192,51 @@ def test_dmd_rank_auto_keeps_every_direction_of_noise_free_low_dimensional_data(
     eigenvalues = np.array([complex(re, im) for re, im in summary["eigenvalues"]])
     np.testing.assert_allclose(np.sort(eigenvalues.real), np.sort(lam), atol=1e-6)
     assert np.abs(eigenvalues.imag).max() < 1e-6
+
+
+# ------------------------------------------------------------------------------ 6. --null-size
+def test_null_size_has_an_upper_bound_that_says_why(tmp_path):
+    from traj.analysis.conjugacy import MAX_NULL_SIZE, ConjugacyParams
+
+    assert ConjugacyParams.checked(null_size=MAX_NULL_SIZE).null_size == 1000
+    with pytest.raises(ParameterError, match=r"from 0 to 1000, got 1001: the null's conformal bound is exact to "
+                                             r"1/\(n \+ 1\), 0.1 % at 1000 maps"):
+        ConjugacyParams.checked(null_size=1001)
+    refused(runner.invoke(app, ["conjugacy", Q, Q, "--null-size", "100000000", "--out", str(tmp_path / "o")]),
+            "--null-size must be an integer from 0 to 1000, got 100000000")
+
+
+def test_null_size_whose_maps_would_not_fit_in_memory_is_refused_before_any_read(tmp_path):
+    """quadratic-mlp (T = 321): 0.56 GB RSS at 20 maps, 2.06 GB at 200 (measured); 10 Grams of 0.79 MiB a map."""
+    line = refused(runner.invoke(app, ["conjugacy", Q, Q, "--null-size", "200", "--out", str(tmp_path / "o")]),
+                   "--null-size 200 needs about 1.5 GiB for the reparametrisation null over windows of 321 snapshots "
+                   "(7.9 MiB a map); at most 130 fit in 1 GiB")
+    assert "memory" not in line  # not MemoryError's generic line
+
+
+# ------------------------------------------------------------------------------ 7. kga-replay that never fits
+def test_kga_replay_interval_past_the_end_of_training_is_refused(tmp_path):
+    refused(runner.invoke(app, ["kga-replay", Q, "--interval", "1000000000", "--out", str(tmp_path / "o")]),
+            "--interval 1000000000 steps: KGA's first fit would come at step 1000000000, and the replay trains 320 "
+            "step(s) (10 epoch(s) of 32): KGA would never accelerate a step")
+    assert not (tmp_path / "o").exists()
+
+
+def test_kga_replay_that_never_accelerated_says_its_comparison_means_nothing(tmp_path):
+    """KGA-Epoch over 2 epochs fits once, after the last step: refits 1, no step accelerated."""
+    out = tmp_path / "o"
+    result = runner.invoke(app, ["kga-replay", Q, "--epochs", "2", "--alpha", "0.5,0", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "KGA refitted 1 time(s) but only after the last step, so it never accelerated a step: this run is " \
+           "plain training and its comparison with plain means nothing" in " ".join(result.stdout.split())
+    summary = json.loads((out / "report" / "summary.json").read_text())
+    rows = {row["alpha"]: row for row in summary["comparison"]}
+    assert rows[0.5]["refits"] == 1 and "never accelerated a step" in rows[0.5]["note"]
+    assert rows[0.0]["note"] is None  # α = 0 is plain training by design
+    assert summary["runs"][0]["accelerated_steps"] == 0
+    assert "its comparison with plain means nothing" in (out / "report" / "report.md").read_text()
+    longer = runner.invoke(app, ["kga-replay", Q, "--epochs", "4", "--alpha", "0.5", "--json",
+                                 "--out", str(tmp_path / "o4")])
+    row = json.loads(longer.stdout)["comparison"][0]
+    assert row["note"] is None and row["refits"] == 3
+    assert json.loads(longer.stdout)["runs"][0]["accelerated_steps"] == 64  # epochs 3 and 4, 32 steps each

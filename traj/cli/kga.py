@@ -120,6 +120,8 @@ def kga_replay(
             out_console.print(f"  {m(row_name(row))}: final {loss_text(row.final_train_loss, row.diverged_epoch)}, "
                               "reaches plain's final loss "
                               f"{'at epoch ' + str(reached) if reached else 'never'}, {row.added_seconds_per_epoch:+.3f} s/epoch")
+            if row.note:
+                out_console.print(f"    [yellow]{m(row.note)}[/yellow]")
         for run in result.baselines:
             jumps = run.jumps
             if jumps is not None:
