@@ -240,3 +240,44 @@ def test_kga_replay_that_never_accelerated_says_its_comparison_means_nothing(tmp
     row = json.loads(longer.stdout)["comparison"][0]
     assert row["note"] is None and row["refits"] == 3
     assert json.loads(longer.stdout)["runs"][0]["accelerated_steps"] == 64  # epochs 3 and 4, 32 steps each
+
+
+# ------------------------------------------------------------------------------ 5. an evaluation too costly
+def _store_with_recipe_config(tmp_path: Path, **config) -> Path:
+    import shutil
+
+    import zarr
+
+    path = tmp_path / "big-data.zarr"
+    shutil.copytree(SAMPLE / "quadratic-mlp.zarr", path)
+    group = zarr.open_group(path, mode="r+")
+    attrs = dict(group.attrs)
+    attrs["recipe"] = {**attrs["recipe"], "config": {**attrs["recipe"]["config"], **config}}
+    group.attrs.update(attrs)
+    return path
+
+
+@pytest.mark.parametrize("command", [["dmd", "--evaluate"], ["report"], ["cmd"], ["prune", "--window", "0:40"]])
+def test_an_evaluation_too_costly_for_its_samples_and_model_is_refused_at_once(tmp_path, command):
+    """n_train = n_val = 10^7 (each within its own limit): dmd --evaluate and report ran > 170 s at 3 GB."""
+    store = _store_with_recipe_config(tmp_path, n_train=10_000_000, n_val=10_000_000)
+    t0 = time.perf_counter()
+    result = runner.invoke(app, [command[0], str(store), *command[1:], "--out", str(tmp_path / "o")])
+    refused(result, "big-data.zarr: scoring weights with the recipe 'quadratic-mlp' as configured runs 20,000,000 "
+                    "samples through 1,185 parameters (2.4e+10 per evaluation, limit 2.5e+09",
+            "--no-evaluate")
+    assert time.perf_counter() - t0 < 20
+    if command[0] != "dmd":  # and without evaluation the analysis runs
+        quiet = runner.invoke(app, [command[0], str(store), *command[1:], "--no-evaluate", "--out", str(tmp_path / "q")])
+        assert quiet.exit_code == 0, quiet.output
+
+
+def test_evaluation_cost_limit_keeps_every_built_in_default():
+    from traj.recipes import MAX_EVALUATION_WORK, RECIPES, check_evaluation_cost, get_recipe
+
+    for name in RECIPES:
+        if name == "mnist1d-mlp":
+            continue  # its data come from the mnist1d package (built when asked): 5000 x 3690 = 1.8e7
+        check_evaluation_cost(get_recipe(name))
+    at_limit = get_recipe("quadratic-mlp", n_train=MAX_EVALUATION_WORK // 1185 - 200, n_val=200)
+    assert check_evaluation_cost(at_limit) is at_limit

@@ -16,6 +16,7 @@ from .quadratic_mlp import QuadraticMLP
 __all__ = [
     "COMMON_DEFAULTS",
     "resolve_recipe",
+    "check_evaluation_cost",
     "check_fits",
     "Dataset",
     "EpochReport",
@@ -53,6 +54,30 @@ def recipe_from_store(store: object, *, must_fit: bool = True) -> Recipe | None:
     return check_fits(recipe, store) if must_fit else recipe
 
 
+#: Samples x parameters one evaluation of a recipe may cost: about 1 s and 0.55 GB for quadratic-mlp's MLP
+#: (2 million samples through 1185 parameters, measured on 2 cores). Commands score weights 12 to ~100 times
+#: (dmd --evaluate: points x ranks; report: CMD, DMD and pruning), so this bounds their total too. The
+#: built-in recipes' defaults cost 1e2 to 1.8e7.
+MAX_EVALUATION_WORK = 2_500_000_000
+
+
+def check_evaluation_cost(recipe: Recipe, where: str = "the store") -> Recipe:
+    """``recipe`` if one evaluation of a weight vector costs at most MAX_EVALUATION_WORK samples x parameters,
+    else RecipeConfigError naming the samples, the parameters and what to do (a config within every
+    option's own range, n_train = n_val = 10^7, took > 170 s and 3 GB to score)."""
+    from ..errors import RecipeConfigError
+
+    n_params = sum(p.numel() for p in recipe.new_model().parameters())
+    samples = recipe.evaluation_samples()
+    if samples * n_params > MAX_EVALUATION_WORK:
+        raise RecipeConfigError(
+            f"{where}: scoring weights with the recipe {recipe.name!r} as configured runs {samples:,} samples through "
+            f"{n_params:,} parameters ({samples * n_params:.1e} per evaluation, limit {MAX_EVALUATION_WORK:.1e}: about "
+            "1 s each, and commands score weights 12 to 100 times): analyse without evaluation (--no-evaluate; dmd: "
+            "without --evaluate), or give a recipe with fewer samples (--recipe)")
+    return recipe
+
+
 def check_fits(recipe: Recipe, store: object) -> Recipe:
     """``recipe`` if its model has the store's layout (same tensors, names and shapes), else LayoutMismatchError.
 
@@ -75,7 +100,7 @@ def check_fits(recipe: Recipe, store: object) -> Recipe:
             f"{where}: the recipe {recipe.name!r} does not fit this store: its model has {mine.n_params} parameters "
             f"in {len(mine)} tensor(s), the store {layout.n_params} in {len(layout)} ({detail}); give the recipe "
             "that recorded the store") from None
-    return recipe
+    return check_evaluation_cost(recipe, getattr(getattr(store, "path", None), "name", "the store"))
 
 
 def _configured(store: object, name: object, info: dict) -> Recipe:
