@@ -281,3 +281,89 @@ def test_evaluation_cost_limit_keeps_every_built_in_default():
         check_evaluation_cost(get_recipe(name))
     at_limit = get_recipe("quadratic-mlp", n_train=MAX_EVALUATION_WORK // 1185 - 200, n_val=200)
     assert check_evaluation_cost(at_limit) is at_limit
+
+
+# ------------------------------------------------------------------------------ 9. messages that named the wrong cause
+@pytest.mark.parametrize(("args", "options"), [
+    (["info", "{s}"], None),
+    (["dmd", "{s}"], "(a smaller --window, --block-mb or --eval-points needs less)"),
+    (["cmd", "{s}", "--modes", "2"], "(a smaller --window, --samples, --block-mb or --eval-points needs less)"),
+    (["conjugacy", "{s}", "{s}"], "(a smaller --window, --block-mb, --null-size or --windows needs less)"),
+])
+def test_memory_error_names_what_failed_and_only_this_commands_options(tmp_path, monkeypatch, args, options):
+    """It said '(a smaller --window, --samples or --block-mb needs less)' for every command, info included."""
+    import traj.store.run_store as run_store
+
+    def no_memory(*_a, **_k):
+        raise MemoryError("Unable to allocate 7.45 GiB for an array with shape (1000000000,) and data type float64")
+
+    monkeypatch.setattr(run_store.RunStore, "iter_blocks", no_memory)
+    monkeypatch.setattr(run_store.RunStore, "read", no_memory)
+    store = str(write_store(tmp_path / "s.zarr", np.cumsum(np.ones((12, 40), dtype=np.float32), axis=0)))
+    line = refused(runner.invoke(app, [a.replace("{s}", store) for a in args] + ["--out", str(tmp_path / "o")]),
+                   "not enough memory: unable to allocate 7.45 GiB for an array with shape (1000000000,)")
+    assert line.endswith(options or "(the input declares more than this machine can hold)")
+
+
+def test_conjugacy_blames_the_recipes_default_stacking_not_a_stack_flag_never_given(tmp_path):
+    omd, ogd = (str(SAMPLE / f"mirror-{a}.zarr") for a in ("omd", "ogd"))
+    line = refused(runner.invoke(app, ["conjugacy", omd, ogd, "--observable", "pca:3", "--out", str(tmp_path / "o")]),
+                   "--observable pca:3: PCA scores are not split into trajectories, and mirror-omd.zarr's recipe "
+                   "stacks its 25 trajectories by default: give stack=1")
+    assert "--stack" not in line
+    # given by the user, --stack is named
+    refused(runner.invoke(app, ["conjugacy", omd, ogd, "--observable", "pca:3", "--stack", "5",
+                                "--out", str(tmp_path / "o")]), "--stack needs observable 'all' or 'layer:NAME'")
+
+
+@pytest.mark.parametrize("moving", [False, True])
+def test_cmd_names_values_at_float32_limit_instead_of_nothing_moves(tmp_path, moving):
+    """Two weights at ±3e38 made 'fewer than 2 of the sampled weights move' (the test for movement is relative to
+    the largest |w|): the line now names them and the overflow."""
+    data = np.cumsum(np.random.default_rng(0).standard_normal((12, 40)), axis=0).astype(np.float32)
+    data[:, 3], data[:, 7] = 3e38, -3e38
+    if moving:
+        data[1::2, 3] = -3e38
+    store = write_store(tmp_path / "ovf.zarr", data)
+    refused(runner.invoke(app, ["cmd", str(store), "--modes", "2", "--out", str(tmp_path / "o")]),
+            "ovf.zarr: 2 sampled weight(s) (coordinate 3, 7) hold values up to 3.0e+38, near float32's limit "
+            "(3.4e+38): such values overflow float32 arithmetic")
+
+
+def test_a_reader_racing_an_in_place_convert_is_told_to_retry_not_that_the_store_is_damaged(tmp_path):
+    from traj.errors import DamagedStoreError, StoreLockedError
+    from traj.store.convert import convert_store
+
+    data = np.random.default_rng(0).standard_normal((30, 5000)).astype(np.float32)
+    path = write_store(tmp_path / "v1.zarr", data, format_version=1, chunk_bytes=4096)
+    reader = RunStore(path)  # opened before the convert's swap
+    convert_store(path)
+    with pytest.raises(StoreLockedError, match="was replaced while this command read it .* not damaged: run the "
+                                               "command again") as caught:
+        Engine().gram(reader)
+    assert not isinstance(caught.value, DamagedStoreError)
+    np.testing.assert_allclose(Engine().gram(RunStore(path))["all"], data.astype(np.float64) @ data.T.astype(np.float64),
+                               rtol=1e-10)  # a fresh reader reads the converted store
+    # a real damage, with no writer and no swap, is still damage
+    chunk = next(p for p in (path / "params" / "c").rglob("*") if p.is_file())
+    chunk.write_bytes(chunk.read_bytes()[:10])
+    with pytest.raises(DamagedStoreError, match="too short for a shard index"):
+        Engine().gram(RunStore(path))
+
+
+def test_a_reader_that_fails_while_a_writer_holds_the_store_says_it_is_being_rewritten(tmp_path):
+    from traj.errors import StoreLockedError
+    from traj.store.lock import WriterLock
+
+    data = np.ones((9, 50), dtype=np.float32)
+    path = write_store(tmp_path / "s.zarr", data)
+    reader = RunStore(path)
+    chunk = next(p for p in (path / "params" / "c").rglob("*") if p.is_file())
+    chunk.write_bytes(chunk.read_bytes()[:10])  # as a rewrite in progress would leave it
+    lock = WriterLock(path)
+    lock.acquire()
+    try:
+        with pytest.raises(StoreLockedError, match="is being rewritten .* not damaged"):
+            Engine().gram(reader)
+    finally:
+        lock.release()

@@ -381,10 +381,15 @@ def trajectories(store: RunStore, stack: int | bool | None, n_obs: int, shape: t
     None: the recipe's default (mirror-descent: the first axis of its one tensor); True: the
     first axis of the observable's tensor; an integer N: θ split into N equal consecutive parts.
     """
+    defaulted = stack is None
     if stack is None:
         stack = recipe_defaults(store)[0]
     if stack is True:
         if len(shape) < 2:
+            if defaulted:  # the recipe's default, not the user's --stack: say so, and how to set it
+                raise ParameterError("observable", f"of {store.path.name} is a tensor of shape {tuple(shape)}, with no "
+                                                   "trajectory axis, and its recipe stacks trajectories by default: "
+                                                   "give stack=1 (one trajectory) or a number of trajectories")
             raise ParameterError("stack", "needs a parameter tensor with a trajectory axis (e.g. shape (25, 2)), "
                                           "or a number of trajectories N")
         return int(shape[0])
@@ -462,6 +467,11 @@ def _observe(store: RunStore, *, window: Window, observable: str | None, layer: 
     cols, shape = observable_columns(store, arg if kind == "layer" else None)
     n_obs = cols.stop - cols.start
     n_traj = trajectories(store, stack, n_obs, shape)
+    if kind == "pca" and n_traj > 1 and stack is None:  # the recipe's default stacking, not the user's --stack
+        raise ParameterError("observable", f"{name}: PCA scores are not split into trajectories, and "
+                                           f"{store.path.name}'s recipe stacks its {n_traj} trajectories by default: "
+                                           "give stack=1 to take the run as one trajectory, or observable 'all' "
+                                           "or 'layer:NAME'")
     if kind == "pca" and n_traj > 1:
         raise ParameterError("stack", "needs observable 'all' or 'layer:NAME': pca:K scores are not split into "
                                       "trajectories")
