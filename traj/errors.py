@@ -30,6 +30,7 @@ __all__ = [
     "UnsafeOutputError",
     "OutputConflictError",
     "StoreWriteError",
+    "SchedulerUnreachableError",
     "ReplacingSnapshotsWarning",
 ]
 
@@ -170,6 +171,11 @@ class StoreWriteError(TrajError, OSError):
 
     def __str__(self) -> str:
         return str(self.strerror)
+
+
+class SchedulerUnreachableError(TrajError, ConnectionError):
+    """No dask.distributed scheduler answered at the address given (refused, unreachable, timed out, or
+    something else listening there)."""
 
 
 class ReplacingSnapshotsWarning(UserWarning):

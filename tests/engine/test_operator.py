@@ -4,7 +4,14 @@ import numpy as np
 import pytest
 
 from tests.conftest import match, planted_linear_system
-from traj.engine.operator import ReducedOperator, known_noise_threshold, noise_from_tail, precision_floor, truncate
+from traj.engine.operator import (
+    ReducedOperator,
+    gavish_donoho_threshold,
+    known_noise_threshold,
+    noise_from_tail,
+    precision_floor,
+    truncate,
+)
 from traj.errors import NotApplicableError, RankUnavailableError, TrajError, WindowTooShortError
 
 
@@ -124,3 +131,65 @@ def test_reconstruction_error_never_forms_a_snapshot_by_snapshot_matrix():
     assert peak < 4 << 20
     d_hat = (data.T @ op.coefficients) @ (op.amplitudes[:, None] * op.vandermonde(np.arange(1201)))  # Φ diag(b) Vand
     assert error == pytest.approx(np.linalg.norm(data.T - np.real(d_hat)) / np.linalg.norm(data), rel=1e-6)
+
+
+def _planted_noise_free(n_features, rank, n_snapshots=31, seed=0):
+    """θ_k = Q z_k, z_{k+1} = diag(λ) z_k: ``rank`` real decaying modes embedded in N coordinates, no noise."""
+    rng = np.random.default_rng(seed)
+    lam = np.linspace(0.95, 0.5, rank)  # apart by 0.09 at least: each eigenvalue well conditioned
+    q, _ = np.linalg.qr(rng.standard_normal((n_features, rank)))
+    z = lam[None, :] ** np.arange(n_snapshots)[:, None] * rng.standard_normal(rank)
+    return z @ q.T, lam
+
+
+@pytest.mark.parametrize("rank", [2, 3, 4, 5, 6])
+@pytest.mark.parametrize("extra", [0, 2])  # N = rank (every σ signal) and N = rank + 2 (σ fall to the floor)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_auto_keeps_the_planted_rank_of_noise_free_data(rank, extra, dtype):
+    """Issue 24: noise-free low-dimensional data have no noise bulk, so Gavish–Donoho's median is a signal
+    σ and its threshold kept 1 of 2-6 directions (reconstruction error up to 0.2 here, above 1 as seen).
+    Now every direction above the precision floor is kept, and the note says why."""
+    data, lam = _planted_noise_free(rank + extra, rank, seed=rank)
+    data = data.astype(dtype).astype(np.float64)
+    svd = ReducedOperator.from_data(data, rank="auto", dtype=dtype)
+    sigma = np.linalg.svd(data[:-1], compute_uv=False)
+    alone = int(np.count_nonzero(sigma > gavish_donoho_threshold(sigma, data.shape[1], data.shape[0] - 1)))
+    if extra == 0:
+        assert alone < rank  # the failure seen: every σ is signal, the median too
+    if alone < rank:
+        assert svd.truncation.rule == "all-above-floor-no-noise-bulk"
+        assert f"kept all {rank} directions above the precision floor" in svd.rank_note
+        assert "no noise bulk" in svd.rank_note and f"it would keep {max(1, alone)}" in svd.rank_note
+    else:  # N = 4, rank 2: the two zero σ's pull the median down, and Gavish–Donoho keeps both
+        assert (svd.truncation.rule, svd.rank_note) == ("gavish-donoho-median", None)
+    # the Gram path sees T σ's, most of them at the floor, so its median is there and the threshold too
+    gram = ReducedOperator.from_gram(data @ data.T, rank="auto", n_features=data.shape[1], dtype=dtype)
+    for op in (svd, gram):
+        assert op.rank == rank
+        assert op.reconstruction_error() < 1e-5  # was 0.02-0.2 with one direction kept
+        np.testing.assert_allclose(np.sort(op.eigenvalues.real), np.sort(lam), atol=1e-3)
+        assert np.abs(op.eigenvalues.imag).max() < 1e-3
+
+
+def test_the_note_names_the_cliff_into_the_floor():
+    sigma = np.array([1.0, 0.3, 2e-4, 1e-17, 5e-18])  # three directions, then rounding
+    cut = truncate(sigma, rank="auto", shape=(5, 30), dtype=np.float64, source="svd")
+    assert (cut.rank, cut.rule) == (3, "all-above-floor-no-noise-bulk")
+    assert "fall from 2.0e-04·σ1 to 1.0e-17·σ1 in one step" in cut.note and "it would keep 2" in cut.note
+
+
+@pytest.mark.parametrize("n, t, rank", [(6, 60, 2), (300, 1200, 5), (2000, 40, 3)])
+def test_a_noise_bulk_still_lets_gavish_donoho_decide(n, t, rank):
+    """Low-rank signal in white noise: the bulk is there, the median rule decides and keeps the planted rank."""
+    x = _low_rank_plus_noise(n, t, rank, seed=1)
+    sigma = np.linalg.svd(x, compute_uv=False)
+    cut = truncate(sigma, rank="auto", shape=(n, t), dtype=np.float64, source="svd")
+    assert (cut.rank, cut.rule, cut.note) == (rank, "gavish-donoho-median", None)
+
+
+def test_a_smooth_decay_through_the_floor_stays_with_gavish_donoho():
+    """A training run's tail decays smoothly past the float32 floor (quadratic-mlp: 259 of 320 σ above it,
+    Gavish–Donoho keeps 131): no cliff, so the median rule still decides."""
+    sigma = np.logspace(0, -7, 320)
+    cut = truncate(sigma, rank="auto", shape=(1185, 320), dtype=np.float32, source="svd")
+    assert cut.rule == "gavish-donoho-median" and cut.rank < cut.available

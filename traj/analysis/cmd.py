@@ -203,6 +203,7 @@ def sample_moving(store: RunStore, samples: int, *, seeds: Sequence[int] = (0,),
         if read >= n or all(moves[np.searchsorted(union, c)].sum() >= k for c in candidates):
             break
         read = min(n, 2 * read)
+    _check_huge_values(data, np.flatnonzero(moves), union, store)
     out = []
     for seed, cand in zip(seeds, candidates, strict=True):
         moving = cand[moves[np.searchsorted(union, cand)]]
@@ -707,6 +708,7 @@ def _fit(store: RunStore, params: CMDParams, out: str | os.PathLike[str] | None,
     sample, trajectories = drawn.indices, drawn.trajectories
     corr_all, moving = abs_corr(trajectories)
     usable = np.flatnonzero(moving)
+    _check_huge_values(trajectories, usable, sample, store)
     labels_s, order, ref_cols = _cluster_sample(corr_all, usable, params)
     references = trajectories[:, ref_cols].T  # (M, T')
     kernel = assign_kernel(references, keep, ema=ema, ema_picks=picks)
@@ -750,6 +752,28 @@ def _window_rows(store: RunStore, params: CMDParams, engine: Engine) -> tuple[in
         raise WindowTooShortError(f"{keep.size} snapshot(s) left after subsampling by {params.subsample}; "
                                   "CMD needs at least 3")
     return lo, hi, rows, keep
+
+
+#: |w| beyond any trained weight, near float32's largest value (3.4e38): a run holding such values diverged or is damaged.
+HUGE_VALUE = 1e30
+
+
+def _check_huge_values(trajectories: np.ndarray, usable: np.ndarray, sample: np.ndarray, store: RunStore) -> None:
+    """When fewer than 2 sampled weights move because a few hold values near float32's limit (the moving test is
+    relative to the largest |w|), say that instead of "nothing moves"."""
+    if usable.size >= 2:
+        return
+    peaks = np.abs(trajectories).max(axis=0, initial=0.0)
+    huge = np.flatnonzero(peaks >= HUGE_VALUE)
+    if not huge.size:
+        return
+    named = ", ".join(str(int(sample[j])) for j in huge[:3]) + (", ..." if huge.size > 3 else "")
+    raise NotApplicableError(
+        f"{store.path.name}: {huge.size} sampled weight(s) (coordinate {named}) hold values up to "
+        f"{float(peaks.max()):.1e}, near float32's limit ({float(np.finfo(np.float32).max):.1e}): such values "
+        "overflow float32 arithmetic (two of them add up to inf) and swamp every other weight's movement (the "
+        "test for movement is relative to the largest |w|), so none counts as moving; the run diverged or is "
+        "damaged (analyse a window before those values, or a repaired run)")
 
 
 def _cluster_sample(corr_all: np.ndarray, usable: np.ndarray, params: CMDParams
@@ -975,6 +999,7 @@ def _stability(store: RunStore, params: CMDParams, engine: Engine, progress: Pro
     kernels, n_modes = [], []
     for drawn in sample_moving(store, params.samples, seeds=seed_list, rows=rows, keep=keep, engine=engine):
         corr_all, moving = abs_corr(drawn.trajectories)
+        _check_huge_values(drawn.trajectories, np.flatnonzero(moving), drawn.indices, store)
         _, _, ref_cols = _cluster_sample(corr_all, np.flatnonzero(moving), params)
         kernels.append(assign_kernel(drawn.trajectories[:, ref_cols].T, keep))
         n_modes.append(ref_cols.size)

@@ -56,6 +56,15 @@ __all__ = ["ConjugacyParams", "ConjugacyResult", "KChoice", "PairVerdict", "SMAL
 
 #: Default of ``small_observable``: observables up to this many coordinates (times delays+1) are decomposed in memory.
 SMALL_OBSERVABLE = 2048
+#: Most maps of the reparametrisation null. Its bound is a conformal quantile of n values, whose level is
+#: exact to 1/(n + 1): 1000 maps resolve the 95 % quantile to 0.1 %, far below the seed null's own sampling
+#: error, and each map is a DMD fit and a Gram (or a copy of the observable) held until the verdicts.
+MAX_NULL_SIZE = 1000
+#: Memory the reparametrisation null's maps may hold beyond the default 20 maps': each holds about
+#: NULL_GRAMS_PER_MAP float64 (T+1)x(T+1) matrices over the window at its peak (measured: quadratic-mlp,
+#: T = 321, 0.56 GB at 20 maps, 2.06 GB at 200: 8.3 MB a map, 10 of its 0.82 MB Grams).
+NULL_BYTES = 1 << 30
+NULL_GRAMS_PER_MAP = 10
 #: Largest observable (coordinates x snapshots, float64) collected into memory for a layer's reparametrisation null.
 COLLECT_BYTES = 1 << 30
 Verdict = Literal["conjugate", "non-conjugate", "undetermined"]
@@ -372,10 +381,15 @@ def trajectories(store: RunStore, stack: int | bool | None, n_obs: int, shape: t
     None: the recipe's default (mirror-descent: the first axis of its one tensor); True: the
     first axis of the observable's tensor; an integer N: θ split into N equal consecutive parts.
     """
+    defaulted = stack is None
     if stack is None:
         stack = recipe_defaults(store)[0]
     if stack is True:
         if len(shape) < 2:
+            if defaulted:  # the recipe's default, not the user's --stack: say so, and how to set it
+                raise ParameterError("observable", f"of {store.path.name} is a tensor of shape {tuple(shape)}, with no "
+                                                   "trajectory axis, and its recipe stacks trajectories by default: "
+                                                   "give stack=1 (one trajectory) or a number of trajectories")
             raise ParameterError("stack", "needs a parameter tensor with a trajectory axis (e.g. shape (25, 2)), "
                                           "or a number of trajectories N")
         return int(shape[0])
@@ -453,6 +467,11 @@ def _observe(store: RunStore, *, window: Window, observable: str | None, layer: 
     cols, shape = observable_columns(store, arg if kind == "layer" else None)
     n_obs = cols.stop - cols.start
     n_traj = trajectories(store, stack, n_obs, shape)
+    if kind == "pca" and n_traj > 1 and stack is None:  # the recipe's default stacking, not the user's --stack
+        raise ParameterError("observable", f"{name}: PCA scores are not split into trajectories, and "
+                                           f"{store.path.name}'s recipe stacks its {n_traj} trajectories by default: "
+                                           "give stack=1 to take the run as one trajectory, or observable 'all' "
+                                           "or 'layer:NAME'")
     if kind == "pca" and n_traj > 1:
         raise ParameterError("stack", "needs observable 'all' or 'layer:NAME': pca:K scores are not split into "
                                       "trajectories")
@@ -755,6 +774,10 @@ class ConjugacyParams:
                 small_observable: int = SMALL_OBSERVABLE, observable: str | None = None, null_size: int = 20,
                 null_strength: float = 0.1, null_seed: int = 0, rule: str = "reproducible") -> ConjugacyParams:
         kind, arg = parse_observable(observable, layer)
+        if isinstance(null_size, int) and not isinstance(null_size, bool) and null_size > MAX_NULL_SIZE:
+            raise ParameterError("null_size", f"must be an integer from 0 to {MAX_NULL_SIZE}, got {null_size}: the "
+                                              f"null's conformal bound is exact to 1/(n + 1), 0.1 % at {MAX_NULL_SIZE} "
+                                              "maps, and each map costs a DMD fit and its Grams in memory")
         if rule not in ("reproducible", "plain"):
             raise ParameterError("rule", f"must be 'reproducible' or 'plain', got {rule!r}")
         return cls(
@@ -770,7 +793,7 @@ class ConjugacyParams:
             delays=None if delays is None else check_int("delays", delays, low=0),
             small_observable=check_int("small_observable", small_observable, low=0),
             observable="all" if kind == "all" else f"{kind}:{arg}",
-            null_size=check_int("null_size", null_size, low=0),
+            null_size=check_int("null_size", null_size, low=0, high=MAX_NULL_SIZE),
             null_strength=check_float("null_strength", null_strength, low=0, high=1 / 3, low_open=True,
                                       high_open=True),
             null_seed=check_int("null_seed", null_seed, low=0),
@@ -895,6 +918,8 @@ def fit_conjugacy(stores: Sequence[RunStore | str | os.PathLike[str]], params: C
     # the reparametrisation null's maps are split over the first run's family (the first run and every
     # seed-null run): how far a map moves the eigenvalues depends on the trajectory it bends
     draws = family_draws(params.null_size if len(runs) > 1 else 0, 1 + len(null_runs))
+    _check_null_memory(params.null_size, max(n for _, n in draws),
+                       max(run_windows[id(s)][1] - run_windows[id(s)][0] + 1 for s in [runs[0], *null_runs]))
 
     def observe(store: RunStore, n: tuple[int, int] = (0, 0)) -> _Observed:
         return _observe(store, window=run_windows[id(store)], observable=params.observable, layer=None, stack=params.stack,
@@ -1056,6 +1081,19 @@ def _check_spacings(stores: Sequence[RunStore], windows: dict[int, tuple[int, in
         raise ParameterError("stores", f"hold snapshots at different spacings ({shown}): an eigenvalue is per "
                                        "snapshot (λ^d over d steps), so these spectra differ whatever the dynamics; "
                                        "compare runs recorded at one spacing (e.g. the same --every)")
+
+
+def _check_null_memory(null_size: int, draws: int, n_window: int) -> None:
+    """Refuse a reparametrisation null larger than the default whose maps would hold more than NULL_BYTES
+    (one run's ``draws`` maps, each NULL_GRAMS_PER_MAP (T+1)² float64 matrices at its peak)."""
+    per_map = NULL_GRAMS_PER_MAP * n_window**2 * 8
+    if null_size <= 20 or draws * per_map <= NULL_BYTES:
+        return
+    fits = max(20, NULL_BYTES // per_map)
+    raise ParameterError("null_size", f"{null_size} needs about {draws * per_map / 2**30:.1f} GiB for the "
+                                      f"reparametrisation null over windows of {n_window} snapshots ({per_map / 2**20:.1f}"
+                                      f" MiB a map); at most {fits} fit in {NULL_BYTES / 2**30:.0f} GiB (a shorter "
+                                      "window needs less)")
 
 
 def family_draws(size: int, members: int) -> list[tuple[int, int]]:

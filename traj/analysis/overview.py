@@ -170,7 +170,7 @@ def _models(store: RunStore, recipe: Any, fitted: CMDResult, engine: Engine) -> 
 
 def _cmd(store: RunStore, modes: int, engine: Engine) -> CMDResult:
     if store.n_params < 2:
-        raise NotApplicableError("CMD correlates weights: the run has only one")
+        raise NotApplicableError(f"CMD correlates weights: the run has {'only one' if store.n_params else 'none'}")
     return cmd(store, modes=min(modes, max(1, store.n_params // 4)), samples=min(1000, store.n_params), engine=engine)
 
 

@@ -72,13 +72,31 @@ def handle_errors(ctx: typer.Context | None = None) -> Iterator[None]:
         if debug:
             raise
         raise fail(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": ")) from None
-    except MemoryError:
+    except MemoryError as exc:
         if debug:
             raise
-        raise fail("not enough memory for this (a smaller --window, --samples or --block-mb needs less)") from None
+        raise fail(memory_message(ctx, exc)) from None
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/yellow]")
         raise typer.Exit(130) from None
+
+
+#: The options that set how much a command holds in memory, as its parameters are named.
+MEMORY_OPTIONS = {"window": "--window", "samples": "--samples", "block_mb": "--block-mb", "null_size": "--null-size",
+                  "eval_points": "--eval-points", "windows": "--windows"}
+
+
+def memory_message(ctx: typer.Context | None, exc: MemoryError) -> str:
+    """One line for a MemoryError: what could not be allocated (numpy says how much, and of what shape), and
+    only the options of this command that need less memory when smaller (none: the input itself is too large)."""
+    what = " ".join(str(exc).split())
+    shown = f"not enough memory: {what[0].lower() + what[1:]}" if what else "not enough memory"
+    given = getattr(ctx, "params", None) or {}
+    options = [flag for name, flag in MEMORY_OPTIONS.items() if name in given]
+    if options:
+        listed = options[0] if len(options) == 1 else ", ".join(options[:-1]) + " or " + options[-1]
+        return f"{shown} (a smaller {listed} needs less)"
+    return f"{shown} (the input declares more than this machine can hold)"
 
 
 def output_dir(out: Path | None, default: str, *inputs: Any, kind: str = "report") -> Path:
@@ -185,7 +203,7 @@ def engine_options(backend: str, device: str, scheduler: str, block_mb: float):
     """The Engine of ``--backend --device --scheduler --block-mb`` (the library checks each)."""
     from ..engine import Engine, block_bytes_from_mib
 
-    with flag_names("block_mb"):
+    with flag_names("block_mb", "device", "scheduler", "backend"):
         return Engine(backend=backend, device=device, scheduler=scheduler, block_bytes=block_bytes_from_mib(block_mb))
 
 

@@ -84,7 +84,7 @@ def kga_replay(
                    "efficient": efficient, "project_step": project_step, "mask": mask, "mask_eps": mask_eps,
                    "mask_window": mask_window}
         opened = open_store(store)
-        runner = resolve_recipe(recipe, opened)
+        runner = resolve_recipe(recipe, opened, must_fit=False)  # trains the recipe anew: notes below say so
         if runner is None:
             raise fail(f"{opened.path} records no recipe; pass --recipe NAME (built-in) or --recipe module:function")
         recorded = (getattr(opened, "recipe", None) or {}).get("name")
@@ -120,6 +120,8 @@ def kga_replay(
             out_console.print(f"  {m(row_name(row))}: final {loss_text(row.final_train_loss, row.diverged_epoch)}, "
                               "reaches plain's final loss "
                               f"{'at epoch ' + str(reached) if reached else 'never'}, {row.added_seconds_per_epoch:+.3f} s/epoch")
+            if row.note:
+                out_console.print(f"    [yellow]{m(row.note)}[/yellow]")
         for run in result.baselines:
             jumps = run.jumps
             if jumps is not None:

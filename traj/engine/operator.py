@@ -30,7 +30,7 @@ from ..checks import check_int
 from ..errors import NotApplicableError, ParameterError, RankUnavailableError, WindowTooShortError
 
 __all__ = ["ReducedOperator", "Truncation", "check_rank", "eigen", "eigenvalue_errors", "fix_signs",
-           "gavish_donoho_threshold", "known_noise_threshold", "noise_from_tail", "precision_floor", "RESOLVED", "resolved", "singular_values_from_gram", "truncate", "ModeClass", "NEUTRAL", "STABLE", "UNSTABLE"]
+           "gavish_donoho_threshold", "known_noise_threshold", "no_noise_bulk", "noise_from_tail", "precision_floor", "RESOLVED", "resolved", "singular_values_from_gram", "truncate", "ModeClass", "NEUTRAL", "STABLE", "UNSTABLE"]
 
 ModeClass = Literal["neutral", "stable", "unstable"]
 NEUTRAL: ModeClass = "neutral"
@@ -48,6 +48,10 @@ RULE_EXPLICIT = "explicit"
 RULE_ALL = "all-above-floor"
 RULE_MEDIAN = "gavish-donoho-median"
 RULE_TAIL = "gavish-donoho-tail-noise"
+RULE_NO_BULK = "all-above-floor-no-noise-bulk"
+#: A fall from at least this many times the floor to below it, in one step, is a cliff: the data hold
+#: exactly the directions above it (noise-free), not a noise bulk (whose singular values sit together).
+CLIFF = 10.0
 
 
 def check_rank(rank: int | str | None, name: str = "rank") -> int | str | None:
@@ -213,8 +217,13 @@ def truncate(
         return Truncation(max(1, kept), "auto", available, floor, tau, rule=RULE_TAIL, noise=noise)
     if rank is None or rank == "auto":
         tau = gavish_donoho_threshold(sigma, *shape)
-        return Truncation(max(1, min(available, int(np.count_nonzero(sigma > tau)))), "auto", available, floor, tau,
-                          rule=RULE_MEDIAN)
+        kept = max(1, min(available, int(np.count_nonzero(sigma > tau))))
+        why = no_noise_bulk(sigma, floor, available, shape)
+        if why is not None and available > kept:
+            note = (f"rank auto kept all {available} directions above the precision floor {floor / sigma[0]:.0e}·σ1: "
+                    f"no noise bulk ({why}), which Gavish–Donoho's threshold assumes (it would keep {kept})")
+            return Truncation(available, "auto", available, floor, tau, note=note, rule=RULE_NO_BULK)
+        return Truncation(kept, "auto", available, floor, tau, rule=RULE_MEDIAN)
     if rank == "all":
         return Truncation(max(1, available), "all", available, floor, rule=RULE_ALL)
     requested = check_rank(rank, parameter)
@@ -226,6 +235,36 @@ def truncate(
     if excess == "raise":
         raise RankUnavailableError(parameter, requested, available, why)
     return Truncation(max(1, available), requested, available, floor, note=f"{parameter} {why}: kept {max(1, available)}")
+
+
+def no_noise_bulk(sigma: np.ndarray, floor: float, available: int, shape: tuple[int, int]) -> str | None:
+    """Why the singular values of X (N×T) hold no noise bulk, or None when they may hold one.
+
+    Gavish–Donoho's unknown-noise threshold τ = ω(β)·median(σ) takes the median σ for a member of a
+    Marchenko–Pastur bulk of noise. Noise-free data have none, and show it in one of two ways:
+
+    - the spectrum falls off a cliff into the precision floor: from at least CLIFF times the floor to
+      below it in one step (exactly ``available`` directions, then rounding). A smooth decay through
+      the floor (a training run's tail) is no cliff and stays with Gavish–Donoho;
+    - low-dimensional data (N ≤ T, so every one of the N singular values is seen): the smallest lies
+      below the median times (1 − √β)/(1 + √β), the ratio of the Marchenko–Pastur bulk's lower edge to
+      its upper edge (β = N/T). Noise singular values lie between those edges, so no σ of a bulk can be
+      that far below its median: the median is a signal direction's. (With N ≫ T the spectrum of a
+      training run decays smoothly and this test would reject every run: it is not applied there.)
+    """
+    n_features, n_pairs = shape
+    if 0 < available < sigma.size and sigma[available - 1] >= CLIFF * floor:
+        return (f"the singular values fall from {sigma[available - 1] / sigma[0]:.1e}·σ1 to "
+                f"{sigma[available] / sigma[0]:.1e}·σ1 in one step")
+    if n_features <= n_pairs and sigma.size >= 2:
+        root = np.sqrt(n_features / n_pairs)
+        median = float(np.median(sigma))
+        edge = median * (1 - root) / (1 + root)
+        smallest = float(sigma[min(available, sigma.size) - 1])
+        if smallest < edge:
+            return (f"the smallest of the {sigma.size} singular values is {smallest / median:.2g} x their median, "
+                    f"below a noise bulk's {(1 - root) / (1 + root):.2g}")
+    return None
 
 
 def eigenvalue_errors(sigma: np.ndarray, atilde: np.ndarray, left: np.ndarray, right: np.ndarray | None = None, *,

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..checks import check_float, check_int
-from ..errors import ParameterError
+from ..errors import NotApplicableError, ParameterError
 from ..progress import Progress
 from ..store import RunStore
 from ..store.run_store import DEFAULT_BLOCK_BYTES
@@ -259,6 +259,8 @@ def block_bytes_from_mib(block_mb: float) -> int:
 
 
 def _rows(store: RunStore, rows: slice | None) -> slice:
+    if not store.n_params:  # every reduction passes here: a store of no parameters is refused at the door
+        raise NotApplicableError(f"{store.path.name}: the store holds no parameters (N = 0): nothing to analyse")
     start, stop, step = (rows or slice(None)).indices(store.n_snapshots)
     if step != 1 or stop <= start:
         raise ParameterError("rows", f"{start}:{stop} is an empty or strided snapshot window")

@@ -16,6 +16,8 @@ from .quadratic_mlp import QuadraticMLP
 __all__ = [
     "COMMON_DEFAULTS",
     "resolve_recipe",
+    "check_evaluation_cost",
+    "check_fits",
     "Dataset",
     "EpochReport",
     "RECIPES",
@@ -39,7 +41,7 @@ def get_recipe(name: str, config: dict | None = None, **overrides: object) -> Re
     return cls(config, **overrides)
 
 
-def recipe_from_store(store: object) -> Recipe | None:
+def recipe_from_store(store: object, *, must_fit: bool = True) -> Recipe | None:
     """The recipe that recorded a store, rebuilt from its attributes (built-in recipes only).
 
     The recorded config is checked like any other (type, range, size bounds): a store cannot
@@ -48,7 +50,57 @@ def recipe_from_store(store: object) -> Recipe | None:
     info = getattr(store, "recipe", None)
     if not info:
         return None
-    return _configured(store, info.get("name"), info)
+    recipe = _configured(store, info.get("name"), info)
+    return check_fits(recipe, store) if must_fit else recipe
+
+
+#: Samples x parameters one evaluation of a recipe may cost: about 1 s and 0.55 GB for quadratic-mlp's MLP
+#: (2 million samples through 1185 parameters, measured on 2 cores). Commands score weights 12 to ~100 times
+#: (dmd --evaluate: points x ranks; report: CMD, DMD and pruning), so this bounds their total too. The
+#: built-in recipes' defaults cost 1e2 to 1.8e7.
+MAX_EVALUATION_WORK = 2_500_000_000
+
+
+def check_evaluation_cost(recipe: Recipe, where: str = "the store") -> Recipe:
+    """``recipe`` if one evaluation of a weight vector costs at most MAX_EVALUATION_WORK samples x parameters,
+    else RecipeConfigError naming the samples, the parameters and what to do (a config within every
+    option's own range, n_train = n_val = 10^7, took > 170 s and 3 GB to score)."""
+    from ..errors import RecipeConfigError
+
+    n_params = sum(p.numel() for p in recipe.new_model().parameters())
+    samples = recipe.evaluation_samples()
+    if samples * n_params > MAX_EVALUATION_WORK:
+        raise RecipeConfigError(
+            f"{where}: scoring weights with the recipe {recipe.name!r} as configured runs {samples:,} samples through "
+            f"{n_params:,} parameters ({samples * n_params:.1e} per evaluation, limit {MAX_EVALUATION_WORK:.1e}: about "
+            "1 s each, and commands score weights 12 to 100 times): analyse without evaluation (--no-evaluate; dmd: "
+            "without --evaluate), or give a recipe with fewer samples (--recipe)")
+    return recipe
+
+
+def check_fits(recipe: Recipe, store: object) -> Recipe:
+    """``recipe`` if its model has the store's layout (same tensors, names and shapes), else LayoutMismatchError.
+
+    A recipe scores or continues weights read from the store; one whose model differs would fail deep
+    inside torch (a reshape of 1185 values into pairs) or, worse, score the wrong weights.
+    """
+    from ..errors import LayoutMismatchError
+    from ..record.recorder import layout_of
+
+    layout = getattr(store, "layout", None)
+    if layout is None:
+        return recipe
+    mine = layout_of(recipe.new_model())[0]
+    try:
+        mine.check_same(layout)
+    except LayoutMismatchError as exc:
+        where = getattr(getattr(store, "path", None), "name", "the store")
+        detail = str(exc).removeprefix("layout differs from the store: ")
+        raise LayoutMismatchError(
+            f"{where}: the recipe {recipe.name!r} does not fit this store: its model has {mine.n_params} parameters "
+            f"in {len(mine)} tensor(s), the store {layout.n_params} in {len(layout)} ({detail}); give the recipe "
+            "that recorded the store") from None
+    return check_evaluation_cost(recipe, getattr(getattr(store, "path", None), "name", "the store"))
 
 
 def _configured(store: object, name: object, info: dict) -> Recipe:
@@ -63,19 +115,23 @@ def _configured(store: object, name: object, info: dict) -> Recipe:
         raise RecipeConfigError(f"{where}: the recipe recorded in this store is unusable: {exc}") from None
 
 
-def resolve_recipe(spec: str | None, store: object = None) -> Recipe | None:
+def resolve_recipe(spec: str | None, store: object = None, *, must_fit: bool = True) -> Recipe | None:
     """The recipe a command should use.
 
     ``spec`` comes from the user's command line only: a built-in name (configured from the
     store when the store names the same recipe), or ``module:function`` (imported and called
     with no arguments; it must return a :class:`Recipe`). Without ``spec``, the store's recipe
     is looked up among the built-in recipes only: a store's attributes never import code.
+    With ``must_fit`` (the default: the recipe scores or continues the store's weights) its model must
+    have the store's layout (:func:`check_fits`); ``kga-replay`` trains the recipe anew and needs no fit.
     """
+    fits = (lambda chosen: check_fits(chosen, store)) if must_fit and store is not None else (lambda chosen: chosen)
     if spec is None:
-        return recipe_from_store(store) if store is not None else None
+        return recipe_from_store(store, must_fit=must_fit) if store is not None else None
     if ":" not in spec:
         info = getattr(store, "recipe", None) or {}
-        return _configured(store, spec, info) if info.get("name") == spec else get_recipe(spec)
+        chosen = _configured(store, spec, info) if info.get("name") == spec else get_recipe(spec)
+        return fits(chosen)
     import importlib
 
     module_name, _, attr = spec.partition(":")
@@ -93,4 +149,4 @@ def resolve_recipe(spec: str | None, store: object = None) -> Recipe | None:
                                  "(traj --debug shows where)") from exc
     if not isinstance(recipe, Recipe):
         raise UnknownRecipeError(f"{spec!r} returned {type(recipe).__name__}, not a traj Recipe")
-    return recipe
+    return fits(recipe)

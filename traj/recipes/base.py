@@ -307,6 +307,12 @@ class Recipe:
         with torch.no_grad():
             return torch.cat([p.detach().reshape(-1) for p in model.parameters()]).numpy().copy()
 
+    def evaluation_samples(self) -> int:
+        """Samples one :meth:`evaluate` runs through the model (validation and training data); a recipe that
+        knows the count from its config says so without building the data."""
+        data = self.data
+        return int(len(data.x_val) + len(data.x_train))
+
     def evaluate(self, theta: np.ndarray) -> dict[str, float]:
         """Loss (and accuracy) of the weights θ on the validation and training data."""
         model = self.load_theta(self.new_model(), theta)

@@ -105,6 +105,9 @@ class MirrorDescent(Recipe):
         state.hi.copy_(x0 + half)
         return state
 
+    def evaluation_samples(self) -> int:
+        return 1  # evaluate scores the state itself: no data
+
     def load_data(self) -> Dataset:
         empty = torch.zeros(1, 1)
         return Dataset(empty, empty, empty, empty)

@@ -41,6 +41,9 @@ class QuadraticMLP(Recipe):
         h = int(self.config["hidden"])
         return nn.Sequential(nn.Linear(2, h), nn.ReLU(), nn.Linear(h, h), nn.ReLU(), nn.Linear(h, 1))
 
+    def evaluation_samples(self) -> int:
+        return int(self.config["n_train"]) + int(self.config["n_val"])
+
     def load_data(self) -> Dataset:
         rng = np.random.default_rng(self.seed)
         n_train, n_val = int(self.config["n_train"]), int(self.config["n_val"])

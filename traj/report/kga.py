@@ -71,6 +71,9 @@ def kga_report_content(result: ReplayResult) -> tuple[Report, dict[str, Any]]:
             f"{r.dmd_seconds_total:.3f}", _accuracy(run)]
            for r, run in zip(result.comparison, result.runs, strict=True)],
     )
+    for row in result.comparison:
+        if row.note:
+            report.paragraph(f"{row.label}: {row.note}.")
     if result.landscape is not None:
         report.heading("Loss landscape")
         landscape_section(report, result.landscape)

@@ -54,7 +54,9 @@ class StoreInfo:
     @property
     def compression_text(self) -> str:
         ratio = self.compression_ratio
-        return f"{ratio:.2f}x" if ratio is not None else "n/a: no snapshots"
+        if ratio is not None:
+            return f"{ratio:.2f}x"
+        return "n/a: no parameters" if self.n_snapshots and not self.n_params else "n/a: no snapshots"
 
     @property
     def healthy(self) -> bool:

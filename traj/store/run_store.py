@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DamagedStoreError, StoreFormatError, StoreNotFoundError, TrajError
+from ..errors import DamagedStoreError, StoreFormatError, StoreLockedError, StoreNotFoundError, TrajError
 from .dtypes import decode, value_dtype
 from .lock import is_locked
 from .schema import FORMAT_NAME, READABLE_VERSIONS, UNCOMMITTED_STEP, Layout, check_dtype
@@ -85,6 +85,7 @@ class RunStore:
 
         self.path = Path(path)
         _check_directory(self.path)
+        self._identity = _identity(self.path)  # a store swapped in later (an in-place convert) is another directory
         self._store = GuardedStore(self.path, label=str(self.path))
         self._specs: dict[str, Any] = {}
         self.attrs: dict[str, Any] = self._group_attributes(self._store.read_file("zarr.json", MAX_GROUP_JSON_BYTES))
@@ -450,19 +451,36 @@ class RunStore:
 
     def _guarded(self, read: Callable[[], Any], rows: slice, *, what: str = "snapshots", raw: bool = False) -> np.ndarray:
         """Run a zarr read of snapshots, decoded (:meth:`decode`; a series: ``raw``); a corrupt or
-        unreadable chunk becomes one DamagedStoreError."""
+        unreadable chunk becomes one DamagedStoreError, unless the store was being rewritten
+        meanwhile (then StoreLockedError says so: the chunks are not damaged)."""
         try:
             values = np.asarray(read())
             return values if raw else decode(values, self.stored_dtype)
+        except DamagedStoreError:
+            self._store.settle()
+            self._raise_if_rewritten()
+            raise
         except TrajError:
             self._store.settle()
             raise
         except Exception as exc:  # codecs raise many types for damaged bytes
             self._store.settle()
+            self._raise_if_rewritten()
             raise DamagedStoreError(
                 f"{self.path}: cannot read {what} {rows.start}..{rows.stop - 1}: a chunk is damaged "
                 f"({type(exc).__name__}: {_first_line(exc)})"
             ) from None
+
+    def _raise_if_rewritten(self) -> None:
+        """A read failed: if a writer holds the store (an in-place ``traj convert`` copying it) or another
+        directory now stands at its path (the convert's swap), the store was rewritten under this reader."""
+        swapped = _identity(self.path) != self._identity
+        if swapped or is_locked(self.path):
+            happened = ("was replaced while this command read it (an in-place traj convert swapped in the "
+                        "rewritten store)" if swapped else
+                        "is being rewritten (a writer holds it: an in-place traj convert, or a recorder)")
+            raise StoreLockedError(f"{self.path} {happened}; the store is not damaged: run the command again "
+                                   "once the rewrite is done") from None
 
     def snapshot(self, k: int, *, array: str = "params") -> np.ndarray:
         """θ_k, the k-th committed snapshot (negative k counts from the end)."""
@@ -514,6 +532,8 @@ class RunStore:
         data = self._data(array)
         start, stop, _ = (columns or slice(None)).indices(self.n_params)
         n_rows = rows.stop - rows.start
+        if stop <= start:  # no columns (a store of N = 0, an empty layer): no blocks
+            return
         width = block_columns or self.block_columns(max(1, n_rows))
         reader = self._shard_reader(array)
         if reader is not None:
@@ -578,6 +598,15 @@ class RunStore:
 
     def __repr__(self) -> str:
         return f"RunStore({str(self.path)!r}, T={self.n_snapshots}, N={self.n_params}, dtype={self.stored_dtype})"
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of the directory at ``path`` (None when there is none)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def _first_line(exc: BaseException) -> str:

@@ -21,7 +21,7 @@ import torch
 
 from ..analysis.landscape import LandscapeParams, LandscapeResult, fit_landscape
 from ..checks import MAX_EPOCHS, check_choice, check_floats, check_int
-from ..errors import NotApplicableError, UnsafeOutputError
+from ..errors import NotApplicableError, ParameterError, UnsafeOutputError
 from ..progress import Progress, Stage
 from .jump import JUMP_MODES, JumpLog, JumpOptions, KoopmanJump
 from .kga import KGA, KGAOptions
@@ -85,6 +85,7 @@ class ReplayRun:
     refits: int
     method: str = "kga"
     jumps: JumpRecord | None = None
+    accelerated_steps: int = 0
 
     @property
     def name(self) -> str:
@@ -118,6 +119,8 @@ class ReplayComparison:
     epochs_to_plain_final_loss: int | None
     added_seconds_per_epoch: float
     dmd_seconds_total: float
+    refits: int | None = None
+    note: str | None = None
 
     @classmethod
     def of(cls, run: ReplayRun, plain: ReplayRun) -> ReplayComparison:
@@ -125,9 +128,16 @@ class ReplayComparison:
         # the first epoch carries one-off costs (imports, allocations): compare the rest
         added = float(np.mean(run.epoch_seconds[1:] or run.epoch_seconds)
                       - np.mean(plain.epoch_seconds[1:] or plain.epoch_seconds))
+        note = None
+        if run.method == "kga" and run.accelerated_steps == 0 and run.alpha != 0:
+            when = ("never refitted (refits: 0)" if run.refits == 0 else
+                    f"refitted {run.refits} time(s) but only after the last step")
+            note = (f"KGA {when}, so it never accelerated a step: this run is plain training and its comparison "
+                    f"with plain means nothing (a fit needs 3 snapshots; {len(run.train_loss)} epoch(s) trained)")
         return cls(run.label, run.method, run.alpha, run.train_loss[-1], run.val_loss[-1], run.diverged_epoch,
                    tuple(a - b for a, b in zip(run.train_loss, plain.train_loss, strict=True)),
-                   next((i + 1 for i, v in enumerate(run.train_loss) if v <= target), None), added, run.dmd_seconds)
+                   next((i + 1 for i, v in enumerate(run.train_loss) if v <= target), None), added, run.dmd_seconds,
+                   run.refits if run.method == "kga" else None, note)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: _finite_or_none(getattr(self, k)) for k in self.__dataclass_fields__}
@@ -210,9 +220,11 @@ def replay(
     if getattr(recipe, "name", "") == "mirror-descent":
         raise NotApplicableError("the mirror-descent recipe iterates an algorithm, not a torch optimizer: "
                                  "nothing to accelerate")
+    recipe.data  # noqa: B018  # load the data before any run is timed
+    if alphas and any(a != 0 for a in alphas):
+        _check_kga_refits(recipe, epochs or recipe.epochs, kga_options.get("interval", "epoch"))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    recipe.data  # noqa: B018  # load the data before any run is timed
     t0 = time.perf_counter()
     final = Path(final_dir) if final_dir is not None else out
     alphas = list(dict.fromkeys(float(a) for a in alphas))  # one run per distinct α
@@ -236,6 +248,24 @@ def replay(
     return ReplayResult(recipe.name, dict(recipe.config), options, runs[0],
                         tuple(r for r in runs[1:] if r.method == "kga"), time.perf_counter() - t0,
                         tuple(r for r in runs[1:] if r.method != "kga"), plane)
+
+
+def _check_kga_refits(recipe: Any, epochs: int, interval: str | int) -> None:
+    """Refuse an interval in steps after which KGA would never refit before the last step: every α would be plain
+    training compared with itself. KGA fits DMD once it holds 3 snapshots (the start's, then one a step) at every ``interval``-th
+    step, and accelerates only the steps after a fit. (A run that still never refits, KGA-Epoch over fewer
+    than 4 epochs or one that diverged first, says so in its :class:`ReplayComparison`'s ``note``.)"""
+    if interval == "epoch":  # a short replay (a smoke test) may end before the 3rd epoch: each row then says so
+        return
+    per_epoch = len(recipe.batches(torch.Generator().manual_seed(0)))
+    steps = epochs * per_epoch
+    first = int(interval) * -(-2 // int(interval))  # the first multiple of the interval with 3 snapshots held
+    # (θ at the start and one after each step)
+    if first >= steps:
+        raise ParameterError("interval", f"{interval} steps: KGA's first fit would come at step {first}, and the "
+                                         f"replay trains {steps} step(s) ({epochs} epoch(s) of {per_epoch}): KGA would "
+                                         "never accelerate a step, so every α would be plain training; give an "
+                                         f"interval below {steps} or 'epoch'")
 
 
 @dataclass(frozen=True)
@@ -339,4 +369,5 @@ def _replay_run(recipe: Any, out: Path, final: Path, spec: _Spec, epochs: int | 
     return ReplayRun(spec.label, spec.alpha, str(final / path.name), tuple(train_loss),
                      tuple(val_loss), tuple(val_acc) or None, tuple(seconds),
                      tuple(kga.log.masked_fraction) if kga else (), float(sum(kga.log.dmd_seconds)) if kga else 0.0,
-                     kga.log.refits if kga else 0, spec.method, JumpRecord.of(jumper.log) if jumper else None)
+                     kga.log.refits if kga else 0, spec.method, JumpRecord.of(jumper.log) if jumper else None,
+                     kga.log.accelerated_steps if kga else 0)

@@ -14,18 +14,19 @@ accumulates the band's partial Grams with ``dsyrk``; the (T+1)² partials are su
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 
-from ...errors import ParameterError
+from ...errors import ParameterError, SchedulerUnreachableError
 from ...progress import Progress
 from ...store import RunStore
 from ...store.dtypes import decode
 from .base import ColumnGroups, Kernel, Products, intersections, span, symmetric
 from .numpy import NUMPY_OPS, NumpyBackend
 
-__all__ = ["DaskBackend", "LOCAL_SCHEDULERS", "REMOTE_SCHEDULERS"]
+__all__ = ["CONNECT_TIMEOUT", "DaskBackend", "LOCAL_SCHEDULERS", "REMOTE_SCHEDULERS", "check_scheduler_address"]
 
 #: Column bands of a Gram at most (each a task returning T×T partial Grams).
 MAX_BANDS = 64
@@ -41,11 +42,61 @@ LOCAL_SCHEDULERS = ("threads", "processes", "sync", "synchronous", "single-threa
 REMOTE_SCHEDULERS = ("tcp://", "tls://", "inproc://", "ucx://")
 
 
+#: Seconds to reach a dask.distributed scheduler (connect and handshake) before giving up.
+CONNECT_TIMEOUT = 30.0
+
+
+def check_scheduler_address(address: str) -> str:
+    """``address`` if it is a well-formed scheduler address (``tcp://host:port``, ``tcp://[::1]:port``), else ParameterError.
+
+    Checked before a ``Client`` is made: distributed fails on a malformed address from its event-loop
+    thread, after which the process may never exit.
+    """
+    from urllib.parse import urlsplit
+
+    usage = "a dask.distributed scheduler is given as tcp://host:port (an IPv6 host in brackets: tcp://[::1]:8786)"
+    if any(c.isspace() for c in address):
+        raise ParameterError("scheduler", f"{address!r} holds white space; {usage}")
+    try:
+        parts = urlsplit(address)
+        port = parts.port
+    except ValueError as exc:
+        raise ParameterError("scheduler", f"{address!r} is not a valid address ({exc}); {usage}") from None
+    if parts.scheme == "inproc":  # an in-process address (inproc://host/pid/n) names no port
+        return address
+    if not parts.hostname or parts.path or parts.query or parts.fragment or parts.username or parts.password:
+        raise ParameterError("scheduler", f"{address!r} is not a valid address; {usage}")
+    if port == 0:
+        raise ParameterError("scheduler", f"{address!r}: port 0 is no scheduler's port; {usage}")
+    return address
+
+
+def _probe(address: str, timeout: float) -> None:
+    """Connect to ``address`` and complete distributed's handshake within ``timeout`` seconds, else raise
+    OSError or TimeoutError. ``Client(timeout=...)`` bounds the connect but not the handshake after it, so
+    a socket that accepts and never answers (something other than a dask scheduler) would hang it forever.
+    The probe runs in a thread of its own, so it works where an event loop is already running (a notebook).
+    """
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from distributed.comm import connect
+
+    async def handshake() -> None:
+        comm = await asyncio.wait_for(connect(address, timeout=timeout), timeout)
+        await comm.close()
+
+    with ThreadPoolExecutor(1, thread_name_prefix="traj-dask-probe") as pool:
+        pool.submit(asyncio.run, handshake()).result()
+
+
 class DaskBackend:
     def __init__(self, block_bytes: int, scheduler: str) -> None:
         if not (isinstance(scheduler, str) and (scheduler in LOCAL_SCHEDULERS or scheduler.startswith(REMOTE_SCHEDULERS))):
             raise ParameterError("scheduler", f"{scheduler!r}: unknown dask scheduler; use threads, processes, sync "
                                               "or tcp://host:port")
+        if scheduler.startswith(REMOTE_SCHEDULERS):
+            check_scheduler_address(scheduler)
         self.scheduler = scheduler
         self.label = f"dask:{scheduler}"
         self.streaming = NumpyBackend(block_bytes)
@@ -53,6 +104,24 @@ class DaskBackend:
             _process_pool()  # started now, while the process is likely to have one thread (see there)
 
     # ------------------------------------------------------------------ plumbing
+    @contextmanager
+    def client(self) -> Iterator[Any]:
+        """A ``distributed.Client`` of the remote scheduler, reached within CONNECT_TIMEOUT seconds or refused."""
+        from distributed import Client
+
+        try:
+            _probe(self.scheduler, CONNECT_TIMEOUT)
+            client = Client(self.scheduler, timeout=CONNECT_TIMEOUT, set_as_default=False)
+        except (OSError, TimeoutError) as exc:  # refused, unreachable, or not a dask scheduler (no handshake)
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            if len(reason) > 200:
+                reason = reason[:200] + "..."
+            raise SchedulerUnreachableError(
+                f"no dask scheduler answered at {self.scheduler} within {CONNECT_TIMEOUT:g} s ({reason}); is "
+                "`dask scheduler` running there? (a run on this machine needs none: scheduler threads)") from None
+        with client:
+            yield client
+
     def array(self, store: RunStore, rows: slice, array: str = "params") -> Any:
         import dask.array as da
 
@@ -75,9 +144,7 @@ class DaskBackend:
         import dask
 
         if self.scheduler.startswith(REMOTE_SCHEDULERS):
-            from distributed import Client
-
-            with Client(self.scheduler, set_as_default=False) as client:
+            with self.client() as client:
                 results = tuple(client.gather(client.compute(list(arrays))))
         elif self.scheduler == "processes":
             # chunksize=1: dask's processes scheduler otherwise sends up to 6 ready tasks to one
@@ -126,9 +193,7 @@ class DaskBackend:
         import os
 
         if self.scheduler.startswith(REMOTE_SCHEDULERS):
-            from distributed import Client
-
-            with Client(self.scheduler, set_as_default=False) as client:
+            with self.client() as client:
                 threads = sum(client.nthreads().values())
                 results = tuple(client.gather(client.compute([graph(BANDS_PER_THREAD * max(1, threads))])))
             if progress is not None:

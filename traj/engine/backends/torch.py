@@ -20,13 +20,22 @@ def torch_device(device: str) -> Any:
     """The torch device named ``device``, refused when it is unknown or not there."""
     import torch
 
+    works = "the torch backend runs on cpu, cuda or cuda:N"
     try:
         dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ParameterError("device", f"{device!r}: unknown torch device") from None
+    except (RuntimeError, TypeError, ValueError):
+        raise ParameterError("device", f"{device!r}: unknown torch device; {works}") from None
+    if dev.type == "meta":
+        raise ParameterError("device", f"{device!r} holds no data (shapes only); {works}")
+    if dev.type not in ("cpu", "cuda"):
+        # the reductions accumulate in float64, which mps (and other accelerators) lack or emulate
+        raise ParameterError("device", f"{device!r} is not supported: {works} (the reductions need float64)")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ParameterError("device", f"{device} asked for, but torch sees no CUDA device (a CPU build of torch, "
-                                       "or no GPU)")
+                                       "or no GPU); use --device cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ParameterError("device", f"{device} asked for, but torch sees {torch.cuda.device_count()} CUDA "
+                                       f"device(s) (cuda:0..cuda:{torch.cuda.device_count() - 1})")
     return dev
 
 
