@@ -105,3 +105,9 @@ def test_dmd_memory_does_not_grow_with_n(stores, tmp_path, options):
     # the Gram path in both runs (auto decomposes the small window in memory: at most 128 MiB, whatever N)
     bounded(stores, tmp_path, ["dmd", *options, "--method", "gram"])
 
+
+
+@pytest.mark.parametrize("options", [["--null-size", "0"], ["--null-size", "4"], ["--observable", "pca:2"]],
+                         ids=lambda c: " ".join(c))
+def test_conjugacy_memory_does_not_grow_with_n(stores, tmp_path, options):
+    bounded(stores, tmp_path, ["conjugacy", "STORE", "--k", "2", *options])
