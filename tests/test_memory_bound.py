@@ -99,6 +99,10 @@ def test_cmd_memory_does_not_grow_with_n(stores, tmp_path):
     assert (model / "labels").is_dir() and (model / "a").is_dir()
 
 
+def test_cmd_sweep_memory_does_not_grow_with_n(stores, tmp_path):
+    bounded(stores, tmp_path, ["cmd", "--modes", "3", "--samples", "200", "--sweep", "2", "--no-evaluate"])
+
+
 @pytest.mark.parametrize("options", [[], ["--per-layer"], ["--save-modes"], ["--forecast", "2"]],
                          ids=lambda c: " ".join(c) or "plain")
 def test_dmd_memory_does_not_grow_with_n(stores, tmp_path, options):
