@@ -15,9 +15,11 @@ frozen :class:`CMDResult` that holds everything the report draws.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -61,6 +63,8 @@ EMA_INIT_WARN = 0.05
 #: Clustering distances: "rows", the Euclidean distance between rows of |corr| (seed 001's code, the
 #: default: steadier across sampling seeds at equal error), and "corr", 1 − |corr| (traj before issue 17).
 DISTANCES = ("rows", "corr")
+#: Columns a model reconstructs at a time (a snapshot of N weights is built from blocks of this width).
+RECONSTRUCT_COLUMNS = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -377,36 +381,64 @@ def assign_kernel(references: np.ndarray, keep: np.ndarray, *, ema: Sequence[flo
 class CMDModel:
     """A fitted CMD model: reconstructs θ̂_k = a ⊙ w_{r,label}(k) + b for any snapshot or block.
 
+    The per-weight arrays are numpy arrays (a fit without ``out``), the arrays of the ``cmd.zarr``
+    the fit wrote them to block by block (read a block at a time: nothing of size N in memory), or
+    None where a fit kept only its totals (the sweeps without a recipe, the report after scoring).
+
     Attributes
     ----------
-    labels : ndarray of int32, shape (N,)
-    a, b : ndarray of float64, shape (N,)
+    labels : ndarray (or zarr array) of int32, shape (N,), or None
+    a, b : ndarray (or zarr array) of float64, shape (N,), or None
     references : ndarray of shape (M, T')
     steps : ndarray of shape (T',)
     """
 
-    labels: np.ndarray
-    a: np.ndarray
-    b: np.ndarray
+    labels: Any
+    a: Any
+    b: Any
     references: np.ndarray
     steps: np.ndarray
 
     @property
+    def kept(self) -> bool:
+        """Whether the per-weight arrays are at hand (in memory or on disk) to reconstruct from."""
+        return self.labels is not None
+
+    @property
     def n_params(self) -> int:
-        return int(self.labels.shape[0])
+        return int(self._arrays()[0].shape[0])
+
+    def _arrays(self) -> tuple[Any, Any, Any]:
+        if self.labels is None:
+            raise NotApplicableError("this CMD result kept no per-weight model (labels, a, b) to reconstruct from")
+        return self.labels, self.a, self.b
 
     def reconstruct_block(self, columns: slice, snapshots: slice | None = None) -> np.ndarray:
         """θ̂ of coordinates ``columns`` at model snapshots ``snapshots`` (default all): (T', width)."""
+        labels, a, b = (_read(v, columns) for v in self._arrays())
         refs = self.references[:, snapshots or slice(None)]  # (M, T')
-        return (refs[self.labels[columns]] * self.a[columns, None] + self.b[columns, None]).T
+        return (refs[labels] * a[:, None] + b[:, None]).T
 
     def reconstruct_snapshot(self, k: int) -> np.ndarray:
-        """θ̂ at model snapshot k (an index into ``steps``)."""
-        return self.reconstruct_block(slice(0, self.n_params), slice(k, k + 1))[0]
+        """θ̂ at model snapshot k (an index into ``steps``), shape (N,), built a block of columns at a time."""
+        n = self.n_params
+        out = np.empty(n)
+        for lo in range(0, n, RECONSTRUCT_COLUMNS):
+            cols = slice(lo, min(n, lo + RECONSTRUCT_COLUMNS))
+            out[cols] = self.reconstruct_block(cols, slice(k, k + 1))[0]
+        return out
 
     def reconstruct(self, indices: np.ndarray) -> np.ndarray:
         """θ̂ of the coordinates ``indices`` at every model snapshot: (T', len(indices))."""
-        return (self.references[self.labels[indices]] * self.a[indices, None] + self.b[indices, None]).T
+        labels, a, b = (_read(v, np.asarray(indices, dtype=np.int64)) for v in self._arrays())
+        return (self.references[labels] * a[:, None] + b[:, None]).T
+
+
+def _read(values: Any, index: slice | np.ndarray) -> np.ndarray:
+    """``values[index]`` of a numpy or a zarr array (integer indices read through zarr's orthogonal selection)."""
+    if isinstance(values, np.ndarray) or isinstance(index, slice):
+        return np.asarray(values[index])
+    return np.asarray(values.get_orthogonal_selection(index)) if index.size else np.asarray(values[0:0])
 
 
 @dataclass(frozen=True)
@@ -619,6 +651,7 @@ def cmd(
     sweep: Sequence[int] = (),
     distance: str = "rows",
     ema: Sequence[float] = (),
+    keep_model: bool = True,
     engine: Engine | None = None,
     progress: Progress | None = None,
     stage: Stage | None = None,
@@ -642,8 +675,12 @@ def cmd(
     drop_nonfinite : bool
         Leave snapshots holding NaN/Inf out of the time axis (one extra pass finds them).
     out : path, optional
-        Also write the model (labels, a, b, references) to ``out`` (a Zarr group, e.g.
-        DIR/cmd.zarr) block by block. The result holds it in memory either way (20 bytes per weight).
+        Write the model (labels, a, b, references) to ``out`` (a Zarr group, e.g. DIR/cmd.zarr) block
+        by block; the result's model then reads its per-weight arrays from there, so nothing of size N
+        is held. Without it they are held in memory (20 bytes per weight) unless ``keep_model`` is False.
+    keep_model : bool
+        Without ``out``, keep the per-weight model in memory (False: only the references, sizes and
+        errors; nothing can be reconstructed, so no recipe then).
     recipe : Recipe, optional
         Score the original and the CMD weights with it at ``eval_points`` snapshots.
     sweep : list of int
@@ -659,13 +696,16 @@ def cmd(
     params = CMDParams.checked(modes=modes, threshold=threshold, samples=samples, window=window, subsample=subsample,
                                seed=seed, drop_nonfinite=drop_nonfinite, eval_points=eval_points, sweep=sweep,
                                distance=distance, ema=ema)
-    return fit_cmd(store, params, out=out, recipe=recipe, engine=engine, progress=progress, stage=stage)
+    return fit_cmd(store, params, out=out, recipe=recipe, keep_model=keep_model, engine=engine, progress=progress,
+                   stage=stage)
 
 
 def fit_cmd(store: RunStore | str | os.PathLike[str], params: CMDParams, *, out: str | os.PathLike[str] | None = None,
-            recipe: Any = None, engine: Engine | None = None, progress: Progress | None = None,
-            stage: Stage | None = None) -> CMDResult:
+            recipe: Any = None, keep_model: bool = True, engine: Engine | None = None,
+            progress: Progress | None = None, stage: Stage | None = None) -> CMDResult:
     """Fit checked :class:`CMDParams` to a store; with a recipe, evaluate it; run the sweep when asked.
+
+    ``keep_model=False`` without ``out`` keeps no per-weight model (see :func:`cmd`).
 
     ``stage("evaluating")`` and ``stage("sweep")`` announce the steps after the pass.
     """
@@ -673,12 +713,15 @@ def fit_cmd(store: RunStore | str | os.PathLike[str], params: CMDParams, *, out:
     engine = engine or Engine()
     if params.ema and recipe is None:
         raise NotApplicableError("--ema scores the weight EMA with a recipe: this run has none (give --recipe)")
-    result, ema_rows = _fit(store, params, out, engine, progress, with_ema=recipe is not None)
-    if recipe is not None:
-        if stage is not None:
-            stage("evaluating")
-        result = replace(result, evaluation=evaluate(result, store, recipe, max_points=params.eval_points,
-                                                      engine=engine, ema=ema_rows))
+    # the EMAs (n_β x n_picks x N) go to a scratch Zarr array, read back one snapshot at a time
+    with _scratch(bool(params.ema) and recipe is not None, "ema.zarr") as ema_out:
+        result, ema_rows = _fit(store, params, out, engine, progress, with_ema=recipe is not None, ema_out=ema_out,
+                                keep_model=keep_model or recipe is not None)
+        if recipe is not None:
+            if stage is not None:
+                stage("evaluating")
+            result = replace(result, evaluation=evaluate(result, store, recipe, max_points=params.eval_points,
+                                                          engine=engine, ema=ema_rows))
     for kind, settings in (("window", params.sweep_window), ("subsample", params.sweep_subsample)):
         if settings:
             if stage is not None:
@@ -693,9 +736,15 @@ def fit_cmd(store: RunStore | str | os.PathLike[str], params: CMDParams, *, out:
 
 
 def _fit(store: RunStore, params: CMDParams, out: str | os.PathLike[str] | None, engine: Engine,
-         progress: Progress | None, *, with_ema: bool = False) -> tuple[CMDResult, np.ndarray | None]:
+         progress: Progress | None, *, with_ema: bool = False, keep_model: bool = True,
+         ema_out: str | os.PathLike[str] | None = None) -> tuple[CMDResult, Any]:
     """The clustering of the sample and the one pass over every weight; with ``with_ema`` and
-    ``params.ema``, the same pass also gives the weight EMAs at :func:`eval_picks` (n_β, n_picks, N)."""
+    ``params.ema``, the same pass also gives the weight EMAs at :func:`eval_picks` (n_β, n_picks, N),
+    written to the Zarr array ``ema_out`` block by block when given, else held in memory.
+
+    With ``out`` the model's per-weight arrays go to ``out`` block by block and the result's model
+    reads them from there; without it they are held in memory when ``keep_model``, else not kept at all
+    (the model then holds the references only: the totals, sizes and errors are all a sweep needs)."""
     t0 = time.perf_counter()
     lo, hi, rows, keep = _window_rows(store, params, engine)
     used = lo + keep
@@ -712,17 +761,29 @@ def _fit(store: RunStore, params: CMDParams, out: str | os.PathLike[str] | None,
     labels_s, order, ref_cols = _cluster_sample(corr_all, usable, params)
     references = trajectories[:, ref_cols].T  # (M, T')
     kernel = assign_kernel(references, keep, ema=ema, ema_picks=picks)
-    pass_ = _assign_all(store, engine, rows, kernel, references.shape[0], out, progress,
-                        ema_shape=(len(ema), picks.size) if ema else None)
-    model = CMDModel(pass_.labels, pass_.a, pass_.b, references, store.steps[used])
-    model_path = _write_model(out, model, sample, ref_cols, params, store, (lo, hi), used) if out else None
+    n = store.n_params
+    group = _open_model(out, store) if out else None
+    if group is not None:
+        sink = _ModelSink(group["labels"], group["a"], group["b"])
+    elif keep_model:
+        sink = _ModelSink(np.empty(n, dtype=np.int32), np.empty(n), np.empty(n))
+    else:
+        sink = _ModelSink(None, None, None)
+    if ema:
+        sink.ema = _ema_array(ema_out, (len(ema), picks.size, n), store) if ema_out else \
+            np.empty((len(ema), picks.size, n), dtype=np.float32)
+    pass_ = _assign_all(store, engine, rows, kernel, references.shape[0], sink, sample, progress)
+    model = CMDModel(sink.labels, sink.a, sink.b, references, store.steps[used])
+    model_path = _finish_model(group, out, model, sample, ref_cols, params, store, (lo, hi), used) if out else None
     sample_labels = np.full(sample.size, -1, dtype=np.int64)
     sample_labels[usable] = labels_s
-    n = store.n_params
+    # the sample's reconstruction from its labels, a and b as the pass gave them (= model.reconstruct(sample))
+    sample_reconstruction = (references[pass_.sample_labels] * pass_.sample_a[:, None]
+                             + pass_.sample_b[:, None]).T
     return CMDResult(
         store=str(store.path), window=(lo, hi), params=params, snapshots=used, steps=store.steps[used], n_params=n,
         model=model, sample_indices=sample, sample_labels=sample_labels, sample_order=usable[order],
-        sample_corr=corr_all, sample_trajectories=trajectories, sample_reconstruction=model.reconstruct(sample),
+        sample_corr=corr_all, sample_trajectories=trajectories, sample_reconstruction=sample_reconstruction,
         fit_samples=np.sort(np.random.default_rng(0).choice(sample.size, size=min(FIT_SAMPLES, sample.size),
                                                              replace=False)),
         bands=mode_bands(trajectories, sample, sample_labels, sample[ref_cols]),
@@ -732,7 +793,17 @@ def _fit(store: RunStore, params: CMDParams, out: str | os.PathLike[str] | None,
         relative_error=float(np.sqrt(pass_.sse / pass_.total)) if pass_.total > 0 else 0.0,
         backend=engine.label, seconds=time.perf_counter() - t0, model_path=model_path,
         constant_samples=drawn.frozen + int(sample.size - usable.size),
-    ), pass_.ema
+    ), sink.ema
+
+
+@contextlib.contextmanager
+def _scratch(needed: bool, name: str = "cmd.zarr") -> Iterator[Path | None]:
+    """A path in a temporary directory (removed afterwards) for what a fit writes out of memory, or None."""
+    if not needed:
+        yield None
+        return
+    with tempfile.TemporaryDirectory(prefix="traj-cmd-") as tmp:
+        yield Path(tmp) / name
 
 
 def eval_picks(n_used: int, max_points: int) -> np.ndarray:
@@ -790,35 +861,49 @@ def _cluster_sample(corr_all: np.ndarray, usable: np.ndarray, params: CMDParams
 
 
 @dataclass
-class _Pass:
-    """What the pass over every weight accumulates."""
+class _ModelSink:
+    """Where the pass puts each block's labels, a and b (numpy or zarr arrays of N, or None: dropped)
+    and the weight EMAs (n_β, n_picks, N)."""
 
-    labels: np.ndarray
-    a: np.ndarray
-    b: np.ndarray
+    labels: Any
+    a: Any
+    b: Any
+    ema: Any = None
+
+
+@dataclass
+class _Pass:
+    """What the pass over every weight accumulates (nothing of size N: that goes to the sink)."""
+
     sizes: np.ndarray
     corr_sums: np.ndarray
     per_layer: dict[str, np.ndarray]
+    sample_labels: np.ndarray
+    sample_a: np.ndarray
+    sample_b: np.ndarray
     sse: float = 0.0
     total: float = 0.0
-    ema: np.ndarray | None = None
 
 
-def _assign_all(store: RunStore, engine: Engine, rows: slice, kernel: Kernel, n_modes: int,
-                out: str | os.PathLike[str] | None, progress: Progress | None, *,
-                ema_shape: tuple[int, int] | None = None) -> _Pass:
-    """One pass: every weight's label, a and b, the per-mode and per-layer counts (and the EMAs)."""
-    n = store.n_params
-    acc = _Pass(np.empty(n, dtype=np.int32), np.empty(n), np.empty(n), np.zeros(n_modes, dtype=np.int64),
-                np.zeros(n_modes), {e.name: np.zeros(n_modes, dtype=np.int64) for e in store.layout.entries},
-                ema=None if ema_shape is None else np.empty((*ema_shape, n), dtype=np.float32))
+def _assign_all(store: RunStore, engine: Engine, rows: slice, kernel: Kernel, n_modes: int, sink: _ModelSink,
+                sample: np.ndarray, progress: Progress | None) -> _Pass:
+    """One pass: every weight's label, a and b into ``sink`` block by block, the per-mode and per-layer
+    counts, the sampled weights' labels, a and b (sorted ``sample``), and the EMAs into ``sink.ema``."""
+    acc = _Pass(np.zeros(n_modes, dtype=np.int64), np.zeros(n_modes),
+                {e.name: np.zeros(n_modes, dtype=np.int64) for e in store.layout.entries},
+                np.empty(sample.size, dtype=np.int64), np.empty(sample.size), np.empty(sample.size))
     starts = np.array([e.offset for e in store.layout.entries])
     for cols, part in engine.map_blocks(store, kernel, rows=rows, progress=progress):
         if not np.isfinite(part["total"]):
             raise NonFiniteDataError("the window holds NaN or Inf values")
-        acc.labels[cols], acc.a[cols], acc.b[cols] = part["labels"], part["a"], part["b"]
-        if acc.ema is not None:
-            acc.ema[:, :, cols] = part["ema"]
+        if sink.labels is not None:
+            sink.labels[cols], sink.a[cols], sink.b[cols] = part["labels"], part["a"], part["b"]
+        if sink.ema is not None:
+            sink.ema[:, :, cols] = part["ema"]
+        lo_s, hi_s = np.searchsorted(sample, [cols.start, cols.stop])
+        inside = sample[lo_s:hi_s] - cols.start
+        acc.sample_labels[lo_s:hi_s] = part["labels"][inside]
+        acc.sample_a[lo_s:hi_s], acc.sample_b[lo_s:hi_s] = part["a"][inside], part["b"][inside]
         acc.sse += float(part["sse"].sum())
         acc.total += part["total"]
         acc.sizes += np.bincount(part["labels"], minlength=n_modes)
@@ -855,17 +940,34 @@ def mode_bands(trajectories: np.ndarray, sample: np.ndarray, labels: np.ndarray,
     return ModeBands(np.array(low), np.array(high), np.array(refs), np.array(members, dtype=np.int64))
 
 
-def _write_model(out: str | os.PathLike[str], model: CMDModel, sample: np.ndarray, ref_cols: np.ndarray,
-                 params: CMDParams, store: RunStore, window: tuple[int, int], used: np.ndarray) -> str:
-    """The model as a Zarr group (``cmd.zarr``), chunks aligned with the store's columns."""
+def _model_chunk(store: RunStore) -> int:
+    return min(store.n_params, max(4096, store.chunks[1]))
+
+
+def _open_model(out: str | os.PathLike[str], store: RunStore) -> Any:
+    """A new Zarr group (``cmd.zarr``) with the per-weight arrays, chunks aligned with the store's
+    columns, for the pass to fill block by block."""
     import zarr
 
     group = zarr.open_group(str(out), mode="w", zarr_format=3)
-    chunk = min(model.n_params, max(4096, store.chunks[1]))
-    for name, values, dtype in (("labels", model.labels, "int32"), ("a", model.a, "float64"), ("b", model.b, "float64")):
-        array = group.create_array(name, shape=(model.n_params,), chunks=(chunk,), dtype=dtype,
-                                   dimension_names=("param",))
-        array[:] = values
+    chunk = _model_chunk(store)
+    for name, dtype in (("labels", "int32"), ("a", "float64"), ("b", "float64")):
+        group.create_array(name, shape=(store.n_params,), chunks=(chunk,), dtype=dtype, dimension_names=("param",))
+    return group
+
+
+def _ema_array(path: str | os.PathLike[str], shape: tuple[int, int, int], store: RunStore) -> Any:
+    """A scratch Zarr array for the weight EMAs (n_β, n_picks, N), float32, one chunk per β and snapshot."""
+    import zarr
+
+    return zarr.create_array(str(path), shape=shape, chunks=(1, 1, _model_chunk(store)), dtype="float32",
+                             zarr_format=3)
+
+
+def _finish_model(group: Any, out: str | os.PathLike[str], model: CMDModel, sample: np.ndarray,
+                  ref_cols: np.ndarray, params: CMDParams, store: RunStore, window: tuple[int, int],
+                  used: np.ndarray) -> str:
+    """The model's small arrays and attributes, after the pass wrote its per-weight arrays."""
     group.create_array("references", data=np.asarray(model.references, dtype=np.float64),
                        dimension_names=("mode", "snapshot"))
     group.create_array("steps", data=np.asarray(model.steps, dtype=np.int64), dimension_names=("snapshot",))
@@ -943,14 +1045,16 @@ def _sweep(store: RunStore, params: CMDParams, recipe: Any, engine: Engine) -> t
     rows = []
     for m in params.sweep:
         at_m = replace(params, modes=m, threshold=None)
-        result, _ = _fit(store, at_m, None, engine, None)
-        row = SweepRow(m, result.mse, result.relative_error, result.compression_ratio,
-                       stability=_stability(store, at_m, engine, None))
-        if recipe is not None:
-            ev = evaluate(result, store, recipe, max_points=params.sweep_points, engine=engine)
-            best = max if ev.metric == "accuracy" else min
-            row = replace(row, metric=ev.metric, best_cmd=float(best(ev.cmd[ev.metric])),
-                          best_original=float(best(ev.original[ev.metric])))
+        # the model goes to scratch where a recipe scores it, else only the totals are kept
+        with _scratch(recipe is not None) as scratch:
+            result, _ = _fit(store, at_m, scratch, engine, None, keep_model=False)
+            row = SweepRow(m, result.mse, result.relative_error, result.compression_ratio,
+                           stability=_stability(store, at_m, engine, None))
+            if recipe is not None:
+                ev = evaluate(result, store, recipe, max_points=params.sweep_points, engine=engine)
+                best = max if ev.metric == "accuracy" else min
+                row = replace(row, metric=ev.metric, best_cmd=float(best(ev.cmd[ev.metric])),
+                              best_original=float(best(ev.original[ev.metric])))
         rows.append(row)
     return tuple(rows)
 
@@ -1068,8 +1172,9 @@ def compare_models(store: RunStore | str | os.PathLike[str], recipe: Any, *, ran
     curves, errors = [], []
     for m in modes:
         params = CMDParams.checked(modes=m, samples=samples, window=(lo, hi), seed=seed, eval_points=max_points)
-        fitted, _ = _fit(store, params, None, engine, None)
-        ev = evaluate(fitted, store, recipe, max_points=max_points, engine=engine)
+        with _scratch(True) as scratch:
+            fitted, _ = _fit(store, params, scratch, engine, None)
+            ev = evaluate(fitted, store, recipe, max_points=max_points, engine=engine)
         curves.append(dict(ev.cmd))
         scale = dmd_ev.data_norm / dmd_ev.motion_norm if dmd_ev.motion_norm > 0 else 0.0
         errors.append(fitted.relative_error * scale)
@@ -1161,12 +1266,13 @@ def _history_sweep(store: RunStore, params: CMDParams, kind: str, settings: Sequ
     rows = []
     for value, variant, snaps in zip(settings, variants, used, strict=True):
         for m in modes_list:
-            fitted, _ = _fit(store, replace(variant, modes=m), None, engine, None)
-            row = HistoryRow(value, m, int(snaps.size), fitted.relative_error)
-            if metric is not None:
-                values = [recipe.evaluate(fitted.model.reconstruct_snapshot(int(np.searchsorted(snaps, k)))
-                                          .astype(store.dtype))[metric] for k in scored]
-                row = replace(row, metric_mean=float(np.mean(values)), metric_last=float(values[-1]))
+            with _scratch(metric is not None) as scratch:
+                fitted, _ = _fit(store, replace(variant, modes=m), scratch, engine, None, keep_model=False)
+                row = HistoryRow(value, m, int(snaps.size), fitted.relative_error)
+                if metric is not None:
+                    values = [recipe.evaluate(fitted.model.reconstruct_snapshot(int(np.searchsorted(snaps, k)))
+                                              .astype(store.dtype))[metric] for k in scored]
+                    row = replace(row, metric_mean=float(np.mean(values)), metric_last=float(values[-1]))
             rows.append(row)
     return HistorySweep(
         kind, metric, scored,

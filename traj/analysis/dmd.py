@@ -599,8 +599,14 @@ def _samples(store: RunStore, engine: Engine, rows: slice, entries: list[ParamEn
              params: DMDParams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A few coordinates, spread over the selected layers: their trajectories and DMD reconstruction."""
     rng = np.random.default_rng(params.random_state)
-    pool = np.concatenate([np.arange(e.offset, e.stop) for e in entries])
-    picks = np.sort(rng.choice(pool, size=min(params.n_samples, pool.size), replace=False))
+    # positions drawn in the selected layers' columns laid end to end (= choice over their concatenated
+    # indices, the same draws), mapped to coordinates without an N-long index array
+    sizes = np.array([e.size for e in entries], dtype=np.int64)
+    ends = np.cumsum(sizes)
+    drawn = rng.choice(int(ends[-1]), size=min(params.n_samples, int(ends[-1])), replace=False)
+    layer = np.searchsorted(ends, drawn, side="right")
+    offsets = np.array([e.offset for e in entries], dtype=np.int64)
+    picks = np.sort(offsets[layer] + drawn - (ends - sizes)[layer])
     trajectories = engine.collect(store, picks, rows=rows)
     n_window = rows.stop - rows.start
     with np.errstate(over="ignore", invalid="ignore"):

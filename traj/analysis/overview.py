@@ -9,9 +9,11 @@ error (a damaged chunk, a bad recipe) fails the overview. :mod:`traj.report` onl
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
@@ -147,14 +149,20 @@ def overview(
     history = layer_norms(store, engine=engine)  # also finds the non-finite snapshots: one pass for both
     info = describe(store, nonfinite_rows=history.nonfinite_rows)
     dmd_result = section("dmd", lambda: dmd(store, rank="auto", forecast=10, engine=engine))
-    cmd_result = section("cmd", lambda: _cmd(store, modes, engine))
-    if cmd_result is not None and recipe is not None:
-        evaluation = section("cmd evaluation", lambda: evaluate_cmd(cmd_result, store, recipe, max_points=12,
-                                                                      engine=engine))
-        cmd_result = replace(cmd_result, evaluation=evaluation)
-        models = section("models", lambda: _models(store, recipe, cmd_result, engine))
-    else:
-        models = None
+    # CMD's per-weight model goes to scratch where the recipe scores it, else it is not kept: nothing of N in memory
+    with tempfile.TemporaryDirectory(prefix="traj-report-") as scratch:
+        model_out = Path(scratch) / "cmd.zarr" if recipe is not None else None
+        cmd_result = section("cmd", lambda: _cmd(store, modes, engine, model_out))
+        if cmd_result is not None and recipe is not None:
+            evaluation = section("cmd evaluation", lambda: evaluate_cmd(cmd_result, store, recipe, max_points=12,
+                                                                          engine=engine))
+            cmd_result = replace(cmd_result, evaluation=evaluation)
+            models = section("models", lambda: _models(store, recipe, cmd_result, engine))
+        else:
+            models = None
+        if cmd_result is not None:  # the scratch model goes with the directory
+            cmd_result = replace(cmd_result, model=replace(cmd_result.model, labels=None, a=None, b=None),
+                                 model_path=None)
     prune_result = section("prune", lambda: _prune(store, recipe, engine))
     conj_result = section("conjugacy", lambda: _conjugacy(store, peers, engine))
     return Overview(str(store.path), info, history, dmd_result, cmd_result, prune_result, conj_result, skipped,
@@ -168,10 +176,11 @@ def _models(store: RunStore, recipe: Any, fitted: CMDResult, engine: Engine) -> 
                           samples=min(1000, store.n_params), engine=engine)
 
 
-def _cmd(store: RunStore, modes: int, engine: Engine) -> CMDResult:
+def _cmd(store: RunStore, modes: int, engine: Engine, out: Path | None) -> CMDResult:
     if store.n_params < 2:
         raise NotApplicableError(f"CMD correlates weights: the run has {'only one' if store.n_params else 'none'}")
-    return cmd(store, modes=min(modes, max(1, store.n_params // 4)), samples=min(1000, store.n_params), engine=engine)
+    return cmd(store, modes=min(modes, max(1, store.n_params // 4)), samples=min(1000, store.n_params), out=out,
+               keep_model=False, engine=engine)
 
 
 def _prune(store: RunStore, recipe: Any, engine: Engine) -> PruneResult:
