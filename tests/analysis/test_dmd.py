@@ -294,3 +294,22 @@ def test_unevenly_spaced_snapshots_are_refused_with_an_evenly_spaced_window(tmp_
         "error: --window 0:3 (the whole run) holds snapshots at unevenly spaced steps: spacings 5 (2×), 90 (1×) "
         "steps (the first change after snapshot 2, step 10 → 100); DMD assumes evenly spaced snapshots: give an "
         "evenly spaced window, e.g. 0:2 (3 snapshots, 5 steps apart)"]
+
+
+def test_a_long_window_of_few_coordinates_takes_the_thin_svd(tmp_path):
+    """Issue 24: a 2M x 2 store (snapshots x weights) took the randomized path and 4.7 GB: the svd path was
+    charged two T² matrices (and held one, the Gram). The thin SVD holds T x min(N, T): 200 000 x 2 here."""
+    t = 200_000
+    a = 0.999 * np.array([[np.cos(0.01), -np.sin(0.01)], [np.sin(0.01), np.cos(0.01)]])
+    z = np.empty((t, 2))
+    z[0] = [1.0, 0.0]
+    for k in range(1, t):
+        z[k] = a @ z[k - 1]
+    from traj.store import StoreWriter
+
+    with StoreWriter(tmp_path / "long.zarr", Layout.from_shapes([("w", (2,))]), dtype="float64") as writer:
+        for k in range(t):
+            writer.append(z[k], step=k)
+    result = dmd(RunStore(tmp_path / "long.zarr"))
+    assert result.choice.method == "svd" and result.rank == 2
+    np.testing.assert_allclose(np.sort_complex(result.eigenvalues), np.sort_complex(np.linalg.eigvals(a)), atol=1e-10)

@@ -176,14 +176,16 @@ def method_costs(n_snapshots: int, n_features: int, itemsize: int, *, rank: int 
     oversamples; rank "auto" sketches :data:`~traj.engine.randomized.SKETCH_BLOCK` columns per pass):
     q + 3 reads; each pass applies XᵀX to T×(r+p) columns, 4·N·T·(r+p) flops at the thin products'
     rate :data:`SKETCH_FLOPS_PER_S`; it holds a few T×(q+1)(r+p) matrices. svd: one read, an SVD of
-    the N×T data ~4·N·T² + 9T³, holding :data:`SVD_COPIES` copies of the window as float64 (measured).
+    the N×T data ~4·N·T·k + 9k³ (k = min(N, T)), holding :data:`SVD_COPIES` copies of the window as float64
+    (measured) and its T×k factor: no T² matrix, so a long window of few coordinates takes it.
     """
     t = n_snapshots
     data = float(t) * n_features * itemsize
     square = 8.0 * t * t
+    thin = min(t, n_features)  # the thin SVD of the N×T data: factors T×k and k×N, k = min(N, T)
     costs = {"gram": MethodCost("gram", 1, data, float(n_features) * t * t, 9.0 * t**3, GRAM_COPIES * square),
-             "svd": MethodCost("svd", 1, data, 4.0 * n_features * t * t, 9.0 * t**3,
-                               SVD_COPIES * 8.0 * t * n_features + 2 * square)}
+             "svd": MethodCost("svd", 1, data, 4.0 * n_features * t * thin, 9.0 * float(thin) ** 3,
+                               SVD_COPIES * 8.0 * t * n_features + 2 * 8.0 * t * thin)}
     if randomized:
         width = min(t - 1, rank + OVERSAMPLES if isinstance(rank, int) else SKETCH_BLOCK)
         costs["randomized"] = MethodCost("randomized", n_iter + 3, data, 4.0 * n_features * t * width * (n_iter + 3),
@@ -215,7 +217,7 @@ def choose_method(params: DMDParams, n_snapshots: int, n_features: int, itemsize
             raise ParameterError("memory_bytes", f"of {_mib(budget)} MiB is less than the svd method needs: "
                                                  f"{_mib(svd.memory)} MiB (the window as float64, "
                                                  f"{_mib(in_memory)} MiB, {SVD_COPIES:g} times at the SVD's peak, "
-                                                 f"and two T² matrices); allow "
+                                                 f"and its thin SVD factor); allow "
                                                  f"at least {math.ceil(svd.memory / 2**20)} MiB or use gram or randomized")
         why = "asked for" + (f": {chosen.describe()}" if chosen else "")
         if chosen is not None and chosen.memory > budget:

@@ -613,7 +613,8 @@ class ReducedOperator:
 
         σ, V and Ã = Urᵀ Y Vr Σr⁻¹ come from the SVD of X (accuracy of an SVD: the ranks it
         resolves are allowed, not only those the Gram resolves); amplitudes b = Φ⁺θ0 by least
-        squares on Φ = D C, as PyDMD computes them. G = DᵀD serves the reconstruction error.
+        squares on Φ = D C, as PyDMD computes them. G C = D (Dᵀ C) serves the reconstruction error
+        (no (T+1)² matrix: memory is the window and its thin SVD, whatever T).
         """
         d = np.asarray(window, dtype=np.float64)
         if d.ndim != 2 or d.shape[0] < 3:
@@ -628,8 +629,8 @@ class ReducedOperator:
         del ut
         y_v = d[1:].T @ v_r  # Y Vr, (N, r)
         atilde = (u_r.T @ y_v) / sigma[:r]
-        gram = d @ d.T
-        op = cls.from_svd(sigma, v_r, np.zeros((t, r)), lambda c: gram @ c, float(np.trace(gram)),
+        # G C as D (Dᵀ C): never the (T+1)² Gram, which a long window of few coordinates cannot hold
+        op = cls.from_svd(sigma, v_r, np.zeros((t, r)), lambda c: d @ (d.T @ c), float(np.einsum("ij,ij->", d, d)),
                           truncation=cut, atilde=atilde, source="svd")
         assert op.coefficients is not None
         phi = d.T @ op.coefficients  # Φ = D C, (N, r)
