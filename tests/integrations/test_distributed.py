@@ -76,6 +76,16 @@ def test_plain_loops_under_ddp_and_fsdp2(tmp_path):
                 assert torch.equal(value, rank1["truth"][step]["params"][name])
 
 
+def test_the_trainers_rank_zero_flag_yields_to_the_process_group(tmp_path):
+    """Issue 25: under torchrun a Trainer that was not really distributed said is_world_process_zero on both
+    processes; both opened the store and one died with StoreLockedError. Global rank 0 of the group decides."""
+    pytest.importorskip("transformers")
+    _run("hf-flag", tmp_path)
+    rank0, rank1 = _rank_files(tmp_path)
+    assert rank0["opened"] and not rank1["opened"]
+    np.testing.assert_array_equal(RunStore(tmp_path / "run.zarr").steps, [0])
+
+
 @pytest.mark.slow
 def test_trainer_under_ddp(tmp_path):
     pytest.importorskip("transformers")

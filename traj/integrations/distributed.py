@@ -35,7 +35,8 @@ from ..errors import RecorderError
 from ..record import Capture, Recorder, layout_of
 from ..store import RunStore
 
-__all__ = ["DistributedRecorder", "global_rank", "sharding_of", "gather_parameters", "gather_gradients"]
+__all__ = ["DistributedRecorder", "decide_writer", "gather_gradients", "gather_parameters", "global_rank",
+           "process_group_exists", "sharding_of"]
 
 # Wrappers whose names appear inside parameter names but not in a gathered state dict.
 _WRAPPER_PREFIXES = ("_orig_mod.", "_checkpoint_wrapped_module.", "_fsdp_wrapped_module.")
@@ -45,7 +46,24 @@ def global_rank() -> int:
     """This process's rank in the default process group (0 when there is none)."""
     import torch.distributed as dist
 
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+    return dist.get_rank() if process_group_exists() else 0
+
+
+def process_group_exists() -> bool:
+    """Whether ``torch.distributed`` has a default process group in this process."""
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized()
+
+
+def decide_writer(framework_says: bool | None) -> bool:
+    """Whether this process writes the store: global rank 0 of ``torch.distributed`` when a process group
+    exists, whatever the framework says (a Trainer that is not really distributed calls every process
+    of a ``torchrun`` launch its "world process zero": two writers of one store); else the framework's
+    own flag (``None``: this process, the only one)."""
+    if process_group_exists():
+        return global_rank() == 0
+    return True if framework_says is None else bool(framework_says)
 
 
 def sharding_of(model: nn.Module) -> str | None:
@@ -189,15 +207,16 @@ class DistributedRecorder:
         """Open the store at training start; every rank calls this.
 
         ``step`` is the global step the model is at (the checkpoint's when resuming);
-        ``resuming`` defaults to ``step > 0``; ``writer`` defaults to global rank 0. A new
-        store gets the current weights as its first snapshot.
+        ``resuming`` defaults to ``step > 0``; ``writer`` is the framework's "rank zero" flag,
+        used only when there is no ``torch.distributed`` process group (with one, global rank 0
+        writes: :func:`decide_writer`). A new store gets the current weights as its first snapshot.
         """
         if self._begun:
             self.close()
         self.sharding = sharding_of(model)
         self._names = layout_of(model, self.params)[0].names
         resuming = step > 0 if resuming is None else resuming
-        self.writer = global_rank() == 0 if writer is None else bool(writer)
+        self.writer = decide_writer(writer)
         self._begun = True
         self.last_step = int(step)  # on every rank, so that all agree on due() (and join the same gathers)
         if self.writer:
