@@ -9,7 +9,7 @@ from tests.conftest import match, planted_linear_system, write_store
 from traj.analysis.dmd import dmd, parse_window, save_modes
 from traj.cli.app import app
 from traj.engine import Engine
-from traj.errors import TrajError
+from traj.errors import TrajError, UnevenSpacingError
 from traj.store import Layout, RunStore
 
 SAMPLE = Path(__file__).resolve().parents[2] / "sample_data"
@@ -294,3 +294,22 @@ def test_unevenly_spaced_snapshots_are_refused_with_an_evenly_spaced_window(tmp_
         "error: --window 0:3 (the whole run) holds snapshots at unevenly spaced steps: spacings 5 (2×), 90 (1×) "
         "steps (the first change after snapshot 2, step 10 → 100); DMD assumes evenly spaced snapshots: give an "
         "evenly spaced window, e.g. 0:2 (3 snapshots, 5 steps apart)"]
+
+
+def test_a_callbacks_last_snapshot_off_the_grid_is_left_out_of_the_default_window(tmp_path, rng):
+    """Issue 25: the callbacks now end a run stopped at step 55 (every 10) with a snapshot at 55; DMD's default
+    window stops at 50 instead of refusing the run, and a store without a recording grid is refused as before."""
+    from traj.analysis.windows import default_last
+    from traj.store import Layout, StoreWriter
+
+    data = np.cumsum(rng.standard_normal((7, 30)), axis=0)
+    path = tmp_path / "cb.zarr"
+    with StoreWriter(path, Layout.from_shapes([("w", (30,))]), dtype="float64",
+                     spacing={"unit": "step", "every": 10}) as writer:
+        for row, step in zip(data, [0, 10, 20, 30, 40, 50, 55], strict=True):
+            writer.append(row, step=step, epoch=0)
+    assert default_last(RunStore(path)) == 5
+    result = dmd(path)
+    assert result.dt == 10.0 and result.to_dict()["window"] == [0, 5]
+    with pytest.raises(UnevenSpacingError):
+        dmd(path, window="0:6")

@@ -48,7 +48,7 @@ from ..errors import NotApplicableError, ParameterError, UnevenSpacingError, Win
 from ..progress import Progress
 from ..store import RunStore
 from .dmd import complex_pairs
-from .windows import Window, check_even_spacing, check_gram_finite, parse_window, raise_nonfinite
+from .windows import Window, check_even_spacing, check_gram_finite, default_last, parse_window, raise_nonfinite
 
 __all__ = ["ConjugacyParams", "ConjugacyResult", "KChoice", "PairVerdict", "SMALL_OBSERVABLE", "Spectrum", "WindowTransitions",
            "conjugacy", "conformal_bound", "family_bound", "family_draws", "fit_conjugacy", "hankel_gram", "koopman_spectrum", "mutual_nearest",
@@ -407,7 +407,8 @@ def window_and_delays(store: RunStore, window: Window, delays: int | None) -> tu
         if store.n_snapshots < d + 3:
             raise WindowTooShortError(f"{store.path}: {store.n_snapshots} snapshot(s) are too short for {d} delays "
                                       f"(DMD needs at least {d + 3})")
-        return 0, store.n_snapshots - 1, d
+        last = default_last(store)  # a last snapshot off the recording grid is no part of an even window
+        return 0, (last if last + 1 >= d + 3 else store.n_snapshots - 1), d
     lo, hi = parse_window(window, store.n_snapshots)
     if hi - lo + 1 < d + 3:
         raise ParameterError("window", f"{lo}:{hi} of {store.path.name} is too short for {d} delays "

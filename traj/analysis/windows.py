@@ -16,7 +16,8 @@ from ..checks import check_int
 from ..errors import NonFiniteDataError, ParameterError, UnevenSpacingError, WindowTooShortError
 from ..store import RunStore
 
-__all__ = ["Window", "check_even_spacing", "check_gram_finite", "parse_window", "raise_nonfinite", "resolve_window"]
+__all__ = ["Window", "check_even_spacing", "check_gram_finite", "default_last", "parse_window", "raise_nonfinite",
+           "resolve_window"]
 
 #: A window as callers give it: "a:b" (either end may be omitted or negative), a pair, or None (the whole run).
 Window = str | Sequence[int] | None
@@ -55,10 +56,29 @@ def parse_window(text: Window, n_snapshots: int, *, minimum: int = 3, method: st
     return lo, hi
 
 
-def resolve_window(store: RunStore, window: Window, *, minimum: int = 3, method: str = "DMD") -> tuple[int, int]:
-    """The window of ``store`` to analyse: the one given (checked), or the whole run when it is long enough."""
+def default_last(store: RunStore) -> int:
+    """The last snapshot of a default window for a method that needs evenly spaced snapshots: the last one,
+    except a last snapshot off the recording grid after one on it (a callback's end-of-training snapshot,
+    step 25 of a store recorded every 10 steps), which is left out."""
+    n = store.n_snapshots
+    every = store.spacing.get("every") if isinstance(store.spacing, dict) else None
+    if n >= 2 and store.spacing.get("unit") == "step" and isinstance(every, int) and every > 1:
+        last, before = int(store.steps[-1]), int(store.steps[-2])
+        if last % every and not before % every and last - before < every:
+            return n - 2
+    return n - 1
+
+
+def resolve_window(store: RunStore, window: Window, *, minimum: int = 3, method: str = "DMD",
+                   spaced: bool = False) -> tuple[int, int]:
+    """The window of ``store`` to analyse: the one given (checked), or the whole run when it is long enough
+    (``spaced``: without a last snapshot off the recording grid, :func:`default_last`)."""
     if window is None and store.n_snapshots < minimum:
         raise WindowTooShortError(f"{store.path}: {store.n_snapshots} snapshot(s); {method} needs at least {minimum}")
+    if window is None and spaced:
+        last = default_last(store)
+        if last + 1 >= minimum:
+            return 0, last
     return parse_window(window, store.n_snapshots, minimum=minimum, method=method)
 
 

@@ -23,7 +23,7 @@ overwrite it.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -156,6 +156,8 @@ class DistributedRecorder:
         As for :class:`traj.Recorder`.
     overwrite : bool
         A run starting at step 0 replaces an existing store at ``path``; a resumed run always appends.
+    announce : callable, optional
+        Where the writing process's lines go (start, resume, end): as for :class:`traj.Recorder`.
 
     Examples
     --------
@@ -168,7 +170,7 @@ class DistributedRecorder:
     ...     if rec.due(step):
     ...         rec.capture(model, step=step, epoch=0)
     ...         rec.flush()
-    >>> rec.close()
+    >>> rec.close(model, step=step)    # a last snapshot when the last step was not recorded
     """
 
     def __init__(
@@ -182,10 +184,12 @@ class DistributedRecorder:
         compressor: str = "lz4",
         buffer_bytes: int = 256 << 20,
         overwrite: bool = False,
+        announce: Callable[[str], None] | None = None,
     ) -> None:
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise RecorderError(f"every must be a positive integer, not {every!r}")
         self.path = Path(path)
+        self.announce = announce
         self.every = every
         self.params = None if params is None else list(params)
         self.grads = grads
@@ -232,6 +236,7 @@ class DistributedRecorder:
                 overwrite=self.overwrite and not resuming,
                 resume=True,  # _prepare_store decided: a new run into an old store is refused
                 rewind=resuming,  # an older attempt's later steps are replaced once the first new one is written
+                announce=self.announce,
                 **self._options,
             )
         new = self.recorder is not None and self.recorder.n_committed == 0
@@ -254,9 +259,17 @@ class DistributedRecorder:
             "pass overwrite=True to replace it, or resume the run from its checkpoint"
         )
 
-    def close(self) -> None:
-        """Write what is pending, close the store and release its lock."""
+    def close(self, model: nn.Module | None = None, *, step: int | None = None, epoch: int = 0) -> None:
+        """Write what is pending, close the store and release its lock.
+
+        Given the ``model`` and the ``step`` training ended at, first take a last snapshot when that
+        step was not recorded (training stopped between two snapshot steps: 25 with ``every=10``), so
+        the store ends where training did. Every rank calls it (a collective when sharded).
+        """
         try:
+            if model is not None and step is not None and self._begun and self.last_step is not None \
+                    and int(step) > self.last_step:
+                self._capture(model, int(step), int(epoch), record=True)
             self.flush()
         finally:
             if self.recorder is not None:
