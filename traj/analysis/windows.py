@@ -15,6 +15,7 @@ import numpy as np
 from ..checks import check_int
 from ..errors import NonFiniteDataError, ParameterError, UnevenSpacingError, WindowTooShortError
 from ..store import RunStore
+from ..store.info import base_spacing, gaps_in
 
 __all__ = ["Window", "check_even_spacing", "check_gram_finite", "default_last", "parse_window", "raise_nonfinite",
            "resolve_window"]
@@ -128,7 +129,23 @@ def check_even_spacing(store: RunStore, lo: int, hi: int, *, minimum: int = 3, m
     problem = (f"{lo}:{hi}{whole} holds snapshots at unevenly spaced steps: spacings {shown} steps (the first "
                f"change after snapshot {lo + change}, step {int(steps[change])} → {int(steps[change + 1])}); "
                f"{method} assumes evenly spaced snapshots")
-    if best_len + 1 >= minimum:
+    gaps = gaps_in(steps)
+    sides = []
+    if gaps:  # a resume past the store's end: name the gap, and the windows on either side of it
+        g = lo + gaps[0]
+        for a, b, where in ((lo, g, "before"), (g + 1, hi, "after")):
+            side = np.diff(np.asarray(store.steps[a : b + 1], dtype=np.int64))
+            if b - a + 1 >= minimum and (side == side[0]).all():
+                sides.append(f"{a}:{b} ({b - a + 1} snapshots {where} it)")
+        more = f"; {len(gaps) - 1} more gap(s) later" if len(gaps) > 1 else ""
+        problem += (f": a gap, no snapshot between steps {int(steps[gaps[0]])} and {int(steps[gaps[0] + 1])} "
+                    f"(snapshots {g} and {g + 1}; {base_spacing(steps)} steps apart elsewhere{more})")
+    if sides:
+        problem += "; give a window on one side of it: " + " or ".join(sides)
+        if best_len + 1 >= minimum:
+            a = lo + best_end - best_len + 1
+            suggestion = (a, a + best_len)
+    elif best_len + 1 >= minimum:
         a = lo + best_end - best_len + 1
         suggestion = (a, a + best_len)
         problem += (f": give an evenly spaced window, e.g. {a}:{a + best_len} ({best_len + 1} snapshots, "
