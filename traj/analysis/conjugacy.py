@@ -562,6 +562,8 @@ class PairVerdict:
     basis: Basis | None
     #: What the threshold is compared with: W1 (rule "plain") or the standardised distance (rule "reproducible").
     statistic: float | None = None
+    #: Why the verdict is "undetermined" and what would determine it (None for a verdict).
+    reason: str | None = None
 
     @property
     def score(self) -> float:
@@ -569,7 +571,7 @@ class PairVerdict:
 
     def to_dict(self) -> dict[str, Any]:
         return {"a": self.a, "b": self.b, "distance": self.distance, "statistic": self.score,
-                "verdict": self.verdict, "basis": self.basis}
+                "verdict": self.verdict, "basis": self.basis, "reason": self.reason}
 
 
 @dataclass(frozen=True)
@@ -994,6 +996,8 @@ def fit_conjugacy(stores: Sequence[RunStore | str | os.PathLike[str]], params: C
     else:
         threshold, basis, verdicts = _standardised_verdicts(runs, distance, statistic, null_threshold,
                                                             reparam.threshold if reparam else None, params)
+    if not null_runs:
+        threshold, basis, verdicts = None, None, _without_seed_null(runs, distance, params)
     transitions = _window_transitions(runs[0], edges, params, engine, progress) if edges is not None else None
     null_note = None
     if rule == "reproducible" and basis == "seed-null" and not null_threshold:
@@ -1140,6 +1144,29 @@ def _null_bounds(seed_threshold: float | None, reparam_threshold: float | None) 
     if reparam_threshold is not None:
         bounds["reparam-null"] = reparam_threshold
     return bounds
+
+
+#: An undetermined verdict's reason when no seed null was given.
+NO_SEED_NULL = ("give --null SEED_RUN (the first run's configuration trained from other seeds): without a seed null "
+                "a distance cannot be told from seed-to-seed variation")
+
+
+def _without_seed_null(runs: Sequence[RunStore], distance: np.ndarray,
+                       params: ConjugacyParams) -> tuple[PairVerdict, ...]:
+    """Verdicts without a seed null: none, except a W1 within the margin the user stated (conjugate whatever
+    a null would say). Two seed runs of one configuration lie further apart than the reparametrisation
+    null's bends, so its bound alone called them non-conjugate (issue 25): it is reported beside the
+    distances, and decides only beside a seed null."""
+    verdicts = []
+    for i in range(len(runs)):
+        for j in range(i + 1, len(runs)):
+            w1 = float(distance[i, j])
+            if params.margin and w1 <= params.margin:
+                verdicts.append(PairVerdict(str(runs[i].path), str(runs[j].path), w1, "conjugate", "margin"))
+            else:
+                verdicts.append(PairVerdict(str(runs[i].path), str(runs[j].path), w1, "undetermined", None,
+                                            reason=NO_SEED_NULL))
+    return tuple(verdicts)
 
 
 def _threshold(seed_threshold: float | None, reparam_threshold: float | None,

@@ -111,6 +111,7 @@ def overview(
     store: RunStore,
     *,
     peers: Sequence[RunStore] = (),
+    null: Sequence[RunStore] = (),
     engine: Engine | None = None,
     modes: int = 5,
     evaluate: bool = True,
@@ -122,6 +123,8 @@ def overview(
     Parameters
     ----------
     peers : runs to compare with ``store`` by conjugacy (none: the section is skipped).
+    null : runs of ``store``'s configuration from other seeds, the conjugacy verdicts' seed null (none: the
+        section gives distances and no verdict).
     modes : CMD modes (at most a quarter of the weights).
     evaluate : score CMD and pruned weights with ``recipe`` (default: the store's recipe).
     stage : called with each analysis' name as it starts.
@@ -156,7 +159,7 @@ def overview(
     else:
         models = None
     prune_result = section("prune", lambda: _prune(store, recipe, engine))
-    conj_result = section("conjugacy", lambda: _conjugacy(store, peers, engine))
+    conj_result = section("conjugacy", lambda: _conjugacy(store, peers, null, engine))
     return Overview(str(store.path), info, history, dmd_result, cmd_result, prune_result, conj_result, skipped,
                     time.perf_counter() - t0, models)
 
@@ -185,7 +188,8 @@ def _prune(store: RunStore, recipe: Any, engine: Engine) -> PruneResult:
                  evaluate=recipe is not None, engine=engine)
 
 
-def _conjugacy(store: RunStore, peers: Sequence[RunStore], engine: Engine) -> ConjugacyResult:
+def _conjugacy(store: RunStore, peers: Sequence[RunStore], null: Sequence[RunStore],
+               engine: Engine) -> ConjugacyResult:
     if not peers:
         raise NotApplicableError("no peers given (traj report STORE --peers OTHER.zarr ...)")
-    return conjugacy([store, *peers], engine=engine)
+    return conjugacy([store, *peers], null=null, engine=engine)
