@@ -135,7 +135,8 @@ class TrajCallback(TrainerCallback):
     def on_train_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
         # a last snapshot when training stopped off the grid (max_steps=25, every=10): the store ends at 25
         step, epoch = state.global_step, epoch_index(state.epoch)
-        if model is not None and step > (self.recording.last_step or 0):
+        last = self.recording.last_step  # None when training never began
+        if model is not None and last is not None and step > last:
             self.recording.flush()
             self.recording.capture(model, step=step, epoch=epoch)
             if self._last_logs is not None and self._last_logs[0] == step:

@@ -104,7 +104,8 @@ class TrajCallback(Callback):
     def on_train_end(self, trainer: Any, pl_module: Any) -> None:
         # a last snapshot when training stopped off the grid (max_steps=92, every=10): the store ends at 92
         step = trainer.global_step
-        if step > (self.recording.last_step or 0):
+        last = self.recording.last_step  # None when training never began
+        if last is not None and step > last:
             self.recording.capture(pl_module, step=step, epoch=trainer.current_epoch)
             self.recording.note(metrics=trainer.callback_metrics)
         self.recording.close()
