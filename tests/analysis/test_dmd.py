@@ -315,6 +315,14 @@ def test_a_callbacks_last_snapshot_off_the_grid_is_left_out_of_the_default_windo
     assert result.dt == 10.0 and result.to_dict()["window"] == [0, 5]
     with pytest.raises(UnevenSpacingError):
         dmd(path, window="0:6")
+    gap = tmp_path / "gap.zarr"  # a gap too: the default window is named as what it is
+    with StoreWriter(gap, Layout.from_shapes([("w", (30,))]), dtype="float64",
+                     spacing={"unit": "step", "every": 10}) as writer:
+        for row, step in zip(data, [0, 10, 20, 60, 70, 80, 85], strict=True):
+            writer.append(row, step=step, epoch=0)
+    with pytest.raises(UnevenSpacingError, match=r"^window 0:5 \(the whole run but its last snapshot, off the "
+                                                 r"recording grid\) .* no snapshot between steps 20 and 60 "):
+        dmd(gap)
 
 
 def test_a_gap_left_by_a_resume_is_reported_by_info_and_named_by_the_refusal(tmp_path, rng):

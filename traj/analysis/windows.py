@@ -126,6 +126,8 @@ def check_even_spacing(store: RunStore, lo: int, hi: int, *, minimum: int = 3, m
             best_end, best_len = i, run
     suggestion = None
     whole = " (the whole run)" if lo == 0 and hi == store.n_snapshots - 1 else ""
+    if lo == 0 and hi == default_last(store) < store.n_snapshots - 1:
+        whole = " (the whole run but its last snapshot, off the recording grid)"
     problem = (f"{lo}:{hi}{whole} holds snapshots at unevenly spaced steps: spacings {shown} steps (the first "
                f"change after snapshot {lo + change}, step {int(steps[change])} → {int(steps[change + 1])}); "
                f"{method} assumes evenly spaced snapshots")
