@@ -16,6 +16,7 @@ __all__ = [
     "RankUnavailableError",
     "WindowTooShortError",
     "NonFiniteDataError",
+    "SnapshotGapWarning",
     "UnevenSpacingError",
     "ModelFormatError",
     "StoreNotFoundError",
@@ -181,3 +182,8 @@ class SchedulerUnreachableError(TrajError, ConnectionError):
 class ReplacingSnapshotsWarning(UserWarning):
     """A run resumed from an earlier checkpoint will replace the snapshots its store holds past
     that checkpoint (they are forgotten when the first new snapshot is written, not before)."""
+
+
+class SnapshotGapWarning(UserWarning):
+    """A run resumed from a checkpoint later than its store's last snapshot (the store was committed
+    less far than the checkpoints): the steps between have no snapshot, a gap in the trajectory."""

@@ -208,10 +208,12 @@ def test_identical_runs_and_no_null():
     result = conjugacy([store, store], null_size=0)
     assert result.distance[0, 1] == pytest.approx(0, abs=1e-8)
     assert result.verdicts[0].verdict == "undetermined" and result.threshold is None and result.reparam is None
-    # the reparametrisation null alone gives a verdict
+    # the reparametrisation null alone gives no verdict (issue 25: it called seed runs non-conjugate): its bound is
+    # reported beside the distance, and the verdict says what would decide
     alone = conjugacy([store, store], null_size=5)
     assert alone.reparam.distances.shape == (5,) and alone.reparam.threshold > 1e-6
-    assert (alone.verdicts[0].verdict, alone.verdicts[0].basis) == ("conjugate", "reparam-null")
+    assert (alone.verdicts[0].verdict, alone.verdicts[0].basis, alone.threshold) == ("undetermined", None, None)
+    assert alone.to_dict()["verdicts"][0]["reason"].startswith("give --null SEED_RUN")
 
 
 def test_gram_and_memory_paths_agree(rng):
@@ -400,8 +402,10 @@ def test_authors_setting_from_the_cli_gives_their_distances(tmp_path):
     assert d[0, 2] == pytest.approx(0.746, abs=2e-3) and d[1, 2] == pytest.approx(0.753, abs=2e-3)
     assert summary["k"] == 10 and summary["ranks"] == [10, 10, 10] and summary["reduced"] == []
     assert summary["settings"]["stack"] == [25] * 3 and summary["settings"]["delays"] == [4] * 3
-    assert [v["verdict"] for v in summary["verdicts"]] == ["conjugate", "non-conjugate", "non-conjugate"]
-    assert summary["basis"] == "reparam-null" and summary["reparam_null"]["strength"] == 0.1
+    # no seed null: distances and the reparametrisation null's bound, no verdict (issue 25)
+    assert [v["verdict"] for v in summary["verdicts"]] == ["undetermined"] * 3
+    assert summary["basis"] is None and summary["threshold"] is None
+    assert summary["reparam_null"]["strength"] == 0.1 and summary["reparam_null"]["threshold"] > d[0, 1]
     # a split that does not divide θ, and a k above what a run resolves, say so
     bad = runner.invoke(app, ["conjugacy", *paths[:2], "--stack", "7", "--out", str(tmp_path / "r2")])
     assert bad.exit_code == 2 and "--stack" in bad.output and "7 equal" in bad.output
@@ -421,7 +425,8 @@ def test_pca_observable_from_the_gram(tmp_path, rng):
     change = rng.standard_normal((4, 4)) + 3 * np.eye(4)
     runs = [_linear_run(tmp_path / "a.zarr", a, 3000, 0), _linear_run(tmp_path / "b.zarr", a, 3000, 1, transform=change),
             _linear_run(tmp_path / "c.zarr", other, 3000, 2)]
-    result = conjugacy(runs, observable="pca:4", k=4, null_size=10)
+    seeds = [_linear_run(tmp_path / f"seed{i}.zarr", a, 3000, 10 + i) for i in range(3)]  # the verdicts' seed null
+    result = conjugacy(runs, observable="pca:4", k=4, null_size=10, null=seeds)
     assert result.observable == "pca:4" and [s.n_observables for s in result.spectra] == [4] * 3
     assert result.distance[0, 1] < 0.05 < 0.1 < result.distance[0, 2]
     assert [v.verdict for v in result.verdicts][:2] == ["conjugate", "non-conjugate"]
@@ -526,7 +531,8 @@ def test_cli_says_how_k_was_chosen_in_one_line_and_warns_only_of_what_was_asked(
     assert "5 eigenvalue(s) compared per run (k 10: rank 8; 5 of 8 reproduced" in fitted.stdout
     assert "reduced" not in fitted.stderr  # rank 8 was fitted as asked; the rule chose 5 of its eigenvalues
     alone = runner.invoke(app, ["conjugacy", *runs, "--null-size", "4", "--out", str(tmp_path / "r5")])
-    assert "rule plain: W1 of the eigenvalues (rule reproducible needs a seed null, --null)" in alone.stdout
+    assert "undetermined: give --null SEED_RUN" in alone.stdout and "non-conjugate" not in alone.stdout
+    assert "no seed null: distances and the reparametrisation null's bound only, no verdict" in alone.stdout
     assert "rule:" not in alone.stderr  # the default rule falling back is information
     asked = runner.invoke(app, ["conjugacy", *runs, "--null-size", "4", "--rule", "reproducible",
                                 "--out", str(tmp_path / "r6")])
@@ -593,3 +599,30 @@ def test_a_seed_null_without_spread_says_every_difference_counts(tmp_path):
     assert "no spread" in bare.null_note and "reparametrisation null" in bare.null_note
     default = conjugacy(runs, null=[copy])
     assert (default.verdicts[0].verdict, default.basis, default.null_note) == ("conjugate", "reparam-null", None)
+
+
+def test_seed_runs_without_a_seed_null_get_no_verdict(tmp_path):
+    """Issue 25: `traj conjugacy run1 seed1 seed2` (no --null) printed `non-conjugate` for seed runs of one
+    configuration: their W1 exceeds the reparametrisation null's bound, which alone decided. Without a seed null the
+    distances and that bound are reported and the verdict is undetermined; with one, the same runs are conjugate."""
+    from scipy.linalg import block_diag
+
+    a = block_diag(_rotation(0.95, 0.3), [[0.8]], [[0.6]])
+    runs = [_linear_run(tmp_path / f"s{i}.zarr", a, 400, i, noise=0.02) for i in range(6)]
+    bare = conjugacy(runs[:3], k=4, null_size=10)
+    assert bare.reparam.threshold < bare.distance[0, 1] and bare.reparam.threshold < bare.distance[0, 2]
+    assert [(v.verdict, v.basis) for v in bare.verdicts] == [("undetermined", None)] * 3 and not bare.any_nonconjugate
+    assert bare.to_dict()["verdicts"][0]["reason"].startswith("give --null SEED_RUN")
+    result = runner.invoke(app, ["conjugacy", *(str(r.path) for r in runs[:3]), "--k", "4", "--null-size", "10",
+                                 "--out", str(tmp_path / "o")])
+    assert result.exit_code == 0 and result.stdout.count("undetermined: give --null SEED_RUN") == 3
+    assert "non-conjugate" not in result.stdout
+    seeded = conjugacy(runs[:3], k=4, null_size=10, null=runs[3:])
+    assert [v.verdict for v in seeded.verdicts] == ["conjugate"] * 3 and seeded.basis is not None
+    # traj report --peers takes the seed null too
+    report = runner.invoke(app, ["report", str(runs[0].path), "--peers", str(runs[1].path), "--null", str(runs[3].path),
+                                 "--null", str(runs[4].path), "--no-evaluate", "--out", str(tmp_path / "r"), "--json"])
+    assert report.exit_code == 0, report.output
+    summary = json.loads(report.stdout)["conjugacy"]
+    assert summary["null_runs"] == [str(runs[3].path), str(runs[4].path)]
+    assert summary["verdicts"][0]["verdict"] == "conjugate"

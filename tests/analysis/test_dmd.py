@@ -9,7 +9,7 @@ from tests.conftest import match, planted_linear_system, write_store
 from traj.analysis.dmd import dmd, parse_window, save_modes
 from traj.cli.app import app
 from traj.engine import Engine
-from traj.errors import TrajError
+from traj.errors import TrajError, UnevenSpacingError
 from traj.store import Layout, RunStore
 
 SAMPLE = Path(__file__).resolve().parents[2] / "sample_data"
@@ -274,7 +274,8 @@ def test_unevenly_spaced_snapshots_are_refused_with_an_evenly_spaced_window(tmp_
     assert error.spacings == (5, 90) and error.suggestion == (0, 2)
     assert str(error) == ("window 0:3 (the whole run) holds snapshots at unevenly spaced steps: spacings 5 (2×), "
                           "90 (1×) steps (the first change after snapshot 2, step 10 → 100); DMD assumes evenly "
-                          "spaced snapshots: give an evenly spaced window, e.g. 0:2 (3 snapshots, 5 steps apart)")
+                          "spaced snapshots: a gap, no snapshot between steps 10 and 100 (snapshots 2 and 3; 5 steps "
+                          "apart elsewhere); give a window on one side of it: 0:2 (3 snapshots before it)")
     evenly = dmd(path, window="0:2")
     assert evenly.dt == 5.0 and evenly.to_dict()["snapshot_spacing_steps"] == 5.0
     # a final checkpoint off the grid: the longest evenly spaced run is suggested
@@ -292,8 +293,68 @@ def test_unevenly_spaced_snapshots_are_refused_with_an_evenly_spaced_window(tmp_
     assert result.exit_code == 2 and not (tmp_path / "o").exists()
     assert result.stderr.strip().splitlines() == [
         "error: --window 0:3 (the whole run) holds snapshots at unevenly spaced steps: spacings 5 (2×), 90 (1×) "
-        "steps (the first change after snapshot 2, step 10 → 100); DMD assumes evenly spaced snapshots: give an "
-        "evenly spaced window, e.g. 0:2 (3 snapshots, 5 steps apart)"]
+        "steps (the first change after snapshot 2, step 10 → 100); DMD assumes evenly spaced snapshots: a gap, no "
+        "snapshot between steps 10 and 100 (snapshots 2 and 3; 5 steps apart elsewhere); give a window on one side "
+        "of it: 0:2 (3 snapshots before it)"]
+
+
+def test_a_callbacks_last_snapshot_off_the_grid_is_left_out_of_the_default_window(tmp_path, rng):
+    """Issue 25: the callbacks now end a run stopped at step 55 (every 10) with a snapshot at 55; DMD's default
+    window stops at 50 instead of refusing the run, and a store without a recording grid is refused as before."""
+    from traj.analysis.windows import default_last
+    from traj.store import Layout, StoreWriter
+
+    data = np.cumsum(rng.standard_normal((7, 30)), axis=0)
+    path = tmp_path / "cb.zarr"
+    with StoreWriter(path, Layout.from_shapes([("w", (30,))]), dtype="float64",
+                     spacing={"unit": "step", "every": 10}) as writer:
+        for row, step in zip(data, [0, 10, 20, 30, 40, 50, 55], strict=True):
+            writer.append(row, step=step, epoch=0)
+    assert default_last(RunStore(path)) == 5
+    result = dmd(path)
+    assert result.dt == 10.0 and result.to_dict()["window"] == [0, 5]
+    with pytest.raises(UnevenSpacingError):
+        dmd(path, window="0:6")
+    gap = tmp_path / "gap.zarr"  # a gap too: the default window is named as what it is
+    with StoreWriter(gap, Layout.from_shapes([("w", (30,))]), dtype="float64",
+                     spacing={"unit": "step", "every": 10}) as writer:
+        for row, step in zip(data, [0, 10, 20, 60, 70, 80, 85], strict=True):
+            writer.append(row, step=step, epoch=0)
+    with pytest.raises(UnevenSpacingError, match=r"^window 0:5 \(the whole run but its last snapshot, off the "
+                                                 r"recording grid\) .* no snapshot between steps 20 and 60 "):
+        dmd(gap)
+
+
+def test_a_gap_left_by_a_resume_is_reported_by_info_and_named_by_the_refusal(tmp_path, rng):
+    """Issue 25: committed to step 110, resumed from a checkpoint at 180, every 5: steps …110, 185…; `traj info`
+    said `health: ok` and dmd's refusal named neither the gap nor a window on either side of it."""
+    from traj.store.info import describe
+
+    steps = [*range(0, 111, 5), *range(185, 251, 5)]  # 23 snapshots, then 14
+    path = write_store(tmp_path / "gap.zarr", np.cumsum(rng.standard_normal((len(steps), 20)), axis=0), steps=steps)
+    info = describe(RunStore(path))
+    assert info.health == [
+        "1 gap(s) in the trajectory, steps 110 → 185 (after snapshot 22): snapshots are 5 step(s) apart elsewhere "
+        "(a run resumed from a checkpoint later than the store's last snapshot); analyses that need evenly spaced "
+        "snapshots (dmd, conjugacy) take a --window on one side of a gap"]
+    result = CliRunner().invoke(app, ["info", str(path)])
+    assert result.exit_code == 0 and "110 → 185" in result.output and "health: ok" not in result.output
+    with pytest.raises(UnevenSpacingError) as caught:
+        dmd(path)
+    assert str(caught.value) == (
+        "window 0:36 (the whole run) holds snapshots at unevenly spaced steps: spacings 5 (35×), 75 (1×) steps (the "
+        "first change after snapshot 22, step 110 → 185); DMD assumes evenly spaced snapshots: a gap, no snapshot "
+        "between steps 110 and 185 (snapshots 22 and 23; 5 steps apart elsewhere); give a window on one side of it: "
+        "0:22 (23 snapshots before it) or 23:36 (14 snapshots after it)")
+    assert caught.value.suggestion == (0, 22)
+    assert dmd(path, window="23:36").dt == 5.0
+    # the last snapshot of a run that ended between two snapshot steps is no health problem
+    ended = write_store(tmp_path / "end.zarr", np.ones((4, 3)), steps=[0, 10, 20, 25])
+    assert describe(RunStore(ended)).health == []
+    uneven = write_store(tmp_path / "u.zarr", np.ones((5, 3)), steps=[0, 10, 13, 20, 30])
+    assert describe(RunStore(uneven)).health == [
+        "uneven spacing: 2 spacing(s) differ from the most common one, 10 step(s), the first steps 10 → 13 (after "
+        "snapshot 1); analyses that need evenly spaced snapshots take a --window where they are evenly spaced"]
 
 
 def test_a_long_window_of_few_coordinates_takes_the_thin_svd(tmp_path):

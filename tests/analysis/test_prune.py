@@ -238,3 +238,37 @@ def test_default_epoch_skips_a_partial_last_epoch(tmp_path, rng):
         epoch, (lo, hi) = _window(RunStore(path), PruneParams.checked())
         assert epoch == expected
         assert (lo, hi) == ((8, 16) if expected == 1 else (16, 16 + n_last))  # with the snapshot before the epoch
+
+
+def _every_ten(path, n_snapshots, per_epoch, rng):
+    layout = Layout.from_shapes([("w", (6, 5)), ("b", (6,))], prunable=["w"])
+    data = np.cumsum(rng.standard_normal((n_snapshots, layout.n_params)), axis=0)
+    with StoreWriter(path, layout, dtype="float64", spacing={"unit": "step", "every": 10}) as writer:
+        for k, row in enumerate(data):
+            writer.append(row, step=10 * k, epoch=k // per_epoch)
+    return RunStore(path)
+
+
+def test_report_and_prune_apply_one_rule_to_a_run_recorded_every_ten_steps(tmp_path):
+    """Issue 25: on a store recorded every 10 steps the report skipped pruning ("needs snapshots at every step
+    (record with --every 1)") while `traj prune` ran on it. The rule is prune's: 3 snapshots in an epoch."""
+    from traj.analysis.overview import overview
+    from traj.errors import WindowTooShortError
+
+    rng = np.random.default_rng(0)
+    store = _every_ten(tmp_path / "ten.zarr", 15, 5, rng)  # 5 snapshots an epoch, 10 steps apart
+    seen = overview(store, evaluate=False)
+    assert "prune" not in seen.skipped
+    alone = prune(store, methods=["kmp", "gmp", "lsp"], compressions=[2, 4, 8, 16], seeds=1)
+    assert seen.prune.epoch == alone.epoch == 2
+    np.testing.assert_array_equal(seen.prune.masks["kmp"], alone.masks["kmp"])
+    assert seen.prune.kept["kmp"][0] == 15  # 30 prunable weights, compression 2 (the first)
+
+    sparse = _every_ten(tmp_path / "sparse.zarr", 6, 1, rng)  # one snapshot an epoch: no iteration-level DMD
+    seen = overview(sparse, evaluate=False)
+    with pytest.raises(WindowTooShortError) as caught:
+        prune(sparse)
+    assert seen.skipped["prune"] == str(caught.value) == (
+        "epoch 5 holds 2 snapshot(s) with its starting point; Koopman pruning needs at least 3 iteration-level "
+        "snapshots per epoch (methods.md §3): record more often (traj record --every 1; every=1 in TrajCallback or "
+        "traj.Recorder), or give a window of snapshots (--window A:B)")

@@ -33,11 +33,13 @@ def test_report_on_a_recipe_run(tmp_path):
 def test_report_skips_what_does_not_apply(tmp_path):
     out = tmp_path / "rep"
     result = runner.invoke(app, ["report", str(SAMPLE / "mirror-omd.zarr"), "--peers", str(SAMPLE / "mirror-ogd.zarr"),
-                                 "--out", str(out), "--json"])
+                                 "--null", str(SAMPLE / "mirror-omd-seed1.zarr"), "--out", str(out), "--json"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert "prune" in summary["skipped"] and "no prunable" in summary["skipped"]["prune"]
     assert summary["conjugacy"]["distance"][0][1] < 0.02
+    assert summary["conjugacy"]["verdicts"][0]["verdict"] == "conjugate"  # with the seed null: a verdict
     assert (out / "conjugacy_spectra.png").exists()
     md = (out / "report.md").read_text()  # the verdict is on the page, not only in summary.json
-    assert f"| {summary['conjugacy']['verdicts'][0]['verdict']} |" in md and "W1 / threshold" in md
+    # with a seed null the default rule is 'reproducible': the statistic is standardised
+    assert f"| {summary['conjugacy']['verdicts'][0]['verdict']} |" in md and "standardised / threshold" in md

@@ -108,6 +108,22 @@ def huggingface(out: Path) -> None:
                 "opened": callback.recording.writer}, out / f"rank{args.process_index}.pt")
 
 
+def huggingface_flag(out: Path) -> None:
+    """The Hugging Face callback where the Trainer calls both processes "world process zero" (a Trainer that is
+    not really distributed under torchrun), inside a gloo process group: only global rank 0 may write."""
+    from types import SimpleNamespace
+
+    from traj.integrations.huggingface import TrajCallback
+
+    dist.init_process_group("gloo")
+    callback = TrajCallback(out / "run.zarr", every=EVERY)
+    state = SimpleNamespace(global_step=0, epoch=0.0, is_world_process_zero=True)
+    callback.on_train_begin(None, state, None, model=_mlp())
+    callback.on_train_end(None, state, None)
+    torch.save({"opened": callback.recording.writer}, out / f"rank{dist.get_rank()}.pt")
+    dist.destroy_process_group()
+
+
 def lightning(out: Path, sharded: bool) -> None:
     """A Lightning fit on 2 CPU processes (Lightning starts the second one): strategy="ddp", or
     ModelParallelStrategy with the model put through FSDP2's fully_shard in configure_model."""
@@ -162,6 +178,8 @@ if __name__ == "__main__":
         dist.destroy_process_group()
     elif mode == "hf-ddp":
         huggingface(out)
+    elif mode == "hf-flag":
+        huggingface_flag(out)
     elif mode in ("lightning-ddp", "lightning-fsdp2"):
         lightning(out, sharded=mode == "lightning-fsdp2")
     else:

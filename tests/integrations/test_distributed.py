@@ -76,6 +76,16 @@ def test_plain_loops_under_ddp_and_fsdp2(tmp_path):
                 assert torch.equal(value, rank1["truth"][step]["params"][name])
 
 
+def test_the_trainers_rank_zero_flag_yields_to_the_process_group(tmp_path):
+    """Issue 25: under torchrun a Trainer that was not really distributed said is_world_process_zero on both
+    processes; both opened the store and one died with StoreLockedError. Global rank 0 of the group decides."""
+    pytest.importorskip("transformers")
+    _run("hf-flag", tmp_path)
+    rank0, rank1 = _rank_files(tmp_path)
+    assert rank0["opened"] and not rank1["opened"]
+    np.testing.assert_array_equal(RunStore(tmp_path / "run.zarr").steps, [0])
+
+
 @pytest.mark.slow
 def test_trainer_under_ddp(tmp_path):
     pytest.importorskip("transformers")
@@ -196,3 +206,42 @@ def test_core_imports_no_framework():
             "print(sorted(m for m in ('transformers', 'lightning', 'accelerate') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_a_resume_past_the_stores_end_says_where_snapshots_start_and_warns_of_the_gap(tmp_path):
+    """Issue 25: killed at step 200 with the store committed to 110, resumed from a checkpoint at 180: the
+    snapshots went on from 185 without a word. Here: committed to 4, resumed at 9, every 2."""
+    from traj.errors import SnapshotGapWarning
+
+    path = tmp_path / "run.zarr"
+    _record(path, _mlp(), range(1, 5), every=2)
+    lines = []
+    with pytest.warns(SnapshotGapWarning, match="a gap between steps 4 and 10"):
+        store = _record(path, _mlp(), range(10, 13), start=9, every=2, announce=lines.append)
+    np.testing.assert_array_equal(store.steps, [0, 2, 4, 10, 12])
+    assert lines[0] == (
+        f"traj: resuming {path} (4 tensor(s), 21 values as float32, every 2 step(s)): it holds 3 snapshot(s), "
+        "steps 0 to 4; training resumes at step 9, new snapshots start at step 10; no snapshot between steps 4 "
+        "and 10: a gap (the store was committed only to step 4; `traj info` lists it, analyses take a window on "
+        "one side)")
+    assert lines[1].startswith(f"traj: {path}: 5 snapshot(s), steps 0 to 12, ")
+
+    lines.clear()  # a resume from an earlier checkpoint: the line names what is replaced, as the warning does
+    with pytest.warns(ReplacingSnapshotsWarning):
+        _record(path, _mlp(), range(5, 7), start=4, every=2, announce=lines.append)
+    assert lines[0].endswith("training resumes at step 4, new snapshots start at step 6; the 2 snapshot(s) of "
+                             "steps 10 to 12 are replaced by the resumed run's")
+
+
+def test_the_plain_recorder_says_what_it_records_through_logging(tmp_path, caplog):
+    import logging
+
+    from traj import Recorder
+
+    caplog.set_level(logging.INFO, logger="traj.record")
+    with Recorder(tmp_path / "run.zarr", _mlp(), every=5, grads=True):
+        pass
+    assert [r.name for r in caplog.records] == ["traj.record", "traj.record"]
+    assert caplog.records[0].getMessage() == (f"traj: recording {tmp_path / 'run.zarr'}: 4 tensor(s), 21 values as "
+                                              "float32 with gradients, every 5 step(s)")
+    assert caplog.records[1].getMessage().startswith(f"traj: {tmp_path / 'run.zarr'}: 1 snapshot(s), steps 0 to 0, ")

@@ -146,3 +146,54 @@ def test_every_k_optimizer_steps_with_accumulation(tmp_path):
 @pytest.mark.parametrize(("epoch", "index"), [(None, 0), (0.0, 0), (0.25, 0), (1.0, 0), (1.25, 1), (2.0, 1)])
 def test_epoch_index(epoch, index):
     assert epoch_index(epoch) == index
+
+
+class _Lines:
+    """Collects what a logger emits, whatever handlers the application configured."""
+
+    def __init__(self, name):
+        import logging
+
+        self.logger = logging.getLogger(name)
+        self.lines = []
+        self.handler = logging.Handler(level=logging.DEBUG)
+        self.handler.emit = lambda record: self.lines.append(record.getMessage())
+
+    def __enter__(self):
+        self.logger.addHandler(self.handler)
+        return self.lines
+
+    def __exit__(self, *exc):
+        self.logger.removeHandler(self.handler)
+
+
+def test_a_run_stopped_between_snapshot_steps_ends_with_a_last_snapshot_and_says_so(tmp_path):
+    """Issue 25: the Trainer stopped at step 5 with every=2 left the store at step 4, and the callback said nothing."""
+    run = tmp_path / "run.zarr"
+    trainer = _trainer(tmp_path / "hf", [TrajCallback(run, every=2)], max_steps=5, save_steps=5)
+    with _Lines("traj.integrations.huggingface") as lines:
+        trainer.train()
+    store = RunStore(run)
+    np.testing.assert_array_equal(store.steps, [0, 2, 4, 5])
+    _assert_equals_checkpoint(store, tmp_path / "hf" / "checkpoint-5")
+    losses = {h["step"]: h["loss"] for h in trainer.state.log_history if "loss" in h}
+    assert store.loss[3] == losses[5] and store.loss[2] == losses[4]
+    assert lines[0] == f"traj: recording {run}: 28 tensor(s), 28,544 values as float32, every 2 step(s)"
+    assert lines[1].startswith(f"traj: {run}: 4 snapshot(s), steps 0 to 5, ") and lines[1].endswith(" kB on disk")
+
+    resumed = _trainer(tmp_path / "hf", [TrajCallback(run, every=2)], max_steps=6, save_steps=5)
+    with _Lines("traj.integrations.huggingface") as lines:
+        resumed.train(resume_from_checkpoint=str(tmp_path / "hf" / "checkpoint-5"))
+    assert lines[0] == (f"traj: resuming {run} (28 tensor(s), 28,544 values as float32, every 2 step(s)): it holds "
+                        "4 snapshot(s), steps 0 to 5; training resumes at step 5, new snapshots start at step 6")
+    np.testing.assert_array_equal(RunStore(run).steps, [0, 2, 4, 5, 6])
+
+
+def test_the_callbacks_lines_reach_stderr_by_default():
+    """A script that configured no logging sees the callback's lines, as it sees the Trainer's warnings."""
+    import subprocess
+    import sys
+
+    code = "import traj.integrations.huggingface as h; h.logger.info('traj: a line')"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stderr.strip().splitlines()[-1] == "traj: a line"

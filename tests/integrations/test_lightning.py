@@ -114,3 +114,38 @@ def test_snapshots_follow_optimizer_steps(tmp_path):
     np.testing.assert_array_equal(store.epochs, [0, 1, 2])
     ckpt = _load(next((tmp_path / "ckpt").glob("*step=6.ckpt")))
     np.testing.assert_array_equal(store.read()[2], torch.cat([v.reshape(-1) for v in ckpt["state_dict"].values()]).numpy())
+
+
+class _Lines:
+    """Collects what a logger emits, whatever handlers the application configured."""
+
+    def __init__(self, name):
+        import logging
+
+        self.logger = logging.getLogger(name)
+        self.lines = []
+        self.handler = logging.Handler(level=logging.DEBUG)
+        self.handler.emit = lambda record: self.lines.append(record.getMessage())
+
+    def __enter__(self):
+        self.logger.addHandler(self.handler)
+        return self.lines
+
+    def __exit__(self, *exc):
+        self.logger.removeHandler(self.handler)
+
+
+def test_a_fit_stopped_between_snapshot_steps_ends_with_a_last_snapshot_and_says_so(tmp_path):
+    """Issue 25: a fit that stopped at step 5 with every=2 left the store at step 4, and said nothing."""
+    run = tmp_path / "run.zarr"
+    with _Lines("lightning.pytorch.utilities.rank_zero") as lines:
+        trainer, _ = _fit(tmp_path / "ckpt", [TrajCallback(run, every=2), _StopAt(5)])
+    assert trainer.global_step == 5
+    store = RunStore(run)
+    np.testing.assert_array_equal(store.steps, [0, 2, 4, 5])
+    final = torch.cat([p.detach().reshape(-1) for p in trainer.lightning_module.parameters()]).numpy()
+    assert store.read()[3].tobytes() == final.tobytes()
+    assert store.metric("train.loss")[3] == pytest.approx(float(trainer.callback_metrics["train/loss"]))
+    start, end = (line for line in lines if line.startswith("traj:"))
+    assert start == f"traj: recording {run}: 4 tensor(s), 97 values as float32, every 2 step(s)"
+    assert end.startswith(f"traj: {run}: 4 snapshot(s), steps 0 to 5, ") and end.endswith(" kB on disk")

@@ -421,3 +421,32 @@ def test_cli_says_what_it_found(hf_output, tmp_path):
     result = runner.invoke(app, ["import", str(hf_output / "checkpoint-6" / "optimizer.pt"), "--out",
                                  str(tmp_path / "o.zarr")])
     assert result.exit_code == 2 and "no state_dict found" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_lightning_folder_after_a_resume_imports_the_newest_file_of_a_step(tmp_path):
+    """Issue 25: a fit resumed from step 130 saved step 135 again as epoch=2-step=135-v1.ckpt, and traj import
+    refused the folder: `two checkpoints have step 135: epoch=2-step=135-v1.ckpt, epoch=2-step=135.ckpt`."""
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+
+    def save(name, step, value, mtime):
+        torch.save({"state_dict": {"net.weight": torch.full((2, 3), float(value))}, "global_step": step, "epoch": 2},
+                   folder / name)
+        os.utime(folder / name, ns=(mtime, mtime))
+
+    save("epoch=2-step=130.ckpt", 130, 1.0, 10**18)
+    save("epoch=2-step=135.ckpt", 135, 2.0, 2 * 10**18)  # the first attempt's, before the crash
+    save("epoch=2-step=135-v1.ckpt", 135, 3.0, 3 * 10**18)  # the resumed fit's, newer
+    save("epoch=2-step=140.ckpt", 140, 4.0, 3 * 10**18)  # the same time as another step's: no matter
+    save("epoch=2-step=140-v1.ckpt", 140, 5.0, 3 * 10**18)  # a tie in time: the -v1 suffix decides
+    scan = scan_source(folder)
+    assert [(s.step, s.label) for s in scan.snapshots] == [
+        (130, "epoch=2-step=130.ckpt"), (135, "epoch=2-step=135-v1.ckpt"), (140, "epoch=2-step=140-v1.ckpt")]
+    assert scan.notes[-1] == (
+        "2 step(s) saved twice (a fit resumed from an earlier checkpoint saves its steps again): imported the newest "
+        "file of each, by modification time: epoch=2-step=135-v1.ckpt (not epoch=2-step=135.ckpt), "
+        "epoch=2-step=140-v1.ckpt (not epoch=2-step=140.ckpt)")
+    store = import_source(folder, tmp_path / "l.zarr")
+    np.testing.assert_array_equal(store.read()[:, 0], [1.0, 3.0, 5.0])
+    os.utime(folder / "epoch=2-step=135.ckpt", ns=(4 * 10**18, 4 * 10**18))  # the older name written last
+    assert scan_source(folder).snapshots[1].label == "epoch=2-step=135.ckpt"

@@ -48,7 +48,7 @@ from ..errors import NotApplicableError, ParameterError, UnevenSpacingError, Win
 from ..progress import Progress
 from ..store import RunStore
 from .dmd import complex_pairs
-from .windows import Window, check_even_spacing, check_gram_finite, parse_window, raise_nonfinite
+from .windows import Window, check_even_spacing, check_gram_finite, default_last, parse_window, raise_nonfinite
 
 __all__ = ["ConjugacyParams", "ConjugacyResult", "KChoice", "PairVerdict", "SMALL_OBSERVABLE", "Spectrum", "WindowTransitions",
            "conjugacy", "conformal_bound", "family_bound", "family_draws", "fit_conjugacy", "hankel_gram", "koopman_spectrum", "mutual_nearest",
@@ -407,7 +407,8 @@ def window_and_delays(store: RunStore, window: Window, delays: int | None) -> tu
         if store.n_snapshots < d + 3:
             raise WindowTooShortError(f"{store.path}: {store.n_snapshots} snapshot(s) are too short for {d} delays "
                                       f"(DMD needs at least {d + 3})")
-        return 0, store.n_snapshots - 1, d
+        last = default_last(store)  # a last snapshot off the recording grid is no part of an even window
+        return 0, (last if last + 1 >= d + 3 else store.n_snapshots - 1), d
     lo, hi = parse_window(window, store.n_snapshots)
     if hi - lo + 1 < d + 3:
         raise ParameterError("window", f"{lo}:{hi} of {store.path.name} is too short for {d} delays "
@@ -561,6 +562,8 @@ class PairVerdict:
     basis: Basis | None
     #: What the threshold is compared with: W1 (rule "plain") or the standardised distance (rule "reproducible").
     statistic: float | None = None
+    #: Why the verdict is "undetermined" and what would determine it (None for a verdict).
+    reason: str | None = None
 
     @property
     def score(self) -> float:
@@ -568,7 +571,7 @@ class PairVerdict:
 
     def to_dict(self) -> dict[str, Any]:
         return {"a": self.a, "b": self.b, "distance": self.distance, "statistic": self.score,
-                "verdict": self.verdict, "basis": self.basis}
+                "verdict": self.verdict, "basis": self.basis, "reason": self.reason}
 
 
 @dataclass(frozen=True)
@@ -993,6 +996,8 @@ def fit_conjugacy(stores: Sequence[RunStore | str | os.PathLike[str]], params: C
     else:
         threshold, basis, verdicts = _standardised_verdicts(runs, distance, statistic, null_threshold,
                                                             reparam.threshold if reparam else None, params)
+    if not null_runs:
+        threshold, basis, verdicts = None, None, _without_seed_null(runs, distance, params)
     transitions = _window_transitions(runs[0], edges, params, engine, progress) if edges is not None else None
     null_note = None
     if rule == "reproducible" and basis == "seed-null" and not null_threshold:
@@ -1139,6 +1144,29 @@ def _null_bounds(seed_threshold: float | None, reparam_threshold: float | None) 
     if reparam_threshold is not None:
         bounds["reparam-null"] = reparam_threshold
     return bounds
+
+
+#: An undetermined verdict's reason when no seed null was given.
+NO_SEED_NULL = ("give --null SEED_RUN (the first run's configuration trained from other seeds): without a seed null "
+                "a distance cannot be told from seed-to-seed variation")
+
+
+def _without_seed_null(runs: Sequence[RunStore], distance: np.ndarray,
+                       params: ConjugacyParams) -> tuple[PairVerdict, ...]:
+    """Verdicts without a seed null: none, except a W1 within the margin the user stated (conjugate whatever
+    a null would say). Two seed runs of one configuration lie further apart than the reparametrisation
+    null's bends, so its bound alone called them non-conjugate (issue 25): it is reported beside the
+    distances, and decides only beside a seed null."""
+    verdicts = []
+    for i in range(len(runs)):
+        for j in range(i + 1, len(runs)):
+            w1 = float(distance[i, j])
+            if params.margin and w1 <= params.margin:
+                verdicts.append(PairVerdict(str(runs[i].path), str(runs[j].path), w1, "conjugate", "margin"))
+            else:
+                verdicts.append(PairVerdict(str(runs[i].path), str(runs[j].path), w1, "undetermined", None,
+                                            reason=NO_SEED_NULL))
+    return tuple(verdicts)
 
 
 def _threshold(seed_threshold: float | None, reparam_threshold: float | None,

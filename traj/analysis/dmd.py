@@ -488,7 +488,7 @@ def fit_dmd(store: RunStore | str | os.PathLike[str], params: DMDParams, *, engi
     t0 = time.perf_counter()
     store = store if isinstance(store, RunStore) else RunStore(store)
     engine = engine or Engine()
-    lo, hi = resolve_window(store, params.window)
+    lo, hi = resolve_window(store, params.window, spaced=True)
     spacing = check_even_spacing(store, lo, hi)
     rows = slice(lo, hi + 1)
     entries = store.layout.select(params.layers) if params.layers else list(store.layout.entries)
@@ -725,7 +725,7 @@ def evaluate_dmd(store: RunStore | str | os.PathLike[str], recipe: Any, *, ranks
     ranks = tuple(check_ints("ranks", ranks, low=1))
     max_points = check_int("eval_points", max_points, low=1)
     forecast = check_int("forecast", forecast, low=0, high=MAX_FORECAST)
-    lo, hi = resolve_window(store, window)
+    lo, hi = resolve_window(store, window, spaced=True)
     check_even_spacing(store, lo, hi)
     rows = slice(lo, hi + 1)
     n_window = hi - lo + 1

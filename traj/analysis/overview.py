@@ -113,6 +113,7 @@ def overview(
     store: RunStore,
     *,
     peers: Sequence[RunStore] = (),
+    null: Sequence[RunStore] = (),
     engine: Engine | None = None,
     modes: int = 5,
     evaluate: bool = True,
@@ -124,6 +125,8 @@ def overview(
     Parameters
     ----------
     peers : runs to compare with ``store`` by conjugacy (none: the section is skipped).
+    null : runs of ``store``'s configuration from other seeds, the conjugacy verdicts' seed null (none: the
+        section gives distances and no verdict).
     modes : CMD modes (at most a quarter of the weights).
     evaluate : score CMD and pruned weights with ``recipe`` (default: the store's recipe).
     stage : called with each analysis' name as it starts.
@@ -164,7 +167,7 @@ def overview(
             cmd_result = replace(cmd_result, model=replace(cmd_result.model, labels=None, a=None, b=None),
                                  model_path=None)
     prune_result = section("prune", lambda: _prune(store, recipe, engine))
-    conj_result = section("conjugacy", lambda: _conjugacy(store, peers, engine))
+    conj_result = section("conjugacy", lambda: _conjugacy(store, peers, null, engine))
     return Overview(str(store.path), info, history, dmd_result, cmd_result, prune_result, conj_result, skipped,
                     time.perf_counter() - t0, models)
 
@@ -186,8 +189,7 @@ def _cmd(store: RunStore, modes: int, engine: Engine, out: Path | None) -> CMDRe
 def _prune(store: RunStore, recipe: Any, engine: Engine) -> PruneResult:
     if not store.layout.prunable_entries:
         raise NotApplicableError("no prunable weights (linear/conv layers) in this run")
-    if store.spacing.get("unit") != "step" or store.spacing.get("every", 1) != 1:
-        raise NotApplicableError("Koopman pruning needs snapshots at every step (record with --every 1)")
+    # whether the run has enough iteration-level snapshots per epoch is prune's rule (epoch_rows), not repeated here
     if not (store.epochs >= 0).any():
         raise NotApplicableError("the overview prunes the last epoch and this run records no epochs "
                                  "(traj prune STORE --window A:B prunes a window of snapshots)")
@@ -195,7 +197,8 @@ def _prune(store: RunStore, recipe: Any, engine: Engine) -> PruneResult:
                  evaluate=recipe is not None, engine=engine)
 
 
-def _conjugacy(store: RunStore, peers: Sequence[RunStore], engine: Engine) -> ConjugacyResult:
+def _conjugacy(store: RunStore, peers: Sequence[RunStore], null: Sequence[RunStore],
+               engine: Engine) -> ConjugacyResult:
     if not peers:
         raise NotApplicableError("no peers given (traj report STORE --peers OTHER.zarr ...)")
-    return conjugacy([store, *peers], engine=engine)
+    return conjugacy([store, *peers], null=null, engine=engine)

@@ -126,7 +126,8 @@ def epoch_rows(store: RunStore, epoch: int, *, parameter: str = "epoch") -> tupl
     if hi - lo + 1 < 3:
         raise WindowTooShortError(
             f"epoch {epoch} holds {hi - lo + 1} snapshot(s) with its starting point; Koopman pruning needs at "
-            "least 3 iteration-level snapshots per epoch (record every step, or give a window of snapshots)"
+            "least 3 iteration-level snapshots per epoch (methods.md §3): record more often (traj record --every 1; "
+            "every=1 in TrajCallback or traj.Recorder), or give a window of snapshots (--window A:B)"
         )
     return lo, hi
 

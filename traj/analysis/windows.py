@@ -15,8 +15,10 @@ import numpy as np
 from ..checks import check_int
 from ..errors import NonFiniteDataError, ParameterError, UnevenSpacingError, WindowTooShortError
 from ..store import RunStore
+from ..store.info import base_spacing, gaps_in
 
-__all__ = ["Window", "check_even_spacing", "check_gram_finite", "parse_window", "raise_nonfinite", "resolve_window"]
+__all__ = ["Window", "check_even_spacing", "check_gram_finite", "default_last", "parse_window", "raise_nonfinite",
+           "resolve_window"]
 
 #: A window as callers give it: "a:b" (either end may be omitted or negative), a pair, or None (the whole run).
 Window = str | Sequence[int] | None
@@ -55,10 +57,29 @@ def parse_window(text: Window, n_snapshots: int, *, minimum: int = 3, method: st
     return lo, hi
 
 
-def resolve_window(store: RunStore, window: Window, *, minimum: int = 3, method: str = "DMD") -> tuple[int, int]:
-    """The window of ``store`` to analyse: the one given (checked), or the whole run when it is long enough."""
+def default_last(store: RunStore) -> int:
+    """The last snapshot of a default window for a method that needs evenly spaced snapshots: the last one,
+    except a last snapshot off the recording grid after one on it (a callback's end-of-training snapshot,
+    step 25 of a store recorded every 10 steps), which is left out."""
+    n = store.n_snapshots
+    every = store.spacing.get("every") if isinstance(store.spacing, dict) else None
+    if n >= 2 and store.spacing.get("unit") == "step" and isinstance(every, int) and every > 1:
+        last, before = int(store.steps[-1]), int(store.steps[-2])
+        if last % every and not before % every and last - before < every:
+            return n - 2
+    return n - 1
+
+
+def resolve_window(store: RunStore, window: Window, *, minimum: int = 3, method: str = "DMD",
+                   spaced: bool = False) -> tuple[int, int]:
+    """The window of ``store`` to analyse: the one given (checked), or the whole run when it is long enough
+    (``spaced``: without a last snapshot off the recording grid, :func:`default_last`)."""
     if window is None and store.n_snapshots < minimum:
         raise WindowTooShortError(f"{store.path}: {store.n_snapshots} snapshot(s); {method} needs at least {minimum}")
+    if window is None and spaced:
+        last = default_last(store)
+        if last + 1 >= minimum:
+            return 0, last
     return parse_window(window, store.n_snapshots, minimum=minimum, method=method)
 
 
@@ -105,10 +126,28 @@ def check_even_spacing(store: RunStore, lo: int, hi: int, *, minimum: int = 3, m
             best_end, best_len = i, run
     suggestion = None
     whole = " (the whole run)" if lo == 0 and hi == store.n_snapshots - 1 else ""
+    if lo == 0 and hi == default_last(store) < store.n_snapshots - 1:
+        whole = " (the whole run but its last snapshot, off the recording grid)"
     problem = (f"{lo}:{hi}{whole} holds snapshots at unevenly spaced steps: spacings {shown} steps (the first "
                f"change after snapshot {lo + change}, step {int(steps[change])} → {int(steps[change + 1])}); "
                f"{method} assumes evenly spaced snapshots")
-    if best_len + 1 >= minimum:
+    gaps = gaps_in(steps)
+    sides = []
+    if gaps:  # a resume past the store's end: name the gap, and the windows on either side of it
+        g = lo + gaps[0]
+        for a, b, where in ((lo, g, "before"), (g + 1, hi, "after")):
+            side = np.diff(np.asarray(store.steps[a : b + 1], dtype=np.int64))
+            if b - a + 1 >= minimum and (side == side[0]).all():
+                sides.append(f"{a}:{b} ({b - a + 1} snapshots {where} it)")
+        more = f"; {len(gaps) - 1} more gap(s) later" if len(gaps) > 1 else ""
+        problem += (f": a gap, no snapshot between steps {int(steps[gaps[0]])} and {int(steps[gaps[0] + 1])} "
+                    f"(snapshots {g} and {g + 1}; {base_spacing(steps)} steps apart elsewhere{more})")
+    if sides:
+        problem += "; give a window on one side of it: " + " or ".join(sides)
+        if best_len + 1 >= minimum:
+            a = lo + best_end - best_len + 1
+            suggestion = (a, a + best_len)
+    elif best_len + 1 >= minimum:
         a = lo + best_end - best_len + 1
         suggestion = (a, a + best_len)
         problem += (f": give an evenly spaced window, e.g. {a}:{a + best_len} ({best_len + 1} snapshots, "

@@ -118,6 +118,7 @@ def _show(result: ConjugacyResult, quantile: float, given: set[str] = frozenset(
     ``--rank N`` (``given``: the options the user typed) is one yellow warning line on stderr.
     The report and the JSON keep the full reasons (``k_note``, ``rank_notes``).
     """
+    from ..analysis.conjugacy import NO_SEED_NULL
     from ..display import markup as m
 
     standardised = result.rule == "reproducible"
@@ -125,13 +126,18 @@ def _show(result: ConjugacyResult, quantile: float, given: set[str] = frozenset(
         colour = {"conjugate": "green", "non-conjugate": "red"}.get(v.verdict, "yellow")
         ratio = "" if (q := result.ratio(v)) is None else f" ({q:.3g} x threshold)"
         score = f", standardised {v.score:.4g}" if standardised else ""
+        verdict = "undetermined: give --null SEED_RUN" if v.reason == NO_SEED_NULL else v.verdict
         out_console.print(f"{m(Path(v.a).name)} vs {m(Path(v.b).name)}: W1 = {v.distance:.4g}{score}{ratio} "
-                          f"[{colour}]{v.verdict}[/{colour}]")
+                          f"[{colour}]{verdict}[/{colour}]")
     if result.verdicts:
         out_console.print(f"  {m(_k_line(result))}")
     if standardised:
         out_console.print("  rule reproducible: each run against the first run and its seed runs, in units of each "
                           "eigenvalue's spread")
+    elif not result.null_runs and result.verdicts:
+        out_console.print("  no seed null: distances and the reparametrisation null's bound only, no verdict "
+                          "(seed runs of one configuration lie further apart than that bound); give --null "
+                          "SEED_RUN,... (the first run's configuration from other seeds)")
     elif result.rule_note and result.verdicts:
         out_console.print("  rule plain: W1 of the eigenvalues (rule reproducible needs a seed null, --null)")
     if result.null_threshold is not None:

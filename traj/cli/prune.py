@@ -27,7 +27,7 @@ from ._common import (
 
 def prune(
     ctx: typer.Context,
-    store: Annotated[Path, typer.Argument(help="A run store recorded every step.")],
+    store: Annotated[Path, typer.Argument(help="A run store with at least 3 snapshots in the epoch pruned (every step, or every k steps of a long epoch).")],
     epoch: Annotated[int | None, typer.Option(help="Epoch to decompose (default the last complete one).")] = None,
     window: Annotated[str | None, typer.Option(help="Snapshots a:b instead of an epoch.")] = None,
     method: Annotated[str, typer.Option(help="Comma-separated: kmp,kgp,gmp,jgp,ggp,lsp.")] = "kmp,kgp,gmp,jgp,ggp,lsp",

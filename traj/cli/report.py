@@ -14,6 +14,9 @@ def report(
     ctx: typer.Context,
     store: Annotated[Path, typer.Argument(help="A run store.")],
     peers: Annotated[list[Path] | None, typer.Option("--peers", help="Other runs to compare by conjugacy (repeatable).")] = None,
+    null: Annotated[list[Path] | None, typer.Option("--null", help="Runs of STORE's configuration from other seeds: the "
+                                                    "conjugacy verdicts' seed null (repeatable; without it the "
+                                                    "conjugacy section gives distances, no verdict).")] = None,
     recipe_spec: Annotated[str | None, typer.Option("--recipe", help="Recipe for evaluation: a built-in name or module:function.")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Report directory (default traj-out/report-STORE).")] = None,
     evaluate: Annotated[bool, typer.Option("--evaluate/--no-evaluate", help="Score weights with the run's recipe.")] = True,
@@ -26,7 +29,7 @@ def report(
 
         traj report sample_data/digits-cnn.zarr
 
-        traj report run.zarr --peers seed1.zarr --peers seed2.zarr --out traj-out/run
+        traj report run.zarr --peers lr10x.zarr --peers wide.zarr --null seed1.zarr --null seed2.zarr --out traj-out/run
     """
     with handle_errors(ctx):
         from ..analysis.overview import overview
@@ -38,11 +41,12 @@ def report(
         opened = open_store(store)
         chosen_recipe = resolve_recipe(recipe_spec, opened) if evaluate else None
         others = [open_store(p) for p in peers or []]
-        target = output_dir(out, f"report-{opened.path.name.removesuffix('.zarr')}", opened, *others)
+        seeds = [open_store(p) for p in null or []]
+        target = output_dir(out, f"report-{opened.path.name.removesuffix('.zarr')}", opened, *others, *seeds)
         with err_console.status("analysing") as status:
-            result = overview(opened, peers=others, evaluate=evaluate, recipe=chosen_recipe,
+            result = overview(opened, peers=others, null=seeds, evaluate=evaluate, recipe=chosen_recipe,
                               stage=lambda name: status.update(f"running {name}"))
-            path = overview_report(result, target, inputs=[opened.path, *(p.path for p in others)])
+            path = overview_report(result, target, inputs=[opened.path, *(p.path for p in others + seeds)])
         if json_:
             print_json(result.to_dict())
             return

@@ -23,7 +23,7 @@ overwrite it.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,8 @@ from ..errors import RecorderError
 from ..record import Capture, Recorder, layout_of
 from ..store import RunStore
 
-__all__ = ["DistributedRecorder", "global_rank", "sharding_of", "gather_parameters", "gather_gradients"]
+__all__ = ["DistributedRecorder", "decide_writer", "gather_gradients", "gather_parameters", "global_rank",
+           "process_group_exists", "sharding_of"]
 
 # Wrappers whose names appear inside parameter names but not in a gathered state dict.
 _WRAPPER_PREFIXES = ("_orig_mod.", "_checkpoint_wrapped_module.", "_fsdp_wrapped_module.")
@@ -45,7 +46,24 @@ def global_rank() -> int:
     """This process's rank in the default process group (0 when there is none)."""
     import torch.distributed as dist
 
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+    return dist.get_rank() if process_group_exists() else 0
+
+
+def process_group_exists() -> bool:
+    """Whether ``torch.distributed`` has a default process group in this process."""
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized()
+
+
+def decide_writer(framework_says: bool | None) -> bool:
+    """Whether this process writes the store: global rank 0 of ``torch.distributed`` when a process group
+    exists, whatever the framework says (a Trainer that is not really distributed calls every process
+    of a ``torchrun`` launch its "world process zero": two writers of one store); else the framework's
+    own flag (``None``: this process, the only one)."""
+    if process_group_exists():
+        return global_rank() == 0
+    return True if framework_says is None else bool(framework_says)
 
 
 def sharding_of(model: nn.Module) -> str | None:
@@ -138,6 +156,8 @@ class DistributedRecorder:
         As for :class:`traj.Recorder`.
     overwrite : bool
         A run starting at step 0 replaces an existing store at ``path``; a resumed run always appends.
+    announce : callable, optional
+        Where the writing process's lines go (start, resume, end): as for :class:`traj.Recorder`.
 
     Examples
     --------
@@ -150,7 +170,7 @@ class DistributedRecorder:
     ...     if rec.due(step):
     ...         rec.capture(model, step=step, epoch=0)
     ...         rec.flush()
-    >>> rec.close()
+    >>> rec.close(model, step=step)    # a last snapshot when the last step was not recorded
     """
 
     def __init__(
@@ -164,10 +184,12 @@ class DistributedRecorder:
         compressor: str = "lz4",
         buffer_bytes: int = 256 << 20,
         overwrite: bool = False,
+        announce: Callable[[str], None] | None = None,
     ) -> None:
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise RecorderError(f"every must be a positive integer, not {every!r}")
         self.path = Path(path)
+        self.announce = announce
         self.every = every
         self.params = None if params is None else list(params)
         self.grads = grads
@@ -189,15 +211,16 @@ class DistributedRecorder:
         """Open the store at training start; every rank calls this.
 
         ``step`` is the global step the model is at (the checkpoint's when resuming);
-        ``resuming`` defaults to ``step > 0``; ``writer`` defaults to global rank 0. A new
-        store gets the current weights as its first snapshot.
+        ``resuming`` defaults to ``step > 0``; ``writer`` is the framework's "rank zero" flag,
+        used only when there is no ``torch.distributed`` process group (with one, global rank 0
+        writes: :func:`decide_writer`). A new store gets the current weights as its first snapshot.
         """
         if self._begun:
             self.close()
         self.sharding = sharding_of(model)
         self._names = layout_of(model, self.params)[0].names
         resuming = step > 0 if resuming is None else resuming
-        self.writer = global_rank() == 0 if writer is None else bool(writer)
+        self.writer = decide_writer(writer)
         self._begun = True
         self.last_step = int(step)  # on every rank, so that all agree on due() (and join the same gathers)
         if self.writer:
@@ -213,6 +236,7 @@ class DistributedRecorder:
                 overwrite=self.overwrite and not resuming,
                 resume=True,  # _prepare_store decided: a new run into an old store is refused
                 rewind=resuming,  # an older attempt's later steps are replaced once the first new one is written
+                announce=self.announce,
                 **self._options,
             )
         new = self.recorder is not None and self.recorder.n_committed == 0
@@ -235,9 +259,17 @@ class DistributedRecorder:
             "pass overwrite=True to replace it, or resume the run from its checkpoint"
         )
 
-    def close(self) -> None:
-        """Write what is pending, close the store and release its lock."""
+    def close(self, model: nn.Module | None = None, *, step: int | None = None, epoch: int = 0) -> None:
+        """Write what is pending, close the store and release its lock.
+
+        Given the ``model`` and the ``step`` training ended at, first take a last snapshot when that
+        step was not recorded (training stopped between two snapshot steps: 25 with ``every=10``), so
+        the store ends where training did. Every rank calls it (a collective when sharded).
+        """
         try:
+            if model is not None and step is not None and self._begun and self.last_step is not None \
+                    and int(step) > self.last_step:
+                self._capture(model, int(step), int(epoch), record=True)
             self.flush()
         finally:
             if self.recorder is not None:

@@ -11,6 +11,7 @@ optimizer steps (``state.global_step``), whatever the gradient accumulation.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Iterable
@@ -21,6 +22,15 @@ from transformers import TrainerCallback
 from .distributed import DistributedRecorder
 
 __all__ = ["TrajCallback"]
+
+#: The callback's lines (start, resume, end). A Trainer shows only its progress bar and warnings by
+#: default, so, as Lightning and transformers do for their own loggers, this one gets a handler of
+#: its own at INFO when the application configured none; ``logger.setLevel(logging.WARNING)`` hides them.
+logger = logging.getLogger(__name__)
+logger.setLevel(logging.INFO)
+if not logging.getLogger().hasHandlers():
+    logger.addHandler(logging.StreamHandler())
+    logger.propagate = False
 
 # Keys of the Trainer's logs that are not per-step scalars of the run (``epoch`` has its own array).
 _NOT_METRICS = frozenset({"epoch", "step", "loss"})
@@ -83,8 +93,9 @@ class TrajCallback(TrainerCallback):
     ) -> None:
         self.recording = DistributedRecorder(
             path, every=every, params=params, grads=grads, dtype=dtype, compressor=compressor,
-            buffer_bytes=buffer_bytes, overwrite=overwrite,
+            buffer_bytes=buffer_bytes, overwrite=overwrite, announce=logger.info,
         )
+        self._last_logs: tuple[int, dict[str, Any]] | None = None
 
     def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
         self.recording.begin(
@@ -107,13 +118,27 @@ class TrajCallback(TrainerCallback):
             self.recording.note(epoch=epoch_index(state.epoch))
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
-        if self.recording.pending_step != state.global_step or not logs or _SUMMARY_KEY in logs:
+        if not logs or _SUMMARY_KEY in logs:
             return
+        if self.recording.pending_step != state.global_step:  # kept for a last snapshot at on_train_end
+            self._last_logs = (state.global_step, dict(logs))
+            return
+        self._note(logs)
+
+    def _note(self, logs: dict[str, Any]) -> None:
         metrics = {k: v for k, v in logs.items() if k not in _NOT_METRICS}
         self.recording.note(loss=logs.get("loss"), metrics=metrics)
 
     def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.recording.flush()
 
-    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+    def on_train_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+        # a last snapshot when training stopped off the grid (max_steps=25, every=10): the store ends at 25
+        step, epoch = state.global_step, epoch_index(state.epoch)
+        last = self.recording.last_step  # None when training never began
+        if model is not None and last is not None and step > last:
+            self.recording.flush()
+            self.recording.capture(model, step=step, epoch=epoch)
+            if self._last_logs is not None and self._last_logs[0] == step:
+                self._note(self._last_logs[1])
         self.recording.close()

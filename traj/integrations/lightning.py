@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_info
 
 from .distributed import DistributedRecorder, scalar_value
 
@@ -60,7 +61,7 @@ class TrajCallback(Callback):
     ) -> None:
         self.recording = DistributedRecorder(
             path, every=every, params=params, grads=grads, dtype=dtype, compressor=compressor,
-            buffer_bytes=buffer_bytes, overwrite=overwrite,
+            buffer_bytes=buffer_bytes, overwrite=overwrite, announce=rank_zero_info,
         )
         self._restored: dict[str, Any] | None = None
         self._seen_step: int | None = None
@@ -101,6 +102,12 @@ class TrajCallback(Callback):
         self.recording.flush()
 
     def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+        # a last snapshot when training stopped off the grid (max_steps=92, every=10): the store ends at 92
+        step = trainer.global_step
+        last = self.recording.last_step  # None when training never began
+        if last is not None and step > last:
+            self.recording.capture(pl_module, step=step, epoch=trainer.current_epoch)
+            self.recording.note(metrics=trainer.callback_metrics)
         self.recording.close()
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:

@@ -21,13 +21,14 @@ shutdown, before ``concurrent.futures`` stops the executors that zarr's I/O need
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import queue
 import threading
 import time
 import warnings
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,13 +36,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import LayoutMismatchError, RecorderError, ReplacingSnapshotsWarning
+from ..errors import LayoutMismatchError, RecorderError, ReplacingSnapshotsWarning, SnapshotGapWarning
 from ..prunable import embedding_names, prunable_names
 from ..store import Layout, StoreWriter
 from ..store.dtypes import default_dtype, lossy_from
 from ..store.schema import check_dtype
 
-__all__ = ["Capture", "Recorder", "RecorderStats", "layout_of"]
+__all__ = ["Capture", "Recorder", "RecorderStats", "layout_of", "size_text"]
+
+#: Where a Recorder's lines go (start, resume, end) unless it is given ``announce``: INFO, shown by
+#: ``logging.basicConfig(level=logging.INFO)``.
+logger = logging.getLogger("traj.record")
 
 _STOP = object()
 _COMMIT = object()  # flush(): commit what was written now
@@ -380,6 +385,41 @@ def _refuse_unasked_append(path: str | os.PathLike[str]) -> None:
     )
 
 
+def size_text(n_bytes: int) -> str:
+    """``n_bytes`` for a person: 812 B, 3.4 kB, 12.1 MB, 2.0 GB (powers of 1000)."""
+    value = float(n_bytes)
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    raise AssertionError("unreachable")
+
+
+def _steps_text(steps: np.ndarray) -> str:
+    if not steps.size:
+        return "no snapshots"
+    return f"{steps.size} snapshot(s), steps {int(steps[0])} to {int(steps[-1])}"
+
+
+def resume_plan(steps: np.ndarray, start: int, every: int) -> tuple[str, tuple[int, int] | None]:
+    """What a resume at step ``start`` does to a store holding snapshots at ``steps`` (recording every
+    ``every`` optimizer steps): the line that says so, and the gap ``(last kept, next new)`` it leaves
+    when the store ends more than ``every`` steps before the first new snapshot (else None)."""
+    kept = steps[steps <= start]
+    replaced = steps[steps > start]
+    first_new = (start // every + 1) * every
+    line = f"it holds {_steps_text(steps)}; training resumes at step {start}, new snapshots start at step {first_new}"
+    if replaced.size:
+        line += (f"; the {replaced.size} snapshot(s) of steps {int(replaced[0])} to {int(replaced[-1])} are replaced "
+                 "by the resumed run's")
+    gap = None
+    if kept.size and first_new - int(kept[-1]) > every:
+        gap = (int(kept[-1]), first_new)
+        line += (f"; no snapshot between steps {gap[0]} and {gap[1]}: a gap (the store was committed only to step "
+                 f"{gap[0]}; `traj info` lists it, analyses take a window on one side)")
+    return line, gap
+
+
 class Recorder:
     """Record a model's weight trajectory into a run store.
 
@@ -422,6 +462,11 @@ class Recorder:
         trained again and are replaced, forgotten only when the first new snapshot is written
         (a :class:`~traj.errors.ReplacingSnapshotsWarning` says which). Without it such a
         ``start_step`` is refused.
+    announce : callable, optional
+        Where the Recorder's lines go: one when it opens (store, spacing, what is recorded), one at a
+        resume (what the store holds, where the new snapshots start, any gap), one at :meth:`close`
+        (snapshots, bytes, where). Default: ``logging.getLogger("traj.record").info``. A resume that
+        leaves steps without a snapshot also warns (:class:`~traj.errors.SnapshotGapWarning`).
 
     Notes
     -----
@@ -462,8 +507,10 @@ class Recorder:
         compressor: str = "lz4",
         resume: bool = False,
         rewind: bool = False,
+        announce: Callable[[str], None] | None = None,
     ) -> None:
         self._closed = True  # until the store is open
+        self._announce = logger.info if announce is None else announce
         if unit not in ("step", "epoch"):
             raise RecorderError(f"unit must be 'step' or 'epoch', not {unit!r}")
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
@@ -544,6 +591,8 @@ class Recorder:
             )
         self.global_step = int(start_step)
         self.epoch = 0
+        what = (f"{len(self.layout.entries)} tensor(s), {self.layout.n_params:,} values as {writer.stored_dtype}"
+                f"{' with gradients' if grads else ''}, every {self.every} {self.unit}(s)")
         if resumed:
             from ..store import RunStore
 
@@ -551,6 +600,23 @@ class Recorder:
             kept = int(np.searchsorted(reader.steps, self.global_step, side="right"))
             epochs = reader.epochs[:kept]
             self.epoch = int(max(0, epochs[-1])) if epochs.size else 0
+            if self.unit == "step":
+                line, gap = resume_plan(np.asarray(reader.steps, dtype=np.int64), self.global_step, self.every)
+            else:
+                line, gap = f"it holds {_steps_text(np.asarray(reader.steps))}; training resumes at step " \
+                            f"{self.global_step}", None
+            self._announce(f"traj: resuming {self.path} ({what}): {line}")
+            if gap is not None:
+                warnings.warn(
+                    f"{self.path} holds snapshots only up to step {gap[0]} and training resumes at step "
+                    f"{self.global_step}: the first new snapshot is step {gap[1]}, so the trajectory has a gap "
+                    f"between steps {gap[0]} and {gap[1]} (`traj info` reports it; analyses take a window on "
+                    "one side of it)",
+                    SnapshotGapWarning,
+                    stacklevel=4,
+                )
+        else:
+            self._announce(f"traj: recording {self.path}: {what}")
         self._pipe = _Pipeline(writer, self.stats, max(writer.t_chunk, (64 << 20) // max(1, row_bytes)))
         self._pipe.start()
         self._closed = False
@@ -730,9 +796,22 @@ class Recorder:
         self._raise_writer_error()
 
     def close(self) -> None:
-        """Write every snapshot taken, trim and close the store, release its lock."""
+        """Write every snapshot taken, trim and close the store, release its lock; announce what it holds."""
+        was_open = not self._closed
         self._stop(abort=False)
         self._raise_writer_error()
+        if was_open:
+            self._announce(self._closing_line())
+
+    def _closing_line(self) -> str:
+        from ..store import RunStore
+
+        try:
+            store = RunStore(self.path)
+            return (f"traj: {self.path}: {_steps_text(np.asarray(store.steps))}, "
+                    f"{size_text(store.nbytes_stored())} on disk")
+        except Exception as exc:  # the store closed; a line that cannot be composed says so, never raises
+            return f"traj: {self.path} closed ({self.stats.snapshots} snapshot(s) written by this run; {exc})"
 
     def _stop(self, *, abort: bool) -> None:
         if self._closed:

@@ -100,6 +100,9 @@ def _sections(report: Report, overview: Overview) -> None:
             report.paragraph(f"A pair is conjugate when its {'standardised distance' if conj.rule == 'reproducible' else 'W1'} "
                              f"is at most {conj.threshold:.3g} (set by the "
                              f"{conj.basis}); `traj conjugacy` gives the nulls and spectra in full.")
+        elif not conj.null_runs:
+            report.paragraph("No seed null: distances only, no verdict. Give runs of this configuration from other "
+                             "seeds with `traj report --null SEED_RUN` for verdicts.")
         verdict_table(report, conj)
         report.figure("conjugacy_distance.png", figure_png(plot_distance_matrix(conj)), "Distances")
     else:

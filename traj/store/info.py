@@ -11,7 +11,59 @@ import numpy as np
 from .dtypes import storage_dtype
 from .run_store import RunStore
 
-__all__ = ["StoreInfo", "describe"]
+__all__ = ["StoreInfo", "base_spacing", "describe", "spacing_problems"]
+
+
+def base_spacing(steps: np.ndarray) -> int | None:
+    """The spacing most snapshots have (the smallest, on a tie), in steps; None for fewer than two snapshots."""
+    spacings = np.diff(np.asarray(steps, dtype=np.int64))
+    if not spacings.size:
+        return None
+    values, counts = np.unique(spacings, return_counts=True)
+    return int(values[np.argmax(counts)])  # np.unique sorts: argmax takes the smallest of the most common
+
+
+def gaps_in(steps: np.ndarray) -> list[int]:
+    """Indices ``i`` where snapshots ``i`` and ``i + 1`` lie further apart than most do (the spacing of more
+    than half of them, :func:`base_spacing`): gaps. None without such a majority."""
+    steps = np.asarray(steps, dtype=np.int64)
+    base = base_spacing(steps)
+    spacings = np.diff(steps)
+    if base is None or 2 * int((spacings == base).sum()) <= spacings.size:
+        return []
+    return [int(i) for i in np.flatnonzero(spacings > base)]
+
+
+def spacing_problems(steps: np.ndarray) -> list[str]:
+    """``traj info``'s lines on the snapshots' spacing: each gap (a spacing wider than most), and other uneven
+    spacings. A last snapshot closer to the one before than the rest (training ended between two snapshot
+    steps, and the callbacks took a last one) is no problem."""
+    steps = np.asarray(steps, dtype=np.int64)
+    base = base_spacing(steps)
+    if base is None:
+        return []
+    spacings = np.diff(steps)
+    lines = []
+    gaps = gaps_in(steps)
+    if gaps:
+        shown = ", ".join(f"{int(steps[i])} → {int(steps[i + 1])} (after snapshot {i})" for i in gaps[:5])
+        more = f" and {len(gaps) - 5} more" if len(gaps) > 5 else ""
+        lines.append(
+            f"{len(gaps)} gap(s) in the trajectory, steps {shown}{more}: snapshots are {base} step(s) apart "
+            "elsewhere (a run resumed from a checkpoint later than the store's last snapshot); analyses that need "
+            "evenly spaced snapshots (dmd, conjugacy) take a --window on one side of a gap"
+        )
+    other = [i for i in np.flatnonzero(spacings != base) if i not in gaps]
+    if other and other[-1] == spacings.size - 1 and spacings[-1] < base and spacings.size > 1:
+        other = other[:-1]  # the last snapshot, taken where training ended
+    if other:
+        i = int(other[0])
+        lines.append(
+            f"uneven spacing: {len(other)} spacing(s) differ from the most common one, {base} step(s), the first "
+            f"steps {int(steps[i])} → {int(steps[i + 1])} (after snapshot {i}); analyses that need evenly spaced "
+            "snapshots take a --window where they are evenly spaced"
+        )
+    return lines
 
 
 @dataclass(frozen=True)
@@ -109,6 +161,7 @@ def describe(store: RunStore, *, scan: bool = True, progress: Callable[[int, int
             f"the recording was interrupted: the store was never closed{past}; the committed snapshots are "
             f"intact and usable as they are; {_how_to_continue(store)}"
         )
+    health += spacing_problems(store.steps)
     partial = sum(1 for _ in store.path.rglob("*.partial"))
     if partial:
         health.append(f"{partial} leftover temporary chunk file(s) from an interrupted write (harmless)")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,7 +151,21 @@ def _folder(path: Path) -> tuple[str, list[Snapshot], list[str]]:
     return kind, snapshots, notes
 
 
-def _ordered(snapshots: list[Snapshot], notes: list[str], *, single: bool) -> list[Snapshot]:
+_VERSION = re.compile(r"-v(\d+)\.ckpt$")
+
+
+def _newest(a: Snapshot, b: Snapshot, folder: Path) -> tuple[Snapshot, Snapshot]:
+    """Of two Lightning checkpoints of one step, (the newer, the older): by modification time, then by
+    ModelCheckpoint's version suffix (``-v1`` is written when the name is taken: by a resumed fit)."""
+    def age(snap: Snapshot) -> tuple[int, int]:
+        version = _VERSION.search(snap.label)
+        return (folder / snap.label).stat().st_mtime_ns, int(version.group(1)) if version else 0
+
+    return (a, b) if age(a) > age(b) else (b, a)
+
+
+def _ordered(snapshots: list[Snapshot], notes: list[str], *, single: bool, kind: str = "",
+             folder: Path | None = None) -> list[Snapshot]:
     if single and snapshots[0].step is None:  # one checkpoint given on its own: step 0 when it names none
         only = snapshots[0]
         check_counter(only.epoch, "the epoch", only.label, low=-1)
@@ -165,6 +180,7 @@ def _ordered(snapshots: list[Snapshot], notes: list[str], *, single: bool) -> li
         check_counter(snap.epoch, "the epoch", snap.label, low=-1)
     ordered = sorted(snapshots, key=lambda s: (s.step, s.label))
     kept: list[Snapshot] = []
+    older: list[tuple[Snapshot, Snapshot]] = []  # (kept, left out) of one step
     for snap in ordered:
         if kept and kept[-1].step == snap.step:
             # Lightning's last.ckpt repeats the newest checkpoint's step: keep the named one
@@ -174,8 +190,19 @@ def _ordered(snapshots: list[Snapshot], notes: list[str], *, single: bool) -> li
                 if last[0] is kept[-1]:
                     kept[-1] = snap
                 continue
+            if kind == "lightning" and folder is not None and not last:
+                # a fit resumed from a checkpoint saves the steps after it again (epoch=2-step=135-v1.ckpt)
+                newer, old = _newest(kept[-1], snap, folder)
+                older = [(newer if k is old else k, o) for k, o in older] + [(newer, old)]
+                kept[-1] = newer
+                continue
             raise ImportSourceError(f"two checkpoints have step {snap.step}: {kept[-1].label}, {snap.label}")
         kept.append(snap)
+    if older:
+        shown = ", ".join(f"{k.label} (not {o.label})" for k, o in older[:4])
+        more = f" and {len(older) - 4} more" if len(older) > 4 else ""
+        notes.append(f"{len(older)} step(s) saved twice (a fit resumed from an earlier checkpoint saves its steps "
+                     f"again): imported the newest file of each, by modification time: {shown}{more}")
     return kept
 
 
@@ -264,7 +291,8 @@ def scan_source(source: str | Path, *, exclude: Iterable[str] = ()) -> SourceSca
     else:
         kind, snapshots, notes = _folder(path)
         single = False
-    ordered = _with_metrics_a_store_holds(_ordered(snapshots, notes, single=single), notes)
+    ordered = _with_metrics_a_store_holds(
+        _ordered(snapshots, notes, single=single, kind=kind, folder=None if single else path), notes)
     reference = _check_same(ordered, exclude)
     shapes = [(s.name, s.shape) for s in reference]
     layout = Layout.from_shapes(shapes, prunable=prunable_names(shapes))  # no model: embeddings known by name
