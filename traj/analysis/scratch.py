@@ -68,9 +68,11 @@ class ScratchArrays:
         values = np.fromfile(self._file(name), dtype=dtype, count=stop - start, offset=start * dtype.itemsize)
         return values.astype(dtype.newbyteorder("="), copy=False)
 
-    def pieces(self, start: int = 0, stop: int | None = None, size: int = PIECE) -> Iterator[tuple[int, int]]:
-        """``(lo, hi)`` of consecutive pieces of at most ``size`` coordinates covering ``start:stop``."""
+    def pieces(self, start: int = 0, stop: int | None = None, size: int | None = None) -> Iterator[tuple[int, int]]:
+        """``(lo, hi)`` of consecutive pieces of at most ``size`` (default :data:`PIECE`) coordinates covering
+        ``start:stop``."""
         stop = self.n if stop is None else stop
+        size = size or PIECE
         for lo in range(start, stop, size):
             yield lo, min(stop, lo + size)
 
