@@ -128,6 +128,6 @@ def test_prune_memory_does_not_grow_with_n(stores, tmp_path, options):
 
 
 def test_report_memory_does_not_grow_with_n(stores, tmp_path):
-    bounded(stores, tmp_path, ["report", "--no-evaluate"], block=False)  # report has no --block-mb
+    bounded(stores, tmp_path, ["report", "--no-evaluate"])
     summary = (tmp_path / "large" / "summary.json").read_text()
     assert '"prune": {' in summary

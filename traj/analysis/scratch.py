@@ -59,7 +59,7 @@ class ScratchArrays:
         dtype = self._dtypes[name]
         with open(self._file(name), "r+b") as f:
             f.seek(start * dtype.itemsize)
-            f.write(np.ascontiguousarray(values, dtype=dtype).tobytes())
+            f.write(np.ascontiguousarray(values, dtype=dtype).data)  # a view, not a copy (blocks can be 64 MiB)
 
     def read(self, name: str, start: int = 0, stop: int | None = None) -> np.ndarray:
         """Coordinates ``start:stop`` (default to the end) of an array."""
@@ -88,7 +88,7 @@ class _Appender:
         self._dtype = dtype
 
     def write(self, values: np.ndarray) -> None:
-        self._file.write(np.ascontiguousarray(values, dtype=self._dtype).tobytes())
+        self._file.write(np.ascontiguousarray(values, dtype=self._dtype).data)
 
     def close(self) -> None:
         self._file.close()
