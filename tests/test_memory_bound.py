@@ -110,8 +110,24 @@ def test_dmd_memory_does_not_grow_with_n(stores, tmp_path, options):
     bounded(stores, tmp_path, ["dmd", *options, "--method", "gram"])
 
 
-
 @pytest.mark.parametrize("options", [["--null-size", "0"], ["--null-size", "4"], ["--observable", "pca:2"]],
                          ids=lambda c: " ".join(c))
 def test_conjugacy_memory_does_not_grow_with_n(stores, tmp_path, options):
     bounded(stores, tmp_path, ["conjugacy", "STORE", "--k", "2", *options])
+
+
+@pytest.mark.parametrize("options", [[], ["--method", "kmp,gmp", "--compression", "2,4", "--export"]],
+                         ids=lambda c: " ".join(c) or "default methods")
+def test_prune_memory_does_not_grow_with_n(stores, tmp_path, options):
+    # scores, masks and LSP's draws go to scratch files; masks.zarr and the exports are written piece by piece
+    bounded(stores, tmp_path, ["prune", "--no-evaluate", *options])
+    out = tmp_path / "large"
+    assert (out / "masks.zarr" / "kmp" / "c2").is_dir()
+    if "--export" in options:
+        assert (out / "export" / "gmp-c4.safetensors").stat().st_size > LARGE * 4
+
+
+def test_report_memory_does_not_grow_with_n(stores, tmp_path):
+    bounded(stores, tmp_path, ["report", "--no-evaluate"])
+    summary = (tmp_path / "large" / "summary.json").read_text()
+    assert '"prune": {' in summary

@@ -272,3 +272,62 @@ def test_report_and_prune_apply_one_rule_to_a_run_recorded_every_ten_steps(tmp_p
         "epoch 5 holds 2 snapshot(s) with its starting point; Koopman pruning needs at least 3 iteration-level "
         "snapshots per epoch (methods.md §3): record more often (traj record --every 1; every=1 in TrajCallback or "
         "traj.Recorder), or give a window of snapshots (--window A:B)")
+
+
+@pytest.mark.parametrize("scope", ["global", "layer"])
+def test_out_of_core_masks_equal_the_argsort_reference_with_many_ties(monkeypatch, rng, scope):
+    """fit_prune's masks come from a radix select over scores on disk, read in pieces (here 97 coordinates, so
+    layers span pieces); they must be mask_from_scores' (a stable argsort) bit for bit: many exact ties, ±0,
+    NaN (last) and inf (first), lower index first among equals."""
+    from traj.analysis import prune as prune_module
+    from traj.analysis import scratch
+    from traj.analysis.scratch import ScratchArrays
+
+    monkeypatch.setattr(scratch, "PIECE", 97)
+    prunable = [slice(0, 1000), slice(1010, 1510), slice(1520, 1530), slice(1530, 4000), slice(4003, 4004)]
+    scores = rng.integers(0, 6, 4010).astype(np.float64) / 4  # six distinct values: mostly ties
+    scores[::13] = 0.0
+    scores[5::17] = -0.0
+    scores[7::101] = np.nan
+    scores[[11, 2000, 3999]] = np.inf
+    compressions = np.array([1.5, 2, 3, 7, 64, 1000, 5000])
+    arrays = ScratchArrays(scores.size)
+    arrays.create("score-gmp", np.float64)
+    arrays.write("score-gmp", 0, scores)
+    counts = prune_module._write_score_masks(arrays, "gmp", prunable, compressions, scope)
+    for i, c in enumerate(compressions):
+        expected = mask_from_scores(scores, prunable, c, scope=scope)
+        np.testing.assert_array_equal(arrays.read(prune_module._mask_name("gmp", i)), expected)
+        assert counts[i].tolist() == [int(expected[s].sum()) for s in prunable]
+    # LSP draws from the same per-layer counts with the same random stream as lsp_mask
+    prune_module._write_lsp_masks(arrays, prunable, counts, 2)
+    for seed in range(2):
+        for i, c in enumerate(compressions):
+            reference = lsp_mask(mask_from_scores(scores, prunable, c, scope=scope), prunable, seed=seed)
+            np.testing.assert_array_equal(arrays.read(prune_module._mask_name("lsp", i, seed)), reference)
+    arrays.close()
+
+
+def test_prune_on_a_store_of_ties_keeps_the_lower_index(tmp_path, rng, monkeypatch):
+    from traj.analysis import scratch
+
+    monkeypatch.setattr(scratch, "PIECE", 64)
+    layout = Layout.from_shapes([("a.weight", (30, 20)), ("a.bias", (20,)), ("b.weight", (25, 9))],
+                                prunable=["a.weight", "b.weight"])
+    theta = np.round(rng.standard_normal(layout.n_params))  # |θ| in {0, 1, 2, 3, ...}: ties everywhere
+    with StoreWriter(tmp_path / "t.zarr", layout, dtype="float32") as writer:
+        for k in range(6):
+            writer.append(theta + 0.5**k * np.round(rng.standard_normal(layout.n_params)), step=k, epoch=0)
+    store = RunStore(tmp_path / "t.zarr")
+    for scope in ("global", "layer"):
+        result = prune(store, epoch=0, methods=["kmp", "gmp", "lsp"], compressions=[2, 3, 8], scope=scope,
+                       evaluate=False, seeds=2)
+        prunable = [layout["a.weight"].columns, layout["b.weight"].columns]
+        last = store.snapshot(5).astype(np.float64)
+        for c in (2, 3, 8):
+            np.testing.assert_array_equal(result.mask("gmp", c), mask_from_scores(np.abs(last), prunable, c,
+                                                                                  scope=scope))
+            np.testing.assert_array_equal(result.mask("kmp", c), mask_from_scores(result.scores["kmp"], prunable, c,
+                                                                                  scope=scope))
+            np.testing.assert_array_equal(result.lsp_seed_masks[1, result.index(c)],
+                                          lsp_mask(result.mask("gmp", c), prunable, seed=1))

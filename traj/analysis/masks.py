@@ -67,22 +67,46 @@ def pruned_theta(theta: np.ndarray, mask: np.ndarray, dtype: Any) -> np.ndarray:
     return (np.asarray(theta, dtype=np.float64) * mask).astype(dtype)
 
 
+#: Coordinates per chunk of a masks.zarr array (2 MiB of bool, 16 MiB of float64: within the guard's chunk bound).
+CHUNK = 1 << 21
+
+
 def write_masks(result: PruneResult, path: str | os.PathLike[str], layout: Layout) -> str:
-    """Write a :class:`~traj.analysis.prune.PruneResult`'s masks and scores as ``masks.zarr``."""
+    """Write a :class:`~traj.analysis.prune.PruneResult`'s masks and scores as ``masks.zarr``, chunk by chunk
+    from the result's scratch arrays (memory: a chunk, whatever N)."""
     import zarr
 
+    arrays = result.arrays
+    n = arrays.n
     group = zarr.open_group(str(path), mode="w", zarr_format=3)
     group.attrs.update({"traj": dict(MASKS_FORMAT), "store": result.store, "epoch": result.epoch,
                         "window": list(result.window), "steps": list(result.steps), "scope": result.scope,
                         "compressions": [float(c) for c in result.compressions], "layout": layout.to_attrs()})
-    group.create_array("prunable", data=prunable_mask(layout), dimension_names=("param",))
-    for method, masks in result.masks.items():
+    chunks = (max(1, min(n, CHUNK)),)
+    prunable = [e.columns for e in layout.prunable_entries if e.size]
+
+    def write(parent: Any, name: str, dtype: Any, piece: Callable[[int, int], np.ndarray]) -> None:
+        target = parent.create_array(name, shape=(n,), dtype=dtype, chunks=chunks, dimension_names=("param",))
+        for lo in range(0, n, chunks[0]):
+            hi = min(n, lo + chunks[0])
+            target[lo:hi] = piece(lo, hi)
+
+    def prunable_piece(lo: int, hi: int) -> np.ndarray:
+        piece = np.zeros(hi - lo, dtype=bool)
+        for s in prunable:
+            if s.start < hi and s.stop > lo:
+                piece[max(s.start, lo) - lo : min(s.stop, hi) - lo] = True
+        return piece
+
+    write(group, "prunable", bool, prunable_piece)
+    for method in result.methods:
         sub = group.require_group(method)
-        for c, mask in zip(result.compressions, masks, strict=True):
-            sub.create_array(f"c{_key(c)}", data=np.asarray(mask, dtype=bool), dimension_names=("param",))
+        for i, c in enumerate(result.compressions):
+            name = result.mask_name(method, i)
+            write(sub, f"c{_key(c)}", bool, lambda lo, hi, name=name: arrays.read(name, lo, hi))
     scores = group.require_group("scores")
-    for method, values in result.scores.items():
-        scores.create_array(method, data=np.asarray(values, dtype=np.float64), dimension_names=("param",))
+    for method in result.score_names:
+        write(scores, method, np.float64, lambda lo, hi, method=method: arrays.read(f"score-{method}", lo, hi))
     return str(path)
 
 
@@ -282,32 +306,52 @@ def apply_masks(model: Any, path: str | os.PathLike[str], *, method: str = "kmp"
     return model
 
 
+#: safetensors' names of the store dtypes.
+_SAFETENSORS_DTYPES = MappingProxyType({"float64": "F64", "float32": "F32", "float16": "F16", "bfloat16": "BF16"})
+
+
 def write_exports(result: PruneResult, store: RunStore, directory: str | os.PathLike[str]) -> list[Path]:
     """One safetensors state_dict per method and compression: ``<method>-c<c>.safetensors``.
 
     Each holds θ of the snapshot the masks were scored at (``result.theta``, ``result.window[1]``) with the
     dropped weights set to zero, under the layout's names in the store's dtype: exactly the
     weights whose accuracy ``traj prune`` reports (LSP: its first mask seed). Load it with
-    ``model.load_state_dict(safetensors.torch.load_file(path))``.
+    ``model.load_state_dict(safetensors.torch.load_file(path))``. The file is written piece by piece
+    (the safetensors layout: a JSON header, then each tensor's bytes in name order), never whole in memory.
     """
-    try:
-        from safetensors.numpy import save_file
-    except ImportError:  # pragma: no cover - safetensors is a dependency of traj
-        raise NotApplicableError("exports need the safetensors package: pip install safetensors") from None
+    import json
 
+    dtype = np.dtype(store.dtype)
+    code = _SAFETENSORS_DTYPES.get(dtype.name)
+    if code is None:  # pragma: no cover - every store dtype has a code
+        raise NotApplicableError(f"exports cannot hold {dtype.name} weights")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     step = int(store.steps[int(result.window[1])])
-    prunable = prunable_mask(store.layout)
+    arrays = result.arrays
+    entries = sorted(store.layout.entries, key=lambda e: e.name)  # safetensors' order: by name
     written = []
-    for method, masks in result.masks.items():
-        for c, mask in zip(result.compressions, masks, strict=True):
+    for method in result.methods:
+        for i, c in enumerate(result.compressions):
             key = _key(c)
-            pruned = pruned_theta(result.theta, mask, store.dtype)
-            tensors = {e.name: np.ascontiguousarray(pruned[e.columns].reshape(e.shape)) for e in store.layout.entries}
-            path = directory / f"{method}-c{key}.safetensors"
+            name = result.mask_name(method, i)
             metadata = {"format": "pt", "traj_method": method, "traj_compression": key, "traj_step": str(step),
-                        "traj_kept": str(int(np.count_nonzero(mask & prunable)))}
-            save_file(tensors, str(path), metadata=metadata)
+                        "traj_kept": str(int(result.kept[method][i]))}
+            header: dict[str, Any] = {"__metadata__": metadata}
+            offset = 0
+            for e in entries:
+                header[e.name] = {"dtype": code, "shape": list(e.shape), "data_offsets": [offset,
+                                                                                           offset + e.size * dtype.itemsize]}
+                offset += e.size * dtype.itemsize
+            raw = json.dumps(header, separators=(",", ":")).encode()
+            raw += b" " * (-len(raw) % 8)
+            path = directory / f"{method}-c{key}.safetensors"
+            with open(path, "wb") as f:
+                f.write(len(raw).to_bytes(8, "little"))
+                f.write(raw)
+                for e in entries:
+                    for lo, hi in arrays.pieces(e.offset, e.stop):
+                        pruned = pruned_theta(arrays.read("theta", lo, hi), arrays.read(name, lo, hi), dtype)
+                        f.write(np.ascontiguousarray(pruned).tobytes())  # little-endian, as safetensors writes
             written.append(path)
     return written

@@ -22,11 +22,12 @@ the frozen :class:`PruneResult` holds every mask and number by method, indexed l
 
 from __future__ import annotations
 
+import bisect
 import math
 import os
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -40,7 +41,9 @@ from ..progress import Progress
 from ..prunable import prunable_columns as prunable_columns_of
 from ..store import Layout, RunStore
 from .dmd import complex_pairs
-from .masks import pruned_theta, read_masks, write_masks
+from .masks import read_masks, write_masks
+from .scratch import ScratchArrays
+from .topk import TopK, TopKMask, order_keys, top_k
 from .windows import Window, check_gram_finite, parse_window
 
 __all__ = ["METHODS", "EpochOverlap", "EpochScores", "KGPMode", "MetricStats", "PruneParams", "PruneResult",
@@ -87,14 +90,24 @@ def mask_from_scores(scores: np.ndarray, prunable: Sequence[slice], compression:
 
 def lsp_mask(reference: np.ndarray, prunable: Sequence[slice], *, seed: int) -> np.ndarray:
     """Layer-shuffle pruning: each layer keeps as many weights as ``reference`` does, chosen at random."""
-    rng = np.random.default_rng(seed)
     mask = reference.copy()
-    for s in prunable:
-        kept = int(reference[s].sum())
-        layer = np.zeros(s.stop - s.start, dtype=bool)
-        layer[rng.choice(layer.size, size=kept, replace=False)] = True
+    counts = [int(reference[s].sum()) for s in prunable]
+    for s, layer in zip(prunable, _lsp_layers(prunable, counts, seed=seed), strict=True):
         mask[s] = layer
     return mask
+
+
+def _lsp_layers(prunable: Sequence[slice], counts: Sequence[int], *, seed: int) -> Iterator[np.ndarray]:
+    """Each prunable layer's LSP mask in turn: ``counts[j]`` weights of layer j drawn without replacement.
+
+    One generator per (seed, mask), drawn layer by layer in order, so a mask is a function of its seed and
+    counts; memory is one layer's (numpy's ``choice`` holds an index of the layer).
+    """
+    rng = np.random.default_rng(seed)
+    for s, kept in zip(prunable, counts, strict=True):
+        layer = np.zeros(s.stop - s.start, dtype=bool)
+        layer[rng.choice(layer.size, size=int(kept), replace=False)] = True
+        yield layer
 
 
 def mask_overlap(a: np.ndarray, b: np.ndarray, prunable: Sequence[slice], compression: float) -> float:
@@ -104,10 +117,106 @@ def mask_overlap(a: np.ndarray, b: np.ndarray, prunable: Sequence[slice], compre
     return float(np.count_nonzero(a[index] & b[index]) / kept)
 
 
-def _masks_by_compression(scores: np.ndarray, prunable: Sequence[slice], compressions: np.ndarray,
-                          scope: str) -> np.ndarray:
-    """(n_compressions, N) masks of one score."""
-    return np.stack([mask_from_scores(scores, prunable, float(c), scope=scope) for c in compressions])
+def _score_name(method: str) -> str:
+    return f"score-{method}"
+
+
+def _mask_name(method: str, i: int, seed: int = 0) -> str:
+    """Scratch name of a method's mask at compression index ``i`` (LSP: of mask seed ``seed``)."""
+    return f"mask-{method}-{i}" if not seed else f"mask-{method}-{i}-seed{seed}"
+
+
+def _write_score_masks(arrays: ScratchArrays, method: str, prunable: Sequence[slice], compressions: np.ndarray,
+                       scope: str) -> np.ndarray:
+    """Write ``method``'s masks at every compression into ``arrays``, out of core, exactly
+    :func:`mask_from_scores`' masks (same top ⌈n/c⌉ per group, same ties: the lower index first).
+
+    Returns the kept counts per compression and prunable layer, shape (n_compressions, n_layers).
+    """
+    score = _score_name(method)
+    groups = [list(range(len(prunable)))] if scope == "global" else [[j] for j in range(len(prunable))]
+    group_of = {j: g for g, members in enumerate(groups) for j in members}
+
+    def keys_of(members: list[int]) -> Any:
+        def pieces() -> Iterator[np.ndarray]:
+            for j in members:
+                for lo, hi in arrays.pieces(prunable[j].start, prunable[j].stop):
+                    yield order_keys(arrays.read(score, lo, hi))
+        return pieces
+
+    appliers = []
+    for members in groups:
+        size = sum(prunable[j].stop - prunable[j].start for j in members)
+        tops: list[TopK] = top_k(keys_of(members), [math.ceil(size / float(c)) for c in compressions])
+        appliers.append([TopKMask(t) for t in tops])
+    counts = np.zeros((len(compressions), len(prunable)), dtype=np.int64)
+    writers = [arrays.append_writer(_mask_name(method, i), bool) for i in range(len(compressions))]
+    starts = [s.start for s in prunable]
+    try:
+        for lo, hi in arrays.pieces():
+            masks = np.ones((len(compressions), hi - lo), dtype=bool)
+            first = max(0, bisect.bisect_right(starts, lo) - 1)
+            keys = None
+            for j in range(first, len(prunable)):
+                a, b = max(prunable[j].start, lo), min(prunable[j].stop, hi)
+                if prunable[j].start >= hi:
+                    break
+                if a >= b:
+                    continue
+                if keys is None:
+                    keys = order_keys(arrays.read(score, lo, hi))
+                for i, apply in enumerate(appliers[group_of[j]]):
+                    keep = apply(keys[a - lo : b - lo])
+                    masks[i, a - lo : b - lo] = keep
+                    counts[i, j] += int(np.count_nonzero(keep))
+            for i, writer in enumerate(writers):
+                writer.write(masks[i])
+    finally:
+        for writer in writers:
+            writer.close()
+    return counts
+
+
+def _write_lsp_masks(arrays: ScratchArrays, prunable: Sequence[slice], counts: np.ndarray, seeds: int) -> None:
+    """LSP's masks for every seed and compression: GMP's per-layer ``counts``, drawn as :func:`lsp_mask` does."""
+    for seed in range(seeds):
+        for i, layer_counts in enumerate(counts):
+            writer = arrays.append_writer(_mask_name("lsp", i, seed), bool)
+            try:
+                position = 0
+                for s, layer in zip(prunable, _lsp_layers(prunable, layer_counts, seed=seed), strict=True):
+                    for lo, hi in arrays.pieces(position, s.start):
+                        writer.write(np.ones(hi - lo, dtype=bool))
+                    writer.write(layer)
+                    position = s.stop
+                for lo, hi in arrays.pieces(position, arrays.n):
+                    writer.write(np.ones(hi - lo, dtype=bool))
+            finally:
+                writer.close()
+
+
+def _prunable_piece(prunable: Sequence[slice], lo: int, hi: int) -> np.ndarray:
+    piece = np.zeros(hi - lo, dtype=bool)
+    for s in prunable:
+        a, b = max(s.start, lo), min(s.stop, hi)
+        if a < b:
+            piece[a - lo : b - lo] = True
+    return piece
+
+
+def _shared_counts(items: Sequence[tuple[ScratchArrays, str]], prunable: Sequence[slice]) -> np.ndarray:
+    """(K, K): Σ mᵃ ∧ mᵇ over the prunable weights for every pair of K masks (the diagonal: kept counts)."""
+    counts = np.zeros((len(items), len(items)), dtype=np.int64)
+    if not items:
+        return counts
+    arrays = items[0][0]
+    for lo, hi in arrays.pieces():
+        where = _prunable_piece(prunable, lo, hi)
+        masks = [a.read(name, lo, hi) & where for a, name in items]
+        for x, mx in enumerate(masks):
+            for y in range(x, len(masks)):
+                counts[x, y] = counts[y, x] = counts[x, y] + int(np.count_nonzero(mx & masks[y]))
+    return counts
 
 
 # ---------------------------------------------------------------------- per-epoch scores
@@ -169,7 +278,56 @@ def compute_scores(
     gradient_batches: int = 8,
     progress: Progress | None = None,
 ) -> EpochScores:
-    """Scores of every requested method for one window of iteration-level snapshots."""
+    """Scores of every requested method for one window of iteration-level snapshots, in memory.
+
+    The N-long scores and θ are held in memory here (a few vectors of N); :func:`fit_prune`
+    keeps them on disk (:func:`score_window`), block by block.
+    """
+    arrays = ScratchArrays(store.n_params)
+    try:
+        scored = score_window(store, window, methods, arrays, epoch=epoch, engine=engine, recipe=recipe, rank=rank,
+                              eps=eps, kgp_fraction=kgp_fraction, gradient_batches=gradient_batches,
+                              progress=progress)
+        scores = {name: arrays.read(_score_name(name)) for name in scored.scores}
+        return EpochScores(epoch, tuple(window), scored.operator, scored.lambda1_index, scored.kgp_modes,
+                           scored.mode_norms, scores, arrays.read("theta"), scored.unavailable)
+    finally:
+        arrays.close()
+
+
+@dataclass(frozen=True)
+class WindowScores:
+    """What :func:`score_window` found: the DMD of the window and the names of the scores it wrote."""
+
+    operator: ReducedOperator
+    lambda1_index: int
+    kgp_modes: tuple[int, ...]
+    mode_norms: np.ndarray
+    scores: tuple[str, ...]
+    unavailable: Mapping[str, str]
+
+    @property
+    def lambda1(self) -> complex:
+        return complex(self.operator.eigenvalues[self.lambda1_index])
+
+
+def score_window(
+    store: RunStore,
+    window: tuple[int, int],
+    methods: Sequence[str],
+    arrays: ScratchArrays,
+    *,
+    epoch: int | None = None,
+    engine: Engine | None = None,
+    recipe: Any = None,
+    rank: int | str | None = "auto",
+    eps: float = 0.01,
+    kgp_fraction: float = 0.85,
+    gradient_batches: int = 8,
+    progress: Progress | None = None,
+) -> WindowScores:
+    """Score one window block by block into ``arrays``: ``theta`` (θ at ``window[1]``, float64) and
+    ``score-<method>`` for every score computed (methods.md §3). Memory: the engine's blocks and T×T."""
     engine = engine or Engine()
     lo, hi = window
     rows = slice(lo, hi + 1)
@@ -187,60 +345,82 @@ def compute_scores(
         top = max(norms[j] for j in candidates)
         kgp = sorted((j for j in candidates if norms[j] >= kgp_fraction * top), key=lambda j: -norms[j])
     unavailable: dict[str, str] = {}
-    scores: dict[str, np.ndarray] = {}
-    theta = engine.snapshot(store, hi)
+    names: list[str] = []
+    magnitude = "gmp" in methods or "lsp" in methods
+    arrays.create("theta", np.float64)
+    if magnitude:
+        arrays.create(_score_name("gmp"), np.float64)
+
+    def last_row(block: Any, ops: ArrayOps) -> np.ndarray:
+        return ops.to_numpy(block[-1])
+
+    for cols, theta in engine.map_blocks(store, last_row, rows=slice(hi, hi + 1)):
+        arrays.write("theta", cols.start, theta)
+        if magnitude:
+            arrays.write(_score_name("gmp"), cols.start, np.abs(theta))
     if "kmp" in methods or "kgp" in methods:
-        scores.update(_koopman_scores(store, engine, rows, op, lambda1, kgp))
+        names += _koopman_scores(store, engine, rows, op, lambda1, kgp, arrays)
         if not kgp and "kgp" in methods:
             unavailable["kgp"] = "no real, positive, decaying Koopman mode in this window"
-    if "gmp" in methods or "lsp" in methods:
-        scores["gmp"] = np.abs(theta)
+    if magnitude:
+        names.append("gmp")
     if "jgp" in methods or "ggp" in methods:
-        grad = mean_gradient(store, rows, engine=engine, recipe=recipe, theta=theta, batches=gradient_batches)
-        if grad is None:
+        if _gradient_scores(store, rows, arrays, engine=engine, recipe=recipe, batches=gradient_batches):
+            names += ["jgp", "ggp"]
+        else:
             for m in ("jgp", "ggp"):
                 if m in methods:
                     unavailable[m] = "no recorded gradients and no recipe to compute them (record with --grads)"
-        else:
-            scores["jgp"] = np.abs(grad)
-            scores["ggp"] = np.abs(grad * theta)
-    return EpochScores(epoch, window, op, lambda1, tuple(kgp), norms, scores, theta, unavailable)
+    return WindowScores(op, lambda1, tuple(kgp), norms, tuple(names), unavailable)
 
 
 def _koopman_scores(store: RunStore, engine: Engine, rows: slice, op: ReducedOperator, lambda1: int,
-                    kgp: list[int]) -> dict[str, np.ndarray]:
+                    kgp: list[int], arrays: ScratchArrays) -> list[str]:
     """KMP |Re(b1 φ1)| and KGP Σ_j |Re(bj φj)| from one pass of D·C over the selected columns of C."""
     assert op.coefficients is not None and op.amplitudes is not None
     selected = [lambda1, *kgp]
     c = op.coefficients[:, selected] * op.amplitudes[selected]
-    kmp = np.empty(store.n_params)
-    kgp_scores = np.zeros(store.n_params)
+    names = ["kmp", "kgp"] if kgp else ["kmp"]
+    for name in names:
+        arrays.create(_score_name(name), np.float64)
     for cols, part in engine.project_blocks(store, c, rows=rows):
         real = np.abs(np.real(part))
-        kmp[cols] = real[:, 0]
-        kgp_scores[cols] = real[:, 1:].sum(axis=1)
-    return {"kmp": kmp, "kgp": kgp_scores} if kgp else {"kmp": kmp}
+        arrays.write(_score_name("kmp"), cols.start, real[:, 0])
+        if kgp:
+            arrays.write(_score_name("kgp"), cols.start, real[:, 1:].sum(axis=1))
+    return names
 
 
-def mean_gradient(store: RunStore, rows: slice, *, engine: Engine, recipe: Any = None, theta: np.ndarray,
-                  batches: int = 8) -> np.ndarray | None:
-    """ḡ: the recorded gradients' mean over the window (finite entries only, through the engine), else
-    the recipe's gradient at θ over its fixed batches, else None."""
+def _gradient_scores(store: RunStore, rows: slice, arrays: ScratchArrays, *, engine: Engine, recipe: Any = None,
+                     batches: int = 8) -> bool:
+    """JGP |ḡ| and GGP |ḡ θ| into ``arrays``; False when there is no ḡ.
+
+    ḡ: the recorded gradients' mean over the window (finite entries only, through the engine), else
+    the recipe's gradient at θ over its fixed batches (the model is built then: θ is read whole).
+    """
+    for name in ("jgp", "ggp"):
+        arrays.create(_score_name(name), np.float64)
     if store.has_grads:
         def kernel(block: Any, ops: ArrayOps) -> tuple[np.ndarray, np.ndarray]:
             finite = ops.isfinite(block)
             return (ops.to_numpy(ops.sum(ops.where(finite, block, 0.0), 0)),
                     ops.to_numpy(ops.sum(ops.where(finite, ops.asarray(np.ones(1)), 0.0), 0)))
 
-        total = np.zeros(store.n_params)
-        count = np.zeros(store.n_params)
-        for cols, (part_total, part_count) in engine.map_blocks(store, kernel, rows=rows, array="grads"):
-            total[cols], count[cols] = part_total, part_count
-        if count.max() > 0:
-            return total / np.maximum(count, 1)
+        most = 0.0
+        for cols, (total, count) in engine.map_blocks(store, kernel, rows=rows, array="grads"):
+            grad = total / np.maximum(count, 1)
+            arrays.write(_score_name("jgp"), cols.start, np.abs(grad))
+            arrays.write(_score_name("ggp"), cols.start, np.abs(grad * arrays.read("theta", cols.start, cols.stop)))
+            most = max(most, float(count.max()) if count.size else 0.0)
+        if most > 0:
+            return True
     if recipe is not None and hasattr(recipe, "gradient"):
-        return recipe.gradient(theta, batches=batches)
-    return None
+        theta = arrays.read("theta")
+        grad = recipe.gradient(theta, batches=batches)
+        arrays.write(_score_name("jgp"), 0, np.abs(grad))
+        arrays.write(_score_name("ggp"), 0, np.abs(grad * theta))
+        return True
+    return False
 
 
 # ---------------------------------------------------------------------- results
@@ -294,10 +474,12 @@ def compression_key(c: float) -> str:
 class PruneResult:
     """Koopman and baseline pruning of one epoch: masks, scores, overlaps and accuracies.
 
-    Every per-compression array is indexed like ``compressions``: ``masks[m]`` has shape
-    (n_compressions, N) (LSP: its first seed; all seeds in ``lsp_seed_masks``, shape
-    (seeds, n_compressions, N)), ``kept[m]`` and ``overlap[(a, b)]`` shape (n_compressions,).
-    ``theta`` is the snapshot the scores and masks refer to (``window[1]``), float64.
+    Every per-compression array is indexed like ``compressions``: ``kept[m]`` and ``overlap[(a, b)]``
+    have shape (n_compressions,). The N-long vectors (θ of the snapshot the scores and masks refer
+    to, ``window[1]``; each score; each mask) stay on disk in ``arrays``, a scratch directory deleted
+    with the result (issue 23: nothing of size N is held); :func:`~traj.analysis.masks.write_masks`
+    and :func:`~traj.analysis.masks.write_exports` stream from it. :meth:`mask`, :attr:`masks`,
+    :attr:`lsp_seed_masks`, :attr:`scores` and :attr:`theta` read them into memory on request.
     """
 
     store: str
@@ -313,16 +495,14 @@ class PruneResult:
     lambda1_index: int
     kgp_modes: tuple[KGPMode, ...]
     n_prunable: int
-    masks: Mapping[str, np.ndarray]
-    lsp_seed_masks: np.ndarray | None
-    scores: Mapping[str, np.ndarray]
-    theta: np.ndarray
+    score_names: tuple[str, ...]
     kept: Mapping[str, np.ndarray]
     overlap: Mapping[tuple[str, str], np.ndarray]
     unavailable: Mapping[str, str]
     refine_epochs: int
     seeds: int
     seconds: float
+    arrays: ScratchArrays = field(compare=False, repr=False, kw_only=True)
     accuracy: Mapping[str, MetricStats] | None = None
     accuracy_refined: Mapping[str, MetricStats] | None = None
     metric: str | None = None
@@ -337,9 +517,39 @@ class PruneResult:
                                                 f"{', '.join(compression_key(c) for c in self.compressions)})")
         return int(hits[0])
 
+    def mask_name(self, method: str, index: int, seed: int = 0) -> str:
+        """The name in ``arrays`` of a method's mask at compression ``compressions[index]`` (LSP: of ``seed``)."""
+        if method not in self.methods:
+            raise ParameterError("method", f"{method}: no {method} masks (methods: {', '.join(self.methods)})")
+        return _mask_name(method, index, seed if method == "lsp" else 0)
+
     def mask(self, method: str, compression: float) -> np.ndarray:
-        """The (N,) mask of one method at one compression (True = kept)."""
-        return self.masks[method][self.index(compression)]
+        """The (N,) mask of one method at one compression (True = kept), read into memory."""
+        return self.arrays.read(self.mask_name(method, self.index(compression)))
+
+    @property
+    def masks(self) -> dict[str, np.ndarray]:
+        """Every mask in memory, ``{method: (n_compressions, N)}`` (LSP: its first seed). N bytes per mask."""
+        return {m: np.stack([self.arrays.read(self.mask_name(m, i)) for i in range(len(self.compressions))])
+                for m in self.methods}
+
+    @property
+    def lsp_seed_masks(self) -> np.ndarray | None:
+        """LSP's masks of every seed in memory, shape (seeds, n_compressions, N); None without LSP."""
+        if "lsp" not in self.methods:
+            return None
+        return np.stack([np.stack([self.arrays.read(self.mask_name("lsp", i, s)) for i in range(len(self.compressions))])
+                         for s in range(self.seeds)])
+
+    @property
+    def scores(self) -> dict[str, np.ndarray]:
+        """Every score computed, in memory: ``{method: (N,) float64}``."""
+        return {name: self.arrays.read(_score_name(name)) for name in self.score_names}
+
+    @property
+    def theta(self) -> np.ndarray:
+        """θ at ``window[1]``, (N,) float64, in memory."""
+        return self.arrays.read("theta")
 
     def to_dict(self) -> dict[str, Any]:
         keys = [compression_key(c) for c in self.compressions]
@@ -465,8 +675,13 @@ def prune(
 
 
 def fit_prune(store: RunStore | str | os.PathLike[str], params: PruneParams, *, recipe: Any = None,
-              engine: Engine | None = None, progress: Progress | None = None) -> PruneResult:
-    """Fit checked :class:`PruneParams`: score the epoch, mask every compression, evaluate with the recipe."""
+              engine: Engine | None = None, progress: Progress | None = None,
+              scratch: str | os.PathLike[str] | None = None) -> PruneResult:
+    """Fit checked :class:`PruneParams`: score the epoch, mask every compression, evaluate with the recipe.
+
+    Scores and masks are written block by block to a scratch directory made in ``scratch`` (default the
+    system's temporary directory), which the result owns; memory does not grow with N.
+    """
     t0 = time.perf_counter()
     store = store if isinstance(store, RunStore) else RunStore(store)
     engine = engine or Engine()
@@ -478,37 +693,41 @@ def fit_prune(store: RunStore | str | os.PathLike[str], params: PruneParams, *, 
         recipe = recipe_from_store(store)
     prunable = prunable_columns(store)
     epoch, win = _window(store, params)
-    main = compute_scores(store, win, params.methods, epoch=epoch, engine=engine, recipe=recipe, rank=params.rank,
-                          kgp_fraction=params.kgp_fraction, progress=progress)
+    arrays = ScratchArrays(store.n_params, dir=scratch)
+    main = score_window(store, win, params.methods, arrays, epoch=epoch, engine=engine, recipe=recipe,
+                        rank=params.rank, kgp_fraction=params.kgp_fraction, progress=progress)
     compressions = np.array(params.compressions)
-    masks = {m: _masks_by_compression(main.scores[m], prunable, compressions, params.scope)
-             for m in params.methods if m != "lsp" and m in main.scores}
-    lsp_seed_masks = None
+    counts = {m: _write_score_masks(arrays, m, prunable, compressions, params.scope)
+              for m in params.methods if m != "lsp" and m in main.scores}
     if "lsp" in params.methods:
-        gmp = masks["gmp"] if "gmp" in masks else _masks_by_compression(main.scores["gmp"], prunable, compressions,
-                                                                         params.scope)
-        lsp_seed_masks = np.stack([np.stack([lsp_mask(ref, prunable, seed=s) for ref in gmp])
-                                   for s in range(params.seeds)])
-        masks["lsp"] = lsp_seed_masks[0]
-    available = tuple(m for m in params.methods if m in masks)
-    index = np.concatenate([np.arange(s.start, s.stop) for s in prunable])
+        gmp = counts["gmp"] if "gmp" in counts else _write_score_masks(arrays, "gmp", prunable, compressions,
+                                                                       params.scope)
+        _write_lsp_masks(arrays, prunable, gmp, params.seeds)
+        counts["lsp"] = gmp
+    available = tuple(m for m in params.methods if m in counts)
+    n_prunable = sum(s.stop - s.start for s in prunable)
+    shared = [_shared_counts([(arrays, _mask_name(m, i)) for m in available], prunable)
+              for i in range(len(compressions))]
     op = main.operator
     result = PruneResult(
         store=str(store.path), epoch=epoch, window=win, steps=(int(store.steps[win[0]]), int(store.steps[win[1]])),
         scope=params.scope, methods=available, compressions=compressions, eigenvalues=op.eigenvalues,
         classes=tuple(op.classes()), lambda1=main.lambda1, lambda1_index=main.lambda1_index,
         kgp_modes=tuple(KGPMode(j, complex(op.eigenvalues[j]), float(main.mode_norms[j])) for j in main.kgp_modes),
-        n_prunable=int(index.size), masks={m: masks[m] for m in available}, lsp_seed_masks=lsp_seed_masks,
-        scores=main.scores, theta=main.theta, kept={m: masks[m][:, index].sum(axis=1) for m in available},
-        overlap={(a, b): np.array([mask_overlap(masks[a][i], masks[b][i], prunable, c)
+        n_prunable=n_prunable, score_names=main.scores,
+        kept={m: np.array([shared[i][x, x] for i in range(len(compressions))], dtype=np.int64)
+              for x, m in enumerate(available)},
+        overlap={(a, b): np.array([shared[i][x, x + 1 + y] / math.ceil(n_prunable / c)
                                    for i, c in enumerate(compressions)])
-                 for i_a, a in enumerate(available) for b in available[i_a + 1 :]},
+                 for x, a in enumerate(available) for y, b in enumerate(available[x + 1 :])},
         unavailable=main.unavailable, refine_epochs=params.refine_epochs, seeds=params.seeds, seconds=0.0,
+        arrays=arrays,
     )
     if params.evaluate and recipe is not None:
         result = _evaluate(result, recipe, store.layout, store.dtype)
     if params.epochs:
-        result = _replace(result, epoch_overlap=_across_epochs(store, params, available[0], prunable, engine, recipe))
+        result = _replace(result, epoch_overlap=_across_epochs(store, params, available[0], prunable, engine, recipe,
+                                                               scratch))
     return _replace(result, seconds=time.perf_counter() - t0)
 
 
@@ -535,9 +754,20 @@ def _window(store: RunStore, params: PruneParams) -> tuple[int | None, tuple[int
     return epoch, epoch_rows(store, epoch)
 
 
+def _pruned(result: PruneResult, mask: np.ndarray | None, dtype: Any) -> np.ndarray:
+    """θ with the weights ``mask`` drops set to zero, in the store's dtype, built piece by piece
+    (:func:`~traj.analysis.masks.pruned_theta`'s arithmetic); no mask: θ in the store's dtype."""
+    arrays = result.arrays
+    out = np.empty(arrays.n, dtype=dtype)
+    for lo, hi in arrays.pieces():
+        theta = arrays.read("theta", lo, hi)
+        out[lo:hi] = (theta * mask[lo:hi]).astype(dtype) if mask is not None else theta.astype(dtype)
+    return out
+
+
 def _evaluate(result: PruneResult, recipe: Any, layout: Layout, dtype: np.dtype) -> PruneResult:
     """Validation metric after pruning and after ``refine_epochs`` of training with each mask held fixed."""
-    base = recipe.evaluate(result.theta.astype(dtype))
+    base = recipe.evaluate(_pruned(result, None, dtype))
     metric = "accuracy" if "accuracy" in base else "loss"
     accuracy: dict[str, MetricStats] = {}
     refined: dict[str, MetricStats] = {}
@@ -547,9 +777,12 @@ def _evaluate(result: PruneResult, recipe: Any, layout: Layout, dtype: np.dtype)
         for i in range(len(result.compressions)):
             for s in range(result.seeds):
                 # LSP draws a mask per seed; the other methods' mask is the same for every seed
-                lsp = m == "lsp" and result.lsp_seed_masks is not None
-                mask = result.lsp_seed_masks[s, i] if lsp else result.masks[m][i]
-                pruned = pruned_theta(result.theta, mask, dtype)
+                lsp = m == "lsp"
+                if not (lsp or s == 0 or result.refine_epochs):
+                    after[i, s] = after[i, 0]
+                    continue
+                mask = result.arrays.read(result.mask_name(m, i, s))
+                pruned = _pruned(result, mask, dtype)
                 after[i, s] = recipe.evaluate(pruned)[metric] if (lsp or s == 0) else after[i, 0]
                 if result.refine_epochs:
                     tensor_masks = {e.name: mask[e.columns].reshape(e.shape).astype(np.float32)
@@ -564,19 +797,31 @@ def _evaluate(result: PruneResult, recipe: Any, layout: Layout, dtype: np.dtype)
 
 
 def _across_epochs(store: RunStore, params: PruneParams, method: str, prunable: Sequence[slice], engine: Engine,
-                   recipe: Any) -> EpochOverlap:
+                   recipe: Any, scratch: str | os.PathLike[str] | None) -> EpochOverlap:
     """Overlap of one method's masks across epochs, and KMP-GMP overlap per epoch (seed 003 figs. 3, 5)."""
     wanted = sorted({method, "kmp", "gmp"} & set(METHODS) - {"lsp"})
     compressions = np.array(params.compressions)
-    per_epoch = []
-    for e in params.epochs:
-        sc = compute_scores(store, epoch_rows(store, e), wanted, epoch=e, engine=engine, recipe=recipe,
-                            rank=params.rank, kgp_fraction=params.kgp_fraction)
-        per_epoch.append({m: _masks_by_compression(sc.scores[m], prunable, compressions, params.scope)
-                          for m in sc.scores})
     source = method if method != "lsp" else "gmp"
-    overlap = np.array([[[mask_overlap(a[source][i], b[source][i], prunable, c) for b in per_epoch if source in b]
-                         for a in per_epoch if source in a] for i, c in enumerate(compressions)])
-    kmp_gmp = np.array([[mask_overlap(p["kmp"][i], p["gmp"][i], prunable, c) for p in per_epoch]
-                        for i, c in enumerate(compressions)])
-    return EpochOverlap(source, params.epochs, compressions, overlap, kmp_gmp)
+    per_epoch: list[tuple[ScratchArrays, tuple[str, ...]]] = []
+    try:
+        for e in params.epochs:
+            arrays = ScratchArrays(store.n_params, dir=scratch)
+            per_epoch.append((arrays, ()))
+            sc = score_window(store, epoch_rows(store, e), wanted, arrays, epoch=e, engine=engine, recipe=recipe,
+                              rank=params.rank, kgp_fraction=params.kgp_fraction)
+            masked = tuple(m for m in sc.scores if m in (source, "kmp", "gmp"))
+            for m in masked:
+                _write_score_masks(arrays, m, prunable, compressions, params.scope)
+            per_epoch[-1] = (arrays, masked)
+        with_source = [a for a, masked in per_epoch if source in masked]
+        overlap, kmp_gmp = [], []
+        for i, c in enumerate(compressions):
+            kept = math.ceil(sum(s.stop - s.start for s in prunable) / float(c))
+            shared = _shared_counts([(a, _mask_name(source, i)) for a in with_source], prunable)
+            overlap.append(shared / kept)
+            kmp_gmp.append([_shared_counts([(a, _mask_name("kmp", i)), (a, _mask_name("gmp", i))], prunable)[0, 1]
+                            / kept for a, _ in per_epoch])
+    finally:
+        for arrays, _ in per_epoch:
+            arrays.close()
+    return EpochOverlap(source, params.epochs, compressions, np.array(overlap), np.array(kmp_gmp))

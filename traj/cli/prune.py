@@ -83,7 +83,9 @@ def prune(
         target = output_dir(out, f"prune-{opened.path.name.removesuffix('.zarr')}", opened)
         with progress_bar() as bar:
             task = bar.add_task("pruning", total=None)
-            result = fit_prune(opened, params, recipe=chosen_recipe, engine=engine,
+            # N-long scratch (scores, masks) beside the output, not in a possibly small /tmp
+            scratch = target.parent if target.parent.is_dir() else None
+            result = fit_prune(opened, params, recipe=chosen_recipe, engine=engine, scratch=scratch,
                                progress=lambda d, t: bar.update(task, completed=d, total=t))
 
             def extra(staging: Path) -> None:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ._common import err_console, handle_errors, out_console, output_dir, print_json
+from ._common import BlockOption, engine_options, err_console, handle_errors, out_console, output_dir, print_json
 
 
 def report(
@@ -21,6 +21,7 @@ def report(
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Report directory (default traj-out/report-STORE).")] = None,
     evaluate: Annotated[bool, typer.Option("--evaluate/--no-evaluate", help="Score weights with the run's recipe.")] = True,
     json_: Annotated[bool, typer.Option("--json", help="Print the summary as JSON to stdout.")] = False,
+    block_mb: BlockOption = 64.0,
 ) -> None:
     """Run info, dmd, cmd, prune (when it applies) and conjugacy (with --peers) and write one
     report.html with the key figures at the top, plus report.md and summary.json.
@@ -38,6 +39,7 @@ def report(
         from ..report.run import overview_report
         from ..store import open_store
 
+        engine = engine_options("numpy", "cpu", "threads", block_mb)
         opened = open_store(store)
         chosen_recipe = resolve_recipe(recipe_spec, opened) if evaluate else None
         others = [open_store(p) for p in peers or []]
@@ -45,6 +47,7 @@ def report(
         target = output_dir(out, f"report-{opened.path.name.removesuffix('.zarr')}", opened, *others, *seeds)
         with err_console.status("analysing") as status:
             result = overview(opened, peers=others, null=seeds, evaluate=evaluate, recipe=chosen_recipe,
+                              engine=engine,
                               stage=lambda name: status.update(f"running {name}"))
             path = overview_report(result, target, inputs=[opened.path, *(p.path for p in others + seeds)])
         if json_:
