@@ -99,6 +99,7 @@ def test_cmd_memory_does_not_grow_with_n(stores, tmp_path):
     assert (model / "labels").is_dir() and (model / "a").is_dir()
 
 
+@pytest.mark.scale  # 80 s on 2 cores: run with -m scale
 def test_cmd_sweep_memory_does_not_grow_with_n(stores, tmp_path):
     bounded(stores, tmp_path, ["cmd", "--modes", "3", "--samples", "200", "--sweep", "2", "--no-evaluate"])
 
@@ -110,7 +111,8 @@ def test_dmd_memory_does_not_grow_with_n(stores, tmp_path, options):
     bounded(stores, tmp_path, ["dmd", *options, "--method", "gram"])
 
 
-@pytest.mark.parametrize("options", [["--null-size", "0"], ["--null-size", "4"], ["--observable", "pca:2"]],
+@pytest.mark.parametrize("options", [["--null-size", "0"], ["--null-size", "4"],
+                                     pytest.param(["--observable", "pca:2"], marks=pytest.mark.scale)],  # 200 s
                          ids=lambda c: " ".join(c))
 def test_conjugacy_memory_does_not_grow_with_n(stores, tmp_path, options):
     bounded(stores, tmp_path, ["conjugacy", "STORE", "--k", "2", *options])

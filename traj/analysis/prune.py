@@ -694,40 +694,44 @@ def fit_prune(store: RunStore | str | os.PathLike[str], params: PruneParams, *, 
     prunable = prunable_columns(store)
     epoch, win = _window(store, params)
     arrays = ScratchArrays(store.n_params, dir=scratch)
-    main = score_window(store, win, params.methods, arrays, epoch=epoch, engine=engine, recipe=recipe,
-                        rank=params.rank, kgp_fraction=params.kgp_fraction, progress=progress)
-    compressions = np.array(params.compressions)
-    counts = {m: _write_score_masks(arrays, m, prunable, compressions, params.scope)
-              for m in params.methods if m != "lsp" and m in main.scores}
-    if "lsp" in params.methods:
-        gmp = counts["gmp"] if "gmp" in counts else _write_score_masks(arrays, "gmp", prunable, compressions,
-                                                                       params.scope)
-        _write_lsp_masks(arrays, prunable, gmp, params.seeds)
-        counts["lsp"] = gmp
-    available = tuple(m for m in params.methods if m in counts)
-    n_prunable = sum(s.stop - s.start for s in prunable)
-    shared = [_shared_counts([(arrays, _mask_name(m, i)) for m in available], prunable)
-              for i in range(len(compressions))]
-    op = main.operator
-    result = PruneResult(
-        store=str(store.path), epoch=epoch, window=win, steps=(int(store.steps[win[0]]), int(store.steps[win[1]])),
-        scope=params.scope, methods=available, compressions=compressions, eigenvalues=op.eigenvalues,
-        classes=tuple(op.classes()), lambda1=main.lambda1, lambda1_index=main.lambda1_index,
-        kgp_modes=tuple(KGPMode(j, complex(op.eigenvalues[j]), float(main.mode_norms[j])) for j in main.kgp_modes),
-        n_prunable=n_prunable, score_names=main.scores,
-        kept={m: np.array([shared[i][x, x] for i in range(len(compressions))], dtype=np.int64)
-              for x, m in enumerate(available)},
-        overlap={(a, b): np.array([shared[i][x, x + 1 + y] / math.ceil(n_prunable / c)
-                                   for i, c in enumerate(compressions)])
-                 for x, a in enumerate(available) for y, b in enumerate(available[x + 1 :])},
-        unavailable=main.unavailable, refine_epochs=params.refine_epochs, seeds=params.seeds, seconds=0.0,
-        arrays=arrays,
-    )
-    if params.evaluate and recipe is not None:
-        result = _evaluate(result, recipe, store.layout, store.dtype)
-    if params.epochs:
-        result = _replace(result, epoch_overlap=_across_epochs(store, params, available[0], prunable, engine, recipe,
-                                                               scratch))
+    try:
+        main = score_window(store, win, params.methods, arrays, epoch=epoch, engine=engine, recipe=recipe,
+                            rank=params.rank, kgp_fraction=params.kgp_fraction, progress=progress)
+        compressions = np.array(params.compressions)
+        counts = {m: _write_score_masks(arrays, m, prunable, compressions, params.scope)
+                  for m in params.methods if m != "lsp" and m in main.scores}
+        if "lsp" in params.methods:
+            gmp = counts["gmp"] if "gmp" in counts else _write_score_masks(arrays, "gmp", prunable, compressions,
+                                                                           params.scope)
+            _write_lsp_masks(arrays, prunable, gmp, params.seeds)
+            counts["lsp"] = gmp
+        available = tuple(m for m in params.methods if m in counts)
+        n_prunable = sum(s.stop - s.start for s in prunable)
+        shared = [_shared_counts([(arrays, _mask_name(m, i)) for m in available], prunable)
+                  for i in range(len(compressions))]
+        op = main.operator
+        result = PruneResult(
+            store=str(store.path), epoch=epoch, window=win, steps=(int(store.steps[win[0]]), int(store.steps[win[1]])),
+            scope=params.scope, methods=available, compressions=compressions, eigenvalues=op.eigenvalues,
+            classes=tuple(op.classes()), lambda1=main.lambda1, lambda1_index=main.lambda1_index,
+            kgp_modes=tuple(KGPMode(j, complex(op.eigenvalues[j]), float(main.mode_norms[j])) for j in main.kgp_modes),
+            n_prunable=n_prunable, score_names=main.scores,
+            kept={m: np.array([shared[i][x, x] for i in range(len(compressions))], dtype=np.int64)
+                  for x, m in enumerate(available)},
+            overlap={(a, b): np.array([shared[i][x, x + 1 + y] / math.ceil(n_prunable / c)
+                                       for i, c in enumerate(compressions)])
+                     for x, a in enumerate(available) for y, b in enumerate(available[x + 1 :])},
+            unavailable=main.unavailable, refine_epochs=params.refine_epochs, seeds=params.seeds, seconds=0.0,
+            arrays=arrays,
+        )
+        if params.evaluate and recipe is not None:
+            result = _evaluate(result, recipe, store.layout, store.dtype)
+        if params.epochs:
+            result = _replace(result, epoch_overlap=_across_epochs(store, params, available[0], prunable, engine, recipe,
+                                                                   scratch))
+    except BaseException:  # a failed fit leaves no scratch behind (it lives beside the output)
+        arrays.close()
+        raise
     return _replace(result, seconds=time.perf_counter() - t0)
 
 

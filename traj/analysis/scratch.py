@@ -28,7 +28,7 @@ class ScratchArrays:
     """Named (N,) vectors in a temporary directory (``dir``: where it is made; default the system's)."""
 
     def __init__(self, n: int, *, dir: str | os.PathLike[str] | None = None) -> None:  # noqa: A002 - tempfile's name
-        self.path = Path(tempfile.mkdtemp(prefix="traj-scratch-", dir=dir))
+        self.path = Path(tempfile.mkdtemp(prefix=".traj-scratch-", dir=dir))
         # deleted with the object, or at exit (no ResourceWarning: going with the object is the contract)
         self._cleanup = weakref.finalize(self, shutil.rmtree, self.path, ignore_errors=True)
         self.n = int(n)
