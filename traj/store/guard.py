@@ -68,6 +68,7 @@ from ..errors import DamagedStoreError
 __all__ = [
     "ArraySpec",
     "GuardedStore",
+    "read_at_most",
     "MAX_ARRAY_JSON_BYTES",
     "MAX_CHUNK_BYTES",
     "MAX_CHUNKS_PER_SHARD",
@@ -528,19 +529,11 @@ class GuardedStore(LocalStore):
         fd, _ = opened
         where = f"{self._label}: {key}"
         try:
-            parts = []
-            left = limit + 1  # one byte more than allowed tells a file that grew
-            while left > 0:
-                part = os.read(fd, min(left, 1 << 24))
-                if not part:
-                    break
-                parts.append(part)
-                left -= len(part)
+            data = read_at_most(fd, limit)
         except OSError as exc:
             raise DamagedStoreError(f"{where}: cannot be read ({exc.strerror or exc})") from None
         finally:
             os.close(fd)
-        data = parts[0] if len(parts) == 1 else b"".join(parts)
         if len(data) > limit:
             raise DamagedStoreError(f"{where}: more than the {limit} bytes its array allows")
         return data
@@ -685,3 +678,16 @@ def _slice(data: bytes, byte_range: ByteRequest) -> bytes:
     if isinstance(byte_range, SuffixByteRequest):
         return data[max(0, len(data) - byte_range.suffix) :]
     raise TypeError(f"unexpected byte range {byte_range!r}")
+
+
+def read_at_most(fd: int, limit: int) -> bytes:
+    """Up to ``limit + 1`` bytes of an open file: one byte more than allowed tells a file that grew
+    (or lied about its size) from one that fits, without reading the rest of it."""
+    parts, left = [], limit + 1
+    while left > 0:
+        part = os.read(fd, min(left, 1 << 24))
+        if not part:
+            break
+        parts.append(part)
+        left -= len(part)
+    return parts[0] if len(parts) == 1 else b"".join(parts)

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import ImportSourceError
+from ...store.guard import read_at_most
 
 __all__ = ["MAX_JSON_BYTES", "MAX_JSON_DEPTH", "check_regular_file", "file_kind", "read_json"]
 
@@ -68,18 +69,11 @@ def read_json(path: Path, label: str | None = None, *, limit: int = MAX_JSON_BYT
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):  # replaced between the check and the open
             raise ImportSourceError(f"{where}: not a regular file; traj reads only regular files")
-        parts, left = [], limit + 1  # one byte more than allowed tells a file that grew
-        while left > 0:
-            part = os.read(fd, min(left, 1 << 24))
-            if not part:
-                break
-            parts.append(part)
-            left -= len(part)
+        raw = read_at_most(fd, limit)  # one byte more than allowed tells a file that grew
     except OSError as exc:
         raise ImportSourceError(f"{where}: cannot be read ({exc.strerror or exc})") from None
     finally:
         os.close(fd)
-    raw = b"".join(parts)
     if len(raw) > limit:
         raise ImportSourceError(f"{where}: more than {limit >> 20} MiB; traj reads JSON files of at most "
                                 f"{limit >> 20} MiB")
