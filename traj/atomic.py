@@ -91,23 +91,14 @@ def rename_into_place(src: str | os.PathLike[str], dst: str | os.PathLike[str]) 
 
     Returns the path that now holds the old ``dst`` (for the caller to delete), or None when
     there was none. With ``renameat2`` the swap is one atomic step; without it, two renames.
+    What stands at ``dst`` now is what is swapped out: if it changes during the move, nothing is
+    replaced (:class:`~traj.errors.OutputConflictError`).
     """
     src, dst = Path(src), Path(dst)
-    if not os.path.lexists(dst):
-        try:
-            if _rename2(src, dst, _RENAME_NOREPLACE):
-                return None
-        except FileExistsError:
-            pass  # appeared meanwhile: swap below
-        else:
-            os.rename(src, dst)
-            return None
-    if _rename2(src, dst, _RENAME_EXCHANGE):
-        return src  # src now names the old directory
-    old = dst.with_name(f".{dst.name}{_STAGING_TAG}{_OLD_TAG}{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    os.rename(dst, old)
-    os.rename(src, dst)
-    return old
+    try:
+        return _swap_in(src, dst, _identity(dst))
+    except _TargetChanged as changed:
+        raise OutputConflictError(f"{dst} changed while traj was moving {src} there ({changed})") from None
 
 
 def is_within(path: str | os.PathLike[str], parent: str | os.PathLike[str]) -> bool:
@@ -179,6 +170,53 @@ class _TargetChanged(Exception):
     """The target is not what it was when the staging began; the message says how."""
 
 
+def _swap_in(src: Path, dst: Path, expected: tuple[int, int] | None) -> Path | None:
+    """Put directory ``src`` at ``dst``, swapping out only what ``expected`` identifies there (None:
+    nothing); returns where the old ``dst`` now is (or None). Raises :class:`_TargetChanged`, with
+    everything as it was, when ``dst`` holds something else."""
+    current = _identity(dst)
+    if current is None:  # nothing there: move in, never over whatever appears meanwhile
+        try:
+            if not _rename2(src, dst, _RENAME_NOREPLACE):
+                os.rename(src, dst)  # replaces at most an empty directory made meanwhile
+        except (FileExistsError, IsADirectoryError, NotADirectoryError) as exc:
+            raise _TargetChanged("something was written there meanwhile") from exc
+        except OSError as exc:
+            if exc.errno == errno.ENOTEMPTY:
+                raise _TargetChanged("something was written there meanwhile") from exc
+            raise
+        return None
+    if current != expected:
+        raise _TargetChanged("something was written there meanwhile" if expected is None
+                             else "another directory was put there meanwhile")
+    if _rename2(src, dst, _RENAME_EXCHANGE):
+        if _identity(src) != expected:  # replaced between the look and the swap
+            _swap_back(src, dst, src)
+            raise _TargetChanged("another directory was put there meanwhile")
+        return src  # src now names the old directory
+    old = dst.with_name(f".{dst.name}{_STAGING_TAG}{_OLD_TAG}{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    os.rename(dst, old)
+    if _identity(old) != expected:
+        os.rename(old, dst)
+        raise _TargetChanged("another directory was put there meanwhile")
+    try:
+        os.rename(src, dst)
+    except OSError as exc:
+        os.rename(old, dst)
+        raise _TargetChanged("something was written there meanwhile") from exc
+    return old
+
+
+def _swap_back(src: Path, dst: Path, old: Path) -> None:
+    """Undo :func:`_swap_in`: the old directory back at ``dst``, the new one at ``src``."""
+    if old == src:
+        if not _rename2(src, dst, _RENAME_EXCHANGE):
+            raise OSError(errno.ENOTSUP, "cannot swap back", str(dst))
+        return
+    os.rename(dst, src)
+    os.rename(old, dst)
+
+
 class Staging:
     """A staging directory beside ``target``, alive while this object holds its lock.
 
@@ -216,15 +254,15 @@ class Staging:
         sibling ``NAME.new`` (``keep_on_conflict``) or deleted.
         """
         try:
-            old = self._swap_in()
+            old = _swap_in(self.path, self.target, self.expected)
             if old is not None and self._verify is not None:
                 try:
                     self._verify(old)
                 except UnsafeOutputError as exc:
-                    self._swap_back(old)
+                    _swap_back(self.path, self.target, old)
                     raise _TargetChanged(str(exc)) from None
                 except BaseException:
-                    self._swap_back(old)  # the old directory is never left at a staging name
+                    _swap_back(self.path, self.target, old)  # the old directory is never left at a staging name
                     raise
         except _TargetChanged as changed:
             kept = self._set_aside() if keep_on_conflict else None
@@ -242,50 +280,6 @@ class Staging:
             pass
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
-
-    def _swap_in(self) -> Path | None:
-        """Put the staging directory at the target; returns where the old target now is (or None)."""
-        src, dst = self.path, self.target
-        current = _identity(dst)
-        if current is None:  # nothing there: move in, never over whatever appears meanwhile
-            try:
-                if not _rename2(src, dst, _RENAME_NOREPLACE):
-                    os.rename(src, dst)  # replaces at most an empty directory made meanwhile
-            except (FileExistsError, IsADirectoryError, NotADirectoryError) as exc:
-                raise _TargetChanged("something was written there meanwhile") from exc
-            except OSError as exc:
-                if exc.errno == errno.ENOTEMPTY:
-                    raise _TargetChanged("something was written there meanwhile") from exc
-                raise
-            return None
-        if current != self.expected:
-            raise _TargetChanged("something was written there meanwhile" if self.expected is None
-                                 else "another directory was put there meanwhile")
-        if _rename2(src, dst, _RENAME_EXCHANGE):
-            if _identity(src) != self.expected:  # replaced between the look and the swap
-                self._swap_back(src)
-                raise _TargetChanged("another directory was put there meanwhile")
-            return src  # src now names the old directory
-        old = dst.with_name(f".{dst.name}{_STAGING_TAG}{_OLD_TAG}{os.getpid()}-{uuid.uuid4().hex[:8]}")
-        os.rename(dst, old)
-        if _identity(old) != self.expected:
-            os.rename(old, dst)
-            raise _TargetChanged("another directory was put there meanwhile")
-        try:
-            os.rename(src, dst)
-        except OSError as exc:
-            os.rename(old, dst)
-            raise _TargetChanged("something was written there meanwhile") from exc
-        return old
-
-    def _swap_back(self, old: Path) -> None:
-        """Undo :meth:`_swap_in`: the old directory back at the target, the new one at :attr:`path`."""
-        if old == self.path:
-            if not _rename2(self.path, self.target, _RENAME_EXCHANGE):
-                raise OSError(errno.ENOTSUP, "cannot swap back", str(self.target))
-            return
-        os.rename(self.target, self.path)
-        os.rename(old, self.target)
 
     def _set_aside(self) -> Path | None:
         """Move the finished staging directory to a free visible sibling ``NAME.new[-k]``."""
