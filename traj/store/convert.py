@@ -85,15 +85,13 @@ def convert_store(
                           "at": datetime.now(UTC).isoformat(timespec="seconds")}
     if target_dtype != old.stored_dtype:
         attrs["converted"]["from_dtype"] = old.stored_dtype
-        previous = old.attrs.get("lossy")
-        source_dtypes = previous.get("from") if isinstance(previous, dict) and isinstance(previous.get("from"), list) \
-            else [old.stored_dtype]
+        previous = old.lossy_from
         attrs.pop("lossy", None)
-        lossy = lossy_from(source_dtypes, target_dtype)
+        lossy = lossy_from(previous or [old.stored_dtype], target_dtype)
         if lossy:
             attrs["lossy"] = lossy
-        elif isinstance(previous, dict):  # widening a rounded copy does not bring the digits back
-            attrs["lossy"] = previous
+        elif previous:  # widening a rounded copy does not bring the digits back
+            attrs["lossy"] = old.attrs["lossy"]
     if out is None:  # in place: what the user keeps in the store (a README, an array of their own) stays
         attrs["converted"]["kept"] = [entry.name for entry in foreign_entries(source)]
     # In place: the writer holds the old store's lock (no recorder may append meanwhile) and swaps at close.

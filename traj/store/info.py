@@ -177,9 +177,6 @@ def describe(store: RunStore, *, scan: bool = True, progress: Callable[[int, int
         for e in store.layout.entries
     ]
     raw = store.n_snapshots * store.n_params * storage_dtype(store.stored_dtype).itemsize * (2 if store.has_grads else 1)
-    lossy = store.attrs.get("lossy")
-    lossy_from = [str(d) for d in lossy["from"]] if isinstance(lossy, dict) and isinstance(lossy.get("from"), list) \
-        else None
     return StoreInfo(
         path=str(store.path),
         format_version=int(store.attrs["traj"]["version"]),
@@ -207,5 +204,5 @@ def describe(store: RunStore, *, scan: bool = True, progress: Callable[[int, int
         health=health,
         expected_snapshots=store.expected_snapshots,
         missing_snapshots=store.missing_snapshots,
-        lossy_from=lossy_from or None,
+        lossy_from=store.lossy_from,
     )

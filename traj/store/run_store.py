@@ -444,6 +444,14 @@ class RunStore:
         required = self.n_snapshots if array == "params" else 0
         return ShardReader(self._store, spec, fill=data.fill_value, required_rows=required, label=str(self.path))
 
+    @property
+    def lossy_from(self) -> list[str] | None:
+        """The dtypes the snapshots were rounded from when the store is a narrower copy (its ``lossy``
+        attribute, written by a down-casting Recorder or ``traj convert --dtype``), else None."""
+        lossy = self.attrs.get("lossy")
+        found = lossy.get("from") if isinstance(lossy, dict) else None
+        return [str(d) for d in found] if isinstance(found, list) and found else None
+
     def decode(self, raw: np.ndarray) -> np.ndarray:
         """Stored values (as :meth:`zarr_array` gives them) as the values :meth:`read` hands out:
         bfloat16 bits and float16 upcast to float32 exactly; float32 and float64 as they are."""

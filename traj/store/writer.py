@@ -684,8 +684,7 @@ class StoreWriter:
                 if name not in self.dropped_metrics:
                     self.dropped_metrics.append(name)
                 continue
-            _check_metric_name(name)
-            metric_names.add(name)
+            metric_names.add(name)  # checked at append (and again where its series is created)
         for name in sorted(metric_names):
             self._series_values(f"metrics/{name}", start, [float(r["metrics"].get(name, np.nan)) for r in rows])
         self._series_values("step", start, [r["step"] for r in rows])
