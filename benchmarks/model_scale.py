@@ -117,20 +117,14 @@ def train(path: Path, seed: int, lr: float, snapshots: int, timing: dict | None 
 
 
 def floors(path: Path) -> dict:
+    """dmd_scaling's floor passes (read every block; read + float64 Gram) and the store's size."""
+    from dmd_scaling import floor_passes  # benchmarks/ is on the path when this file runs
+
     from traj.store import RunStore
 
     store = RunStore(path)
-    t0 = time.perf_counter()
-    for _ in store.iter_blocks():
-        pass
-    read = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    gram = np.zeros((store.n_snapshots, store.n_snapshots))
-    for _, block in store.iter_blocks():
-        b = np.asarray(block, dtype=np.float64)
-        gram += b @ b.T
-    return {"read": read, "gram": time.perf_counter() - t0, "bytes": store.nbytes_stored(), "n": store.n_params,
-            "t": store.n_snapshots}
+    read, gram = floor_passes(store)
+    return {"read": read, "gram": gram, "bytes": store.nbytes_stored(), "n": store.n_params, "t": store.n_snapshots}
 
 
 def run_command(args: list[str]) -> dict:

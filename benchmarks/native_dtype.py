@@ -47,19 +47,14 @@ def record_gpt2(path: Path, snapshots: int, seq: int = 64, batch: int = 2) -> fl
 
 
 def floors(path: Path) -> tuple[float, float, int]:
+    """dmd_scaling's floor passes (read every block; read + float64 Gram) and the stored bytes."""
+    from dmd_scaling import floor_passes  # benchmarks/ is on the path when this file runs
+
     from traj.store import RunStore
 
     store = RunStore(path)
-    t0 = time.perf_counter()
-    for _ in store.iter_blocks():
-        pass
-    read = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    gram = np.zeros((store.n_snapshots, store.n_snapshots))
-    for _, block in store.iter_blocks():
-        b = np.asarray(block, dtype=np.float64)
-        gram += b @ b.T
-    return read, time.perf_counter() - t0, store.nbytes_stored()
+    read, gram = floor_passes(store)
+    return read, gram, store.nbytes_stored()
 
 
 def traj_dmd(path: Path, out: Path) -> tuple[float, float, list]:
