@@ -39,6 +39,7 @@ from ..errors import (
 )
 from ..progress import Progress, Stage
 from ..store import RunStore
+from .vectors import ChunkedVectors
 from .windows import Window, resolve_window
 
 __all__ = ["CMDEvaluation", "CMDModel", "CMDParams", "CMDResult", "DISTANCES", "EMAScores", "HistoryRow",
@@ -58,6 +59,8 @@ OVERSAMPLE = 2
 STABILITY_SEEDS = 5
 #: The weight EMAs scored by ``--evaluate --ema`` are held in memory at the scored snapshots (float32).
 MAX_EMA_BYTES = 2 << 30
+#: values per piece of a block in the assignment pass (float64 temporaries of 512 KiB stay in cache)
+PIECE_VALUES = 1 << 16
 #: Weight an EMA may leave on the window's first snapshot at its last before the report warns.
 EMA_INIT_WARN = 0.05
 #: Clustering distances: "rows", the Euclidean distance between rows of |corr| (seed 001's code, the
@@ -344,34 +347,64 @@ def assign_kernel(references: np.ndarray, keep: np.ndarray, *, ema: Sequence[flo
     once against the backend's array operations (numpy, torch on a device, dask workers). With
     ``ema`` (decays β), the same pass also returns the weight EMA of every β at the kept rows
     ``ema_picks`` (:func:`weight_ema`), as "ema" of shape (n_β, n_picks, width), float32.
+
+    The block is worked through in pieces of :data:`PIECE_VALUES` values, small enough that the
+    temporaries stay in cache: per piece, the offsets from the first kept snapshot d = w − w(0)
+    (exactly zero for a weight that does not move), one product [r̄ᵀ; 1ᵀ]·d giving ⟨d, r̄⟩ = ⟨w̄, r̄⟩
+    (r̄ sums to zero) and Σd, and Σd²; ‖w̄‖² = Σd² − (Σd)²/T'. Everything after is O(M) per weight.
     """
-    refs_centered = (references - references.mean(axis=1, keepdims=True)).T  # (T', M)
-    refs_norm2 = (refs_centered**2).sum(axis=0)
+    t = len(keep)
+    whole = np.array_equal(keep, np.arange(t))
+    refs_centered = references - references.mean(axis=1, keepdims=True)  # (M, T')
+    refs_norm2 = (refs_centered**2).sum(axis=1)
     refs_mean = references.mean(axis=1)
+    refs_scale = 1.0 / np.sqrt(np.where(refs_norm2 > 0, refs_norm2, np.inf))[:, None]
+    refs_norm2 = np.where(refs_norm2 > 0, refs_norm2, 1.0)
+    products = np.vstack([refs_centered, np.ones((1, t))])  # (M + 1, T')
+    n_modes = references.shape[0]
 
     def kernel(block: Any, ops: ArrayOps) -> dict[str, Any]:
-        b = ops.take(block, keep, 0)
-        mean = ops.mean(b, 0)
-        centered = b - mean
-        dots = ops.to_numpy(ops.asarray(refs_centered).T @ centered)
-        norm2 = ops.to_numpy(ops.sum(centered * centered, 0))
-        mean = ops.to_numpy(mean)
-        # a weight moves when its RMS deviation exceeds 1e-12 of its size (a constant's float64 mean
-        # can be an ulp off, and then rounding would label a frozen weight at random)
-        moving = norm2 > (1e-12 * np.maximum(1.0, np.abs(mean))) ** 2 * len(keep)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            corr = np.where(moving, dots / np.sqrt(np.outer(refs_norm2, norm2)), 0.0)
-        labels = np.argmax(np.abs(corr), axis=0)
-        cols = np.arange(labels.size)
-        best = dots[labels, cols]
-        a = np.where(moving, best / refs_norm2[labels], 0.0)
-        sse = np.where(moving, np.clip(norm2 - best * best / refs_norm2[labels], 0.0, None), 0.0)
-        part = {"labels": labels.astype(np.int32), "moving": moving, "a": a, "b": mean - a * refs_mean[labels],
-                "sse": sse, "abscorr": np.abs(corr[labels, cols]), "total": float(ops.sum(b * b))}
+        width = block.shape[1]
+        # on the CPU, pieces whose temporaries stay in cache; on a device, the whole block at once
+        piece = max(1, PIECE_VALUES // t) if isinstance(block, np.ndarray) else width
+        rows = ops.asarray(products)
+        out = {"labels": np.empty(width, dtype=np.int32), "moving": np.empty(width, dtype=bool),
+               "a": np.empty(width), "b": np.empty(width), "sse": np.empty(width), "abscorr": np.empty(width)}
+        total = 0.0
+        for lo in range(0, width, piece):
+            part = block[:, lo : lo + piece]
+            if not whole:
+                part = ops.take(part, keep, 0)
+            d = part - part[0:1]
+            stats = ops.to_numpy(rows @ d)
+            dots, s1 = stats[:n_modes], stats[n_modes]
+            s2 = ops.to_numpy(ops.sum_squares(d, 0))
+            first = ops.to_numpy(part[0])
+            n = first.size
+            hi = lo + n
+            mean = first + s1 / t
+            norm2 = np.maximum(s2 - s1 * s1 / t, 0.0)
+            # a weight moves when its RMS deviation exceeds 1e-12 of its size (a constant's deviation is
+            # exactly zero here, and a weight at the rounding level is not labelled at random)
+            moving = norm2 > (1e-12 * np.maximum(1.0, np.abs(mean))) ** 2 * t
+            scaled = np.abs(dots)
+            scaled *= refs_scale
+            labels = scaled.argmax(axis=0)
+            labels[~moving] = 0
+            best = dots[labels, np.arange(n)]
+            a = best / refs_norm2[labels]
+            a[~moving] = 0.0
+            out["labels"][lo:hi], out["moving"][lo:hi], out["a"][lo:hi] = labels, moving, a
+            out["b"][lo:hi] = mean - a * refs_mean[labels]
+            out["sse"][lo:hi] = np.where(moving, np.maximum(norm2 - a * best, 0.0), 0.0)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                out["abscorr"][lo:hi] = np.where(moving, np.abs(best) * refs_scale[labels, 0] / np.sqrt(norm2), 0.0)
+            total += float(s2.sum() + (first * (2.0 * s1 + t * first)).sum())  # Σ w² = Σ (d + w(0))²
+        out["total"] = total
         if ema:
-            kept = ops.to_numpy(b)
-            part["ema"] = np.stack([weight_ema(kept, beta, ema_picks) for beta in ema]).astype(np.float32)
-        return part
+            kept = ops.to_numpy(block if whole else ops.take(block, keep, 0))
+            out["ema"] = np.stack([weight_ema(kept, beta, ema_picks) for beta in ema]).astype(np.float32)
+        return out
 
     return kernel
 
@@ -764,7 +797,8 @@ def _fit(store: RunStore, params: CMDParams, out: str | os.PathLike[str] | None,
     n = store.n_params
     group = _open_model(out, store) if out else None
     if group is not None:
-        sink = _ModelSink(group["labels"], group["a"], group["b"])
+        vectors = ChunkedVectors(group, {"labels": "int32", "a": "float64", "b": "float64"}, n)
+        sink = _ModelSink(vectors["labels"], vectors["a"], vectors["b"], vectors=vectors)
     elif keep_model:
         sink = _ModelSink(np.empty(n, dtype=np.int32), np.empty(n), np.empty(n))
     else:
@@ -773,6 +807,8 @@ def _fit(store: RunStore, params: CMDParams, out: str | os.PathLike[str] | None,
         sink.ema = _ema_array(ema_out, (len(ema), picks.size, n), store) if ema_out else \
             np.empty((len(ema), picks.size, n), dtype=np.float32)
     pass_ = _assign_all(store, engine, rows, kernel, references.shape[0], sink, sample, progress)
+    if sink.vectors is not None:
+        sink.vectors.close()
     model = CMDModel(sink.labels, sink.a, sink.b, references, store.steps[used])
     model_path = _finish_model(group, out, model, sample, ref_cols, params, store, (lo, hi), used) if out else None
     sample_labels = np.full(sample.size, -1, dtype=np.int64)
@@ -862,13 +898,23 @@ def _cluster_sample(corr_all: np.ndarray, usable: np.ndarray, params: CMDParams
 
 @dataclass
 class _ModelSink:
-    """Where the pass puts each block's labels, a and b (numpy or zarr arrays of N, or None: dropped)
-    and the weight EMAs (n_β, n_picks, N)."""
+    """Where the pass puts each block's labels, a and b (numpy arrays of N, the ``cmd.zarr`` arrays
+    through ``vectors``, or None: dropped) and the weight EMAs (n_β, n_picks, N)."""
 
     labels: Any
     a: Any
     b: Any
     ema: Any = None
+    vectors: ChunkedVectors | None = None
+
+    def write(self, cols: slice, part: dict[str, Any]) -> None:
+        if self.vectors is not None:
+            for name in ("labels", "a", "b"):
+                self.vectors.write(name, cols.start, part[name])
+        elif self.labels is not None:
+            self.labels[cols], self.a[cols], self.b[cols] = part["labels"], part["a"], part["b"]
+        if self.ema is not None:
+            self.ema[:, :, cols] = part["ema"]
 
 
 @dataclass
@@ -896,10 +942,7 @@ def _assign_all(store: RunStore, engine: Engine, rows: slice, kernel: Kernel, n_
     for cols, part in engine.map_blocks(store, kernel, rows=rows, progress=progress):
         if not np.isfinite(part["total"]):
             raise NonFiniteDataError("the window holds NaN or Inf values")
-        if sink.labels is not None:
-            sink.labels[cols], sink.a[cols], sink.b[cols] = part["labels"], part["a"], part["b"]
-        if sink.ema is not None:
-            sink.ema[:, :, cols] = part["ema"]
+        sink.write(cols, part)
         lo_s, hi_s = np.searchsorted(sample, [cols.start, cols.stop])
         inside = sample[lo_s:hi_s] - cols.start
         acc.sample_labels[lo_s:hi_s] = part["labels"][inside]
@@ -945,15 +988,11 @@ def _model_chunk(store: RunStore) -> int:
 
 
 def _open_model(out: str | os.PathLike[str], store: RunStore) -> Any:
-    """A new Zarr group (``cmd.zarr``) with the per-weight arrays, chunks aligned with the store's
-    columns, for the pass to fill block by block."""
+    """A new Zarr group (``cmd.zarr``), for the pass to fill with the per-weight arrays
+    (:class:`~traj.analysis.vectors.ChunkedVectors`)."""
     import zarr
 
-    group = zarr.open_group(str(out), mode="w", zarr_format=3)
-    chunk = _model_chunk(store)
-    for name, dtype in (("labels", "int32"), ("a", "float64"), ("b", "float64")):
-        group.create_array(name, shape=(store.n_params,), chunks=(chunk,), dtype=dtype, dimension_names=("param",))
-    return group
+    return zarr.open_group(str(out), mode="w", zarr_format=3)
 
 
 def _ema_array(path: str | os.PathLike[str], shape: tuple[int, int, int], store: RunStore) -> Any:

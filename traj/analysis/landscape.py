@@ -177,7 +177,7 @@ def _joint_gram(stores: Sequence[RunStore], engine: Engine, progress: Progress |
     sizes = [s.n_snapshots for s in stores]
     offsets = np.concatenate([[0], np.cumsum(sizes)])
     gram = np.zeros((offsets[-1], offsets[-1]))
-    for columns, block in engine.map_blocks(stores[0], lambda b, ops: ops.to_numpy(b), progress=progress):
+    for columns, block in engine.map_blocks(stores[0], lambda b, ops: np.array(ops.to_numpy(b)), progress=progress):
         blocks = [np.asarray(block, dtype=np.float64)]
         blocks += [engine.collect(s, columns) for s in stores[1:]]
         stacked = np.concatenate(blocks, axis=0)

@@ -352,7 +352,7 @@ def score_window(
         arrays.create(_score_name("gmp"), np.float64)
 
     def last_row(block: Any, ops: ArrayOps) -> np.ndarray:
-        return ops.to_numpy(block[-1])
+        return np.array(ops.to_numpy(block[-1]))  # a copy: the backend may reuse the block's memory
 
     for cols, theta in engine.map_blocks(store, last_row, rows=slice(hi, hi + 1)):
         arrays.write("theta", cols.start, theta)

@@ -45,6 +45,9 @@ class ArrayOps(Protocol):
 
     def mean(self, array: Any, axis: int) -> Any: ...
 
+    def sum_squares(self, array: Any, axis: int) -> Any:
+        """Σ x² along ``axis``, without an array-sized temporary where the backend can."""
+
     def isfinite(self, array: Any) -> Any: ...
 
     def all(self, array: Any, axis: int) -> Any: ...
@@ -52,7 +55,8 @@ class ArrayOps(Protocol):
     def where(self, condition: Any, array: Any, other: float) -> Any: ...
 
 
-#: ``kernel(block, ops)`` -> anything picklable (dask may run it in another process)
+#: ``kernel(block, ops)`` -> anything picklable (dask may run it in another process), never a view of
+#: ``block`` (a backend may reuse the block's memory for the next one)
 Kernel = Callable[[Any, ArrayOps], Any]
 
 

@@ -65,6 +65,9 @@ class TorchOps:
     def mean(self, array: Any, axis: int) -> Any:
         return array.mean(dim=axis)
 
+    def sum_squares(self, array: Any, axis: int) -> Any:
+        return (array * array).sum(dim=axis)
+
     def isfinite(self, array: Any) -> Any:
         import torch
 
