@@ -130,8 +130,9 @@ class _Pipeline:
     happens to run on the writer thread (a garbage collection there) closes it too.
     """
 
-    def __init__(self, writer: StoreWriter, stats: RecorderStats, max_batch: int) -> None:
+    def __init__(self, writer: StoreWriter, stats: RecorderStats, max_batch: int, monitor: Any = None) -> None:
         self.writer = writer
+        self.monitor = monitor
         self.stats = stats
         self.max_batch = max_batch
         self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -178,6 +179,12 @@ class _Pipeline:
                         self.free.put((theta_buf, grad_buf))
                     if self.error is not None:
                         self.rows_done = self.rows_written
+            if self.monitor is not None:
+                try:
+                    self.monitor.close()
+                except BaseException as exc:
+                    if self.error is None:
+                        self.error = exc
             try:
                 if self.abort or (self.error is not None and (self.writer.staged or self.writer.n_snapshots == 0)):
                     # an interrupted or failed --overwrite run leaves the old store as it was; a new
@@ -207,6 +214,10 @@ class _Pipeline:
         for theta_buf, grad_buf, event, meta in batch:
             if event is not None:
                 event.synchronize()
+            if self.monitor is not None:  # its fit's numbers go with the snapshot, as metrics live.*
+                fit = self.monitor.observe(_as_numpy(theta_buf), meta["step"])
+                if fit is not None:
+                    meta = {**meta, "metrics": {**meta["metrics"], **fit.metrics()}}
             self.writer.append(
                 _as_numpy(theta_buf),
                 grads=None if grad_buf is None else _as_numpy(grad_buf),
@@ -467,6 +478,10 @@ class Recorder:
         resume (what the store holds, where the new snapshots start, any gap), one at :meth:`close`
         (snapshots, bytes, where). Default: ``logging.getLogger("traj.record").info``. A resume that
         leaves steps without a snapshot also warns (:class:`~traj.errors.SnapshotGapWarning`).
+    live : traj.live.LiveOptions, optional
+        Run the live Koopman monitor on the writer thread: every ``live.every`` snapshots, DMD of the
+        last ``live.window`` sketched snapshots; each fit's numbers are written with its snapshot as
+        metrics ``live.*`` and to the options' trackers; the fits are :attr:`monitor`'s ``fits``.
 
     Notes
     -----
@@ -508,8 +523,10 @@ class Recorder:
         resume: bool = False,
         rewind: bool = False,
         announce: Callable[[str], None] | None = None,
+        live: Any = None,
     ) -> None:
         self._closed = True  # until the store is open
+        self._live = live
         self._announce = logger.info if announce is None else announce
         if unit not in ("step", "epoch"):
             raise RecorderError(f"unit must be 'step' or 'epoch', not {unit!r}")
@@ -617,7 +634,9 @@ class Recorder:
                 )
         else:
             self._announce(f"traj: recording {self.path}: {what}")
-        self._pipe = _Pipeline(writer, self.stats, max(writer.t_chunk, (64 << 20) // max(1, row_bytes)))
+        # the live monitor (traj.live.LiveOptions.start) runs on the writer thread, off the training thread
+        self.monitor = None if self._live is None else self._live.start(n, writer.stored_dtype)
+        self._pipe = _Pipeline(writer, self.stats, max(writer.t_chunk, (64 << 20) // max(1, row_bytes)), self.monitor)
         self._pipe.start()
         self._closed = False
         # Holds the pipeline, not the Recorder; at exit _close_open_pipelines does the work instead.

@@ -1,0 +1,239 @@
+"""A live Koopman monitor: DMD of the last snapshots while the run trains (docs/methods.md, live monitor).
+
+:class:`Monitor` keeps a :class:`~traj.live.sketch.Sketch` of each snapshot (p numbers) for the
+last ``window`` snapshots and, every ``every`` snapshots, fits exact DMD on them through the one
+operator factory (:meth:`ReducedOperator.from_data`). Each fit (:class:`LiveFit`) gives the
+leading |λ|, the number of unstable modes, the slowest decay's timescale in training steps, the
+forecast error of the last snapshots by a fit that did not see them, and a transition score: W1
+between this window's eigenvalues and the previous fit's (a dynamical transition shows as a peak).
+
+The Recorder runs it on its writer thread (``Recorder(..., live=LiveOptions(...))``), off the
+training thread, and writes each fit's numbers with the snapshot as metrics ``live.*``, so
+``traj info``, ``traj report`` and a plain Zarr reader see them as series; trackers
+(:mod:`traj.live.trackers`) get the same numbers. Memory: ``window`` sketches of p float64.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from ..checks import check_int, check_seed
+from ..engine.operator import ReducedOperator, check_rank
+from ..errors import ParameterError, TrajError
+from .sketch import Sketch
+
+__all__ = ["LiveFit", "LiveOptions", "Monitor", "Tracker", "spectral_distance"]
+
+#: A mode is unstable above |λ| = 1 + this (the same ε as dmd's classes).
+UNSTABLE_EPS = 0.01
+
+
+class Tracker(Protocol):
+    """Where a fit's numbers go besides the store (TensorBoard, ...): :mod:`traj.live.trackers`."""
+
+    def log(self, fit: LiveFit) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class LiveOptions:
+    """What the live monitor keeps and how often it fits.
+
+    Parameters
+    ----------
+    window : int
+        Snapshots per fit (the last ``window`` recorded), at least 4.
+    every : int
+        Fit after every ``every`` snapshots (once ``window`` of them are held; before that, on
+        the snapshots there are once there are 4).
+    sketch : int
+        Numbers kept per snapshot (p). A model with at most p values is kept whole.
+    seed : int
+        Fixes the sketch (the same seed sketches two runs alike).
+    rank : int, "auto" or "all"
+        The rank rule of each fit, as ``traj dmd --rank``.
+    forecast : int
+        Snapshots held out at the end of each window to measure the forecast error (0: none).
+    tensorboard : str or None
+        A TensorBoard log directory to write each fit's numbers to (needs the ``tensorboard``
+        extra).
+    """
+
+    window: int = 50
+    every: int = 10
+    sketch: int = 512
+    seed: int = 0
+    rank: int | str = "auto"
+    forecast: int = 5
+    tensorboard: str | None = None
+    trackers: tuple[Any, ...] = field(default=(), compare=False)
+
+    def __post_init__(self) -> None:
+        check_int("window", self.window, low=4, high=100_000)
+        check_int("every", self.every, low=1)
+        check_int("sketch", self.sketch, low=1, high=1 << 20)
+        check_seed("seed", self.seed)
+        check_rank(self.rank)
+        check_int("forecast", self.forecast, low=0, high=max(0, self.window // 2 - 1))
+        if self.tensorboard is not None and not isinstance(self.tensorboard, str | bytes) and \
+                not hasattr(self.tensorboard, "__fspath__"):
+            raise ParameterError("tensorboard", f"must be a directory path, got {type(self.tensorboard).__name__}")
+
+    def start(self, n_params: int, dtype: str) -> Monitor:
+        """The monitor for a run of ``n_params`` values stored as ``dtype`` (what the Recorder calls)."""
+        trackers = list(self.trackers)
+        if self.tensorboard is not None:
+            from .trackers import TensorBoardTracker
+
+            trackers.append(TensorBoardTracker(self.tensorboard))
+        return Monitor(n_params, self, dtype=dtype, trackers=trackers)
+
+
+@dataclass(frozen=True)
+class LiveFit:
+    """One fit of the live monitor.
+
+    Attributes
+    ----------
+    step : int
+        Training step of the window's last snapshot.
+    first_step : int
+        Training step of the window's first snapshot.
+    snapshots : int
+        Snapshots in the window.
+    rank : int
+    eigenvalues : ndarray of complex, shape (rank,)
+        In the operator's order (|λ| descending).
+    leading_modulus : float
+        max |λ|.
+    unstable : int
+        Modes with |λ| > 1 + 0.01.
+    timescale : float
+        The slowest decay's e-folding time in training steps, −Δ/ln|λ| for the largest |λ| < 1
+        (Δ: the steps between snapshots); its distance to the optimum shrinks by e every
+        ``timescale`` steps. NaN when no mode decays.
+    forecast_error : float
+        ‖Ŷ − Y‖/‖Y − y_last‖ over the last ``forecast`` snapshots, Ŷ forecast by a fit of the window
+        without them, y_last the last snapshot that fit saw: below 1, DMD forecasts better than
+        "the weights stay where they are". NaN without a forecast.
+    transition : float
+        W1 between this fit's eigenvalues and the previous fit's (NaN for the first fit).
+    """
+
+    step: int
+    first_step: int
+    snapshots: int
+    rank: int
+    eigenvalues: np.ndarray
+    leading_modulus: float
+    unstable: int
+    timescale: float
+    forecast_error: float
+    transition: float
+
+    def metrics(self) -> dict[str, float]:
+        """The numbers written with the snapshot, as metrics ``live.*``."""
+        return {"live.leading_modulus": self.leading_modulus, "live.unstable": float(self.unstable),
+                "live.timescale": self.timescale, "live.forecast_error": self.forecast_error,
+                "live.transition": self.transition, "live.rank": float(self.rank)}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"step": self.step, "first_step": self.first_step, "snapshots": self.snapshots, "rank": self.rank,
+                "eigenvalues": [[float(z.real), float(z.imag)] for z in self.eigenvalues],
+                **{k.removeprefix("live."): _json_number(v) for k, v in self.metrics().items()}}
+
+
+def _json_number(value: float) -> float | None:
+    return float(value) if math.isfinite(value) else None
+
+
+def spectral_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """W1 between two eigenvalue sets as point clouds in the complex plane (uniform mass, cost |λ − μ|)."""
+    import ot
+
+    p = np.c_[np.real(a), np.imag(a)]
+    q = np.c_[np.real(b), np.imag(b)]
+    return float(ot.emd2(ot.unif(len(p)), ot.unif(len(q)), ot.dist(p, q, metric="euclidean")))
+
+
+class Monitor:
+    """Sketches snapshots as they come (:meth:`observe`) and fits DMD on the last window of them."""
+
+    def __init__(self, n_params: int, options: LiveOptions, *, dtype: str = "float32",
+                 trackers: Sequence[Tracker] = ()) -> None:
+        self.options = options
+        self.dtype = dtype
+        self.sketch = Sketch(n_params, options.sketch, seed=options.seed)
+        self.trackers = list(trackers)
+        self.fits: list[LiveFit] = []
+        self.seconds = 0.0  # spent sketching and fitting
+        self._window: deque[tuple[int, np.ndarray]] = deque(maxlen=options.window)
+        self._count = 0
+
+    def observe(self, values: np.ndarray, step: int) -> LiveFit | None:
+        """Sketch a snapshot (as stored: ``dtype``'s representation) taken at training step ``step``;
+        the fit made now, if one was due and the window could be fitted, else None."""
+        import time
+
+        t0 = time.perf_counter()
+        self._window.append((int(step), self.sketch.apply(values, self.dtype)))
+        self._count += 1
+        fit = None
+        if self._count % self.options.every == 0 and len(self._window) >= 4:
+            fit = self.fit()
+        self.seconds += time.perf_counter() - t0
+        if fit is not None:
+            for tracker in self.trackers:
+                tracker.log(fit)
+        return fit
+
+    def fit(self) -> LiveFit | None:
+        """DMD of the snapshots held now (None when the window cannot be fitted: too short, no motion)."""
+        steps = np.array([s for s, _ in self._window])
+        data = np.stack([y for _, y in self._window])
+        try:
+            op = ReducedOperator.from_data(data, rank=self.options.rank, dtype=np.float32, excess="reduce")
+        except TrajError:
+            return None
+        lam = op.eigenvalues
+        modulus = np.abs(lam)
+        spacing = float(np.median(np.diff(steps))) if steps.size > 1 else 1.0
+        decaying = modulus[(modulus < 1.0) & (modulus > 0.0)]
+        timescale = -spacing / math.log(float(decaying.max())) if decaying.size else float("nan")
+        previous = self.fits[-1] if self.fits else None
+        fit = LiveFit(
+            step=int(steps[-1]), first_step=int(steps[0]), snapshots=int(steps.size), rank=op.rank, eigenvalues=lam,
+            leading_modulus=float(modulus.max()) if modulus.size else float("nan"),
+            unstable=int(np.sum(modulus > 1.0 + UNSTABLE_EPS)), timescale=timescale,
+            forecast_error=self._forecast_error(data),
+            transition=spectral_distance(lam, previous.eigenvalues) if previous is not None and lam.size
+            and previous.eigenvalues.size else float("nan"),
+        )
+        self.fits.append(fit)
+        return fit
+
+    def _forecast_error(self, data: np.ndarray) -> float:
+        h = self.options.forecast
+        if h == 0 or data.shape[0] - h < 4:
+            return float("nan")
+        seen, held = data[:-h], data[-h:]
+        try:
+            op = ReducedOperator.from_data(seen, rank=self.options.rank, dtype=np.float32, excess="reduce")
+            with np.errstate(over="ignore", invalid="ignore"):
+                forecast = op.reconstruct(seen, np.arange(seen.shape[0], data.shape[0]))
+        except TrajError:
+            return float("nan")
+        change = np.linalg.norm(held - seen[-1])
+        error = float(np.linalg.norm(forecast - held) / change) if change > 0 else float("nan")
+        return error if math.isfinite(error) else float("nan")
+
+    def close(self) -> None:
+        for tracker in self.trackers:
+            tracker.close()
