@@ -197,3 +197,18 @@ def test_the_callbacks_lines_reach_stderr_by_default():
     code = "import traj.integrations.huggingface as h; h.logger.info('traj: a line')"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stderr.strip().splitlines()[-1] == "traj: a line"
+
+
+def test_live_monitor_in_a_trainer_run(tmp_path):
+    """TrajCallback(live=...): the live fits go into the store as metrics live.*, at the steps the monitor fitted."""
+    from traj.live import LiveOptions
+
+    callback = TrajCallback(tmp_path / "run.zarr", live=LiveOptions(window=6, every=3, sketch=256, forecast=1))
+    _trainer(tmp_path / "out", [callback], num_train_epochs=3, save_strategy="no").train()
+    store = RunStore(tmp_path / "run.zarr")
+    series = store.metric("live.leading_modulus")
+    fitted = store.steps[np.isfinite(series)]
+    # 13 snapshots (steps 0..12): a fit after every 3rd snapshot from the 4th on -> snapshots 6, 9, 12 (steps 5, 8, 11)
+    assert store.n_snapshots == 13
+    np.testing.assert_array_equal(fitted, [5, 8, 11])
+    assert np.all((series[np.isfinite(series)] > 0.5) & (series[np.isfinite(series)] < 1.5))

@@ -158,6 +158,8 @@ class DistributedRecorder:
         A run starting at step 0 replaces an existing store at ``path``; a resumed run always appends.
     announce : callable, optional
         Where the writing process's lines go (start, resume, end): as for :class:`traj.Recorder`.
+    live : traj.live.LiveOptions, optional
+        The live Koopman monitor, run by the writing process (:class:`traj.Recorder`'s ``live``).
 
     Examples
     --------
@@ -185,6 +187,7 @@ class DistributedRecorder:
         buffer_bytes: int = 256 << 20,
         overwrite: bool = False,
         announce: Callable[[str], None] | None = None,
+        live: Any = None,
     ) -> None:
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise RecorderError(f"every must be a positive integer, not {every!r}")
@@ -193,7 +196,7 @@ class DistributedRecorder:
         self.every = every
         self.params = None if params is None else list(params)
         self.grads = grads
-        self._options = {"dtype": dtype, "compressor": compressor, "buffer_bytes": buffer_bytes}
+        self._options = {"dtype": dtype, "compressor": compressor, "buffer_bytes": buffer_bytes, "live": live}
         self.overwrite = overwrite
         self.recorder: Recorder | None = None
         self.sharding: str | None = None

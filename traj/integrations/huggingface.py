@@ -64,8 +64,9 @@ class TrajCallback(TrainerCallback):
         Record only these parameters (names as in ``model.named_parameters()``).
     grads : bool
         Also record each snapshot step's gradients (after clipping, before ``zero_grad``).
-    dtype, compressor, buffer_bytes, overwrite
-        As for :class:`traj.integrations.distributed.DistributedRecorder`.
+    dtype, compressor, buffer_bytes, overwrite, live
+        As for :class:`traj.integrations.distributed.DistributedRecorder` (``live``: the live
+        Koopman monitor, :class:`traj.live.LiveOptions`).
 
     Each snapshot stores ``step = state.global_step``, the epoch it was taken in, and the
     scalars the Trainer logged at that step: ``loss`` (the Trainer's mean over the steps since
@@ -90,10 +91,11 @@ class TrajCallback(TrainerCallback):
         compressor: str = "lz4",
         buffer_bytes: int = 256 << 20,
         overwrite: bool = False,
+        live: Any = None,
     ) -> None:
         self.recording = DistributedRecorder(
             path, every=every, params=params, grads=grads, dtype=dtype, compressor=compressor,
-            buffer_bytes=buffer_bytes, overwrite=overwrite, announce=logger.info,
+            buffer_bytes=buffer_bytes, overwrite=overwrite, live=live, announce=logger.info,
         )
         self._last_logs: tuple[int, dict[str, Any]] | None = None
 

@@ -36,8 +36,9 @@ class TrajCallback(Callback):
         the keys of the checkpoint's ``state_dict``).
     grads : bool
         Also record each snapshot step's gradients.
-    dtype, compressor, buffer_bytes, overwrite
-        As for :class:`traj.integrations.distributed.DistributedRecorder`.
+    dtype, compressor, buffer_bytes, overwrite, live
+        As for :class:`traj.integrations.distributed.DistributedRecorder` (``live``: the live
+        Koopman monitor, :class:`traj.live.LiveOptions`).
 
     Each snapshot stores ``step = trainer.global_step``, ``epoch = trainer.current_epoch``,
     ``loss`` = the loss ``training_step`` returned for the stepping batch (Lightning divides it
@@ -58,10 +59,11 @@ class TrajCallback(Callback):
         compressor: str = "lz4",
         buffer_bytes: int = 256 << 20,
         overwrite: bool = False,
+        live: Any = None,
     ) -> None:
         self.recording = DistributedRecorder(
             path, every=every, params=params, grads=grads, dtype=dtype, compressor=compressor,
-            buffer_bytes=buffer_bytes, overwrite=overwrite, announce=rank_zero_info,
+            buffer_bytes=buffer_bytes, overwrite=overwrite, live=live, announce=rank_zero_info,
         )
         self._restored: dict[str, Any] | None = None
         self._seen_step: int | None = None
