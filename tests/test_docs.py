@@ -88,3 +88,13 @@ def test_papers_cited_in_the_code_are_referenced() -> None:
     cited = {c for c in cited if c[0] != "Anonymous"}
     assert len(cited) >= 8
     assert sorted(cited - listed) == []
+
+
+def test_the_docs_name_the_store_format_version_written() -> None:
+    import traj.store
+    from traj.store.schema import FORMAT_VERSION
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert set(re.findall(r"## The run store \(format v(\d+)\)", readme)) == {str(FORMAT_VERSION)}
+    assert set(re.findall(r'`\{"format": "traj-run", "version": (\d+)\}`', readme)) == {str(FORMAT_VERSION)}
+    assert re.match(rf"The run store: format v{FORMAT_VERSION}\b", traj.store.__doc__ or "")
