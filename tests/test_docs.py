@@ -98,3 +98,63 @@ def test_the_docs_name_the_store_format_version_written() -> None:
     assert set(re.findall(r"## The run store \(format v(\d+)\)", readme)) == {str(FORMAT_VERSION)}
     assert set(re.findall(r'`\{"format": "traj-run", "version": (\d+)\}`', readme)) == {str(FORMAT_VERSION)}
     assert re.match(rf"The run store: format v{FORMAT_VERSION}\b", traj.store.__doc__ or "")
+
+
+# ---------------------------------------------------------------------- docs/architecture.md against the tree
+def room_table(markdown: str) -> list[tuple[str, list[str], str]]:
+    """(room, its packages or modules under traj/, the row's text) of each row of "## The rooms"."""
+    table = markdown.split("## The rooms", 1)[1].split("\n\n", 2)[1]
+    rows = []
+    for line in table.splitlines()[2:]:  # after the header and its rule
+        room, files, _ = (cell.strip() for cell in line.strip().strip("|").split("|", 2))
+        rows.append((room, re.findall(r"`(traj/[\w/.]*)`", files), line))
+    return rows
+
+
+def room_problems(markdown: str, root: Path) -> list[str]:
+    """What the room table says that the tree under ``root`` (the repository) does not hold, and back."""
+    problems = []
+    described: set[Path] = set()
+    for room, paths, text in room_table(markdown):
+        packages = [root / p for p in paths if p.endswith("/")]
+        named = set(re.findall(r"`(?:traj/)?([\w/]+\.py|[\w/]+/)`", text))
+        for path in paths:
+            if not (root / path).exists():
+                problems.append(f"{room}: {path} does not exist")
+            described.add((root / path).resolve())
+        # a room of packages names their modules; a room of one module may name its users anywhere in traj/
+        where = packages or [p for p in (root / "traj").rglob("*") if p.is_dir() and p.name != "__pycache__"]
+        for name in named - {p.removeprefix("traj/") for p in paths}:
+            if not any((pkg / name).exists() for pkg in [*where, root / "traj"]):
+                problems.append(f"{room}: {name} is in none of its packages")
+        for pkg in packages:
+            for child in sorted(pkg.iterdir()) if pkg.is_dir() else []:
+                if child.name in ("__init__.py", "__pycache__") or not (child.suffix == ".py" or child.is_dir()):
+                    continue
+                label = child.name + ("/" if child.is_dir() else "")
+                if not any(n == label or n.endswith(f"{pkg.name}/{label}") for n in named):
+                    problems.append(f"{room}: {pkg.name}/{label} is not described")
+    for child in sorted((root / "traj").iterdir()):
+        if child.name == "__pycache__" or not (child.suffix == ".py" or (child / "__init__.py").exists()):
+            continue
+        if child.resolve() not in described and f"`traj/{child.name}" not in markdown:
+            problems.append(f"traj/{child.name} is in no room")
+    return problems
+
+
+def test_the_architecture_rooms_are_the_tree() -> None:
+    markdown = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    assert len(room_table(markdown)) >= 9
+    assert room_problems(markdown, ROOT) == []
+
+
+def test_the_room_check_sees_a_missing_and_an_undescribed_module(tmp_path) -> None:
+    for name in ("traj/__init__.py", "traj/errors.py", "traj/store/__init__.py", "traj/store/schema.py",
+                 "traj/store/extra.py", "traj/orphan/__init__.py"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("")
+    markdown = ("## The rooms\n\n| Room | Files | What it owns |\n|---|---|---|\n"
+                "| store | `traj/store/` | `schema.py`, `writer.py` |\n\nCross-cutting: `traj/errors.py`.\n")
+    assert room_problems(markdown, tmp_path) == [
+        "store: writer.py is in none of its packages", "store: store/extra.py is not described",
+        "traj/__init__.py is in no room", "traj/orphan is in no room"]
