@@ -10,7 +10,7 @@ set the threshold; then, per case, how many of the 5 choices are right.
   mnist        mnist1d-mlp, 10 epochs: h=40 s_2i vs h=40 s_2i+1 (conjugate) vs h=5 s_i; null 4 more h=40
   mnist40      the same at 40 epochs (not an acceptance case: a check on runs the rule was not chosen on)
   transformer  modular-transformer, first 100 steps: free s_i vs free s_i+5 (conjugate) vs
-               norm-constrained s_i (non-conjugate, seed 002 fig. 5: the authors' constrained run, norm
+               norm-constrained s_i (non-conjugate, Redman et al. 2024 fig. 5: the authors' constrained run, norm
                held at 0.8x its initial value and no weight decay; the recipe's default norm_scale=1
                barely binds in 100 steps: W1 to free 0.0027, inside the seed null); null 4 more free seeds
   planted      the tests' planted linear systems: A vs A in other coordinates (linear change,

@@ -1,4 +1,4 @@
-"""Can a seed null certify that OMD and OGD are conjugate? (issue 6, methods.md §4)
+"""Can a seed null certify that OMD and OGD are conjugate? (issue 6, docs/methods.md §4.3)
 
 OMD and OGD on the mirror-descent recipe are conjugate by construction (y_k = sinh(x_k)
 exactly), so their Koopman eigenvalues are equal and a good test should call them conjugate;

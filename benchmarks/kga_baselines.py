@@ -1,4 +1,4 @@
-"""KGA against prediction-based Koopman acceleration (issue 17 item 1; seed 000 fig. 6a).
+"""KGA against prediction-based Koopman acceleration (issue 17 item 1; the KGA paper, fig. 6a).
 
 Re-runs a recipe plainly, with KGA and as the "predict" (Dogra & Redman: jump to the DMD forecast
 τ epochs ahead every J epochs, then train on) and "bootstrap" (Tano et al.: keep a jump only when

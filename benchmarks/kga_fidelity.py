@@ -1,4 +1,4 @@
-"""KGA fidelity (issue 7; seed 000 fig. 4 and table 1): quadratic-mlp, 25 epochs, 3 seeds.
+"""KGA fidelity (issue 7; the KGA paper, fig. 4 and table 1): quadratic-mlp, 25 epochs, 3 seeds.
 
 Final train loss of SGD, KGA-Epoch (refit at every epoch end) and KGA-Iter (refit every k
 steps) and the time each adds per epoch.

@@ -1,7 +1,7 @@
-"""Koopman pruning near convergence (issue 5's fidelity check; seed 003 figs. 1-3).
+"""Koopman pruning near convergence (issue 5's fidelity check; Redman et al. 2022 figs. 1-3).
 
 Records digits-cnn to a plateau (every step), then prunes its last epoch with KMP, GMP and
-LSP at compressions 2-64 and prints the KMP/GMP mask overlap (seed 003 reports >= 95 %) and
+LSP at compressions 2-64 and prints the KMP/GMP mask overlap (Redman et al. 2022 reports >= 95 %) and
 accuracy after pruning and after one epoch of refinement (mean over seeds).
 
     python benchmarks/prune_fidelity.py [--epochs 30] [--seeds 3]

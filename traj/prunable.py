@@ -1,6 +1,6 @@
 """Which parameters may be pruned: one rule, used wherever a store's layout is made.
 
-A parameter is **prunable** when it is the weight of a linear or conv layer (methods.md §3; the
+A parameter is **prunable** when it is the weight of a linear or conv layer (docs/methods.md §3.3; the
 classifier too), told by name and shape alone so that every way into a store agrees:
 
 - its ``state_dict`` name ends in ``weight`` (``fc.weight``, ``attn.in_proj_weight``),

@@ -231,7 +231,7 @@ def test_gram_and_memory_paths_agree(rng):
 def test_mirror_descent_validation_case():
     """OMD vs OGD (conjugate by construction) conjugate, bisection non-conjugate, with the default
     command: the reparametrisation null (OMD seen through smooth coordinate maps) is wider than the
-    seed null (1e-5) and decides; the distances match seed 002 (0.008 and 0.75)."""
+    seed null (1e-5) and decides; the distances match Redman et al. 2024 (0.008 and 0.75)."""
     runs = [SAMPLE / "mirror-omd.zarr", SAMPLE / "mirror-ogd.zarr", SAMPLE / "mirror-bisection.zarr"]
     default = conjugacy(runs, null=[SAMPLE / "mirror-omd-seed1.zarr"])
     # rule "reproducible": OMD resolves 8 directions, but rank 8 splits a degenerate pair (d = 2, symmetric), so

@@ -22,7 +22,7 @@ def _record(pool: Path, name: str, recipe: str, **config) -> Path:
 
 def test_mnist1d_width_40_seeds_conjugate_and_width_5_not(tmp_path):
     """MNIST-1D MLPs, 10 epochs: h = 40 vs h = 40 of another seed conjugate, h = 5 vs h = 40 non-conjugate
-    (seed 002's FCN case), with 4 more h = 40 seeds as the seed null."""
+    (Redman et al. 2024, FCN case), with 4 more h = 40 seeds as the seed null."""
     def mlp(h: int, seed: int) -> Path:
         return _record(tmp_path, f"h{h}-s{seed}", "mnist1d-mlp", h=h, seed=seed, epochs=10)
 

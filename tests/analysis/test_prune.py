@@ -270,7 +270,7 @@ def test_report_and_prune_apply_one_rule_to_a_run_recorded_every_ten_steps(tmp_p
         prune(sparse)
     assert seen.skipped["prune"] == str(caught.value) == (
         "epoch 5 holds 2 snapshot(s) with its starting point; Koopman pruning needs at least 3 iteration-level "
-        "snapshots per epoch (methods.md §3): record more often (traj record --every 1; every=1 in TrajCallback or "
+        "snapshots per epoch (docs/methods.md §3.1): record more often (traj record --every 1; every=1 in TrajCallback or "
         "traj.Recorder), or give a window of snapshots (--window A:B)")
 
 

@@ -48,14 +48,21 @@ def test_engine_errors(store):
     s, _ = store
     with pytest.raises(TrajError, match="unknown backend"):
         Engine(backend="jax")
-    with pytest.raises(TrajError, match="CUDA"):
-        import torch
-
-        if torch.cuda.is_available():  # pragma: no cover - only on a GPU machine
-            raise TrajError("CUDA present")
-        Engine(backend="torch", device="cuda")
     with pytest.raises(TrajError, match="unknown dask scheduler"):
         Engine(backend="dask", scheduler="moon")
+
+
+def test_a_cuda_device_torch_cannot_see_is_refused(monkeypatch):
+    """On any machine, GPU or not: torch is told what it sees, and the engine is asked for more."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(TrajError, match="sees no CUDA device"):
+        Engine(backend="torch", device="cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(TrajError, match=r"sees 1 CUDA device\(s\) \(cuda:0..cuda:0\)"):
+        Engine(backend="torch", device="cuda:1")
 
 
 def test_operator_needs_three_snapshots():

@@ -1,8 +1,8 @@
-"""``traj cmd``: Correlation Mode Decomposition (methods.md §2, seed 001).
+"""``traj cmd``: Correlation Mode Decomposition (docs/methods.md §2; Turjeman et al. 2022).
 
 Weights fall into M ≪ N modes; within mode m, wᵢ(k) ≈ aᵢ·w_{r,m}(k) + bᵢ. A sample of K
 weights that move is clustered by complete linkage on the Euclidean distance between rows of
-|corr| (seed 001's code); each cluster's reference is the
+|corr| (the authors' code, Turjeman et al. 2022); each cluster's reference is the
 member most correlated with the rest; then ONE streaming pass over all N weights assigns
 each weight to the reference it correlates with most and fits [aᵢ bᵢ] in closed form
 (O(N·M·T), memory bounded by the block size). The fitted model (labels, a, b, references)
@@ -53,7 +53,7 @@ MAX_SAMPLES = 10_000
 #: Modes drawn as bands, and sampled weights drawn beside their reconstruction, in the report.
 BAND_MODES = 12
 FIT_SAMPLES = 6
-#: Candidates read per wanted sample: the frozen ones are dropped (methods.md §2.1); doubled while too few move.
+#: Candidates read per wanted sample: the frozen ones are dropped (docs/methods.md §2.1); doubled while too few move.
 OVERSAMPLE = 2
 #: Sampling seeds whose partitions ``--sweep`` compares (adjusted Rand index over the pairs).
 STABILITY_SEEDS = 5
@@ -63,7 +63,7 @@ MAX_EMA_BYTES = 2 << 30
 PIECE_VALUES = 1 << 16
 #: Weight an EMA may leave on the window's first snapshot at its last before the report warns.
 EMA_INIT_WARN = 0.05
-#: Clustering distances: "rows", the Euclidean distance between rows of |corr| (seed 001's code, the
+#: Clustering distances: "rows", the Euclidean distance between rows of |corr| (the authors' code, Turjeman et al. 2022, the
 #: default: steadier across sampling seeds at equal error), and "corr", 1 − |corr| (traj before issue 17).
 DISTANCES = ("rows", "corr")
 #: Columns a model reconstructs at a time (a snapshot of N weights is built from blocks of this width).
@@ -130,7 +130,7 @@ class CMDParams:
 # ---------------------------------------------------------------------- sampling and clustering
 def sample_weights(store: RunStore, samples: int, *, seed: int = 0) -> np.ndarray:
     """K coordinates: K/2 spread evenly over the layers, K/2 uniform over all of θ (the design of
-    methods.md §2.1, before frozen weights are dropped; :func:`sample_moving` draws its candidates so).
+    docs/methods.md §2.1, before frozen weights are dropped; :func:`sample_moving` draws its candidates so).
 
     With K/2 <= layers, K/2 layers are drawn and one weight taken from each. Sorted, unique.
     """
@@ -184,7 +184,7 @@ class MovingSample:
 
 def sample_moving(store: RunStore, samples: int, *, seeds: Sequence[int] = (0,), rows: slice | None = None,
                   keep: np.ndarray | None = None, engine: Engine | None = None) -> list[MovingSample]:
-    """Per seed, K weights that move over the window (methods.md §2.1), all seeds in one read.
+    """Per seed, K weights that move over the window (docs/methods.md §2.1), all seeds in one read.
 
     Per seed, 2K candidates are drawn by :func:`sample_weights`' design and read (the union of every
     seed's candidates, in one pass over the store); the frozen ones (constant over ``rows``/``keep``:
@@ -269,7 +269,7 @@ def cluster_modes(corr: np.ndarray, *, modes: int | None = None, threshold: floa
     """Complete-linkage clusters of the sampled weights, cut to ``modes`` clusters or at ``threshold``.
 
     ``distance="rows"``: the Euclidean distance between rows of |corr| (two weights are close when
-    they correlate alike with every other sample; seed 001's code), cut at ``threshold`` times the
+    they correlate alike with every other sample; the authors' code, Turjeman et al. 2022), cut at ``threshold`` times the
     largest pairwise distance. ``distance="corr"``: 1 − |corr|, cut at ``threshold`` itself.
     Returns labels (0..M-1, ordered by first appearance in the dendrogram), the dendrogram
     leaf order, and the linkage matrix.
@@ -296,7 +296,7 @@ def cluster_modes(corr: np.ndarray, *, modes: int | None = None, threshold: floa
 
 
 def references_of(corr: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Per cluster, the member j maximising Σ_{i∈C} |corr(wᵢ, wⱼ)| (methods.md §2.3)."""
+    """Per cluster, the member j maximising Σ_{i∈C} |corr(wᵢ, wⱼ)| (docs/methods.md §2.3)."""
     refs = []
     for m in range(int(labels.max()) + 1):
         members = np.flatnonzero(labels == m)
@@ -310,7 +310,7 @@ def weight_ema(trajectory: np.ndarray, beta: float, picks: np.ndarray | None = N
     """The exponential moving average of the weights over the snapshots (rows), at rows ``picks``.
 
     θ̄₀ = θ₀ and θ̄_k = β θ̄_{k−1} + (1 − β) θ_k, i.e. θ̄_k = β^k θ₀ + (1 − β) Σ_{j=1..k} β^{k−j} θ_j:
-    the weights sum to 1, so no bias correction (seed 001's EMA, StarGAN v2's ``moving_average``, and
+    the weights sum to 1, so no bias correction (the EMA of Turjeman et al. 2022, StarGAN v2's ``moving_average``, and
     ``torch.optim.swa_utils.get_ema_multi_avg_fn``). One IIR filter over the time axis per column block.
 
     Parameters
@@ -479,7 +479,7 @@ class ModeBands:
     """Per mode (the first :data:`BAND_MODES`): its sampled members as sign-aligned z-scores, summarised.
 
     ``low``/``high`` (n_modes, T') bound 95 % of the members; ``reference`` is the reference's
-    z-score; ``members`` how many sampled weights the mode holds (seed 001 fig. 3).
+    z-score; ``members`` how many sampled weights the mode holds (Turjeman et al. 2022 fig. 3).
     """
 
     low: np.ndarray
@@ -493,7 +493,7 @@ class EMAScores:
     """The recipe's metrics of the weight EMA with decay ``beta`` (per snapshot) at the scored snapshots.
 
     ``first_weight`` = β^(T'−1): the weight the EMA still puts on the window's first snapshot at its
-    last (seed 001 figs. 19-21 compare CMD with this smoothed model).
+    last (Turjeman et al. 2022 figs. 19-21 compare CMD with this smoothed model).
     """
 
     beta: float
@@ -509,7 +509,7 @@ class EMAScores:
 @dataclass(frozen=True)
 class CMDEvaluation:
     """The recipe's metrics of the original, the CMD weights and the weight EMAs at a few snapshots
-    (seed 001 figs. 5a, 7, 19-21)."""
+    (Turjeman et al. 2022 figs. 5a, 7, 19-21)."""
 
     snapshots: np.ndarray
     steps: np.ndarray
@@ -536,7 +536,7 @@ class CMDEvaluation:
 
 @dataclass(frozen=True)
 class Stability:
-    """How well CMDs from different sampling seeds agree (seed 001 figs. 9-10).
+    """How well CMDs from different sampling seeds agree (Turjeman et al. 2022 figs. 9-10).
 
     ``ari`` holds the adjusted Rand index between the partitions of every pair of ``seeds`` (in
     ``itertools.combinations`` order), over the weights that move; ``relative_errors`` each seed's
@@ -556,7 +556,7 @@ class Stability:
 @dataclass(frozen=True)
 class SweepRow:
     """CMD with ``modes`` modes: its errors, how well 5 sampling seeds agree and, with a recipe, the best
-    metric over the window (seed 001 figs. 6, 9)."""
+    metric over the window (Turjeman et al. 2022 figs. 6, 9)."""
 
     modes: int
     mse: float
@@ -585,7 +585,7 @@ class CMDResult:
 
     ``sample_*`` describe the K sampled weights (their trajectories (T', K), |corr| (K, K),
     labels, dendrogram order); ``constant_samples`` counts the frozen candidates left out of the
-    sample (methods.md §2.1); ``sample_reconstruction`` is their CMD reconstruction and
+    sample (docs/methods.md §2.1); ``sample_reconstruction`` is their CMD reconstruction and
     ``fit_samples`` the few of them the report draws; ``bands`` the modes' member bands.
     """
 
@@ -634,7 +634,7 @@ class CMDResult:
 
     @property
     def ordered_corr(self) -> np.ndarray:
-        """|corr| of the sampled weights in dendrogram order (seed 001 fig. 2)."""
+        """|corr| of the sampled weights in dendrogram order (Turjeman et al. 2022 fig. 2)."""
         return self.sample_corr[np.ix_(self.sample_order, self.sample_order)]
 
     def to_dict(self) -> dict[str, Any]:
@@ -689,7 +689,7 @@ def cmd(
     progress: Progress | None = None,
     stage: Stage | None = None,
 ) -> CMDResult:
-    """Correlation Mode Decomposition of a store's trajectory (methods.md §2).
+    """Correlation Mode Decomposition of a store's trajectory (docs/methods.md §2).
 
     Parameters
     ----------
@@ -700,11 +700,11 @@ def cmd(
         Cut the dendrogram at t (0 < t <= 1) times the largest pairwise distance instead
         (with ``distance="corr"``: at 1 − |corr| = t).
     samples : int
-        K, weights sampled for the clustering (weights that move; methods.md §2.1).
+        K, weights sampled for the clustering (weights that move; docs/methods.md §2.1).
     window : "a:b", optional
         Snapshots used (both included).
     subsample : int
-        Use every s-th snapshot of the window, counted back from its last (seed 001, §8.1).
+        Use every s-th snapshot of the window, counted back from its last (Turjeman et al. 2022, §8.1).
     drop_nonfinite : bool
         Leave snapshots holding NaN/Inf out of the time axis (one extra pass finds them).
     out : path, optional
@@ -720,11 +720,11 @@ def cmd(
         Also fit M = each of these and report errors, the agreement of 5 sampling seeds (adjusted
         Rand index) and with a recipe the best metric, against M.
     distance : {"rows", "corr"}
-        Clustering distance: Euclidean between rows of |corr| (default) or 1 − |corr| (methods.md §2.2).
+        Clustering distance: Euclidean between rows of |corr| (default) or 1 − |corr| (docs/methods.md §2.2).
     ema : list of float
         With a recipe, also score the weight EMA of each decay β (per recorded snapshot: a store
         recorded every k steps stands for a per-step β_s with β = β_s^k) at the evaluated snapshots,
-        computed in the same pass (seed 001 figs. 19-21; :func:`weight_ema`).
+        computed in the same pass (Turjeman et al. 2022 figs. 19-21; :func:`weight_ema`).
     """
     params = CMDParams.checked(modes=modes, threshold=threshold, samples=samples, window=window, subsample=subsample,
                                seed=seed, drop_nonfinite=drop_nonfinite, eval_points=eval_points, sweep=sweep,
@@ -964,7 +964,7 @@ def _assign_all(store: RunStore, engine: Engine, rows: slice, kernel: Kernel, n_
 
 def mode_bands(trajectories: np.ndarray, sample: np.ndarray, labels: np.ndarray, references: np.ndarray) -> ModeBands:
     """Per mode, its sampled members normalised (z-scores, signs aligned with the reference), their
-    2.5-97.5 % band and the reference's z-score (seed 001 fig. 3)."""
+    2.5-97.5 % band and the reference's z-score (Turjeman et al. 2022 fig. 3)."""
     z = trajectories - trajectories.mean(axis=0)
     std = z.std(axis=0)
     z = np.divide(z, std, out=np.zeros_like(z), where=std > 0)
@@ -1039,10 +1039,10 @@ def load(path: str | os.PathLike[str]) -> CMDModel:
 def evaluate(result: CMDResult, store: RunStore, recipe: Any, *, max_points: int = 40,
              engine: Engine | None = None, ema: np.ndarray | None = None) -> CMDEvaluation:
     """The recipe's metrics of the original and the CMD-reconstructed weights per snapshot
-    (seed 001 fig. 5a, 7), at up to ``max_points`` snapshots spread over the window (:func:`eval_picks`).
+    (Turjeman et al. 2022 fig. 5a, 7), at up to ``max_points`` snapshots spread over the window (:func:`eval_picks`).
 
     ``ema`` (n_β, n_picks, N), the weight EMAs of ``result.params.ema`` at those snapshots as the fit's
-    pass computed them, is scored beside them (seed 001 figs. 19-21).
+    pass computed them, is scored beside them (Turjeman et al. 2022 figs. 19-21).
     """
     max_points = check_int("eval_points", max_points, low=1)
     engine = engine or Engine()
@@ -1074,7 +1074,7 @@ def evaluate(result: CMDResult, store: RunStore, recipe: Any, *, max_points: int
 def sweep(store: RunStore | str | os.PathLike[str], modes_list: Sequence[int], *, recipe: Any = None,
           max_points: int = 20, engine: Engine | None = None, **options: Any) -> tuple[SweepRow, ...]:
     """CMD for several M: MSE, relative error and (with a recipe) the best reconstructed
-    accuracy or lowest loss over the window, against M (seed 001 fig. 6)."""
+    accuracy or lowest loss over the window, against M (Turjeman et al. 2022 fig. 6)."""
     params = CMDParams.checked(sweep=modes_list, sweep_points=max_points, **options)
     store = store if isinstance(store, RunStore) else RunStore(store)
     return _sweep(store, params, recipe, engine or Engine())
@@ -1175,7 +1175,7 @@ def _stability(store: RunStore, params: CMDParams, engine: Engine, progress: Pro
 @dataclass(frozen=True)
 class ModelComparison:
     """The original run, DMD at several ranks and CMD at several M, scored at the same snapshots
-    (seed 001 figs. 1, 5, 22). ``cmd[i]`` holds the metrics of CMD with ``cmd_modes[i]`` modes,
+    (Turjeman et al. 2022 figs. 1, 5, 22). ``cmd[i]`` holds the metrics of CMD with ``cmd_modes[i]`` modes,
     ``cmd_motion_errors[i]`` its ‖D − D̂‖F / ‖D − mean‖F, comparable with ``dmd.motion_errors``.
     """
 
@@ -1240,7 +1240,7 @@ class HistoryRow:
 
 @dataclass(frozen=True)
 class HistorySweep:
-    """CMD against the history it is given (seed 001 figs. 13-14).
+    """CMD against the history it is given (Turjeman et al. 2022 figs. 13-14).
 
     ``kind`` "window": the setting is the first snapshot of the history [a, end]; "subsample": the
     spacing s (every s-th snapshot counted back from the end). Every setting is scored on the same

@@ -1,4 +1,4 @@
-"""``traj conjugacy``: are two training runs the same dynamics? (methods.md §4, seed 002)
+"""``traj conjugacy``: are two training runs the same dynamics? (docs/methods.md §4; Redman et al. 2024)
 
 Topologically conjugate systems share Koopman eigenvalues. For each run: the Koopman
 eigenvalues of an observable over a window (exact DMD, §1), optionally with d time delays
@@ -576,7 +576,7 @@ class PairVerdict:
 
 @dataclass(frozen=True)
 class WindowTransitions:
-    """W1 between the spectra of consecutive windows of one run (seed 002 fig. 4)."""
+    """W1 between the spectra of consecutive windows of one run (Redman et al. 2024 fig. 4)."""
 
     run: str
     bounds: tuple[tuple[int, int], ...]
@@ -638,7 +638,7 @@ class ReparamNull:
 @dataclass(frozen=True)
 class ConjugacyResult:
     """Distances between runs' Koopman spectra and verdicts against a seed null and a reparametrisation
-    null (methods.md §4).
+    null (docs/methods.md §4.3-§4.5).
 
     ``k`` eigenvalues are compared per run; ``k_requested`` is what was asked and ``k_note``
     says why fewer were compared (None when not). ``null_threshold`` is the seed null's bound,
@@ -855,7 +855,7 @@ def conjugacy(
     tolerance : distances below this count as zero (the eigenvalues' own precision).
     margin : an equivalence margin: distances up to it are declared immaterial, whatever the nulls.
     windows : split the (first) run into this many consecutive windows and return the matrix
-        of distances between their spectra (seed 002 fig. 4), from one Gram pass.
+        of distances between their spectra (Redman et al. 2024 fig. 4), from one Gram pass.
     stack : trajectories of one system held in θ: an integer N (θ split into N equal parts), True
         (the first axis of the tensor), None (mirror-descent stores: their 25 initial conditions).
     small_observable : observables up to this many coordinates (times delays + 1) are

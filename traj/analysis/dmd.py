@@ -1,4 +1,4 @@
-"""``traj dmd``: the Koopman spectrum of a recorded trajectory by streaming exact DMD (methods.md §1).
+"""``traj dmd``: the Koopman spectrum of a recorded trajectory by streaming exact DMD (docs/methods.md §1).
 
 One pass over the store gives the Gram matrix of the window (and of every layer, with
 ``per_layer``); eigenvalues, amplitudes, reconstruction error and forecasts then come from
@@ -43,7 +43,7 @@ __all__ = ["DMDEvaluation", "DMDParams", "DMDResult", "LayerSpectrum", "MethodCh
            "check_gram_finite", "choose_method", "dmd", "evaluate_dmd", "fit_dmd", "memory_bytes", "parse_window",
            "save_modes"]
 
-#: Above this many snapshots in a window, "auto" uses the randomized range finder (methods.md §1).
+#: Above this many snapshots in a window, "auto" uses the randomized range finder (docs/methods.md §1.7).
 MAX_GRAM_SNAPSHOTS = 20_001
 #: Snapshots a forecast may reach past the window (the sampled coordinates only; r x K numbers).
 MAX_FORECAST = 100_000
@@ -53,7 +53,7 @@ MAX_POWER_ITERATIONS = 50
 IN_MEMORY_BYTES = 128 << 20
 #: Sketch columns the randomized range finder adds to the rank (p).
 OVERSAMPLES = 10
-#: The cost model's machine: decoded bytes read per second (guarded, lz4; engineering.md: 2.4 GB in 8 s)
+#: The cost model's machine: decoded bytes read per second (guarded, lz4; measured: 2.4 GB in 8 s)
 #: and float64 flops per second of BLAS-3 (dsyrk: N·T² = 1.8e12 in 28 s on 2 cores).
 READ_BYTES_PER_S = 300e6
 FLOPS_PER_S = 60e9
@@ -169,7 +169,7 @@ class MethodChoice:
 
 def method_costs(n_snapshots: int, n_features: int, itemsize: int, *, rank: int | str | None, n_iter: int,
                  randomized: bool = True) -> dict[str, MethodCost]:
-    """The cost model of methods.md §1 for a window of T+1 snapshots of N coordinates.
+    """The cost model of docs/methods.md §1.7 for a window of T+1 snapshots of N coordinates.
 
     gram: one read; the Gram N·T² flops (dsyrk) and its eigendecomposition ~9T³; it holds
     :data:`GRAM_COPIES` (T+1)² float64 matrices. randomized (rank r, q power iterations, p
@@ -195,7 +195,7 @@ def method_costs(n_snapshots: int, n_features: int, itemsize: int, *, rank: int 
 
 
 def choose_method(params: DMDParams, n_snapshots: int, n_features: int, itemsize: int) -> MethodChoice:
-    """The method for a window (``params.method`` unless "auto"), and why (methods.md §1).
+    """The method for a window (``params.method`` unless "auto"), and why (docs/methods.md §1.7).
 
     ``memory_bytes`` is the budget of every method (:func:`method_costs`'s ``memory``); ``in_memory_bytes`` is only
     auto's preference for the SVD path. "auto": a window whose float64 copy fits min(``in_memory_bytes``,
@@ -356,7 +356,7 @@ class DMDResult:
             path = "randomized path (σ² from XᵀX products, which square the condition number)"
         else:
             path = "gram path (the Gram's eigendecomposition, which squares the condition number)"
-        return (f"the first-order rounding error of each eigenvalue by the {path}, only (methods.md §1, step 5); "
+        return (f"the first-order rounding error of each eigenvalue by the {path}, only (docs/methods.md §1.5); "
                 f"it does not cover truncation to rank {self.rank} (the directions left out), noise in the run, or "
                 f"the data's own rounding (float32 storage): the true error can be far larger")
 
@@ -373,7 +373,7 @@ class DMDResult:
             "rank_note": op.rank_note,
             "singular_values": op.singular_values.tolist(),
             "eigenvalues": complex_pairs(op.eigenvalues),
-            # first-order rounding error of each eigenvalue by the path used (methods.md §1, step 5): not the
+            # first-order rounding error of each eigenvalue by the path used (docs/methods.md §1.5): not the
             # total error; "eigenvalue_errors_cover" says what it covers and what it does not
             "eigenvalue_errors": op.eigenvalue_errors().tolist(),
             "eigenvalue_errors_cover": self.eigenvalue_errors_cover,
@@ -431,7 +431,7 @@ def dmd(
     memory_bytes: int = MEMORY_BYTES,
     progress: Progress | None = None,
 ) -> DMDResult:
-    """Exact DMD of a store's trajectory over a window (methods.md §1).
+    """Exact DMD of a store's trajectory over a window (docs/methods.md §1).
 
     Parameters
     ----------
@@ -668,7 +668,7 @@ MAX_EVAL_BYTES = 2 << 30
 @dataclass(frozen=True)
 class DMDEvaluation:
     """The recipe's metrics of the original weights and of DMD-reconstructed weights at several ranks
-    (seed 001 figs. 1, 5, 22: DMD as a model of training, beside CMD's :class:`~traj.analysis.cmd.CMDEvaluation`).
+    (Turjeman et al. 2022 figs. 1, 5, 22: DMD as a model of training, beside CMD's :class:`~traj.analysis.cmd.CMDEvaluation`).
 
     ``snapshots``/``steps``: the store snapshots scored inside the window; ``reconstructed[i]`` the
     metrics of θ̂_k = Re Σ_j b_j λ_j^k φ_j at rank ``ranks[i]`` (b = Φ⁺θ₀); ``motion_errors[i]`` its

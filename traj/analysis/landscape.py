@@ -1,5 +1,5 @@
 """``traj landscape``: the loss landscape in the plane of a trajectory's first two principal directions
-(seed 000, fig. 6b).
+(the KGA paper, fig. 6b).
 
 With the snapshots θ₀ … θ_T as the columns of D (N × (T+1)) and G = DᵀD from one Gram pass:
 

@@ -11,7 +11,7 @@ The file (format ``traj-masks`` version 1, a Zarr v3 group) holds, over the N co
 
 and in its attributes the store's ``layout`` (names, shapes, offsets), the epoch or window,
 the scope and the compressions. The overlap of two masks at compression c counts kept
-*prunable* weights only: o = Σ(mᴬ ∧ mᴮ ∧ prunable) / ⌈Σ prunable / c⌉ (methods.md §3); counted
+*prunable* weights only: o = Σ(mᴬ ∧ mᴮ ∧ prunable) / ⌈Σ prunable / c⌉ (docs/methods.md §3.3); counted
 over all N it would include every bias and exceed 1.
 
 :func:`apply_masks` puts a mask on a model through ``torch.nn.utils.prune.custom_from_mask``

@@ -173,7 +173,7 @@ def overview(
 
 
 def _models(store: RunStore, recipe: Any, fitted: CMDResult, engine: Engine) -> ModelComparison:
-    """DMD at a few ranks beside CMD at 2 and at the overview's M, scored at the same 12 snapshots (seed 001 fig. 1)."""
+    """DMD at a few ranks beside CMD at 2 and at the overview's M, scored at the same 12 snapshots (Turjeman et al. 2022 fig. 1)."""
     modes = sorted({min(2, fitted.modes), fitted.modes})
     return compare_models(store, recipe, ranks=(5, 10, 20), modes=modes, max_points=12,
                           samples=min(1000, store.n_params), engine=engine)

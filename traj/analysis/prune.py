@@ -1,4 +1,4 @@
-"""``traj prune``: Koopman pruning beside magnitude, gradient and random baselines (methods.md §3, seed 003).
+"""``traj prune``: Koopman pruning beside magnitude, gradient and random baselines (docs/methods.md §3; Redman et al. 2022).
 
 For an epoch, exact DMD of its iteration-level snapshots (§1) gives λ1, the eigenvalue closest
 to 1, and the real, positive, decaying modes. Scores (one number per weight):
@@ -6,7 +6,7 @@ to 1, and the real, positive, decaying modes. Scores (one number per weight):
 - KMP  |Re(b1 φ1)ᵢ|                     Koopman magnitude
 - KGP  Σ_j |Re(bj φj)ᵢ| over the KGP modes  Koopman gradient: real positive λj < 1 whose
                                         scaled mode ‖bj φj‖ is at least ``kgp_fraction`` of the
-                                        largest such mode (seed 003 fig. 4 keeps norms > 0.85)
+                                        largest such mode (Redman et al. 2022 fig. 4 keeps norms > 0.85)
 - GMP  |θᵢ| at the end of the epoch
 - JGP  |ḡᵢ|, GGP |ḡᵢ θᵢ|                ḡ: gradient averaged over a batch set (recorded
                                         ``grads`` of the epoch, else the recipe's fixed batches)
@@ -111,7 +111,7 @@ def _lsp_layers(prunable: Sequence[slice], counts: Sequence[int], *, seed: int) 
 
 
 def mask_overlap(a: np.ndarray, b: np.ndarray, prunable: Sequence[slice], compression: float) -> float:
-    """o = Σ mᴬ mᴮ / (N/c) over the prunable weights (seed 003, Appendix B); N/c = the kept count."""
+    """o = Σ mᴬ mᴮ / (N/c) over the prunable weights (Redman et al. 2022, Appendix B); N/c = the kept count."""
     index = np.concatenate([np.arange(s.start, s.stop) for s in prunable])
     kept = math.ceil(index.size / compression)
     return float(np.count_nonzero(a[index] & b[index]) / kept)
@@ -235,7 +235,7 @@ def epoch_rows(store: RunStore, epoch: int, *, parameter: str = "epoch") -> tupl
     if hi - lo + 1 < 3:
         raise WindowTooShortError(
             f"epoch {epoch} holds {hi - lo + 1} snapshot(s) with its starting point; Koopman pruning needs at "
-            "least 3 iteration-level snapshots per epoch (methods.md §3): record more often (traj record --every 1; "
+            "least 3 iteration-level snapshots per epoch (docs/methods.md §3.1): record more often (traj record --every 1; "
             "every=1 in TrajCallback or traj.Recorder), or give a window of snapshots (--window A:B)"
         )
     return lo, hi
@@ -327,7 +327,7 @@ def score_window(
     progress: Progress | None = None,
 ) -> WindowScores:
     """Score one window block by block into ``arrays``: ``theta`` (θ at ``window[1]``, float64) and
-    ``score-<method>`` for every score computed (methods.md §3). Memory: the engine's blocks and T×T."""
+    ``score-<method>`` for every score computed (docs/methods.md §3.2). Memory: the engine's blocks and T×T."""
     engine = engine or Engine()
     lo, hi = window
     rows = slice(lo, hi + 1)
@@ -446,7 +446,7 @@ class MetricStats:
 
 @dataclass(frozen=True)
 class EpochOverlap:
-    """One method's masks across epochs (seed 003 figs. 3, 5).
+    """One method's masks across epochs (Redman et al. 2022 figs. 3, 5).
 
     ``overlap`` (n_compressions, E, E): overlap of the epochs' masks; ``kmp_gmp`` (n_compressions, E):
     KMP-GMP overlap per epoch.
@@ -652,7 +652,7 @@ def prune(
     engine: Engine | None = None,
     progress: Progress | None = None,
 ) -> PruneResult:
-    """Koopman and baseline pruning of one epoch of a recorded run (methods.md §3).
+    """Koopman and baseline pruning of one epoch of a recorded run (docs/methods.md §3).
 
     Parameters
     ----------
@@ -802,7 +802,7 @@ def _evaluate(result: PruneResult, recipe: Any, layout: Layout, dtype: np.dtype)
 
 def _across_epochs(store: RunStore, params: PruneParams, method: str, prunable: Sequence[slice], engine: Engine,
                    recipe: Any, scratch: str | os.PathLike[str] | None) -> EpochOverlap:
-    """Overlap of one method's masks across epochs, and KMP-GMP overlap per epoch (seed 003 figs. 3, 5)."""
+    """Overlap of one method's masks across epochs, and KMP-GMP overlap per epoch (Redman et al. 2022 figs. 3, 5)."""
     wanted = sorted({method, "kmp", "gmp"} & set(METHODS) - {"lsp"})
     compressions = np.array(params.compressions)
     source = method if method != "lsp" else "gmp"

@@ -1,6 +1,6 @@
 """Snapshot windows and their checks, shared by every analysis.
 
-A window ``a:b`` holds the snapshots θa … θb, both included (methods.md, notation). A window
+A window ``a:b`` holds the snapshots θa … θb, both included (docs/methods.md, Notation). A window
 the user gave that does not fit the run is a bad parameter (:class:`ParameterError` naming
 ``window``); a run too short for a method when no window was given is not applicable to it
 (:class:`WindowTooShortError`), which ``traj report`` shows as a skipped section.
@@ -25,7 +25,7 @@ Window = str | Sequence[int] | None
 
 
 def parse_window(text: Window, n_snapshots: int, *, minimum: int = 3, method: str = "DMD") -> tuple[int, int]:
-    """A window ``"a:b"`` of snapshot indices, both ends included (methods.md: θa … θb).
+    """A window ``"a:b"`` of snapshot indices, both ends included (docs/methods.md, Notation: θa … θb).
 
     Either end may be omitted (``"10:"``, ``":50"``) or negative (counted from the end).
     The window must hold at least ``minimum`` snapshots.
@@ -104,7 +104,7 @@ def raise_nonfinite(store: RunStore, bad: np.ndarray) -> None:
 def check_even_spacing(store: RunStore, lo: int, hi: int, *, minimum: int = 3, method: str = "DMD") -> int:
     """The step spacing of snapshots ``lo..hi``; :class:`UnevenSpacingError` when they are not evenly spaced.
 
-    DMD fits one operator per snapshot spacing (methods.md §1: λ per Δt), so snapshots at steps
+    DMD fits one operator per snapshot spacing (docs/methods.md §1.6: λ per Δt), so snapshots at steps
     0, 5, 10, 100 are no DMD window. The error names the spacings found and the longest evenly spaced
     window inside (at least ``minimum`` snapshots), if any, to analyse instead.
     """

@@ -63,12 +63,12 @@ app.command("report")(report)
 
 def main() -> None:
     """Console-script entry point: usage errors become one red line and exit code 2."""
-    from typer import Abort
-    from typer._click.exceptions import ClickException  # typer vendors click (0.26+)
+    # TyperException is the public base of the usage errors typer raises (its vendored click's ClickException)
+    from typer import Abort, TyperException
 
     try:
         code = app(standalone_mode=False)
-    except ClickException as exc:
+    except TyperException as exc:
         from rich.markup import escape
 
         hint = getattr(getattr(exc, "ctx", None), "command_path", "traj")

@@ -23,7 +23,7 @@ def landscape(
     json_: Annotated[bool, typer.Option("--json", help="Print the summary as JSON to stdout.")] = False,
 ) -> None:
     """Project the trajectory onto its first two principal directions (from the Gram) and evaluate the
-    recipe's validation loss on a grid in that plane (seed 000 fig. 6b): contours with the trajectory on top.
+    recipe's validation loss on a grid in that plane (the KGA paper, fig. 6b): contours with the trajectory on top.
 
     Examples:
 

@@ -1,4 +1,4 @@
-"""The reduced Koopman operator of exact DMD (methods.md §1, steps 2-5) and the one factory that builds it.
+"""The reduced Koopman operator of exact DMD (docs/methods.md §1.2-§1.4) and the one factory that builds it.
 
 Kept apart from the DMD estimator, as PyDMD keeps ``DMDOperator``: dmd, prune, conjugacy
 and kga all use the same object. Every path to it goes through the same three decisions,
@@ -41,7 +41,7 @@ Source = Literal["gram", "svd"]
 #: What to do with an explicit rank above the available directions: refuse, or keep what there is and say so.
 Excess = Literal["raise", "reduce"]
 RankRequest = int | Literal["auto", "all"] | None
-#: Error estimate (absolute, |λ| ~ 1) up to which "auto" on the Gram path keeps a mode (methods.md §1, step 2).
+#: Error estimate (absolute, |λ| ~ 1) up to which "auto" on the Gram path keeps a mode (docs/methods.md §1.5).
 RESOLVED = 1e-6
 #: The rank rules, as results name them (``Truncation.rule``, the JSON's ``rank_rule``).
 RULE_EXPLICIT = "explicit"
@@ -67,7 +67,7 @@ def check_rank(rank: int | str | None, name: str = "rank") -> int | str | None:
 
 
 def precision_floor(dtype: DTypeLike, *, source: Source) -> float:
-    """σ/σ1 below which a singular value is rounding, never a direction (methods.md §1, step 2).
+    """σ/σ1 below which a singular value is rounding, never a direction (docs/methods.md §1.2).
 
     Two limits, and the larger one decides:
 
@@ -95,7 +95,7 @@ def precision_floor(dtype: DTypeLike, *, source: Source) -> float:
 def gavish_donoho_threshold(sigma: np.ndarray, n_rows: int, n_cols: int) -> float:
     """Optimal hard threshold for unknown noise (Gavish & Donoho 2014): τ = ω(β)·median(σ).
 
-    β = min(N, T)/max(N, T); ω(β) ≈ 0.56β³ − 0.95β² + 1.82β + 1.43 (methods.md §1, step 2).
+    β = min(N, T)/max(N, T); ω(β) ≈ 0.56β³ − 0.95β² + 1.82β + 1.43 (docs/methods.md §1.2).
     """
     beta = min(n_rows, n_cols) / max(n_rows, n_cols)
     omega = 0.56 * beta**3 - 0.95 * beta**2 + 1.82 * beta + 1.43
@@ -177,7 +177,7 @@ def truncate(
     parameter: str = "rank",
     trace: float | None = None,
 ) -> Truncation:
-    """The rank rule of every DMD in traj (methods.md §1, step 2).
+    """The rank rule of every DMD in traj (docs/methods.md §1.2).
 
     Parameters
     ----------
@@ -269,7 +269,7 @@ def no_noise_bulk(sigma: np.ndarray, floor: float, available: int, shape: tuple[
 
 def eigenvalue_errors(sigma: np.ndarray, atilde: np.ndarray, left: np.ndarray, right: np.ndarray | None = None, *,
                       source: Source, n_pairs: int | None = None) -> np.ndarray:
-    """A first-order estimate of each eigenvalue's rounding error (methods.md §1, step 5).
+    """A first-order estimate of each eigenvalue's rounding error (docs/methods.md §1.5).
 
     δλk = lk δÃ wk for a perturbation δÃ of Ã (W's columns wk, L = W⁻¹'s rows lk), so
     |δλk| ≲ Σij |lki| Eij |wjk| with Eij the rounding of Ãij by the path that built it. Ã =
@@ -452,7 +452,7 @@ class ReducedOperator:
         excess: Excess = "raise",
         resolve: float | None = None,
     ) -> ReducedOperator:
-        """Exact DMD from G = DᵀD (methods.md §1).
+        """Exact DMD from G = DᵀD (docs/methods.md §1.1-§1.4).
 
         Parameters
         ----------
@@ -551,7 +551,7 @@ class ReducedOperator:
         atilde: np.ndarray | None = None,
         source: Source = "gram",
     ) -> ReducedOperator:
-        """Exact DMD from the SVD of X and products with G (methods.md §1, steps 3-5).
+        """Exact DMD from the SVD of X and products with G (docs/methods.md §1.3-§1.4).
 
         Parameters
         ----------
@@ -602,7 +602,7 @@ class ReducedOperator:
         dtype: DTypeLike = np.float32,
         excess: Excess = "raise",
     ) -> ReducedOperator:
-        """Exact DMD of a trajectory held in memory, by an SVD of X itself (methods.md §1).
+        """Exact DMD of a trajectory held in memory, by an SVD of X itself (docs/methods.md §1.7).
 
         Parameters
         ----------
@@ -644,7 +644,7 @@ class ReducedOperator:
 
     # ------------------------------------------------------------------ derived
     def classes(self, eps: float = 0.01) -> list[ModeClass]:
-        """neutral 1−ε ≤ |λ| ≤ 1+ε, stable |λ| < 1−ε, unstable |λ| > 1+ε (methods.md §1, step 6)."""
+        """neutral 1−ε ≤ |λ| ≤ 1+ε, stable |λ| < 1−ε, unstable |λ| > 1+ε (docs/methods.md §1.6)."""
         mod = np.abs(self.eigenvalues)
         return [NEUTRAL if 1 - eps <= m <= 1 + eps else STABLE if m < 1 - eps else UNSTABLE for m in mod]
 

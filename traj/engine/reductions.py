@@ -1,6 +1,6 @@
 """The engine: streaming reductions over a run store (Gram matrices, D·C products, selected columns).
 
-In methods.md's notation D = [θ0 … θT] is N×(T+1); the store holds Dᵀ (time-major), so a
+In the notation of docs/methods.md D = [θ0 … θT] is N×(T+1); the store holds Dᵀ (time-major), so a
 column block of the store is B = D[rows, :]ᵀ of shape (T+1, width), and
 
     G = DᵀD = Σ_blocks B Bᵀ            (T+1)×(T+1), float64

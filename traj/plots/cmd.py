@@ -1,4 +1,4 @@
-"""Figures of a CMDResult (seed 001's figures 1-7); every number drawn comes from the result."""
+"""Figures of a CMDResult (Turjeman et al. 2022, figures 1-7); every number drawn comes from the result."""
 
 from __future__ import annotations
 
@@ -146,7 +146,7 @@ def plot_sweep(result: CMDResult, *, ax: AxesLike | None = None) -> Figure:
 
 
 def plot_model_comparison(comparison: Any, *, ax: AxesLike | None = None) -> Figure:
-    """The original run beside DMD at each rank and CMD at each M, one panel each (seed 001 figs. 1, 5, 22)."""
+    """The original run beside DMD at each rank and CMD at each M, one panel each (Turjeman et al. 2022 figs. 1, 5, 22)."""
     ev = comparison.dmd
     metric = comparison.metric
     n = len(ev.ranks) + len(comparison.cmd_modes)
@@ -174,7 +174,7 @@ def plot_model_comparison(comparison: Any, *, ax: AxesLike | None = None) -> Fig
 
 def plot_history_sweep(sweep: Any, *, ax: AxesLike | None = None) -> Figure:
     """CMD's metric (mean over the shared snapshots, and at the last) and relative error against the history
-    length or the snapshot spacing, one line per M (seed 001 figs. 13-14)."""
+    length or the snapshot spacing, one line per M (Turjeman et al. 2022 figs. 13-14)."""
     fig, (ax1, ax2) = panels(ax, 2, (10, 3.6))
     what = "history start (snapshot)" if sweep.kind == "window" else "snapshot spacing s"
     modes = sorted({r.modes for r in sweep.rows})

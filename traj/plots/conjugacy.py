@@ -1,4 +1,4 @@
-"""Figures of a ConjugacyResult (seed 002 figs. 1-4)."""
+"""Figures of a ConjugacyResult (Redman et al. 2024 figs. 1-4)."""
 
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ def plot_distance_matrix(result: ConjugacyResult, *, ax: Any = None) -> Any:
 
 
 def plot_window_distances(result: ConjugacyResult, *, ax: Any = None) -> Any:
-    """W1 between consecutive windows of one run: dynamical transitions (seed 002 fig. 4)."""
+    """W1 between consecutive windows of one run: dynamical transitions (Redman et al. 2024 fig. 4)."""
     if result.windows is None:
         raise ValueError("the result compares no windows (fit with windows=W)")
     labels = [f"{a}-{b}" for a, b in result.windows.steps]

@@ -93,7 +93,7 @@ def plot_layer_spectra(result: DMDResult, *, ax: AxesLike | None = None, max_lay
 
 def plot_dmd_evaluation(result: DMDResult, *, ax: AxesLike | None = None) -> Figure:
     """The recipe's metric of the original and of DMD-reconstructed weights per snapshot, one line per
-    rank, the forecast dashed past the window (seed 001 figs. 1, 5, 22)."""
+    rank, the forecast dashed past the window (Turjeman et al. 2022 figs. 1, 5, 22)."""
     ev = result.evaluation
     if ev is None:
         raise ValueError("the result holds no evaluation (traj dmd --evaluate)")

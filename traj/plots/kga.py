@@ -1,4 +1,4 @@
-"""Figures of a kga-replay (seed 000 figs. 4, 9 and table 1); a diverged run's losses (not finite) are left out."""
+"""Figures of a kga-replay (the KGA paper, figs. 4, 9 and table 1); a diverged run's losses (not finite) are left out."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def plot_losses(result: ReplayResult, *, ax: AxesLike | None = None) -> Figure:
 
 
 def plot_alpha_sweep(result: ReplayResult, *, ax: AxesLike | None = None) -> Figure:
-    """Final train loss against the acceleration rate α (seed 000 fig. 9)."""
+    """Final train loss against the acceleration rate α (the KGA paper, fig. 9)."""
     rows = [r for r in result.comparison if r.method == "kga"]
     fig, (ax,) = panels(ax, 1, (5.5, 3.8))
     ax.plot([r.alpha for r in rows], _finite([r.final_train_loss for r in rows]), "o-", color="#de2d26",
@@ -55,7 +55,7 @@ def plot_alpha_sweep(result: ReplayResult, *, ax: AxesLike | None = None) -> Fig
 
 
 def plot_validation(result: ReplayResult, *, ax: AxesLike | None = None) -> Figure:
-    """Validation loss and accuracy per epoch of every run (seed 000 fig. 6a), jumps marked.
+    """Validation loss and accuracy per epoch of every run (the KGA paper, fig. 6a), jumps marked.
 
     The per-epoch values are measured before an epoch's jump; a taken jump is a dotted vertical
     line in its run's colour and its value right after the jump a hollow marker (× for a jump that

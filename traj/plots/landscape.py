@@ -1,4 +1,4 @@
-"""The loss landscape in the plane of the trajectory's first two principal directions (seed 000, fig. 6b)."""
+"""The loss landscape in the plane of the trajectory's first two principal directions (the KGA paper, fig. 6b)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Figures of a PruneResult (seed 003 figs. 1-5)."""
+"""Figures of a PruneResult (Redman et al. 2022 figs. 1-5)."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def plot_accuracy(result: PruneResult, *, ax: AxesLike | None = None) -> Figure:
 
 
 def plot_overlap(result: PruneResult, *, ax: AxesLike | None = None) -> Figure:
-    """Mask overlap between pairs of methods against compression (seed 003 fig. 3)."""
+    """Mask overlap between pairs of methods against compression (Redman et al. 2022 fig. 3)."""
     fig, (ax,) = panels(ax, 1, (6.5, 4))
     for (a, b), values in result.overlap.items():
         highlight = (a, b) in (("kmp", "gmp"), ("kgp", "jgp"))
@@ -62,7 +62,7 @@ def plot_overlap(result: PruneResult, *, ax: AxesLike | None = None) -> Figure:
 
 
 def plot_spectrum(result: PruneResult, *, ax: AxesLike | None = None) -> Figure:
-    """The epoch's Koopman eigenvalues with λ1 and the KGP modes marked (seed 003 fig. 4)."""
+    """The epoch's Koopman eigenvalues with λ1 and the KGP modes marked (Redman et al. 2022 fig. 4)."""
     fig, (ax,) = panels(ax, 1, (5.2, 5.2))
     unit_circle(ax)
     scatter_spectrum(ax, result.eigenvalues, np.ones(len(result.eigenvalues)), result.classes)
@@ -77,7 +77,7 @@ def plot_spectrum(result: PruneResult, *, ax: AxesLike | None = None) -> Figure:
 
 
 def plot_epoch_overlap(result: PruneResult, *, ax: AxesLike | None = None) -> Figure:
-    """Overlap of one method's masks across epochs, and KMP-GMP overlap per epoch (seed 003 figs. 3, 5)."""
+    """Overlap of one method's masks across epochs, and KMP-GMP overlap per epoch (Redman et al. 2022 figs. 3, 5)."""
     info = result.epoch_overlap
     if info is None:
         raise ValueError("the result compares no epochs (prune with epochs=[...])")

@@ -79,7 +79,7 @@ class DigitsCNN(Recipe):
 
 
 def augment_digits(x: torch.Tensor, *, seed: int, epoch: int, shift: int = 1, degrees: float = 10.0) -> torch.Tensor:
-    """Every image shifted by whole pixels and rotated about its centre, one affine map each (seed 001's
+    """Every image shifted by whole pixels and rotated about its centre, one affine map each (Turjeman et al. 2022's
     augmentation, at 8x8 scale).
 
     ``rng = default_rng([seed, epoch])`` draws per image (dx, dy) uniform in [-shift, shift] and then an

@@ -1,14 +1,14 @@
-"""``mirror-descent``: an optimisation algorithm as a dynamical system (seed 002, fig. 1).
+"""``mirror-descent``: an optimisation algorithm as a dynamical system (Redman et al. 2024, fig. 1).
 
 Find the minimiser x* = 0 of L(x) = Σᵢ −log cos(xᵢ), whose gradient is f(x) = tan(x)
-("f(x) = tan(x)" in seed 002), from an ensemble of initial conditions on a grid, with one of:
+("f(x) = tan(x)" in Redman et al. 2024), from an ensemble of initial conditions on a grid, with one of:
 
 - ``omd``: online mirror descent with the mirror map ψ(x) = Σ cosh(xᵢ), h = ∇ψ = sinh:
   h(x_{k+1}) = h(x_k) − η tan(x_k). The recorded state is x.
 - ``ogd``: online gradient descent in the mirror coordinates y = h(x):
   y_{k+1} = y_k − η tan(h⁻¹(y_k)), started at y_0 = h(x_0). Then y_k = h(x_k) for every k: h
   maps one trajectory onto the other, so OMD and OGD are conjugate by construction
-  (methods.md §4). The recorded state is y.
+  (docs/methods.md §4.7). The recorded state is y.
 - ``bisection``: the bisection method on tan over a bracket centred on x_0; the recorded
   state is the bracket's midpoint. It halves its bracket every step (λ = 1/2): not conjugate.
 
@@ -46,7 +46,7 @@ class _State(nn.Module):
 
 class MirrorDescent(Recipe):
     name = "mirror-descent"
-    summary = "OMD / OGD / bisection minimising sum(-log cos x), gradient tan(x) (seed 002 fig. 1)"
+    summary = "OMD / OGD / bisection minimising sum(-log cos x), gradient tan(x) (Redman et al. 2024 fig. 1)"
     task = "regression"
     defaults: dict[str, Any] = {
         "epochs": 100,

@@ -16,7 +16,7 @@ from .base import Dataset, Limit, Recipe
 
 class MNIST1DMLP(Recipe):
     name = "mnist1d-mlp"
-    summary = "MNIST-1D (generated offline), MLP 40-h-h-10, cross-entropy (seed 002: h = 5, 10, 40)"
+    summary = "MNIST-1D (generated offline), MLP 40-h-h-10, cross-entropy (Redman et al. 2024: h = 5, 10, 40)"
     task = "classification"
     defaults: dict[str, Any] = {
         "epochs": 20,

@@ -1,7 +1,7 @@
-"""``modular-transformer``: a one-layer transformer learning (a + b) mod p (seed 002, grokking).
+"""``modular-transformer``: a one-layer transformer learning (a + b) mod p (Redman et al. 2024, grokking).
 
 With ``constrain_norm`` the total weight norm is held at ``norm_scale`` times its initial
-value after every step (the constraint that suppresses grokking in seed 002's comparison).
+value after every step (the constraint that suppresses grokking in the comparison of Redman et al. 2024).
 """
 
 from __future__ import annotations

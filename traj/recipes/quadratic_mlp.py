@@ -1,4 +1,4 @@
-"""``quadratic-mlp``: regress z = x² + y² on [-6, 6]² with a 2-32-32-1 MLP and SGD (seed 000, fig. 4)."""
+"""``quadratic-mlp``: regress z = x² + y² on [-6, 6]² with a 2-32-32-1 MLP and SGD (the KGA paper, fig. 4)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from .base import Dataset, Limit, Recipe
 
 class QuadraticMLP(Recipe):
     name = "quadratic-mlp"
-    summary = "MLP 2-32-32-1 regressing z = x^2 + y^2 on [-6, 6]^2, MSE, SGD (seed 000 fig. 4)"
+    summary = "MLP 2-32-32-1 regressing z = x^2 + y^2 on [-6, 6]^2, MSE, SGD (the KGA paper, fig. 4)"
     task = "regression"
     defaults: dict[str, Any] = {
         "epochs": 25,

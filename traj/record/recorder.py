@@ -295,7 +295,8 @@ def _register_exit_hook() -> None:
 
     ``threading._register_atexit`` hooks run in reverse order of registration at the start of
     threading's shutdown; ``concurrent.futures`` registers its own (which stops every executor)
-    when it is imported, so importing it first puts ours ahead of it.
+    when it is imported, so importing it first puts ours ahead of it. It is private and kept: the
+    public ``atexit`` runs after threading's shutdown has stopped zarr's executor, too late to flush.
     """
     if _exit_hook["registered"]:
         return

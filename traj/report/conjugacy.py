@@ -51,7 +51,7 @@ def conjugacy_report(result: ConjugacyResult, out_dir: str | os.PathLike[str],
                 if not result.null_runs else " Without a null or a margin every verdict is undetermined."))
     spectra = result.spectra[0]
     report.paragraph(
-        f"Wasserstein distance W1 between the {result.k} Koopman eigenvalues of each run (methods.md §4); "
+        f"Wasserstein distance W1 between the {result.k} Koopman eigenvalues of each run (docs/methods.md §4.2); "
         f"observable {result.observable}, {spectra.delays} delay(s), "
         f"{spectra.n_trajectories} stacked trajector{'y' if spectra.n_trajectories == 1 else 'ies'}, "
         f"rank rule {result.rank}. {seed}{reparam}{margin}{verdict}"

@@ -47,7 +47,7 @@ def kga_report_content(result: ReplayResult) -> tuple[Report, dict[str, Any]]:
     )
     if result.baselines:
         report.paragraph(
-            "Prediction-based baselines (seed 000 fig. 6a): at an epoch end, exact DMD of the last epoch-end "
+            "Prediction-based baselines (the KGA paper, fig. 6a): at an epoch end, exact DMD of the last epoch-end "
             "snapshots forecasts the weights some epochs ahead and the run jumps there, then trains on "
             "(predict: Dogra & Redman 2020); bootstrap keeps a jump only when the validation loss falls "
             "(Tano et al. 2020). The per-epoch validation values are measured before each jump."

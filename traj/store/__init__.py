@@ -1,4 +1,4 @@
-"""The run store: format v1 (schema), reading (RunStore) and writing (StoreWriter)."""
+"""The run store: format v2 (v1 still read and appended to): schema, reading (RunStore) and writing (StoreWriter)."""
 
 from .lock import is_locked
 from .run_store import RunStore, open_store

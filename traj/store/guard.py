@@ -58,9 +58,9 @@ from typing import Any
 
 import google_crc32c
 import numpy as np
+from zarr.abc.buffer import Buffer, BufferPrototype
 from zarr.abc.store import ByteRequest, OffsetByteRequest, RangeByteRequest, SuffixByteRequest
-from zarr.core.buffer import Buffer, BufferPrototype
-from zarr.core.buffer.core import default_buffer_prototype
+from zarr.buffer import default_buffer_prototype
 from zarr.storage import LocalStore
 
 from ..errors import DamagedStoreError
@@ -635,6 +635,8 @@ class GuardedStore(LocalStore):
         pending" and "cannot schedule new futures after shutdown" tracebacks after its one
         error line. Called from any thread but zarr's own.
         """
+        # zarr.core.sync is private, and kept: zarr has no public way to run a coroutine on its own event
+        # loop, and only there can the tasks of its failed read be awaited
         from zarr.core.sync import sync
 
         async def idle() -> None:

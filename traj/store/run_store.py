@@ -24,7 +24,7 @@ __all__ = ["RunStore", "open_store", "DEFAULT_BLOCK_BYTES"]
 #: Default size of one column block handed to a reduction (float64 working copy).
 DEFAULT_BLOCK_BYTES = 64 << 20
 #: Whole chunk columns up to this size (in the store's dtype) are read at once, so blocks
-#: narrower than a chunk never decompress the same chunk twice (engineering.md: 2x cost).
+#: narrower than a chunk never decompress the same chunk twice (which doubles the decode cost).
 DEFAULT_READ_BYTES = 256 << 20
 
 ProgressCallback = Callable[[int, int], None]
@@ -508,7 +508,7 @@ class RunStore:
         """A block width that keeps one float64 (n_rows, width) block near ``block_bytes``.
 
         Widths are whole multiples of the chunk width when a chunk fits the budget, so no chunk
-        is decompressed twice (engineering.md: unaligned blocks cost 2x). Narrower budgets over a
+        is decompressed twice (unaligned blocks double the decode cost). Narrower budgets over a
         sharded store split an inner chunk into equal parts, read (and decoded) once together.
         """
         n_chunk = self.chunks[1]

@@ -242,7 +242,7 @@ def choose_chunks(n_params: int, itemsize: int, *, target_bytes: int = 1 << 20, 
     A row larger than ``target_bytes`` is split into ``ceil(row / target)`` chunks of equal
     width (so the edge chunk is not mostly padding) and one row per chunk, which lets every
     snapshot be written without reading anything back. Smaller rows are stacked ``t_chunk``
-    high so a chunk stays near ``target_bytes`` (see shared/engineering.md). 1 MiB keeps a
+    high so a chunk stays near ``target_bytes``. 1 MiB keeps a
     whole chunk column of a few hundred snapshots small enough to read at once, so analyses
     decompress every chunk exactly once.
     """

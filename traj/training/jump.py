@@ -1,4 +1,4 @@
-"""Prediction-based Koopman acceleration: the baselines KGA is compared with (seed 000, fig. 6a).
+"""Prediction-based Koopman acceleration: the baselines KGA is compared with (the KGA paper, fig. 6a).
 
 Dogra & Redman (2020) train some epochs, fit exact DMD on the weight trajectory and set the
 weights to the DMD forecast τ epochs ahead, then continue training ("predict"). Tano et al.

@@ -1,4 +1,4 @@
-"""KGA and KWM: Koopman-guided acceleration inside training (methods.md §5, seed 000).
+"""KGA and KWM: Koopman-guided acceleration inside training (docs/methods.md §5; the KGA paper).
 
 Every interval (an epoch, or k steps) exact DMD is fitted on the last t snapshots. With the
 POD basis U (N×r), Ã Q = Q Λ and L = Q⁻¹, the stable set S holds the modes with |λ| < 1 − ε.

@@ -1,7 +1,7 @@
 """The torch backend: block products on a torch device (``cuda`` runs them on a GPU).
 
 The blocks are read on the CPU and moved to the device in float64; the small results come
-back to numpy (engineering.md: small eigenproblems belong on the CPU).
+back to numpy (small eigenproblems are faster on the CPU than on a device, kernel launches and all).
 """
 
 from __future__ import annotations
