@@ -1,4 +1,4 @@
-"""A live Koopman monitor: DMD of the last snapshots while the run trains (docs/methods.md, live monitor).
+"""A live Koopman monitor: DMD of the last snapshots while the run trains (docs/methods.md §7).
 
 :class:`Monitor` keeps a :class:`~traj.live.sketch.Sketch` of each snapshot (p numbers) for the
 last ``window`` snapshots and, every ``every`` snapshots, fits exact DMD on them through the one

@@ -1,4 +1,4 @@
-"""A fixed random sketch of a snapshot: p numbers that keep what DMD needs of N (docs/methods.md, live monitor).
+"""A fixed random sketch of a snapshot: p numbers that keep what DMD needs of N (docs/methods.md §7.1).
 
 :class:`Sketch` is the linear map S: Rᴺ → Rᵖ of a sparse sign projection with one non-zero per
 coordinate (a count sketch): coordinate i goes to bucket i mod p with the sign s(⌊i/p⌋) = ±1,
