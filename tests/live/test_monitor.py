@@ -151,3 +151,13 @@ def test_bad_options_name_the_option(options, parameter) -> None:
     with pytest.raises(ParameterError) as info:
         LiveOptions(**options)
     assert info.value.parameter == parameter
+
+
+@pytest.mark.parametrize("sizes", [(5, 5), (9, 9), (4, 6)])
+def test_transition_distance_is_conjugacys_w1(sizes) -> None:
+    from traj.analysis.conjugacy import wasserstein
+    from traj.live import spectral_distance
+
+    rng = np.random.default_rng(sum(sizes))
+    a, b = (rng.standard_normal(n) + 1j * rng.standard_normal(n) for n in sizes)
+    assert spectral_distance(a, b) == pytest.approx(wasserstein(a, b), rel=1e-12)
