@@ -13,16 +13,20 @@ from ._common import (
     BlockOption,
     DeviceOption,
     SchedulerOption,
+    StepsOption,
+    StrideOption,
     engine_options,
     err_console,
     flag_names,
     given_options,
     handle_errors,
     number_list,
+    open_selected,
     out_console,
     output_dir,
     print_json,
     progress_bar,
+    selection_note,
 )
 
 
@@ -33,6 +37,8 @@ def cmd(
     threshold: Annotated[float | None, typer.Option(help="Cut the dendrogram at t (0 < t <= 1) times the largest distance instead of M (with --distance corr: at 1-|corr| = t).")] = None,
     samples: Annotated[int, typer.Option(help="Weights sampled for the clustering (K).")] = 1000,
     window: Annotated[str | None, typer.Option(help="Snapshots a:b, both included.")] = None,
+    steps: StepsOption = None,
+    stride: StrideOption = 1,
     subsample: Annotated[int, typer.Option(help="Use every s-th snapshot.")] = 1,
     seed: Annotated[int, typer.Option(help="Seed of the weight sample.")] = 0,
     drop_nonfinite: Annotated[bool, typer.Option("--drop-nonfinite", help="Skip NaN/Inf snapshots instead of refusing.")] = False,
@@ -80,7 +86,6 @@ def cmd(
         from ..errors import NotApplicableError, ParameterError
         from ..recipes import resolve_recipe
         from ..report.cmd import cmd_report_files
-        from ..store import open_store
 
         given = given_options(ctx, "modes", "compare_modes")
         if threshold is not None and "modes" in given:
@@ -98,7 +103,7 @@ def cmd(
         ranks = number_list("--compare-dmd", compare_dmd, int) if compare_dmd else ()
         compared_modes = number_list("--compare-modes", compare_modes, int)
         engine = engine_options(backend, device, scheduler, block_mb)
-        opened = open_store(store)
+        opened = open_selected(store, steps, stride)
         target = output_dir(out, f"cmd-{opened.path.name.removesuffix('.zarr')}", opened)
         recipe = resolve_recipe(recipe_spec, opened) if evaluate else None
         # the model is written straight into the report's staging directory
@@ -123,10 +128,13 @@ def cmd(
                                   f"window's first snapshot at the last (β^T > 0.05): β is too close to 1 for "
                                   f"{result.snapshots.size} snapshots[/yellow]")
         if json_:
-            print_json(result.to_dict())
+            summary = result.to_dict()
+            if opened.selections:
+                summary["selection"] = [s.to_dict() for s in opened.selections]
+            print_json(summary)
             return
         out_console.print(
-            f"[bold]{m(opened.path.name)}[/bold]: {result.modes} modes over {result.n_params} weights, sizes "
+            f"[bold]{m(opened.path.name)}[/bold]{m(selection_note(opened))}: {result.modes} modes over {result.n_params} weights, sizes "
             f"{result.mode_sizes.tolist()[:10]}; MSE {result.mse:.3g}, relative error {result.relative_error:.3g}, "
             f"compression {result.compression_ratio:.1f}x"
         )

@@ -12,16 +12,20 @@ from ._common import (
     BlockOption,
     DeviceOption,
     SchedulerOption,
+    StepsOption,
+    StrideOption,
     engine_options,
     err_console,
     flag_names,
     handle_errors,
     number_list,
+    open_selected,
     out_console,
     output_dir,
     parse_rank,
     print_json,
     progress_bar,
+    selection_note,
 )
 
 
@@ -30,6 +34,8 @@ def dmd(
     store: Annotated[Path, typer.Argument(help="A run store.")],
     rank: Annotated[str, typer.Option(help="Modes to keep: an integer, or 'auto' (Gavish–Donoho).")] = "auto",
     window: Annotated[str | None, typer.Option(help="Snapshots a:b, both included (negative counts from the end).")] = None,
+    steps: StepsOption = None,
+    stride: StrideOption = 1,
     layer: Annotated[list[str] | None, typer.Option(help="Use only this parameter tensor (repeatable).")] = None,
     per_layer: Annotated[bool, typer.Option("--per-layer", help="Also decompose every layer on its own.")] = False,
     eps: Annotated[float, typer.Option(help="Neutral class tolerance: 1-ε <= |λ| <= 1+ε.")] = 0.01,
@@ -71,14 +77,12 @@ def dmd(
         from ..analysis.dmd import save_modes as save_modes_to
         from ..display import markup as m
         from ..report.dmd import dmd_report
-        from ..store import open_store
-
         params = DMDParams.checked(rank=parse_rank(rank), window=window, layers=layer, per_layer=per_layer, eps=eps,
                                    forecast=forecast, method=method, n_iter=power_iterations,
                                    drop_nonfinite=drop_nonfinite, memory_bytes=memory_bytes(memory_mb))
         ranks = number_list("--eval-ranks", eval_ranks, int)
         engine = engine_options(backend, device, scheduler, block_mb)
-        opened = open_store(store)
+        opened = open_selected(store, steps, stride)
         target = output_dir(out, f"dmd-{opened.path.name.removesuffix('.zarr')}", opened)
         recipe = None
         if evaluate:
@@ -106,6 +110,8 @@ def dmd(
 
             dmd_report(result, target, extra=extra, inputs=[opened.path])
         summary = result.to_dict()
+        if opened.selections:
+            summary["selection"] = [s.to_dict() for s in opened.selections]
         if save_modes:
             summary["modes"] = str(target / "modes.zarr")
         if json_:
@@ -113,7 +119,7 @@ def dmd(
             return
         c = result.class_counts
         out_console.print(
-            f"[bold]{m(opened.path.name)}[/bold] snapshots {result.window[0]}..{result.window[1]}, N = {result.n_params}: "
+            f"[bold]{m(opened.path.name)}[/bold]{m(selection_note(opened))} snapshots {result.window[0]}..{result.window[1]}, N = {result.n_params}: "
             f"rank {result.rank}; {c['neutral']} neutral, {c['stable']} stable, {c['unstable']} unstable; "
             f"reconstruction error {result.reconstruction_error:.3g}"
         )

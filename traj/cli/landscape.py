@@ -7,7 +7,19 @@ from typing import Annotated
 
 import typer
 
-from ._common import err_console, fail, flag_names, handle_errors, out_console, output_dir, print_json, progress_bar
+from ._common import (
+    StepsOption,
+    StrideOption,
+    err_console,
+    fail,
+    flag_names,
+    handle_errors,
+    open_selected,
+    out_console,
+    output_dir,
+    print_json,
+    progress_bar,
+)
 
 
 def landscape(
@@ -15,6 +27,8 @@ def landscape(
     stores: Annotated[list[Path], typer.Argument(help="A run store; more stores of the same model share its plane "
                                                       "(e.g. a kga-replay's plain.zarr and kga-alpha0.25.zarr).")],
     grid: Annotated[int, typer.Option(help="Grid points per axis (grid² loss evaluations).")] = 25,
+    steps: StepsOption = None,
+    stride: StrideOption = 1,
     margin: Annotated[float, typer.Option(help="Margin around the projected snapshots, a fraction of their span.")] = 0.25,
     center: Annotated[str, typer.Option(help="The plane through the 'mean' snapshot or the first run's 'final' weights.")] = "mean",
     max_seconds: Annotated[float, typer.Option(help="Refuse a grid whose estimated evaluation time exceeds this.")] = 600.0,
@@ -36,10 +50,9 @@ def landscape(
         from ..display import markup as m
         from ..recipes import resolve_recipe
         from ..report.landscape import landscape_report
-        from ..store import open_store
 
         params = LandscapeParams.checked(grid=grid, margin=margin, center=center, max_seconds=max_seconds)
-        opened = [open_store(s) for s in stores]
+        opened = [open_selected(s, steps, stride) for s in stores]
         runner = resolve_recipe(recipe, opened[0])
         if runner is None:
             raise fail(f"{opened[0].path} records no recipe; pass --recipe NAME (built-in) or --recipe module:function")

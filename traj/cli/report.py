@@ -7,7 +7,18 @@ from typing import Annotated
 
 import typer
 
-from ._common import BlockOption, engine_options, err_console, handle_errors, out_console, output_dir, print_json
+from ._common import (
+    BlockOption,
+    StepsOption,
+    StrideOption,
+    engine_options,
+    err_console,
+    handle_errors,
+    open_selected,
+    out_console,
+    output_dir,
+    print_json,
+)
 
 
 def report(
@@ -19,6 +30,8 @@ def report(
                                                     "conjugacy section gives distances, no verdict).")] = None,
     recipe_spec: Annotated[str | None, typer.Option("--recipe", help="Recipe for evaluation: a built-in name or module:function.")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Report directory (default traj-out/report-STORE).")] = None,
+    steps: StepsOption = None,
+    stride: StrideOption = 1,
     evaluate: Annotated[bool, typer.Option("--evaluate/--no-evaluate", help="Score weights with the run's recipe.")] = True,
     json_: Annotated[bool, typer.Option("--json", help="Print the summary as JSON to stdout.")] = False,
     block_mb: BlockOption = 64.0,
@@ -37,13 +50,13 @@ def report(
         from ..display import markup as m
         from ..recipes import resolve_recipe
         from ..report.run import overview_report
-        from ..store import open_store
 
         engine = engine_options("numpy", "cpu", "threads", block_mb)
-        opened = open_store(store)
+        # one selection for every store: the report's conjugacy compares them on the same snapshots
+        opened = open_selected(store, steps, stride)
         chosen_recipe = resolve_recipe(recipe_spec, opened) if evaluate else None
-        others = [open_store(p) for p in peers or []]
-        seeds = [open_store(p) for p in null or []]
+        others = [open_selected(p, steps, stride) for p in peers or []]
+        seeds = [open_selected(p, steps, stride) for p in null or []]
         target = output_dir(out, f"report-{opened.path.name.removesuffix('.zarr')}", opened, *others, *seeds)
         with err_console.status("analysing") as status:
             result = overview(opened, peers=others, null=seeds, evaluate=evaluate, recipe=chosen_recipe,
