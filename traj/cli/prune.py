@@ -56,7 +56,8 @@ def prune(
     """Prune by Koopman magnitude (KMP) and Koopman gradient (KGP) beside global magnitude (GMP),
     gradient (JGP, GGP) and layer-shuffle (LSP) pruning; masks go to OUT/masks.zarr, and with
     --export the pruned weights to OUT/export/<method>-c<c>.safetensors (load them with
-    model.load_state_dict(safetensors.torch.load_file(path)), or put a mask on your own model
+    safetensors.torch.load_model(model, path), which also fills tied weights such as GPT-2's
+    lm_head.weight, or put a mask on your own model
     with traj.apply_masks(model, "OUT/masks.zarr", method="kmp", compression=8)).
 
     Examples:
@@ -121,5 +122,6 @@ def prune(
         if evaluate and result.accuracy is None:
             err_console.print("[yellow]no recipe in this store: accuracy not evaluated[/yellow]")
         if export:
-            err_console.print(f"[green]pruned state_dicts[/green] {m(target)}/export/<method>-c<c>.safetensors")
+            err_console.print(f"[green]pruned state_dicts[/green] {m(target)}/export/<method>-c<c>.safetensors "
+                              "(load with safetensors.torch.load_model(model, path))")
         err_console.print(f"[green]report[/green] {m(target)}/report.html")
