@@ -34,7 +34,7 @@ from ..engine import Engine, ReducedOperator
 from ..engine.operator import RESOLVED, ModeClass, check_rank
 from ..engine.randomized import SKETCH_BLOCK, randomized_operator
 from ..errors import DataLimitError, NotApplicableError, ParameterError, RankUnavailableError
-from ..progress import Progress
+from ..progress import Progress, counter
 from ..store import RunStore
 from ..store.schema import ParamEntry
 from .windows import Window, check_even_spacing, check_gram_finite, parse_window, raise_nonfinite, resolve_window
@@ -719,6 +719,8 @@ def evaluate_dmd(store: RunStore | str | os.PathLike[str], recipe: Any, *, ranks
     every rank's every scored snapshot (up to ``max_points`` in the window, the last included, and up
     to ``max_points`` of the ``forecast`` snapshots past it) comes from ONE D·W pass with a real
     (T+1)×K matrix W. The θ̂ are then scored one by one with ``recipe.evaluate``.
+
+    ``progress(done, total)`` counts the blocks of the Gram pass, then the recipe's evaluations.
     """
     store = store if isinstance(store, RunStore) else RunStore(store)
     engine = engine or Engine()
@@ -760,12 +762,16 @@ def evaluate_dmd(store: RunStore | str | os.PathLike[str], recipe: Any, *, ranks
         raise DataLimitError("eval_points", f"the {weights.shape[1]} reconstructed θ's need {need / 2**30:.1f} GiB "
                                             f"(limit {MAX_EVAL_BYTES / 2**30:.0f} GiB): fewer points or ranks")
     thetas = np.empty((weights.shape[1], store.n_params), dtype=np.float32)
-    for cols, part in engine.project_blocks(store, weights, rows=rows):
+    for cols, part in engine.project_blocks(store, weights, rows=rows, progress=progress):
         thetas[:, cols] = part.T
+
+    recorded = int((lo + ahead < store.n_snapshots).sum())
+    tick = counter(progress, inside.size + recorded + len(operators) * times.size)  # the recipe's evaluations
 
     def scored(theta: np.ndarray, into: dict[str, list[float]]) -> None:
         for name, value in recipe.evaluate(np.asarray(theta).astype(store.dtype)).items():
             into.setdefault(name, []).append(float(value))
+        tick()
 
     original: dict[str, list[float]] = {}
     for k in inside:

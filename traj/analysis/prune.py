@@ -37,7 +37,7 @@ from ..engine import Engine, ReducedOperator
 from ..engine.backends import ArrayOps
 from ..engine.operator import ModeClass, check_rank
 from ..errors import NotApplicableError, ParameterError, WindowTooShortError
-from ..progress import Progress
+from ..progress import Progress, counter
 from ..prunable import prunable_columns as prunable_columns_of
 from ..store import Layout, RunStore
 from .dmd import complex_pairs
@@ -725,7 +725,7 @@ def fit_prune(store: RunStore | str | os.PathLike[str], params: PruneParams, *, 
             arrays=arrays,
         )
         if params.evaluate and recipe is not None:
-            result = _evaluate(result, recipe, store.layout, store.dtype)
+            result = _evaluate(result, recipe, store.layout, store.dtype, progress)
         if params.epochs:
             result = _replace(result, epoch_overlap=_across_epochs(store, params, available[0], prunable, engine, recipe,
                                                                    scratch))
@@ -769,9 +769,13 @@ def _pruned(result: PruneResult, mask: np.ndarray | None, dtype: Any) -> np.ndar
     return out
 
 
-def _evaluate(result: PruneResult, recipe: Any, layout: Layout, dtype: np.dtype) -> PruneResult:
-    """Validation metric after pruning and after ``refine_epochs`` of training with each mask held fixed."""
+def _evaluate(result: PruneResult, recipe: Any, layout: Layout, dtype: np.dtype,
+              progress: Progress | None = None) -> PruneResult:
+    """Validation metric after pruning and after ``refine_epochs`` of training with each mask held fixed;
+    ``progress`` counts the masks scored (each: an evaluation, and a refinement when asked)."""
+    tick = counter(progress, 1 + len(result.methods) * len(result.compressions) * result.seeds)
     base = recipe.evaluate(_pruned(result, None, dtype))
+    tick()
     metric = "accuracy" if "accuracy" in base else "loss"
     accuracy: dict[str, MetricStats] = {}
     refined: dict[str, MetricStats] = {}
@@ -784,6 +788,7 @@ def _evaluate(result: PruneResult, recipe: Any, layout: Layout, dtype: np.dtype)
                 lsp = m == "lsp"
                 if not (lsp or s == 0 or result.refine_epochs):
                     after[i, s] = after[i, 0]
+                    tick()
                     continue
                 mask = result.arrays.read(result.mask_name(m, i, s))
                 pruned = _pruned(result, mask, dtype)
@@ -793,6 +798,7 @@ def _evaluate(result: PruneResult, recipe: Any, layout: Layout, dtype: np.dtype)
                                     for e in layout.prunable_entries}
                     tuned[i, s] = recipe.evaluate(recipe.refine(pruned, result.refine_epochs, mask=tensor_masks,
                                                                 seed=s))[metric]
+                tick()
         accuracy[m] = MetricStats(after.mean(axis=1), after.std(axis=1))
         if result.refine_epochs:
             refined[m] = MetricStats(tuned.mean(axis=1), tuned.std(axis=1))

@@ -167,6 +167,23 @@ def progress_bar(*fields: str, transient: bool = True) -> Progress:
     return _Progress(*columns, console=err_console, transient=transient, disable=transient and not err_console.is_terminal)
 
 
+class Stages:
+    """One line of ``bar`` per stage of a command: :meth:`stage` replaces it by a new, indeterminate line
+    with the stage's name, :meth:`progress` fills it (the library's two callbacks, :mod:`traj.progress`),
+    so no phase passes with a finished bar on screen and nothing moving."""
+
+    def __init__(self, bar: Progress, first: str) -> None:
+        self.bar = bar
+        self.task = bar.add_task(first, total=None)
+
+    def stage(self, name: str) -> None:
+        self.bar.remove_task(self.task)
+        self.task = self.bar.add_task(name, total=None)
+
+    def progress(self, done: int, total: int) -> None:
+        self.bar.update(self.task, completed=done, total=total)
+
+
 def print_json(payload: Any) -> None:
     sys.stdout.write(json.dumps(payload, indent=2, default=jsonable) + "\n")
     sys.stdout.flush()

@@ -13,6 +13,7 @@ from ._common import (
     BlockOption,
     DeviceOption,
     SchedulerOption,
+    Stages,
     StepsOption,
     StrideOption,
     engine_options,
@@ -109,19 +110,20 @@ def cmd(
         # the model is written straight into the report's staging directory
         with staged_output(target, inputs=[opened.path]) as staging:
             with progress_bar() as bar:
-                task = bar.add_task("CMD pass", total=None)
+                line = Stages(bar, "CMD pass")
                 result = fit_cmd(opened, params, out=staging / "cmd.zarr", recipe=recipe, engine=engine,
-                                 progress=lambda d, t: bar.update(task, completed=d, total=t),
-                                 stage=lambda name: bar.update(task, description=name))
+                                 progress=line.progress, stage=line.stage)
                 if ranks:
                     if recipe is None:
                         raise NotApplicableError("--compare-dmd scores the models with a recipe: this run has none")
-                    bar.update(task, description="DMD and CMD models")
+                    line.stage("DMD and CMD models")
                     result = replace(result, comparison=compare_models(
                         opened, recipe, ranks=ranks, modes=compared_modes, window=result.window,
-                        max_points=params.eval_points, samples=params.samples, seed=params.seed, engine=engine))
-            result = replace(result, model_path=str(target / "cmd.zarr"))
-            cmd_report_files(result, staging)
+                        max_points=params.eval_points, samples=params.samples, seed=params.seed, engine=engine,
+                        progress=line.progress))
+                result = replace(result, model_path=str(target / "cmd.zarr"))
+                line.stage("writing the report")
+                cmd_report_files(result, staging)
         for t in result.evaluation.ema if result.evaluation else ():
             if t.stale:
                 err_console.print(f"[yellow]EMA {t.beta:g} still puts {t.first_weight:.2f} of its weight on the "

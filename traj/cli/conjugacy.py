@@ -15,6 +15,7 @@ from ._common import (
     BlockOption,
     DeviceOption,
     SchedulerOption,
+    Stages,
     StepsOption,
     engine_options,
     err_console,
@@ -111,9 +112,9 @@ def conjugacy(
         runs, null_runs = opened[: len(stores)], opened[len(stores) :]
         target = output_dir(out, "conjugacy", *runs, *null_runs)
         with progress_bar() as bar:
-            task = bar.add_task("spectra", total=None)
-            result = fit_conjugacy(runs, params, null=null_runs, engine=engine,
-                                   progress=lambda d, t: bar.update(task, completed=d, total=t))
+            line = Stages(bar, "spectra")
+            result = fit_conjugacy(runs, params, null=null_runs, engine=engine, progress=line.progress)
+            line.stage("writing the report")
             conjugacy_report(result, target, inputs=[r.path for r in runs + null_runs])
         if json_:
             summary = result.to_dict()

@@ -12,6 +12,7 @@ from ._common import (
     BlockOption,
     DeviceOption,
     SchedulerOption,
+    Stages,
     StepsOption,
     StrideOption,
     engine_options,
@@ -93,21 +94,22 @@ def dmd(
             if recipe is None:
                 raise NotApplicableError("--evaluate needs a recipe: this store names none (give --recipe)")
         with progress_bar() as bar:
-            task = bar.add_task("Gram pass", total=None)
-            result = fit_dmd(opened, params, engine=engine, progress=lambda d, t: bar.update(task, completed=d, total=t))
+            line = Stages(bar, "Gram pass")
+            result = fit_dmd(opened, params, engine=engine, progress=line.progress)
             if recipe is not None:
-                bar.update(task, description="evaluating")
+                line.stage("evaluating")
                 result = replace(result, evaluation=evaluate_dmd(opened, recipe, ranks=ranks, window=result.window,
                                                                  max_points=eval_points, forecast=forecast,
-                                                                 engine=engine))
+                                                                 engine=engine, progress=line.progress))
             extra = None
             if save_modes:
-                modes_task = bar.add_task("modes pass", total=None)
 
                 def extra(staging: Path) -> None:
-                    save_modes_to(result, opened, staging / "modes.zarr", engine=engine,
-                                  progress=lambda d, t: bar.update(modes_task, completed=d, total=t))
+                    line.stage("modes pass")
+                    save_modes_to(result, opened, staging / "modes.zarr", engine=engine, progress=line.progress)
+                    line.stage("writing the report")
 
+            line.stage("writing the report")
             dmd_report(result, target, extra=extra, inputs=[opened.path])
         summary = result.to_dict()
         if opened.selections:

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from ._common import (
+    Stages,
     StepsOption,
     StrideOption,
     err_console,
@@ -58,10 +59,10 @@ def landscape(
             raise fail(f"{opened[0].path} records no recipe; pass --recipe NAME (built-in) or --recipe module:function")
         target = output_dir(out, f"landscape-{opened[0].path.name.removesuffix('.zarr')}", *opened)
         with progress_bar() as bar:
-            task = bar.add_task("landscape", total=None)
-            result = fit_landscape(opened, runner, params,
-                                   progress=lambda done, total: bar.update(task, completed=done, total=total))
-        landscape_report(result, target, inputs=[s.path for s in opened])
+            line = Stages(bar, "landscape")
+            result = fit_landscape(opened, runner, params, progress=line.progress)
+            line.stage("writing the report")
+            landscape_report(result, target, inputs=[s.path for s in opened])
         if json_:
             print_json(result.to_dict())
             return

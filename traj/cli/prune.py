@@ -12,6 +12,7 @@ from ._common import (
     BlockOption,
     DeviceOption,
     SchedulerOption,
+    Stages,
     StepsOption,
     StrideOption,
     engine_options,
@@ -88,17 +89,21 @@ def prune(
         chosen_recipe = resolve_recipe(recipe_spec, opened) if evaluate else None
         target = output_dir(out, f"prune-{opened.path.name.removesuffix('.zarr')}", opened)
         with progress_bar() as bar:
-            task = bar.add_task("pruning", total=None)
+            line = Stages(bar, "pruning")
             # N-long scratch (scores, masks) beside the output, not in a possibly small /tmp
             scratch = target.parent if target.parent.is_dir() else None
             result = fit_prune(opened, params, recipe=chosen_recipe, engine=engine, scratch=scratch,
-                               progress=lambda d, t: bar.update(task, completed=d, total=t))
+                               progress=line.progress)
 
             def extra(staging: Path) -> None:
+                line.stage("writing masks")
                 write_masks(result, staging / "masks.zarr", opened.layout)
                 if export:
+                    line.stage("writing the pruned state_dicts")
                     write_exports(result, opened, staging / "export")
+                line.stage("writing the report")
 
+            line.stage("writing the report")
             prune_report(result, target, extra=extra, inputs=[opened.path])
         summary = result.to_dict()
         summary["masks"] = str(target / "masks.zarr")

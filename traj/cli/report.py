@@ -9,6 +9,7 @@ import typer
 
 from ._common import (
     BlockOption,
+    Stages,
     StepsOption,
     StrideOption,
     engine_options,
@@ -18,6 +19,7 @@ from ._common import (
     out_console,
     output_dir,
     print_json,
+    progress_bar,
 )
 
 
@@ -58,10 +60,11 @@ def report(
         others = [open_selected(p, steps, stride) for p in peers or []]
         seeds = [open_selected(p, steps, stride) for p in null or []]
         target = output_dir(out, f"report-{opened.path.name.removesuffix('.zarr')}", opened, *others, *seeds)
-        with err_console.status("analysing") as status:
+        with progress_bar() as bar:  # a line per analysis: its passes' blocks, then the recipe's evaluations
+            line = Stages(bar, "info")
             result = overview(opened, peers=others, null=seeds, evaluate=evaluate, recipe=chosen_recipe,
-                              engine=engine,
-                              stage=lambda name: status.update(f"running {name}"))
+                              engine=engine, stage=line.stage, progress=line.progress)
+            line.stage("writing the report")
             path = overview_report(result, target, inputs=[opened.path, *(p.path for p in others + seeds)])
         if json_:
             print_json(result.to_dict())
