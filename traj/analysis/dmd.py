@@ -348,6 +348,14 @@ class DMDResult:
         return self.window[1] - self.window[0] + 1
 
     @property
+    def reconstruction_steps(self) -> np.ndarray:
+        """The training step of each row of ``sample_reconstruction``: the window's steps, then the forecast's,
+        ``dt`` apart past the last (the window is evenly spaced)."""
+        steps = np.asarray(self.steps, dtype=np.float64)
+        ahead = self.sample_reconstruction.shape[0] - steps.size
+        return np.concatenate([steps, steps[-1] + self.dt * np.arange(1, ahead + 1)])
+
+    @property
     def eigenvalue_errors_cover(self) -> str:
         """What :meth:`ReducedOperator.eigenvalue_errors` estimates, and what it leaves out (report and JSON)."""
         if self.operator.source == "svd":

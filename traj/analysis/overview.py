@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -48,6 +48,8 @@ class LayerNorms:
         ‖θ_layer(k)‖₂, accumulated in float64 (not finite where the snapshot is not).
     nonfinite_rows : ndarray of int
         Snapshots holding NaN or Inf, found by the same pass.
+    metrics : mapping of name to ndarray of shape (T,)
+        The other series the run logged (``eval_loss``, accuracy, ...; NaN where a snapshot has no value).
     """
 
     steps: np.ndarray
@@ -55,6 +57,14 @@ class LayerNorms:
     names: tuple[str, ...]
     norms: np.ndarray
     nonfinite_rows: np.ndarray
+    metrics: Mapping[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def relative_norms(self) -> np.ndarray:
+        """‖θ_layer(k)‖ over its largest value in the run, shape (T, n_layers), in [0, 1] (0 for a layer that
+        is zero throughout; NaN where a snapshot is not finite): layers of any size on one scale."""
+        largest = np.where(np.isfinite(self.norms), self.norms, 0.0).max(axis=0, initial=0.0)
+        return np.where(largest > 0, self.norms / np.where(largest > 0, largest, 1.0), 0.0)
 
     def to_dict(self) -> dict[str, Any]:
         """The first and last snapshot's norms, as ``summary.json`` shows them (None without snapshots)."""
@@ -74,7 +84,8 @@ def layer_norms(store: RunStore, *, engine: Engine | None = None, progress: Prog
         columns = [j for j, e in enumerate(store.layout.entries) if e.size]
         norms[:, columns] = rows.norms
         nonfinite = rows.nonfinite_rows
-    return LayerNorms(store.steps, store.loss, tuple(store.layout.names), norms, nonfinite)
+    metrics = {name: store.metric(name) for name in store.metric_names}
+    return LayerNorms(store.steps, store.loss, tuple(store.layout.names), norms, nonfinite, metrics)
 
 
 @dataclass(frozen=True)
