@@ -489,6 +489,14 @@ class CMDEvaluation:
         """The metric the report shows: accuracy when the recipe measures it, else loss."""
         return "accuracy" if "accuracy" in self.cmd else "loss"
 
+    def to_dataframe(self) -> Any:
+        """The rows of :meth:`to_dict` as a table indexed by step (pandas)."""
+        from ..tables import dataframe
+
+        rows = self.to_dict()
+        return dataframe({key: [row[key] for row in rows] for key in (rows[0] if rows else {"step": ()})},
+                         index="step")
+
     def to_dict(self) -> list[dict[str, float]]:
         rows = []
         for i, (k, step) in enumerate(zip(self.snapshots, self.steps, strict=True)):
@@ -603,6 +611,15 @@ class CMDResult:
     def ordered_corr(self) -> np.ndarray:
         """|corr| of the sampled weights in dendrogram order (seed 001 fig. 2)."""
         return self.sample_corr[np.ix_(self.sample_order, self.sample_order)]
+
+    def to_dataframe(self) -> Any:
+        """One row per mode (pandas): its size (weights), mean |corr| with its reference, and the reference
+        weight (a coordinate of θ). The scores per snapshot: ``result.evaluation.to_dataframe()``."""
+        from ..tables import dataframe
+
+        return dataframe({"mode": np.arange(self.modes), "size": self.mode_sizes,
+                          "mean_abs_corr": self.mode_mean_corr, "reference_index": self.reference_indices},
+                         index="mode")
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -704,6 +704,15 @@ class ConjugacyResult:
         """Why k or a run's rank was reduced below what was asked (empty when neither was)."""
         return [n for n in [self.k_note, *(s.rank_note for s in self.spectra)] if n]
 
+    def to_dataframe(self) -> Any:
+        """One row per pair of runs compared (pandas): W1 between their spectra, the statistic compared with
+        the threshold, the verdict, what decided it and, for "undetermined", why."""
+        from ..tables import dataframe
+
+        rows = [v.to_dict() for v in self.verdicts]
+        keys = ("a", "b", "distance", "statistic", "verdict", "basis", "reason")
+        return dataframe({key: [row[key] for row in rows] for key in keys}, index=["a", "b"])
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "runs": list(self.runs),

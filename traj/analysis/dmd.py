@@ -412,6 +412,18 @@ class DMDResult:
         }
 
 
+    def to_dataframe(self) -> Any:
+        """One row per mode (pandas): eigenvalue λ, |λ|, rate log(λ)/Δt per step, amplitude, |amplitude|, class."""
+        from ..tables import dataframe
+
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rates = self.rates
+        return dataframe({"mode": np.arange(self.rank), "eigenvalue": self.eigenvalues,
+                          "abs_eigenvalue": np.abs(self.eigenvalues), "rate_per_step": rates,
+                          "amplitude": self.amplitudes, "abs_amplitude": np.abs(self.amplitudes),
+                          "class": self.classes}, index="mode")
+
+
 def complex_pairs(values: np.ndarray) -> list[list[float]]:
     """Complex numbers as [re, im] pairs (JSON has no complex type)."""
     values = np.asarray(values, dtype=np.complex128)
@@ -703,6 +715,18 @@ class DMDEvaluation:
     def metric(self) -> str:
         """The metric drawn: accuracy when the recipe measures it, else loss."""
         return "accuracy" if "accuracy" in self.original else "loss"
+
+    def to_dataframe(self) -> Any:
+        """One row per scored snapshot of the window, by step (pandas): each metric of the original weights
+        (``original_loss``, ...) and of the reconstruction at each rank (``rank5_loss``, ...)."""
+        from ..tables import dataframe
+
+        n = self.snapshots.size
+        columns: dict[str, Any] = {"step": self.steps, "snapshot": self.snapshots}
+        columns.update({f"original_{name}": values for name, values in self.original.items()})
+        for rank, metrics in zip(self.ranks, self.reconstructed, strict=True):
+            columns.update({f"rank{rank}_{name}": np.asarray(values)[:n] for name, values in metrics.items()})
+        return dataframe(columns, index="step")
 
     def to_dict(self) -> dict[str, Any]:
         def listed(metrics: Mapping[str, np.ndarray]) -> dict[str, list[float | None]]:

@@ -66,6 +66,17 @@ class LayerNorms:
         largest = np.where(np.isfinite(self.norms), self.norms, 0.0).max(axis=0, initial=0.0)
         return np.where(largest > 0, self.norms / np.where(largest > 0, largest, 1.0), 0.0)
 
+    def to_dataframe(self) -> Any:
+        """One row per snapshot, by step (pandas): the loss, every logged metric and each tensor's ‖θ‖₂."""
+        from ..tables import dataframe
+
+        columns: dict[str, Any] = {"step": self.steps}
+        if self.loss is not None:
+            columns["loss"] = self.loss
+        columns.update(self.metrics)
+        columns.update({f"norm {name}": self.norms[:, j] for j, name in enumerate(self.names)})
+        return dataframe(columns, index="step")
+
     def to_dict(self) -> dict[str, Any]:
         """The first and last snapshot's norms, as ``summary.json`` shows them (None without snapshots)."""
         if not self.norms.shape[0]:

@@ -551,6 +551,21 @@ class PruneResult:
         """θ at ``window[1]``, (N,) float64, in memory."""
         return self.arrays.read("theta")
 
+    def to_dataframe(self) -> Any:
+        """One row per method and compression c (pandas): the weights kept, and with a recipe the metric after
+        pruning (mean and std over seeds) and after refinement (``refined_mean``, ``refined_std``)."""
+        from ..tables import dataframe
+
+        methods = [m for m in self.methods for _ in self.compressions]
+        index = [i for _ in self.methods for i in range(len(self.compressions))]
+        columns: dict[str, Any] = {"method": methods, "compression": self.compressions[index],
+                                   "kept": [int(self.kept[m][i]) for m, i in zip(methods, index, strict=True)]}
+        for prefix, table in (("", self.accuracy), ("refined_", self.accuracy_refined)):
+            if table:
+                columns[f"{prefix}mean"] = [float(table[m].mean[i]) for m, i in zip(methods, index, strict=True)]
+                columns[f"{prefix}std"] = [float(table[m].std[i]) for m, i in zip(methods, index, strict=True)]
+        return dataframe(columns, index=["method", "compression"])
+
     def to_dict(self) -> dict[str, Any]:
         keys = [compression_key(c) for c in self.compressions]
 
