@@ -57,6 +57,7 @@ def test_selected_store_reads_the_selected_rows(tmp_path, rng, format_version):
     np.testing.assert_array_equal(np.concatenate([b for _, b in blocks], axis=1), data[picked[1:8]])
     assert view.spacing.get("every") is None or view.spacing["every"] == 30
     assert view.selected == "steps 50:300, stride 3"
+    assert view.read(slice(4, 4)).shape == (0, 300)
 
 
 def test_grid_of_steps_makes_two_spacings_comparable(tmp_path, rng):

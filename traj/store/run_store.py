@@ -478,6 +478,8 @@ class RunStore:
         if isinstance(base, slice) and base.step == 1:
             return read(base)
         picked = np.arange(base.start, base.stop, base.step) if isinstance(base, slice) else base
+        if not picked.size:  # no rows: what a contiguous read of none gives (its shape and dtype)
+            return read(slice(0, 0))
         height = self._specs.get(array, self._specs["params"]).unit[0]
         groups = np.split(picked, np.flatnonzero(np.diff(picked // height)) + 1)
         return np.concatenate([read(slice(int(g[0]), int(g[-1]) + 1))[g - g[0]] for g in groups], axis=0)
