@@ -91,3 +91,13 @@ def test_cmd_sees_the_selection(tmp_path, two_spacings):
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     np.testing.assert_array_equal(summary["steps"], np.arange(0, 1001, 100))
+
+
+def test_report_runs_on_the_selection(tmp_path, two_spacings):
+    fine, _ = two_spacings
+    result = invoke("report", fine, "--steps", "::50", "--no-evaluate", "--json", "--out", tmp_path / "o")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["selection"] == [{"steps": "::50", "stride": 1}]
+    assert summary["info"]["n_snapshots"] == 21 and summary["dmd"]["steps"] == [0, 1000]
+    assert summary["dmd"]["snapshot_spacing_steps"] == 50.0

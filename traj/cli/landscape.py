@@ -64,7 +64,10 @@ def landscape(
             line.stage("writing the report")
             landscape_report(result, target, inputs=[s.path for s in opened])
         if json_:
-            print_json(result.to_dict())
+            summary = result.to_dict()
+            if opened[0].selections:
+                summary["selection"] = [s.to_dict() for s in opened[0].selections]
+            print_json(summary)
             return
         out_console.print(f"[bold]{m(runner.name)}[/bold]: the plane holds {100 * result.explained:.1f} % of the motion; "
                           f"loss {result.loss.min():.4g} to {result.loss.max():.4g} on the {grid}×{grid} grid "

@@ -67,7 +67,10 @@ def report(
             line.stage("writing the report")
             path = overview_report(result, target, inputs=[opened.path, *(p.path for p in others + seeds)])
         if json_:
-            print_json(result.to_dict())
+            summary = result.to_dict()
+            if opened.selections:
+                summary["selection"] = [s.to_dict() for s in opened.selections]
+            print_json(summary)
             return
         for name, reason in result.skipped.items():
             out_console.print(f"  {m(name)}: skipped ({m(reason)})")
