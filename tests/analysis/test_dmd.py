@@ -275,7 +275,8 @@ def test_unevenly_spaced_snapshots_are_refused_with_an_evenly_spaced_window(tmp_
     assert str(error) == ("window 0:3 (the whole run) holds snapshots at unevenly spaced steps: spacings 5 (2×), "
                           "90 (1×) steps (the first change after snapshot 2, step 10 → 100); DMD assumes evenly "
                           "spaced snapshots: a gap, no snapshot between steps 10 and 100 (snapshots 2 and 3; 5 steps "
-                          "apart elsewhere); give a window on one side of it: 0:2 (3 snapshots before it)")
+                          "apart elsewhere); give a window on one side of it: 0:2 (3 snapshots before it), or the "
+                          "steps on one side (--steps :10 or --steps 100:)")
     evenly = dmd(path, window="0:2")
     assert evenly.dt == 5.0 and evenly.to_dict()["snapshot_spacing_steps"] == 5.0
     # a final checkpoint off the grid: the longest evenly spaced run is suggested
@@ -295,7 +296,7 @@ def test_unevenly_spaced_snapshots_are_refused_with_an_evenly_spaced_window(tmp_
         "error: --window 0:3 (the whole run) holds snapshots at unevenly spaced steps: spacings 5 (2×), 90 (1×) "
         "steps (the first change after snapshot 2, step 10 → 100); DMD assumes evenly spaced snapshots: a gap, no "
         "snapshot between steps 10 and 100 (snapshots 2 and 3; 5 steps apart elsewhere); give a window on one side "
-        "of it: 0:2 (3 snapshots before it)"]
+        "of it: 0:2 (3 snapshots before it), or the steps on one side (--steps :10 or --steps 100:)"]
 
 
 def test_a_callbacks_last_snapshot_off_the_grid_is_left_out_of_the_default_window(tmp_path, rng):
@@ -336,7 +337,7 @@ def test_a_gap_left_by_a_resume_is_reported_by_info_and_named_by_the_refusal(tmp
     assert info.health == [
         "1 gap(s) in the trajectory, steps 110 → 185 (after snapshot 22): snapshots are 5 step(s) apart elsewhere "
         "(a run resumed from a checkpoint later than the store's last snapshot); analyses that need evenly spaced "
-        "snapshots (dmd, conjugacy) take a --window on one side of a gap"]
+        "snapshots (dmd, conjugacy) take a --window or --steps on one side of a gap"]
     result = CliRunner().invoke(app, ["info", str(path)])
     assert result.exit_code == 0 and "110 → 185" in result.output and "health: ok" not in result.output
     with pytest.raises(UnevenSpacingError) as caught:
@@ -345,9 +346,14 @@ def test_a_gap_left_by_a_resume_is_reported_by_info_and_named_by_the_refusal(tmp
         "window 0:36 (the whole run) holds snapshots at unevenly spaced steps: spacings 5 (35×), 75 (1×) steps (the "
         "first change after snapshot 22, step 110 → 185); DMD assumes evenly spaced snapshots: a gap, no snapshot "
         "between steps 110 and 185 (snapshots 22 and 23; 5 steps apart elsewhere); give a window on one side of it: "
-        "0:22 (23 snapshots before it) or 23:36 (14 snapshots after it)")
+        "0:22 (23 snapshots before it) or 23:36 (14 snapshots after it), or the steps on one side (--steps :110 or "
+        "--steps 185:)")
     assert caught.value.suggestion == (0, 22)
     assert dmd(path, window="23:36").dt == 5.0
+    # the way through by training step: the snapshots after the gap, the same 14 as --window 23:36
+    after = dmd(RunStore(path).select(steps="185:"))
+    assert after.window == (0, 13) and after.dt == 5.0 and after.to_dict()["steps"] == [185, 250]
+    np.testing.assert_allclose(after.eigenvalues, dmd(path, window="23:36").eigenvalues, rtol=1e-10)
     # the last snapshot of a run that ended between two snapshot steps is no health problem
     ended = write_store(tmp_path / "end.zarr", np.ones((4, 3)), steps=[0, 10, 20, 25])
     assert describe(RunStore(ended)).health == []

@@ -111,3 +111,46 @@ def test_apply_masks_refuses_another_model(pruned):
         traj.apply_masks(recipe.new_model(), out / "masks.zarr", method="kgp")
     with pytest.raises(TrajError, match="not a masks.zarr"):
         traj.apply_masks(recipe.new_model(), SAMPLE / "digits-cnn.zarr")
+
+
+def test_export_of_a_model_with_tied_weights_loads_with_the_documented_call(tmp_path):
+    """Issue 25: GPT-2 ties lm_head.weight to transformer.wte.weight; the store (named_parameters) holds the
+    tensor once, so `model.load_state_dict(load_file(path))` fails with a missing "lm_head.weight". The call
+    the README and `traj prune --help` give, `safetensors.torch.load_model(model, path)`, loads it strictly."""
+    transformers = pytest.importorskip("transformers")
+    from safetensors.torch import load_file, load_model
+
+    from traj.analysis.masks import write_exports
+    from traj.record.recorder import layout_of
+    from traj.store import StoreWriter
+
+    config = transformers.GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=100, n_positions=32)
+    torch.manual_seed(0)
+    model = transformers.GPT2LMHeadModel(config)
+    assert model.lm_head.weight is model.transformer.wte.weight
+    layout, params = layout_of(model)
+    assert "lm_head.weight" not in layout.names and "transformer.wte.weight" in layout.names
+    theta0 = torch.cat([p.detach().reshape(-1) for p in params]).numpy().astype(np.float32)
+    rng = np.random.default_rng(0)
+    with StoreWriter(tmp_path / "gpt2.zarr", layout, dtype="float32") as writer:
+        for step in range(5):
+            writer.append(theta0 * (1 + 0.01 * step) + 0.001 * rng.standard_normal(theta0.size).astype(np.float32),
+                          step=step, epoch=0)
+    store = RunStore(tmp_path / "gpt2.zarr")
+    result = traj.prune(store, window="0:4", methods=["gmp"], compressions=[4], evaluate=False, refine_epochs=0)
+    (path,) = write_exports(result, store, tmp_path / "export")
+
+    fresh = transformers.GPT2LMHeadModel(config)
+    with pytest.raises(RuntimeError, match='Missing key\\(s\\) in state_dict: "lm_head.weight"'):
+        fresh.load_state_dict(load_file(path))
+    missing, unexpected = load_model(fresh, path)  # strict: raises on any other missing or unexpected name
+    assert not missing and not unexpected
+    assert fresh.lm_head.weight is fresh.transformer.wte.weight  # still tied, to the exported embedding
+    state = load_file(path)
+    for name, p in fresh.named_parameters():
+        torch.testing.assert_close(p.detach(), state[name], rtol=0, atol=0)
+    dropped = sum(int((state[e.name] == 0).sum()) for e in layout.prunable_entries)
+    assert dropped == result.n_prunable - int(result.kept["gmp"][0])
+    np.testing.assert_array_equal(fresh.transformer.wte.weight.detach().numpy().ravel(),
+                                  store.snapshot(4)[layout["transformer.wte.weight"].offset:
+                                                    layout["transformer.wte.weight"].stop])

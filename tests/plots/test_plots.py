@@ -50,6 +50,10 @@ def test_reconstruction_one_panel_per_sample_with_its_data(dmd_result):
         assert len(fitted.get_ydata()) == dmd_result.sample_trajectories.shape[0]
         assert len(forecast.get_ydata()) == 5 + 1  # the forecast starts at the last recorded snapshot
         assert a.get_title() == dmd_result.sample_names[j]
+        # issue 25: the x-axis is the training step, not "snapshot in window"; the forecast continues dt apart
+        np.testing.assert_array_equal(recorded.get_xdata(), dmd_result.steps)
+        np.testing.assert_array_equal(forecast.get_xdata(), dmd_result.steps[-1] + dmd_result.dt * np.arange(6))
+    assert fig.get_supxlabel() == "training step"
 
 
 def test_layer_spectra_one_panel_per_layer(dmd_result):
@@ -97,3 +101,75 @@ def test_cmd_figures_draw_the_result(cmd_result):
     assert len(axes) == 3
     for m, a in enumerate(axes):
         np.testing.assert_array_equal(a.get_lines()[0].get_ydata(), cmd_result.bands.reference[m])
+
+
+def _history(n_tensors, metrics=None, n_snapshots=12):
+    from traj.analysis.overview import LayerNorms
+
+    steps = np.arange(0, 10 * n_snapshots, 10)
+    norms = np.outer(1 + 0.1 * np.arange(n_snapshots), np.arange(1, n_tensors + 1, dtype=float))
+    norms[:, 0] = 0.0  # a tensor that stays zero (a bias initialised to 0)
+    names = tuple(f"h.{i}.attn.weight" for i in range(n_tensors))
+    return LayerNorms(steps, np.linspace(2, 1, n_snapshots), names, norms, np.zeros(0, dtype=int), metrics or {})
+
+
+def test_overview_of_many_tensors_is_a_heatmap_naming_every_tensor():
+    """Issue 25: with 28 tensors the legend covered the curves and named 12 of them."""
+    from traj.plots.run import plot_run_overview
+
+    history = _history(28)
+    fig = plot_run_overview(history)
+    ax_norm = fig.axes[1]
+    (image,) = ax_norm.get_images()
+    np.testing.assert_allclose(image.get_array(), history.relative_norms.T)
+    assert [t.get_text() for t in ax_norm.get_yticklabels()] == list(history.names)
+    # each tensor over its largest norm: the last snapshot is 1 for every moving tensor, 0 for the zero one
+    np.testing.assert_allclose(history.relative_norms[-1], [0.0] + [1.0] * 27)
+    np.testing.assert_allclose(history.relative_norms[0, 1:], 1 / 2.1)
+    assert ax_norm.get_legend() is None and not ax_norm.get_lines()
+
+
+def test_overview_of_few_tensors_keeps_the_legend_off_the_curves():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from traj.plots.run import plot_run_overview
+
+    history = _history(5)
+    fig = plot_run_overview(history)
+    FigureCanvasAgg(fig).draw()
+    ax_norm = fig.axes[1]
+    legend = ax_norm.get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == list(history.names)
+    assert legend.get_window_extent().x0 >= ax_norm.get_window_extent().x1  # beside the axes, not over them
+    assert fig.get_window_extent().x1 >= legend.get_window_extent().x1  # and inside the figure
+
+
+def test_overview_plots_the_logged_metrics():
+    """Issue 25: a logged eval_loss was never plotted. Each metric is drawn at the snapshots that have it."""
+    from traj.plots.run import plot_run_overview
+
+    eval_loss = np.full(12, np.nan)
+    eval_loss[::4] = [3.0, 2.0, 1.5]
+    history = _history(3, {"eval_loss": eval_loss, "never": np.full(12, np.nan)})
+    fig = plot_run_overview(history)
+    assert len(fig.axes) == 3
+    ax_metrics = fig.axes[1]
+    (line,) = ax_metrics.get_lines()  # a metric with no value anywhere is not drawn
+    np.testing.assert_array_equal(line.get_xdata(), [0, 40, 80])
+    np.testing.assert_array_equal(line.get_ydata(), [3.0, 2.0, 1.5])
+    assert [t.get_text() for t in ax_metrics.get_legend().get_texts()] == ["eval_loss"]
+
+
+def test_layer_norms_carry_the_stores_metrics(tmp_path):
+    from traj.analysis.overview import layer_norms
+    from traj.store import Layout, StoreWriter
+
+    with StoreWriter(tmp_path / "m.zarr", Layout.from_shapes([("w", (4,))]), dtype="float64") as writer:
+        for k in range(4):
+            writer.append(np.full(4, k + 1.0), step=k, metrics={"eval_loss": 1.0 / (k + 1)} if k % 2 else None)
+    from traj.store import RunStore
+
+    history = layer_norms(RunStore(tmp_path / "m.zarr"))
+    np.testing.assert_allclose(history.norms[:, 0], 2.0 * np.arange(1, 5))
+    np.testing.assert_array_equal(np.isfinite(history.metrics["eval_loss"]), [False, True, False, True])
+    np.testing.assert_allclose(history.metrics["eval_loss"][1::2], [0.5, 0.25])

@@ -37,7 +37,7 @@ from ..errors import (
     ParameterError,
     WindowTooShortError,
 )
-from ..progress import Progress, Stage
+from ..progress import Progress, Stage, counter
 from ..store import RunStore
 from .vectors import ChunkedVectors
 from .windows import Window, resolve_window
@@ -522,6 +522,14 @@ class CMDEvaluation:
         """The metric the report shows: accuracy when the recipe measures it, else loss."""
         return "accuracy" if "accuracy" in self.cmd else "loss"
 
+    def to_dataframe(self) -> Any:
+        """The rows of :meth:`to_dict` as a table indexed by step (pandas)."""
+        from ..tables import dataframe
+
+        rows = self.to_dict()
+        return dataframe({key: [row[key] for row in rows] for key in (rows[0] if rows else {"step": ()})},
+                         index="step")
+
     def to_dict(self) -> list[dict[str, float]]:
         rows = []
         for i, (k, step) in enumerate(zip(self.snapshots, self.steps, strict=True)):
@@ -637,6 +645,15 @@ class CMDResult:
         """|corr| of the sampled weights in dendrogram order (Turjeman et al. 2022 fig. 2)."""
         return self.sample_corr[np.ix_(self.sample_order, self.sample_order)]
 
+    def to_dataframe(self) -> Any:
+        """One row per mode (pandas): its size (weights), mean |corr| with its reference, and the reference
+        weight (a coordinate of θ). The scores per snapshot: ``result.evaluation.to_dataframe()``."""
+        from ..tables import dataframe
+
+        return dataframe({"mode": np.arange(self.modes), "size": self.mode_sizes,
+                          "mean_abs_corr": self.mode_mean_corr, "reference_index": self.reference_indices},
+                         index="mode")
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "store": self.store,
@@ -740,7 +757,8 @@ def fit_cmd(store: RunStore | str | os.PathLike[str], params: CMDParams, *, out:
 
     ``keep_model=False`` without ``out`` keeps no per-weight model (see :func:`cmd`).
 
-    ``stage("evaluating")`` and ``stage("sweep")`` announce the steps after the pass.
+    ``stage("evaluating")`` and ``stage("sweep")`` announce the steps after the pass; ``progress`` counts
+    the blocks of each pass and then the recipe's evaluations (a sweep: the fits of its settings).
     """
     store = store if isinstance(store, RunStore) else RunStore(store)
     engine = engine or Engine()
@@ -754,17 +772,17 @@ def fit_cmd(store: RunStore | str | os.PathLike[str], params: CMDParams, *, out:
             if stage is not None:
                 stage("evaluating")
             result = replace(result, evaluation=evaluate(result, store, recipe, max_points=params.eval_points,
-                                                          engine=engine, ema=ema_rows))
+                                                          engine=engine, ema=ema_rows, progress=progress))
     for kind, settings in (("window", params.sweep_window), ("subsample", params.sweep_subsample)):
         if settings:
             if stage is not None:
                 stage(f"sweep over the {'history length' if kind == 'window' else 'snapshot spacing'}")
             result = replace(result, history=(*result.history, _history_sweep(store, params, kind, settings, recipe,
-                                                                               engine, result.window)))
+                                                                               engine, result.window, progress)))
     if params.sweep:
         if stage is not None:
             stage("sweep")
-        result = replace(result, sweep=_sweep(store, params, recipe, engine))
+        result = replace(result, sweep=_sweep(store, params, recipe, engine, progress))
     return result
 
 
@@ -1037,12 +1055,14 @@ def load(path: str | os.PathLike[str]) -> CMDModel:
 
 # ---------------------------------------------------------------------- evaluation with the recipe
 def evaluate(result: CMDResult, store: RunStore, recipe: Any, *, max_points: int = 40,
-             engine: Engine | None = None, ema: np.ndarray | None = None) -> CMDEvaluation:
+             engine: Engine | None = None, ema: np.ndarray | None = None,
+             progress: Progress | None = None) -> CMDEvaluation:
     """The recipe's metrics of the original and the CMD-reconstructed weights per snapshot
     (Turjeman et al. 2022 fig. 5a, 7), at up to ``max_points`` snapshots spread over the window (:func:`eval_picks`).
 
     ``ema`` (n_β, n_picks, N), the weight EMAs of ``result.params.ema`` at those snapshots as the fit's
-    pass computed them, is scored beside them (Turjeman et al. 2022 figs. 19-21).
+    pass computed them, is scored beside them (Turjeman et al. 2022 figs. 19-21). ``progress(done, total)`` counts the
+    recipe's evaluations.
     """
     max_points = check_int("eval_points", max_points, low=1)
     engine = engine or Engine()
@@ -1053,9 +1073,12 @@ def evaluate(result: CMDResult, store: RunStore, recipe: Any, *, max_points: int
         raise ParameterError("ema", f"holds EMAs of shape {ema.shape}, not ({len(betas)}, {picks.size}, "
                                     f"{result.n_params})")
 
+    tick = counter(progress, picks.size * (2 + len(betas)))
+
     def scored(theta: np.ndarray, into: dict[str, list[float]]) -> None:
         for name, value in recipe.evaluate(theta.astype(store.dtype)).items():
             into.setdefault(name, []).append(float(value))
+        tick()
 
     original: dict[str, list[float]] = {}
     rebuilt: dict[str, list[float]] = {}
@@ -1080,8 +1103,10 @@ def sweep(store: RunStore | str | os.PathLike[str], modes_list: Sequence[int], *
     return _sweep(store, params, recipe, engine or Engine())
 
 
-def _sweep(store: RunStore, params: CMDParams, recipe: Any, engine: Engine) -> tuple[SweepRow, ...]:
+def _sweep(store: RunStore, params: CMDParams, recipe: Any, engine: Engine,
+           progress: Progress | None = None) -> tuple[SweepRow, ...]:
     rows = []
+    tick = counter(progress, len(params.sweep))  # one M a unit: each is a fit, a stability pass and evaluations
     for m in params.sweep:
         at_m = replace(params, modes=m, threshold=None)
         # the model goes to scratch where a recipe scores it, else only the totals are kept
@@ -1095,6 +1120,7 @@ def _sweep(store: RunStore, params: CMDParams, recipe: Any, engine: Engine) -> t
                 row = replace(row, metric=ev.metric, best_cmd=float(best(ev.cmd[ev.metric])),
                               best_original=float(best(ev.original[ev.metric])))
         rows.append(row)
+        tick()
     return tuple(rows)
 
 
@@ -1196,24 +1222,25 @@ class ModelComparison:
 
 def compare_models(store: RunStore | str | os.PathLike[str], recipe: Any, *, ranks: Sequence[int] = (5, 10, 20),
                    modes: Sequence[int] = (2, 5, 10), window: Window = None, max_points: int = 40,
-                   forecast: int = 0, samples: int = 1000, seed: int = 0, engine: Engine | None = None
-                   ) -> ModelComparison:
+                   forecast: int = 0, samples: int = 1000, seed: int = 0, engine: Engine | None = None,
+                   progress: Progress | None = None) -> ModelComparison:
     """DMD (``traj dmd --evaluate``) and CMD (``traj cmd --evaluate``) of the same window, scored by
-    the recipe at the same snapshots (both spread ``max_points`` over the window the same way)."""
+    the recipe at the same snapshots (both spread ``max_points`` over the window the same way).
+    ``progress(done, total)`` counts each pass's blocks, then each model's evaluations."""
     from .dmd import evaluate_dmd
 
     store = store if isinstance(store, RunStore) else RunStore(store)
     engine = engine or Engine()
     modes = tuple(check_ints("cmd_modes", modes, low=1, high=MAX_SAMPLES))
     dmd_ev = evaluate_dmd(store, recipe, ranks=ranks, window=window, max_points=max_points, forecast=forecast,
-                          engine=engine)
+                          engine=engine, progress=progress)
     lo, hi = dmd_ev.window
     curves, errors = [], []
     for m in modes:
         params = CMDParams.checked(modes=m, samples=samples, window=(lo, hi), seed=seed, eval_points=max_points)
         with _scratch(True) as scratch:
-            fitted, _ = _fit(store, params, scratch, engine, None)
-            ev = evaluate(fitted, store, recipe, max_points=max_points, engine=engine)
+            fitted, _ = _fit(store, params, scratch, engine, progress)
+            ev = evaluate(fitted, store, recipe, max_points=max_points, engine=engine, progress=progress)
         curves.append(dict(ev.cmd))
         scale = dmd_ev.data_norm / dmd_ev.motion_norm if dmd_ev.motion_norm > 0 else 0.0
         errors.append(fitted.relative_error * scale)
@@ -1276,7 +1303,7 @@ def history_sweep(store: RunStore | str | os.PathLike[str], kind: str, settings:
 
 
 def _history_sweep(store: RunStore, params: CMDParams, kind: str, settings: Sequence[int], recipe: Any,
-                   engine: Engine, window: tuple[int, int]) -> HistorySweep:
+                   engine: Engine, window: tuple[int, int], progress: Progress | None = None) -> HistorySweep:
     lo, hi = window
     variants = []
     for value in settings:
@@ -1303,6 +1330,7 @@ def _history_sweep(store: RunStore, params: CMDParams, kind: str, settings: Sequ
         original = [recipe.evaluate(engine.snapshot(store, int(k)).astype(store.dtype)) for k in scored]
     metric = None if original is None else ("accuracy" if "accuracy" in original[0] else "loss")
     rows = []
+    tick = counter(progress, len(variants) * len(modes_list))  # one fit (and its evaluations) a unit
     for value, variant, snaps in zip(settings, variants, used, strict=True):
         for m in modes_list:
             with _scratch(metric is not None) as scratch:
@@ -1313,6 +1341,7 @@ def _history_sweep(store: RunStore, params: CMDParams, kind: str, settings: Sequ
                                               .astype(store.dtype))[metric] for k in scored]
                     row = replace(row, metric_mean=float(np.mean(values)), metric_last=float(values[-1]))
             rows.append(row)
+            tick()
     return HistorySweep(
         kind, metric, scored,
         None if original is None else float(np.mean([o[metric] for o in original])),

@@ -33,6 +33,7 @@ a rank or k reduced below what was asked says so (``Spectrum.rank_note``, ``k_no
 from __future__ import annotations
 
 import functools
+import math
 import os
 import time
 from collections.abc import Sequence
@@ -703,6 +704,15 @@ class ConjugacyResult:
         """Why k or a run's rank was reduced below what was asked (empty when neither was)."""
         return [n for n in [self.k_note, *(s.rank_note for s in self.spectra)] if n]
 
+    def to_dataframe(self) -> Any:
+        """One row per pair of runs compared (pandas): W1 between their spectra, the statistic compared with
+        the threshold, the verdict, what decided it and, for "undetermined", why."""
+        from ..tables import dataframe
+
+        rows = [v.to_dict() for v in self.verdicts]
+        keys = ("a", "b", "distance", "statistic", "verdict", "basis", "reason")
+        return dataframe({key: [row[key] for row in rows] for key in keys}, index=["a", "b"])
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "runs": list(self.runs),
@@ -1083,9 +1093,11 @@ def _check_spacings(stores: Sequence[RunStore], windows: dict[int, tuple[int, in
                                      suggestion=exc.suggestion) from None
     if len(set(spacing.values())) > 1:
         shown = ", ".join(f"{name} every {d} step(s)" for name, d in spacing.items())
+        common = math.lcm(*spacing.values())
         raise ParameterError("stores", f"hold snapshots at different spacings ({shown}): an eigenvalue is per "
                                        "snapshot (λ^d over d steps), so these spectra differ whatever the dynamics; "
-                                       "compare runs recorded at one spacing (e.g. the same --every)")
+                                       f"select a common grid of steps (--steps ::{common}, or --stride per store; "
+                                       f"open_store(path, steps='::{common}')) or record at one spacing")
 
 
 def _check_null_memory(null_size: int, draws: int, n_window: int) -> None:

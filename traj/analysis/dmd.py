@@ -34,7 +34,7 @@ from ..engine import Engine, ReducedOperator
 from ..engine.operator import RESOLVED, ModeClass, check_rank
 from ..engine.randomized import SKETCH_BLOCK, randomized_operator
 from ..errors import DataLimitError, NotApplicableError, ParameterError, RankUnavailableError
-from ..progress import Progress
+from ..progress import Progress, counter
 from ..store import RunStore
 from ..store.schema import ParamEntry
 from .windows import Window, check_even_spacing, check_gram_finite, parse_window, raise_nonfinite, resolve_window
@@ -348,6 +348,14 @@ class DMDResult:
         return self.window[1] - self.window[0] + 1
 
     @property
+    def reconstruction_steps(self) -> np.ndarray:
+        """The training step of each row of ``sample_reconstruction``: the window's steps, then the forecast's,
+        ``dt`` apart past the last (the window is evenly spaced)."""
+        steps = np.asarray(self.steps, dtype=np.float64)
+        ahead = self.sample_reconstruction.shape[0] - steps.size
+        return np.concatenate([steps, steps[-1] + self.dt * np.arange(1, ahead + 1)])
+
+    @property
     def eigenvalue_errors_cover(self) -> str:
         """What :meth:`ReducedOperator.eigenvalue_errors` estimates, and what it leaves out (report and JSON)."""
         if self.operator.source == "svd":
@@ -402,6 +410,18 @@ class DMDResult:
             "modes": self.modes_path,
             "evaluation": self.evaluation.to_dict() if self.evaluation else None,
         }
+
+
+    def to_dataframe(self) -> Any:
+        """One row per mode (pandas): eigenvalue λ, |λ|, rate log(λ)/Δt per step, amplitude, |amplitude|, class."""
+        from ..tables import dataframe
+
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rates = self.rates
+        return dataframe({"mode": np.arange(self.rank), "eigenvalue": self.eigenvalues,
+                          "abs_eigenvalue": np.abs(self.eigenvalues), "rate_per_step": rates,
+                          "amplitude": self.amplitudes, "abs_amplitude": np.abs(self.amplitudes),
+                          "class": self.classes}, index="mode")
 
 
 def complex_pairs(values: np.ndarray) -> list[list[float]]:
@@ -696,6 +716,18 @@ class DMDEvaluation:
         """The metric drawn: accuracy when the recipe measures it, else loss."""
         return "accuracy" if "accuracy" in self.original else "loss"
 
+    def to_dataframe(self) -> Any:
+        """One row per scored snapshot of the window, by step (pandas): each metric of the original weights
+        (``original_loss``, ...) and of the reconstruction at each rank (``rank5_loss``, ...)."""
+        from ..tables import dataframe
+
+        n = self.snapshots.size
+        columns: dict[str, Any] = {"step": self.steps, "snapshot": self.snapshots}
+        columns.update({f"original_{name}": values for name, values in self.original.items()})
+        for rank, metrics in zip(self.ranks, self.reconstructed, strict=True):
+            columns.update({f"rank{rank}_{name}": np.asarray(values)[:n] for name, values in metrics.items()})
+        return dataframe(columns, index="step")
+
     def to_dict(self) -> dict[str, Any]:
         def listed(metrics: Mapping[str, np.ndarray]) -> dict[str, list[float | None]]:
             return {name: [float(x) if np.isfinite(x) else None for x in v] for name, v in metrics.items()}
@@ -719,6 +751,8 @@ def evaluate_dmd(store: RunStore | str | os.PathLike[str], recipe: Any, *, ranks
     every rank's every scored snapshot (up to ``max_points`` in the window, the last included, and up
     to ``max_points`` of the ``forecast`` snapshots past it) comes from ONE D·W pass with a real
     (T+1)×K matrix W. The θ̂ are then scored one by one with ``recipe.evaluate``.
+
+    ``progress(done, total)`` counts the blocks of the Gram pass, then the recipe's evaluations.
     """
     store = store if isinstance(store, RunStore) else RunStore(store)
     engine = engine or Engine()
@@ -760,12 +794,16 @@ def evaluate_dmd(store: RunStore | str | os.PathLike[str], recipe: Any, *, ranks
         raise DataLimitError("eval_points", f"the {weights.shape[1]} reconstructed θ's need {need / 2**30:.1f} GiB "
                                             f"(limit {MAX_EVAL_BYTES / 2**30:.0f} GiB): fewer points or ranks")
     thetas = np.empty((weights.shape[1], store.n_params), dtype=np.float32)
-    for cols, part in engine.project_blocks(store, weights, rows=rows):
+    for cols, part in engine.project_blocks(store, weights, rows=rows, progress=progress):
         thetas[:, cols] = part.T
+
+    recorded = int((lo + ahead < store.n_snapshots).sum())
+    tick = counter(progress, inside.size + recorded + len(operators) * times.size)  # the recipe's evaluations
 
     def scored(theta: np.ndarray, into: dict[str, list[float]]) -> None:
         for name, value in recipe.evaluate(np.asarray(theta).astype(store.dtype)).items():
             into.setdefault(name, []).append(float(value))
+        tick()
 
     original: dict[str, list[float]] = {}
     for k in inside:

@@ -233,14 +233,14 @@ def fit_landscape(stores: Sequence[RunStore], recipe: Any, params: LandscapePara
     """The loss landscape of ``recipe`` in the plane of the runs in ``stores`` (see the module docstring).
 
     ``center="final"`` puts the first run's last snapshot θ_T at the origin (the plane through it,
-    parallel to the one through μ). ``progress(done, total)`` over the grid's points.
+    parallel to the one through μ). ``progress(done, total)`` over the plane's pass, then the grid's points.
     """
     params = params or LandscapeParams()
     if recipe is None:
         raise NotApplicableError("the loss landscape needs the run's recipe to evaluate the loss")
     engine = engine or Engine()
     t0 = time.perf_counter()
-    plane = fit_plane(stores, engine=engine)
+    plane = fit_plane(stores, engine=engine, progress=progress)  # the Gram pass's blocks, then the grid's points
     if params.center == "final":
         center = engine.snapshot(stores[0], stores[0].n_snapshots - 1)
         shift = plane.directions @ (center - plane.mean)  # s_T, the first run's last score

@@ -316,7 +316,10 @@ def write_exports(result: PruneResult, store: RunStore, directory: str | os.Path
     Each holds θ of the snapshot the masks were scored at (``result.theta``, ``result.window[1]``) with the
     dropped weights set to zero, under the layout's names in the store's dtype: exactly the
     weights whose accuracy ``traj prune`` reports (LSP: its first mask seed). Load it with
-    ``model.load_state_dict(safetensors.torch.load_file(path))``. The file is written piece by piece
+    ``safetensors.torch.load_model(model, path)``: a tied tensor is stored once, under the name
+    ``named_parameters`` gives it (GPT-2: ``transformer.wte.weight``), and ``load_model`` fills the names
+    tied to it (``lm_head.weight``), which a plain ``model.load_state_dict(load_file(path))`` reports
+    missing. The file is written piece by piece
     (the safetensors layout: a JSON header, then each tensor's bytes in name order), never whole in memory.
     """
     import json

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -48,6 +48,8 @@ class LayerNorms:
         ‖θ_layer(k)‖₂, accumulated in float64 (not finite where the snapshot is not).
     nonfinite_rows : ndarray of int
         Snapshots holding NaN or Inf, found by the same pass.
+    metrics : mapping of name to ndarray of shape (T,)
+        The other series the run logged (``eval_loss``, accuracy, ...; NaN where a snapshot has no value).
     """
 
     steps: np.ndarray
@@ -55,6 +57,25 @@ class LayerNorms:
     names: tuple[str, ...]
     norms: np.ndarray
     nonfinite_rows: np.ndarray
+    metrics: Mapping[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def relative_norms(self) -> np.ndarray:
+        """‖θ_layer(k)‖ over its largest value in the run, shape (T, n_layers), in [0, 1] (0 for a layer that
+        is zero throughout; NaN where a snapshot is not finite): layers of any size on one scale."""
+        largest = np.where(np.isfinite(self.norms), self.norms, 0.0).max(axis=0, initial=0.0)
+        return np.where(largest > 0, self.norms / np.where(largest > 0, largest, 1.0), 0.0)
+
+    def to_dataframe(self) -> Any:
+        """One row per snapshot, by step (pandas): the loss, every logged metric and each tensor's ‖θ‖₂."""
+        from ..tables import dataframe
+
+        columns: dict[str, Any] = {"step": self.steps}
+        if self.loss is not None:
+            columns["loss"] = self.loss
+        columns.update(self.metrics)
+        columns.update({f"norm {name}": self.norms[:, j] for j, name in enumerate(self.names)})
+        return dataframe(columns, index="step")
 
     def to_dict(self) -> dict[str, Any]:
         """The first and last snapshot's norms, as ``summary.json`` shows them (None without snapshots)."""
@@ -74,7 +95,8 @@ def layer_norms(store: RunStore, *, engine: Engine | None = None, progress: Prog
         columns = [j for j, e in enumerate(store.layout.entries) if e.size]
         norms[:, columns] = rows.norms
         nonfinite = rows.nonfinite_rows
-    return LayerNorms(store.steps, store.loss, tuple(store.layout.names), norms, nonfinite)
+    metrics = {name: store.metric(name) for name in store.metric_names}
+    return LayerNorms(store.steps, store.loss, tuple(store.layout.names), norms, nonfinite, metrics)
 
 
 @dataclass(frozen=True)
@@ -119,6 +141,7 @@ def overview(
     evaluate: bool = True,
     recipe: Any = None,
     stage: Stage | None = None,
+    progress: Progress | None = None,
 ) -> Overview:
     """Run every analysis that applies to ``store`` with the overview's defaults.
 
@@ -130,6 +153,7 @@ def overview(
     modes : CMD modes (at most a quarter of the weights).
     evaluate : score CMD and pruned weights with ``recipe`` (default: the store's recipe).
     stage : called with each analysis' name as it starts.
+    progress : ``progress(done, total)`` within each analysis: the blocks of its passes, the recipe's evaluations.
     """
     t0 = time.perf_counter()
     engine = engine or Engine()
@@ -149,44 +173,45 @@ def overview(
             return None
 
     say("info")
-    history = layer_norms(store, engine=engine)  # also finds the non-finite snapshots: one pass for both
+    history = layer_norms(store, engine=engine, progress=progress)  # also finds the non-finite snapshots: one pass for both
     info = describe(store, nonfinite_rows=history.nonfinite_rows)
-    dmd_result = section("dmd", lambda: dmd(store, rank="auto", forecast=10, engine=engine))
+    dmd_result = section("dmd", lambda: dmd(store, rank="auto", forecast=10, engine=engine, progress=progress))
     # CMD's per-weight model goes to scratch where the recipe scores it, else it is not kept: nothing of N in memory
     with tempfile.TemporaryDirectory(prefix="traj-report-") as scratch:
         model_out = Path(scratch) / "cmd.zarr" if recipe is not None else None
-        cmd_result = section("cmd", lambda: _cmd(store, modes, engine, model_out))
+        cmd_result = section("cmd", lambda: _cmd(store, modes, engine, model_out, progress))
         if cmd_result is not None and recipe is not None:
             evaluation = section("cmd evaluation", lambda: evaluate_cmd(cmd_result, store, recipe, max_points=12,
-                                                                          engine=engine))
+                                                                          engine=engine, progress=progress))
             cmd_result = replace(cmd_result, evaluation=evaluation)
-            models = section("models", lambda: _models(store, recipe, cmd_result, engine))
+            models = section("models", lambda: _models(store, recipe, cmd_result, engine, progress))
         else:
             models = None
         if cmd_result is not None:  # the scratch model goes with the directory
             cmd_result = replace(cmd_result, model=replace(cmd_result.model, labels=None, a=None, b=None),
                                  model_path=None)
-    prune_result = section("prune", lambda: _prune(store, recipe, engine))
-    conj_result = section("conjugacy", lambda: _conjugacy(store, peers, null, engine))
+    prune_result = section("prune", lambda: _prune(store, recipe, engine, progress))
+    conj_result = section("conjugacy", lambda: _conjugacy(store, peers, null, engine, progress))
     return Overview(str(store.path), info, history, dmd_result, cmd_result, prune_result, conj_result, skipped,
                     time.perf_counter() - t0, models)
 
 
-def _models(store: RunStore, recipe: Any, fitted: CMDResult, engine: Engine) -> ModelComparison:
+def _models(store: RunStore, recipe: Any, fitted: CMDResult, engine: Engine,
+            progress: Progress | None = None) -> ModelComparison:
     """DMD at a few ranks beside CMD at 2 and at the overview's M, scored at the same 12 snapshots (Turjeman et al. 2022 fig. 1)."""
     modes = sorted({min(2, fitted.modes), fitted.modes})
     return compare_models(store, recipe, ranks=(5, 10, 20), modes=modes, max_points=12,
-                          samples=min(1000, store.n_params), engine=engine)
+                          samples=min(1000, store.n_params), engine=engine, progress=progress)
 
 
-def _cmd(store: RunStore, modes: int, engine: Engine, out: Path | None) -> CMDResult:
+def _cmd(store: RunStore, modes: int, engine: Engine, out: Path | None, progress: Progress | None = None) -> CMDResult:
     if store.n_params < 2:
         raise NotApplicableError(f"CMD correlates weights: the run has {'only one' if store.n_params else 'none'}")
     return cmd(store, modes=min(modes, max(1, store.n_params // 4)), samples=min(1000, store.n_params), out=out,
-               keep_model=False, engine=engine)
+               keep_model=False, engine=engine, progress=progress)
 
 
-def _prune(store: RunStore, recipe: Any, engine: Engine) -> PruneResult:
+def _prune(store: RunStore, recipe: Any, engine: Engine, progress: Progress | None = None) -> PruneResult:
     if not store.layout.prunable_entries:
         raise NotApplicableError("no prunable weights (linear/conv layers) in this run")
     # whether the run has enough iteration-level snapshots per epoch is prune's rule (epoch_rows), not repeated here
@@ -194,11 +219,11 @@ def _prune(store: RunStore, recipe: Any, engine: Engine) -> PruneResult:
         raise NotApplicableError("the overview prunes the last epoch and this run records no epochs "
                                  "(traj prune STORE --window A:B prunes a window of snapshots)")
     return prune(store, methods=["kmp", "gmp", "lsp"], compressions=[2, 4, 8, 16], seeds=1, recipe=recipe,
-                 evaluate=recipe is not None, engine=engine)
+                 evaluate=recipe is not None, engine=engine, progress=progress)
 
 
 def _conjugacy(store: RunStore, peers: Sequence[RunStore], null: Sequence[RunStore],
-               engine: Engine) -> ConjugacyResult:
+               engine: Engine, progress: Progress | None = None) -> ConjugacyResult:
     if not peers:
         raise NotApplicableError("no peers given (traj report STORE --peers OTHER.zarr ...)")
-    return conjugacy([store, *peers], null=null, engine=engine)
+    return conjugacy([store, *peers], null=null, engine=engine, progress=progress)

@@ -37,7 +37,7 @@ from ..engine import Engine, ReducedOperator
 from ..engine.backends import ArrayOps
 from ..engine.operator import ModeClass, check_rank
 from ..errors import NotApplicableError, ParameterError, WindowTooShortError
-from ..progress import Progress
+from ..progress import Progress, counter
 from ..prunable import prunable_columns as prunable_columns_of
 from ..store import Layout, RunStore
 from .dmd import complex_pairs
@@ -551,6 +551,21 @@ class PruneResult:
         """θ at ``window[1]``, (N,) float64, in memory."""
         return self.arrays.read("theta")
 
+    def to_dataframe(self) -> Any:
+        """One row per method and compression c (pandas): the weights kept, and with a recipe the metric after
+        pruning (mean and std over seeds) and after refinement (``refined_mean``, ``refined_std``)."""
+        from ..tables import dataframe
+
+        methods = [m for m in self.methods for _ in self.compressions]
+        index = [i for _ in self.methods for i in range(len(self.compressions))]
+        columns: dict[str, Any] = {"method": methods, "compression": self.compressions[index],
+                                   "kept": [int(self.kept[m][i]) for m, i in zip(methods, index, strict=True)]}
+        for prefix, table in (("", self.accuracy), ("refined_", self.accuracy_refined)):
+            if table:
+                columns[f"{prefix}mean"] = [float(table[m].mean[i]) for m, i in zip(methods, index, strict=True)]
+                columns[f"{prefix}std"] = [float(table[m].std[i]) for m, i in zip(methods, index, strict=True)]
+        return dataframe(columns, index=["method", "compression"])
+
     def to_dict(self) -> dict[str, Any]:
         keys = [compression_key(c) for c in self.compressions]
 
@@ -725,7 +740,7 @@ def fit_prune(store: RunStore | str | os.PathLike[str], params: PruneParams, *, 
             arrays=arrays,
         )
         if params.evaluate and recipe is not None:
-            result = _evaluate(result, recipe, store.layout, store.dtype)
+            result = _evaluate(result, recipe, store.layout, store.dtype, progress)
         if params.epochs:
             result = _replace(result, epoch_overlap=_across_epochs(store, params, available[0], prunable, engine, recipe,
                                                                    scratch))
@@ -769,9 +784,13 @@ def _pruned(result: PruneResult, mask: np.ndarray | None, dtype: Any) -> np.ndar
     return out
 
 
-def _evaluate(result: PruneResult, recipe: Any, layout: Layout, dtype: np.dtype) -> PruneResult:
-    """Validation metric after pruning and after ``refine_epochs`` of training with each mask held fixed."""
+def _evaluate(result: PruneResult, recipe: Any, layout: Layout, dtype: np.dtype,
+              progress: Progress | None = None) -> PruneResult:
+    """Validation metric after pruning and after ``refine_epochs`` of training with each mask held fixed;
+    ``progress`` counts the masks scored (each: an evaluation, and a refinement when asked)."""
+    tick = counter(progress, 1 + len(result.methods) * len(result.compressions) * result.seeds)
     base = recipe.evaluate(_pruned(result, None, dtype))
+    tick()
     metric = "accuracy" if "accuracy" in base else "loss"
     accuracy: dict[str, MetricStats] = {}
     refined: dict[str, MetricStats] = {}
@@ -784,6 +803,7 @@ def _evaluate(result: PruneResult, recipe: Any, layout: Layout, dtype: np.dtype)
                 lsp = m == "lsp"
                 if not (lsp or s == 0 or result.refine_epochs):
                     after[i, s] = after[i, 0]
+                    tick()
                     continue
                 mask = result.arrays.read(result.mask_name(m, i, s))
                 pruned = _pruned(result, mask, dtype)
@@ -793,6 +813,7 @@ def _evaluate(result: PruneResult, recipe: Any, layout: Layout, dtype: np.dtype)
                                     for e in layout.prunable_entries}
                     tuned[i, s] = recipe.evaluate(recipe.refine(pruned, result.refine_epochs, mask=tensor_masks,
                                                                 seed=s))[metric]
+                tick()
         accuracy[m] = MetricStats(after.mean(axis=1), after.std(axis=1))
         if result.refine_epochs:
             refined[m] = MetricStats(tuned.mean(axis=1), tuned.std(axis=1))

@@ -144,6 +144,7 @@ def check_even_spacing(store: RunStore, lo: int, hi: int, *, minimum: int = 3, m
                     f"(snapshots {g} and {g + 1}; {base_spacing(steps)} steps apart elsewhere{more})")
     if sides:
         problem += "; give a window on one side of it: " + " or ".join(sides)
+        problem += (f", or the steps on one side (--steps :{int(steps[gaps[0]])} or --steps {int(steps[gaps[0] + 1])}:)")
         if best_len + 1 >= minimum:
             a = lo + best_end - best_len + 1
             suggestion = (a, a + best_len)

@@ -31,8 +31,9 @@ from ..errors import ParameterError, TrajError
 from ..report.writer import jsonable
 
 #: Progress bars and errors go to stderr; stdout carries results (``--json``).
-err_console = Console(stderr=True, soft_wrap=True)
-out_console = Console(soft_wrap=True)
+#: No emoji codes: a message or store name holding ":b:" (``--steps a:b:s``) is text, not 🅱.
+err_console = Console(stderr=True, soft_wrap=True, emoji=False)
+out_console = Console(soft_wrap=True, emoji=False)
 
 
 @dataclass(frozen=True)
@@ -166,6 +167,23 @@ def progress_bar(*fields: str, transient: bool = True) -> Progress:
     return _Progress(*columns, console=err_console, transient=transient, disable=transient and not err_console.is_terminal)
 
 
+class Stages:
+    """One line of ``bar`` per stage of a command: :meth:`stage` replaces it by a new, indeterminate line
+    with the stage's name, :meth:`progress` fills it (the library's two callbacks, :mod:`traj.progress`),
+    so no phase passes with a finished bar on screen and nothing moving."""
+
+    def __init__(self, bar: Progress, first: str) -> None:
+        self.bar = bar
+        self.task = bar.add_task(first, total=None)
+
+    def stage(self, name: str) -> None:
+        self.bar.remove_task(self.task)
+        self.task = self.bar.add_task(name, total=None)
+
+    def progress(self, done: int, total: int) -> None:
+        self.bar.update(self.task, completed=done, total=total)
+
+
 def print_json(payload: Any) -> None:
     sys.stdout.write(json.dumps(payload, indent=2, default=jsonable) + "\n")
     sys.stdout.flush()
@@ -232,3 +250,24 @@ def number_list(option: str, text: str, kind: type) -> list:
     if not values:
         raise fail(f"{option} is empty")
     return values
+
+
+# Options of every command that analyses a store's snapshots: which of them it sees (traj.store.selection).
+StepsOption = Annotated[str | None, typer.Option(
+    help="Only the snapshots at training steps a:b (both included), or a:b:s (every s steps from a; ::100 = "
+         "multiples of 100): applied before --window, whose indices then count these snapshots.")]
+StrideOption = Annotated[int, typer.Option(
+    help="Every k-th snapshot (of those --steps keeps, from the first), before --window.")]
+
+
+def open_selected(path: Path, steps: str | None = None, stride: int = 1):
+    """The store at ``path`` showing the snapshots of ``--steps`` and ``--stride`` (checked by the library)."""
+    from ..store import open_store
+
+    with flag_names("steps", "stride"):
+        return open_store(path, steps=steps, stride=stride)
+
+
+def selection_note(store: Any) -> str:
+    """`` (steps 0:1000:100, stride 2: 11 snapshots)`` after a store's name, or nothing without a selection."""
+    return f" ({store.selected}: {store.n_snapshots} snapshots)" if getattr(store, "selected", "") else ""

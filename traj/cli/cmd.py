@@ -13,16 +13,21 @@ from ._common import (
     BlockOption,
     DeviceOption,
     SchedulerOption,
+    Stages,
+    StepsOption,
+    StrideOption,
     engine_options,
     err_console,
     flag_names,
     given_options,
     handle_errors,
     number_list,
+    open_selected,
     out_console,
     output_dir,
     print_json,
     progress_bar,
+    selection_note,
 )
 
 
@@ -33,6 +38,8 @@ def cmd(
     threshold: Annotated[float | None, typer.Option(help="Cut the dendrogram at t (0 < t <= 1) times the largest distance instead of M (with --distance corr: at 1-|corr| = t).")] = None,
     samples: Annotated[int, typer.Option(help="Weights sampled for the clustering (K).")] = 1000,
     window: Annotated[str | None, typer.Option(help="Snapshots a:b, both included.")] = None,
+    steps: StepsOption = None,
+    stride: StrideOption = 1,
     subsample: Annotated[int, typer.Option(help="Use every s-th snapshot.")] = 1,
     seed: Annotated[int, typer.Option(help="Seed of the weight sample.")] = 0,
     drop_nonfinite: Annotated[bool, typer.Option("--drop-nonfinite", help="Skip NaN/Inf snapshots instead of refusing.")] = False,
@@ -80,7 +87,6 @@ def cmd(
         from ..errors import NotApplicableError, ParameterError
         from ..recipes import resolve_recipe
         from ..report.cmd import cmd_report_files
-        from ..store import open_store
 
         given = given_options(ctx, "modes", "compare_modes")
         if threshold is not None and "modes" in given:
@@ -98,35 +104,39 @@ def cmd(
         ranks = number_list("--compare-dmd", compare_dmd, int) if compare_dmd else ()
         compared_modes = number_list("--compare-modes", compare_modes, int)
         engine = engine_options(backend, device, scheduler, block_mb)
-        opened = open_store(store)
+        opened = open_selected(store, steps, stride)
         target = output_dir(out, f"cmd-{opened.path.name.removesuffix('.zarr')}", opened)
         recipe = resolve_recipe(recipe_spec, opened) if evaluate else None
         # the model is written straight into the report's staging directory
         with staged_output(target, inputs=[opened.path]) as staging:
             with progress_bar() as bar:
-                task = bar.add_task("CMD pass", total=None)
+                line = Stages(bar, "CMD pass")
                 result = fit_cmd(opened, params, out=staging / "cmd.zarr", recipe=recipe, engine=engine,
-                                 progress=lambda d, t: bar.update(task, completed=d, total=t),
-                                 stage=lambda name: bar.update(task, description=name))
+                                 progress=line.progress, stage=line.stage)
                 if ranks:
                     if recipe is None:
                         raise NotApplicableError("--compare-dmd scores the models with a recipe: this run has none")
-                    bar.update(task, description="DMD and CMD models")
+                    line.stage("DMD and CMD models")
                     result = replace(result, comparison=compare_models(
                         opened, recipe, ranks=ranks, modes=compared_modes, window=result.window,
-                        max_points=params.eval_points, samples=params.samples, seed=params.seed, engine=engine))
-            result = replace(result, model_path=str(target / "cmd.zarr"))
-            cmd_report_files(result, staging)
+                        max_points=params.eval_points, samples=params.samples, seed=params.seed, engine=engine,
+                        progress=line.progress))
+                result = replace(result, model_path=str(target / "cmd.zarr"))
+                line.stage("writing the report")
+                cmd_report_files(result, staging)
         for t in result.evaluation.ema if result.evaluation else ():
             if t.stale:
                 err_console.print(f"[yellow]EMA {t.beta:g} still puts {t.first_weight:.2f} of its weight on the "
                                   f"window's first snapshot at the last (β^T > 0.05): β is too close to 1 for "
                                   f"{result.snapshots.size} snapshots[/yellow]")
         if json_:
-            print_json(result.to_dict())
+            summary = result.to_dict()
+            if opened.selections:
+                summary["selection"] = [s.to_dict() for s in opened.selections]
+            print_json(summary)
             return
         out_console.print(
-            f"[bold]{m(opened.path.name)}[/bold]: {result.modes} modes over {result.n_params} weights, sizes "
+            f"[bold]{m(opened.path.name)}[/bold]{m(selection_note(opened))}: {result.modes} modes over {result.n_params} weights, sizes "
             f"{result.mode_sizes.tolist()[:10]}; MSE {result.mse:.3g}, relative error {result.relative_error:.3g}, "
             f"compression {result.compression_ratio:.1f}x"
         )

@@ -15,6 +15,8 @@ from ._common import (
     BlockOption,
     DeviceOption,
     SchedulerOption,
+    Stages,
+    StepsOption,
     engine_options,
     err_console,
     fail,
@@ -22,10 +24,13 @@ from ._common import (
     given_options,
     handle_errors,
     int_or_keyword,
+    number_list,
+    open_selected,
     out_console,
     output_dir,
     print_json,
     progress_bar,
+    selection_note,
 )
 
 
@@ -33,6 +38,10 @@ def conjugacy(
     ctx: typer.Context,
     stores: Annotated[list[Path], typer.Argument(help="Two or more run stores (or one with --windows).")],
     window: Annotated[str | None, typer.Option(help="Snapshots a:b used in every run.")] = None,
+    steps: StepsOption = None,
+    stride: Annotated[str, typer.Option(help="Every k-th snapshot (of those --steps keeps), before --window: one k "
+                                             "for every store, or k1,k2,... one per store (the runs, then --null), "
+                                             "to compare runs recorded at different spacings.")] = "1",
     observable: Annotated[str, typer.Option(help="What DMD sees: 'all' weights, 'layer:NAME' (one parameter "
                                                  "tensor) or 'pca:K' (K principal-component scores, from the Gram).")] = "all",
     layer: Annotated[str | None, typer.Option(help="Same as --observable layer:NAME.")] = None,
@@ -84,7 +93,6 @@ def conjugacy(
         from ..analysis.conjugacy import ConjugacyParams, fit_conjugacy
         from ..display import markup as m
         from ..report.conjugacy import conjugacy_report
-        from ..store import open_store
 
         params = ConjugacyParams.checked(window=window, observable=observable, layer=layer,
                                          rank=int_or_keyword("--rank", rank, "k", "auto"),
@@ -94,17 +102,29 @@ def conjugacy(
         if len(stores) < 2 and not windows:
             raise fail("one run given: give two or more runs to compare, or --windows W to compare W windows of one run")
         engine = engine_options(backend, device, scheduler, block_mb)
-        runs = [open_store(s) for s in stores]
-        null_runs = [open_store(Path(p.strip())) for p in (null or "").split(",") if p.strip()]
+        null_paths = [Path(p.strip()) for p in (null or "").split(",") if p.strip()]
+        strides = number_list("--stride", stride, int)
+        if len(strides) not in (1, len(stores) + len(null_paths)):
+            raise fail(f"--stride takes one k or one per store ({len(stores) + len(null_paths)}: the runs, then "
+                       f"--null), got {len(strides)}")
+        strides = strides * (len(stores) + len(null_paths)) if len(strides) == 1 else strides
+        opened = [open_selected(p, steps, k) for p, k in zip([*stores, *null_paths], strides, strict=True)]
+        runs, null_runs = opened[: len(stores)], opened[len(stores) :]
         target = output_dir(out, "conjugacy", *runs, *null_runs)
         with progress_bar() as bar:
-            task = bar.add_task("spectra", total=None)
-            result = fit_conjugacy(runs, params, null=null_runs, engine=engine,
-                                   progress=lambda d, t: bar.update(task, completed=d, total=t))
+            line = Stages(bar, "spectra")
+            result = fit_conjugacy(runs, params, null=null_runs, engine=engine, progress=line.progress)
+            line.stage("writing the report")
             conjugacy_report(result, target, inputs=[r.path for r in runs + null_runs])
         if json_:
-            print_json(result.to_dict())
+            summary = result.to_dict()
+            if any(r.selections for r in opened):
+                summary["selection"] = {str(r.path): [s.to_dict() for s in r.selections] for r in opened}
+            print_json(summary)
         else:
+            for r in opened:
+                if r.selections:
+                    out_console.print(f"{m(r.path.name)}{m(selection_note(r))}", highlight=False)
             _show(result, quantile, given_options(ctx, "k", "rank", "rule"))
             err_console.print(f"[green]report[/green] {m(target)}/report.html")
         if fail_on_nonconjugate and result.any_nonconjugate:

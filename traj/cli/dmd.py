@@ -12,16 +12,21 @@ from ._common import (
     BlockOption,
     DeviceOption,
     SchedulerOption,
+    Stages,
+    StepsOption,
+    StrideOption,
     engine_options,
     err_console,
     flag_names,
     handle_errors,
     number_list,
+    open_selected,
     out_console,
     output_dir,
     parse_rank,
     print_json,
     progress_bar,
+    selection_note,
 )
 
 
@@ -30,6 +35,8 @@ def dmd(
     store: Annotated[Path, typer.Argument(help="A run store.")],
     rank: Annotated[str, typer.Option(help="Modes to keep: an integer, or 'auto' (Gavish–Donoho).")] = "auto",
     window: Annotated[str | None, typer.Option(help="Snapshots a:b, both included (negative counts from the end).")] = None,
+    steps: StepsOption = None,
+    stride: StrideOption = 1,
     layer: Annotated[list[str] | None, typer.Option(help="Use only this parameter tensor (repeatable).")] = None,
     per_layer: Annotated[bool, typer.Option("--per-layer", help="Also decompose every layer on its own.")] = False,
     eps: Annotated[float, typer.Option(help="Neutral class tolerance: 1-ε <= |λ| <= 1+ε.")] = 0.01,
@@ -71,14 +78,12 @@ def dmd(
         from ..analysis.dmd import save_modes as save_modes_to
         from ..display import markup as m
         from ..report.dmd import dmd_report
-        from ..store import open_store
-
         params = DMDParams.checked(rank=parse_rank(rank), window=window, layers=layer, per_layer=per_layer, eps=eps,
                                    forecast=forecast, method=method, n_iter=power_iterations,
                                    drop_nonfinite=drop_nonfinite, memory_bytes=memory_bytes(memory_mb))
         ranks = number_list("--eval-ranks", eval_ranks, int)
         engine = engine_options(backend, device, scheduler, block_mb)
-        opened = open_store(store)
+        opened = open_selected(store, steps, stride)
         target = output_dir(out, f"dmd-{opened.path.name.removesuffix('.zarr')}", opened)
         recipe = None
         if evaluate:
@@ -89,23 +94,26 @@ def dmd(
             if recipe is None:
                 raise NotApplicableError("--evaluate needs a recipe: this store names none (give --recipe)")
         with progress_bar() as bar:
-            task = bar.add_task("Gram pass", total=None)
-            result = fit_dmd(opened, params, engine=engine, progress=lambda d, t: bar.update(task, completed=d, total=t))
+            line = Stages(bar, "Gram pass")
+            result = fit_dmd(opened, params, engine=engine, progress=line.progress)
             if recipe is not None:
-                bar.update(task, description="evaluating")
+                line.stage("evaluating")
                 result = replace(result, evaluation=evaluate_dmd(opened, recipe, ranks=ranks, window=result.window,
                                                                  max_points=eval_points, forecast=forecast,
-                                                                 engine=engine))
+                                                                 engine=engine, progress=line.progress))
             extra = None
             if save_modes:
-                modes_task = bar.add_task("modes pass", total=None)
 
                 def extra(staging: Path) -> None:
-                    save_modes_to(result, opened, staging / "modes.zarr", engine=engine,
-                                  progress=lambda d, t: bar.update(modes_task, completed=d, total=t))
+                    line.stage("modes pass")
+                    save_modes_to(result, opened, staging / "modes.zarr", engine=engine, progress=line.progress)
+                    line.stage("writing the report")
 
+            line.stage("writing the report")
             dmd_report(result, target, extra=extra, inputs=[opened.path])
         summary = result.to_dict()
+        if opened.selections:
+            summary["selection"] = [s.to_dict() for s in opened.selections]
         if save_modes:
             summary["modes"] = str(target / "modes.zarr")
         if json_:
@@ -113,7 +121,7 @@ def dmd(
             return
         c = result.class_counts
         out_console.print(
-            f"[bold]{m(opened.path.name)}[/bold] snapshots {result.window[0]}..{result.window[1]}, N = {result.n_params}: "
+            f"[bold]{m(opened.path.name)}[/bold]{m(selection_note(opened))} snapshots {result.window[0]}..{result.window[1]}, N = {result.n_params}: "
             f"rank {result.rank}; {c['neutral']} neutral, {c['stable']} stable, {c['unstable']} unstable; "
             f"reconstruction error {result.reconstruction_error:.3g}"
         )

@@ -7,7 +7,20 @@ from typing import Annotated
 
 import typer
 
-from ._common import err_console, fail, flag_names, handle_errors, out_console, output_dir, print_json, progress_bar
+from ._common import (
+    Stages,
+    StepsOption,
+    StrideOption,
+    err_console,
+    fail,
+    flag_names,
+    handle_errors,
+    open_selected,
+    out_console,
+    output_dir,
+    print_json,
+    progress_bar,
+)
 
 
 def landscape(
@@ -15,6 +28,8 @@ def landscape(
     stores: Annotated[list[Path], typer.Argument(help="A run store; more stores of the same model share its plane "
                                                       "(e.g. a kga-replay's plain.zarr and kga-alpha0.25.zarr).")],
     grid: Annotated[int, typer.Option(help="Grid points per axis (grid² loss evaluations).")] = 25,
+    steps: StepsOption = None,
+    stride: StrideOption = 1,
     margin: Annotated[float, typer.Option(help="Margin around the projected snapshots, a fraction of their span.")] = 0.25,
     center: Annotated[str, typer.Option(help="The plane through the 'mean' snapshot or the first run's 'final' weights.")] = "mean",
     max_seconds: Annotated[float, typer.Option(help="Refuse a grid whose estimated evaluation time exceeds this.")] = 600.0,
@@ -36,21 +51,23 @@ def landscape(
         from ..display import markup as m
         from ..recipes import resolve_recipe
         from ..report.landscape import landscape_report
-        from ..store import open_store
 
         params = LandscapeParams.checked(grid=grid, margin=margin, center=center, max_seconds=max_seconds)
-        opened = [open_store(s) for s in stores]
+        opened = [open_selected(s, steps, stride) for s in stores]
         runner = resolve_recipe(recipe, opened[0])
         if runner is None:
             raise fail(f"{opened[0].path} records no recipe; pass --recipe NAME (built-in) or --recipe module:function")
         target = output_dir(out, f"landscape-{opened[0].path.name.removesuffix('.zarr')}", *opened)
         with progress_bar() as bar:
-            task = bar.add_task("landscape", total=None)
-            result = fit_landscape(opened, runner, params,
-                                   progress=lambda done, total: bar.update(task, completed=done, total=total))
-        landscape_report(result, target, inputs=[s.path for s in opened])
+            line = Stages(bar, "landscape")
+            result = fit_landscape(opened, runner, params, progress=line.progress)
+            line.stage("writing the report")
+            landscape_report(result, target, inputs=[s.path for s in opened])
         if json_:
-            print_json(result.to_dict())
+            summary = result.to_dict()
+            if opened[0].selections:
+                summary["selection"] = [s.to_dict() for s in opened[0].selections]
+            print_json(summary)
             return
         out_console.print(f"[bold]{m(runner.name)}[/bold]: the plane holds {100 * result.explained:.1f} % of the motion; "
                           f"loss {result.loss.min():.4g} to {result.loss.max():.4g} on the {grid}×{grid} grid "

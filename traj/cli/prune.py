@@ -12,16 +12,21 @@ from ._common import (
     BlockOption,
     DeviceOption,
     SchedulerOption,
+    Stages,
+    StepsOption,
+    StrideOption,
     engine_options,
     err_console,
     flag_names,
     handle_errors,
     number_list,
+    open_selected,
     out_console,
     output_dir,
     parse_rank,
     print_json,
     progress_bar,
+    selection_note,
 )
 
 
@@ -30,6 +35,8 @@ def prune(
     store: Annotated[Path, typer.Argument(help="A run store with at least 3 snapshots in the epoch pruned (every step, or every k steps of a long epoch).")],
     epoch: Annotated[int | None, typer.Option(help="Epoch to decompose (default the last complete one).")] = None,
     window: Annotated[str | None, typer.Option(help="Snapshots a:b instead of an epoch.")] = None,
+    steps: StepsOption = None,
+    stride: StrideOption = 1,
     method: Annotated[str, typer.Option(help="Comma-separated: kmp,kgp,gmp,jgp,ggp,lsp.")] = "kmp,kgp,gmp,jgp,ggp,lsp",
     compression: Annotated[str, typer.Option(help="Comma-separated compressions c > 1 (keep 1/c).")] = "2,4,8,16,32,64",
     scope: Annotated[str, typer.Option(help="global or layer.")] = "global",
@@ -50,7 +57,8 @@ def prune(
     """Prune by Koopman magnitude (KMP) and Koopman gradient (KGP) beside global magnitude (GMP),
     gradient (JGP, GGP) and layer-shuffle (LSP) pruning; masks go to OUT/masks.zarr, and with
     --export the pruned weights to OUT/export/<method>-c<c>.safetensors (load them with
-    model.load_state_dict(safetensors.torch.load_file(path)), or put a mask on your own model
+    safetensors.torch.load_model(model, path), which also fills tied weights such as GPT-2's
+    lm_head.weight, or put a mask on your own model
     with traj.apply_masks(model, "OUT/masks.zarr", method="kmp", compression=8)).
 
     Examples:
@@ -70,7 +78,6 @@ def prune(
         from ..display import markup as m
         from ..recipes import resolve_recipe
         from ..report.prune import prune_report
-        from ..store import open_store
 
         params = PruneParams.checked(
             epoch=epoch, window=window, methods=[name.strip() for name in method.split(",") if name.strip()],
@@ -78,31 +85,37 @@ def prune(
             seeds=seeds, evaluate=evaluate, epochs=number_list("--epochs", epochs, int) if epochs is not None else None,
             rank=parse_rank(rank))
         engine = engine_options(backend, device, scheduler, block_mb)
-        opened = open_store(store)
+        opened = open_selected(store, steps, stride)
         chosen_recipe = resolve_recipe(recipe_spec, opened) if evaluate else None
         target = output_dir(out, f"prune-{opened.path.name.removesuffix('.zarr')}", opened)
         with progress_bar() as bar:
-            task = bar.add_task("pruning", total=None)
+            line = Stages(bar, "pruning")
             # N-long scratch (scores, masks) beside the output, not in a possibly small /tmp
             scratch = target.parent if target.parent.is_dir() else None
             result = fit_prune(opened, params, recipe=chosen_recipe, engine=engine, scratch=scratch,
-                               progress=lambda d, t: bar.update(task, completed=d, total=t))
+                               progress=line.progress)
 
             def extra(staging: Path) -> None:
+                line.stage("writing masks")
                 write_masks(result, staging / "masks.zarr", opened.layout)
                 if export:
+                    line.stage("writing the pruned state_dicts")
                     write_exports(result, opened, staging / "export")
+                line.stage("writing the report")
 
+            line.stage("writing the report")
             prune_report(result, target, extra=extra, inputs=[opened.path])
         summary = result.to_dict()
         summary["masks"] = str(target / "masks.zarr")
+        if opened.selections:
+            summary["selection"] = [s.to_dict() for s in opened.selections]
         if export:
             summary["export"] = str(target / "export")
         if json_:
             print_json(summary)
             return
         out_console.print(
-            f"[bold]{m(opened.path.name)}[/bold] {('epoch ' + str(result.epoch)) if result.epoch is not None else 'window'}: "
+            f"[bold]{m(opened.path.name)}[/bold]{m(selection_note(opened))} {('epoch ' + str(result.epoch)) if result.epoch is not None else 'window'}: "
             f"λ1 = {result.lambda1.real:.5f}{result.lambda1.imag:+.5f}i, {len(result.kgp_modes)} KGP mode(s), "
             f"{result.n_prunable} prunable weights"
         )
@@ -114,5 +127,6 @@ def prune(
         if evaluate and result.accuracy is None:
             err_console.print("[yellow]no recipe in this store: accuracy not evaluated[/yellow]")
         if export:
-            err_console.print(f"[green]pruned state_dicts[/green] {m(target)}/export/<method>-c<c>.safetensors")
+            err_console.print(f"[green]pruned state_dicts[/green] {m(target)}/export/<method>-c<c>.safetensors "
+                              "(load with safetensors.torch.load_model(model, path))")
         err_console.print(f"[green]report[/green] {m(target)}/report.html")

@@ -7,7 +7,20 @@ from typing import Annotated
 
 import typer
 
-from ._common import BlockOption, engine_options, err_console, handle_errors, out_console, output_dir, print_json
+from ._common import (
+    BlockOption,
+    Stages,
+    StepsOption,
+    StrideOption,
+    engine_options,
+    err_console,
+    handle_errors,
+    open_selected,
+    out_console,
+    output_dir,
+    print_json,
+    progress_bar,
+)
 
 
 def report(
@@ -19,6 +32,8 @@ def report(
                                                     "conjugacy section gives distances, no verdict).")] = None,
     recipe_spec: Annotated[str | None, typer.Option("--recipe", help="Recipe for evaluation: a built-in name or module:function.")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Report directory (default traj-out/report-STORE).")] = None,
+    steps: StepsOption = None,
+    stride: StrideOption = 1,
     evaluate: Annotated[bool, typer.Option("--evaluate/--no-evaluate", help="Score weights with the run's recipe.")] = True,
     json_: Annotated[bool, typer.Option("--json", help="Print the summary as JSON to stdout.")] = False,
     block_mb: BlockOption = 64.0,
@@ -37,21 +52,25 @@ def report(
         from ..display import markup as m
         from ..recipes import resolve_recipe
         from ..report.run import overview_report
-        from ..store import open_store
 
         engine = engine_options("numpy", "cpu", "threads", block_mb)
-        opened = open_store(store)
+        # one selection for every store: the report's conjugacy compares them on the same snapshots
+        opened = open_selected(store, steps, stride)
         chosen_recipe = resolve_recipe(recipe_spec, opened) if evaluate else None
-        others = [open_store(p) for p in peers or []]
-        seeds = [open_store(p) for p in null or []]
+        others = [open_selected(p, steps, stride) for p in peers or []]
+        seeds = [open_selected(p, steps, stride) for p in null or []]
         target = output_dir(out, f"report-{opened.path.name.removesuffix('.zarr')}", opened, *others, *seeds)
-        with err_console.status("analysing") as status:
+        with progress_bar() as bar:  # a line per analysis: its passes' blocks, then the recipe's evaluations
+            line = Stages(bar, "info")
             result = overview(opened, peers=others, null=seeds, evaluate=evaluate, recipe=chosen_recipe,
-                              engine=engine,
-                              stage=lambda name: status.update(f"running {name}"))
+                              engine=engine, stage=line.stage, progress=line.progress)
+            line.stage("writing the report")
             path = overview_report(result, target, inputs=[opened.path, *(p.path for p in others + seeds)])
         if json_:
-            print_json(result.to_dict())
+            summary = result.to_dict()
+            if opened.selections:
+                summary["selection"] = [s.to_dict() for s in opened.selections]
+            print_json(summary)
             return
         for name, reason in result.skipped.items():
             out_console.print(f"  {m(name)}: skipped ({m(reason)})")

@@ -55,20 +55,20 @@ def plot_reconstruction(result: DMDResult, *, ax: AxesLike | None = None) -> Fig
     cols = 3 if n > 4 else max(1, n)
     fig, axes = panels(ax, n, (3.6 * cols, 2.6 * int(np.ceil(n / cols))), cols=cols)
     t_rec = result.sample_trajectories.shape[0]
-    times = np.arange(result.sample_reconstruction.shape[0])
+    times = result.reconstruction_steps
     for j, a in enumerate(axes):
-        a.plot(np.arange(t_rec), result.sample_trajectories[:, j], color="0.2", lw=1.2, label="recorded")
+        a.plot(times[:t_rec], result.sample_trajectories[:, j], color="0.2", lw=1.2, label="recorded")
         a.plot(times[:t_rec], result.sample_reconstruction[:t_rec, j], color="#de2d26", lw=1, ls="--", label="DMD")
         if times.size > t_rec:
             a.plot(times[t_rec - 1 :], result.sample_reconstruction[t_rec - 1 :, j], color="#2b8cbe", lw=1.2,
                    label="forecast")
-            a.axvline(t_rec - 1, color="0.7", lw=0.6)
+            a.axvline(times[t_rec - 1], color="0.7", lw=0.6)
         a.set_title(mathtext(result.sample_names[j]), fontsize=8)
         a.tick_params(labelsize=7)
         if j == 0:
             a.legend(fontsize=7)
     if ax is None:
-        fig.supxlabel("snapshot in window")
+        fig.supxlabel("training step")
         fig.tight_layout()
     return fig
 

@@ -25,7 +25,7 @@ def info_report(store: RunStore, info: StoreInfo, history: LayerNorms, out_dir: 
         report.paragraph(f"Recorded by the recipe {info.recipe.get('name')} with seed {info.recipe.get('seed')}.")
     report.paragraph("Health: " + ("ok" if info.healthy else "; ".join(info.health)))
     report.figure("run_overview.png", figure_png(plot_run_overview(history)),
-                  "Training loss per snapshot and the weight norm of each layer")
+                  "Training loss per snapshot, the other logged metrics and the weight norm of each tensor")
     norms = history.to_dict()
     report.heading("Layers")
     report.table(

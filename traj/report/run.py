@@ -42,7 +42,7 @@ def overview_report(overview: Overview, out_dir: str | os.PathLike[str], *,
 def _key_figures(report: Report, overview: Overview) -> None:
     report.heading("Key figures")
     report.figure("overview.png", figure_png(plot_run_overview(overview.history)),
-                  "Loss per snapshot and weight norm per layer")
+                  "Loss per snapshot, the other logged metrics and the weight norm per tensor")
     if overview.dmd is not None:
         report.figure("dmd_eigenvalues.png", figure_png(plot_eigenvalues(overview.dmd)), "Koopman (DMD) eigenvalues")
     if overview.cmd is not None and overview.cmd.evaluation:

@@ -51,7 +51,7 @@ def spacing_problems(steps: np.ndarray) -> list[str]:
         lines.append(
             f"{len(gaps)} gap(s) in the trajectory, steps {shown}{more}: snapshots are {base} step(s) apart "
             "elsewhere (a run resumed from a checkpoint later than the store's last snapshot); analyses that need "
-            "evenly spaced snapshots (dmd, conjugacy) take a --window on one side of a gap"
+            "evenly spaced snapshots (dmd, conjugacy) take a --window or --steps on one side of a gap"
         )
     other = [i for i in np.flatnonzero(spacings != base) if i not in gaps]
     if other and other[-1] == spacings.size - 1 and spacings[-1] < base and spacings.size > 1:

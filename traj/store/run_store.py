@@ -10,14 +10,24 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import DamagedStoreError, StoreFormatError, StoreLockedError, StoreNotFoundError, TrajError
+from ..errors import (
+    DamagedStoreError,
+    ParameterError,
+    StoreFormatError,
+    StoreLockedError,
+    StoreNotFoundError,
+    TrajError,
+)
 from .dtypes import decode, value_dtype
 from .lock import is_locked
 from .schema import FORMAT_NAME, READABLE_VERSIONS, UNCOMMITTED_STEP, Layout, check_dtype
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .selection import SnapshotSelection
 
 __all__ = ["RunStore", "open_store", "DEFAULT_BLOCK_BYTES"]
 
@@ -133,6 +143,11 @@ class RunStore:
         self._check_rows({"params": self._params, "step": step, "grads": self._grads, **self._optional})
         self.steps = self._committed_steps(step)
         self.n_snapshots = committed = self.steps.size
+        self._n_committed = committed  # the store's own count; n_snapshots is a selection's (select)
+        #: Store indices of the snapshots this reader shows (None: all of them), and the selections
+        #: that chose them, in the order applied (:meth:`select`).
+        self._selected: np.ndarray | None = None
+        self.selections: tuple[SnapshotSelection, ...] = ()
         self._check_columns()
         self._store.require_chunks("params", committed)
         backwards = np.flatnonzero(np.diff(self.steps) <= 0)
@@ -347,14 +362,14 @@ class RunStore:
 
     @property
     def closed_cleanly(self) -> bool:
-        return self.attrs.get("state") == "closed" and self.capacity == self.n_snapshots
+        return self.attrs.get("state") == "closed" and self.capacity == self._n_committed
 
     @property
     def missing_snapshots(self) -> int:
         """Snapshots the last clean close counted that are no longer committed (0 for a sound store)."""
         if self.expected_snapshots is None:
             return 0
-        return max(0, self.expected_snapshots - self.n_snapshots)
+        return max(0, self.expected_snapshots - self._n_committed)
 
     @property
     def shortfall(self) -> str | None:
@@ -362,7 +377,7 @@ class RunStore:
         if not self.missing_snapshots:
             return None
         return (
-            f"{self.n_snapshots} committed snapshot(s), but its last clean close counted {self.expected_snapshots}: "
+            f"{self._n_committed} committed snapshot(s), but its last clean close counted {self.expected_snapshots}: "
             "rows were lost (a missing or damaged 'step' chunk?)"
         )
 
@@ -399,6 +414,82 @@ class RunStore:
             raise ValueError("row slices must be contiguous")
         return slice(start, max(start, stop))
 
+    # ------------------------------------------------------------------ a selection of snapshots
+    def select(self, selection: SnapshotSelection | None = None, *, steps: Any = None, stride: int = 1) -> RunStore:
+        """This store showing only the snapshots of ``selection`` (or of ``steps=`` / ``stride=``,
+        :class:`~traj.store.selection.SnapshotSelection`): its ``n_snapshots``, ``steps``, series and
+        every read are the selection's, so an analysis given it sees nothing else (windows count the
+        selected snapshots). Selecting from a selection refines it. :class:`ParameterError` when the
+        selection is malformed or keeps no snapshot."""
+        import copy
+
+        from .selection import SnapshotSelection
+
+        if selection is None:
+            selection = SnapshotSelection.checked(steps=steps, stride=stride)
+        elif steps is not None or stride != 1:
+            raise ParameterError("selection", "give a SnapshotSelection or steps=/stride=, not both")
+        if selection.is_all:
+            return self
+        picked = selection.indices(self.steps, name=self.path.name)
+        view = copy.copy(self)
+        view._selected = picked if self._selected is None else self._selected[picked]
+        view.selections = (*self.selections, selection)
+        view.steps = self.steps[picked]
+        view.n_snapshots = int(picked.size)
+        view.epochs = self.epochs[picked]
+        view.times = self.times[picked]
+        view._loss = None if self._loss is None else self._loss[picked]
+        view._metrics = {name: values[picked] for name, values in self._metrics.items()}
+        spacing = self.spacing
+        if spacing.get("unit") == "step" and picked.size >= 2:
+            from .info import base_spacing
+
+            view.attrs = {**self.attrs, "spacing": {**spacing, "every": base_spacing(view.steps)}}
+        return view
+
+    @property
+    def selected(self) -> str:
+        """The selection in words (``steps 0:1000:100, stride 2``; empty when every snapshot is shown)."""
+        return "; then ".join(s.describe() for s in self.selections)
+
+    @property
+    def indices(self) -> np.ndarray:
+        """The store's own index of each snapshot shown (``arange(n_snapshots)`` without a selection)."""
+        return np.arange(self.n_snapshots) if self._selected is None else self._selected.copy()
+
+    def base_rows(self, rows: slice | None = None) -> slice | np.ndarray:
+        """The store's rows behind ``rows`` of the snapshots shown: the same slice without a selection,
+        else a slice with a step or the increasing row indices (for readers of :meth:`zarr_array`)."""
+        rows = self._rows(rows)
+        if self._selected is None:
+            return rows
+        picked = self._selected[rows]
+        if picked.size and (picked.size == 1 or (np.diff(picked) == picked[1] - picked[0]).all()):
+            step = int(picked[1] - picked[0]) if picked.size > 1 else 1
+            return slice(int(picked[0]), int(picked[-1]) + 1, step)
+        return picked
+
+    def _take_rows(self, read: Callable[[slice], np.ndarray], rows: slice, array: str = "params") -> np.ndarray:
+        """``read`` (a reader of contiguous store rows) over the store rows behind ``rows``: one read
+        without a selection; with one, a read of the selected rows inside each chunk row (every chunk
+        decoded once, none that holds no selected row)."""
+        base = self.base_rows(rows)
+        if isinstance(base, slice) and base.step == 1:
+            return read(base)
+        picked = np.arange(base.start, base.stop, base.step) if isinstance(base, slice) else base
+        if not picked.size:  # no rows: what a contiguous read of none gives (its shape and dtype)
+            return read(slice(0, 0))
+        height = self._specs.get(array, self._specs["params"]).unit[0]
+        groups = np.split(picked, np.flatnonzero(np.diff(picked // height)) + 1)
+        return np.concatenate([read(slice(int(g[0]), int(g[-1]) + 1))[g - g[0]] for g in groups], axis=0)
+
+    def _shown_rows(self, rows: slice) -> slice:
+        """The store rows spanned by ``rows`` (for messages about a damaged read)."""
+        if self._selected is None or rows.stop <= rows.start:
+            return rows
+        return slice(int(self._selected[rows.start]), int(self._selected[rows.stop - 1]) + 1)
+
     def read(self, rows: slice | None = None, columns: slice | np.ndarray | None = None, *, array: str = "params") -> np.ndarray:
         """Read a region of committed snapshots, as :attr:`dtype` (2-byte dtypes upcast exactly).
 
@@ -420,18 +511,22 @@ class RunStore:
                     start, stop, step = columns.indices(self.n_params)
                     if step == 1:
                         cols = slice(start, max(start, stop))
-                        return self._guarded(lambda: np.ascontiguousarray(reader.read(rows, cols)), rows)
+                        return self._guarded(lambda: np.ascontiguousarray(
+                            self._take_rows(lambda r: reader.read(r, cols), rows, array)), self._shown_rows(rows))
                 else:
                     index = np.asarray(columns, dtype=np.int64)
                     if index.size and (index.min() < -self.n_params or index.max() >= self.n_params):
                         raise IndexError(f"column index out of range for {self.n_params} parameters")
-                    return self._guarded(lambda: reader.read_columns(rows, index % max(1, self.n_params)), rows)
+                    index = index % max(1, self.n_params)
+                    return self._guarded(lambda: self._take_rows(lambda r: reader.read_columns(r, index), rows, array),
+                                         self._shown_rows(rows))
             finally:
                 reader.close()
         if isinstance(columns, slice):
-            return self._guarded(lambda: data[rows, columns], rows)
+            return self._guarded(lambda: self._take_rows(lambda r: data[r, columns], rows, array), self._shown_rows(rows))
         index = np.asarray(columns, dtype=np.int64)
-        return self._guarded(lambda: data.get_orthogonal_selection((rows, index)), rows)
+        return self._guarded(lambda: self._take_rows(lambda r: data.get_orthogonal_selection((r, index)), rows, array),
+                             self._shown_rows(rows))
 
     def _shard_reader(self, array: str) -> Any:
         """A fresh :class:`~traj.store.shards.ShardReader` of a sharded ``params``/``grads``, else None."""
@@ -495,6 +590,8 @@ class RunStore:
         if not -self.n_snapshots <= k < self.n_snapshots:
             raise IndexError(f"snapshot {k} outside the {self.n_snapshots} committed snapshots")
         k %= self.n_snapshots
+        if self._selected is not None:
+            k = int(self._selected[k])
         data = self._data(array)
         reader = self._shard_reader(array)
         if reader is not None:
@@ -545,7 +642,7 @@ class RunStore:
         width = block_columns or self.block_columns(max(1, n_rows))
         reader = self._shard_reader(array)
         if reader is not None:
-            yield from self._sharded_blocks(reader, rows, start, stop, width, progress, read_bytes)
+            yield from self._sharded_blocks(reader, rows, start, stop, width, progress, read_bytes, array)
             return
         n_chunk = self.chunks[1]
         column_bytes = max(1, n_rows) * n_chunk * self._params.dtype.itemsize
@@ -553,10 +650,12 @@ class RunStore:
             read_width = max(1, read_bytes // column_bytes) * n_chunk
         else:
             read_width = width
-        yield from self._banded(lambda band: data[rows, band], rows, start, stop, read_width, width, progress)
+        yield from self._banded(lambda band: self._take_rows(lambda r: data[r, band], rows, array), rows, start, stop,
+                                read_width, width, progress)
 
     def _sharded_blocks(self, reader: Any, rows: slice, start: int, stop: int, width: int,
-                        progress: ProgressCallback | None, read_bytes: int) -> Iterator[tuple[slice, np.ndarray]]:
+                        progress: ProgressCallback | None, read_bytes: int, array: str = "params"
+                        ) -> Iterator[tuple[slice, np.ndarray]]:
         """Blocks of a sharded array: each read covers whole inner chunks (decoded once) and one or more
         blocks; reads grow by whole bands up to a quarter of ``read_bytes`` (fewer file opens)."""
         w = reader.chunk_width
@@ -564,8 +663,8 @@ class RunStore:
         band_bytes = max(1, rows.stop - rows.start) * unit * self._params.dtype.itemsize
         read_width = unit * max(1, (read_bytes // 4) // band_bytes)
         try:
-            yield from self._banded(lambda band: reader.read(rows, band), rows, start, stop, read_width, width,
-                                    progress)
+            yield from self._banded(lambda band: self._take_rows(lambda r: reader.read(r, band), rows, array), rows,
+                                    start, stop, read_width, width, progress)
         finally:
             reader.close()
 
@@ -577,7 +676,7 @@ class RunStore:
         total = sum(len(b) - 1 for b in inner)
         done = 0
         for i, bounds in enumerate(inner):
-            band = self._guarded(lambda i=i: read(slice(outer[i], outer[i + 1])), rows)
+            band = self._guarded(lambda i=i: read(slice(outer[i], outer[i + 1])), self._shown_rows(rows))
             for j in range(len(bounds) - 1):
                 cols = slice(bounds[j], bounds[j + 1])
                 yield cols, band[:, cols.start - outer[i] : cols.stop - outer[i]]
@@ -635,9 +734,15 @@ def _aligned_bounds(start: int, stop: int, width: int) -> list[int]:
     return bounds
 
 
-def open_store(path: str | os.PathLike[str], *, allow_damaged: bool = False) -> RunStore:
-    """Open a run store for reading (validates the format; raises :class:`TrajError`)."""
-    return RunStore(path, allow_damaged=allow_damaged)
+def open_store(path: str | os.PathLike[str], *, allow_damaged: bool = False, steps: Any = None,
+               stride: int = 1) -> RunStore:
+    """Open a run store for reading (validates the format; raises :class:`TrajError`).
+
+    ``steps`` (``"a:b"`` or ``"a:b:s"``, training steps) and ``stride`` (every k-th of those snapshots)
+    select the snapshots every analysis of the returned store sees (:meth:`RunStore.select`).
+    """
+    store = RunStore(path, allow_damaged=allow_damaged)
+    return store.select(steps=steps, stride=stride) if steps is not None or stride != 1 else store
 
 
 def _clean_close_count(path: Path, attrs: dict[str, Any], *, strict: bool) -> int | None:

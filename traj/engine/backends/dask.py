@@ -126,7 +126,7 @@ class DaskBackend:
         import dask.array as da
 
         # The store's guarded array: dask reads through the same checks as every other path.
-        x = da.from_zarr(store.zarr_array(array))[rows.start : rows.stop]
+        x = da.from_zarr(store.zarr_array(array))[store.base_rows(rows)]  # the rows of a selection (RunStore.select)
         if store.dtype != x.dtype:  # bfloat16 bits or float16: decoded block by block, as the other paths do
             x = x.map_blocks(decode, store.stored_dtype, dtype=store.dtype)  # a module function: pickles
         return x
@@ -169,7 +169,7 @@ class DaskBackend:
                 parts = {name: [slice(a, b) for a, b in intersections(cols, slices)] for name, slices in groups.items()}
                 parts = {name: v for name, v in parts.items() if v}
                 if parts:
-                    level.append(dask.delayed(_band_gram)(str(store.path), rows, parts, self.streaming.block_bytes,
+                    level.append(dask.delayed(_band_gram)(str(store.path), store.selections, rows, parts, self.streaming.block_bytes,
                                                           self.one_blas_thread))
             return self.tree_sum(level)
 
@@ -258,7 +258,7 @@ class DaskBackend:
             for cols in self.bands(store, span({"": columns}), n_bands):
                 parts = [slice(a, b) for a, b in intersections(cols, columns)]
                 if parts:
-                    level.append(dask.delayed(_band_products)(str(store.path), rows, parts, dict(products),
+                    level.append(dask.delayed(_band_products)(str(store.path), store.selections, rows, parts, dict(products),
                                                               self.streaming.block_bytes, self.one_blas_thread))
             return self.tree_sum(level)
 
@@ -336,7 +336,15 @@ def _process_pool() -> Any:
     return _POOL[0]
 
 
-def _band_gram(path: str, rows: slice, groups: dict[str, list[slice]], block_bytes: int, one_blas_thread: bool
+def _reopen(path: str, selections: tuple[Any, ...]) -> RunStore:
+    """The store a task reads: opened in the worker, with the caller's selection of snapshots."""
+    store = RunStore(path)
+    for selection in selections:
+        store = store.select(selection)
+    return store
+
+
+def _band_gram(path: str, selections: tuple[Any, ...], rows: slice, groups: dict[str, list[slice]], block_bytes: int, one_blas_thread: bool
                ) -> dict[str, np.ndarray]:
     """The partial Grams of one column band, read and computed in the task (a worker opens the store itself).
 
@@ -345,14 +353,14 @@ def _band_gram(path: str, rows: slice, groups: dict[str, list[slice]], block_byt
     ``DaskBackend.one_blas_thread``); a distributed worker's nanny already sets one thread.
     """
     with _blas_threads(one_blas_thread):
-        return NumpyBackend(block_bytes).gram(RunStore(path), rows, groups, None)
+        return NumpyBackend(block_bytes).gram(_reopen(path, selections), rows, groups, None)
 
 
-def _band_products(path: str, rows: slice, columns: list[slice], products: Products, block_bytes: int,
+def _band_products(path: str, selections: tuple[Any, ...], rows: slice, columns: list[slice], products: Products, block_bytes: int,
                    one_blas_thread: bool) -> dict[str, Any]:
     """One column band's part of ``gram_times`` (and of the trace, under "__trace__"), read in the task."""
     with _blas_threads(one_blas_thread):
-        out, trace = NumpyBackend(block_bytes).gram_times(RunStore(path), rows, columns, products, None)
+        out, trace = NumpyBackend(block_bytes).gram_times(_reopen(path, selections), rows, columns, products, None)
     return {**out, "__trace__": np.float64(trace)}
 
 
