@@ -314,6 +314,12 @@ def test_conjugacy_pca_takes_the_recipes_default_stacking_or_a_stack_flag(tmp_pa
                                    "--out", str(tmp_path / f"o{n_traj}"), "--json"])
         assert done.exit_code == 0, done.output
         assert json.loads(done.stdout)["settings"]["stack"] == [n_traj, n_traj]
+        assert json.loads(done.stdout)["settings"]["center"] is False  # seed 002's projection by default
+    centred = runner.invoke(app, ["conjugacy", omd, ogd, "--observable", "pca:2", "--center", "--null-size", "0",
+                                  "--out", str(tmp_path / "oc"), "--json"])
+    assert centred.exit_code == 0 and json.loads(centred.stdout)["settings"]["center"] is True
+    refused(runner.invoke(app, ["conjugacy", omd, ogd, "--center", "--out", str(tmp_path / "od")]),
+            "--center applies to observable 'pca:K' only")
 
 
 @pytest.mark.parametrize("moving", [False, True])
