@@ -569,7 +569,8 @@ def _observe(store: RunStore, *, window: Window, observable: str | None, layer: 
             return _Source("memory", x, y, dtype=store.dtype)
         return _Source("gram", gram=hankel_gram(g, delays), n_features=n_obs * (delays + 1), dtype=store.dtype)
 
-    n_shown = min(int(arg), n_traj * (hi - lo)) if kind == "pca" else n_obs  # type: ignore[arg-type]
+    # pca:K: at most the fitted snapshots (each trajectory's but its last) and the state's coordinates
+    n_shown = min(int(arg), n_traj * (hi - lo), n_obs // n_traj) if kind == "pca" else n_obs  # type: ignore[arg-type]
     return _Observed(store, (lo, hi), name, n_shown, n_traj, delays, from_gram(grams[0]),
                      tuple(from_gram(g) for g in grams[1:]))
 
