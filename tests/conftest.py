@@ -60,6 +60,34 @@ def planted_linear_system(n_params=10_000, n_snapshots=41, seed=0):
     return (q @ np.array(states).T).T, eigenvalues
 
 
+def planted_initial_conditions(eigenvalues, seed, *, bend=0.0, steps=100, n_ic=25, basis_seed=99):
+    """Seed 002's setting with a known answer: n_ic trajectories of z_{k+1} = A z_k, (steps, n_ic·d) trajectory-major.
+
+    A = P diag(eigenvalues) Pᵀ, P a fixed orthogonal basis (``basis_seed``), so systems with other
+    eigenvalues differ in those alone; the n_ic initial conditions are drawn uniformly in [−1, 1]^d
+    (``seed``: a seed run of the system is the same A from other initial conditions). ``bend``: every
+    state coordinate seen through x → mid + half·(u ± bend·u³), u = (x − mid)/half on the coordinate's
+    range pooled over the trajectories (a diffeomorphism of the state for bend < 1/2, sign drawn per
+    coordinate), so the bent system is conjugate to A and moves each coordinate by up to ``bend`` of
+    its half-range.
+    """
+    d = len(eigenvalues)
+    p = np.linalg.qr(np.random.default_rng(basis_seed).standard_normal((d, d)))[0]
+    a = p @ np.diag(eigenvalues) @ p.T
+    rng = np.random.default_rng(seed)
+    z = rng.uniform(-1.0, 1.0, (n_ic, d))
+    states = np.empty((steps, n_ic, d))
+    for k in range(steps):
+        states[k] = z
+        z = z @ a.T
+    if bend:
+        lo, hi = states.min(axis=(0, 1)), states.max(axis=(0, 1))
+        mid, half = (hi + lo) / 2, (hi - lo) / 2
+        u = (states - mid) / half
+        states = mid + half * (u + bend * np.where(rng.random(d) < 0.5, -1.0, 1.0) * u**3)
+    return states.reshape(steps, n_ic * d)
+
+
 def match(a, b):
     """Pair two sets of complex numbers by optimal assignment; returns b reordered to a."""
     from scipy.optimize import linear_sum_assignment

@@ -305,15 +305,21 @@ def test_memory_error_names_what_failed_and_only_this_commands_options(tmp_path,
     assert line.endswith(options or "(the input declares more than this machine can hold)")
 
 
-def test_conjugacy_blames_the_recipes_default_stacking_not_a_stack_flag_never_given(tmp_path):
+def test_conjugacy_pca_takes_the_recipes_default_stacking_or_a_stack_flag(tmp_path):
+    """pca:K with stacked trajectories was refused (issue 26): it now projects every trajectory on one set of axes
+    fitted to all their snapshots pooled (seed 002's grokking pipeline), whether the recipe or --stack stacks them."""
     omd, ogd = (str(SAMPLE / f"mirror-{a}.zarr") for a in ("omd", "ogd"))
-    line = refused(runner.invoke(app, ["conjugacy", omd, ogd, "--observable", "pca:3", "--out", str(tmp_path / "o")]),
-                   "--observable pca:3: PCA scores are not split into trajectories, and mirror-omd.zarr's recipe "
-                   "stacks its 25 trajectories by default: give stack=1")
-    assert "--stack" not in line
-    # given by the user, --stack is named
-    refused(runner.invoke(app, ["conjugacy", omd, ogd, "--observable", "pca:3", "--stack", "5",
-                                "--out", str(tmp_path / "o")]), "--stack needs observable 'all' or 'layer:NAME'")
+    for extra, n_traj in (([], 25), (["--stack", "5"], 5)):
+        done = runner.invoke(app, ["conjugacy", omd, ogd, "--observable", "pca:2", *extra, "--null-size", "0",
+                                   "--out", str(tmp_path / f"o{n_traj}"), "--json"])
+        assert done.exit_code == 0, done.output
+        assert json.loads(done.stdout)["settings"]["stack"] == [n_traj, n_traj]
+        assert json.loads(done.stdout)["settings"]["center"] is False  # seed 002's projection by default
+    centred = runner.invoke(app, ["conjugacy", omd, ogd, "--observable", "pca:2", "--center", "--null-size", "0",
+                                  "--out", str(tmp_path / "oc"), "--json"])
+    assert centred.exit_code == 0 and json.loads(centred.stdout)["settings"]["center"] is True
+    refused(runner.invoke(app, ["conjugacy", omd, ogd, "--center", "--out", str(tmp_path / "od")]),
+            "--center applies to observable 'pca:K' only")
 
 
 @pytest.mark.parametrize("moving", [False, True])

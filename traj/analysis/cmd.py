@@ -50,6 +50,11 @@ __all__ = ["CMDEvaluation", "CMDModel", "CMDParams", "CMDResult", "DISTANCES", "
 MODEL_FORMAT = "traj-cmd"
 #: K, the weights sampled for the clustering: their K x K correlation and its linkage live in memory.
 MAX_SAMPLES = 10_000
+#: K by default (``samples=None``): every weight of a model of at most ALL_SAMPLES weights (no sampling, so the
+#: partition does not depend on a seed; issue 26: digits-cnn, N = 3658, M = 5, five seeds of 1000 samples agreed
+#: with ARI min 0.66), else DEFAULT_SAMPLES. K x K matrices of 4096 are 134 MB and cluster in seconds.
+ALL_SAMPLES = 4096
+DEFAULT_SAMPLES = 1000
 #: Modes drawn as bands, and sampled weights drawn beside their reconstruction, in the report.
 BAND_MODES = 12
 FIT_SAMPLES = 6
@@ -76,7 +81,7 @@ class CMDParams:
 
     modes: int | None = 10
     threshold: float | None = None
-    samples: int = 1000
+    samples: int | None = None
     window: Window = None
     subsample: int = 1
     seed: int = 0
@@ -90,7 +95,7 @@ class CMDParams:
     sweep_subsample: tuple[int, ...] = ()
 
     @classmethod
-    def checked(cls, *, modes: int | None = 10, threshold: float | None = None, samples: int = 1000,
+    def checked(cls, *, modes: int | None = 10, threshold: float | None = None, samples: int | None = None,
                 window: Window = None, subsample: int = 1, seed: int = 0, drop_nonfinite: bool = False,
                 eval_points: int = 40, sweep: Sequence[int] = (), sweep_points: int = 20,
                 distance: str = "rows", ema: Sequence[float] = (), sweep_window: Sequence[int] = (),
@@ -105,7 +110,7 @@ class CMDParams:
         return cls(
             modes=modes,
             threshold=threshold,
-            samples=check_int("samples", samples, low=2, high=MAX_SAMPLES),
+            samples=None if samples is None else check_int("samples", samples, low=2, high=MAX_SAMPLES),
             window=window,
             subsample=check_int("subsample", subsample, low=1),
             seed=check_seed("seed", seed),
@@ -182,7 +187,12 @@ class MovingSample:
     frozen: int
 
 
-def sample_moving(store: RunStore, samples: int, *, seeds: Sequence[int] = (0,), rows: slice | None = None,
+def default_samples(n_params: int) -> int:
+    """K when none is given: every weight of a model of at most :data:`ALL_SAMPLES`, else :data:`DEFAULT_SAMPLES`."""
+    return n_params if n_params <= ALL_SAMPLES else DEFAULT_SAMPLES
+
+
+def sample_moving(store: RunStore, samples: int | None, *, seeds: Sequence[int] = (0,), rows: slice | None = None,
                   keep: np.ndarray | None = None, engine: Engine | None = None) -> list[MovingSample]:
     """Per seed, K weights that move over the window (docs/methods.md §2.1), all seeds in one read.
 
@@ -190,11 +200,12 @@ def sample_moving(store: RunStore, samples: int, *, seeds: Sequence[int] = (0,),
     seed's candidates, in one pass over the store); the frozen ones (constant over ``rows``/``keep``:
     dead units, weights Adam never updates) are dropped and K moving ones kept: K/2 spread over the
     layers that have moving candidates, the rest uniformly (seeded). Candidates double while fewer than
-    K move (at most all N); fewer than K are returned only when fewer move at all.
+    K move (at most all N); fewer than K are returned only when fewer move at all. ``samples=None``:
+    :func:`default_samples` (every weight of a small model: every seed then returns the same sample).
     """
     engine = engine or Engine()
     n = store.n_params
-    k = min(check_int("samples", samples, low=2, high=MAX_SAMPLES), n)
+    k = default_samples(n) if samples is None else min(check_int("samples", samples, low=2, high=MAX_SAMPLES), n)
     read = min(n, OVERSAMPLE * k)
     while True:
         candidates = [_design(store, read, seed) for seed in seeds]
@@ -690,7 +701,7 @@ def cmd(
     *,
     modes: int | None = 10,
     threshold: float | None = None,
-    samples: int = 1000,
+    samples: int | None = None,
     window: Window = None,
     subsample: int = 1,
     seed: int = 0,
@@ -716,8 +727,10 @@ def cmd(
     threshold : float, optional
         Cut the dendrogram at t (0 < t <= 1) times the largest pairwise distance instead
         (with ``distance="corr"``: at 1 − |corr| = t).
-    samples : int
-        K, weights sampled for the clustering (weights that move; docs/methods.md §2.1).
+    samples : int, optional
+        K, weights sampled for the clustering (weights that move; docs/methods.md §2.1). Default: every
+        weight of a model of at most ALL_SAMPLES (4096) weights, so the partition does not depend on
+        the sampling seed, else 1000.
     window : "a:b", optional
         Snapshots used (both included).
     subsample : int
@@ -1166,10 +1179,14 @@ def _stability(store: RunStore, params: CMDParams, engine: Engine, progress: Pro
     _, _, rows, keep = _window_rows(store, params, engine)
     seed_list = tuple(params.seed + i for i in range(seeds))
     kernels, n_modes = [], []
+    clustered: dict[bytes, np.ndarray] = {}  # seeds that drew the same sample (every weight of a small model)
     for drawn in sample_moving(store, params.samples, seeds=seed_list, rows=rows, keep=keep, engine=engine):
-        corr_all, moving = abs_corr(drawn.trajectories)
-        _check_huge_values(drawn.trajectories, np.flatnonzero(moving), drawn.indices, store)
-        _, _, ref_cols = _cluster_sample(corr_all, np.flatnonzero(moving), params)
+        key = drawn.indices.tobytes()
+        if key not in clustered:
+            corr_all, moving = abs_corr(drawn.trajectories)
+            _check_huge_values(drawn.trajectories, np.flatnonzero(moving), drawn.indices, store)
+            clustered[key] = _cluster_sample(corr_all, np.flatnonzero(moving), params)[2]
+        ref_cols = clustered[key]
         kernels.append(assign_kernel(drawn.trajectories[:, ref_cols].T, keep))
         n_modes.append(ref_cols.size)
     pairs = list(itertools.combinations(range(seeds), 2))
@@ -1222,7 +1239,7 @@ class ModelComparison:
 
 def compare_models(store: RunStore | str | os.PathLike[str], recipe: Any, *, ranks: Sequence[int] = (5, 10, 20),
                    modes: Sequence[int] = (2, 5, 10), window: Window = None, max_points: int = 40,
-                   forecast: int = 0, samples: int = 1000, seed: int = 0, engine: Engine | None = None,
+                   forecast: int = 0, samples: int | None = None, seed: int = 0, engine: Engine | None = None,
                    progress: Progress | None = None) -> ModelComparison:
     """DMD (``traj dmd --evaluate``) and CMD (``traj cmd --evaluate``) of the same window, scored by
     the recipe at the same snapshots (both spread ``max_points`` over the window the same way).

@@ -53,7 +53,7 @@ from .windows import Window, check_even_spacing, check_gram_finite, default_last
 
 __all__ = ["ConjugacyParams", "ConjugacyResult", "KChoice", "PairVerdict", "SMALL_OBSERVABLE", "Spectrum", "WindowTransitions",
            "conjugacy", "conformal_bound", "family_bound", "family_draws", "fit_conjugacy", "hankel_gram", "koopman_spectrum", "mutual_nearest",
-           "parse_observable", "reparametrise", "slot_match", "stacked_hankel", "wasserstein"]
+           "parse_observable", "reparametrise", "slot_match", "stacked_hankel", "verdict_label", "wasserstein"]
 
 #: Default of ``small_observable``: observables up to this many coordinates (times delays+1) are decomposed in memory.
 SMALL_OBSERVABLE = 2048
@@ -77,7 +77,7 @@ RankRule = int | Literal["auto", "k"] | None
 #: How runs are compared: "reproducible" (default; with a seed null: the rank at which every eigenvalue is
 #: reproducible across seeds, each run against the first run's family of seed runs in units of each eigenvalue's
 #: spread, a parametric bound for one more run of that family) or "plain" (W1 of the rank rule's eigenvalues
-#: against the nulls' quantiles).
+#: beside the nulls' quantiles, no verdict: it cannot tell grokking from norm-constrained dynamics, issue 26).
 Rule = Literal["reproducible", "plain"]
 
 
@@ -326,21 +326,76 @@ def hankel_gram(gram: np.ndarray, delays: int) -> np.ndarray:
     return sum(gram[s : s + m, s : s + m] for s in range(delays + 1))
 
 
-def pca_scores(gram: np.ndarray, components: int) -> np.ndarray:
-    """(T, K) scores of a window's K leading principal components, from its Gram G = D Dᵀ alone.
+def pca_scores(gram: np.ndarray, components: int, *, center: bool = False,
+               fit: np.ndarray | None = None) -> np.ndarray:
+    """(T, K) scores of K leading principal components of T snapshots, from their Gram G = D Dᵀ alone.
 
-    Centred in time: J G J = V S² Vᵀ (J = I − 11ᵀ/T), scores V_K S_K (the projection of the
-    centred snapshots onto their principal axes; signs fixed, largest entry positive).
+    The principal axes are those of the centred snapshots ``fit`` (default all), as scikit-learn's
+    ``PCA`` fits them: J G_FF J = U S² Uᵀ (J = I − 11ᵀ/|F|), axes V = (J D_F)ᵀ U S⁻¹ (signs fixed:
+    each column of U has its largest entry positive). Every snapshot is projected on them:
+    ``center=False`` (the default; seed 002's projection, ``X @ PCA().fit(X[:-1]).components_.T``):
+    D V_K = G_{:,F} J U_K S_K⁻¹, a fixed linear map of the weights, so the window's mean stays in the
+    dynamics as it does for every other observable; ``center=True``: (D − 1 m_Fᵀ) V_K, the fitted
+    snapshots' mean m_F removed (U_K S_K on them). Components whose variance is at rounding level of G
+    get scores 0.
+
+    Parameters
+    ----------
+    gram : ndarray of shape (T, T)
+    components : int
+        K; at most |F| are returned.
+    fit : ndarray of bool of shape (T,), optional
+        The snapshots the axes are fitted to (seed 002 fits them to DMD's X: all but each trajectory's last).
     """
     g = np.asarray(gram, dtype=np.float64)
-    t = g.shape[0]
-    centred = g - g.mean(axis=0, keepdims=True) - g.mean(axis=1, keepdims=True) + g.mean()
+    fit = np.ones(g.shape[0], dtype=bool) if fit is None else np.asarray(fit, dtype=bool)
+    g_fit = g[np.ix_(fit, fit)]
+    n = g_fit.shape[0]
+    centred = g_fit - g_fit.mean(axis=0, keepdims=True) - g_fit.mean(axis=1, keepdims=True) + g_fit.mean()
     evals, evecs = np.linalg.eigh((centred + centred.T) / 2)
-    order = np.argsort(evals)[::-1][: min(components, t)]
-    v = evecs[:, order]
-    pivot = np.argmax(np.abs(v), axis=0)
-    v = v * np.sign(v[pivot, np.arange(v.shape[1])])
-    return v * np.sqrt(np.clip(evals[order], 0.0, None))
+    order = np.argsort(evals)[::-1][: min(components, n)]
+    u = evecs[:, order]
+    pivot = np.argmax(np.abs(u), axis=0)
+    u = u * np.sign(u[pivot, np.arange(u.shape[1])])
+    variance = np.clip(evals[order], 0.0, None)
+    # a direction whose variance is rounding error of G has no axis: score 0
+    resolved = variance > n * np.finfo(np.float64).eps * max(float(np.abs(g_fit).max(initial=0.0)), 1e-300)
+    ju = u[:, resolved] - u[:, resolved].mean(axis=0, keepdims=True)  # J U: orthogonal to 1 whatever eigh's rounding
+    cross = g[:, fit]
+    if center:
+        cross = cross - g_fit.mean(axis=0, keepdims=True)
+    scores = np.zeros((g.shape[0], u.shape[1]))
+    scores[:, resolved] = (cross @ ju) / np.sqrt(variance[resolved])
+    return scores
+
+
+def stacked_pca_scores(data: np.ndarray, n_traj: int, components: int, *, center: bool = False) -> np.ndarray:
+    """(T, n_traj·K) scores of stacked trajectories on ONE projection, fitted to every trajectory's snapshots pooled.
+
+    data (T, n_traj·state), trajectory i in columns i·state..(i+1)·state; the principal axes are
+    fitted to the snapshots of every trajectory but its last (DMD's X, as seed 002's grokking
+    pipeline, which stacks PCA scores of 10 initialisations, fits them), and each trajectory's
+    snapshots are projected on them (:func:`pca_scores`). The result keeps the trajectory-major column
+    layout, so :func:`stacked_hankel` splits it by trajectory.
+    """
+    data = np.asarray(data, dtype=np.float64)
+    t, n = data.shape
+    state = n // n_traj
+    pooled = data.reshape(t, n_traj, state).transpose(1, 0, 2).reshape(n_traj * t, state)
+    fit = np.tile(np.arange(t) < t - 1, n_traj)
+    if state >= pooled.shape[0]:  # wide: the (n_traj·T)² Gram is the small matrix
+        scores = pca_scores(pooled @ pooled.T, components, center=center, fit=fit)
+    else:  # many snapshots of a small state (25 initial conditions in d = 2): the state's own axes
+        fitted = pooled[fit]
+        mean = fitted.mean(axis=0)
+        _, sigma, vt = np.linalg.svd(fitted - mean, full_matrices=False)
+        axes = vt[: min(components, sigma.size)].T
+        u = (fitted - mean) @ axes  # U S: the sign convention of pca_scores (largest entry of U positive)
+        axes = axes * np.sign(u[np.argmax(np.abs(u), axis=0), np.arange(u.shape[1])])
+        resolved = sigma[: axes.shape[1]] ** 2 > (fitted.shape[0] * np.finfo(np.float64).eps
+                                                   * max(float(np.max(np.sum(fitted**2, axis=1))), 1e-300))
+        scores = (pooled - mean if center else pooled) @ (axes * resolved)
+    return scores.reshape(n_traj, t, -1).transpose(1, 0, 2).reshape(t, -1)
 
 
 def parse_observable(observable: str | None, layer: str | None = None) -> tuple[str, str | int | None]:
@@ -459,28 +514,23 @@ class _Observed:
 def _observe(store: RunStore, *, window: Window, observable: str | None, layer: str | None, stack: int | bool | None,
              delays: int | None, small_observable: int, engine: Engine, draws: int = 0, strength: float = 0.1,
              seed: int = 0, gram: np.ndarray | None = None, progress: Progress | None = None,
-             first_draw: int = 0) -> _Observed:
+             first_draw: int = 0, center: bool = False) -> _Observed:
     """Read what a run's spectra need, in one pass: the observable's pairs or Gram, and those of ``draws``
     reparametrised copies h_i(θ), i = first_draw, first_draw + 1, … (the null's maps act on the stored
-    coordinates, before the observable)."""
+    coordinates, before the observable). ``center``: pca:K scores with the mean removed (:func:`pca_scores`)."""
     kind, arg = parse_observable(observable, layer)
     lo, hi, delays = window_and_delays(store, window, delays)
     name = "all" if kind == "all" else f"{kind}:{arg}"
     cols, shape = observable_columns(store, arg if kind == "layer" else None)
     n_obs = cols.stop - cols.start
     n_traj = trajectories(store, stack, n_obs, shape)
-    if kind == "pca" and n_traj > 1 and stack is None:  # the recipe's default stacking, not the user's --stack
-        raise ParameterError("observable", f"{name}: PCA scores are not split into trajectories, and "
-                                           f"{store.path.name}'s recipe stacks its {n_traj} trajectories by default: "
-                                           "give stack=1 to take the run as one trajectory, or observable 'all' "
-                                           "or 'layer:NAME'")
-    if kind == "pca" and n_traj > 1:
-        raise ParameterError("stack", "needs observable 'all' or 'layer:NAME': pca:K scores are not split into "
-                                      "trajectories")
     rows = slice(lo, hi + 1)
-    in_memory = kind != "pca" and (n_traj > 1 or n_obs * (delays + 1) <= small_observable)
+    # stacked trajectories' PCA pools every trajectory's snapshots (one projection): their data, in memory
+    in_memory = n_traj > 1 or (kind != "pca" and n_obs * (delays + 1) <= small_observable)
 
     def pairs(data: np.ndarray) -> _Source:
+        if kind == "pca":
+            data = stacked_pca_scores(data, n_traj, int(arg), center=center)  # type: ignore[arg-type]
         x, y = stacked_hankel(data, n_traj, delays)
         return _Source("memory", x, y, dtype=store.dtype)
 
@@ -515,10 +565,13 @@ def _observe(store: RunStore, *, window: Window, observable: str | None, layer: 
 
     def from_gram(g: np.ndarray) -> _Source:
         if kind == "pca":
-            return pairs(pca_scores(g, int(arg)))  # type: ignore[arg-type]
+            scores = pca_scores(g, int(arg), center=center, fit=np.arange(len(g)) < len(g) - 1)  # type: ignore[arg-type]
+            x, y = stacked_hankel(scores, 1, delays)
+            return _Source("memory", x, y, dtype=store.dtype)
         return _Source("gram", gram=hankel_gram(g, delays), n_features=n_obs * (delays + 1), dtype=store.dtype)
 
-    n_shown = min(int(arg), hi - lo + 1) if kind == "pca" else n_obs  # type: ignore[arg-type]
+    # pca:K: at most the fitted snapshots (each trajectory's but its last) and the state's coordinates
+    n_shown = min(int(arg), n_traj * (hi - lo), n_obs // n_traj) if kind == "pca" else n_obs  # type: ignore[arg-type]
     return _Observed(store, (lo, hi), name, n_shown, n_traj, delays, from_gram(grams[0]),
                      tuple(from_gram(g) for g in grams[1:]))
 
@@ -536,6 +589,7 @@ def koopman_spectrum(
     engine: Engine | None = None,
     gram: np.ndarray | None = None,
     progress: Progress | None = None,
+    center: bool = False,
 ) -> Spectrum:
     """Koopman eigenvalues of a store's observable (all weights, one layer, or PCA scores) over a window.
 
@@ -543,11 +597,13 @@ def koopman_spectrum(
     (θ split into N equal parts), True (the tensor's first axis) or None (the recipe's default:
     on for mirror-descent stores, with 4 delays). ``gram`` may pass a precomputed Gram of exactly
     this window and observable. An explicit ``rank`` above the directions the run resolves is
-    reduced (``Spectrum.rank_note`` says so).
+    reduced (``Spectrum.rank_note`` says so). ``center``: pca:K scores with their mean removed
+    (default False, seed 002's projection; :func:`pca_scores`).
     """
     rank = check_rank(rank)
     observed = _observe(store, window=window, observable=observable, layer=layer, stack=stack, delays=delays,
-                        small_observable=small_observable, engine=engine or Engine(), gram=gram, progress=progress)
+                        small_observable=small_observable, engine=engine or Engine(), gram=gram, progress=progress,
+                        center=center)
     return observed.spectrum(rank)
 
 
@@ -676,6 +732,8 @@ class ConjugacyResult:
     k_choice: KChoice | None = None
     #: Why the seed null that set the threshold is weak (one run), None when it is not.
     null_note: str | None = None
+    #: pca:K scores with the mean removed (False: seed 002's projection).
+    center: bool = False
 
     @property
     def scores(self) -> np.ndarray:
@@ -740,7 +798,7 @@ class ConjugacyResult:
             "scales": None if self.scales is None else self.scales.tolist(),
             "verdicts": [v.to_dict() for v in self.verdicts],
             "windows": self.windows.to_dict() if self.windows else None,
-            "settings": {"observable": self.observable, "layer": self.layer, "rank": self.rank,
+            "settings": {"observable": self.observable, "center": self.center, "layer": self.layer, "rank": self.rank,
                          "stack": [s.n_trajectories for s in self.spectra],
                          "delays": [s.delays for s in self.spectra], "method": [s.method for s in self.spectra],
                          "windows": [list(s.window) for s in self.spectra]},
@@ -751,6 +809,14 @@ class ConjugacyResult:
 # ---------------------------------------------------------------------- the analysis
 def _check_rank_rule(rank: int | str | None) -> RankRule:
     return "k" if rank == "k" else check_rank(rank)  # type: ignore[return-value]
+
+
+def _check_center(center: bool, kind: str) -> bool:
+    if not isinstance(center, bool | np.bool_):
+        raise ParameterError("center", f"must be True or False, got {center!r}")
+    if center and kind != "pca":
+        raise ParameterError("center", "applies to observable 'pca:K' only (the other observables are never centred)")
+    return bool(center)
 
 
 def _check_stack(stack: int | bool | None) -> int | bool | None:
@@ -779,13 +845,15 @@ class ConjugacyParams:
     null_strength: float = 0.1
     null_seed: int = 0
     rule: Rule = "reproducible"
+    center: bool = False
 
     @classmethod
     def checked(cls, *, window: Window = None, layer: str | None = None, rank: int | str | None = "k",
                 k: int | None = 10, quantile: float = 0.95, tolerance: float = 1e-8, margin: float = 0.0,
                 windows: int | None = None, stack: int | bool | None = None, delays: int | None = None,
                 small_observable: int = SMALL_OBSERVABLE, observable: str | None = None, null_size: int = 20,
-                null_strength: float = 0.1, null_seed: int = 0, rule: str = "reproducible") -> ConjugacyParams:
+                null_strength: float = 0.1, null_seed: int = 0, rule: str = "reproducible",
+                center: bool = False) -> ConjugacyParams:
         kind, arg = parse_observable(observable, layer)
         if isinstance(null_size, int) and not isinstance(null_size, bool) and null_size > MAX_NULL_SIZE:
             raise ParameterError("null_size", f"must be an integer from 0 to {MAX_NULL_SIZE}, got {null_size}: the "
@@ -811,6 +879,7 @@ class ConjugacyParams:
                                       high_open=True),
             null_seed=check_int("null_seed", null_seed, low=0),
             rule=rule,  # type: ignore[arg-type]
+            center=_check_center(center, kind),
         )
 
 
@@ -834,6 +903,7 @@ def conjugacy(
     delays: int | None = None,
     small_observable: int = SMALL_OBSERVABLE,
     rule: str = "reproducible",
+    center: bool = False,
     engine: Engine | None = None,
     progress: Progress | None = None,
 ) -> ConjugacyResult:
@@ -847,7 +917,13 @@ def conjugacy(
         Snapshots used in every run (must exist in all).
     observable : "all", "layer:NAME" or "pca:K"
         What DMD sees: all weights, one parameter tensor (``layer=NAME`` is the same), or the
-        scores of the window's K leading principal components (from the Gram alone).
+        scores of the window's K leading principal components (from the Gram alone; with ``stack``,
+        one projection fitted to every trajectory's snapshots pooled, seed 002's grokking pipeline).
+    center : bool
+        pca:K only: remove the window's mean from the scores. Default False, seed 002's projection
+        (axes of the centred snapshots, the snapshots themselves projected): a fixed linear map of
+        the weights, like every other observable; centring drops the mean's own motion and moved
+        eigenvalues by up to 0.049 against the authors' pipeline (:func:`pca_scores`).
     rank : "k", int or "auto"
         "k" (default): every run at the same rank r = min(k, every run's resolvable rank), all r
         eigenvalues compared. An integer: that rank for every run (reduced, with a note, where a
@@ -883,12 +959,13 @@ def conjugacy(
         ``quantile`` for one more run of the family (:func:`family_bound`), the reparametrisation
         null's the conformal bound (:func:`conformal_bound`) of its bent spectra. Without a seed
         null, "plain" is used (and a note says so). "plain": W1 of the rank rule's eigenvalues
-        against the nulls' ``quantile``.
+        and the nulls' ``quantile`` of W1, reported without a verdict (undetermined, reason
+        :data:`PLAIN_NO_VERDICT`) except for pairs within ``margin``.
     """
     params = ConjugacyParams.checked(window=window, layer=layer, rank=rank, k=k, quantile=quantile,
                                      tolerance=tolerance, margin=margin, windows=windows, stack=stack, delays=delays,
                                      small_observable=small_observable, observable=observable, null_size=null_size,
-                                     null_strength=null_strength, null_seed=null_seed, rule=rule)
+                                     null_strength=null_strength, null_seed=null_seed, rule=rule, center=center)
     return fit_conjugacy(stores, params, null=null, engine=engine, progress=progress)
 
 
@@ -937,7 +1014,8 @@ def fit_conjugacy(stores: Sequence[RunStore | str | os.PathLike[str]], params: C
     def observe(store: RunStore, n: tuple[int, int] = (0, 0)) -> _Observed:
         return _observe(store, window=run_windows[id(store)], observable=params.observable, layer=None, stack=params.stack,
                         delays=params.delays, small_observable=params.small_observable, engine=engine, draws=n[1],
-                        first_draw=n[0], strength=params.null_strength, seed=params.null_seed, progress=progress)
+                        first_draw=n[0], strength=params.null_strength, seed=params.null_seed, progress=progress,
+                        center=params.center)
 
     observed = ([observe(runs[0], draws[0])] + [observe(s) for s in runs[1:]]
                 + [observe(s, n) for s, n in zip(null_runs, draws[1:], strict=True)])
@@ -996,38 +1074,29 @@ def fit_conjugacy(stores: Sequence[RunStore | str | os.PathLike[str]], params: C
         null_threshold = float(np.quantile(null_distances, params.quantile)) if null_distances.size else None
         reparam_bound = float(np.quantile(rep, params.quantile)) if rep.size else None
     reparam = ReparamNull(len(rep), params.null_strength, params.null_seed, rep, reparam_bound) if rep.size else None
-    if statistic is None:
-        threshold, basis = _threshold(null_threshold, reparam.threshold if reparam else None, params)
-        verdicts = tuple(
-            PairVerdict(str(runs[i].path), str(runs[j].path), float(distance[i, j]),
-                        "undetermined" if threshold is None else
-                        ("conjugate" if distance[i, j] <= threshold else "non-conjugate"), basis)
-            for i in range(len(spectra)) for j in range(i + 1, len(spectra)))
+    if statistic is None:  # rule "plain": distances and the nulls' bounds, no verdict beyond a stated margin
+        threshold, basis = None, None
+        verdicts = _without_verdict(runs, distance, params, PLAIN_NO_VERDICT if null_runs else NO_SEED_NULL)
     else:
         threshold, basis, verdicts = _standardised_verdicts(runs, distance, statistic, null_threshold,
                                                             reparam.threshold if reparam else None, params)
-    if not null_runs:
-        threshold, basis, verdicts = None, None, _without_seed_null(runs, distance, params)
     transitions = _window_transitions(runs[0], edges, params, engine, progress) if edges is not None else None
     null_note = None
     if rule == "reproducible" and basis == "seed-null" and not null_threshold:
         null_note = ("the seed-null runs have the first run's eigenvalues exactly (no spread), so the bound is 0 and "
                      "every difference counts as non-conjugate: runs of a deterministic system need the "
                      "reparametrisation null (null_size), and a seed null needs runs from other seeds")
-    elif len(null_runs) == 1 and basis == "seed-null":
-        null_note = (("the threshold comes from one seed-null run, so each eigenvalue's spread is estimated from "
-                      "two runs (one degree of freedom): the bound is wide and only large differences are called "
-                      "non-conjugate: give more seed runs (4 or more)") if rule == "reproducible" else
-                     ("the threshold comes from one seed-null run, so its bound is that one distance, which a "
-                      "conjugate pair exceeds about half the time (level 1/(n+1) with n = 1): give more seed runs "
-                      "(with 4, 10 distances, level 1/11)"))
+    elif len(null_runs) == 1 and basis == "seed-null":  # rule "reproducible" (rule "plain" has no basis)
+        null_note = ("the threshold comes from one seed-null run, so each eigenvalue's spread is estimated from "
+                     "two runs (one degree of freedom): the bound is wide and only large differences are called "
+                     "non-conjugate: give more seed runs (4 or more)")
     return ConjugacyResult(tuple(str(r.path) for r in runs), tuple(spectra), k, distance,
                            tuple(str(r.path) for r in null_runs), null_distances, params.quantile, threshold, verdicts,
                            transitions, params.layer, params.rank, time.perf_counter() - t0,
                            null_threshold=null_threshold, margin=params.margin, k_requested=params.k, k_note=k_note,
                            reparam=reparam, observable=params.observable, basis=basis, rule=rule,
                            statistic=statistic, scales=scales, rule_note=rule_note, k_choice=choice,
-                           null_note=null_note)
+                           null_note=null_note, center=params.center)
 
 
 def _reproducible_fit(observed: Sequence[_Observed], spectra: list[Spectrum], choice: KChoice, k_note: str | None,
@@ -1161,14 +1230,31 @@ def _null_bounds(seed_threshold: float | None, reparam_threshold: float | None) 
 #: An undetermined verdict's reason when no seed null was given.
 NO_SEED_NULL = ("give --null SEED_RUN (the first run's configuration trained from other seeds): without a seed null "
                 "a distance cannot be told from seed-to-seed variation")
+#: An undetermined verdict's reason under rule "plain" (issue 26): W1 over every compared eigenvalue, the noise
+#: directions' included, against the nulls' quantiles called grokking vs norm-constrained transformers and planted
+#: systems one eigenvalue 0.02 apart "conjugate", where rule "reproducible" tells them apart.
+PLAIN_NO_VERDICT = ("rule plain gives distances and the nulls' bounds only: W1 over every compared eigenvalue cannot "
+                    "tell runs whose reproducible eigenvalues differ (grokking vs norm-constrained transformers, "
+                    "one eigenvalue 0.02 apart) from seed variation; the default --rule reproducible gives a verdict")
+#: How each undetermined verdict's reason is shown in one line (CLI, reports).
+_UNDETERMINED_SHOWN = {NO_SEED_NULL: "undetermined: give --null SEED_RUN",
+                       PLAIN_NO_VERDICT: "undetermined: rule plain gives distances only"}
 
 
-def _without_seed_null(runs: Sequence[RunStore], distance: np.ndarray,
-                       params: ConjugacyParams) -> tuple[PairVerdict, ...]:
-    """Verdicts without a seed null: none, except a W1 within the margin the user stated (conjugate whatever
-    a null would say). Two seed runs of one configuration lie further apart than the reparametrisation
-    null's bends, so its bound alone called them non-conjugate (issue 25): it is reported beside the
-    distances, and decides only beside a seed null."""
+def verdict_label(verdict: PairVerdict) -> str:
+    """A verdict as the CLI and the reports show it: the verdict, or "undetermined: " and what would determine it."""
+    return _UNDETERMINED_SHOWN.get(verdict.reason or "", verdict.verdict)
+
+
+def _without_verdict(runs: Sequence[RunStore], distance: np.ndarray, params: ConjugacyParams,
+                     reason: str) -> tuple[PairVerdict, ...]:
+    """Pairs the nulls cannot decide: undetermined (with ``reason``), except a W1 within the margin the user
+    stated (conjugate whatever a null would say).
+
+    Without a seed null: two seed runs of one configuration lie further apart than the reparametrisation
+    null's bends, so its bound alone called them non-conjugate (issue 25); it is reported beside the
+    distances, and decides only beside a seed null. Under rule "plain" (:data:`PLAIN_NO_VERDICT`): the nulls'
+    bounds on W1 are reported, no verdict."""
     verdicts = []
     for i in range(len(runs)):
         for j in range(i + 1, len(runs)):
@@ -1177,23 +1263,8 @@ def _without_seed_null(runs: Sequence[RunStore], distance: np.ndarray,
                 verdicts.append(PairVerdict(str(runs[i].path), str(runs[j].path), w1, "conjugate", "margin"))
             else:
                 verdicts.append(PairVerdict(str(runs[i].path), str(runs[j].path), w1, "undetermined", None,
-                                            reason=NO_SEED_NULL))
+                                            reason=reason))
     return tuple(verdicts)
-
-
-def _threshold(seed_threshold: float | None, reparam_threshold: float | None,
-               params: ConjugacyParams) -> tuple[float | None, Basis | None]:
-    """The verdicts' threshold: the largest of the nulls' quantiles and the stated margin, never below the
-    eigenvalues' precision, and which of them set it."""
-    bounds = _null_bounds(seed_threshold, reparam_threshold)
-    if params.margin:
-        bounds["margin"] = params.margin
-    if not bounds:
-        return None, None
-    basis = max(bounds, key=bounds.__getitem__)
-    if bounds[basis] < params.tolerance:
-        return params.tolerance, "tolerance"
-    return bounds[basis], basis
 
 
 def _standardised_verdicts(runs: Sequence[RunStore], distance: np.ndarray, statistic: np.ndarray,
@@ -1249,7 +1320,7 @@ def _window_transitions(store: RunStore, edges: np.ndarray, params: ConjugacyPar
         sub = None if full_gram is None else full_gram[a - lo : b - lo, a - lo : b - lo]
         observed.append(_observe(store, window=(int(a), int(b) - 1), observable=params.observable, layer=None,
                                  stack=params.stack, delays=params.delays, small_observable=params.small_observable,
-                                 engine=engine, gram=sub))
+                                 engine=engine, gram=sub, center=params.center))
     spectra, choice, _ = _fit_all(observed, params)
     k = choice.k
     bounds = tuple((int(a), int(b) - 1) for a, b in zip(edges[:-1], edges[1:], strict=True))

@@ -36,7 +36,8 @@ def cmd(
     store: Annotated[Path, typer.Argument(help="A run store.")],
     modes: Annotated[int, typer.Option(help="Number of modes M.")] = 10,
     threshold: Annotated[float | None, typer.Option(help="Cut the dendrogram at t (0 < t <= 1) times the largest distance instead of M (with --distance corr: at 1-|corr| = t).")] = None,
-    samples: Annotated[int, typer.Option(help="Weights sampled for the clustering (K).")] = 1000,
+    samples: Annotated[int | None, typer.Option(help="Weights sampled for the clustering (K; default: every weight of "
+                                                     "a model of at most 4096, else 1000).")] = None,
     window: Annotated[str | None, typer.Option(help="Snapshots a:b, both included.")] = None,
     steps: StepsOption = None,
     stride: StrideOption = 1,

@@ -45,6 +45,8 @@ def conjugacy(
     observable: Annotated[str, typer.Option(help="What DMD sees: 'all' weights, 'layer:NAME' (one parameter "
                                                  "tensor) or 'pca:K' (K principal-component scores, from the Gram).")] = "all",
     layer: Annotated[str | None, typer.Option(help="Same as --observable layer:NAME.")] = None,
+    center: Annotated[bool, typer.Option("--center/--no-center", help="pca:K: remove the window's mean from the scores "
+                                         "(default no: the authors' projection, a fixed linear map of the weights).")] = False,
     rank: Annotated[str, typer.Option(help="DMD rank: 'k' (every run at rank k, or the smallest rank any run "
                                            "resolves), an integer, or 'auto' (Gavish-Donoho per run).")] = "k",
     k: Annotated[int, typer.Option(help="Eigenvalues compared per run (largest modulus first).")] = 10,
@@ -57,7 +59,7 @@ def conjugacy(
     rule: Annotated[str, typer.Option(help="'reproducible' (with --null: compare only the eigenvalues every seed "
                                            "reproduces, each run against the first run's family of seed runs in "
                                            "units of each eigenvalue's spread) or 'plain' (W1 of the rank rule's "
-                                           "eigenvalues).")] = "reproducible",
+                                           "eigenvalues beside the nulls' bounds, no verdict).")] = "reproducible",
     quantile: Annotated[float, typer.Option(help="Null quantile below which a pair is conjugate.")] = 0.95,
     margin: Annotated[float, typer.Option(help="Equivalence margin: distances up to it are conjugate whatever the nulls "
                                                "(default 0: the nulls alone decide).")] = 0.0,
@@ -86,9 +88,11 @@ def conjugacy(
 
         traj conjugacy h40.zarr h5.zarr --null h40-seed1.zarr,h40-seed2.zarr --observable pca:10
 
+        traj conjugacy free.zarr constrained.zarr --observable pca:10 --stack 10 --delays 32
+
         traj conjugacy run.zarr --windows 8
     """
-    with handle_errors(ctx), flag_names("window", "observable", "layer", "rank", "k", "rule", "quantile", "margin", "windows", "null",
+    with handle_errors(ctx), flag_names("window", "observable", "center", "layer", "rank", "k", "rule", "quantile", "margin", "windows", "null",
                                         "delays", "stack", "null_size", "null_strength", "null_seed"):
         from ..analysis.conjugacy import ConjugacyParams, fit_conjugacy
         from ..display import markup as m
@@ -98,7 +102,7 @@ def conjugacy(
                                          rank=int_or_keyword("--rank", rank, "k", "auto"),
                                          k=k, quantile=quantile, margin=margin, windows=windows, stack=stack,
                                          delays=delays, null_size=null_size, null_strength=null_strength,
-                                         null_seed=null_seed, rule=rule)
+                                         null_seed=null_seed, rule=rule, center=center)
         if len(stores) < 2 and not windows:
             raise fail("one run given: give two or more runs to compare, or --windows W to compare W windows of one run")
         engine = engine_options(backend, device, scheduler, block_mb)
@@ -138,7 +142,7 @@ def _show(result: ConjugacyResult, quantile: float, given: set[str] = frozenset(
     ``--rank N`` (``given``: the options the user typed) is one yellow warning line on stderr.
     The report and the JSON keep the full reasons (``k_note``, ``rank_notes``).
     """
-    from ..analysis.conjugacy import NO_SEED_NULL
+    from ..analysis.conjugacy import verdict_label
     from ..display import markup as m
 
     standardised = result.rule == "reproducible"
@@ -146,7 +150,7 @@ def _show(result: ConjugacyResult, quantile: float, given: set[str] = frozenset(
         colour = {"conjugate": "green", "non-conjugate": "red"}.get(v.verdict, "yellow")
         ratio = "" if (q := result.ratio(v)) is None else f" ({q:.3g} x threshold)"
         score = f", standardised {v.score:.4g}" if standardised else ""
-        verdict = "undetermined: give --null SEED_RUN" if v.reason == NO_SEED_NULL else v.verdict
+        verdict = verdict_label(v)
         out_console.print(f"{m(Path(v.a).name)} vs {m(Path(v.b).name)}: W1 = {v.distance:.4g}{score}{ratio} "
                           f"[{colour}]{verdict}[/{colour}]")
     if result.verdicts:
@@ -158,8 +162,10 @@ def _show(result: ConjugacyResult, quantile: float, given: set[str] = frozenset(
         out_console.print("  no seed null: distances and the reparametrisation null's bound only, no verdict "
                           "(seed runs of one configuration lie further apart than that bound); give --null "
                           "SEED_RUN,... (the first run's configuration from other seeds)")
-    elif result.rule_note and result.verdicts:
-        out_console.print("  rule plain: W1 of the eigenvalues (rule reproducible needs a seed null, --null)")
+    elif result.verdicts:
+        out_console.print("  rule plain: W1 of the eigenvalues beside the nulls' bounds, no verdict (W1 over every "
+                          "compared eigenvalue cannot tell grokking from norm-constrained dynamics); the default "
+                          "--rule reproducible gives one")
     if result.null_threshold is not None:
         what = (f"bound for one more run of a family of {1 + len(result.null_runs)}" if standardised
                 else f"of {len(result.null_distances)} seed distance(s)")
@@ -183,9 +189,7 @@ def _show(result: ConjugacyResult, quantile: float, given: set[str] = frozenset(
                           "every difference counts: use --null-size or runs from other seeds[/yellow]")
     elif result.null_note:
         err_console.print("[yellow]seed null: one run, so each eigenvalue's spread rests on two runs and the bound is "
-                          "wide: give more --null runs[/yellow]" if standardised else
-                          "[yellow]seed null: one run, so its one distance is the bound (a conjugate pair exceeds it "
-                          "about half the time): give more --null runs[/yellow]")
+                          "wide: give more --null runs[/yellow]")
     if result.rule_note and "rule" in given:
         err_console.print("[yellow]rule: --rule reproducible needs a seed null (--null): rule plain used[/yellow]")
 

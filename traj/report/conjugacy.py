@@ -6,7 +6,7 @@ import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from ..analysis.conjugacy import NO_SEED_NULL, ConjugacyResult
+from ..analysis.conjugacy import ConjugacyResult, verdict_label
 from ..plots import figure_png
 from ..plots.conjugacy import plot_distance_matrix, plot_null, plot_spectra, plot_window_distances
 from .writer import Report, write_report
@@ -48,7 +48,9 @@ def conjugacy_report(result: ConjugacyResult, out_dir: str | os.PathLike[str],
                if result.threshold is not None else
                (" No seed null (--null): the distances and the reparametrisation null's bound are reported, and no "
                 "verdict (seed runs of one configuration lie further apart than that bound alone allows)."
-                if not result.null_runs else " Without a null or a margin every verdict is undetermined."))
+                if not result.null_runs else
+                " Rule plain: W1 beside the nulls' bounds, and no verdict (W1 over every compared eigenvalue cannot "
+                "tell grokking from norm-constrained dynamics); the default rule reproducible gives one."))
     spectra = result.spectra[0]
     report.paragraph(
         f"Wasserstein distance W1 between the {result.k} Koopman eigenvalues of each run (docs/methods.md §4.2); "
@@ -95,5 +97,5 @@ def verdict_table(report: Report, result: ConjugacyResult) -> None:
     report.table(["run A", "run B", "W1", f"{what} / threshold", "verdict", "decided by"],
                  [[Path(v.a).name, Path(v.b).name, f"{v.distance:.4g}",
                    f"{q:.3g}" if (q := result.ratio(v)) is not None else "-",
-                   "undetermined: give --null SEED_RUN" if v.reason == NO_SEED_NULL else v.verdict, v.basis or "-"]
+                   verdict_label(v), v.basis or "-"]
                   for v in result.verdicts])
