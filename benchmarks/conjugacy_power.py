@@ -1,4 +1,4 @@
-"""Conjugacy power where the answer is known (issue 26): planted linear systems in seed 002's setting.
+"""Conjugacy power where the answer is known (issue 26): planted linear systems in Redman et al. 2024's setting.
 
 Each seed choice i: run A, a 4-dimensional linear system (eigenvalues 0.95, 0.85, 0.7, 0.5, a fixed
 orthogonal basis) from 25 initial conditions (stacked, 4 delays, rank 4); runs whose eigenvalue 0.95

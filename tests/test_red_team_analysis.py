@@ -307,14 +307,14 @@ def test_memory_error_names_what_failed_and_only_this_commands_options(tmp_path,
 
 def test_conjugacy_pca_takes_the_recipes_default_stacking_or_a_stack_flag(tmp_path):
     """pca:K with stacked trajectories was refused (issue 26): it now projects every trajectory on one set of axes
-    fitted to all their snapshots pooled (seed 002's grokking pipeline), whether the recipe or --stack stacks them."""
+    fitted to all their snapshots pooled (Redman et al. 2024's grokking pipeline), whether the recipe or --stack stacks them."""
     omd, ogd = (str(SAMPLE / f"mirror-{a}.zarr") for a in ("omd", "ogd"))
     for extra, n_traj in (([], 25), (["--stack", "5"], 5)):
         done = runner.invoke(app, ["conjugacy", omd, ogd, "--observable", "pca:2", *extra, "--null-size", "0",
                                    "--out", str(tmp_path / f"o{n_traj}"), "--json"])
         assert done.exit_code == 0, done.output
         assert json.loads(done.stdout)["settings"]["stack"] == [n_traj, n_traj]
-        assert json.loads(done.stdout)["settings"]["center"] is False  # seed 002's projection by default
+        assert json.loads(done.stdout)["settings"]["center"] is False  # Redman et al. 2024's projection by default
     centred = runner.invoke(app, ["conjugacy", omd, ogd, "--observable", "pca:2", "--center", "--null-size", "0",
                                   "--out", str(tmp_path / "oc"), "--json"])
     assert centred.exit_code == 0 and json.loads(centred.stdout)["settings"]["center"] is True

@@ -112,7 +112,7 @@ def test_planted_system_through_a_smooth_nonlinear_map_is_conjugate(tmp_path, ch
     assert result.reparam is not None and result.reparam.size == 20  # 20 maps in all, 4 per run of a's family
 
 
-#: The planted system of seed 002's setting (issue 26): four real eigenvalues, 25 initial conditions, 4 delays, rank 4.
+#: The planted system of Redman et al. 2024's setting (issue 26): four real eigenvalues, 25 initial conditions, 4 delays, rank 4.
 PLANTED = [0.95, 0.85, 0.7, 0.5]
 
 
@@ -466,8 +466,8 @@ def test_pca_observable_from_the_gram(tmp_path, rng):
 
 def test_pca_scores_are_scikit_learns_projection(rng):
     """pca:K from the Gram alone equals scikit-learn's PCA fitted to DMD's X (all snapshots but the last): the
-    snapshots projected on its axes (``--no-center``, seed 002's projection) or ``transform`` (``--center``); stacked
-    trajectories share one PCA fitted to all their snapshots pooled (seed 002's grokking pipeline)."""
+    snapshots projected on its axes (``--no-center``, Redman et al. 2024's projection) or ``transform`` (``--center``); stacked
+    trajectories share one PCA fitted to all their snapshots pooled (Redman et al. 2024's grokking pipeline)."""
     from sklearn.decomposition import PCA
 
     from traj.analysis.conjugacy import pca_scores, stacked_pca_scores

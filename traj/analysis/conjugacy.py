@@ -333,7 +333,7 @@ def pca_scores(gram: np.ndarray, components: int, *, center: bool = False,
     The principal axes are those of the centred snapshots ``fit`` (default all), as scikit-learn's
     ``PCA`` fits them: J G_FF J = U S² Uᵀ (J = I − 11ᵀ/|F|), axes V = (J D_F)ᵀ U S⁻¹ (signs fixed:
     each column of U has its largest entry positive). Every snapshot is projected on them:
-    ``center=False`` (the default; seed 002's projection, ``X @ PCA().fit(X[:-1]).components_.T``):
+    ``center=False`` (the default; Redman et al. 2024's projection, ``X @ PCA().fit(X[:-1]).components_.T``):
     D V_K = G_{:,F} J U_K S_K⁻¹, a fixed linear map of the weights, so the window's mean stays in the
     dynamics as it does for every other observable; ``center=True``: (D − 1 m_Fᵀ) V_K, the fitted
     snapshots' mean m_F removed (U_K S_K on them). Components whose variance is at rounding level of G
@@ -345,7 +345,7 @@ def pca_scores(gram: np.ndarray, components: int, *, center: bool = False,
     components : int
         K; at most |F| are returned.
     fit : ndarray of bool of shape (T,), optional
-        The snapshots the axes are fitted to (seed 002 fits them to DMD's X: all but each trajectory's last).
+        The snapshots the axes are fitted to (Redman et al. 2024 fit them to DMD's X: all but each trajectory's last).
     """
     g = np.asarray(gram, dtype=np.float64)
     fit = np.ones(g.shape[0], dtype=bool) if fit is None else np.asarray(fit, dtype=bool)
@@ -373,7 +373,7 @@ def stacked_pca_scores(data: np.ndarray, n_traj: int, components: int, *, center
     """(T, n_traj·K) scores of stacked trajectories on ONE projection, fitted to every trajectory's snapshots pooled.
 
     data (T, n_traj·state), trajectory i in columns i·state..(i+1)·state; the principal axes are
-    fitted to the snapshots of every trajectory but its last (DMD's X, as seed 002's grokking
+    fitted to the snapshots of every trajectory but its last (DMD's X, as Redman et al. 2024's grokking
     pipeline, which stacks PCA scores of 10 initialisations, fits them), and each trajectory's
     snapshots are projected on them (:func:`pca_scores`). The result keeps the trajectory-major column
     layout, so :func:`stacked_hankel` splits it by trajectory.
@@ -598,7 +598,7 @@ def koopman_spectrum(
     on for mirror-descent stores, with 4 delays). ``gram`` may pass a precomputed Gram of exactly
     this window and observable. An explicit ``rank`` above the directions the run resolves is
     reduced (``Spectrum.rank_note`` says so). ``center``: pca:K scores with their mean removed
-    (default False, seed 002's projection; :func:`pca_scores`).
+    (default False: Redman et al. 2024's projection; :func:`pca_scores`).
     """
     rank = check_rank(rank)
     observed = _observe(store, window=window, observable=observable, layer=layer, stack=stack, delays=delays,
@@ -732,7 +732,7 @@ class ConjugacyResult:
     k_choice: KChoice | None = None
     #: Why the seed null that set the threshold is weak (one run), None when it is not.
     null_note: str | None = None
-    #: pca:K scores with the mean removed (False: seed 002's projection).
+    #: pca:K scores with the mean removed (False means Redman et al. 2024's projection).
     center: bool = False
 
     @property
@@ -918,9 +918,9 @@ def conjugacy(
     observable : "all", "layer:NAME" or "pca:K"
         What DMD sees: all weights, one parameter tensor (``layer=NAME`` is the same), or the
         scores of the window's K leading principal components (from the Gram alone; with ``stack``,
-        one projection fitted to every trajectory's snapshots pooled, seed 002's grokking pipeline).
+        one projection fitted to every trajectory's snapshots pooled, Redman et al. 2024's grokking pipeline).
     center : bool
-        pca:K only: remove the window's mean from the scores. Default False, seed 002's projection
+        pca:K only: remove the window's mean from the scores. Default False: Redman et al. 2024's projection
         (axes of the centred snapshots, the snapshots themselves projected): a fixed linear map of
         the weights, like every other observable; centring drops the mean's own motion and moved
         eigenvalues by up to 0.049 against the authors' pipeline (:func:`pca_scores`).
