@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from record_overhead import make_model, train  # benchmarks/ is on the path when this file runs
+
 from traj import Recorder
 from traj.live import LiveOptions, Sketch
 

@@ -20,6 +20,7 @@ from .landscape import landscape
 from .prune import prune
 from .record import recipes, record
 from .report import report
+from .watch import watch
 
 app = typer.Typer(
     name="traj",
@@ -59,6 +60,7 @@ app.command("conjugacy")(conjugacy)
 app.command("kga-replay")(kga_replay)
 app.command("landscape")(landscape)
 app.command("report")(report)
+app.command("watch")(watch)
 
 
 def main() -> None:

@@ -1,0 +1,114 @@
+"""``traj watch``: follow a store while a run writes it (read only)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+
+from ._common import fail, handle_errors, out_console
+
+
+def watch(
+    ctx: typer.Context,
+    store: Annotated[Path, typer.Argument(help="A run store being written (or already written).")],
+    interval: Annotated[float, typer.Option("--interval", help="Seconds between looks at the store.", min=0.1)] = 2.0,
+    html: Annotated[Path | None, typer.Option("--html", help="Also keep an auto-refreshing page (index.html) here.")] = None,
+    once: Annotated[bool, typer.Option("--once", help="Show the store as it stands and exit.")] = False,
+    timeout: Annotated[float | None, typer.Option("--timeout", help="Stop after this many seconds.", min=0.0)] = None,
+) -> None:
+    """Steps, loss and the live monitor's latest fit of a store while the run trains; stops when the run ends.
+
+    Never writes to the store. The live numbers appear when the run records with the live monitor
+    on (``Recorder(..., live=traj.live.LiveOptions())`` or the callbacks' ``live=``).
+
+    Examples:
+
+        traj watch run.zarr
+
+        traj watch run.zarr --html traj-out/watch --interval 5
+    """
+    with handle_errors(ctx):
+        from rich.live import Live
+
+        from ..live.watch import watch_state
+
+        if not store.is_dir():
+            raise fail(f"{store}: no such store")
+        if html is not None:
+            if html.resolve() == store.resolve() or store.resolve() in html.resolve().parents:
+                raise fail(f"--html {html}: inside the store it watches; traj watch never writes there")
+            html.mkdir(parents=True, exist_ok=True)
+        start = time.monotonic()
+        state = watch_state(store)
+        if once:
+            out_console.print(_frame(state))
+            if html is not None:
+                _write_page(state, html, interval)
+            return
+        with Live(_frame(state), console=out_console, refresh_per_second=4, transient=False) as live:
+            while True:
+                if html is not None:
+                    _write_page(state, html, interval)
+                if not state.writing or (timeout is not None and time.monotonic() - start >= timeout):
+                    break
+                time.sleep(interval)
+                state = watch_state(store)
+                live.update(_frame(state))
+        out_console.print()
+        ended = "the run closed the store" if state.closed else \
+            "no writer holds the store (the run ended without closing it)" if not state.writing else "stopped"
+        out_console.print(f"{ended}: {state.n_snapshots} snapshot(s)")
+
+
+def _frame(state):
+    from rich.table import Table
+
+    from ..display import markup as m
+    from ..live.watch import sparkline
+
+    table = Table(title=f"{m(state.path)}", show_header=False, box=None)
+    table.add_column(style="bold")
+    table.add_column()
+    steps = f"{int(state.steps[0])}..{int(state.steps[-1])}" if state.n_snapshots else "none yet"
+    table.add_row("snapshots", f"{state.n_snapshots} (steps {steps})" + ("" if state.writing else ", not being written"))
+    finite = state.loss[np.isfinite(state.loss)] if state.loss.size else state.loss
+    table.add_row("loss", f"{finite[-1]:.6g}  {sparkline(state.loss)}" if finite.size else "-")
+    latest = state.latest()
+    if not latest:
+        table.add_row("live fit", "none yet" if state.live else "the run records without the live monitor")
+    else:
+        table.add_row("live fit", f"at step {int(latest['step'])}: max |λ| {latest.get('leading_modulus', np.nan):.6f}, "
+                                  f"{int(latest.get('unstable', 0))} unstable, rank {int(latest.get('rank', 0))}")
+        table.add_row("slowest decay", f"{latest.get('timescale', np.nan):.4g} steps")
+        table.add_row("forecast error", f"{latest.get('forecast_error', np.nan):.3g} (vs. weights staying put)")
+        table.add_row("transition", f"{latest.get('transition', np.nan):.3g}  {sparkline(state.live.get('transition', []))}")
+    return table
+
+
+def _write_page(state, folder: Path, interval: float) -> None:
+    """index.html (refreshing itself) and live.png, each replaced whole."""
+    import html as html_escape
+    import os
+
+    from ..plots.common import figure_png
+    from ..plots.live import plot_live
+
+    png = figure_png(plot_live(state))
+    tmp = folder / ".live.png.tmp"
+    tmp.write_bytes(png)
+    os.replace(tmp, folder / "live.png")
+    latest = state.latest()
+    rows = "".join(f"<tr><th>{html_escape.escape(k)}</th><td>{v:.6g}</td></tr>" for k, v in latest.items())
+    page = (f"<!doctype html><html><head><meta charset='utf-8'>"
+            f"{'' if not state.writing else f'<meta http-equiv=refresh content={max(1, round(interval))}>'}"
+            f"<title>traj watch</title></head><body><h1>{html_escape.escape(state.path)}</h1>"
+            f"<p>{state.n_snapshots} snapshot(s){'' if state.writing else '; the run has ended'}</p>"
+            f"<table>{rows}</table><img src='live.png' alt='loss and live monitor series'></body></html>")
+    tmp = folder / ".index.html.tmp"
+    tmp.write_text(page, encoding="utf-8")
+    os.replace(tmp, folder / "index.html")
+
