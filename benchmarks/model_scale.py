@@ -87,7 +87,7 @@ def train(path: Path, seed: int, lr: float, snapshots: int, timing: dict | None 
         def timed(*args, _original=original, **kwargs):
             t0 = time.perf_counter()
             _original(*args, **kwargs)
-            hooks["seconds"].append(time.perf_counter() - t0)
+            hooks["seconds"].append((len(clock.starts), time.perf_counter() - t0))  # (step, seconds)
 
         setattr(callback, name, timed)
     clock = Clock()
@@ -110,9 +110,22 @@ def train(path: Path, seed: int, lr: float, snapshots: int, timing: dict | None 
             save_file(state, str(path.parent / "save_file.safetensors"))
             saves.append(time.perf_counter() - t1)
         (path.parent / "save_file.safetensors").unlink()
-        per_hook = sorted(hooks["seconds"])
-        timing.update(step=float(np.median(steps)), callback_per_snapshot=float(np.sum(per_hook) / max(1, snapshots - 1)),
-                      save_file=min(saves))
+        params = [p.detach() for p in model.parameters()]
+        buffer = torch.empty(sum(p.numel() for p in params), dtype=params[0].dtype)
+        copies = []
+        for _ in range(3):  # the copy off the model into a buffer already touched: the training thread's floor
+            t1 = time.perf_counter()
+            offset = 0
+            for p in params:
+                buffer[offset : offset + p.numel()].copy_(p.reshape(-1))
+                offset += p.numel()
+            copies.append(time.perf_counter() - t1)
+        per_step: dict[int, float] = {}
+        for step, seconds in hooks["seconds"]:
+            per_step[step] = per_step.get(step, 0.0) + seconds
+        per_snapshot = list(per_step.values())
+        timing.update(step=float(np.median(steps)), callback_per_snapshot=float(np.sum(per_snapshot) / max(1, snapshots - 1)),
+                      callback_median=float(np.median(per_snapshot)), save_file=min(saves), copy=min(copies))
     return wall
 
 
@@ -161,9 +174,9 @@ def main() -> None:
         for name, (seed, lr) in runs.items():
             wall = train(root / f"{name}.zarr", seed, lr, args.snapshots, timing if name == "base" else None)
             print(f"trained {name}: {wall:.0f} s", flush=True)
-        print(f"callback: {timing['callback_per_snapshot']:.3f} s per snapshot on the training thread; "
-              f"safetensors save_file of the same state dict {timing['save_file']:.3f} s; step {timing['step']:.2f} s",
-              flush=True)
+        print(f"callback: {timing['callback_per_snapshot']:.3f} s per snapshot on the training thread (mean; median "
+              f"{timing['callback_median']:.3f} s); the copy off the model alone {timing['copy']:.3f} s; safetensors "
+              f"save_file of the same state dict {timing['save_file']:.3f} s; step {timing['step']:.2f} s", flush=True)
     base = root / "base.zarr"
     floor = floors(base)
     print(f"store: T = {floor['t']}, N = {floor['n']}, {floor['bytes'] / 2**30:.2f} GiB on disk; floors: read "

@@ -215,6 +215,17 @@ BackendOption = Annotated[str, typer.Option(help="numpy, torch or dask.")]
 DeviceOption = Annotated[str, typer.Option(help="torch device: cpu or cuda.")]
 SchedulerOption = Annotated[str, typer.Option(help="dask scheduler: threads, processes, sync or tcp://host:port.")]
 BlockOption = Annotated[float, typer.Option(help="Size of one float64 working block, MiB.")]
+LogToOption = Annotated[str | None, typer.Option(
+    "--log-to", help="Also send the headline numbers and figures to a tracker: tensorboard:DIR.")]
+
+
+def report_tracker(spec: str | None):
+    """The tracker ``--log-to`` names, checked before any work (None when not given)."""
+    if spec is None:
+        return None
+    from ..live.trackers import ReportTracker
+
+    return ReportTracker(spec)
 
 
 def engine_options(backend: str, device: str, scheduler: str, block_mb: float):

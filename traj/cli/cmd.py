@@ -12,6 +12,7 @@ from ._common import (
     BackendOption,
     BlockOption,
     DeviceOption,
+    LogToOption,
     SchedulerOption,
     Stages,
     StepsOption,
@@ -27,6 +28,7 @@ from ._common import (
     output_dir,
     print_json,
     progress_bar,
+    report_tracker,
     selection_note,
 )
 
@@ -56,6 +58,7 @@ def cmd(
     recipe_spec: Annotated[str | None, typer.Option("--recipe", help="Recipe for evaluation: a built-in name or module:function.")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Report directory (default traj-out/cmd-STORE).")] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print the summary as JSON to stdout.")] = False,
+    log_to: LogToOption = None,
     backend: BackendOption = "numpy",
     device: DeviceOption = "cpu",
     scheduler: SchedulerOption = "threads",
@@ -106,6 +109,7 @@ def cmd(
         compared_modes = number_list("--compare-modes", compare_modes, int)
         engine = engine_options(backend, device, scheduler, block_mb)
         opened = open_selected(store, steps, stride)
+        tracker = report_tracker(log_to)  # checked before any work
         target = output_dir(out, f"cmd-{opened.path.name.removesuffix('.zarr')}", opened)
         recipe = resolve_recipe(recipe_spec, opened) if evaluate else None
         # the model is written straight into the report's staging directory
@@ -130,6 +134,8 @@ def cmd(
                 err_console.print(f"[yellow]EMA {t.beta:g} still puts {t.first_weight:.2f} of its weight on the "
                                   f"window's first snapshot at the last (β^T > 0.05): β is too close to 1 for "
                                   f"{result.snapshots.size} snapshots[/yellow]")
+        if tracker is not None:
+            tracker.log("cmd", result.to_dict(), target)
         if json_:
             summary = result.to_dict()
             if opened.selections:

@@ -14,6 +14,7 @@ from ._common import (
     BackendOption,
     BlockOption,
     DeviceOption,
+    LogToOption,
     SchedulerOption,
     Stages,
     StepsOption,
@@ -30,6 +31,7 @@ from ._common import (
     output_dir,
     print_json,
     progress_bar,
+    report_tracker,
     selection_note,
 )
 
@@ -70,6 +72,7 @@ def conjugacy(
     fail_on_nonconjugate: Annotated[bool, typer.Option("--fail-on-nonconjugate", help="Exit 1 when a pair is non-conjugate.")] = False,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Report directory (default traj-out/conjugacy).")] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print the summary as JSON to stdout.")] = False,
+    log_to: LogToOption = None,
     backend: BackendOption = "numpy",
     device: DeviceOption = "cpu",
     scheduler: SchedulerOption = "threads",
@@ -114,12 +117,15 @@ def conjugacy(
         strides = strides * (len(stores) + len(null_paths)) if len(strides) == 1 else strides
         opened = [open_selected(p, steps, k) for p, k in zip([*stores, *null_paths], strides, strict=True)]
         runs, null_runs = opened[: len(stores)], opened[len(stores) :]
+        tracker = report_tracker(log_to)  # checked before any work
         target = output_dir(out, "conjugacy", *runs, *null_runs)
         with progress_bar() as bar:
             line = Stages(bar, "spectra")
             result = fit_conjugacy(runs, params, null=null_runs, engine=engine, progress=line.progress)
             line.stage("writing the report")
             conjugacy_report(result, target, inputs=[r.path for r in runs + null_runs])
+        if tracker is not None:
+            tracker.log("conjugacy", result.to_dict(), target)
         if json_:
             summary = result.to_dict()
             if any(r.selections for r in opened):

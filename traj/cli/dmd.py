@@ -11,6 +11,7 @@ from ._common import (
     BackendOption,
     BlockOption,
     DeviceOption,
+    LogToOption,
     SchedulerOption,
     Stages,
     StepsOption,
@@ -26,6 +27,7 @@ from ._common import (
     parse_rank,
     print_json,
     progress_bar,
+    report_tracker,
     selection_note,
 )
 
@@ -49,6 +51,7 @@ def dmd(
     save_modes: Annotated[bool, typer.Option("--save-modes", help="Write the N×r modes to OUT/modes.zarr (a second pass).")] = False,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Report directory (default traj-out/dmd-STORE).")] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print the summary as JSON to stdout.")] = False,
+    log_to: LogToOption = None,
     method: Annotated[str, typer.Option(help="auto (by a cost model; the JSON says which and why), gram, randomized (range finder) or svd (in memory).")] = "auto",
     power_iterations: Annotated[int, typer.Option(help="Power iterations of the randomized method.")] = 4,
     memory_mb: Annotated[float, typer.Option(help="Working memory the method may hold (MiB), the budget of every path: auto takes svd only where the window's float64 copy fits min(128, this) and gram only where its (T+1)² matrices fit; an explicit --method svd over it is refused, an explicit gram over it runs and says it exceeds the budget.")] = 512.0,
@@ -84,6 +87,7 @@ def dmd(
         ranks = number_list("--eval-ranks", eval_ranks, int)
         engine = engine_options(backend, device, scheduler, block_mb)
         opened = open_selected(store, steps, stride)
+        tracker = report_tracker(log_to)  # checked before any work
         target = output_dir(out, f"dmd-{opened.path.name.removesuffix('.zarr')}", opened)
         recipe = None
         if evaluate:
@@ -116,6 +120,8 @@ def dmd(
             summary["selection"] = [s.to_dict() for s in opened.selections]
         if save_modes:
             summary["modes"] = str(target / "modes.zarr")
+        if tracker is not None:
+            tracker.log("dmd", summary, target)
         if json_:
             print_json(summary)
             return

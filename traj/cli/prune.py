@@ -11,6 +11,7 @@ from ._common import (
     BackendOption,
     BlockOption,
     DeviceOption,
+    LogToOption,
     SchedulerOption,
     Stages,
     StepsOption,
@@ -26,6 +27,7 @@ from ._common import (
     parse_rank,
     print_json,
     progress_bar,
+    report_tracker,
     selection_note,
 )
 
@@ -48,6 +50,7 @@ def prune(
     recipe_spec: Annotated[str | None, typer.Option("--recipe", help="Recipe for evaluation: a built-in name or module:function.")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Report directory (default traj-out/prune-STORE).")] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print the summary as JSON to stdout.")] = False,
+    log_to: LogToOption = None,
     export: Annotated[bool, typer.Option("--export", help="Also write each pruned state_dict to OUT/export/<method>-c<c>.safetensors.")] = False,
     backend: BackendOption = "numpy",
     device: DeviceOption = "cpu",
@@ -87,6 +90,7 @@ def prune(
         engine = engine_options(backend, device, scheduler, block_mb)
         opened = open_selected(store, steps, stride)
         chosen_recipe = resolve_recipe(recipe_spec, opened) if evaluate else None
+        tracker = report_tracker(log_to)  # checked before any work
         target = output_dir(out, f"prune-{opened.path.name.removesuffix('.zarr')}", opened)
         with progress_bar() as bar:
             line = Stages(bar, "pruning")
@@ -111,6 +115,8 @@ def prune(
             summary["selection"] = [s.to_dict() for s in opened.selections]
         if export:
             summary["export"] = str(target / "export")
+        if tracker is not None:
+            tracker.log("prune", summary, target)
         if json_:
             print_json(summary)
             return

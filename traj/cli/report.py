@@ -9,6 +9,7 @@ import typer
 
 from ._common import (
     BlockOption,
+    LogToOption,
     Stages,
     StepsOption,
     StrideOption,
@@ -20,6 +21,7 @@ from ._common import (
     output_dir,
     print_json,
     progress_bar,
+    report_tracker,
 )
 
 
@@ -36,6 +38,7 @@ def report(
     stride: StrideOption = 1,
     evaluate: Annotated[bool, typer.Option("--evaluate/--no-evaluate", help="Score weights with the run's recipe.")] = True,
     json_: Annotated[bool, typer.Option("--json", help="Print the summary as JSON to stdout.")] = False,
+    log_to: LogToOption = None,
     block_mb: BlockOption = 64.0,
 ) -> None:
     """Run info, dmd, cmd, prune (when it applies) and conjugacy (with --peers) and write one
@@ -59,6 +62,7 @@ def report(
         chosen_recipe = resolve_recipe(recipe_spec, opened) if evaluate else None
         others = [open_selected(p, steps, stride) for p in peers or []]
         seeds = [open_selected(p, steps, stride) for p in null or []]
+        tracker = report_tracker(log_to)  # checked before any work
         target = output_dir(out, f"report-{opened.path.name.removesuffix('.zarr')}", opened, *others, *seeds)
         with progress_bar() as bar:  # a line per analysis: its passes' blocks, then the recipe's evaluations
             line = Stages(bar, "info")
@@ -66,6 +70,8 @@ def report(
                               engine=engine, stage=line.stage, progress=line.progress)
             line.stage("writing the report")
             path = overview_report(result, target, inputs=[opened.path, *(p.path for p in others + seeds)])
+        if tracker is not None:
+            tracker.log("report", result.to_dict(), target)
         if json_:
             summary = result.to_dict()
             if opened.selections:

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..errors import TrajError
 
-__all__ = ["TensorBoardTracker"]
+__all__ = ["TRACKERS", "ReportTracker", "TensorBoardTracker"]
 
 
 class TensorBoardTracker:
@@ -38,3 +38,52 @@ class TensorBoardTracker:
 
     def close(self) -> None:
         self._writer.close()
+
+
+#: Trackers ``--log-to`` names, and what each needs after the colon.
+TRACKERS = {"tensorboard": "a log directory"}
+
+
+class ReportTracker:
+    """Where ``--log-to tensorboard:DIR`` sends an offline command's headline numbers and figures."""
+
+    def __init__(self, spec: str) -> None:
+        from ..errors import ParameterError
+
+        kind, _, where = spec.partition(":")
+        if kind not in TRACKERS:
+            raise ParameterError("log_to", f"{kind!r} is not a tracker traj writes to; give tensorboard:DIR "
+                                           "(W&B and MLflow are not supported yet)")
+        if not where:
+            raise ParameterError("log_to", f"{kind} needs {TRACKERS[kind]}: {kind}:DIR")
+        self.kind, self.where = kind, where
+
+    def log(self, command: str, summary: dict[str, Any], folder: str | os.PathLike[str] | None) -> int:
+        """The summary's top-level numbers as scalars ``COMMAND/KEY`` and the report's figures (``*.png``
+        in ``folder``) as images ``COMMAND/NAME``, at step 0; returns how many were written."""
+        from pathlib import Path
+
+        import numpy as np
+
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as exc:
+            raise TrajError("--log-to tensorboard needs the tensorboard package (pip install 'traj[tensorboard]')") from exc
+        written = 0
+        writer = SummaryWriter(log_dir=self.where)
+        try:
+            for key, value in summary.items():
+                if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+                    writer.add_scalar(f"{command}/{key}", float(value), global_step=0)
+                    written += 1
+            if folder is not None:
+                from PIL import Image
+
+                for png in sorted(Path(folder).glob("*.png")):
+                    with Image.open(png) as image:
+                        pixels = np.asarray(image.convert("RGB"))
+                    writer.add_image(f"{command}/{png.stem}", pixels, global_step=0, dataformats="HWC")
+                    written += 1
+        finally:
+            writer.close()
+        return written
