@@ -54,15 +54,18 @@ RULE_NO_BULK = "all-above-floor-no-noise-bulk"
 CLIFF = 10.0
 
 
-def check_rank(rank: int | str | None, name: str = "rank") -> int | str | None:
-    """A DMD rank: "auto" (or None) for the Gavish–Donoho threshold, or an integer >= 1.
+def check_rank(rank: int | str | None, name: str = "rank", *, keywords: tuple[str, ...] = ("auto",)
+               ) -> int | str | None:
+    """A DMD rank: "auto" (or None) for the Gavish–Donoho threshold, another of ``keywords`` (e.g. "all",
+    every direction above the precision floor, where a caller offers it), or an integer >= 1.
 
     Whether the data hold that many directions is known only after the Gram pass.
     """
-    if rank is None or rank == "auto":
+    if rank is None or rank == "auto" or (isinstance(rank, str) and rank in keywords):
         return rank
     if isinstance(rank, str):
-        raise ParameterError(name, f"must be 'auto' or an integer >= 1, got {rank!r}")
+        words = " or ".join(repr(k) for k in dict.fromkeys(("auto", *keywords)))
+        raise ParameterError(name, f"must be {words} or an integer >= 1, got {rank!r}")
     return check_int(name, rank, low=1)
 
 
