@@ -48,8 +48,15 @@ from ..errors import NotApplicableError, ParameterError, UnevenSpacingError, Win
 from ..progress import Progress
 from ..store import RunStore
 from .dmd import complex_pairs
-from .windows import (Window, check_even_spacing, check_gram_finite, default_last, hankel_gram, parse_window,
-                      raise_nonfinite)
+from .windows import (
+    Window,
+    check_even_spacing,
+    check_gram_finite,
+    default_last,
+    hankel_gram,
+    parse_window,
+    raise_nonfinite,
+)
 
 __all__ = ["ConjugacyParams", "ConjugacyResult", "KChoice", "PairVerdict", "SMALL_OBSERVABLE", "Spectrum", "WindowTransitions",
            "conjugacy", "conformal_bound", "family_bound", "family_draws", "fit_conjugacy", "hankel_gram", "koopman_spectrum", "mutual_nearest",

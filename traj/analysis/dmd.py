@@ -37,8 +37,15 @@ from ..errors import DataLimitError, NotApplicableError, ParameterError, RankUna
 from ..progress import Progress
 from ..store import RunStore
 from ..store.schema import ParamEntry
-from .windows import (Window, check_even_spacing, check_gram_finite, hankel_gram, parse_window, raise_nonfinite,
-                      resolve_window)
+from .windows import (
+    Window,
+    check_even_spacing,
+    check_gram_finite,
+    hankel_gram,
+    parse_window,
+    raise_nonfinite,
+    resolve_window,
+)
 
 __all__ = ["DMDEvaluation", "DMDParams", "DMDResult", "LayerSpectrum", "MethodChoice", "MethodCost",
            "check_gram_finite", "choose_method", "dmd", "evaluate_dmd", "fit_dmd", "memory_bytes", "parse_window",

@@ -27,7 +27,15 @@ from numpy.typing import DTypeLike
 from ..errors import ParameterError, WindowTooShortError
 from ..progress import Progress
 from ..store import RunStore
-from .operator import ReducedOperator, leading_block_errors, eigh_residual, fix_signs, gram_eigenvalue_errors, resolved, truncate
+from .operator import (
+    ReducedOperator,
+    eigh_residual,
+    fix_signs,
+    gram_eigenvalue_errors,
+    leading_block_errors,
+    resolved,
+    truncate,
+)
 from .reductions import Engine
 
 __all__ = ["SKETCH_BLOCK", "randomized_operator"]
