@@ -138,10 +138,13 @@ def randomized_operator(
     # the error estimate (operator.gram_eigenvalue_errors): the measured residual of H = QᵀAQ's eigendecomposition,
     # with H's asymmetry (QᵀAQ is symmetric in exact arithmetic) added as a measure of the products' own rounding
     h_sym = (h + h.T) / 2
-    residual = np.abs(eigh_residual(h_sym, w, evals, r)) + np.abs(w.T @ (((h - h.T) / 2) @ w[:, :r]))
+    (signs,) = fix_signs(basis @ w, np.ones((1, w.shape[1])))[1:]  # the column signs fix_signs gave V
+    residual = eigh_residual(h_sym, w, evals, r) * signs[0][:, None] * signs[0][None, :r]
+    spread = np.abs(w.T @ (((h - h.T) / 2) @ w[:, :r]))
     b_cols = v.T @ gy_v[:t]  # Vᵀ (XᵀY) Vr over the basis's directions
     if auto and resolve is not None:
-        cut = resolved(cut, sigma, lambda k: leading_block_errors(sigma, residual, b_cols, None, k), resolve, path="sketch")
+        cut = resolved(cut, sigma, lambda k: leading_block_errors(sigma, residual, b_cols, None, k, spread=spread),
+                       resolve, path="sketch")
         r = cut.rank
         gy_v = gy_v[:, :r]
     vr = v[:, :r]
@@ -151,7 +154,8 @@ def randomized_operator(
 
     op = ReducedOperator.from_svd(sigma, vr, gy_v[:t], gram_times, trace, truncation=cut)
     return replace(op, rounding_errors=gram_eigenvalue_errors(sigma, residual[:, :r], b_cols[:, :r], None, op.atilde,
-                                                              op.eigenvalues, op.right, op.left))
+                                                              op.eigenvalues, op.right, op.left,
+                                                              spread=spread[:, :r]))
 
 
 def _orth(m: np.ndarray, basis: np.ndarray | None) -> np.ndarray:
