@@ -210,6 +210,9 @@ def test_exact_product_is_exact_to_twice_double_precision(rng):
     scale = float(np.max(np.abs(a) @ np.abs(b)))
     assert float(error) / scale < 1e-24  # ~n·2^-4β: 40·2^-92 here
     assert np.max(np.abs(a @ b - hi)) / scale > 1e-18  # float64 itself is not that exact here: hi + lo is needed
+    blocked = exact_product(a, b, block=4)  # computed in 4×4 tiles (memory), the same numbers
+    np.testing.assert_array_equal(blocked[0], hi)
+    np.testing.assert_array_equal(blocked[1], lo)
 
 
 def _planted_spectrum(amplitudes, n=1500, t=120, seed=0):

@@ -313,32 +313,37 @@ def eigenvalue_errors(sigma: np.ndarray, atilde: np.ndarray, left: np.ndarray, r
     return np.einsum("ki,ij,jk->k", np.abs(left), e, np.abs(right))
 
 
-def exact_product(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def exact_product(a: np.ndarray, b: np.ndarray, *, block: int = 512) -> tuple[np.ndarray, np.ndarray]:
     """A·B to about twice float64's precision, as a pair (hi, lo) with A·B ≈ hi + lo, by float64 BLAS products.
 
     Ozaki, Ogita, Oishi & Rump (2012), error-free transformation of a matrix product: each row of A
     (column of B) is cut into slices of β = ⌊(53 − ⌈log2 n⌉)/2⌋ bits on a grid of its own scale, so that
     every product of two slices, n terms summed, is exact in float64 in any order; the products whose
     slices together fall below 2^-4β of the scale are left out, and the rest summed with TwoSum
-    (Knuth). Ten BLAS products in all. Used for the residual :func:`eigh_residual`, which float64
-    products would drown in their own rounding (the same size as what they measure).
+    (Knuth). Ten BLAS products in all, ``block`` rows of A by ``block`` columns of B at a time (the
+    slices of a whole T×T matrix would be four more copies of it). Used for the residual
+    :func:`eigh_residual`, which float64 products would drown in their own rounding (the same size as
+    what they measure).
     """
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
     n = a.shape[1]
     beta = (53 - int(np.ceil(np.log2(max(n, 2))))) // 2
-    a_parts = _slices(a, beta, axis=1)
-    b_parts = _slices(b, beta, axis=0)
     hi = np.zeros((a.shape[0], b.shape[1]))
     lo = np.zeros_like(hi)
-    # smallest terms first; slices s and t together carry 2^-(s+t)β of the scale
-    for total in range(len(a_parts) + 1, 1, -1):
-        for i in range(max(0, total - len(b_parts) - 1), min(total - 1, len(a_parts))):
-            term = a_parts[i] @ b_parts[total - 2 - i]
-            new = hi + term  # TwoSum: hi + term = new + err exactly
-            back = new - hi
-            lo += (hi - (new - back)) + (term - back)
-            hi = new
+    for c0 in range(0, b.shape[1], block):
+        b_parts = _slices(b[:, c0 : c0 + block], beta, axis=0)
+        for r0 in range(0, a.shape[0], block):
+            a_parts = _slices(a[r0 : r0 + block], beta, axis=1)
+            h, e = hi[r0 : r0 + block, c0 : c0 + block], lo[r0 : r0 + block, c0 : c0 + block]  # views
+            # smallest terms first; slices s and t together carry 2^-(s+t)β of the scale
+            for total in range(len(a_parts) + 1, 1, -1):
+                for i in range(max(0, total - len(b_parts) - 1), min(total - 1, len(a_parts))):
+                    term = a_parts[i] @ b_parts[total - 2 - i]
+                    new = h + term  # TwoSum: h + term = new + err exactly
+                    back = new - h
+                    e += (h - (new - back)) + (term - back)
+                    h[...] = new
     return hi, lo
 
 
