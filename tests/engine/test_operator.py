@@ -252,3 +252,15 @@ def test_the_gram_keeps_every_rank_it_resolves_to_1e6(low, seed):
     assert a_priori[auto.rank - 1] > 10 * RESOLVED  # the old estimate would have cut below it
     assert "Gram resolves the eigenvalues only to worse than 1e-06" in auto.rank_note
     assert "the floor decided" in auto.rank_note  # and below 1e-7·σ1 the precision floor, not Gavish–Donoho, did
+
+
+def test_a_spectrum_without_error_estimates_is_the_same_spectrum():
+    """from_gram(estimate_errors=False) (per-layer spectra, pruning) skips the residual, nothing else."""
+    data = _planted_spectrum(np.logspace(-2, -5, 23), seed=2)
+    gram = data @ data.T
+    measured = ReducedOperator.from_gram(gram, rank=5, n_features=data.shape[1], dtype=np.float64)
+    plain = ReducedOperator.from_gram(gram, rank=5, n_features=data.shape[1], dtype=np.float64, estimate_errors=False)
+    assert plain.eigenvalues.tobytes() == measured.eigenvalues.tobytes()
+    assert plain.amplitudes.tobytes() == measured.amplitudes.tobytes()
+    assert plain.rounding_errors is None and measured.rounding_errors is not None
+    assert plain.eigenvalue_errors().max() > 10 * measured.eigenvalue_errors().max()  # the a-priori bound, far above

@@ -615,9 +615,12 @@ def _layer(store: RunStore, entry: ParamEntry, gram: np.ndarray, params: DMDPara
     if not np.isfinite(trace) or trace <= 0:
         return None
     try:
-        op = ReducedOperator.from_gram(gram, rank=params.rank, n_features=entry.size, dtype=store.dtype)
+        # a layer's spectrum reports no rounding errors: no residual to measure
+        op = ReducedOperator.from_gram(gram, rank=params.rank, n_features=entry.size, dtype=store.dtype,
+                                       estimate_errors=False)
     except RankUnavailableError:  # a layer with fewer directions than the rank asked: its own rank
-        op = ReducedOperator.from_gram(gram, rank="auto", n_features=entry.size, dtype=store.dtype)
+        op = ReducedOperator.from_gram(gram, rank="auto", n_features=entry.size, dtype=store.dtype,
+                                       estimate_errors=False)
     assert op.amplitudes is not None
     return LayerSpectrum(entry.name, entry.size, op.rank, op.eigenvalues, op.amplitudes, tuple(op.classes(params.eps)))
 

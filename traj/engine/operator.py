@@ -629,6 +629,7 @@ class ReducedOperator:
         valid: np.ndarray | None = None,
         excess: Excess = "raise",
         resolve: float | None = None,
+        estimate_errors: bool = True,
     ) -> ReducedOperator:
         """Exact DMD from G = DᵀD (methods.md §1).
 
@@ -651,6 +652,10 @@ class ReducedOperator:
             With ``rank="auto"``: keep only as many modes as leave every eigenvalue's error estimate
             (:func:`eigenvalue_errors`) at most this (e.g. :data:`RESOLVED`); the Truncation's note says
             when this cut the rank.
+        estimate_errors : bool
+            Measure the residual behind :func:`gram_eigenvalue_errors` (about the cost of the eigendecomposition
+            of XᵀX again). Without it (a spectrum whose errors nobody reads) :meth:`eigenvalue_errors` falls back
+            to the a-priori bound; ``resolve`` needs it.
         """
         g = np.asarray(gram, dtype=np.float64)
         if g.ndim != 2 or g.shape[0] != g.shape[1] or g.shape[0] < 3:
@@ -671,6 +676,11 @@ class ReducedOperator:
         cut = truncate(sigma, rank=rank, shape=(n_features, pairs.size), dtype=dtype, source="gram", excess=excess)
         xty = g[np.ix_(pairs, pairs + 1)]
         xty_v = xty @ v[:, : cut.rank]
+        if not estimate_errors and resolve is None:
+            op = cls.from_svd(sigma, v[:, : cut.rank], xty_v, lambda c: g @ c, float(np.trace(g)), truncation=cut,
+                              y_rows=pairs + 1, n_snapshots=t + 1,
+                              start=int(np.flatnonzero(valid)[0]) if valid is not None else 0)
+            return op if valid is None else replace(op, valid=valid)
         # what the error estimate needs (methods.md §1): the residual of XᵀX = VΣ²Vᵀ and B = Vᵀ(XᵀY)V's kept rows, columns
         residual = eigh_residual(xtx, v, evals, cut.rank)
         b_cols, b_rows = v.T @ xty_v, (v[:, : cut.rank].T @ xty) @ v
