@@ -264,3 +264,18 @@ def test_a_spectrum_without_error_estimates_is_the_same_spectrum():
     assert plain.amplitudes.tobytes() == measured.amplitudes.tobytes()
     assert plain.rounding_errors is None and measured.rounding_errors is not None
     assert plain.eigenvalue_errors().max() > 10 * measured.eigenvalue_errors().max()  # the a-priori bound, far above
+
+
+@pytest.mark.parametrize("source, floor", [("svd", "1e-12"), ("gram", "1e-07")])
+def test_the_note_says_when_the_floor_and_not_gavish_donoho_set_the_rank(source, floor):
+    """Issue 26 (PyDMD tutorial 1, clean: PyDMD keeps 3, traj 2): a rounding-level σ3 above Gavish–Donoho's threshold
+    but below the precision floor is left out, and rank_note says the floor decided (it was null)."""
+    sigma = np.array([1.0, 0.5, 3e-13, 1e-15, 1e-15, 1e-15, 1e-15])
+    cut = truncate(sigma, rank="auto", shape=(1000, 7), dtype=np.float64, source=source)
+    assert cut.rank == 2 and cut.threshold < 3e-13
+    assert cut.note.startswith(f"rank auto kept the 2 directions above the precision floor {floor}·σ1, not the 3 above "
+                               "Gavish–Donoho's threshold: the floor decided")
+    # where the threshold itself decides, no note
+    assert truncate(np.array([10.0, 9.0, 1e-3, 1e-3, 1e-3]), rank="auto", shape=(1000, 5), dtype=np.float64,
+                    source=source).note is None
+    # (the range finder's tail rule says it too: tests/analysis/test_dmd_method.py)
