@@ -1,4 +1,5 @@
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -380,3 +381,84 @@ def test_a_long_window_of_few_coordinates_takes_the_thin_svd(tmp_path):
     result = dmd(RunStore(tmp_path / "long.zarr"))
     assert result.choice.method == "svd" and result.rank == 2
     np.testing.assert_allclose(np.sort_complex(result.eigenvalues), np.sort_complex(np.linalg.eigvals(a)), atol=1e-10)
+
+
+def _two_observed_coordinates_of_a_4d_system(t=60):
+    """θ_k ∈ R²: two fixed combinations of a 4-dimensional linear state with eigenvalues 0.97·e^{±0.4i}, 0.9, 0.6.
+    Two coordinates show at most two eigenvalues to plain DMD; with delays the Hankel snapshots show all four."""
+    eigenvalues = np.array([0.97 * np.exp(0.4j), 0.97 * np.exp(-0.4j), 0.9, 0.6])
+    rot = 0.97 * np.array([[np.cos(0.4), -np.sin(0.4)], [np.sin(0.4), np.cos(0.4)]])
+    a = np.zeros((4, 4))
+    a[:2, :2], a[2, 2], a[3, 3] = rot, 0.9, 0.6
+    z = np.array([1.0, 0.5, 0.8, 1.2])
+    observe = np.array([[1.0, 0.3, 0.7, -0.4], [-0.2, 1.0, 0.5, 0.9]])
+    states = []
+    for _ in range(t + 1):
+        states.append(observe @ z)
+        z = a @ z
+    return np.array(states), eigenvalues
+
+
+def _hankel_exact_dmd(data, delays, rank):
+    """Exact DMD of the hand-built Hankel matrix (plain numpy): columns h_k = [θ_k; …; θ_{k+d}], k = 0..T-d."""
+    t1 = data.shape[0] - delays
+    hankel = np.concatenate([data[s : s + t1].T for s in range(delays + 1)], axis=0)
+    x, y = hankel[:, :-1], hankel[:, 1:]
+    u, s, vt = np.linalg.svd(x, full_matrices=False)
+    u, s, vt = u[:, :rank], s[:rank], vt[:rank]
+    lam, w = np.linalg.eig(u.T @ y @ vt.T / s)
+    phi = y @ vt.T / s @ w
+    return lam, np.linalg.lstsq(phi, hankel[:, 0].astype(complex), rcond=None)[0]
+
+
+@pytest.mark.parametrize("method, tol", [("svd", 1e-10), ("gram", 1e-7)])
+def test_delays_give_the_hankel_dmd_of_a_hand_built_hankel_matrix(tmp_path, method, tol):
+    """Issue 26: `traj dmd --delays d` (Hankel DMD of one store). Two coordinates of a 4-dimensional system: plain DMD
+    sees two directions; with 2 delays the eigenvalues and amplitudes equal a hand-built Hankel DMD's and the truth."""
+    data, truth = _two_observed_coordinates_of_a_4d_system()
+    store = RunStore(write_store(tmp_path / "h.zarr", data, dtype="float64"))
+    assert dmd(store, rank="auto", method=method).rank <= 2
+    ours = dmd(store, rank=4, delays=2, method=method)
+    assert ours.choice.method == method and ours.delays == 2 and ours.to_dict()["delays"] == 2
+    lam, amplitudes = _hankel_exact_dmd(data, 2, 4)
+    np.testing.assert_allclose(match(lam, ours.eigenvalues), lam, rtol=0, atol=tol)
+    np.testing.assert_allclose(match(truth, ours.eigenvalues), truth, rtol=0, atol=tol)
+    order = [int(np.argmin(np.abs(ours.eigenvalues - v))) for v in lam]
+    np.testing.assert_allclose(ours.amplitudes[order], amplitudes, rtol=0, atol=1e3 * tol)
+    # the sampled coordinates' reconstruction is the delay-0 block of the embedded run: θ itself, to rounding
+    np.testing.assert_allclose(ours.sample_reconstruction, ours.sample_trajectories, rtol=0, atol=1e3 * tol)
+    assert ours.reconstruction_error < 1e3 * tol
+
+
+def test_delays_are_pydmds_hankel_d_minus_one(tmp_path):
+    """PyDMD's HankelDMD(d=m) stacks m consecutive snapshots: traj's m - 1 delays (agreement to rounding)."""
+    from pydmd import HankelDMD
+
+    data, _ = _two_observed_coordinates_of_a_4d_system()
+    data = data + 0.05 * np.random.default_rng(3).standard_normal(data.shape)  # noise: each depth has its own answer
+    store = RunStore(write_store(tmp_path / "h.zarr", data, dtype="float64"))
+    for delays in (1, 2, 5):
+        with warnings.catch_warnings():  # PyDMD warns of the Hankel matrix's condition number
+            warnings.filterwarnings("ignore", "Input data condition number", UserWarning)
+            reference = HankelDMD(svd_rank=4, exact=True, d=delays + 1).fit(data.T)
+        eigs = np.asarray(reference.eigs)
+        ours = dmd(store, rank=4, delays=delays, method="svd")
+        np.testing.assert_allclose(match(eigs, ours.eigenvalues), eigs, rtol=0, atol=1e-10)
+        other = dmd(store, rank=4, delays=delays + 1, method="svd")  # one delay more is another embedding
+        assert np.abs(match(eigs, other.eigenvalues) - eigs).max() > 1e-3
+
+
+def test_delays_from_the_cli_and_what_they_refuse(tmp_path):
+    data, _ = _two_observed_coordinates_of_a_4d_system()
+    path = write_store(tmp_path / "h.zarr", data, dtype="float64")
+    result = runner.invoke(app, ["dmd", str(path), "--delays", "3", "--rank", "4", "--out", str(tmp_path / "o"),
+                                 "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["delays"] == 3 and summary["rank"] == 4
+    for args, message in ((["--per-layer"], "--per-layer cannot be given with delays"),
+                          (["--method", "randomized"], "--method randomized does not embed delays"),
+                          (["--delays", "59"], "--delays 59 leave fewer than 3 embedded snapshots"),
+                          (["--delays", "-1"], "--delays")):
+        bad = runner.invoke(app, ["dmd", str(path), "--delays", "2", *args, "--out", str(tmp_path / "x")])
+        assert bad.exit_code == 2 and message in bad.stderr and "Traceback" not in bad.output, (args, bad.output)

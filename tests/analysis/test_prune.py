@@ -199,7 +199,9 @@ def test_cli_end_to_end(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [(["--compression", "1"], "--compression must hold finite numbers > 1"), (["--method", "x"], "unknown pruning"),
-                                           (["--seeds", "0"], "--seeds"), (["--epoch", "99"], "epoch 99")])
+                                           (["--seeds", "0"], "--seeds"), (["--epoch", "99"], "epoch 99"),
+                                           (["--rank", "most"], "--rank must be an integer or 'auto' or 'all'"),
+                                           (["--rank", "0"], "--rank must be")])
 def test_cli_errors(tmp_path, args, message):
     result = runner.invoke(app, ["prune", str(SAMPLE / "digits-cnn.zarr"), "--out", str(tmp_path / "o"), *args])
     assert result.exit_code == 2, result.output
@@ -331,3 +333,66 @@ def test_prune_on_a_store_of_ties_keeps_the_lower_index(tmp_path, rng, monkeypat
                                                                                   scope=scope))
             np.testing.assert_array_equal(result.lsp_seed_masks[1, result.index(c)],
                                           lsp_mask(result.mask("gmp", c), prunable, seed=1))
+
+
+def _sgd_run(path, n_steps=14, seed=7):
+    """A tiny two-layer tanh network trained by minibatch SGD on a planted regression (plain numpy), recorded every
+    step in float32: a run no other test uses, with SGD's noise in every direction (full rank, well above the floor)."""
+    rng = np.random.default_rng(seed)
+    layout = Layout.from_shapes([("fc1.weight", (16, 12)), ("fc1.bias", (16,)), ("fc2.weight", (3, 16)), ("fc2.bias", (3,))],
+                                prunable=["fc1.weight", "fc2.weight"])
+    inputs = rng.standard_normal((256, 12))
+    targets = np.tanh(inputs @ rng.standard_normal((12, 3)))
+    w1, b1 = rng.standard_normal((16, 12)) / np.sqrt(12), np.zeros(16)
+    w2, b2 = rng.standard_normal((3, 16)) / 4, np.zeros(3)
+    with StoreWriter(path, layout, dtype="float32", spacing={"unit": "step", "every": 1}) as writer:
+        for k in range(n_steps + 1):
+            writer.append(np.concatenate([w1.ravel(), b1, w2.ravel(), b2]).astype(np.float32), step=k, epoch=0)
+            batch = rng.choice(256, size=16, replace=False)
+            x, y = inputs[batch], targets[batch]
+            h = np.tanh(x @ w1.T + b1)
+            err = (h @ w2.T + b2 - y) / len(batch)
+            dh = (err @ w2) * (1 - h**2)
+            w2, b2 = w2 - 0.5 * err.T @ h, b2 - 0.5 * err.sum(0)
+            w1, b1 = w1 - 0.5 * dh.T @ x, b1 - 0.5 * dh.sum(0)
+    return RunStore(path), layout
+
+
+def _full_rank_exact_dmd_kmp(window, prunable, compression):
+    """KMP masks from an exact DMD at full rank written here in plain numpy (Tu et al. 2014; seed 003's KMP), apart
+    from traj's engine: SVD of X, Ã = Uᵀ Y V Σ⁻¹, eig, exact modes Φ = Y V Σ⁻¹ W, b = Φ⁺ θ0, score |Re(b1 φ1)| with
+    λ1 the eigenvalue closest to 1, the top ⌈n/c⌉ prunable scores kept (ties: lower index)."""
+    x, y = window[:-1].T, window[1:].T
+    u, s, vt = np.linalg.svd(x, full_matrices=False)
+    lam, w = np.linalg.eig(u.T @ y @ vt.T / s)
+    phi = y @ vt.T / s @ w
+    b = np.linalg.lstsq(phi, x[:, 0].astype(complex), rcond=None)[0]
+    one = int(np.argmin(np.abs(lam - 1)))
+    score = np.abs(np.real(b[one] * phi[:, one]))
+    index = np.concatenate([np.arange(c.start, c.stop) for c in prunable])
+    mask = np.ones(window.shape[1], dtype=bool)
+    mask[index] = False
+    mask[index[np.argsort(-score[index], kind="stable")[: math.ceil(index.size / compression)]]] = True
+    return mask, s, lam[one]
+
+
+def test_default_rank_gives_the_masks_of_a_full_rank_exact_dmd(tmp_path):
+    """Issue 26: seed 003's KMP is exact DMD at full rank; `traj prune` by default now gives its masks (with rank
+    "auto" the masks of real runs differed: overlap down to 0.00 at c = 64)."""
+    store, layout = _sgd_run(tmp_path / "sgd.zarr")
+    window = store.read(slice(0, store.n_snapshots)).astype(np.float64)
+    prunable = [layout["fc1.weight"].columns, layout["fc2.weight"].columns]
+    compressions = [2, 4, 8, 16, 32, 64]
+    result = prune(store, epoch=0, methods=["kmp", "gmp"], compressions=compressions, evaluate=False)
+    t = store.n_snapshots - 1
+    assert len(result.eigenvalues) == t  # full rank: every one of the T directions (they all lie above the floor)
+    for c in compressions:
+        expected, sigma, lambda1 = _full_rank_exact_dmd_kmp(window, prunable, c)
+        assert sigma[-1] / sigma[0] > 1e-4  # the run resolves its full rank, far above the float32 floor
+        np.testing.assert_array_equal(result.mask("kmp", c), expected, err_msg=f"c = {c}")
+    assert abs(result.lambda1 - lambda1) < 1e-8
+    # the automatic rank keeps fewer modes here, and its masks are not the paper's
+    auto = prune(store, epoch=0, methods=["kmp"], compressions=compressions, evaluate=False, rank="auto")
+    assert len(auto.eigenvalues) < t
+    assert any(not np.array_equal(auto.mask("kmp", c), _full_rank_exact_dmd_kmp(window, prunable, c)[0])
+               for c in compressions)

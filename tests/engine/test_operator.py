@@ -193,3 +193,89 @@ def test_a_smooth_decay_through_the_floor_stays_with_gavish_donoho():
     sigma = np.logspace(0, -7, 320)
     cut = truncate(sigma, rank="auto", shape=(1185, 320), dtype=np.float32, source="svd")
     assert cut.rule == "gavish-donoho-median" and cut.rank < cut.available
+
+
+def test_exact_product_is_exact_to_twice_double_precision(rng):
+    """The residual behind the Gram path's error estimate needs A·B to ~1e-20 of its scale (float64 rounds at 1e-16)."""
+    from fractions import Fraction
+
+    from traj.engine.operator import exact_product
+
+    a = rng.standard_normal((6, 40)) * np.logspace(0, -12, 40)
+    b = rng.standard_normal((40, 5))
+    hi, lo = exact_product(a, b)
+    exact = [[sum(Fraction(x) * Fraction(y) for x, y in zip(a[i], b[:, j], strict=True)) for j in range(5)]
+             for i in range(6)]
+    error = max(abs(Fraction(hi[i, j]) + Fraction(lo[i, j]) - exact[i][j]) for i in range(6) for j in range(5))
+    scale = float(np.max(np.abs(a) @ np.abs(b)))
+    assert float(error) / scale < 1e-24  # ~n·2^-4β: 40·2^-92 here
+    assert np.max(np.abs(a @ b - hi)) / scale > 1e-18  # float64 itself is not that exact here: hi + lo is needed
+    blocked = exact_product(a, b, block=4)  # computed in 4×4 tiles (memory), the same numbers
+    np.testing.assert_array_equal(blocked[0], hi)
+    np.testing.assert_array_equal(blocked[1], lo)
+
+
+def _planted_spectrum(amplitudes, n=1500, t=120, seed=0):
+    """θ_k = Σ_j a_j m_j λ_j^k: 24 real modes, λ from 0.99 to 0.6, amplitudes 1 and then ``amplitudes``."""
+    rng = np.random.default_rng(seed)
+    lam = np.linspace(0.99, 0.6, len(amplitudes) + 1)
+    amp = np.concatenate([[1.0], amplitudes])
+    return (rng.standard_normal((n, amp.size)) @ (amp[:, None] * lam[:, None] ** np.arange(t + 1))).T
+
+
+@pytest.mark.parametrize("low, seed", [(-9, 1), (-5, 2)])
+def test_the_gram_keeps_every_rank_it_resolves_to_1e6(low, seed):
+    """Issue 26: the Gram path's automatic rank kept far fewer modes than it resolves, because its a-priori error
+    estimate lay 10^3-10^6 above the true error. Planted spectra with amplitudes from 1e-3 to 1e-9 (1e-5), against an
+    SVD of the same data at every rank: the estimate from the measured residual covers the true error and lies within
+    a small factor of it, and "auto" keeps every rank whose eigenvalues the Gram resolves to 1e-6 with a margin."""
+    from traj.engine.operator import RESOLVED, eigenvalue_errors
+
+    data = _planted_spectrum(np.logspace(-3 if low == -9 else -2, low, 23), seed=seed)
+    n = data.shape[1]
+    gram = data @ data.T
+    auto = ReducedOperator.from_gram(gram, rank="auto", n_features=n, dtype=np.float64, resolve=RESOLVED)
+    truth, estimate, a_priori = [], [], []
+    for r in range(1, auto.truncation.available + 1):
+        ours = ReducedOperator.from_gram(gram, rank=r, n_features=n, dtype=np.float64)
+        reference = ReducedOperator.from_data(data, rank=r, dtype=np.float64)
+        error = np.abs(ours.eigenvalues - match(ours.eigenvalues, reference.eigenvalues))
+        truth.append(error.max())
+        estimate.append(ours.eigenvalue_errors())
+        a_priori.append(eigenvalue_errors(ours.singular_values, ours.atilde, ours.left, ours.right, source="gram").max())
+        if 1e-11 < error.max() <= RESOLVED:  # above the SVD reference's own rounding, in the first-order regime
+            assert np.all(error <= estimate[-1]) and estimate[-1].max() < 15 * error.max(), r
+    truth = np.array(truth)
+    resolved_with_margin = int(np.argmax(truth > RESOLVED / 10))  # ranks 1..this have errors <= 1e-7
+    assert resolved_with_margin >= 3
+    assert auto.rank >= resolved_with_margin and truth[auto.rank - 1] <= RESOLVED
+    assert a_priori[auto.rank - 1] > 10 * RESOLVED  # the old estimate would have cut below it
+    assert "Gram resolves the eigenvalues only to worse than 1e-06" in auto.rank_note
+    assert "the floor decided" in auto.rank_note  # and below 1e-7·σ1 the precision floor, not Gavish–Donoho, did
+
+
+def test_a_spectrum_without_error_estimates_is_the_same_spectrum():
+    """from_gram(estimate_errors=False) (per-layer spectra, pruning) skips the residual, nothing else."""
+    data = _planted_spectrum(np.logspace(-2, -5, 23), seed=2)
+    gram = data @ data.T
+    measured = ReducedOperator.from_gram(gram, rank=5, n_features=data.shape[1], dtype=np.float64)
+    plain = ReducedOperator.from_gram(gram, rank=5, n_features=data.shape[1], dtype=np.float64, estimate_errors=False)
+    assert plain.eigenvalues.tobytes() == measured.eigenvalues.tobytes()
+    assert plain.amplitudes.tobytes() == measured.amplitudes.tobytes()
+    assert plain.rounding_errors is None and measured.rounding_errors is not None
+    assert plain.eigenvalue_errors().max() > 10 * measured.eigenvalue_errors().max()  # the a-priori bound, far above
+
+
+@pytest.mark.parametrize("source, floor", [("svd", "1e-12"), ("gram", "1e-07")])
+def test_the_note_says_when_the_floor_and_not_gavish_donoho_set_the_rank(source, floor):
+    """Issue 26 (PyDMD tutorial 1, clean: PyDMD keeps 3, traj 2): a rounding-level σ3 above Gavish–Donoho's threshold
+    but below the precision floor is left out, and rank_note says the floor decided (it was null)."""
+    sigma = np.array([1.0, 0.5, 3e-13, 1e-15, 1e-15, 1e-15, 1e-15])
+    cut = truncate(sigma, rank="auto", shape=(1000, 7), dtype=np.float64, source=source)
+    assert cut.rank == 2 and cut.threshold < 3e-13
+    assert cut.note.startswith(f"rank auto kept the 2 directions above the precision floor {floor}·σ1, not the 3 above "
+                               "Gavish–Donoho's threshold: the floor decided")
+    # where the threshold itself decides, no note
+    assert truncate(np.array([10.0, 9.0, 1e-3, 1e-3, 1e-3]), rank="auto", shape=(1000, 5), dtype=np.float64,
+                    source=source).note is None
+    # (the range finder's tail rule says it too: tests/analysis/test_dmd_method.py)

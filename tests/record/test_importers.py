@@ -124,3 +124,19 @@ def test_import_npy(tmp_path, rng, dtype):
     np.save(tmp_path / "bad.npy", np.zeros((2, 3, 4)))
     with pytest.raises(ImportSourceError, match=r"expected shape \(T, N\)"):
         import_npy(tmp_path / "bad.npy", tmp_path / "t.zarr")
+
+
+@pytest.mark.parametrize("dtype", [np.complex64, np.complex128])
+def test_import_of_complex_data_says_complex_is_not_supported(tmp_path, dtype):
+    """Issue 26: a complex .npy was refused as "dtype complex128 is not numeric"; it is numeric, just not supported."""
+    from typer.testing import CliRunner
+
+    from traj.cli.app import app
+
+    np.save(tmp_path / "z.npy", (np.arange(12.0) + 1j).reshape(3, 4).astype(dtype))
+    with pytest.raises(ImportSourceError, match=rf"z.npy: complex arrays are not supported \(dtype {np.dtype(dtype)}\)"):
+        import_npy(tmp_path / "z.npy", tmp_path / "z.zarr")
+    result = CliRunner().invoke(app, ["import", str(tmp_path / "z.npy"), "--out", str(tmp_path / "z2.zarr")])
+    assert result.exit_code == 2 and "complex arrays are not supported" in result.stderr
+    assert "not numeric" not in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "z.zarr").exists() and not (tmp_path / "z2.zarr").exists()

@@ -49,7 +49,15 @@ from ..errors import NotApplicableError, ParameterError, UnevenSpacingError, Win
 from ..progress import Progress
 from ..store import RunStore
 from .dmd import complex_pairs
-from .windows import Window, check_even_spacing, check_gram_finite, default_last, parse_window, raise_nonfinite
+from .windows import (
+    Window,
+    check_even_spacing,
+    check_gram_finite,
+    default_last,
+    hankel_gram,
+    parse_window,
+    raise_nonfinite,
+)
 
 __all__ = ["ConjugacyParams", "ConjugacyResult", "KChoice", "PairVerdict", "SMALL_OBSERVABLE", "Spectrum", "WindowTransitions",
            "conjugacy", "conformal_bound", "family_bound", "family_draws", "fit_conjugacy", "hankel_gram", "koopman_spectrum", "mutual_nearest",
@@ -318,12 +326,6 @@ def stacked_hankel(data: np.ndarray, n_traj: int, delays: int) -> tuple[np.ndarr
         xs.append(hankel[:, :-1])
         ys.append(hankel[:, 1:])
     return np.concatenate(xs, axis=1), np.concatenate(ys, axis=1)
-
-
-def hankel_gram(gram: np.ndarray, delays: int) -> np.ndarray:
-    """Gram of the delay-embedded snapshots: H[j, k] = Σ_s G[j+s, k+s] (shifted diagonal sub-blocks)."""
-    m = gram.shape[0] - delays
-    return sum(gram[s : s + m, s : s + m] for s in range(delays + 1))
 
 
 def pca_scores(gram: np.ndarray, components: int, *, center: bool = False,

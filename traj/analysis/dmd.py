@@ -37,12 +37,22 @@ from ..errors import DataLimitError, NotApplicableError, ParameterError, RankUna
 from ..progress import Progress, counter
 from ..store import RunStore
 from ..store.schema import ParamEntry
-from .windows import Window, check_even_spacing, check_gram_finite, parse_window, raise_nonfinite, resolve_window
+from .windows import (
+    Window,
+    check_even_spacing,
+    check_gram_finite,
+    hankel_gram,
+    parse_window,
+    raise_nonfinite,
+    resolve_window,
+)
 
 __all__ = ["DMDEvaluation", "DMDParams", "DMDResult", "LayerSpectrum", "MethodChoice", "MethodCost",
            "check_gram_finite", "choose_method", "dmd", "evaluate_dmd", "fit_dmd", "memory_bytes", "parse_window",
            "save_modes"]
 
+#: Most time delays of a Hankel DMD (``delays``): each one adds N coordinates to every snapshot.
+MAX_DELAYS = 10_000
 #: Above this many snapshots in a window, "auto" uses the randomized range finder (docs/methods.md §1.7).
 MAX_GRAM_SNAPSHOTS = 20_001
 #: Snapshots a forecast may reach past the window (the sampled coordinates only; r x K numbers).
@@ -102,14 +112,21 @@ class DMDParams:
     random_state: int = 0
     in_memory_bytes: int = IN_MEMORY_BYTES
     memory_bytes: int = MEMORY_BYTES
+    delays: int = 0
 
     @classmethod
     def checked(cls, *, rank: int | str | None = "auto", window: Window = None, layers: Sequence[str] | None = None,
                 per_layer: bool = False, eps: float = 0.01, forecast: int = 0, n_samples: int = 6,
                 method: str = "auto", drop_nonfinite: bool = False, max_gram: int = MAX_GRAM_SNAPSHOTS,
                 n_iter: int = 4, random_state: int = 0, in_memory_bytes: int = IN_MEMORY_BYTES,
-                memory_bytes: int = MEMORY_BYTES) -> DMDParams:
+                memory_bytes: int = MEMORY_BYTES, delays: int = 0) -> DMDParams:
         """The options checked once, at the door; a bad one raises :class:`ParameterError` naming it."""
+        delays = check_int("delays", delays, low=0, high=MAX_DELAYS)
+        if delays:  # a delay-embedded run is one Hankel trajectory, decomposed whole by its Gram or an SVD
+            if per_layer or drop_nonfinite:
+                raise ParameterError("per_layer" if per_layer else "drop_nonfinite", "cannot be given with delays")
+            if method == "randomized":
+                raise ParameterError("method", "randomized does not embed delays: use auto, gram or svd")
         return cls(
             rank=check_rank(rank),
             window=window,
@@ -125,6 +142,7 @@ class DMDParams:
             random_state=check_seed("random_state", random_state),
             in_memory_bytes=check_int("in_memory_bytes", in_memory_bytes, low=0),
             memory_bytes=check_int("memory_bytes", memory_bytes, low=1 << 20),
+            delays=delays,
         )
 
 
@@ -207,7 +225,7 @@ def choose_method(params: DMDParams, n_snapshots: int, n_features: int, itemsize
     allocate it); an explicit "gram" or "randomized" over it runs, and the reason says it exceeds the budget.
     """
     rank = params.rank
-    randomized_ok = not params.per_layer and not params.drop_nonfinite
+    randomized_ok = not params.per_layer and not params.drop_nonfinite and not params.delays
     costs = method_costs(n_snapshots, n_features, itemsize, rank=rank, n_iter=params.n_iter, randomized=randomized_ok)
     in_memory = float(n_snapshots) * n_features * 8
     svd, budget = costs["svd"], params.memory_bytes
@@ -315,6 +333,7 @@ class DMDResult:
     modes_path: str | None = None
     choice: MethodChoice | None = None
     evaluation: DMDEvaluation | None = None
+    delays: int = 0
 
     @property
     def rank(self) -> int:
@@ -406,6 +425,8 @@ class DMDResult:
             "method_costs": [c.to_dict() for c in self.choice.costs] if self.choice else [],
             "seconds": self.seconds,
             "forecast_steps": self.forecast_steps,
+            # d time delays (Hankel DMD): the operator, amplitudes and reconstruction error are the embedded run's
+            "delays": self.delays,
             "per_layer": [layer.to_dict() for layer in self.per_layer],
             "modes": self.modes_path,
             "evaluation": self.evaluation.to_dict() if self.evaluation else None,
@@ -449,6 +470,7 @@ def dmd(
     random_state: int = 0,
     in_memory_bytes: int = IN_MEMORY_BYTES,
     memory_bytes: int = MEMORY_BYTES,
+    delays: int = 0,
     progress: Progress | None = None,
 ) -> DMDResult:
     """Exact DMD of a store's trajectory over a window (docs/methods.md §1).
@@ -494,11 +516,18 @@ def dmd(
         takes the SVD and Gram paths only where they fit, and the range finder's basis never outgrows it.
         An explicit "svd" that does not fit is refused; an explicit "gram" (or "randomized" with a rank
         whose sketch does not fit) runs, and ``choice.reason`` says it exceeds the budget.
+    delays : int
+        d time delays (Hankel DMD, as ``traj conjugacy`` embeds them): the snapshots become
+        h_k = [θ_k; θ_{k+1}; …; θ_{k+d}], k = 0..T−d, and exact DMD runs on that trajectory (its Gram is a
+        sum of d+1 shifted blocks of G: no extra pass). PyDMD's ``HankelDMD(d=m)`` stacks m snapshots, so
+        it is ``delays = m − 1``. Amplitudes and reconstruction error are the embedded trajectory's; the
+        sampled coordinates' reconstruction and forecast, and saved modes, are the delay-0 block's. Not with
+        ``per_layer``, ``drop_nonfinite`` or the randomized method.
     """
     params = DMDParams.checked(rank=rank, window=window, layers=layers, per_layer=per_layer, eps=eps,
                                forecast=forecast, n_samples=n_samples, method=method, drop_nonfinite=drop_nonfinite,
                                max_gram=max_gram, n_iter=n_iter, random_state=random_state,
-                               in_memory_bytes=in_memory_bytes, memory_bytes=memory_bytes)
+                               in_memory_bytes=in_memory_bytes, memory_bytes=memory_bytes, delays=delays)
     return fit_dmd(store, params, engine=engine, progress=progress)
 
 
@@ -510,9 +539,14 @@ def fit_dmd(store: RunStore | str | os.PathLike[str], params: DMDParams, *, engi
     engine = engine or Engine()
     lo, hi = resolve_window(store, params.window, spaced=True)
     spacing = check_even_spacing(store, lo, hi)
+    if hi - lo + 1 < params.delays + 3:
+        raise ParameterError("delays", f"{params.delays} leave fewer than 3 embedded snapshots in the window {lo}:{hi} "
+                                       f"(at most {max(0, hi - lo - 2)} delays there)")
     rows = slice(lo, hi + 1)
     entries = store.layout.select(params.layers) if params.layers else list(store.layout.entries)
-    choice = choose_method(params, hi - lo + 1, sum(e.size for e in entries), store.dtype.itemsize)
+    # d delays: T+1-d embedded snapshots of (d+1)·N coordinates each
+    choice = choose_method(params, hi - lo + 1 - params.delays, sum(e.size for e in entries) * (params.delays + 1),
+                           store.dtype.itemsize)
     if choice.method == "svd":
         operator, spectra = _from_data(store, engine, rows, entries, params, progress)
     elif choice.method == "gram":
@@ -540,6 +574,7 @@ def fit_dmd(store: RunStore | str | os.PathLike[str], params: DMDParams, *, engi
         sample_reconstruction=reconstruction,
         per_layer=spectra,
         choice=choice,
+        delays=params.delays,
     )
 
 
@@ -557,8 +592,10 @@ def _from_gram(store: RunStore, engine: Engine, rows: slice, entries: list[Param
         valid = None
     else:
         valid = finite
-    operator = ReducedOperator.from_gram(grams["__all__"], rank=params.rank, n_features=n_features, dtype=store.dtype,
-                                         valid=valid, resolve=RESOLVED)
+    # d delays: the Hankel snapshots' Gram is a sum of shifted blocks of G (conjugacy's embedding, no extra pass)
+    operator = ReducedOperator.from_gram(hankel_gram(grams["__all__"], params.delays), rank=params.rank,
+                                         n_features=n_features * (params.delays + 1), dtype=store.dtype, valid=valid,
+                                         resolve=RESOLVED)
     spectra = tuple(s for e in entries if params.per_layer and (s := _layer(store, e, grams[e.name], params)))
     return operator, spectra
 
@@ -580,6 +617,9 @@ def _from_data(store: RunStore, engine: Engine, rows: slice, entries: list[Param
         finite = bool(np.isfinite(data).all())
         gram = None if finite else data @ data.T
     spectra = tuple(s for e in entries if params.per_layer and (s := _layer(store, e, grams[e.name], params)))
+    if params.delays:  # the Hankel trajectory h_k = [θ_k; …; θ_{k+d}] (hankel_gram's snapshots), held in memory
+        d, m = params.delays, data.shape[0] - params.delays
+        data = np.concatenate([data[s : s + m] for s in range(d + 1)], axis=1)
     if gram is not None:
         if not params.drop_nonfinite:
             check_gram_finite(gram, store, rows.start)
@@ -595,9 +635,12 @@ def _layer(store: RunStore, entry: ParamEntry, gram: np.ndarray, params: DMDPara
     if not np.isfinite(trace) or trace <= 0:
         return None
     try:
-        op = ReducedOperator.from_gram(gram, rank=params.rank, n_features=entry.size, dtype=store.dtype)
+        # a layer's spectrum reports no rounding errors: no residual to measure
+        op = ReducedOperator.from_gram(gram, rank=params.rank, n_features=entry.size, dtype=store.dtype,
+                                       estimate_errors=False)
     except RankUnavailableError:  # a layer with fewer directions than the rank asked: its own rank
-        op = ReducedOperator.from_gram(gram, rank="auto", n_features=entry.size, dtype=store.dtype)
+        op = ReducedOperator.from_gram(gram, rank="auto", n_features=entry.size, dtype=store.dtype,
+                                       estimate_errors=False)
     assert op.amplitudes is not None
     return LayerSpectrum(entry.name, entry.size, op.rank, op.eigenvalues, op.amplitudes, tuple(op.classes(params.eps)))
 
@@ -632,7 +675,10 @@ def _samples(store: RunStore, engine: Engine, rows: slice, entries: list[ParamEn
     trajectories = engine.collect(store, picks, rows=rows)
     n_window = rows.stop - rows.start
     with np.errstate(over="ignore", invalid="ignore"):
-        reconstruction = operator.reconstruct(trajectories, np.arange(n_window + params.forecast))
+        # Φ's rows of these coordinates come from the snapshots C spans (with delays, the first T+1-d: the delay-0 block)
+        spanned = operator.coefficients.shape[0] if operator.coefficients is not None else n_window
+        reconstruction = operator.reconstruct(trajectories[:spanned],
+                                              np.arange(n_window + params.forecast))
     bad = np.flatnonzero(~np.isfinite(reconstruction).all(axis=1))
     if bad.size:
         # an unstable mode (|λ| > 1) grows without bound: far enough ahead λᵏ leaves float64
@@ -672,7 +718,9 @@ def save_modes(result: DMDResult, store: RunStore, path: str | os.PathLike[str],
                         "layers": list(result.layers) if result.layers else None, "store": result.store})
     offset = 0
     for e in entries:
-        for cols, part in engine.project_blocks(store, coefficients, rows=slice(lo, hi + 1), columns=e.columns,
+        # with delays Φ's delay-0 block: C spans the first T+1-d snapshots
+        for cols, part in engine.project_blocks(store, coefficients, rows=slice(lo, lo + coefficients.shape[0]),
+                                                columns=e.columns,
                                                 progress=progress):
             a = offset + cols.start - e.offset
             modes[a : a + part.shape[0]] = part

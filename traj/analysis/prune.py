@@ -57,6 +57,8 @@ DEFAULT_COMPRESSIONS = (2, 4, 8, 16, 32, 64)
 SCOPES: tuple[Scope, ...] = ("global", "layer")
 #: Refinement seeds: each one trains every mask again.
 MAX_SEEDS = 1000
+#: The epoch's DMD rank: seed 003's exact DMD at full rank (every direction above the precision floor).
+DEFAULT_RANK = "all"
 
 
 # ---------------------------------------------------------------------- masks
@@ -272,7 +274,7 @@ def compute_scores(
     epoch: int | None = None,
     engine: Engine | None = None,
     recipe: Any = None,
-    rank: int | str | None = "auto",
+    rank: int | str | None = DEFAULT_RANK,
     eps: float = 0.01,
     kgp_fraction: float = 0.85,
     gradient_batches: int = 8,
@@ -320,7 +322,7 @@ def score_window(
     epoch: int | None = None,
     engine: Engine | None = None,
     recipe: Any = None,
-    rank: int | str | None = "auto",
+    rank: int | str | None = DEFAULT_RANK,
     eps: float = 0.01,
     kgp_fraction: float = 0.85,
     gradient_batches: int = 8,
@@ -333,7 +335,8 @@ def score_window(
     rows = slice(lo, hi + 1)
     gram = engine.gram(store, rows=rows, progress=progress)["all"]
     check_gram_finite(gram, store, lo)
-    op = ReducedOperator.from_gram(gram, rank=rank, n_features=store.n_params, dtype=store.dtype)
+    # pruning reads no rounding errors: no residual to measure
+    op = ReducedOperator.from_gram(gram, rank=rank, n_features=store.n_params, dtype=store.dtype, estimate_errors=False)
     lam = op.eigenvalues
     lambda1 = int(np.argmin(np.abs(lam - 1.0)))
     norms = op.scaled_mode_norms()
@@ -618,14 +621,14 @@ class PruneParams:
     seeds: int = 3
     evaluate: bool = True
     epochs: tuple[int, ...] = ()
-    rank: int | str | None = "auto"
+    rank: int | str | None = DEFAULT_RANK
     kgp_fraction: float = 0.85
 
     @classmethod
     def checked(cls, *, epoch: int | None = None, window: Window = None, methods: Sequence[str] = METHODS,
                 compressions: Sequence[float] = DEFAULT_COMPRESSIONS, scope: str = "global", refine_epochs: int = 1,
                 seeds: int = 3, evaluate: bool = True, epochs: Sequence[int] | None = None,
-                rank: int | str | None = "auto", kgp_fraction: float = 0.85) -> PruneParams:
+                rank: int | str | None = DEFAULT_RANK, kgp_fraction: float = 0.85) -> PruneParams:
         names = [m.strip().lower() for m in methods] if not isinstance(methods, str) else [methods]
         bad = [m for m in names if m not in METHODS]
         if bad or not names:
@@ -644,7 +647,7 @@ class PruneParams:
             seeds=check_int("seeds", seeds, low=1, high=MAX_SEEDS),
             evaluate=bool(evaluate),
             epochs=tuple(check_ints("epochs", epochs)) if epochs else (),
-            rank=check_rank(rank),
+            rank=check_rank(rank, keywords=("all",)),
             kgp_fraction=check_float("kgp_fraction", kgp_fraction, low=0, high=1),
         )
 
@@ -662,7 +665,7 @@ def prune(
     evaluate: bool = True,
     recipe: Any = None,
     epochs: Sequence[int] | None = None,
-    rank: int | str | None = "auto",
+    rank: int | str | None = DEFAULT_RANK,
     kgp_fraction: float = 0.85,
     engine: Engine | None = None,
     progress: Progress | None = None,
@@ -682,6 +685,10 @@ def prune(
     recipe : the run's recipe (default: rebuilt from the store, when ``evaluate``).
     epochs : also compute masks at these epochs and report, per compression, the overlap
         matrix of the first method's masks across them and KMP-GMP overlap per epoch.
+    rank : "all" (default), "auto" or an integer
+        The epoch's DMD rank. "all" is seed 003's: exact DMD at the full rank the data resolve (every
+        direction above the precision floor, :func:`~traj.engine.operator.truncate`); "auto" the
+        Gavish–Donoho threshold, which keeps fewer modes and so gives other KMP/KGP masks.
     """
     params = PruneParams.checked(epoch=epoch, window=window, methods=methods, compressions=compressions, scope=scope,
                                  refine_epochs=refine_epochs, seeds=seeds, evaluate=evaluate, epochs=epochs, rank=rank,

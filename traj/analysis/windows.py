@@ -17,7 +17,7 @@ from ..errors import NonFiniteDataError, ParameterError, UnevenSpacingError, Win
 from ..store import RunStore
 from ..store.info import base_spacing, gaps_in
 
-__all__ = ["Window", "check_even_spacing", "check_gram_finite", "default_last", "parse_window", "raise_nonfinite",
+__all__ = ["Window", "check_even_spacing", "check_gram_finite", "default_last", "hankel_gram", "parse_window", "raise_nonfinite",
            "resolve_window"]
 
 #: A window as callers give it: "a:b" (either end may be omitted or negative), a pair, or None (the whole run).
@@ -156,3 +156,13 @@ def check_even_spacing(store: RunStore, lo: int, hi: int, *, minimum: int = 3, m
     else:
         problem += f": no {minimum} consecutive snapshots in it are evenly spaced"
     raise UnevenSpacingError("window", problem, spacings=tuple(int(v) for v in values), suggestion=suggestion)
+
+
+def hankel_gram(gram: np.ndarray, delays: int) -> np.ndarray:
+    """Gram of the delay-embedded snapshots: H[j, k] = Σ_s G[j+s, k+s] (shifted diagonal sub-blocks).
+
+    The d-delay (Hankel) snapshot h_k = [θ_k; θ_{k+1}; …; θ_{k+d}] has h_jᵀh_k = Σ_s θ_{j+s}ᵀθ_{k+s}, so the
+    embedded window's Gram costs no pass over the data (methods.md §4; ``traj dmd --delays``, ``traj conjugacy``).
+    """
+    m = gram.shape[0] - delays
+    return sum(gram[s : s + m, s : s + m] for s in range(delays + 1))

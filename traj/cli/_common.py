@@ -247,8 +247,9 @@ def int_or_keyword(option: str, text: str, *keywords: str) -> int | str:
         raise fail(f"{option} must be an integer or {choices}, not {text!r}") from None
 
 
-def parse_rank(rank: str) -> int | str:
-    return int_or_keyword("--rank", rank, "auto")
+def parse_rank(rank: str, *keywords: str) -> int | str:
+    """``--rank``: "auto", one of ``keywords`` a command also offers (prune: "all"), or an integer."""
+    return int_or_keyword("--rank", rank, "auto", *keywords)
 
 
 def number_list(option: str, text: str, kind: type) -> list:

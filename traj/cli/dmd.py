@@ -41,6 +41,7 @@ def dmd(
     stride: StrideOption = 1,
     layer: Annotated[list[str] | None, typer.Option(help="Use only this parameter tensor (repeatable).")] = None,
     per_layer: Annotated[bool, typer.Option("--per-layer", help="Also decompose every layer on its own.")] = False,
+    delays: Annotated[int, typer.Option(help="Time delays d (Hankel DMD): snapshots [θ_k; …; θ_k+d]. PyDMD's HankelDMD(d=m) is --delays m-1.")] = 0,
     eps: Annotated[float, typer.Option(help="Neutral class tolerance: 1-ε <= |λ| <= 1+ε.")] = 0.01,
     forecast: Annotated[int, typer.Option(help="Snapshots to forecast past the window (sampled weights).")] = 0,
     drop_nonfinite: Annotated[bool, typer.Option("--drop-nonfinite", help="Skip NaN/Inf snapshots instead of refusing.")] = False,
@@ -72,7 +73,7 @@ def dmd(
 
         traj dmd run.zarr --evaluate --eval-ranks 5,10,20 --window 0:600 --forecast 90
     """
-    with handle_errors(ctx), flag_names("rank", "eps", "forecast", "window", "method", "per_layer", "drop_nonfinite",
+    with handle_errors(ctx), flag_names("rank", "eps", "forecast", "window", "method", "per_layer", "drop_nonfinite", "delays",
                                         "eval_points", ranks="--eval-ranks", memory_bytes="--memory-mb", layers="--layer",
                                         n_iter="--power-iterations"):
         from dataclasses import replace
@@ -83,7 +84,11 @@ def dmd(
         from ..report.dmd import dmd_report
         params = DMDParams.checked(rank=parse_rank(rank), window=window, layers=layer, per_layer=per_layer, eps=eps,
                                    forecast=forecast, method=method, n_iter=power_iterations,
-                                   drop_nonfinite=drop_nonfinite, memory_bytes=memory_bytes(memory_mb))
+                                   drop_nonfinite=drop_nonfinite, memory_bytes=memory_bytes(memory_mb), delays=delays)
+        if evaluate and params.delays:
+            from ..errors import ParameterError
+
+            raise ParameterError("delays", "cannot be given with --evaluate (it scores DMD of the weights themselves)")
         ranks = number_list("--eval-ranks", eval_ranks, int)
         engine = engine_options(backend, device, scheduler, block_mb)
         opened = open_selected(store, steps, stride)

@@ -45,7 +45,7 @@ def prune(
     refine_epochs: Annotated[int, typer.Option(help="Epochs of training with the mask fixed (0: none).")] = 1,
     seeds: Annotated[int, typer.Option(help="Refinement seeds (and LSP mask seeds).")] = 3,
     epochs: Annotated[str | None, typer.Option(help="Also compare masks across these epochs, e.g. 0,2,4.")] = None,
-    rank: Annotated[str, typer.Option(help="DMD rank of the epoch: an integer or 'auto'.")] = "auto",
+    rank: Annotated[str, typer.Option(help="DMD rank of the epoch: 'all' (seed 003's: every direction the data resolve), 'auto' (Gavish–Donoho) or an integer.")] = "all",
     evaluate: Annotated[bool, typer.Option("--evaluate/--no-evaluate", help="Accuracy with the store's recipe.")] = True,
     recipe_spec: Annotated[str | None, typer.Option("--recipe", help="Recipe for evaluation: a built-in name or module:function.")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Report directory (default traj-out/prune-STORE).")] = None,
@@ -86,7 +86,7 @@ def prune(
             epoch=epoch, window=window, methods=[name.strip() for name in method.split(",") if name.strip()],
             compressions=number_list("--compression", compression, float), scope=scope, refine_epochs=refine_epochs,
             seeds=seeds, evaluate=evaluate, epochs=number_list("--epochs", epochs, int) if epochs is not None else None,
-            rank=parse_rank(rank))
+            rank=parse_rank(rank, "all"))
         engine = engine_options(backend, device, scheduler, block_mb)
         opened = open_selected(store, steps, stride)
         chosen_recipe = resolve_recipe(recipe_spec, opened) if evaluate else None

@@ -30,7 +30,8 @@ from ..checks import check_int
 from ..errors import NotApplicableError, ParameterError, RankUnavailableError, WindowTooShortError
 
 __all__ = ["ReducedOperator", "Truncation", "check_rank", "eigen", "eigenvalue_errors", "fix_signs",
-           "gavish_donoho_threshold", "known_noise_threshold", "no_noise_bulk", "noise_from_tail", "precision_floor", "RESOLVED", "resolved", "singular_values_from_gram", "truncate", "ModeClass", "NEUTRAL", "STABLE", "UNSTABLE"]
+           "gavish_donoho_threshold", "known_noise_threshold", "no_noise_bulk", "noise_from_tail", "precision_floor", "RESOLVED", "resolved",
+           "exact_product", "eigh_residual", "gram_eigenvalue_errors", "leading_block_errors", "singular_values_from_gram", "truncate", "ModeClass", "NEUTRAL", "STABLE", "UNSTABLE"]
 
 ModeClass = Literal["neutral", "stable", "unstable"]
 NEUTRAL: ModeClass = "neutral"
@@ -54,15 +55,18 @@ RULE_NO_BULK = "all-above-floor-no-noise-bulk"
 CLIFF = 10.0
 
 
-def check_rank(rank: int | str | None, name: str = "rank") -> int | str | None:
-    """A DMD rank: "auto" (or None) for the Gavish–Donoho threshold, or an integer >= 1.
+def check_rank(rank: int | str | None, name: str = "rank", *, keywords: tuple[str, ...] = ("auto",)
+               ) -> int | str | None:
+    """A DMD rank: "auto" (or None) for the Gavish–Donoho threshold, another of ``keywords`` (e.g. "all",
+    every direction above the precision floor, where a caller offers it), or an integer >= 1.
 
     Whether the data hold that many directions is known only after the Gram pass.
     """
-    if rank is None or rank == "auto":
+    if rank is None or rank == "auto" or (isinstance(rank, str) and rank in keywords):
         return rank
     if isinstance(rank, str):
-        raise ParameterError(name, f"must be 'auto' or an integer >= 1, got {rank!r}")
+        words = " or ".join(repr(k) for k in dict.fromkeys(("auto", *keywords)))
+        raise ParameterError(name, f"must be {words} or an integer >= 1, got {rank!r}")
     return check_int(name, rank, low=1)
 
 
@@ -214,7 +218,8 @@ def truncate(
             if now == kept:
                 break
             kept = now
-        return Truncation(max(1, kept), "auto", available, floor, tau, rule=RULE_TAIL, noise=noise)
+        return Truncation(max(1, kept), "auto", available, floor, tau, rule=RULE_TAIL, noise=noise,
+                          note=_floor_note(sigma, tau, available, floor, source))
     if rank is None or rank == "auto":
         tau = gavish_donoho_threshold(sigma, *shape)
         kept = max(1, min(available, int(np.count_nonzero(sigma > tau))))
@@ -223,7 +228,8 @@ def truncate(
             note = (f"rank auto kept all {available} directions above the precision floor {floor / sigma[0]:.0e}·σ1: "
                     f"no noise bulk ({why}), which Gavish–Donoho's threshold assumes (it would keep {kept})")
             return Truncation(available, "auto", available, floor, tau, note=note, rule=RULE_NO_BULK)
-        return Truncation(kept, "auto", available, floor, tau, rule=RULE_MEDIAN)
+        return Truncation(kept, "auto", available, floor, tau, rule=RULE_MEDIAN,
+                          note=_floor_note(sigma, tau, available, floor, source))
     if rank == "all":
         return Truncation(max(1, available), "all", available, floor, rule=RULE_ALL)
     requested = check_rank(rank, parameter)
@@ -235,6 +241,20 @@ def truncate(
     if excess == "raise":
         raise RankUnavailableError(parameter, requested, available, why)
     return Truncation(max(1, available), requested, available, floor, note=f"{parameter} {why}: kept {max(1, available)}")
+
+
+def _floor_note(sigma: np.ndarray, tau: float, available: int, floor: float, source: Source) -> str | None:
+    """Why "auto" kept fewer directions than Gavish–Donoho's threshold τ would: the precision floor cut them
+    (None when the threshold decided). PyDMD, which has no floor, keeps them."""
+    above = int(np.count_nonzero(sigma > tau))
+    if above <= available:
+        return None
+    how = ("σ from XᵀX's eigenvalues (the Gram, or a range finder's XᵀX products) are exact only to ~1e-7·σ1"
+           if source == "gram" else "an SVD of X resolves σ only to ~1e-12·σ1")
+    data = floor / sigma[0] > precision_floor(np.float64, source=source)
+    return (f"rank auto kept the {available} directions above the precision floor {floor / sigma[0]:.0e}·σ1, not "
+            f"the {above} above Gavish–Donoho's threshold: the floor decided "
+            f"({'the data themselves are rounded at that level' if data else how}; below it lies rounding, not signal)")
 
 
 def no_noise_bulk(sigma: np.ndarray, floor: float, available: int, shape: tuple[int, int]) -> str | None:
@@ -293,20 +313,167 @@ def eigenvalue_errors(sigma: np.ndarray, atilde: np.ndarray, left: np.ndarray, r
     return np.einsum("ki,ij,jk->k", np.abs(left), e, np.abs(right))
 
 
-def resolved(cut: Truncation, sigma: np.ndarray, atilde: np.ndarray, tolerance: float, *,
-             n_pairs: int | None = None, path: Literal["gram", "sketch"] = "gram") -> Truncation:
+def exact_product(a: np.ndarray, b: np.ndarray, *, block: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """A·B to about twice float64's precision, as a pair (hi, lo) with A·B ≈ hi + lo, by float64 BLAS products.
+
+    Ozaki, Ogita, Oishi & Rump (2012), error-free transformation of a matrix product: each row of A
+    (column of B) is cut into slices of β = ⌊(53 − ⌈log2 n⌉)/2⌋ bits on a grid of its own scale, so that
+    every product of two slices, n terms summed, is exact in float64 in any order; the products whose
+    slices together fall below 2^-4β of the scale are left out, and the rest summed with TwoSum
+    (Knuth). Ten BLAS products in all, ``block`` rows of A by ``block`` columns of B at a time (the
+    slices of a whole T×T matrix would be four more copies of it). Used for the residual
+    :func:`eigh_residual`, which float64 products would drown in their own rounding (the same size as
+    what they measure).
+    """
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    n = a.shape[1]
+    beta = (53 - int(np.ceil(np.log2(max(n, 2))))) // 2
+    hi = np.zeros((a.shape[0], b.shape[1]))
+    lo = np.zeros_like(hi)
+    for c0 in range(0, b.shape[1], block):
+        b_parts = _slices(b[:, c0 : c0 + block], beta, axis=0)
+        for r0 in range(0, a.shape[0], block):
+            a_parts = _slices(a[r0 : r0 + block], beta, axis=1)
+            h, e = hi[r0 : r0 + block, c0 : c0 + block], lo[r0 : r0 + block, c0 : c0 + block]  # views
+            # smallest terms first; slices s and t together carry 2^-(s+t)β of the scale
+            for total in range(len(a_parts) + 1, 1, -1):
+                for i in range(max(0, total - len(b_parts) - 1), min(total - 1, len(a_parts))):
+                    term = a_parts[i] @ b_parts[total - 2 - i]
+                    new = h + term  # TwoSum: h + term = new + err exactly
+                    back = new - h
+                    e += (h - (new - back)) + (term - back)
+                    h[...] = new
+    return hi, lo
+
+
+def _slices(m: np.ndarray, beta: int, *, axis: int, count: int = 4) -> list[np.ndarray]:
+    """``m`` = Σ slices exactly: ``count`` − 1 slices of β bits each on the grid of each row's (axis=1) or
+    column's (axis=0) largest entry, and the remainder (:func:`exact_product`)."""
+    rest = m.copy()
+    parts = []
+    for _ in range(count - 1):
+        top = np.max(np.abs(rest), axis=axis, keepdims=True)
+        with np.errstate(divide="ignore"):
+            exponent = np.where(top > 0, np.ceil(np.log2(np.where(top > 0, top, 1.0))), 0.0)
+        shift = np.ldexp(1.0, (exponent + 53 - beta).astype(int))
+        high = (rest + shift) - shift
+        parts.append(high)
+        rest = rest - high
+    parts.append(rest)
+    return parts
+
+
+def eigh_residual(matrix: np.ndarray, vectors: np.ndarray, values: np.ndarray, columns: int) -> np.ndarray:
+    """The backward error of a symmetric eigendecomposition, in its own basis: Vᵀ M V[:, :c] − Λ[:, :c].
+
+    Parameters
+    ----------
+    matrix : ndarray of shape (m, m)
+        M, symmetric (XᵀX on the Gram path).
+    vectors, values : ndarray of shape (m, m) and (m,)
+        V and Λ as computed (V orthonormal to rounding).
+    columns : int
+        c, how many leading columns are needed (the modes kept, r).
+
+    Returns
+    -------
+    ndarray of shape (m, c)
+        Entry (a, b): how far the computed pair is from exact, measured at twice float64's precision
+        (:func:`exact_product`): in float64 the product rounds by as much as the residual itself.
+    """
+    p_hi, p_lo = exact_product(matrix, vectors[:, :columns])
+    s_hi, s_lo = exact_product(vectors.T, p_hi)
+    s_hi[np.arange(columns), np.arange(columns)] -= values[:columns]
+    return s_hi + (s_lo + vectors.T @ p_lo)
+
+
+def gram_eigenvalue_errors(sigma: np.ndarray, residual: np.ndarray, b_cols: np.ndarray, b_rows: np.ndarray | None,
+                           atilde: np.ndarray, eigenvalues: np.ndarray, right: np.ndarray, left: np.ndarray, *,
+                           spread: np.ndarray | None = None) -> np.ndarray:
+    """Each eigenvalue's rounding error on the Gram path, from the measured residual of XᵀX's eigendecomposition.
+
+    σ² and V are exact for XᵀX + E, with E = V Δ Vᵀ and Δ = ``residual`` (:func:`eigh_residual`); that is
+    the path's dominant rounding (the Gram's own accumulation, in float64 from float32 or float64 data, is
+    far smaller). To first order (methods.md §1; Stewart & Sun 1990, Ch. V) Δ moves the eigenvalues of
+    Ã = Σr⁻¹ Vrᵀ(XᵀY) Vr Σr⁻¹ in two ways, both linear in Δ:
+
+    - inside the kept subspace Ã's eigenvalues are those of the pencil (Vrᵀ XᵀY Vr, Σr²), so
+      δλk = −λk Σab lka Δab wbk / (σa σb);
+    - between a kept direction i and a dropped one j, V's column i turns by Δji/(σi² − σj²), and
+      δλk = Σij Δji [lki (B⊥r Σr⁻¹ wk)j + wik (lk Σr⁻¹ Br⊥)j] / (σi (σi² − σj²)), B = Vᵀ XᵀY V.
+
+    With Δ measured, that sum is the error itself to first order (within a factor 2 of the true error in
+    every case measured). The estimate is twice its magnitude, plus a fifth of the sum of the terms'
+    magnitudes Σ |coefficient|·|Δ| (so that a sum that happens to cancel is not taken for an exact
+    eigenvalue), plus LAPACK's ε‖Ã‖F‖lk‖ for the eigenproblem of Ã itself. Measured against an SVD of the
+    same data (``benchmarks/gram_error_estimate.py``) its largest value lies 1–10 times above the largest
+    true error where that is below 1e-6; the a-priori bound it replaces (ε√T σ1²/(σiσj) for every entry
+    of Δ, :func:`eigenvalue_errors`) lay 10^3–10^6 above. Beyond ~1e-6 second-order terms grow and it
+    may fall below the true error by up to 2x: it decides what is resolved, not how badly the rest is off.
+
+    Parameters
+    ----------
+    sigma : ndarray of shape (m,)
+        Every known σ (the Gram: all T; a sketch: its basis's).
+    residual : ndarray of shape (m, r)
+        Δ[:, :r].
+    b_cols : ndarray of shape (m, r)
+        Vᵀ (XᵀY) Vr.
+    b_rows : ndarray of shape (r, m), optional
+        Vrᵀ (XᵀY) V (None: b_colsᵀ stands in, for a range finder that has only XᵀY Vr).
+    atilde, eigenvalues, right, left
+        Ã (r×r) and its eigen-decomposition (:func:`eigen`).
+    spread : ndarray of shape (m, r), optional
+        Further rounding of Δ's entries known only in size (the range finder: the asymmetry of QᵀAQ),
+        added to |Δ| in the sum of magnitudes.
+    """
+    r = atilde.shape[0]
+    sigma = np.asarray(sigma, dtype=np.float64)
+    sr = sigma[:r]
+    size = np.abs(residual) if spread is None else np.abs(residual) + spread
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        scale = np.outer(sr, sr)
+        signed = -eigenvalues * np.einsum("ka,ab,bk->k", left, residual[:r, :r] / scale, right)
+        worst = np.abs(eigenvalues) * np.einsum("ka,ab,bk->k", np.abs(left), size[:r, :r] / scale, np.abs(right))
+        if sigma.size > r:
+            dropped = sigma[r:]
+            gap = sr[:, None] * (sr[:, None] ** 2 - dropped[None, :] ** 2)  # (i, j): σi (σi² − σj²)
+            p = ((b_cols[r:, :r] / sr) @ right).T  # (k, j): (B⊥r Σr⁻¹ wk)j
+            q = left @ ((b_rows[:r, r:] if b_rows is not None else b_cols[r:, :r].T) / sr[:, None])  # (k, j)
+            turn = residual[r:, :r].T / gap
+            signed = signed + np.sum((left @ turn) * p, axis=1) + np.sum((right.T @ turn) * q, axis=1)
+            turn = size[r:, :r].T / np.abs(gap)
+            worst = worst + np.sum((np.abs(left) @ turn) * np.abs(p), axis=1) + np.sum((np.abs(right.T) @ turn)
+                                                                                      * np.abs(q), axis=1)
+        total = (2 * np.abs(signed) + worst / 5
+                 + float(np.finfo(np.float64).eps) * np.linalg.norm(atilde) * np.linalg.norm(left, axis=1))
+    return np.where(np.isfinite(total), total, np.inf)
+
+
+def leading_block_errors(sigma: np.ndarray, residual: np.ndarray, b_cols: np.ndarray, b_rows: np.ndarray | None,
+                         r: int, *, spread: np.ndarray | None = None) -> np.ndarray:
+    """:func:`gram_eigenvalue_errors` of the rank-r DMD inside a larger one (Ã's leading r×r block)."""
+    sr = sigma[:r]
+    atilde = b_cols[:r, :r] / np.outer(sr, sr)
+    eigenvalues, right, left = eigen(atilde)
+    return gram_eigenvalue_errors(sigma, residual[:, :r], b_cols[:, :r], None if b_rows is None else b_rows[:r],
+                                  atilde, eigenvalues, right, left, spread=None if spread is None else spread[:, :r])
+
+
+def resolved(cut: Truncation, sigma: np.ndarray, errors: Callable[[int], np.ndarray], tolerance: float, *,
+             path: Literal["gram", "sketch"] = "gram") -> Truncation:
     """``cut`` lowered to the largest rank whose eigenvalues all have error estimates <= ``tolerance``.
 
-    Ã of rank r' is the leading r'×r' block of Ã (its basis is the leading r' columns of V),
-    so the cut needs no new pass: a bisection over r' on small eigenproblems. ``path`` words the
-    note for the path that built σ: "gram" (the Gram's eigenvalues) or "sketch" (the randomized
-    range finder's σ², from XᵀX products; it forms no Gram but squares the condition number as one does).
+    ``errors(r')`` gives the estimates at rank r' (:func:`gram_eigenvalue_errors` on the leading r'×r'
+    block of Ã, whose basis is the leading r' columns of V), so the cut needs no new pass: a bisection
+    over r' on small eigenproblems. ``path`` words the note for the path that built σ: "gram" (the
+    Gram's eigenvalues) or "sketch" (the randomized range finder's σ², from XᵀX products; it forms no
+    Gram but squares the condition number as one does).
     """
 
     def worst(r: int) -> float:
-        block = atilde[:r, :r]
-        _, right, left = eigen(block)
-        return float(eigenvalue_errors(sigma, block, left, right, source="gram", n_pairs=n_pairs).max())
+        return float(np.max(errors(r)))
 
     if cut.rank <= 1 or worst(cut.rank) <= tolerance:
         return cut
@@ -319,7 +486,7 @@ def resolved(cut: Truncation, sigma: np.ndarray, atilde: np.ndarray, tolerance: 
            "resolve the eigenvalues")
     note = (f"auto kept {lo} of {cut.rank} modes: beyond {lo} {why} only to worse than "
             f"{tolerance:.0e} (σ{lo + 1}/σ1 = {sigma[lo] / sigma[0]:.1e}; an SVD of the data resolves them)")
-    return replace(cut, rank=lo, note=note)
+    return replace(cut, rank=lo, note=f"{cut.note}; {note}" if cut.note else note)
 
 
 def fix_signs(v: np.ndarray, *others: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -345,10 +512,16 @@ def singular_values_from_gram(xtx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     V : ndarray of shape (T, T)
         Columns in the order of ``sigma``, signs fixed by :func:`fix_signs`.
     """
-    evals, evecs = np.linalg.eigh(xtx)
+    evals, v = _eigh_descending(xtx)
+    return np.sqrt(np.clip(evals, 0.0, None)), v
+
+
+def _eigh_descending(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues (descending, as computed: not clipped) and eigenvectors (signs fixed) of a symmetric matrix."""
+    evals, evecs = np.linalg.eigh(matrix)
     order = np.argsort(evals)[::-1]
     (v,) = fix_signs(evecs[:, order])
-    return np.sqrt(np.clip(evals[order], 0.0, None)), v
+    return evals[order], v
 
 
 def eigen(atilde: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -402,6 +575,10 @@ class ReducedOperator:
         The snapshot the amplitudes refer to.
     source : {"gram", "svd"}
         How σ and V were obtained (sets :meth:`eigenvalue_errors`).
+    rounding_errors : ndarray of shape (r,), or None
+        Each eigenvalue's rounding error estimated from the measured residual of the eigendecomposition
+        (:func:`gram_eigenvalue_errors`: the Gram and range-finder paths); None where the a-priori
+        estimate :func:`eigenvalue_errors` serves (an SVD of the data).
     """
 
     singular_values: np.ndarray
@@ -418,6 +595,7 @@ class ReducedOperator:
     valid: np.ndarray | None = None
     start: int = 0
     source: Source = "gram"
+    rounding_errors: np.ndarray | None = None
 
     @property
     def rank(self) -> int:
@@ -451,6 +629,7 @@ class ReducedOperator:
         valid: np.ndarray | None = None,
         excess: Excess = "raise",
         resolve: float | None = None,
+        estimate_errors: bool = True,
     ) -> ReducedOperator:
         """Exact DMD from G = DᵀD (docs/methods.md §1.1-§1.4).
 
@@ -473,6 +652,10 @@ class ReducedOperator:
             With ``rank="auto"``: keep only as many modes as leave every eigenvalue's error estimate
             (:func:`eigenvalue_errors`) at most this (e.g. :data:`RESOLVED`); the Truncation's note says
             when this cut the rank.
+        estimate_errors : bool
+            Measure the residual behind :func:`gram_eigenvalue_errors` (about the cost of the eigendecomposition
+            of XᵀX again). Without it (a spectrum whose errors nobody reads) :meth:`eigenvalue_errors` falls back
+            to the a-priori bound; ``resolve`` needs it.
         """
         g = np.asarray(gram, dtype=np.float64)
         if g.ndim != 2 or g.shape[0] != g.shape[1] or g.shape[0] < 3:
@@ -487,17 +670,30 @@ class ReducedOperator:
                     f"only {pairs.size} pair(s) of consecutive finite snapshots: DMD needs at least 2")
         else:
             pairs = np.arange(t)
-        sigma, v = singular_values_from_gram(g[np.ix_(pairs, pairs)])
+        xtx = g[np.ix_(pairs, pairs)]
+        evals, v = _eigh_descending(xtx)
+        sigma = np.sqrt(np.clip(evals, 0.0, None))
         cut = truncate(sigma, rank=rank, shape=(n_features, pairs.size), dtype=dtype, source="gram", excess=excess)
-        xty_v = g[np.ix_(pairs, pairs + 1)] @ v[:, : cut.rank]
+        xty = g[np.ix_(pairs, pairs + 1)]
+        xty_v = xty @ v[:, : cut.rank]
+        if not estimate_errors and resolve is None:
+            op = cls.from_svd(sigma, v[:, : cut.rank], xty_v, lambda c: g @ c, float(np.trace(g)), truncation=cut,
+                              y_rows=pairs + 1, n_snapshots=t + 1,
+                              start=int(np.flatnonzero(valid)[0]) if valid is not None else 0)
+            return op if valid is None else replace(op, valid=valid)
+        # what the error estimate needs (methods.md §1): the residual of XᵀX = VΣ²Vᵀ and B = Vᵀ(XᵀY)V's kept rows, columns
+        residual = eigh_residual(xtx, v, evals, cut.rank)
+        b_cols, b_rows = v.T @ xty_v, (v[:, : cut.rank].T @ xty) @ v
         if resolve is not None and cut.requested == "auto":
-            cut = resolved(cut, sigma, v[:, : cut.rank].T @ xty_v / np.outer(sigma[: cut.rank], sigma[: cut.rank]),
-                            resolve)
+            cut = resolved(cut, sigma, lambda r: leading_block_errors(sigma, residual, b_cols, b_rows, r), resolve)
             xty_v = xty_v[:, : cut.rank]
-        op = cls.from_svd(sigma, v[:, : cut.rank], xty_v, lambda c: g @ c, float(np.trace(g)), truncation=cut,
+        r = cut.rank
+        op = cls.from_svd(sigma, v[:, :r], xty_v, lambda c: g @ c, float(np.trace(g)), truncation=cut,
                           y_rows=pairs + 1, n_snapshots=t + 1,
                           start=int(np.flatnonzero(valid)[0]) if valid is not None else 0)
-        return op if valid is None else replace(op, valid=valid)
+        errors = gram_eigenvalue_errors(sigma, residual[:, :r], b_cols[:, :r], b_rows[:r], op.atilde, op.eigenvalues,
+                                        op.right, op.left)
+        return replace(op, rounding_errors=errors, **({} if valid is None else {"valid": valid}))
 
     @classmethod
     def from_pairs(
@@ -638,7 +834,10 @@ class ReducedOperator:
         return replace(op, amplitudes=amplitudes)
 
     def eigenvalue_errors(self) -> np.ndarray:
-        """Each eigenvalue's estimated rounding error (:func:`eigenvalue_errors`), in the eigenvalues' order."""
+        """Each eigenvalue's estimated rounding error, in the eigenvalues' order: from the measured residual
+        (:func:`gram_eigenvalue_errors`) where the path recorded it, else a priori (:func:`eigenvalue_errors`)."""
+        if self.rounding_errors is not None:
+            return self.rounding_errors
         return eigenvalue_errors(self.singular_values, self.atilde, self.left, self.right, source=self.source,
                                  n_pairs=self.modes_basis.shape[0])
 

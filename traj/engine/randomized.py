@@ -27,7 +27,15 @@ from numpy.typing import DTypeLike
 from ..errors import ParameterError, WindowTooShortError
 from ..progress import Progress
 from ..store import RunStore
-from .operator import ReducedOperator, fix_signs, resolved, truncate
+from .operator import (
+    ReducedOperator,
+    eigh_residual,
+    fix_signs,
+    gram_eigenvalue_errors,
+    leading_block_errors,
+    resolved,
+    truncate,
+)
 from .reductions import Engine
 
 __all__ = ["SKETCH_BLOCK", "randomized_operator"]
@@ -110,7 +118,8 @@ def randomized_operator(
         h = basis.T @ image
         evals, w = np.linalg.eigh((h + h.T) / 2)
         order = np.argsort(evals)[::-1]
-        sigma, w = np.sqrt(np.clip(evals[order], 0.0, None)), w[:, order]
+        evals, w = evals[order], w[:, order]
+        sigma = np.sqrt(np.clip(evals, 0.0, None))
         width = basis.shape[1]
         if len(images) >= n_iter + 1 or width >= limit:
             cut = truncate(sigma, rank=rank, shape=shape, dtype=dtype, source="gram", trace=trace_x if auto else None)
@@ -126,10 +135,16 @@ def randomized_operator(
     r = cut.rank
     # G[:, 1:T+1] Vr (T+1 rows): XᵀY Vr is its first T rows, and G C = (G[:, 1:] Vr)(Vrᵀ C[1:]) for C = [0; Vr M]
     gy_v = apply({"gy": (slice(0, n_rows), slice(1, n_rows), v[:, :r])})[0]["gy"]
-    sr = sigma[:r]
+    # the error estimate (operator.gram_eigenvalue_errors): the measured residual of H = QᵀAQ's eigendecomposition,
+    # with H's asymmetry (QᵀAQ is symmetric in exact arithmetic) added as a measure of the products' own rounding
+    h_sym = (h + h.T) / 2
+    (signs,) = fix_signs(basis @ w, np.ones((1, w.shape[1])))[1:]  # the column signs fix_signs gave V
+    residual = eigh_residual(h_sym, w, evals, r) * signs[0][:, None] * signs[0][None, :r]
+    spread = np.abs(w.T @ (((h - h.T) / 2) @ w[:, :r]))
+    b_cols = v.T @ gy_v[:t]  # Vᵀ (XᵀY) Vr over the basis's directions
     if auto and resolve is not None:
-        cut = resolved(cut, sigma, (v[:, :r].T @ gy_v[:t]) / np.outer(sr, sr), resolve, n_pairs=t,
-                       path="sketch")
+        cut = resolved(cut, sigma, lambda k: leading_block_errors(sigma, residual, b_cols, None, k, spread=spread),
+                       resolve, path="sketch")
         r = cut.rank
         gy_v = gy_v[:, :r]
     vr = v[:, :r]
@@ -137,7 +152,10 @@ def randomized_operator(
     def gram_times(c: np.ndarray) -> np.ndarray:
         return gy_v @ (vr.T @ c[1:])
 
-    return ReducedOperator.from_svd(sigma, vr, gy_v[:t], gram_times, trace, truncation=cut)
+    op = ReducedOperator.from_svd(sigma, vr, gy_v[:t], gram_times, trace, truncation=cut)
+    return replace(op, rounding_errors=gram_eigenvalue_errors(sigma, residual[:, :r], b_cols[:, :r], None, op.atilde,
+                                                              op.eigenvalues, op.right, op.left,
+                                                              spread=spread[:, :r]))
 
 
 def _orth(m: np.ndarray, basis: np.ndarray | None) -> np.ndarray:

@@ -207,6 +207,9 @@ def _open_npy(path: Path) -> np.ndarray:
         raise ImportSourceError(f"{path.name}: not a readable .npy array ({exc})") from None
     if data.ndim != 2 or data.shape[0] < 1 or data.shape[1] < 1:
         raise ImportSourceError(f"{path.name}: expected shape (T, N), got {data.shape}")
+    if np.issubdtype(data.dtype, np.complexfloating):  # numeric, but a run store holds real coordinates
+        raise ImportSourceError(f"{path.name}: complex arrays are not supported (dtype {data.dtype}): save the real "
+                                "and imaginary parts as coordinates of their own, np.concatenate([a.real, a.imag], axis=1)")
     if not (np.issubdtype(data.dtype, np.floating) or np.issubdtype(data.dtype, np.integer)):
         raise ImportSourceError(f"{path.name}: dtype {data.dtype} is not numeric")
     return data
