@@ -184,8 +184,11 @@ class StreamingBackend:
     def project_blocks(self, store: RunStore, rows: slice, coefficients: np.ndarray, columns: slice,
                        progress: Progress | None) -> Iterator[tuple[slice, np.ndarray]]:
         c = self.work(coefficients)
+        ct = c.T
         for cols, block in self.blocks(store, rows, columns, progress):
-            yield cols, self.to_numpy(self.like(self.work(block), c).T @ c)
+            # (Cᵀ B)ᵀ, not Bᵀ C: OpenBLAS multiplies a (width, T) transposed view by a (T, k) matrix ~45x
+            # slower (2.2 s against 47 ms for width 2M, T = 4, k = 3)
+            yield cols, self.to_numpy(ct @ self.like(self.work(block), c)).T
 
     def project(self, store: RunStore, rows: slice, coefficients: np.ndarray, columns: slice,
                 progress: Progress | None) -> np.ndarray:
