@@ -293,3 +293,37 @@ def test_landscape_memory_is_the_models(mid_stores, tmp_path, recipe_path):
     bounded(mid_stores, tmp_path, ["landscape", "--recipe", "memrecipe:{size}", "--grid", "3"], block=False,
             model_copies=8, env=recipe_path)
     assert (tmp_path / "large" / "report.html").is_file()
+
+
+RECORDER = PEAKS + """
+import sys
+import torch
+from torch import nn
+import traj
+
+n, snapshots, path = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+model = nn.Module()
+model.weight = nn.Parameter(torch.linspace(-1, 1, n).reshape(n // 1000, 1000))
+with traj.Recorder(path, model) as recorder:
+    for _ in range(snapshots):
+        with torch.no_grad():
+            model.weight.mul_(0.99)
+        recorder.step()
+"""
+
+
+def test_recorder_memory_is_a_few_rows(tmp_path):
+    """The Recorder's snapshot buffers are its pool (at least 4 rows, else 256 MiB of them), reused whatever
+    the number of snapshots: recording 12 snapshots of a 32M-value model needs the model and 4 rows (N x 4 B
+    each) beyond what 1M values need; a Recorder that kept a row per snapshot would need 13."""
+    snapshots = 12
+    rc, err, base, _ = run_traj([str(SMALL), str(snapshots), str(tmp_path / "small.zarr")], tmp_path, code=RECORDER)
+    assert rc == 0, err
+    limit = base + MARGIN + (1 + 4) * (LARGE - SMALL) * 4
+    rc, err, _, _ = run_traj([str(LARGE), str(snapshots), str(tmp_path / "large.zarr")], tmp_path, limit=limit,
+                             code=RECORDER)
+    assert rc == 0, f"recording N = {LARGE:,} exceeded {limit / MiB:.0f} MiB (N = {SMALL:,}: {base / MiB:.0f} MiB)\n{err}"
+    store = RunStore(tmp_path / "large.zarr")
+    assert store.n_snapshots == snapshots + 1
+    last = store.snapshot(snapshots)
+    np.testing.assert_allclose(last[[0, -1]], [-(0.99**snapshots), 0.99**snapshots], rtol=1e-6)
