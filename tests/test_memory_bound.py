@@ -6,6 +6,17 @@ then on a large one (N = 32M) under RLIMIT_AS = that mark + :data:`MARGIN`. The 
 than one float64 copy of the large θ (N x 8 B = 244 MiB), so a command that holds anything of size N
 (labels, a and b, scores, masks) fails; one whose memory is bounded by its blocks passes. Both runs use
 the same small working block (``--block-mb 4``), so the blocks weigh the same in both.
+
+Variations, each said where it is used: a command without ``--block-mb`` (info, landscape) runs its small
+case on N = 12M, where its default blocks are full; where a command builds a model (dmd --evaluate,
+landscape, with ``memrecipe``: a user recipe of the stores' layout) the large run may also hold a stated
+number of float32 copies of the model; ``traj import`` compares the peak RSS (safetensors maps whole
+files into the address space). The Recorder is run on a model of N values.
+
+Not here: ``traj kga-replay`` trains its recipe anew and never reads the store's snapshots (only its
+recipe attributes), so its N is the model it trains: its memory is the model, the optimizer and KGA's
+own state (the last t snapshots and the basis U, N x (t + r), as methods.md §5 needs), not the store's.
+The callbacks (Hugging Face, Lightning) record through the Recorder tested here.
 """
 
 from __future__ import annotations
