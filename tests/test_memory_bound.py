@@ -298,6 +298,17 @@ def test_dmd_evaluate_memory_is_the_models(stores, tmp_path, recipe_path):
     assert evaluation["ranks"] == [1, 2] and len(evaluation["reconstructed"][1]["loss"]) == 3
 
 
+
+@pytest.mark.scale  # 125 s on 2 busy cores: run with -m scale
+def test_cmd_evaluate_memory_is_the_models(stores, tmp_path, recipe_path):
+    # CMD's model and the EMAs go to scratch Zarr arrays and come back a snapshot at a time; measured: the
+    # large run needs 4.5 float32 copies of the model more than the small one (a snapshot read in float64,
+    # its float32 copy, the model)
+    bounded(stores, tmp_path, ["cmd", "--modes", "3", "--samples", "200", "--recipe", "memrecipe:{size}",
+                               "--eval-points", "2", "--ema", "0.9"], model_copies=5, env=recipe_path)
+    evaluation = json.loads((tmp_path / "large" / "summary.json").read_text())["evaluation"]
+    assert [row["snapshot"] for row in evaluation] == [0, 3] and all(row["ema0.9_loss"] > 0 for row in evaluation)
+
 def test_landscape_memory_is_the_models(mid_stores, tmp_path, recipe_path):
     # the plane (μ, d₁, d₂ in float64: 6 float32 copies of the model), the model and the θ scored; the grid's
     # rows are built point by point. No --block-mb: the small run is N = 12M
