@@ -37,6 +37,7 @@ from ..errors import DataLimitError, NotApplicableError, ParameterError, RankUna
 from ..progress import Progress, counter
 from ..store import RunStore
 from ..store.schema import ParamEntry
+from .scratch import ScratchArrays
 from .windows import (
     Window,
     check_even_spacing,
@@ -729,7 +730,8 @@ def save_modes(result: DMDResult, store: RunStore, path: str | os.PathLike[str],
 
 
 # ---------------------------------------------------------------------- DMD as a model of training (issue 17 item 2)
-#: DMD-reconstructed θ's scored by :func:`evaluate_dmd` are held in memory (float32) before scoring.
+#: DMD-reconstructed θ's scored by :func:`evaluate_dmd` are written to scratch files (float32) before scoring:
+#: at most this many bytes of them.
 MAX_EVAL_BYTES = 2 << 30
 
 
@@ -841,9 +843,28 @@ def evaluate_dmd(store: RunStore | str | os.PathLike[str], recipe: Any, *, ranks
     if (need := weights.shape[1] * store.n_params * 4) > MAX_EVAL_BYTES:
         raise DataLimitError("eval_points", f"the {weights.shape[1]} reconstructed θ's need {need / 2**30:.1f} GiB "
                                             f"(limit {MAX_EVAL_BYTES / 2**30:.0f} GiB): fewer points or ranks")
-    thetas = np.empty((weights.shape[1], store.n_params), dtype=np.float32)
+    # the θ̂ go to scratch files (float32, as they are scored) block by block, and are read back one at a time
+    thetas = ScratchArrays(store.n_params)
+    try:
+        return _scored_evaluation(store, recipe, engine, gram, operators, weights, thetas, lo, hi, inside, ahead,
+                                  times, progress)
+    finally:
+        thetas.close()
+
+
+def _scored_evaluation(store: RunStore, recipe: Any, engine: Engine, gram: np.ndarray,
+                       operators: list[ReducedOperator], weights: np.ndarray, thetas: ScratchArrays, lo: int, hi: int,
+                       inside: np.ndarray, ahead: np.ndarray, times: np.ndarray,
+                       progress: Progress | None) -> DMDEvaluation:
+    """:func:`evaluate_dmd` from its D·W pass on: θ̂_j = column j of D·W, written to ``thetas`` and scored."""
+    rows = slice(lo, hi + 1)
+    n_window = hi - lo + 1
+    names = [f"theta{j}" for j in range(weights.shape[1])]
+    for name in names:
+        thetas.create(name, np.float32)
     for cols, part in engine.project_blocks(store, weights, rows=rows, progress=progress):
-        thetas[:, cols] = part.T
+        for j, name in enumerate(names):
+            thetas.write(name, cols.start, part[:, j])
 
     recorded = int((lo + ahead < store.n_snapshots).sum())
     tick = counter(progress, inside.size + recorded + len(operators) * times.size)  # the recipe's evaluations
@@ -865,11 +886,10 @@ def evaluate_dmd(store: RunStore | str | os.PathLike[str], recipe: Any, *, ranks
                 values.append(float("nan"))
     rebuilt, extrapolated = [], []
     for i in range(len(operators)):
-        block = thetas[i * times.size : (i + 1) * times.size]
         inner: dict[str, list[float]] = {}
         outer: dict[str, list[float]] = {name: [] for name in original} if ahead.size else {}
         for j in range(times.size):
-            scored(block[j], inner if j < inside.size else outer)
+            scored(thetas.read(names[i * times.size + j]), inner if j < inside.size else outer)
         rebuilt.append({k: np.array(v) for k, v in inner.items()})
         extrapolated.append({k: np.array(v) for k, v in outer.items()})
     # ‖D − D̂‖² from the operator (relative to ‖D‖²); ‖D − mean‖² = tr G − 1ᵀG1/(T+1)

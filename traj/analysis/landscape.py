@@ -30,6 +30,7 @@ from ..engine import Engine
 from ..errors import NotApplicableError, ParameterError, TrajError
 from ..progress import Progress
 from ..store import RunStore
+from .scratch import PIECE
 from .windows import check_gram_finite
 
 __all__ = ["GridTooSlowError", "LandscapeParams", "LandscapeResult", "Plane", "ProjectedRun", "fit_landscape",
@@ -162,11 +163,13 @@ def fit_plane(stores: Sequence[RunStore], *, engine: Engine | None = None, progr
     last = offsets[1] - 1  # the first run's end: the run goes left to right, bottom to top
     v = v * np.where(v[last] - v[0] >= 0, 1.0, -1.0)
     coefficients = np.column_stack([np.full(total, 1.0 / total), v / sigma])
-    dc = np.zeros((n, 3))
+    # (μ, d₁, d₂) as the rows of one (3, N) array, filled block by block: no (N, 3) copy beside it
+    plane = np.zeros((3, n))
     for s, lo in zip(stores, offsets, strict=False):
-        dc += engine.project(s, coefficients[lo : lo + s.n_snapshots])
+        for cols, part in engine.project_blocks(s, coefficients[lo : lo + s.n_snapshots]):
+            plane[:, cols] += part.T
     scores = v * sigma
-    return Plane(dc[:, 0], dc[:, 1:].T.copy(), tuple(scores[lo : lo + k] for lo, k in zip(offsets, sizes, strict=False)),
+    return Plane(plane[0], plane[1:], tuple(scores[lo : lo + k] for lo, k in zip(offsets, sizes, strict=False)),
                  sigma, float((sigma**2).sum() / max(np.trace(gc), np.finfo(float).tiny)))
 
 
@@ -197,7 +200,8 @@ def grid_losses(recipe: Any, center: np.ndarray, directions: np.ndarray, x: np.n
                 max_seconds: float = float("inf"), progress: Progress | None = None) -> tuple[np.ndarray, float]:
     """The recipe's validation loss at θ = center + x_i d₁ + y_j d₂ for every grid point, and the seconds taken.
 
-    Row by row into one reused model (bounded memory); the time the grid would take, estimated after
+    Point by point into one reused model and one float32 θ, each built a piece at a time (memory: the
+    model and one θ besides the plane); the time the grid would take, estimated after
     its first three points (the first one's warm-up counted once), must stay within ``max_seconds``
     (else :class:`GridTooSlowError`).
     """
@@ -206,12 +210,15 @@ def grid_losses(recipe: Any, center: np.ndarray, directions: np.ndarray, x: np.n
     loss = np.empty((len(x), len(y)))
     total = loss.size
     probe = min(3, total)  # the first point pays the model's warm-up: the estimate uses the points after it
+    theta = np.empty(center.shape, dtype=np.float32)
     t0 = time.perf_counter()
     first = 0.0
     for i, xi in enumerate(x):
-        row = (center + xi * directions[0])[None, :] + y[:, None] * directions[1][None, :]
-        for j in range(len(y)):
-            recipe.load_theta(model, row[j].astype(np.float32))
+        for j, yj in enumerate(y):
+            for lo in range(0, theta.size, PIECE):  # float64 sums in pieces, rounded once, as the rows were
+                hi = lo + PIECE
+                theta[lo:hi] = (center[lo:hi] + xi * directions[0][lo:hi]) + yj * directions[1][lo:hi]
+            recipe.load_theta(model, theta)
             loss[i, j] = recipe.metrics(model, data.x_val, data.y_val)["loss"]
             done = i * len(y) + j + 1
             if done == 1:

@@ -188,8 +188,11 @@ class StreamingBackend:
     def project_blocks(self, store: RunStore, rows: slice, coefficients: np.ndarray, columns: slice,
                        progress: Progress | None) -> Iterator[tuple[slice, np.ndarray]]:
         c = self.work(coefficients)
+        ct = c.T
         for cols, block in self.blocks(store, rows, columns, progress):
-            yield cols, self.to_numpy(self.like(self.work(block), c).T @ c)
+            # (Cᵀ B)ᵀ, not Bᵀ C: for width 2M, T = 4, k = 3, 19 ms against 25 ms on 2 idle cores, and 47 ms
+            # against 2.2 s on 2 busy ones (OpenBLAS threads the tall product, and its threads then wait)
+            yield cols, self.to_numpy(ct @ self.like(self.work(block), c)).T
 
     def project(self, store: RunStore, rows: slice, coefficients: np.ndarray, columns: slice,
                 progress: Progress | None) -> np.ndarray:
