@@ -359,7 +359,7 @@ def _sgd_run(path, n_steps=14, seed=7):
 
 
 def _full_rank_exact_dmd_kmp(window, prunable, compression):
-    """KMP masks from an exact DMD at full rank written here in plain numpy (Tu et al. 2014; seed 003's KMP), apart
+    """KMP masks from an exact DMD at full rank written here in plain numpy (Tu et al. 2014; Redman et al. 2022's KMP), apart
     from traj's engine: SVD of X, Ã = Uᵀ Y V Σ⁻¹, eig, exact modes Φ = Y V Σ⁻¹ W, b = Φ⁺ θ0, score |Re(b1 φ1)| with
     λ1 the eigenvalue closest to 1, the top ⌈n/c⌉ prunable scores kept (ties: lower index)."""
     x, y = window[:-1].T, window[1:].T
@@ -377,7 +377,7 @@ def _full_rank_exact_dmd_kmp(window, prunable, compression):
 
 
 def test_default_rank_gives_the_masks_of_a_full_rank_exact_dmd(tmp_path):
-    """Issue 26: seed 003's KMP is exact DMD at full rank; `traj prune` by default now gives its masks (with rank
+    """Issue 26: Redman et al. 2022's KMP is exact DMD at full rank; `traj prune` by default now gives its masks (with rank
     "auto" the masks of real runs differed: overlap down to 0.00 at c = 64)."""
     store, layout = _sgd_run(tmp_path / "sgd.zarr")
     window = store.read(slice(0, store.n_snapshots)).astype(np.float64)

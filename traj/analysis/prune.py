@@ -57,7 +57,7 @@ DEFAULT_COMPRESSIONS = (2, 4, 8, 16, 32, 64)
 SCOPES: tuple[Scope, ...] = ("global", "layer")
 #: Refinement seeds: each one trains every mask again.
 MAX_SEEDS = 1000
-#: The epoch's DMD rank: seed 003's exact DMD at full rank (every direction above the precision floor).
+#: The epoch's DMD rank: Redman et al. 2022's exact DMD at full rank (every direction above the precision floor).
 DEFAULT_RANK = "all"
 
 
@@ -686,7 +686,7 @@ def prune(
     epochs : also compute masks at these epochs and report, per compression, the overlap
         matrix of the first method's masks across them and KMP-GMP overlap per epoch.
     rank : "all" (default), "auto" or an integer
-        The epoch's DMD rank. "all" is seed 003's: exact DMD at the full rank the data resolve (every
+        The epoch's DMD rank. "all" is Redman et al. 2022's: exact DMD at the full rank the data resolve (every
         direction above the precision floor, :func:`~traj.engine.operator.truncate`); "auto" the
         Gavish–Donoho threshold, which keeps fewer modes and so gives other KMP/KGP masks.
     """

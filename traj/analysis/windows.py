@@ -162,7 +162,7 @@ def hankel_gram(gram: np.ndarray, delays: int) -> np.ndarray:
     """Gram of the delay-embedded snapshots: H[j, k] = Σ_s G[j+s, k+s] (shifted diagonal sub-blocks).
 
     The d-delay (Hankel) snapshot h_k = [θ_k; θ_{k+1}; …; θ_{k+d}] has h_jᵀh_k = Σ_s θ_{j+s}ᵀθ_{k+s}, so the
-    embedded window's Gram costs no pass over the data (methods.md §4; ``traj dmd --delays``, ``traj conjugacy``).
+    embedded window's Gram costs no pass over the data (docs/methods.md §4.1; ``traj dmd --delays``, ``traj conjugacy``).
     """
     m = gram.shape[0] - delays
     return sum(gram[s : s + m, s : s + m] for s in range(delays + 1))

@@ -45,7 +45,7 @@ def prune(
     refine_epochs: Annotated[int, typer.Option(help="Epochs of training with the mask fixed (0: none).")] = 1,
     seeds: Annotated[int, typer.Option(help="Refinement seeds (and LSP mask seeds).")] = 3,
     epochs: Annotated[str | None, typer.Option(help="Also compare masks across these epochs, e.g. 0,2,4.")] = None,
-    rank: Annotated[str, typer.Option(help="DMD rank of the epoch: 'all' (seed 003's: every direction the data resolve), 'auto' (Gavish–Donoho) or an integer.")] = "all",
+    rank: Annotated[str, typer.Option(help="DMD rank of the epoch: 'all' (Redman et al. 2022's: every direction the data resolve), 'auto' (Gavish–Donoho) or an integer.")] = "all",
     evaluate: Annotated[bool, typer.Option("--evaluate/--no-evaluate", help="Accuracy with the store's recipe.")] = True,
     recipe_spec: Annotated[str | None, typer.Option("--recipe", help="Recipe for evaluation: a built-in name or module:function.")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Report directory (default traj-out/prune-STORE).")] = None,

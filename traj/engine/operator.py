@@ -395,7 +395,7 @@ def gram_eigenvalue_errors(sigma: np.ndarray, residual: np.ndarray, b_cols: np.n
 
     σ² and V are exact for XᵀX + E, with E = V Δ Vᵀ and Δ = ``residual`` (:func:`eigh_residual`); that is
     the path's dominant rounding (the Gram's own accumulation, in float64 from float32 or float64 data, is
-    far smaller). To first order (methods.md §1; Stewart & Sun 1990, Ch. V) Δ moves the eigenvalues of
+    far smaller). To first order (docs/methods.md §1.5; Stewart & Sun 1990, Ch. V) Δ moves the eigenvalues of
     Ã = Σr⁻¹ Vrᵀ(XᵀY) Vr Σr⁻¹ in two ways, both linear in Δ:
 
     - inside the kept subspace Ã's eigenvalues are those of the pencil (Vrᵀ XᵀY Vr, Σr²), so
@@ -681,7 +681,7 @@ class ReducedOperator:
                               y_rows=pairs + 1, n_snapshots=t + 1,
                               start=int(np.flatnonzero(valid)[0]) if valid is not None else 0)
             return op if valid is None else replace(op, valid=valid)
-        # what the error estimate needs (methods.md §1): the residual of XᵀX = VΣ²Vᵀ and B = Vᵀ(XᵀY)V's kept rows, columns
+        # what the error estimate needs (docs/methods.md §1.5): the residual of XᵀX = VΣ²Vᵀ and B = Vᵀ(XᵀY)V's kept rows, columns
         residual = eigh_residual(xtx, v, evals, cut.rank)
         b_cols, b_rows = v.T @ xty_v, (v[:, : cut.rank].T @ xty) @ v
         if resolve is not None and cut.requested == "auto":
