@@ -163,7 +163,7 @@ def test_backpressure_bounds_buffers_and_keeps_every_snapshot(tmp_path):
     model = _model()
     with Recorder(tmp_path / "r.zarr", model, buffer_bytes=1, min_buffers=2) as rec:
         history = _train(model, 50, rec)
-        assert rec._allocated <= 2
+        assert rec._pool.made <= 2
     np.testing.assert_array_equal(RunStore(tmp_path / "r.zarr").read(), history)
 
 
@@ -625,3 +625,17 @@ def test_arguments_in_the_wrong_order_say_so_and_write_nothing(tmp_path):
     with pytest.raises(RecorderError, match="got int$"):
         Recorder(tmp_path / "s.zarr", 3)  # type: ignore[arg-type]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_writer_thread_makes_the_first_buffers(tmp_path):
+    """The first snapshots' buffers are made and touched by the writer thread: the training thread only copies."""
+    model = _model()
+    with Recorder(tmp_path / "r.zarr", model, record_initial=False, min_buffers=4) as rec:
+        for _ in range(200):
+            if rec._pipe.free.qsize() == 2:
+                break
+            time.sleep(0.01)
+        assert rec._pool.made == 2 and rec._pipe.free.qsize() == 2
+        rec.snapshot(step=1)
+        rec.flush()
+        assert rec._pool.made == 2  # taken from the prefilled pool, not made on the training thread

@@ -121,6 +121,42 @@ class RecorderStats:
     wait_seconds: float = 0.0
 
 
+class _BufferPool:
+    """The host buffers of snapshots in flight: at most ``limit`` (θ, grads) pairs, made on demand.
+
+    The writer thread makes the first :data:`PREFILL` at start (their pages touched there), so the
+    training thread's first snapshots only copy; more are made by whichever thread needs one first.
+    Holds no reference to the Recorder (the pipeline's contract)."""
+
+    def __init__(self, n: int, dtype: torch.dtype, pinned: bool, grads: bool, limit: int) -> None:
+        self.n, self.dtype, self.pinned, self.grads, self.limit = n, dtype, pinned, grads, limit
+        self.made = 0
+        self._lock = threading.Lock()
+
+    def new(self) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+        """A fresh pair, or None when ``limit`` are made already."""
+        with self._lock:
+            if self.made >= self.limit:
+                return None
+            self.made += 1
+        make = lambda: torch.empty(self.n, dtype=self.dtype, pin_memory=self.pinned)  # noqa: E731
+        return make(), (make() if self.grads else None)
+
+    def prefill(self, free: queue.SimpleQueue, count: int) -> None:
+        for _ in range(count):
+            pair = self.new()
+            if pair is None:
+                return
+            for buffer in pair:
+                if buffer is not None:
+                    buffer.zero_()  # the first touch of every page happens here, not on the training thread
+            free.put(pair)
+
+
+#: Buffers the writer thread makes (and touches) before the first snapshot needs them.
+PREFILL = 2
+
+
 class _Pipeline:
     """The writer thread and what it shares with the training thread.
 
@@ -130,9 +166,11 @@ class _Pipeline:
     happens to run on the writer thread (a garbage collection there) closes it too.
     """
 
-    def __init__(self, writer: StoreWriter, stats: RecorderStats, max_batch: int, monitor: Any = None) -> None:
+    def __init__(self, writer: StoreWriter, stats: RecorderStats, max_batch: int, monitor: Any = None,
+                 pool: _BufferPool | None = None) -> None:
         self.writer = writer
         self.monitor = monitor
+        self.pool = pool
         self.stats = stats
         self.max_batch = max_batch
         self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -155,6 +193,11 @@ class _Pipeline:
     def _run(self) -> None:
         _lower_priority(WRITER_NICE)
         try:
+            if self.pool is not None:
+                try:
+                    self.pool.prefill(self.free, PREFILL)
+                except BaseException as exc:  # reported to the training thread at its next call
+                    self.error = exc
             stop = False
             while not stop:
                 items = [self._next()]
@@ -584,7 +627,6 @@ class Recorder:
         n = self.layout.n_params
         row_bytes = n * writer.dtype.itemsize * (2 if grads else 1)
         self._max_buffers = max(min_buffers, min(4096, buffer_bytes // max(1, row_bytes)))
-        self._allocated = 0
         self._pending_log: dict[str, float] = {}
         self._hook: Any = None
 
@@ -637,7 +679,9 @@ class Recorder:
             self._announce(f"traj: recording {self.path}: {what}")
         # the live monitor (traj.live.LiveOptions.start) runs on the writer thread, off the training thread
         self.monitor = None if self._live is None else self._live.start(n, writer.stored_dtype)
-        self._pipe = _Pipeline(writer, self.stats, max(writer.t_chunk, (64 << 20) // max(1, row_bytes)), self.monitor)
+        self._pool = _BufferPool(n, self._torch_dtype, self._cuda, grads, self._max_buffers)
+        self._pipe = _Pipeline(writer, self.stats, max(writer.t_chunk, (64 << 20) // max(1, row_bytes)), self.monitor,
+                               self._pool)
         self._pipe.start()
         self._closed = False
         # Holds the pipeline, not the Recorder; at exit _close_open_pipelines does the work instead.
@@ -775,11 +819,9 @@ class Recorder:
             return self._pipe.free.get_nowait()
         except queue.Empty:
             pass
-        if self._allocated < self._max_buffers:
-            self._allocated += 1
-            n = self.layout.n_params
-            make = lambda: torch.empty(n, dtype=self._torch_dtype, pin_memory=self._cuda)  # noqa: E731
-            return make(), (make() if self.record_grads else None)
+        pair = self._pool.new()
+        if pair is not None:
+            return pair
         t0 = time.perf_counter()
         while True:  # the writer is behind by the whole pool: wait for a buffer (backpressure)
             try:
