@@ -157,8 +157,10 @@ def _json_number(value: float) -> float | None:
 def spectral_distance(a: np.ndarray, b: np.ndarray) -> float:
     """W1 between two eigenvalue sets as point clouds in the complex plane (uniform mass, cost |λ − μ|).
 
-    Sets of one size: the optimal assignment's mean cost (scipy), which is W1 there; sets of two
-    sizes: POT's exact transport (``ot.emd2``), as conjugacy computes it.
+    The same number as conjugacy's ``wasserstein`` (POT's exact transport), computed with scipy so
+    that the writer thread never imports POT (seconds, holding the interpreter lock while training
+    runs): sets of one size by an optimal assignment (W1 is its mean cost there), sets of two sizes
+    by the transport linear program (HiGHS).
     """
     a = np.asarray(a, dtype=np.complex128).ravel()
     b = np.asarray(b, dtype=np.complex128).ravel()
@@ -168,9 +170,26 @@ def spectral_distance(a: np.ndarray, b: np.ndarray) -> float:
 
         rows, cols = linear_sum_assignment(cost)
         return float(cost[rows, cols].mean())
-    import ot
+    from scipy.optimize import linprog
+    from scipy.sparse import eye, kron, vstack
 
-    return float(ot.emd2(ot.unif(a.size), ot.unif(b.size), cost))
+    n, m = cost.shape
+    ones_n, ones_m = np.ones((1, n)), np.ones((1, m))
+    constraints = vstack([kron(eye(n), ones_m), kron(ones_n, eye(m))]).tocsr()  # row sums, column sums
+    limits = np.concatenate([np.full(n, 1.0 / n), np.full(m, 1.0 / m)])
+    done = linprog(cost.ravel(), A_eq=constraints, b_eq=limits, bounds=(0, None), method="highs")
+    return float(done.fun)
+
+
+def _one_blas_thread() -> Any:
+    """numpy's BLAS on one thread for a fit (threadpoolctl where installed; else nothing changes)."""
+    import contextlib
+
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 class Monitor:
@@ -197,7 +216,8 @@ class Monitor:
         self._count += 1
         fit = None
         if self._count % self.options.every == 0 and len(self._window) >= 4:
-            fit = self.fit()
+            with _one_blas_thread():  # small matrices: threads would only take the training's cores
+                fit = self.fit()
         self.seconds += time.perf_counter() - t0
         if fit is not None:
             for tracker in self.trackers:
