@@ -71,11 +71,7 @@ class NumpyBackend(StreamingBackend):
         buffer = np.empty(0)
         for cols, block in self.blocks(store, rows, None, progress, array):
             if block.dtype != np.float64:
-                if buffer.size < block.size:
-                    buffer = np.empty(block.size)
-                wide = buffer[: block.size].reshape(block.shape)
-                np.copyto(wide, block)
-                block = wide
+                block, buffer = _widen(block, buffer)
             yield cols, kernel(block, NUMPY_OPS)
 
     def gram(self, store: RunStore, rows: slice, groups: ColumnGroups, progress: Progress | None
@@ -92,11 +88,7 @@ class NumpyBackend(StreamingBackend):
         flat = np.empty(n_rows * self.width(store, rows))
         blocks: Iterator[tuple[slice, np.ndarray]] = self.blocks(store, rows, span(groups), progress)
         for cols, block in blocks:
-            w = block.shape[1]
-            if flat.size < n_rows * w:
-                flat = np.empty(n_rows * w)
-            b = flat[: n_rows * w].reshape(n_rows, w)
-            np.copyto(b, block)  # float32 -> float64 into the same pages every time
+            b, flat = _widen(block, flat)
             for name, slices in groups.items():
                 for lo, hi in intersections(cols, slices):
                     whole = (lo, hi) == (cols.start, cols.stop)
@@ -104,3 +96,13 @@ class NumpyBackend(StreamingBackend):
                     # part.T is a Fortran view of part: dsyrk(trans=1) adds part·partᵀ to the upper triangle
                     acc[name] = dsyrk(1.0, part.T, beta=1.0, c=acc[name], trans=1, overwrite_c=1)
         return {name: np.triu(g) + np.triu(g, 1).T for name, g in acc.items()}
+
+
+def _widen(block: np.ndarray, buffer: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``block`` as float64 in ``buffer``'s memory (a larger buffer when it is too small), and the buffer:
+    the same pages for every block, not fresh ones (float32 -> float64, or a float64 copy)."""
+    if buffer.size < block.size:
+        buffer = np.empty(block.size)
+    wide = buffer[: block.size].reshape(block.shape)
+    np.copyto(wide, block)
+    return wide, buffer
