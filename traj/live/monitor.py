@@ -24,6 +24,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..checks import check_int, check_seed
+from ..engine.backends.base import blas_threads
 from ..engine.operator import ReducedOperator, check_rank
 from ..errors import ParameterError, TrajError
 from .sketch import Sketch
@@ -181,17 +182,6 @@ def spectral_distance(a: np.ndarray, b: np.ndarray) -> float:
     return float(done.fun)
 
 
-def _one_blas_thread() -> Any:
-    """numpy's BLAS on one thread for a fit (threadpoolctl where installed; else nothing changes)."""
-    import contextlib
-
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=1, user_api="blas")
-
-
 class Monitor:
     """Sketches snapshots as they come (:meth:`observe`) and fits DMD on the last window of them."""
 
@@ -216,7 +206,7 @@ class Monitor:
         self._count += 1
         fit = None
         if self._count % self.options.every == 0 and len(self._window) >= 4:
-            with _one_blas_thread():  # small matrices: threads would only take the training's cores
+            with blas_threads():  # small matrices: threads would only take the training's cores
                 fit = self.fit()
         self.seconds += time.perf_counter() - t0
         if fit is not None:

@@ -23,7 +23,8 @@ import numpy as np
 from ...progress import Progress
 from ...store import RunStore
 
-__all__ = ["ArrayOps", "Backend", "ColumnGroups", "Kernel", "Products", "StreamingBackend", "intersections", "span"]
+__all__ = ["ArrayOps", "Backend", "ColumnGroups", "Kernel", "Products", "StreamingBackend", "blas_threads",
+           "intersections", "span"]
 
 #: name -> sorted, non-empty column slices of θ (a layer, a set of layers, everything)
 ColumnGroups = Mapping[str, Sequence[slice]]
@@ -285,3 +286,18 @@ def _prefetch(blocks: Iterator[Any], depth: int = 2) -> Iterator[Any]:
                 q.get_nowait()
             except queue.Empty:
                 thread.join(timeout=0.05)
+
+
+def blas_threads(one: bool = True) -> Any:
+    """A context with numpy's BLAS held to one thread (when ``one``; a no-op otherwise or without
+    threadpoolctl): a dask task beside its siblings, or the live monitor's small fits beside training."""
+    import contextlib
+
+    if one:
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:  # pragma: no cover - threadpoolctl comes with scipy's usual stack
+            pass
+        else:
+            return threadpool_limits(limits=1, user_api="blas")
+    return contextlib.nullcontext()

@@ -23,7 +23,7 @@ from ...errors import ParameterError, SchedulerUnreachableError
 from ...progress import Progress
 from ...store import RunStore
 from ...store.dtypes import decode
-from .base import ColumnGroups, Kernel, Products, intersections, span, symmetric
+from .base import ColumnGroups, Kernel, Products, blas_threads, intersections, span, symmetric
 from .numpy import NUMPY_OPS, NumpyBackend
 
 __all__ = ["CONNECT_TIMEOUT", "DaskBackend", "LOCAL_SCHEDULERS", "REMOTE_SCHEDULERS", "check_scheduler_address"]
@@ -352,30 +352,16 @@ def _band_gram(path: str, selections: tuple[Any, ...], rows: slice, groups: dict
     does. In the "processes" scheduler's workers BLAS gets one thread per task (see
     ``DaskBackend.one_blas_thread``); a distributed worker's nanny already sets one thread.
     """
-    with _blas_threads(one_blas_thread):
+    with blas_threads(one_blas_thread):
         return NumpyBackend(block_bytes).gram(_reopen(path, selections), rows, groups, None)
 
 
 def _band_products(path: str, selections: tuple[Any, ...], rows: slice, columns: list[slice], products: Products, block_bytes: int,
                    one_blas_thread: bool) -> dict[str, Any]:
     """One column band's part of ``gram_times`` (and of the trace, under "__trace__"), read in the task."""
-    with _blas_threads(one_blas_thread):
+    with blas_threads(one_blas_thread):
         out, trace = NumpyBackend(block_bytes).gram_times(_reopen(path, selections), rows, columns, products, None)
     return {**out, "__trace__": np.float64(trace)}
-
-
-def _blas_threads(one: bool) -> Any:
-    """A context with BLAS held to one thread (when ``one``; a no-op otherwise or without threadpoolctl)."""
-    import contextlib
-
-    if one:
-        try:
-            from threadpoolctl import threadpool_limits
-        except ImportError:  # pragma: no cover - threadpoolctl comes with scipy's usual stack
-            pass
-        else:
-            return threadpool_limits(limits=1, user_api="blas")
-    return contextlib.nullcontext()
 
 
 def _sum_parts(*parts: dict[str, Any]) -> dict[str, Any]:
