@@ -72,8 +72,21 @@ def test_watch_refuses_a_page_inside_the_store_and_a_missing_store(tmp_path):
     path = tmp_path / "run.zarr"
     _train(path, 5)
     result = runner.invoke(app, ["watch", str(path), "--html", str(path / "page")])
-    assert result.exit_code == 2 and "inside the store" in result.output
+    assert result.exit_code == 2 and f"--html {path / 'page'} lies inside the input {path}" in result.output
     assert not (path / "page").exists()
+    # a folder of the user's is never written into: refused before any work, its files as they were
+    mine = tmp_path / "site"
+    mine.mkdir()
+    (mine / "index.html").write_text("my page")
+    result = runner.invoke(app, ["watch", str(path), "--once", "--html", str(mine)])
+    assert result.exit_code == 2 and "was not written by traj" in result.output and "Traceback" not in result.output
+    assert sorted(p.name for p in mine.iterdir()) == ["index.html"] and (mine / "index.html").read_text() == "my page"
+    # traj watch's own page is replaced by the next watch
+    for _ in range(2):
+        result = runner.invoke(app, ["watch", str(path), "--once", "--html", str(tmp_path / "page")])
+        assert result.exit_code == 0, result.output
+    assert "6 snapshot(s); the run has ended" in (tmp_path / "page" / "index.html").read_text()
+    assert sorted(p.name for p in (tmp_path / "page").iterdir()) == [".traj-output.json", "index.html", "live.png"]
     result = runner.invoke(app, ["watch", str(tmp_path / "typo.zarr"), "--once"])
     assert result.exit_code == 2 and "no such store" in result.output
 

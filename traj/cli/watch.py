@@ -34,25 +34,24 @@ def watch(
     with handle_errors(ctx):
         from rich.live import Live
 
+        from ..atomic import check_output_dir
         from ..live.watch import watch_state
 
         if not store.is_dir():
             raise fail(f"{store}: no such store")
-        if html is not None:
-            if html.resolve() == store.resolve() or store.resolve() in html.resolve().parents:
-                raise fail(f"--html {html}: inside the store it watches; traj watch never writes there")
-            html.mkdir(parents=True, exist_ok=True)
+        if html is not None:  # as every --out: new, empty or traj watch's own page, never in or around the store
+            check_output_dir(html, inputs=[store], option="--html", kind="watch")
         start = time.monotonic()
         state = watch_state(store)
         if once:
             out_console.print(_frame(state))
             if html is not None:
-                _write_page(state, html, interval)
+                _write_page(state, html, interval, store)
             return
         with Live(_frame(state), console=out_console, refresh_per_second=4, transient=False) as live:
             while True:
                 if html is not None:
-                    _write_page(state, html, interval)
+                    _write_page(state, html, interval, store)
                 if not state.writing or (timeout is not None and time.monotonic() - start >= timeout):
                     break
                 time.sleep(interval)
@@ -89,18 +88,15 @@ def _frame(state):
     return table
 
 
-def _write_page(state, folder: Path, interval: float) -> None:
-    """index.html (refreshing itself) and live.png, each replaced whole."""
+def _write_page(state, folder: Path, interval: float, store: Path) -> None:
+    """index.html (refreshing itself while the run writes) and live.png, the folder replaced whole
+    (staged beside it, with traj's marker, as every output directory)."""
     import html as html_escape
-    import os
 
+    from ..atomic import staged_output
     from ..plots.common import figure_png
     from ..plots.live import plot_live
 
-    png = figure_png(plot_live(state))
-    tmp = folder / ".live.png.tmp"
-    tmp.write_bytes(png)
-    os.replace(tmp, folder / "live.png")
     latest = state.latest()
     rows = "".join(f"<tr><th>{html_escape.escape(k)}</th><td>{v:.6g}</td></tr>" for k, v in latest.items())
     page = (f"<!doctype html><html><head><meta charset='utf-8'>"
@@ -108,7 +104,6 @@ def _write_page(state, folder: Path, interval: float) -> None:
             f"<title>traj watch</title></head><body><h1>{html_escape.escape(state.path)}</h1>"
             f"<p>{state.n_snapshots} snapshot(s){'' if state.writing else '; the run has ended'}</p>"
             f"<table>{rows}</table><img src='live.png' alt='loss and live monitor series'></body></html>")
-    tmp = folder / ".index.html.tmp"
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, folder / "index.html")
-
+    with staged_output(folder, inputs=[store], kind="watch") as staging:
+        (staging / "live.png").write_bytes(figure_png(plot_live(state)))
+        (staging / "index.html").write_text(page, encoding="utf-8")
