@@ -17,18 +17,22 @@ from ..errors import TrajError
 __all__ = ["TRACKERS", "ReportTracker", "TensorBoardTracker"]
 
 
+def _summary_writer(logdir: str, what: str) -> Any:
+    """TensorBoard's ``SummaryWriter`` on ``logdir``; without the package, one line naming ``what`` needs it."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as exc:
+        raise TrajError(f"{what} needs the tensorboard package (pip install 'traj[tensorboard]')") from exc
+    return SummaryWriter(log_dir=logdir)
+
+
 class TensorBoardTracker:
     """Scalars ``live/leading_modulus``, ``live/unstable``, ``live/timescale``, ``live/forecast_error``,
     ``live/transition`` and ``live/rank`` in the TensorBoard log directory ``logdir``."""
 
     def __init__(self, logdir: str | os.PathLike[str]) -> None:
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError as exc:
-            raise TrajError("the live monitor's TensorBoard output needs the tensorboard package "
-                            "(pip install 'traj[tensorboard]')") from exc
         self.logdir = os.fspath(logdir)
-        self._writer: Any = SummaryWriter(log_dir=self.logdir)
+        self._writer = _summary_writer(self.logdir, "the live monitor's TensorBoard output")
 
     def log(self, fit: Any) -> None:
         for name, value in fit.metrics().items():
@@ -65,12 +69,8 @@ class ReportTracker:
 
         import numpy as np
 
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError as exc:
-            raise TrajError("--log-to tensorboard needs the tensorboard package (pip install 'traj[tensorboard]')") from exc
         written = 0
-        writer = SummaryWriter(log_dir=self.where)
+        writer = _summary_writer(self.where, "--log-to tensorboard")
         try:
             for key, value in summary.items():
                 if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
