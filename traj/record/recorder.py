@@ -257,12 +257,13 @@ class _Pipeline:
         for theta_buf, grad_buf, event, meta in batch:
             if event is not None:
                 event.synchronize()
+            theta = _as_numpy(theta_buf)
             if self.monitor is not None:  # its fit's numbers go with the snapshot, as metrics live.*
-                fit = self.monitor.observe(_as_numpy(theta_buf), meta["step"])
+                fit = self.monitor.observe(theta, meta["step"])
                 if fit is not None:
                     meta = {**meta, "metrics": {**meta["metrics"], **fit.metrics()}}
             self.writer.append(
-                _as_numpy(theta_buf),
+                theta,
                 grads=None if grad_buf is None else _as_numpy(grad_buf),
                 **meta,
             )
