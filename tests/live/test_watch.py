@@ -95,3 +95,17 @@ def test_sparkline():
     assert sparkline(np.array([0.0, np.nan, 1.0, 0.5])) == "▁█▅"
     assert sparkline(np.array([np.nan])) == ""
     assert sparkline(np.ones(3)) == "▁▁▁"
+
+
+def test_the_page_figure_says_what_is_missing(tmp_path):
+    from traj.plots.live import plot_live
+
+    path = tmp_path / "run.zarr"
+    _train(path, 5)  # logs a loss, no full live window yet beyond the first fit
+    state = watch_state(path)
+    texts = [t.get_text() for ax in plot_live(state).axes for t in ax.texts]
+    assert "no loss logged" not in texts
+    bare = watch_state(path).__class__(path=str(path), n_snapshots=state.n_snapshots, steps=state.steps,
+                                        loss=np.full(state.n_snapshots, np.nan), live={})
+    texts = [t.get_text() for ax in plot_live(bare).axes for t in ax.texts]
+    assert texts == ["no loss logged", "no live fit yet", "no live fit yet"]

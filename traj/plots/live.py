@@ -22,7 +22,10 @@ def plot_live(state: WatchState, *, ax: AxesLike | None = None) -> Figure:
     fig, (ax1, ax2, ax3) = panels(ax, 3, (12, 3.4))
     steps = state.steps
     finite = np.isfinite(state.loss)
-    ax1.plot(steps[finite], state.loss[finite], "k-", lw=1)
+    if finite.any():
+        ax1.plot(steps[finite], state.loss[finite], "k-", lw=1)
+    else:
+        ax1.text(0.5, 0.5, "no loss logged", ha="center", va="center", transform=ax1.transAxes)
     ax1.set(title="loss", xlabel="step")
     for axis, name, title in ((ax2, "leading_modulus", "leading |λ| (live fit)"),
                               (ax3, "transition", "transition: W₁ to the previous fit")):
