@@ -290,14 +290,31 @@ def _prefetch(blocks: Iterator[Any], depth: int = 2) -> Iterator[Any]:
 
 def blas_threads(one: bool = True) -> Any:
     """A context with numpy's BLAS held to one thread (when ``one``; a no-op otherwise or without
-    threadpoolctl): a dask task beside its siblings, or the live monitor's small fits beside training."""
+    threadpoolctl): a dask task beside its siblings, or the live monitor's small fits beside training.
+
+    The thread pools are found once per process (reading the process's loaded libraries takes
+    about 2 ms, more than a live fit's own work) and found again only if a BLAS was loaded since."""
     import contextlib
 
     if one:
-        try:
-            from threadpoolctl import threadpool_limits
-        except ImportError:  # pragma: no cover - threadpoolctl comes with scipy's usual stack
-            pass
-        else:
-            return threadpool_limits(limits=1, user_api="blas")
+        controller = _blas_controller()
+        if controller is not None:
+            return controller.limit(limits=1, user_api="blas")
     return contextlib.nullcontext()
+
+
+_CONTROLLER: list[Any] = []  # [ThreadpoolController, len(sys.modules) when it was made]
+
+
+def _blas_controller() -> Any:
+    """threadpoolctl's view of this process's thread pools, made again only after new imports
+    (a BLAS is loaded with an extension module); None without threadpoolctl."""
+    import sys
+
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scipy's usual stack
+        return None
+    if not _CONTROLLER or _CONTROLLER[1] != len(sys.modules):
+        _CONTROLLER[:] = [ThreadpoolController(), len(sys.modules)]
+    return _CONTROLLER[0]
