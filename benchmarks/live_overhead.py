@@ -12,6 +12,10 @@ the sketch's multiply-adds per snapshot, and the time one sketch of a GPT-2-smal
 bfloat16) snapshot takes here.
 
     python benchmarks/live_overhead.py [--steps 300] [--rounds 3] [--batch 512] [--threads 1]
+    python benchmarks/live_overhead.py --model gpt2 --steps 12 --rounds 2 --batch 2 --threads 0
+
+``--model gpt2`` trains GPT-2 small (124M, ``GPT2LMHeadModel(GPT2Config())``, bfloat16 parameters,
+AdamW, random tokens of length 128; needs ``transformers``) with a snapshot every step instead.
 """
 
 from __future__ import annotations
@@ -25,10 +29,38 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from record_overhead import make_model, train  # benchmarks/ is on the path when this file runs
+from record_overhead import make_model
+from record_overhead import train as train_mlp  # benchmarks/ is on the path when this file runs
 
 from traj import Recorder
 from traj.live import LiveOptions, Sketch
+
+
+def make_gpt2() -> torch.nn.Module:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    return GPT2LMHeadModel(GPT2Config()).to(torch.bfloat16)
+
+
+def train_gpt2(steps: int, batch: int, hook=None) -> tuple[float, float]:
+    """Wall and process CPU time of ``steps`` AdamW steps of GPT-2 small in bfloat16 (as train_mlp)."""
+    model = make_gpt2()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    tokens = torch.randint(0, model.config.vocab_size, (batch * 4, 128), generator=torch.Generator().manual_seed(0))
+    recorder = hook(model) if hook else None
+    t0, c0 = time.perf_counter(), time.process_time()
+    for k in range(steps):
+        x = tokens[(k % 4) * batch : (k % 4 + 1) * batch]
+        opt.zero_grad(set_to_none=True)
+        loss = model(input_ids=x, labels=x).loss
+        loss.backward()
+        opt.step()
+        if recorder is not None:
+            recorder(loss, k)
+    if recorder is not None and hasattr(recorder, "close"):
+        recorder.close()
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
 def main() -> None:
@@ -38,10 +70,12 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=512)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's choice)")
     parser.add_argument("--gpt2", action="store_true", help="also time one sketch of a 124M bfloat16 snapshot")
+    parser.add_argument("--model", choices=["mlp", "gpt2"], default="mlp", help="what trains (default: the 1.07M MLP)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    n = sum(p.numel() for p in make_model().parameters())
+    make, train = (make_model, train_mlp) if args.model == "mlp" else (make_gpt2, train_gpt2)
+    n = sum(p.numel() for p in make().parameters())
     options = LiveOptions(window=50, every=10, sketch=512)
     print(f"model: {n:,} parameters; {args.steps} steps of batch {args.batch}; {options}")
     times: dict[str, list[float]] = {"plain": [], "record": [], "record+live": []}
