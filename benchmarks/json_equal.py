@@ -45,7 +45,7 @@ CASES: list[tuple[str, list[str]]] = [
 
 #: Keys whose values are wall-clock measurements or versions, not results.
 VOLATILE = {"seconds", "elapsed", "elapsed_s", "wall", "wall_s", "created", "traj_version",
-            "version", "generated"}
+            "version", "generated", "added_seconds_per_epoch", "dmd_seconds_total"}
 
 
 def run_all(folder: Path) -> dict[str, object]:
@@ -78,7 +78,7 @@ def differences(a: object, b: object, rtol: float, path: str = "") -> list[str]:
     if isinstance(a, list) and isinstance(b, list):
         if len(a) != len(b):
             return [f"{path}: length {len(a)} -> {len(b)}"]
-        return [d for i, (x, y) in enumerate(zip(a, b)) for d in differences(x, y, rtol, f"{path}[{i}]")]
+        return [d for i, (x, y) in enumerate(zip(a, b, strict=True)) for d in differences(x, y, rtol, f"{path}[{i}]")]
     if isinstance(a, float) and isinstance(b, float):
         if a == b or (math.isnan(a) and math.isnan(b)):
             return []
