@@ -223,3 +223,21 @@ def test_options_that_would_be_ignored_are_refused(tmp_path, args, message):
     assert result.returncode == 2, result.stderr
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_dmd_save_modes_json_and_summary_agree(tmp_path):
+    """--json and summary.json name the same modes.zarr (summary.json said null)."""
+    from pathlib import Path
+
+    import zarr
+
+    sample = Path(__file__).resolve().parents[2] / "sample_data" / "quadratic-mlp.zarr"
+    out = tmp_path / "out"
+    result = invoke("dmd", sample, "--save-modes", "--rank", 3, "--out", out, "--json")
+    assert result.exit_code == 0, result.output
+    printed = json.loads(result.stdout)
+    written = json.loads((out / "summary.json").read_text())
+    assert printed["modes"] == written["modes"] == str(out / "modes.zarr")
+    modes = zarr.open_array(str(out / "modes.zarr"), mode="r")
+    assert modes.shape == (printed["n_params"], 3)
+    assert written["evaluation"] is None and {k: v for k, v in printed.items() if k not in ("selection",)} == written

@@ -26,7 +26,7 @@ from ..store.info import StoreInfo, describe
 from .cmd import CMDResult, ModelComparison, cmd, compare_models
 from .cmd import evaluate as evaluate_cmd
 from .conjugacy import ConjugacyResult, conjugacy
-from .dmd import DMDResult, dmd
+from .dmd import DMDResult, DMDRun, dmd
 from .prune import PruneResult, prune
 
 __all__ = ["LayerNorms", "Overview", "layer_norms", "overview"]
@@ -121,7 +121,7 @@ class Overview:
         return {
             "store": self.store,
             "info": self.info.to_dict(),
-            "dmd": self.dmd.to_dict() if self.dmd else None,
+            "dmd": DMDRun(self.dmd).to_dict() if self.dmd else None,
             "cmd": self.cmd.to_dict() if self.cmd else None,
             "prune": self.prune.to_dict() if self.prune else None,
             "conjugacy": self.conjugacy.to_dict() if self.conjugacy else None,
