@@ -72,6 +72,12 @@ def test_layers_window_and_per_layer(tmp_path, rng):
     assert only_b.n_params == 300 and only_b.layers == ("b",)
     # each layer of a linear system has the system's spectrum
     np.testing.assert_allclose(np.sort(np.abs(full.per_layer[1].eigenvalues))[-6:], np.sort(np.abs(full.eigenvalues)), atol=1e-6)
+    # a layer with fewer directions than the rank asked gets the "auto" rule's rank (the operator's rule)
+    narrow = Layout.from_shapes([("a", (3,)), ("b", (497,))])
+    narrow_store = RunStore(write_store(tmp_path / "n.zarr", data, layout=narrow))
+    spectra = dmd(narrow_store, rank=6, per_layer=True).per_layer
+    auto_a = dmd(narrow_store, rank="auto", layers=["a"], method="gram")
+    assert spectra[0].name == "a" and spectra[0].rank == auto_a.rank <= 3 and spectra[1].rank == 6
 
 
 def test_saved_modes_equal_the_in_memory_modes(tmp_path, rng):

@@ -11,7 +11,7 @@ import numpy as np
 from ...engine import Engine, ReducedOperator
 from ...engine.operator import RESOLVED
 from ...engine.randomized import randomized_operator
-from ...errors import ParameterError, RankUnavailableError
+from ...errors import ParameterError
 from ...progress import Progress
 from ...store import RunStore
 from ...store.schema import ParamEntry
@@ -217,13 +217,10 @@ def _layer(store: RunStore, entry: ParamEntry, gram: np.ndarray, params: DMDPara
     trace = np.trace(gram)
     if not np.isfinite(trace) or trace <= 0:
         return None
-    try:
-        # a layer's spectrum reports no rounding errors: no residual to measure
-        op = ReducedOperator.from_gram(gram, rank=params.rank, n_features=entry.size, dtype=store.dtype,
-                                       estimate_errors=False)
-    except RankUnavailableError:  # a layer with fewer directions than the rank asked: its own rank
-        op = ReducedOperator.from_gram(gram, rank="auto", n_features=entry.size, dtype=store.dtype,
-                                       estimate_errors=False)
+    # a layer's spectrum reports no rounding errors: no residual to measure; a layer with fewer directions than
+    # the rank asked gets the "auto" rule's rank (the operator's rule decides: excess="auto")
+    op = ReducedOperator.from_gram(gram, rank=params.rank, n_features=entry.size, dtype=store.dtype,
+                                   estimate_errors=False, excess="auto")
     assert op.amplitudes is not None
     return LayerSpectrum(entry.name, entry.size, op.rank, op.eigenvalues, op.amplitudes, tuple(op.classes(params.eps)))
 
