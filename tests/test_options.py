@@ -20,16 +20,27 @@ def _typer_params(command) -> dict[str, click.Parameter]:
 
 def _contracts():
     """(Params class, CLI command, {field: (cli name, cli default -> field default)}, keyword function)."""
+    from traj.analysis.cmd import CMDParams, CMDScoring, cmd
     from traj.analysis.dmd import DMDEvaluationParams, DMDParams, dmd
     from traj.cli._common import parse_rank
+    from traj.cli.cmd import cmd as cmd_command
     from traj.cli.dmd import dmd as dmd_command
 
-    ints = lambda text: tuple(int(x) for x in text.split(","))  # noqa: E731
+    def ints(text):
+        return () if text is None else tuple(int(x) for x in text.split(","))
+
+    def floats(text):
+        return () if text is None else tuple(float(x) for x in text.split(","))
+
     return [
         (DMDParams, dmd_command, {"rank": ("rank", parse_rank), "layers": ("layer", None),
                                   "n_iter": ("power_iterations", None),
                                   "memory_bytes": ("memory_mb", lambda mb: int(mb * 2**20))}, dmd),
         (DMDEvaluationParams, dmd_command, {"ranks": ("eval_ranks", ints)}, None),
+        (CMDParams, cmd_command, {}, cmd),
+        (CMDScoring, cmd_command, {name: (name, floats if name == "ema" else ints) for name in
+                                   ("ema", "sweep", "sweep_window", "sweep_subsample", "compare_dmd",
+                                    "compare_modes")}, None),
     ]
 
 

@@ -79,10 +79,10 @@ def seed(default: int = 0, *, help: str) -> Any:
 
 
 def integers(default: tuple[int, ...] = (), *, help: str, low: int | None = None, high: int | None = None,
-             unique: bool = False) -> Any:
-    """A tuple of integers in [low, high] (``unique``: sorted, repeats dropped); empty allowed."""
+             unique: bool = False, empty: bool = True) -> Any:
+    """A tuple of integers in [low, high] (``unique``: sorted, repeats dropped); empty allowed where ``empty``."""
     def check(name: str, value: Any) -> tuple[int, ...]:
-        if value is None or not len(value):
+        if empty and (value is None or not len(value)):
             return ()
         items = check_ints(name, value, low=low, high=high)
         return tuple(sorted(set(items))) if unique else tuple(items)

@@ -8,6 +8,8 @@ from typer.testing import CliRunner
 
 from tests.conftest import planted_modes, write_store
 from traj.analysis.cmd import (
+    CMDParams,
+    CMDScoring,
     adjusted_rand_index,
     cmd,
     compare_models,
@@ -15,6 +17,7 @@ from traj.analysis.cmd import (
     load,
     moving_columns,
     row_distances,
+    run_cmd,
     sample_moving,
     sample_weights,
     stability,
@@ -82,7 +85,9 @@ def test_saved_model_reconstructs_what_the_result_does(tmp_path, planted):
         np.testing.assert_allclose(model.reconstruct_snapshot(k), data[4 + 2 * k], atol=1e-9)
     block = model.reconstruct_block(slice(100, 200))
     np.testing.assert_allclose(block, data[4:31:2, 100:200], atol=1e-9)
-    assert saved.model_path == str(tmp_path / "cmd.zarr")
+    # the result's model reads its per-weight arrays from the cmd.zarr it wrote (nothing of size N in memory)
+    assert not isinstance(saved.model.labels, np.ndarray)
+    np.testing.assert_array_equal(np.asarray(saved.model.labels[:]), in_memory.model.labels)
 
 
 @pytest.mark.parametrize("engine", [Engine(backend="torch"), Engine(backend="dask"), Engine(block_bytes=40 * 8 * 999)])
@@ -283,9 +288,9 @@ def test_streamed_pass_scores_the_ema_of_every_block(tmp_path):
     data, *_ = planted_modes(n_params=5000, n_snapshots=30, n_modes=3, noise=0.1)
     store = RunStore(write_store(tmp_path / "e.zarr", data))
     engine = Engine(block_bytes=30 * 8 * 700)  # several column blocks
-    result = cmd(store, modes=3, samples=300, window="2:29", subsample=2, recipe=_SumRecipe(), eval_points=5,
-                 ema=(0.9, 0.5), engine=engine)
-    ev = result.evaluation
+    run = run_cmd(store, CMDParams(modes=3, samples=300, window="2:29", subsample=2),
+                  CMDScoring(eval_points=5, ema=(0.9, 0.5)), evaluator=_SumRecipe(), engine=engine)
+    result, ev = run.fit, run.evaluation
     kept = data[3:30:2]  # every 2nd counted back from snapshot 29
     picks = np.searchsorted(result.snapshots, ev.snapshots)
     np.testing.assert_array_equal(picks, [0, 3, 6, 10, 13])
@@ -296,9 +301,9 @@ def test_streamed_pass_scores_the_ema_of_every_block(tmp_path):
         assert track.first_weight == pytest.approx(track.beta**13)
     assert ev.ema[1].stale and not ev.ema[0].stale  # 0.9**13 = 0.25, 0.5**13 = 1e-4
     with pytest.raises(TrajError, match="recipe"):
-        cmd(store, modes=3, ema=(0.9,))
+        run_cmd(store, CMDParams(modes=3), CMDScoring(ema=(0.9,)))
     with pytest.raises(TrajError, match="ema"):
-        cmd(store, modes=3, ema=(1.0,), recipe=_SumRecipe())
+        CMDScoring(ema=(1.0,))
 
 
 def test_cli_scores_the_ema_and_warns_when_beta_is_too_close_to_one(tmp_path):

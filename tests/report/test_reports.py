@@ -59,8 +59,11 @@ def test_prune_report(tmp_path, prune_result):
 
 
 def test_cmd_report(tmp_path, cmd_result):
+    from traj.analysis.cmd import CMDRun
+
     summary, md, html, pngs = _written(cmd_report(cmd_result, tmp_path / "r"))
-    assert summary == _as_json(cmd_result)
+    assert summary == _as_json(CMDRun(cmd_result))
+    assert summary["evaluation"] is None and summary["model"] is None and summary["sweep"] is None
     assert summary["modes"] == 3
     assert pngs == {"corr_matrix.png", "references.png", "mode_bands.png", "modes_per_layer.png", "sample_fits.png"}
     assert html.count("data:image/png;base64,") == 5

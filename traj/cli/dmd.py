@@ -7,6 +7,10 @@ from typing import Annotated
 
 import typer
 
+from ..analysis.dmd.evaluate import DMDEvaluationParams
+from ..analysis.dmd.params import DMDParams, memory_bytes
+from ..display import markup as m
+from ..options import cli_option
 from ._common import (
     BackendOption,
     BlockOption,
@@ -30,10 +34,6 @@ from ._common import (
     report_tracker,
     selection_note,
 )
-from ..analysis.dmd.evaluate import DMDEvaluationParams
-from ..analysis.dmd.params import DMDParams, memory_bytes
-from ..display import markup as m
-from ..options import cli_option
 
 
 def dmd(

@@ -50,6 +50,10 @@ from .params import (
 from .result import DMDResult, LayerSpectrum, complex_pairs
 from .run import DMDRun, run_dmd
 
-__all__ = ["DMDEvaluation", "DMDEvaluationParams", "DMDParams", "DMDResult", "DMDRun", "LayerSpectrum",
-           "MethodChoice", "MethodCost", "check_gram_finite", "choose_method", "dmd", "evaluate_dmd", "evaluate_fit",
-           "fit_dmd", "memory_bytes", "parse_window", "run_dmd", "save_modes"]
+__all__ = ["DMDEvaluation", "DMDEvaluationParams", "DMDParams", "DMDResult", "DMDRun", "EIGH_FLOPS_PER_S", "FLOPS_PER_S",
+           "GRAM_COPIES", "IN_MEMORY_BYTES", "LayerSpectrum", "MAX_DELAYS", "MAX_FORECAST",
+           "MAX_GRAM_SNAPSHOTS", "MAX_POWER_ITERATIONS", "MEMORY_BYTES", "Method", "MethodChoice", "MethodCost",
+           "OVERSAMPLES", "READ_BYTES_PER_S", "SKETCH_COPIES", "SKETCH_FLOPS_PER_S", "SVD_COPIES", "WindowData",
+           "check_gram_finite", "choose_method", "complex_pairs", "coordinate_name", "dmd", "evaluate_dmd",
+           "evaluate_fit", "fit_dmd", "memory_bytes", "method_costs", "parse_window", "read_window", "run_dmd",
+           "save_modes"]

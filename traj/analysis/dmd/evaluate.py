@@ -35,7 +35,7 @@ MAX_EVAL_BYTES = 2 << 30
 class DMDEvaluationParams(Params):
     """The options of DMD's evaluation (``traj dmd --evaluate``), each checked when the class is built."""
 
-    ranks: tuple[int, ...] = integers((5, 10, 20), low=1, help="Ranks scored by --evaluate (each reduced to what "
+    ranks: tuple[int, ...] = integers((5, 10, 20), low=1, empty=False, help="Ranks scored by --evaluate (each reduced to what "
                                                                 "the window resolves).")
     eval_points: int = integer(40, low=1, help="Snapshots scored by --evaluate (in the window, and in the forecast).")
 

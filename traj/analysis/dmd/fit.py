@@ -16,9 +16,9 @@ from ...progress import Progress
 from ...store import RunStore
 from ...store.schema import ParamEntry
 from ..windows import Window, check_even_spacing, check_gram_finite, hankel_gram, raise_nonfinite, resolve_window
+from .evaluate import WindowData
 from .method import choose_method
 from .params import IN_MEMORY_BYTES, MAX_GRAM_SNAPSHOTS, MEMORY_BYTES, SKETCH_COPIES, DMDParams
-from .evaluate import WindowData
 from .result import DMDResult, LayerSpectrum
 
 
