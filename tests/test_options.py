@@ -22,9 +22,13 @@ def _contracts():
     """(Params class, CLI command, {field: (cli name, cli default -> field default)}, keyword function)."""
     from traj.analysis.cmd import CMDParams, CMDScoring, cmd
     from traj.analysis.dmd import DMDEvaluationParams, DMDParams, dmd
+    from traj.analysis.landscape import LandscapeParams
+    from traj.analysis.prune import PruneParams, prune
     from traj.cli._common import parse_rank
     from traj.cli.cmd import cmd as cmd_command
     from traj.cli.dmd import dmd as dmd_command
+    from traj.cli.landscape import landscape as landscape_command
+    from traj.cli.prune import prune as prune_command
 
     def ints(text):
         return () if text is None else tuple(int(x) for x in text.split(","))
@@ -38,6 +42,9 @@ def _contracts():
                                   "memory_bytes": ("memory_mb", lambda mb: int(mb * 2**20))}, dmd),
         (DMDEvaluationParams, dmd_command, {"ranks": ("eval_ranks", ints)}, None),
         (CMDParams, cmd_command, {}, cmd),
+        (PruneParams, prune_command, {"methods": ("method", lambda text: tuple(text.split(","))),
+                                      "compressions": ("compression", floats), "epochs": ("epochs", ints)}, prune),
+        (LandscapeParams, landscape_command, {}, None),
         (CMDScoring, cmd_command, {name: (name, floats if name == "ema" else ints) for name in
                                    ("ema", "sweep", "sweep_window", "sweep_subsample", "compare_dmd",
                                     "compare_modes")}, None),

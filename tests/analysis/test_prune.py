@@ -151,7 +151,7 @@ def test_masks_round_trip_through_zarr(tmp_path, rng):
 
 def test_prune_a_recorded_run_with_gradients_and_refinement():
     result = prune(SAMPLE / "digits-cnn.zarr", methods=["kmp", "gmp", "jgp", "ggp", "lsp"], compressions=[2, 16],
-                   refine_epochs=1, seeds=2)
+                   refine_epochs=1, seeds=2, recipe=recipe_from_store(RunStore(SAMPLE / "digits-cnn.zarr")))
     assert result.epoch == 4 and result.unavailable == {}
     assert result.kept["kmp"].tolist() == [1796, 225]
     assert set(result.accuracy) == {"kmp", "gmp", "jgp", "ggp", "lsp"}

@@ -32,11 +32,12 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ..checks import MAX_EPOCHS, check_choice, check_float, check_floats, check_int, check_ints
+from ..checks import MAX_EPOCHS, check_choice, check_float, check_floats
 from ..engine import Engine, ReducedOperator
 from ..engine.backends import ArrayOps
 from ..engine.operator import ModeClass, check_rank
 from ..errors import NotApplicableError, ParameterError, WindowTooShortError
+from ..options import Params, choice, custom, integer, integers, number, switch
 from ..progress import Progress, counter
 from ..prunable import prunable_columns as prunable_columns_of
 from ..store import Layout, RunStore
@@ -44,7 +45,7 @@ from .dmd import complex_pairs
 from .masks import read_masks, write_masks
 from .scratch import ScratchArrays
 from .topk import TopK, TopKMask, order_keys, top_k
-from .windows import Window, check_gram_finite, parse_window
+from .windows import Window, check_gram_finite, check_window, parse_window
 
 __all__ = ["METHODS", "EpochOverlap", "EpochScores", "KGPMode", "MetricStats", "PruneParams", "PruneResult",
            "compute_scores", "epoch_rows", "fit_prune", "lsp_mask", "mask_from_scores", "mask_overlap", "prune",
@@ -608,48 +609,40 @@ class PruneResult:
 
 
 # ---------------------------------------------------------------------- the analysis
+def _methods(name: str, methods: Sequence[str] | str) -> tuple[str, ...]:
+    names = [m.strip().lower() for m in methods] if not isinstance(methods, str) else [methods]
+    bad = [m for m in names if m not in METHODS]
+    if bad or not names:
+        raise ParameterError(name, f"holds an unknown pruning method {bad[0] if bad else '(none)'}; "
+                                   f"use {', '.join(METHODS)}")
+    return tuple(dict.fromkeys(names))
+
+
 @dataclass(frozen=True)
-class PruneParams:
-    """The options of a pruning run, checked (see :func:`prune` for their meaning)."""
+class PruneParams(Params):
+    """The options of a pruning run, each checked when the class is built (see :func:`prune`)."""
 
-    epoch: int | None = None
-    window: Window = None
-    methods: tuple[str, ...] = METHODS
-    compressions: tuple[float, ...] = tuple(float(c) for c in DEFAULT_COMPRESSIONS)
-    scope: Scope = "global"
-    refine_epochs: int = 1
-    seeds: int = 3
-    evaluate: bool = True
-    epochs: tuple[int, ...] = ()
-    rank: int | str | None = DEFAULT_RANK
-    kgp_fraction: float = 0.85
+    epoch: int | None = integer(None, optional=True, help="Epoch to decompose (default the last complete one).")
+    window: Window = custom(None, check_window, help="Snapshots a:b instead of an epoch.")
+    methods: tuple[str, ...] = custom(METHODS, _methods, help="Comma-separated: kmp,kgp,gmp,jgp,ggp,lsp.")
+    # c = 2 keeps half; c must exceed 1 (c = 1 prunes nothing) and be finite (c = inf keeps no weight)
+    compressions: tuple[float, ...] = custom(tuple(float(c) for c in DEFAULT_COMPRESSIONS),
+                                             lambda name, value: tuple(check_floats(name, value, low=1,
+                                                                                    low_open=True)),
+                                             help="Comma-separated compressions c > 1 (keep 1/c).")
+    scope: Scope = choice("global", SCOPES, help="global or layer.")
+    refine_epochs: int = integer(1, low=0, high=MAX_EPOCHS, help="Epochs of training with the mask fixed (0: none).")
+    seeds: int = integer(3, low=1, high=MAX_SEEDS, help="Refinement seeds (and LSP mask seeds).")
+    evaluate: bool = switch(True, help="Accuracy with the store's recipe.")
+    epochs: tuple[int, ...] = integers((), help="Also compare masks across these epochs, e.g. 0,2,4.")
+    rank: int | str | None = custom(DEFAULT_RANK, lambda name, value: check_rank(value, name, keywords=("all",)),
+                                    help="DMD rank of the epoch: 'all' (Redman et al. 2022's: every direction the "
+                                         "data resolve), 'auto' (Gavish–Donoho) or an integer.")
+    kgp_fraction: float = number(0.85, low=0, high=1, help="KGP keeps the modes whose scaled norm ‖bj φj‖ is at least this fraction of the largest.")
 
-    @classmethod
-    def checked(cls, *, epoch: int | None = None, window: Window = None, methods: Sequence[str] = METHODS,
-                compressions: Sequence[float] = DEFAULT_COMPRESSIONS, scope: str = "global", refine_epochs: int = 1,
-                seeds: int = 3, evaluate: bool = True, epochs: Sequence[int] | None = None,
-                rank: int | str | None = DEFAULT_RANK, kgp_fraction: float = 0.85) -> PruneParams:
-        names = [m.strip().lower() for m in methods] if not isinstance(methods, str) else [methods]
-        bad = [m for m in names if m not in METHODS]
-        if bad or not names:
-            raise ParameterError("methods", f"holds an unknown pruning method {bad[0] if bad else '(none)'}; "
-                                            f"use {', '.join(METHODS)}")
-        if epoch is not None and window is not None:
+    def validate(self) -> None:
+        if self.epoch is not None and self.window is not None:
             raise ParameterError("window", "cannot be given with epoch: give one of them")
-        return cls(
-            epoch=None if epoch is None else check_int("epoch", epoch),
-            window=window,
-            methods=tuple(dict.fromkeys(names)),
-            # c = 2 keeps half; c must exceed 1 (c = 1 prunes nothing) and be finite (c = inf keeps no weight)
-            compressions=tuple(check_floats("compressions", compressions, low=1, low_open=True)),
-            scope=check_choice("scope", scope, SCOPES),  # type: ignore[arg-type]
-            refine_epochs=check_int("refine_epochs", refine_epochs, low=0, high=MAX_EPOCHS),
-            seeds=check_int("seeds", seeds, low=1, high=MAX_SEEDS),
-            evaluate=bool(evaluate),
-            epochs=tuple(check_ints("epochs", epochs)) if epochs else (),
-            rank=check_rank(rank, keywords=("all",)),
-            kgp_fraction=check_float("kgp_fraction", kgp_fraction, low=0, high=1),
-        )
 
 
 def prune(
@@ -664,7 +657,7 @@ def prune(
     seeds: int = 3,
     evaluate: bool = True,
     recipe: Any = None,
-    epochs: Sequence[int] | None = None,
+    epochs: Sequence[int] = (),
     rank: int | str | None = DEFAULT_RANK,
     kgp_fraction: float = 0.85,
     engine: Engine | None = None,
@@ -682,7 +675,8 @@ def prune(
     scope : "global" or "layer"
     refine_epochs, seeds : with a recipe, accuracy after pruning and after this many epochs of
         training with the mask held fixed, over ``seeds`` refinement seeds (LSP: mask seeds too).
-    recipe : the run's recipe (default: rebuilt from the store, when ``evaluate``).
+    recipe : the recipe that scores and refines the pruned weights (``traj.recipes.recipe_from_store(store)``
+        gives the store's): without it nothing is evaluated and the gradient methods (JGP, GGP) are unavailable.
     epochs : also compute masks at these epochs and report, per compression, the overlap
         matrix of the first method's masks across them and KMP-GMP overlap per epoch.
     rank : "all" (default), "auto" or an integer
@@ -690,16 +684,18 @@ def prune(
         direction above the precision floor, :func:`~traj.engine.operator.truncate`); "auto" the
         Gavish–Donoho threshold, which keeps fewer modes and so gives other KMP/KGP masks.
     """
-    params = PruneParams.checked(epoch=epoch, window=window, methods=methods, compressions=compressions, scope=scope,
-                                 refine_epochs=refine_epochs, seeds=seeds, evaluate=evaluate, epochs=epochs, rank=rank,
-                                 kgp_fraction=kgp_fraction)
+    params = PruneParams(epoch=epoch, window=window, methods=methods, compressions=compressions,  # type: ignore[arg-type]
+                         scope=scope, refine_epochs=refine_epochs, seeds=seeds,  # type: ignore[arg-type]
+                         evaluate=evaluate, epochs=epochs, rank=rank, kgp_fraction=kgp_fraction)  # type: ignore[arg-type]
     return fit_prune(store, params, recipe=recipe, engine=engine, progress=progress)
 
 
 def fit_prune(store: RunStore | str | os.PathLike[str], params: PruneParams, *, recipe: Any = None,
               engine: Engine | None = None, progress: Progress | None = None,
               scratch: str | os.PathLike[str] | None = None) -> PruneResult:
-    """Fit checked :class:`PruneParams`: score the epoch, mask every compression, evaluate with the recipe.
+    """Fit checked :class:`PruneParams`: score the epoch, mask every compression, evaluate with ``recipe`` (an
+    :class:`~traj.analysis.evaluator.Evaluator` with ``refine`` and ``gradient``: a recipe; the caller passes it,
+    the library never picks one: ``traj prune`` passes the store's or ``--recipe``'s).
 
     Scores and masks are written block by block to a scratch directory made in ``scratch`` (default the
     system's temporary directory), which the result owns; memory does not grow with N.
@@ -709,10 +705,6 @@ def fit_prune(store: RunStore | str | os.PathLike[str], params: PruneParams, *, 
     engine = engine or Engine()
     for e in params.epochs:
         epoch_rows(store, e, parameter="epochs")  # every epoch compared must exist before the first pass
-    if params.evaluate and recipe is None:
-        from ..recipes import recipe_from_store
-
-        recipe = recipe_from_store(store)
     prunable = prunable_columns(store)
     epoch, win = _window(store, params)
     arrays = ScratchArrays(store.n_params, dir=scratch)
