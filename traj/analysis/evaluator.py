@@ -14,7 +14,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["Evaluator"]
+__all__ = ["Evaluator", "Trainer"]
 
 
 @runtime_checkable
@@ -24,4 +24,19 @@ class Evaluator(Protocol):
     def evaluate(self, theta: np.ndarray) -> Mapping[str, float]:
         """The metrics of the model with weights ``theta`` (shape (N,)), e.g. ``{"loss": ..., "accuracy": ...}``;
         "accuracy" where it is measured (the reports draw it), else "loss"."""
+        ...
+
+
+@runtime_checkable
+class Trainer(Evaluator, Protocol):
+    """An :class:`Evaluator` that can also train: what ``traj prune`` needs for its gradient scores (JGP, GGP)
+    and for refining pruned weights. A :class:`~traj.recipes.base.Recipe` is one."""
+
+    def gradient(self, theta: np.ndarray, *, batches: int = 8, seed: int = 0) -> np.ndarray:
+        """∇L at θ, averaged over a fixed, seeded set of ``batches`` training minibatches, shape (N,)."""
+        ...
+
+    def refine(self, theta: np.ndarray, epochs: int = 1, *, mask: Mapping[str, np.ndarray] | None = None,
+               seed: int = 0) -> np.ndarray:
+        """θ after ``epochs`` more epochs of training with the weights ``mask`` zeroes held at zero, shape (N,)."""
         ...

@@ -15,6 +15,7 @@ from ...engine import Engine
 from ...errors import NotApplicableError
 from ...progress import Progress, counter
 from ...store import Layout, RunStore
+from ..evaluator import Trainer
 from ..scratch import ScratchArrays
 from ..windows import Window, parse_window
 from .masking import _mask_name, _shared_counts, _write_lsp_masks, _write_score_masks, prunable_columns
@@ -34,7 +35,7 @@ def prune(
     refine_epochs: int = 1,
     seeds: int = 3,
     evaluate: bool = True,
-    recipe: Any = None,
+    recipe: Trainer | None = None,
     epochs: Sequence[int] = (),
     rank: int | str | None = DEFAULT_RANK,
     kgp_fraction: float = 0.85,
@@ -68,7 +69,7 @@ def prune(
     return fit_prune(store, params, recipe=recipe, engine=engine, progress=progress)
 
 
-def fit_prune(store: RunStore | str | os.PathLike[str], params: PruneParams, *, recipe: Any = None,
+def fit_prune(store: RunStore | str | os.PathLike[str], params: PruneParams, *, recipe: Trainer | None = None,
               engine: Engine | None = None, progress: Progress | None = None,
               scratch: str | os.PathLike[str] | None = None) -> PruneResult:
     """Fit checked :class:`PruneParams`: score the epoch, mask every compression, evaluate with ``recipe`` (an
@@ -161,7 +162,7 @@ def _pruned(result: PruneResult, mask: np.ndarray | None, dtype: Any) -> np.ndar
     return out
 
 
-def _evaluate(result: PruneResult, recipe: Any, layout: Layout, dtype: np.dtype,
+def _evaluate(result: PruneResult, recipe: Trainer, layout: Layout, dtype: np.dtype,
               progress: Progress | None = None) -> PruneResult:
     """Validation metric after pruning and after ``refine_epochs`` of training with each mask held fixed;
     ``progress`` counts the masks scored (each: an evaluation, and a refinement when asked)."""
@@ -199,7 +200,7 @@ def _evaluate(result: PruneResult, recipe: Any, layout: Layout, dtype: np.dtype,
 
 
 def _across_epochs(store: RunStore, params: PruneParams, method: str, prunable: Sequence[slice], engine: Engine,
-                   recipe: Any, scratch: str | os.PathLike[str] | None) -> EpochOverlap:
+                   recipe: Trainer | None, scratch: str | os.PathLike[str] | None) -> EpochOverlap:
     """Overlap of one method's masks across epochs, and KMP-GMP overlap per epoch (Redman et al. 2022 figs. 3, 5)."""
     wanted = sorted({method, "kmp", "gmp"} & set(METHODS) - {"lsp"})
     compressions = np.array(params.compressions)

@@ -13,6 +13,7 @@ from ...engine.backends import ArrayOps
 from ...errors import NotApplicableError, ParameterError, WindowTooShortError
 from ...progress import Progress
 from ...store import RunStore
+from ..evaluator import Trainer
 from ..scratch import ScratchArrays
 from ..windows import check_gram_finite
 from .masking import _score_name
@@ -71,7 +72,7 @@ def compute_scores(
     *,
     epoch: int | None = None,
     engine: Engine | None = None,
-    recipe: Any = None,
+    recipe: Trainer | None = None,
     rank: int | str | None = DEFAULT_RANK,
     eps: float = 0.01,
     kgp_fraction: float = 0.85,
@@ -119,7 +120,7 @@ def score_window(
     *,
     epoch: int | None = None,
     engine: Engine | None = None,
-    recipe: Any = None,
+    recipe: Trainer | None = None,
     rank: int | str | None = DEFAULT_RANK,
     eps: float = 0.01,
     kgp_fraction: float = 0.85,
@@ -192,7 +193,8 @@ def _koopman_scores(store: RunStore, engine: Engine, rows: slice, op: ReducedOpe
     return names
 
 
-def _gradient_scores(store: RunStore, rows: slice, arrays: ScratchArrays, *, engine: Engine, recipe: Any = None,
+def _gradient_scores(store: RunStore, rows: slice, arrays: ScratchArrays, *, engine: Engine,
+                     recipe: Trainer | None = None,
                      batches: int = 8) -> bool:
     """JGP |ḡ| and GGP |ḡ θ| into ``arrays``; False when there is no ḡ.
 
