@@ -364,3 +364,24 @@ def test_cli_history_sweeps(tmp_path):
     assert [r["relative_error"] for r in spacing["rows"]] == pytest.approx([0.0639, 0.0649], abs=2e-4)
     assert [r["snapshots"] for r in spacing["rows"]] == [116, 29]
     assert (out / "sweep_window.png").is_file() and (out / "sweep_subsample.png").is_file()
+
+
+def test_run_cmd_keeps_the_sweep_beside_the_fit_never_in_it(tmp_path):
+    import dataclasses
+
+    from traj.analysis.cmd import CMDResult, CMDRun
+
+    assert not {"evaluation", "comparison", "sweep", "history", "model_path"} & {
+        f.name for f in dataclasses.fields(CMDResult)}
+    data, *_ = planted_modes(n_params=3000, n_snapshots=20, n_modes=3, noise=0.0)
+    store = RunStore(write_store(tmp_path / "s.zarr", data))
+    run = run_cmd(store, CMDParams(modes=3, samples=300), CMDScoring(sweep=(3, 2)))
+    assert isinstance(run, CMDRun) and run.evaluation is None and run.comparison is None
+    assert [row.modes for row in run.sweep] == [2, 3]
+    alone = cmd(store, modes=3, samples=300)
+    assert run.fit.relative_error == alone.relative_error
+    summary = run.to_dict(model=tmp_path / "cmd.zarr")
+    assert summary["model"] == str(tmp_path / "cmd.zarr") and len(summary["sweep"]) == 2
+    assert {k: v for k, v in summary.items() if k not in ("seconds",)} | {"seconds": None} == \
+        {**alone.to_dict(), "options": alone.params.options(), "evaluation": None, "comparison": None,
+         "history_sweeps": None, "sweep": summary["sweep"], "model": summary["model"], "seconds": None}
