@@ -5,12 +5,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .model import CMDModel
 from .params import EMA_INIT_WARN, CMDParams
+
+if TYPE_CHECKING:
+    from ..dmd import DMDEvaluation
 
 
 @dataclass(frozen=True)
@@ -221,7 +224,7 @@ class ModelComparison:
     ``cmd_motion_errors[i]`` its ‖D − D̂‖F / ‖D − mean‖F, comparable with ``dmd.motion_errors``.
     """
 
-    dmd: Any  # traj.analysis.dmd.DMDEvaluation
+    dmd: DMDEvaluation
     cmd_modes: tuple[int, ...]
     cmd: tuple[Mapping[str, np.ndarray], ...]
     cmd_motion_errors: np.ndarray
