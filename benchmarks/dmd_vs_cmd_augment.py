@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from traj.analysis.cmd import cmd
+from traj.analysis.cmd import CMDParams, CMDScoring, run_cmd
 from traj.analysis.dmd import evaluate_dmd
 from traj.recipes import get_recipe
 
@@ -61,9 +61,9 @@ def main() -> None:
                 for rank, acc, err in zip(ev.ranks, ev.reconstructed, ev.motion_errors, strict=True):
                     rows.append((label, f"DMD r{rank}", acc["accuracy"], err))
                 for m in (2, 5, 10):
-                    res = cmd(store, modes=m, recipe=recipe, eval_points=n)
-                    err = res.relative_error * np.linalg.norm(d) / motion
-                    rows.append((label, f"CMD M{m}", res.evaluation.cmd["accuracy"], err))
+                    run = run_cmd(store, CMDParams(modes=m), CMDScoring(eval_points=n), evaluator=recipe)
+                    err = run.fit.relative_error * np.linalg.norm(d) / motion
+                    rows.append((label, f"CMD M{m}", run.evaluation.cmd["accuracy"], err))
                 fit_end = (2 * (n - 1)) // 3
                 fc = evaluate_dmd(store, recipe, ranks=(5, 10, 20), window=f"0:{fit_end}", max_points=n,
                                   forecast=n - 1 - fit_end)

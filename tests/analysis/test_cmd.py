@@ -8,6 +8,8 @@ from typer.testing import CliRunner
 
 from tests.conftest import planted_modes, write_store
 from traj.analysis.cmd import (
+    CMDParams,
+    CMDScoring,
     adjusted_rand_index,
     cmd,
     compare_models,
@@ -15,6 +17,7 @@ from traj.analysis.cmd import (
     load,
     moving_columns,
     row_distances,
+    run_cmd,
     sample_moving,
     sample_weights,
     stability,
@@ -82,7 +85,9 @@ def test_saved_model_reconstructs_what_the_result_does(tmp_path, planted):
         np.testing.assert_allclose(model.reconstruct_snapshot(k), data[4 + 2 * k], atol=1e-9)
     block = model.reconstruct_block(slice(100, 200))
     np.testing.assert_allclose(block, data[4:31:2, 100:200], atol=1e-9)
-    assert saved.model_path == str(tmp_path / "cmd.zarr")
+    # the result's model reads its per-weight arrays from the cmd.zarr it wrote (nothing of size N in memory)
+    assert not isinstance(saved.model.labels, np.ndarray)
+    np.testing.assert_array_equal(np.asarray(saved.model.labels[:]), in_memory.model.labels)
 
 
 @pytest.mark.parametrize("engine", [Engine(backend="torch"), Engine(backend="dask"), Engine(block_bytes=40 * 8 * 999)])
@@ -283,9 +288,9 @@ def test_streamed_pass_scores_the_ema_of_every_block(tmp_path):
     data, *_ = planted_modes(n_params=5000, n_snapshots=30, n_modes=3, noise=0.1)
     store = RunStore(write_store(tmp_path / "e.zarr", data))
     engine = Engine(block_bytes=30 * 8 * 700)  # several column blocks
-    result = cmd(store, modes=3, samples=300, window="2:29", subsample=2, recipe=_SumRecipe(), eval_points=5,
-                 ema=(0.9, 0.5), engine=engine)
-    ev = result.evaluation
+    run = run_cmd(store, CMDParams(modes=3, samples=300, window="2:29", subsample=2),
+                  CMDScoring(eval_points=5, ema=(0.9, 0.5)), evaluator=_SumRecipe(), engine=engine)
+    result, ev = run.fit, run.evaluation
     kept = data[3:30:2]  # every 2nd counted back from snapshot 29
     picks = np.searchsorted(result.snapshots, ev.snapshots)
     np.testing.assert_array_equal(picks, [0, 3, 6, 10, 13])
@@ -296,9 +301,9 @@ def test_streamed_pass_scores_the_ema_of_every_block(tmp_path):
         assert track.first_weight == pytest.approx(track.beta**13)
     assert ev.ema[1].stale and not ev.ema[0].stale  # 0.9**13 = 0.25, 0.5**13 = 1e-4
     with pytest.raises(TrajError, match="recipe"):
-        cmd(store, modes=3, ema=(0.9,))
+        run_cmd(store, CMDParams(modes=3), CMDScoring(ema=(0.9,)))
     with pytest.raises(TrajError, match="ema"):
-        cmd(store, modes=3, ema=(1.0,), recipe=_SumRecipe())
+        CMDScoring(ema=(1.0,))
 
 
 def test_cli_scores_the_ema_and_warns_when_beta_is_too_close_to_one(tmp_path):
@@ -359,3 +364,24 @@ def test_cli_history_sweeps(tmp_path):
     assert [r["relative_error"] for r in spacing["rows"]] == pytest.approx([0.0639, 0.0649], abs=2e-4)
     assert [r["snapshots"] for r in spacing["rows"]] == [116, 29]
     assert (out / "sweep_window.png").is_file() and (out / "sweep_subsample.png").is_file()
+
+
+def test_run_cmd_keeps_the_sweep_beside_the_fit_never_in_it(tmp_path):
+    import dataclasses
+
+    from traj.analysis.cmd import CMDResult, CMDRun
+
+    assert not {"evaluation", "comparison", "sweep", "history", "model_path"} & {
+        f.name for f in dataclasses.fields(CMDResult)}
+    data, *_ = planted_modes(n_params=3000, n_snapshots=20, n_modes=3, noise=0.0)
+    store = RunStore(write_store(tmp_path / "s.zarr", data))
+    run = run_cmd(store, CMDParams(modes=3, samples=300), CMDScoring(sweep=(3, 2)))
+    assert isinstance(run, CMDRun) and run.evaluation is None and run.comparison is None
+    assert [row.modes for row in run.sweep] == [2, 3]
+    alone = cmd(store, modes=3, samples=300)
+    assert run.fit.relative_error == alone.relative_error
+    summary = run.to_dict(model=tmp_path / "cmd.zarr")
+    assert summary["model"] == str(tmp_path / "cmd.zarr") and len(summary["sweep"]) == 2
+    assert {k: v for k, v in summary.items() if k not in ("seconds",)} | {"seconds": None} == \
+        {**alone.to_dict(), "options": alone.params.options(), "evaluation": None, "comparison": None,
+         "history_sweeps": None, "sweep": summary["sweep"], "model": summary["model"], "seconds": None}

@@ -10,7 +10,7 @@ from tests.conftest import match, planted_linear_system, write_store
 from traj.analysis.dmd import dmd, parse_window, save_modes
 from traj.cli.app import app
 from traj.engine import Engine
-from traj.errors import TrajError, UnevenSpacingError
+from traj.errors import ParameterError, TrajError, UnevenSpacingError
 from traj.store import Layout, RunStore
 
 SAMPLE = Path(__file__).resolve().parents[2] / "sample_data"
@@ -72,6 +72,12 @@ def test_layers_window_and_per_layer(tmp_path, rng):
     assert only_b.n_params == 300 and only_b.layers == ("b",)
     # each layer of a linear system has the system's spectrum
     np.testing.assert_allclose(np.sort(np.abs(full.per_layer[1].eigenvalues))[-6:], np.sort(np.abs(full.eigenvalues)), atol=1e-6)
+    # a layer with fewer directions than the rank asked gets the "auto" rule's rank (the operator's rule)
+    narrow = Layout.from_shapes([("a", (3,)), ("b", (497,))])
+    narrow_store = RunStore(write_store(tmp_path / "n.zarr", data, layout=narrow))
+    spectra = dmd(narrow_store, rank=6, per_layer=True).per_layer
+    auto_a = dmd(narrow_store, rank="auto", layers=["a"], method="gram")
+    assert spectra[0].name == "a" and spectra[0].rank == auto_a.rank <= 3 and spectra[1].rank == 6
 
 
 def test_saved_modes_equal_the_in_memory_modes(tmp_path, rng):
@@ -462,3 +468,54 @@ def test_delays_from_the_cli_and_what_they_refuse(tmp_path):
                           (["--delays", "-1"], "--delays")):
         bad = runner.invoke(app, ["dmd", str(path), "--delays", "2", *args, "--out", str(tmp_path / "x")])
         assert bad.exit_code == 2 and message in bad.stderr and "Traceback" not in bad.output, (args, bad.output)
+
+
+@pytest.mark.parametrize("method", ["svd", "gram"])
+def test_run_dmd_evaluates_the_fit_without_reading_the_window_again(tmp_path, method):
+    """traj dmd --evaluate: the evaluation reuses the fit's window, its method and what it read (one read of
+    the window, not two); its scores equal evaluate_dmd's, which reads the window itself."""
+    from traj.analysis.dmd import DMDEvaluationParams, DMDParams, evaluate_dmd, run_dmd
+    from traj.engine import Engine
+
+    rng = np.random.default_rng(1)
+    a = np.linalg.qr(rng.standard_normal((30, 30)))[0] * 0.97
+    theta = [rng.standard_normal(30)]
+    for _ in range(15):
+        theta.append(a @ theta[-1])
+    data = np.array(theta)
+    store = RunStore(write_store(tmp_path / "lin.zarr", data))
+    probe = rng.standard_normal(30)
+
+    class Counting(Engine):
+        reads = 0
+
+        def collect(self, *args, **kwargs):
+            if kwargs.get("rows") is not None and (kwargs["rows"].stop - kwargs["rows"].start) > 1:
+                Counting.reads += 1
+            return super().collect(*args, **kwargs)
+
+        def gram(self, *args, **kwargs):
+            Counting.reads += 1
+            return super().gram(*args, **kwargs)
+
+    run = run_dmd(store, DMDParams(rank=6, window="0:11", forecast=3, method=method),
+                  evaluation=DMDEvaluationParams(ranks=(2, 6), eval_points=4), evaluator=_LinearRecipe(probe),
+                  engine=Counting())
+    assert Counting.reads == 1 + 1  # the fit's window read, and the sampled coordinates' trajectories
+    alone = evaluate_dmd(store, _LinearRecipe(probe), ranks=(2, 6), window="0:11", max_points=4, forecast=3)
+    assert run.evaluation is not None and run.evaluation.ranks == alone.ranks == (2, 6)
+    for mine, theirs in zip(run.evaluation.reconstructed, alone.reconstructed, strict=True):
+        np.testing.assert_allclose(mine["accuracy"], theirs["accuracy"], rtol=1e-6)
+    np.testing.assert_allclose(run.evaluation.motion_errors, alone.motion_errors, rtol=1e-6, atol=1e-9)
+    assert run.to_dict()["evaluation"] == run.evaluation.to_dict() and "evaluation" not in run.fit.to_dict()
+
+
+def test_run_dmd_refuses_what_the_evaluation_cannot_score_before_any_work(tmp_path):
+    from traj.analysis.dmd import DMDEvaluationParams, DMDParams, run_dmd
+
+    with pytest.raises(ParameterError, match="delays cannot be given with --evaluate"):
+        run_dmd(tmp_path / "missing.zarr", DMDParams(delays=2), evaluation=DMDEvaluationParams(),
+                evaluator=_LinearRecipe(np.zeros(3)))
+    with pytest.raises(ParameterError, match="layers cannot be given with --evaluate"):
+        run_dmd(tmp_path / "missing.zarr", DMDParams(layers=["w"]), evaluation=DMDEvaluationParams(),
+                evaluator=_LinearRecipe(np.zeros(3)))

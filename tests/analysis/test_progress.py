@@ -52,13 +52,14 @@ def _ticks_every_evaluation(log: Log, total: int) -> None:
 
 
 def test_cmd_evaluation_reports_each_model_evaluation(tmp_path):
-    from traj.analysis.cmd import cmd
+    from traj.analysis.cmd import CMDParams, CMDScoring, run_cmd
 
     recipe = CountingRecipe()
     log = Log(recipe)
-    result = cmd(_store(tmp_path), modes=2, samples=100, recipe=recipe, eval_points=12, ema=(0.9,), progress=log)
+    run = run_cmd(_store(tmp_path), CMDParams(modes=2, samples=100), CMDScoring(eval_points=12, ema=(0.9,)),
+                  evaluator=recipe, progress=log)
     # 12 snapshots: the original, the CMD reconstruction and one EMA each
-    assert result.evaluation is not None and result.evaluation.snapshots.size == 12
+    assert run.evaluation is not None and run.evaluation.snapshots.size == 12
     assert recipe.calls == 36
     _ticks_every_evaluation(log, 36)
 

@@ -151,7 +151,7 @@ def test_masks_round_trip_through_zarr(tmp_path, rng):
 
 def test_prune_a_recorded_run_with_gradients_and_refinement():
     result = prune(SAMPLE / "digits-cnn.zarr", methods=["kmp", "gmp", "jgp", "ggp", "lsp"], compressions=[2, 16],
-                   refine_epochs=1, seeds=2)
+                   refine_epochs=1, seeds=2, recipe=recipe_from_store(RunStore(SAMPLE / "digits-cnn.zarr")))
     assert result.epoch == 4 and result.unavailable == {}
     assert result.kept["kmp"].tolist() == [1796, 225]
     assert set(result.accuracy) == {"kmp", "gmp", "jgp", "ggp", "lsp"}
@@ -227,7 +227,8 @@ def test_overview_skips_pruning_a_run_without_epochs_with_advice_it_can_follow(t
 def test_default_epoch_skips_a_partial_last_epoch(tmp_path, rng):
     """A run stopped mid-epoch (found by a new user: `traj report` pruned epoch 5 with 12 of 40 snapshots) is pruned
     at its last complete epoch; a complete last epoch is still the default."""
-    from traj.analysis.prune import PruneParams, _window
+    from traj.analysis.prune import PruneParams
+    from traj.analysis.prune.fit import _window
 
     layout = Layout.from_shapes([("w", (20,))], prunable=["w"])
     for n_last, expected in ((3, 1), (8, 2)):
@@ -281,8 +282,8 @@ def test_out_of_core_masks_equal_the_argsort_reference_with_many_ties(monkeypatc
     """fit_prune's masks come from a radix select over scores on disk, read in pieces (here 97 coordinates, so
     layers span pieces); they must be mask_from_scores' (a stable argsort) bit for bit: many exact ties, ±0,
     NaN (last) and inf (first), lower index first among equals."""
-    from traj.analysis import prune as prune_module
     from traj.analysis import scratch
+    from traj.analysis.prune import masking as prune_module
     from traj.analysis.scratch import ScratchArrays
 
     monkeypatch.setattr(scratch, "PIECE", 97)

@@ -23,10 +23,10 @@ def test_dmd_evaluation_table(tmp_path):
 
 
 def test_cmd_evaluation_table(tmp_path):
-    from traj.analysis.cmd import cmd
+    from traj.analysis.cmd import CMDParams, CMDScoring, run_cmd
 
-    result = cmd(_store(tmp_path), modes=2, samples=100, recipe=CountingRecipe(), eval_points=6)
-    ev = result.evaluation
+    ev = run_cmd(_store(tmp_path), CMDParams(modes=2, samples=100), CMDScoring(eval_points=6),
+                 evaluator=CountingRecipe()).evaluation
     table = ev.to_dataframe()
     np.testing.assert_array_equal(table.index.to_numpy(), ev.steps)
     np.testing.assert_array_equal(table["original_loss"].to_numpy(), ev.original["loss"])

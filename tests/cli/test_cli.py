@@ -223,3 +223,43 @@ def test_options_that_would_be_ignored_are_refused(tmp_path, args, message):
     assert result.returncode == 2, result.stderr
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_dmd_save_modes_json_and_summary_agree(tmp_path):
+    """--json and summary.json name the same modes.zarr (summary.json said null)."""
+    from pathlib import Path
+
+    import zarr
+
+    sample = Path(__file__).resolve().parents[2] / "sample_data" / "quadratic-mlp.zarr"
+    out = tmp_path / "out"
+    result = invoke("dmd", sample, "--save-modes", "--rank", 3, "--out", out, "--json")
+    assert result.exit_code == 0, result.output
+    printed = json.loads(result.stdout)
+    written = json.loads((out / "summary.json").read_text())
+    assert printed["modes"] == written["modes"] == str(out / "modes.zarr")
+    modes = zarr.open_array(str(out / "modes.zarr"), mode="r")
+    assert modes.shape == (printed["n_params"], 3)
+    assert written["evaluation"] is None and {k: v for k, v in printed.items() if k not in ("selection",)} == written
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--compare-dmd", "0"], "--compare-dmd must hold integers >= 1, got 0"),
+    (["--compare-dmd", "5", "--compare-modes", "0"], "--compare-modes must hold integers from 1 to 10000, got 0"),
+    (["--compare-dmd", "5", "--no-evaluate"], "--compare-dmd scores the models with a recipe"),
+])
+def test_cmd_comparison_options_are_refused_before_any_work(tmp_path, monkeypatch, args, message):
+    """traj cmd --compare-dmd 0 was refused only after the whole CMD pass."""
+    from pathlib import Path
+
+    import traj.analysis.cmd.run as run
+
+    def no_pass(*args, **kwargs):
+        raise AssertionError("the CMD pass started")
+
+    monkeypatch.setattr(run, "_fit", no_pass)
+    sample = Path(__file__).resolve().parents[2] / "sample_data" / "quadratic-mlp.zarr"
+    out = tmp_path / "out"
+    result = invoke("cmd", sample, "--modes", 2, *args, "--out", out)
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr and not out.exists()

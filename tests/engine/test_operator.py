@@ -73,6 +73,12 @@ def test_an_explicit_rank_above_what_is_available_raises_or_says_it_was_reduced(
     assert reduced.rank_note.startswith("rank 5 asked for, but only 2") and reduced.rank_note.endswith("kept 2")
     exact = ReducedOperator.from_pairs(x, y, rank=2)
     assert exact.rank_note is None and exact.rank_requested == 2
+    sigma = np.array([10.0, 9.0, 1e-3, 1e-3, 1e-3, 0.0])
+    by_auto = truncate(sigma, rank=8, shape=(1000, 6), dtype=np.float64, source="gram", excess="auto")
+    auto_itself = truncate(sigma, rank="auto", shape=(1000, 6), dtype=np.float64, source="gram")
+    assert (by_auto.rank, by_auto.requested, by_auto.rule) == (auto_itself.rank, "auto", auto_itself.rule)
+    assert by_auto.rank == 5 and by_auto.threshold == auto_itself.threshold
+    assert by_auto.note.startswith("rank 8 asked for, but only 5") and by_auto.note.endswith("rank auto kept 5")
     auto = truncate(np.array([10.0, 9.0, 1e-3, 1e-3, 1e-3]), rank="auto", shape=(1000, 5), dtype=np.float64,
                     source="gram")
     assert auto.rank == 2 and auto.requested == "auto" and auto.threshold is not None and auto.note is None

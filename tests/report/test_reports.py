@@ -19,8 +19,11 @@ def _as_json(result):
 
 
 def test_dmd_report(tmp_path, dmd_result):
+    from traj.analysis.dmd import DMDRun
+
     summary, md, html, pngs = _written(dmd_report(dmd_result, tmp_path / "r"))
-    assert summary == _as_json(dmd_result)
+    assert summary == _as_json(DMDRun(dmd_result))
+    assert summary["modes"] is None and summary["evaluation"] is None
     assert {"store", "rank", "rank_threshold", "singular_values", "eigenvalues", "abs_eigenvalues", "rates_per_step",
             "classes", "reconstruction_error", "window", "steps"} <= set(summary)
     assert summary["rank"] == 6 and len(summary["eigenvalues"]) == 6
@@ -56,8 +59,11 @@ def test_prune_report(tmp_path, prune_result):
 
 
 def test_cmd_report(tmp_path, cmd_result):
+    from traj.analysis.cmd import CMDRun
+
     summary, md, html, pngs = _written(cmd_report(cmd_result, tmp_path / "r"))
-    assert summary == _as_json(cmd_result)
+    assert summary == _as_json(CMDRun(cmd_result))
+    assert summary["evaluation"] is None and summary["model"] is None and summary["sweep"] is None
     assert summary["modes"] == 3
     assert pngs == {"corr_matrix.png", "references.png", "mode_bands.png", "modes_per_layer.png", "sample_fits.png"}
     assert html.count("data:image/png;base64,") == 5

@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from ..checks import check_choice, check_float, check_int
 from ..engine import Engine
 from ..errors import NotApplicableError, ParameterError, TrajError
+from ..options import Params, choice, integer, number
 from ..progress import Progress
 from ..store import RunStore
 from .scratch import PIECE
@@ -47,21 +47,15 @@ class GridTooSlowError(TrajError):
 
 
 @dataclass(frozen=True)
-class LandscapeParams:
-    """The options of a landscape, checked (see :func:`fit_landscape`)."""
+class LandscapeParams(Params):
+    """The options of a landscape, each checked when the class is built (see :func:`fit_landscape`)."""
 
-    grid: int = 25
-    margin: float = 0.25
-    center: str = "mean"
-    max_seconds: float = 600.0
-
-    @classmethod
-    def checked(cls, *, grid: int = 25, margin: float = 0.25, center: str = "mean",
-                max_seconds: float = 600.0) -> LandscapeParams:
-        return cls(grid=check_int("grid", grid, low=2, high=MAX_GRID),
-                   margin=check_float("margin", margin, low=0, high=10),
-                   center=check_choice("center", center, ("mean", "final")),
-                   max_seconds=check_float("max_seconds", max_seconds, low=0, low_open=True))
+    grid: int = integer(25, low=2, high=MAX_GRID, help="Grid points per axis (grid² loss evaluations).")
+    margin: float = number(0.25, low=0, high=10, help="Margin around the projected snapshots, a fraction of their span.")
+    center: str = choice("mean", ("mean", "final"),
+                         help="The plane through the 'mean' snapshot or the first run's 'final' weights.")
+    max_seconds: float = number(600.0, low=0, low_open=True,
+                                help="Refuse a grid whose estimated evaluation time exceeds this.")
 
 
 @dataclass(frozen=True)

@@ -23,10 +23,10 @@ from ..errors import NotApplicableError
 from ..progress import Progress, Stage
 from ..store import RunStore
 from ..store.info import StoreInfo, describe
-from .cmd import CMDResult, ModelComparison, cmd, compare_models
+from .cmd import CMDEvaluation, CMDResult, CMDRun, ModelComparison, cmd, compare_models
 from .cmd import evaluate as evaluate_cmd
 from .conjugacy import ConjugacyResult, conjugacy
-from .dmd import DMDResult, dmd
+from .dmd import DMDResult, DMDRun, dmd
 from .prune import PruneResult, prune
 
 __all__ = ["LayerNorms", "Overview", "layer_norms", "overview"]
@@ -116,13 +116,19 @@ class Overview:
     skipped: dict[str, str]
     seconds: float
     models: ModelComparison | None = None
+    cmd_evaluation: CMDEvaluation | None = None
+
+    @property
+    def cmd_run(self) -> CMDRun | None:
+        """The CMD fit with its evaluation beside it (None where CMD was skipped)."""
+        return CMDRun(self.cmd, self.cmd_evaluation) if self.cmd is not None else None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "store": self.store,
             "info": self.info.to_dict(),
-            "dmd": self.dmd.to_dict() if self.dmd else None,
-            "cmd": self.cmd.to_dict() if self.cmd else None,
+            "dmd": DMDRun(self.dmd).to_dict() if self.dmd else None,
+            "cmd": self.cmd_run.to_dict() if self.cmd_run else None,
             "prune": self.prune.to_dict() if self.prune else None,
             "conjugacy": self.conjugacy.to_dict() if self.conjugacy else None,
             "models": self.models.to_dict() if self.models else None,
@@ -180,20 +186,19 @@ def overview(
     with tempfile.TemporaryDirectory(prefix="traj-report-") as scratch:
         model_out = Path(scratch) / "cmd.zarr" if recipe is not None else None
         cmd_result = section("cmd", lambda: _cmd(store, modes, engine, model_out, progress))
+        evaluation = None
         if cmd_result is not None and recipe is not None:
             evaluation = section("cmd evaluation", lambda: evaluate_cmd(cmd_result, store, recipe, max_points=12,
                                                                           engine=engine, progress=progress))
-            cmd_result = replace(cmd_result, evaluation=evaluation)
             models = section("models", lambda: _models(store, recipe, cmd_result, engine, progress))
         else:
             models = None
         if cmd_result is not None:  # the scratch model goes with the directory
-            cmd_result = replace(cmd_result, model=replace(cmd_result.model, labels=None, a=None, b=None),
-                                 model_path=None)
+            cmd_result = replace(cmd_result, model=replace(cmd_result.model, labels=None, a=None, b=None))
     prune_result = section("prune", lambda: _prune(store, recipe, engine, progress))
     conj_result = section("conjugacy", lambda: _conjugacy(store, peers, null, engine, progress))
     return Overview(str(store.path), info, history, dmd_result, cmd_result, prune_result, conj_result, skipped,
-                    time.perf_counter() - t0, models)
+                    time.perf_counter() - t0, models, evaluation)
 
 
 def _models(store: RunStore, recipe: Any, fitted: CMDResult, engine: Engine,

@@ -24,6 +24,32 @@ __all__ = ["Window", "check_even_spacing", "check_gram_finite", "default_last", 
 Window = str | Sequence[int] | None
 
 
+def check_window(name: str, window: Window) -> Window:
+    """The form of a window, checked before any work (``"a:b"``, either end optional, or a pair of integers);
+    its ends are checked against a store by :func:`resolve_window`. Returned as given."""
+    if window is None:
+        return None
+    if isinstance(window, str):
+        lo, sep, hi = window.partition(":")
+        if not sep:
+            raise ParameterError(name, f"must look like a:b (snapshot indices, both included), got {window!r}")
+        try:
+            for end in (lo, hi):
+                if end.strip():
+                    int(end)
+        except ValueError:
+            raise ParameterError(name, f"must look like a:b with integers, got {window!r}") from None
+        return window
+    try:
+        if len(window) != 2:
+            raise TypeError
+        for end in window:
+            check_int(name, end)
+    except (TypeError, ValueError, ParameterError):
+        raise ParameterError(name, f"must be 'a:b' or a pair of integers, got {window!r}") from None
+    return window
+
+
 def parse_window(text: Window, n_snapshots: int, *, minimum: int = 3, method: str = "DMD") -> tuple[int, int]:
     """A window ``"a:b"`` of snapshot indices, both ends included (docs/methods.md, Notation: θa … θb).
 

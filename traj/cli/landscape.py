@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from ..analysis.landscape import LandscapeParams
+from ..options import cli_option
 from ._common import (
     Stages,
     StepsOption,
@@ -27,12 +29,12 @@ def landscape(
     ctx: typer.Context,
     stores: Annotated[list[Path], typer.Argument(help="A run store; more stores of the same model share its plane "
                                                       "(e.g. a kga-replay's plain.zarr and kga-alpha0.25.zarr).")],
-    grid: Annotated[int, typer.Option(help="Grid points per axis (grid² loss evaluations).")] = 25,
+    grid: Annotated[int, cli_option(LandscapeParams, "grid")] = LandscapeParams.grid,
     steps: StepsOption = None,
     stride: StrideOption = 1,
-    margin: Annotated[float, typer.Option(help="Margin around the projected snapshots, a fraction of their span.")] = 0.25,
-    center: Annotated[str, typer.Option(help="The plane through the 'mean' snapshot or the first run's 'final' weights.")] = "mean",
-    max_seconds: Annotated[float, typer.Option(help="Refuse a grid whose estimated evaluation time exceeds this.")] = 600.0,
+    margin: Annotated[float, cli_option(LandscapeParams, "margin")] = LandscapeParams.margin,
+    center: Annotated[str, cli_option(LandscapeParams, "center")] = LandscapeParams.center,
+    max_seconds: Annotated[float, cli_option(LandscapeParams, "max_seconds")] = LandscapeParams.max_seconds,
     recipe: Annotated[str | None, typer.Option(help="Recipe: a built-in name or module:function (default the store's).")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Report directory (default traj-out/landscape-STORE).")] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print the summary as JSON to stdout.")] = False,
@@ -47,12 +49,12 @@ def landscape(
         traj landscape kga/plain.zarr kga/kga-alpha0.25.zarr --grid 15 --center final
     """
     with handle_errors(ctx), flag_names("grid", "margin", "center", "max_seconds"):
-        from ..analysis.landscape import LandscapeParams, fit_landscape
+        from ..analysis.landscape import fit_landscape
         from ..display import markup as m
         from ..recipes import resolve_recipe
         from ..report.landscape import landscape_report
 
-        params = LandscapeParams.checked(grid=grid, margin=margin, center=center, max_seconds=max_seconds)
+        params = LandscapeParams(grid=grid, margin=margin, center=center, max_seconds=max_seconds)
         opened = [open_selected(s, steps, stride) for s in stores]
         runner = resolve_recipe(recipe, opened[0])
         if runner is None:

@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from ..analysis.prune import PruneParams
+from ..options import cli_option
 from ._common import (
     BackendOption,
     BlockOption,
@@ -35,18 +37,18 @@ from ._common import (
 def prune(
     ctx: typer.Context,
     store: Annotated[Path, typer.Argument(help="A run store with at least 3 snapshots in the epoch pruned (every step, or every k steps of a long epoch).")],
-    epoch: Annotated[int | None, typer.Option(help="Epoch to decompose (default the last complete one).")] = None,
-    window: Annotated[str | None, typer.Option(help="Snapshots a:b instead of an epoch.")] = None,
+    epoch: Annotated[int | None, cli_option(PruneParams, "epoch")] = PruneParams.epoch,
+    window: Annotated[str | None, cli_option(PruneParams, "window")] = PruneParams.window,
     steps: StepsOption = None,
     stride: StrideOption = 1,
-    method: Annotated[str, typer.Option(help="Comma-separated: kmp,kgp,gmp,jgp,ggp,lsp.")] = "kmp,kgp,gmp,jgp,ggp,lsp",
-    compression: Annotated[str, typer.Option(help="Comma-separated compressions c > 1 (keep 1/c).")] = "2,4,8,16,32,64",
-    scope: Annotated[str, typer.Option(help="global or layer.")] = "global",
-    refine_epochs: Annotated[int, typer.Option(help="Epochs of training with the mask fixed (0: none).")] = 1,
-    seeds: Annotated[int, typer.Option(help="Refinement seeds (and LSP mask seeds).")] = 3,
-    epochs: Annotated[str | None, typer.Option(help="Also compare masks across these epochs, e.g. 0,2,4.")] = None,
-    rank: Annotated[str, typer.Option(help="DMD rank of the epoch: 'all' (Redman et al. 2022's: every direction the data resolve), 'auto' (Gavish–Donoho) or an integer.")] = "all",
-    evaluate: Annotated[bool, typer.Option("--evaluate/--no-evaluate", help="Accuracy with the store's recipe.")] = True,
+    method: Annotated[str, cli_option(PruneParams, "methods")] = ",".join(PruneParams.methods),
+    compression: Annotated[str, cli_option(PruneParams, "compressions")] = ",".join(f"{c:g}" for c in PruneParams.compressions),
+    scope: Annotated[str, cli_option(PruneParams, "scope")] = PruneParams.scope,
+    refine_epochs: Annotated[int, cli_option(PruneParams, "refine_epochs")] = PruneParams.refine_epochs,
+    seeds: Annotated[int, cli_option(PruneParams, "seeds")] = PruneParams.seeds,
+    epochs: Annotated[str | None, cli_option(PruneParams, "epochs")] = None,
+    rank: Annotated[str, cli_option(PruneParams, "rank")] = PruneParams.rank,
+    evaluate: Annotated[bool, cli_option(PruneParams, "evaluate", "--evaluate/--no-evaluate")] = PruneParams.evaluate,
     recipe_spec: Annotated[str | None, typer.Option("--recipe", help="Recipe for evaluation: a built-in name or module:function.")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Report directory (default traj-out/prune-STORE).")] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print the summary as JSON to stdout.")] = False,
@@ -77,16 +79,16 @@ def prune(
     with handle_errors(ctx), flag_names("epoch", "window", "scope", "refine_epochs", "seeds", "epochs", "rank",
                                         methods="--method", compressions="--compression"):
         from ..analysis.masks import write_exports, write_masks
-        from ..analysis.prune import PruneParams, fit_prune
+        from ..analysis.prune import fit_prune
         from ..display import markup as m
         from ..recipes import resolve_recipe
         from ..report.prune import prune_report
 
-        params = PruneParams.checked(
-            epoch=epoch, window=window, methods=[name.strip() for name in method.split(",") if name.strip()],
-            compressions=number_list("--compression", compression, float), scope=scope, refine_epochs=refine_epochs,
-            seeds=seeds, evaluate=evaluate, epochs=number_list("--epochs", epochs, int) if epochs is not None else None,
-            rank=parse_rank(rank, "all"))
+        params = PruneParams(
+            epoch=epoch, window=window, methods=tuple(name.strip() for name in method.split(",") if name.strip()),
+            compressions=number_list("--compression", compression, float), scope=scope,  # type: ignore[arg-type]
+            refine_epochs=refine_epochs, seeds=seeds, evaluate=evaluate,
+            epochs=number_list("--epochs", epochs, int) if epochs is not None else (), rank=parse_rank(rank, "all"))
         engine = engine_options(backend, device, scheduler, block_mb)
         opened = open_selected(store, steps, stride)
         chosen_recipe = resolve_recipe(recipe_spec, opened) if evaluate else None

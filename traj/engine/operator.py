@@ -39,8 +39,9 @@ STABLE: ModeClass = "stable"
 UNSTABLE: ModeClass = "unstable"
 #: How σ was obtained: eigenvalues of XᵀX ("gram", also the randomized finder on A = XᵀX) or an SVD of X ("svd").
 Source = Literal["gram", "svd"]
-#: What to do with an explicit rank above the available directions: refuse, or keep what there is and say so.
-Excess = Literal["raise", "reduce"]
+#: What to do with an explicit rank above the available directions: refuse, keep what there is and say so,
+#: or let the "auto" rule decide (a layer of ``traj dmd --per-layer`` with fewer directions than the rank).
+Excess = Literal["raise", "reduce", "auto"]
 RankRequest = int | Literal["auto", "all"] | None
 #: Error estimate (absolute, |λ| ~ 1) up to which "auto" on the Gram path keeps a mode (docs/methods.md §1.5).
 RESOLVED = 1e-6
@@ -200,9 +201,10 @@ def truncate(
         The shape of X, for the threshold's aspect ratio β.
     dtype, source
         The data's dtype and how σ was obtained: they set the floor (:func:`precision_floor`).
-    excess : {"raise", "reduce"}
+    excess : {"raise", "reduce", "auto"}
         An explicit rank above the available directions raises :class:`RankUnavailableError`
-        ("raise"), or is reduced to them with a ``note`` saying so ("reduce").
+        ("raise"), is reduced to them with a ``note`` saying so ("reduce"), or gives way to the "auto"
+        rule, with a ``note`` saying so ("auto").
     """
     sigma = np.asarray(sigma, dtype=np.float64)
     if not sigma.size or not sigma[0] > 0:
@@ -240,6 +242,9 @@ def truncate(
            f"floor {floor / sigma[0]:.0e}·σ1 (T = {shape[1]} transitions, N = {shape[0]})")
     if excess == "raise":
         raise RankUnavailableError(parameter, requested, available, why)
+    if excess == "auto":
+        cut = truncate(sigma, rank="auto", shape=shape, dtype=dtype, source=source, trace=trace)
+        return replace(cut, note=f"{parameter} {why}: rank auto kept {cut.rank}")
     return Truncation(max(1, available), requested, available, floor, note=f"{parameter} {why}: kept {max(1, available)}")
 
 

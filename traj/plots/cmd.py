@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..analysis.cmd import CMDResult
+from ..analysis.cmd import CMDResult, CMDRun
 from ..display import mathtext
 from .common import panels
 
@@ -97,11 +97,12 @@ def plot_sample_fits(result: CMDResult, *, ax: AxesLike | None = None) -> Figure
     return fig
 
 
-def plot_evaluation(result: CMDResult, *, ax: AxesLike | None = None) -> Figure:
-    """The recipe's metric of the original, CMD-reconstructed and EMA weights per snapshot (figs. 5a, 7, 19-21)."""
-    ev = result.evaluation
+def plot_evaluation(run: CMDRun, *, ax: AxesLike | None = None) -> Figure:
+    """The recipe's metric of the original, CMD-reconstructed and EMA weights per snapshot (figs. 5a, 7, 19-21):
+    a :class:`~traj.analysis.cmd.CMDRun` with its evaluation (``run_cmd`` with an evaluator)."""
+    ev, result = run.evaluation, run.fit
     if ev is None:
-        raise ValueError("the result holds no evaluation (fit with a recipe)")
+        raise ValueError("the run holds no evaluation (run_cmd with an evaluator)")
     metric = ev.metric
     fig, (ax,) = panels(ax, 1, (6.5, 3.8))
     ax.plot(ev.steps, ev.original[metric], "o-", ms=3, color="0.2", label="original")
@@ -115,9 +116,10 @@ def plot_evaluation(result: CMDResult, *, ax: AxesLike | None = None) -> Figure:
     return fig
 
 
-def plot_sweep(result: CMDResult, *, ax: AxesLike | None = None) -> Figure:
-    """Best reconstructed accuracy (or loss), MSE, and the agreement of sampling seeds against M (figs. 6, 9)."""
-    rows = result.sweep
+def plot_sweep(run: CMDRun, *, ax: AxesLike | None = None) -> Figure:
+    """Best reconstructed accuracy (or loss), MSE, and the agreement of sampling seeds against M (figs. 6, 9):
+    a :class:`~traj.analysis.cmd.CMDRun`'s sweep over M."""
+    rows = run.sweep
     fig, (ax1, ax2, ax3) = panels(ax, 3, (13, 3.6))
     modes = [r.modes for r in rows]
     metric = rows[0].metric if rows else None

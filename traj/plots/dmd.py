@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..analysis.dmd import DMDResult
+from ..analysis.dmd import DMDEvaluation, DMDResult
 from ..display import mathtext
 from .common import panels, scatter_spectrum, unit_circle
 
@@ -91,12 +91,10 @@ def plot_layer_spectra(result: DMDResult, *, ax: AxesLike | None = None, max_lay
     return fig
 
 
-def plot_dmd_evaluation(result: DMDResult, *, ax: AxesLike | None = None) -> Figure:
+def plot_dmd_evaluation(ev: DMDEvaluation, *, ax: AxesLike | None = None) -> Figure:
     """The recipe's metric of the original and of DMD-reconstructed weights per snapshot, one line per
-    rank, the forecast dashed past the window (Turjeman et al. 2022 figs. 1, 5, 22)."""
-    ev = result.evaluation
-    if ev is None:
-        raise ValueError("the result holds no evaluation (traj dmd --evaluate)")
+    rank, the forecast dashed past the window (Turjeman et al. 2022 figs. 1, 5, 22): a
+    :class:`~traj.analysis.dmd.DMDEvaluation` (``traj dmd --evaluate``; ``DMDRun.evaluation``)."""
     metric = ev.metric
     fig, (ax,) = panels(ax, 1, (7, 3.8))
     ax.plot(ev.snapshots, ev.original[metric], "o-", ms=3, color="0.2", label="original")

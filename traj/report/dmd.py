@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..analysis.dmd import DMDResult
+from ..analysis.dmd import DMDResult, DMDRun
 from ..plots import figure_png
 from ..plots.dmd import (
     plot_dmd_evaluation,
@@ -20,9 +20,13 @@ from ..plots.dmd import (
 from .writer import Report, write_report
 
 
-def dmd_report(result: DMDResult, out_dir: str | os.PathLike[str], extra: Callable[[Path], None] | None = None, *,
-               inputs: Iterable[str | os.PathLike[str]] = ()) -> Path:
-    d = result.to_dict()
+def dmd_report(run: DMDRun | DMDResult, out_dir: str | os.PathLike[str], extra: Callable[[Path], None] | None = None, *,
+               inputs: Iterable[str | os.PathLike[str]] = (), modes: str | os.PathLike[str] | None = None) -> Path:
+    """The report of a DMD fit (and its evaluation, beside it in a :class:`DMDRun`); ``modes``: where ``extra``
+    writes the modes, as summary.json names them."""
+    run = run if isinstance(run, DMDRun) else DMDRun(run)
+    result = run.fit
+    d = run.to_dict(modes=modes)
     report = Report(f"traj dmd: {Path(result.store).name}")
     counts = result.class_counts
     report.paragraph(
@@ -42,8 +46,8 @@ def dmd_report(result: DMDResult, out_dir: str | os.PathLike[str], extra: Callab
     if result.forecast_steps:
         caption += f", with a forecast of {result.forecast_steps} snapshots"
     report.figure("reconstruction.png", figure_png(plot_reconstruction(result)), caption)
-    if result.evaluation:
-        report.figure("evaluation.png", figure_png(plot_dmd_evaluation(result)),
+    if run.evaluation:
+        report.figure("evaluation.png", figure_png(plot_dmd_evaluation(run.evaluation)),
                       "Validation metric of the original and of the DMD-reconstructed weights at several ranks "
                       "(b = Φ⁺θ₀); dotted past the window: the DMD forecast")
     if result.per_layer:

@@ -45,8 +45,8 @@ def _key_figures(report: Report, overview: Overview) -> None:
                   "Loss per snapshot, the other logged metrics and the weight norm per tensor")
     if overview.dmd is not None:
         report.figure("dmd_eigenvalues.png", figure_png(plot_eigenvalues(overview.dmd)), "Koopman (DMD) eigenvalues")
-    if overview.cmd is not None and overview.cmd.evaluation:
-        report.figure("cmd_evaluation.png", figure_png(plot_evaluation(overview.cmd)),
+    if overview.cmd_run is not None and overview.cmd_evaluation is not None:
+        report.figure("cmd_evaluation.png", figure_png(plot_evaluation(overview.cmd_run)),
                       "Original vs CMD-reconstructed weights")
     if overview.prune is not None and overview.prune.accuracy:
         report.figure("prune_accuracy.png", figure_png(plot_accuracy(overview.prune)), "Pruning: KMP vs GMP vs LSP")

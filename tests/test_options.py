@@ -1,0 +1,114 @@
+"""Every analysis's options are declared once (traj.options): its Params, its keyword function and its
+Typer command agree on names, defaults, help and bounds."""
+
+import dataclasses
+import inspect
+
+import click
+import pytest
+import typer
+
+from traj.errors import ParameterError
+from traj.options import Params, options_of
+
+
+def _typer_params(command) -> dict[str, click.Parameter]:
+    app = typer.Typer()
+    app.command()(command)
+    return {p.name: p for p in typer.main.get_command(app).params}
+
+
+def _contracts():
+    """(Params class, CLI command, {field: (cli name, cli default -> field default)}, keyword function)."""
+    from traj.analysis.cmd import CMDParams, CMDScoring, cmd
+    from traj.analysis.dmd import DMDEvaluationParams, DMDParams, dmd
+    from traj.analysis.landscape import LandscapeParams
+    from traj.analysis.prune import PruneParams, prune
+    from traj.cli._common import parse_rank
+    from traj.cli.cmd import cmd as cmd_command
+    from traj.cli.dmd import dmd as dmd_command
+    from traj.cli.landscape import landscape as landscape_command
+    from traj.cli.prune import prune as prune_command
+
+    def ints(text):
+        return () if text is None else tuple(int(x) for x in text.split(","))
+
+    def floats(text):
+        return () if text is None else tuple(float(x) for x in text.split(","))
+
+    return [
+        (DMDParams, dmd_command, {"rank": ("rank", parse_rank), "layers": ("layer", None),
+                                  "n_iter": ("power_iterations", None),
+                                  "memory_bytes": ("memory_mb", lambda mb: int(mb * 2**20))}, dmd),
+        (DMDEvaluationParams, dmd_command, {"ranks": ("eval_ranks", ints)}, None),
+        (CMDParams, cmd_command, {}, cmd),
+        (PruneParams, prune_command, {"methods": ("method", lambda text: tuple(text.split(","))),
+                                      "compressions": ("compression", floats), "epochs": ("epochs", ints)}, prune),
+        (LandscapeParams, landscape_command, {}, None),
+        (CMDScoring, cmd_command, {name: (name, floats if name == "ema" else ints) for name in
+                                   ("ema", "sweep", "sweep_window", "sweep_subsample", "compare_dmd",
+                                    "compare_modes")}, None),
+    ]
+
+
+CONTRACTS = _contracts()
+IDS = [f"{c[0].__name__}-{c[1].__name__}" for c in CONTRACTS]
+
+
+@pytest.mark.parametrize("params, command, renamed, function", CONTRACTS, ids=IDS)
+def test_every_field_is_declared_with_help(params, command, renamed, function):
+    assert issubclass(params, Params) and dataclasses.is_dataclass(params)
+    declared = options_of(params)
+    assert set(declared) == {f.name for f in dataclasses.fields(params)}
+    for name, option in declared.items():
+        assert option.help.strip(), name
+
+
+@pytest.mark.parametrize("params, command, renamed, function", CONTRACTS, ids=IDS)
+def test_the_command_takes_help_and_default_from_the_params(params, command, renamed, function):
+    cli = _typer_params(command)
+    seen = 0
+    for name, option in options_of(params).items():
+        cli_name, convert = renamed.get(name, (name, None))
+        if cli_name not in cli:
+            continue  # a library-only option (n_samples, max_gram, random_state, ...)
+        seen += 1
+        p = cli[cli_name]
+        default = p.default if convert is None else convert(p.default)
+        assert default == getattr(params, name), name
+        if name != "memory_bytes":  # --memory-mb is in MiB: its own help says so
+            assert p.help == option.help, name
+    assert seen >= 2
+
+
+@pytest.mark.parametrize("params, command, renamed, function", CONTRACTS, ids=IDS)
+def test_the_keyword_function_has_the_params_names_and_defaults(params, command, renamed, function):
+    if function is None:
+        pytest.skip("no keyword function")
+    signature = inspect.signature(function).parameters
+    for name in options_of(params):
+        assert name in signature, name
+        assert signature[name].default == getattr(params, name) or (
+            signature[name].default is None and getattr(params, name) is None), name
+
+
+@pytest.mark.parametrize("params, command, renamed, function", CONTRACTS, ids=IDS)
+def test_every_bound_is_checked_at_construction(params, command, renamed, function):
+    params()  # the defaults are valid
+    checked = 0
+    for name, option in options_of(params).items():
+        default = getattr(params, name)
+        for bad in ([option.low - 1] if option.low is not None else []) + \
+                   ([option.high + 1] if option.high is not None else []):
+            value = (int(bad),) if isinstance(default, tuple) else type(default)(bad) if default is not None else bad
+            with pytest.raises(ParameterError) as info:
+                params(**{name: value})
+            assert info.value.parameter == name
+            checked += 1
+        if option.choices:
+            with pytest.raises(ParameterError):
+                params(**{name: "no-such-choice"})
+            checked += 1
+    assert checked >= 1
+    with pytest.raises(ParameterError):
+        params.checked(no_such_option=1)
