@@ -24,7 +24,9 @@ of the window's K leading principal components, computed from the streamed Gram 
 large observable goes through the streaming Gram, whose delay embedding is a sum of shifted
 diagonal sub-blocks of G (no extra pass), and the Grams of h(X) for every null draw are
 accumulated beside it in the same pass; a small one (up to ``small_observable`` coordinates
-times delays + 1), or stacked trajectories, are collected into memory. Every path goes
+times delays + 1) is collected into memory. Stacked trajectories of a large observable go through
+their pooled Gram (:func:`stacked_grams`: every trajectory's snapshots against every other's, a band
+of coordinates of every trajectory at a time), so no path holds anything of size N. Every path goes
 through the one operator factory (:mod:`traj.engine.operator`). By default every run is fitted
 at the same rank, r = min(k, every run's resolvable rank), and all r eigenvalues are compared;
 a rank or k reduced below what was asked says so (``Spectrum.rank_note``, ``k_note``).
@@ -52,11 +54,11 @@ from .dmd import complex_pairs
 from .windows import (
     Window,
     check_even_spacing,
-    check_gram_finite,
     default_last,
     hankel_gram,
     parse_window,
     raise_nonfinite,
+    stacked_hankel_gram,
 )
 
 __all__ = ["ConjugacyParams", "ConjugacyResult", "KChoice", "PairVerdict", "SMALL_OBSERVABLE", "Spectrum", "WindowTransitions",
@@ -386,7 +388,7 @@ def stacked_pca_scores(data: np.ndarray, n_traj: int, components: int, *, center
     pooled = data.reshape(t, n_traj, state).transpose(1, 0, 2).reshape(n_traj * t, state)
     fit = np.tile(np.arange(t) < t - 1, n_traj)
     if state >= pooled.shape[0]:  # wide: the (n_traj·T)² Gram is the small matrix
-        scores = pca_scores(pooled @ pooled.T, components, center=center, fit=fit)
+        return pooled_pca_scores(pooled @ pooled.T, n_traj, components, center=center)
     else:  # many snapshots of a small state (25 initial conditions in d = 2): the state's own axes
         fitted = pooled[fit]
         mean = fitted.mean(axis=0)
@@ -397,6 +399,18 @@ def stacked_pca_scores(data: np.ndarray, n_traj: int, components: int, *, center
         resolved = sigma[: axes.shape[1]] ** 2 > (fitted.shape[0] * np.finfo(np.float64).eps
                                                    * max(float(np.max(np.sum(fitted**2, axis=1))), 1e-300))
         scores = (pooled - mean if center else pooled) @ (axes * resolved)
+    return scores.reshape(n_traj, t, -1).transpose(1, 0, 2).reshape(t, -1)
+
+
+def pooled_pca_scores(gram: np.ndarray, n_traj: int, components: int, *, center: bool = False) -> np.ndarray:
+    """(T, n_traj·K) scores of stacked trajectories from their pooled Gram alone (:func:`stacked_pca_scores`'s wide case).
+
+    ``gram`` (n_traj·T square) holds x_a(s)ᵀ x_b(t) at (a·T + s, b·T + t); the axes are fitted to every
+    trajectory's snapshots but its last, and the scores keep the trajectory-major column layout.
+    """
+    t = gram.shape[0] // n_traj
+    fit = np.tile(np.arange(t) < t - 1, n_traj)
+    scores = pca_scores(gram, components, center=center, fit=fit)
     return scores.reshape(n_traj, t, -1).transpose(1, 0, 2).reshape(t, -1)
 
 
@@ -484,6 +498,8 @@ class _Source:
     gram: np.ndarray | None = None
     n_features: int = 0
     dtype: Any = np.float64
+    #: The Gram's rows that are snapshots (stacked trajectories: the separators between them are not).
+    valid: np.ndarray | None = None
 
     def fit(self, rank: int | str | None) -> ReducedOperator:
         if self.method == "memory":
@@ -491,7 +507,7 @@ class _Source:
             return ReducedOperator.from_pairs(self.x, self.y, rank=rank, dtype=self.dtype, excess="reduce")
         assert self.gram is not None
         return ReducedOperator.from_gram(self.gram, rank=rank, n_features=self.n_features, dtype=self.dtype,
-                                         excess="reduce")
+                                         valid=self.valid, excess="reduce")
 
 
 @dataclass(frozen=True)
@@ -527,8 +543,14 @@ def _observe(store: RunStore, *, window: Window, observable: str | None, layer: 
     n_obs = cols.stop - cols.start
     n_traj = trajectories(store, stack, n_obs, shape)
     rows = slice(lo, hi + 1)
-    # stacked trajectories' PCA pools every trajectory's snapshots (one projection): their data, in memory
-    in_memory = n_traj > 1 or (kind != "pca" and n_obs * (delays + 1) <= small_observable)
+    state = n_obs // n_traj
+    maps = range(first_draw, first_draw + draws)
+    # in memory: a small observable, or stacked pca:K of a state smaller than its pooled snapshots (the state's
+    # own axes, by an SVD); any other stacked observable is streamed into the pooled Gram of its trajectories
+    if kind == "pca":
+        in_memory = n_traj > 1 and state < n_traj * (hi - lo + 1)
+    else:
+        in_memory = n_obs * (delays + 1) <= small_observable
 
     def pairs(data: np.ndarray) -> _Source:
         if kind == "pca":
@@ -536,24 +558,37 @@ def _observe(store: RunStore, *, window: Window, observable: str | None, layer: 
         x, y = stacked_hankel(data, n_traj, delays)
         return _Source("memory", x, y, dtype=store.dtype)
 
-    if in_memory or (kind == "layer" and draws):
+    def from_gram(g: np.ndarray) -> _Source:
+        """A source from the Gram of the window's snapshots (stacked: the pooled Gram, trajectory-major)."""
+        if kind == "pca":
+            scores = pooled_pca_scores(g, n_traj, int(arg), center=center)  # type: ignore[arg-type]
+            x, y = stacked_hankel(scores, n_traj, delays)
+            return _Source("memory", x, y, dtype=store.dtype)
+        if n_traj > 1:
+            embedded, valid = stacked_hankel_gram(g, n_traj, delays)
+            return _Source("gram", gram=embedded, n_features=state * (delays + 1), dtype=store.dtype, valid=valid)
+        return _Source("gram", gram=hankel_gram(g, delays), n_features=n_obs * (delays + 1), dtype=store.dtype)
+
+    if in_memory or (kind == "layer" and draws and n_traj == 1):
         if not in_memory and n_obs * (hi - lo + 1) * 8 > COLLECT_BYTES:
             raise NotApplicableError(f"{store.path.name}: the reparametrisation null of layer {arg} needs its "
                                      f"{n_obs} coordinates in memory ({n_obs * (hi - lo + 1) * 8 / 2**30:.1f} GiB): "
                                      "use observable 'all' or 'pca:K', or null_size=0")
         data = engine.collect(store, cols, rows=rows, progress=progress)
         raise_nonfinite(store, lo + np.flatnonzero(~np.isfinite(data).all(axis=1)))
-        bent_data = [reparametrise(data, i, strength=strength, seed=seed, n_traj=n_traj)
-                     for i in range(first_draw, first_draw + draws)]
+        bent_data = [reparametrise(data, i, strength=strength, seed=seed, n_traj=n_traj) for i in maps]
         if in_memory:
             return _Observed(store, (lo, hi), name, n_obs, n_traj, delays, pairs(data),
                              tuple(pairs(b) for b in bent_data))
         grams = [data @ data.T] + [b @ b.T for b in bent_data]
+    elif n_traj > 1:
+        grams = stacked_grams(store, cols, rows, n_traj, engine=engine, draws=maps, strength=strength, seed=seed,
+                              progress=progress)
     elif draws:
         def kernel(block: Any, ops: Any) -> np.ndarray:
             b = ops.to_numpy(block)
             return np.stack([b @ b.T] + [(h := reparametrise(b, i, strength=strength, seed=seed)) @ h.T
-                                         for i in range(first_draw, first_draw + draws)])
+                                         for i in maps])
 
         total = None
         for _, part in engine.map_blocks(store, kernel, rows=rows, progress=progress):
@@ -563,19 +598,49 @@ def _observe(store: RunStore, *, window: Window, observable: str | None, layer: 
     else:
         grams = [gram if gram is not None else
                  engine.gram(store, rows=rows, groups={"obs": [cols]}, progress=progress)["obs"]]
-    check_gram_finite(grams[0], store, lo)
-
-    def from_gram(g: np.ndarray) -> _Source:
-        if kind == "pca":
-            scores = pca_scores(g, int(arg), center=center, fit=np.arange(len(g)) < len(g) - 1)  # type: ignore[arg-type]
-            x, y = stacked_hankel(scores, 1, delays)
-            return _Source("memory", x, y, dtype=store.dtype)
-        return _Source("gram", gram=hankel_gram(g, delays), n_features=n_obs * (delays + 1), dtype=store.dtype)
-
+    # a NaN/Inf in snapshot s of any trajectory makes its diagonal entry non-finite (stacked: at a·T + s)
+    raise_nonfinite(store, lo + np.unique(np.flatnonzero(~np.isfinite(np.diag(grams[0]))) % (hi - lo + 1)))
     # pca:K: at most the fitted snapshots (each trajectory's but its last) and the state's coordinates
-    n_shown = min(int(arg), n_traj * (hi - lo), n_obs // n_traj) if kind == "pca" else n_obs  # type: ignore[arg-type]
+    n_shown = min(int(arg), n_traj * (hi - lo), state) if kind == "pca" else n_obs  # type: ignore[arg-type]
     return _Observed(store, (lo, hi), name, n_shown, n_traj, delays, from_gram(grams[0]),
                      tuple(from_gram(g) for g in grams[1:]))
+
+
+def stacked_grams(store: RunStore, columns: slice, rows: slice, n_traj: int, *, engine: Engine,
+                  draws: Sequence[int] = (), strength: float = 0.1, seed: int = 0,
+                  progress: Progress | None = None) -> list[np.ndarray]:
+    """The pooled Gram of stacked trajectories' snapshots, and that of h_i(θ) for each of ``draws``, in one pass.
+
+    ``columns`` hold ``n_traj`` trajectories of one system, each ``state`` consecutive coordinates; entry
+    (a·T + s, b·T + t) of the (n_traj·T)² result is x_a(s)ᵀ x_b(t), the snapshots s and t of trajectories a
+    and b in the window ``rows`` of T snapshots. Cross-trajectory products pair coordinate j of one
+    trajectory with coordinate j of another, so the state is read a band of coordinates at a time, each
+    band from every trajectory (one engine read per trajectory's part of the band): each coordinate is read
+    once and no more than a block of them is held. Each draw's map h_i (:func:`reparametrise`, one map per
+    state coordinate, its range pooled over the trajectories) bends the band before its Gram is added.
+    """
+    t = rows.stop - rows.start
+    state = (columns.stop - columns.start) // n_traj
+    width = store.block_columns(n_traj * t, block_bytes=engine.block_bytes)
+    bands = range(0, state, width)
+    grams = [np.zeros((n_traj * t, n_traj * t)) for _ in range(1 + len(draws))]
+    for done, first in enumerate(bands, 1):
+        stop = min(state, first + width)
+        band = np.empty((n_traj, t, stop - first))  # trajectory-major: band.reshape(n_traj·T, w) is the pooled rows
+        for a in range(n_traj):
+            start = columns.start + a * state
+            band[a] = engine.collect(store, slice(start + first, start + stop), rows=rows)
+        pooled = band.reshape(n_traj * t, -1)
+        grams[0] += pooled @ pooled.T
+        if draws:
+            data = band.transpose(1, 0, 2).reshape(t, -1)  # (T, n_traj·w), as reparametrise takes stacked data
+            for gram, i in zip(grams[1:], draws, strict=True):
+                bent = reparametrise(data, i, strength=strength, seed=seed, n_traj=n_traj)
+                bent = bent.reshape(t, n_traj, -1).transpose(1, 0, 2).reshape(n_traj * t, -1)
+                gram += bent @ bent.T
+        if progress is not None:
+            progress(done, len(bands))
+    return [(g + g.T) / 2 for g in grams]
 
 
 def koopman_spectrum(
