@@ -80,7 +80,8 @@ class _Observed:
     def spectrum(self, rank: int | str | None) -> Spectrum:
         op = self.source.fit(rank)
         return Spectrum(str(self.store.path), self.window, op.eigenvalues, op.rank, self.n_observables, self.n_traj,
-                        self.delays, self.source.method, op.rank_requested, op.rank_note, self.observable)
+                        self.delays, self.source.method, op.rank_requested, op.rank_note, self.observable,
+                        op.truncation)
 
 
 def _observe(store: RunStore, *, window: Window, observable: str | None, layer: str | None, stack: int | bool | None,

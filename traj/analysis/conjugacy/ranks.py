@@ -1,5 +1,10 @@
 """The rank every run is compared at (docs/methods.md §4.1, §4.4): one rank for all runs, and under rule
-"reproducible" the largest rank at which the seed null reproduces every eigenvalue."""
+"reproducible" the largest rank at which the seed null reproduces every eigenvalue.
+
+Both are decided by the operator's rank rules (:func:`~traj.engine.operator.common_rank` over the runs'
+``Truncation``s, :func:`~traj.engine.operator.largest_rank`), and every refit at the chosen rank is an
+explicit request that :func:`~traj.engine.operator.truncate` decides, as every DMD in traj.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Literal
 
+from ...engine.operator import Truncation, common_rank, largest_rank
 from .distances import mutual_nearest
 from .observe import _Observed
 from .params import ConjugacyParams
@@ -29,9 +35,9 @@ def _fit_all(observed: Sequence[_Observed], params: ConjugacyParams) -> tuple[li
         return spectra, choice, note
     asked = params.k if params.k is not None else max(o.source.fit("auto").rank for o in observed)
     spectra = [o.spectrum(asked) for o in observed]
-    common = min(s.rank for s in spectra)
+    common, limiting = common_rank(_truncations(spectra))
     if common < asked:
-        smallest = next(s for s in spectra if s.rank == common)
+        smallest = spectra[limiting]
         note = (f"k {asked} asked for, but {os.path.basename(smallest.run)} resolves only {common} direction(s) "
                 f"({smallest.rank_note}): every run fitted at rank {common}, {common} eigenvalue(s) compared")
         spectra = [o.spectrum(common) for o in observed]
@@ -49,14 +55,14 @@ def _reproducible_fit(observed: Sequence[_Observed], spectra: list[Spectrum], ch
     """
     first, seeds = observed[0], observed[n_runs:]
     k = choice.k
-    chosen = 1
-    for r in range(k, 0, -1):
+
+    def reproduced(r: int) -> bool:
         base = spectra[0].eigenvalues[:r] if r == k else first.spectrum(r).eigenvalues[:r]
         fits = ([s.eigenvalues[:r] for s in spectra[n_runs:]] if r == k
                 else [o.spectrum(r).eigenvalues[:r] for o in seeds])
-        if all(mutual_nearest(base, f).all() for f in fits):
-            chosen = r
-            break
+        return all(mutual_nearest(base, f).all() for f in fits)
+
+    chosen = largest_rank(k, reproduced)
     if chosen == k:
         return spectra, choice, k_note
     note = (f"{k_note}; " if k_note else "") + (f"{chosen} of {k} eigenvalue(s) reproducible: at rank {chosen} every eigenvalue of "
@@ -68,11 +74,18 @@ def _reproducible_fit(observed: Sequence[_Observed], spectra: list[Spectrum], ch
 
 def _compared(k: int | None, spectra: Sequence[Spectrum]) -> tuple[KChoice, str | None]:
     """The k compared: what was asked, capped by the smallest rank (and a note saying so)."""
-    smallest = min(s.rank for s in spectra)
+    smallest, first = common_rank(_truncations(spectra))
     if k is None or k <= smallest:
         return KChoice(smallest if k is None else k, smallest if k is None else k), None
-    limiting = next(s for s in spectra if s.rank == smallest)
+    limiting = spectra[first]
     limit: Literal["resolves", "rank"] = "resolves" if limiting.rank_note else "rank"
     return (KChoice(k, smallest, limiting.run, limit),
             f"k {k} asked for, but {os.path.basename(limiting.run)} keeps only {smallest} eigenvalue(s): "
             f"compared {smallest}")
+
+
+def _truncations(spectra: Sequence[Spectrum]) -> list[Truncation]:
+    """Each spectrum's rank decision, as the operator made it (every spectrum here is a fit's)."""
+    cuts = [s.truncation for s in spectra]
+    assert all(cut is not None for cut in cuts)
+    return cuts  # type: ignore[return-value]

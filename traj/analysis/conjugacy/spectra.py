@@ -3,12 +3,13 @@ delays and stacked trajectories (docs/methods.md §4.1), and the :class:`Spectru
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
 
 from ...checks import check_int
+from ...engine.operator import Truncation
 from ...errors import ParameterError, WindowTooShortError
 from ...store import RunStore
 from ..windows import Window, default_last, parse_window
@@ -43,6 +44,9 @@ class Spectrum:
     rank_requested: int | str = "auto"
     rank_note: str | None = None
     observable: str = "all"
+    #: The operator's rank decision (:func:`traj.engine.operator.truncate`) that ``rank``, ``rank_requested`` and
+    #: ``rank_note`` come from.
+    truncation: Truncation | None = field(default=None, repr=False, compare=False)
 
 
 def stacked_hankel(data: np.ndarray, n_traj: int, delays: int) -> tuple[np.ndarray, np.ndarray]:
