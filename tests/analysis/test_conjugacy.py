@@ -611,6 +611,22 @@ def test_stacked_reparametrisation_null_streamed_equals_the_in_memory_path(tmp_p
     np.testing.assert_allclose(result.reparam.distances, expected, rtol=0, atol=1e-10)
 
 
+def test_a_stacked_null_whose_pooled_grams_would_not_fit_is_refused_before_any_read(tmp_path):
+    """The pooled Gram of 10 stacked trajectories of 60 snapshots is 600 x 600: 40 maps of 10 such Grams need
+    1.1 GiB. Collected into memory (a small observable), the same null holds (T+1)² Grams and is not refused."""
+    from traj.analysis.conjugacy import ConjugacyParams, fit_conjugacy
+
+    (run,) = _stacked_runs(tmp_path, {"a": [0.95, 0.8, 0.6, 0.4]}, state=300, n_traj=10, steps=60)
+    params = ConjugacyParams.checked(stack=10, null_size=40, k=2)
+    with pytest.raises(TrajError, match=r"null_size 40 needs about 1\.1 GiB for the reparametrisation null over the "
+                                        r"pooled Grams of 600 snapshots \(the window's, of every stacked trajectory\) "
+                                        r"\(27\.5 MiB a map\); at most 37 fit in 1 GiB"):
+        fit_conjugacy([run, run], params, null=[])
+    from traj.analysis.conjugacy.fit import _check_null_memory
+
+    _check_null_memory(40, 40, 60)  # the same window unstacked: 0.27 MiB a map
+
+
 def test_window_transitions_from_one_pass():
     result = conjugacy([SAMPLE / "digits-cnn.zarr"], windows=4)
     matrix = result.windows.distance

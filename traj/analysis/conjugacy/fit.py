@@ -15,7 +15,7 @@ from ...progress import Progress
 from ...store import RunStore
 from ..windows import Window, check_even_spacing
 from .distances import _distances
-from .observe import _observe, _Observed
+from .observe import _observe, _Observed, gram_side
 from .params import ConjugacyParams
 from .ranks import _fit_all, _reproducible_fit
 from .reparam import family_draws
@@ -30,8 +30,6 @@ __all__ = ["conjugacy", "fit_conjugacy"]
 #: NULL_GRAMS_PER_MAP float64 (T+1)x(T+1) matrices over the window at its peak (measured: quadratic-mlp,
 #: T = 321, 0.56 GB at 20 maps, 2.06 GB at 200: 8.3 MB a map, 10 of its 0.82 MB Grams).
 NULL_BYTES = 1 << 30
-
-
 NULL_GRAMS_PER_MAP = 10
 
 
@@ -133,8 +131,11 @@ def fit_conjugacy(stores: Sequence[RunStore | str | os.PathLike[str]], params: C
     # the reparametrisation null's maps are split over the first run's family (the first run and every
     # seed-null run): how far a map moves the eigenvalues depends on the trajectory it bends
     draws = family_draws(params.null_size if len(runs) > 1 else 0, 1 + len(null_runs))
-    _check_null_memory(params.null_size, max(n for _, n in draws),
-                       max(run_windows[id(s)][1] - run_windows[id(s)][0] + 1 for s in [runs[0], *null_runs]))
+    sides = [(run_windows[id(s)][1] - run_windows[id(s)][0] + 1,
+              gram_side(s, run_windows[id(s)], observable=params.observable, stack=params.stack, delays=params.delays,
+                        small_observable=params.small_observable)) for s in [runs[0], *null_runs]]
+    _check_null_memory(params.null_size, max(n for _, n in draws), max(side for _, side in sides),
+                       stacked=any(side > n for n, side in sides))
 
     def observe(store: RunStore, n: tuple[int, int] = (0, 0)) -> _Observed:
         return _observe(store, window=run_windows[id(store)], observable=params.observable, layer=None, stack=params.stack,
@@ -234,15 +235,18 @@ def _check_spacings(stores: Sequence[RunStore], windows: dict[int, tuple[int, in
                                        f"open_store(path, steps='::{common}')) or record at one spacing")
 
 
-def _check_null_memory(null_size: int, draws: int, n_window: int) -> None:
+def _check_null_memory(null_size: int, draws: int, n_window: int, *, stacked: bool = False) -> None:
     """Refuse a reparametrisation null larger than the default whose maps would hold more than NULL_BYTES
-    (one run's ``draws`` maps, each NULL_GRAMS_PER_MAP (T+1)² float64 matrices at its peak)."""
+    (one run's ``draws`` maps, each NULL_GRAMS_PER_MAP float64 Grams at its peak: (T+1)², or (N_traj·(T+1))²
+    for stacked trajectories' pooled Gram, :func:`gram_side`)."""
     per_map = NULL_GRAMS_PER_MAP * n_window**2 * 8
     if null_size <= 20 or draws * per_map <= NULL_BYTES:
         return
     fits = max(20, NULL_BYTES // per_map)
+    where = (f"the pooled Grams of {n_window} snapshots (the window's, of every stacked trajectory)" if stacked
+             else f"windows of {n_window} snapshots")
     raise ParameterError("null_size", f"{null_size} needs about {draws * per_map / 2**30:.1f} GiB for the "
-                                      f"reparametrisation null over windows of {n_window} snapshots ({per_map / 2**20:.1f}"
+                                      f"reparametrisation null over {where} ({per_map / 2**20:.1f}"
                                       f" MiB a map); at most {fits} fit in {NULL_BYTES / 2**30:.0f} GiB (a shorter "
                                       "window needs less)")
 

@@ -35,7 +35,7 @@ from .spectra import (
     window_and_delays,
 )
 
-__all__ = ["COLLECT_BYTES", "koopman_spectrum", "stacked_grams"]
+__all__ = ["COLLECT_BYTES", "gram_side", "koopman_spectrum", "stacked_grams"]
 
 
 #: Largest observable (coordinates x snapshots, float64) collected into memory for a layer's reparametrisation null.
@@ -100,12 +100,7 @@ def _observe(store: RunStore, *, window: Window, observable: str | None, layer: 
     rows = slice(lo, hi + 1)
     state = n_obs // n_traj
     maps = range(first_draw, first_draw + draws)
-    # in memory: a small observable, or stacked pca:K of a state smaller than its pooled snapshots (the state's
-    # own axes, by an SVD); any other stacked observable is streamed into the pooled Gram of its trajectories
-    if kind == "pca":
-        in_memory = n_traj > 1 and state < n_traj * (hi - lo + 1)
-    else:
-        in_memory = n_obs * (delays + 1) <= small_observable
+    in_memory = _in_memory(kind, n_obs, n_traj, delays, hi - lo + 1, small_observable)
 
     def pairs(data: np.ndarray) -> _Source:
         if kind == "pca":
@@ -159,6 +154,29 @@ def _observe(store: RunStore, *, window: Window, observable: str | None, layer: 
     n_shown = min(int(arg), n_traj * (hi - lo), state) if kind == "pca" else n_obs  # type: ignore[arg-type]
     return _Observed(store, (lo, hi), name, n_shown, n_traj, delays, from_gram(grams[0]),
                      tuple(from_gram(g) for g in grams[1:]))
+
+
+def _in_memory(kind: str, n_obs: int, n_traj: int, delays: int, n_window: int, small_observable: int) -> bool:
+    """Whether an observable is collected into memory: a small one, or stacked pca:K of a state smaller than its
+    pooled snapshots (the state's own axes, by an SVD). Any other stacked observable is streamed into the pooled
+    Gram of its trajectories (:func:`stacked_grams`), any other one into the Gram."""
+    if kind == "pca":
+        return n_traj > 1 and n_obs // n_traj < n_traj * n_window
+    return n_obs * (delays + 1) <= small_observable
+
+
+def gram_side(store: RunStore, window: tuple[int, int], *, observable: str, stack: int | bool | None,
+              delays: int | None, small_observable: int) -> int:
+    """The side of the Grams a run's observable is fitted from: its window's snapshots, times its trajectories
+    where their pooled Gram is streamed (what each map of the reparametrisation null holds a few of)."""
+    kind, arg = parse_observable(observable)
+    d = window_and_delays(store, window, delays)[2]
+    cols, shape = observable_columns(store, arg if kind == "layer" else None)  # type: ignore[arg-type]
+    n_obs = cols.stop - cols.start
+    n_traj = trajectories(store, stack, n_obs, shape)
+    n_window = window[1] - window[0] + 1
+    pooled = n_traj > 1 and not _in_memory(kind, n_obs, n_traj, d, n_window, small_observable)
+    return n_window * (n_traj if pooled else 1)
 
 
 def stacked_grams(store: RunStore, columns: slice, rows: slice, n_traj: int, *, engine: Engine,
