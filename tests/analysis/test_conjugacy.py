@@ -611,6 +611,21 @@ def test_stacked_reparametrisation_null_streamed_equals_the_in_memory_path(tmp_p
     np.testing.assert_allclose(result.reparam.distances, expected, rtol=0, atol=1e-10)
 
 
+def test_stacked_pooled_gram_is_the_same_on_every_backend(tmp_path):
+    """numpy, torch and dask read the same bands of every trajectory through the same maps: equal spectra and nulls."""
+    from traj.engine import Engine
+
+    runs = _stacked_runs(tmp_path, {"a": [0.95, 0.8, 0.6, 0.4], "b": [0.95, 0.8, 0.6, 0.4]})
+    results = {backend: conjugacy(runs, stack=3, delays=1, k=3, null_size=3, small_observable=0,
+                                  engine=Engine(backend=backend, block_bytes=3 * 12 * 8 * 7))
+               for backend in ("numpy", "torch", "dask")}
+    reference = results["numpy"]
+    assert {s.method for s in reference.spectra} == {"gram"} and reference.reparam.distances.min() > 1e-6
+    for backend in ("torch", "dask"):
+        np.testing.assert_allclose(results[backend].eigenvalues(0), reference.eigenvalues(0), rtol=0, atol=1e-12)
+        np.testing.assert_allclose(results[backend].reparam.distances, reference.reparam.distances, rtol=0, atol=1e-10)
+
+
 def test_a_stacked_null_whose_pooled_grams_would_not_fit_is_refused_before_any_read(tmp_path):
     """The pooled Gram of 10 stacked trajectories of 60 snapshots is 600 x 600: 40 maps of 10 such Grams need
     1.1 GiB. Collected into memory (a small observable), the same null holds (T+1)² Grams and is not refused."""
