@@ -611,6 +611,21 @@ def test_stacked_reparametrisation_null_streamed_equals_the_in_memory_path(tmp_p
     np.testing.assert_allclose(result.reparam.distances, expected, rtol=0, atol=1e-10)
 
 
+def test_a_nan_in_one_stacked_trajectory_names_its_snapshot(tmp_path):
+    """Streamed, a NaN in trajectory 2's coordinate 30 at snapshot 5 shows on the pooled Gram's diagonal at 2·T + 5:
+    the error names snapshot 5, for all weights, pca:K and with the null's maps."""
+    from traj.errors import NonFiniteDataError
+
+    data = np.random.default_rng(0).standard_normal((12, 120))
+    data[5, 2 * 40 + 30] = np.nan
+    run = RunStore(write_store(tmp_path / "nan.zarr", data))
+    for call in (lambda: koopman_spectrum(run, stack=3, small_observable=0),
+                 lambda: koopman_spectrum(run, stack=3, observable="pca:2"),
+                 lambda: conjugacy([run, run], stack=3, small_observable=0, null_size=2, k=2)):
+        with pytest.raises(NonFiniteDataError, match=r"snapshot 5 \(step 5\) holds NaN or Inf; 1 snapshot"):
+            call()
+
+
 def test_stacked_pooled_gram_is_the_same_on_every_backend(tmp_path):
     """numpy, torch and dask read the same bands of every trajectory through the same maps: equal spectra and nulls."""
     from traj.engine import Engine
