@@ -225,7 +225,11 @@ def test_dmd_memory_does_not_grow_with_n(stores, tmp_path, options):
 
 
 @pytest.mark.parametrize("options", [["--null-size", "0"], ["--null-size", "4"],
-                                     pytest.param(["--observable", "pca:2"], marks=pytest.mark.scale)],  # 200 s
+                                     pytest.param(["--observable", "pca:2"], marks=pytest.mark.scale),  # 200 s
+                                     # stacked trajectories: the pooled Gram, a band of every trajectory at a time
+                                     ["--stack", "2", "--null-size", "0"],
+                                     pytest.param(["--stack", "2", "--null-size", "4"], marks=pytest.mark.scale),  # 32 s
+                                     ["--stack", "2", "--observable", "pca:2", "--null-size", "0"]],
                          ids=lambda c: " ".join(c))
 def test_conjugacy_memory_does_not_grow_with_n(stores, tmp_path, options):
     bounded(stores, tmp_path, ["conjugacy", "STORE", "--k", "2", *options])

@@ -530,6 +530,133 @@ def test_stacked_pca_spectrum_is_the_authors_grokking_pipeline(tmp_path):
         conjugacy([r for r, _ in runs], stack=inits, center=True)  # centring is pca:K's alone
 
 
+def _stacked_runs(tmp_path, names, state=40, n_traj=3, steps=12):
+    """Runs of ``n_traj`` trajectories of z_{k+1} = A z_k in ``state`` coordinates (one embedding Q for all),
+    stacked trajectory-major in θ, with a little white noise: {name: eigenvalues} -> RunStores."""
+    q, _ = np.linalg.qr(np.random.default_rng(99).standard_normal((state, 4)))
+    runs = []
+    for seed, (name, eigenvalues) in enumerate(names.items()):
+        rng = np.random.default_rng(seed)
+        parts = []
+        for _ in range(n_traj):
+            z = rng.standard_normal(4)[:, None] * np.power.outer(eigenvalues, np.arange(steps))  # (4, steps)
+            parts.append((q @ z).T + 1e-3 * rng.standard_normal((steps, state)))
+        runs.append(RunStore(write_store(tmp_path / f"{name}.zarr", np.hstack(parts))))
+    return runs
+
+
+def _pairs_spectrum(data, n_traj, delays, rank, components=None, draw=None, strength=0.1, seed=0):
+    """The in-memory path before issue 23 (the reference): (bent) data, pooled PCA scores, Hankel pairs, an SVD of X."""
+    from traj.analysis.conjugacy import stacked_hankel, stacked_pca_scores
+    from traj.engine import ReducedOperator
+
+    if draw is not None:
+        data = reparametrise(data, draw, strength=strength, seed=seed, n_traj=n_traj)
+    if components is not None:
+        data = stacked_pca_scores(data, n_traj, components)
+    x, y = stacked_hankel(data, n_traj, delays)
+    return ReducedOperator.from_pairs(x, y, rank=rank, excess="reduce").eigenvalues
+
+
+@pytest.mark.parametrize("delays", [0, 2])
+def test_stacked_trajectories_streamed_equal_the_in_memory_path(tmp_path, delays):
+    """Issue 23: --stack streams the pooled Gram of the trajectories band by band (blocks of 7 coordinates of
+    each trajectory here) and gives the spectra of the in-memory Hankel pairs, for all weights and pca:K."""
+    from traj.engine import Engine
+
+    (run,) = _stacked_runs(tmp_path, {"a": [0.95, 0.8, 0.6, 0.4]})
+    engine = Engine(block_bytes=3 * 12 * 8 * 7)
+    data = run.read(slice(0, 12)).astype(np.float64)
+    for rank in (3, 4):
+        streamed = koopman_spectrum(run, stack=3, delays=delays, rank=rank, small_observable=0, engine=engine)
+        memory = koopman_spectrum(run, stack=3, delays=delays, rank=rank, small_observable=10**6)
+        assert (streamed.method, memory.method, streamed.rank) == ("gram", "memory", rank)
+        np.testing.assert_allclose(streamed.eigenvalues, memory.eigenvalues, rtol=0, atol=1e-10)
+        np.testing.assert_allclose(memory.eigenvalues, _pairs_spectrum(data, 3, delays, rank), rtol=0, atol=1e-12)
+        pca = koopman_spectrum(run, stack=3, delays=delays, rank=rank, observable="pca:3", engine=engine)
+        np.testing.assert_allclose(pca.eigenvalues, _pairs_spectrum(data, 3, delays, rank, components=3),
+                                   rtol=0, atol=1e-10)
+    assert np.abs(streamed.eigenvalues - [0.95, 0.8, 0.6, 0.4]).max() < 0.05  # the planted system, through noise
+
+
+def test_stacked_reparametrisation_null_streamed_equals_the_in_memory_path(tmp_path):
+    """The reparametrisation null's maps bend each band of the stacked state (one map per state coordinate,
+    its range pooled over the trajectories): its distances, the runs' distances and the statistic equal the
+    in-memory path's, for all weights (both rules) and pca:K (against the reference pipeline)."""
+    from traj.engine import Engine
+
+    planted = {"a": [0.95, 0.8, 0.6, 0.4], "b": [0.95, 0.8, 0.6, 0.4], "c": [0.9, 0.8, 0.6, 0.3],
+               "n0": [0.95, 0.8, 0.6, 0.4], "n1": [0.95, 0.8, 0.6, 0.4]}
+    *runs, n0, n1 = _stacked_runs(tmp_path, planted)
+    engine = Engine(block_bytes=3 * 12 * 8 * 7)
+    for rule in ("reproducible", "plain"):
+        options = {"null": [n0, n1], "stack": 3, "delays": 2, "k": 4, "null_size": 6, "rule": rule}
+        streamed = conjugacy(runs, small_observable=0, engine=engine, **options)
+        memory = conjugacy(runs, small_observable=10**6, **options)
+        assert {s.method for s in streamed.spectra} == {"gram"} and {s.method for s in memory.spectra} == {"memory"}
+        np.testing.assert_allclose(streamed.distance, memory.distance, rtol=0, atol=1e-10)
+        np.testing.assert_allclose(streamed.reparam.distances, memory.reparam.distances, rtol=0, atol=1e-10)
+        np.testing.assert_allclose(streamed.scores, memory.scores, rtol=1e-9, atol=1e-10)
+        assert [v.verdict for v in streamed.verdicts] == [v.verdict for v in memory.verdicts]
+        assert memory.reparam.distances.min() > 1e-5
+    assert [v.verdict for v in streamed.verdicts[:2]] == ["undetermined"] * 2  # rule plain: distances only
+    # pca:K with no seed null: every map bends the first run; each bent spectrum at the first run's rank
+    result = conjugacy(runs[:2], observable="pca:3", stack=3, delays=1, k=4, null_size=3, null_seed=5, engine=engine)
+    data = runs[0].read(slice(0, 12)).astype(np.float64)
+    rank, k = result.spectra[0].rank, result.k
+    first = _pairs_spectrum(data, 3, 1, rank, components=3)
+    np.testing.assert_allclose(result.eigenvalues(0), first[:k], rtol=0, atol=1e-10)
+    expected = [wasserstein(first[:k], _pairs_spectrum(data, 3, 1, rank, components=3, draw=i, seed=5)[:k])
+                for i in range(3)]
+    np.testing.assert_allclose(result.reparam.distances, expected, rtol=0, atol=1e-10)
+
+
+def test_a_nan_in_one_stacked_trajectory_names_its_snapshot(tmp_path):
+    """Streamed, a NaN in trajectory 2's coordinate 30 at snapshot 5 shows on the pooled Gram's diagonal at 2·T + 5:
+    the error names snapshot 5, for all weights, pca:K and with the null's maps."""
+    from traj.errors import NonFiniteDataError
+
+    data = np.random.default_rng(0).standard_normal((12, 120))
+    data[5, 2 * 40 + 30] = np.nan
+    run = RunStore(write_store(tmp_path / "nan.zarr", data))
+    for call in (lambda: koopman_spectrum(run, stack=3, small_observable=0),
+                 lambda: koopman_spectrum(run, stack=3, observable="pca:2"),
+                 lambda: conjugacy([run, run], stack=3, small_observable=0, null_size=2, k=2)):
+        with pytest.raises(NonFiniteDataError, match=r"snapshot 5 \(step 5\) holds NaN or Inf; 1 snapshot"):
+            call()
+
+
+def test_stacked_pooled_gram_is_the_same_on_every_backend(tmp_path):
+    """numpy, torch and dask read the same bands of every trajectory through the same maps: equal spectra and nulls."""
+    from traj.engine import Engine
+
+    runs = _stacked_runs(tmp_path, {"a": [0.95, 0.8, 0.6, 0.4], "b": [0.95, 0.8, 0.6, 0.4]})
+    results = {backend: conjugacy(runs, stack=3, delays=1, k=3, null_size=3, small_observable=0,
+                                  engine=Engine(backend=backend, block_bytes=3 * 12 * 8 * 7))
+               for backend in ("numpy", "torch", "dask")}
+    reference = results["numpy"]
+    assert {s.method for s in reference.spectra} == {"gram"} and reference.reparam.distances.min() > 1e-6
+    for backend in ("torch", "dask"):
+        np.testing.assert_allclose(results[backend].eigenvalues(0), reference.eigenvalues(0), rtol=0, atol=1e-12)
+        np.testing.assert_allclose(results[backend].reparam.distances, reference.reparam.distances, rtol=0, atol=1e-10)
+
+
+def test_a_stacked_null_whose_pooled_grams_would_not_fit_is_refused_before_any_read(tmp_path):
+    """The pooled Gram of 10 stacked trajectories of 60 snapshots is 600 x 600: 40 maps of 10 such Grams need
+    1.1 GiB. Collected into memory (a small observable), the same null holds (T+1)² Grams and is not refused."""
+    from traj.analysis.conjugacy import ConjugacyParams, fit_conjugacy
+
+    (run,) = _stacked_runs(tmp_path, {"a": [0.95, 0.8, 0.6, 0.4]}, state=300, n_traj=10, steps=60)
+    params = ConjugacyParams.checked(stack=10, null_size=40, k=2)
+    with pytest.raises(TrajError, match=r"null_size 40 needs about 1\.1 GiB for the reparametrisation null over the "
+                                        r"pooled Grams of 600 snapshots \(the window's, of every stacked trajectory\) "
+                                        r"\(27\.5 MiB a map\); at most 37 fit in 1 GiB"):
+        fit_conjugacy([run, run], params, null=[])
+    from traj.analysis.conjugacy.fit import _check_null_memory
+
+    _check_null_memory(40, 40, 60)  # the same window unstacked: 0.27 MiB a map
+
+
 def test_window_transitions_from_one_pass():
     result = conjugacy([SAMPLE / "digits-cnn.zarr"], windows=4)
     matrix = result.windows.distance

@@ -285,3 +285,21 @@ def test_the_note_says_when_the_floor_and_not_gavish_donoho_set_the_rank(source,
     assert truncate(np.array([10.0, 9.0, 1e-3, 1e-3, 1e-3]), rank="auto", shape=(1000, 5), dtype=np.float64,
                     source=source).note is None
     # (the range finder's tail rule says it too: tests/analysis/test_dmd_method.py)
+
+
+def test_common_rank_and_largest_rank_the_rules_conjugacy_compares_runs_by():
+    """common_rank: the smallest rank any DMD kept and the first that kept it; largest_rank: a linear search from
+    the top, for a test not monotone in r (it stops at the first rank accepted)."""
+    from traj.engine.operator import Truncation, common_rank, largest_rank
+
+    cuts = [Truncation(5, 5, 7, 1e-7), Truncation(3, 5, 3, 1e-7, note="3 of 5"), Truncation(3, 5, 3, 1e-7)]
+    assert common_rank(cuts) == (3, 1)
+    assert common_rank(cuts[:1]) == (5, 0)
+    tried = []
+
+    def accept(r: int) -> bool:
+        tried.append(r)
+        return r in (2, 4)
+
+    assert largest_rank(6, accept) == 4 and tried == [6, 5, 4]  # stops at the first accepted, from the top
+    assert largest_rank(6, lambda r: False) == 1 and largest_rank(1, lambda r: True) == 1

@@ -18,7 +18,7 @@ from ..store import RunStore
 from ..store.info import base_spacing, gaps_in
 
 __all__ = ["Window", "check_even_spacing", "check_gram_finite", "default_last", "hankel_gram", "parse_window", "raise_nonfinite",
-           "resolve_window"]
+           "resolve_window", "stacked_hankel_gram"]
 
 #: A window as callers give it: "a:b" (either end may be omitted or negative), a pair, or None (the whole run).
 Window = str | Sequence[int] | None
@@ -192,3 +192,30 @@ def hankel_gram(gram: np.ndarray, delays: int) -> np.ndarray:
     """
     m = gram.shape[0] - delays
     return sum(gram[s : s + m, s : s + m] for s in range(delays + 1))
+
+
+def stacked_hankel_gram(gram: np.ndarray, n_traj: int, delays: int) -> tuple[np.ndarray, np.ndarray]:
+    """Gram of the delay-embedded snapshots of ``n_traj`` stacked trajectories, and which of its rows are snapshots.
+
+    ``gram`` is the pooled Gram of the trajectories' snapshots, trajectory-major: entry (a·T + s, b·T + t)
+    is x_a(s)ᵀ x_b(t) for trajectories a, b of T snapshots each. The d-delay snapshots of trajectory a have
+    h_a(j)ᵀ h_b(k) = Σ_s x_a(j+s)ᵀ x_b(k+s) (:func:`hankel_gram` per pair of trajectories). Each
+    trajectory's m = T − d embedded snapshots are followed by a separator (a zero row and column, marked
+    False in ``valid``), so the pairs (h_k, h_k+1) of DMD never cross from one trajectory to the next
+    (``ReducedOperator.from_gram(..., valid=valid)``): the pairs are those of :func:`stacked_hankel`.
+
+    Returns
+    -------
+    gram : ndarray of shape (n_traj·(m + 1) − 1, n_traj·(m + 1) − 1)
+    valid : ndarray of bool of the same length
+    """
+    t = gram.shape[0] // n_traj
+    m = t - delays
+    blocks = np.asarray(gram, dtype=np.float64).reshape(n_traj, t, n_traj, t)
+    embedded = sum(blocks[:, s : s + m, :, s : s + m] for s in range(delays + 1))
+    out = np.zeros((n_traj, m + 1, n_traj, m + 1))
+    out[:, :m, :, :m] = embedded
+    size = n_traj * (m + 1) - 1
+    valid = np.ones(n_traj * (m + 1), dtype=bool)
+    valid[m :: m + 1] = False
+    return out.reshape(n_traj * (m + 1), n_traj * (m + 1))[:size, :size], valid[:size]

@@ -19,7 +19,7 @@ work on (T+1)×(T+1) and r×r arrays; nothing touches the N coordinates.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -29,7 +29,7 @@ from numpy.typing import DTypeLike
 from ..checks import check_int
 from ..errors import NotApplicableError, ParameterError, RankUnavailableError, WindowTooShortError
 
-__all__ = ["ReducedOperator", "Truncation", "check_rank", "eigen", "eigenvalue_errors", "fix_signs",
+__all__ = ["ReducedOperator", "Truncation", "check_rank", "common_rank", "eigen", "largest_rank", "eigenvalue_errors", "fix_signs",
            "gavish_donoho_threshold", "known_noise_threshold", "no_noise_bulk", "noise_from_tail", "precision_floor", "RESOLVED", "resolved",
            "exact_product", "eigh_residual", "gram_eigenvalue_errors", "leading_block_errors", "singular_values_from_gram", "truncate", "ModeClass", "NEUTRAL", "STABLE", "UNSTABLE"]
 
@@ -492,6 +492,29 @@ def resolved(cut: Truncation, sigma: np.ndarray, errors: Callable[[int], np.ndar
     note = (f"auto kept {lo} of {cut.rank} modes: beyond {lo} {why} only to worse than "
             f"{tolerance:.0e} (σ{lo + 1}/σ1 = {sigma[lo] / sigma[0]:.1e}; an SVD of the data resolves them)")
     return replace(cut, rank=lo, note=f"{cut.note}; {note}" if cut.note else note)
+
+
+def common_rank(cuts: Sequence[Truncation]) -> tuple[int, int]:
+    """The one rank at which several DMDs are compared eigenvalue by eigenvalue, and which of them set it.
+
+    Each DMD was cut by :func:`truncate` at the same request; a comparison of their eigenvalues one to one
+    needs one rank for all, so it is the smallest rank any of them kept (each can be refitted at it with an
+    explicit request: it is at most what each keeps). Returns that rank and the index of the first DMD
+    that kept only that many (its ``note`` says why). Used by ``traj conjugacy`` (docs/methods.md §4.1).
+    """
+    ranks = [cut.rank for cut in cuts]
+    smallest = min(ranks)
+    return smallest, ranks.index(smallest)
+
+
+def largest_rank(requested: int, accept: Callable[[int], bool]) -> int:
+    """The largest rank r <= ``requested`` at which ``accept(r)`` holds, tried from ``requested`` down; 1 when none does.
+
+    A linear search, not :func:`resolved`'s bisection: the test need not be monotone in r (a rank that splits a
+    degenerate pair of eigenvalues fails where the ranks around it pass). ``traj conjugacy``'s rule
+    "reproducible" asks for the rank at which every eigenvalue is reproduced by the seed null (docs/methods.md §4.4).
+    """
+    return next((r for r in range(requested, 0, -1) if accept(r)), 1)
 
 
 def fix_signs(v: np.ndarray, *others: np.ndarray) -> tuple[np.ndarray, ...]:
