@@ -248,7 +248,9 @@ class KGA(torch.optim.Optimizer):
         loss = self.optimizer.step(closure) if closure is not None else self.optimizer.step()
         if accelerate:
             assert before is not None
-            delta = (self._flat() - before)[self._active]
+            after = self._flat()
+            after -= before
+            delta = self._rows(after)
             if not np.isfinite(delta).all():
                 # the base step left non-finite weights (training diverged): stop accelerating
                 self._propagator = None
@@ -267,8 +269,12 @@ class KGA(torch.optim.Optimizer):
         u = self.basis
         coords = u.T @ delta
         extra = self.options.alpha * (u @ (self._propagator @ coords))
-        update = np.zeros(self.n_params)
-        update[self._active] = (u @ coords + extra - delta) if self.options.project_step else extra
+        change = (u @ coords + extra - delta) if self.options.project_step else extra
+        if change.size == self.n_params:  # nothing masked
+            update = change
+        else:
+            update = np.zeros(self.n_params)
+            update[self._active] = change
         self._add(update)
         self.log.accelerated_steps += 1
 
@@ -299,10 +305,12 @@ class KGA(torch.optim.Optimizer):
             prop = pod @ _propagator(op.eigenvalues, op.right, op.left, self.options.eps) @ pod.T
         else:
             full = np.stack(list(self._snapshots), axis=1)  # (N, t)
-            op = self._fit(full[self._active])
-            if self._update_masks(full[self._active], op):  # masked weights leave the DMD problem
-                op = self._fit(full[self._active])
-            d = full[self._active]
+            d = self._rows(full)
+            op = self._fit(d)
+            if self._update_masks(d, op):  # masked weights leave the DMD problem
+                d = self._rows(full)
+                op = self._fit(d)
+            del full
             # POD basis U = X V Σ⁻¹; Ã = UᵀYVΣ⁻¹ is the operator in U coordinates, Ã W = W Λ
             self.basis = d[:, :-1] @ op.modes_basis / op.singular_values[: op.rank]
             prop = _propagator(op.eigenvalues, op.right, op.left, self.options.eps)
@@ -396,10 +404,14 @@ class KGA(torch.optim.Optimizer):
     def _add(self, update: np.ndarray) -> None:
         write_flat(self.accelerated, update, add=True)
 
+    def _rows(self, values: np.ndarray) -> np.ndarray:
+        """The active weights' rows of ``values`` (N, ...): ``values`` itself while nothing is masked (no N-sized copy)."""
+        return values if self._active.size == self.n_params else values[self._active]
+
     def _snapshot(self) -> None:
         theta = self._flat()
         if self.options.efficient and self.basis is not None:
-            self._snapshots.append(self.basis.T @ theta[self._active])
+            self._snapshots.append(self.basis.T @ self._rows(theta))
         else:
             self._snapshots.append(theta)
 
