@@ -15,7 +15,8 @@ files into the address space). The Recorder is run on a model of N values.
 
 Not here: ``traj kga-replay`` trains its recipe anew and never reads the store's snapshots (only its
 recipe attributes), so its N is the model it trains: its memory is the model, the optimizer and KGA's
-own state (the last t snapshots and the basis U, N x (t + r), as docs/methods.md §5 needs), not the store's.
+own state (the last t snapshots and the basis U, N x (t + r), as docs/methods.md §5 needs), not the store's;
+tests/training/test_kga_memory.py bounds it by a stated number of model copies, whatever the epochs.
 The callbacks (Hugging Face, Lightning) record through the Recorder tested here.
 """
 

@@ -31,7 +31,7 @@ from ..errors import NotApplicableError, ParameterError, RankUnavailableError, W
 
 __all__ = ["ReducedOperator", "Truncation", "check_rank", "common_rank", "eigen", "largest_rank", "eigenvalue_errors", "fix_signs",
            "gavish_donoho_threshold", "known_noise_threshold", "no_noise_bulk", "noise_from_tail", "precision_floor", "RESOLVED", "resolved",
-           "exact_product", "eigh_residual", "gram_eigenvalue_errors", "leading_block_errors", "singular_values_from_gram", "truncate", "ModeClass", "NEUTRAL", "STABLE", "UNSTABLE"]
+           "exact_product", "eigh_residual", "gram_eigenvalue_errors", "leading_block_errors", "singular_values_from_gram", "truncate", "truncate_sketch", "ModeClass", "NEUTRAL", "STABLE", "UNSTABLE"]
 
 ModeClass = Literal["neutral", "stable", "unstable"]
 NEUTRAL: ModeClass = "neutral"
@@ -56,15 +56,18 @@ RULE_NO_BULK = "all-above-floor-no-noise-bulk"
 CLIFF = 10.0
 
 
-def check_rank(rank: int | str | None, name: str = "rank", *, keywords: tuple[str, ...] = ("auto",)
-               ) -> int | str | None:
+def check_rank(rank: int | str | None, name: str = "rank", *, keywords: tuple[str, ...] = ("auto",),
+               most: int | None = None) -> int | str | None:
     """A DMD rank: "auto" (or None) for the Gavish–Donoho threshold, another of ``keywords`` (e.g. "all",
-    every direction above the precision floor, where a caller offers it), or an integer >= 1.
+    every direction above the precision floor, where a caller offers it), or an integer >= 1 (and at most
+    ``most``, the pairs of a window known before any pass: a range finder's basis holds no more).
 
     Whether the data hold that many directions is known only after the Gram pass.
     """
     if rank is None or rank == "auto" or (isinstance(rank, str) and rank in keywords):
         return rank
+    if most is not None and (not isinstance(rank, int) or isinstance(rank, bool) or not 1 <= rank <= most):
+        raise ParameterError(name, f"must lie in 1..{most} for this window, got {rank}")
     if isinstance(rank, str):
         words = " or ".join(repr(k) for k in dict.fromkeys(("auto", *keywords)))
         raise ParameterError(name, f"must be {words} or an integer >= 1, got {rank!r}")
@@ -246,6 +249,43 @@ def truncate(
         cut = truncate(sigma, rank="auto", shape=shape, dtype=dtype, source=source, trace=trace)
         return replace(cut, note=f"{parameter} {why}: rank auto kept {cut.rank}")
     return Truncation(max(1, available), requested, available, floor, note=f"{parameter} {why}: kept {max(1, available)}")
+
+
+def truncate_sketch(
+    sigma: np.ndarray,
+    *,
+    rank: RankRequest,
+    shape: tuple[int, int],
+    dtype: DTypeLike,
+    trace: float,
+    n_oversamples: int,
+) -> Truncation:
+    """The rank rule on a range finder's σ (the randomized path of docs/methods.md §1.2).
+
+    :func:`truncate` with the Gram path's floor (the σ² are eigenvalues of Qᵀ(XᵀX)Q) and, for "auto",
+    the known-noise threshold with σ̂ from the energy the sketch leaves (``trace`` = tr XᵀX). A sketch
+    that holds fewer than all T = ``shape[1]`` directions but not ``n_oversamples`` past the kept rank
+    may miss directions above the threshold: its note says so.
+
+    Parameters
+    ----------
+    sigma : ndarray of shape (width,)
+        The sketch's singular values, descending (width = the basis's directions).
+    rank, shape, dtype
+        See :func:`truncate`.
+    trace : float
+        tr(XᵀX), the energy of every direction.
+    n_oversamples : int
+        p, the directions the basis should hold past the kept rank.
+    """
+    auto = rank is None or rank == "auto"
+    cut = truncate(sigma, rank=rank, shape=shape, dtype=dtype, source="gram", trace=trace if auto else None)
+    width = np.asarray(sigma).size
+    if auto and cut.rank + n_oversamples > width and width < shape[1]:  # (a basis of all T directions is exact)
+        note = (f"auto: the sketch stopped at its limit of {width} directions with {cut.rank} above the threshold; "
+                f"more may lie beyond (a larger memory budget or the Gram method sees them)")
+        cut = replace(cut, note=f"{cut.note}; {note}" if cut.note else note)
+    return cut
 
 
 def _floor_note(sigma: np.ndarray, tau: float, available: int, floor: float, source: Source) -> str | None:

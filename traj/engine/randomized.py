@@ -12,7 +12,7 @@ T×(width) matrices, never T².
 
 Rank "auto" (:data:`~traj.engine.operator.RULE_TAIL`): the Gavish–Donoho threshold for a known
 noise level, with σ̂ from the energy the kept directions leave, tr(XᵀX) − Σ_{i≤k} σi² (tr XᵀX
-comes with the first pass); see :func:`~traj.engine.operator.truncate`. The basis grows one
+comes with the first pass); see :func:`~traj.engine.operator.truncate_sketch`. The basis grows one
 block per pass until the kept rank leaves ``n_oversamples`` directions of the basis behind it.
 """
 
@@ -24,17 +24,18 @@ from dataclasses import replace
 import numpy as np
 from numpy.typing import DTypeLike
 
-from ..errors import ParameterError, WindowTooShortError
+from ..errors import WindowTooShortError
 from ..progress import Progress
 from ..store import RunStore
 from .operator import (
     ReducedOperator,
+    check_rank,
     eigh_residual,
     fix_signs,
     gram_eigenvalue_errors,
     leading_block_errors,
     resolved,
-    truncate,
+    truncate_sketch,
 )
 from .reductions import Engine
 
@@ -95,9 +96,8 @@ def randomized_operator(
     t = n_rows - 1
     if t < 2:
         raise WindowTooShortError("DMD needs at least 3 snapshots")
+    check_rank(rank, most=t)
     auto = rank is None or rank == "auto"
-    if not auto and (not isinstance(rank, int) or rank < 1 or rank > t):
-        raise ParameterError("rank", f"must lie in 1..{t} for this window, got {rank}")
     n_features = sum(c.stop - c.start for c in columns) if columns else store.n_params
     shape = (n_features, t)
     b = min(t, block if auto else int(rank) + n_oversamples)  # type: ignore[arg-type]
@@ -122,15 +122,12 @@ def randomized_operator(
         sigma = np.sqrt(np.clip(evals, 0.0, None))
         width = basis.shape[1]
         if len(images) >= n_iter + 1 or width >= limit:
-            cut = truncate(sigma, rank=rank, shape=shape, dtype=dtype, source="gram", trace=trace_x if auto else None)
+            # the rank is the operator's rule; the finder only decides how wide its basis grows
+            cut = truncate_sketch(sigma, rank=rank, shape=shape, dtype=dtype, trace=trace_x, n_oversamples=n_oversamples)
             if not auto or cut.rank + n_oversamples <= width or width >= limit:
                 break
         if len(blocks) == len(images):  # the next block: A Qj with the basis so far projected out
             blocks.append(_orth(images[-1], basis)[:, : limit - width])
-    if auto and cut.rank + n_oversamples > width and width < t:  # (a basis of all T directions is exact)
-        note = (f"auto: the sketch stopped at its limit of {width} directions with {cut.rank} above the threshold; "
-                f"more may lie beyond (a larger memory budget or the Gram method sees them)")
-        cut = replace(cut, note=f"{cut.note}; {note}" if cut.note else note)
     (v,) = fix_signs(basis @ w)
     r = cut.rank
     # G[:, 1:T+1] Vr (T+1 rows): XᵀY Vr is its first T rows, and G C = (G[:, 1:] Vr)(Vrᵀ C[1:]) for C = [0; Vr M]

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from ..errors import RecorderError
-from ..record import Capture, Recorder, layout_of
+from ..record import Capture, Recorder, RecordOptions, layout_of
 from ..store import RunStore
 
 __all__ = ["DistributedRecorder", "decide_writer", "gather_gradients", "gather_parameters", "global_rank",
@@ -146,20 +146,13 @@ class DistributedRecorder:
     ----------
     path : str or path-like
         The run store (created, or appended to when training resumes).
-    every : int
-        Snapshot after every ``every``-th optimizer step (global step divisible by ``every``).
-    params : iterable of str, optional
-        Record only these parameters (names as in ``model.named_parameters()``).
-    grads : bool
-        Also record each snapshot step's gradients.
-    dtype, compressor, buffer_bytes
-        As for :class:`traj.Recorder`.
-    overwrite : bool
-        A run starting at step 0 replaces an existing store at ``path``; a resumed run always appends.
+    every, params, grads, dtype, compressor, buffer_bytes, overwrite, live
+        The options every recorder shares: see :class:`~traj.record.RecordOptions`. Here ``every`` counts
+        optimizer steps (a snapshot when the global step is divisible by it), ``overwrite`` lets a run
+        starting at step 0 replace an existing store (a resumed run always appends) and the writing process
+        runs the ``live`` monitor. Kept as :attr:`options`.
     announce : callable, optional
         Where the writing process's lines go (start, resume, end): as for :class:`traj.Recorder`.
-    live : traj.live.LiveOptions, optional
-        The live Koopman monitor, run by the writing process (:class:`traj.Recorder`'s ``live``).
 
     Examples
     --------
@@ -179,25 +172,24 @@ class DistributedRecorder:
         self,
         path: str | os.PathLike[str],
         *,
-        every: int = 1,
-        params: Iterable[str] | None = None,
-        grads: bool = False,
-        dtype: str | None = None,
-        compressor: str = "lz4",
-        buffer_bytes: int = 256 << 20,
-        overwrite: bool = False,
+        every: int = RecordOptions.every,
+        params: Iterable[str] | None = RecordOptions.params,
+        grads: bool = RecordOptions.grads,
+        dtype: str | None = RecordOptions.dtype,
+        compressor: str = RecordOptions.compressor,
+        buffer_bytes: int = RecordOptions.buffer_bytes,
+        overwrite: bool = RecordOptions.overwrite,
         announce: Callable[[str], None] | None = None,
-        live: Any = None,
+        live: Any = RecordOptions.live,
     ) -> None:
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise RecorderError(f"every must be a positive integer, not {every!r}")
+        #: The options every recorder shares (:class:`~traj.record.RecordOptions`), checked.
+        self.options = options = RecordOptions.from_arguments(locals())
         self.path = Path(path)
         self.announce = announce
-        self.every = every
-        self.params = None if params is None else list(params)
-        self.grads = grads
-        self._options = {"dtype": dtype, "compressor": compressor, "buffer_bytes": buffer_bytes, "live": live}
-        self.overwrite = overwrite
+        self.every = options.every
+        self.params = None if options.params is None else list(options.params)
+        self.grads = options.grads
+        self.overwrite = options.overwrite
         self.recorder: Recorder | None = None
         self.sharding: str | None = None
         #: Whether this process writes the store (set by :meth:`begin`).
@@ -231,16 +223,12 @@ class DistributedRecorder:
             self.recorder = Recorder(
                 self.path,
                 model,
-                every=self.every,
-                grads=self.grads,
-                params=self.params,
+                **replace(self.options, overwrite=self.overwrite and not resuming).keywords(),
                 record_initial=False,
                 start_step=int(step),
-                overwrite=self.overwrite and not resuming,
                 resume=True,  # _prepare_store decided: a new run into an old store is refused
                 rewind=resuming,  # an older attempt's later steps are replaced once the first new one is written
                 announce=self.announce,
-                **self._options,
             )
         new = self.recorder is not None and self.recorder.n_committed == 0
         if new or self.sharding is not None:  # sharded: every rank joins the gather, the writer decides

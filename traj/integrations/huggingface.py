@@ -19,6 +19,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from ..record import RecordOptions
 from .distributed import DistributedRecorder
 
 __all__ = ["TrajCallback"]
@@ -57,16 +58,11 @@ class TrajCallback(TrainerCallback):
     path : str or path-like
         The run store. Resuming (``trainer.train(resume_from_checkpoint=...)``) appends to it,
         after forgetting the snapshots it holds past the checkpoint's step.
-    every : int
-        A snapshot after every ``every``-th optimizer step (``state.global_step % every == 0``);
-        the initial weights are snapshot 0.
-    params : iterable of str, optional
-        Record only these parameters (names as in ``model.named_parameters()``).
-    grads : bool
-        Also record each snapshot step's gradients (after clipping, before ``zero_grad``).
-    dtype, compressor, buffer_bytes, overwrite, live
-        As for :class:`traj.integrations.distributed.DistributedRecorder` (``live``: the live
-        Koopman monitor, :class:`traj.live.LiveOptions`).
+    every, params, grads, dtype, compressor, buffer_bytes, overwrite, live
+        The options every recorder shares: see :class:`~traj.record.RecordOptions` (as for
+        :class:`traj.integrations.distributed.DistributedRecorder`). A snapshot after every ``every``-th
+        optimizer step (``state.global_step % every == 0``); the initial weights are snapshot 0. ``params`` are
+        names as in ``model.named_parameters()``; ``grads`` are taken after clipping, before ``zero_grad``.
 
     Each snapshot stores ``step = state.global_step``, the epoch it was taken in, and the
     scalars the Trainer logged at that step: ``loss`` (the Trainer's mean over the steps since
@@ -83,20 +79,18 @@ class TrajCallback(TrainerCallback):
     def __init__(
         self,
         path: str | os.PathLike[str],
-        every: int = 1,
-        params: Iterable[str] | None = None,
-        grads: bool = False,
+        every: int = RecordOptions.every,
+        params: Iterable[str] | None = RecordOptions.params,
+        grads: bool = RecordOptions.grads,
         *,
-        dtype: str | None = None,
-        compressor: str = "lz4",
-        buffer_bytes: int = 256 << 20,
-        overwrite: bool = False,
-        live: Any = None,
+        dtype: str | None = RecordOptions.dtype,
+        compressor: str = RecordOptions.compressor,
+        buffer_bytes: int = RecordOptions.buffer_bytes,
+        overwrite: bool = RecordOptions.overwrite,
+        live: Any = RecordOptions.live,
     ) -> None:
-        self.recording = DistributedRecorder(
-            path, every=every, params=params, grads=grads, dtype=dtype, compressor=compressor,
-            buffer_bytes=buffer_bytes, overwrite=overwrite, live=live, announce=logger.info,
-        )
+        options = RecordOptions.from_arguments(locals())
+        self.recording = DistributedRecorder(path, **options.keywords(), announce=logger.info)
         self._last_logs: tuple[int, dict[str, Any]] | None = None
 
     def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:

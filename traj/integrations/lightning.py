@@ -15,6 +15,7 @@ from typing import Any
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info
 
+from ..record import RecordOptions
 from .distributed import DistributedRecorder, scalar_value
 
 __all__ = ["TrajCallback"]
@@ -28,17 +29,11 @@ class TrajCallback(Callback):
     path : str or path-like
         The run store. A fit resumed from a checkpoint (``trainer.fit(model, ckpt_path=...)``)
         appends to it, after forgetting the snapshots it holds past the checkpoint's step.
-    every : int
-        A snapshot after every ``every``-th optimizer step (``trainer.global_step % every == 0``);
-        the initial weights are snapshot 0.
-    params : iterable of str, optional
-        Record only these parameters (names as in ``pl_module.named_parameters()``, which are
-        the keys of the checkpoint's ``state_dict``).
-    grads : bool
-        Also record each snapshot step's gradients.
-    dtype, compressor, buffer_bytes, overwrite, live
-        As for :class:`traj.integrations.distributed.DistributedRecorder` (``live``: the live
-        Koopman monitor, :class:`traj.live.LiveOptions`).
+    every, params, grads, dtype, compressor, buffer_bytes, overwrite, live
+        The options every recorder shares: see :class:`~traj.record.RecordOptions` (as for
+        :class:`traj.integrations.distributed.DistributedRecorder`). A snapshot after every ``every``-th
+        optimizer step (``trainer.global_step % every == 0``); the initial weights are snapshot 0. ``params`` are
+        names as in ``pl_module.named_parameters()``, the keys of the checkpoint's ``state_dict``.
 
     Each snapshot stores ``step = trainer.global_step``, ``epoch = trainer.current_epoch``,
     ``loss`` = the loss ``training_step`` returned for the stepping batch (Lightning divides it
@@ -51,20 +46,18 @@ class TrajCallback(Callback):
     def __init__(
         self,
         path: str | os.PathLike[str],
-        every: int = 1,
-        params: Iterable[str] | None = None,
-        grads: bool = False,
+        every: int = RecordOptions.every,
+        params: Iterable[str] | None = RecordOptions.params,
+        grads: bool = RecordOptions.grads,
         *,
-        dtype: str | None = None,
-        compressor: str = "lz4",
-        buffer_bytes: int = 256 << 20,
-        overwrite: bool = False,
-        live: Any = None,
+        dtype: str | None = RecordOptions.dtype,
+        compressor: str = RecordOptions.compressor,
+        buffer_bytes: int = RecordOptions.buffer_bytes,
+        overwrite: bool = RecordOptions.overwrite,
+        live: Any = RecordOptions.live,
     ) -> None:
-        self.recording = DistributedRecorder(
-            path, every=every, params=params, grads=grads, dtype=dtype, compressor=compressor,
-            buffer_bytes=buffer_bytes, overwrite=overwrite, live=live, announce=rank_zero_info,
-        )
+        options = RecordOptions.from_arguments(locals())
+        self.recording = DistributedRecorder(path, **options.keywords(), announce=rank_zero_info)
         self._restored: dict[str, Any] | None = None
         self._seen_step: int | None = None
 

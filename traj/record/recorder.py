@@ -41,6 +41,7 @@ from ..prunable import embedding_names, prunable_names
 from ..store import Layout, StoreWriter
 from ..store.dtypes import default_dtype, lossy_from
 from ..store.schema import check_dtype
+from .options import RecordOptions
 
 __all__ = ["Capture", "Recorder", "RecorderStats", "layout_of", "size_text"]
 
@@ -485,33 +486,21 @@ class Recorder:
         Store directory. An existing store that holds snapshots is refused unless ``resume``
         (append to it) or ``overwrite`` (replace it) says what to do with it.
     model : nn.Module
-    every : int
-        Snapshot spacing, in optimizer steps (``unit="step"``) or epochs (``unit="epoch"``).
+    every, params, grads, dtype, compressor, buffer_bytes, overwrite, live
+        The options every recorder shares, with their types, defaults and meaning: see
+        :class:`~traj.record.RecordOptions` (here ``every`` counts ``unit``s). Kept as :attr:`options`.
     unit : {"step", "epoch"}
-    dtype : {"float32", "float64", "bfloat16", "float16"}, optional
-        Default: the parameters' own dtype when they all share one (a bfloat16 model is stored
-        in bfloat16, 2 bytes per value, bit for bit); float64 when any is float64; else float32
-        (which holds every bfloat16 and float16 value exactly). A narrower dtype than the
-        parameters' rounds them (``traj info`` says the store is a lossy copy).
-    grads : bool
-        Also record each recorded step's gradients (``grads`` array).
-    params : iterable of str, optional
-        Names of the parameters to record (default all).
     record_initial : bool
         Take snapshot 0 (the initial weights) when the store is new.
     start_step : int, optional
         Global step of the model's current state; default 0 for a new store and the last
         recorded step when appending.
-    buffer_bytes : int
-        Host memory the snapshot buffers may use; the writer lags by at most this much.
     recipe : mapping, optional
         ``{"name", "config", "seed"}`` written into the store's attributes.
     resume : bool
         Append to an existing store with the same layout (a run continued after a crash or
         from a checkpoint, with the model in that state); a store that does not exist yet is
         created. Without it, appending a from-scratch re-run would stitch two runs together.
-    overwrite : bool
-        Replace an existing store; the old one stays whole until :meth:`close` swaps the new one in.
     rewind : bool
         With ``resume``: a ``start_step`` before the store's last step is accepted (a run resumed
         from an earlier checkpoint); the snapshots after it belong to a continuation that is being
@@ -523,10 +512,6 @@ class Recorder:
         resume (what the store holds, where the new snapshots start, any gap), one at :meth:`close`
         (snapshots, bytes, where). Default: ``logging.getLogger("traj.record").info``. A resume that
         leaves steps without a snapshot also warns (:class:`~traj.errors.SnapshotGapWarning`).
-    live : traj.live.LiveOptions, optional
-        Run the live Koopman monitor on the writer thread: every ``live.every`` snapshots, DMD of the
-        last ``live.window`` sketched snapshots; each fit's numbers are written with its snapshot as
-        metrics ``live.*`` and to the options' trackers; the fits are :attr:`monitor`'s ``fits``.
 
     Notes
     -----
@@ -553,35 +538,35 @@ class Recorder:
         path: str | os.PathLike[str],
         model: nn.Module,
         *,
-        every: int = 1,
+        every: int = RecordOptions.every,
         unit: str = "step",
-        dtype: str | None = None,
-        grads: bool = False,
-        params: Iterable[str] | None = None,
+        dtype: str | None = RecordOptions.dtype,
+        grads: bool = RecordOptions.grads,
+        params: Iterable[str] | None = RecordOptions.params,
         record_initial: bool = True,
         start_step: int | None = None,
-        buffer_bytes: int = 256 << 20,
+        buffer_bytes: int = RecordOptions.buffer_bytes,
         min_buffers: int = 4,
         recipe: Mapping[str, Any] | None = None,
-        overwrite: bool = False,
-        compressor: str = "lz4",
+        overwrite: bool = RecordOptions.overwrite,
+        compressor: str = RecordOptions.compressor,
         resume: bool = False,
         rewind: bool = False,
         announce: Callable[[str], None] | None = None,
-        live: Any = None,
+        live: Any = RecordOptions.live,
     ) -> None:
         self._closed = True  # until the store is open
-        self._live = live
-        self._announce = logger.info if announce is None else announce
         if unit not in ("step", "epoch"):
             raise RecorderError(f"unit must be 'step' or 'epoch', not {unit!r}")
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise RecorderError(f"every must be a positive integer, not {every!r}")
+        #: The options every recorder shares (:class:`~traj.record.RecordOptions`), checked.
+        self.options = options = RecordOptions.from_arguments(locals())
+        self._live = options.live
+        self._announce = logger.info if announce is None else announce
         self.model = model
-        self.every = every
+        self.every = options.every
         self.unit = unit
-        self.record_grads = grads
-        self.layout, self._params = layout_of(model, params)
+        self.record_grads = options.grads
+        self.layout, self._params = layout_of(model, options.params)
         for name, p in zip(self.layout.names, self._params, strict=True):
             if p.is_meta:  # checked before the store exists: nothing is created for a model with no data
                 raise RecorderError(
@@ -590,25 +575,23 @@ class Recorder:
                 )
         self._sizes = [p.numel() for p in self._params]
         self._watch = _ParameterWatch(model, self._params)
-        if dtype is None:
-            dtype = default_dtype(p.dtype for p in self._params)
-        dtype = check_dtype(dtype)
+        dtype = check_dtype(default_dtype(p.dtype for p in self._params) if options.dtype is None else options.dtype)
         self._torch_dtype = getattr(torch, dtype)
         lossy = lossy_from([p.dtype for p in self._params], dtype)
-        if not (resume or overwrite):
+        if not (resume or options.overwrite):
             _refuse_unasked_append(path)
         writer = StoreWriter(
             path,
             self.layout,
             dtype=dtype,
-            spacing={"every": every, "unit": unit},
+            spacing={"every": options.every, "unit": unit},
             recipe=recipe,
-            overwrite=overwrite,
-            compressor=compressor,
+            overwrite=options.overwrite,
+            compressor=options.compressor,
             attrs={"lossy": lossy} if lossy else None,
         )
         try:
-            self._open(writer, grads, buffer_bytes, min_buffers, start_step, record_initial, rewind)
+            self._open(writer, options.grads, options.buffer_bytes, min_buffers, start_step, record_initial, rewind)
         except BaseException:
             if self._closed:  # the pipeline never started: the store is still ours to close
                 try:

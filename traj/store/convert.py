@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from .._version import __version__
 from ..errors import TrajError
 from .dtypes import lossy_from
 from .run_store import RunStore
@@ -65,8 +66,6 @@ def convert_store(
     RunStore
         The converted store, opened.
     """
-    from .. import __version__
-
     source = Path(source)
     old = RunStore(source)
     target_dtype = old.stored_dtype if dtype is None else check_dtype(dtype)

@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from .._version import __version__
 from ..atomic import Staging
 from ..errors import (
     LayoutMismatchError,
@@ -80,8 +81,6 @@ _COMPRESSORS = {
 def _versions() -> dict[str, str]:
     import numpy
     import zarr
-
-    from .. import __version__
 
     versions = {"traj": __version__, "zarr": zarr.__version__, "numpy": numpy.__version__}
     versions["python"] = sys.version.split()[0]

@@ -248,7 +248,9 @@ class KGA(torch.optim.Optimizer):
         loss = self.optimizer.step(closure) if closure is not None else self.optimizer.step()
         if accelerate:
             assert before is not None
-            delta = (self._flat() - before)[self._active]
+            after = self._flat()
+            after -= before
+            delta = self._rows(after)
             if not np.isfinite(delta).all():
                 # the base step left non-finite weights (training diverged): stop accelerating
                 self._propagator = None
@@ -267,8 +269,12 @@ class KGA(torch.optim.Optimizer):
         u = self.basis
         coords = u.T @ delta
         extra = self.options.alpha * (u @ (self._propagator @ coords))
-        update = np.zeros(self.n_params)
-        update[self._active] = (u @ coords + extra - delta) if self.options.project_step else extra
+        change = (u @ coords + extra - delta) if self.options.project_step else extra
+        if change.size == self.n_params:  # nothing masked
+            update = change
+        else:
+            update = np.zeros(self.n_params)
+            update[self._active] = change
         self._add(update)
         self.log.accelerated_steps += 1
 
@@ -290,34 +296,41 @@ class KGA(torch.optim.Optimizer):
             return
         t0 = time.perf_counter()
         if self.options.efficient and self.basis is not None:
-            # Efficient-KGA: U is fixed; the snapshots are z = Uᵀθ, and the r×r DMD matrix in U
-            # coordinates is A = Z₂ Z₁⁺, whose eigendecomposition gives Q, Λ and L directly.
+            # Efficient-KGA: U is fixed and the snapshots are z = Uᵀθ; the same exact DMD, on the r×t window z,
+            # keeps every direction above the floor (U's rank was decided at the first fit) and its POD basis P
+            # (r×k) carries the propagator back to U coordinates: Re(Q_S Λ_S L_S) with Q = P W, L = W⁻¹Pᵀ.
             z = np.stack(list(self._snapshots), axis=1)
-            a_matrix = z[:, 1:] @ np.linalg.pinv(z[:, :-1])
-            eigenvalues, q = np.linalg.eig(a_matrix)
-            prop = _propagator(eigenvalues, q, np.linalg.pinv(q), self.options.eps)
+            op = self._fit(z, rank="all")
+            pod = z[:, :-1] @ op.modes_basis / op.singular_values[: op.rank]
+            prop = pod @ _propagator(op.eigenvalues, op.right, op.left, self.options.eps) @ pod.T
         else:
             full = np.stack(list(self._snapshots), axis=1)  # (N, t)
-            op = self._fit(full[self._active])
-            if self._update_masks(full[self._active], op):  # masked weights leave the DMD problem
-                op = self._fit(full[self._active])
-            d = full[self._active]
-            eigenvalues = op.eigenvalues
+            d = self._rows(full)
+            op = self._fit(d)
+            if self._update_masks(d, op):  # masked weights leave the DMD problem
+                d = self._rows(full)
+                op = self._fit(d)
+            del full
             # POD basis U = X V Σ⁻¹; Ã = UᵀYVΣ⁻¹ is the operator in U coordinates, Ã W = W Λ
             self.basis = d[:, :-1] @ op.modes_basis / op.singular_values[: op.rank]
             prop = _propagator(op.eigenvalues, op.right, op.left, self.options.eps)
             if self.options.efficient:
                 self._snapshots = deque((self.basis.T @ col for col in d.T), maxlen=self.options.window)
+        eigenvalues = op.eigenvalues
         self._propagator = prop
         self.log.refits += 1
         self.log.dmd_seconds.append(time.perf_counter() - t0)
         self.log.stable_modes.append(int(np.count_nonzero(np.abs(eigenvalues) < 1 - self.options.eps)))
         self.log.masked_fraction.append(float(self.masked.mean()))
 
-    def _fit(self, d: np.ndarray) -> ReducedOperator:
-        """DMD of the window through the one operator factory; a fixed rank is reduced to what the window resolves."""
-        rank = "all" if self.options.rank is None else self.options.rank
-        return ReducedOperator.from_gram(d.T @ d, rank=rank, n_features=d.shape[0], dtype=self._dtype, excess="reduce")
+    def _fit(self, d: np.ndarray, rank: int | str | None = None) -> ReducedOperator:
+        """DMD of the window (N×t, or r×t in U coordinates) through the one operator factory: the rank is the
+        operator's rule (:func:`~traj.engine.operator.truncate`) applied to ``rank`` (default the option; None
+        keeps every direction above the floor), a fixed rank reduced to what the window resolves."""
+        rank = self.options.rank if rank is None else rank
+        # (no eigenvalue error estimate: KGA reads none, and it would cost another eigendecomposition's time)
+        return ReducedOperator.from_gram(d.T @ d, rank="all" if rank is None else rank, n_features=d.shape[0],
+                                         dtype=self._dtype, excess="reduce", estimate_errors=False)
 
     def _update_masks(self, d: np.ndarray, op: ReducedOperator) -> bool:
         """Advance the masks one interval; True when weights were newly masked."""
@@ -391,10 +404,14 @@ class KGA(torch.optim.Optimizer):
     def _add(self, update: np.ndarray) -> None:
         write_flat(self.accelerated, update, add=True)
 
+    def _rows(self, values: np.ndarray) -> np.ndarray:
+        """The active weights' rows of ``values`` (N, ...): ``values`` itself while nothing is masked (no N-sized copy)."""
+        return values if self._active.size == self.n_params else values[self._active]
+
     def _snapshot(self) -> None:
         theta = self._flat()
         if self.options.efficient and self.basis is not None:
-            self._snapshots.append(self.basis.T @ theta[self._active])
+            self._snapshots.append(self.basis.T @ self._rows(theta))
         else:
             self._snapshots.append(theta)
 
