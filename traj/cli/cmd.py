@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Annotated
 
@@ -56,6 +57,8 @@ def cmd(
     compare_dmd: Annotated[str | None, typer.Option(help="Also draw the run beside DMD at these ranks (5,10,20) and CMD at --compare-modes, at the same snapshots (needs a recipe).")] = None,
     compare_modes: Annotated[str, typer.Option(help="CMD modes M drawn by --compare-dmd.")] = "2,5,10",
     recipe_spec: Annotated[str | None, typer.Option("--recipe", help="Recipe for evaluation: a built-in name or module:function.")] = None,
+    online: Annotated[bool, typer.Option("--online", help="Online CMD: references from the first --warmup snapshots, then each weight's mode, a and b from running sums, in one pass (docs/methods.md §2.6).")] = False,
+    warmup: Annotated[int, typer.Option(help="Snapshots of the --online warm-up that picks the references.")] = 20,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Report directory (default traj-out/cmd-STORE).")] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print the summary as JSON to stdout.")] = False,
     log_to: LogToOption = None,
@@ -79,11 +82,12 @@ def cmd(
     """
     with handle_errors(ctx), flag_names("modes", "threshold", "samples", "window", "subsample", "seed", "sweep",
                                         "eval_points", "drop_nonfinite", "distance", "ema", "sweep_window", "sweep_subsample",
-                                        ranks="--compare-dmd",
+                                        "warmup", ranks="--compare-dmd",
                                         cmd_modes="--compare-modes", compare_modes="--compare-modes"):
         import numpy as np
 
         from ..analysis.cmd import CMDParams, compare_models, fit_cmd
+        from ..analysis.cmd_online import fit_cmd_online
         from ..atomic import staged_output
         from ..display import markup as m
 
@@ -92,7 +96,9 @@ def cmd(
         from ..recipes import resolve_recipe
         from ..report.cmd import cmd_report_files
 
-        given = given_options(ctx, "modes", "compare_modes")
+        given = given_options(ctx, "modes", "compare_modes", "warmup")
+        if "warmup" in given and not online:
+            raise ParameterError("warmup", "is the warm-up of online CMD: it needs --online")
         if threshold is not None and "modes" in given:
             raise ParameterError("modes", "and --threshold both cut the dendrogram: give one of them")
         if "compare_modes" in given and not compare_dmd:
@@ -116,8 +122,9 @@ def cmd(
         with staged_output(target, inputs=[opened.path]) as staging:
             with progress_bar() as bar:
                 line = Stages(bar, "CMD pass")
-                result = fit_cmd(opened, params, out=staging / "cmd.zarr", recipe=recipe, engine=engine,
-                                 progress=line.progress, stage=line.stage)
+                fit = fit_cmd if not online else partial(fit_cmd_online, warmup=warmup)
+                result = fit(opened, params, out=staging / "cmd.zarr", recipe=recipe, engine=engine,
+                             progress=line.progress, stage=line.stage)
                 if ranks:
                     if recipe is None:
                         raise NotApplicableError("--compare-dmd scores the models with a recipe: this run has none")
