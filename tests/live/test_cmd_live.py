@@ -76,3 +76,18 @@ def test_options_are_checked_before_training(tmp_path) -> None:
     with pytest.raises(UnsafeOutputError, match="run-cmd"):
         _train(tmp_path / "run.zarr", 3, LiveOptions(window=4, forecast=0, cmd_modes=2))
     assert (tmp_path / "run-cmd" / "mine.txt").read_text() == "a user's file"
+
+
+def test_nan_weights_leave_a_note_not_an_error(tmp_path) -> None:
+    # the Recorder closes the monitor before the store: an error there would discard an --overwrite run
+    from traj.analysis.cmd_online import LiveCMD
+    from traj.store import Layout
+
+    rng = np.random.default_rng(0)
+    data = rng.standard_normal((12, 200)).cumsum(axis=0).astype(np.float32)
+    data[9, 17] = np.nan
+    live = LiveCMD(200, Layout.from_shapes([("w", (200,))]), "float32", modes=2, warmup=5, out=tmp_path / "o")
+    for k, row in enumerate(data):
+        live.observe(row, k)
+    assert live.close() is None and "NaN or Inf" in live.note
+    assert not (tmp_path / "o").exists()

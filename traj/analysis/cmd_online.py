@@ -531,7 +531,9 @@ class LiveCMD:
         self.summary: OnlineCMDSummary | None = None
         self.seconds = 0.0
         self._warm_values: list[np.ndarray] = []
-        self._scratch = tempfile.TemporaryFile(prefix="traj-live-cmd-")  # noqa: SIM115 - closed by close()
+        # the warm-up's W snapshots (W·N stored values) wait beside the store, on the disk that holds the run
+        self._scratch = tempfile.TemporaryFile(prefix=".traj-live-cmd-",  # noqa: SIM115 - closed by close()
+                                               dir=None if store is None else Path(store).parent)
         self._pick: WarmupPick | None = None
         self._refs: ReferenceSums | None = None
         self._sums: WeightSums | None = None
@@ -593,9 +595,23 @@ class LiveCMD:
 
     def close(self) -> OnlineCMDSummary | None:
         """Write the model (``out/cmd.zarr``, ``out/summary.json``) and return its summary; None (and
-        :attr:`note` says why) when there was nothing to fit. Idempotent."""
+        :attr:`note` says why) when there was nothing to fit or the model could not be written. Idempotent.
+
+        Never raises for the run's data or the output (NaN weights, a full disk, an output directory that
+        changed meanwhile): the Recorder calls it before closing the store, and an error there would
+        discard an ``--overwrite`` run; :attr:`note` says what happened instead.
+        """
         if self.summary is not None or self.note is not None:
             return self.summary
+        try:
+            return self._close()
+        except (TrajError, OSError) as exc:
+            self.summary = None
+            self.note = f"online CMD not written: {exc}"
+            self._scratch.close()
+            return None
+
+    def _close(self) -> OnlineCMDSummary | None:
         t0 = time.perf_counter()
         if self._pick is None:
             if len(self._warm_values) < 3:
