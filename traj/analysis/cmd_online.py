@@ -68,6 +68,11 @@ __all__ = ["DEFAULT_WARMUP", "LiveCMD", "OnlineCMDResult", "OnlineCMDSummary", "
 DEFAULT_WARMUP = 20
 #: Weights per piece when sums are solved or a live snapshot is added (float64 temporaries stay in cache).
 PIECE = 1 << 16
+#: Weights per piece when a batch of live snapshots is added: the (M, piece) products of a piece stay in cache.
+ADD_PIECE = 1 << 12
+#: Snapshots the live path adds to the sums at once: the (M, N) products are read and written once a batch
+#: (memory traffic, not arithmetic, bounds the update), for BATCH stored snapshots held meanwhile.
+BATCH = 8
 #: The live sums are held in memory: (M + 3)·N float64 at most this many bytes.
 MAX_LIVE_BYTES = 4 << 30
 
@@ -538,6 +543,7 @@ class LiveCMD:
         self._refs: ReferenceSums | None = None
         self._sums: WeightSums | None = None
         self._at_warmup: dict[str, np.ndarray] | None = None
+        self._batch: list[np.ndarray] = []
 
     def observe(self, values: np.ndarray, step: int) -> None:
         """Add a snapshot (as stored: ``dtype``'s representation) taken at training step ``step``."""
@@ -552,8 +558,16 @@ class LiveCMD:
             if len(self._warm_values) == self.warmup:
                 self._start()
         else:
-            self._add(values)
+            self._batch.append(np.array(values, copy=True))  # the Recorder reuses its buffer
+            if len(self._batch) == BATCH:
+                self._flush()
         self.seconds += time.perf_counter() - t0
+
+    def _flush(self) -> None:
+        """Add the snapshots waiting in the batch to the sums."""
+        if self._batch:
+            self._add(np.stack(self._batch))
+            self._batch = []
 
     def _start(self) -> None:
         """Pick the references on the warm-up and add its snapshots (read back from the scratch file)."""
@@ -569,9 +583,10 @@ class LiveCMD:
         self._sums = WeightSums(self.n, self._pick.reference_indices.size)
         self._warm_values = []
         self._scratch.seek(0)
-        for _ in range(warm.shape[0]):
-            raw = np.fromfile(self._scratch, dtype=self._stored_dtype(), count=self.n)
-            self._add(raw)
+        for lo in range(0, warm.shape[0], BATCH):
+            rows = min(BATCH, warm.shape[0] - lo)
+            self._add(np.fromfile(self._scratch, dtype=self._stored_dtype(), count=rows * self.n)
+                      .reshape(rows, self.n))
         self._scratch.close()
         # the labels at the warm-up's end, to count the weights that change mode after it
         self._at_warmup = {"labels": np.concatenate([self._sums.solve(self._refs.state(), a, b)["labels"]
@@ -583,15 +598,16 @@ class LiveCMD:
         return storage_dtype(self.dtype)
 
     def _add(self, values: np.ndarray) -> None:
+        """Add t snapshots, ``values`` (t, N) as stored, in time order, a piece of weights at a time."""
         assert self._pick is not None and self._refs is not None and self._sums is not None
-        refs = np.asarray(decode(values[self._pick.reference_indices], self.dtype), dtype=np.float64)
-        rho = self._refs.update(refs[None, :])
+        refs = np.asarray(decode(values[:, self._pick.reference_indices], self.dtype), dtype=np.float64)
+        rho = self._refs.update(refs)
         if self._sums.first is None:  # w(0): the first snapshot, decoded a piece at a time
             self._sums.first = np.empty(self.n)
             for a, b in _pieces(self.n):
-                self._sums.set_first(np.asarray(decode(values[a:b], self.dtype), dtype=np.float64), a)
-        for a, b in _pieces(self.n):
-            self._sums.update(np.asarray(decode(values[a:b], self.dtype), dtype=np.float64)[None, :], rho, a)
+                self._sums.set_first(np.asarray(decode(values[0, a:b], self.dtype), dtype=np.float64), a)
+        for a, b in _pieces(self.n, ADD_PIECE):
+            self._sums.update(np.asarray(decode(values[:, a:b], self.dtype), dtype=np.float64), rho, a)
 
     def close(self) -> OnlineCMDSummary | None:
         """Write the model (``out/cmd.zarr``, ``out/summary.json``) and return its summary; None (and
@@ -622,6 +638,7 @@ class LiveCMD:
             if self.note is not None:
                 return None
         assert self._pick is not None and self._refs is not None and self._sums is not None
+        self._flush()
         from ..atomic import staged_output
 
         state = self._refs.state()
@@ -657,6 +674,6 @@ class LiveCMD:
         return self.summary
 
 
-def _pieces(n: int) -> Iterator[tuple[int, int]]:
-    for a in range(0, n, PIECE):
-        yield a, min(n, a + PIECE)
+def _pieces(n: int, size: int = PIECE) -> Iterator[tuple[int, int]]:
+    for a in range(0, n, size):
+        yield a, min(n, a + size)
