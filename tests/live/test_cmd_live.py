@@ -91,3 +91,26 @@ def test_nan_weights_leave_a_note_not_an_error(tmp_path) -> None:
         live.observe(row, k)
     assert live.close() is None and "NaN or Inf" in live.note
     assert not (tmp_path / "o").exists()
+
+
+def test_bfloat16_snapshots_are_fitted_by_their_values(tmp_path) -> None:
+    # a bfloat16 store keeps bit patterns (uint16): the live sums see the values they stand for
+    from traj.analysis.cmd_online import LiveCMD
+    from traj.store import Layout
+    from traj.store.dtypes import encode
+
+    rng = np.random.default_rng(1)
+    values = torch.tensor(rng.standard_normal((15, 500)).cumsum(axis=0)).to(torch.bfloat16)
+    bits = [encode(row.view(torch.int16).numpy().view(np.uint16), "bfloat16") for row in values]
+    exact = values.double().numpy()
+    layout = Layout.from_shapes([("w", (500,))])
+    fitted = []
+    for name, rows, dtype in (("bf16", bits, "bfloat16"), ("f64", exact, "float64")):
+        live = LiveCMD(500, layout, dtype, modes=3, warmup=6, out=tmp_path / name)
+        for k, row in enumerate(rows):
+            live.observe(row, k)
+        live.close()
+        fitted.append(load(tmp_path / name / "cmd.zarr"))
+    np.testing.assert_array_equal(fitted[0].labels, fitted[1].labels)
+    np.testing.assert_allclose(fitted[0].a, fitted[1].a, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(fitted[0].b, fitted[1].b, rtol=0, atol=1e-12)
