@@ -122,3 +122,11 @@ def test_cli_online_writes_the_model_and_says_online(tmp_path):
     assert err == pytest.approx(summary["relative_error"], rel=1e-6)
     bad = CliRunner().invoke(app, ["cmd", str(path), "--online", "--subsample", "2", "--out", str(tmp_path / "o2")])
     assert bad.exit_code == 2 and "no online form" in bad.output
+
+
+def test_cli_warmup_needs_online(tmp_path):
+    data, *_ = planted_modes(n_params=300, n_snapshots=10, n_modes=2, seed=0)
+    path = write_store(tmp_path / "p.zarr", data)
+    result = CliRunner().invoke(app, ["cmd", str(path), "--warmup", "5", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "--warmup is the warm-up of online CMD: it needs --online" in result.output
+    assert not (tmp_path / "o").exists()
