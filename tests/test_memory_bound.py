@@ -213,6 +213,12 @@ def test_cmd_memory_does_not_grow_with_n(stores, tmp_path):
     assert (model / "labels").is_dir() and (model / "a").is_dir()
 
 
+def test_online_cmd_memory_does_not_grow_with_n(stores, tmp_path):
+    # the running sums of a block of weights live and die with the block (docs/methods.md §2.6)
+    bounded(stores, tmp_path, ["cmd", "--modes", "3", "--samples", "200", "--online", "--warmup", "3", "--no-evaluate"])
+    assert (tmp_path / "large" / "cmd.zarr" / "a").is_dir()
+
+
 @pytest.mark.scale  # 80 s on 2 cores: run with -m scale
 def test_cmd_sweep_memory_does_not_grow_with_n(stores, tmp_path):
     bounded(stores, tmp_path, ["cmd", "--modes", "3", "--samples", "200", "--sweep", "2", "--no-evaluate"])

@@ -57,6 +57,8 @@ def cmd(
     compare_dmd: Annotated[str | None, cli_option(CMDScoring, "compare_dmd")] = None,
     compare_modes: Annotated[str, cli_option(CMDScoring, "compare_modes")] = ",".join(map(str, CMDScoring.compare_modes)),
     recipe_spec: Annotated[str | None, typer.Option("--recipe", help="Recipe for evaluation: a built-in name or module:function.")] = None,
+    online: Annotated[bool, typer.Option("--online", help="Online CMD: references from the first --warmup snapshots, then each weight's mode, a and b from running sums, in one pass (docs/methods.md §2.6).")] = False,
+    warmup: Annotated[int, typer.Option(help="Snapshots of the --online warm-up that picks the references.")] = 20,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Report directory (default traj-out/cmd-STORE).")] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print the summary as JSON to stdout.")] = False,
     log_to: LogToOption = None,
@@ -80,14 +82,14 @@ def cmd(
     """
     with handle_errors(ctx), flag_names("modes", "threshold", "samples", "window", "subsample", "seed", "sweep",
                                         "eval_points", "drop_nonfinite", "distance", "ema", "sweep_window",
-                                        "sweep_subsample", "compare_dmd", "compare_modes"):
+                                        "sweep_subsample", "compare_dmd", "compare_modes", "warmup"):
         from ..analysis.cmd import check_scoring, run_cmd
         from ..atomic import staged_output
         from ..recipes import resolve_recipe
         from ..report.cmd import cmd_report_files
 
         # every option (the evaluation's, the sweeps' and the comparison's too) is checked before the first pass
-        _refuse_conflicts(ctx, threshold, compare_dmd)
+        _refuse_conflicts(ctx, threshold, compare_dmd, online)
         params = CMDParams(modes=None if threshold is not None else modes, threshold=threshold, samples=samples,
                            window=window, subsample=subsample, seed=seed, drop_nonfinite=drop_nonfinite,
                            distance=distance)
@@ -106,7 +108,8 @@ def cmd(
         with staged_output(target, inputs=[opened.path]) as staging:
             with progress_bar() as bar:
                 line = Stages(bar, "CMD pass")
-                run = run_cmd(opened, params, scoring, evaluator=recipe, out=staging / "cmd.zarr", engine=engine,
+                run = run_cmd(opened, params, scoring, evaluator=recipe, out=staging / "cmd.zarr",
+                              warmup=warmup if online else None, engine=engine,
                               progress=line.progress, stage=line.stage)
                 line.stage("writing the report")
                 cmd_report_files(run, staging, model=target / "cmd.zarr")
@@ -125,11 +128,13 @@ def cmd(
         err_console.print(f"[green]report[/green] {m(target)}/report.html")
 
 
-def _refuse_conflicts(ctx: typer.Context, threshold: float | None, compare_dmd: str | None) -> None:
+def _refuse_conflicts(ctx: typer.Context, threshold: float | None, compare_dmd: str | None, online: bool) -> None:
     """Options that would be silently dropped: refused."""
     from ..errors import ParameterError
 
-    given = given_options(ctx, "modes", "compare_modes")
+    given = given_options(ctx, "modes", "compare_modes", "warmup")
+    if "warmup" in given and not online:
+        raise ParameterError("warmup", "is the warm-up of online CMD: it needs --online")
     if threshold is not None and "modes" in given:
         raise ParameterError("modes", "and --threshold both cut the dendrogram: give one of them")
     if "compare_modes" in given and not compare_dmd:

@@ -65,6 +65,17 @@ class LiveOptions:
     tensorboard : str or None
         A TensorBoard log directory to write each fit's numbers to (needs the ``tensorboard``
         extra).
+    cmd_modes : int or None
+        Also keep online CMD with this many modes (docs/methods.md §2.6): references picked on the
+        first ``cmd_warmup`` snapshots, then each weight's mode, a and b from running sums, (M + 3)·N
+        float64 in memory; at the end of training the model is written to ``cmd_out``/cmd.zarr.
+    cmd_warmup : int
+        Snapshots of the warm-up that picks the CMD references (at least 3).
+    cmd_samples : int or None
+        K, the weights sampled in the warm-up (as ``traj cmd --samples``).
+    cmd_out : str or None
+        The output directory of the online CMD (``cmd.zarr`` and ``summary.json``); default ``RUN-cmd``
+        beside the store ``RUN.zarr``. Replaced only when traj wrote it.
     """
 
     window: int = 50
@@ -75,6 +86,10 @@ class LiveOptions:
     forecast: int = 5
     tensorboard: str | None = None
     trackers: tuple[Any, ...] = field(default=(), compare=False)
+    cmd_modes: int | None = None
+    cmd_warmup: int = 20
+    cmd_samples: int | None = None
+    cmd_out: str | None = None
 
     def __post_init__(self) -> None:
         check_int("window", self.window, low=4, high=100_000)
@@ -86,15 +101,31 @@ class LiveOptions:
         if self.tensorboard is not None and not isinstance(self.tensorboard, str | bytes) and \
                 not hasattr(self.tensorboard, "__fspath__"):
             raise ParameterError("tensorboard", f"must be a directory path, got {type(self.tensorboard).__name__}")
+        if self.cmd_modes is not None:
+            check_int("cmd_modes", self.cmd_modes, low=1, high=10_000)
+            check_int("cmd_warmup", self.cmd_warmup, low=3)
+            if self.cmd_samples is not None:
+                check_int("cmd_samples", self.cmd_samples, low=2, high=10_000)
 
-    def start(self, n_params: int, dtype: str) -> Monitor:
-        """The monitor for a run of ``n_params`` values stored as ``dtype`` (what the Recorder calls)."""
+    def start(self, n_params: int, dtype: str, *, layout: Any = None, path: Any = None) -> Monitor:
+        """The monitor for a run of ``n_params`` values stored as ``dtype`` (what the Recorder calls; it
+        passes the store's ``layout`` and ``path``, which online CMD samples by and writes beside)."""
         trackers = list(self.trackers)
         if self.tensorboard is not None:
             from .trackers import TensorBoardTracker
 
             trackers.append(TensorBoardTracker(self.tensorboard))
-        return Monitor(n_params, self, dtype=dtype, trackers=trackers)
+        cmd = None
+        if self.cmd_modes is not None:
+            from ..analysis.cmd_online import LiveCMD, live_output
+            from ..store import Layout
+
+            if self.cmd_out is None and path is None:
+                raise ParameterError("cmd_out", "is needed where the monitor knows no store to write beside")
+            cmd = LiveCMD(n_params, layout or Layout.from_shapes([("theta", (n_params,))]), dtype,
+                          modes=self.cmd_modes, warmup=self.cmd_warmup, samples=self.cmd_samples, seed=self.seed,
+                          out=self.cmd_out if self.cmd_out is not None else live_output(path), store=path)
+        return Monitor(n_params, self, dtype=dtype, trackers=trackers, cmd=cmd)
 
 
 @dataclass(frozen=True)
@@ -186,8 +217,10 @@ class Monitor:
     """Sketches snapshots as they come (:meth:`observe`) and fits DMD on the last window of them."""
 
     def __init__(self, n_params: int, options: LiveOptions, *, dtype: str = "float32",
-                 trackers: Sequence[Tracker] = ()) -> None:
+                 trackers: Sequence[Tracker] = (), cmd: Any = None) -> None:
         self.options = options
+        #: online CMD (traj.analysis.cmd_online.LiveCMD) when ``cmd_modes`` is set; its summary after close
+        self.cmd = cmd
         self.dtype = dtype
         self.sketch = Sketch(n_params, options.sketch, seed=options.seed)
         self.trackers = list(trackers)
@@ -204,6 +237,8 @@ class Monitor:
         t0 = time.perf_counter()
         self._window.append((int(step), self.sketch.apply(values, self.dtype)))
         self._count += 1
+        if self.cmd is not None:
+            self.cmd.observe(values, step)
         fit = None
         if self._count % self.options.every == 0 and len(self._window) >= 4:
             with blas_threads():  # small matrices: threads would only take the training's cores
@@ -255,5 +290,7 @@ class Monitor:
         return error if math.isfinite(error) else float("nan")
 
     def close(self) -> None:
+        if self.cmd is not None:  # the online CMD model is written at the end of training
+            self.cmd.close()
         for tracker in self.trackers:
             tracker.close()

@@ -662,7 +662,8 @@ class Recorder:
         else:
             self._announce(f"traj: recording {self.path}: {what}")
         # the live monitor (traj.live.LiveOptions.start) runs on the writer thread, off the training thread
-        self.monitor = None if self._live is None else self._live.start(n, writer.stored_dtype)
+        self.monitor = None if self._live is None else self._live.start(n, writer.stored_dtype, layout=self.layout,
+                                                                           path=self.path)
         self._pool = _BufferPool(n, self._torch_dtype, self._cuda, grads, self._max_buffers)
         self._pipe = _Pipeline(writer, self.stats, max(writer.t_chunk, (64 << 20) // max(1, row_bytes)), self.monitor,
                                self._pool)

@@ -48,6 +48,10 @@ def cmd_report_content(run: CMDRun | CMDResult, *, model: str | os.PathLike[str]
         f"{result.mse:.3g}, relative error {result.relative_error:.3g}, compression {result.compression_ratio:.1f}x "
         f"(N·T numbers -> M·T + 2N). Backend {result.backend}, {result.seconds:.2f} s."
     )
+    if (online := d.get("online")) is not None:  # traj cmd --online (docs/methods.md §2.6)
+        report.paragraph(f"Online CMD: references picked on the warm-up, snapshots {online['warmup'][0]}.."
+                         f"{online['warmup'][1]}; each weight's mode, a and b from running sums over every snapshot; "
+                         f"{online['relabelled']} weights changed mode after the warm-up.")
     if run.evaluation:
         ev = run.evaluation
         what = "the CMD-reconstructed weights and the weight EMAs" if ev.ema else "the CMD-reconstructed weights"

@@ -51,16 +51,22 @@ def check_scoring(scoring: CMDScoring, evaluator: Evaluator | None) -> None:
 
 def run_cmd(store: RunStore | str | os.PathLike[str], params: CMDParams, scoring: CMDScoring | None = None, *,
             evaluator: Evaluator | None = None, out: str | os.PathLike[str] | None = None, keep_model: bool = True,
-            engine: Engine | None = None, progress: Progress | None = None, stage: Stage | None = None) -> CMDRun:
+            warmup: int | None = None, engine: Engine | None = None, progress: Progress | None = None,
+            stage: Stage | None = None) -> CMDRun:
     """Fit CMD (:func:`~traj.analysis.cmd.fit_cmd`, its model to ``out``) and what ``scoring`` asks beside it:
     with ``evaluator`` the evaluation (and the weight EMAs, from the fit's own pass), the sweeps over the history
     and over M, and the comparison with DMD (:func:`~traj.analysis.cmd.compare_models`).
 
-    Everything is checked before the first pass. ``stage`` announces each step after the fit; ``progress``
+    ``warmup``: fit online CMD instead (:func:`~traj.analysis.cmd_online.fit_cmd_online`, references picked on
+    the window's first ``warmup`` snapshots; no weight EMAs or sweeps). Everything is checked before the first pass. ``stage`` announces each step after the fit; ``progress``
     counts the blocks of each pass and then the evaluator's evaluations (a sweep: the fits of its settings).
     """
     scoring = scoring or CMDScoring()
     check_scoring(scoring, evaluator)
+    if warmup is not None:
+        from ..cmd_online import check_online, fit_cmd_online
+
+        check_online(params, scoring)
     store = store if isinstance(store, RunStore) else RunStore(store)
     engine = engine or Engine()
     announce = stage or (lambda name: None)
@@ -68,8 +74,12 @@ def run_cmd(store: RunStore | str | os.PathLike[str], params: CMDParams, scoring
     ema = scoring.ema if evaluator is not None else ()
     # the EMAs (n_β x n_picks x N) go to a scratch Zarr array, read back one snapshot at a time
     with _scratch(bool(ema), "ema.zarr") as ema_out:
-        fit, ema_rows = _fit(store, params, out, engine, progress, ema=ema, eval_points=scoring.eval_points,
-                             keep_model=keep_model or evaluator is not None, ema_out=ema_out)
+        if warmup is not None:
+            fit, ema_rows = fit_cmd_online(store, params, warmup=warmup, out=out, engine=engine, progress=progress,
+                                           keep_model=keep_model or evaluator is not None), None
+        else:
+            fit, ema_rows = _fit(store, params, out, engine, progress, ema=ema, eval_points=scoring.eval_points,
+                                 keep_model=keep_model or evaluator is not None, ema_out=ema_out)
         if evaluator is not None:
             announce("evaluating")
             evaluation = evaluate(fit, store, evaluator, max_points=scoring.eval_points, engine=engine, ema=ema_rows,
