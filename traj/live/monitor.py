@@ -65,6 +65,9 @@ class LiveOptions:
     tensorboard : str or None
         A TensorBoard log directory to write each fit's numbers to (needs the ``tensorboard``
         extra).
+    log_to : str or None
+        A tracker to send each fit's numbers to, as ``--log-to`` names it: ``tensorboard:DIR``,
+        ``wandb[:PROJECT]`` or ``mlflow:URI`` (each needs its extra; :mod:`traj.live.trackers`).
     """
 
     window: int = 50
@@ -74,6 +77,7 @@ class LiveOptions:
     rank: int | str = "auto"
     forecast: int = 5
     tensorboard: str | None = None
+    log_to: str | None = None
     trackers: tuple[Any, ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
@@ -86,6 +90,10 @@ class LiveOptions:
         if self.tensorboard is not None and not isinstance(self.tensorboard, str | bytes) and \
                 not hasattr(self.tensorboard, "__fspath__"):
             raise ParameterError("tensorboard", f"must be a directory path, got {type(self.tensorboard).__name__}")
+        if self.log_to is not None:
+            from .trackers import parse_tracker
+
+            parse_tracker(self.log_to)  # an unknown tracker or a missing package, named now
 
     def start(self, n_params: int, dtype: str) -> Monitor:
         """The monitor for a run of ``n_params`` values stored as ``dtype`` (what the Recorder calls)."""
@@ -94,6 +102,10 @@ class LiveOptions:
             from .trackers import TensorBoardTracker
 
             trackers.append(TensorBoardTracker(self.tensorboard))
+        if self.log_to is not None:
+            from .trackers import LiveTracker
+
+            trackers.append(LiveTracker(self.log_to))
         return Monitor(n_params, self, dtype=dtype, trackers=trackers)
 
 
