@@ -215,7 +215,7 @@ class LiveTracker:
         self.sink = spec
 
     def log(self, fit: Any) -> None:
-        self.sink.scalars({k.replace(".", "/"): v for k, v in _finite(fit.metrics()).items()}, fit.step)
+        self.sink.scalars({k.replace(".", "/"): v for k, v in _finite(fit.summary()).items()}, fit.step)
 
     def close(self) -> None:
         self.sink.close()
