@@ -3,8 +3,8 @@
 :func:`watch_state` opens the store afresh (a reader sees only committed snapshots and never takes
 the writer's lock) and returns a :class:`WatchState`: the steps, the loss, the live monitor's
 series (``live.*`` metrics, NaN between fits), each fit's leading eigenvalues (``live.eig_re.j``,
-``live.eig_im.j``) and whether the run has closed. :func:`transition_matrix` is seed 002's
-window-to-window matrix of the live fits: W₁ between every two fits' stored spectra, by the monitor's
+``live.eig_im.j``) and whether the run has closed. :func:`transition_matrix` is the
+window-to-window matrix of the live fits (docs/methods.md §4.6): W₁ between every two fits' stored spectra, by the monitor's
 own :func:`~traj.live.monitor.spectral_distance`.
 """
 
@@ -82,7 +82,7 @@ class WatchState:
 
 @dataclass(frozen=True)
 class TransitionMatrix:
-    """W₁ between the stored spectra of every two live fits (seed 002's window-to-window matrix, online).
+    """W₁ between the stored spectra of every two live fits (the window-to-window matrix of docs/methods.md §4.6, online).
 
     Attributes
     ----------

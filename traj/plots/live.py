@@ -67,7 +67,7 @@ def plot_live_spectrum(state: WatchState, *, ax: AxesLike | None = None) -> Figu
 
 
 def plot_transition_matrix(matrix: TransitionMatrix, *, ax: AxesLike | None = None) -> Figure:
-    """W₁ between every two live fits' spectra against the fits' steps (seed 002's window matrix): a
+    """W₁ between every two live fits' spectra against the fits' steps (docs/methods.md §4.6): a
     dynamical transition shows as a block edge."""
     fig, (axis,) = panels(ax, 1, (5.2, 4.4))
     steps = matrix.steps
