@@ -37,9 +37,9 @@ def test_dmd_sends_its_numbers_and_figures_to_tensorboard(tmp_path):
 
 def test_an_unknown_tracker_is_refused_before_any_work(tmp_path):
     result = runner.invoke(app, ["cmd", "sample_data/digits-cnn.zarr", "--out", str(tmp_path / "out"),
-                                 "--log-to", "wandb"])
+                                 "--log-to", "comet"])
     assert result.exit_code == 2
-    assert "tensorboard:DIR" in result.output and "Traceback" not in result.output
+    assert "tensorboard:DIR, wandb[:PROJECT] or mlflow:URI" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "out").exists()
     result = runner.invoke(app, ["prune", "sample_data/digits-cnn.zarr", "--log-to", "tensorboard:"])
     assert result.exit_code == 2 and "tensorboard needs a log directory" in result.output

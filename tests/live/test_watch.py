@@ -86,7 +86,8 @@ def test_watch_refuses_a_page_inside_the_store_and_a_missing_store(tmp_path):
         result = runner.invoke(app, ["watch", str(path), "--once", "--html", str(tmp_path / "page")])
         assert result.exit_code == 0, result.output
     assert "6 snapshot(s); the run has ended" in (tmp_path / "page" / "index.html").read_text()
-    assert sorted(p.name for p in (tmp_path / "page").iterdir()) == [".traj-output.json", "index.html", "live.png"]
+    assert sorted(p.name for p in (tmp_path / "page").iterdir()) == [".traj-output.json", "index.html", "live.png", "spectrum.png",
+                                                                  "transitions.png"]
     result = runner.invoke(app, ["watch", str(tmp_path / "typo.zarr"), "--once"])
     assert result.exit_code == 2 and "no such store" in result.output
 
@@ -109,3 +110,26 @@ def test_the_page_figure_says_what_is_missing(tmp_path):
                                         loss=np.full(state.n_snapshots, np.nan), live={})
     texts = [t.get_text() for ax in plot_live(bare).axes for t in ax.texts]
     assert texts == ["no loss logged", "no live fit yet", "no live fit yet"]
+
+
+def test_stored_spectra_give_the_monitors_eigenvalues_and_transition_scores(tmp_path):
+    """Each fit's leading eigenvalues are series live.eig_re.j / live.eig_im.j; the matrix built from them by the
+    same spectral_distance has the stored transition scores on its subdiagonal (rank 3 here, under K = 16)."""
+    from traj.live.watch import transition_matrix
+
+    path = tmp_path / "run.zarr"
+    _train(path, 30)
+    state = watch_state(path)
+    assert state.spectra.shape == (31, 16)
+    ranks = state.live["rank"][state.fitted].astype(int)
+    assert (ranks <= 16).all()
+    for row, rank in zip(state.fitted, ranks, strict=True):
+        assert state.spectrum(int(row)).size == rank
+        assert np.all(np.isnan(state.spectra[row, rank:].real)) and np.all(np.isnan(state.spectra[row, rank:].imag))
+    matrix = transition_matrix(state)
+    np.testing.assert_array_equal(matrix.steps, state.steps[state.fitted])
+    np.testing.assert_allclose(matrix.distances, matrix.distances.T)
+    assert np.all(np.diag(matrix.distances) == 0)
+    stored = state.live["transition"][state.fitted]
+    np.testing.assert_allclose(np.diag(matrix.distances, -1), stored[1:], rtol=1e-12, atol=1e-15)
+    assert transition_matrix(state, last=3).distances.shape == (3, 3)

@@ -216,7 +216,7 @@ DeviceOption = Annotated[str, typer.Option(help="torch device: cpu or cuda.")]
 SchedulerOption = Annotated[str, typer.Option(help="dask scheduler: threads, processes, sync or tcp://host:port.")]
 BlockOption = Annotated[float, typer.Option(help="Size of one float64 working block, MiB.")]
 LogToOption = Annotated[str | None, typer.Option(
-    "--log-to", help="Also send the headline numbers and figures to a tracker: tensorboard:DIR.")]
+    "--log-to", help="Also send the headline numbers and figures to a tracker: tensorboard:DIR, wandb[:PROJECT] or mlflow:URI.")]
 
 
 def report_tracker(spec: str | None):

@@ -22,6 +22,9 @@ def watch(
 ) -> None:
     """Steps, loss and the live monitor's latest fit of a store while the run trains; stops when the run ends.
 
+    ``--html DIR`` keeps a page of the loss and live series, the latest fit's spectrum on the unit circle
+    and the transition matrix (W1 between every two live fits' stored spectra; the latest 100 fits).
+
     Never writes to the store. The live numbers appear when the run records with the live monitor
     on (``Recorder(..., live=traj.live.LiveOptions())`` or the callbacks' ``live=``).
 
@@ -88,22 +91,34 @@ def _frame(state):
     return table
 
 
+#: The page's figures: file, what it shows (its alt text).
+PAGE_FIGURES = (("live.png", "loss and the live monitor's series"),
+                ("spectrum.png", "the latest live fit's eigenvalues on the unit circle"),
+                ("transitions.png", "W1 between every two live fits' spectra"))
+
+
 def _write_page(state, folder: Path, interval: float, store: Path) -> None:
-    """index.html (refreshing itself while the run writes) and live.png, the folder replaced whole
-    (staged beside it, with traj's marker, as every output directory)."""
+    """index.html (refreshing itself while the run writes) and its figures: the series, the latest fit's
+    spectrum and the window-to-window matrix of the stored spectra; the folder replaced whole (staged beside
+    it, with traj's marker, as every output directory)."""
     import html as html_escape
 
     from ..atomic import staged_output
+    from ..live.watch import transition_matrix
     from ..plots.common import figure_png
-    from ..plots.live import plot_live
+    from ..plots.live import plot_live, plot_live_spectrum, plot_transition_matrix
 
+    figures = {"live.png": plot_live(state), "spectrum.png": plot_live_spectrum(state),
+               "transitions.png": plot_transition_matrix(transition_matrix(state))}
     latest = state.latest()
     rows = "".join(f"<tr><th>{html_escape.escape(k)}</th><td>{v:.6g}</td></tr>" for k, v in latest.items())
+    images = "".join(f"<img src='{name}' alt='{html_escape.escape(alt)}'>" for name, alt in PAGE_FIGURES)
     page = (f"<!doctype html><html><head><meta charset='utf-8'>"
             f"{'' if not state.writing else f'<meta http-equiv=refresh content={max(1, round(interval))}>'}"
             f"<title>traj watch</title></head><body><h1>{html_escape.escape(state.path)}</h1>"
             f"<p>{state.n_snapshots} snapshot(s){'' if state.writing else '; the run has ended'}</p>"
-            f"<table>{rows}</table><img src='live.png' alt='loss and live monitor series'></body></html>")
+            f"<table>{rows}</table><div>{images}</div></body></html>")
     with staged_output(folder, inputs=[store], kind="watch") as staging:
-        (staging / "live.png").write_bytes(figure_png(plot_live(state)))
+        for name, figure in figures.items():
+            (staging / name).write_bytes(figure_png(figure))
         (staging / "index.html").write_text(page, encoding="utf-8")

@@ -33,6 +33,8 @@ __all__ = ["LiveFit", "LiveOptions", "Monitor", "Tracker", "spectral_distance"]
 
 #: A mode is unstable above |λ| = 1 + this (the same ε as dmd's classes).
 UNSTABLE_EPS = 0.01
+#: At most this many eigenvalues per fit go to the store (2 series each; a store holds at most 256 metrics).
+MAX_SPECTRUM = 64
 
 
 class Tracker(Protocol):
@@ -76,6 +78,13 @@ class LiveOptions:
     cmd_out : str or None
         The output directory of the online CMD (``cmd.zarr`` and ``summary.json``); default ``RUN-cmd``
         beside the store ``RUN.zarr``. Replaced only when traj wrote it.
+    log_to : str or None
+        A tracker to send each fit's numbers to, as ``--log-to`` names it: ``tensorboard:DIR``,
+        ``wandb[:PROJECT]`` or ``mlflow:URI`` (each needs its extra; :mod:`traj.live.trackers`).
+    spectrum : int
+        Leading eigenvalues (|λ| descending) written to the store with each fit, as metrics
+        ``live.eig_re.j`` and ``live.eig_im.j`` for j < ``spectrum`` (NaN past the fit's rank): what
+        ``traj watch`` draws the live spectrum and the window-to-window matrix from. 0 writes none.
     """
 
     window: int = 50
@@ -85,6 +94,8 @@ class LiveOptions:
     rank: int | str = "auto"
     forecast: int = 5
     tensorboard: str | None = None
+    log_to: str | None = None
+    spectrum: int = 16
     trackers: tuple[Any, ...] = field(default=(), compare=False)
     cmd_modes: int | None = None
     cmd_warmup: int = 20
@@ -98,6 +109,7 @@ class LiveOptions:
         check_seed("seed", self.seed)
         check_rank(self.rank)
         check_int("forecast", self.forecast, low=0, high=max(0, self.window // 2 - 1))
+        check_int("spectrum", self.spectrum, low=0, high=MAX_SPECTRUM)
         if self.tensorboard is not None and not isinstance(self.tensorboard, str | bytes) and \
                 not hasattr(self.tensorboard, "__fspath__"):
             raise ParameterError("tensorboard", f"must be a directory path, got {type(self.tensorboard).__name__}")
@@ -106,6 +118,10 @@ class LiveOptions:
             check_int("cmd_warmup", self.cmd_warmup, low=3)
             if self.cmd_samples is not None:
                 check_int("cmd_samples", self.cmd_samples, low=2, high=10_000)
+        if self.log_to is not None:
+            from .trackers import parse_tracker
+
+            parse_tracker(self.log_to)  # an unknown tracker or a missing package, named now
 
     def start(self, n_params: int, dtype: str, *, layout: Any = None, path: Any = None) -> Monitor:
         """The monitor for a run of ``n_params`` values stored as ``dtype`` (what the Recorder calls; it
@@ -115,6 +131,10 @@ class LiveOptions:
             from .trackers import TensorBoardTracker
 
             trackers.append(TensorBoardTracker(self.tensorboard))
+        if self.log_to is not None:
+            from .trackers import LiveTracker
+
+            trackers.append(LiveTracker(self.log_to))
         cmd = None
         if self.cmd_modes is not None:
             from ..analysis.cmd_online import LiveCMD, live_output
@@ -157,6 +177,8 @@ class LiveFit:
         "the weights stay where they are". NaN without a forecast.
     transition : float
         W1 between this fit's eigenvalues and the previous fit's (NaN for the first fit).
+    spectrum : int
+        Leading eigenvalues written to the store with the fit (:attr:`LiveOptions.spectrum`).
     """
 
     step: int
@@ -169,17 +191,27 @@ class LiveFit:
     timescale: float
     forecast_error: float
     transition: float
+    spectrum: int = 0
 
-    def metrics(self) -> dict[str, float]:
-        """The numbers written with the snapshot, as metrics ``live.*``."""
+    def summary(self) -> dict[str, float]:
+        """The fit's numbers, as metrics ``live.*`` (what trackers get)."""
         return {"live.leading_modulus": self.leading_modulus, "live.unstable": float(self.unstable),
                 "live.timescale": self.timescale, "live.forecast_error": self.forecast_error,
                 "live.transition": self.transition, "live.rank": float(self.rank)}
 
+    def metrics(self) -> dict[str, float]:
+        """What is written with the snapshot, as metrics ``live.*``: :meth:`summary` and the leading
+        ``spectrum`` eigenvalues as ``live.eig_re.j``, ``live.eig_im.j`` (NaN past the rank)."""
+        metrics = self.summary()
+        for j in range(self.spectrum):
+            z = complex(self.eigenvalues[j]) if j < self.eigenvalues.size else complex(math.nan, math.nan)
+            metrics[f"live.eig_re.{j}"], metrics[f"live.eig_im.{j}"] = z.real, z.imag
+        return metrics
+
     def to_dict(self) -> dict[str, Any]:
         return {"step": self.step, "first_step": self.first_step, "snapshots": self.snapshots, "rank": self.rank,
                 "eigenvalues": [[float(z.real), float(z.imag)] for z in self.eigenvalues],
-                **{k.removeprefix("live."): _json_number(v) for k, v in self.metrics().items()}}
+                **{k.removeprefix("live."): _json_number(v) for k, v in self.summary().items()}}
 
 
 def _json_number(value: float) -> float | None:
@@ -269,7 +301,7 @@ class Monitor:
             unstable=int(np.sum(modulus > 1.0 + UNSTABLE_EPS)), timescale=timescale,
             forecast_error=self._forecast_error(data),
             transition=spectral_distance(lam, previous.eigenvalues) if previous is not None and lam.size
-            and previous.eigenvalues.size else float("nan"),
+            and previous.eigenvalues.size else float("nan"), spectrum=self.options.spectrum,
         )
         self.fits.append(fit)
         return fit

@@ -27,7 +27,9 @@ def plot_run_overview(history: LayerNorms, *, ax: AxesLike | None = None) -> Fig
     """Training loss per snapshot; the run's other logged metrics (``eval_loss``, accuracy, ...), when it has
     any, each at the snapshots that have a value; and the weight norm of every tensor over steps: one line
     each for up to :data:`MAX_NORM_LINES` tensors, else a heatmap of ‖θ_layer‖ over its largest value."""
-    metrics = {name: values for name, values in history.metrics.items() if np.isfinite(values).any()}
+    # the live spectrum's series (live.eig_re.j, live.eig_im.j) are traj watch's to draw, not "logged metrics"
+    metrics = {name: values for name, values in history.metrics.items()
+               if np.isfinite(values).any() and not name.startswith(("live.eig_re.", "live.eig_im."))}
     count = 3 if metrics else 2
     fig, axes = panels(ax, count, (5.2 * count, 3.8))
     ax_loss, ax_norm = axes[0], axes[-1]
