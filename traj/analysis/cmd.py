@@ -31,7 +31,6 @@ from ..engine import Engine
 from ..engine.backends import ArrayOps, Kernel
 from ..errors import (
     DataLimitError,
-    ModelFormatError,
     NonFiniteDataError,
     NotApplicableError,
     ParameterError,
@@ -39,6 +38,7 @@ from ..errors import (
 )
 from ..progress import Progress, Stage, counter
 from ..store import RunStore
+from ..store.derived import CMD, read_cmd_model, write_attrs
 from .vectors import ChunkedVectors
 from .windows import Window, resolve_window
 
@@ -47,7 +47,7 @@ __all__ = ["CMDEvaluation", "CMDModel", "CMDParams", "CMDResult", "DISTANCES", "
            "cluster_modes", "cmd", "compare_models", "evaluate", "fit_cmd", "history_sweep", "load", "row_distances",
            "sample_moving", "sample_weights", "stability", "sweep", "weight_ema"]
 
-MODEL_FORMAT = "traj-cmd"
+MODEL_FORMAT = CMD.format
 #: K, the weights sampled for the clustering: their K x K correlation and its linkage live in memory.
 MAX_SAMPLES = 10_000
 #: K by default (``samples=None``): every weight of a model of at most ALL_SAMPLES weights (no sampling, so the
@@ -1043,27 +1043,16 @@ def _finish_model(group: Any, out: str | os.PathLike[str], model: CMDModel, samp
     group.create_array("steps", data=np.asarray(model.steps, dtype=np.int64), dimension_names=("snapshot",))
     group.create_array("sample_indices", data=np.asarray(sample, dtype=np.int64), dimension_names=("sample",))
     options = {**params.options(), "window": list(window), "store": str(store.path), "snapshots": [int(i) for i in used]}
-    group.attrs.update({"traj": {"format": MODEL_FORMAT, "version": 1}, "options": options,
-                        "reference_samples": [int(i) for i in ref_cols]})
+    write_attrs(group, CMD, {"options": options, "reference_samples": [int(i) for i in ref_cols]})
     return str(out)
 
 
 def load(path: str | os.PathLike[str]) -> CMDModel:
-    """Open a model written by :func:`cmd` (``DIR/cmd.zarr``) into memory; reconstructs without the store."""
-    import zarr
+    """Open a model written by :func:`cmd` (``DIR/cmd.zarr``) into memory; reconstructs without the store.
 
-    path = Path(path)
-    if not (path / "zarr.json").is_file():
-        raise ModelFormatError(f"{path}: not a CMD model (no zarr.json)")
-    group = zarr.open_group(str(path), mode="r", zarr_format=3)
-    marker = group.attrs.get("traj")
-    if not isinstance(marker, dict) or marker.get("format") != MODEL_FORMAT:
-        raise ModelFormatError(f"{path}: a Zarr group, but not a traj CMD model")
-    for name in ("labels", "a", "b", "references", "steps"):
-        if name not in group:
-            raise ModelFormatError(f"{path}: the CMD model has no '{name}' array")
-    arrays = {name: np.asarray(group[name][:]) for name in ("labels", "a", "b", "references", "steps")}
-    return CMDModel(**arrays)
+    Read through the store guard against :data:`traj.store.derived.CMD`: damage or another kind of file
+    is one :class:`~traj.errors.DamagedStoreError` / :class:`~traj.errors.ModelFormatError` line."""
+    return CMDModel(**read_cmd_model(path))
 
 
 # ---------------------------------------------------------------------- evaluation with the recipe

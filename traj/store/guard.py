@@ -307,6 +307,7 @@ def parse_array_metadata(
     rank: int,
     dtypes: Iterable[str],
     where: str,
+    max_chunk_bytes: int | None = None,
 ) -> ArraySpec:
     """Validate an array's ``zarr.json`` against what traj accepts for ``name``.
 
@@ -322,6 +323,9 @@ def parse_array_metadata(
         Accepted ``data_type`` values.
     where : str
         Prefix of every error message (the store path).
+    max_chunk_bytes : int, optional
+        Largest decoded chunk accepted (default :data:`MAX_CHUNK_BYTES` for rank > 1,
+        :data:`MAX_SERIES_CHUNK_BYTES` for 1-D series).
 
     Raises
     ------
@@ -366,7 +370,7 @@ def parse_array_metadata(
         codecs, inner = _parse_sharding(codecs, tuple(chunks), label)
     codec = _parse_codecs(codecs, label)
     spec = ArraySpec(name, tuple(shape), tuple(chunks), np.dtype(dtype_name), codec, inner)
-    limit = MAX_CHUNK_BYTES if rank > 1 else MAX_SERIES_CHUNK_BYTES
+    limit = max_chunk_bytes or (MAX_CHUNK_BYTES if rank > 1 else MAX_SERIES_CHUNK_BYTES)
     if spec.chunk_nbytes > limit:
         raise DamagedStoreError(
             f"{label}: chunks of {list(spec.unit)} {dtype_name} ({spec.chunk_nbytes} bytes) exceed the "
@@ -558,6 +562,8 @@ class GuardedStore(LocalStore):
             data = self.read_file(key, MAX_ARRAY_JSON_BYTES)
         else:
             name, sep, coords = key.rpartition("/c/")
+            if not sep and key.startswith("c/"):  # a chunk of a store that is itself an array (modes.zarr)
+                name, sep, coords = "", "c/", key[2:]
             spec = self._specs.get(name) if sep else None
             if spec is None:
                 raise DamagedStoreError(f"{self._label}: traj does not read {key!r} (not a chunk of a checked array)")
