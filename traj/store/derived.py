@@ -349,8 +349,7 @@ class DerivedFile:
         else:
             raw = self._root_meta
         if raw is None:
-            raise self.schema.error(f"{self.path}: {self.schema.what.split(' written')[0].removeprefix('a ')} "
-                                    f"has no array '{name}'")
+            raise self.schema.error(f"{self.path}: has no array '{name}'")
         spec = parse_array_metadata(raw, name or "modes", rank=len(declared.dims), dtypes=(declared.dtype,),
                                     where=self.path, max_chunk_bytes=MAX_CHUNK_BYTES)
         spec = replace(spec, name=name)
@@ -400,7 +399,7 @@ class DerivedFile:
                 if theirs.shape[0] == spec.shape[0] and theirs.chunks[0] == spec.chunks[0]:
                     rows |= self._chunk_rows(other, theirs, needed)
         if len(rows) < needed:
-            missing = min(set(range(needed)) - rows)
+            missing = next(k for k in range(needed) if k not in rows)
             raise DamagedStoreError(
                 f"{self.path}: '{name or 'modes'}' declares {spec.shape[0]} rows in {needed} chunk(s), but chunk "
                 f"{missing} has no file (the file is damaged, or its shape was edited)")
