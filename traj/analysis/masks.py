@@ -1,7 +1,8 @@
 """``masks.zarr``, the pruning masks ``traj prune`` writes, and how they go back into PyTorch.
 
-The file (format ``traj-masks`` version 1, a Zarr v3 group) holds, over the N coordinates of
-θ in the store's layout:
+The file (format ``traj-masks`` version 1, a Zarr v3 group; its schema is
+:data:`traj.store.derived.MASKS`, and every read goes through the store guard) holds, over the N
+coordinates of θ in the store's layout:
 
 ``<method>/c<c>``   (N,) bool     True = kept, one array per method and compression c
 ``prunable``        (N,) bool     True where a weight may be pruned (the store's layout, decided by

@@ -3,7 +3,9 @@
 A run store is data someone handed us. Zarr trusts it: a chunk file whose Blosc header
 declares 2 GiB is decoded into 2 GiB, a chunk that is a symlink to ``/dev/zero`` is read until
 memory runs out, a FIFO blocks forever, and a 20 GB sparse file is read whole. This module
-is the door every byte of a run store passes through.
+is the door every byte of a run store passes through, and of the files the analyses write
+(``cmd.zarr``, ``masks.zarr``, ``modes.zarr``: :mod:`traj.store.derived` declares them and reads
+them through :class:`GuardedStore`; a chunk of a file that is itself an array is keyed ``c/<i>/<j>``).
 
 :func:`parse_array_metadata` accepts only arrays that traj writes (or reads safely): the
 rank, dtypes and codecs of their role, a regular chunk grid keyed ``<name>/c/<i>/<j>``, codecs
