@@ -39,12 +39,12 @@ from ..engine.backends import ArrayOps
 from ..errors import DataLimitError, NonFiniteDataError, NotApplicableError, ParameterError, TrajError
 from ..progress import Progress
 from ..store import RunStore
+from ..store.derived import CMD, write_attrs
 from ..store.dtypes import decode
 from .cmd import (
     DISTANCES,
     FIT_SAMPLES,
     MAX_SAMPLES,
-    MODEL_FORMAT,
     CMDModel,
     CMDParams,
     CMDResult,
@@ -288,8 +288,7 @@ def _write_model(out: str | os.PathLike[str], n: int, parts: Iterator[tuple[int,
                        dimension_names=("mode", "snapshot"))
     group.create_array("steps", data=np.asarray(steps, dtype=np.int64), dimension_names=("snapshot",))
     group.create_array("sample_indices", data=np.asarray(sample, dtype=np.int64), dimension_names=("sample",))
-    group.attrs.update({"traj": {"format": MODEL_FORMAT, "version": 1}, "options": options,
-                        "reference_samples": [int(i) for i in reference_columns]})
+    write_attrs(group, CMD, {"options": options, "reference_samples": [int(i) for i in reference_columns]})
 
 
 # ---------------------------------------------------------------------- over a recorded store

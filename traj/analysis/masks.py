@@ -1,7 +1,8 @@
 """``masks.zarr``, the pruning masks ``traj prune`` writes, and how they go back into PyTorch.
 
-The file (format ``traj-masks`` version 1, a Zarr v3 group) holds, over the N coordinates of
-θ in the store's layout:
+The file (format ``traj-masks`` version 1, a Zarr v3 group; its schema is
+:data:`traj.store.derived.MASKS`, and every read goes through the store guard) holds, over the N
+coordinates of θ in the store's layout:
 
 ``<method>/c<c>``   (N,) bool     True = kept, one array per method and compression c
 ``prunable``        (N,) bool     True where a weight may be pruned (the store's layout, decided by
@@ -23,32 +24,58 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from ..errors import (
-    DamagedStoreError,
     LayoutMismatchError,
     NotApplicableError,
     ParameterError,
-    StoreFormatError,
-    TrajError,
 )
 from ..prunable import prunable_mask
 from ..store import Layout
+from ..store.derived import EVERY_CHUNK, MASKS, DerivedFile, write_attrs
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..store import RunStore
-    from .prune import PruneResult
+    from .scratch import ScratchArrays
 
-__all__ = ["MASKS_FORMAT", "apply_masks", "load_mask", "mask_overlap_from_file", "pruned_theta", "read_masks",
-           "write_exports", "write_masks"]
+__all__ = ["MASKS_FORMAT", "MaskSource", "apply_masks", "load_mask", "mask_overlap_from_file", "pruned_theta",
+           "read_masks", "write_exports", "write_masks"]
 
-MASKS_FORMAT = MappingProxyType({"format": "traj-masks", "version": 1})
+MASKS_FORMAT = MappingProxyType(MASKS.marker)
+
+
+class MaskSource(Protocol):
+    """What :func:`write_masks` and :func:`write_exports` read of a pruning result
+    (:class:`~traj.analysis.prune.PruneResult` is one): the masks and scores in scratch arrays, and their names."""
+
+    @property
+    def store(self) -> str: ...
+    @property
+    def epoch(self) -> int | None: ...
+    @property
+    def window(self) -> tuple[int, int]: ...
+    @property
+    def steps(self) -> tuple[int, int]: ...
+    @property
+    def scope(self) -> str: ...
+    @property
+    def methods(self) -> tuple[str, ...]: ...
+    @property
+    def compressions(self) -> np.ndarray: ...
+    @property
+    def score_names(self) -> tuple[str, ...]: ...
+    @property
+    def kept(self) -> Mapping[str, np.ndarray]: ...
+    @property
+    def arrays(self) -> ScratchArrays: ...
+
+    def mask_name(self, method: str, index: int, seed: int = 0) -> str: ...
 
 
 def _key(compression: float) -> str:
@@ -71,7 +98,7 @@ def pruned_theta(theta: np.ndarray, mask: np.ndarray, dtype: Any) -> np.ndarray:
 CHUNK = 1 << 21
 
 
-def write_masks(result: PruneResult, path: str | os.PathLike[str], layout: Layout) -> str:
+def write_masks(result: MaskSource, path: str | os.PathLike[str], layout: Layout) -> str:
     """Write a :class:`~traj.analysis.prune.PruneResult`'s masks and scores as ``masks.zarr``, chunk by chunk
     from the result's scratch arrays (memory: a chunk, whatever N)."""
     import zarr
@@ -79,14 +106,15 @@ def write_masks(result: PruneResult, path: str | os.PathLike[str], layout: Layou
     arrays = result.arrays
     n = arrays.n
     group = zarr.open_group(str(path), mode="w", zarr_format=3)
-    group.attrs.update({"traj": dict(MASKS_FORMAT), "store": result.store, "epoch": result.epoch,
-                        "window": list(result.window), "steps": list(result.steps), "scope": result.scope,
-                        "compressions": [float(c) for c in result.compressions], "layout": layout.to_attrs()})
+    write_attrs(group, MASKS, {"store": result.store, "epoch": result.epoch, "window": list(result.window),
+                               "steps": list(result.steps), "scope": result.scope,
+                               "compressions": [float(c) for c in result.compressions], "layout": layout.to_attrs()})
     chunks = (max(1, min(n, CHUNK)),)
     prunable = [e.columns for e in layout.prunable_entries if e.size]
 
     def write(parent: Any, name: str, dtype: Any, piece: Callable[[int, int], np.ndarray]) -> None:
-        target = parent.create_array(name, shape=(n,), dtype=dtype, chunks=chunks, dimension_names=("param",))
+        target = parent.create_array(name, shape=(n,), dtype=dtype, chunks=chunks, dimension_names=("param",),
+                                     config=dict(EVERY_CHUNK))
         for lo in range(0, n, chunks[0]):
             hi = min(n, lo + chunks[0])
             target[lo:hi] = piece(lo, hi)
@@ -111,79 +139,31 @@ def write_masks(result: PruneResult, path: str | os.PathLike[str], layout: Layou
 
 
 class _Masks:
-    """An open ``masks.zarr``: its attributes and its arrays, every byte read through the store guard.
-
-    The guard (:mod:`traj.store.guard`) opens only regular files inside the folder (a FIFO or a
-    link to ``/dev/zero`` where a chunk belongs is refused, not read), bounds each file by
-    what its codec can produce, and checks each chunk's declared size before it is decoded;
-    an array's declared shape is checked against the layout before anything is allocated.
+    """An open ``masks.zarr``: its attributes and its arrays, every byte read through the store guard
+    (:class:`~traj.store.derived.DerivedFile` with the :data:`~traj.store.derived.MASKS` schema: the marker,
+    the attributes' types, each array's metadata and its declared shape against the layout's N, checked
+    before anything is allocated; chunk files only regular files inside the folder, each bounded by its codec).
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        import zarr
-
-        from ..store.guard import MAX_GROUP_JSON_BYTES, GuardedStore, json_object
-
         self.path = path
-        if not Path(path).is_dir():
-            raise StoreFormatError(f"{path}: no such masks.zarr")
-        self.store = GuardedStore(Path(path), label=str(path))
-        raw = self.store.read_file("zarr.json", MAX_GROUP_JSON_BYTES)
-        if raw is None:
-            raise StoreFormatError(f"{path}: not a masks.zarr written by traj prune (no zarr.json)")
-        attrs = json_object(raw, f"{path}: zarr.json").get("attributes")
-        marker = attrs.get("traj") if isinstance(attrs, dict) else None
-        if not isinstance(marker, dict) or marker.get("format") != MASKS_FORMAT["format"]:
-            raise StoreFormatError(f"{path}: not a masks.zarr written by traj prune")
-        if marker.get("version") != MASKS_FORMAT["version"]:
-            raise StoreFormatError(f"{path}: masks format version {marker.get('version')!r}; this traj reads version 1")
-        self.attrs: dict[str, Any] = attrs
-        try:
-            self.group = zarr.open_group(store=self.store, mode="r", zarr_format=3)
-        except TrajError:
-            raise
-        except Exception as exc:  # zarr raises several types for a foreign directory
-            raise StoreFormatError(f"{path}: not a masks.zarr written by traj prune ({type(exc).__name__})") from None
+        self.file = DerivedFile(path, MASKS)
+        self.attrs: dict[str, Any] = self.file.attrs
 
     def members(self) -> dict[str, list[str]]:
         """``{method: [array names]}`` of the masks it holds (directory listing only; nothing is read)."""
-        root = Path(self.path)
         out: dict[str, list[str]] = {}
-        for method in sorted(os.listdir(root)):
-            folder = root / method
-            if method in ("scores", "prunable") or os.path.islink(folder) or not folder.is_dir():
-                continue
-            names = [n for n in sorted(os.listdir(folder)) if len(n) > 1 and n.startswith("c")
-                     and os.path.lexists(folder / n / "zarr.json")]
-            if names:
-                out[method] = names
+        for name in self.file.names():
+            method, _, array = name.partition("/")
+            if method not in ("scores", "prunable") and len(array) > 1 and array.startswith("c"):
+                out.setdefault(method, []).append(array)
         return out
 
     def read(self, name: str, n: int, dtype: str = "bool") -> np.ndarray:
         """Array ``name`` of shape (n,), checked against its metadata and the layout before it is read."""
-        import zarr
-
-        from ..store.guard import MAX_ARRAY_JSON_BYTES, parse_array_metadata
-
-        raw = self.store.read_file(f"{name}/zarr.json", MAX_ARRAY_JSON_BYTES)
-        if raw is None:
-            raise StoreFormatError(f"{self.path}: has no array '{name}'")
-        spec = parse_array_metadata(raw, name, rank=1, dtypes=(dtype,), where=str(self.path))
-        if spec.shape != (n,):
-            raise StoreFormatError(f"{self.path}: '{name}' declares shape {list(spec.shape)}, its layout has {n} "
-                                   "parameters")
-        self.store.register(spec)
-        try:
-            values = np.asarray(zarr.open_array(store=self.store, path=name, mode="r", zarr_format=3)[:], dtype=dtype)
-        except TrajError:
-            self.store.settle()
-            raise
-        except Exception as exc:  # codecs raise many types for damaged bytes
-            self.store.settle()
-            raise DamagedStoreError(f"{self.path}: '{name}' cannot be read: a chunk is damaged "
-                                    f"({type(exc).__name__})") from None
-        if values.shape != (n,):
-            raise DamagedStoreError(f"{self.path}: '{name}' changed while it was read")
+        values = self.file.read(name)  # the schema bound its shape to the layout's N and its dtype to bool
+        if values.shape != (n,):  # pragma: no cover - a layout other than the file's
+            raise LayoutMismatchError(f"{self.path}: '{name}' holds {values.shape[0]} values, not {n}")
         return values
 
     def layout(self) -> Layout:
@@ -310,7 +290,7 @@ def apply_masks(model: Any, path: str | os.PathLike[str], *, method: str = "kmp"
 _SAFETENSORS_DTYPES = MappingProxyType({"float64": "F64", "float32": "F32", "float16": "F16", "bfloat16": "BF16"})
 
 
-def write_exports(result: PruneResult, store: RunStore, directory: str | os.PathLike[str]) -> list[Path]:
+def write_exports(result: MaskSource, store: RunStore, directory: str | os.PathLike[str]) -> list[Path]:
     """One safetensors state_dict per method and compression: ``<method>-c<c>.safetensors``.
 
     Each holds θ of the snapshot the masks were scored at (``result.theta``, ``result.window[1]``) with the

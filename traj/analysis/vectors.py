@@ -5,7 +5,9 @@ column block at a time, and blocks do not line up with the output's chunks. Writ
 straight into a Zarr array would read, merge and rewrite every chunk a block edge cuts, and small
 chunks would make one file per few thousand weights. :class:`ChunkedVectors` keeps the part of a
 chunk written so far in memory (a chunk per array, whatever N) and writes the chunk when it is
-complete, so the group is written at disk speed in chunks of :data:`CHUNK` values.
+complete, so the group is written at disk speed in chunks of :data:`CHUNK` values. Every chunk is
+written, fill-valued ones too (:data:`~traj.store.derived.EVERY_CHUNK`), so the chunk files back the
+arrays' shape when the file is read back (:class:`~traj.store.derived.DerivedFile`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+
+from ..store.derived import EVERY_CHUNK
 
 __all__ = ["CHUNK", "ChunkedVectors"]
 
@@ -40,7 +44,8 @@ class ChunkedVectors:
         self.n = int(n)
         self.chunk = max(1, min(self.n, int(chunk)))
         self.arrays = {name: group.create_array(name, shape=(self.n,), chunks=(self.chunk,), dtype=dtype,
-                                                compressors=_compressors(), dimension_names=("param",))
+                                                compressors=_compressors(), dimension_names=("param",),
+                                                config=dict(EVERY_CHUNK))
                        for name, dtype in arrays.items()}
         self._pending: dict[tuple[str, int], list[Any]] = {}  # (name, chunk) -> [buffer, values still missing]
 

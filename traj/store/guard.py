@@ -3,7 +3,9 @@
 A run store is data someone handed us. Zarr trusts it: a chunk file whose Blosc header
 declares 2 GiB is decoded into 2 GiB, a chunk that is a symlink to ``/dev/zero`` is read until
 memory runs out, a FIFO blocks forever, and a 20 GB sparse file is read whole. This module
-is the door every byte of a run store passes through.
+is the door every byte of a run store passes through, and of the files the analyses write
+(``cmd.zarr``, ``masks.zarr``, ``modes.zarr``: :mod:`traj.store.derived` declares them and reads
+them through :class:`GuardedStore`; a chunk of a file that is itself an array is keyed ``c/<i>/<j>``).
 
 :func:`parse_array_metadata` accepts only arrays that traj writes (or reads safely): the
 rank, dtypes and codecs of their role, a regular chunk grid keyed ``<name>/c/<i>/<j>``, codecs
@@ -307,6 +309,7 @@ def parse_array_metadata(
     rank: int,
     dtypes: Iterable[str],
     where: str,
+    max_chunk_bytes: int | None = None,
 ) -> ArraySpec:
     """Validate an array's ``zarr.json`` against what traj accepts for ``name``.
 
@@ -322,6 +325,9 @@ def parse_array_metadata(
         Accepted ``data_type`` values.
     where : str
         Prefix of every error message (the store path).
+    max_chunk_bytes : int, optional
+        Largest decoded chunk accepted (default :data:`MAX_CHUNK_BYTES` for rank > 1,
+        :data:`MAX_SERIES_CHUNK_BYTES` for 1-D series).
 
     Raises
     ------
@@ -366,7 +372,7 @@ def parse_array_metadata(
         codecs, inner = _parse_sharding(codecs, tuple(chunks), label)
     codec = _parse_codecs(codecs, label)
     spec = ArraySpec(name, tuple(shape), tuple(chunks), np.dtype(dtype_name), codec, inner)
-    limit = MAX_CHUNK_BYTES if rank > 1 else MAX_SERIES_CHUNK_BYTES
+    limit = max_chunk_bytes or (MAX_CHUNK_BYTES if rank > 1 else MAX_SERIES_CHUNK_BYTES)
     if spec.chunk_nbytes > limit:
         raise DamagedStoreError(
             f"{label}: chunks of {list(spec.unit)} {dtype_name} ({spec.chunk_nbytes} bytes) exceed the "
@@ -558,6 +564,8 @@ class GuardedStore(LocalStore):
             data = self.read_file(key, MAX_ARRAY_JSON_BYTES)
         else:
             name, sep, coords = key.rpartition("/c/")
+            if not sep and key.startswith("c/"):  # a chunk of a store that is itself an array (modes.zarr)
+                name, sep, coords = "", "c/", key[2:]
             spec = self._specs.get(name) if sep else None
             if spec is None:
                 raise DamagedStoreError(f"{self._label}: traj does not read {key!r} (not a chunk of a checked array)")

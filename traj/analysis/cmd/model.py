@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ...errors import (
-    ModelFormatError,
     NotApplicableError,
 )
 from ...store import RunStore
-from .params import MODEL_FORMAT, RECONSTRUCT_COLUMNS, CMDParams
+from ...store.derived import CMD, read_cmd_model, write_attrs
+from .params import RECONSTRUCT_COLUMNS, CMDParams
 
 
 @dataclass(frozen=True)
@@ -110,24 +109,13 @@ def _finish_model(group: Any, out: str | os.PathLike[str], model: CMDModel, samp
     group.create_array("steps", data=np.asarray(model.steps, dtype=np.int64), dimension_names=("snapshot",))
     group.create_array("sample_indices", data=np.asarray(sample, dtype=np.int64), dimension_names=("sample",))
     options = {**params.options(ema), "window": list(window), "store": str(store.path), "snapshots": [int(i) for i in used]}
-    group.attrs.update({"traj": {"format": MODEL_FORMAT, "version": 1}, "options": options,
-                        "reference_samples": [int(i) for i in ref_cols]})
+    write_attrs(group, CMD, {"options": options, "reference_samples": [int(i) for i in ref_cols]})
     return str(out)
 
 
 def load(path: str | os.PathLike[str]) -> CMDModel:
-    """Open a model written by :func:`cmd` (``DIR/cmd.zarr``) into memory; reconstructs without the store."""
-    import zarr
+    """Open a model written by :func:`cmd` (``DIR/cmd.zarr``) into memory; reconstructs without the store.
 
-    path = Path(path)
-    if not (path / "zarr.json").is_file():
-        raise ModelFormatError(f"{path}: not a CMD model (no zarr.json)")
-    group = zarr.open_group(str(path), mode="r", zarr_format=3)
-    marker = group.attrs.get("traj")
-    if not isinstance(marker, dict) or marker.get("format") != MODEL_FORMAT:
-        raise ModelFormatError(f"{path}: a Zarr group, but not a traj CMD model")
-    for name in ("labels", "a", "b", "references", "steps"):
-        if name not in group:
-            raise ModelFormatError(f"{path}: the CMD model has no '{name}' array")
-    arrays = {name: np.asarray(group[name][:]) for name in ("labels", "a", "b", "references", "steps")}
-    return CMDModel(**arrays)
+    Read through the store guard against :data:`traj.store.derived.CMD`: damage or another kind of file
+    is one :class:`~traj.errors.DamagedStoreError` / :class:`~traj.errors.ModelFormatError` line."""
+    return CMDModel(**read_cmd_model(path))

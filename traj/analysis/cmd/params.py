@@ -12,9 +12,10 @@ from typing import Any
 from ...errors import ParameterError
 from ...options import Params, choice, custom, integer, integers, number, numbers, switch
 from ...options import seed as seed_option
+from ...store.derived import CMD
 from ..windows import Window, check_window
 
-MODEL_FORMAT = "traj-cmd"
+MODEL_FORMAT = CMD.format
 #: K, the weights sampled for the clustering: their K x K correlation and its linkage live in memory.
 MAX_SAMPLES = 10_000
 #: K by default (``samples=None``): every weight of a model of at most ALL_SAMPLES weights (no sampling, so the

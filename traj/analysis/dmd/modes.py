@@ -13,8 +13,9 @@ from .result import DMDResult, complex_pairs
 
 def save_modes(result: DMDResult, store: RunStore, path: str | os.PathLike[str], *, engine: Engine | None = None,
                progress: Progress | None = None) -> str:
-    """Write the N×r exact DMD modes Φ = D C to a Zarr array at ``path`` (a second pass)."""
-    import zarr
+    """Write the N×r exact DMD modes Φ = D C to a Zarr array at ``path`` (a second pass); read it back with
+    :func:`traj.store.derived.read_modes`."""
+    from ...store.derived import create_modes
 
     engine = engine or Engine()
     coefficients = result.operator.coefficients
@@ -25,10 +26,9 @@ def save_modes(result: DMDResult, store: RunStore, path: str | os.PathLike[str],
     n = sum(e.size for e in entries)
     r = result.rank
     chunk_rows = max(1, min(n, (8 << 20) // (16 * r)))
-    modes = zarr.create_array(str(path), shape=(n, r), chunks=(chunk_rows, r), dtype="complex128",
-                              dimension_names=("param", "mode"), overwrite=True)
-    modes.attrs.update({"eigenvalues": complex_pairs(result.eigenvalues), "window": list(result.window),
-                        "layers": list(result.layers) if result.layers else None, "store": result.store})
+    modes = create_modes(path, (n, r), (chunk_rows, r), {
+        "eigenvalues": complex_pairs(result.eigenvalues), "window": list(result.window),
+        "layers": list(result.layers) if result.layers else None, "store": result.store})
     offset = 0
     for e in entries:
         # with delays Φ's delay-0 block: C spans the first T+1-d snapshots
