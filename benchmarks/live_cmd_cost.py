@@ -1,6 +1,6 @@
 """What online CMD costs per snapshot on the Recorder's writer thread (docs/methods.md §2.6).
 
-Feeds :class:`traj.analysis.cmd_online.LiveCMD` snapshots of N float32 values (a random walk: every weight
+Feeds :class:`traj.analysis.cmd_live.LiveCMD` snapshots of N float32 values (a random walk: every weight
 moves) and times, after the warm-up, the update of the running sums per snapshot: (M + 3)·N multiply-adds
 (Σd, Σd², Σd·ρ_k per mode, and d = w − w(0)), streamed in pieces of 65 536 weights, BATCH snapshots at a
 time (the mean over the snapshots is reported: each is copied, every BATCH-th adds the batch). Also printed: the
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from traj.analysis.cmd_online import BATCH, LiveCMD
+from traj.analysis.cmd_live import BATCH, LiveCMD
 from traj.store import Layout
 
 

@@ -80,7 +80,7 @@ def test_options_are_checked_before_training(tmp_path) -> None:
 
 def test_nan_weights_leave_a_note_not_an_error(tmp_path) -> None:
     # the Recorder closes the monitor before the store: an error there would discard an --overwrite run
-    from traj.analysis.cmd_online import LiveCMD
+    from traj.analysis.cmd_live import LiveCMD
     from traj.store import Layout
 
     rng = np.random.default_rng(0)
@@ -95,7 +95,7 @@ def test_nan_weights_leave_a_note_not_an_error(tmp_path) -> None:
 
 def test_bfloat16_snapshots_are_fitted_by_their_values(tmp_path) -> None:
     # a bfloat16 store keeps bit patterns (uint16): the live sums see the values they stand for
-    from traj.analysis.cmd_online import LiveCMD
+    from traj.analysis.cmd_live import LiveCMD
     from traj.store import Layout
     from traj.store.dtypes import encode
 

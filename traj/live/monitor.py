@@ -137,7 +137,7 @@ class LiveOptions:
             trackers.append(LiveTracker(self.log_to))
         cmd = None
         if self.cmd_modes is not None:
-            from ..analysis.cmd_online import LiveCMD, live_output
+            from ..analysis.cmd_live import LiveCMD, live_output
             from ..store import Layout
 
             if self.cmd_out is None and path is None:
@@ -251,7 +251,7 @@ class Monitor:
     def __init__(self, n_params: int, options: LiveOptions, *, dtype: str = "float32",
                  trackers: Sequence[Tracker] = (), cmd: Any = None) -> None:
         self.options = options
-        #: online CMD (traj.analysis.cmd_online.LiveCMD) when ``cmd_modes`` is set; its summary after close
+        #: online CMD (traj.analysis.cmd_live.LiveCMD) when ``cmd_modes`` is set; its summary after close
         self.cmd = cmd
         self.dtype = dtype
         self.sketch = Sketch(n_params, options.sketch, seed=options.seed)
