@@ -25,9 +25,9 @@ from .cmd import DISTANCES, MAX_SAMPLES
 from .cmd_online import (
     DEFAULT_WARMUP,
     ReferenceSums,
+    Totals,
     WarmupPick,
     WeightSums,
-    Totals,
     candidates_of,
     pick_references,
     pieces,
