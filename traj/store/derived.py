@@ -45,6 +45,7 @@ from .guard import (
     MAX_GROUP_JSON_BYTES,
     ArraySpec,
     GuardedStore,
+    _int,
     json_kind,
     json_object,
     parse_array_metadata,
@@ -141,12 +142,8 @@ class DerivedSchema:
         return sizes
 
 
-def _int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
 def _number(v: Any) -> bool:
-    return (_int(v) or isinstance(v, float)) and not isinstance(v, bool)
+    return _int(v) or isinstance(v, float)
 
 
 def _str(v: Any) -> bool:
