@@ -36,7 +36,6 @@ from ..engine.backends import ArrayOps
 from ..errors import DataLimitError, NonFiniteDataError, NotApplicableError, ParameterError
 from ..progress import Progress
 from ..store import RunStore
-from ..store.derived import CMD, write_attrs
 from .cmd import (
     FIT_SAMPLES,
     MAX_SAMPLES,
@@ -52,6 +51,7 @@ from .cmd import (
     references_of,
     sample_weights,
 )
+from .cmd.model import PER_WEIGHT, write_small_arrays
 from .cmd.params import OVERSAMPLE
 from .vectors import ChunkedVectors
 from .windows import resolve_window
@@ -267,16 +267,12 @@ def write_model(out: str | os.PathLike[str], n: int, parts: Iterator[tuple[int, 
     import zarr
 
     group = zarr.open_group(str(out), mode="w", zarr_format=3)
-    vectors = ChunkedVectors(group, {"labels": "int32", "a": "float64", "b": "float64"}, n)
+    vectors = ChunkedVectors(group, PER_WEIGHT, n)
     for start, part in parts:
         for name in ("labels", "a", "b"):
             vectors.write(name, start, part[name])
     vectors.close()
-    group.create_array("references", data=np.asarray(references, dtype=np.float64),
-                       dimension_names=("mode", "snapshot"))
-    group.create_array("steps", data=np.asarray(steps, dtype=np.int64), dimension_names=("snapshot",))
-    group.create_array("sample_indices", data=np.asarray(sample, dtype=np.int64), dimension_names=("sample",))
-    write_attrs(group, CMD, {"options": options, "reference_samples": [int(i) for i in reference_columns]})
+    write_small_arrays(group, references, steps, sample, reference_columns, options)
 
 
 # ---------------------------------------------------------------------- over a recorded store

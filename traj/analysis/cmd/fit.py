@@ -25,7 +25,7 @@ from ...progress import Progress
 from ...store import RunStore
 from ..vectors import ChunkedVectors
 from ..windows import Window, resolve_window
-from .model import CMDModel, _ema_array, _finish_model, _open_model
+from .model import PER_WEIGHT, CMDModel, _ema_array, _finish_model, _open_model
 from .params import BAND_MODES, FIT_SAMPLES, MAX_EMA_BYTES, CMDParams
 from .result import CMDResult, ModeBands
 from .sampling import _check_huge_values, abs_corr, assign_kernel, cluster_modes, references_of, sample_moving
@@ -123,7 +123,7 @@ def _fit(store: RunStore, params: CMDParams, out: str | os.PathLike[str] | None,
     n = store.n_params
     group = _open_model(out, store) if out else None
     if group is not None:
-        vectors = ChunkedVectors(group, {"labels": "int32", "a": "float64", "b": "float64"}, n)
+        vectors = ChunkedVectors(group, PER_WEIGHT, n)
         sink = _ModelSink(vectors["labels"], vectors["a"], vectors["b"], vectors=vectors)
     elif keep_model:
         sink = _ModelSink(np.empty(n, dtype=np.int32), np.empty(n), np.empty(n))

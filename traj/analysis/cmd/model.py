@@ -80,6 +80,10 @@ def _read(values: Any, index: slice | np.ndarray) -> np.ndarray:
     return np.asarray(values.get_orthogonal_selection(index)) if index.size else np.asarray(values[0:0])
 
 
+#: cmd.zarr's per-weight arrays and their dtypes, written chunk by chunk (:class:`~traj.analysis.vectors.ChunkedVectors`).
+PER_WEIGHT = {"labels": "int32", "a": "float64", "b": "float64"}
+
+
 def _model_chunk(store: RunStore) -> int:
     return min(store.n_params, max(4096, store.chunks[1]))
 
@@ -104,13 +108,20 @@ def _finish_model(group: Any, out: str | os.PathLike[str], model: CMDModel, samp
                   ref_cols: np.ndarray, params: CMDParams, store: RunStore, window: tuple[int, int],
                   used: np.ndarray, ema: tuple[float, ...] = ()) -> str:
     """The model's small arrays and attributes, after the pass wrote its per-weight arrays."""
-    group.create_array("references", data=np.asarray(model.references, dtype=np.float64),
-                       dimension_names=("mode", "snapshot"))
-    group.create_array("steps", data=np.asarray(model.steps, dtype=np.int64), dimension_names=("snapshot",))
-    group.create_array("sample_indices", data=np.asarray(sample, dtype=np.int64), dimension_names=("sample",))
     options = {**params.options(ema), "window": list(window), "store": str(store.path), "snapshots": [int(i) for i in used]}
-    write_attrs(group, CMD, {"options": options, "reference_samples": [int(i) for i in ref_cols]})
+    write_small_arrays(group, model.references, model.steps, sample, ref_cols, options)
     return str(out)
+
+
+def write_small_arrays(group: Any, references: np.ndarray, steps: np.ndarray, sample: np.ndarray,
+                       reference_columns: np.ndarray, options: dict[str, Any]) -> None:
+    """What ``cmd.zarr`` holds besides its per-weight arrays (labels, a, b): the references, their steps, the
+    sampled weights, and the attributes (:data:`traj.store.derived.CMD`), ``options`` among them."""
+    group.create_array("references", data=np.asarray(references, dtype=np.float64),
+                       dimension_names=("mode", "snapshot"))
+    group.create_array("steps", data=np.asarray(steps, dtype=np.int64), dimension_names=("snapshot",))
+    group.create_array("sample_indices", data=np.asarray(sample, dtype=np.int64), dimension_names=("sample",))
+    write_attrs(group, CMD, {"options": options, "reference_samples": [int(i) for i in reference_columns]})
 
 
 def load(path: str | os.PathLike[str]) -> CMDModel:
