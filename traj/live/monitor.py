@@ -113,11 +113,13 @@ class LiveOptions:
         if self.tensorboard is not None and not isinstance(self.tensorboard, str | bytes) and \
                 not hasattr(self.tensorboard, "__fspath__"):
             raise ParameterError("tensorboard", f"must be a directory path, got {type(self.tensorboard).__name__}")
-        if self.cmd_modes is not None:
-            check_int("cmd_modes", self.cmd_modes, low=1, high=10_000)
+        if self.cmd_modes is not None:  # LiveCMD's own checks, made before training starts
+            from ..analysis.cmd import MAX_SAMPLES
+
+            check_int("cmd_modes", self.cmd_modes, low=1, high=MAX_SAMPLES)
             check_int("cmd_warmup", self.cmd_warmup, low=3)
             if self.cmd_samples is not None:
-                check_int("cmd_samples", self.cmd_samples, low=2, high=10_000)
+                check_int("cmd_samples", self.cmd_samples, low=2, high=MAX_SAMPLES)
         if self.log_to is not None:
             from .trackers import parse_tracker
 
