@@ -53,7 +53,7 @@ def parse_tracker(spec: str, *, parameter: str = "log_to") -> tuple[str, str]:
     kind, _, where = spec.partition(":")
     if kind not in TRACKERS:
         raise ParameterError(parameter, f"{kind!r} is not a tracker traj writes to; give {_SPECS}")
-    needs, module, extra = TRACKERS[kind]
+    needs, module, _ = TRACKERS[kind]
     if kind == "wandb":
         where = where or DEFAULT_PROJECT
     elif not where:
@@ -64,8 +64,14 @@ def parse_tracker(spec: str, *, parameter: str = "log_to") -> tuple[str, str]:
     except (ImportError, ValueError):
         found = False
     if not found:
-        raise TrajError(f"{kind} output needs the {module} package (pip install 'traj[{extra}]')")
+        raise missing_package(kind)
     return kind, where
+
+
+def missing_package(kind: str) -> TrajError:
+    """The one-line error for a tracker whose package is not installed, naming its extra."""
+    _, module, extra = TRACKERS[kind]
+    return TrajError(f"{kind} output needs the {module} package (pip install 'traj[{extra}]')")
 
 
 class Sink(Protocol):
@@ -85,7 +91,7 @@ class TensorBoardSink:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError as exc:
-            raise TrajError("TensorBoard output needs the tensorboard package (pip install 'traj[tensorboard]')") from exc
+            raise missing_package("tensorboard") from exc
         self._writer = SummaryWriter(log_dir=os.fspath(logdir))
 
     def scalars(self, values: Mapping[str, float], step: int) -> None:
@@ -113,7 +119,7 @@ class WandbSink:
         try:
             import wandb
         except ImportError as exc:
-            raise TrajError("W&B output needs the wandb package (pip install 'traj[wandb]')") from exc
+            raise missing_package("wandb") from exc
         self._wandb = wandb
         try:
             self._run = wandb.init(project=project, name=name, reinit="create_new")
@@ -148,7 +154,7 @@ class MlflowSink:
         try:
             from mlflow.tracking import MlflowClient
         except ImportError as exc:
-            raise TrajError("MLflow output needs the mlflow package (pip install 'traj[mlflow]')") from exc
+            raise missing_package("mlflow") from exc
         try:
             self._client = MlflowClient(tracking_uri=uri)
             experiment = self._client.get_experiment_by_name(DEFAULT_PROJECT)
