@@ -45,20 +45,27 @@ def _field(default: Any, spec: Option) -> Any:
 
 
 def integer(default: int | None, *, help: str, low: int | None = None, high: int | None = None,
-            optional: bool = False) -> Any:
-    """An integer in [low, high] (``optional``: or None)."""
+            optional: bool = False, why: str = "") -> Any:
+    """An integer in [low, high] (``optional``: or None; ``why``: the reason for the bounds, said on refusal)."""
     def check(name: str, value: Any) -> int | None:
-        return None if optional and value is None else check_int(name, value, low=low, high=high)
+        if optional and value is None:
+            return None
+        try:
+            return check_int(name, value, low=low, high=high)
+        except ParameterError as e:
+            if not why:
+                raise
+            raise ParameterError(name, f"{e.problem}: {why}") from None
     return _field(default, Option(help, check, low, high))
 
 
 def number(default: float | None, *, help: str, low: float | None = None, high: float | None = None,
-           low_open: bool = False, optional: bool = False) -> Any:
-    """A float in [low, high] (``low_open``: > low; ``optional``: or None)."""
+           low_open: bool = False, high_open: bool = False, optional: bool = False) -> Any:
+    """A float in [low, high] (``low_open``: > low; ``high_open``: < high; ``optional``: or None)."""
     def check(name: str, value: Any) -> float | None:
         if optional and value is None:
             return None
-        return check_float(name, value, low=low, high=high, low_open=low_open)
+        return check_float(name, value, low=low, high=high, low_open=low_open, high_open=high_open)
     return _field(default, Option(help, check, low, high))
 
 
@@ -142,9 +149,10 @@ class Params:
         return cls(**options)
 
 
-def cli_option(params: Any, name: str, *flags: str) -> Any:
-    """The Typer option of the declared option ``name`` (its help; ``flags`` as ``typer.Option`` takes them).
-    Use the field's class attribute (``DMDParams.eps``) as the parameter's default."""
+def cli_option(params: Any, name: str, *flags: str, **settings: Any) -> Any:
+    """The Typer option of the declared option ``name`` (its help; ``flags`` and ``settings``, such as
+    ``rich_help_panel``, as ``typer.Option`` takes them). Use the field's class attribute (``DMDParams.eps``)
+    as the parameter's default."""
     import typer
 
-    return typer.Option(*flags, help=option_of(params, name).help)
+    return typer.Option(*flags, help=option_of(params, name).help, **settings)

@@ -7,6 +7,9 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from ..analysis.conjugacy.params import ConjugacyParams
+from ..options import cli_option
+
 if TYPE_CHECKING:  # pragma: no cover
     from ..analysis.conjugacy import ConjugacyResult
 
@@ -39,36 +42,26 @@ from ._common import (
 def conjugacy(
     ctx: typer.Context,
     stores: Annotated[list[Path], typer.Argument(help="Two or more run stores (or one with --windows).")],
-    window: Annotated[str | None, typer.Option(help="Snapshots a:b used in every run.")] = None,
+    window: Annotated[str | None, cli_option(ConjugacyParams, "window")] = ConjugacyParams.window,
     steps: StepsOption = None,
     stride: Annotated[str, typer.Option(help="Every k-th snapshot (of those --steps keeps), before --window: one k "
                                              "for every store, or k1,k2,... one per store (the runs, then --null), "
                                              "to compare runs recorded at different spacings.")] = "1",
-    observable: Annotated[str, typer.Option(help="What DMD sees: 'all' weights, 'layer:NAME' (one parameter "
-                                                 "tensor) or 'pca:K' (K principal-component scores, from the Gram).")] = "all",
-    layer: Annotated[str | None, typer.Option(help="Same as --observable layer:NAME.")] = None,
-    center: Annotated[bool, typer.Option("--center/--no-center", help="pca:K: remove the window's mean from the scores "
-                                         "(default no: the authors' projection, a fixed linear map of the weights).")] = False,
-    rank: Annotated[str, typer.Option(help="DMD rank: 'k' (every run at rank k, or the smallest rank any run "
-                                           "resolves), an integer, or 'auto' (Gavish-Donoho per run).")] = "k",
-    k: Annotated[int, typer.Option(help="Eigenvalues compared per run (largest modulus first).")] = 10,
+    observable: Annotated[str, cli_option(ConjugacyParams, "observable")] = ConjugacyParams.observable,
+    layer: Annotated[str | None, cli_option(ConjugacyParams, "layer")] = ConjugacyParams.layer,
+    center: Annotated[bool, cli_option(ConjugacyParams, "center", "--center/--no-center")] = ConjugacyParams.center,
+    rank: Annotated[str, cli_option(ConjugacyParams, "rank")] = ConjugacyParams.rank,
+    k: Annotated[int, cli_option(ConjugacyParams, "k")] = ConjugacyParams.k,
     null: Annotated[str | None, typer.Option(help="Comma-separated stores differing from the first only in seed.")] = None,
-    null_size: Annotated[int, typer.Option(help="Reparametrisation null: how many smooth monotone coordinate maps, "
-                                                "split over the first run and its --null runs (0: off).")] = 20,
-    null_strength: Annotated[float, typer.Option(help="Reparametrisation null: each map's largest displacement, as a "
-                                                      "fraction of each coordinate's half-range (< 1/3).")] = 0.1,
-    null_seed: Annotated[int, typer.Option(help="Reparametrisation null: which maps are drawn.")] = 0,
-    rule: Annotated[str, typer.Option(help="'reproducible' (with --null: compare only the eigenvalues every seed "
-                                           "reproduces, each run against the first run's family of seed runs in "
-                                           "units of each eigenvalue's spread) or 'plain' (W1 of the rank rule's "
-                                           "eigenvalues beside the nulls' bounds, no verdict).")] = "reproducible",
-    quantile: Annotated[float, typer.Option(help="Null quantile below which a pair is conjugate.")] = 0.95,
-    margin: Annotated[float, typer.Option(help="Equivalence margin: distances up to it are conjugate whatever the nulls "
-                                               "(default 0: the nulls alone decide).")] = 0.0,
-    windows: Annotated[int | None, typer.Option(help="Split the first run into W windows and compare them.")] = None,
-    delays: Annotated[int | None, typer.Option(help="Time delays (Hankel DMD); default 4 for mirror-descent, else 0.")] = None,
-    stack: Annotated[int | None, typer.Option(help="Split the observable into N equal trajectories of one system "
-                                                   "(1: none; default: a mirror-descent store's 25 initial conditions).")] = None,
+    null_size: Annotated[int, cli_option(ConjugacyParams, "null_size")] = ConjugacyParams.null_size,
+    null_strength: Annotated[float, cli_option(ConjugacyParams, "null_strength")] = ConjugacyParams.null_strength,
+    null_seed: Annotated[int, cli_option(ConjugacyParams, "null_seed")] = ConjugacyParams.null_seed,
+    rule: Annotated[str, cli_option(ConjugacyParams, "rule")] = ConjugacyParams.rule,
+    quantile: Annotated[float, cli_option(ConjugacyParams, "quantile")] = ConjugacyParams.quantile,
+    margin: Annotated[float, cli_option(ConjugacyParams, "margin")] = ConjugacyParams.margin,
+    windows: Annotated[int | None, cli_option(ConjugacyParams, "windows")] = ConjugacyParams.windows,
+    delays: Annotated[int | None, cli_option(ConjugacyParams, "delays")] = ConjugacyParams.delays,
+    stack: Annotated[int | None, cli_option(ConjugacyParams, "stack")] = ConjugacyParams.stack,
     fail_on_nonconjugate: Annotated[bool, typer.Option("--fail-on-nonconjugate", help="Exit 1 when a pair is non-conjugate.")] = False,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Report directory (default traj-out/conjugacy).")] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print the summary as JSON to stdout.")] = False,
@@ -97,15 +90,14 @@ def conjugacy(
     """
     with handle_errors(ctx), flag_names("window", "observable", "center", "layer", "rank", "k", "rule", "quantile", "margin", "windows", "null",
                                         "delays", "stack", "null_size", "null_strength", "null_seed"):
-        from ..analysis.conjugacy import ConjugacyParams, fit_conjugacy
+        from ..analysis.conjugacy import fit_conjugacy
         from ..display import markup as m
         from ..report.conjugacy import conjugacy_report
 
-        params = ConjugacyParams.checked(window=window, observable=observable, layer=layer,
-                                         rank=int_or_keyword("--rank", rank, "k", "auto"),
-                                         k=k, quantile=quantile, margin=margin, windows=windows, stack=stack,
-                                         delays=delays, null_size=null_size, null_strength=null_strength,
-                                         null_seed=null_seed, rule=rule, center=center)
+        params = ConjugacyParams(window=window, observable=observable, layer=layer, center=center,
+                                 rank=int_or_keyword("--rank", rank, "k", "auto"), k=k, null_size=null_size,
+                                 null_strength=null_strength, null_seed=null_seed, rule=rule, quantile=quantile,
+                                 margin=margin, windows=windows, delays=delays, stack=stack)
         if len(stores) < 2 and not windows:
             raise fail("one run given: give two or more runs to compare, or --windows W to compare W windows of one run")
         engine = engine_options(backend, device, scheduler, block_mb)

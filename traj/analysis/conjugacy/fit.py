@@ -37,7 +37,7 @@ def conjugacy(
     stores: Sequence[RunStore | str | os.PathLike[str]],
     *,
     window: Window = None,
-    observable: str | None = None,
+    observable: str = "all",
     layer: str | None = None,
     rank: int | str | None = "k",
     k: int | None = 10,
@@ -112,10 +112,10 @@ def conjugacy(
         and the nulls' ``quantile`` of W1, reported without a verdict (undetermined, reason
         :data:`PLAIN_NO_VERDICT`) except for pairs within ``margin``.
     """
-    params = ConjugacyParams.checked(window=window, layer=layer, rank=rank, k=k, quantile=quantile,
-                                     tolerance=tolerance, margin=margin, windows=windows, stack=stack, delays=delays,
-                                     small_observable=small_observable, observable=observable, null_size=null_size,
-                                     null_strength=null_strength, null_seed=null_seed, rule=rule, center=center)
+    params = ConjugacyParams(window=window, observable=observable, layer=layer, center=center, rank=rank, k=k,
+                             null_size=null_size, null_strength=null_strength, null_seed=null_seed, rule=rule,
+                             quantile=quantile, tolerance=tolerance, margin=margin, windows=windows, delays=delays,
+                             stack=stack, small_observable=small_observable)
     return fit_conjugacy(stores, params, null=null, engine=engine, progress=progress)
 
 

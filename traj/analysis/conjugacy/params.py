@@ -1,16 +1,15 @@
-"""The options of a conjugacy comparison, checked once (:class:`ConjugacyParams`)."""
+"""The options of a conjugacy comparison, declared once (:class:`ConjugacyParams`, see :mod:`traj.options`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
-import numpy as np
-
-from ...checks import check_float, check_int
+from ...checks import check_int
 from ...engine.operator import check_rank
 from ...errors import ParameterError
-from ..windows import Window
+from ...options import Params, choice, custom, integer, number, seed, switch
+from ..windows import Window, check_window
 from .results import Rule
 from .spectra import SMALL_OBSERVABLE, parse_observable
 
@@ -26,77 +25,72 @@ MAX_NULL_SIZE = 1000
 RankRule = int | Literal["auto", "k"] | None
 
 
-def _check_rank_rule(rank: int | str | None) -> RankRule:
-    return "k" if rank == "k" else check_rank(rank)  # type: ignore[return-value]
+def _check_rank_rule(name: str, rank: Any) -> RankRule:
+    return check_rank(rank, name, keywords=("auto", "k"))  # type: ignore[return-value]
 
 
-def _check_center(center: bool, kind: str) -> bool:
-    if not isinstance(center, bool | np.bool_):
-        raise ParameterError("center", f"must be True or False, got {center!r}")
-    if center and kind != "pca":
-        raise ParameterError("center", "applies to observable 'pca:K' only (the other observables are never centred)")
-    return bool(center)
-
-
-def _check_stack(stack: int | bool | None) -> int | bool | None:
+def _check_stack(name: str, stack: Any) -> int | bool | None:
     if stack is None or isinstance(stack, bool):
         return stack
-    return check_int("stack", stack, low=1)
+    return check_int(name, stack, low=1)
+
+
+def _check_observable(name: str, observable: Any) -> str:
+    kind, arg = parse_observable(observable)
+    return "all" if kind == "all" else f"{kind}:{arg}"
 
 
 @dataclass(frozen=True)
-class ConjugacyParams:
-    """The options of a conjugacy comparison, checked (see :func:`conjugacy` for their meaning)."""
+class ConjugacyParams(Params):
+    """The options of a conjugacy comparison, each checked when the class is built (see :func:`conjugacy` for
+    their meaning). ``layer=NAME`` is ``observable="layer:NAME"``; either way both fields say it."""
 
-    window: Window = None
-    layer: str | None = None
-    rank: RankRule = "k"
-    k: int | None = 10
-    quantile: float = 0.95
-    tolerance: float = 1e-8
-    margin: float = 0.0
-    windows: int | None = None
-    stack: int | bool | None = None
-    delays: int | None = None
-    small_observable: int = SMALL_OBSERVABLE
-    observable: str = "all"
-    null_size: int = 20
-    null_strength: float = 0.1
-    null_seed: int = 0
-    rule: Rule = "reproducible"
-    center: bool = False
+    window: Window = custom(None, check_window, help="Snapshots a:b used in every run.")
+    observable: str = custom("all", _check_observable,
+                             help="What DMD sees: 'all' weights, 'layer:NAME' (one parameter tensor) or 'pca:K' "
+                                  "(K principal-component scores, from the Gram).")
+    layer: str | None = custom(None, None, help="Same as --observable layer:NAME.")
+    center: bool = switch(help="pca:K: remove the window's mean from the scores (default no: the authors' "
+                               "projection, a fixed linear map of the weights).")
+    rank: RankRule = custom("k", _check_rank_rule,
+                            help="DMD rank: 'k' (every run at rank k, or the smallest rank any run resolves), an "
+                                 "integer, or 'auto' (Gavish-Donoho per run).")
+    k: int | None = integer(10, low=1, optional=True, help="Eigenvalues compared per run (largest modulus first).")
+    null_size: int = integer(20, low=0, high=MAX_NULL_SIZE,
+                             why=f"the null's conformal bound is exact to 1/(n + 1), 0.1 % at {MAX_NULL_SIZE} maps, "
+                                 "and each map costs a DMD fit and its Grams in memory",
+                             help="Reparametrisation null: how many smooth monotone coordinate maps, split over the "
+                                  "first run and its --null runs (0: off).")
+    null_strength: float = number(0.1, low=0, high=1 / 3, low_open=True, high_open=True,
+                                  help="Reparametrisation null: each map's largest displacement, as a fraction of "
+                                       "each coordinate's half-range (< 1/3).")
+    null_seed: int = seed(0, help="Reparametrisation null: which maps are drawn.")
+    rule: Rule = choice("reproducible", ("reproducible", "plain"),
+                        help="'reproducible' (with --null: compare only the eigenvalues every seed reproduces, each "
+                             "run against the first run's family of seed runs in units of each eigenvalue's spread) "
+                             "or 'plain' (W1 of the rank rule's eigenvalues beside the nulls' bounds, no verdict).")
+    quantile: float = number(0.95, low=0, high=1, low_open=True, help="Null quantile below which a pair is conjugate.")
+    tolerance: float = number(1e-8, low=0, help="Distances below this count as zero (the eigenvalues' own precision).")
+    margin: float = number(0.0, low=0, help="Equivalence margin: distances up to it are conjugate whatever the nulls "
+                                            "(default 0: the nulls alone decide).")
+    windows: int | None = integer(None, low=2, optional=True,
+                                  help="Split the first run into W windows and compare them.")
+    delays: int | None = integer(None, low=0, optional=True,
+                                 help="Time delays (Hankel DMD); default 4 for mirror-descent, else 0.")
+    stack: int | bool | None = custom(None, _check_stack,
+                                      help="Split the observable into N equal trajectories of one system (1: none; "
+                                           "default: a mirror-descent store's 25 initial conditions).")
+    small_observable: int = integer(SMALL_OBSERVABLE, low=0,
+                                    help="Observables up to this many coordinates (times delays + 1) are decomposed "
+                                         "in memory; larger ones through the streamed Gram.")
 
-    @classmethod
-    def checked(cls, *, window: Window = None, layer: str | None = None, rank: int | str | None = "k",
-                k: int | None = 10, quantile: float = 0.95, tolerance: float = 1e-8, margin: float = 0.0,
-                windows: int | None = None, stack: int | bool | None = None, delays: int | None = None,
-                small_observable: int = SMALL_OBSERVABLE, observable: str | None = None, null_size: int = 20,
-                null_strength: float = 0.1, null_seed: int = 0, rule: str = "reproducible",
-                center: bool = False) -> ConjugacyParams:
-        kind, arg = parse_observable(observable, layer)
-        if isinstance(null_size, int) and not isinstance(null_size, bool) and null_size > MAX_NULL_SIZE:
-            raise ParameterError("null_size", f"must be an integer from 0 to {MAX_NULL_SIZE}, got {null_size}: the "
-                                              f"null's conformal bound is exact to 1/(n + 1), 0.1 % at {MAX_NULL_SIZE} "
-                                              "maps, and each map costs a DMD fit and its Grams in memory")
-        if rule not in ("reproducible", "plain"):
-            raise ParameterError("rule", f"must be 'reproducible' or 'plain', got {rule!r}")
-        return cls(
-            window=window,
-            layer=arg if kind == "layer" else None,  # type: ignore[arg-type]
-            rank=_check_rank_rule(rank),
-            k=None if k is None else check_int("k", k, low=1),
-            quantile=check_float("quantile", quantile, low=0, high=1, low_open=True),
-            tolerance=check_float("tolerance", tolerance, low=0),
-            margin=check_float("margin", margin, low=0),
-            windows=None if windows is None else check_int("windows", windows, low=2),
-            stack=_check_stack(stack),
-            delays=None if delays is None else check_int("delays", delays, low=0),
-            small_observable=check_int("small_observable", small_observable, low=0),
-            observable="all" if kind == "all" else f"{kind}:{arg}",
-            null_size=check_int("null_size", null_size, low=0, high=MAX_NULL_SIZE),
-            null_strength=check_float("null_strength", null_strength, low=0, high=1 / 3, low_open=True,
-                                      high_open=True),
-            null_seed=check_int("null_seed", null_seed, low=0),
-            rule=rule,  # type: ignore[arg-type]
-            center=_check_center(center, kind),
-        )
+    def validate(self) -> None:
+        if self.layer is not None:
+            if self.observable not in ("all", f"layer:{self.layer}"):
+                raise ParameterError("layer", f"and observable={self.observable!r} both given: use one")
+            object.__setattr__(self, "observable", f"layer:{self.layer}")
+        elif self.observable.startswith("layer:"):
+            object.__setattr__(self, "layer", self.observable.partition(":")[2])
+        if self.center and not self.observable.startswith("pca:"):
+            raise ParameterError("center", "applies to observable 'pca:K' only (the other observables are never "
+                                           "centred)")
