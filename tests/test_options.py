@@ -21,14 +21,19 @@ def _typer_params(command) -> dict[str, click.Parameter]:
 def _contracts():
     """(Params class, CLI command, {field: (cli name, cli default -> field default)}, keyword function)."""
     from traj.analysis.cmd import CMDParams, CMDScoring, cmd
+    from traj.analysis.conjugacy import ConjugacyParams, conjugacy
     from traj.analysis.dmd import DMDEvaluationParams, DMDParams, dmd
     from traj.analysis.landscape import LandscapeParams
     from traj.analysis.prune import PruneParams, prune
     from traj.cli._common import parse_rank
     from traj.cli.cmd import cmd as cmd_command
+    from traj.cli.conjugacy import conjugacy as conjugacy_command
     from traj.cli.dmd import dmd as dmd_command
+    from traj.cli.kga import kga_replay as kga_command
     from traj.cli.landscape import landscape as landscape_command
     from traj.cli.prune import prune as prune_command
+    from traj.training import KGA, KoopmanJump
+    from traj.training.options import JumpOptions, KGAOptions
 
     def ints(text):
         return () if text is None else tuple(int(x) for x in text.split(","))
@@ -45,6 +50,12 @@ def _contracts():
         (PruneParams, prune_command, {"methods": ("method", lambda text: tuple(text.split(","))),
                                       "compressions": ("compression", floats), "epochs": ("epochs", ints)}, prune),
         (LandscapeParams, landscape_command, {}, None),
+        (ConjugacyParams, conjugacy_command, {}, conjugacy),
+        # kga-replay sweeps α (--alpha takes a list, default 0.25); the prediction-based baselines' options
+        # are --jump-*, beside KGA's own --window
+        (KGAOptions, kga_command, {"alpha": (None, None)}, KGA),
+        (JumpOptions, kga_command, {name: (f"jump_{name}", None) for name in ("window", "horizon", "every", "warmup")},
+         KoopmanJump),
         (CMDScoring, cmd_command, {name: (name, floats if name == "ema" else ints) for name in
                                    ("ema", "sweep", "sweep_window", "sweep_subsample", "compare_dmd",
                                     "compare_modes")}, None),
@@ -70,8 +81,8 @@ def test_the_command_takes_help_and_default_from_the_params(params, command, ren
     seen = 0
     for name, option in options_of(params).items():
         cli_name, convert = renamed.get(name, (name, None))
-        if cli_name not in cli:
-            continue  # a library-only option (n_samples, max_gram, random_state, ...)
+        if cli_name is None or cli_name not in cli:
+            continue  # a library-only option (n_samples, max_gram, random_state, ...) or one the CLI takes otherwise
         seen += 1
         p = cli[cli_name]
         default = p.default if convert is None else convert(p.default)

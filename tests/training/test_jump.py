@@ -109,8 +109,9 @@ def test_bootstrap_that_rejects_every_jump_repeats_the_plain_run_bit_for_bit():
 def test_bad_jump_options():
     w = nn.Parameter(torch.zeros(3))
     opt = torch.optim.SGD([w], lr=0.1)
-    for kwargs, message in (({"window": 2}, "jump_window"), ({"window": 5, "every": 3}, "jump_every"),
-                            ({"horizon": -1}, "jump_horizon"), ({"mode": "guess"}, "mode"),
+    for kwargs, message in (({"window": 2}, "^window must be an integer from 3"),
+                            ({"window": 5, "every": 3}, "^every must be at least h − 1 = 4"),
+                            ({"horizon": -1}, "^horizon must be an integer from 1"), ({"mode": "guess"}, "^mode"),
                             ({"mode": "bootstrap"}, "validation callback")):
         with pytest.raises(TrajError, match=message):
             KoopmanJump(opt, [w], **kwargs)
@@ -185,7 +186,7 @@ def test_no_jump_at_the_last_epoch_and_a_horizon_of_at_least_one():
             model.weight.mul_(0.9)
         jumper.epoch_end()
     assert jumper.log.epochs == [2]  # epoch 4 (the last) is not attempted
-    with pytest.raises(TrajError, match="jump_horizon"):
+    with pytest.raises(TrajError, match="^horizon must be"):
         KoopmanJump(opt, horizon=0)
 
 

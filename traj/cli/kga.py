@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from ..options import cli_option
+from ..training.options import JumpOptions, KGAOptions
 from ._common import (
     err_console,
     fail,
@@ -21,27 +23,30 @@ from ._common import (
     progress_bar,
 )
 
+#: The help panel of the prediction-based baselines' options.
+BASELINES = "Prediction-based baselines (--baseline)"
+
 
 def kga_replay(
     ctx: typer.Context,
     store: Annotated[Path, typer.Argument(help="A run store recorded by a built-in recipe.")],
     alpha: Annotated[str, typer.Option(help="Acceleration rates α, comma-separated (a sweep).")] = "0.25",
-    window: Annotated[int, typer.Option(help="Snapshots t of each DMD fit.")] = 5,
-    interval: Annotated[str, typer.Option(help="'epoch' (KGA-Epoch) or k steps (KGA-Iter).")] = "epoch",
-    eps: Annotated[float, typer.Option(help="Stable modes have |λ| < 1 − ε.")] = 0.01,
-    efficient: Annotated[bool, typer.Option("--efficient", help="Efficient-KGA: fix U after the first fit.")] = False,
-    project_step: Annotated[bool, typer.Option("--project-step", help="Use eq. 13 literally (drop the step outside U).")] = False,
-    mask: Annotated[str, typer.Option(help="none, kwm, norm or delta.")] = "none",
-    mask_eps: Annotated[float, typer.Option(help="Masking threshold ε.")] = 1e-3,
-    mask_window: Annotated[int, typer.Option(help="Intervals s below the threshold before masking.")] = 2,
+    window: Annotated[int, cli_option(KGAOptions, "window")] = KGAOptions.window,
+    interval: Annotated[str, cli_option(KGAOptions, "interval")] = KGAOptions.interval,
+    eps: Annotated[float, cli_option(KGAOptions, "eps")] = KGAOptions.eps,
+    efficient: Annotated[bool, cli_option(KGAOptions, "efficient", "--efficient")] = KGAOptions.efficient,
+    project_step: Annotated[bool, cli_option(KGAOptions, "project_step", "--project-step")] = KGAOptions.project_step,
+    mask: Annotated[str, cli_option(KGAOptions, "mask")] = KGAOptions.mask,
+    mask_eps: Annotated[float, cli_option(KGAOptions, "mask_eps")] = KGAOptions.mask_eps,
+    mask_window: Annotated[int, cli_option(KGAOptions, "mask_window")] = KGAOptions.mask_window,
     baseline: Annotated[str, typer.Option(help="Prediction-based runs beside KGA: predict (jump to the DMD forecast, "
                                                "Dogra & Redman), bootstrap (keep a jump only if the validation loss "
-                                               "falls, Tano et al.), comma-separated; empty for none.")] = "",
-    jump_window: Annotated[int, typer.Option(help="Baselines: epoch-end snapshots h of each DMD fit.")] = 5,
-    jump_horizon: Annotated[int, typer.Option(help="Baselines: epochs τ each jump forecasts ahead.")] = 5,
-    jump_every: Annotated[int | None, typer.Option(help="Baselines: epochs between jumps (default and minimum "
-                                                        "h − 1).")] = None,
-    jump_warmup: Annotated[int | None, typer.Option(help="Baselines: the first epoch that may jump (default and minimum h − 1).")] = None,
+                                               "falls, Tano et al.), comma-separated; empty for none.",
+                                          rich_help_panel=BASELINES)] = "",
+    jump_window: Annotated[int, cli_option(JumpOptions, "window", rich_help_panel=BASELINES)] = JumpOptions.window,
+    jump_horizon: Annotated[int, cli_option(JumpOptions, "horizon", rich_help_panel=BASELINES)] = JumpOptions.horizon,
+    jump_every: Annotated[int | None, cli_option(JumpOptions, "every", rich_help_panel=BASELINES)] = JumpOptions.every,
+    jump_warmup: Annotated[int | None, cli_option(JumpOptions, "warmup", rich_help_panel=BASELINES)] = JumpOptions.warmup,
     epochs: Annotated[int | None, typer.Option(help="Epochs to train (default the recorded run's).")] = None,
     landscape: Annotated[bool, typer.Option("--landscape", help="Also draw every run in one plane of the loss "
                                                               "landscape (as traj landscape).")] = False,

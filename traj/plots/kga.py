@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..training.replay import ReplayResult
+from ..training.replays import ReplayResult
 from .common import panels
 
 if TYPE_CHECKING:

@@ -8,7 +8,7 @@ from typing import Any
 
 from ..plots import figure_png
 from ..plots.kga import plot_alpha_sweep, plot_losses, plot_masked_fraction, plot_validation
-from ..training.replay import ReplayComparison, ReplayResult
+from ..training.replays import ReplayComparison, ReplayResult
 from .landscape import landscape_section
 from .writer import Report, write_report, write_report_files
 

@@ -27,52 +27,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..checks import MAX_EPOCHS, check_choice, check_int
+from ..checks import check_int
 from ..engine import ReducedOperator
-from ..engine.operator import check_rank
 from ..errors import ParameterError, TrajError
-from .kga import MAX_WINDOW, flat_params, write_flat
+from .kga import flat_params, write_flat
+from .options import JUMP_MODES, JumpOptions
 
 __all__ = ["JUMP_MODES", "JumpLog", "JumpOptions", "KoopmanJump", "dmd_jump"]
-
-JUMP_MODES = ("predict", "bootstrap")
-#: The farthest a jump may forecast, in epochs.
-MAX_HORIZON = 10_000
-
-
-@dataclass(frozen=True)
-class JumpOptions:
-    """A prediction-based run's options, checked (:meth:`checked`; see :class:`KoopmanJump`)."""
-
-    mode: str = "predict"
-    window: int = 5
-    horizon: int = 5
-    every: int = 4
-    warmup: int = 4
-    rank: int | str | None = None
-
-    @classmethod
-    def checked(cls, *, mode: str = "predict", window: int = 5, horizon: int = 5, every: int | None = None,
-                warmup: int | None = None, rank: int | str | None = None) -> JumpOptions:
-        window = check_int("jump_window", window, low=3, high=MAX_WINDOW)
-        every = window - 1 if every is None else check_int("jump_every", every, low=1, high=MAX_EPOCHS)
-        warmup = window - 1 if warmup is None else check_int("jump_warmup", warmup, low=0, high=MAX_EPOCHS)
-        # the history restarts after a jump: a window of h snapshots needs h − 1 epochs to fill (and refill)
-        for name, value in (("jump_every", every), ("jump_warmup", warmup)):
-            if value < window - 1:
-                raise ParameterError(name, f"must be at least h − 1 = {window - 1} epochs for a window of h = {window} "
-                                           f"snapshots (the history fills in h − 1 epochs), got {value}")
-        return cls(
-            mode=check_choice("mode", mode, JUMP_MODES),
-            window=window,
-            horizon=check_int("jump_horizon", horizon, low=1, high=MAX_HORIZON),
-            every=every,
-            warmup=warmup,
-            rank=check_rank(rank),
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass
@@ -161,8 +122,7 @@ class KoopmanJump:
                  on_jump: Callable[[], None] | None = None, last_epoch: int | None = None) -> None:
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise ParameterError("optimizer", f"must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
-        self.options = JumpOptions.checked(mode=mode, window=window, horizon=horizon, every=every, warmup=warmup,
-                                           rank=rank)
+        self.options = JumpOptions(mode=mode, window=window, horizon=horizon, every=every, warmup=warmup, rank=rank)
         if self.options.mode == "bootstrap" and validate is None:
             raise ParameterError("validate", "bootstrap keeps a jump only when the validation loss falls: "
                                              "it needs a validation callback")

@@ -28,16 +28,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..checks import MAX_EPOCHS, check_choice, check_float, check_int
 from ..engine import ReducedOperator
-from ..engine.operator import NEUTRAL, check_rank
+from ..engine.operator import NEUTRAL
 from ..errors import ParameterError
+from .options import MASKS, KGAOptions
 
 __all__ = ["KGA", "KGALog", "KGAOptions", "MASKS"]
-
-MASKS = ("none", "kwm", "norm", "delta")
-#: Snapshots one fit may use: the history holds N x t numbers.
-MAX_WINDOW = 1000
 
 
 def flat_params(params: Iterable[torch.Tensor]) -> np.ndarray:
@@ -57,44 +53,6 @@ def write_flat(params: Iterable[torch.Tensor], values: np.ndarray, *, add: bool 
         else:
             p.copy_(part)
         offset += k
-
-
-@dataclass(frozen=True)
-class KGAOptions:
-    """KGA's options, checked (:meth:`checked`; see :class:`KGA` for their meaning)."""
-
-    alpha: float = 1.0
-    window: int = 5
-    interval: str | int = "epoch"
-    eps: float = 0.01
-    rank: int | str | None = None
-    efficient: bool = False
-    project_step: bool = False
-    mask: str = "none"
-    mask_eps: float = 1e-3
-    mask_window: int = 2
-
-    @classmethod
-    def checked(cls, *, alpha: float = 1.0, window: int = 5, interval: str | int = "epoch", eps: float = 0.01,
-                rank: int | str | None = None, efficient: bool = False, project_step: bool = False,
-                mask: str = "none", mask_eps: float = 1e-3, mask_window: int = 2) -> KGAOptions:
-        if interval != "epoch" and not (isinstance(interval, int) and not isinstance(interval, bool) and interval >= 1):
-            raise ParameterError("interval", f"must be 'epoch' or an integer >= 1 (steps), got {interval!r}")
-        return cls(
-            alpha=check_float("alpha", alpha, low=0),
-            window=check_int("window", window, low=3, high=MAX_WINDOW),
-            interval=interval,
-            eps=check_float("eps", eps, low=0, high=1),
-            rank=check_rank(rank),
-            efficient=bool(efficient),
-            project_step=bool(project_step),
-            mask=check_choice("mask", mask, MASKS),
-            mask_eps=check_float("mask_eps", mask_eps, low=0),
-            mask_window=check_int("mask_window", mask_window, low=1, high=MAX_EPOCHS),
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass
@@ -163,9 +121,8 @@ class KGA(torch.optim.Optimizer):
     ) -> None:
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise ParameterError("optimizer", f"must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
-        options = KGAOptions.checked(alpha=alpha, window=window, interval=interval, eps=eps, rank=rank,
-                                     efficient=efficient, project_step=project_step, mask=mask, mask_eps=mask_eps,
-                                     mask_window=mask_window)
+        options = KGAOptions(alpha=alpha, window=window, interval=interval, eps=eps, rank=rank, efficient=efficient,
+                             project_step=project_step, mask=mask, mask_eps=mask_eps, mask_window=mask_window)
         # Optimizer.__init__ sets up the step hooks; its param_groups and state are the base optimizer's (below)
         super().__init__([p for g in optimizer.param_groups for p in g["params"]], dict(optimizer.defaults))
         self.__dict__.pop("_init_param_groups", None)

@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -25,6 +25,9 @@ from ..errors import NotApplicableError, ParameterError, UnsafeOutputError
 from ..progress import Progress, Stage
 from .jump import JUMP_MODES, JumpLog, JumpOptions, KoopmanJump
 from .kga import KGA, KGAOptions
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..recipes.base import Recipe
 
 __all__ = ["JumpRecord", "ReplayComparison", "ReplayResult", "ReplayRun", "replay"]
 
@@ -178,7 +181,7 @@ class ReplayResult:
 
 
 def replay(
-    recipe: Any,
+    recipe: Recipe,
     out_dir: str | os.PathLike[str],
     *,
     alphas: Iterable[float] = (1.0,),
@@ -211,7 +214,10 @@ def replay(
     options: dict[str, Any] = {k: v for k, v in KGAOptions.checked(**kga_options).to_dict().items()
                                if k in kga_options}
     methods = list(dict.fromkeys(check_choice("baseline", b, JUMP_MODES) for b in baselines))
-    jump = JumpOptions.checked(window=jump_window, horizon=jump_horizon, every=jump_every, warmup=jump_warmup)
+    try:
+        jump = JumpOptions(window=jump_window, horizon=jump_horizon, every=jump_every, warmup=jump_warmup)
+    except ParameterError as e:  # named as replay (and traj kga-replay) takes them
+        raise ParameterError(f"jump_{e.parameter}", e.problem) from None
     if methods:
         options["baselines"] = methods
         options["jump"] = {k: v for k, v in jump.to_dict().items() if k not in ("mode", "rank")}
@@ -250,7 +256,7 @@ def replay(
                         tuple(r for r in runs[1:] if r.method != "kga"), plane)
 
 
-def _check_kga_refits(recipe: Any, epochs: int, interval: str | int) -> None:
+def _check_kga_refits(recipe: Recipe, epochs: int, interval: str | int) -> None:
     """Refuse an interval in steps after which KGA would never refit before the last step: every α would be plain
     training compared with itself. KGA fits DMD once it holds 3 snapshots (the start's, then one a step) at every ``interval``-th
     step, and accelerates only the steps after a fit. (A run that still never refits, KGA-Epoch over fewer
@@ -312,7 +318,7 @@ class _MarkJumps:
         return getattr(self.recorder, name)
 
 
-def _replay_run(recipe: Any, out: Path, final: Path, spec: _Spec, epochs: int | None, counter: _Counter,
+def _replay_run(recipe: Recipe, out: Path, final: Path, spec: _Spec, epochs: int | None, counter: _Counter,
                 options: dict[str, Any], jump: JumpOptions) -> ReplayRun:
     """One recorded run of a replay: plain, wrapped in KGA, or wrapped in a prediction-based jump."""
     from ..record import Recorder
