@@ -10,11 +10,14 @@ model is another — any object with this method. The library never picks one: t
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["Evaluator", "Trainer"]
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+__all__ = ["Evaluator", "ModelSource", "Trainer"]
 
 
 @runtime_checkable
@@ -39,4 +42,29 @@ class Trainer(Evaluator, Protocol):
     def refine(self, theta: np.ndarray, epochs: int = 1, *, mask: Mapping[str, np.ndarray] | None = None,
                seed: int = 0) -> np.ndarray:
         """θ after ``epochs`` more epochs of training with the weights ``mask`` zeroes held at zero, shape (N,)."""
+        ...
+
+
+@runtime_checkable
+class ModelSource(Protocol):
+    """What ``traj landscape`` needs where it scores many θ in a row: one model built once, θ loaded into it
+    point after point, and its metrics on the validation data. A :class:`~traj.recipes.base.Recipe` is one."""
+
+    name: str
+
+    @property
+    def data(self) -> Any:
+        """The data, with ``x_val`` and ``y_val`` (tensors) among its fields."""
+        ...
+
+    def new_model(self) -> torch.nn.Module:
+        """A fresh model of the run's architecture."""
+        ...
+
+    def load_theta(self, model: torch.nn.Module, theta: np.ndarray) -> torch.nn.Module:
+        """``model`` with the flat weights ``theta`` copied in."""
+        ...
+
+    def metrics(self, model: torch.nn.Module, x: Any, y: Any) -> Mapping[str, float]:
+        """The model's metrics on (x, y), "loss" among them."""
         ...

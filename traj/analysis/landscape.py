@@ -30,6 +30,7 @@ from ..errors import NotApplicableError, ParameterError, TrajError
 from ..options import Params, choice, integer, number
 from ..progress import Progress
 from ..store import RunStore
+from .evaluator import ModelSource
 from .scratch import PIECE
 from .windows import check_gram_finite
 
@@ -190,7 +191,7 @@ def grid_axes(coordinates: np.ndarray, n: int, margin: float) -> tuple[np.ndarra
     return x, y
 
 
-def grid_losses(recipe: Any, center: np.ndarray, directions: np.ndarray, x: np.ndarray, y: np.ndarray, *,
+def grid_losses(recipe: ModelSource, center: np.ndarray, directions: np.ndarray, x: np.ndarray, y: np.ndarray, *,
                 max_seconds: float = float("inf"), progress: Progress | None = None) -> tuple[np.ndarray, float]:
     """The recipe's validation loss at θ = center + x_i d₁ + y_j d₂ for every grid point, and the seconds taken.
 
@@ -228,7 +229,7 @@ def grid_losses(recipe: Any, center: np.ndarray, directions: np.ndarray, x: np.n
     return loss, time.perf_counter() - t0
 
 
-def fit_landscape(stores: Sequence[RunStore], recipe: Any, params: LandscapeParams | None = None, *,
+def fit_landscape(stores: Sequence[RunStore], recipe: ModelSource | None, params: LandscapeParams | None = None, *,
                   labels: Sequence[str] | None = None, engine: Engine | None = None,
                   progress: Progress | None = None) -> LandscapeResult:
     """The loss landscape of ``recipe`` in the plane of the runs in ``stores`` (see the module docstring).

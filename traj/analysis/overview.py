@@ -27,6 +27,7 @@ from .cmd import CMDEvaluation, CMDResult, CMDRun, ModelComparison, cmd, compare
 from .cmd import evaluate as evaluate_cmd
 from .conjugacy import ConjugacyResult, conjugacy
 from .dmd import DMDResult, DMDRun, dmd
+from .evaluator import Trainer
 from .prune import PruneResult, prune
 
 __all__ = ["LayerNorms", "Overview", "layer_norms", "overview"]
@@ -145,7 +146,7 @@ def overview(
     engine: Engine | None = None,
     modes: int = 5,
     evaluate: bool = True,
-    recipe: Any = None,
+    recipe: Trainer | None = None,
     stage: Stage | None = None,
     progress: Progress | None = None,
 ) -> Overview:
@@ -157,7 +158,9 @@ def overview(
     null : runs of ``store``'s configuration from other seeds, the conjugacy verdicts' seed null (none: the
         section gives distances and no verdict).
     modes : CMD modes (at most a quarter of the weights).
-    evaluate : score CMD and pruned weights with ``recipe`` (default: the store's recipe).
+    evaluate : score CMD and pruned weights with ``recipe``.
+    recipe : what scores them (a :class:`~traj.recipes.base.Recipe` or any :class:`Trainer`); the caller resolves
+        it (``traj report`` takes ``--recipe`` or the store's own). None: nothing is scored.
     stage : called with each analysis' name as it starts.
     progress : ``progress(done, total)`` within each analysis: the blocks of its passes, the recipe's evaluations.
     """
@@ -165,10 +168,8 @@ def overview(
     engine = engine or Engine()
     say = stage or (lambda _: None)
     skipped: dict[str, str] = {}
-    if recipe is None and evaluate:
-        from ..recipes import recipe_from_store
-
-        recipe = recipe_from_store(store)
+    if not evaluate:
+        recipe = None
 
     def section(name: str, work: Callable[[], T]) -> T | None:
         say(name)
@@ -201,7 +202,7 @@ def overview(
                     time.perf_counter() - t0, models, evaluation)
 
 
-def _models(store: RunStore, recipe: Any, fitted: CMDResult, engine: Engine,
+def _models(store: RunStore, recipe: Trainer, fitted: CMDResult, engine: Engine,
             progress: Progress | None = None) -> ModelComparison:
     """DMD at a few ranks beside CMD at 2 and at the overview's M, scored at the same 12 snapshots (Turjeman et al. 2022 fig. 1)."""
     modes = sorted({min(2, fitted.modes), fitted.modes})
@@ -216,7 +217,7 @@ def _cmd(store: RunStore, modes: int, engine: Engine, out: Path | None, progress
                keep_model=False, engine=engine, progress=progress)
 
 
-def _prune(store: RunStore, recipe: Any, engine: Engine, progress: Progress | None = None) -> PruneResult:
+def _prune(store: RunStore, recipe: Trainer | None, engine: Engine, progress: Progress | None = None) -> PruneResult:
     if not store.layout.prunable_entries:
         raise NotApplicableError("no prunable weights (linear/conv layers) in this run")
     # whether the run has enough iteration-level snapshots per epoch is prune's rule (epoch_rows), not repeated here
