@@ -92,10 +92,9 @@ def test_the_command_takes_help_and_default_from_the_params(params, command, ren
     assert seen >= 2
 
 
-@pytest.mark.parametrize("params, command, renamed, function", CONTRACTS, ids=IDS)
+@pytest.mark.parametrize("params, command, renamed, function", [c for c in CONTRACTS if c[3] is not None],
+                         ids=[i for c, i in zip(CONTRACTS, IDS, strict=True) if c[3] is not None])
 def test_the_keyword_function_has_the_params_names_and_defaults(params, command, renamed, function):
-    if function is None:
-        pytest.skip("no keyword function")
     signature = inspect.signature(function).parameters
     for name in options_of(params):
         assert name in signature, name
