@@ -177,6 +177,9 @@ def test_console_script_end_to_end(tmp_path):
     assert json.loads(ok.stdout)["n_snapshots"] == 21
     version = subprocess.run([*exe, "--version"], capture_output=True, text=True)
     assert version.returncode == 0 and version.stdout.startswith("traj ")
+    for module in ("traj", "traj.cli.app"):  # python -m, where the scripts are not on PATH
+        version = subprocess.run([sys.executable, "-m", module, "--version"], capture_output=True, text=True)
+        assert version.returncode == 0 and version.stdout.startswith("traj "), (module, version.stderr)
 
 
 def test_info_report_and_layer_norms(tmp_path, rng):

@@ -82,3 +82,7 @@ def main() -> None:
         err_console.print("[yellow]interrupted[/yellow]")
         sys.exit(130)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":  # python -m traj.cli.app
+    main()
