@@ -20,7 +20,9 @@ import time
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from traj.engine.operator import RESOLVED, ReducedOperator, eigenvalue_errors, eigh_residual
+from traj.engine.operator import ReducedOperator
+from traj.engine.precision import eigenvalue_errors, eigh_residual
+from traj.engine.truncation import RESOLVED
 
 
 def match(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -9,7 +9,8 @@ from typer.testing import CliRunner
 from tests.conftest import match, write_store
 from traj.analysis.dmd import DMDParams, choose_method, dmd
 from traj.cli.app import app
-from traj.engine.operator import RESOLVED, ReducedOperator
+from traj.engine.operator import ReducedOperator
+from traj.engine.truncation import RESOLVED
 from traj.errors import ParameterError
 from traj.store import RunStore
 

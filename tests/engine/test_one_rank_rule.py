@@ -1,4 +1,5 @@
-"""One rank rule (issue 27): every DMD's rank is decided by traj/engine/operator.py, nowhere else.
+"""One rank rule (issue 27): every DMD's rank is decided by traj/engine/truncation.py, applied by the operator
+factory in traj/engine/operator.py, nowhere else.
 
 Two kinds of check: the code (an ast scan for own decompositions, the rule applied or a Truncation patched
 outside the factory, rank bounds checked by hand) and the numbers (Efficient-KGA's and KGA's DMD are the
@@ -16,8 +17,9 @@ from torch import nn
 import traj
 from tests.conftest import write_store
 from traj.engine import Engine
-from traj.engine.operator import ReducedOperator, truncate, truncate_sketch
+from traj.engine.operator import ReducedOperator
 from traj.engine.randomized import randomized_operator
+from traj.engine.truncation import truncate, truncate_sketch
 from traj.errors import ParameterError
 from traj.store import RunStore
 from traj.training import KGA
@@ -25,9 +27,6 @@ from traj.training import KGA
 PACKAGE = Path(traj.__file__).parent
 OWN_DMD = {"pinv", "eig", "eigvals", "matrix_rank"}
 RULE = {"truncate", "Truncation", "gavish_donoho_threshold", "known_noise_threshold", "noise_from_tail"}
-#: Places left to other work, by (module, kind): dmd's per-layer refit at "auto" when a layer resolves
-#: fewer directions than the rank asked (issue 27 lists it; the dmd contract work moves it into the factory).
-ALLOWED = {("analysis/dmd.py", "except RankUnavailableError")}
 
 
 def rank_decisions(path: Path) -> list[tuple[int, str]]:
@@ -74,9 +73,9 @@ def test_no_rank_is_decided_outside_the_operator():
     found = []
     for path in sorted(PACKAGE.rglob("*.py")):
         name = path.relative_to(PACKAGE).as_posix()
-        if name == "engine/operator.py" or name.startswith("store/"):  # store/: array ranks, not DMD ranks
+        if name in ("engine/operator.py", "engine/truncation.py") or name.startswith("store/"):  # store/: array ranks, not DMD ranks
             continue
-        found += [f"{name}:{line}: {kind}" for line, kind in rank_decisions(path) if (name, kind) not in ALLOWED]
+        found += [f"{name}:{line}: {kind}" for line, kind in rank_decisions(path)]
     assert found == []
 
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from tests.conftest import match, planted_linear_system
-from traj.engine.operator import (
-    ReducedOperator,
+from traj.engine.operator import ReducedOperator
+from traj.engine.truncation import (
     gavish_donoho_threshold,
     known_noise_threshold,
     noise_from_tail,
@@ -205,7 +205,7 @@ def test_exact_product_is_exact_to_twice_double_precision(rng):
     """The residual behind the Gram path's error estimate needs A·B to ~1e-20 of its scale (float64 rounds at 1e-16)."""
     from fractions import Fraction
 
-    from traj.engine.operator import exact_product
+    from traj.engine.precision import exact_product
 
     a = rng.standard_normal((6, 40)) * np.logspace(0, -12, 40)
     b = rng.standard_normal((40, 5))
@@ -235,7 +235,8 @@ def test_the_gram_keeps_every_rank_it_resolves_to_1e6(low, seed):
     estimate lay 10^3-10^6 above the true error. Planted spectra with amplitudes from 1e-3 to 1e-9 (1e-5), against an
     SVD of the same data at every rank: the estimate from the measured residual covers the true error and lies within
     a small factor of it, and "auto" keeps every rank whose eigenvalues the Gram resolves to 1e-6 with a margin."""
-    from traj.engine.operator import RESOLVED, eigenvalue_errors
+    from traj.engine.precision import eigenvalue_errors
+    from traj.engine.truncation import RESOLVED
 
     data = _planted_spectrum(np.logspace(-3 if low == -9 else -2, low, 23), seed=seed)
     n = data.shape[1]
@@ -290,7 +291,7 @@ def test_the_note_says_when_the_floor_and_not_gavish_donoho_set_the_rank(source,
 def test_common_rank_and_largest_rank_the_rules_conjugacy_compares_runs_by():
     """common_rank: the smallest rank any DMD kept and the first that kept it; largest_rank: a linear search from
     the top, for a test not monotone in r (it stops at the first rank accepted)."""
-    from traj.engine.operator import Truncation, common_rank, largest_rank
+    from traj.engine.truncation import Truncation, common_rank, largest_rank
 
     cuts = [Truncation(5, 5, 7, 1e-7), Truncation(3, 5, 3, 1e-7, note="3 of 5"), Truncation(3, 5, 3, 1e-7)]
     assert common_rank(cuts) == (3, 1)

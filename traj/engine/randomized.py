@@ -10,9 +10,9 @@ extra pass for it). One last pass of r columns gives G[:, 1:] Vr, from which Ã 
 and G C (amplitudes, reconstruction error) follow. So n_iter + 3 passes in all; memory: a few
 T×(width) matrices, never T².
 
-Rank "auto" (:data:`~traj.engine.operator.RULE_TAIL`): the Gavish–Donoho threshold for a known
+Rank "auto" (:data:`~traj.engine.truncation.RULE_TAIL`): the Gavish–Donoho threshold for a known
 noise level, with σ̂ from the energy the kept directions leave, tr(XᵀX) − Σ_{i≤k} σi² (tr XᵀX
-comes with the first pass); see :func:`~traj.engine.operator.truncate_sketch`. The basis grows one
+comes with the first pass); see :func:`~traj.engine.truncation.truncate_sketch`. The basis grows one
 block per pass until the kept rank leaves ``n_oversamples`` directions of the basis behind it.
 """
 
@@ -27,17 +27,10 @@ from numpy.typing import DTypeLike
 from ..errors import WindowTooShortError
 from ..progress import Progress
 from ..store import RunStore
-from .operator import (
-    ReducedOperator,
-    check_rank,
-    eigh_residual,
-    fix_signs,
-    gram_eigenvalue_errors,
-    leading_block_errors,
-    resolved,
-    truncate_sketch,
-)
+from .operator import ReducedOperator, fix_signs, leading_block_errors
+from .precision import eigh_residual, gram_eigenvalue_errors
 from .reductions import Engine
+from .truncation import check_rank, resolved, truncate_sketch
 
 __all__ = ["SKETCH_BLOCK", "randomized_operator"]
 
@@ -69,7 +62,7 @@ def randomized_operator(
     store : RunStore
     rank : int, "auto" or None
         Modes kept; "auto" (or None) by the Gavish–Donoho threshold with the noise estimated
-        from the sketch's tail (:func:`~traj.engine.operator.truncate` with ``trace``).
+        from the sketch's tail (:func:`~traj.engine.truncation.truncate` with ``trace``).
     rows : slice
         Snapshot window (T+1 rows).
     columns : list of slice, optional
@@ -83,7 +76,7 @@ def randomized_operator(
         Seed of the Gaussian test matrix Ω.
     dtype : dtype
         The data's dtype: σ² come from A = XᵀX, so the Gram path's floor applies
-        (:func:`~traj.engine.operator.precision_floor`).
+        (:func:`~traj.engine.truncation.precision_floor`).
     block : int
         Columns per pass for rank "auto".
     max_width : int, optional
@@ -132,7 +125,7 @@ def randomized_operator(
     r = cut.rank
     # G[:, 1:T+1] Vr (T+1 rows): XᵀY Vr is its first T rows, and G C = (G[:, 1:] Vr)(Vrᵀ C[1:]) for C = [0; Vr M]
     gy_v = apply({"gy": (slice(0, n_rows), slice(1, n_rows), v[:, :r])})[0]["gy"]
-    # the error estimate (operator.gram_eigenvalue_errors): the measured residual of H = QᵀAQ's eigendecomposition,
+    # the error estimate (precision.gram_eigenvalue_errors): the measured residual of H = QᵀAQ's eigendecomposition,
     # with H's asymmetry (QᵀAQ is symmetric in exact arithmetic) added as a measure of the products' own rounding
     h_sym = (h + h.T) / 2
     (signs,) = fix_signs(basis @ w, np.ones((1, w.shape[1])))[1:]  # the column signs fix_signs gave V

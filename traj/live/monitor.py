@@ -25,7 +25,8 @@ import numpy as np
 
 from ..checks import check_int, check_seed
 from ..engine.backends.base import blas_threads
-from ..engine.operator import ReducedOperator, check_rank
+from ..engine.operator import ReducedOperator
+from ..engine.truncation import check_rank
 from ..errors import ParameterError, TrajError
 from .sketch import Sketch
 

@@ -282,7 +282,7 @@ class KGA(torch.optim.Optimizer):
 
     def _fit(self, d: np.ndarray, rank: int | str | None = None) -> ReducedOperator:
         """DMD of the window (N×t, or r×t in U coordinates) through the one operator factory: the rank is the
-        operator's rule (:func:`~traj.engine.operator.truncate`) applied to ``rank`` (default the option; None
+        operator's rule (:func:`~traj.engine.truncation.truncate`) applied to ``rank`` (default the option; None
         keeps every direction above the floor), a fixed rank reduced to what the window resolves."""
         rank = self.options.rank if rank is None else rank
         # (no eigenvalue error estimate: KGA reads none, and it would cost another eigendecomposition's time)

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from ..checks import MAX_EPOCHS
-from ..engine.operator import check_rank
+from ..engine.truncation import check_rank
 from ..errors import ParameterError
 from ..options import Params, choice, custom, integer, number, switch
 

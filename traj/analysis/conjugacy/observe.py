@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ...engine import Engine, ReducedOperator
-from ...engine.operator import check_rank
+from ...engine.truncation import check_rank
 from ...errors import NotApplicableError
 from ...progress import Progress
 from ...store import RunStore

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ...checks import check_int
-from ...engine.operator import check_rank
+from ...engine.truncation import check_rank
 from ...errors import ParameterError
 from ...options import Params, choice, custom, integer, number, seed, switch
 from ..windows import Window, check_window

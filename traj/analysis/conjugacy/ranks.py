@@ -1,9 +1,9 @@
 """The rank every run is compared at (docs/methods.md §4.1, §4.4): one rank for all runs, and under rule
 "reproducible" the largest rank at which the seed null reproduces every eigenvalue.
 
-Both are decided by the operator's rank rules (:func:`~traj.engine.operator.common_rank` over the runs'
-``Truncation``s, :func:`~traj.engine.operator.largest_rank`), and every refit at the chosen rank is an
-explicit request that :func:`~traj.engine.operator.truncate` decides, as every DMD in traj.
+Both are decided by the operator's rank rules (:func:`~traj.engine.truncation.common_rank` over the runs'
+``Truncation``s, :func:`~traj.engine.truncation.largest_rank`), and every refit at the chosen rank is an
+explicit request that :func:`~traj.engine.truncation.truncate` decides, as every DMD in traj.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Literal
 
-from ...engine.operator import Truncation, common_rank, largest_rank
+from ...engine.truncation import Truncation, common_rank, largest_rank
 from .distances import mutual_nearest
 from .observe import _Observed
 from .params import ConjugacyParams

@@ -9,7 +9,7 @@ from typing import Literal
 import numpy as np
 
 from ...checks import check_int
-from ...engine.operator import Truncation
+from ...engine.truncation import Truncation
 from ...errors import ParameterError, WindowTooShortError
 from ...store import RunStore
 from ..windows import Window, default_last, parse_window
@@ -44,7 +44,7 @@ class Spectrum:
     rank_requested: int | str = "auto"
     rank_note: str | None = None
     observable: str = "all"
-    #: The operator's rank decision (:func:`traj.engine.operator.truncate`) that ``rank``, ``rank_requested`` and
+    #: The operator's rank decision (:func:`traj.engine.truncation.truncate`) that ``rank``, ``rank_requested`` and
     #: ``rank_note`` come from.
     truncation: Truncation | None = field(default=None, repr=False, compare=False)
 

@@ -9,8 +9,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from ...engine import Engine, ReducedOperator
-from ...engine.operator import RESOLVED
 from ...engine.randomized import randomized_operator
+from ...engine.truncation import RESOLVED
 from ...errors import ParameterError
 from ...progress import Progress
 from ...store import RunStore

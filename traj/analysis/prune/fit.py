@@ -60,7 +60,7 @@ def prune(
         matrix of the first method's masks across them and KMP-GMP overlap per epoch.
     rank : "all" (default), "auto" or an integer
         The epoch's DMD rank. "all" is Redman et al. 2022's: exact DMD at the full rank the data resolve (every
-        direction above the precision floor, :func:`~traj.engine.operator.truncate`); "auto" the
+        direction above the precision floor, :func:`~traj.engine.truncation.truncate`); "auto" the
         Gavish–Donoho threshold, which keeps fewer modes and so gives other KMP/KGP masks.
     """
     params = PruneParams(epoch=epoch, window=window, methods=methods, compressions=compressions,  # type: ignore[arg-type]

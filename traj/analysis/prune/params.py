@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from ...checks import MAX_EPOCHS, check_floats
-from ...engine.operator import check_rank
+from ...engine.truncation import check_rank
 from ...errors import ParameterError
 from ...options import Params, choice, custom, integer, integers, number, switch
 from ..windows import Window, check_window
