@@ -36,6 +36,7 @@ from ..engine.backends import ArrayOps
 from ..errors import DataLimitError, NonFiniteDataError, NotApplicableError, ParameterError
 from ..progress import Progress
 from ..store import RunStore
+from ..store.derived import CMD, DerivedFile
 from .cmd import (
     FIT_SAMPLES,
     MAX_SAMPLES,
@@ -372,13 +373,11 @@ def fit_cmd_online(store: RunStore | str | os.PathLike[str], params: CMDParams, 
     steps = store.steps[lo : hi + 1]
     used = np.arange(lo, hi + 1)
     if out is not None:
-        import zarr
-
         options = {**params.options(), "window": [lo, hi], "store": str(store.path),
                    "snapshots": [int(i) for i in used], "online": {"warmup": [lo, lo + warm - 1]}}
         write_model(out, n, solved(), references, steps, sample, pick.reference_columns, options)
-        group = zarr.open_group(str(out), mode="r", zarr_format=3)
-        model = CMDModel(group["labels"], group["a"], group["b"], references, steps)
+        written = DerivedFile(out, CMD)  # read back as every cmd.zarr is, through the store guard
+        model = CMDModel(written.array("labels"), written.array("a"), written.array("b"), references, steps)
     else:
         for _ in solved():
             pass
