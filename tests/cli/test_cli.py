@@ -266,3 +266,28 @@ def test_cmd_comparison_options_are_refused_before_any_work(tmp_path, monkeypatc
     result = invoke("cmd", sample, "--modes", 2, *args, "--out", out)
     assert result.exit_code == 2, result.output
     assert message in result.stderr and not out.exists()
+
+
+def test_no_help_text_turns_into_an_emoji():
+    """Typer renders help with rich, whose emoji codes would turn a help's ``a:b:s`` into a🅱s."""
+    import re
+
+    import typer
+    from rich.emoji import Emoji, NoEmoji
+
+    from traj.cli.app import app
+
+    def is_emoji(code: str) -> bool:
+        try:
+            Emoji(code.lower())
+        except NoEmoji:
+            return False
+        return True
+
+    assert is_emoji("b") and not is_emoji("STOP")
+    found = []
+    for command in typer.main.get_command(app).commands.values():
+        for text in [command.help or "", *(getattr(p, "help", None) or "" for p in command.params)]:
+            found += [f"{command.name}: {code}" for code in re.findall(r":([^\s:]+):", text) if is_emoji(code)]
+    assert found == []
+    assert "START:STOP:STEP" in " ".join(CliRunner().invoke(app, ["dmd", "--help"], env={"COLUMNS": "300"}).output.split())

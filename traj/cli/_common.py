@@ -266,8 +266,8 @@ def number_list(option: str, text: str, kind: type) -> list:
 
 # Options of every command that analyses a store's snapshots: which of them it sees (traj.store.selection).
 StepsOption = Annotated[str | None, typer.Option(
-    help="Only the snapshots at training steps a:b (both included), or a:b:s (every s steps from a; ::100 = "
-         "multiples of 100): applied before --window, whose indices then count these snapshots.")]
+    help="Only the snapshots at training steps START:STOP (both included), or START:STOP:STEP (every STEP steps "
+         "from START; ::100 = multiples of 100): applied before --window, whose indices then count these snapshots.")]
 StrideOption = Annotated[int, typer.Option(
     help="Every k-th snapshot (of those --steps keeps, from the first), before --window.")]
 
