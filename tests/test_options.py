@@ -122,3 +122,60 @@ def test_every_bound_is_checked_at_construction(params, command, renamed, functi
     assert checked >= 1
     with pytest.raises(ParameterError):
         params.checked(no_such_option=1)
+
+
+def test_an_open_bound_refuses_the_bound_itself():
+    from traj.analysis.conjugacy import ConjugacyParams
+
+    assert ConjugacyParams(null_strength=0.333).null_strength == 0.333
+    for edge in (0.0, 1 / 3):
+        with pytest.raises(ParameterError, match="null_strength"):
+            ConjugacyParams(null_strength=edge)
+
+
+def test_a_switch_takes_only_true_or_false():
+    from traj.analysis.conjugacy import ConjugacyParams
+    from traj.training.options import KGAOptions
+
+    assert ConjugacyParams(center=True, observable="pca:3").center is True
+    for bad in ("no", "false", 1, None):
+        with pytest.raises(ParameterError, match="center must be True or False"):
+            ConjugacyParams(center=bad, observable="pca:3")
+        with pytest.raises(ParameterError, match="efficient must be True or False"):
+            KGAOptions(efficient=bad)
+
+
+def test_the_reason_for_an_upper_bound_is_said_only_above_it():
+    from traj.analysis.conjugacy import ConjugacyParams
+
+    with pytest.raises(ParameterError, match=r"got 1001: the null's conformal bound"):
+        ConjugacyParams(null_size=1001)
+    with pytest.raises(ParameterError, match=r"got -1$"):
+        ConjugacyParams(null_size=-1)
+
+
+def test_replace_changes_one_option_and_nothing_else():
+    """The fields keep what was given; what is derived from them (conjugacy's observed layer, the jumps'
+    default spacing) is computed, so ``dataclasses.replace`` neither drops a change nor trips on a default."""
+    from traj.analysis.conjugacy import ConjugacyParams
+    from traj.training.options import JumpOptions
+
+    by_layer, by_observable = ConjugacyParams(layer="fc1"), ConjugacyParams(observable="layer:fc1")
+    assert by_layer.observed == by_observable.observed == "layer:fc1"
+    assert by_layer.layer_name == by_observable.layer_name == "fc1"
+    assert dataclasses.replace(by_layer, layer=None).observed == "all"
+    assert dataclasses.replace(by_observable, observable="pca:3").observed == "pca:3"
+    assert dataclasses.replace(by_layer, k=5).observed == "layer:fc1"
+    with pytest.raises(ParameterError, match="layer and the observable 'pca:3' both given"):
+        dataclasses.replace(by_layer, observable="pca:3")
+    for bad in ("", 3):
+        with pytest.raises(ParameterError, match="layer must be a parameter tensor's name"):
+            ConjugacyParams(layer=bad)
+
+    jump = JumpOptions(window=3)
+    assert (jump.spacing, jump.first_epoch) == (2, 2) and (jump.every, jump.warmup) == (None, None)
+    wider = dataclasses.replace(jump, window=10)
+    assert (wider.spacing, wider.first_epoch) == (9, 9)
+    assert wider.to_dict()["every"] == 9
+    with pytest.raises(ParameterError, match="every must be at least 9 epochs"):
+        dataclasses.replace(wider, every=8)

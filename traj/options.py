@@ -18,7 +18,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .checks import check_choice, check_float, check_floats, check_int, check_ints, check_seed
+import numpy as np
+
+from .checks import check_choice, check_float, check_floats, check_int, check_ints, check_seed, shown_value
 from .errors import ParameterError
 
 __all__ = ["Option", "Params", "choice", "cli_option", "custom", "integer", "integers", "number", "numbers",
@@ -46,14 +48,15 @@ def _field(default: Any, spec: Option) -> Any:
 
 def integer(default: int | None, *, help: str, low: int | None = None, high: int | None = None,
             optional: bool = False, why: str = "") -> Any:
-    """An integer in [low, high] (``optional``: or None; ``why``: the reason for the bounds, said on refusal)."""
+    """An integer in [low, high] (``optional``: or None; ``why``: the reason for the upper bound, said when a
+    value above it is refused)."""
     def check(name: str, value: Any) -> int | None:
         if optional and value is None:
             return None
         try:
             return check_int(name, value, low=low, high=high)
         except ParameterError as e:
-            if not why:
+            if not why or high is None or not isinstance(value, int) or value <= high:
                 raise
             raise ParameterError(name, f"{e.problem}: {why}") from None
     return _field(default, Option(help, check, low, high))
@@ -69,9 +72,15 @@ def number(default: float | None, *, help: str, low: float | None = None, high: 
     return _field(default, Option(help, check, low, high))
 
 
+def _check_switch(name: str, value: Any) -> bool:
+    if not isinstance(value, bool | np.bool_):  # "no" or "false" would be truthy: refused, not read as True
+        raise ParameterError(name, f"must be True or False, got {shown_value(value)}")
+    return bool(value)
+
+
 def switch(default: bool = False, *, help: str) -> Any:
-    """A boolean."""
-    return _field(default, Option(help, lambda name, value: bool(value)))
+    """A boolean (True or False; nothing else is read as one)."""
+    return _field(default, Option(help, _check_switch))
 
 
 def choice(default: str, choices: Sequence[str], *, help: str) -> Any:

@@ -110,7 +110,7 @@ def test_bad_jump_options():
     w = nn.Parameter(torch.zeros(3))
     opt = torch.optim.SGD([w], lr=0.1)
     for kwargs, message in (({"window": 2}, "^window must be an integer from 3"),
-                            ({"window": 5, "every": 3}, "^every must be at least h − 1 = 4"),
+                            ({"window": 5, "every": 3}, "^every must be at least 4 epochs, the epochs a window of 5 snapshots takes to fill"),
                             ({"horizon": -1}, "^horizon must be an integer from 1"), ({"mode": "guess"}, "^mode"),
                             ({"mode": "bootstrap"}, "validation callback")):
         with pytest.raises(TrajError, match=message):
@@ -164,8 +164,8 @@ def test_kga_replay_refuses_bad_baseline_options(tmp_path):
     from traj.cli.app import app
 
     for args, flag in ((["--baseline", "magic"], "--baseline"),
-                       (["--baseline", "predict", "--jump-every", "1"], "--jump-every must be at least h − 1 = 4"),
-                       (["--baseline", "predict", "--jump-warmup", "2"], "--jump-warmup must be at least h − 1 = 4"),
+                       (["--baseline", "predict", "--jump-every", "1"], "--jump-every must be at least 4 epochs"),
+                       (["--baseline", "predict", "--jump-warmup", "2"], "--jump-warmup must be at least 4 epochs"),
                        (["--baseline", "bootstrap", "--jump-window", "2"], "--jump-window"),
                        (["--jump-horizon", "3"], "--jump-horizon sets the prediction-based baselines"),
                        (["--jump-window", "4", "--jump-every", "5"], "--jump-every, --jump-window set the")):

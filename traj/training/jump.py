@@ -192,9 +192,9 @@ class KoopmanJump:
         self.epoch += 1
         theta = self._flat()
         self._history.append(theta)
-        due = (len(self._history) == o.window and self.epoch >= o.warmup
+        due = (len(self._history) == o.window and self.epoch >= o.first_epoch
                and (self.last_epoch is None or self.epoch < self.last_epoch)
-               and (self._last_attempt is None or self.epoch - self._last_attempt >= o.every))
+               and (self._last_attempt is None or self.epoch - self._last_attempt >= o.spacing))
         if not due:
             return
         self._last_attempt = self.epoch

@@ -52,7 +52,9 @@ class KGAOptions(Params):
 @dataclass(frozen=True)
 class JumpOptions(Params):
     """A prediction-based run's options, declared once and checked when the class is built (see
-    :class:`KoopmanJump`). ``every`` and ``warmup`` default to h − 1, the epochs the history takes to fill."""
+    :class:`KoopmanJump`). ``every`` and ``warmup`` default to h − 1, the epochs the history takes to fill: the
+    fields keep what was given (None), :attr:`spacing` and :attr:`first_epoch` the values used, and
+    :meth:`to_dict` the values used."""
 
     mode: str = choice("predict", JUMP_MODES, help="predict (jump to the DMD forecast, Dogra & Redman) or bootstrap "
                                                    "(keep a jump only if the validation loss falls, Tano et al.).")
@@ -69,11 +71,21 @@ class JumpOptions(Params):
         # the history restarts after a jump: a window of h snapshots needs h − 1 epochs to fill (and refill)
         for name in ("every", "warmup"):
             value = getattr(self, name)
-            if value is None:
-                object.__setattr__(self, name, self.window - 1)
-            elif value < self.window - 1:
-                raise ParameterError(name, f"must be at least h − 1 = {self.window - 1} epochs for a window of "
-                                           f"h = {self.window} snapshots (the history fills in h − 1 epochs), got {value}")
+            if value is not None and value < self.window - 1:
+                raise ParameterError(name, f"must be at least {self.window - 1} epochs, the epochs a window of "
+                                           f"{self.window} snapshots takes to fill (its history restarts after "
+                                           f"a jump), got {value}")
+
+    @property
+    def spacing(self) -> int:
+        """Epochs between jumps: ``every``, or the window's h − 1 where it is None."""
+        return self.window - 1 if self.every is None else self.every
+
+    @property
+    def first_epoch(self) -> int:
+        """The first epoch that may jump: ``warmup``, or the window's h − 1 where it is None."""
+        return self.window - 1 if self.warmup is None else self.warmup
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The options as run: ``every`` and ``warmup`` resolved."""
+        return {**asdict(self), "every": self.spacing, "warmup": self.first_epoch}

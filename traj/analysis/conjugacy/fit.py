@@ -132,13 +132,13 @@ def fit_conjugacy(stores: Sequence[RunStore | str | os.PathLike[str]], params: C
     # seed-null run): how far a map moves the eigenvalues depends on the trajectory it bends
     draws = family_draws(params.null_size if len(runs) > 1 else 0, 1 + len(null_runs))
     sides = [(run_windows[id(s)][1] - run_windows[id(s)][0] + 1,
-              gram_side(s, run_windows[id(s)], observable=params.observable, stack=params.stack, delays=params.delays,
+              gram_side(s, run_windows[id(s)], observable=params.observed, stack=params.stack, delays=params.delays,
                         small_observable=params.small_observable)) for s in [runs[0], *null_runs]]
     _check_null_memory(params.null_size, max(n for _, n in draws), max(side for _, side in sides),
                        stacked=any(side > n for n, side in sides))
 
     def observe(store: RunStore, n: tuple[int, int] = (0, 0)) -> _Observed:
-        return _observe(store, window=run_windows[id(store)], observable=params.observable, layer=None, stack=params.stack,
+        return _observe(store, window=run_windows[id(store)], observable=params.observed, layer=None, stack=params.stack,
                         delays=params.delays, small_observable=params.small_observable, engine=engine, draws=n[1],
                         first_draw=n[0], strength=params.null_strength, seed=params.null_seed, progress=progress,
                         center=params.center)
@@ -166,9 +166,9 @@ def fit_conjugacy(stores: Sequence[RunStore | str | os.PathLike[str]], params: C
     transitions = _window_transitions(runs[0], edges, params, engine, progress) if edges is not None else None
     return ConjugacyResult(tuple(str(r.path) for r in runs), tuple(spectra), k, distance,
                            tuple(str(r.path) for r in null_runs), scores.null_distances, params.quantile, threshold,
-                           verdicts, transitions, params.layer, params.rank, time.perf_counter() - t0,
+                           verdicts, transitions, params.layer_name, params.rank, time.perf_counter() - t0,
                            null_threshold=scores.null_threshold, margin=params.margin, k_requested=params.k,
-                           k_note=k_note, reparam=reparam, observable=params.observable, basis=basis, rule=rule,
+                           k_note=k_note, reparam=reparam, observable=params.observed, basis=basis, rule=rule,
                            statistic=scores.statistic, scales=scores.scales, rule_note=rule_note, k_choice=choice,
                            null_note=null_note(rule, basis, scores.null_threshold, len(null_runs)),
                            center=params.center)
@@ -209,7 +209,7 @@ def _check_runs(runs: Sequence[RunStore], null_runs: Sequence[RunStore],
     run_windows = {id(s): window_and_delays(s, params.window, params.delays)[:2] for s in [*runs, *null_runs]}
     _check_spacings([*runs, *null_runs], run_windows)
     for s in [*runs, *null_runs]:
-        cols, shape = observable_columns(s, params.layer)
+        cols, shape = observable_columns(s, params.layer_name)
         trajectories(s, params.stack, cols.stop - cols.start, shape)
     return run_windows
 
@@ -273,16 +273,16 @@ def _window_transitions(store: RunStore, edges: np.ndarray, params: ConjugacyPar
     """Spectra of consecutive windows of one run (bounds ``edges``) and their distance matrix (one Gram pass)."""
     lo, hi = int(edges[0]), int(edges[-1]) - 1
     d = recipe_defaults(store)[1] if params.delays is None else params.delays
-    cols, shape = observable_columns(store, params.layer)
+    cols, shape = observable_columns(store, params.layer_name)
     n_traj = trajectories(store, params.stack, cols.stop - cols.start, shape)
     full_gram = None
     if n_traj == 1 and ((cols.stop - cols.start) * (d + 1) > params.small_observable
-                        or params.observable.startswith("pca:")):
+                        or params.observed.startswith("pca:")):
         full_gram = engine.gram(store, rows=slice(lo, hi + 1), groups={"obs": [cols]}, progress=progress)["obs"]
     observed = []
     for a, b in zip(edges[:-1], edges[1:], strict=True):
         sub = None if full_gram is None else full_gram[a - lo : b - lo, a - lo : b - lo]
-        observed.append(_observe(store, window=(int(a), int(b) - 1), observable=params.observable, layer=None,
+        observed.append(_observe(store, window=(int(a), int(b) - 1), observable=params.observed, layer=None,
                                  stack=params.stack, delays=params.delays, small_observable=params.small_observable,
                                  engine=engine, gram=sub, center=params.center))
     spectra, choice, _ = _fit_all(observed, params)

@@ -35,6 +35,12 @@ def _check_stack(name: str, stack: Any) -> int | bool | None:
     return check_int(name, stack, low=1)
 
 
+def _check_layer(name: str, layer: Any) -> str | None:
+    if layer is not None and (not isinstance(layer, str) or not layer):
+        raise ParameterError(name, f"must be a parameter tensor's name, got {layer!r}")
+    return layer
+
+
 def _check_observable(name: str, observable: Any) -> str:
     kind, arg = parse_observable(observable)
     return "all" if kind == "all" else f"{kind}:{arg}"
@@ -43,13 +49,15 @@ def _check_observable(name: str, observable: Any) -> str:
 @dataclass(frozen=True)
 class ConjugacyParams(Params):
     """The options of a conjugacy comparison, each checked when the class is built (see :func:`conjugacy` for
-    their meaning). ``layer=NAME`` is ``observable="layer:NAME"``; either way both fields say it."""
+    their meaning). The fields keep what was given (so ``dataclasses.replace`` changes one option and nothing
+    else); ``layer=NAME`` is ``observable="layer:NAME"``, and :attr:`observed` and :attr:`layer_name` say
+    what is observed whichever way it was given."""
 
     window: Window = custom(None, check_window, help="Snapshots a:b used in every run.")
     observable: str = custom("all", _check_observable,
                              help="What DMD sees: 'all' weights, 'layer:NAME' (one parameter tensor) or 'pca:K' "
                                   "(K principal-component scores, from the Gram).")
-    layer: str | None = custom(None, None, help="Same as --observable layer:NAME.")
+    layer: str | None = custom(None, _check_layer, help="Same as --observable layer:NAME.")
     center: bool = switch(help="pca:K: remove the window's mean from the scores (default no: the authors' "
                                "projection, a fixed linear map of the weights).")
     rank: RankRule = custom("k", _check_rank_rule,
@@ -85,12 +93,20 @@ class ConjugacyParams(Params):
                                          "in memory; larger ones through the streamed Gram.")
 
     def validate(self) -> None:
-        if self.layer is not None:
-            if self.observable not in ("all", f"layer:{self.layer}"):
-                raise ParameterError("layer", f"and observable={self.observable!r} both given: use one")
-            object.__setattr__(self, "observable", f"layer:{self.layer}")
-        elif self.observable.startswith("layer:"):
-            object.__setattr__(self, "layer", self.observable.partition(":")[2])
+        if self.layer is not None and self.observable != "all":
+            raise ParameterError("layer", f"and the observable {self.observable!r} both given (a layer is the "
+                                          "observable 'layer:NAME'): use one")
         if self.center and not self.observable.startswith("pca:"):
             raise ParameterError("center", "applies to observable 'pca:K' only (the other observables are never "
                                            "centred)")
+
+    @property
+    def observed(self) -> str:
+        """What DMD sees, in one spelling: ``all``, ``layer:NAME`` (``layer=NAME`` included) or ``pca:K``."""
+        return f"layer:{self.layer}" if self.layer is not None else self.observable
+
+    @property
+    def layer_name(self) -> str | None:
+        """The one parameter tensor observed (``layer=`` or ``observable="layer:NAME"``), else None."""
+        kind, _, name = self.observed.partition(":")
+        return name if kind == "layer" else None
