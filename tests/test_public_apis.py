@@ -65,3 +65,22 @@ def test_only_the_listed_private_apis_are_used() -> None:
     # zarr.core.sync is reached as "from zarr.core.sync import sync"
     found = {(rel, "zarr.core.sync" if name == "zarr.core.sync.sync" else name) for rel, name in found}
     assert found == ALLOWED
+
+
+def test_the_lazy_training_package_names_what_it_loads():
+    """traj.training loads its names on first use (the CLI must not import torch): each is where the
+    package says, the TYPE_CHECKING imports name the same set, and a submodule never shadows a name."""
+    import ast
+    import importlib
+
+    import traj.training as training
+    import traj.training.replays  # noqa: F401  (a submodule import binds its module on the package)
+
+    source = ast.parse(Path(training.__file__).read_text())
+    typed = {alias.name for node in ast.walk(source) if isinstance(node, ast.ImportFrom) for alias in node.names
+             if node.level == 1}
+    assert typed == set(training.__all__) == set(training._WHERE)
+    for name, module in training._WHERE.items():
+        assert getattr(training, name) is getattr(importlib.import_module(f"traj.training.{module}"), name)
+    assert callable(training.replay) and training.replay.__module__ == "traj.training.replays"
+    assert set(training.__all__) <= set(dir(training))

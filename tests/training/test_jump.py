@@ -148,6 +148,9 @@ def test_kga_replay_with_prediction_baselines_end_to_end(tmp_path):
     assert {p.name for p in (out / "report").iterdir()} >= {"summary.json", "validation.png", "losses.png"}
     text = (out / "report" / "report.md").read_text()
     assert "## Jumps" in text and "| predict | 2 | yes |" in text
+    assert summary["config"]["epochs"] == 3  # what was trained, not the recorded run's 10
+    assert "baselines predict, bootstrap (window 3, horizon 2, every 2, warmup 2)" in text
+    assert "{" not in text.split("## ")[0]  # the options as prose, not a Python dict
     # every run in one plane of the loss landscape
     landscape = summary["landscape"]
     assert [r["label"] for r in landscape["runs"]] == ["plain", "kga-alpha0.25", "predict", "bootstrap"]
@@ -226,3 +229,16 @@ def test_state_dict_resumes_a_jumping_run_exactly(tmp_path):
     other = KoopmanJump(torch.optim.SGD(nn.Linear(3, 1).parameters(), lr=0.1))
     with pytest.raises(TrajError, match="holds jump history of 7 weights; this wrapper jumps 4"):
         other.load_state_dict(resumed_jumper.state_dict())
+
+
+def test_a_baseline_that_never_jumped_says_its_comparison_means_nothing():
+    from traj.training import JumpRecord, ReplayComparison, ReplayRun
+
+    def run(method, jumps):
+        return ReplayRun(method, 0.0, "x.zarr", (1.0, 0.5), (1.0, 0.6), None, (1.0, 1.0), (), 0.0, 0, method, jumps)
+
+    never = JumpRecord((), (), (), (), (), (), (), ())
+    once = JumpRecord((2,), (True,), (0.5,), (0.4,), (0.9,), (0.1,), (0.99,), ())
+    note = ReplayComparison.of(run("predict", never), run("plain", None)).note
+    assert note.startswith("predict never attempted a jump") and "2 epoch(s) trained" in note
+    assert ReplayComparison.of(run("predict", once), run("plain", None)).note is None

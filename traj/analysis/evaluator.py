@@ -50,7 +50,10 @@ class ModelSource(Protocol):
     """What ``traj landscape`` needs where it scores many θ in a row: one model built once, θ loaded into it
     point after point, and its metrics on the validation data. A :class:`~traj.recipes.base.Recipe` is one."""
 
-    name: str
+    @property
+    def name(self) -> str:
+        """What the reports call it (a recipe's name)."""
+        ...
 
     @property
     def data(self) -> Any:

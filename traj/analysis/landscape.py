@@ -257,5 +257,5 @@ def fit_landscape(stores: Sequence[RunStore], recipe: ModelSource | None, params
                  zip(names, stores, coordinates, strict=True))
     total = float(plane.sigma @ plane.sigma / plane.explained) if plane.explained > 0 else 1.0
     share = (float(plane.sigma[0] ** 2 / total), float(plane.sigma[1] ** 2 / total))
-    return LandscapeResult(getattr(recipe, "name", "recipe"), params, x, y, loss, runs, plane.sigma,
+    return LandscapeResult(recipe.name, params, x, y, loss, runs, plane.sigma,
                            plane.explained, share, time.perf_counter() - t0, seconds)

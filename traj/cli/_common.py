@@ -254,14 +254,16 @@ def parse_rank(rank: str, *keywords: str) -> int | str:
 
 def number_list(option: str, text: str, kind: type) -> list:
     """Comma-separated numbers of ``kind`` (``--compression 2,4,8``); the library checks their range."""
-    try:
-        values = [kind(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        noun = "integers" if kind is int else "numbers"
-        raise fail(f"{option} takes comma-separated {noun}, got {text!r}") from None
-    if not values:
+    noun = "integers" if kind is int else "numbers"
+    if not text.strip():
         raise fail(f"{option} is empty")
-    return values
+    pieces = [v.strip() for v in text.split(",")]
+    if not all(pieces):  # "1,,2" is a typo, not two numbers
+        raise fail(f"{option} takes comma-separated {noun}, got {text!r} (an empty entry)")
+    try:
+        return [kind(v) for v in pieces]
+    except ValueError:
+        raise fail(f"{option} takes comma-separated {noun}, got {text!r}") from None
 
 
 # Options of every command that analyses a store's snapshots: which of them it sees (traj.store.selection).

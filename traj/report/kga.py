@@ -43,7 +43,7 @@ def kga_report_content(result: ReplayResult) -> tuple[Report, dict[str, Any]]:
     report = Report(f"traj kga-replay: {result.recipe}")
     report.paragraph(
         f"The recipe {result.recipe} re-run with its seed and data order, plainly and with KGA "
-        f"(options {result.options}); every run is recorded beside this report."
+        f"({_options_text(result.options)}); every run is recorded beside this report."
     )
     if result.baselines:
         report.paragraph(
@@ -97,3 +97,15 @@ def kga_report_content(result: ReplayResult) -> tuple[Report, dict[str, Any]]:
 
 def _accuracy(run: Any) -> str:
     return "-" if run.val_accuracy is None else _number(run.val_accuracy[-1], 3)
+
+
+def _options_text(options: dict[str, Any]) -> str:
+    """The replay's options as prose: ``window 5, interval epoch, ...; baselines predict (window 3, ...)``."""
+    def items(mapping: dict[str, Any]) -> str:
+        return ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in mapping.items())
+
+    kga = {k: v for k, v in options.items() if k not in ("baselines", "jump")}
+    text = items(kga) or "default options"
+    if options.get("baselines"):
+        text += f"; baselines {', '.join(options['baselines'])} ({items(options.get('jump', {}))})"
+    return text

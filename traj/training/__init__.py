@@ -22,7 +22,7 @@ _WHERE = {"JumpLog": "jump", "KoopmanJump": "jump", "dmd_jump": "jump", "KGA": "
           "ReplayResult": "replays", "ReplayRun": "replays", "replay": "replays"}
 
 __all__ = ["KGA", "JumpLog", "JumpOptions", "JumpRecord", "KGALog", "KGAOptions", "KoopmanJump", "ReplayComparison",
-           "ReplayResult", "ReplayRun", "dmd_jump", "replay"]
+           "ReplayResult", "ReplayRun", "dmd_jump", "replay"]  # the names of _WHERE (tests/test_public_apis.py)
 
 
 def __getattr__(name: str) -> Any:
@@ -34,4 +34,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])
+    return sorted({*__all__, "jump", "kga", "options", "replays"})

@@ -137,6 +137,10 @@ class ReplayComparison:
                     f"refitted {run.refits} time(s) but only after the last step")
             note = (f"KGA {when}, so it never accelerated a step: this run is plain training and its comparison "
                     f"with plain means nothing (a fit needs 3 snapshots; {len(run.train_loss)} epoch(s) trained)")
+        elif run.jumps is not None and not run.jumps.epochs:
+            note = (f"{run.method} never attempted a jump (a window of h epoch-end snapshots fills after h − 1 "
+                    f"epochs, and the last epoch never jumps; {len(run.train_loss)} epoch(s) trained): this run is "
+                    "plain training and its comparison with plain means nothing")
         return cls(run.label, run.method, run.alpha, run.train_loss[-1], run.val_loss[-1], run.diverged_epoch,
                    tuple(a - b for a, b in zip(run.train_loss, plain.train_loss, strict=True)),
                    next((i + 1 for i, v in enumerate(run.train_loss) if v <= target), None), added, run.dmd_seconds,
@@ -251,7 +255,8 @@ def replay(
         # the runs' stores as they will be named once the staging directory is moved into place
         plane = dataclasses.replace(plane, runs=tuple(dataclasses.replace(r, store=str(final / Path(r.store).name))
                                                       for r in plane.runs))
-    return ReplayResult(recipe.name, dict(recipe.config), options, runs[0],
+    config = {**recipe.config, **({"epochs": epochs} if epochs is not None else {})}  # what was trained
+    return ReplayResult(recipe.name, config, options, runs[0],
                         tuple(r for r in runs[1:] if r.method == "kga"), time.perf_counter() - t0,
                         tuple(r for r in runs[1:] if r.method != "kga"), plane)
 
