@@ -106,7 +106,9 @@ def test_parse_window():
     assert parse_window("2:5", 10) == (2, 5)
     assert parse_window("-4:", 10) == (6, 9)
     assert parse_window(":4", 10) == (0, 4)
-    for bad, message in (("3", "a:b"), ("x:4", "integers"), ("5:20", "outside"), ("4:5", "at least 3")):
+    for bad, message in (("3", "a:b"), ("x:4", "integers"), ("5:20", "outside"), ("4:5", "holds 2 snapshot.*at least 3"),
+                         ("5:2", "5:2 ends before it starts$"),
+                         ("-1:5", r"-1:5 ends before it starts \(snapshots 9:5 of 0:9; a negative end counts")):
         with pytest.raises(TrajError, match=message):
             parse_window(bad, 10)
 

@@ -77,8 +77,11 @@ def parse_window(text: Window, n_snapshots: int, *, minimum: int = 3, method: st
     hi = hi + n_snapshots if hi < 0 else hi
     if not (0 <= lo < n_snapshots and 0 <= hi < n_snapshots):
         raise ParameterError("window", f"{given[0]}:{given[1]} lies outside the run's snapshots 0:{n_snapshots - 1}")
+    if hi < lo:
+        ends = f" (snapshots {lo}:{hi} of 0:{n_snapshots - 1}; a negative end counts from the last)" if given != (lo, hi) else ""
+        raise ParameterError("window", f"{given[0]}:{given[1]} ends before it starts{ends}")
     if hi - lo + 1 < minimum:
-        raise ParameterError("window", f"{given[0]}:{given[1]} holds {max(0, hi - lo + 1)} snapshot(s); "
+        raise ParameterError("window", f"{given[0]}:{given[1]} holds {hi - lo + 1} snapshot(s); "
                                        f"{method} needs at least {minimum}")
     return lo, hi
 
