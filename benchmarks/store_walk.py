@@ -34,11 +34,15 @@ def walk(argv: list[str]) -> list[tuple[str, str, str]]:
     from traj.cli.app import app
     from traj.store import RunStore
 
-    path = next(Path(a).resolve() for a in argv[1:] if Path(a).exists())
+    path = next((Path(a).resolve() for a in argv[1:] if Path(a).exists()), None)
+    if path is None:
+        raise SystemExit(f"no store among {argv[1:]}: give a command and an existing store")
     stops: list[tuple[str, str, str]] = []
     sites: set[tuple[str, int, object]] = set()
 
     def is_store(value: object) -> bool:
+        if isinstance(value, list | tuple):  # the runs of conjugacy, the peers of report
+            return any(is_store(v) for v in value)
         if isinstance(value, RunStore):
             return Path(value.path).resolve() == path
         return isinstance(value, str | Path) and str(value).endswith(path.name) and Path(value).resolve() == path
@@ -82,7 +86,13 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     args, argv = parser.parse_known_args()
     with tempfile.TemporaryDirectory() as tmp:
-        if "--out" not in argv and "-o" not in argv:
+        import typer
+
+        from traj.cli.app import app
+
+        command = typer.main.get_command(app).commands.get(argv[0]) if argv else None
+        takes_out = command is not None and any("--out" in p.opts for p in command.params)
+        if takes_out and "--out" not in argv and "-o" not in argv:
             argv = [*argv, "--out", str(Path(tmp) / "out")]
         result = summary(walk(argv))
     if args.json:

@@ -58,8 +58,8 @@ class ConjugacyParams(Params):
                              help="What DMD sees: 'all' weights, 'layer:NAME' (one parameter tensor) or 'pca:K' "
                                   "(K principal-component scores, from the Gram).")
     layer: str | None = custom(None, _check_layer, help="Same as --observable layer:NAME.")
-    center: bool = switch(help="pca:K: remove the window's mean from the scores (default no: the authors' "
-                               "projection, a fixed linear map of the weights).")
+    center: bool = switch(help="pca:K: remove the window's mean from the scores (off: the authors' projection, "
+                               "a fixed linear map of the weights).")
     rank: RankRule = custom("k", _check_rank_rule,
                             help="DMD rank: 'k' (every run at rank k, or the smallest rank any run resolves), an "
                                  "integer, or 'auto' (Gavish-Donoho per run).")
@@ -80,7 +80,7 @@ class ConjugacyParams(Params):
     quantile: float = number(0.95, low=0, high=1, low_open=True, help="Null quantile below which a pair is conjugate.")
     tolerance: float = number(1e-8, low=0, help="Distances below this count as zero (the eigenvalues' own precision).")
     margin: float = number(0.0, low=0, help="Equivalence margin: distances up to it are conjugate whatever the nulls "
-                                            "(default 0: the nulls alone decide).")
+                                            "(0: the nulls alone decide).")
     windows: int | None = integer(None, low=2, optional=True,
                                   help="Split the first run into W windows and compare them.")
     delays: int | None = integer(None, low=0, optional=True,
