@@ -23,6 +23,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "traj"
+sys.path.insert(0, str(ROOT))  # the checkout this script belongs to, whichever traj is installed
 
 
 def _name(file: Path) -> str:
