@@ -255,9 +255,9 @@ def parse_rank(rank: str, *keywords: str) -> int | str:
 def number_list(option: str, text: str, kind: type) -> list:
     """Comma-separated numbers of ``kind`` (``--compression 2,4,8``); the library checks their range."""
     noun = "integers" if kind is int else "numbers"
-    if not text.strip():
-        raise fail(f"{option} is empty")
     pieces = [v.strip() for v in text.split(",")]
+    if not any(pieces):
+        raise fail(f"{option} is empty")
     if not all(pieces):  # "1,,2" is a typo, not two numbers
         raise fail(f"{option} takes comma-separated {noun}, got {text!r} (an empty entry)")
     try:
