@@ -43,26 +43,29 @@ def epoch_rows(store: RunStore, epoch: int, *, parameter: str = "epoch") -> tupl
 
 
 @dataclass(frozen=True)
-class EpochScores:
-    """Every requested method's scores for one window, and the DMD they came from.
+class _WindowDMD:
+    """The DMD of a scored window: ``lambda1_index`` indexes ``operator.eigenvalues`` (λ1 itself is
+    :attr:`lambda1`); ``kgp_modes`` index them too."""
 
-    ``lambda1_index`` indexes ``operator.eigenvalues`` (λ1 itself is :attr:`lambda1`);
-    ``kgp_modes`` index them too.
-    """
-
-    epoch: int | None
-    window: tuple[int, int]
     operator: ReducedOperator
     lambda1_index: int
     kgp_modes: tuple[int, ...]
     mode_norms: np.ndarray
-    scores: Mapping[str, np.ndarray]
-    theta: np.ndarray
-    unavailable: Mapping[str, str]
 
     @property
     def lambda1(self) -> complex:
         return complex(self.operator.eigenvalues[self.lambda1_index])
+
+
+@dataclass(frozen=True)
+class EpochScores(_WindowDMD):
+    """Every requested method's scores for one window, in memory, and the DMD they came from."""
+
+    epoch: int | None
+    window: tuple[int, int]
+    scores: Mapping[str, np.ndarray]
+    theta: np.ndarray
+    unavailable: Mapping[str, str]
 
 
 def compute_scores(
@@ -90,26 +93,19 @@ def compute_scores(
                               eps=eps, kgp_fraction=kgp_fraction, gradient_batches=gradient_batches,
                               progress=progress)
         scores = {name: arrays.read(_score_name(name)) for name in scored.scores}
-        return EpochScores(epoch, tuple(window), scored.operator, scored.lambda1_index, scored.kgp_modes,
-                           scored.mode_norms, scores, arrays.read("theta"), scored.unavailable)
+        return EpochScores(scored.operator, scored.lambda1_index, scored.kgp_modes, scored.mode_norms, epoch=epoch,
+                           window=tuple(window), scores=scores, theta=arrays.read("theta"),
+                           unavailable=scored.unavailable)
     finally:
         arrays.close()
 
 
 @dataclass(frozen=True)
-class WindowScores:
+class WindowScores(_WindowDMD):
     """What :func:`score_window` found: the DMD of the window and the names of the scores it wrote."""
 
-    operator: ReducedOperator
-    lambda1_index: int
-    kgp_modes: tuple[int, ...]
-    mode_norms: np.ndarray
     scores: tuple[str, ...]
     unavailable: Mapping[str, str]
-
-    @property
-    def lambda1(self) -> complex:
-        return complex(self.operator.eigenvalues[self.lambda1_index])
 
 
 def score_window(
