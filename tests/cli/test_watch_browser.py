@@ -1,26 +1,17 @@
 """traj watch --html in a real headless browser (Debian's chromium driven by Playwright, as the report's test)."""
 
-import os
-import shutil
-
 import pytest
 from typer.testing import CliRunner
 
+from tests.cli.browser import browser_page, require_chromium
 from tests.live.test_watch import _train
 from traj.cli.app import app
 from traj.store.lock import WriterLock
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
 
 @pytest.mark.slow
 def test_watch_page_loads_refreshes_and_shows_its_figures_without_console_errors(tmp_path):
-    if CHROMIUM is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is not installed: the README's test command installs it (apt-get install chromium)")
-        pytest.skip("chromium not installed (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
+    require_chromium()
     path, page_dir = tmp_path / "run.zarr", tmp_path / "page"
     _train(path, 30)
     lock = WriterLock(path)  # a run still writing: the page refreshes itself
@@ -31,22 +22,15 @@ def test_watch_page_loads_refreshes_and_shows_its_figures_without_console_errors
         lock.release()
     assert result.exit_code == 0, result.output
     assert "http-equiv=refresh content=1" in (page_dir / "index.html").read_text()
-    flags = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-             "--disable-component-update", "--disable-sync"]
     errors: list[str] = []
     loads: list[str] = []
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=flags)
-        page = browser.new_page()
-        page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
-        page.on("pageerror", lambda error: errors.append(str(error)))
+    with browser_page(errors) as page:
         page.on("load", lambda: loads.append(page.url))
         page.goto((page_dir / "index.html").as_uri())
         page.wait_for_timeout(3500)  # the meta refresh of 1 s reloads it at least twice
         page.wait_for_load_state("load")
         rendered = page.evaluate("Array.from(document.images).map(i => [i.getAttribute('src'), i.complete && i.naturalWidth > 0])")
         text = page.inner_text("body")
-        browser.close()
     assert errors == []
     assert len(loads) >= 2
     assert rendered == [["live.png", True], ["spectrum.png", True], ["transitions.png", True]]
