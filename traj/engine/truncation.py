@@ -13,15 +13,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import DTypeLike
 
 from ..checks import check_int
 from ..errors import NotApplicableError, ParameterError, RankUnavailableError
+from ..options import custom
 
-__all__ = ["CLIFF", "RESOLVED", "Excess", "RankRequest", "Source", "Truncation", "check_rank", "common_rank",
+__all__ = ["CLIFF", "RESOLVED", "Excess", "RankRequest", "Source", "Truncation", "check_rank", "common_rank", "rank_option",
            "gavish_donoho_threshold", "known_noise_threshold", "largest_rank", "no_noise_bulk", "noise_from_tail",
            "precision_floor", "resolved", "truncate", "truncate_sketch"]
 
@@ -60,6 +61,11 @@ def check_rank(rank: int | str | None, name: str = "rank", *, keywords: tuple[st
         words = " or ".join(repr(k) for k in dict.fromkeys(("auto", *keywords)))
         raise ParameterError(name, f"must be {words} or an integer >= 1, got {rank!r}")
     return check_int(name, rank, low=1)
+
+
+def rank_option(default: int | str | None, *, help: str, keywords: tuple[str, ...] = ("auto",)) -> Any:
+    """A ``Params`` field (:mod:`traj.options`) holding a DMD rank, checked by :func:`check_rank` with ``keywords``."""
+    return custom(default, lambda name, value: check_rank(value, name, keywords=keywords), help=help)
 
 
 def precision_floor(dtype: DTypeLike, *, source: Source) -> float:

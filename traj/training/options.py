@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from ..checks import MAX_EPOCHS
-from ..engine.truncation import check_rank
+from ..engine.truncation import rank_option
 from ..errors import ParameterError
 from ..options import Params, choice, custom, integer, number, switch
 
@@ -37,8 +37,7 @@ class KGAOptions(Params):
     window: int = integer(5, low=3, high=MAX_WINDOW, help="Snapshots t of each DMD fit.")
     interval: str | int = custom("epoch", _check_interval, help="'epoch' (KGA-Epoch) or k steps (KGA-Iter).")
     eps: float = number(0.01, low=0, high=1, help="Stable modes have |λ| < 1 − ε.")
-    rank: int | str | None = custom(None, lambda name, value: check_rank(value, name),
-                                    help="DMD rank of each fit: an integer, or 'auto'/None (Gavish–Donoho).")
+    rank: int | str | None = rank_option(None, help="DMD rank of each fit: an integer, or 'auto'/None (Gavish–Donoho).")
     efficient: bool = switch(help="Efficient-KGA: fix U after the first fit.")
     project_step: bool = switch(help="Use eq. 13 literally (drop the step outside U).")
     mask: str = choice("none", MASKS, help="none, kwm, norm or delta.")
@@ -64,8 +63,7 @@ class JumpOptions(Params):
                                 help="Epochs between jumps (default and minimum h − 1).")
     warmup: int | None = integer(None, low=0, high=MAX_EPOCHS, optional=True,
                                  help="The first epoch that may jump (default and minimum h − 1).")
-    rank: int | str | None = custom(None, lambda name, value: check_rank(value, name),
-                                    help="DMD rank of each fit: an integer, or 'auto'/None (Gavish–Donoho).")
+    rank: int | str | None = rank_option(None, help="DMD rank of each fit: an integer, or 'auto'/None (Gavish–Donoho).")
 
     def validate(self) -> None:
         # the history restarts after a jump: a window of h snapshots needs h − 1 epochs to fill (and refill)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ...checks import check_int
-from ...engine.truncation import check_rank
+from ...engine.truncation import rank_option
 from ...errors import ParameterError
 from ...options import Params, choice, custom, integer, number, seed, switch
 from ..windows import Window, check_window
@@ -23,10 +23,6 @@ MAX_NULL_SIZE = 1000
 
 
 RankRule = int | Literal["auto", "k"] | None
-
-
-def _check_rank_rule(name: str, rank: Any) -> RankRule:
-    return check_rank(rank, name, keywords=("auto", "k"))  # type: ignore[return-value]
 
 
 def _check_stack(name: str, stack: Any) -> int | bool | None:
@@ -60,8 +56,8 @@ class ConjugacyParams(Params):
     layer: str | None = custom(None, _check_layer, help="Same as --observable layer:NAME.")
     center: bool = switch(help="pca:K: remove the window's mean from the scores (off: the authors' projection, "
                                "a fixed linear map of the weights).")
-    rank: RankRule = custom("k", _check_rank_rule,
-                            help="DMD rank: 'k' (every run at rank k, or the smallest rank any run resolves), an "
+    rank: RankRule = rank_option("k", keywords=("auto", "k"),
+                                 help="DMD rank: 'k' (every run at rank k, or the smallest rank any run resolves), an "
                                  "integer, or 'auto' (Gavish-Donoho per run).")
     k: int | None = integer(10, low=1, optional=True, help="Eigenvalues compared per run (largest modulus first).")
     null_size: int = integer(20, low=0, high=MAX_NULL_SIZE,

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from ...checks import check_float
-from ...engine.truncation import check_rank
+from ...engine.truncation import rank_option
 from ...errors import ParameterError
 from ...options import Params, choice, custom, integer, number, seed, switch
 from ..windows import Window, check_window
@@ -59,8 +59,7 @@ def _layers(name: str, value: Sequence[str] | None) -> tuple[str, ...] | None:
 class DMDParams(Params):
     """The options of a DMD, each checked when the class is built (see :func:`~traj.analysis.dmd.dmd`)."""
 
-    rank: int | str | None = custom("auto", lambda name, value: check_rank(value, name),
-                                    help="Modes to keep: an integer, or 'auto' (Gavish–Donoho).")
+    rank: int | str | None = rank_option("auto", help="Modes to keep: an integer, or 'auto' (Gavish–Donoho).")
     window: Window = custom(None, check_window, help="Snapshots a:b, both included (negative counts from the end).")
     layers: tuple[str, ...] | None = custom(None, _layers, help="Use only this parameter tensor (repeatable).")
     per_layer: bool = switch(help="Also decompose every layer on its own.")

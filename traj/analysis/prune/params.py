@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from ...checks import MAX_EPOCHS, check_floats
-from ...engine.truncation import check_rank
+from ...engine.truncation import rank_option
 from ...errors import ParameterError
 from ...options import Params, choice, custom, integer, integers, number, switch
 from ..windows import Window, check_window
@@ -49,8 +49,8 @@ class PruneParams(Params):
     seeds: int = integer(3, low=1, high=MAX_SEEDS, help="Refinement seeds (and LSP mask seeds).")
     evaluate: bool = switch(True, help="Accuracy with the store's recipe.")
     epochs: tuple[int, ...] = integers((), help="Also compare masks across these epochs, e.g. 0,2,4.")
-    rank: int | str | None = custom(DEFAULT_RANK, lambda name, value: check_rank(value, name, keywords=("all",)),
-                                    help="DMD rank of the epoch: 'all' (Redman et al. 2022's: every direction the "
+    rank: int | str | None = rank_option(DEFAULT_RANK, keywords=("all",),
+                                         help="DMD rank of the epoch: 'all' (Redman et al. 2022's: every direction the "
                                          "data resolve), 'auto' (Gavish–Donoho) or an integer.")
     kgp_fraction: float = number(0.85, low=0, high=1, help="KGP keeps the modes whose scaled norm ‖bj φj‖ is at least this fraction of the largest.")
 
